@@ -1,0 +1,48 @@
+"""Errors a caller can cause, as domain exceptions.
+
+Domain modules raise these; the gRPC layer maps each class to one status code in one place
+(``node.servicers.status``), so the domain never imports grpc. Messages name the field, the
+rule and, where useful, the article of the Measures, because they reach the caller verbatim.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class: a refusal whose message is safe and useful to show the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    """The request itself is wrong (bad code, missing field, rule broken)."""
+
+
+class NotFound(DomainError):
+    """The thing the request names does not exist here."""
+
+
+class AlreadyExists(DomainError):
+    """The thing the request would create exists already."""
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this."""
+
+
+class Unauthenticated(DomainError):
+    """The caller's identity could not be established or is no longer trusted."""
+
+
+class FailedPrecondition(DomainError):
+    """The request is well-formed but the system is not in a state that allows it."""
+
+
+class ResourceExhausted(DomainError):
+    """A quota or size limit was hit."""
+
+
+class Unavailable(DomainError):
+    """A node the request needs cannot be reached."""

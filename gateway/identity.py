@@ -96,7 +96,10 @@ def parse_spiffe(uri: str) -> Identity:
     if len(parts) > 2:
         raise IdentityError(f"{uri!r} has too many path segments")
     subject = parts[1] if len(parts) == 2 else ""
-    return make_identity(region, trust_domain, role, subject)
+    identity = make_identity(region, trust_domain, role, subject)
+    if identity.uri != uri:
+        raise IdentityError(f"{uri!r} is not in canonical form ({identity.uri})")
+    return identity
 
 
 def spiffe_uris(cert: x509.Certificate) -> list[str]:
@@ -105,7 +108,8 @@ def spiffe_uris(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [
-        u for u in san.value.get_values_for_type(x509.UniformResourceIdentifier)
+        u
+        for u in san.value.get_values_for_type(x509.UniformResourceIdentifier)
         if u.startswith("spiffe://")
     ]
 
@@ -168,8 +172,7 @@ def check_chain(chain: list[x509.Certificate], trust_domain: str) -> Identity:
         hosts = permitted_uri_hosts(ca)
         if hosts is not None and not any(_host_permitted(ident.host, h) for h in hosts):
             raise IdentityError(
-                f"identity {ident} is outside the region its CA may vouch for "
-                f"({', '.join(hosts)})"
+                f"identity {ident} is outside the region its CA may vouch for ({', '.join(hosts)})"
             )
     return ident
 

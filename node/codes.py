@@ -53,6 +53,25 @@ def credit_code_region(code: str) -> str:
     return code[2:8]
 
 
+def agency_home_problem(node_region: str, code: str) -> str | None:
+    """Why the agency with ``code`` does not belong to the node of ``node_region``, or None.
+
+    A city node serves the agencies registered in its city (any district of it); the province
+    node serves province-level agencies, registered at the province itself (``XX0000``).
+    Everyone else gets credentials from their own region's node.
+    """
+    home = credit_code_region(code)
+    region = Region(node_region)
+    belongs = home == node_region if region.is_province else region.contains(home)
+    if belongs:
+        return None
+    level = "province-level agencies (registered in " if region.is_province else "agencies of "
+    return (
+        f"{code} was registered in division {home}; this node serves {level}{node_region}"
+        f"{')' if region.is_province else ''}, so the agency belongs to its own region's node"
+    )
+
+
 # --- GB 11643 citizen identity number -----------------------------------------------------
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)

@@ -1,0 +1,1 @@
+"""govnode.v1: generated protobuf and gRPC stubs; regenerate with scripts/gen_protos.py."""

@@ -1,0 +1,48 @@
+# govnode: the two commands a new machine needs are `make demo` and `make test`.
+# Each sets everything up first (a virtualenv in .venv with the project and its dev tools).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test check lint types protos protos-check bench ci clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the demo: a province node on loopback with fresh PKI and the example catalog.
+demo: install
+	$(BIN)/govnode demo
+
+## Run the whole test suite (set GOVNODE_TEST_POSTGRES_URL to include PostgreSQL).
+test: install
+	$(BIN)/python -m pytest
+
+## Static checks: generated stubs match the .proto files, ruff, mypy.
+check: install protos-check lint types
+
+lint: install
+	$(BIN)/ruff check .
+
+types: install
+	$(BIN)/mypy
+
+protos: install
+	$(BIN)/python scripts/gen_protos.py
+
+protos-check: install
+	$(BIN)/python scripts/gen_protos.py --check
+
+bench: install
+	$(BIN)/python -m bench
+
+ci: check test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-run

@@ -1,0 +1,78 @@
+"""The one place a gRPC server is built and shut down.
+
+Every option is set here, once: message-size limits, keepalive policy, concurrency, health
+checking and reflection. Nodes and test fixtures both use :func:`build_server`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.interceptors import GuardInterceptor
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    #: Largest request or response message, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: Concurrent streams per HTTP/2 connection.
+    max_concurrent_streams: int = 256
+    #: Ping idle clients every this many ms, and drop them after the timeout.
+    keepalive_time_ms: int = 60_000
+    keepalive_timeout_ms: int = 20_000
+    #: Refuse client pings more often than this (protects against ping floods).
+    min_ping_interval_ms: int = 10_000
+    #: Connections older than this are gracefully cycled, so certificate changes and
+    #: revocations are re-checked at the handshake too.
+    max_connection_age_ms: int = 3_600_000
+    max_connection_age_grace_ms: int = 30_000
+
+
+def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+        ("grpc.keepalive_time_ms", limits.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", limits.keepalive_timeout_ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", limits.min_ping_interval_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_age_ms", limits.max_connection_age_ms),
+        ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
+        # One listening socket per address: a second node on the same port must fail loudly.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def build_server(guard: GuardInterceptor, limits: ServerLimits) -> grpc.aio.Server:
+    return grpc.aio.server(interceptors=[guard], options=server_options(limits))
+
+
+class HealthReporter:
+    """Standard gRPC health checking (grpc.health.v1) for the whole node and each service."""
+
+    def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
+        self._servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._services = ["", *services]
+        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._services:
+            await self._servicer.set(name, status)
+
+
+def enable_reflection(server: grpc.aio.Server, services: Sequence[str]) -> None:
+    """Server reflection, so grpcurl and any gRPC client can discover the API."""
+    names = [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)

@@ -1,0 +1,162 @@
+"""A running node: storage, TLS identity, the guarded gRPC server, and its lifecycle.
+
+Start-up refuses loudly when anything would make the node unsafe: a region that may not run a
+platform (checked by the config), a node certificate that does not carry this node's identity
+or chain to the configured root, or a certificate that has expired. Shutdown reports
+NOT_SERVING first, so load balancers and peers drain before the port closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+from dataclasses import dataclass
+
+import grpc.aio
+import structlog
+from cryptography import x509
+
+from gateway.auth import Authenticator
+from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
+from gateway.interceptors import GuardInterceptor
+from gateway.server import HealthReporter, ServerLimits, build_server, enable_reflection
+from gateway.tls import TlsFiles, server_credentials
+from node.catalog import Catalog
+from node.config import NodeConfig
+from node.revocation import Revocations
+from node.servicers import Services, register_services
+from node.storage import Database
+
+log = structlog.get_logger("govnode.node")
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says why and what to fix."""
+
+
+def node_tls_files(config: NodeConfig) -> TlsFiles:
+    return TlsFiles(
+        key=config.path(config.tls.key),
+        chain=config.path(config.tls.cert),
+        root=config.path(config.tls.root),
+    )
+
+
+def check_node_certificate(config: NodeConfig) -> tuple[Identity, x509.Certificate]:
+    """The node's own identity, after checking its certificate fits this configuration."""
+    files = node_tls_files(config)
+    try:
+        _, chain_pem, root_pem = files.read()
+    except FileNotFoundError as exc:
+        raise StartupError(
+            f"{exc}; run `govnode init` (or `govnode certs install`) first"
+        ) from None
+    chain = x509.load_pem_x509_certificates(chain_pem)
+    root = x509.load_pem_x509_certificate(root_pem)
+    expected = make_identity(config.node.region, config.node.trust_domain, Role.NODE)
+    try:
+        identity = check_chain([c for c in chain if c != root], config.node.trust_domain)
+    except IdentityError as exc:
+        raise StartupError(f"tls.cert ({files.chain}): {exc}") from None
+    if identity != expected:
+        raise StartupError(
+            f"tls.cert ({files.chain}) carries identity {identity}, but node.region and "
+            f"node.trust_domain say this node is {expected}"
+        )
+    leaf = chain[0]
+    now = dt.datetime.now(dt.UTC)
+    if leaf.not_valid_after_utc <= now:
+        raise StartupError(
+            f"tls.cert ({files.chain}) expired at {leaf.not_valid_after_utc.isoformat()}"
+        )
+    top = [c for c in chain if c != root][-1]
+    try:
+        top.verify_directly_issued_by(root)
+    except Exception:
+        raise StartupError(
+            f"tls.cert ({files.chain}) does not chain to tls.root ({files.root})"
+        ) from None
+    return identity, root
+
+
+@dataclass
+class RunningNode:
+    config: NodeConfig
+    identity: Identity
+    server: grpc.aio.Server
+    health: HealthReporter
+    db: Database
+    port: int
+
+    @property
+    def address(self) -> str:
+        host = self.config.node.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.config.limits.shutdown_grace_seconds if grace is None else grace
+        log.info("node_stopping", grace_s=grace)
+        await self.health.set_serving(False)
+        await self.server.stop(grace)
+        await self.db.close()
+        log.info("node_stopped")
+
+
+async def start_node(config: NodeConfig) -> RunningNode:
+    """Open storage, build the server and start serving; returns once the port is bound."""
+    identity, root = check_node_certificate(config)
+    db = await Database.open(config.database_url)
+    try:
+        await db.migrate()
+        revocations = Revocations(db)
+        guard = GuardInterceptor(
+            Authenticator(root, config.node.trust_domain, revocations.reason_for)
+        )
+        limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
+        server = build_server(guard, limits)
+        services = Services(
+            config=config,
+            identity=identity,
+            catalog=Catalog(db, node_region=config.node.region),
+        )
+        names = register_services(server, services)
+        health = HealthReporter(server, names)
+        enable_reflection(server, names)
+        try:
+            port = server.add_secure_port(
+                config.node.listen, server_credentials(node_tls_files(config))
+            )
+        except RuntimeError as exc:
+            raise StartupError(
+                f"node.listen: cannot listen on {config.node.listen}: {exc}"
+            ) from None
+        if port == 0:
+            raise StartupError(f"node.listen: cannot listen on {config.node.listen}")
+        await server.start()
+        await health.set_serving(True)
+    except BaseException:
+        await db.close()
+        raise
+    node = RunningNode(config, identity, server, health, db, port)
+    log.info(
+        "node_serving",
+        identity=str(identity),
+        address=node.address,
+        mode=config.node.mode.value,
+        storage=config.database_url.split("://", 1)[0],
+    )
+    return node
+
+
+async def serve_forever(config: NodeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (NOT_SERVING first)."""
+    node = await start_node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()

@@ -1,0 +1,50 @@
+"""The ``govnode`` command line: one module per command group.
+
+User errors print one clear line and exit with status 2; nothing prints a traceback unless
+GOVNODE_DEBUG=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from node.cli import agency, certs, demo, init, serve
+
+app = typer.Typer(
+    name="govnode",
+    help=(
+        "govnode: the node software of a province's government data sharing platform "
+        "(福建省政务数据管理办法). Province and city nodes talk over mutual-TLS gRPC.\n\n"
+        "Start with `govnode demo`, or `govnode init province --help`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(init.app, name="init")
+app.add_typer(certs.app, name="certs")
+app.add_typer(agency.app, name="agency")
+serve.register(app)
+demo.register(app)
+
+
+def main() -> None:
+    from node.cli._common import UserError, describe_error
+
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("GOVNODE_DEBUG") == "1":
+            raise
+        message = describe_error(exc)
+        if message is None:
+            message = f"unexpected {type(exc).__name__}: {exc} (set GOVNODE_DEBUG=1 for details)"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, UserError) or message else 1)

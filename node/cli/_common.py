@@ -1,0 +1,83 @@
+"""Helpers shared by the CLI command modules."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from gateway.identity import IdentityError
+from gateway.tls import TlsFiles
+from node.config import ConfigError, NodeConfig, load_config
+from node.errors import DomainError
+from node.pki import PkiError
+
+
+class UserError(Exception):
+    """Something the operator can fix; printed as one line."""
+
+
+def describe_error(exc: Exception) -> str | None:
+    """The one-line message for an error the operator caused, or None for a bug."""
+    from node.app import StartupError
+    from node.provision import ProvisionError
+
+    known = (UserError, ConfigError, PkiError, IdentityError, StartupError, ProvisionError)
+    if isinstance(exc, known):
+        return str(exc)
+    if isinstance(exc, DomainError):
+        return exc.message
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+    return None
+
+
+CONFIG_OPTION = typer.Option(
+    ..., "--config", "-c", help="The node's govnode.toml (written by `govnode init`)."
+)
+
+
+def load(config: Path) -> NodeConfig:
+    return load_config(config)
+
+
+def split_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"{what}: {value!r} must be HOST:PORT, e.g. 127.0.0.1:7443")
+    return host.strip("[]"), int(port)
+
+
+def cert_hosts(listen: str, extra: list[str]) -> list[str]:
+    """DNS/IP names for a node certificate: the listen host (unless a wildcard) plus extras."""
+    host, _ = split_hostport(listen, "--listen")
+    hosts: list[str] = []
+    wildcard = host in ("0.0.0.0", "::", "")
+    for h in ([] if wildcard else [host]) + extra:
+        h = h.strip("[]")
+        if h not in hosts:
+            hosts.append(h)
+    if not hosts:
+        raise UserError(
+            f"--listen {listen} is a wildcard address: name the host clients use with --host"
+        )
+    for h in hosts:
+        try:
+            ipaddress.ip_address(h)
+        except ValueError:
+            if not h.replace("-", "").replace(".", "").isalnum():
+                raise UserError(f"--host {h!r} is neither an IP address nor a DNS name") from None
+    return hosts
+
+
+def node_files(config: NodeConfig) -> TlsFiles:
+    return TlsFiles(
+        key=config.path(config.tls.key),
+        chain=config.path(config.tls.cert),
+        root=config.path(config.tls.root),
+    )
+
+
+def echo(message: str) -> None:
+    typer.echo(message)

@@ -1,0 +1,192 @@
+"""``govnode certs``: sign a city's CA, install it, revoke and inspect certificates."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import typer
+from cryptography import x509
+
+from gateway.identity import IdentityError, Role, identity_of, make_identity, permitted_uri_hosts
+from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.codes import FUJIAN_DIVISIONS, Region, region_problem
+from node.config import Mode, NodeConfig
+from node.pki import (
+    KeyPair,
+    fingerprint,
+    fingerprint_matches,
+    serial_hex,
+    sign_intermediate,
+    sign_node_csr,
+)
+from node.pki_files import load_certs, load_keypair, load_private_key, write_pem
+from node.revocation import REASONS, Revocations, normalise_serial
+from node.storage import Database
+
+app = typer.Typer(help="Sign, install, revoke and inspect certificates.", no_args_is_help=True)
+
+
+def _load_csr(path: Path) -> x509.CertificateSigningRequest:
+    try:
+        return x509.load_pem_x509_csr(path.read_bytes())
+    except ValueError as exc:
+        raise UserError(f"{path} is not a PEM certificate request: {exc}") from None
+
+
+@app.command("sign-city")
+def sign_city(
+    config: Path = CONFIG_OPTION,
+    csr: Path = typer.Option(..., "--csr", help="The city's tls/ca.csr from `govnode init city`."),
+    region: str = typer.Option(..., "--region", help="The city's code, e.g. 350100."),
+    name: str = typer.Option(..., "--name", help="The city's name, e.g. 福州市."),
+    out: Path = typer.Option(..., "--out", help="Directory to write ca.crt and root.crt into."),
+) -> None:
+    """At the province: sign a city's intermediate CA, confined to the city's region."""
+    cfg = load(config)
+    if cfg.node.mode is not Mode.PROVINCE or cfg.tls.root_key is None:
+        raise UserError(f"{config}: only the province node signs city CAs")
+    problem = region_problem(region)
+    if problem or Region(region).is_province or not cfg.region.contains(region):
+        raise UserError(f"--region: {problem or f'{region} is not a city of {cfg.node.region}'}")
+    known = FUJIAN_DIVISIONS.get(region)
+    if known is not None and known != name:
+        raise UserError(f"--name: region {region} is {known}, not {name!r}")
+    root = load_keypair(cfg.path(cfg.tls.root_key), cfg.path(cfg.tls.root))
+    cert = sign_intermediate(
+        root, _load_csr(csr), region=region, region_name=name, trust_domain=cfg.node.trust_domain
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_pem(out / "ca.crt", cert)
+    write_pem(out / "root.crt", root.cert)
+    echo(f"Signed the CA of {name} ({region}), permitted only {region}.{cfg.node.trust_domain}")
+    echo(f"  wrote {out / 'ca.crt'} and {out / 'root.crt'}")
+    echo(f"  root fingerprint (tell the city operator out of band): {fingerprint(root.cert)}")
+
+
+@app.command("install")
+def install(
+    config: Path = CONFIG_OPTION,
+    bundle: Path = typer.Option(..., "--bundle", help="Directory from `certs sign-city`."),
+    root_fingerprint: str = typer.Option(
+        ..., "--fingerprint", help="The province root's SHA-256 fingerprint, from its operator."
+    ),
+) -> None:
+    """At the city: check the signed CA against the root fingerprint, then issue the node cert.
+
+    The node certificate is issued here, by the city's own CA, from tls/node.csr: the city's
+    CA key never leaves this machine, so the province cannot issue it.
+    """
+    cfg = load(config)
+    if cfg.node.mode is not Mode.CITY:
+        raise UserError(f"{config}: `certs install` is for city nodes")
+    root = load_certs(bundle / "root.crt")[0]
+    if not fingerprint_matches(root, root_fingerprint):
+        raise UserError(
+            f"{bundle / 'root.crt'} has fingerprint {fingerprint(root)}, not the one given: "
+            "refusing to trust it"
+        )
+    ca_cert = load_certs(bundle / "ca.crt")[0]
+    try:
+        ca_cert.verify_directly_issued_by(root)
+    except Exception:
+        raise UserError(f"{bundle / 'ca.crt'} is not signed by {bundle / 'root.crt'}") from None
+    expected_host = f"{cfg.node.region}.{cfg.node.trust_domain}"
+    if permitted_uri_hosts(ca_cert) != [expected_host]:
+        raise UserError(f"{bundle / 'ca.crt'} is not confined to {expected_host}")
+    ca = KeyPair(load_private_key(cfg.path(cfg.tls.ca_key)), ca_cert)
+    tls = cfg.path(cfg.tls.cert).parent
+    node_cert = sign_node_csr(
+        ca, _load_csr(tls / "node.csr"), region=cfg.node.region, trust_domain=cfg.node.trust_domain
+    )
+    write_pem(cfg.path(cfg.tls.root), root)
+    write_pem(cfg.path(cfg.tls.ca_cert), ca_cert)
+    write_pem(cfg.path(cfg.tls.cert), node_cert, ca_cert)
+    echo(f"Installed the CA of {cfg.node.name} and issued the node certificate")
+    echo(f"  identity: spiffe://{expected_host}/node")
+    echo(f"Next: govnode serve --config {config}")
+
+
+async def _revoke(cfg: NodeConfig, serial: str, identity: str, region: str, reason: str) -> None:
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        await Revocations(db).revoke(
+            serial_hex=serial,
+            identity=identity,
+            issuer_region=region,
+            reason=reason,
+            revoked_by=str(make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE)),
+        )
+    finally:
+        await db.close()
+
+
+@app.command("revoke")
+def revoke(
+    config: Path = CONFIG_OPTION,
+    cert: Path | None = typer.Option(None, "--cert", help="PEM file of the certificate."),
+    serial: str | None = typer.Option(None, "--serial", help="Hex serial, if no PEM is at hand."),
+    reason: str = typer.Option("unspecified", "--reason", help=f"One of: {', '.join(REASONS)}."),
+) -> None:
+    """Revoke a certificate: the node refuses it from its next call on."""
+    cfg = load(config)
+    if (cert is None) == (serial is None):
+        raise UserError("give exactly one of --cert or --serial")
+    identity, region = "", ""
+    if cert is not None:
+        leaf = load_certs(cert)[0]
+        serial = serial_hex(leaf)
+        try:
+            who = identity_of(leaf)
+            identity, region = str(who), who.region
+        except IdentityError:
+            identity = leaf.subject.rfc4514_string()
+    assert serial is not None
+    serial = normalise_serial(serial)
+    asyncio.run(_revoke(cfg, serial, identity, region, reason))
+    echo(f"Revoked certificate {serial} {identity}".rstrip() + f" ({reason})")
+
+
+async def _list(cfg: NodeConfig) -> None:
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        rows = await Revocations(db).all()
+    finally:
+        await db.close()
+    if not rows:
+        echo("No certificates are revoked.")
+    cst = dt.timezone(dt.timedelta(hours=8), "CST")
+    for r in rows:
+        echo(
+            f"{r.revoked_at.astimezone(cst):%Y-%m-%d %H:%M} CST  {r.serial_hex}  "
+            f"{r.identity or '-'}  {r.reason}"
+        )
+
+
+@app.command("list-revoked")
+def list_revoked(config: Path = CONFIG_OPTION) -> None:
+    """List the certificates this node refuses."""
+    asyncio.run(_list(load(config)))
+
+
+@app.command("show")
+def show(pem: Path = typer.Argument(..., help="A PEM certificate or chain file.")) -> None:
+    """Print a certificate's identity, serial, validity and fingerprint."""
+    cst = dt.timezone(dt.timedelta(hours=8), "CST")
+    for cert in load_certs(pem):
+        try:
+            who = str(identity_of(cert))
+        except IdentityError:
+            hosts = permitted_uri_hosts(cert)
+            who = f"CA for {', '.join(hosts)}" if hosts else "root CA"
+        echo(f"{cert.subject.rfc4514_string()}")
+        echo(f"  identity:     {who}")
+        echo(f"  serial:       {serial_hex(cert)}")
+        echo(
+            f"  valid:        {cert.not_valid_before_utc.astimezone(cst):%Y-%m-%d %H:%M} to "
+            f"{cert.not_valid_after_utc.astimezone(cst):%Y-%m-%d %H:%M} CST"
+        )
+        echo(f"  fingerprint:  {fingerprint(cert)}")

@@ -1,0 +1,222 @@
+"""Node configuration: TOML on disk, environment overrides, validated at start-up.
+
+Each section is a pydantic model; :func:`load_config` reads the file, applies
+``GOVNODE_<SECTION>__<KEY>`` environment variables on top (``GOVNODE_NODE__LISTEN=...``), and
+turns every validation problem into a :class:`ConfigError` that names the file and the exact
+key path, e.g. ``node.region: 350102 is a county-level division ...``.
+
+Relative paths in the file are relative to the file's own directory, so a node directory can
+be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.identity import IdentityError, validate_trust_domain
+from node.codes import FUJIAN_DIVISIONS, Region, region_problem
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class Mode(enum.StrEnum):
+    PROVINCE = "province"  # 省级平台: the central node, exactly one per province
+    CITY = "city"  # 设区市子平台: a sub-node for one prefecture-level city
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} must be HOST:PORT, e.g. 127.0.0.1:7443")
+    return value
+
+
+class NodeSection(_Section):
+    mode: Mode
+    region: str = Field(description="GB/T 2260 code of the province or city this node serves")
+    name: str = Field(min_length=1, max_length=64)
+    trust_domain: str = "fujian.gov.cn"
+    listen: str = "127.0.0.1:7443"
+    #: Extra DNS names / IPs written into the node certificate's SANs at init.
+    advertise_hosts: tuple[str, ...] = ()
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        problem = region_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("trust_domain")
+    @classmethod
+    def _trust_domain(cls, value: str) -> str:
+        try:
+            return validate_trust_domain(value)
+        except IdentityError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _check_hostport(value)
+
+    @model_validator(mode="after")
+    def _mode_matches_region(self) -> Self:
+        region = Region(self.region)
+        if self.mode is Mode.PROVINCE and not region.is_province:
+            raise ValueError(f"mode is province but region {self.region} is a city")
+        if self.mode is Mode.CITY and region.is_province:
+            raise ValueError(f"mode is city but region {self.region} is a province")
+        known = FUJIAN_DIVISIONS.get(self.region)
+        if known is not None and known != self.name:
+            raise ValueError(f"region {self.region} is {known}, but name says {self.name!r}")
+        return self
+
+
+class TlsSection(_Section):
+    cert: Path = Path("tls/node.crt")  # node certificate chain, leaf first
+    key: Path = Path("tls/node.key")  # node private key (0600)
+    root: Path = Path("tls/root.crt")  # province root CA: the only trust anchor
+    ca_cert: Path = Path("tls/ca.crt")  # this region's intermediate CA (issues agencies)
+    ca_key: Path = Path("tls/ca.key")
+    root_key: Path | None = None  # province only: signs city intermediates
+
+
+class StorageSection(_Section):
+    url: str = "sqlite+aiosqlite:///node.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB"
+            )
+        return value
+
+
+class FederationSection(_Section):
+    province_region: str | None = None  # city only: the province it belongs to
+    province_endpoint: str | None = None  # city only: HOST:PORT of the province node
+
+    @field_validator("province_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_hostport(value)
+
+
+class LimitsSection(_Section):
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+
+
+class LogSection(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class NodeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GOVNODE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    node: NodeSection
+    tls: TlsSection = TlsSection()
+    storage: StorageSection = StorageSection()
+    federation: FederationSection = FederationSection()
+    limits: LimitsSection = LimitsSection()
+    log: LogSection = LogSection()
+    #: Directory the file was read from; relative paths resolve against it.
+    base_dir: Path = Path()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed in as init values).
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _city_needs_province(self) -> Self:
+        if self.node.mode is Mode.CITY:
+            fed = self.federation
+            if not fed.province_region:
+                raise ValueError("federation.province_region: a city must name its province")
+            if not Region(fed.province_region).is_province:
+                raise ValueError(
+                    f"federation.province_region: {fed.province_region} is not a province"
+                )
+            if not Region(fed.province_region).contains(self.node.region):
+                raise ValueError(
+                    f"node.region: {self.node.region} is not a city of province "
+                    f"{fed.province_region} (第十九条)"
+                )
+            if not fed.province_endpoint:
+                raise ValueError(
+                    "federation.province_endpoint: a city needs its province's endpoint"
+                )
+        elif self.tls.root_key is None:
+            raise ValueError("tls.root_key: the province node needs the root CA key")
+        return self
+
+    def path(self, p: Path) -> Path:
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def database_url(self) -> str:
+        url = self.storage.url
+        prefix = "sqlite+aiosqlite:///"
+        if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+            return prefix + str((self.base_dir / url[len(prefix) :]).resolve())
+        return url
+
+    @property
+    def region(self) -> Region:
+        return Region(self.node.region)
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is required"
+        elif err["type"] == "extra_forbidden":
+            msg = "is not a known key"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return f"{path}: " + "; ".join(lines)
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read, override from the environment, and validate a node's TOML configuration."""
+    path = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data["base_dir"] = path.resolve().parent
+    try:
+        return NodeConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None

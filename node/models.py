@@ -1,0 +1,117 @@
+"""Database tables (SQLModel, ``table=True``).
+
+Rows are storage, not domain objects: the catalog service turns them into
+``node.catalog_types`` values. Every datetime column is :class:`UTCDateTime`, so values come
+back timezone-aware in UTC on SQLite and PostgreSQL alike. The schema itself is created by
+migrations (node/migrations), never by ``metadata.create_all``; ``tests/test_storage.py``
+checks the two agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Text
+from sqlmodel import Field, SQLModel
+
+from node.storage import UTCDateTime
+
+CODE_LEN = 15  # RRRRRR-C-NNNNNN
+CREDIT_CODE_LEN = 18
+REGION_LEN = 6
+ELEMENT_LEN = 64
+
+
+class CatalogEntryRow(SQLModel, table=True):
+    """The current state of one catalog entry (政务信息资源目录, 第十八条).
+
+    The columns are what lists filter and sort on; ``body`` is the whole entry as canonical
+    JSON, so every field round-trips whatever the wire contract adds later.
+    """
+
+    __tablename__ = "catalog_entry"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    name: str = Field(max_length=200)
+    provider_code: str = Field(max_length=CREDIT_CODE_LEN, index=True)
+    provider_name: str = Field(max_length=200)
+    region: str = Field(max_length=REGION_LEN, index=True)
+    classification: str = Field(max_length=16)
+    industry_category: str = Field(max_length=100)
+    share_type: str = Field(max_length=16)
+    open_type: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    version: int
+    created_at: dt.datetime = Field(sa_type=UTCDateTime)
+    updated_at: dt.datetime = Field(sa_type=UTCDateTime)
+    body: str = Field(sa_type=Text)
+
+
+class CatalogEntryVersionRow(SQLModel, table=True):
+    """Every version of every entry, v1 included; never deleted (第四十一条)."""
+
+    __tablename__ = "catalog_entry_version"
+
+    resource_code: str = Field(
+        primary_key=True,
+        max_length=CODE_LEN,
+        sa_column_args=[ForeignKey("catalog_entry.resource_code")],
+    )
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    body: str = Field(sa_type=Text)
+    changed_by: str = Field(max_length=300)
+    changed_at: dt.datetime = Field(sa_type=UTCDateTime)
+    reason: str = Field(default="", sa_type=Text)
+
+
+class ElementSourceRow(SQLModel, table=True):
+    """The one authoritative source of a standard data element in a region (一数一源, 第十三条).
+
+    The primary key is the rule: two resources cannot both be the source of one element in one
+    region, whichever process tries.
+    """
+
+    __tablename__ = "element_source"
+
+    region: str = Field(primary_key=True, max_length=REGION_LEN)
+    standard_element: str = Field(primary_key=True, max_length=ELEMENT_LEN)
+    resource_code: str = Field(
+        max_length=CODE_LEN, index=True, sa_column_args=[ForeignKey("catalog_entry.resource_code")]
+    )
+    item_name: str = Field(max_length=63)
+
+
+class CatalogChangeRow(SQLModel, table=True):
+    """The ordered catalog change feed other nodes follow (sequence is gap-free, see catalog)."""
+
+    __tablename__ = "catalog_change"
+
+    sequence: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    version: int
+    kind: str = Field(max_length=16)
+    origin_region: str = Field(max_length=REGION_LEN)
+    at: dt.datetime = Field(sa_type=UTCDateTime)
+    body: str = Field(sa_type=Text)
+
+
+class RevokedCertificateRow(SQLModel, table=True):
+    """A revoked certificate, refused on every call once the list has propagated."""
+
+    __tablename__ = "revoked_certificate"
+
+    serial_hex: str = Field(primary_key=True, max_length=64)
+    issuer_region: str = Field(max_length=REGION_LEN)
+    identity: str = Field(max_length=300)
+    reason: str = Field(sa_type=Text)
+    revoked_at: dt.datetime = Field(sa_type=UTCDateTime)
+    revoked_by: str = Field(max_length=300)
+
+
+class NodeMetaRow(SQLModel, table=True):
+    """Small facts about this node (mode, cached digests), one key each."""
+
+    __tablename__ = "node_meta"
+
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(sa_type=Text)

@@ -1,0 +1,145 @@
+"""The gRPC servicers: thin translations between govnode.v1 messages and the domain.
+
+:func:`register_services` builds a handler for every method of every govnode.v1 service from
+the descriptors. Implemented methods are wrapped once with the domain-error mapping
+(:mod:`node.servicers.status`); a method a later release implements answers UNIMPLEMENTED with
+a message naming what is missing, and still shows up in reflection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from govnode.v1 import (
+    access_pb2,
+    audit_pb2,
+    catalog_pb2,
+    federation_pb2,
+    opendata_pb2,
+    quality_pb2,
+    sharing_pb2,
+    supervision_pb2,
+)
+
+from gateway.identity import Identity
+from node.catalog import Catalog
+from node.config import NodeConfig
+from node.errors import DomainError
+from node.servicers.catalog import CatalogServicer
+from node.servicers.federation import FederationServicer
+from node.servicers.status import status_for
+
+PROTO_MODULES: tuple[ModuleType, ...] = (
+    catalog_pb2,
+    sharing_pb2,
+    quality_pb2,
+    access_pb2,
+    audit_pb2,
+    federation_pb2,
+    opendata_pb2,
+    supervision_pb2,
+)
+
+#: What each not-yet-implemented service is waiting for, shown in its UNIMPLEMENTED message.
+PLANNED: dict[str, str] = {
+    "SharingService": "the data path (Submit, Verify, Compare, Query) is not available yet",
+    "QualityService": "quality reports and error reports (纠错) are not available yet",
+    "AccessService": "有条件共享 applications, grants and change requests are not available yet",
+    "AuditService": "the audit log API is not available yet",
+    "FederationService": "online joining and federation sync are not available yet",
+    "OpenDataService": "open data (第二十九至三十六条) is not available yet",
+    "SupervisionService": "compliance reports (第四十二条) are not available yet",
+    "CatalogService": "this catalog operation is not available yet",
+}
+
+
+@dataclass
+class Services:
+    """What the servicers need from the node (passed explicitly, no service locator)."""
+
+    config: NodeConfig
+    identity: Identity
+    catalog: Catalog
+
+
+def service_descriptors() -> list[ServiceDescriptor]:
+    return [svc for mod in PROTO_MODULES for svc in mod.DESCRIPTOR.services_by_name.values()]
+
+
+def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..., Any]:
+    if method.server_streaming:
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                async for item in fn(request, context):
+                    yield item
+            except DomainError as exc:
+                await context.abort(status_for(exc), exc.message)
+
+        return streaming
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await fn(request, context)
+        except DomainError as exc:
+            await context.abort(status_for(exc), exc.message)
+
+    return unary
+
+
+def _unimplemented(service: ServiceDescriptor, method: MethodDescriptor) -> Callable[..., Any]:
+    message = (
+        f"{service.full_name}/{method.name} is not implemented by this node: "
+        f"{PLANNED.get(service.name, 'not available yet')} (see README, 'Not yet available')"
+    )
+
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    return behaviour
+
+
+def _handler(method: MethodDescriptor, fn: Callable[..., Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    response_cls = message_factory.GetMessageClass(method.output_type)
+    kwargs: dict[str, Any] = {
+        "request_deserializer": request_cls.FromString,
+        "response_serializer": response_cls.SerializeToString,
+    }
+    if method.client_streaming and method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(fn, **kwargs)
+    if method.client_streaming:
+        return grpc.stream_unary_rpc_method_handler(fn, **kwargs)
+    if method.server_streaming:
+        return grpc.unary_stream_rpc_method_handler(fn, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(fn, **kwargs)
+
+
+def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
+    """Add every govnode.v1 service to ``server``; returns their full names."""
+    implementations: dict[str, object] = {
+        "govnode.v1.CatalogService": CatalogServicer(services.catalog),
+        "govnode.v1.FederationService": FederationServicer(
+            services.config, services.identity, services.catalog
+        ),
+    }
+    names = []
+    for service in service_descriptors():
+        impl = implementations.get(service.full_name)
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for method in service.methods:
+            fn = getattr(impl, method.name, None) if impl is not None else None
+            behaviour = _map_errors(method, fn) if fn else _unimplemented(service, method)
+            handlers[method.name] = _handler(method, behaviour)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
+        names.append(service.full_name)
+    return names

@@ -1,0 +1,157 @@
+"""CatalogService (登记, 第十七-十八条): protobuf in, domain call, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pydantic
+from govnode.v1 import catalog_pb2, common_pb2
+
+from gateway.auth import current_peer
+from gateway.identity import Role
+from node.catalog import Catalog
+from node.catalog_types import (
+    ChangeKind,
+    Classification,
+    ResourceEntry,
+    ShareType,
+)
+from node.errors import InvalidArgument, PermissionDenied
+from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
+
+_KINDS = {
+    ChangeKind.REGISTERED: catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
+    ChangeKind.UPDATED: catalog_pb2.CATALOG_CHANGE_KIND_UPDATED,
+    ChangeKind.WITHDRAWN: catalog_pb2.CATALOG_CHANGE_KIND_WITHDRAWN,
+}
+
+#: How often an idle WatchCatalog stream looks for changes written by other processes.
+WATCH_POLL_SECONDS = 0.5
+
+
+def _entry(msg: common_pb2.ResourceEntry) -> ResourceEntry:
+    try:
+        return entry_from_proto(msg)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise InvalidArgument(f"entry.{loc}: {err['msg']}") from None
+
+
+class CatalogServicer:
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def RegisterResource(
+        self, request: catalog_pb2.RegisterResourceRequest, context: Any
+    ) -> catalog_pb2.RegisterResourceResponse:
+        entry = await self._catalog.register(current_peer().identity, _entry(request.entry))
+        self._notify()
+        return catalog_pb2.RegisterResourceResponse(entry=entry_to_proto(entry))
+
+    async def UpdateResource(
+        self, request: catalog_pb2.UpdateResourceRequest, context: Any
+    ) -> catalog_pb2.UpdateResourceResponse:
+        entry = await self._catalog.update(
+            current_peer().identity, _entry(request.entry), request.expected_version
+        )
+        self._notify()
+        return catalog_pb2.UpdateResourceResponse(entry=entry_to_proto(entry))
+
+    async def GetResource(
+        self, request: catalog_pb2.GetResourceRequest, context: Any
+    ) -> catalog_pb2.GetResourceResponse:
+        entry = await self._catalog.get(request.resource_code, request.version)
+        return catalog_pb2.GetResourceResponse(entry=entry_to_proto(entry))
+
+    async def ListResources(
+        self, request: catalog_pb2.ListResourcesRequest, context: Any
+    ) -> catalog_pb2.ListResourcesResponse:
+        classification = (
+            _enum_in("Classification", request.classification, "classification", Classification)
+            if request.classification
+            else None
+        )
+        share_type = (
+            _enum_in("ShareType", request.share_type, "share_type", ShareType)
+            if request.share_type
+            else None
+        )
+        entries, token = await self._catalog.list(
+            provider_code=request.provider_code or None,
+            region=request.region or None,
+            classification=classification,
+            share_type=share_type,
+            industry_category=request.industry_category or None,
+            include_withdrawn=request.include_withdrawn,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return catalog_pb2.ListResourcesResponse(
+            entries=[entry_to_proto(e) for e in entries], next_page_token=token
+        )
+
+    async def GetResourceHistory(
+        self, request: catalog_pb2.GetResourceHistoryRequest, context: Any
+    ) -> catalog_pb2.GetResourceHistoryResponse:
+        versions = await self._catalog.history(request.resource_code)
+        return catalog_pb2.GetResourceHistoryResponse(
+            versions=[entry_to_proto(e) for e in versions]
+        )
+
+    async def WithdrawResource(
+        self, request: catalog_pb2.WithdrawResourceRequest, context: Any
+    ) -> catalog_pb2.WithdrawResourceResponse:
+        entry = await self._catalog.withdraw(
+            current_peer().identity, request.resource_code, request.reason
+        )
+        self._notify()
+        return catalog_pb2.WithdrawResourceResponse(entry=entry_to_proto(entry))
+
+    async def GetCatalogDigest(
+        self, request: catalog_pb2.GetCatalogDigestRequest, context: Any
+    ) -> catalog_pb2.GetCatalogDigestResponse:
+        digest, count, last = await self._catalog.digest()
+        return catalog_pb2.GetCatalogDigestResponse(
+            digest=digest, entries=count, last_sequence=last
+        )
+
+    async def WatchCatalog(
+        self, request: catalog_pb2.WatchCatalogRequest, context: Any
+    ) -> AsyncIterator[catalog_pb2.CatalogChange]:
+        """The ordered change feed for other nodes: backlog first, then changes as they land."""
+        caller = current_peer().identity
+        if caller.role is not Role.NODE:
+            raise PermissionDenied(
+                f"{caller} may not watch the catalog feed: it is for govnode nodes only"
+            )
+        if request.after_sequence < 0:
+            raise InvalidArgument("after_sequence must be 0 or a sequence already received")
+        after = request.after_sequence
+        while True:
+            waiter = self._changed
+            changes = await self._catalog.changes(after, limit=500)
+            for change in changes:
+                if request.origin_region and change.origin_region != request.origin_region:
+                    after = change.sequence
+                    continue
+                msg = catalog_pb2.CatalogChange(
+                    sequence=change.sequence,
+                    kind=_KINDS[change.kind],
+                    entry=entry_to_proto(change.entry),
+                    origin_region=change.origin_region,
+                )
+                msg.at.FromDatetime(change.at)
+                yield msg
+                after = change.sequence
+            if not changes:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), WATCH_POLL_SECONDS)

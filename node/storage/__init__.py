@@ -1,0 +1,25 @@
+"""Storage: one engine for SQLite (default) and PostgreSQL, named retried transactions,
+Alembic migrations run from code.
+
+Usage::
+
+    db = await Database.open("sqlite+aiosqlite:///var/lib/govnode/node.db")
+    await db.migrate()
+    entry = await db.read("get_entry", lambda s: s.get(CatalogEntryRow, code))
+    await db.close()
+"""
+
+from node.storage._backends import MIN_SQLITE_VERSION, StorageError
+from node.storage._database import Database, Transaction
+from node.storage._migrations import head_revision
+from node.storage._types import UTCDateTime, utc_now
+
+__all__ = [
+    "MIN_SQLITE_VERSION",
+    "Database",
+    "StorageError",
+    "Transaction",
+    "UTCDateTime",
+    "head_revision",
+    "utc_now",
+]

@@ -1,0 +1,172 @@
+"""The storage engine: an async SQLAlchemy engine plus named, retried transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import URL, Connection, event, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from node.storage import _migrations
+from node.storage._backends import Backend, backend_for
+
+T = TypeVar("T")
+Transaction = Callable[[AsyncSession], Awaitable[T]]
+
+log = structlog.get_logger(__name__)
+
+# Execution option telling the "begin" event that this connection will write.
+_WRITE_OPTION = "govnode_write"
+
+
+class Database:
+    """One node's database: SQLite (default, one file) or PostgreSQL, same code on both.
+
+    Work is done in named transactions, :meth:`write` and :meth:`read`: a function that gets
+    its own session and runs as one unit, committed at the end, rolled back on any exception
+    and, when the database reports a conflict (SQLite busy, PostgreSQL deadlock or
+    serialization failure), re-run from scratch. The function must therefore be safe to run
+    again: no side effects outside the session.
+    """
+
+    max_attempts = 6
+    _backoff_base_s = 0.02
+    _backoff_cap_s = 1.0
+
+    def __init__(self, engine: AsyncEngine, backend: Backend, url: URL) -> None:
+        self._engine = engine
+        self._backend = backend
+        self._url = url
+        write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        self._write_engine = write_engine
+        self._writes = async_sessionmaker(write_engine, class_=AsyncSession, expire_on_commit=False)
+        self._reads = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str | URL, *, echo: bool = False) -> Database:
+        """Open (not migrate) the database at ``url`` and check the server is usable."""
+        parsed = make_url(url)
+        backend = backend_for(parsed)
+        engine = create_async_engine(parsed, echo=echo, **backend.engine_kwargs())
+        _install_events(engine, backend)
+        db = cls(engine, backend, parsed)
+        try:
+            async with engine.connect() as connection:
+                await backend.check_server(connection)
+        except BaseException:
+            await engine.dispose()
+            raise
+        log.debug("storage.opened", backend=backend.name, url=db.url)
+        return db
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._backend.name
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden (safe to log)."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    # --- transactions ---------------------------------------------------------------------
+
+    async def write(self, name: str, fn: Transaction[T]) -> T:
+        """Run ``fn`` in one write transaction (BEGIN IMMEDIATE on SQLite), retried as a whole.
+
+        On PostgreSQL the transaction runs at READ COMMITTED: lock rows you read and then change
+        (``select(...).with_for_update()``, a no-op on SQLite where the writer already holds the
+        database's write lock) and use :meth:`lock` for invariants spanning many rows.
+        """
+        return await self._run(name, fn, write=True)
+
+    async def read(self, name: str, fn: Transaction[T]) -> T:
+        """Run ``fn`` in one read transaction (a consistent snapshot on SQLite)."""
+        return await self._run(name, fn, write=False)
+
+    async def lock(self, session: AsyncSession | AsyncConnection, name: str) -> None:
+        """Hold the lock ``name`` until the current write transaction ends.
+
+        Serialises writers that maintain one invariant over many rows (such as a gap-free
+        sequence). On SQLite every writer already holds the database write lock.
+        """
+        statement = self._backend.lock_statement(name)
+        if statement is None:
+            return
+        connection = await session.connection() if isinstance(session, AsyncSession) else session
+        await connection.execute(statement)
+
+    def is_unique_violation(self, error: DBAPIError) -> bool:
+        return self._backend.is_unique_violation(error)
+
+    async def _run(self, name: str, fn: Transaction[T], *, write: bool) -> T:
+        sessions = self._writes if write else self._reads
+        attempt = 1
+        while True:
+            try:
+                async with sessions() as session, session.begin():
+                    return await fn(session)
+            except DBAPIError as error:
+                if not self._backend.is_retryable(error) or attempt >= self.max_attempts:
+                    raise
+                ceiling = min(self._backoff_cap_s, self._backoff_base_s * 2**attempt)
+                delay = random.uniform(0, ceiling)
+                log.warning(
+                    "storage.transaction_retry",
+                    transaction=name,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error=str(error.orig),
+                    backend=self._backend.name,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    # --- schema ---------------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic ``upgrade head``); idempotent."""
+        async with self._write_engine.begin() as connection:
+            await self.lock(connection, "govnode.migrations")
+            before = await connection.run_sync(_migrations.current_revision)
+            await connection.run_sync(_migrations.upgrade_head)
+            after = await connection.run_sync(_migrations.current_revision)
+        if before != after:
+            log.info("storage.migrated", url=self.url, from_revision=before, to_revision=after)
+
+    async def current_revision(self) -> str | None:
+        """The schema revision the database is at, or None before the first migration."""
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(_migrations.current_revision)
+
+
+def _install_events(engine: AsyncEngine, backend: Backend) -> None:
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        backend.on_connect(dbapi_connection)
+
+    def on_begin(connection: Connection) -> None:
+        write = bool(connection.get_execution_options().get(_WRITE_OPTION, False))
+        statement = backend.begin_statement(write=write)
+        if statement is not None:
+            connection.exec_driver_sql(statement)
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "begin", on_begin)

@@ -1,0 +1,140 @@
+"""Configuration is validated at start-up with errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, Mode, load_config
+from node.config_template import render_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "govnode.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def province_toml(**overrides: str) -> str:
+    text = render_config(
+        mode=Mode.PROVINCE,
+        region="350000",
+        name="福建省",
+        trust_domain="fujian.gov.cn",
+        listen="127.0.0.1:7443",
+        hosts=["127.0.0.1"],
+    )
+    for old, new in overrides.items():
+        text = text.replace(old, new)
+    return text
+
+
+def test_the_generated_province_config_loads(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, province_toml()))
+    assert cfg.node.mode is Mode.PROVINCE
+    assert cfg.path(cfg.tls.cert) == tmp_path / "tls" / "node.crt"
+    assert cfg.database_url == f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+
+
+def test_the_generated_city_config_loads(tmp_path: Path) -> None:
+    text = render_config(
+        mode=Mode.CITY,
+        region="350100",
+        name="福州市",
+        trust_domain="fujian.gov.cn",
+        listen="127.0.0.1:7444",
+        hosts=["127.0.0.1"],
+        province_region="350000",
+        province_endpoint="127.0.0.1:7443",
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.federation.province_endpoint == "127.0.0.1:7443"
+
+
+def test_a_county_may_not_run_a_node(tmp_path: Path) -> None:
+    text = province_toml(
+        **{
+            'mode = "province"': 'mode = "city"',
+            'region = "350000"': 'region = "350102"',
+            'name = "福建省"': 'name = "鼓楼区"',
+        }
+    )
+    with pytest.raises(ConfigError, match=r"node\.region: 350102 is a county-level.*第十九条"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_city_outside_the_province_is_refused(tmp_path: Path) -> None:
+    text = render_config(
+        mode=Mode.CITY,
+        region="330100",
+        name="杭州市",
+        trust_domain="fujian.gov.cn",
+        listen="127.0.0.1:7444",
+        hosts=["127.0.0.1"],
+        province_region="350000",
+        province_endpoint="127.0.0.1:7443",
+    )
+    with pytest.raises(ConfigError, match=r"node\.region: 330100 is not a city of province 350000"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_city_needs_its_province_endpoint(tmp_path: Path) -> None:
+    text = render_config(
+        mode=Mode.CITY,
+        region="350100",
+        name="福州市",
+        trust_domain="fujian.gov.cn",
+        listen="127.0.0.1:7444",
+        hosts=["127.0.0.1"],
+        province_region="350000",
+        province_endpoint="",
+    ).replace('province_endpoint = ""\n', "")
+    with pytest.raises(ConfigError, match=r"federation\.province_endpoint"):
+        load_config(write(tmp_path, text))
+
+
+def test_mode_and_region_must_agree(tmp_path: Path) -> None:
+    text = province_toml(
+        **{'region = "350000"': 'region = "350100"', 'name = "福建省"': 'name = "福州市"'}
+    )
+    with pytest.raises(ConfigError, match="mode is province but region 350100 is a city"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_wrong_name_for_a_known_region_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"region 350000 is 福建省, but name says .浙江省."):
+        load_config(write(tmp_path, province_toml(**{'name = "福建省"': 'name = "浙江省"'})))
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
+    text = province_toml(**{"[storage]": "[storage]\ncolour = 1"})
+    with pytest.raises(ConfigError, match=r"storage\.colour: is not a known key"):
+        load_config(write(tmp_path, text))
+    text = province_toml(**{'listen = "127.0.0.1:7443"': 'listen = "nowhere"'})
+    with pytest.raises(ConfigError, match=r"node\.listen: .*must be HOST:PORT"):
+        load_config(write(tmp_path, text))
+    text = province_toml(**{"sqlite+aiosqlite:///node.db": "mysql://x"})
+    with pytest.raises(ConfigError, match=r"storage\.url"):
+        load_config(write(tmp_path, text))
+
+
+def test_invalid_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid TOML"):
+        load_config(write(tmp_path, "[node\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_the_environment_overrides_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, province_toml())
+    monkeypatch.setenv("GOVNODE_NODE__LISTEN", "127.0.0.1:9999")
+    monkeypatch.setenv("GOVNODE_LOG__LEVEL", "debug")
+    cfg = load_config(path)
+    assert cfg.node.listen == "127.0.0.1:9999"
+    assert cfg.log.level == "debug"
+    monkeypatch.setenv("GOVNODE_NODE__REGION", "350102")
+    with pytest.raises(ConfigError, match=r"node\.region"):
+        load_config(path)

@@ -12,7 +12,8 @@ COPY conformance ./conformance
 RUN python -m build --wheel --outdir /wheels .
 
 FROM python:3.11-slim AS runtime
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GOVNODE_LOG__FORMAT=json
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GOVNODE_LOG__FORMAT=json \
+    GOVNODE_EXAMPLES=/usr/share/govnode/config
 RUN groupadd --system govnode && useradd --system --gid govnode --home-dir /var/lib/govnode \
         --create-home govnode
 COPY --from=build /wheels /wheels

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint types protos protos-check bench ci clean
+.PHONY: install demo test check lint types protos protos-check ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,6 @@ protos: install
 
 protos-check: install
 	$(BIN)/python scripts/gen_protos.py --check
-
-bench: install
-	$(BIN)/python -m bench
 
 ci: check test
 

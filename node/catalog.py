@@ -5,7 +5,8 @@ version ever written, the one authoritative source of each standard data element
 (一数一源, 第十三条) and an ordered change feed that other nodes follow. Every operation is one
 named database transaction: a refused registration leaves nothing behind.
 
-Types and rules live in :mod:`node.catalog_types` and are re-exported here.
+The entry types, their canonical JSON and the registration rules are in
+:mod:`node.catalog_types` (pure, no database).
 """
 
 from __future__ import annotations
@@ -23,26 +24,18 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
+from node.catalog_requests import check_request_id, remember, replay
 from node.catalog_types import (
     RESOURCE_CODE_RE,
     CatalogChange,
     ChangeKind,
     Classification,
     DataItem,
-    DataType,
-    MaskingKind,
-    MaskingRule,
     OpenType,
     ResourceEntry,
     ResourceStatus,
-    ShareMethod,
     ShareType,
-    UpdateCycle,
-    ValidationKind,
-    ValidationRule,
-    canonical_json,
     entry_from_json,
-    entry_problems,
     entry_to_json,
     validate_entry,
 )
@@ -54,32 +47,15 @@ from node.errors import (
     NotFound,
     PermissionDenied,
 )
-from node.models import CatalogChangeRow, CatalogEntryRow, CatalogEntryVersionRow, ElementSourceRow
+from node.models import (
+    CatalogChangeRow,
+    CatalogEntryRow,
+    CatalogEntryVersionRow,
+    ElementSourceRow,
+)
 from node.storage import Database, utc_now
 
-__all__ = [
-    "Catalog",
-    "CatalogChange",
-    "ChangeKind",
-    "Classification",
-    "DataItem",
-    "DataType",
-    "MaskingKind",
-    "MaskingRule",
-    "OpenType",
-    "ResourceEntry",
-    "ResourceStatus",
-    "ShareMethod",
-    "ShareType",
-    "UpdateCycle",
-    "ValidationKind",
-    "ValidationRule",
-    "canonical_json",
-    "entry_from_json",
-    "entry_problems",
-    "entry_to_json",
-    "validate_entry",
-]
+__all__ = ["Catalog"]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
@@ -116,15 +92,22 @@ class Catalog:
 
     # --- registration ---------------------------------------------------------------------
 
-    async def register(self, caller: Identity, entry: ResourceEntry) -> ResourceEntry:
-        """Register a new entry as version 1. Only the providing agency may register it."""
+    async def register(
+        self, caller: Identity, entry: ResourceEntry, request_id: str = ""
+    ) -> ResourceEntry:
+        """Register a new entry as version 1. Only the providing agency may register it.
+
+        The entry is checked first, so a malformed request is INVALID_ARGUMENT whoever sends
+        it; then the caller must be the provider.
+        """
         code = entry.resource_code
+        check_request_id(request_id)
+        validate_entry(entry, node_region=self.region)
         if caller.role is not Role.AGENCY or caller.subject != entry.provider_code:
             raise PermissionDenied(
                 f"{_who(caller)} may not register resource {code}: only its provider agency "
                 f"{entry.provider_code} may register it (第十八条)"
             )
-        validate_entry(entry, node_region=self.region)
         now = self._now()
         stored = entry.model_copy(
             update={
@@ -138,6 +121,8 @@ class Catalog:
         body = entry_to_json(stored)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
+            if done := await replay(self._db, session, caller, request_id, "register", code):
+                return done
             if await session.get(CatalogEntryRow, code) is not None:
                 raise _already_registered(code)
             try:
@@ -150,18 +135,27 @@ class Catalog:
             await self._claim_elements(session, stored)
             self._add_version(session, stored, body, caller)
             await self._append_change(session, stored, body, ChangeKind.REGISTERED)
+            remember(session, caller, request_id, "register", stored, self._now())
             return stored
 
         return await self._db.write("catalog.register", txn)
 
     async def update(
-        self, caller: Identity, entry: ResourceEntry, expected_version: int = 0
+        self,
+        caller: Identity,
+        entry: ResourceEntry,
+        expected_version: int = 0,
+        request_id: str = "",
     ) -> ResourceEntry:
         """Replace an entry with a new version; ``expected_version`` (when not 0) guards
         against overwriting a change the caller has not seen."""
         code = entry.resource_code
+        check_request_id(request_id)
+        validate_entry(entry, node_region=self.region)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
+            if done := await replay(self._db, session, caller, request_id, "update", code):
+                return done
             row = await self._current_for_change(session, code, caller, "change")
             if expected_version and expected_version != row.version:
                 raise FailedPrecondition(
@@ -175,7 +169,6 @@ class Catalog:
                     f'entry.provider_code: cannot change from "{row.provider_code}" to '
                     f'"{entry.provider_code}"; the provider of a resource is fixed'
                 )
-            validate_entry(entry, node_region=self.region)
             current = entry_from_json(row.body)
             new = entry.model_copy(
                 update={
@@ -191,17 +184,23 @@ class Catalog:
             await self._claim_elements(session, new)
             self._add_version(session, new, body, caller)
             await self._append_change(session, new, body, ChangeKind.UPDATED)
+            remember(session, caller, request_id, "update", new, self._now())
             return new
 
         return await self._db.write("catalog.update", txn)
 
-    async def withdraw(self, caller: Identity, code: str, reason: str) -> ResourceEntry:
+    async def withdraw(
+        self, caller: Identity, code: str, reason: str, request_id: str = ""
+    ) -> ResourceEntry:
         """Withdraw an entry (a new version with status WITHDRAWN); it stays in the history
         and releases its 一数一源 claims so another resource may become the source."""
         if not reason.strip():
             raise InvalidArgument("reason: withdrawing a resource needs a reason")
+        check_request_id(request_id)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
+            if done := await replay(self._db, session, caller, request_id, "withdraw", code):
+                return done
             row = await self._current_for_change(session, code, caller, "withdraw")
             if row.status == ResourceStatus.WITHDRAWN:
                 raise FailedPrecondition(f"resource {code} is already withdrawn")
@@ -217,6 +216,7 @@ class Catalog:
             await self._claim_elements(session, new)  # a withdrawn entry claims nothing
             self._add_version(session, new, body, caller, reason=reason)
             await self._append_change(session, new, body, ChangeKind.WITHDRAWN)
+            remember(session, caller, request_id, "withdraw", new, self._now())
             return new
 
         return await self._db.write("catalog.withdraw", txn)
@@ -238,8 +238,7 @@ class Catalog:
                 if current is None:
                     raise _not_found(code)
                 raise NotFound(
-                    f"resource {code} has no version {version}; versions are 1 to "
-                    f"{current.version}"
+                    f"resource {code} has no version {version}; versions are 1 to {current.version}"
                 )
             return entry_from_json(old.body)
 

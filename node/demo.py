@@ -218,7 +218,7 @@ async def _show_refusals(demo: Demo, node: RunningNode, resources: list[Resource
     )
     bad_code = entry_to_proto(people)
     bad_code.resource_code = "350000-1-000009"
-    bad_code.provider_code = "113500000035910015"  # wrong GB 32100 check character
+    bad_code.provider_code = "113500000035910015"  # wrong GB 32100 check character (4)
     await demo.expect_refusal(
         "an entry whose agency code fails the GB 32100 check",
         people.provider_code,
@@ -281,7 +281,7 @@ async def _show_update_and_listing(
     )
     demo.say(f"[6] The catalog as {demo.names[viewer]} sees it ({len(listing.entries)} entries)")
     for e in listing.entries:
-        share = common_pb2.ShareType.Name(e.share_type).removeprefix("SHARE_TYPE_").lower()
+        share = SHARE_TYPE_ZH[ShareType(common_pb2.ShareType.Name(e.share_type)[11:].lower())]
         demo.say(f"    {e.resource_code}  v{e.version}  {e.name:<10} {e.provider_name:<12} {share}")
     demo.say(
         f"    catalog digest {digest.digest[:16]}… over {digest.entries} entries, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,11 @@ import pydantic
 
 from node.catalog_types import ResourceEntry
 
-#: The repository's config/ folder (the demo and tests read the example catalog from it).
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "config"
+#: The repository's config/ folder (the demo and tests read the example catalog from it);
+#: GOVNODE_EXAMPLES points elsewhere, e.g. in the Docker image.
+EXAMPLES_DIR = Path(
+    os.environ.get("GOVNODE_EXAMPLES") or Path(__file__).resolve().parent.parent / "config"
+)
 
 
 @dataclass(frozen=True)

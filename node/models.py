@@ -115,3 +115,17 @@ class NodeMetaRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=100)
     value: str = Field(sa_type=Text)
+
+
+class CatalogRequestRow(SQLModel, table=True):
+    """A catalog write a caller made with a ``request_id``: a retry with the same id gets the
+    first outcome back instead of applying the change twice (govnode.v1 idempotency)."""
+
+    __tablename__ = "catalog_request"
+
+    caller: str = Field(primary_key=True, max_length=300)
+    request_id: str = Field(primary_key=True, max_length=128)
+    operation: str = Field(max_length=16)
+    resource_code: str = Field(max_length=CODE_LEN)
+    version: int
+    created_at: dt.datetime = Field(sa_type=UTCDateTime)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.errors import AlreadyExists, InvalidArgument
 from node.models import RevokedCertificateRow
@@ -84,14 +84,14 @@ class Revocations:
 
     async def all(self) -> list[Revocation]:
         async def tx(session: AsyncSession) -> list[Revocation]:
-            rows = await session.execute(
+            rows = await session.exec(
                 select(RevokedCertificateRow).order_by(col(RevokedCertificateRow.revoked_at))
             )
             return [
                 Revocation(
                     r.serial_hex, r.identity, r.issuer_region, r.reason, r.revoked_at, r.revoked_by
                 )
-                for r in rows.scalars()
+                for r in rows
             ]
 
         return await self._db.read("list_revocations", tx)

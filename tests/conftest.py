@@ -182,3 +182,19 @@ def make_entry(n: int, provider: str | None = None, **fields: Any) -> ResourceEn
         "publish_date": "2025-01-15",
     } | fields
     return ResourceEntry(**values)
+
+
+# --- running nodes ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def province(tmp_path: Path, db_url: str) -> AsyncIterator[Any]:
+    """A province node with fresh PKI, serving mutual TLS on loopback, on each backend."""
+    from tests.nodes import make_province, start
+
+    setup = make_province(tmp_path / "province", db_url)
+    node = await start(setup)
+    try:
+        yield setup, node
+    finally:
+        await node.stop(grace=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import ssl
 import warnings
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -29,19 +28,9 @@ from node.pki import (
 )
 from node.pki_files import load_keypair
 from node.revocation import Revocations
-from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, make_province, start
+from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, make_province
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-@pytest.fixture
-async def province(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[ProvinceSetup, RunningNode]]:
-    setup = make_province(tmp_path / "province", db_url)
-    node = await start(setup)
-    try:
-        yield setup, node
-    finally:
-        await node.stop(grace=0)
 
 
 def details(err: grpc.aio.AioRpcError) -> str:

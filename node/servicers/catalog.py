@@ -53,7 +53,9 @@ class CatalogServicer:
     async def RegisterResource(
         self, request: catalog_pb2.RegisterResourceRequest, context: Any
     ) -> catalog_pb2.RegisterResourceResponse:
-        entry = await self._catalog.register(current_peer().identity, _entry(request.entry))
+        entry = await self._catalog.register(
+            current_peer().identity, _entry(request.entry), request.request_id
+        )
         self._notify()
         return catalog_pb2.RegisterResourceResponse(entry=entry_to_proto(entry))
 
@@ -61,7 +63,10 @@ class CatalogServicer:
         self, request: catalog_pb2.UpdateResourceRequest, context: Any
     ) -> catalog_pb2.UpdateResourceResponse:
         entry = await self._catalog.update(
-            current_peer().identity, _entry(request.entry), request.expected_version
+            current_peer().identity,
+            _entry(request.entry),
+            request.expected_version,
+            request.request_id,
         )
         self._notify()
         return catalog_pb2.UpdateResourceResponse(entry=entry_to_proto(entry))
@@ -111,7 +116,7 @@ class CatalogServicer:
         self, request: catalog_pb2.WithdrawResourceRequest, context: Any
     ) -> catalog_pb2.WithdrawResourceResponse:
         entry = await self._catalog.withdraw(
-            current_peer().identity, request.resource_code, request.reason
+            current_peer().identity, request.resource_code, request.reason, request.request_id
         )
         self._notify()
         return catalog_pb2.WithdrawResourceResponse(entry=entry_to_proto(entry))

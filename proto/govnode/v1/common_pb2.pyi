@@ -21,7 +21,9 @@ Metadata keys (gRPC request metadata; the gateway reads and writes them):
 Idempotency: every mutating request that a client may retry carries a client-chosen
 request_id (or batch_id for Submit). A retry with the same id from the same caller returns
 the first outcome and applies nothing twice, so the gateway may safely retry UNAVAILABLE
-and DEADLINE_EXCEEDED. The id is required; an empty one is INVALID_ARGUMENT.
+and DEADLINE_EXCEEDED. Where a field's comment says the id is required (Submit's batch_id),
+an empty one is INVALID_ARGUMENT; elsewhere an empty id means the request is not
+de-duplicated, and a retry may be refused as a conflict (e.g. ALREADY_EXISTS).
 
 Pagination: list requests carry page_size and page_token; page_size 0 means the server
 default and values above the server maximum are reduced to it; page_token is opaque and

@@ -1,0 +1,30 @@
+"""`govnode demo` runs start to finish and shows what it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.demo import run_demo
+
+
+async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
+    tmp_path: Path,
+) -> None:
+    lines: list[str] = []
+    await run_demo(tmp_path, keep_running=False, say=lines.append)
+    text = "\n".join(lines)
+    assert "health SERVING" in text
+    assert "reflection lists 8 govnode.v1 services" in text
+    assert text.count("  ✓ 3500") == 5  # four registrations and one update
+    for refusal in (
+        "FAILED_PRECONDITION: entry.items[0].standard_element",
+        "INVALID_ARGUMENT: entry.legal_basis",
+        "PERMISSION_DENIED: only the provider agency",
+        "INVALID_ARGUMENT: entry.provider_code",
+        "UNAUTHENTICATED: certificate",
+    ):
+        assert refusal in text
+    assert "history: v1 → v2" in text
+    assert "(4 entries)" in text
+    assert "暂不共享" in text
+    assert lines[-1].startswith("Demo finished")

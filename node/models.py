@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Text
+from sqlalchemy import BigInteger, ForeignKey, Text
 from sqlmodel import Field, SQLModel
 
 from node.storage import UTCDateTime
@@ -129,3 +129,26 @@ class CatalogRequestRow(SQLModel, table=True):
     resource_code: str = Field(max_length=CODE_LEN)
     version: int
     created_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class AuditRecordRow(SQLModel, table=True):
+    """One call to the node, accepted or refused (第三十九条); hash-chained, never updated."""
+
+    __tablename__ = "audit_record"
+
+    sequence: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+    caller: str = Field(max_length=300, index=True)
+    origin_node: str = Field(max_length=300)
+    method: str = Field(max_length=200)
+    operation: str = Field(max_length=16)
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    outcome: str = Field(max_length=32)
+    message: str = Field(sa_type=Text)
+    request_digest: str = Field(max_length=64)
+    request_id: str = Field(max_length=64, index=True)
+    detail: str = Field(sa_type=Text)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

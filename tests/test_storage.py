@@ -32,6 +32,7 @@ TABLES = {
     "revoked_certificate",
     "node_meta",
     "catalog_request",
+    "audit_record",
 }
 
 

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint types protos protos-check ci clean
+.PHONY: install demo test check lint types protos protos-check ci clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ protos-check: install
 	$(BIN)/python scripts/gen_protos.py --check
 
 ci: check test
+
+## Benchmarks: govnode figures next to baselines measured in the same run (see bench/).
+bench: install
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-run

@@ -6,12 +6,15 @@ For each RPC, whatever its streaming shape, the guard:
 2. parses request messages itself, so that bytes which are not a valid message get
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
 3. binds the caller and a request id to the context for the servicer and the logs;
-4. turns any unexpected exception into INTERNAL with the request id, never a stack trace.
+4. turns any unexpected exception into INTERNAL with the request id, never a stack trace;
+5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
+   before the response or status leaves the node.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -20,32 +23,79 @@ import grpc
 import grpc.aio
 import structlog
 
-from gateway.auth import AuthenticationError, Authenticator, reset_current_peer, set_current_peer
+from gateway.audit import UNAUDITED_PREFIXES, AuditSink, CallRecord
+from gateway.auth import (
+    AuthenticationError,
+    Authenticator,
+    Peer,
+    reset_current_peer,
+    set_current_peer,
+)
+from gateway.refusal import Refusal
 
 log = structlog.get_logger("govnode.gateway")
 
 REQUEST_ID_KEY = "govnode-request-id"
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("govnode_request_id", default="")
+_detail: contextvars.ContextVar[dict[str, str | int] | None] = contextvars.ContextVar(
+    "govnode_audit_detail", default=None
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def current_request_id() -> str:
     return _request_id.get()
 
 
-def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+def add_audit_detail(**facts: str | int) -> None:
+    """Let a servicer attach small facts (counts, ids) to the call's audit record."""
+    detail = _detail.get()
+    if detail is not None:
+        detail.update(facts)
+
+
+def _metadata_value(context: Context, key: str) -> str | None:
     for item_key, value in context.invocation_metadata() or ():
         if item_key == key and isinstance(value, str):
             return value
     return None
 
 
-Deserializer = Callable[[bytes], Any]
+class _BadMessage(Exception):
+    pass
+
+
+class _Call:
+    """What the guard knows about one RPC while it runs."""
+
+    def __init__(self, method: str, deserialize: Callable[[bytes], Any]) -> None:
+        self.method = method
+        self.deserialize = deserialize
+        self.digest = hashlib.sha256()
+        self.resource_code = ""
+        self.peer: Peer | None = None
+        self.detail: dict[str, str | int] = {}
+        self.tokens: list[Any] = []
+
+    def parse(self, raw: bytes) -> Any:
+        self.digest.update(raw)
+        try:
+            message = self.deserialize(raw)
+        except Exception as exc:
+            raise _BadMessage(
+                f"{self.method}: the request is not a valid message for this method ({exc})"
+            ) from None
+        if not self.resource_code:
+            self.resource_code = str(getattr(message, "resource_code", "") or "")
+        return message
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, audit: AuditSink | None = None) -> None:
         self._auth = authenticator
+        self._audit = audit
 
     async def intercept_service(
         self,
@@ -55,132 +105,162 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return _wrap(handler, handler_call_details.method, self._auth)
+        return _Guarded(self._auth, self._audit, handler_call_details.method).wrap(handler)
 
 
-def _wrap(handler: Any, method: str, auth: Authenticator) -> Any:
-    deserialize: Deserializer = handler.request_deserializer or (lambda b: b)
-    serializer = handler.response_serializer
+class _Guarded:
+    def __init__(self, auth: Authenticator, audit: AuditSink | None, method: str) -> None:
+        self.auth = auth
+        self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
+        self.method = method
 
-    def parse(raw: bytes) -> Any:
-        try:
-            return deserialize(raw)
-        except Exception as exc:
-            raise _BadMessage(
-                f"{method}: the request is not a valid message for this method ({exc})"
-            ) from None
-
-    async def enter(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, Any]:
+    async def enter(self, call: _Call, context: Context) -> None:
         request_id = _metadata_value(context, REQUEST_ID_KEY) or uuid.uuid4().hex
-        rid_token = _request_id.set(request_id)
+        call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
         try:
-            peer = await auth.authenticate(context.auth_context())
+            call.peer = await self.auth.authenticate(context.auth_context())
         except AuthenticationError as exc:
-            log.warning("call_refused", method=method, reason=str(exc), request_id=request_id)
+            log.warning("call_refused", method=self.method, reason=str(exc), request_id=request_id)
+            await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, str(exc))
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        structlog.contextvars.bind_contextvars(request_id=request_id, caller=str(peer.identity))
-        return rid_token, set_current_peer(peer)
+        assert call.peer is not None
+        call.tokens.append(set_current_peer(call.peer))
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, caller=str(call.peer.identity)
+        )
 
-    def leave(tokens: tuple[Any, Any]) -> None:
-        reset_current_peer(tokens[1])
-        _request_id.reset(tokens[0])
+    def leave(self, call: _Call) -> None:
+        if len(call.tokens) == 3:
+            reset_current_peer(call.tokens[2])
+        if call.tokens:
+            _detail.reset(call.tokens[1])
+            _request_id.reset(call.tokens[0])
         structlog.contextvars.unbind_contextvars("request_id", "caller")
 
-    async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
+        if self.audit is None:
+            return
+        await self.audit.record(
+            CallRecord(
+                method=self.method,
+                caller=str(call.peer.identity) if call.peer else "unauthenticated",
+                origin_node="",
+                resource_code=call.resource_code[:15],
+                outcome=code.name,
+                message=message,
+                request_digest=call.digest.hexdigest(),
+                request_id=current_request_id(),
+                detail=dict(call.detail),
+            )
+        )
+
+    async def refused(self, call: _Call, context: Context, exc: BaseException) -> None:
+        """Audit a refusal or failure, then let the status leave.
+
+        A servicer that called ``context.abort()`` itself (health, reflection) has already sent
+        its status; it is audited right after. Ours raise :class:`Refusal`, audited before.
+        """
+        if isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            await self.finish(call, status, str(context.details() or ""))
+            raise exc
+        if isinstance(exc, Refusal):
+            await self.finish(call, exc.code, exc.message)
+            await context.abort(exc.code, exc.message)
         if isinstance(exc, _BadMessage):
+            await self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        log.exception("call_failed", method=method)
-        await context.abort(
-            grpc.StatusCode.INTERNAL,
-            f"internal error in {method} (request id {current_request_id()}); see the node log",
+        log.error("call_failed", method=self.method, exc_info=exc)
+        message = (
+            f"internal error in {self.method} (request id {current_request_id()}); "
+            "see the node log"
         )
+        await self.finish(call, grpc.StatusCode.INTERNAL, message)
+        await context.abort(grpc.StatusCode.INTERNAL, message)
 
-    async def parse_stream(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-        async for raw in requests:
-            yield parse(raw)
+    def wrap(self, handler: Any) -> Any:
+        deserialize: Callable[[bytes], Any] = handler.request_deserializer or (lambda b: b)
+        serializer = handler.response_serializer
 
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
+        async def parse_stream(call: _Call, raws: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+            async for raw in raws:
+                yield call.parse(raw)
 
-        async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            tokens = await enter(context)
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(raw: bytes, context: Context) -> Any:
+                call = _Call(self.method, deserialize)
+                await self.enter(call, context)
+                try:
+                    response = await inner_uu(call.parse(raw), context)
+                    await self.finish(call, grpc.StatusCode.OK, "")
+                    return response
+                except Exception as exc:
+                    await self.refused(call, context, exc)
+                finally:
+                    self.leave(call)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, request_deserializer=None, response_serializer=serializer
+            )
+
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+                call = _Call(self.method, deserialize)
+                await self.enter(call, context)
+                try:
+                    async for item in _responses(inner_us(call.parse(raw), context)):
+                        yield item
+                    await self.finish(call, grpc.StatusCode.OK, "")
+                except Exception as exc:
+                    await self.refused(call, context, exc)
+                finally:
+                    self.leave(call)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=None, response_serializer=serializer
+            )
+
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(raws: AsyncIterator[bytes], context: Context) -> Any:
+                call = _Call(self.method, deserialize)
+                await self.enter(call, context)
+                try:
+                    response = await inner_su(parse_stream(call, raws), context)
+                    await self.finish(call, grpc.StatusCode.OK, "")
+                    return response
+                except Exception as exc:
+                    await self.refused(call, context, exc)
+                finally:
+                    self.leave(call)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, request_deserializer=None, response_serializer=serializer
+            )
+
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+            call = _Call(self.method, deserialize)
+            await self.enter(call, context)
             try:
-                return await inner_uu(parse(raw), context)
-            except _PASS_THROUGH:
-                raise
-            except Exception as exc:
-                await fail(context, exc)
-            finally:
-                leave(tokens)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=None, response_serializer=serializer
-        )
-
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(
-            raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            tokens = await enter(context)
-            try:
-                async for item in _responses(inner_us(parse(raw), context)):
+                async for item in _responses(inner_ss(parse_stream(call, raws), context)):
                     yield item
-            except _PASS_THROUGH:
-                raise
+                await self.finish(call, grpc.StatusCode.OK, "")
             except Exception as exc:
-                await fail(context, exc)
+                await self.refused(call, context, exc)
             finally:
-                leave(tokens)
+                self.leave(call)
 
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, request_deserializer=None, response_serializer=serializer
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=None, response_serializer=serializer
         )
-
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(
-            raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Any:
-            tokens = await enter(context)
-            try:
-                return await inner_su(parse_stream(raws), context)
-            except _PASS_THROUGH:
-                raise
-            except Exception as exc:
-                await fail(context, exc)
-            finally:
-                leave(tokens)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, request_deserializer=None, response_serializer=serializer
-        )
-
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(
-        raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        tokens = await enter(context)
-        try:
-            async for item in _responses(inner_ss(parse_stream(raws), context)):
-                yield item
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:
-            await fail(context, exc)
-        finally:
-            leave(tokens)
-
-    return grpc.stream_stream_rpc_method_handler(
-        stream_stream, request_deserializer=None, response_serializer=serializer
-    )
-
-
-class _BadMessage(Exception):
-    pass
 
 
 async def _responses(result: Any) -> AsyncIterator[Any]:
@@ -190,7 +270,3 @@ async def _responses(result: Any) -> AsyncIterator[Any]:
             yield item
     else:
         await result
-
-
-# Raised by context.abort() and by cancellation: they must reach gRPC untouched.
-_PASS_THROUGH: tuple[type[BaseException], ...] = (grpc.aio.AbortError,)

@@ -22,8 +22,11 @@ from gateway.identity import Identity, IdentityError, Role, check_chain, make_id
 from gateway.interceptors import GuardInterceptor
 from gateway.server import HealthReporter, ServerLimits, build_server, enable_reflection
 from gateway.tls import TlsFiles, server_credentials
+from node.audit import AuditLog
+from node.audit_hook import NodeAuditSink
 from node.catalog import Catalog
 from node.config import NodeConfig
+from node.records import Records
 from node.revocation import Revocations
 from node.servicers import Services, register_services
 from node.storage import Database
@@ -87,6 +90,7 @@ class RunningNode:
     server: grpc.aio.Server
     health: HealthReporter
     db: Database
+    audit: AuditLog
     port: int
 
     @property
@@ -99,6 +103,7 @@ class RunningNode:
         log.info("node_stopping", grace_s=grace)
         await self.health.set_serving(False)
         await self.server.stop(grace)
+        await self.audit.close()
         await self.db.close()
         log.info("node_stopped")
 
@@ -107,11 +112,14 @@ async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
     db = await Database.open(config.database_url)
+    audit = AuditLog(db)
     try:
         await db.migrate()
+        await audit.start()
+        sink = NodeAuditSink(audit)
         revocations = Revocations(db)
         guard = GuardInterceptor(
-            Authenticator(root, config.node.trust_domain, revocations.reason_for)
+            Authenticator(root, config.node.trust_domain, revocations.reason_for), sink
         )
         limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
         server = build_server(guard, limits)
@@ -119,6 +127,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
             config=config,
             identity=identity,
             catalog=Catalog(db, node_region=config.node.region),
+            records=Records(db, config.node.region),
+            audit=sink,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -136,9 +146,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
         await server.start()
         await health.set_serving(True)
     except BaseException:
+        await audit.close()
         await db.close()
         raise
-    node = RunningNode(config, identity, server, health, db, port)
+    node = RunningNode(config, identity, server, health, db, audit, port)
     log.info(
         "node_serving",
         identity=str(identity),

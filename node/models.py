@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, ForeignKey, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Text
 from sqlmodel import Field, SQLModel
 
 from node.storage import UTCDateTime
@@ -152,3 +152,86 @@ class AuditRecordRow(SQLModel, table=True):
     detail: str = Field(sa_type=Text)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+# --- records (汇聚, 第二十一条; 共享, 第二十六条) -------------------------------------------
+# Written with SQLAlchemy Core in bulk by node.records, so the row classes are mostly schema.
+# The values column is ``item_values``, not ``values``: ``Table.c.values`` is a method of
+# SQLAlchemy's column collection, and VALUES is an SQL keyword.
+
+RECORD_KEY_LEN = 1024  # canonical JSON of the key values; a btree entry must stay small
+BATCH_ID_LEN = 128
+
+
+class RecordRow(SQLModel, table=True):
+    """The current version of one record of a resource, keyed by its key items' values.
+
+    ``record_key`` is the canonical JSON array of the key values in catalog item order;
+    ``item_values`` the whole record in canonical form (node.validation). Never deleted.
+    """
+
+    __tablename__ = "record"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    record_key: str = Field(primary_key=True, max_length=RECORD_KEY_LEN)
+    item_values: dict[str, str] = Field(sa_type=JSON)
+    version: int
+    data_seq: int = Field(sa_type=BigInteger)
+    updated_at: dt.datetime = Field(sa_type=UTCDateTime)
+    temporary: bool
+
+
+class RecordVersionRow(SQLModel, table=True):
+    """Every version of every record, in the order written: the resource's change feed.
+
+    ``data_seq`` is gap-free per resource (1, 2, 3, ...; handed out under the resource's
+    submit lock), so a consumer resuming "after N" misses nothing (Exchange, Subscribe).
+    Versions written under a temporary collection (临时采集, 第十二条) carry its reason, expiry
+    and extra items, for supervision (第四十二条).
+    """
+
+    __tablename__ = "record_version"
+    __table_args__ = (Index("ix_record_version_key", "resource_code", "record_key"),)
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    data_seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    record_key: str = Field(max_length=RECORD_KEY_LEN)
+    kind: str = Field(max_length=16)  # "upsert"; "delete" only ever with approval (第四十一条)
+    version: int
+    item_values: dict[str, str] = Field(sa_type=JSON)
+    batch_id: str = Field(max_length=BATCH_ID_LEN)
+    submitted_by: str = Field(max_length=300)
+    at: dt.datetime = Field(sa_type=UTCDateTime)
+    temporary_reason: str | None = Field(default=None, sa_type=Text)
+    temporary_expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    temporary_items: list[str] | None = Field(default=None, sa_type=JSON)
+
+
+class ResourceDataRow(SQLModel, table=True):
+    """Aggregation state of one resource: data version, last aggregation, record count."""
+
+    __tablename__ = "resource_data"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    data_version: int = Field(sa_type=BigInteger)
+    last_aggregated_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_batch_id: str = Field(max_length=BATCH_ID_LEN)
+    record_count: int = Field(sa_type=BigInteger)
+
+
+class SubmitBatchRow(SQLModel, table=True):
+    """A batch applied to a resource: a resend of the same batch_id gets this outcome back."""
+
+    __tablename__ = "submit_batch"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    batch_id: str = Field(primary_key=True, max_length=BATCH_ID_LEN)
+    submitted_by: str = Field(max_length=300)
+    accepted: int
+    rejected: int
+    rejections: str = Field(sa_type=Text)  # JSON [[index, item, reason], ...]
+    temporary: str | None = Field(default=None, sa_type=Text)  # JSON, when 临时采集
+    data_version: int = Field(sa_type=BigInteger)
+    at: dt.datetime = Field(sa_type=UTCDateTime)

@@ -277,13 +277,15 @@ async def test_a_later_release_method_answers_unimplemented_naming_what_is_missi
 ) -> None:
     setup, node = province
     async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        stream = sharing_pb2_grpc.SharingServiceStub(ch).Exchange(
+            sharing_pb2.ExchangeRequest(resource_code="350000-1-000001")
+        )
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await sharing_pb2_grpc.SharingServiceStub(ch).Verify(
-                sharing_pb2.VerifyRequest(resource_code="350000-1-000001")
-            )
+            async for _ in stream:
+                pass
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "SharingService/Verify" in details(err.value)
-    assert "not available yet" in details(err.value)
+    assert "SharingService/Exchange is not implemented by this node" in details(err.value)
+    assert "governance" in details(err.value)
 
 
 async def test_only_nodes_may_watch_the_catalog_feed(

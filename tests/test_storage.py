@@ -33,6 +33,10 @@ TABLES = {
     "node_meta",
     "catalog_request",
     "audit_record",
+    "record",
+    "record_version",
+    "resource_data",
+    "submit_batch",
 }
 
 

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from node.cli import agency, certs, demo, init, serve
+from node.cli import agency, audit, certs, demo, init, serve
 
 app = typer.Typer(
     name="govnode",
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.add_typer(init.app, name="init")
 app.add_typer(certs.app, name="certs")
 app.add_typer(agency.app, name="agency")
+app.add_typer(audit.app, name="audit")
 serve.register(app)
 demo.register(app)
 

@@ -28,12 +28,16 @@ from govnode.v1 import (
     supervision_pb2,
 )
 
+from gateway.audit import AuditSink
 from gateway.identity import Identity
+from gateway.refusal import Refusal
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
+from node.records import Records
 from node.servicers.catalog import CatalogServicer
 from node.servicers.federation import FederationServicer
+from node.servicers.sharing import SharingServicer
 from node.servicers.status import status_for
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
@@ -49,10 +53,10 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 
 #: What each not-yet-implemented service is waiting for, shown in its UNIMPLEMENTED message.
 PLANNED: dict[str, str] = {
-    "SharingService": "the data path (Submit, Verify, Compare, Query) is not available yet",
+    "SharingService": "Exchange and Subscribe arrive with sharing governance",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
     "AccessService": "有条件共享 applications, grants and change requests are not available yet",
-    "AuditService": "the audit log API is not available yet",
+    "AuditService": "the audit log API arrives with federation (use `govnode audit tail`)",
     "FederationService": "online joining and federation sync are not available yet",
     "OpenDataService": "open data (第二十九至三十六条) is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
@@ -67,6 +71,8 @@ class Services:
     config: NodeConfig
     identity: Identity
     catalog: Catalog
+    records: Records
+    audit: AuditSink | None
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -81,7 +87,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
                 async for item in fn(request, context):
                     yield item
             except DomainError as exc:
-                await context.abort(status_for(exc), exc.message)
+                raise Refusal(status_for(exc), exc.message) from None
 
         return streaming
 
@@ -89,7 +95,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
         try:
             return await fn(request, context)
         except DomainError as exc:
-            await context.abort(status_for(exc), exc.message)
+            raise Refusal(status_for(exc), exc.message) from None
 
     return unary
 
@@ -101,7 +107,7 @@ def _unimplemented(service: ServiceDescriptor, method: MethodDescriptor) -> Call
     )
 
     async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+        raise Refusal(grpc.StatusCode.UNIMPLEMENTED, message)
 
     return behaviour
 
@@ -126,6 +132,9 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     """Add every govnode.v1 service to ``server``; returns their full names."""
     implementations: dict[str, object] = {
         "govnode.v1.CatalogService": CatalogServicer(services.catalog),
+        "govnode.v1.SharingService": SharingServicer(
+            services.catalog, services.records, services.audit
+        ),
         "govnode.v1.FederationService": FederationServicer(
             services.config, services.identity, services.catalog
         ),

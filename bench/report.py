@@ -1,0 +1,98 @@
+"""The bench's output: a table for people, then one JSON object as the very last line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from bench.scenarios import Options, Outcome, Rate, Ratio
+
+#: Keys every JSON line carries (null when not measured), in this order; scenarios may add more.
+FIGURES = (
+    "verify_calls_per_s",
+    "verify_p50_ms",
+    "verify_p99_ms",
+    "echo_calls_per_s",
+    "echo_p50_ms",
+    "echo_p99_ms",
+    "verify_ratio",
+    "submit_records_per_s",
+    "sqlite_records_per_s",
+    "submit_ratio",
+)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: Sequence[tuple[str, Outcome]]) -> str:
+    header = f"{'scenario':<9} {'measurement':<37} {'throughput':>20} {'p50 ms':>8} {'p99 ms':>8}"
+    lines = [header, "-" * len(header)]
+    notes: list[str] = []
+    problems: list[str] = []
+    for name, outcome in results:
+        for row in outcome.rows:
+            if isinstance(row, Rate):
+                rate = f"{_num(row.per_s)} {row.unit}"
+                lines.append(
+                    f"{name:<9} {row.label:<37} {rate:>20} "
+                    f"{_num(row.p50_ms, 2):>8} {_num(row.p99_ms, 2):>8}"
+                )
+            elif isinstance(row, Ratio):
+                verdict = (
+                    "not measured"
+                    if row.value is None
+                    else ("meets target" if row.value >= row.target else "BELOW target")
+                )
+                value = f"{_num(row.value, 3)}"
+                lines.append(
+                    f"{name:<9} {row.label:<37} {value:>20}   "
+                    f"(target >= {row.target:.2f}: {verdict})"
+                )
+        notes.extend(outcome.notes)
+        problems.extend(outcome.problems)
+    if notes:
+        lines += ["", "How measured:", *(f"  - {n}" for n in notes)]
+    if problems:
+        lines += ["", "Problems:", *(f"  - {p}" for p in problems)]
+    return "\n".join(lines)
+
+
+def _cpus() -> dict[str, int | None]:
+    try:
+        usable: int | None = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = None
+    return {"cpus": os.cpu_count(), "usable_cpus": usable}
+
+
+def summary(results: Sequence[tuple[str, Outcome]], options: Options) -> dict[str, Any]:
+    figures: dict[str, Any] = dict.fromkeys(FIGURES)
+    targets: dict[str, float] = {}
+    problems: list[str] = []
+    for _, outcome in results:
+        figures.update(outcome.figures)
+        targets.update(outcome.targets)
+        problems.extend(outcome.problems)
+    return {
+        **figures,
+        "targets": targets,
+        "machine": _cpus(),
+        "settings": {
+            "duration_s": options.duration,
+            "rounds": options.rounds,
+            "channels": options.channels,
+            "concurrency": options.concurrency,
+            "max_calls": options.max_calls,
+            "batches": options.batches,
+            "batch_size": options.batch_size,
+        },
+        "problems": problems,
+    }
+
+
+def json_line(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))

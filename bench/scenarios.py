@@ -1,0 +1,301 @@
+"""What the bench measures: each scenario pairs a govnode figure with a baseline taken in the
+same run, and reports both plus their ratio.
+
+A scenario is anything with a ``name``, a one-line ``title`` and ``async run(bench)`` returning
+an :class:`Outcome`; :data:`SCENARIOS` lists them in the order they run. Routed Verify
+(city → province → city) will be one more entry here once federation routes calls.
+
+Each pair is measured ``rounds`` times, alternating baseline and govnode so that a noisy spell
+on the shared machine hits both sides alike, and the best round of each side is reported (as
+``timeit`` does: noise only ever makes a run slower). Every round is logged on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from bench.procs import child, python_command
+from bench.province import Province, submit
+from bench.sqlite_baseline import insert_batches
+from gateway.tls import TlsFiles
+from node.demo import free_port
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float = 8.0
+    rounds: int = 3
+    channels: int = 4
+    concurrency: int = 64
+    max_calls: int = 200_000
+    warmup: int = 500
+    batches: int = 50
+    batch_size: int = 1000
+    scenarios: tuple[str, ...] = ()
+
+    @classmethod
+    def quick(cls) -> Options:
+        return cls(duration=2.0, rounds=1, max_calls=5_000, warmup=200, batches=5, batch_size=500)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One measured row of the table."""
+
+    label: str
+    per_s: float | None
+    unit: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    value: float | None
+    target: float
+
+
+@dataclass
+class Outcome:
+    rows: list[Rate | Ratio] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Bench:
+    """What the scenarios share: options, the running province node and its records."""
+
+    options: Options
+    province: Province
+    workdir: Path
+    logs: Path
+    #: Records 0 .. records-1 are in the node (submitted by a scenario or ensure_records);
+    #: Verify spreads its keys over them.
+    records: int = 0
+
+    async def ensure_records(self, count: int) -> None:
+        """Submit (untimed) until the node holds at least ``count`` records."""
+        missing = count - self.records
+        if missing <= 0:
+            return
+        batch = self.options.batch_size
+        batches = -(-missing // batch)
+        say(f"seeding {batches * batch} records for Verify")
+        figures = await submit(
+            self.province, first=self.records, batches=batches, batch_size=batch, duration=600.0
+        )
+        if figures.accepted != batches * batch:
+            raise RuntimeError(f"seeding accepted {figures.accepted} records of {batches * batch}")
+        self.records += figures.accepted
+
+    async def load(self, mode: str, target: str, files: TlsFiles, *extra: str) -> dict[str, Any]:
+        """One run of the load generator in its own process; its JSON figures."""
+        o = self.options
+        command = python_command(
+            "-m", "bench.load", "--mode", mode, "--target", target,
+            "--key", str(files.key), "--cert", str(files.chain), "--root", str(files.root),
+            "--channels", str(o.channels), "--concurrency", str(o.concurrency),
+            "--duration", str(o.duration), "--max-calls", str(o.max_calls),
+            "--warmup", str(o.warmup), *extra,
+        )  # fmt: skip
+        async with child(f"load-{mode}", command, logs=self.logs) as load:
+            line = await load.read_line(within=o.duration + 60.0)
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+
+def _best(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    return max(runs, key=lambda r: float(r[key]))
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _load_problem(name: str, run: dict[str, Any]) -> str | None:
+    if run["errors"]:
+        return f"{name}: {run['errors']} failed calls, first: {run['first_error']}"
+    if run["unexpected"]:
+        return f"{name}: {run['unexpected']} answers were not the expected ones"
+    if not run["calls"]:
+        return f"{name}: no call completed"
+    return None
+
+
+class VerifyScenario:
+    """联机验证 Verify against a bare grpc.aio mutual-TLS echo server."""
+
+    name = "verify"
+    title = "Verify calls/s vs a bare grpc.aio mTLS echo server"
+    targets: ClassVar[dict[str, float]] = {"verify_ratio": 0.6}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o, province = bench.options, bench.province
+        await bench.ensure_records(o.batches * o.batch_size)
+        port = free_port()
+        files = province.node_files
+        command = python_command(
+            "-m", "bench.echo", "--port", str(port),
+            "--key", str(files.key), "--cert", str(files.chain), "--root", str(files.root),
+        )  # fmt: skip
+        keys = ("--keys-start", "0", "--keys-count", str(bench.records))
+        echo_runs: list[dict[str, Any]] = []
+        verify_runs: list[dict[str, Any]] = []
+        async with child("echo", command, logs=bench.logs) as server:
+            if (line := await server.read_line(within=30.0)) != "ready":
+                raise server.failure(f"said {line!r} instead of 'ready'")
+            for r in range(1, o.rounds + 1):
+                run = await bench.load("echo", f"127.0.0.1:{port}", province.consumer)
+                say(_round_line("echo", r, o.rounds, run))
+                echo_runs.append(run)
+                run = await bench.load("verify", province.target, province.consumer, *keys)
+                say(_round_line("Verify", r, o.rounds, run))
+                verify_runs.append(run)
+        outcome = Outcome(targets=self.targets)
+        problems = [
+            p
+            for name, runs in (("echo", echo_runs), ("Verify", verify_runs))
+            for run in runs
+            if (p := _load_problem(name, run))
+        ]
+        outcome.problems.extend(dict.fromkeys(problems))
+        echo = _best(echo_runs, "calls_per_s")
+        verify = _best(verify_runs, "calls_per_s")
+        # A run with failed or wrong answers measured nothing worth a figure.
+        v_rate, v_p50, v_p99 = (
+            (None, None, None)
+            if problems
+            else (verify["calls_per_s"], verify["p50_ms"], verify["p99_ms"])
+        )
+        ratio = _ratio(v_rate, echo["calls_per_s"])
+        outcome.rows = [
+            Rate(
+                "bare grpc.aio mTLS echo (baseline)",
+                echo["calls_per_s"],
+                "calls/s",
+                echo["p50_ms"],
+                echo["p99_ms"],
+            ),
+            Rate("govnode Verify", v_rate, "calls/s", v_p50, v_p99),
+            Ratio("Verify / echo", ratio, self.targets["verify_ratio"]),
+        ]
+        outcome.figures = {
+            "verify_calls_per_s": v_rate,
+            "verify_p50_ms": v_p50,
+            "verify_p99_ms": v_p99,
+            "echo_calls_per_s": echo["calls_per_s"],
+            "echo_p50_ms": echo["p50_ms"],
+            "echo_p99_ms": echo["p99_ms"],
+            "verify_ratio": ratio,
+        }
+        outcome.notes.append(
+            f"Verify: {o.channels} mTLS connections x {o.concurrency // o.channels} calls in "
+            f"flight from one load process, {o.duration:g} s or {o.max_calls} calls per side "
+            f"per round, best of {o.rounds}; keys spread over {bench.records} records; same "
+            "client, server options, certificates and payload size for both sides"
+        )
+        return outcome
+
+
+class SubmitScenario:
+    """汇聚 Submit against raw sqlite3 executemany of the same rows."""
+
+    name = "submit"
+    title = "Submit records/s vs raw sqlite3 executemany"
+    targets: ClassVar[dict[str, float]] = {"submit_ratio": 0.2}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o = bench.options
+        baseline_db = bench.workdir / "baseline.db"
+        sqlite_runs = []
+        submit_runs = []
+        for r in range(1, o.rounds + 1):
+            # The same records on both sides: fresh keys, so both are first-time inserts.
+            first = bench.records
+            base = insert_batches(
+                baseline_db,
+                first=first,
+                batches=o.batches,
+                batch_size=o.batch_size,
+                duration=o.duration,
+            )
+            say(f"sqlite3 round {r}/{o.rounds}: {base.rows} rows in {base.seconds:.3f} s "
+                f"= {base.records_per_s:,.0f} records/s")  # fmt: skip
+            sqlite_runs.append(base)
+            figures = await submit(
+                bench.province,
+                first=first,
+                batches=o.batches,
+                batch_size=o.batch_size,
+                duration=o.duration,
+            )
+            say(f"Submit round {r}/{o.rounds}: {figures.accepted} records in "
+                f"{figures.seconds:.3f} s = {figures.records_per_s:,.0f} records/s")  # fmt: skip
+            submit_runs.append(figures)
+            if figures.rejected:
+                break
+            bench.records += figures.batches * o.batch_size
+        outcome = Outcome(targets=self.targets)
+        for figures in submit_runs:
+            if figures.rejected:
+                outcome.problems.append(
+                    f"Submit: {figures.rejected} records rejected, first: {figures.first_problem}"
+                )
+                break
+        base = max(sqlite_runs, key=lambda f: f.records_per_s)
+        best = max(submit_runs, key=lambda f: f.records_per_s)
+        rate = None if outcome.problems or not best.accepted else round(best.records_per_s, 1)
+        ratio = _ratio(rate, base.records_per_s)
+        outcome.rows = [
+            Rate("raw sqlite3 executemany (baseline)", round(base.records_per_s, 1), "records/s"),
+            Rate("govnode Submit", rate, "records/s"),
+            Ratio("Submit / sqlite3", ratio, self.targets["submit_ratio"]),
+        ]
+        outcome.figures = {
+            "submit_records_per_s": rate,
+            "sqlite_records_per_s": round(base.records_per_s, 1),
+            "submit_ratio": ratio,
+        }
+        outcome.notes.append(
+            f"Submit: {o.batches} batches x {o.batch_size} records per round over one mTLS "
+            f"stream (at most 4 batches unacked; timed first send to last ack), best of "
+            f"{o.rounds}; sqlite3 inserts the same rows with the node's pragmas (WAL, "
+            "synchronous=NORMAL, busy_timeout, foreign_keys), BEGIN IMMEDIATE and one commit "
+            "per batch"
+        )
+        return outcome
+
+
+def _round_line(name: str, r: int, rounds: int, run: dict[str, Any]) -> str:
+    line = (
+        f"{name} round {r}/{rounds}: {run['calls']} calls in {run['seconds']:.2f} s = "
+        f"{run['calls_per_s']:,.0f} calls/s, p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms"
+    )
+    if run["errors"]:
+        line += f", {run['errors']} errors ({run['first_error']})"
+    return line
+
+
+class Scenario(Protocol):
+    name: str
+    title: str
+    #: The ratios this scenario reports and the least each should reach.
+    targets: ClassVar[dict[str, float]]
+
+    async def run(self, bench: Bench) -> Outcome: ...
+
+
+#: In running order: Submit first, so Verify finds the records it submitted.
+SCENARIOS: list[Scenario] = [SubmitScenario(), VerifyScenario()]

@@ -1,0 +1,79 @@
+"""Who may use a resource, how, and which items they see in clear (第二十四至二十六条).
+
+One decision per call, before any data is read:
+
+- the provider agency uses its own resources by any method and sees every item in clear;
+- 暂不共享 (NOT_SHARED) resources never serve anyone else (第二十四条);
+- a method the catalog entry does not list among its share methods is refused;
+- 有条件共享 (CONDITIONAL) resources serve others only under an approved application's grant
+  (第二十五条); until grants exist every such call is refused, saying an application is needed;
+- 无条件共享 (UNCONDITIONAL) resources serve any registered agency, with sensitive items masked
+  by their masking rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.identity import Identity, Role
+from node.catalog_types import MaskingKind, ResourceEntry, ResourceStatus, ShareMethod, ShareType
+from node.errors import FailedPrecondition, PermissionDenied
+
+METHOD_NAMES = {
+    ShareMethod.VERIFY: "联机验证 (Verify)",
+    ShareMethod.COMPARE: "比对验证 (Compare)",
+    ShareMethod.QUERY: "检索查询 (Query)",
+    ShareMethod.EXCHANGE: "数据交换 (Exchange)",
+    ShareMethod.SUBSCRIBE: "主动推送 (Subscribe)",
+}
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one caller may do with one resource in one call."""
+
+    is_provider: bool
+    visible_items: frozenset[str]
+    clear_items: frozenset[str]
+
+
+def is_provider(caller: Identity, entry: ResourceEntry) -> bool:
+    return (
+        caller.role is Role.AGENCY
+        and caller.subject == entry.provider_code
+        and caller.region == entry.region
+    )
+
+
+def authorize(caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Access:
+    """The caller's access to ``entry`` through ``method``, or a refusal naming the rule."""
+    code = entry.resource_code
+    if entry.status is ResourceStatus.WITHDRAWN:
+        raise FailedPrecondition(f"resource {code} ({entry.name}) is withdrawn")
+    if caller.role is not Role.AGENCY:
+        raise PermissionDenied(
+            f"{caller} is not an agency system; data sharing calls are made by agencies"
+        )
+    items = frozenset(i.name for i in entry.items)
+    if is_provider(caller, entry):
+        return Access(is_provider=True, visible_items=items, clear_items=items)
+    who = f"agency {caller.subject} ({caller.region})"
+    if entry.share_type is ShareType.NOT_SHARED:
+        raise PermissionDenied(
+            f"resource {code} ({entry.name}) is 暂不共享 (not shared) under "
+            f"{entry.legal_basis or 'its legal basis'}; only its provider may use it (第二十四条)"
+        )
+    if method not in entry.share_methods:
+        offered = ", ".join(METHOD_NAMES[m] for m in entry.share_methods) or "none"
+        raise PermissionDenied(
+            f"resource {code} ({entry.name}) is not shared by {METHOD_NAMES[method]}; "
+            f"its share methods are: {offered}"
+        )
+    if entry.share_type is ShareType.CONDITIONAL:
+        raise PermissionDenied(
+            f"resource {code} ({entry.name}) is 有条件共享: {who} needs an approved "
+            "application (AccessService.Apply, reviewed by the data management authority) "
+            f"before using it (第二十五条); conditions: {entry.share_conditions}"
+        )
+    clear = frozenset(i.name for i in entry.items if i.masking.kind is MaskingKind.NONE)
+    return Access(is_provider=False, visible_items=items, clear_items=clear)

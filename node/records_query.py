@@ -1,0 +1,273 @@
+"""检索查询 (第二十六条): turning a query into SQL, paging it and shaping its rows.
+
+Portability: a record's values are one JSON column, and filters use SQLAlchemy's JSON element
+expressions (``item_values[item].as_string()``), which compile to ``JSON_EXTRACT`` on SQLite and
+``->>`` on PostgreSQL. No index covers them: a filtered query scans the resource's current
+records (the primary key narrows it to the resource; a full key is a primary-key lookup).
+That is the price of a schema that does not change per catalog entry; the per-query row cap
+keeps each scan's output bounded, and bulk reading is Exchange's job.
+
+Comparisons are on the canonical strings records are stored in (node.validation), except
+RANGE on INTEGER and DECIMAL items, which compares numerically (as double precision, exact up
+to about 15 significant digits). DATE and DATETIME canonical forms sort chronologically as
+text (datetimes to the second).
+
+Paging: rows come in record-key order; the page token carries the last key served, the rows
+served so far and a fingerprint of the query, so a token only continues the query it came
+from. At most :data:`MAX_QUERY_ROWS` rows are served per query across all its pages; the page
+that reaches the cap says ``truncated`` when more rows matched, and has no next token. The
+cap bounds the work of one query; it is not an access control (that is decided before the
+query runs, by the caller's grant).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from node.catalog_types import DataItem, DataType, MaskingKind, ResourceEntry
+from node.errors import InvalidArgument, PermissionDenied
+from node.masking import mask
+from node.records_types import QueryFilter, QueryOperator, QueryRow
+from node.validation import ItemCheck, RecordSchema
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "MAX_QUERY_ROWS",
+    "PageCursor",
+    "QueryPlan",
+    "decode_token",
+    "encode_token",
+    "plan_query",
+    "shape_row",
+]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+MAX_QUERY_ROWS = 1000
+MAX_FILTERS = 32
+
+_TOKEN_PREFIX = "q1:"  # noqa: S105 (a page-token version tag, not a secret)
+_NUMERIC = frozenset({DataType.INTEGER, DataType.DECIMAL})
+
+
+_KEY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def key_text(values: Sequence[str]) -> str:
+    """The record key: canonical JSON array of the key items' values in catalog order."""
+    return _KEY_JSON.encode(list(values))
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    conditions: tuple[sa.ColumnElement[bool], ...]
+    projection: tuple[str, ...]
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    after: str  # last record key served; "" before the first page
+    served: int  # rows served by earlier pages
+
+
+def plan_query(
+    entry: ResourceEntry,
+    schema: RecordSchema,
+    values_column: sa.ColumnElement[Any],
+    key_column: sa.ColumnElement[str],
+    *,
+    key: Mapping[str, str] | None,
+    filters: Sequence[QueryFilter],
+    items: Sequence[str],
+    visible_items: frozenset[str],
+) -> QueryPlan:
+    """Check a query against the entry and the caller's visible items; build its conditions."""
+    key = key or {}
+    if not key and not filters:
+        raise InvalidArgument(
+            "query: give key values or at least one filter; to read a whole resource use Exchange"
+        )
+    if len(filters) > MAX_FILTERS:
+        raise InvalidArgument(f"filters: at most {MAX_FILTERS}, got {len(filters)}")
+    conditions: list[sa.ColumnElement[bool]] = []
+    conditions += _key_conditions(schema, values_column, key_column, key)
+    for i, flt in enumerate(filters):
+        conditions.append(_filter_condition(schema, values_column, i, flt, visible_items))
+    projection = _projection(entry, items, visible_items)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                entry.resource_code,
+                sorted(key.items()),
+                [[f.item, str(f.op), f.value, f.lower, f.upper] for f in filters],
+                projection,
+            ],
+            ensure_ascii=False,
+        ).encode()
+    ).hexdigest()[:16]
+    return QueryPlan(tuple(conditions), projection, fingerprint)
+
+
+def _key_conditions(
+    schema: RecordSchema,
+    values_column: sa.ColumnElement[Any],
+    key_column: sa.ColumnElement[str],
+    key: Mapping[str, str],
+) -> list[sa.ColumnElement[bool]]:
+    if not key:
+        return []
+    unknown = sorted(set(key) - set(schema.key_items))
+    if unknown:
+        raise InvalidArgument(
+            f"key: {', '.join(unknown)} not a key item of this resource; key items are "
+            f"{', '.join(schema.key_items)}"
+        )
+    for name, value in key.items():
+        if not value.strip():
+            raise InvalidArgument(f"key.{name}: must not be empty")
+    normalised = {name: schema.items[name].normalise(v) for name, v in key.items()}
+    if len(normalised) == len(schema.key_items):
+        # The whole key: one primary-key lookup.
+        return [key_column == key_text([normalised[n] for n in schema.key_items])]
+    # A subset of the key items: equality on each (a scan of the resource's records).
+    return [values_column[name].as_string() == value for name, value in normalised.items()]
+
+
+def _filter_condition(
+    schema: RecordSchema,
+    values_column: sa.ColumnElement[Any],
+    index: int,
+    flt: QueryFilter,
+    visible_items: frozenset[str],
+) -> sa.ColumnElement[bool]:
+    path = f"filters[{index}]"
+    check = schema.items.get(flt.item)
+    if check is None:
+        raise InvalidArgument(f'{path}.item: "{flt.item}" is not an item of this resource')
+    if flt.item not in visible_items:
+        raise PermissionDenied(
+            f'{path}.item: the caller may not see item "{flt.item}", so may not filter on it '
+            "(第三十七条: no use beyond a grant)"
+        )
+    element: sa.ColumnElement[str] = values_column[flt.item].as_string()
+    try:
+        op = QueryOperator(flt.op)
+    except ValueError:
+        raise InvalidArgument(f"{path}.op: must be eq, prefix or range, got {flt.op!r}") from None
+    match op:
+        case QueryOperator.EQ:
+            if not flt.value.strip():
+                raise InvalidArgument(f"{path}.value: EQ needs a value")
+            return element == check.normalise(flt.value)
+        case QueryOperator.PREFIX:
+            prefix = flt.value.strip()
+            if not prefix:
+                raise InvalidArgument(f"{path}.value: PREFIX needs a value")
+            # substr, not LIKE: LIKE ignores ASCII case on SQLite and needs escaping.
+            return sa.func.substr(element, 1, len(prefix)) == prefix
+        case QueryOperator.RANGE:
+            return _range_condition(check, element, path, flt)
+
+
+def _range_condition(
+    check: ItemCheck, element: sa.ColumnElement[str], path: str, flt: QueryFilter
+) -> sa.ColumnElement[bool]:
+    bounds: list[sa.ColumnElement[bool]] = []
+    for name, raw in (("lower", flt.lower), ("upper", flt.upper)):
+        if not raw.strip():
+            continue
+        canonical, problem = check.canonical(raw)
+        if canonical is None:
+            raise InvalidArgument(f"{path}.{name}: {problem}")
+        operand: sa.ColumnElement[Any] = element
+        bound: Any = canonical
+        if check.item.data_type in _NUMERIC:
+            operand = sa.cast(element, sa.Float)
+            bound = float(canonical)
+        bounds.append(operand >= bound if name == "lower" else operand < bound)
+    if not bounds:
+        raise InvalidArgument(f"{path}: RANGE needs a lower or an upper bound")
+    return sa.and_(*bounds)
+
+
+def _projection(
+    entry: ResourceEntry, items: Sequence[str], visible_items: frozenset[str]
+) -> tuple[str, ...]:
+    declared = [item.name for item in entry.items]
+    if not items:
+        projection = tuple(name for name in declared if name in visible_items)
+        if not projection:
+            raise PermissionDenied(
+                f"no item of resource {entry.resource_code} is visible to the caller"
+            )
+        return projection
+    unknown = [name for name in items if name not in set(declared)]
+    if unknown:
+        raise InvalidArgument(f"items: {', '.join(unknown)} not an item of this resource")
+    hidden = [name for name in items if name not in visible_items]
+    if hidden:
+        raise PermissionDenied(
+            f"items: the caller may not see {', '.join(hidden)} (第三十七条: no use beyond a grant)"
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def shape_row(
+    entry_items: Mapping[str, DataItem],
+    projection: Sequence[str],
+    clear_items: frozenset[str],
+    stored: Mapping[str, str],
+    version: int,
+) -> QueryRow:
+    """Project a stored record and mask (脱敏) what the caller may not see in clear."""
+    values: dict[str, str] = {}
+    masked: list[str] = []
+    for name in projection:
+        value = stored.get(name)
+        if value is None:
+            continue
+        rule = entry_items[name].masking
+        if name not in clear_items and rule.kind is not MaskingKind.NONE:
+            values[name] = mask(value, rule)
+            masked.append(name)
+        else:
+            values[name] = value
+    return QueryRow(values=values, version=version, masked_items=tuple(masked))
+
+
+def encode_token(cursor: PageCursor, fingerprint: str) -> str:
+    raw = _TOKEN_PREFIX + json.dumps([cursor.after, cursor.served, fingerprint], ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, fingerprint: str) -> PageCursor:
+    if not token:
+        return PageCursor("", 0)
+    refused = InvalidArgument(
+        "page_token: not a page token of this query; repeat the query without it to start over"
+    )
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if not raw.startswith(_TOKEN_PREFIX):
+            raise refused
+        after, served, print_ = json.loads(raw.removeprefix(_TOKEN_PREFIX))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise refused from None
+    if (
+        not isinstance(after, str)
+        or not isinstance(served, int)
+        or not 0 < served < MAX_QUERY_ROWS
+        or print_ != fingerprint
+    ):
+        raise refused
+    return PageCursor(after, served)

@@ -1,0 +1,217 @@
+"""SharingService (第二十六条): 汇聚 Submit, 联机验证 Verify, 比对验证 Compare, 检索查询 Query.
+
+Each call: look the resource up in the catalog, decide access (node.policy), then let the
+records domain do the work. Submit acknowledges each batch only after it is committed and its
+audit record is durable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from govnode.v1 import common_pb2, sharing_pb2
+
+from gateway.audit import AuditSink, CallRecord
+from gateway.auth import current_peer
+from gateway.identity import Role
+from gateway.interceptors import add_audit_detail, current_request_id
+from node.catalog import Catalog
+from node.catalog_types import ResourceEntry, ShareMethod
+from node.errors import InvalidArgument
+from node.policy import authorize, is_provider
+from node.records import (
+    MatchResult,
+    QueryFilter,
+    Records,
+    SubmitBatch,
+    TemporaryCollection,
+    VerifyOutcome,
+)
+from node.servicers.convert import _enum_out
+
+_MATCH = {
+    MatchResult.MATCH: sharing_pb2.MATCH_RESULT_MATCH,
+    MatchResult.MISMATCH: sharing_pb2.MATCH_RESULT_MISMATCH,
+    MatchResult.NOT_PRESENT: sharing_pb2.MATCH_RESULT_NOT_PRESENT,
+}
+_OPS = {
+    sharing_pb2.QUERY_OPERATOR_EQ: "eq",
+    sharing_pb2.QUERY_OPERATOR_PREFIX: "prefix",
+    sharing_pb2.QUERY_OPERATOR_RANGE: "range",
+}
+SUBMIT_METHOD = "/govnode.v1.SharingService/Submit"
+
+
+def _matches(outcome: VerifyOutcome) -> list[sharing_pb2.ItemMatch]:
+    return [sharing_pb2.ItemMatch(item=item, result=_MATCH[r]) for item, r in outcome.matches]
+
+
+def _resource_code(code: str) -> str:
+    if not code:
+        raise InvalidArgument("resource_code is required")
+    return code
+
+
+class SharingServicer:
+    def __init__(self, catalog: Catalog, records: Records, audit: AuditSink | None) -> None:
+        self._catalog = catalog
+        self._records = records
+        self._audit = audit
+
+    async def _entry(self, code: str) -> ResourceEntry:
+        return await self._catalog.get(_resource_code(code))
+
+    async def Submit(
+        self, requests: AsyncIterator[sharing_pb2.SubmitBatch], context: Any
+    ) -> AsyncIterator[sharing_pb2.SubmitAck]:
+        caller = current_peer().identity
+        batches = accepted = rejected = 0
+        async for request in requests:
+            entry = await self._entry(request.resource_code)
+            temporary = None
+            if request.HasField("temporary"):
+                temporary = TemporaryCollection(
+                    reason=request.temporary.reason,
+                    expires_at=request.temporary.expires_at.ToDatetime(dt.UTC),
+                    extra_items=tuple(request.temporary.extra_items),
+                )
+            outcome = await self._records.submit(
+                caller,
+                entry,
+                SubmitBatch(
+                    batch_id=request.batch_id,
+                    records=tuple(dict(r.values) for r in request.records),
+                    temporary=temporary,
+                ),
+            )
+            batches += 1
+            accepted += outcome.accepted
+            rejected += outcome.rejected
+            add_audit_detail(batches=batches, accepted=accepted, rejected=rejected)
+            if self._audit is not None:
+                # One record per batch, durable before its acknowledgement leaves (第三十九条).
+                await self._audit.record(
+                    CallRecord(
+                        method=SUBMIT_METHOD,
+                        caller=str(caller),
+                        origin_node="",
+                        resource_code=entry.resource_code,
+                        outcome="OK",
+                        message="duplicate batch, nothing applied" if outcome.duplicate else "",
+                        request_digest=hashlib.sha256(request.SerializeToString()).hexdigest(),
+                        request_id=current_request_id(),
+                        detail={
+                            "batch_id": outcome.batch_id,
+                            "accepted": outcome.accepted,
+                            "rejected": outcome.rejected,
+                            "temporary": int(temporary is not None),
+                        },
+                    )
+                )
+            ack = sharing_pb2.SubmitAck(
+                batch_id=outcome.batch_id,
+                accepted=outcome.accepted,
+                rejected=outcome.rejected,
+                rejections=[
+                    sharing_pb2.RecordRejection(index=r.index, item=r.item, reason=r.reason)
+                    for r in outcome.rejections
+                ],
+                duplicate=outcome.duplicate,
+            )
+            ack.committed_at.FromDatetime(dt.datetime.now(dt.UTC))
+            yield ack
+
+    async def Verify(
+        self, request: sharing_pb2.VerifyRequest, context: Any
+    ) -> sharing_pb2.VerifyResponse:
+        entry = await self._entry(request.resource_code)
+        authorize(current_peer().identity, entry, ShareMethod.VERIFY)
+        outcome = await self._records.verify(entry, dict(request.key), dict(request.claimed))
+        return sharing_pb2.VerifyResponse(
+            found=outcome.found,
+            matches=_matches(outcome),
+            all_match=outcome.all_match,
+            request_id=current_request_id(),
+        )
+
+    async def Compare(
+        self, request: sharing_pb2.CompareRequest, context: Any
+    ) -> AsyncIterator[sharing_pb2.CompareResult]:
+        entry = await self._entry(request.resource_code)
+        authorize(current_peer().identity, entry, ShareMethod.COMPARE)
+        results = await self._records.compare(
+            entry, [(r.ref, dict(r.key), dict(r.claimed)) for r in request.records]
+        )
+        add_audit_detail(records=len(results))
+        for ref, outcome in results:
+            yield sharing_pb2.CompareResult(
+                ref=ref, found=outcome.found, matches=_matches(outcome), all_match=outcome.all_match
+            )
+
+    async def Query(
+        self, request: sharing_pb2.QueryRequest, context: Any
+    ) -> sharing_pb2.QueryResponse:
+        entry = await self._entry(request.resource_code)
+        access = authorize(current_peer().identity, entry, ShareMethod.QUERY)
+        filters = []
+        for i, f in enumerate(request.filters):
+            op = _OPS.get(f.op)
+            if op is None:
+                raise InvalidArgument(f"filters[{i}].op: EQ, PREFIX or RANGE is required")
+            filters.append(
+                QueryFilter(item=f.item, op=op, value=f.value, lower=f.lower, upper=f.upper)
+            )
+        page = await self._records.query(
+            entry,
+            key=dict(request.key) or None,
+            filters=filters,
+            items=list(request.items),
+            visible_items=access.visible_items,
+            clear_items=access.clear_items,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        add_audit_detail(rows=len(page.rows))
+        return sharing_pb2.QueryResponse(
+            rows=[
+                sharing_pb2.QueryRow(
+                    record=common_pb2.Record(values=row.values),
+                    version=row.version,
+                    masked_items=list(row.masked_items),
+                )
+                for row in page.rows
+            ],
+            next_page_token=page.next_page_token,
+            truncated=page.truncated,
+        )
+
+    async def GetAggregationStatus(
+        self, request: sharing_pb2.GetAggregationStatusRequest, context: Any
+    ) -> sharing_pb2.GetAggregationStatusResponse:
+        """汇聚 status (第二十一条): an agency sees its own resources; nodes see all."""
+        caller = current_peer().identity
+        provider = request.provider_code
+        if caller.role is Role.AGENCY:
+            provider = caller.subject
+        entries, _ = await self._catalog.list(provider_code=provider or None, page_size=500)
+        own = [e for e in entries if caller.role is not Role.AGENCY or is_provider(caller, e)]
+        statuses = await self._records.aggregation_status(own)
+        out = []
+        for s, e in zip(statuses, own, strict=True):
+            if request.overdue_only and not s.overdue:
+                continue
+            msg = sharing_pb2.AggregationStatus(
+                resource_code=s.resource_code,
+                provider_code=e.provider_code,
+                update_cycle=_enum_out("UpdateCycle", e.update_cycle),  # type: ignore[arg-type]
+                overdue=s.overdue,
+                record_count=s.record_count,
+                data_version=s.data_version,
+            )
+            if s.last_aggregated_at is not None:
+                msg.last_aggregated_at.FromDatetime(s.last_aggregated_at)
+            out.append(msg)
+        return sharing_pb2.GetAggregationStatusResponse(statuses=out)

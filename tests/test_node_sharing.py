@@ -1,0 +1,489 @@
+"""Submit, Verify, Compare and Query over real mutual TLS, with share types enforced and
+every call, accepted or refused, in the audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, sharing_pb2_grpc
+
+from gateway.tls import TlsFiles
+from node.app import RunningNode
+from node.audit import AuditLog
+from node.catalog_types import ResourceEntry, ShareMethod
+from node.codes import make_citizen_id, make_credit_code
+from node.examples import EXAMPLES_DIR, load_example_catalog
+from node.servicers.convert import entry_to_proto
+from tests.nodes import CIVIL_AFFAIRS, MARKET_REGULATION, PUBLIC_SECURITY, ProvinceSetup, channel
+
+Province = tuple[ProvinceSetup, RunningNode]
+EXAMPLES = load_example_catalog(EXAMPLES_DIR / "catalog-province.toml")
+PEOPLE, COMPANIES, MARRIAGE, PETITIONS = EXAMPLES.resources
+NAMES = {a.code: a.name for a in EXAMPLES.agencies}
+PETITION_OFFICE = PETITIONS.provider_code
+
+ZHANG = make_citizen_id("35010219900307123")
+LI = make_citizen_id("35020319851111002")
+ACME = make_credit_code("91350000000000001")
+BETA = make_credit_code("91350000000000002")
+
+
+def agency(setup: ProvinceSetup, code: str) -> TlsFiles:
+    return setup.agency(code, NAMES.get(code, "测试单位"))
+
+
+async def register(setup: ProvinceSetup, node: RunningNode, entry: ResourceEntry) -> None:
+    async with channel(node, agency(setup, entry.provider_code)) as ch:
+        await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+            catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
+        )
+
+
+def batch(
+    code: str, batch_id: str, rows: Sequence[dict[str, str]], **kw: object
+) -> sharing_pb2.SubmitBatch:
+    return sharing_pb2.SubmitBatch(
+        resource_code=code,
+        batch_id=batch_id,
+        records=[common_pb2.Record(values=r) for r in rows],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def submit(
+    node: RunningNode, files: TlsFiles, batches: Sequence[sharing_pb2.SubmitBatch]
+) -> list[sharing_pb2.SubmitAck]:
+    async def requests() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        for b in batches:
+            yield b
+
+    async with channel(node, files) as ch:
+        return [ack async for ack in sharing_pb2_grpc.SharingServiceStub(ch).Submit(requests())]
+
+
+async def sharing(node: RunningNode, files: TlsFiles, method: str, request: object) -> object:
+    async with channel(node, files) as ch:
+        result = getattr(sharing_pb2_grpc.SharingServiceStub(ch), method)(request)
+        if method == "Compare":
+            return [r async for r in result]
+        return await result
+
+
+async def refused(
+    node: RunningNode, files: TlsFiles, method: str, request: object
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await sharing(node, files, method, request)
+    return err.value
+
+
+@pytest.fixture
+async def loaded(province: Province) -> Province:
+    """The example catalog registered, with a few records in 人口 and 法人."""
+    setup, node = province
+    for entry in (PEOPLE, COMPANIES, PETITIONS):
+        await register(setup, node, entry)
+    acks = await submit(
+        node,
+        agency(setup, PUBLIC_SECURITY),
+        [
+            batch(
+                PEOPLE.resource_code,
+                "people-1",
+                [
+                    {
+                        "gmsfhm": ZHANG,
+                        "xm": "张三",
+                        "xb": "男",
+                        "csrq": "1990-03-07",
+                        "sjhm": "13812345678",
+                    },
+                    {"gmsfhm": LI, "xm": "欧阳丽", "xb": "女", "csrq": "1985-11-11"},
+                ],
+            )
+        ],
+    )
+    assert acks[0].accepted == 2
+    acks = await submit(
+        node,
+        agency(setup, MARKET_REGULATION),
+        [
+            batch(
+                COMPANIES.resource_code,
+                "companies-1",
+                [
+                    {
+                        "tyshxydm": ACME,
+                        "dwmc": "福州某某科技有限公司",
+                        "fddbr": "王五",
+                        "djzt": "存续",
+                    },
+                    {
+                        "tyshxydm": BETA,
+                        "dwmc": "厦门某某贸易有限公司",
+                        "fddbr": "赵六",
+                        "djzt": "注销",
+                    },
+                ],
+            )
+        ],
+    )
+    assert acks[0].accepted == 2
+    return setup, node
+
+
+# --- Submit (汇聚) -----------------------------------------------------------------------
+
+
+async def test_submit_reports_each_refused_record_and_applies_the_rest(loaded: Province) -> None:
+    setup, node = loaded
+    bad_id = ZHANG[:-1] + ("0" if ZHANG[-1] != "0" else "1")
+    [ack] = await submit(
+        node,
+        agency(setup, PUBLIC_SECURITY),
+        [
+            batch(
+                PEOPLE.resource_code,
+                "people-2",
+                [
+                    {"gmsfhm": bad_id, "xm": "错号"},
+                    {"gmsfhm": make_citizen_id("35010220000101001"), "xm": "新人", "hobby": "x"},
+                    {"gmsfhm": make_citizen_id("35010220000101002")},
+                    {"gmsfhm": make_citizen_id("35010220000101003"), "xm": "好人", "xb": "未知"},
+                    {"gmsfhm": make_citizen_id("35010220000101004"), "xm": "好人"},
+                ],
+            )
+        ],
+    )
+    assert (ack.accepted, ack.rejected) == (1, 4)
+    reasons = {(r.index, r.item): r.reason for r in ack.rejections}
+    assert "GB 11643" in reasons[(0, "gmsfhm")]
+    assert "第十二条" in reasons[(1, "hobby")]
+    assert (2, "xm") in reasons
+    assert (3, "xb") in reasons
+
+
+async def test_resubmitting_a_batch_applies_nothing_twice(loaded: Province) -> None:
+    setup, node = loaded
+    police = agency(setup, PUBLIC_SECURITY)
+    rows = [{"gmsfhm": ZHANG, "xm": "张三丰", "xb": "男"}]
+    [first] = await submit(node, police, [batch(PEOPLE.resource_code, "people-3", rows)])
+    [again] = await submit(node, police, [batch(PEOPLE.resource_code, "people-3", rows)])
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert again.accepted == first.accepted == 1
+    page = await sharing(
+        node,
+        police,
+        "Query",
+        sharing_pb2.QueryRequest(resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG}),
+    )
+    assert [row.version for row in page.rows] == [2]  # type: ignore[attr-defined]
+
+
+async def test_only_the_provider_may_submit(loaded: Province) -> None:
+    setup, node = loaded
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit(
+            node,
+            agency(setup, CIVIL_AFFAIRS),
+            [batch(PEOPLE.resource_code, "x", [{"gmsfhm": ZHANG, "xm": "冒名"}])],
+        )
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert PUBLIC_SECURITY in (err.value.details() or "")
+
+
+async def test_temporary_collection_needs_a_reason_and_expiry(loaded: Province) -> None:
+    setup, node = loaded
+    police = agency(setup, PUBLIC_SECURITY)
+    expires = Timestamp()
+    expires.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    row = [{"gmsfhm": make_citizen_id("35010219950505005"), "xm": "临时", "hjd": "福州"}]
+    [ack] = await submit(
+        node,
+        police,
+        [
+            batch(
+                PEOPLE.resource_code,
+                "tmp-1",
+                row,
+                temporary=sharing_pb2.TemporaryCollection(
+                    reason="疫情防控临时采集", expires_at=expires, extra_items=["hjd"]
+                ),
+            )
+        ],
+    )
+    assert (ack.accepted, ack.rejected) == (1, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit(
+            node,
+            police,
+            [
+                batch(
+                    PEOPLE.resource_code,
+                    "tmp-2",
+                    row,
+                    temporary=sharing_pb2.TemporaryCollection(
+                        reason="", expires_at=expires, extra_items=["hjd"]
+                    ),
+                )
+            ],
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "reason" in (err.value.details() or "")
+
+
+# --- Verify, Compare (比对) and share types ------------------------------------------------
+
+
+async def test_any_agency_verifies_an_unconditional_resource(loaded: Province) -> None:
+    setup, node = loaded
+    reply = await sharing(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Verify",
+        sharing_pb2.VerifyRequest(
+            resource_code=COMPANIES.resource_code,
+            key={"tyshxydm": ACME},
+            claimed={"dwmc": "福州某某科技有限公司", "djzt": "注销"},
+        ),
+    )
+    assert reply.found and not reply.all_match  # type: ignore[attr-defined]
+    results = {m.item: m.result for m in reply.matches}  # type: ignore[attr-defined]
+    assert results == {
+        "dwmc": sharing_pb2.MATCH_RESULT_MATCH,
+        "djzt": sharing_pb2.MATCH_RESULT_MISMATCH,
+    }
+    # The answer never carries a stored value.
+    assert "存续" not in str(reply)
+    missing = await sharing(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Verify",
+        sharing_pb2.VerifyRequest(
+            resource_code=COMPANIES.resource_code,
+            key={"tyshxydm": make_credit_code("91350000000000009")},
+            claimed={"dwmc": "不存在"},
+        ),
+    )
+    assert not missing.found  # type: ignore[attr-defined]
+
+
+async def test_conditional_resources_need_an_approved_application(loaded: Province) -> None:
+    setup, node = loaded
+    request = sharing_pb2.VerifyRequest(
+        resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG}, claimed={"xm": "张三"}
+    )
+    err = await refused(node, agency(setup, CIVIL_AFFAIRS), "Verify", request)
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "approved application" in (err.details() or "")
+    # The provider itself uses its own resource.
+    mine = await sharing(node, agency(setup, PUBLIC_SECURITY), "Verify", request)
+    assert mine.all_match  # type: ignore[attr-defined]
+
+
+async def test_not_shared_resources_never_serve_others(loaded: Province) -> None:
+    setup, node = loaded
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Query",
+        sharing_pb2.QueryRequest(resource_code=PETITIONS.resource_code, key={"xfjbh": "X1"}),
+    )
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "暂不共享" in (err.details() or "")
+
+
+async def test_a_method_the_entry_does_not_offer_is_refused(province: Province) -> None:
+    setup, node = province
+    verify_only = COMPANIES.model_copy(
+        update={
+            "resource_code": "350000-1-000003",
+            "share_methods": (ShareMethod.VERIFY,),
+            "items": tuple(
+                i.model_copy(update={"authoritative_source": False}) for i in COMPANIES.items
+            ),
+        }
+    )
+    await register(setup, node, verify_only)
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Query",
+        sharing_pb2.QueryRequest(resource_code=verify_only.resource_code, key={"tyshxydm": ACME}),
+    )
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "检索查询" in (err.details() or "") and "联机验证" in (err.details() or "")
+
+
+async def test_compare_streams_results_in_order(loaded: Province) -> None:
+    setup, node = loaded
+    results = await sharing(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Compare",
+        sharing_pb2.CompareRequest(
+            resource_code=COMPANIES.resource_code,
+            records=[
+                sharing_pb2.CompareRecord(
+                    ref="a", key={"tyshxydm": BETA}, claimed={"djzt": "注销"}
+                ),
+                sharing_pb2.CompareRecord(
+                    ref="b",
+                    key={"tyshxydm": make_credit_code("91350000000000008")},
+                    claimed={"djzt": "存续"},
+                ),
+                sharing_pb2.CompareRecord(
+                    ref="c", key={"tyshxydm": ACME}, claimed={"djzt": "注销"}
+                ),
+            ],
+        ),
+    )
+    assert [(r.ref, r.found, r.all_match) for r in results] == [  # type: ignore[attr-defined]
+        ("a", True, True),
+        ("b", False, False),
+        ("c", True, False),
+    ]
+
+
+async def test_compare_refuses_more_than_ten_thousand_records(loaded: Province) -> None:
+    setup, node = loaded
+    records = [
+        sharing_pb2.CompareRecord(ref=str(i), key={"tyshxydm": ACME}, claimed={"djzt": "存续"})
+        for i in range(10_001)
+    ]
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Compare",
+        sharing_pb2.CompareRequest(resource_code=COMPANIES.resource_code, records=records),
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "10,000" in (err.details() or "") or "10000" in (err.details() or "")
+
+
+# --- Query (检索查询) and masking -----------------------------------------------------------
+
+
+async def test_query_masks_sensitive_items_for_other_agencies(loaded: Province) -> None:
+    setup, node = loaded
+    request = sharing_pb2.QueryRequest(
+        resource_code=COMPANIES.resource_code, key={"tyshxydm": ACME}
+    )
+    other = await sharing(node, agency(setup, CIVIL_AFFAIRS), "Query", request)
+    [row] = other.rows  # type: ignore[attr-defined]
+    assert row.record.values["fddbr"] == "王*"
+    assert row.record.values["dwmc"] == "福州某某科技有限公司"
+    assert list(row.masked_items) == ["fddbr"]
+    mine = await sharing(node, agency(setup, MARKET_REGULATION), "Query", request)
+    assert mine.rows[0].record.values["fddbr"] == "王五"  # type: ignore[attr-defined]
+    assert list(mine.rows[0].masked_items) == []  # type: ignore[attr-defined]
+
+
+async def test_the_provider_sees_its_conditional_data_in_clear(loaded: Province) -> None:
+    setup, node = loaded
+    page = await sharing(
+        node,
+        agency(setup, PUBLIC_SECURITY),
+        "Query",
+        sharing_pb2.QueryRequest(resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG}),
+    )
+    assert page.rows[0].record.values["sjhm"] == "13812345678"  # type: ignore[attr-defined]
+
+
+async def test_query_by_filter_with_projection(loaded: Province) -> None:
+    setup, node = loaded
+    page = await sharing(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Query",
+        sharing_pb2.QueryRequest(
+            resource_code=COMPANIES.resource_code,
+            filters=[
+                sharing_pb2.QueryFilter(item="djzt", op=sharing_pb2.QUERY_OPERATOR_EQ, value="注销")
+            ],
+            items=["tyshxydm", "djzt"],
+        ),
+    )
+    assert [dict(r.record.values) for r in page.rows] == [  # type: ignore[attr-defined]
+        {"tyshxydm": BETA, "djzt": "注销"}
+    ]
+
+
+async def test_query_needs_a_key_or_a_filter(loaded: Province) -> None:
+    setup, node = loaded
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Query",
+        sharing_pb2.QueryRequest(resource_code=COMPANIES.resource_code),
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_unknown_resource_is_not_found(loaded: Province) -> None:
+    setup, node = loaded
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Verify",
+        sharing_pb2.VerifyRequest(resource_code="350000-1-999999", key={"x": "y"}),
+    )
+    assert err.code() is grpc.StatusCode.NOT_FOUND
+
+
+# --- 汇聚 status and the audit log --------------------------------------------------------
+
+
+async def test_aggregation_status_shows_the_callers_resources(loaded: Province) -> None:
+    setup, node = loaded
+    async with channel(node, agency(setup, PUBLIC_SECURITY)) as ch:
+        reply = await sharing_pb2_grpc.SharingServiceStub(ch).GetAggregationStatus(
+            sharing_pb2.GetAggregationStatusRequest()
+        )
+    [status] = reply.statuses
+    assert status.resource_code == PEOPLE.resource_code
+    assert status.last_aggregated_at.seconds > 0
+    assert not status.overdue
+
+
+async def test_every_call_is_in_the_audit_log_refusals_included(loaded: Province) -> None:
+    setup, node = loaded
+    civil = agency(setup, CIVIL_AFFAIRS)
+    await sharing(
+        node,
+        civil,
+        "Verify",
+        sharing_pb2.VerifyRequest(
+            resource_code=COMPANIES.resource_code, key={"tyshxydm": ACME}, claimed={"djzt": "存续"}
+        ),
+    )
+    await refused(
+        node,
+        civil,
+        "Verify",
+        sharing_pb2.VerifyRequest(
+            resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG}, claimed={"xm": "张三"}
+        ),
+    )
+    log = AuditLog(node.db)
+    records = await log.query(limit=1000)
+    calls = [(r.method.rsplit("/", 1)[-1], r.outcome, r.caller.rsplit("/", 1)[-1]) for r in records]
+    # 3 registrations, 2 Submit calls (each with a per-batch record), then the two Verifies.
+    assert calls.count(("RegisterResource", "OK", PUBLIC_SECURITY)) == 1
+    assert calls.count(("Submit", "OK", MARKET_REGULATION)) == 2
+    assert calls[-2:] == [
+        ("Verify", "OK", CIVIL_AFFAIRS),
+        ("Verify", "PERMISSION_DENIED", CIVIL_AFFAIRS),
+    ]
+    last = records[-1]
+    assert last.resource_code == PEOPLE.resource_code
+    assert last.operation.value == "compare"
+    assert "approved application" in last.message
+    assert len(last.request_digest) == 64
+    check = await log.verify_chain()
+    assert check.ok and check.checked == len(records)

@@ -60,6 +60,7 @@ __all__ = ["Catalog"]
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_CHANGES = 1000
+_PARSED_CACHE = 1024
 
 # Held while appending to the change feed, so sequence numbers are handed out in commit order.
 _FEED_LOCK = "govnode.catalog_change"
@@ -86,6 +87,8 @@ class Catalog:
         self._db = db
         self.region = node_region
         self._clock = clock
+        # resource code -> (stored body, parsed entry): a cache, never the source of truth.
+        self._parsed: dict[str, tuple[str, ResourceEntry]] = {}
 
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC)
@@ -223,8 +226,28 @@ class Catalog:
 
     # --- reading --------------------------------------------------------------------------
 
+    async def current(self, code: str) -> ResourceEntry:
+        """The current entry: the lookup every sharing call makes, so one point read, and the
+        parsed entry is reused while its stored body is unchanged."""
+        row = await self._db.fetch_one(
+            "SELECT body FROM catalog_entry WHERE resource_code = :code", {"code": code}
+        )
+        if row is None:
+            raise _not_found(code)
+        body = str(row[0])
+        cached = self._parsed.get(code)
+        if cached is not None and cached[0] == body:
+            return cached[1]
+        entry = entry_from_json(body)
+        if len(self._parsed) >= _PARSED_CACHE:
+            self._parsed.pop(next(iter(self._parsed)))
+        self._parsed[code] = (body, entry)
+        return entry
+
     async def get(self, code: str, version: int = 0) -> ResourceEntry:
         """The current entry, or the given version of it (every version is kept)."""
+        if version == 0:
+            return await self.current(code)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
             if version == 0:

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from node.catalog_types import DataItem, DataType, MaskingKind, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.masking import mask
-from node.records_types import QueryFilter, QueryOperator, QueryRow
+from node.records_types import MatchResult, QueryFilter, QueryOperator, QueryRow, VerifyOutcome
 from node.validation import ItemCheck, RecordSchema
 
 __all__ = [
@@ -271,3 +271,59 @@ def decode_token(token: str, fingerprint: str) -> PageCursor:
     ):
         raise refused
     return PageCursor(after, served)
+
+
+# --- keys and claims (Verify, Compare, history) ------------------------------
+
+
+def full_key(schema: RecordSchema, key: Mapping[str, str], path: str) -> str:
+    """The record key for ``key``, which must name exactly the entry's key items."""
+    wanted = schema.key_items
+    missing = [name for name in wanted if name not in key]
+    extra = sorted(name for name in key if name not in wanted)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing key item(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"{', '.join(extra)} not a key item")
+        raise InvalidArgument(
+            f"{path}: {'; '.join(parts)}; the key of this resource is {', '.join(wanted)}"
+        )
+    values = []
+    for name in wanted:
+        if not key[name].strip():
+            raise InvalidArgument(f"{path}.{name}: must not be empty")
+        values.append(schema.items[name].normalise(key[name]))
+    return key_text(values)
+
+
+def claims(schema: RecordSchema, claimed: Mapping[str, str], path: str) -> list[tuple[str, str]]:
+    """Claimed (item, canonical value) pairs ordered by item name."""
+    unknown = sorted(name for name in claimed if name not in schema.items)
+    if unknown:
+        raise InvalidArgument(
+            f"{path}: {', '.join(unknown)} not an item of this resource's catalog entry"
+        )
+    pairs = []
+    for name in sorted(claimed):
+        if not claimed[name].strip():
+            raise InvalidArgument(f"{path}.{name}: a claimed value must not be empty")
+        pairs.append((name, schema.items[name].normalise(claimed[name])))
+    return pairs
+
+
+def outcome(stored: Mapping[str, str] | None, wanted: list[tuple[str, str]]) -> VerifyOutcome:
+    if stored is None:
+        return VerifyOutcome(found=False)
+    matches = []
+    for name, value in wanted:
+        held = stored.get(name)
+        if held is None:
+            result = MatchResult.NOT_PRESENT
+        elif held == value:
+            result = MatchResult.MATCH
+        else:
+            result = MatchResult.MISMATCH
+        matches.append((name, result))
+    return VerifyOutcome(found=True, matches=tuple(matches))

@@ -74,13 +74,16 @@ class Revocations:
         return Revocation(serial, identity, issuer_region, reason, now, revoked_by)
 
     async def reason_for(self, serial_hex: str) -> str | None:
-        """Why the certificate is revoked, or None when it is not (hot path: one PK lookup)."""
+        """Why the certificate is revoked, or None when it is not.
 
-        async def tx(session: AsyncSession) -> str | None:
-            row = await session.get(RevokedCertificateRow, serial_hex)
-            return None if row is None else row.reason
-
-        return await self._db.read("is_revoked", tx)
+        Runs on every call, so it is one primary-key point read: a revocation committed by any
+        process (``govnode certs revoke``, another replica) is seen by the very next call.
+        """
+        row = await self._db.fetch_one(
+            "SELECT reason FROM revoked_certificate WHERE serial_hex = :serial",
+            {"serial": serial_hex},
+        )
+        return None if row is None else str(row[0])
 
     async def all(self) -> list[Revocation]:
         async def tx(session: AsyncSession) -> list[Revocation]:

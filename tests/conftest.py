@@ -28,11 +28,15 @@ from node.catalog_types import (
     Classification,
     DataItem,
     DataType,
+    MaskingKind,
+    MaskingRule,
     OpenType,
     ResourceEntry,
     ShareMethod,
     ShareType,
     UpdateCycle,
+    ValidationKind,
+    ValidationRule,
 )
 from node.codes import make_credit_code
 from node.storage import Database
@@ -182,6 +186,52 @@ def make_entry(n: int, provider: str | None = None, **fields: Any) -> ResourceEn
         "publish_date": "2025-01-15",
     } | fields
     return ResourceEntry(**values)
+
+
+def person_entry(n: int = 2, provider: str | None = None, **fields: Any) -> ResourceEntry:
+    """A valid entry of personal records (人口基础信息) keyed by 公民身份号码, with an item of
+    every kind the records tests need: rules, masking, dates, decimals, enums."""
+    items = (
+        DataItem(
+            name="sfzhm",
+            title="公民身份号码",
+            data_type=DataType.STRING,
+            key=True,
+            sensitivity_level=3,
+            validation=ValidationRule(kind=ValidationKind.CITIZEN_ID),
+            masking=MaskingRule(kind=MaskingKind.CITIZEN_ID),
+        ),
+        DataItem(
+            name="xm",
+            title="姓名",
+            data_type=DataType.STRING,
+            required=True,
+            validation=ValidationRule(max_length=50),
+            masking=MaskingRule(kind=MaskingKind.NAME),
+        ),
+        DataItem(
+            name="sjhm",
+            title="手机号码",
+            data_type=DataType.STRING,
+            validation=ValidationRule(kind=ValidationKind.PHONE),
+            masking=MaskingRule(kind=MaskingKind.PHONE),
+        ),
+        DataItem(name="csrq", title="出生日期", data_type=DataType.DATE),
+        DataItem(name="ysr", title="月收入", data_type=DataType.DECIMAL),
+        DataItem(
+            name="hyzk",
+            title="婚姻状况",
+            data_type=DataType.ENUM,
+            validation=ValidationRule(enum_values=("未婚", "已婚", "离婚", "丧偶")),
+        ),
+    )
+    values: dict[str, Any] = {
+        "name": "人口基础信息",
+        "provider_name": "福州市公安局",
+        "items": items,
+        "share_methods": (ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY),
+    } | fields
+    return make_entry(n, provider, **values)
 
 
 # --- running nodes ------------------------------------------------------------------------

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import URL, Connection, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -16,13 +17,17 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import StaticPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.storage import _migrations
 from node.storage._backends import Backend, backend_for
+from node.storage._point import EnginePointReader, Params, PointReader, SQLitePointReader
 
 T = TypeVar("T")
 Transaction = Callable[[AsyncSession], Awaitable[T]]
+#: A write done in Core statements on a synchronous connection (see :meth:`Database.write_sync`).
+SyncTransaction = Callable[[Connection], T]
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +57,21 @@ class Database:
         self._write_engine = write_engine
         self._writes = async_sessionmaker(write_engine, class_=AsyncSession, expire_on_commit=False)
         self._reads = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        # SQLite: bulk writes run on a synchronous engine in one dedicated thread, so a whole
+        # batch is one hop to that thread instead of one hop per statement (see write_sync).
+        self._sync_writer: Engine | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        if backend.name == "sqlite":
+            sync = create_engine(url.set(drivername="sqlite"), poolclass=StaticPool)
+            event.listen(sync, "connect", lambda dbapi, _rec: backend.on_connect(dbapi))
+            event.listen(sync, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            self._sync_writer = sync
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="govnode-writer")
+        self._point: PointReader = (
+            SQLitePointReader(url.database)
+            if backend.name == "sqlite" and url.database
+            else EnginePointReader(engine)
+        )
 
     @classmethod
     async def open(cls, url: str | URL, *, echo: bool = False) -> Database:
@@ -71,6 +91,12 @@ class Database:
         return db
 
     async def close(self) -> None:
+        self._point.close()
+        if self._writer_thread is not None and self._sync_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer_thread, self._sync_writer.dispose
+            )
+            self._writer_thread.shutdown(wait=True)
         await self._engine.dispose()
 
     @property
@@ -98,6 +124,40 @@ class Database:
         """
         return await self._run(name, fn, write=True)
 
+    async def write_sync(self, name: str, fn: SyncTransaction[T]) -> T:
+        """Run ``fn(connection)`` in one write transaction, retried as a whole.
+
+        For bulk and hot writes (audit batches, Submit batches): ``fn`` issues Core statements
+        on a synchronous :class:`~sqlalchemy.Connection`. On SQLite it runs in the node's one
+        writer thread with ``BEGIN IMMEDIATE``; on PostgreSQL through the async engine
+        (``AsyncConnection.run_sync``). Same function, same semantics, both backends.
+        """
+        attempt = 1
+        while True:
+            try:
+                if self._sync_writer is not None and self._writer_thread is not None:
+                    return await asyncio.get_running_loop().run_in_executor(
+                        self._writer_thread, _in_transaction, self._sync_writer, fn
+                    )
+                async with self._write_engine.begin() as connection:
+                    return await connection.run_sync(fn)
+            except DBAPIError as error:
+                if not self._backend.is_retryable(error) or attempt >= self.max_attempts:
+                    raise
+                delay = random.uniform(
+                    0, min(self._backoff_cap_s, self._backoff_base_s * 2**attempt)
+                )
+                log.warning(
+                    "storage.transaction_retry",
+                    transaction=name,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error=str(error.orig),
+                    backend=self._backend.name,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
     async def read(self, name: str, fn: Transaction[T]) -> T:
         """Run ``fn`` in one read transaction (a consistent snapshot on SQLite)."""
         return await self._run(name, fn, write=False)
@@ -113,6 +173,23 @@ class Database:
             return
         connection = await session.connection() if isinstance(session, AsyncSession) else session
         await connection.execute(statement)
+
+    async def fetch_one(self, sql: str, params: Params) -> Sequence[Any] | None:
+        """One row from one statement, for hot paths (see :mod:`node.storage._point`).
+
+        ``sql`` uses ``:name`` parameters and must be valid on SQLite and PostgreSQL alike.
+        """
+        return await self._point.fetch_one(sql, params)
+
+    async def fetch_all(self, sql: str, params: Params) -> list[Sequence[Any]]:
+        """Every row of one statement, for hot paths; same rules as :meth:`fetch_one`."""
+        return await self._point.fetch_all(sql, params)
+
+    def lock_sync(self, connection: Connection, name: str) -> None:
+        """:meth:`lock` inside a :meth:`write_sync` function."""
+        statement = self._backend.lock_statement(name)
+        if statement is not None:
+            connection.execute(statement)
 
     def is_unique_violation(self, error: DBAPIError) -> bool:
         return self._backend.is_unique_violation(error)
@@ -156,6 +233,11 @@ class Database:
         """The schema revision the database is at, or None before the first migration."""
         async with self._engine.connect() as connection:
             return await connection.run_sync(_migrations.current_revision)
+
+
+def _in_transaction(engine: Engine, fn: SyncTransaction[T]) -> T:
+    with engine.begin() as conn:
+        return fn(conn)
 
 
 def _install_events(engine: AsyncEngine, backend: Backend) -> None:

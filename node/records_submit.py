@@ -1,0 +1,355 @@
+"""Submit (汇聚) machinery: the batch's shape, its records' checks and the bulk writes.
+
+Used by :class:`node.records.Records`; split out so each module keeps one job. Writes are
+SQLAlchemy Core in bulk: the current rows for a batch's keys are read with IN queries of at most
+500 keys (or the whole resource when it holds no more records than the batch has keys), then
+new records, changed records and new versions go in with one executemany each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import SQLModel
+
+import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
+from node.catalog_types import ITEM_NAME_RE, ResourceEntry
+from node.errors import InvalidArgument
+from node.records_query import key_text
+from node.records_types import (
+    MAX_BATCH_ID,
+    MAX_BATCH_RECORDS,
+    MAX_TEMPORARY_DAYS,
+    BatchOutcome,
+    Rejection,
+    SubmitBatch,
+    TemporaryCollection,
+)
+from node.validation import RecordSchema
+
+RECORD = SQLModel.metadata.tables["record"]
+VERSION = SQLModel.metadata.tables["record_version"]
+DATA = SQLModel.metadata.tables["resource_data"]
+BATCH = SQLModel.metadata.tables["submit_batch"]
+
+#: A record key (canonical JSON of the key values) may take at most this many UTF-8 bytes:
+#: it is a primary-key column, and btree entries must stay small.
+RECORD_KEY_BYTES = 1024
+#: Keys per IN (...) lookup: well under SQLite's and asyncpg's bound-parameter limits.
+_IN_CHUNK = 500
+MAX_TEMPORARY_REASON = 2000
+
+_UPDATE_RECORD = (
+    sa.update(RECORD)
+    .where(
+        RECORD.c.resource_code == sa.bindparam("b_code"),
+        RECORD.c.record_key == sa.bindparam("b_key"),
+    )
+    .values(
+        item_values=sa.bindparam("b_values", type_=RECORD.c.item_values.type),
+        version=sa.bindparam("b_version"),
+        data_seq=sa.bindparam("b_seq"),
+        updated_at=sa.bindparam("b_at", type_=RECORD.c.updated_at.type),
+        temporary=sa.bindparam("b_temporary"),
+    )
+)
+
+
+def check_batch(entry: ResourceEntry, batch: SubmitBatch, now: dt.datetime) -> None:
+    if not batch.batch_id or len(batch.batch_id) > MAX_BATCH_ID or not batch.batch_id.isprintable():
+        raise InvalidArgument(
+            f"batch_id: required, at most {MAX_BATCH_ID} printable characters (the batch's "
+            "idempotency key)"
+        )
+    if not batch.records:
+        raise InvalidArgument("records: a batch needs at least one record")
+    if len(batch.records) > MAX_BATCH_RECORDS:
+        raise InvalidArgument(
+            f"records: at most {MAX_BATCH_RECORDS} per batch, got {len(batch.records)}; split "
+            "the batch"
+        )
+    if batch.temporary is not None:
+        _check_temporary(entry, batch.temporary, now)
+
+
+def _check_temporary(
+    entry: ResourceEntry, temporary: TemporaryCollection, now: dt.datetime
+) -> None:
+    if not temporary.reason.strip():
+        raise InvalidArgument(
+            "temporary.reason: collecting items outside the catalog needs the special business "
+            "or urgent need it serves (第十二条)"
+        )
+    if len(temporary.reason) > MAX_TEMPORARY_REASON:
+        raise InvalidArgument(f"temporary.reason: at most {MAX_TEMPORARY_REASON} characters")
+    expires = temporary.expires_at
+    if expires.tzinfo is None or expires.utcoffset() is None:
+        raise InvalidArgument("temporary.expires_at: must be a time with a time zone")
+    if expires <= now:
+        raise InvalidArgument(
+            f"temporary.expires_at: {expires.isoformat()} has passed; a temporary collection "
+            "needs an expiry in the future"
+        )
+    if expires > now + dt.timedelta(days=MAX_TEMPORARY_DAYS):
+        raise InvalidArgument(
+            f"temporary.expires_at: at most {MAX_TEMPORARY_DAYS} days ahead; a longer "
+            "collection belongs in the catalog entry (第十二条)"
+        )
+    if not temporary.extra_items:
+        raise InvalidArgument("temporary.extra_items: name the items collected outside the catalog")
+    declared = {item.name for item in entry.items}
+    for i, name in enumerate(temporary.extra_items):
+        path = f"temporary.extra_items[{i}]"
+        if not ITEM_NAME_RE.match(name):
+            raise InvalidArgument(
+                f'{path}: "{name}" must be lower-case letters, digits and _, starting with a '
+                "letter, at most 63 characters"
+            )
+        if name in declared:
+            raise InvalidArgument(
+                f'{path}: "{name}" is declared in the catalog entry; only undeclared items need '
+                "a temporary collection"
+            )
+        if name in temporary.extra_items[:i]:
+            raise InvalidArgument(f'{path}: "{name}" is listed twice')
+
+
+def clean_batch(
+    schema: RecordSchema, batch: SubmitBatch
+) -> tuple[list[tuple[str, dict[str, str]]], list[Rejection], int]:
+    """Valid records as (record key, canonical values), in batch order; the rejections; and
+    how many records were refused."""
+    extra = frozenset(batch.temporary.extra_items) if batch.temporary else frozenset()
+    key_items = schema.key_items
+    writes: list[tuple[str, dict[str, str]]] = []
+    rejections: list[Rejection] = []
+    rejected = 0
+    clean = schema.clean
+    for index, record in enumerate(batch.records):
+        values, problems = clean(record, extra)
+        if not problems:
+            key = key_text([values[name] for name in key_items])
+            if len(key.encode()) <= RECORD_KEY_BYTES:
+                writes.append((key, values))
+                continue
+            problems = [("", f"key values too long: at most {RECORD_KEY_BYTES} bytes together")]
+        rejected += 1
+        rejections.extend(Rejection(index, item, reason) for item, reason in problems)
+    return writes, rejections, rejected
+
+
+async def apply_writes(
+    conn: AsyncConnection,
+    code: str,
+    writes: list[tuple[str, dict[str, str]]],
+    state: tuple[int, int],
+    at: dt.datetime,
+    submitted_by: str,
+    batch_id: str,
+    temporary: TemporaryCollection | None,
+) -> tuple[int, int]:
+    """Write the batch's new versions in bulk; return the new data version and how many
+    records are new. ``state`` is the resource's (data version, record count) before."""
+    data_version, record_count = state
+    keys = list(dict.fromkeys(key for key, _ in writes))
+    columns = (RECORD.c.version, RECORD.c.item_values)
+    existing: dict[str, Any] = {}
+    if 0 < record_count <= len(keys):
+        # A small resource (a bulk load just starting): read it whole, one scan. This also
+        # spares PostgreSQL's planner an IN list over a table it has no statistics for yet.
+        existing = await all_current_rows(conn, code, *columns)
+    elif record_count:
+        existing = await current_rows(conn, code, keys, *columns)
+    latest: dict[str, tuple[int, dict[str, str]]] = {k: (v[0], v[1]) for k, v in existing.items()}
+    changed: dict[str, tuple[int, int, Any]] = {}  # key -> (version, data_seq, stored values)
+    bind = Binder(conn)
+    values_out = bind.processor(VERSION.c.item_values)
+    # Per batch constants, converted for the driver once.
+    v_code, v_batch, v_by, v_at = bind.each(
+        (VERSION.c.resource_code, code),
+        (VERSION.c.batch_id, batch_id),
+        (VERSION.c.submitted_by, submitted_by),
+        (VERSION.c.at, at),
+    )
+    v_kind = bind.one(VERSION.c.kind, "upsert")
+    version_columns = [*_VERSION_COLUMNS]
+    extra: tuple[Any, ...] = ()
+    if temporary is not None:
+        version_columns += ["temporary_reason", "temporary_expires_at", "temporary_items"]
+        extra = bind.each(
+            (VERSION.c.temporary_reason, temporary.reason),
+            (VERSION.c.temporary_expires_at, temporary.expires_at),
+            (VERSION.c.temporary_items, list(temporary.extra_items)),
+        )
+    versions: list[tuple[Any, ...]] = []
+    seq = data_version
+    for key, values in writes:
+        previous = latest.get(key)
+        if previous is not None and previous[1] == values:
+            continue  # accepted, unchanged: no new version
+        version = 1 if previous is None else previous[0] + 1
+        seq += 1
+        latest[key] = (version, values)
+        stored = values_out(values)  # serialised once, for both tables
+        changed[key] = (version, seq, stored)
+        versions.append((v_code, seq, key, v_kind, version, stored, v_batch, v_by, v_at, *extra))
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[dict[str, Any]] = []
+    r_code, r_at, r_temporary = bind.each(
+        (RECORD.c.resource_code, code),
+        (RECORD.c.updated_at, at),
+        (RECORD.c.temporary, temporary is not None),
+    )
+    for key, (version, data_seq, stored) in changed.items():
+        if key in existing:
+            updates.append(
+                {
+                    "b_code": code,
+                    "b_key": key,
+                    "b_values": latest[key][1],
+                    "b_version": version,
+                    "b_seq": data_seq,
+                    "b_at": at,
+                    "b_temporary": temporary is not None,
+                }
+            )
+        else:
+            inserts.append((r_code, key, stored, version, data_seq, r_at, r_temporary))
+    if inserts:
+        await bind.insert_many(RECORD, _RECORD_COLUMNS, inserts)
+    if updates:
+        await conn.execute(_UPDATE_RECORD, updates)
+    if versions:
+        await bind.insert_many(VERSION, version_columns, versions)
+    return seq, len(inserts)
+
+
+_RECORD_COLUMNS = (
+    "resource_code",
+    "record_key",
+    "item_values",
+    "version",
+    "data_seq",
+    "updated_at",
+    "temporary",
+)
+_VERSION_COLUMNS = (
+    "resource_code",
+    "data_seq",
+    "record_key",
+    "kind",
+    "version",
+    "item_values",
+    "batch_id",
+    "submitted_by",
+    "at",
+)
+
+
+#: Columns whose per-row values _apply passes to the driver as they are.
+_RAW_COLUMNS = frozenset({"record_key", "version", "data_seq"})
+
+
+class Binder:
+    """Bulk inserts of rows already converted for the driver.
+
+    SQLAlchemy's executemany converts every parameter of every row through its type (about a
+    microsecond each), which for ten thousand records dominates Submit. Here the statement is
+    still compiled by SQLAlchemy for the connection's dialect, and each value goes through the
+    same bind processor SQLAlchemy would use; but a batch's constants (resource code, time,
+    submitter) are converted once, and a record's values are serialised to JSON once for both
+    tables. Only columns without a processor (strings, integers) are passed through as they are.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._dialect = conn.dialect
+
+    def processor(self, column: sa.Column[Any]) -> Callable[[Any], Any]:
+        process = column.type.bind_processor(self._dialect)
+        return process if process is not None else _identity
+
+    def one(self, column: sa.Column[Any], value: Any) -> Any:
+        return self.processor(column)(value)
+
+    def each(self, *pairs: tuple[sa.Column[Any], Any]) -> tuple[Any, ...]:
+        return tuple(self.one(column, value) for column, value in pairs)
+
+    async def insert_many(
+        self, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """INSERT ``rows`` (values in ``columns`` order, converted) with one executemany."""
+        for name in _RAW_COLUMNS.intersection(columns):
+            # These are passed per row unconverted: right only while their types need nothing.
+            assert table.c[name].type.bind_processor(self._dialect) is None, name
+        statement = sa.insert(table).values({name: sa.bindparam(name) for name in columns})
+        compiled = statement.compile(dialect=self._dialect)
+        assert list(compiled.positiontup or ()) == list(columns), compiled.positiontup
+        await self._conn.exec_driver_sql(str(compiled), rows)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+async def current_rows(
+    conn: AsyncConnection, code: str, keys: Sequence[str], *columns: sa.ColumnElement[Any]
+) -> dict[str, Any]:
+    """The stored ``columns`` of the current records with ``keys`` (a single column's value,
+    or a tuple of several), looked up with IN queries of at most 500 keys."""
+    found: dict[str, Any] = {}
+    single = len(columns) == 1
+    for chunk in chunks(keys):
+        rows = await conn.execute(
+            sa.select(RECORD.c.record_key, *columns).where(
+                RECORD.c.resource_code == code, RECORD.c.record_key.in_(chunk)
+            )
+        )
+        for row in rows:
+            found[row[0]] = row[1] if single else tuple(row[1:])
+    return found
+
+
+async def all_current_rows(
+    conn: AsyncConnection, code: str, *columns: sa.ColumnElement[Any]
+) -> dict[str, Any]:
+    rows = await conn.execute(
+        sa.select(RECORD.c.record_key, *columns).where(RECORD.c.resource_code == code)
+    )
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
+
+
+def temporary_json(temporary: TemporaryCollection) -> str:
+    return json.dumps(
+        {
+            "reason": temporary.reason,
+            "expires_at": temporary.expires_at.astimezone(dt.UTC).isoformat(),
+            "extra_items": list(temporary.extra_items),
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+def stored_outcome(row: Any) -> BatchOutcome:
+    return BatchOutcome(
+        batch_id=row.batch_id,
+        accepted=row.accepted,
+        rejected=row.rejected,
+        rejections=tuple(
+            Rejection(i, item, reason) for i, item, reason in json.loads(row.rejections)
+        ),
+        duplicate=True,
+        data_version=row.data_version,
+        committed_at=row.at,
+    )

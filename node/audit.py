@@ -162,9 +162,6 @@ class ChainCheck:
     reason: str = ""
 
 
-#: How often a lingering writer looks for a full batch.
-_LINGER_STEP_S = 0.0002
-
 class AuditLogClosed(RuntimeError):
     """The audit log is not running, so the operation cannot be recorded (and must not run)."""
 
@@ -402,12 +399,8 @@ class AuditLog:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_delay_s
         if self._last_batch > 1:
-            while (
-                not self._closing
-                and len(self._pending) < self._max_batch
-                and loop.time() < deadline
-            ):
-                await asyncio.sleep(_LINGER_STEP_S)
+            if not self._closing and len(self._pending) < self._max_batch:
+                await asyncio.sleep(self._max_delay_s)
             return
         while not self._closing and len(self._pending) < self._max_batch:
             before = len(self._pending)

@@ -25,6 +25,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
 from node.catalog_types import ResourceEntry, ShareMethod, ShareType
 from node.config import load_config
+from node.demo_sharing import show_data_path
 from node.examples import EXAMPLES_DIR, ExampleAgency, load_example_catalog
 from node.provision import issue_client, provision_province
 from node.revocation import Revocations
@@ -121,6 +122,8 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         await _register_catalog(demo, node, catalog.resources)
         await _show_refusals(demo, node, catalog.resources)
         await _show_update_and_listing(demo, node, catalog.resources)
+        say("")
+        await show_data_path(demo, node, catalog.resources)
         say("")
         if keep_running:
             any_code = catalog.agencies[0].code

@@ -16,6 +16,10 @@ Submit is one write transaction per batch and is acknowledged after commit: a ba
 entirely or not at all at the database level, while records that break a rule are refused one
 by one (with reasons) and the others applied. Writes are bulk statements (SQLAlchemy Core,
 executemany), and the existing rows for a batch's keys are read with a few IN queries.
+
+Layout: this module is the service; :mod:`node.records_submit` holds Submit's checks and bulk
+writes, :mod:`node.records_query` the query planning, paging, masking of rows and key
+handling, :mod:`node.records_types` the values in and out.
 """
 
 from __future__ import annotations

@@ -16,6 +16,13 @@ async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "health SERVING" in text
     assert "reflection lists 8 govnode.v1 services" in text
     assert text.count("  ✓ 3500") == 5  # four registrations and one update
+    assert "4 accepted, 2 refused" in text
+    assert "GB 11643 requires" in text and "not declared in the catalog entry" in text
+    assert "duplicate=True" in text
+    assert "dwmc 一致" in text and "djzt 不一致" in text
+    assert "王*" in text and "(masked: fddbr)" in text
+    assert "needs an approved application" in text
+    assert "hash chain intact" in text
     for refusal in (
         "FAILED_PRECONDITION: entry.items[0].standard_element",
         "INVALID_ARGUMENT: entry.legal_basis",

@@ -121,7 +121,7 @@ class SharingServicer:
                 ],
                 duplicate=outcome.duplicate,
             )
-            ack.committed_at.FromDatetime(dt.datetime.now(dt.UTC))
+            ack.committed_at.FromDatetime(outcome.committed_at)
             yield ack
 
     async def Verify(
@@ -213,5 +213,7 @@ class SharingServicer:
             )
             if s.last_aggregated_at is not None:
                 msg.last_aggregated_at.FromDatetime(s.last_aggregated_at)
+            if s.due_at is not None:
+                msg.due_at.FromDatetime(s.due_at)
             out.append(msg)
         return sharing_pb2.GetAggregationStatusResponse(statuses=out)

@@ -5,7 +5,8 @@ For each RPC, whatever its streaming shape, the guard:
 1. authenticates the caller from the verified TLS peer (UNAUTHENTICATED otherwise);
 2. parses request messages itself, so that bytes which are not a valid message get
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
-3. binds the caller and a request id to the context for the servicer and the logs;
+3. binds the caller and a request id to the context for the servicer (and names them in
+   every log event it writes);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace;
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
    before the response or status leaves the node.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -96,16 +97,25 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator, audit: AuditSink | None = None) -> None:
         self._auth = authenticator
         self._audit = audit
+        # Method -> guarded handler. The server's handlers are fixed once it starts, so each
+        # method's guard is built on its first call and reused (not rebuilt on every call).
+        self._guarded: dict[str, Any] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return _Guarded(self._auth, self._audit, handler_call_details.method).wrap(handler)
+        method = handler_call_details.method
+        guarded = self._guarded.get(method)
+        if guarded is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            guarded = self._guarded[method] = _Guarded(self._auth, self._audit, method).wrap(
+                handler
+            )
+        return guarded
 
 
 class _Guarded:
@@ -115,7 +125,7 @@ class _Guarded:
         self.method = method
 
     async def enter(self, call: _Call, context: Context) -> None:
-        request_id = _metadata_value(context, REQUEST_ID_KEY) or uuid.uuid4().hex
+        request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
         try:
             call.peer = await self.auth.authenticate(context.auth_context())
@@ -125,9 +135,6 @@ class _Guarded:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         assert call.peer is not None
         call.tokens.append(set_current_peer(call.peer))
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, caller=str(call.peer.identity)
-        )
 
     def leave(self, call: _Call) -> None:
         if len(call.tokens) == 3:
@@ -135,7 +142,6 @@ class _Guarded:
         if call.tokens:
             _detail.reset(call.tokens[1])
             _request_id.reset(call.tokens[0])
-        structlog.contextvars.unbind_contextvars("request_id", "caller")
 
     async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
         if self.audit is None:
@@ -171,7 +177,13 @@ class _Guarded:
         if isinstance(exc, _BadMessage):
             await self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        log.error("call_failed", method=self.method, exc_info=exc)
+        log.error(
+            "call_failed",
+            method=self.method,
+            request_id=current_request_id(),
+            caller=str(call.peer.identity) if call.peer else "",
+            exc_info=exc,
+        )
         message = (
             f"internal error in {self.method} (request id {current_request_id()}); "
             "see the node log"

@@ -132,31 +132,15 @@ class Database:
         writer thread with ``BEGIN IMMEDIATE``; on PostgreSQL through the async engine
         (``AsyncConnection.run_sync``). Same function, same semantics, both backends.
         """
-        attempt = 1
-        while True:
-            try:
-                if self._sync_writer is not None and self._writer_thread is not None:
-                    return await asyncio.get_running_loop().run_in_executor(
-                        self._writer_thread, _in_transaction, self._sync_writer, fn
-                    )
-                async with self._write_engine.begin() as connection:
-                    return await connection.run_sync(fn)
-            except DBAPIError as error:
-                if not self._backend.is_retryable(error) or attempt >= self.max_attempts:
-                    raise
-                delay = random.uniform(
-                    0, min(self._backoff_cap_s, self._backoff_base_s * 2**attempt)
+        async def attempt() -> T:
+            if self._sync_writer is not None and self._writer_thread is not None:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._writer_thread, _in_transaction, self._sync_writer, fn
                 )
-                log.warning(
-                    "storage.transaction_retry",
-                    transaction=name,
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                    error=str(error.orig),
-                    backend=self._backend.name,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+            async with self._write_engine.begin() as connection:
+                return await connection.run_sync(fn)
+
+        return await self._retrying(name, attempt)
 
     async def read(self, name: str, fn: Transaction[T]) -> T:
         """Run ``fn`` in one read transaction (a consistent snapshot on SQLite)."""
@@ -196,25 +180,34 @@ class Database:
 
     async def _run(self, name: str, fn: Transaction[T], *, write: bool) -> T:
         sessions = self._writes if write else self._reads
-        attempt = 1
+
+        async def attempt() -> T:
+            async with sessions() as session, session.begin():
+                return await fn(session)
+
+        return await self._retrying(name, attempt)
+
+    async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds, re-running it from scratch (jittered exponential
+        backoff) while the database reports a retryable conflict, at most max_attempts times."""
+        tries = 1
         while True:
             try:
-                async with sessions() as session, session.begin():
-                    return await fn(session)
+                return await attempt()
             except DBAPIError as error:
-                if not self._backend.is_retryable(error) or attempt >= self.max_attempts:
+                if not self._backend.is_retryable(error) or tries >= self.max_attempts:
                     raise
-                ceiling = min(self._backoff_cap_s, self._backoff_base_s * 2**attempt)
+                ceiling = min(self._backoff_cap_s, self._backoff_base_s * 2**tries)
                 delay = random.uniform(0, ceiling)
                 log.warning(
                     "storage.transaction_retry",
                     transaction=name,
-                    attempt=attempt,
+                    attempt=tries,
                     delay_s=round(delay, 3),
                     error=str(error.orig),
                     backend=self._backend.name,
                 )
-                attempt += 1
+                tries += 1
                 await asyncio.sleep(delay)
 
     # --- schema ---------------------------------------------------------------------------

@@ -68,6 +68,16 @@ class _BadMessage(Exception):
     pass
 
 
+class _AuditFailed(Exception):
+    """The audit sink could not record the call: the caller must not get its result."""
+
+
+AUDIT_FAILED_MESSAGE = (
+    "the node could not record this call in its audit log (第三十九条), so it returns no "
+    "result; try again later"
+)
+
+
 class _Call:
     """What the guard knows about one RPC while it runs."""
 
@@ -131,7 +141,10 @@ class _Guarded:
             call.peer = await self.auth.authenticate(context.auth_context())
         except AuthenticationError as exc:
             log.warning("call_refused", method=self.method, reason=str(exc), request_id=request_id)
-            await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            try:
+                await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            except _AuditFailed:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         assert call.peer is not None
         call.tokens.append(set_current_peer(call.peer))
@@ -146,6 +159,16 @@ class _Guarded:
     async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
         if self.audit is None:
             return
+        try:
+            await self._record(call, code, message)
+        except Exception as exc:
+            log.error(
+                "audit_failed", method=self.method, request_id=current_request_id(), error=repr(exc)
+            )
+            raise _AuditFailed() from exc
+
+    async def _record(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
+        assert self.audit is not None
         await self.audit.record(
             CallRecord(
                 method=self.method,
@@ -164,32 +187,38 @@ class _Guarded:
         """Audit a refusal or failure, then let the status leave.
 
         A servicer that called ``context.abort()`` itself (health, reflection) has already sent
-        its status; it is audited right after. Ours raise :class:`Refusal`, audited before.
+        its status; it is audited right after. Ours raise :class:`Refusal`, audited before. If
+        the audit log cannot record the call, the caller gets UNAVAILABLE and no result.
         """
+        if isinstance(exc, _AuditFailed):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
             status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             await self.finish(call, status, str(context.details() or ""))
             raise exc
         if isinstance(exc, Refusal):
-            await self.finish(call, exc.code, exc.message)
-            await context.abort(exc.code, exc.message)
-        if isinstance(exc, _BadMessage):
-            await self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        log.error(
-            "call_failed",
-            method=self.method,
-            request_id=current_request_id(),
-            caller=str(call.peer.identity) if call.peer else "",
-            exc_info=exc,
-        )
-        message = (
-            f"internal error in {self.method} (request id {current_request_id()}); "
-            "see the node log"
-        )
-        await self.finish(call, grpc.StatusCode.INTERNAL, message)
-        await context.abort(grpc.StatusCode.INTERNAL, message)
+            code, message = exc.code, exc.message
+        elif isinstance(exc, _BadMessage):
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        else:
+            log.error(
+                "call_failed",
+                method=self.method,
+                request_id=current_request_id(),
+                caller=str(call.peer.identity) if call.peer else "",
+                exc_info=exc,
+            )
+            code = grpc.StatusCode.INTERNAL
+            message = (
+                f"internal error in {self.method} (request id {current_request_id()}); "
+                "see the node log"
+            )
+        try:
+            await self.finish(call, code, message)
+        except _AuditFailed:
+            code, message = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE
+        await context.abort(code, message)
 
     def wrap(self, handler: Any) -> Any:
         deserialize: Callable[[bytes], Any] = handler.request_deserializer or (lambda b: b)

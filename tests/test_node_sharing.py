@@ -487,3 +487,26 @@ async def test_every_call_is_in_the_audit_log_refusals_included(loaded: Province
     assert len(last.request_digest) == 64
     check = await log.verify_chain()
     assert check.ok and check.checked == len(records)
+
+
+async def test_a_call_the_audit_log_cannot_record_returns_no_result(loaded: Province) -> None:
+    setup, node = loaded
+    await node.audit.close()  # the audit log stops writing (a broken disk, a lost database)
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Verify",
+        sharing_pb2.VerifyRequest(
+            resource_code=COMPANIES.resource_code, key={"tyshxydm": ACME}, claimed={"djzt": "存续"}
+        ),
+    )
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert "audit log" in (err.details() or "") and "第三十九条" in (err.details() or "")
+    # Refusals are not answered either: nothing leaves the node unrecorded.
+    err = await refused(
+        node,
+        agency(setup, CIVIL_AFFAIRS),
+        "Verify",
+        sharing_pb2.VerifyRequest(resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG}),
+    )
+    assert err.code() is grpc.StatusCode.UNAVAILABLE

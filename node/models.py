@@ -235,3 +235,31 @@ class SubmitBatchRow(SQLModel, table=True):
     temporary: str | None = Field(default=None, sa_type=Text)  # JSON, when 临时采集
     data_version: int = Field(sa_type=BigInteger)
     at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class InvitationRow(SQLModel, table=True):
+    """A one-time, expiring invitation for one city to join (only the token's hash is kept)."""
+
+    __tablename__ = "invitation"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    region: str = Field(max_length=REGION_LEN, index=True)
+    name: str = Field(max_length=64)
+    created_at: dt.datetime = Field(sa_type=UTCDateTime)
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime)
+    created_by: str = Field(max_length=300)
+    used_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class FederationMemberRow(SQLModel, table=True):
+    """A city sub-platform the province knows (第十九条)."""
+
+    __tablename__ = "federation_member"
+
+    region: str = Field(primary_key=True, max_length=REGION_LEN)
+    name: str = Field(max_length=64)
+    endpoint: str = Field(max_length=300)
+    ca_serial_hex: str = Field(max_length=64)
+    joined_at: dt.datetime = Field(sa_type=UTCDateTime)
+    approved_sub_platform: bool
+    last_seen_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -33,6 +33,8 @@ TABLES = {
     "node_meta",
     "catalog_request",
     "audit_record",
+    "invitation",
+    "federation_member",
     "record",
     "record_version",
     "resource_data",

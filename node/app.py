@@ -126,6 +126,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         services = Services(
             config=config,
             identity=identity,
+            db=db,
             catalog=Catalog(db, node_region=config.node.region),
             records=Records(db, config.node.region),
             audit=sink,

@@ -39,6 +39,7 @@ from node.servicers.catalog import CatalogServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.status import status_for
+from node.storage import Database
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
     catalog_pb2,
@@ -70,6 +71,7 @@ class Services:
 
     config: NodeConfig
     identity: Identity
+    db: Database
     catalog: Catalog
     records: Records
     audit: AuditSink | None
@@ -129,22 +131,28 @@ def _handler(method: MethodDescriptor, fn: Callable[..., Any]) -> grpc.RpcMethod
 
 
 def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
-    """Add every govnode.v1 service to ``server``; returns their full names."""
-    implementations: dict[str, object] = {
-        "govnode.v1.CatalogService": CatalogServicer(services.catalog),
-        "govnode.v1.SharingService": SharingServicer(
-            services.catalog, services.records, services.audit
-        ),
-        "govnode.v1.FederationService": FederationServicer(
-            services.config, services.identity, services.catalog
-        ),
+    """Add every govnode.v1 service to ``server``; returns their full names.
+
+    A service may be implemented by several objects (one per concern); for each method the
+    first object that defines it serves it.
+    """
+    implementations: dict[str, list[object]] = {
+        "govnode.v1.CatalogService": [CatalogServicer(services.catalog)],
+        "govnode.v1.SharingService": [
+            SharingServicer(services.catalog, services.records, services.audit)
+        ],
+        "govnode.v1.FederationService": [
+            FederationServicer(services.config, services.identity, services.catalog),
+        ],
     }
     names = []
     for service in service_descriptors():
-        impl = implementations.get(service.full_name)
+        impls = implementations.get(service.full_name, [])
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for method in service.methods:
-            fn = getattr(impl, method.name, None) if impl is not None else None
+            fn = next(
+                (getattr(i, method.name) for i in impls if hasattr(i, method.name)), None
+            )
             behaviour = _map_errors(method, fn) if fn else _unimplemented(service, method)
             handlers[method.name] = _handler(method, behaviour)
         server.add_generic_rpc_handlers(

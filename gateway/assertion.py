@@ -1,0 +1,211 @@
+"""Signed caller assertions: who the original caller of a forwarded call is.
+
+When a node forwards a call for one of its callers (city B -> province -> city A), the owning
+node must apply its access rules to the original caller, never to the forwarder, and must never
+trust a bare header. The node that first accepted the call (the origin node) signs a
+``CallerAssertion`` with its node key; nodes on the path relay it unchanged in the
+``govnode-caller-assertion-bin`` metadata; the owning node verifies it here:
+
+- the signer chain leads to the pinned province root and ends in a *node* identity, which is
+  the assertion's ``origin_node``;
+- the original caller belongs to the origin node's own region: a node vouches only for callers
+  it authenticated itself, and those are its region's;
+- the signature covers the exact assertion bytes (an altered assertion fails);
+- it names this resource and this request (digest of the request message), so it cannot be
+  moved to another call;
+- it is not past its deadline, was issued within the allowed clock skew, and its nonce has not
+  been seen before (a replay fails; the nonce store is the node's, in its database).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from google.protobuf.message import DecodeError
+from govnode.v1 import common_pb2
+
+from gateway.identity import (
+    Identity,
+    IdentityError,
+    Role,
+    check_chain,
+    identity_of,
+    parse_spiffe,
+)
+
+ASSERTION_KEY = "govnode-caller-assertion-bin"
+MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
+NONCE_BYTES = 16
+
+#: Records a nonce until ``expires_at``; returns False when it was already recorded (replay).
+NonceStore = Callable[[bytes, dt.datetime], Awaitable[bool]]
+
+
+class UntrustedAssertion(Exception):
+    """The assertion cannot be trusted; the message says why and is safe to return."""
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    caller: Identity
+    origin_node: Identity
+    resource_code: str
+    request_id: str
+    deadline: dt.datetime
+
+
+def request_digest(message_bytes: bytes) -> bytes:
+    return hashlib.sha256(message_bytes).digest()
+
+
+def make_assertion(
+    *,
+    caller: Identity,
+    node_key: ec.EllipticCurvePrivateKey,
+    node_chain: list[x509.Certificate],
+    resource_code: str,
+    request_bytes: bytes,
+    deadline: dt.datetime,
+    request_id: str,
+    now: dt.datetime | None = None,
+) -> bytes:
+    """A serialized ``SignedCallerAssertion`` for forwarding one call.
+
+    ``node_chain`` is the signing node's certificate first, then its issuing CA(s); the root is
+    left out (the verifier trusts its own copy).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    origin = node_chain[0]
+    assertion = common_pb2.CallerAssertion(
+        caller_identity=caller.uri,
+        origin_node=_identity_uri(origin),
+        resource_code=resource_code,
+        request_digest=request_digest(request_bytes),
+        nonce=os.urandom(NONCE_BYTES),
+        request_id=request_id,
+    )
+    assertion.deadline.FromDatetime(deadline.astimezone(dt.UTC))
+    assertion.issued_at.FromDatetime(now.astimezone(dt.UTC))
+    body = assertion.SerializeToString()
+    signature = node_key.sign(body, ec.ECDSA(hashes.SHA256()))
+    return common_pb2.SignedCallerAssertion(
+        assertion=body,
+        signature=signature,
+        signer_chain_der=[c.public_bytes(Encoding.DER) for c in node_chain],
+    ).SerializeToString()
+
+
+def _identity_uri(cert: x509.Certificate) -> str:
+    return identity_of(cert).uri
+
+
+class AssertionVerifier:
+    def __init__(
+        self,
+        root: x509.Certificate,
+        trust_domain: str,
+        nonces: NonceStore,
+        *,
+        max_skew: dt.timedelta = MAX_CLOCK_SKEW,
+    ) -> None:
+        self._root = root
+        self._trust_domain = trust_domain
+        self._nonces = nonces
+        self._max_skew = max_skew
+
+    async def verify(
+        self,
+        blob: bytes,
+        *,
+        forwarder: Identity,
+        resource_code: str,
+        request_bytes: bytes,
+        now: dt.datetime | None = None,
+    ) -> VerifiedAssertion:
+        """The original caller of a forwarded call; :class:`UntrustedAssertion` says why not."""
+        now = now or dt.datetime.now(dt.UTC)
+        if forwarder.role is not Role.NODE:
+            raise UntrustedAssertion(
+                f"{forwarder} is not a node: only nodes may forward calls with an assertion"
+            )
+        try:
+            signed = common_pb2.SignedCallerAssertion.FromString(blob)
+            assertion = common_pb2.CallerAssertion.FromString(signed.assertion)
+            chain = [x509.load_der_x509_certificate(der) for der in signed.signer_chain_der]
+        except (DecodeError, ValueError) as exc:
+            raise UntrustedAssertion(f"caller assertion is malformed: {exc}") from None
+        origin = self._signer(chain)
+        try:
+            public_key = chain[0].public_key()
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                raise UntrustedAssertion("caller assertion signer has no EC key")
+            public_key.verify(signed.signature, signed.assertion, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise UntrustedAssertion(
+                "caller assertion signature does not verify (altered or forged)"
+            ) from None
+        if assertion.origin_node != origin.uri:
+            raise UntrustedAssertion(
+                f"caller assertion names origin {assertion.origin_node!r} but is signed by "
+                f"{origin}"
+            )
+        try:
+            caller = parse_spiffe(assertion.caller_identity)
+        except IdentityError as exc:
+            raise UntrustedAssertion(f"caller assertion names no valid caller: {exc}") from None
+        if caller.trust_domain != self._trust_domain or caller.region != origin.region:
+            raise UntrustedAssertion(
+                f"{origin} may only vouch for callers of its own region, not {caller}"
+            )
+        if assertion.resource_code != resource_code:
+            raise UntrustedAssertion(
+                f"caller assertion is for resource {assertion.resource_code!r}, "
+                f"not {resource_code!r}"
+            )
+        if assertion.request_digest != request_digest(request_bytes):
+            raise UntrustedAssertion("caller assertion was made for a different request")
+        deadline = assertion.deadline.ToDatetime(dt.UTC)
+        issued = assertion.issued_at.ToDatetime(dt.UTC)
+        if deadline <= now:
+            raise UntrustedAssertion(f"caller assertion expired at {deadline.isoformat()}")
+        if abs(now - issued) > self._max_skew:
+            raise UntrustedAssertion(
+                f"caller assertion was issued at {issued.isoformat()}, more than "
+                f"{int(self._max_skew.total_seconds())} s from this node's clock"
+            )
+        if len(assertion.nonce) < NONCE_BYTES:
+            raise UntrustedAssertion("caller assertion nonce is too short")
+        if not await self._nonces(assertion.nonce, deadline + self._max_skew):
+            raise UntrustedAssertion("caller assertion was already used (replay)")
+        return VerifiedAssertion(caller, origin, resource_code, assertion.request_id, deadline)
+
+    def _signer(self, chain: list[x509.Certificate]) -> Identity:
+        if not chain:
+            raise UntrustedAssertion("caller assertion carries no signer certificate")
+        chain = [c for c in chain if c != self._root]
+        try:
+            for child, parent in zip(chain, [*chain[1:], self._root], strict=True):
+                child.verify_directly_issued_by(parent)
+        except (InvalidSignature, ValueError, TypeError):
+            raise UntrustedAssertion(
+                "caller assertion signer does not chain to the province root"
+            ) from None
+        now = dt.datetime.now(dt.UTC)
+        if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:
+            raise UntrustedAssertion("caller assertion signer's certificate is not valid now")
+        try:
+            signer = check_chain(chain, self._trust_domain)
+        except IdentityError as exc:
+            raise UntrustedAssertion(f"caller assertion signer: {exc}") from None
+        if signer.role is not Role.NODE:
+            raise UntrustedAssertion(f"caller assertion is signed by {signer}, not by a node")
+        return signer

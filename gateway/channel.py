@@ -6,7 +6,7 @@ Every outbound call gets a deadline: calls made without one get ``default_timeou
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -75,11 +75,13 @@ def secure_channel(
     timeout: float = DEFAULT_TIMEOUT_S,
     streaming_timeout: float = 300.0,
     max_message_bytes: int = 4 * 1024 * 1024,
+    extra_options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.aio.Channel:
-    """A mutual-TLS channel to ``target`` (HOST:PORT) using our key, chain and root."""
+    """A mutual-TLS channel to ``target`` (HOST:PORT) using our key, chain and root;
+    ``extra_options`` are further grpc channel arguments (e.g. reconnection backoff)."""
     return grpc.aio.secure_channel(
         target,
         channel_credentials(files),
-        options=channel_options(max_message_bytes),
+        options=[*channel_options(max_message_bytes), *extra_options],
         interceptors=[DefaultDeadline(timeout, streaming_timeout)],  # type: ignore[list-item]
     )

@@ -2,7 +2,8 @@
 
 For each RPC, whatever its streaming shape, the guard:
 
-1. authenticates the caller from the verified TLS peer (UNAUTHENTICATED otherwise);
+1. authenticates the caller from the verified TLS peer (UNAUTHENTICATED otherwise), except
+   for the methods in :data:`TOKEN_AUTHORISED_METHODS` (only Join), authorised by a token;
 2. parses request messages itself, so that bytes which are not a valid message get
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
 3. binds the caller and a request id to the context for the servicer (and names them in
@@ -44,6 +45,14 @@ _detail: contextvars.ContextVar[dict[str, str | int] | None] = contextvars.Conte
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+#: The only methods the guard lets through WITHOUT a verified client certificate: a city that
+#: joins has no certificate yet, so FederationService/Join is authorised by the one-time
+#: invitation token in the request, checked by its servicer. The call still gets a request id
+#: and is audited (caller "joining:<region from the request>"); no peer is bound, so
+#: ``current_peer()`` raises inside it. Every other method requires the client certificate,
+#: on every port: on the province's join port (no client certificate) they get UNAUTHENTICATED.
+TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationService/Join"})
 
 
 def current_request_id() -> str:
@@ -89,6 +98,8 @@ class _Call:
         self.peer: Peer | None = None
         self.detail: dict[str, str | int] = {}
         self.tokens: list[Any] = []
+        #: How the audit names a caller without a peer (see TOKEN_AUTHORISED_METHODS).
+        self.anonymous_caller = "unauthenticated"
 
     def parse(self, raw: bytes) -> Any:
         self.digest.update(raw)
@@ -100,6 +111,9 @@ class _Call:
             ) from None
         if not self.resource_code:
             self.resource_code = str(getattr(message, "resource_code", "") or "")
+        if self.method in TOKEN_AUTHORISED_METHODS:
+            region = str(getattr(message, "region", "") or "")
+            self.anonymous_caller = f"joining:{region if region.isdigit() else '?'}"[:16]
         return message
 
 
@@ -137,6 +151,8 @@ class _Guarded:
     async def enter(self, call: _Call, context: Context) -> None:
         request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
+        if self.method in TOKEN_AUTHORISED_METHODS:
+            return  # authorised by the servicer from the request's token; no peer is bound
         try:
             call.peer = await self.auth.authenticate(context.auth_context())
         except AuthenticationError as exc:
@@ -172,7 +188,7 @@ class _Guarded:
         await self.audit.record(
             CallRecord(
                 method=self.method,
-                caller=str(call.peer.identity) if call.peer else "unauthenticated",
+                caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
                 origin_node="",
                 resource_code=call.resource_code[:15],
                 outcome=code.name,

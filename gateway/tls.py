@@ -41,3 +41,20 @@ def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=root, private_key=key, certificate_chain=chain
     )
+
+
+def join_server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    """Server credentials for the province's join port: TLS WITHOUT a client certificate.
+
+    A joining city has no certificate yet; it authenticates by its one-time invitation (the
+    guard lets only FederationService/Join through without a client certificate, see
+    ``gateway.interceptors.TOKEN_AUTHORISED_METHODS``). The chain presented is the node's
+    chain plus the province root, so the city can pin the root by its fingerprint before it
+    sends anything.
+    """
+    key, chain, root = files.read()
+    if not chain.endswith(b"\n"):
+        chain += b"\n"
+    return grpc.ssl_server_credentials(
+        [(key, chain + root)], root_certificates=None, require_client_auth=False
+    )

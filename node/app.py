@@ -21,11 +21,13 @@ from gateway.auth import Authenticator
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
 from gateway.interceptors import GuardInterceptor
 from gateway.server import HealthReporter, ServerLimits, build_server, enable_reflection
-from gateway.tls import TlsFiles, server_credentials
+from gateway.tls import TlsFiles, join_server_credentials, server_credentials
 from node.audit import AuditLog
 from node.audit_hook import NodeAuditSink
 from node.catalog import Catalog
-from node.config import NodeConfig
+from node.catalog_sync import CitySync
+from node.config import Mode, NodeConfig
+from node.federation_sync import CatalogExchange
 from node.records import Records
 from node.revocation import Revocations
 from node.servicers import Services, register_services
@@ -92,6 +94,8 @@ class RunningNode:
     db: Database
     audit: AuditLog
     port: int
+    sync: CitySync | None = None  # city nodes: catalog exchange with the province
+    join_port: int | None = None  # province with federation.join_listen: the join port
 
     @property
     def address(self) -> str:
@@ -101,11 +105,29 @@ class RunningNode:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.limits.shutdown_grace_seconds if grace is None else grace
         log.info("node_stopping", grace_s=grace)
+        if self.sync is not None:
+            await self.sync.stop()
         await self.health.set_serving(False)
         await self.server.stop(grace)
         await self.audit.close()
         await self.db.close()
         log.info("node_stopped")
+
+
+def _add_join_port(server: grpc.aio.Server, config: NodeConfig) -> int | None:
+    """The province's join port (federation.join_listen), if configured: TLS without a client
+    certificate, where the guard serves only FederationService/Join (see
+    gateway.interceptors.TOKEN_AUTHORISED_METHODS); every other call there is UNAUTHENTICATED."""
+    address = config.federation.join_listen
+    if address is None:
+        return None
+    try:
+        port = server.add_secure_port(address, join_server_credentials(node_tls_files(config)))
+    except RuntimeError as exc:
+        raise StartupError(f"federation.join_listen: cannot listen on {address}: {exc}") from None
+    if port == 0:
+        raise StartupError(f"federation.join_listen: cannot listen on {address}")
+    return port
 
 
 async def start_node(config: NodeConfig) -> RunningNode:
@@ -123,13 +145,16 @@ async def start_node(config: NodeConfig) -> RunningNode:
         )
         limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
         server = build_server(guard, limits)
+        catalog = Catalog(db, node_region=config.node.region)
+        exchange = CatalogExchange(db, catalog)
         services = Services(
             config=config,
             identity=identity,
             db=db,
-            catalog=Catalog(db, node_region=config.node.region),
+            catalog=catalog,
             records=Records(db, config.node.region),
             audit=sink,
+            exchange=exchange,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -144,19 +169,24 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ) from None
         if port == 0:
             raise StartupError(f"node.listen: cannot listen on {config.node.listen}")
+        join_port = _add_join_port(server, config)
         await server.start()
         await health.set_serving(True)
     except BaseException:
         await audit.close()
         await db.close()
         raise
-    node = RunningNode(config, identity, server, health, db, audit, port)
+    node = RunningNode(config, identity, server, health, db, audit, port, join_port=join_port)
+    if config.node.mode is Mode.CITY:
+        node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange)
+        node.sync.start()
     log.info(
         "node_serving",
         identity=str(identity),
         address=node.address,
         mode=config.node.mode.value,
         storage=config.database_url.split("://", 1)[0],
+        join_port=join_port,
     )
     return node
 

@@ -11,6 +11,7 @@ The entry types, their canonical JSON and the registration rules are in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -89,6 +90,18 @@ class Catalog:
         self._clock = clock
         # resource code -> (stored body, parsed entry): a cache, never the source of truth.
         self._parsed: dict[str, tuple[str, ResourceEntry]] = {}
+        # Set, then replaced, after every change committed through this object, so feed
+        # followers in this process wake at once (other processes' changes are polled for).
+        self._changed = asyncio.Event()
+
+    def changed(self) -> asyncio.Event:
+        """An event set when the next change is committed through this catalog object."""
+        return self._changed
+
+    def notify_changed(self) -> None:
+        """Wake everyone waiting on :meth:`changed` (after a change committed)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC)
@@ -141,7 +154,9 @@ class Catalog:
             remember(session, caller, request_id, "register", stored, self._now())
             return stored
 
-        return await self._db.write("catalog.register", txn)
+        result = await self._db.write("catalog.register", txn)
+        self.notify_changed()
+        return result
 
     async def update(
         self,
@@ -190,7 +205,9 @@ class Catalog:
             remember(session, caller, request_id, "update", new, self._now())
             return new
 
-        return await self._db.write("catalog.update", txn)
+        result = await self._db.write("catalog.update", txn)
+        self.notify_changed()
+        return result
 
     async def withdraw(
         self, caller: Identity, code: str, reason: str, request_id: str = ""
@@ -222,7 +239,9 @@ class Catalog:
             remember(session, caller, request_id, "withdraw", new, self._now())
             return new
 
-        return await self._db.write("catalog.withdraw", txn)
+        result = await self._db.write("catalog.withdraw", txn)
+        self.notify_changed()
+        return result
 
     # --- reading --------------------------------------------------------------------------
 

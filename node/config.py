@@ -111,8 +111,11 @@ class StorageSection(_Section):
 class FederationSection(_Section):
     province_region: str | None = None  # city only: the province it belongs to
     province_endpoint: str | None = None  # city only: HOST:PORT of the province node
+    #: Province only: HOST:PORT of the join port, where cities without a certificate yet call
+    #: FederationService/Join (TLS, no client certificate; every other method is refused).
+    join_listen: str | None = None
 
-    @field_validator("province_endpoint")
+    @field_validator("province_endpoint", "join_listen")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else _check_hostport(value)
@@ -175,6 +178,11 @@ class NodeConfig(BaseSettings):
                 )
         elif self.tls.root_key is None:
             raise ValueError("tls.root_key: the province node needs the root CA key")
+        join = self.federation.join_listen
+        if join is not None and self.node.mode is not Mode.PROVINCE:
+            raise ValueError("federation.join_listen: only the province node lets cities join")
+        if join is not None and join == self.node.listen:
+            raise ValueError("federation.join_listen: must differ from node.listen")
         return self
 
     def path(self, p: Path) -> Path:

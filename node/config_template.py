@@ -9,6 +9,12 @@ def _q(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def default_join_listen(listen: str) -> str:
+    """The suggested join port: the node's listen port + 1 on the same host."""
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + 1 if port.isdigit() and 0 < int(port) < 65535 else 7444}"
+
+
 def render_config(
     *,
     mode: Mode,
@@ -74,7 +80,13 @@ def render_config(
             f"province_endpoint = {_q(province_endpoint or '')}",
         ]
     else:
-        lines += ["# The province node has no upstream."]
+        lines += [
+            "# The province node has no upstream.",
+            "# Uncomment to let cities join online (`govnode federation invite`, then",
+            "# `govnode join` at the city): a second port with TLS but no client certificate,",
+            "# where only FederationService/Join is served, authorised by a one-time invitation.",
+            f"# join_listen = {_q(default_join_listen(listen))}",
+        ]
     lines += [
         "",
         "[limits]",

@@ -263,3 +263,17 @@ class FederationMemberRow(SQLModel, table=True):
     joined_at: dt.datetime = Field(sa_type=UTCDateTime)
     approved_sub_platform: bool
     last_seen_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class FeedCursorRow(SQLModel, table=True):
+    """How far this node has applied a peer's catalog change feed (resume point, at most once).
+
+    On the province one row per city (the city's feed sequence); on a city one row for the
+    province (the province's feed sequence, which relays every other city's changes).
+    """
+
+    __tablename__ = "feed_cursor"
+
+    peer_region: str = Field(primary_key=True, max_length=REGION_LEN)
+    last_applied_sequence: int = Field(sa_type=BigInteger)
+    updated_at: dt.datetime = Field(sa_type=UTCDateTime)

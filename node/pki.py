@@ -230,12 +230,10 @@ def _requested_uri(sans: list[x509.GeneralName]) -> str:
     return str(uris[0])
 
 
-def sign_intermediate(
-    root: KeyPair, csr: x509.CertificateSigningRequest, *, region: str, region_name: str,
-    trust_domain: str, days: int = INTERMEDIATE_DAYS,
-) -> x509.Certificate:
-    """Sign a region's CA. Constraints and subject come from ``region``, never from the CSR."""
-    _require_ca(root)
+def check_ca_csr(
+    csr: x509.CertificateSigningRequest, *, region: str, trust_domain: str
+) -> ec.EllipticCurvePublicKey:
+    """Check a region CA's CSR (signature, P-256, exactly ``spiffe://<region>.<td>``); its key."""
     problem = region_problem(region)
     if problem is not None:
         raise PkiError(problem)
@@ -247,7 +245,17 @@ def sign_intermediate(
             f"certificate request asks for {requested} (with {len(sans)} names); "
             f"a CA for region {region} must ask for exactly {expected}"
         )
-    public_key = _require_p256(csr.public_key(), "certificate request")
+    return _require_p256(csr.public_key(), "certificate request")
+
+
+def sign_intermediate(
+    root: KeyPair, csr: x509.CertificateSigningRequest, *, region: str, region_name: str,
+    trust_domain: str, days: int = INTERMEDIATE_DAYS,
+) -> x509.Certificate:
+    """Sign a region's CA. Constraints and subject come from ``region``, never from the CSR."""
+    _require_ca(root)
+    public_key = check_ca_csr(csr, region=region, trust_domain=trust_domain)
+    expected = region_ca_uri(region, trust_domain)
     constraint = x509.NameConstraints([x509.UniformResourceIdentifier(f"{region}.{trust_domain}")],
                                       None)
     now = _now()
@@ -381,6 +389,23 @@ def issue_leaf(
     return KeyPair(key, cert) if key else cert
 
 
+def check_node_csr(
+    csr: x509.CertificateSigningRequest, *, region: str, trust_domain: str
+) -> list[str]:
+    """Check a node CSR asks for exactly the region's node identity (plus DNS/IP names only);
+    returns those host names."""
+    expected = make_identity(region, trust_domain, Role.NODE)
+    sans = _csr_sans(csr)
+    requested = _requested_uri(sans)
+    if requested != expected.uri:
+        raise PkiError(f"node certificate request asks for {requested}, expected {expected}")
+    hosts = [str(n.value) for n in sans if isinstance(n, x509.DNSName | x509.IPAddress)]
+    if len(hosts) != len(sans) - 1:
+        raise PkiError("node certificate request may carry only its URI and DNS/IP names")
+    _require_p256(csr.public_key(), "certificate request")
+    return hosts
+
+
 def sign_node_csr(
     ca: KeyPair, csr: x509.CertificateSigningRequest, *, region: str, trust_domain: str,
     days: int = LEAF_DAYS,
@@ -390,13 +415,7 @@ def sign_node_csr(
     The CSR must ask for exactly the region's node identity; the subject comes from the CA.
     """
     expected = make_identity(region, trust_domain, Role.NODE)
-    sans = _csr_sans(csr)
-    requested = _requested_uri(sans)
-    if requested != expected.uri:
-        raise PkiError(f"node certificate request asks for {requested}, expected {expected}")
-    hosts = [str(n.value) for n in sans if isinstance(n, x509.DNSName | x509.IPAddress)]
-    if len(hosts) != len(sans) - 1:
-        raise PkiError("node certificate request may carry only its URI and DNS/IP names")
+    hosts = check_node_csr(csr, region=region, trust_domain=trust_domain)
     return issue_leaf(
         ca, expected, common_name=f"{_organization(ca.cert) or region} govnode node",
         public_key=_require_p256(csr.public_key(), "certificate request"), hosts=hosts, days=days,

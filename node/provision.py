@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.identity import Identity, Role, make_identity
+from gateway.identity import Identity, Role, make_identity, permitted_uri_hosts
 from node.codes import (
     FUJIAN_DIVISIONS,
     Region,
@@ -19,7 +21,7 @@ from node.codes import (
     credit_code_problem,
     region_problem,
 )
-from node.config import Mode, NodeConfig
+from node.config import Mode, NodeConfig, load_config
 from node.config_template import render_config
 from node.pki import (
     KeyPair,
@@ -30,10 +32,13 @@ from node.pki import (
     fingerprint,
     generate_key,
     issue_leaf,
+    sign_intermediate,
+    sign_node_csr,
 )
 from node.pki_files import (
     load_certs,
     load_keypair,
+    load_private_key,
     write_client_bundle,
     write_pem,
     write_private_key,
@@ -124,6 +129,38 @@ def prepare_city(
     if not Region(province_region).is_province or not Region(province_region).contains(region):
         raise ProvisionError(f"--province-region: {region} is not a city of {province_region}")
     tls = _prepare_dir(base)
+    write_city_requests(tls, city_requests(region, name, trust_domain, hosts))
+    return write_city_config(
+        base,
+        region=region,
+        name=name,
+        listen=listen,
+        trust_domain=trust_domain,
+        hosts=hosts,
+        province_region=province_region,
+        province_endpoint=province_endpoint,
+    )
+
+
+@dataclass(frozen=True)
+class CityRequests:
+    """A city's two fresh keys and their CSRs. The keys stay on the city's machine."""
+
+    ca_key: ec.EllipticCurvePrivateKey
+    node_key: ec.EllipticCurvePrivateKey
+    ca_csr: x509.CertificateSigningRequest
+    node_csr: x509.CertificateSigningRequest
+
+    def csr_pems(self) -> tuple[str, str]:
+        """The CA and node CSRs as PEM text: all that ever travels to the province."""
+        return (
+            self.ca_csr.public_bytes(Encoding.PEM).decode("ascii"),
+            self.node_csr.public_bytes(Encoding.PEM).decode("ascii"),
+        )
+
+
+def city_requests(region: str, name: str, trust_domain: str, hosts: list[str]) -> CityRequests:
+    """Generate the city's CA and node keys and their CSRs, in memory."""
     identity = make_identity(region, trust_domain, Role.NODE)
     ca_key, node_key = generate_key(), generate_key()
     ca_csr = create_csr(
@@ -137,10 +174,27 @@ def prepare_city(
         hosts=hosts,
         organization=name,
     )
-    write_private_key(tls / "ca.key", ca_key)
-    write_private_key(tls / "node.key", node_key)
-    (tls / "ca.csr").write_bytes(ca_csr.public_bytes(Encoding.PEM))
-    (tls / "node.csr").write_bytes(node_csr.public_bytes(Encoding.PEM))
+    return CityRequests(ca_key, node_key, ca_csr, node_csr)
+
+
+def write_city_requests(tls: Path, requests: CityRequests) -> None:
+    write_private_key(tls / "ca.key", requests.ca_key)
+    write_private_key(tls / "node.key", requests.node_key)
+    (tls / "ca.csr").write_bytes(requests.ca_csr.public_bytes(Encoding.PEM))
+    (tls / "node.csr").write_bytes(requests.node_csr.public_bytes(Encoding.PEM))
+
+
+def write_city_config(
+    base: Path,
+    *,
+    region: str,
+    name: str,
+    listen: str,
+    trust_domain: str,
+    hosts: list[str],
+    province_region: str,
+    province_endpoint: str,
+) -> Path:
     config_path = base / CONFIG_NAME
     config_path.write_text(
         render_config(
@@ -156,6 +210,100 @@ def prepare_city(
         encoding="utf-8",
     )
     return config_path
+
+
+def check_new_node_dir(base: Path) -> None:
+    """Refuse a directory that already holds a node (config or keys), before anything is made."""
+    for existing in (base / CONFIG_NAME, base / "tls" / "ca.key", base / "tls" / "node.key"):
+        if existing.exists():
+            raise ProvisionError(f"{existing} exists already; choose an empty --dir")
+
+
+def create_joined_city(
+    base: Path,
+    requests: CityRequests,
+    *,
+    region: str,
+    name: str,
+    listen: str,
+    trust_domain: str,
+    hosts: list[str],
+    province_region: str,
+    province_endpoint: str,
+    root: x509.Certificate,
+    ca_cert: x509.Certificate,
+) -> tuple[Path, Identity]:
+    """Write a city that joined online: its keys and CSRs, a ready config, the province root,
+    its CA and the node certificate its own CA issues (as ``certs install`` does)."""
+    tls = _prepare_dir(base)
+    write_city_requests(tls, requests)
+    config_path = write_city_config(
+        base,
+        region=region,
+        name=name,
+        listen=listen,
+        trust_domain=trust_domain,
+        hosts=hosts,
+        province_region=province_region,
+        province_endpoint=province_endpoint,
+    )
+    return config_path, install_city_ca(load_config(config_path), root, ca_cert)
+
+
+def install_city_ca(
+    config: NodeConfig, root: x509.Certificate, ca_cert: x509.Certificate
+) -> Identity:
+    """At the city: install its CA (signed by the province) and issue its node certificate.
+
+    The caller has already pinned ``root`` (by fingerprint). Checks that the CA is signed by
+    the root and confined to exactly this city's region, then issues the node certificate from
+    tls/node.csr with the city's own CA key (which never leaves this machine), and writes
+    tls/root.crt, tls/ca.crt and tls/node.crt. Returns the node's identity.
+    """
+    if config.node.mode is not Mode.CITY:
+        raise ProvisionError(f"{config.node.name}: only a city node installs a city CA")
+    try:
+        ca_cert.verify_directly_issued_by(root)
+    except Exception:
+        raise ProvisionError("the city CA certificate is not signed by the province root") from None
+    expected_host = f"{config.node.region}.{config.node.trust_domain}"
+    if permitted_uri_hosts(ca_cert) != [expected_host]:
+        raise ProvisionError(f"the city CA certificate is not confined to {expected_host}")
+    ca = KeyPair(load_private_key(config.path(config.tls.ca_key)), ca_cert)
+    csr_path = config.path(config.tls.cert).parent / "node.csr"
+    try:
+        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    except ValueError as exc:
+        raise ProvisionError(f"{csr_path} is not a PEM certificate request: {exc}") from None
+    node_cert = sign_node_csr(
+        ca, csr, region=config.node.region, trust_domain=config.node.trust_domain
+    )
+    write_pem(config.path(config.tls.root), root)
+    write_pem(config.path(config.tls.ca_cert), ca_cert)
+    write_pem(config.path(config.tls.cert), node_cert, ca_cert)
+    return make_identity(config.node.region, config.node.trust_domain, Role.NODE)
+
+
+def admit_city(province: NodeConfig, city: NodeConfig) -> None:
+    """File-based admission in one step, for tests and the demo: what ``govnode certs
+    sign-city`` does at the province and ``govnode certs install`` at the city (both machines'
+    files must be at hand; in production each runs on its own machine)."""
+    if province.node.mode is not Mode.PROVINCE or province.tls.root_key is None:
+        raise ProvisionError("admit_city: the first configuration must be the province's")
+    if city.node.mode is not Mode.CITY or not province.region.contains(city.node.region):
+        raise ProvisionError(
+            f"admit_city: {city.node.region} is not a city of {province.node.region}"
+        )
+    root = load_keypair(province.path(province.tls.root_key), province.path(province.tls.root))
+    ca_csr = x509.load_pem_x509_csr((city.path(city.tls.cert).parent / "ca.csr").read_bytes())
+    ca_cert = sign_intermediate(
+        root,
+        ca_csr,
+        region=city.node.region,
+        region_name=city.node.name,
+        trust_domain=province.node.trust_domain,
+    )
+    install_city_ca(city, root.cert, ca_cert)
 
 
 def region_ca(config: NodeConfig) -> KeyPair:

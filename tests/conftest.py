@@ -100,6 +100,23 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield url
 
 
+NewDatabaseUrl = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_urls(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[NewDatabaseUrl]:
+    """A factory of empty databases on one backend per test run (ids [sqlite]/[postgresql]),
+    for tests that start several nodes, each with a database of its own."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def new_url() -> str:
+            return await stack.enter_async_context(
+                _backend_url(request.param, tmp_path / f"{uuid.uuid4().hex}.db")
+            )
+
+        yield new_url
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """An empty SQLite database file, for tests about SQLite itself."""

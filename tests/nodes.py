@@ -18,7 +18,7 @@ from node.config import NodeConfig, load_config
 from node.demo import free_port
 from node.pki import KeyPair, issue_leaf
 from node.pki_files import load_certs, write_client_bundle
-from node.provision import issue_client, provision_province, region_ca
+from node.provision import admit_city, issue_client, prepare_city, provision_province, region_ca
 
 #: Example agencies of the province (codes registered in division 350000).
 PUBLIC_SECURITY = make_credit_code("11350000003591001")
@@ -78,6 +78,49 @@ def make_province(base: Path, db_url: str) -> ProvinceSetup:
         text.replace('url = "sqlite+aiosqlite:///node.db"', f'url = "{db_url}"'), encoding="utf-8"
     )
     return ProvinceSetup(base, made.config_path, load_config(made.config_path))
+
+
+def enable_join(setup: ProvinceSetup) -> ProvinceSetup:
+    """The same province with its join port (federation.join_listen) on a free loopback port."""
+    text = setup.config_path.read_text(encoding="utf-8")
+    commented = next(line for line in text.splitlines() if line.startswith("# join_listen = "))
+    port = free_port()
+    text = text.replace(commented, f'join_listen = "127.0.0.1:{port}"')
+    setup.config_path.write_text(text, encoding="utf-8")
+    return ProvinceSetup(setup.base, setup.config_path, load_config(setup.config_path))
+
+
+def _use_database(config_path: Path, db_url: str) -> None:
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        text.replace('url = "sqlite+aiosqlite:///node.db"', f'url = "{db_url}"'), encoding="utf-8"
+    )
+
+
+def make_city(
+    base: Path,
+    db_url: str,
+    province_setup: ProvinceSetup,
+    region: str = "350100",
+    name: str = "福州市",
+) -> ProvinceSetup:
+    """A city node admitted by file (CA signed by the province root), following the province
+    at its configured listen address. The returned setup issues the city's agencies."""
+    province = province_setup.config
+    config_path = prepare_city(
+        base,
+        region=region,
+        name=name,
+        listen=f"127.0.0.1:{free_port()}",
+        trust_domain=province.node.trust_domain,
+        hosts=["127.0.0.1", "localhost"],
+        province_region=province.node.region,
+        province_endpoint=province.node.listen,
+    )
+    _use_database(config_path, db_url)
+    config = load_config(config_path)
+    admit_city(province, config)
+    return ProvinceSetup(base, config_path, config)
 
 
 async def start(setup: ProvinceSetup) -> RunningNode:

@@ -35,6 +35,7 @@ TABLES = {
     "audit_record",
     "invitation",
     "federation_member",
+    "feed_cursor",
     "record",
     "record_version",
     "resource_data",

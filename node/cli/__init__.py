@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from node.cli import agency, audit, certs, demo, init, serve
+from node.cli import agency, audit, certs, demo, federation, init, serve
 
 app = typer.Typer(
     name="govnode",
@@ -28,8 +28,10 @@ app.add_typer(init.app, name="init")
 app.add_typer(certs.app, name="certs")
 app.add_typer(agency.app, name="agency")
 app.add_typer(audit.app, name="audit")
+app.add_typer(federation.app, name="federation")
 serve.register(app)
 demo.register(app)
+federation.register(app)
 
 
 def main() -> None:

@@ -13,15 +13,9 @@ from gateway.identity import IdentityError, Role, identity_of, make_identity, pe
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
-from node.pki import (
-    KeyPair,
-    fingerprint,
-    fingerprint_matches,
-    serial_hex,
-    sign_intermediate,
-    sign_node_csr,
-)
-from node.pki_files import load_certs, load_keypair, load_private_key, write_pem
+from node.pki import fingerprint, fingerprint_matches, serial_hex, sign_intermediate
+from node.pki_files import load_certs, load_keypair, write_pem
+from node.provision import ProvisionError, install_city_ca
 from node.revocation import REASONS, Revocations, normalise_serial
 from node.storage import Database
 
@@ -89,22 +83,11 @@ def install(
         )
     ca_cert = load_certs(bundle / "ca.crt")[0]
     try:
-        ca_cert.verify_directly_issued_by(root)
-    except Exception:
-        raise UserError(f"{bundle / 'ca.crt'} is not signed by {bundle / 'root.crt'}") from None
-    expected_host = f"{cfg.node.region}.{cfg.node.trust_domain}"
-    if permitted_uri_hosts(ca_cert) != [expected_host]:
-        raise UserError(f"{bundle / 'ca.crt'} is not confined to {expected_host}")
-    ca = KeyPair(load_private_key(cfg.path(cfg.tls.ca_key)), ca_cert)
-    tls = cfg.path(cfg.tls.cert).parent
-    node_cert = sign_node_csr(
-        ca, _load_csr(tls / "node.csr"), region=cfg.node.region, trust_domain=cfg.node.trust_domain
-    )
-    write_pem(cfg.path(cfg.tls.root), root)
-    write_pem(cfg.path(cfg.tls.ca_cert), ca_cert)
-    write_pem(cfg.path(cfg.tls.cert), node_cert, ca_cert)
+        identity = install_city_ca(cfg, root, ca_cert)
+    except ProvisionError as exc:
+        raise UserError(f"{bundle / 'ca.crt'}: {exc}") from None
     echo(f"Installed the CA of {cfg.node.name} and issued the node certificate")
-    echo(f"  identity: spiffe://{expected_host}/node")
+    echo(f"  identity: {identity}")
     echo(f"Next: govnode serve --config {config}")
 
 

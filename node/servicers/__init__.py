@@ -34,9 +34,12 @@ from gateway.refusal import Refusal
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
+from node.federation_sync import CatalogExchange
 from node.records import Records
 from node.servicers.catalog import CatalogServicer
 from node.servicers.federation import FederationServicer
+from node.servicers.federation_sync import FederationSyncServicer
+from node.servicers.join import JoinServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.status import status_for
 from node.storage import Database
@@ -58,7 +61,7 @@ PLANNED: dict[str, str] = {
     "QualityService": "quality reports and error reports (纠错) are not available yet",
     "AccessService": "有条件共享 applications, grants and change requests are not available yet",
     "AuditService": "the audit log API arrives with federation (use `govnode audit tail`)",
-    "FederationService": "online joining and federation sync are not available yet",
+    "FederationService": "revocation lists and the peer list arrive with federation routing",
     "OpenDataService": "open data (第二十九至三十六条) is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -75,6 +78,7 @@ class Services:
     catalog: Catalog
     records: Records
     audit: AuditSink | None
+    exchange: CatalogExchange
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -143,6 +147,10 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         ],
         "govnode.v1.FederationService": [
             FederationServicer(services.config, services.identity, services.catalog),
+            JoinServicer(services.config, services.db),
+            FederationSyncServicer(
+                services.config, services.identity, services.catalog, services.exchange
+            ),
         ],
     }
     names = []

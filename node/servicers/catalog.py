@@ -44,11 +44,6 @@ def _entry(msg: common_pb2.ResourceEntry) -> ResourceEntry:
 class CatalogServicer:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self._changed = asyncio.Event()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     async def RegisterResource(
         self, request: catalog_pb2.RegisterResourceRequest, context: Any
@@ -56,7 +51,6 @@ class CatalogServicer:
         entry = await self._catalog.register(
             current_peer().identity, _entry(request.entry), request.request_id
         )
-        self._notify()
         return catalog_pb2.RegisterResourceResponse(entry=entry_to_proto(entry))
 
     async def UpdateResource(
@@ -68,7 +62,6 @@ class CatalogServicer:
             request.expected_version,
             request.request_id,
         )
-        self._notify()
         return catalog_pb2.UpdateResourceResponse(entry=entry_to_proto(entry))
 
     async def GetResource(
@@ -118,7 +111,6 @@ class CatalogServicer:
         entry = await self._catalog.withdraw(
             current_peer().identity, request.resource_code, request.reason, request.request_id
         )
-        self._notify()
         return catalog_pb2.WithdrawResourceResponse(entry=entry_to_proto(entry))
 
     async def GetCatalogDigest(
@@ -142,7 +134,7 @@ class CatalogServicer:
             raise InvalidArgument("after_sequence must be 0 or a sequence already received")
         after = request.after_sequence
         while True:
-            waiter = self._changed
+            waiter = self._catalog.changed()
             changes = await self._catalog.changes(after, limit=500)
             for change in changes:
                 if request.origin_region and change.origin_region != request.origin_region:

@@ -1,0 +1,143 @@
+"""FederationService, catalog exchange: PublishCatalog (city -> province) and Heartbeat.
+
+The wire translation of a feed change (:func:`change_to_proto`, :func:`change_from_proto`)
+lives here too: the city's sync task (:mod:`node.catalog_sync`) speaks the same messages.
+Replicas must store the owner's entry verbatim (the digest depends on it), so a change carries
+the whole entry, node-owned fields included, and comes back field for field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from govnode.v1 import catalog_pb2, federation_pb2
+
+from gateway.auth import current_peer
+from gateway.identity import Identity
+from node.catalog import Catalog
+from node.catalog_types import CatalogChange, ChangeKind, ResourceStatus
+from node.config import Mode, NodeConfig
+from node.errors import FailedPrecondition, InvalidArgument
+from node.federation_sync import CatalogExchange
+from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
+
+KINDS = {
+    ChangeKind.REGISTERED: catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
+    ChangeKind.UPDATED: catalog_pb2.CATALOG_CHANGE_KIND_UPDATED,
+    ChangeKind.WITHDRAWN: catalog_pb2.CATALOG_CHANGE_KIND_WITHDRAWN,
+}
+_KINDS_IN = {number: kind for kind, number in KINDS.items()}
+
+
+def change_to_proto(change: CatalogChange) -> catalog_pb2.CatalogChange:
+    msg = catalog_pb2.CatalogChange(
+        sequence=change.sequence,
+        kind=KINDS[change.kind],
+        entry=entry_to_proto(change.entry),
+        origin_region=change.origin_region,
+    )
+    msg.at.FromDatetime(change.at.astimezone(dt.UTC))
+    return msg
+
+
+def change_from_proto(msg: catalog_pb2.CatalogChange) -> CatalogChange:
+    """A feed change from a peer, the entry complete (region, version, status, times)."""
+    kind = _KINDS_IN.get(msg.kind)
+    if kind is None:
+        raise InvalidArgument(f"kind: {msg.kind} is not a catalog change kind")
+    wire = msg.entry
+    if not (wire.HasField("created_at") and wire.HasField("updated_at") and msg.HasField("at")):
+        raise InvalidArgument(
+            f"resource {wire.resource_code}: a feed change needs at, entry.created_at and "
+            "entry.updated_at"
+        )
+    status = _enum_in("ResourceStatus", wire.status, "entry.status", ResourceStatus)
+    entry = entry_from_proto(wire).model_copy(
+        update={
+            "region": wire.region,
+            "version": wire.version,
+            "status": status,
+            "created_at": wire.created_at.ToDatetime(tzinfo=dt.UTC),
+            "updated_at": wire.updated_at.ToDatetime(tzinfo=dt.UTC),
+        }
+    )
+    return CatalogChange(
+        sequence=msg.sequence,
+        resource_code=entry.resource_code,
+        version=entry.version,
+        kind=kind,
+        origin_region=msg.origin_region,
+        at=msg.at.ToDatetime(tzinfo=dt.UTC),
+        entry=entry,
+    )
+
+
+def _software_version() -> str:
+    try:
+        return version("govnode")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+async def node_info(
+    config: NodeConfig, identity: Identity, catalog: Catalog
+) -> federation_pb2.NodeInfo:
+    digest, _, last = await catalog.digest()
+    info = federation_pb2.NodeInfo(
+        region=config.node.region,
+        name=config.node.name,
+        mode=(
+            federation_pb2.NODE_MODE_PROVINCE
+            if config.node.mode is Mode.PROVINCE
+            else federation_pb2.NODE_MODE_CITY
+        ),
+        node_identity=str(identity),
+        software_version=_software_version(),
+        catalog_digest=digest,
+        catalog_last_sequence=last,
+        listen_address=config.node.listen,
+    )
+    info.server_time.FromDatetime(dt.datetime.now(dt.UTC))
+    return info
+
+
+class FederationSyncServicer:
+    def __init__(
+        self, config: NodeConfig, identity: Identity, catalog: Catalog, exchange: CatalogExchange
+    ) -> None:
+        self._config = config
+        self._identity = identity
+        self._catalog = catalog
+        self._exchange = exchange
+
+    async def Heartbeat(
+        self, request: federation_pb2.HeartbeatRequest, context: Any
+    ) -> federation_pb2.HeartbeatResponse:
+        caller = current_peer().identity
+        self._exchange.check_peer(caller, "send heartbeats")
+        applied = await self._exchange.applied_sequence(caller.region)
+        if self._exchange.is_province:
+            await self._exchange.touch_member(caller.region)
+        return federation_pb2.HeartbeatResponse(
+            node=await node_info(self._config, self._identity, self._catalog),
+            applied_catalog_sequence=applied,
+        )
+
+    async def PublishCatalog(
+        self, request_iterator: AsyncIterator[catalog_pb2.CatalogChange], context: Any
+    ) -> federation_pb2.PublishCatalogResponse:
+        caller = current_peer().identity
+        if not self._exchange.is_province:
+            raise FailedPrecondition(
+                "PublishCatalog is served by the province node only; this is a city node"
+            )
+        self._exchange.check_peer(caller, "publish catalog changes")
+        last = await self._exchange.applied_sequence(caller.region)
+        async for msg in request_iterator:
+            change = change_from_proto(msg)
+            await self._exchange.apply_remote(change, caller)
+            last = max(last, change.sequence)
+        return federation_pb2.PublishCatalogResponse(last_applied_sequence=last)

@@ -106,6 +106,11 @@ class RevokedCertificateRow(SQLModel, table=True):
     reason: str = Field(sa_type=Text)
     revoked_at: dt.datetime = Field(sa_type=UTCDateTime)
     revoked_by: str = Field(max_length=300)
+    #: Position in this node's revocation feed (gap-free, in the order learned); peers fetch
+    #: everything after the last one they applied.
+    sequence: int | None = Field(
+        default=None, sa_type=BigInteger, sa_column_kwargs={"unique": True}, index=True
+    )
 
 
 class NodeMetaRow(SQLModel, table=True):
@@ -277,3 +282,12 @@ class FeedCursorRow(SQLModel, table=True):
     peer_region: str = Field(primary_key=True, max_length=REGION_LEN)
     last_applied_sequence: int = Field(sa_type=BigInteger)
     updated_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class AssertionNonceRow(SQLModel, table=True):
+    """A caller-assertion nonce already accepted (replay protection), kept until it expires."""
+
+    __tablename__ = "assertion_nonce"
+
+    nonce_hex: str = Field(primary_key=True, max_length=128)
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)

@@ -35,6 +35,7 @@ TABLES = {
     "audit_record",
     "invitation",
     "federation_member",
+    "assertion_nonce",
     "feed_cursor",
     "record",
     "record_version",

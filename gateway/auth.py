@@ -49,6 +49,41 @@ def current_peer() -> Peer:
     return peer
 
 
+@dataclass(frozen=True)
+class Forwarded:
+    """How a forwarded call reached this node: the node that forwarded it (the TLS peer), the
+    node that first accepted it (the assertion's signer) and the verified assertion itself,
+    relayed unchanged if this node forwards the call again."""
+
+    forwarder: Peer
+    origin_node: Identity
+    assertion: bytes
+
+
+_current_forwarded: contextvars.ContextVar[Forwarded | None] = contextvars.ContextVar(
+    "govnode_forwarded", default=None
+)
+
+
+def current_forwarded() -> Forwarded | None:
+    """Set by the guard when the call was forwarded by a node with a verified assertion (the
+    current peer is then the original caller); None for a direct call."""
+    return _current_forwarded.get()
+
+
+def current_forwarder() -> Peer | None:
+    forwarded = _current_forwarded.get()
+    return forwarded.forwarder if forwarded else None
+
+
+def set_current_forwarded(forwarded: Forwarded | None) -> contextvars.Token[Forwarded | None]:
+    return _current_forwarded.set(forwarded)
+
+
+def reset_current_forwarded(token: contextvars.Token[Forwarded | None]) -> None:
+    _current_forwarded.reset(token)
+
+
 def set_current_peer(peer: Peer) -> contextvars.Token[Peer | None]:
     return _current_peer.set(peer)
 

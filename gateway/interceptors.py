@@ -25,14 +25,19 @@ import grpc
 import grpc.aio
 import structlog
 
+from gateway.assertion import ASSERTION_KEY, AssertionVerifier, UntrustedAssertion
 from gateway.audit import UNAUDITED_PREFIXES, AuditSink, CallRecord
 from gateway.auth import (
     AuthenticationError,
     Authenticator,
+    Forwarded,
     Peer,
+    reset_current_forwarded,
     reset_current_peer,
+    set_current_forwarded,
     set_current_peer,
 )
+from gateway.identity import Role
 from gateway.refusal import Refusal
 
 log = structlog.get_logger("govnode.gateway")
@@ -54,6 +59,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 #: on every port: on the province's join port (no client certificate) they get UNAUTHENTICATED.
 TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationService/Join"})
 
+#: The calls a node may forward for a caller, with a signed caller assertion
+#: (gateway.assertion): the owning node then authorises the original caller, never the
+#: forwarding node. A node calling these WITHOUT an assertion is refused: nodes call on behalf
+#: of someone or not at all. Every other method refuses an assertion.
+ROUTED_METHODS: frozenset[str] = frozenset(
+    {
+        "/govnode.v1.SharingService/Verify",
+        "/govnode.v1.SharingService/Compare",
+        "/govnode.v1.SharingService/Query",
+    }
+)
+
 
 def current_request_id() -> str:
     return _request_id.get()
@@ -69,6 +86,13 @@ def add_audit_detail(**facts: str | int) -> None:
 def _metadata_value(context: Context, key: str) -> str | None:
     for item_key, value in context.invocation_metadata() or ():
         if item_key == key and isinstance(value, str):
+            return value
+    return None
+
+
+def _metadata_bytes(context: Context, key: str) -> bytes | None:
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key and isinstance(value, bytes):
             return value
     return None
 
@@ -96,6 +120,10 @@ class _Call:
         self.digest = hashlib.sha256()
         self.resource_code = ""
         self.peer: Peer | None = None
+        #: A forwarded call: the forwarding node (audited as origin_node) and its assertion.
+        self.origin_node = ""
+        self.assertion: bytes | None = None
+        self.forwarded_token: contextvars.Token[Forwarded | None] | None = None
         self.detail: dict[str, str | int] = {}
         self.tokens: list[Any] = []
         #: How the audit names a caller without a peer (see TOKEN_AUTHORISED_METHODS).
@@ -118,9 +146,18 @@ class _Call:
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator, audit: AuditSink | None = None) -> None:
+    """``verifier`` checks the caller assertions of forwarded calls (see ROUTED_METHODS);
+    without one, the node accepts no forwarded call."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        audit: AuditSink | None = None,
+        verifier: AssertionVerifier | None = None,
+    ) -> None:
         self._auth = authenticator
         self._audit = audit
+        self._verifier = verifier
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -136,17 +173,24 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             handler = await continuation(handler_call_details)
             if handler is None:
                 return None
-            guarded = self._guarded[method] = _Guarded(self._auth, self._audit, method).wrap(
-                handler
-            )
+            guarded = self._guarded[method] = _Guarded(
+                self._auth, self._audit, method, self._verifier
+            ).wrap(handler)
         return guarded
 
 
 class _Guarded:
-    def __init__(self, auth: Authenticator, audit: AuditSink | None, method: str) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        audit: AuditSink | None,
+        method: str,
+        verifier: AssertionVerifier | None = None,
+    ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
         self.method = method
+        self.verifier = verifier
 
     async def enter(self, call: _Call, context: Context) -> None:
         request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
@@ -164,8 +208,59 @@ class _Guarded:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         assert call.peer is not None
         call.tokens.append(set_current_peer(call.peer))
+        call.assertion = _metadata_bytes(context, ASSERTION_KEY)
+
+    async def vouch(self, call: _Call, raw: bytes | None) -> None:
+        """For a call a node forwards: verify its caller assertion over the request bytes
+        (``raw``: the first request message; None for client-streaming methods) and make the
+        original caller the current peer. Raises :class:`Refusal`."""
+        peer = call.peer
+        if peer is None:
+            return
+        if call.assertion is None:
+            if self.method in ROUTED_METHODS and peer.identity.role is Role.NODE:
+                raise Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{peer.identity} is a node: nodes call {self.method} only on behalf of a "
+                    "caller, with a signed caller assertion",
+                )
+            return
+        if self.method not in ROUTED_METHODS or raw is None:
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{self.method} is not forwarded between nodes; it takes no caller assertion",
+            )
+        if self.verifier is None:
+            raise Refusal(
+                grpc.StatusCode.UNAUTHENTICATED, "this node does not accept forwarded calls"
+            )
+        try:
+            verified = await self.verifier.verify(
+                call.assertion,
+                forwarder=peer.identity,
+                resource_code=call.resource_code,
+                request_bytes=raw,
+            )
+        except UntrustedAssertion as exc:
+            log.warning(
+                "assertion_refused",
+                method=self.method,
+                forwarder=str(peer.identity),
+                reason=str(exc),
+                request_id=current_request_id(),
+            )
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        call.origin_node = str(peer.identity)
+        call.detail["assertion_origin"] = str(verified.origin_node)
+        call.forwarded_token = set_current_forwarded(
+            Forwarded(peer, verified.origin_node, call.assertion)
+        )
+        call.peer = Peer(identity=verified.caller, serial_hex="", not_after_iso="")
+        set_current_peer(call.peer)  # undone by leave(), which restores the value before enter
 
     def leave(self, call: _Call) -> None:
+        if call.forwarded_token is not None:
+            reset_current_forwarded(call.forwarded_token)
         if len(call.tokens) == 3:
             reset_current_peer(call.tokens[2])
         if call.tokens:
@@ -189,7 +284,7 @@ class _Guarded:
             CallRecord(
                 method=self.method,
                 caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
-                origin_node="",
+                origin_node=call.origin_node,
                 resource_code=call.resource_code[:15],
                 outcome=code.name,
                 message=message,
@@ -251,7 +346,9 @@ class _Guarded:
                 call = _Call(self.method, deserialize)
                 await self.enter(call, context)
                 try:
-                    response = await inner_uu(call.parse(raw), context)
+                    request = call.parse(raw)
+                    await self.vouch(call, raw)
+                    response = await inner_uu(request, context)
                     await self.finish(call, grpc.StatusCode.OK, "")
                     return response
                 except Exception as exc:
@@ -270,7 +367,9 @@ class _Guarded:
                 call = _Call(self.method, deserialize)
                 await self.enter(call, context)
                 try:
-                    async for item in _responses(inner_us(call.parse(raw), context)):
+                    request = call.parse(raw)
+                    await self.vouch(call, raw)
+                    async for item in _responses(inner_us(request, context)):
                         yield item
                     await self.finish(call, grpc.StatusCode.OK, "")
                 except Exception as exc:
@@ -289,6 +388,7 @@ class _Guarded:
                 call = _Call(self.method, deserialize)
                 await self.enter(call, context)
                 try:
+                    await self.vouch(call, None)
                     response = await inner_su(parse_stream(call, raws), context)
                     await self.finish(call, grpc.StatusCode.OK, "")
                     return response
@@ -307,6 +407,7 @@ class _Guarded:
             call = _Call(self.method, deserialize)
             await self.enter(call, context)
             try:
+                await self.vouch(call, None)
                 async for item in _responses(inner_ss(parse_stream(call, raws), context)):
                     yield item
                 await self.finish(call, grpc.StatusCode.OK, "")

@@ -17,19 +17,24 @@ import grpc.aio
 import structlog
 from cryptography import x509
 
+from gateway.assertion import AssertionVerifier
 from gateway.auth import Authenticator
+from gateway.forward import Forwarder
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
 from gateway.interceptors import GuardInterceptor
 from gateway.server import HealthReporter, ServerLimits, build_server, enable_reflection
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
+from node.assertion_nonces import AssertionNonces
 from node.audit import AuditLog
 from node.audit_hook import NodeAuditSink
 from node.catalog import Catalog
 from node.catalog_sync import CitySync
 from node.config import Mode, NodeConfig
 from node.federation_sync import CatalogExchange
+from node.peers import ProvinceLink
 from node.records import Records
 from node.revocation import Revocations
+from node.routing import Router
 from node.servicers import Services, register_services
 from node.storage import Database
 
@@ -96,6 +101,7 @@ class RunningNode:
     port: int
     sync: CitySync | None = None  # city nodes: catalog exchange with the province
     join_port: int | None = None  # province with federation.join_listen: the join port
+    forwarder: Forwarder | None = None  # routed calls: channels and breakers per peer
 
     @property
     def address(self) -> str:
@@ -109,6 +115,8 @@ class RunningNode:
             await self.sync.stop()
         await self.health.set_serving(False)
         await self.server.stop(grace)
+        if self.forwarder is not None:
+            await self.forwarder.close()
         await self.audit.close()
         await self.db.close()
         log.info("node_stopped")
@@ -140,13 +148,19 @@ async def start_node(config: NodeConfig) -> RunningNode:
         await audit.start()
         sink = NodeAuditSink(audit)
         revocations = Revocations(db)
-        guard = GuardInterceptor(
-            Authenticator(root, config.node.trust_domain, revocations.reason_for), sink
+        await revocations.assign_missing_sequences()
+        verifier = AssertionVerifier(
+            root, config.node.trust_domain, AssertionNonces(db).remember
         )
+        guard = GuardInterceptor(
+            Authenticator(root, config.node.trust_domain, revocations.reason_for), sink, verifier
+        )
+        forwarder = Forwarder(node_tls_files(config))
         limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
         server = build_server(guard, limits)
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
+        link = ProvinceLink() if config.node.mode is Mode.CITY else None
         services = Services(
             config=config,
             identity=identity,
@@ -155,6 +169,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
             records=Records(db, config.node.region),
             audit=sink,
             exchange=exchange,
+            province_link=link,
+            router=Router(config, db, forwarder),
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -176,9 +192,13 @@ async def start_node(config: NodeConfig) -> RunningNode:
         await audit.close()
         await db.close()
         raise
-    node = RunningNode(config, identity, server, health, db, audit, port, join_port=join_port)
+    node = RunningNode(
+        config, identity, server, health, db, audit, port, join_port=join_port, forwarder=forwarder
+    )
     if config.node.mode is Mode.CITY:
-        node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange)
+        node.sync = CitySync(
+            config, identity, node_tls_files(config), catalog, exchange, link=link
+        )
         node.sync.start()
     log.info(
         "node_serving",

@@ -8,7 +8,11 @@ the province over one mutual-TLS channel (the province never needs to reach a ci
 - **down**: follows the province's feed (WatchCatalog) from the sequence last applied here
   (``feed_cursor``), applying every change not owned by this city.
 
-A heartbeat every 30 s keeps the province's last_seen_at of this city fresh. Either loop
+A heartbeat every ``federation.heartbeat_seconds`` keeps the province's last_seen_at of this
+city fresh, records how the province answered (:class:`node.peers.ProvinceLink`, for
+ListPeers) and catches up on the province's revocations: when the province's
+``revocation_last_sequence`` is ahead of this city's cursor, GetRevocationList fetches the rest
+and each one is applied once (:meth:`Revocations.apply_remote`). Either loop
 reconnects with jittered exponential backoff (capped) when the province is
 unreachable or a stream breaks; errors are logged, never raised into the node.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -32,6 +37,8 @@ from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation_sync import CatalogExchange
+from node.peers import ProvinceLink, skew_ms
+from node.revocation import Revocation, Revocations, reason_from_rfc
 from node.servicers.federation_sync import change_from_proto, change_to_proto, node_info
 
 log = structlog.get_logger("govnode.catalog_sync")
@@ -41,8 +48,8 @@ POLL_SECONDS = 0.5
 #: Backoff between reconnection attempts: first delay, cap (seconds).
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
-#: How often the city tells the province it is alive (Heartbeat; last_seen_at there).
-HEARTBEAT_SECONDS = 30.0
+#: Default of how often the city tells the province it is alive (federation.heartbeat_seconds).
+HEARTBEAT_SECONDS = 5.0
 #: Streams are re-established at least this often (seconds), resuming where they were.
 STREAM_SECONDS = 3600.0
 #: grpc's own reconnection backoff, kept short so a restarted province is found quickly.
@@ -80,6 +87,7 @@ class CitySync:
         tls: TlsFiles,
         catalog: Catalog,
         exchange: CatalogExchange,
+        link: ProvinceLink | None = None,
     ) -> None:
         fed = config.federation
         assert fed.province_endpoint and fed.province_region, "a city config names its province"
@@ -88,6 +96,9 @@ class CitySync:
         self._tls = tls
         self._catalog = catalog
         self._exchange = exchange
+        self._revocations = Revocations(exchange.db)
+        self.link = link if link is not None else ProvinceLink()
+        self._heartbeat_seconds = fed.heartbeat_seconds
         self._endpoint = fed.province_endpoint
         self._province = make_identity(fed.province_region, config.node.trust_domain, Role.NODE)
         self._channel: grpc.aio.Channel | None = None
@@ -146,15 +157,67 @@ class CitySync:
             await asyncio.sleep(backoff.next_delay())
 
     async def _heartbeats(self) -> None:
+        backoff = Backoff(first=min(1.0, self._heartbeat_seconds), cap=self._heartbeat_seconds)
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
             assert self._channel is not None
             stub = federation_pb2_grpc.FederationServiceStub(self._channel)
+            delay = self._heartbeat_seconds
             try:
-                info = await node_info(self._config, self._identity, self._catalog)
-                await stub.Heartbeat(federation_pb2.HeartbeatRequest(node=info))
+                await self._beat(stub)
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
             except grpc.aio.AioRpcError as exc:
+                delay = backoff.next_delay()
+                self.link.failed(f"{exc.code().name}: {exc.details()}", delay)
                 self._log.info("catalog_sync_heartbeat_failed", code=exc.code().name)
+            except Exception as exc:
+                delay = backoff.next_delay()
+                self.link.failed(f"{type(exc).__name__}: {exc}", delay)
+                self._log.exception("catalog_sync_heartbeat_error")
+            await asyncio.sleep(delay)
+
+    async def _beat(self, stub: federation_pb2_grpc.FederationServiceAsyncStub) -> None:
+        info = await node_info(self._config, self._identity, self._catalog)
+        beat = await stub.Heartbeat(federation_pb2.HeartbeatRequest(node=info))
+        self.link.succeeded(beat.node, skew_ms(beat.node))
+        await self._catch_up_revocations(stub, beat.revocation_last_sequence)
+
+    async def _catch_up_revocations(
+        self, stub: federation_pb2_grpc.FederationServiceAsyncStub, target: int
+    ) -> None:
+        """Fetch and apply the province's revocations after this city's cursor, up to
+        ``target`` (the province's last); each page in one transaction with the cursor."""
+        province = self._province.region
+        after = await self._revocations.cursor(province)
+        while after < target:
+            reply = await stub.GetRevocationList(
+                federation_pb2.GetRevocationListRequest(after_sequence=after)
+            )
+            page = reply.revocation_list
+            revoked = [
+                Revocation(
+                    serial_hex=r.serial,
+                    identity="",
+                    issuer_region=r.issuer_region,
+                    reason=reason_from_rfc(r.reason),
+                    revoked_at=r.revoked_at.ToDatetime(tzinfo=dt.UTC),
+                    revoked_by=str(self._province),
+                    sequence=r.sequence,
+                )
+                for r in page.revoked
+                if r.sequence > after
+            ]
+            applied = await self._revocations.apply_remote(
+                province, revoked, page.last_sequence
+            )
+            if applied:
+                self._log.info(
+                    "revocations_applied", count=applied, last_sequence=page.last_sequence
+                )
+            if page.last_sequence <= after:
+                break
+            after = page.last_sequence
 
     # --- up: this city's changes to the province ------------------------------------------
 

@@ -114,11 +114,29 @@ class FederationSection(_Section):
     #: Province only: HOST:PORT of the join port, where cities without a certificate yet call
     #: FederationService/Join (TLS, no client certificate; every other method is refused).
     join_listen: str | None = None
+    #: City: how often it heartbeats the province (and catches up on revocations). Province:
+    #: the period it expects, for peer health (healthy when heard from within 3 periods).
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+
+    #: Direct peer links for routed sharing calls: owner region -> "HOST:PORT" of its node,
+    #: e.g. ``peers = { "350200" = "10.0.2.7:7443" }``. A city forwards calls on other
+    #: regions' resources to the province unless a direct link is configured here; the
+    #: province uses these before the endpoints cities gave when they joined.
+    peers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("province_endpoint", "join_listen")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else _check_hostport(value)
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, value: dict[str, str]) -> dict[str, str]:
+        for region, endpoint in value.items():
+            if not (len(region) == 6 and region.isdigit()):
+                raise ValueError(f"{region!r} must be a 6-digit region code")
+            _check_hostport(endpoint)
+        return value
 
 
 class LimitsSection(_Section):

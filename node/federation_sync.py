@@ -52,6 +52,10 @@ class CatalogExchange:
         self.province = Region(catalog.region).province_code
 
     @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
     def is_province(self) -> bool:
         return self.region == self.province
 

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc.aio
+import pytest
 from cryptography import x509
+from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 
 from gateway.channel import secure_channel
 from gateway.identity import Role
 from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
+from node.catalog_types import ResourceEntry
 from node.codes import make_credit_code
 from node.config import NodeConfig, load_config
 from node.demo import free_port
 from node.pki import KeyPair, issue_leaf
 from node.pki_files import load_certs, write_client_bundle
 from node.provision import admit_city, issue_client, prepare_city, provision_province, region_ca
+from node.servicers.convert import entry_to_proto
+from tests.conftest import NewDatabaseUrl, agency_code, make_entry
 
 #: Example agencies of the province (codes registered in division 350000).
 PUBLIC_SECURITY = make_credit_code("11350000003591001")
@@ -129,3 +139,114 @@ async def start(setup: ProvinceSetup) -> RunningNode:
 
 def channel(node: RunningNode, files: TlsFiles, timeout: float = 5.0) -> grpc.aio.Channel:
     return secure_channel(node.address, files, timeout=timeout)
+
+
+def link_peers(setup: ProvinceSetup, peers: dict[str, str]) -> ProvinceSetup:
+    """The same node with ``[federation] peers`` (region -> HOST:PORT) set: where it forwards
+    calls on those regions' resources (file-admitted cities have no federation_member row)."""
+    text = setup.config_path.read_text(encoding="utf-8")
+    table = ", ".join(f'"{region}" = "{endpoint}"' for region, endpoint in peers.items())
+    text = text.replace("[federation]\n", f"[federation]\npeers = {{ {table} }}\n", 1)
+    setup.config_path.write_text(text, encoding="utf-8")
+    config = load_config(setup.config_path)
+    return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
+
+
+# --- a three-node federation: the province, 福州 and 厦门 ---------------------------------
+
+FUZHOU, XIAMEN, PROVINCE = "350100", "350200", "350000"
+WAIT_S = 5.0  # a quiet federation converges well within this
+
+
+def entry_of(region: str, n: int, **fields: Any) -> ResourceEntry:
+    provider = PUBLIC_SECURITY if region == PROVINCE else agency_code(1, region)
+    return make_entry(
+        n, provider, resource_code=f"{region}-3-{n:06d}", provider_name=f"{region}单位", **fields
+    )
+
+
+@dataclass
+class Member:
+    setup: ProvinceSetup
+    node: RunningNode | None = None
+
+    @property
+    def region(self) -> str:
+        return self.setup.config.node.region
+
+    @property
+    def running(self) -> RunningNode:
+        assert self.node is not None
+        return self.node
+
+    def agency(self) -> TlsFiles:
+        code = PUBLIC_SECURITY if self.region == PROVINCE else agency_code(1, self.region)
+        return self.setup.agency(code)
+
+    async def start(self) -> None:
+        self.node = await start(self.setup)
+
+    async def stop(self) -> None:
+        if self.node is not None:
+            await self.node.stop(grace=0)
+            self.node = None
+
+    async def catalog(self, method: str, request: Any) -> Any:
+        async with channel(self.running, self.agency()) as ch:
+            return await getattr(catalog_pb2_grpc.CatalogServiceStub(ch), method)(request)
+
+    async def register(self, entry: ResourceEntry) -> common_pb2.ResourceEntry:
+        reply = await self.catalog(
+            "RegisterResource", catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
+        )
+        return reply.entry  # type: ignore[no-any-return]
+
+    async def digest(self) -> tuple[str, int]:
+        reply = await self.catalog("GetCatalogDigest", catalog_pb2.GetCatalogDigestRequest())
+        return reply.digest, reply.entries
+
+
+@dataclass
+class Federation:
+    province: Member
+    fuzhou: Member
+    xiamen: Member
+
+    @property
+    def members(self) -> list[Member]:
+        return [self.province, self.fuzhou, self.xiamen]
+
+    async def converged(self, entries: int, within: float = WAIT_S) -> float:
+        """Poll every node's digest (every 0.1 s, bounded) until all agree on ``entries``
+        entries; returns the seconds it took."""
+        began = time.monotonic()
+        seen: list[tuple[str, int]] = []
+        for _ in range(int(within / 0.1) + 1):
+            seen = [await m.digest() for m in self.members]
+            if len(set(seen)) == 1 and seen[0][1] == entries:
+                return time.monotonic() - began
+            await asyncio.sleep(0.1)
+        pytest.fail(f"no convergence on {entries} entries within {within} s: {seen}")
+
+
+@contextlib.asynccontextmanager
+async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federation]:
+    province = make_province(tmp_path / "province", await db_urls())
+    fed = Federation(
+        Member(province),
+        Member(make_city(tmp_path / "fuzhou", await db_urls(), province, FUZHOU, "福州市")),
+        Member(make_city(tmp_path / "xiamen", await db_urls(), province, XIAMEN, "厦门市")),
+    )
+    fed.province.setup = link_peers(
+        province,
+        {m.region: m.setup.config.node.listen for m in (fed.fuzhou, fed.xiamen)},
+    )
+    try:
+        for member in fed.members:
+            await member.start()
+        yield fed
+    finally:
+        for member in reversed(fed.members):
+            await member.stop()
+
+

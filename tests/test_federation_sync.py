@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,6 @@ import grpc.aio
 import pytest
 from govnode.v1 import (
     catalog_pb2,
-    catalog_pb2_grpc,
     common_pb2,
     federation_pb2,
     federation_pb2_grpc,
@@ -26,7 +23,7 @@ from govnode.v1 import (
 
 from gateway.identity import Identity, Role
 from gateway.tls import TlsFiles
-from node.app import RunningNode, node_tls_files
+from node.app import node_tls_files
 from node.catalog import Catalog
 from node.catalog_types import CatalogChange, ChangeKind, ResourceEntry
 from node.errors import PermissionDenied
@@ -34,108 +31,20 @@ from node.federation_sync import CatalogExchange
 from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto
 from node.storage import Database
-from tests.conftest import FIXED_TIME, NewDatabaseUrl, agency_code, make_entry
+from tests.conftest import FIXED_TIME, NewDatabaseUrl
 from tests.nodes import (
-    PUBLIC_SECURITY,
-    ProvinceSetup,
+    FUZHOU,
+    PROVINCE,
+    XIAMEN,
+    Federation,
+    Member,
     channel,
-    make_city,
-    make_province,
-    start,
+    entry_of,
+    federation,
 )
 
-FUZHOU, XIAMEN, PROVINCE = "350100", "350200", "350000"
 TD = "fujian.gov.cn"
-WAIT_S = 5.0  # a quiet federation converges well within this
 RESTART_WAIT_S = 15.0  # after a restart: reconnection backoff (capped at 5 s) included
-
-
-def entry_of(region: str, n: int, **fields: Any) -> ResourceEntry:
-    provider = PUBLIC_SECURITY if region == PROVINCE else agency_code(1, region)
-    return make_entry(
-        n, provider, resource_code=f"{region}-3-{n:06d}", provider_name=f"{region}单位", **fields
-    )
-
-
-@dataclass
-class Member:
-    setup: ProvinceSetup
-    node: RunningNode | None = None
-
-    @property
-    def region(self) -> str:
-        return self.setup.config.node.region
-
-    @property
-    def running(self) -> RunningNode:
-        assert self.node is not None
-        return self.node
-
-    def agency(self) -> TlsFiles:
-        code = PUBLIC_SECURITY if self.region == PROVINCE else agency_code(1, self.region)
-        return self.setup.agency(code)
-
-    async def start(self) -> None:
-        self.node = await start(self.setup)
-
-    async def stop(self) -> None:
-        if self.node is not None:
-            await self.node.stop(grace=0)
-            self.node = None
-
-    async def catalog(self, method: str, request: Any) -> Any:
-        async with channel(self.running, self.agency()) as ch:
-            return await getattr(catalog_pb2_grpc.CatalogServiceStub(ch), method)(request)
-
-    async def register(self, entry: ResourceEntry) -> common_pb2.ResourceEntry:
-        reply = await self.catalog(
-            "RegisterResource", catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
-        )
-        return reply.entry  # type: ignore[no-any-return]
-
-    async def digest(self) -> tuple[str, int]:
-        reply = await self.catalog("GetCatalogDigest", catalog_pb2.GetCatalogDigestRequest())
-        return reply.digest, reply.entries
-
-
-@dataclass
-class Federation:
-    province: Member
-    fuzhou: Member
-    xiamen: Member
-
-    @property
-    def members(self) -> list[Member]:
-        return [self.province, self.fuzhou, self.xiamen]
-
-    async def converged(self, entries: int, within: float = WAIT_S) -> float:
-        """Poll every node's digest (every 0.1 s, bounded) until all agree on ``entries``
-        entries; returns the seconds it took."""
-        began = time.monotonic()
-        seen: list[tuple[str, int]] = []
-        for _ in range(int(within / 0.1) + 1):
-            seen = [await m.digest() for m in self.members]
-            if len(set(seen)) == 1 and seen[0][1] == entries:
-                return time.monotonic() - began
-            await asyncio.sleep(0.1)
-        pytest.fail(f"no convergence on {entries} entries within {within} s: {seen}")
-
-
-@contextlib.asynccontextmanager
-async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federation]:
-    province = make_province(tmp_path / "province", await db_urls())
-    fed = Federation(
-        Member(province),
-        Member(make_city(tmp_path / "fuzhou", await db_urls(), province, FUZHOU, "福州市")),
-        Member(make_city(tmp_path / "xiamen", await db_urls(), province, XIAMEN, "厦门市")),
-    )
-    try:
-        for member in fed.members:
-            await member.start()
-        yield fed
-    finally:
-        for member in reversed(fed.members):
-            await member.stop()
 
 
 async def assert_once_each(fed: Federation) -> None:

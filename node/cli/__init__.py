@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from node.cli import agency, audit, certs, demo, federation, init, serve
+from node.cli import agency, audit, certs, demo, federation, init, serve, status
 
 app = typer.Typer(
     name="govnode",
@@ -32,6 +32,7 @@ app.add_typer(federation.app, name="federation")
 serve.register(app)
 demo.register(app)
 federation.register(app)
+status.register(app)
 
 
 def main() -> None:

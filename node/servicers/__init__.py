@@ -35,11 +35,14 @@ from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation_sync import CatalogExchange
+from node.peers import ProvinceLink
 from node.records import Records
+from node.routing import Router
 from node.servicers.catalog import CatalogServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
+from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.status import status_for
 from node.storage import Database
@@ -61,7 +64,6 @@ PLANNED: dict[str, str] = {
     "QualityService": "quality reports and error reports (纠错) are not available yet",
     "AccessService": "有条件共享 applications, grants and change requests are not available yet",
     "AuditService": "the audit log API arrives with federation (use `govnode audit tail`)",
-    "FederationService": "revocation lists and the peer list arrive with federation routing",
     "OpenDataService": "open data (第二十九至三十六条) is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -79,6 +81,9 @@ class Services:
     records: Records
     audit: AuditSink | None
     exchange: CatalogExchange
+    router: Router | None = None  # forwards calls on other regions' resources
+    #: City nodes: the sync task's view of the province (ListPeers).
+    province_link: ProvinceLink | None = None
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -143,13 +148,16 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     implementations: dict[str, list[object]] = {
         "govnode.v1.CatalogService": [CatalogServicer(services.catalog)],
         "govnode.v1.SharingService": [
-            SharingServicer(services.catalog, services.records, services.audit)
+            SharingServicer(services.catalog, services.records, services.audit, services.router)
         ],
         "govnode.v1.FederationService": [
             FederationServicer(services.config, services.identity, services.catalog),
             JoinServicer(services.config, services.db),
             FederationSyncServicer(
                 services.config, services.identity, services.catalog, services.exchange
+            ),
+            PeersServicer(
+                services.config, services.db, services.exchange, services.province_link
             ),
         ],
     }

@@ -22,6 +22,8 @@ from node.catalog_types import CatalogChange, ChangeKind, ResourceStatus
 from node.config import Mode, NodeConfig
 from node.errors import FailedPrecondition, InvalidArgument
 from node.federation_sync import CatalogExchange
+from node.peers import record_peer_info
+from node.revocation import Revocations
 from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
 
 KINDS = {
@@ -121,9 +123,12 @@ class FederationSyncServicer:
         applied = await self._exchange.applied_sequence(caller.region)
         if self._exchange.is_province:
             await self._exchange.touch_member(caller.region)
+            if request.HasField("node") and request.node.region == caller.region:
+                await record_peer_info(self._exchange.db, caller.region, request.node)
         return federation_pb2.HeartbeatResponse(
             node=await node_info(self._config, self._identity, self._catalog),
             applied_catalog_sequence=applied,
+            revocation_last_sequence=await Revocations(self._exchange.db).last_sequence(),
         )
 
     async def PublishCatalog(

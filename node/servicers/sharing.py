@@ -20,7 +20,7 @@ from gateway.identity import Role
 from gateway.interceptors import add_audit_detail, current_request_id
 from node.catalog import Catalog
 from node.catalog_types import ResourceEntry, ShareMethod
-from node.errors import InvalidArgument
+from node.errors import FailedPrecondition, InvalidArgument
 from node.policy import authorize, is_provider
 from node.records import (
     MatchResult,
@@ -30,6 +30,7 @@ from node.records import (
     TemporaryCollection,
     VerifyOutcome,
 )
+from node.routing import Router
 from node.servicers.convert import _enum_out
 
 _MATCH = {
@@ -56,10 +57,26 @@ def _resource_code(code: str) -> str:
 
 
 class SharingServicer:
-    def __init__(self, catalog: Catalog, records: Records, audit: AuditSink | None) -> None:
+    """``router`` forwards Verify, Compare and Query on other regions' resources to their
+    owner (node.routing); without one, only local resources are served."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        records: Records,
+        audit: AuditSink | None,
+        router: Router | None = None,
+    ) -> None:
         self._catalog = catalog
         self._records = records
         self._audit = audit
+        self._router = router
+
+    def _remote(self, entry: ResourceEntry) -> Router | None:
+        """The router when ``entry`` is owned by another node, else None."""
+        if self._router is None or self._router.is_local(entry):
+            return None
+        return self._router
 
     async def _entry(self, code: str) -> ResourceEntry:
         return await self._catalog.get(_resource_code(code))
@@ -71,6 +88,11 @@ class SharingServicer:
         batches = accepted = rejected = 0
         async for request in requests:
             entry = await self._entry(request.resource_code)
+            if self._remote(entry) is not None:
+                raise FailedPrecondition(
+                    f"resource {entry.resource_code} is held by the node of region "
+                    f"{entry.region}: submit to your own node (only its provider submits)"
+                )
             temporary = None
             if request.HasField("temporary"):
                 temporary = TemporaryCollection(
@@ -128,6 +150,12 @@ class SharingServicer:
         self, request: sharing_pb2.VerifyRequest, context: Any
     ) -> sharing_pb2.VerifyResponse:
         entry = await self._entry(request.resource_code)
+        router = self._remote(entry)
+        if router is not None:
+            reply: sharing_pb2.VerifyResponse = await router.unary(
+                entry, "Verify", request, sharing_pb2.VerifyResponse, context
+            )
+            return reply
         authorize(current_peer().identity, entry, ShareMethod.VERIFY)
         outcome = await self._records.verify(entry, dict(request.key), dict(request.claimed))
         return sharing_pb2.VerifyResponse(
@@ -141,6 +169,13 @@ class SharingServicer:
         self, request: sharing_pb2.CompareRequest, context: Any
     ) -> AsyncIterator[sharing_pb2.CompareResult]:
         entry = await self._entry(request.resource_code)
+        router = self._remote(entry)
+        if router is not None:
+            async for result in router.stream(
+                entry, "Compare", request, sharing_pb2.CompareResult, context
+            ):
+                yield result
+            return
         authorize(current_peer().identity, entry, ShareMethod.COMPARE)
         results = await self._records.compare(
             entry, [(r.ref, dict(r.key), dict(r.claimed)) for r in request.records]
@@ -155,6 +190,12 @@ class SharingServicer:
         self, request: sharing_pb2.QueryRequest, context: Any
     ) -> sharing_pb2.QueryResponse:
         entry = await self._entry(request.resource_code)
+        router = self._remote(entry)
+        if router is not None:
+            reply: sharing_pb2.QueryResponse = await router.unary(
+                entry, "Query", request, sharing_pb2.QueryResponse, context
+            )
+            return reply
         access = authorize(current_peer().identity, entry, ShareMethod.QUERY)
         filters = []
         for i, f in enumerate(request.filters):

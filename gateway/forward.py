@@ -1,0 +1,311 @@
+"""Forwarding a sharing call to the node that owns the resource.
+
+A node that does not own a resource forwards the call, over mutual TLS with its own node
+certificate, to the next node on the path (the province, the owning city, or a direct peer).
+The call carries the request id and the caller assertion; its timeout is what is left of the
+incoming call's deadline, so deadlines propagate hop by hop.
+
+Only UNAVAILABLE is retried (jittered exponential backoff, tenacity), and only while the
+caller's deadline leaves room: a DEADLINE_EXCEEDED cannot be retried inside the same deadline,
+and every other status is the owner's answer, passed through unchanged. A per-peer
+:class:`CircuitBreaker` makes calls to a peer that keeps failing fail at once, naming it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from gateway.assertion import ASSERTION_KEY
+from gateway.channel import secure_channel
+from gateway.interceptors import REQUEST_ID_KEY
+from gateway.refusal import Refusal
+from gateway.tls import TlsFiles
+
+#: Timeout of a forwarded call whose caller set no deadline (seconds).
+DEFAULT_FORWARD_TIMEOUT_S = 10.0
+#: Kept back from the caller's remaining time, so our answer (or refusal) reaches it in time.
+DEADLINE_MARGIN_S = 0.02
+#: Attempts per forwarded call (the first one included), all within the caller's deadline.
+MAX_ATTEMPTS = 3
+#: Consecutive UNAVAILABLE failures after which a peer's breaker opens, and for how long.
+BREAKER_THRESHOLD = 3
+BREAKER_COOLDOWN_S = 5.0
+#: A status message already naming an unreachable node further down the path.
+UNREACHABLE = "is unreachable"
+
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+def outgoing_timeout(
+    remaining: float | None,
+    *,
+    default: float = DEFAULT_FORWARD_TIMEOUT_S,
+    margin: float = DEADLINE_MARGIN_S,
+) -> float:
+    """The timeout of a forwarded call, from the incoming call's remaining time (None: the
+    caller set no deadline). DEADLINE_EXCEEDED when nothing is left to forward with."""
+    if remaining is None:
+        return default
+    timeout = remaining - margin
+    if timeout <= 0:
+        raise Refusal(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "the caller's deadline leaves no time to forward the call to the owning node",
+        )
+    return timeout
+
+
+class CircuitBreaker:
+    """Closed -> open after ``threshold`` consecutive failures; open for ``cooldown`` seconds
+    (calls refused at once); then half-open: one probe call is let through, its success closes
+    the breaker, its failure opens it again."""
+
+    def __init__(
+        self,
+        threshold: int = BREAKER_THRESHOLD,
+        cooldown: float = BREAKER_COOLDOWN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._probing or self._clock() - self._opened_at >= self.cooldown:
+            return "half-open"
+        return "open"
+
+    def retry_after(self) -> float:
+        """Seconds until a probe is let through (0 when calls may go now)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.cooldown - (self._clock() - self._opened_at))
+
+    def allow(self) -> bool:
+        """May a call go to the peer now? In half-open state only one probe at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def release(self) -> None:
+        """A call ended without telling whether the peer is reachable (e.g. it timed out)."""
+        self._probing = False
+
+    def failure(self) -> None:
+        self._failures += 1
+        if self._probing or self._failures >= self.threshold:
+            self._opened_at = self._clock()
+            self._probing = False
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() is grpc.StatusCode.UNAVAILABLE
+        and UNREACHABLE not in (exc.details() or "")
+    )
+
+
+class Forwarder:
+    """One lazily created mutual-TLS channel and one circuit breaker per peer endpoint."""
+
+    def __init__(
+        self,
+        files: TlsFiles,
+        *,
+        threshold: int = BREAKER_THRESHOLD,
+        cooldown: float = BREAKER_COOLDOWN_S,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self._files = files
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.max_attempts = max_attempts
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        #: Timeouts of the calls forwarded so far (the last few), for operators and tests.
+        self.last_timeouts: list[float] = []
+
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        breaker = self._breakers.get(endpoint)
+        if breaker is None:
+            breaker = self._breakers[endpoint] = CircuitBreaker(self.threshold, self.cooldown)
+        return breaker
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = self._channels[endpoint] = secure_channel(
+                endpoint, self._files, extra_options=_CHANNEL_OPTIONS
+            )
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(grace=None)
+        self._channels.clear()
+
+    def _admit(self, endpoint: str, region: str) -> CircuitBreaker:
+        breaker = self.breaker(endpoint)
+        if not breaker.allow():
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node {endpoint} ({region}) {UNREACHABLE}; retry after "
+                f"{breaker.retry_after():.1f} s",
+            )
+        return breaker
+
+    def _retrying(self, deadline: float) -> AsyncRetrying:
+        def stop(state: RetryCallState) -> bool:
+            if stop_after_attempt(self.max_attempts)(state):
+                return True
+            pause = state.upcoming_sleep or 0.0
+            return time.monotonic() + pause + DEADLINE_MARGIN_S >= deadline
+
+        return AsyncRetrying(
+            retry=retry_if_exception(_unavailable),
+            wait=wait_random_exponential(multiplier=0.05, max=0.5),
+            stop=stop,
+            reraise=True,
+        )
+
+    def _metadata(self, request_id: str, assertion: bytes) -> tuple[tuple[str, str | bytes], ...]:
+        return ((REQUEST_ID_KEY, request_id), (ASSERTION_KEY, assertion))
+
+    def _refusal(self, exc: grpc.aio.AioRpcError, endpoint: str, region: str) -> Refusal:
+        code, details = exc.code(), exc.details() or ""
+        if _unavailable(exc):
+            details = f"node {endpoint} ({region}) {UNREACHABLE}: {details}"
+        return Refusal(code, details)
+
+    def _note(self, timeout: float) -> None:
+        self.last_timeouts = [*self.last_timeouts[-9:], timeout]
+
+    async def unary(
+        self,
+        endpoint: str,
+        region: str,
+        method: str,
+        request: Any,
+        response_type: Any,
+        *,
+        request_id: str,
+        assertion: bytes,
+        remaining: float | None,
+    ) -> Any:
+        """Forward a unary call; the owner's status passes through as a :class:`Refusal`."""
+        timeout = outgoing_timeout(remaining)
+        self._note(timeout)
+        deadline = time.monotonic() + timeout
+        call = self._channel(endpoint).unary_unary(
+            method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        try:
+            async for attempt in self._retrying(deadline):
+                with attempt:
+                    breaker = self._admit(endpoint, region)
+                    try:
+                        response = await call(
+                            request,
+                            timeout=max(deadline - time.monotonic(), 0.001),
+                            metadata=self._metadata(request_id, assertion),
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        self._record(breaker, exc)
+                        raise
+                    breaker.success()
+                    return response
+        except grpc.aio.AioRpcError as exc:
+            raise self._refusal(exc, endpoint, region) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stream(
+        self,
+        endpoint: str,
+        region: str,
+        method: str,
+        request: Any,
+        response_type: Any,
+        *,
+        request_id: str,
+        assertion: bytes,
+        remaining: float | None,
+    ) -> AsyncIterator[Any]:
+        """Forward a server-streaming call; retried only before its first response."""
+        timeout = outgoing_timeout(remaining)
+        self._note(timeout)
+        deadline = time.monotonic() + timeout
+        stub = self._channel(endpoint).unary_stream(
+            method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        end = object()
+        first: Any = end
+        items: Any = None
+        try:
+            async for attempt in self._retrying(deadline):
+                with attempt:
+                    breaker = self._admit(endpoint, region)
+                    items = aiter(
+                        stub(
+                            request,
+                            timeout=max(deadline - time.monotonic(), 0.001),
+                            metadata=self._metadata(request_id, assertion),
+                        )
+                    )
+                    try:
+                        first = await anext(items, end)
+                    except grpc.aio.AioRpcError as exc:
+                        self._record(breaker, exc)
+                        raise
+                    breaker.success()
+            if first is end:
+                return
+            yield first
+            async for item in items:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise self._refusal(exc, endpoint, region) from None
+
+    @staticmethod
+    def _record(breaker: CircuitBreaker, exc: grpc.aio.AioRpcError) -> None:
+        if _unavailable(exc):
+            breaker.failure()
+        elif exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            breaker.release()
+        else:
+            breaker.success()  # the peer answered: it is reachable

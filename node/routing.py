@@ -1,0 +1,123 @@
+"""Routing sharing calls to the node that owns the resource (第十九条, 第二十六条).
+
+The owner of a resource is the region of its catalog entry (other regions' entries arrive by
+catalog exchange). A call on a local resource is served here. Otherwise it is forwarded:
+
+- by a city, to the province, unless ``[federation] peers`` has a direct link to the owner;
+- by the province, to the owning city (``[federation] peers``, else the endpoint the city gave
+  when it joined); no known endpoint -> UNAVAILABLE naming the region.
+
+The node that first accepts the call signs a caller assertion (gateway.assertion) over the
+exact request bytes, with the call's deadline; a node relaying a forwarded call passes the same
+assertion on unchanged. Cities do not relay: a forwarded call for another region's resource
+reaching a city is refused. The transport (channels, retries, circuit breakers, deadlines) is
+gateway.forward's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.assertion import make_assertion
+from gateway.auth import current_forwarded, current_peer
+from gateway.forward import DEFAULT_FORWARD_TIMEOUT_S, Forwarder
+from gateway.interceptors import current_request_id
+from node.catalog_types import ResourceEntry
+from node.config import Mode, NodeConfig
+from node.errors import FailedPrecondition, Unavailable
+from node.pki_files import load_certs, load_private_key
+from node.storage import Database
+
+SERVICE = "/govnode.v1.SharingService/"
+
+
+class Router:
+    def __init__(self, config: NodeConfig, db: Database, forwarder: Forwarder) -> None:
+        self._config = config
+        self._db = db
+        self.forwarder = forwarder
+        self._region = config.node.region
+        self._key: ec.EllipticCurvePrivateKey = load_private_key(config.path(config.tls.key))
+        root = load_certs(config.path(config.tls.root))[0]
+        self._chain: list[x509.Certificate] = [
+            c for c in load_certs(config.path(config.tls.cert)) if c != root
+        ]
+
+    def is_local(self, entry: ResourceEntry) -> bool:
+        return not entry.region or entry.region == self._region
+
+    async def endpoint_for(self, region: str) -> tuple[str, str]:
+        """Where to send a call on ``region``'s resource: the endpoint and the region of the
+        node there (which names it when it is unreachable)."""
+        fed = self._config.federation
+        if region in fed.peers:
+            return fed.peers[region], region
+        if self._config.node.mode is Mode.CITY:
+            if current_forwarded() is not None:
+                raise FailedPrecondition(
+                    f"this node ({self._region}) does not own resources of region {region} "
+                    "and does not relay forwarded calls"
+                )
+            assert fed.province_endpoint and fed.province_region, "a city names its province"
+            return fed.province_endpoint, fed.province_region
+        row = await self._db.fetch_one(
+            "SELECT endpoint FROM federation_member WHERE region = :region", {"region": region}
+        )
+        if row is None or not row[0]:
+            raise Unavailable(
+                f"region {region} owns this resource, but this node knows no endpoint for its "
+                "node (it has not joined; configure [federation] peers)"
+            )
+        return str(row[0]), region
+
+    def _assertion(self, entry: ResourceEntry, request: Any, context: Any) -> bytes:
+        forwarded = current_forwarded()
+        if forwarded is not None:
+            return forwarded.assertion  # relayed unchanged; verified on arrival
+        remaining = context.time_remaining()
+        seconds = DEFAULT_FORWARD_TIMEOUT_S if remaining is None else max(remaining, 0.0)
+        return make_assertion(
+            caller=current_peer().identity,
+            node_key=self._key,
+            node_chain=self._chain,
+            resource_code=entry.resource_code,
+            request_bytes=request.SerializeToString(),
+            deadline=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds),
+            request_id=current_request_id(),
+        )
+
+    async def unary(
+        self, entry: ResourceEntry, method: str, request: Any, response_type: Any, context: Any
+    ) -> Any:
+        endpoint, node_region = await self.endpoint_for(entry.region)
+        return await self.forwarder.unary(
+            endpoint,
+            node_region,
+            SERVICE + method,
+            request,
+            response_type,
+            request_id=current_request_id(),
+            assertion=self._assertion(entry, request, context),
+            remaining=context.time_remaining(),
+        )
+
+    async def stream(
+        self, entry: ResourceEntry, method: str, request: Any, response_type: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        endpoint, node_region = await self.endpoint_for(entry.region)
+        async for item in self.forwarder.stream(
+            endpoint,
+            node_region,
+            SERVICE + method,
+            request,
+            response_type,
+            request_id=current_request_id(),
+            assertion=self._assertion(entry, request, context),
+            remaining=context.time_remaining(),
+        ):
+            yield item

@@ -8,7 +8,6 @@ client certificates, and every refusal shown is the status a real caller would g
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,10 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
 from node.catalog_types import ResourceEntry, ShareMethod, ShareType
 from node.config import load_config
+from node.demo_federation import show_federation
 from node.demo_sharing import show_data_path
 from node.examples import EXAMPLES_DIR, ExampleAgency, load_example_catalog
+from node.ports import free_port as free_port  # re-exported: tests and bench import it here
 from node.provision import issue_client, provision_province
 from node.revocation import Revocations
 from node.servicers.convert import entry_to_proto
@@ -45,12 +46,6 @@ METHOD_ZH = {
     ShareMethod.EXCHANGE: "数据交换",
     ShareMethod.SUBSCRIBE: "主动推送",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Demo:
@@ -99,6 +94,12 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         trust_domain="fujian.gov.cn",
         hosts=["127.0.0.1", "localhost"],
     )
+    # Open the province's join port, so the cities of step [10] can join online.
+    text = made.config_path.read_text(encoding="utf-8")
+    commented = next(line for line in text.splitlines() if line.startswith("# join_listen = "))
+    made.config_path.write_text(
+        text.replace(commented, f'join_listen = "127.0.0.1:{free_port()}"'), encoding="utf-8"
+    )
     config = load_config(made.config_path)
     say(f"    node identity     {made.identity}")
     say(f"    root fingerprint  {made.root_fingerprint}")
@@ -124,6 +125,8 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         await _show_update_and_listing(demo, node, catalog.resources)
         say("")
         await show_data_path(demo, node, catalog.resources)
+        say("")
+        await show_federation(demo, node, config, base, catalog.resources[1])
         say("")
         if keep_running:
             any_code = catalog.agencies[0].code

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,8 +24,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from govnode.v1 import federation_pb2, federation_pb2_grpc
 
 from gateway.channel import channel_options
+from gateway.identity import Identity
+from node.codes import Region
 from node.pki import PkiError, fingerprint, fingerprint_matches, parse_fingerprint
-from node.provision import CityRequests
+from node.provision import CityRequests, city_requests, create_joined_city
 
 
 class JoinError(Exception):
@@ -137,3 +141,65 @@ def call_join(
             name = code.name if code is not None else "ERROR"
             raise JoinError(f"the province refused the join ({name}): {details}") from None
     return response
+
+
+@dataclass(frozen=True)
+class JoinedCity:
+    config_path: Path
+    identity: Identity
+    root: x509.Certificate
+    province_endpoint: str
+
+
+def join_province(
+    *,
+    province: str,
+    invitation: str,
+    root_fingerprint: str,
+    region: str,
+    name: str,
+    base: Path,
+    listen: str,
+    hosts: list[str],
+    trust_domain: str,
+    timeout: float = 10.0,
+) -> JoinedCity:
+    """``govnode join``: pin the root, send the CSRs with the invitation, write the city.
+
+    Blocking (plain sockets and a synchronous gRPC call): async callers run it in a thread.
+    Raises :class:`JoinError` for a refusal or an unusable answer; nothing is written then.
+    """
+    root_pem = pinned_root(province, root_fingerprint, timeout=timeout)
+    requests = city_requests(region, name, trust_domain, hosts)
+    request = build_join_request(
+        requests, token=invitation, region=region, name=name, listen_address=listen
+    )
+    response = call_join(province, root_pem, request, timeout=timeout)
+    root = x509.load_pem_x509_certificate(root_pem)
+    try:
+        answered_root = x509.load_pem_x509_certificate(response.province_root_pem.encode())
+        ca_cert = x509.load_pem_x509_certificate(response.city_ca_certificate_pem.encode())
+        split_address(response.province_endpoint)
+    except ValueError as exc:
+        raise JoinError(f"the province's answer is unusable: {exc}") from None
+    if answered_root != root:
+        raise JoinError("the province answered with another root than the one pinned; refusing")
+    if response.trust_domain != trust_domain:
+        raise JoinError(
+            f"the province's trust domain is {response.trust_domain}, not {trust_domain}: "
+            "run again with --trust-domain (the invitation is used; ask for a new one)"
+        )
+    config_path, identity = create_joined_city(
+        base,
+        requests,
+        region=region,
+        name=name,
+        listen=listen,
+        trust_domain=trust_domain,
+        hosts=hosts,
+        province_region=Region(region).province_code,
+        province_endpoint=response.province_endpoint,
+        root=root,
+        ca_cert=ca_cert,
+    )
+    return JoinedCity(config_path, identity, root, response.province_endpoint)

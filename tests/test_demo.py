@@ -23,6 +23,13 @@ async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "王*" in text and "(masked: fddbr)" in text
     assert "needs an approved application" in text
     assert "hash chain intact" in text
+    # The federation: two cities join, catalogs converge, a routed call, a catch-up, status.
+    assert text.count("joined with a one-time invitation") == 2
+    assert "all three nodes report catalog digest" in text
+    assert "Verify: all_match=True" in text
+    assert "forwarded by spiffe://350000.fujian.gov.cn/node" in text
+    assert "caught up from its last applied version" in text
+    assert text.count("HEALTHY") == 2
     for refusal in (
         "FAILED_PRECONDITION: entry.items[0].standard_element",
         "INVALID_ARGUMENT: entry.legal_basis",

@@ -8,20 +8,16 @@ import os
 from pathlib import Path
 
 import typer
-from cryptography import x509
 
 from node.cli._common import CONFIG_OPTION, UserError, cert_hosts, echo, load, split_hostport
-from node.codes import Region
 from node.config import Mode, NodeConfig
 from node.federation_join import Invitation, create_invitation, cst, reachable_address
-from node.join_client import JoinError, build_join_request, call_join, pinned_root
+from node.join_client import JoinError, join_province
 from node.pki import fingerprint
 from node.pki_files import load_certs
 from node.provision import (
     check_new_node_dir,
     check_region,
-    city_requests,
-    create_joined_city,
 )
 from node.storage import Database
 
@@ -114,44 +110,23 @@ def join(
     split_hostport(listen, "--listen")
     check_new_node_dir(dir)
     hosts = cert_hosts(listen, host)
-    province_region = Region(region).province_code
     try:
-        root_pem = pinned_root(province, root_fingerprint, timeout=timeout)
-        requests = city_requests(region, name, trust_domain, hosts)
-        request = build_join_request(
-            requests, token=invitation, region=region, name=name, listen_address=listen
+        joined = join_province(
+            province=province,
+            invitation=invitation,
+            root_fingerprint=root_fingerprint,
+            region=region,
+            name=name,
+            base=dir,
+            listen=listen,
+            hosts=hosts,
+            trust_domain=trust_domain,
+            timeout=timeout,
         )
-        response = call_join(province, root_pem, request, timeout=timeout)
     except JoinError as exc:
         raise UserError(str(exc)) from None
-    root = x509.load_pem_x509_certificate(root_pem)
-    try:
-        answered_root = x509.load_pem_x509_certificate(response.province_root_pem.encode())
-        ca_cert = x509.load_pem_x509_certificate(response.city_ca_certificate_pem.encode())
-    except ValueError as exc:
-        raise UserError(f"the province's answer is unusable: {exc}") from None
-    split_hostport(response.province_endpoint, "the province's endpoint")
-    if answered_root != root:
-        raise UserError("the province answered with another root than the one pinned; refusing")
-    if response.trust_domain != trust_domain:
-        raise UserError(
-            f"the province's trust domain is {response.trust_domain}, not {trust_domain}: "
-            "run again with --trust-domain (the invitation is used; ask for a new one)"
-        )
-    config_path, identity = create_joined_city(
-        dir,
-        requests,
-        region=region,
-        name=name,
-        listen=listen,
-        trust_domain=trust_domain,
-        hosts=hosts,
-        province_region=province_region,
-        province_endpoint=response.province_endpoint,
-        root=root,
-        ca_cert=ca_cert,
-    )
-    echo(f"Joined the province at {response.province_endpoint} as {name} ({region})")
+    config_path, identity, root = joined.config_path, joined.identity, joined.root
+    echo(f"Joined the province at {joined.province_endpoint} as {name} ({region})")
     echo(f"  identity:          {identity}")
     echo(f"  CA permitted only: {region}.{trust_domain}")
     echo(f"  root fingerprint:  {fingerprint(root)} (checked)")

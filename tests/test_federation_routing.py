@@ -363,3 +363,21 @@ def test_circuit_breaker_opens_fails_fast_probes_and_closes() -> None:
     assert breaker.state == "closed" and breaker.allow()
     breaker.failure()
     assert breaker.state == "closed"  # the count restarted after the success
+
+
+async def test_a_direct_peer_link_skips_the_province(fed: Federation) -> None:
+    from tests.nodes import link_peers
+
+    await fed.xiamen.stop()
+    fed.xiamen.setup = link_peers(fed.xiamen.setup, {FUZHOU: fed.fuzhou.setup.config.node.listen})
+    await fed.xiamen.start()
+    xiamen, caller = fed.xiamen.running, fed.xiamen.agency()
+    reply = await call(
+        xiamen, caller, "Verify", verify(), metadata=[(REQUEST_ID_KEY, "rid-direct")]
+    )
+    assert reply.all_match
+    [at_fuzhou] = await AuditLog(fed.fuzhou.running.db).query(request_id="rid-direct")
+    assert at_fuzhou.origin_node == str(make_identity(XIAMEN, TD, Role.NODE))
+    assert await AuditLog(fed.province.running.db).query(request_id="rid-direct") == []
+    # Resources of the province itself still go to the province.
+    assert (await call(xiamen, caller, "Verify", verify(PROVINCIAL))).all_match

@@ -45,10 +45,12 @@ MAX_ERRORS = 100
 REQUEST_POOL = 2048
 
 
-def verify_request(i: int, *, matching: bool = True) -> sharing_pb2.VerifyRequest:
+def verify_request(
+    i: int, *, matching: bool = True, resource_code: str = dataset.RESOURCE_CODE
+) -> sharing_pb2.VerifyRequest:
     claimed = dataset.company_name(i) if matching else dataset.company_name(i) + "分公司"
     return sharing_pb2.VerifyRequest(
-        resource_code=dataset.RESOURCE_CODE,
+        resource_code=resource_code,
         key={dataset.KEY_ITEM: dataset.credit_code(i)},
         claimed={dataset.CLAIMED_ITEM: claimed},
     )
@@ -78,7 +80,7 @@ def verify_factory(channel: grpc.aio.Channel, index: int, args: argparse.Namespa
     first, count = args.keys_start, args.keys_count
     # Spread over every submitted record, so the node cannot serve one hot row from a cache.
     indexes = [first + rng.randrange(count) for _ in range(min(REQUEST_POOL, count * 4))]
-    requests = [verify_request(i) for i in indexes]
+    requests = [verify_request(i, resource_code=args.resource_code) for i in indexes]
     timeout = args.call_timeout
 
     async def call() -> bool:
@@ -219,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-bytes", type=int, default=0, help="echo: 0 = a VerifyRequest's size")
     p.add_argument("--keys-start", type=int, default=0, help="verify: first record index")
     p.add_argument("--keys-count", type=int, default=1, help="verify: records to spread over")
+    p.add_argument(
+        "--resource-code", default=dataset.RESOURCE_CODE, help="verify: the resource asked about"
+    )
     p.add_argument("--seed", type=int, default=20160701)
     return p
 

@@ -27,7 +27,7 @@ from gateway.channel import secure_channel
 from gateway.identity import Role
 from gateway.tls import TlsFiles
 from node.config import NodeConfig, load_config
-from node.demo import free_port
+from node.ports import free_port
 from node.provision import issue_client, provision_province
 from node.servicers.convert import entry_to_proto
 
@@ -84,10 +84,11 @@ def provision(base: Path) -> Province:
     return province
 
 
-async def _wait_serving(province: Province, node: Child) -> None:
+async def wait_serving(target: str, files: TlsFiles, node: Child) -> None:
+    """Until the node at ``target`` reports SERVING (health check as the agency ``files``)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     last = "no answer yet"
-    async with secure_channel(province.target, province.consumer, timeout=2.0) as channel:
+    async with secure_channel(target, files, timeout=2.0) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if node.process.returncode is not None:
@@ -104,14 +105,26 @@ async def _wait_serving(province: Province, node: Child) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(province: Province, logs: Path) -> AsyncIterator[Child]:
-    """``govnode serve`` for the duration of the block, SERVING when the block starts."""
+async def serve_node(
+    name: str, config_path: Path, target: str, files: TlsFiles, logs: Path
+) -> AsyncIterator[Child]:
+    """``govnode serve --config config_path`` as the process ``name`` for the duration of the
+    block, SERVING when the block starts (checked as the agency ``files``)."""
     command = python_command(
-        "-c", "from node.cli import main; main()", "serve", "--config", str(province.config_path)
+        "-c", "from node.cli import main; main()", "serve", "--config", str(config_path)
     )
     env = {"GOVNODE_LOG__FORMAT": "json", "GOVNODE_LOG__LEVEL": "warning"}
-    async with child("govnode", command, logs=logs, env=env) as node:
-        await _wait_serving(province, node)
+    async with child(name, command, logs=logs, env=env) as node:
+        await wait_serving(target, files, node)
+        yield node
+
+
+@contextlib.asynccontextmanager
+async def serve(province: Province, logs: Path) -> AsyncIterator[Child]:
+    """The bench's province node for the duration of the block, SERVING when it starts."""
+    async with serve_node(
+        "govnode", province.config_path, province.target, province.consumer, logs
+    ) as node:
         yield node
 
 
@@ -137,11 +150,13 @@ class SubmitFigures:
         return self.accepted / self.seconds if self.seconds > 0 else 0.0
 
 
-def _batches(first: int, batches: int, batch_size: int) -> Iterator[sharing_pb2.SubmitBatch]:
+def _batches(
+    first: int, batches: int, batch_size: int, resource_code: str
+) -> Iterator[sharing_pb2.SubmitBatch]:
     for b in range(batches):
         start = first + b * batch_size
         yield sharing_pb2.SubmitBatch(
-            resource_code=dataset.RESOURCE_CODE,
+            resource_code=resource_code,
             batch_id=f"bench-{start}-{batch_size}",
             records=[
                 common_pb2.Record(values=dataset.record_values(i))
@@ -151,7 +166,8 @@ def _batches(first: int, batches: int, batch_size: int) -> Iterator[sharing_pb2.
 
 
 async def submit(
-    province: Province,
+    target: str,
+    provider: TlsFiles,
     *,
     first: int,
     batches: int,
@@ -159,14 +175,16 @@ async def submit(
     duration: float,
     window: int = 4,
     rpc_timeout: float = 300.0,
+    resource_code: str = dataset.RESOURCE_CODE,
 ) -> SubmitFigures:
-    """Stream ``batches`` batches of records ``first``, ``first + 1``... through Submit.
+    """Stream ``batches`` batches of records ``first``, ``first + 1``... of ``resource_code``
+    through Submit to the node at ``target``, as the agency ``provider``.
 
     At most ``window`` batches are unacknowledged at a time, as a careful provider would send
     them; no new batch is sent after ``duration`` seconds. Timed from the first send to the
     last ack (acks come only after a durable commit). Batches are built before the clock starts.
     """
-    prepared = list(_batches(first, batches, batch_size))
+    prepared = list(_batches(first, batches, batch_size, resource_code))
     room = asyncio.Semaphore(window)
     t0 = 0.0
 
@@ -179,7 +197,7 @@ async def submit(
 
     accepted = rejected = acked = 0
     first_problem = ""
-    async with secure_channel(province.target, province.provider) as channel:
+    async with secure_channel(target, provider) as channel:
         await asyncio.wait_for(channel.channel_ready(), 10.0)
         stub = sharing_pb2_grpc.SharingServiceStub(channel)
         t0 = last = time.perf_counter()

@@ -29,7 +29,8 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def table(results: Sequence[tuple[str, Outcome]]) -> str:
-    header = f"{'scenario':<9} {'measurement':<37} {'throughput':>20} {'p50 ms':>8} {'p99 ms':>8}"
+    w = max([9, *(len(name) for name, outcome in results if outcome.rows)])
+    header = f"{'scenario':<{w}} {'measurement':<37} {'throughput':>20} {'p50 ms':>8} {'p99 ms':>8}"
     lines = [header, "-" * len(header)]
     notes: list[str] = []
     problems: list[str] = []
@@ -38,7 +39,7 @@ def table(results: Sequence[tuple[str, Outcome]]) -> str:
             if isinstance(row, Rate):
                 rate = f"{_num(row.per_s)} {row.unit}"
                 lines.append(
-                    f"{name:<9} {row.label:<37} {rate:>20} "
+                    f"{name:<{w}} {row.label:<37} {rate:>20} "
                     f"{_num(row.p50_ms, 2):>8} {_num(row.p99_ms, 2):>8}"
                 )
             elif isinstance(row, Ratio):
@@ -49,7 +50,7 @@ def table(results: Sequence[tuple[str, Outcome]]) -> str:
                 )
                 value = f"{_num(row.value, 3)}"
                 lines.append(
-                    f"{name:<9} {row.label:<37} {value:>20}   "
+                    f"{name:<{w}} {row.label:<37} {value:>20}   "
                     f"(target >= {row.target:.2f}: {verdict})"
                 )
         notes.extend(outcome.notes)

@@ -3,7 +3,7 @@ same run, and reports both plus their ratio.
 
 A scenario is anything with a ``name``, a one-line ``title`` and ``async run(bench)`` returning
 an :class:`Outcome`; :data:`SCENARIOS` lists them in the order they run. Routed Verify
-(city → province → city) will be one more entry here once federation routes calls.
+(city → province → city) runs last, on a federation of its own.
 
 Each pair is measured ``rounds`` times, alternating baseline and govnode so that a noisy spell
 on the shared machine hits both sides alike, and the best round of each side is reported (as
@@ -12,17 +12,19 @@ on the shared machine hits both sides alike, and the best round of each side is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from bench import federation
 from bench.procs import child, python_command
 from bench.province import Province, submit
 from bench.sqlite_baseline import insert_batches
 from gateway.tls import TlsFiles
-from node.demo import free_port
+from node.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,12 @@ class Bench:
         batches = -(-missing // batch)
         say(f"seeding {batches * batch} records for Verify")
         figures = await submit(
-            self.province, first=self.records, batches=batches, batch_size=batch, duration=600.0
+            self.province.target,
+            self.province.provider,
+            first=self.records,
+            batches=batches,
+            batch_size=batch,
+            duration=600.0,
         )
         if figures.accepted != batches * batch:
             raise RuntimeError(f"seeding accepted {figures.accepted} records of {batches * batch}")
@@ -235,7 +242,8 @@ class SubmitScenario:
                 f"= {base.records_per_s:,.0f} records/s")  # fmt: skip
             sqlite_runs.append(base)
             figures = await submit(
-                bench.province,
+                bench.province.target,
+                bench.province.provider,
                 first=first,
                 batches=o.batches,
                 batch_size=o.batch_size,
@@ -278,6 +286,102 @@ class SubmitScenario:
         return outcome
 
 
+class RoutedVerifyScenario:
+    """Routed 联机验证: a 厦门 agency asks 厦门 about a 福州 resource (厦门 → province → 福州),
+    against single-node Verify (a 福州 agency asking 福州) in the same federation and run."""
+
+    name = "routed-verify"
+    title = "routed Verify (city → province → city) calls/s vs single-node Verify"
+    targets: ClassVar[dict[str, float]] = {"routed_ratio": 0.3}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o = bench.options
+        say("provisioning a federation: province, 福州 350100, 厦门 350200 (file-admitted)")
+        fed = await asyncio.to_thread(federation.provision, bench.workdir / "federation")
+        async with federation.serve(fed, bench.logs) as nodes:
+            say(f"federation SERVING: province {fed.province.target}, 福州 {fed.fuzhou.target}, "
+                f"厦门 {fed.xiamen.target}")  # fmt: skip
+            spread = await federation.register_and_spread(fed)
+            say(f"福州 registered {federation.RESOURCE_CODE}; it reached 厦门 in {spread:.1f} s")
+            records = o.batches * o.batch_size
+            say(f"seeding {records} records on 福州")
+            seeded = await submit(
+                fed.fuzhou.target,
+                fed.fuzhou.agency,
+                first=0,
+                batches=o.batches,
+                batch_size=o.batch_size,
+                duration=600.0,
+                resource_code=federation.RESOURCE_CODE,
+            )
+            if seeded.accepted != records:
+                raise RuntimeError(
+                    f"seeding 福州 accepted {seeded.accepted} records of {records}"
+                    + (f", first problem: {seeded.first_problem}" if seeded.first_problem else "")
+                )
+            await federation.routed_ready(fed)
+            keys = (
+                "--keys-start", "0", "--keys-count", str(records),
+                "--resource-code", federation.RESOURCE_CODE,
+            )  # fmt: skip
+            single_runs: list[dict[str, Any]] = []
+            routed_runs: list[dict[str, Any]] = []
+            for r in range(1, o.rounds + 1):
+                run = await bench.load("verify", fed.fuzhou.target, fed.fuzhou.agency, *keys)
+                say(_round_line("single-node Verify", r, o.rounds, run))
+                single_runs.append(run)
+                run = await bench.load("verify", fed.xiamen.target, fed.xiamen.agency, *keys)
+                say(_round_line("routed Verify", r, o.rounds, run))
+                routed_runs.append(run)
+            for node in nodes:
+                if node.process.returncode is not None:
+                    raise node.failure(f"exited with code {node.process.returncode} mid-run")
+        outcome = Outcome(targets=self.targets)
+        problems = [
+            p
+            for name, runs in (("single-node Verify", single_runs), ("routed Verify", routed_runs))
+            for run in runs
+            if (p := _load_problem(name, run))
+        ]
+        outcome.problems.extend(dict.fromkeys(problems))
+        single = _best(single_runs, "calls_per_s")
+        routed = _best(routed_runs, "calls_per_s")
+
+        def figures(run: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+            # A run with failed or wrong answers measured nothing worth a figure.
+            if problems:
+                return None, None, None
+            return run["calls_per_s"], run["p50_ms"], run["p99_ms"]
+
+        s_rate, s_p50, s_p99 = figures(single)
+        r_rate, r_p50, r_p99 = figures(routed)
+        ratio = _ratio(r_rate, s_rate)
+        outcome.rows = [
+            Rate("single-node Verify (350100 itself)", s_rate, "calls/s", s_p50, s_p99),
+            Rate("routed Verify 350200>350000>350100", r_rate, "calls/s", r_p50, r_p99),
+            Ratio("routed / single-node Verify", ratio, self.targets["routed_ratio"]),
+        ]
+        outcome.figures = {
+            "routed_verify_calls_per_s": r_rate,
+            "routed_verify_p50_ms": r_p50,
+            "routed_verify_p99_ms": r_p99,
+            "single_verify_calls_per_s": s_rate,
+            "single_verify_p50_ms": s_p50,
+            "single_verify_p99_ms": s_p99,
+            "routed_ratio": ratio,
+        }
+        outcome.notes.append(
+            f"routed Verify: three govnode processes (province, 福州, 厦门; cities admitted by "
+            f"file, province peers in its config); {records} records of "
+            f"{federation.RESOURCE_CODE} (法人单位基础信息, unconditional) on 福州; a 厦门 agency "
+            "calls 厦门, which forwards to the province, which forwards to 福州; the baseline is "
+            f"a 福州 agency calling 福州 with the same keys; {o.channels} connections x "
+            f"{o.concurrency // o.channels} calls in flight, {o.duration:g} s or {o.max_calls} "
+            f"calls per side per round, best of {o.rounds}"
+        )
+        return outcome
+
+
 def _round_line(name: str, r: int, rounds: int, run: dict[str, Any]) -> str:
     line = (
         f"{name} round {r}/{rounds}: {run['calls']} calls in {run['seconds']:.2f} s = "
@@ -298,4 +402,4 @@ class Scenario(Protocol):
 
 
 #: In running order: Submit first, so Verify finds the records it submitted.
-SCENARIOS: list[Scenario] = [SubmitScenario(), VerifyScenario()]
+SCENARIOS: list[Scenario] = [SubmitScenario(), VerifyScenario(), RoutedVerifyScenario()]

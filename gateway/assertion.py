@@ -20,8 +20,10 @@ trust a bare header. The node that first accepted the call (the origin node) sig
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -45,6 +47,7 @@ from gateway.identity import (
 ASSERTION_KEY = "govnode-caller-assertion-bin"
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
 NONCE_BYTES = 16
+_SIGNER_CACHE = 256
 
 #: Records a nonce until ``expires_at``; returns False when it was already recorded (replay).
 NonceStore = Callable[[bytes, dt.datetime], Awaitable[bool]]
@@ -84,10 +87,10 @@ def make_assertion(
     left out (the verifier trusts its own copy).
     """
     now = now or dt.datetime.now(dt.UTC)
-    origin = node_chain[0]
+    origin_uri, chain_der = _signer_material(tuple(node_chain))
     assertion = common_pb2.CallerAssertion(
         caller_identity=caller.uri,
-        origin_node=_identity_uri(origin),
+        origin_node=origin_uri,
         resource_code=resource_code,
         request_digest=request_digest(request_bytes),
         nonce=os.urandom(NONCE_BYTES),
@@ -100,12 +103,15 @@ def make_assertion(
     return common_pb2.SignedCallerAssertion(
         assertion=body,
         signature=signature,
-        signer_chain_der=[c.public_bytes(Encoding.DER) for c in node_chain],
+        signer_chain_der=chain_der,
     ).SerializeToString()
 
 
-def _identity_uri(cert: x509.Certificate) -> str:
-    return identity_of(cert).uri
+@functools.lru_cache(maxsize=16)
+def _signer_material(chain: tuple[x509.Certificate, ...]) -> tuple[str, list[bytes]]:
+    """The signing node's identity URI and DER chain: fixed per certificate, so computed once
+    (certificates are hashable and compare by content)."""
+    return identity_of(chain[0]).uri, [c.public_bytes(Encoding.DER) for c in chain]
 
 
 class AssertionVerifier:
@@ -121,6 +127,12 @@ class AssertionVerifier:
         self._trust_domain = trust_domain
         self._nonces = nonces
         self._max_skew = max_skew
+        # Signer chains already verified (DER tuple -> identity and validity window): the
+        # chain is fixed per signing certificate, so its signatures are checked once; the
+        # validity window is still checked on every call.
+        self._signers: OrderedDict[
+            tuple[bytes, ...], tuple[Identity, dt.datetime, dt.datetime]
+        ] = OrderedDict()
 
     async def verify(
         self,
@@ -140,12 +152,11 @@ class AssertionVerifier:
         try:
             signed = common_pb2.SignedCallerAssertion.FromString(blob)
             assertion = common_pb2.CallerAssertion.FromString(signed.assertion)
-            chain = [x509.load_der_x509_certificate(der) for der in signed.signer_chain_der]
-        except (DecodeError, ValueError) as exc:
+        except DecodeError as exc:
             raise UntrustedAssertion(f"caller assertion is malformed: {exc}") from None
-        origin = self._signer(chain)
+        origin, leaf = self._cached_signer(tuple(signed.signer_chain_der), now)
         try:
-            public_key = chain[0].public_key()
+            public_key = leaf.public_key()
             if not isinstance(public_key, ec.EllipticCurvePublicKey):
                 raise UntrustedAssertion("caller assertion signer has no EC key")
             public_key.verify(signed.signature, signed.assertion, ec.ECDSA(hashes.SHA256()))
@@ -188,6 +199,31 @@ class AssertionVerifier:
             raise UntrustedAssertion("caller assertion was already used (replay)")
         return VerifiedAssertion(caller, origin, resource_code, assertion.request_id, deadline)
 
+    def _cached_signer(
+        self, ders: tuple[bytes, ...], now: dt.datetime
+    ) -> tuple[Identity, x509.Certificate]:
+        if not ders:
+            raise UntrustedAssertion("caller assertion carries no signer certificate")
+        try:
+            leaf = x509.load_der_x509_certificate(ders[0])
+        except ValueError as exc:
+            raise UntrustedAssertion(f"caller assertion is malformed: {exc}") from None
+        cached = self._signers.get(ders)
+        if cached is None:
+            try:
+                chain = [leaf, *(x509.load_der_x509_certificate(d) for d in ders[1:])]
+            except ValueError as exc:
+                raise UntrustedAssertion(f"caller assertion is malformed: {exc}") from None
+            identity = self._signer(chain)
+            cached = (identity, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+            self._signers[ders] = cached
+            if len(self._signers) > _SIGNER_CACHE:
+                self._signers.popitem(last=False)
+        identity, not_before, not_after = cached
+        if not not_before <= now <= not_after:
+            raise UntrustedAssertion("caller assertion signer's certificate is not valid now")
+        return identity, leaf
+
     def _signer(self, chain: list[x509.Certificate]) -> Identity:
         if not chain:
             raise UntrustedAssertion("caller assertion carries no signer certificate")
@@ -199,9 +235,6 @@ class AssertionVerifier:
             raise UntrustedAssertion(
                 "caller assertion signer does not chain to the province root"
             ) from None
-        now = dt.datetime.now(dt.UTC)
-        if not chain[0].not_valid_before_utc <= now <= chain[0].not_valid_after_utc:
-            raise UntrustedAssertion("caller assertion signer's certificate is not valid now")
         try:
             signer = check_chain(chain, self._trust_domain)
         except IdentityError as exc:

@@ -71,6 +71,10 @@ def outgoing_timeout(
     return timeout
 
 
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
 class CircuitBreaker:
     """Closed -> open after ``threshold`` consecutive failures; open for ``cooldown`` seconds
     (calls refused at once); then half-open: one probe call is let through, its success closes
@@ -186,9 +190,11 @@ class Forwarder:
             )
         return breaker
 
-    def _retrying(self, deadline: float) -> AsyncRetrying:
+    def _retrying(self, deadline: float, attempts: int | None = None) -> AsyncRetrying:
+        limit = self.max_attempts if attempts is None else max(attempts, 1)
+
         def stop(state: RetryCallState) -> bool:
-            if stop_after_attempt(self.max_attempts)(state):
+            if stop_after_attempt(limit)(state):
                 return True
             pause = state.upcoming_sleep or 0.0
             return time.monotonic() + pause + DEADLINE_MARGIN_S >= deadline
@@ -230,24 +236,34 @@ class Forwarder:
         deadline = time.monotonic() + timeout
         call = self._channel(endpoint).unary_unary(
             method,
-            request_serializer=lambda m: m.SerializeToString(),
+            request_serializer=_serialize,
             response_deserializer=response_type.FromString,
         )
+        metadata = self._metadata(request_id, assertion)
+
+        async def once() -> Any:
+            breaker = self._admit(endpoint, region)
+            try:
+                response = await call(
+                    request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                self._record(breaker, exc)
+                raise
+            breaker.success()
+            return response
+
         try:
-            async for attempt in self._retrying(deadline):
+            # The first attempt goes straight out: the retry machinery only costs something
+            # once a peer has answered UNAVAILABLE.
+            try:
+                return await once()
+            except grpc.aio.AioRpcError as exc:
+                if not _unavailable(exc):
+                    raise
+            async for attempt in self._retrying(deadline, attempts=self.max_attempts - 1):
                 with attempt:
-                    breaker = self._admit(endpoint, region)
-                    try:
-                        response = await call(
-                            request,
-                            timeout=max(deadline - time.monotonic(), 0.001),
-                            metadata=self._metadata(request_id, assertion),
-                        )
-                    except grpc.aio.AioRpcError as exc:
-                        self._record(breaker, exc)
-                        raise
-                    breaker.success()
-                    return response
+                    return await once()
         except grpc.aio.AioRpcError as exc:
             raise self._refusal(exc, endpoint, region) from None
         raise AssertionError("unreachable")  # pragma: no cover

@@ -71,11 +71,6 @@ def current_forwarded() -> Forwarded | None:
     return _current_forwarded.get()
 
 
-def current_forwarder() -> Peer | None:
-    forwarded = _current_forwarded.get()
-    return forwarded.forwarder if forwarded else None
-
-
 def set_current_forwarded(forwarded: Forwarded | None) -> contextvars.Token[Forwarded | None]:
     return _current_forwarded.set(forwarded)
 

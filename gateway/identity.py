@@ -175,7 +175,3 @@ def check_chain(chain: list[x509.Certificate], trust_domain: str) -> Identity:
                 f"identity {ident} is outside the region its CA may vouch for ({', '.join(hosts)})"
             )
     return ident
-
-
-def load_pem_chain(pem: bytes) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(pem)

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from gateway.identity import IdentityError
-from gateway.tls import TlsFiles
 from node.config import ConfigError, NodeConfig, load_config
 from node.errors import DomainError
 from node.pki import PkiError
@@ -69,14 +68,6 @@ def cert_hosts(listen: str, extra: list[str]) -> list[str]:
             if not h.replace("-", "").replace(".", "").isalnum():
                 raise UserError(f"--host {h!r} is neither an IP address nor a DNS name") from None
     return hosts
-
-
-def node_files(config: NodeConfig) -> TlsFiles:
-    return TlsFiles(
-        key=config.path(config.tls.key),
-        chain=config.path(config.tls.cert),
-        root=config.path(config.tls.root),
-    )
 
 
 def echo(message: str) -> None:

@@ -11,7 +11,8 @@ import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.channel import secure_channel
-from node.cli._common import CONFIG_OPTION, echo, load, node_files
+from node.app import node_tls_files
+from node.cli._common import CONFIG_OPTION, echo, load
 from node.logging import configure_logging
 
 
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         address = target or cfg.node.listen.replace("0.0.0.0:", "127.0.0.1:")
 
         async def check() -> str:
-            async with secure_channel(address, node_files(cfg), timeout=timeout) as channel:
+            async with secure_channel(address, node_tls_files(cfg), timeout=timeout) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
                 return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

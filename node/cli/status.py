@@ -14,7 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from govnode.v1 import federation_pb2, federation_pb2_grpc
 
 from gateway.channel import secure_channel
-from node.cli._common import CONFIG_OPTION, echo, load, node_files
+from node.app import node_tls_files
+from node.cli._common import CONFIG_OPTION, echo, load
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 MODES = {
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
         address = cfg.node.listen.replace("0.0.0.0:", "127.0.0.1:")
 
         async def fetch() -> tuple[federation_pb2.NodeInfo, list[federation_pb2.Peer]]:
-            async with secure_channel(address, node_files(cfg), timeout=timeout) as channel:
+            async with secure_channel(address, node_tls_files(cfg), timeout=timeout) as channel:
                 stub = federation_pb2_grpc.FederationServiceStub(channel)
                 info = await stub.GetNodeInfo(federation_pb2.GetNodeInfoRequest())
                 peers: list[federation_pb2.Peer] = []

@@ -15,6 +15,7 @@ For each RPC, whatever its streaming shape, the guard:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import os
@@ -161,6 +162,18 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    async def drain(self, within_s: float) -> int:
+        """Wait (at most ``within_s`` seconds) until every call in progress has finished; returns
+        how many were still running. A stopping node calls this after ``server.stop()``, which
+        cancels calls without waiting for them, and before it closes its database, so that no
+        handler is left awaiting a connection that is gone."""
+        current = asyncio.current_task()
+        pending = [t for t in self._inflight if t is not current and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=within_s)
+        return sum(not t.done() for t in pending)
 
     async def intercept_service(
         self,
@@ -174,7 +187,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if handler is None:
                 return None
             guarded = self._guarded[method] = _Guarded(
-                self._auth, self._audit, method, self._verifier
+                self._auth, self._audit, method, self._verifier, self._inflight
             ).wrap(handler)
         return guarded
 
@@ -186,13 +199,19 @@ class _Guarded:
         audit: AuditSink | None,
         method: str,
         verifier: AssertionVerifier | None = None,
+        inflight: set[asyncio.Task[Any]] | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
         self.method = method
         self.verifier = verifier
+        self.inflight = inflight
 
     async def enter(self, call: _Call, context: Context) -> None:
+        task = asyncio.current_task()
+        if self.inflight is not None and task is not None:
+            self.inflight.add(task)
+            task.add_done_callback(self.inflight.discard)
         request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
         if self.method in TOKEN_AUTHORISED_METHODS:

@@ -102,6 +102,7 @@ class RunningNode:
     sync: CitySync | None = None  # city nodes: catalog exchange with the province
     join_port: int | None = None  # province with federation.join_listen: the join port
     forwarder: Forwarder | None = None  # routed calls: channels and breakers per peer
+    guard: GuardInterceptor | None = None  # to wait for calls in progress when stopping
 
     @property
     def address(self) -> str:
@@ -115,6 +116,10 @@ class RunningNode:
             await self.sync.stop()
         await self.health.set_serving(False)
         await self.server.stop(grace)
+        if self.guard is not None:
+            left = await self.guard.drain(max(grace, 1.0) + 4.0)
+            if left:
+                log.warning("calls_still_running_at_stop", count=left)
         if self.forwarder is not None:
             await self.forwarder.close()
         await self.audit.close()
@@ -171,6 +176,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             exchange=exchange,
             province_link=link,
             router=Router(config, db, forwarder),
+            audit_log=audit,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -193,7 +199,16 @@ async def start_node(config: NodeConfig) -> RunningNode:
         await db.close()
         raise
     node = RunningNode(
-        config, identity, server, health, db, audit, port, join_port=join_port, forwarder=forwarder
+        config,
+        identity,
+        server,
+        health,
+        db,
+        audit,
+        port,
+        join_port=join_port,
+        forwarder=forwarder,
+        guard=guard,
     )
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(

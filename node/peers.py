@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from google.protobuf import json_format
 from govnode.v1 import federation_pb2
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from node.models import FederationMemberRow, FeedCursorRow, NodeMetaRow
+from node.models import FederationMemberRow, FeedCursorRow, NodeMetaRow, SubPlatformApprovalRow
 from node.storage import Database
 
 HEALTHY_BEATS = 3
@@ -107,9 +108,16 @@ async def record_peer_info(db: Database, region: str, info: federation_pb2.NodeI
     async def txn(session: AsyncSession) -> None:
         row = await session.get(NodeMetaRow, key, with_for_update=True)
         if row is None:
-            session.add(NodeMetaRow(key=key, value=value))
-        else:
-            row.value = value
+            try:  # two heartbeats of a new peer may race to insert its first row
+                async with session.begin_nested():
+                    session.add(NodeMetaRow(key=key, value=value))
+                return
+            except IntegrityError as error:
+                if not db.is_unique_violation(error):
+                    raise
+            row = await session.get(NodeMetaRow, key, with_for_update=True, populate_existing=True)
+            assert row is not None  # the other heartbeat's row, committed
+        row.value = value
 
     await db.write("peers.record_info", txn)
 
@@ -130,6 +138,7 @@ async def province_peers(
                 )
             ).all()
         }
+        approved = set((await session.exec(select(SubPlatformApprovalRow.region).distinct())).all())
         regions = sorted(r for r in set(members) | set(infos) if r > after_region)[:limit]
         peers = []
         for region in regions:
@@ -140,11 +149,11 @@ async def province_peers(
             json_format.ParseDict(stored.get("node", {}), info, ignore_unknown_fields=True)
             info.region = region
             info.mode = federation_pb2.NODE_MODE_CITY
+            info.approved_sub_platform = region in approved  # the province's record decides
             last_seen = None
             if member is not None:
                 info.name = info.name or member.name
                 info.listen_address = info.listen_address or member.endpoint
-                info.approved_sub_platform = member.approved_sub_platform
                 last_seen = member.last_seen_at
             if last_seen is None and "seen_at" in stored:
                 last_seen = dt.datetime.fromisoformat(stored["seen_at"])

@@ -54,6 +54,7 @@ from node.models import (
     CatalogEntryVersionRow,
     ElementSourceRow,
 )
+from node.probe import check_catalog_write
 from node.storage import Database, utc_now
 
 __all__ = ["Catalog"]
@@ -111,7 +112,8 @@ class Catalog:
     async def register(
         self, caller: Identity, entry: ResourceEntry, request_id: str = ""
     ) -> ResourceEntry:
-        """Register a new entry as version 1. Only the providing agency may register it.
+        """Register a new entry as version 1. Only the providing agency may register it; a
+        probe entry, only a conformance tester (node.probe).
 
         The entry is checked first, so a malformed request is INVALID_ARGUMENT whoever sends
         it; then the caller must be the provider.
@@ -119,7 +121,8 @@ class Catalog:
         code = entry.resource_code
         check_request_id(request_id)
         validate_entry(entry, node_region=self.region)
-        if caller.role is not Role.AGENCY or caller.subject != entry.provider_code:
+        tester = check_catalog_write(caller, code, probe=entry.probe, action="register")
+        if not tester and (caller.role is not Role.AGENCY or caller.subject != entry.provider_code):
             raise PermissionDenied(
                 f"{_who(caller)} may not register resource {code}: only its provider agency "
                 f"{entry.provider_code} may register it (第十八条)"
@@ -188,6 +191,12 @@ class Catalog:
                     f'"{entry.provider_code}"; the provider of a resource is fixed'
                 )
             current = entry_from_json(row.body)
+            if entry.probe != current.probe:
+                raise InvalidArgument(
+                    f"entry.probe: cannot change from {str(current.probe).lower()} to "
+                    f"{str(entry.probe).lower()}; whether a resource is a conformance probe "
+                    "is fixed (第三十一条)"
+                )
             new = entry.model_copy(
                 update={
                     "region": row.region,
@@ -412,6 +421,9 @@ class Catalog:
         row = await session.get(CatalogEntryRow, code, with_for_update=True)
         if row is None:
             raise _not_found(code)
+        probe = entry_from_json(row.body).probe
+        if check_catalog_write(caller, code, probe=probe, action=action):
+            return row
         if caller.role is not Role.AGENCY or caller.subject != row.provider_code:
             raise PermissionDenied(
                 f"only the provider agency {row.provider_code} may {action} resource {code}; "

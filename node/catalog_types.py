@@ -188,6 +188,9 @@ class ResourceEntry(BaseModel):
     status: ResourceStatus = ResourceStatus.ACTIVE
     created_at: UtcDatetime | None = None
     updated_at: UtcDatetime | None = None
+    #: A conformance probe resource (第三十一条): registered, changed and fed with records by
+    #: testers only, never counted in aggregation status (rules in :mod:`node.probe`).
+    probe: bool = False
 
 
 class CatalogChange(BaseModel):
@@ -213,7 +216,12 @@ def canonical_json(data: Any) -> str:
 
 
 def entry_to_json(entry: ResourceEntry) -> str:
-    return canonical_json(entry.model_dump(mode="json"))
+    data = entry.model_dump(mode="json")
+    if not data["probe"]:
+        # Left out unless set: entries stored before probes existed keep their exact text, so
+        # catalog digests stay equal across nodes whichever release wrote an entry.
+        del data["probe"]
+    return canonical_json(data)
 
 
 def entry_from_json(text: str) -> ResourceEntry:

@@ -389,6 +389,39 @@ def issue_leaf(
     return KeyPair(key, cert) if key else cert
 
 
+def issue_out_of_region_probe(
+    ca: KeyPair, identity: Identity, *, common_name: str, days: int
+) -> KeyPair:
+    """A negative certificate for conformance testing (第三十一条): signed by ``ca`` but
+    carrying an identity outside what ``ca``'s name constraints let it vouch for, which every
+    peer must refuse (BoringSSL at the handshake, then :func:`check_chain`).
+
+    :func:`issue_leaf` refuses to mint such a thing, and should; this is the one deliberate way
+    around it, and it mints nothing else: an identity the CA may vouch for is refused here, and
+    the result is checked to fail the peers' rule before it is returned.
+    """
+    _require_ca(ca)
+    permitted = permitted_uri_hosts(ca.cert) or []
+    if identity.host in permitted:
+        raise PkiError(
+            f"{identity} is within what CA {ca.cert.subject.rfc4514_string()} may vouch for: "
+            "issue it with issue_leaf, not as an out-of-region probe"
+        )
+    key = generate_key()
+    now = _now()
+    cert = _build_leaf(
+        ca, identity, key.public_key(), common_name=common_name,
+        not_before=now - CLOCK_SKEW, not_after=min(
+            now + dt.timedelta(days=days), ca.cert.not_valid_after_utc
+        ),
+    )
+    try:
+        check_chain([cert, ca.cert], identity.trust_domain)
+    except IdentityError:
+        return KeyPair(key, cert)
+    raise PkiError(f"{identity} from {ca.cert.subject.rfc4514_string()} would be accepted")
+
+
 def check_node_csr(
     csr: x509.CertificateSigningRequest, *, region: str, trust_domain: str
 ) -> list[str]:

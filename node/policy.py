@@ -9,6 +9,9 @@ One decision per call, before any data is read:
   (第二十五条); until grants exist every such call is refused, saying an application is needed;
 - 无条件共享 (UNCONDITIONAL) resources serve any registered agency, with sensitive items masked
   by their masking rule.
+
+Conformance testers (第三十一条, node.probe) use probe resources only, and under exactly the
+rules above for an agency that is not the provider: nobody is the provider of a probe.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from gateway.identity import Identity, Role
 from node.catalog_types import MaskingKind, ResourceEntry, ResourceStatus, ShareMethod, ShareType
 from node.errors import FailedPrecondition, PermissionDenied
+from node.probe import check_tester_use, is_tester
 
 METHOD_NAMES = {
     ShareMethod.VERIFY: "联机验证 (Verify)",
@@ -39,7 +43,8 @@ class Access:
 
 def is_provider(caller: Identity, entry: ResourceEntry) -> bool:
     return (
-        caller.role is Role.AGENCY
+        not entry.probe  # a probe's provider_code is a label; only testers feed it
+        and caller.role is Role.AGENCY
         and caller.subject == entry.provider_code
         and caller.region == entry.region
     )
@@ -50,14 +55,15 @@ def authorize(caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Ac
     code = entry.resource_code
     if entry.status is ResourceStatus.WITHDRAWN:
         raise FailedPrecondition(f"resource {code} ({entry.name}) is withdrawn")
-    if caller.role is not Role.AGENCY:
+    check_tester_use(caller, entry)
+    if caller.role is not Role.AGENCY and not is_tester(caller):
         raise PermissionDenied(
             f"{caller} is not an agency system; data sharing calls are made by agencies"
         )
     items = frozenset(i.name for i in entry.items)
     if is_provider(caller, entry):
         return Access(is_provider=True, visible_items=items, clear_items=items)
-    who = f"agency {caller.subject} ({caller.region})"
+    who = f"{caller.role.value} {caller.subject} ({caller.region})"
     if entry.share_type is ShareType.NOT_SHARED:
         raise PermissionDenied(
             f"resource {code} ({entry.name}) is 暂不共享 (not shared) under "

@@ -1,11 +1,13 @@
-"""Creating node directories and agency credentials: what ``govnode init`` and
-``govnode agency add`` do, callable from the demo and the tests as well.
+"""Creating node directories and credentials: what ``govnode init``, ``govnode agency add``
+and ``govnode certs issue-tester`` do, callable from the demo and the tests as well.
 
 A node directory holds ``govnode.toml`` and ``tls/`` (0700) with the files the config names.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.identity import Identity, Role, make_identity, permitted_uri_hosts
+from gateway.identity import (
+    Identity,
+    IdentityError,
+    Role,
+    identity_of,
+    make_identity,
+    permitted_uri_hosts,
+)
 from node.codes import (
     FUJIAN_DIVISIONS,
     Region,
@@ -32,6 +41,8 @@ from node.pki import (
     fingerprint,
     generate_key,
     issue_leaf,
+    issue_out_of_region_probe,
+    serial_hex,
     sign_intermediate,
     sign_node_csr,
 )
@@ -43,6 +54,7 @@ from node.pki_files import (
     write_pem,
     write_private_key,
 )
+from node.revocation import Revocations
 
 CONFIG_NAME = "govnode.toml"
 
@@ -329,3 +341,181 @@ def issue_client(
     except PkiError as exc:
         raise ProvisionError(str(exc)) from None
     return keypair, write_client_bundle(out, keypair, [ca.cert], root)
+
+
+# --- conformance testers (第三十一条) --------------------------------------------------------
+
+#: Why the tester bundle's "revoked" certificate is revoked. The revocation list itself carries
+#: an RFC 5280 reason (it travels to every city and into signed CRLs), so it records
+#: ``unspecified``; this text goes into the manifest and the command's output.
+TESTER_REVOKED_NOTE = "conformance probe: revoked on issue"
+TESTER_EXPIRED_AGE = dt.timedelta(days=30)
+_REVOKED_SUFFIX = "-revoked"
+
+#: Manifest name -> path inside the bundle directory; the conformance suite finds files by them.
+TESTER_FILES = {"key": "tester.key", "cert": "tester.crt", "root": "root.pem"}
+TESTER_NEGATIVES = {"expired": "expired", "revoked": "revoked", "wrong_region": "wrong-region"}
+TESTER_MANIFEST = "tester.json"
+
+
+@dataclass(frozen=True)
+class TesterCredentials:
+    """A tester's certificates, made in memory by :func:`prepare_tester`; nothing written yet."""
+
+    config: NodeConfig
+    out: Path
+    ca: KeyPair
+    root: x509.Certificate
+    valid: KeyPair
+    #: manifest name ("expired", "revoked", "wrong_region") -> the negative certificate
+    negatives: dict[str, KeyPair]
+
+
+@dataclass(frozen=True)
+class TesterBundle:
+    """What :func:`issue_tester` wrote: the tester's identity and every file, by its path."""
+
+    identity: Identity
+    serial: str
+    not_after: dt.datetime
+    manifest: Path
+    files: dict[str, Path]  # path relative to the bundle directory -> where it was written
+    revoked_serial: str
+
+
+def _tester_paths(out: Path) -> list[Path]:
+    names = [*TESTER_FILES.values(), TESTER_MANIFEST]
+    for stem in TESTER_NEGATIVES.values():
+        names += [f"negative/{stem}.key", f"negative/{stem}.crt"]
+    return [out / name for name in names]
+
+
+def prepare_tester(
+    config: NodeConfig, *, name: str, out: Path, days: int = 30
+) -> TesterCredentials:
+    """At the province: every check, then a conformance tester's certificates, in memory.
+
+    - ``valid``: ``spiffe://<province>.<trust-domain>/tester/<name>`` for ``days``;
+    - ``expired``: the same identity, valid from 30 days ago until yesterday;
+    - ``revoked``: ``.../tester/<name>-revoked``, valid, to be revoked by :func:`issue_tester`;
+    - ``wrong_region``: ``spiffe://<the province's first city>.<trust-domain>/tester/<name>``
+      signed by the province CA, whose name constraints do not permit it.
+
+    Refuses a city's config (testers are the province's: its CA is the one every node trusts
+    for province identities), a name that does not make a valid identity, and an ``out``
+    that already holds any file of a bundle.
+    """
+    node = config.node
+    if node.mode is not Mode.PROVINCE:
+        raise ProvisionError(
+            f"{node.name} ({node.region}) is a city node: conformance testers are issued by the "
+            "province (第三十一条); run this with the province's config"
+        )
+    if days < 1:
+        raise ProvisionError(f"--days: must be at least 1, got {days}")
+    if len(name) > 64 - len(_REVOKED_SUFFIX):
+        raise ProvisionError(
+            f"--name: at most {64 - len(_REVOKED_SUFFIX)} characters (the revoked certificate's "
+            f"identity adds {_REVOKED_SUFFIX!r}), got {len(name)}"
+        )
+    region, trust_domain = node.region, node.trust_domain
+    city = region[:2] + "01" + region[4:]  # the province's first city, e.g. 350100
+    try:
+        identity = make_identity(region, trust_domain, Role.TESTER, name)
+        revoked_identity = make_identity(
+            region, trust_domain, Role.TESTER, name + _REVOKED_SUFFIX
+        )
+        outside = make_identity(city, trust_domain, Role.TESTER, name)
+    except IdentityError as exc:
+        raise ProvisionError(f"--name: {exc}") from None
+    for path in _tester_paths(out):
+        if path.exists():
+            raise ProvisionError(
+                f"{path} exists already: {out} holds a tester bundle; refusing to overwrite it "
+                "(choose another --out)"
+            )
+    ca = region_ca(config)
+    root = load_certs(config.path(config.tls.root))[0]
+    common_name = f"conformance tester {name}"
+    now = dt.datetime.now(dt.UTC)
+    try:
+        valid = issue_leaf(ca, identity, common_name=common_name, days=days)
+        negatives = {
+            "expired": issue_leaf(
+                ca,
+                identity,
+                common_name=common_name,
+                not_before=now - TESTER_EXPIRED_AGE,
+                not_after=now - dt.timedelta(days=1),
+            ),
+            "revoked": issue_leaf(ca, revoked_identity, common_name=common_name, days=days),
+            "wrong_region": issue_out_of_region_probe(
+                ca, outside, common_name=common_name, days=days
+            ),
+        }
+    except PkiError as exc:
+        raise ProvisionError(str(exc)) from None
+    return TesterCredentials(config, out, ca, root, valid, negatives)
+
+
+async def issue_tester(credentials: TesterCredentials, revocations: Revocations) -> TesterBundle:
+    """Revoke the bundle's "revoked" certificate in the province's revocation list (what
+    ``govnode certs revoke`` does: the province refuses it from now on, cities from their next
+    heartbeat), then write the bundle and its ``tester.json`` manifest (last, so a manifest
+    means a complete bundle). Keys are written 0600."""
+    config, out = credentials.config, credentials.out
+    node_identity = make_identity(config.node.region, config.node.trust_domain, Role.NODE)
+    revoked = credentials.negatives["revoked"].cert
+    await revocations.revoke(
+        serial_hex=serial_hex(revoked),
+        identity=str(identity_of(revoked)),
+        issuer_region=config.node.region,
+        reason="unspecified",
+        revoked_by=str(node_identity),
+    )
+    written: dict[str, Path] = {}
+
+    def write(pair: KeyPair, stem: str) -> dict[str, str]:
+        key, cert = f"{stem}.key", f"{stem}.crt"
+        written[key] = write_private_key(out / key, pair.key)
+        written[cert] = write_pem(out / cert, pair.cert, credentials.ca.cert)
+        return {"key": key, "cert": cert}
+
+    write(credentials.valid, "tester")
+    written[TESTER_FILES["root"]] = write_pem(out / TESTER_FILES["root"], credentials.root)
+    expect = {
+        "expired": "refused at the TLS handshake (UNAVAILABLE): the certificate has expired",
+        "revoked": "UNAUTHENTICATED at the province: the certificate is revoked (at cities "
+        "from their next heartbeat)",
+        "wrong_region": "refused at the TLS handshake (UNAVAILABLE): the identity lies outside "
+        "the name constraints of the CA that signed it",
+    }
+    negative: dict[str, dict[str, str]] = {}
+    for label, stem in TESTER_NEGATIVES.items():
+        pair = credentials.negatives[label]
+        negative[label] = write(pair, f"negative/{stem}") | {
+            "identity": str(identity_of(pair.cert)),
+            "serial": serial_hex(pair.cert),
+            "not_after": _iso(pair.cert.not_valid_after_utc),
+            "expect": expect[label],
+        }
+    negative["revoked"]["reason"] = TESTER_REVOKED_NOTE
+    leaf = credentials.valid.cert
+    manifest = {
+        "identity": str(identity_of(leaf)),
+        "serial": serial_hex(leaf),
+        "not_after": _iso(leaf.not_valid_after_utc),
+        "files": TESTER_FILES,
+        "negative": negative,
+    }
+    path = out / TESTER_MANIFEST
+    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    written[TESTER_MANIFEST] = path
+    return TesterBundle(
+        identity_of(leaf), serial_hex(leaf), leaf.not_valid_after_utc, path, written,
+        serial_hex(revoked),
+    )
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -39,6 +39,7 @@ from gateway.identity import Identity, Role
 from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from node.probe import check_submitter
 from node.records_query import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -145,7 +146,8 @@ class Records:
         """Aggregate one batch of records into ``entry`` (汇聚, 第二十一条).
 
         The request's shape is checked first (INVALID_ARGUMENT whoever sends it), then the
-        caller must be the provider, then the resource must be active here. Each record is
+        caller must be the provider (a tester, for a probe resource: node.probe), then the
+        resource must be active here. Each record is
         checked against the catalog (第十二、十五条); a refused record gets one
         :class:`Rejection` per problem and the others are still applied. A record replaces the
         stored record with the same key as its next version (every version is kept); one equal
@@ -157,7 +159,8 @@ class Records:
         code = entry.resource_code
         now = self._now()
         check_batch(entry, batch, now)
-        if caller.role is not Role.AGENCY or caller.subject != entry.provider_code:
+        tester = check_submitter(caller, entry)  # probe records: testers only (第三十一条)
+        if not tester and (caller.role is not Role.AGENCY or caller.subject != entry.provider_code):
             raise PermissionDenied(
                 f"{_who(caller)} may not submit records of resource {code}: only its provider "
                 f"agency {entry.provider_code} may (第二十一条)"

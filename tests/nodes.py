@@ -51,6 +51,17 @@ class ProvinceSetup:
             self.bundles[code] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
         return self.bundles[code]
 
+    def tester(self, name: str = "lab-1") -> TlsFiles:
+        """Issue (once) and return a conformance tester's client bundle (第三十一条)."""
+        label = f"tester:{name}"
+        if label not in self.bundles:
+            out = self.base / "testers" / name
+            _, paths = issue_client(
+                self.config, role=Role.TESTER, subject=name, name=f"conformance {name}", out=out
+            )
+            self.bundles[label] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
+        return self.bundles[label]
+
     def custom_client(self, name: str, keypair: KeyPair, chain: list[x509.Certificate]) -> TlsFiles:
         """Write a bundle for a hand-made certificate (expired, foreign, out of region...)."""
         out = self.base / "custom" / name
@@ -248,5 +259,3 @@ async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[F
     finally:
         for member in reversed(fed.members):
             await member.stop()
-
-

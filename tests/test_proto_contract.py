@@ -312,6 +312,7 @@ COMMON_MESSAGES: dict[str, dict[str, int]] = {
         "status": 20,
         "created_at": 21,
         "updated_at": 22,
+        "probe": 23,
     },
     "Record": {"values": 1},
     "Caller": {"identity": 1, "region": 2, "role": 3, "subject": 4},

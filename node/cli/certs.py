@@ -1,4 +1,5 @@
-"""``govnode certs``: sign a city's CA, install it, revoke and inspect certificates."""
+"""``govnode certs``: sign a city's CA, install it, issue testers, revoke and inspect
+certificates."""
 
 from __future__ import annotations
 
@@ -15,11 +16,21 @@ from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
 from node.pki import fingerprint, fingerprint_matches, serial_hex, sign_intermediate
 from node.pki_files import load_certs, load_keypair, write_pem
-from node.provision import ProvisionError, install_city_ca
+from node.provision import (
+    TESTER_REVOKED_NOTE,
+    ProvisionError,
+    TesterBundle,
+    TesterCredentials,
+    install_city_ca,
+    issue_tester,
+    prepare_tester,
+)
 from node.revocation import REASONS, Revocations, normalise_serial
 from node.storage import Database
 
-app = typer.Typer(help="Sign, install, revoke and inspect certificates.", no_args_is_help=True)
+app = typer.Typer(
+    help="Sign, install, issue, revoke and inspect certificates.", no_args_is_help=True
+)
 
 
 def _load_csr(path: Path) -> x509.CertificateSigningRequest:
@@ -130,6 +141,60 @@ def revoke(
     serial = normalise_serial(serial)
     asyncio.run(_revoke(cfg, serial, identity, region, reason))
     echo(f"Revoked certificate {serial} {identity}".rstrip() + f" ({reason})")
+
+
+async def _issue_tester(cfg: NodeConfig, credentials: TesterCredentials) -> TesterBundle:
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        return await issue_tester(credentials, Revocations(db))
+    finally:
+        await db.close()
+
+
+@app.command("issue-tester")
+def issue_tester_command(
+    config: Path = CONFIG_OPTION,
+    name: str = typer.Option(
+        ..., "--name", help="The tester's name, e.g. lab-1: its identity is .../tester/NAME."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for the bundle; refused if it already holds one."
+    ),
+    days: int = typer.Option(30, "--days", min=1, max=365, help="Validity in days."),
+) -> None:
+    """At the province: issue a conformance tester's credentials (第三十一条).
+
+    Writes tester.key, tester.crt and root.pem (the tester's identity
+    spiffe://<province>.<trust-domain>/tester/NAME), and under negative/ three certificates
+    every node must refuse: expired, revoked (recorded in the province's revocation list at
+    once; cities learn it on their next heartbeat) and wrong-region (an identity outside the
+    province CA's name constraints). tester.json lists them all.
+    """
+    cfg = load(config)
+    credentials = prepare_tester(cfg, name=name, out=out, days=days)
+    bundle = asyncio.run(_issue_tester(cfg, credentials))
+    cst = dt.timezone(dt.timedelta(hours=8), "CST")
+    echo(f"Issued conformance tester {bundle.identity} (第三十一条)")
+    echo(
+        f"  serial {bundle.serial}, valid until "
+        f"{bundle.not_after.astimezone(cst):%Y-%m-%d %H:%M} CST, "
+        f"fingerprint {fingerprint(credentials.valid.cert)}"
+    )
+    for relative in ("tester.key", "tester.crt", "root.pem"):
+        echo(f"  {bundle.files[relative]}")
+    echo("  negative certificates every node must refuse:")
+    echo(f"    expired       {bundle.files['negative/expired.crt']} (ended yesterday)")
+    echo(
+        f"    revoked       {bundle.files['negative/revoked.crt']} (serial "
+        f"{bundle.revoked_serial}, revoked here: {TESTER_REVOKED_NOTE})"
+    )
+    outside = identity_of(credentials.negatives["wrong_region"].cert)
+    echo(
+        f"    wrong-region  {bundle.files['negative/wrong-region.crt']} ({outside}, outside "
+        "this CA's name constraints)"
+    )
+    echo(f"  manifest: {bundle.manifest}")
 
 
 async def _list(cfg: NodeConfig) -> None:

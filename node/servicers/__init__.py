@@ -31,6 +31,7 @@ from govnode.v1 import (
 from gateway.audit import AuditSink
 from gateway.identity import Identity
 from gateway.refusal import Refusal
+from node.audit import AuditLog
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -38,6 +39,7 @@ from node.federation_sync import CatalogExchange
 from node.peers import ProvinceLink
 from node.records import Records
 from node.routing import Router
+from node.servicers.audit import AuditServicer
 from node.servicers.catalog import CatalogServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
@@ -63,7 +65,10 @@ PLANNED: dict[str, str] = {
     "SharingService": "Exchange and Subscribe arrive with sharing governance",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
     "AccessService": "有条件共享 applications, grants and change requests are not available yet",
-    "AuditService": "the audit log API arrives with federation (use `govnode audit tail`)",
+    "AuditService": (
+        "GetCheckpoint and StreamUsageLog are not available yet (QueryAudit works; "
+        "`govnode audit verify` checks the hash chain)"
+    ),
     "OpenDataService": "open data (第二十九至三十六条) is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -84,6 +89,8 @@ class Services:
     router: Router | None = None  # forwards calls on other regions' resources
     #: City nodes: the sync task's view of the province (ListPeers).
     province_link: ProvinceLink | None = None
+    #: The log ``audit`` writes to, read by AuditService.QueryAudit.
+    audit_log: AuditLog | None = None
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -151,24 +158,24 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             SharingServicer(services.catalog, services.records, services.audit, services.router)
         ],
         "govnode.v1.FederationService": [
-            FederationServicer(services.config, services.identity, services.catalog),
+            FederationServicer(services.config, services.identity, services.catalog, services.db),
             JoinServicer(services.config, services.db),
             FederationSyncServicer(
                 services.config, services.identity, services.catalog, services.exchange
             ),
-            PeersServicer(
-                services.config, services.db, services.exchange, services.province_link
-            ),
+            PeersServicer(services.config, services.db, services.exchange, services.province_link),
         ],
     }
+    if services.audit_log is not None:
+        implementations["govnode.v1.AuditService"] = [
+            AuditServicer(services.audit_log, services.config.node.region)
+        ]
     names = []
     for service in service_descriptors():
         impls = implementations.get(service.full_name, [])
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for method in service.methods:
-            fn = next(
-                (getattr(i, method.name) for i in impls if hasattr(i, method.name)), None
-            )
+            fn = next((getattr(i, method.name) for i in impls if hasattr(i, method.name)), None)
             behaviour = _map_errors(method, fn) if fn else _unimplemented(service, method)
             handlers[method.name] = _handler(method, behaviour)
         server.add_generic_rpc_handlers(

@@ -129,6 +129,7 @@ def entry_from_proto(msg: common_pb2.ResourceEntry, path: str = "entry") -> Reso
         open_conditions=msg.open_conditions,
         update_cycle=_enum_in("UpdateCycle", msg.update_cycle, f"{path}.update_cycle", UpdateCycle),
         publish_date=msg.publish_date,
+        probe=msg.probe,
     )
 
 
@@ -184,5 +185,6 @@ def entry_to_proto(entry: ResourceEntry) -> common_pb2.ResourceEntry:
         publish_date=entry.publish_date,
         version=entry.version,
         status=_enum_out("ResourceStatus", entry.status),  # type: ignore[arg-type]
+        probe=entry.probe,
         **kwargs,
     )

@@ -20,7 +20,7 @@ from gateway.identity import Role
 from gateway.interceptors import add_audit_detail, current_request_id
 from node.catalog import Catalog
 from node.catalog_types import ResourceEntry, ShareMethod
-from node.errors import FailedPrecondition, InvalidArgument
+from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.policy import authorize, is_provider
 from node.records import (
     MatchResult,
@@ -232,13 +232,24 @@ class SharingServicer:
     async def GetAggregationStatus(
         self, request: sharing_pb2.GetAggregationStatusRequest, context: Any
     ) -> sharing_pb2.GetAggregationStatusResponse:
-        """汇聚 status (第二十一条): an agency sees its own resources; nodes see all."""
+        """汇聚 status (第二十一条): an agency sees its own resources; nodes see all. Probe
+        resources are never counted, so a tester has nothing to see here (第三十一条)."""
         caller = current_peer().identity
+        if caller.role is Role.TESTER:
+            raise PermissionDenied(
+                f"{caller} may not read aggregation status: it covers agencies' resources, and "
+                "probe resources are never counted in it (tester identities may use only probe "
+                "resources, 第三十一条)"
+            )
         provider = request.provider_code
         if caller.role is Role.AGENCY:
             provider = caller.subject
         entries, _ = await self._catalog.list(provider_code=provider or None, page_size=500)
-        own = [e for e in entries if caller.role is not Role.AGENCY or is_provider(caller, e)]
+        own = [
+            e
+            for e in entries
+            if not e.probe and (caller.role is not Role.AGENCY or is_provider(caller, e))
+        ]
         statuses = await self._records.aggregation_status(own)
         out = []
         for s, e in zip(statuses, own, strict=True):

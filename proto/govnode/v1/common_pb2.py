@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17govnode/v1/common.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0eValidationRule\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.govnode.v1.ValidationKind\x12\x13\n\x0b\x65num_values\x18\x02 \x03(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x12\n\nmax_length\x18\x04 \x01(\r\"[\n\x0bMaskingRule\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.govnode.v1.MaskingKind\x12\x12\n\nkeep_first\x18\x02 \x01(\r\x12\x11\n\tkeep_last\x18\x03 \x01(\r\"\xb1\x02\n\x08\x44\x61taItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\'\n\tdata_type\x18\x03 \x01(\x0e\x32\x14.govnode.v1.DataType\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x0b\n\x03key\x18\x05 \x01(\x08\x12\x19\n\x11sensitivity_level\x18\x06 \x01(\r\x12.\n\nvalidation\x18\x07 \x01(\x0b\x32\x1a.govnode.v1.ValidationRule\x12(\n\x07masking\x18\x08 \x01(\x0b\x32\x17.govnode.v1.MaskingRule\x12\x18\n\x10standard_element\x18\t \x01(\t\x12\x1c\n\x14\x61uthoritative_source\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"\xb5\x05\n\rResourceEntry\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rprovider_name\x18\x03 \x01(\t\x12\x15\n\rprovider_code\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x32\n\x0e\x63lassification\x18\x06 \x01(\x0e\x32\x1a.govnode.v1.Classification\x12\x19\n\x11industry_category\x18\x07 \x01(\t\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12#\n\x05items\x18\n \x03(\x0b\x32\x14.govnode.v1.DataItem\x12)\n\nshare_type\x18\x0b \x01(\x0e\x32\x15.govnode.v1.ShareType\x12\x18\n\x10share_conditions\x18\x0c \x01(\t\x12\x13\n\x0blegal_basis\x18\r \x01(\t\x12.\n\rshare_methods\x18\x0e \x03(\x0e\x32\x17.govnode.v1.ShareMethod\x12\'\n\topen_type\x18\x0f \x01(\x0e\x32\x14.govnode.v1.OpenType\x12\x17\n\x0fopen_conditions\x18\x10 \x01(\t\x12-\n\x0cupdate_cycle\x18\x11 \x01(\x0e\x32\x17.govnode.v1.UpdateCycle\x12\x14\n\x0cpublish_date\x18\x12 \x01(\t\x12\x0f\n\x07version\x18\x13 \x01(\x03\x12*\n\x06status\x18\x14 \x01(\x0e\x32\x1a.govnode.v1.ResourceStatus\x12.\n\ncreated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\x06Record\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.govnode.v1.Record.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x06\x43\x61ller\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"\xee\x01\n\x0f\x43\x61llerAssertion\x12\x17\n\x0f\x63\x61ller_identity\x18\x01 \x01(\t\x12\x13\n\x0borigin_node\x18\x02 \x01(\t\x12\x15\n\rresource_code\x18\x03 \x01(\t\x12\x16\n\x0erequest_digest\x18\x04 \x01(\x0c\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12-\n\tissued_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x15SignedCallerAssertion\x12\x11\n\tassertion\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x18\n\x10signer_chain_der\x18\x03 \x03(\x0c*|\n\tShareType\x12\x1a\n\x16SHARE_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SHARE_TYPE_UNCONDITIONAL\x10\x01\x12\x1a\n\x16SHARE_TYPE_CONDITIONAL\x10\x02\x12\x19\n\x15SHARE_TYPE_NOT_SHARED\x10\x03*\xad\x01\n\x0bShareMethod\x12\x1c\n\x18SHARE_METHOD_UNSPECIFIED\x10\x00\x12\x17\n\x13SHARE_METHOD_VERIFY\x10\x01\x12\x18\n\x14SHARE_METHOD_COMPARE\x10\x02\x12\x16\n\x12SHARE_METHOD_QUERY\x10\x03\x12\x19\n\x15SHARE_METHOD_EXCHANGE\x10\x04\x12\x1a\n\x16SHARE_METHOD_SUBSCRIBE\x10\x05*p\n\x08OpenType\x12\x19\n\x15OPEN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13OPEN_TYPE_UNIVERSAL\x10\x01\x12\x18\n\x14OPEN_TYPE_AUTHORIZED\x10\x02\x12\x16\n\x12OPEN_TYPE_NOT_OPEN\x10\x03*\x88\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43LASSIFICATION_BASIC\x10\x01\x12\x1b\n\x17\x43LASSIFICATION_THEMATIC\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_DEPARTMENTAL\x10\x03*\xc0\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x41TA_TYPE_STRING\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_INTEGER\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_DECIMAL\x10\x03\x12\x12\n\x0e\x44\x41TA_TYPE_DATE\x10\x04\x12\x16\n\x12\x44\x41TA_TYPE_DATETIME\x10\x05\x12\x15\n\x11\x44\x41TA_TYPE_BOOLEAN\x10\x06\x12\x12\n\x0e\x44\x41TA_TYPE_ENUM\x10\x07*\xe2\x01\n\x0bUpdateCycle\x12\x1c\n\x18UPDATE_CYCLE_UNSPECIFIED\x10\x00\x12\x19\n\x15UPDATE_CYCLE_REALTIME\x10\x01\x12\x16\n\x12UPDATE_CYCLE_DAILY\x10\x02\x12\x17\n\x13UPDATE_CYCLE_WEEKLY\x10\x03\x12\x18\n\x14UPDATE_CYCLE_MONTHLY\x10\x04\x12\x1a\n\x16UPDATE_CYCLE_QUARTERLY\x10\x05\x12\x17\n\x13UPDATE_CYCLE_YEARLY\x10\x06\x12\x1a\n\x16UPDATE_CYCLE_IRREGULAR\x10\x07*\xde\x01\n\x0eValidationKind\x12\x1f\n\x1bVALIDATION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aVALIDATION_KIND_CITIZEN_ID\x10\x01\x12\x1f\n\x1bVALIDATION_KIND_CREDIT_CODE\x10\x02\x12\x18\n\x14VALIDATION_KIND_DATE\x10\x03\x12\x18\n\x14VALIDATION_KIND_ENUM\x10\x04\x12\x1b\n\x17VALIDATION_KIND_PATTERN\x10\x05\x12\x19\n\x15VALIDATION_KIND_PHONE\x10\x06*\xab\x01\n\x0bMaskingKind\x12\x1c\n\x18MASKING_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17MASKING_KIND_CITIZEN_ID\x10\x01\x12\x16\n\x12MASKING_KIND_PHONE\x10\x02\x12\x15\n\x11MASKING_KIND_NAME\x10\x03\x12\x1b\n\x17MASKING_KIND_KEEP_EDGES\x10\x04\x12\x15\n\x11MASKING_KIND_FULL\x10\x05*l\n\x0eResourceStatus\x12\x1f\n\x1bRESOURCE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESOURCE_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19RESOURCE_STATUS_WITHDRAWN\x10\x02*j\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17govnode/v1/common.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0eValidationRule\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.govnode.v1.ValidationKind\x12\x13\n\x0b\x65num_values\x18\x02 \x03(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x12\n\nmax_length\x18\x04 \x01(\r\"[\n\x0bMaskingRule\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.govnode.v1.MaskingKind\x12\x12\n\nkeep_first\x18\x02 \x01(\r\x12\x11\n\tkeep_last\x18\x03 \x01(\r\"\xb1\x02\n\x08\x44\x61taItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\'\n\tdata_type\x18\x03 \x01(\x0e\x32\x14.govnode.v1.DataType\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x0b\n\x03key\x18\x05 \x01(\x08\x12\x19\n\x11sensitivity_level\x18\x06 \x01(\r\x12.\n\nvalidation\x18\x07 \x01(\x0b\x32\x1a.govnode.v1.ValidationRule\x12(\n\x07masking\x18\x08 \x01(\x0b\x32\x17.govnode.v1.MaskingRule\x12\x18\n\x10standard_element\x18\t \x01(\t\x12\x1c\n\x14\x61uthoritative_source\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"\xc4\x05\n\rResourceEntry\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rprovider_name\x18\x03 \x01(\t\x12\x15\n\rprovider_code\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x32\n\x0e\x63lassification\x18\x06 \x01(\x0e\x32\x1a.govnode.v1.Classification\x12\x19\n\x11industry_category\x18\x07 \x01(\t\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12#\n\x05items\x18\n \x03(\x0b\x32\x14.govnode.v1.DataItem\x12)\n\nshare_type\x18\x0b \x01(\x0e\x32\x15.govnode.v1.ShareType\x12\x18\n\x10share_conditions\x18\x0c \x01(\t\x12\x13\n\x0blegal_basis\x18\r \x01(\t\x12.\n\rshare_methods\x18\x0e \x03(\x0e\x32\x17.govnode.v1.ShareMethod\x12\'\n\topen_type\x18\x0f \x01(\x0e\x32\x14.govnode.v1.OpenType\x12\x17\n\x0fopen_conditions\x18\x10 \x01(\t\x12-\n\x0cupdate_cycle\x18\x11 \x01(\x0e\x32\x17.govnode.v1.UpdateCycle\x12\x14\n\x0cpublish_date\x18\x12 \x01(\t\x12\x0f\n\x07version\x18\x13 \x01(\x03\x12*\n\x06status\x18\x14 \x01(\x0e\x32\x1a.govnode.v1.ResourceStatus\x12.\n\ncreated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05probe\x18\x17 \x01(\x08\"g\n\x06Record\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.govnode.v1.Record.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x06\x43\x61ller\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\"\xee\x01\n\x0f\x43\x61llerAssertion\x12\x17\n\x0f\x63\x61ller_identity\x18\x01 \x01(\t\x12\x13\n\x0borigin_node\x18\x02 \x01(\t\x12\x15\n\rresource_code\x18\x03 \x01(\t\x12\x16\n\x0erequest_digest\x18\x04 \x01(\x0c\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12-\n\tissued_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x15SignedCallerAssertion\x12\x11\n\tassertion\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x18\n\x10signer_chain_der\x18\x03 \x03(\x0c*|\n\tShareType\x12\x1a\n\x16SHARE_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SHARE_TYPE_UNCONDITIONAL\x10\x01\x12\x1a\n\x16SHARE_TYPE_CONDITIONAL\x10\x02\x12\x19\n\x15SHARE_TYPE_NOT_SHARED\x10\x03*\xad\x01\n\x0bShareMethod\x12\x1c\n\x18SHARE_METHOD_UNSPECIFIED\x10\x00\x12\x17\n\x13SHARE_METHOD_VERIFY\x10\x01\x12\x18\n\x14SHARE_METHOD_COMPARE\x10\x02\x12\x16\n\x12SHARE_METHOD_QUERY\x10\x03\x12\x19\n\x15SHARE_METHOD_EXCHANGE\x10\x04\x12\x1a\n\x16SHARE_METHOD_SUBSCRIBE\x10\x05*p\n\x08OpenType\x12\x19\n\x15OPEN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13OPEN_TYPE_UNIVERSAL\x10\x01\x12\x18\n\x14OPEN_TYPE_AUTHORIZED\x10\x02\x12\x16\n\x12OPEN_TYPE_NOT_OPEN\x10\x03*\x88\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43LASSIFICATION_BASIC\x10\x01\x12\x1b\n\x17\x43LASSIFICATION_THEMATIC\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_DEPARTMENTAL\x10\x03*\xc0\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x41TA_TYPE_STRING\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_INTEGER\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_DECIMAL\x10\x03\x12\x12\n\x0e\x44\x41TA_TYPE_DATE\x10\x04\x12\x16\n\x12\x44\x41TA_TYPE_DATETIME\x10\x05\x12\x15\n\x11\x44\x41TA_TYPE_BOOLEAN\x10\x06\x12\x12\n\x0e\x44\x41TA_TYPE_ENUM\x10\x07*\xe2\x01\n\x0bUpdateCycle\x12\x1c\n\x18UPDATE_CYCLE_UNSPECIFIED\x10\x00\x12\x19\n\x15UPDATE_CYCLE_REALTIME\x10\x01\x12\x16\n\x12UPDATE_CYCLE_DAILY\x10\x02\x12\x17\n\x13UPDATE_CYCLE_WEEKLY\x10\x03\x12\x18\n\x14UPDATE_CYCLE_MONTHLY\x10\x04\x12\x1a\n\x16UPDATE_CYCLE_QUARTERLY\x10\x05\x12\x17\n\x13UPDATE_CYCLE_YEARLY\x10\x06\x12\x1a\n\x16UPDATE_CYCLE_IRREGULAR\x10\x07*\xde\x01\n\x0eValidationKind\x12\x1f\n\x1bVALIDATION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aVALIDATION_KIND_CITIZEN_ID\x10\x01\x12\x1f\n\x1bVALIDATION_KIND_CREDIT_CODE\x10\x02\x12\x18\n\x14VALIDATION_KIND_DATE\x10\x03\x12\x18\n\x14VALIDATION_KIND_ENUM\x10\x04\x12\x1b\n\x17VALIDATION_KIND_PATTERN\x10\x05\x12\x19\n\x15VALIDATION_KIND_PHONE\x10\x06*\xab\x01\n\x0bMaskingKind\x12\x1c\n\x18MASKING_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17MASKING_KIND_CITIZEN_ID\x10\x01\x12\x16\n\x12MASKING_KIND_PHONE\x10\x02\x12\x15\n\x11MASKING_KIND_NAME\x10\x03\x12\x1b\n\x17MASKING_KIND_KEEP_EDGES\x10\x04\x12\x15\n\x11MASKING_KIND_FULL\x10\x05*l\n\x0eResourceStatus\x12\x1f\n\x1bRESOURCE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESOURCE_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19RESOURCE_STATUS_WITHDRAWN\x10\x02*j\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECORD_VALUESENTRY']._loaded_options = None
   _globals['_RECORD_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_SHARETYPE']._serialized_start=1797
-  _globals['_SHARETYPE']._serialized_end=1921
-  _globals['_SHAREMETHOD']._serialized_start=1924
-  _globals['_SHAREMETHOD']._serialized_end=2097
-  _globals['_OPENTYPE']._serialized_start=2099
-  _globals['_OPENTYPE']._serialized_end=2211
-  _globals['_CLASSIFICATION']._serialized_start=2214
-  _globals['_CLASSIFICATION']._serialized_end=2350
-  _globals['_DATATYPE']._serialized_start=2353
-  _globals['_DATATYPE']._serialized_end=2545
-  _globals['_UPDATECYCLE']._serialized_start=2548
-  _globals['_UPDATECYCLE']._serialized_end=2774
-  _globals['_VALIDATIONKIND']._serialized_start=2777
-  _globals['_VALIDATIONKIND']._serialized_end=2999
-  _globals['_MASKINGKIND']._serialized_start=3002
-  _globals['_MASKINGKIND']._serialized_end=3173
-  _globals['_RESOURCESTATUS']._serialized_start=3175
-  _globals['_RESOURCESTATUS']._serialized_end=3283
-  _globals['_REVIEWDECISION']._serialized_start=3285
-  _globals['_REVIEWDECISION']._serialized_end=3391
+  _globals['_SHARETYPE']._serialized_start=1812
+  _globals['_SHARETYPE']._serialized_end=1936
+  _globals['_SHAREMETHOD']._serialized_start=1939
+  _globals['_SHAREMETHOD']._serialized_end=2112
+  _globals['_OPENTYPE']._serialized_start=2114
+  _globals['_OPENTYPE']._serialized_end=2226
+  _globals['_CLASSIFICATION']._serialized_start=2229
+  _globals['_CLASSIFICATION']._serialized_end=2365
+  _globals['_DATATYPE']._serialized_start=2368
+  _globals['_DATATYPE']._serialized_end=2560
+  _globals['_UPDATECYCLE']._serialized_start=2563
+  _globals['_UPDATECYCLE']._serialized_end=2789
+  _globals['_VALIDATIONKIND']._serialized_start=2792
+  _globals['_VALIDATIONKIND']._serialized_end=3014
+  _globals['_MASKINGKIND']._serialized_start=3017
+  _globals['_MASKINGKIND']._serialized_end=3188
+  _globals['_RESOURCESTATUS']._serialized_start=3190
+  _globals['_RESOURCESTATUS']._serialized_end=3298
+  _globals['_REVIEWDECISION']._serialized_start=3300
+  _globals['_REVIEWDECISION']._serialized_end=3406
   _globals['_VALIDATIONRULE']._serialized_start=72
   _globals['_VALIDATIONRULE']._serialized_end=188
   _globals['_MASKINGRULE']._serialized_start=190
@@ -61,15 +61,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATAITEM']._serialized_start=284
   _globals['_DATAITEM']._serialized_end=589
   _globals['_RESOURCEENTRY']._serialized_start=592
-  _globals['_RESOURCEENTRY']._serialized_end=1285
-  _globals['_RECORD']._serialized_start=1287
-  _globals['_RECORD']._serialized_end=1390
-  _globals['_RECORD_VALUESENTRY']._serialized_start=1345
-  _globals['_RECORD_VALUESENTRY']._serialized_end=1390
-  _globals['_CALLER']._serialized_start=1392
-  _globals['_CALLER']._serialized_end=1465
-  _globals['_CALLERASSERTION']._serialized_start=1468
-  _globals['_CALLERASSERTION']._serialized_end=1706
-  _globals['_SIGNEDCALLERASSERTION']._serialized_start=1708
-  _globals['_SIGNEDCALLERASSERTION']._serialized_end=1795
+  _globals['_RESOURCEENTRY']._serialized_end=1300
+  _globals['_RECORD']._serialized_start=1302
+  _globals['_RECORD']._serialized_end=1405
+  _globals['_RECORD_VALUESENTRY']._serialized_start=1360
+  _globals['_RECORD_VALUESENTRY']._serialized_end=1405
+  _globals['_CALLER']._serialized_start=1407
+  _globals['_CALLER']._serialized_end=1480
+  _globals['_CALLERASSERTION']._serialized_start=1483
+  _globals['_CALLERASSERTION']._serialized_end=1721
+  _globals['_SIGNEDCALLERASSERTION']._serialized_start=1723
+  _globals['_SIGNEDCALLERASSERTION']._serialized_end=1810
 # @@protoc_insertion_point(module_scope)

@@ -568,6 +568,7 @@ class ResourceEntry(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PROBE_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Resource code "RRRRRR-C-NNNNNN": the provider's six-digit region code, the classification
     digit (1/2/3) and a six-digit sequence. Assigned by the node on registration.
@@ -608,6 +609,15 @@ class ResourceEntry(_message.Message):
     """Entry version; set by the node, 1 on registration, +1 on every change."""
     status: Global___ResourceStatus.ValueType
     """Lifecycle status; set by the node."""
+    probe: _builtins.bool
+    """A conformance probe resource (第三十一条), registered by a tester to exercise a node with
+    synthetic data. Only tester identities may register, update or withdraw it (an agency may
+    not register one, and whether an entry is a probe never changes); its provider_code must
+    still be a valid code of the node's region but need not be the tester's. It is never
+    counted in aggregation status (GetAggregationStatus), and its records are probe records,
+    submitted by testers only. Testers use probe resources and nothing else, under the same
+    share type, share method and masking rules as any agency.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataItem]:
         """Data items (信息项); the only items that may be submitted (第十二条)."""
@@ -649,10 +659,11 @@ class ResourceEntry(_message.Message):
         status: Global___ResourceStatus.ValueType = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        probe: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classification", b"classification", "created_at", b"created_at", "format", b"format", "industry_category", b"industry_category", "items", b"items", "legal_basis", b"legal_basis", "name", b"name", "open_conditions", b"open_conditions", "open_type", b"open_type", "provider_code", b"provider_code", "provider_name", b"provider_name", "publish_date", b"publish_date", "region", b"region", "resource_code", b"resource_code", "share_conditions", b"share_conditions", "share_methods", b"share_methods", "share_type", b"share_type", "status", b"status", "summary", b"summary", "update_cycle", b"update_cycle", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classification", b"classification", "created_at", b"created_at", "format", b"format", "industry_category", b"industry_category", "items", b"items", "legal_basis", b"legal_basis", "name", b"name", "open_conditions", b"open_conditions", "open_type", b"open_type", "probe", b"probe", "provider_code", b"provider_code", "provider_name", b"provider_name", "publish_date", b"publish_date", "region", b"region", "resource_code", b"resource_code", "share_conditions", b"share_conditions", "share_methods", b"share_methods", "share_type", b"share_type", "status", b"status", "summary", b"summary", "update_cycle", b"update_cycle", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -333,6 +333,7 @@ class HeartbeatResponse(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     APPLIED_CATALOG_SEQUENCE_FIELD_NUMBER: _builtins.int
     REVOCATION_LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    APPROVED_SUB_PLATFORM_FIELD_NUMBER: _builtins.int
     applied_catalog_sequence: _builtins.int
     """Highest sequence of the caller's catalog feed the answering node has applied: the caller
     resumes PublishCatalog after it.
@@ -340,6 +341,11 @@ class HeartbeatResponse(_message.Message):
     revocation_last_sequence: _builtins.int
     """Sequence of the last revocation the answering node knows: the caller fetches
     GetRevocationList when it is ahead of its own.
+    """
+    approved_sub_platform: _builtins.bool
+    """Province to city: whether the province has approved the calling city as a sub-platform
+    after it passed the conformance suite (`govnode federation approve`, 第三十一条). The city
+    reports it as NodeInfo.approved_sub_platform; open data is served only when it is true.
     """
     @_builtins.property
     def node(self) -> Global___NodeInfo:
@@ -351,10 +357,11 @@ class HeartbeatResponse(_message.Message):
         node: Global___NodeInfo | None = ...,
         applied_catalog_sequence: _builtins.int = ...,
         revocation_last_sequence: _builtins.int = ...,
+        approved_sub_platform: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_catalog_sequence", b"applied_catalog_sequence", "node", b"node", "revocation_last_sequence", b"revocation_last_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_catalog_sequence", b"applied_catalog_sequence", "approved_sub_platform", b"approved_sub_platform", "node", b"node", "revocation_last_sequence", b"revocation_last_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

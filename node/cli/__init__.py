@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
+# gRPC core logs every refused TLS handshake at INFO on stderr; an operator's terminal (and
+# the demo, which shows refusals on purpose) wants errors only. GRPC_VERBOSITY set by the
+# operator wins. Set before anything starts gRPC.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import typer
 
-from node.cli import agency, audit, certs, demo, federation, init, serve, status
+from node.cli import agency, audit, certs, conformance, demo, federation, init, serve, status
 
 app = typer.Typer(
     name="govnode",
@@ -29,6 +34,7 @@ app.add_typer(certs.app, name="certs")
 app.add_typer(agency.app, name="agency")
 app.add_typer(audit.app, name="audit")
 app.add_typer(federation.app, name="federation")
+app.add_typer(conformance.app, name="conformance")
 serve.register(app)
 demo.register(app)
 federation.register(app)

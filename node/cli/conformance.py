@@ -1,0 +1,121 @@
+"""``govnode conformance``: run the black-box suite against a city sub-platform (第三十一条).
+
+The suite lives in the ``conformance`` package and talks to the target over the wire only;
+this module parses options, prints progress and the summary, and writes the reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+
+from conformance.cases import Case
+from conformance.model import CaseResult, Outcome, RunReport
+from conformance.report import write_reports
+from conformance.runner import SelectionError, run
+from conformance.session import Options
+from conformance.suite import all_cases
+from node.cli._common import UserError
+
+app = typer.Typer(
+    help="The conformance suite a city sub-platform must pass (第三十一条).", no_args_is_help=True
+)
+
+_MARK = {Outcome.PASSED: "PASS", Outcome.FAILED: "FAIL", Outcome.SKIPPED: "SKIP"}
+
+
+def _progress(index: int, total: int, case: Case, result: CaseResult | None) -> None:
+    label = f"[{index:2d}/{total}] {case.info.id} {case.info.title}"
+    if result is None:
+        print(f"{label} ...", flush=True)
+        return
+    kind = "mandatory" if case.info.mandatory else "optional"
+    print(
+        f"    {_MARK[result.outcome]} ({kind}, {result.duration_s:.2f} s): {result.reason}",
+        flush=True,
+    )
+
+
+def print_summary(report: RunReport, paths: list[Path]) -> None:
+    counts = report.counts()
+    print()
+    print(
+        f"target {report.target} ({report.target_identity or 'identity unknown'}), "
+        f"tester {report.tester_identity}"
+    )
+    print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+    for result in report.results:
+        if result.case.mandatory and result.outcome is Outcome.FAILED:
+            print(f"  FAILED {result.case.id} {result.case.title}: {result.reason}")
+    if report.missing_mandatory:
+        print(f"  not run: {', '.join(report.missing_mandatory)} (a partial run never passes)")
+    verdict = "PASSED: every mandatory case passed" if report.passed else "NOT PASSED"
+    print(verdict)
+    for path in paths:
+        print(f"  report: {path}")
+
+
+def _ids(only: str | None) -> list[str] | None:
+    return [i for i in only.split(",") if i.strip()] if only else None
+
+
+@app.command("run")
+def run_command(
+    province: str = typer.Option(..., "--province", help="The province node, HOST:PORT."),
+    target: str = typer.Option(..., "--target", help="The city node under test, HOST:PORT."),
+    root: Path = typer.Option(..., "--root", help="The province root certificate (root.pem)."),
+    tester: Path = typer.Option(
+        ..., "--tester", help="The tester bundle from `govnode certs issue-tester`."
+    ),
+    report_dir: Path = typer.Option(
+        Path("conformance-report"), "--report-dir", help="Where report.json/.xml/.html go."
+    ),
+    only: str | None = typer.Option(
+        None, "--only", help="Comma-separated case ids (e.g. SEC-01,SEC-07); see `list`."
+    ),
+    region: str = typer.Option(
+        "", "--region", help="The city the target must be (default: from its certificate)."
+    ),
+    sync_timeout: float = typer.Option(
+        30.0, "--sync-timeout", min=1, max=600, help="Bound for catalog propagation, seconds."
+    ),
+    max_message_bytes: int = typer.Option(
+        4 * 1024 * 1024,
+        "--max-message-bytes",
+        min=1024,
+        max=64 * 1024 * 1024,
+        help="The target's message size limit (the platform default is 4 MiB).",
+    ),
+) -> None:
+    """Run the suite against --target and write signed reports. Exit status 0 only when
+    every mandatory case ran and passed."""
+    options = Options(
+        province=province,
+        target=target,
+        root=root,
+        tester=tester,
+        region=region,
+        sync_timeout_s=sync_timeout,
+        max_message_bytes=max_message_bytes,
+    )
+    try:
+        report = asyncio.run(run(options, only=_ids(only), progress=_progress))
+    except (SelectionError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    bundle_key = (tester / "tester.key").read_bytes()
+    bundle_chain = (tester / "tester.crt").read_bytes()
+    paths = write_reports(report, report_dir, key_pem=bundle_key, chain_pem=bundle_chain)
+    print_summary(report, [paths.json, paths.junit, paths.html])
+    sys.exit(0 if report.passed else 1)
+
+
+@app.command("list")
+def list_command() -> None:
+    """List the cases: id, mandatory or optional, article, title, and what each checks."""
+    for case in all_cases():
+        kind = "mandatory" if case.info.mandatory else "optional "
+        print(f"{case.info.id}  {kind}  {case.info.title}  ({case.info.article})")
+        print(f"         {case.info.checks}")

@@ -33,6 +33,7 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc, federation_pb2, federation
 from gateway.channel import secure_channel
 from gateway.identity import Identity, Role, make_identity
 from gateway.tls import TlsFiles
+from node.approval import set_own_approval
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -178,9 +179,12 @@ class CitySync:
             await asyncio.sleep(delay)
 
     async def _beat(self, stub: federation_pb2_grpc.FederationServiceAsyncStub) -> None:
-        info = await node_info(self._config, self._identity, self._catalog)
+        info = await node_info(self._config, self._identity, self._catalog, self._exchange.db)
         beat = await stub.Heartbeat(federation_pb2.HeartbeatRequest(node=info))
         self.link.succeeded(beat.node, skew_ms(beat.node))
+        if beat.approved_sub_platform != info.approved_sub_platform:
+            await set_own_approval(self._exchange.db, beat.approved_sub_platform)
+            self._log.info("sub_platform_approval", approved=beat.approved_sub_platform)
         await self._catch_up_revocations(stub, beat.revocation_last_sequence)
 
     async def _catch_up_revocations(
@@ -208,9 +212,7 @@ class CitySync:
                 for r in page.revoked
                 if r.sequence > after
             ]
-            applied = await self._revocations.apply_remote(
-                province, revoked, page.last_sequence
-            )
+            applied = await self._revocations.apply_remote(province, revoked, page.last_sequence)
             if applied:
                 self._log.info(
                     "revocations_applied", count=applied, last_sequence=page.last_sequence
@@ -223,7 +225,7 @@ class CitySync:
 
     async def _up(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
         stub = federation_pb2_grpc.FederationServiceStub(channel)
-        info = await node_info(self._config, self._identity, self._catalog)
+        info = await node_info(self._config, self._identity, self._catalog, self._exchange.db)
         beat = await stub.Heartbeat(federation_pb2.HeartbeatRequest(node=info))
         after = beat.applied_catalog_sequence
         backoff.reset()

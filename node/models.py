@@ -291,3 +291,21 @@ class AssertionNonceRow(SQLModel, table=True):
 
     nonce_hex: str = Field(primary_key=True, max_length=128)
     expires_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class SubPlatformApprovalRow(SQLModel, table=True):
+    """The province's approval of a city as a sub-platform after it passed the conformance
+    suite (第三十一条), with the signed report it rests on. Approvals are never deleted; the
+    newest one of a region is in force."""
+
+    __tablename__ = "sub_platform_approval"
+
+    id: int | None = Field(default=None, primary_key=True)
+    region: str = Field(max_length=REGION_LEN, index=True)
+    node_identity: str = Field(max_length=300)
+    tester_identity: str = Field(max_length=300)
+    suite_version: str = Field(max_length=20)
+    report_sha256: str = Field(max_length=64, unique=True)
+    report: str = Field(sa_type=Text)  # the signed report.json, byte for byte (UTF-8)
+    approved_by: str = Field(max_length=200)
+    approved_at: dt.datetime = Field(sa_type=UTCDateTime)

@@ -41,6 +41,7 @@ TABLES = {
     "record_version",
     "resource_data",
     "submit_batch",
+    "sub_platform_approval",
 }
 
 

@@ -1,4 +1,5 @@
-"""``govnode federation invite`` (at the province) and ``govnode join`` (at the city)."""
+"""``govnode federation invite`` and ``approve`` (at the province), ``govnode join`` (at the
+city)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from pathlib import Path
 
 import typer
 
+from node.approval import (
+    DEFAULT_MAX_AGE,
+    ApprovalError,
+    ApprovalFacts,
+    check_report,
+    known_cities,
+    record_approval,
+)
 from node.cli._common import CONFIG_OPTION, UserError, cert_hosts, echo, load, split_hostport
 from node.config import Mode, NodeConfig
 from node.federation_join import Invitation, create_invitation, cst, reachable_address
@@ -136,3 +145,73 @@ def join(
 
 def register(root_app: typer.Typer) -> None:
     root_app.command("join")(join)
+
+
+async def approve_report(
+    cfg: NodeConfig, data: bytes, approved_by: str, max_age: dt.timedelta = DEFAULT_MAX_AGE
+) -> tuple[ApprovalFacts, bool]:
+    """Verify a signed conformance report and record the approval it supports; returns the
+    facts and whether the approval is new. UserError names why a report is refused."""
+    from conformance.model import SUITE_VERSION
+    from conformance.report import ReportError, verify_signed_report
+    from conformance.suite import all_cases
+
+    root_path = cfg.path(cfg.tls.root)
+    try:
+        verified = verify_signed_report(data, root_path.read_bytes())
+    except ReportError as exc:
+        raise UserError(f"the report does not verify: {exc}") from None
+    now = dt.datetime.now(dt.UTC)
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        try:
+            facts = check_report(
+                verified.report,
+                tester_uri=verified.tester.uri,
+                report_sha256=verified.sha256,
+                province_region=cfg.node.region,
+                trust_domain=cfg.node.trust_domain,
+                root=load_certs(root_path)[0],
+                known_cities=await known_cities(db),
+                suite_version=SUITE_VERSION,
+                mandatory_ids=[c.info.id for c in all_cases() if c.info.mandatory],
+                now=now,
+                max_age=max_age,
+            )
+        except ApprovalError as exc:
+            raise UserError(f"not approved: {exc}") from None
+        new = await record_approval(db, facts, data.decode("utf-8"), approved_by, now)
+        return facts, new
+    finally:
+        await db.close()
+
+
+@app.command("approve")
+def approve(
+    config: Path = CONFIG_OPTION,
+    report: Path = typer.Option(
+        ..., "--report", help="The signed report.json of `govnode conformance run`."
+    ),
+    max_age_days: int = typer.Option(
+        30, "--max-age-days", min=1, max=365, help="Refuse reports older than this."
+    ),
+) -> None:
+    """At the province: approve a city as a sub-platform (第三十一条) on the strength of a
+    signed conformance report in which every mandatory case passed."""
+    cfg = load(config)
+    if cfg.node.mode is not Mode.PROVINCE:
+        raise UserError(f"{config}: only the province node approves sub-platforms")
+    approved_by = f"operator {os.environ.get('USER') or '?'} (govnode federation approve)"
+    facts, new = asyncio.run(
+        approve_report(cfg, report.read_bytes(), approved_by, dt.timedelta(days=max_age_days))
+    )
+    if not new:
+        echo(f"{facts.node_identity} was already approved on this report ({facts.report_sha256})")
+        return
+    echo(
+        f"Approved {facts.node_identity} as a sub-platform (第三十一条): {facts.passed} cases "
+        f"passed, tested by {facts.tester_identity} on {cst(facts.finished_at)}"
+    )
+    echo(f"  report sha256: {facts.report_sha256} (kept with the approval)")
+    echo("  the city learns it on its next heartbeat (NodeInfo.approved_sub_platform)")

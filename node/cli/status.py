@@ -60,12 +60,27 @@ def render(node: federation_pb2.NodeInfo, peers: list[federation_pb2.Peer]) -> l
         f"Listen    {node.listen_address}    software {node.software_version}",
         f"Catalog   sequence {node.catalog_last_sequence}, digest {_short(node.catalog_digest)}",
         f"Time      {_cst(node.server_time, node.HasField('server_time'))}",
-        "",
     ]
+    if node.mode == federation_pb2.NODE_MODE_CITY:
+        approved = "approved" if node.approved_sub_platform else "not approved yet"
+        lines.append(f"Sub-platform {approved} by the province (第三十一条)")
+    lines.append("")
     if not peers:
         lines.append("Peers     none")
         return lines
-    rows = [["REGION", "NAME", "ENDPOINT", "HEALTH", "LAST SEEN", "CATALOG SEQ", "DIGEST", "SKEW"]]
+    rows = [
+        [
+            "REGION",
+            "NAME",
+            "ENDPOINT",
+            "HEALTH",
+            "LAST SEEN",
+            "CATALOG SEQ",
+            "DIGEST",
+            "SKEW",
+            "SUB-PLATFORM",
+        ]
+    ]
     notes = []
     for p in peers:
         rows.append(
@@ -78,6 +93,7 @@ def render(node: federation_pb2.NodeInfo, peers: list[federation_pb2.Peer]) -> l
                 str(p.applied_catalog_sequence),
                 _short(p.node.catalog_digest),
                 f"{p.clock_skew_ms} ms",
+                "approved" if p.node.approved_sub_platform else "-",
             ]
         )
         if p.last_error:

@@ -17,6 +17,7 @@ from govnode.v1 import catalog_pb2, federation_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Identity
+from node.approval import is_approved, own_approval
 from node.catalog import Catalog
 from node.catalog_types import CatalogChange, ChangeKind, ResourceStatus
 from node.config import Mode, NodeConfig
@@ -25,6 +26,7 @@ from node.federation_sync import CatalogExchange
 from node.peers import record_peer_info
 from node.revocation import Revocations
 from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
+from node.storage import Database
 
 KINDS = {
     ChangeKind.REGISTERED: catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
@@ -85,9 +87,12 @@ def _software_version() -> str:
 
 
 async def node_info(
-    config: NodeConfig, identity: Identity, catalog: Catalog
+    config: NodeConfig, identity: Identity, catalog: Catalog, db: Database
 ) -> federation_pb2.NodeInfo:
+    """This node's NodeInfo (GetNodeInfo, heartbeats); a city is an approved sub-platform when
+    the province said so on its last heartbeat (第三十一条)."""
     digest, _, last = await catalog.digest()
+    city = config.node.mode is Mode.CITY
     info = federation_pb2.NodeInfo(
         region=config.node.region,
         name=config.node.name,
@@ -98,6 +103,7 @@ async def node_info(
         ),
         node_identity=str(identity),
         software_version=_software_version(),
+        approved_sub_platform=city and await own_approval(db),
         catalog_digest=digest,
         catalog_last_sequence=last,
         listen_address=config.node.listen,
@@ -126,9 +132,12 @@ class FederationSyncServicer:
             if request.HasField("node") and request.node.region == caller.region:
                 await record_peer_info(self._exchange.db, caller.region, request.node)
         return federation_pb2.HeartbeatResponse(
-            node=await node_info(self._config, self._identity, self._catalog),
+            node=await node_info(self._config, self._identity, self._catalog, self._exchange.db),
             applied_catalog_sequence=applied,
             revocation_last_sequence=await Revocations(self._exchange.db).last_sequence(),
+            approved_sub_platform=(
+                self._exchange.is_province and await is_approved(self._exchange.db, caller.region)
+            ),
         )
 
     async def PublishCatalog(

@@ -1,6 +1,6 @@
 """The federation part of ``govnode demo`` (第十九条): 福州 and 厦门 join the province by
-invitation, catalogs converge, a 厦门 agency uses a 福州 resource through the province, and a
-node that was away catches up."""
+invitation, catalogs converge, a 厦门 agency uses a 福州 resource through the province, a
+node that was away catches up, and 福州 passes the conformance suite and is approved."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from node.catalog_types import ResourceEntry
 from node.cli.status import render
 from node.codes import make_credit_code
 from node.config import NodeConfig, load_config
+from node.demo_conformance import show_conformance
 from node.federation_join import create_invitation
 from node.join_client import join_province
 from node.pki import fingerprint
@@ -46,6 +47,12 @@ CITIES = (
     ("350200", "厦门市", "11350200003593001W", "厦门市民政局"),
 )
 CONVERGE_WITHIN_S = 15.0
+DEMO_HEARTBEAT_S = 1.0  # so that revocations and approvals reach the cities quickly
+
+
+def _heartbeat_every(config: NodeConfig, seconds: float) -> NodeConfig:
+    federation = config.federation.model_copy(update={"heartbeat_seconds": seconds})
+    return config.model_copy(update={"federation": federation})
 
 
 @dataclass
@@ -148,7 +155,7 @@ async def show_federation(
                 hosts=["127.0.0.1", "localhost"],
                 trust_domain="fujian.gov.cn",
             )
-            config = load_config(joined.config_path)
+            config = _heartbeat_every(load_config(joined.config_path), DEMO_HEARTBEAT_S)
             node = await start_node(config)
             _, paths = issue_client(
                 config,
@@ -261,6 +268,9 @@ async def show_federation(
             peers = await stub.ListPeers(federation_pb2.ListPeersRequest())
         for line in render(info.node, list(peers.peers)):
             say("    " + line)
+        say("")
+
+        await show_conformance(demo, province, province_config, fuzhou.node, base)
     finally:
         for city in cities:
             await city.node.stop(grace=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from node.storage import UTCDateTime
@@ -309,3 +309,25 @@ class SubPlatformApprovalRow(SQLModel, table=True):
     report: str = Field(sa_type=Text)  # the signed report.json, byte for byte (UTF-8)
     approved_by: str = Field(max_length=200)
     approved_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class NotificationRow(SQLModel, table=True):
+    """A notification to one party (an agency, an authority), made by this node: applications
+    received and reviewed (第二十五条), grants revoked, suspected enumeration, change requests
+    (第四十一条). Ids increase; a reader resumes after the last id it saw."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_recipient", "recipient", "id"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite")
+    )
+    recipient: str = Field(max_length=300)
+    kind: str = Field(max_length=40)
+    resource_code: str = Field(default="", max_length=CODE_LEN)
+    application_id: str = Field(default="", max_length=64)
+    grant_id: str = Field(default="", max_length=64)
+    change_request_id: str = Field(default="", max_length=64)
+    audit_sequence: int = Field(default=0, sa_type=BigInteger)
+    message: str = Field(sa_type=Text)
+    at: dt.datetime = Field(sa_type=UTCDateTime)

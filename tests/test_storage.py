@@ -42,6 +42,7 @@ TABLES = {
     "resource_data",
     "submit_batch",
     "sub_platform_approval",
+    "notification",
 }
 
 

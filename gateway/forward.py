@@ -14,8 +14,8 @@ and every other status is the owner's answer, passed through unchanged. A per-pe
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -30,7 +30,7 @@ from tenacity import (
 from gateway.assertion import ASSERTION_KEY
 from gateway.channel import secure_channel
 from gateway.interceptors import REQUEST_ID_KEY
-from gateway.refusal import Refusal
+from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from gateway.tls import TlsFiles
 
 #: Timeout of a forwarded call whose caller set no deadline (seconds).
@@ -213,7 +213,11 @@ class Forwarder:
         code, details = exc.code(), exc.details() or ""
         if _unavailable(exc):
             details = f"node {endpoint} ({region}) {UNREACHABLE}: {details}"
-        return Refusal(code, details)
+        # The owner's retry information reaches the caller as the owner sent it.
+        # (grpc.aio's Metadata yields (key, value) pairs; the stubs type it otherwise.)
+        pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+        retry = tuple((key, str(value)) for key, value in pairs if key == RETRY_AFTER_KEY)
+        return Refusal(code, details, retry)
 
     def _note(self, timeout: float) -> None:
         self.last_timeouts = [*self.last_timeouts[-9:], timeout]

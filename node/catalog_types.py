@@ -153,7 +153,9 @@ class DataItem(BaseModel):
     data_type: DataType
     required: bool = False
     key: bool = False  # identifies a record; Verify/Compare/Query look records up by key items
-    sensitivity_level: int = 1  # 1 (public) .. 4 (most sensitive), 第三十七条
+    #: 1 (public) .. 4 (highly sensitive), 第三十七条 (node.grading). No default: an item
+    #: whose level was never set must not pass as public.
+    sensitivity_level: int
     validation: ValidationRule = ValidationRule()
     masking: MaskingRule = MaskingRule()
     standard_element: str = ""  # 标准数据元 identifier
@@ -269,6 +271,10 @@ def entry_problems(entry: ResourceEntry, *, node_region: str) -> list[str]:
     problems += _text_problems(entry)
     problems += _sharing_problems(entry)
     problems += _item_problems(entry)
+    # Imported here: node.grading builds on the types of this module.
+    from node.grading import grading_problems
+
+    problems += grading_problems(entry)
     return problems
 
 
@@ -392,9 +398,10 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
         if len(item.description) > 2000:
             problems.append(f"{path}.description: at most 2000 characters")
         if not 1 <= item.sensitivity_level <= 4:
+            unset = " (not set: grade every item)" if item.sensitivity_level == 0 else ""
             problems.append(
-                f"{path}.sensitivity_level: must be 1 to 4, got {item.sensitivity_level} "
-                "(第三十七条)"
+                f"{path}.sensitivity_level: must be 1 to 4, got {item.sensitivity_level}{unset} "
+                "(分级管理, 第三十七条)"
             )
         problems += _rule_problems(path, item)
         if item.standard_element and not ELEMENT_RE.match(item.standard_element):

@@ -144,6 +144,25 @@ class LimitsSection(_Section):
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
+class OracleSection(_Section):
+    """Verify oracle protection (node.oracle, 第三十七条): limits per caller and resource, held
+    in this node process's memory. 0 turns a limit off."""
+
+    #: Verify calls per minute (a token bucket: bursts up to this many, refilled evenly).
+    verify_per_minute: int = Field(default=600, ge=0, le=1_000_000)
+    #: Verify calls per day (China Standard Time day, reset at 00:00).
+    verify_per_day: int = Field(default=20_000, ge=0, le=100_000_000)
+    #: A caller asking about this many different keys of one resource within
+    #: enumeration_window_seconds is flagged as possible enumeration, once per window.
+    enumeration_window_seconds: float = Field(default=600.0, gt=0, le=7 * 86400)
+    enumeration_distinct_keys: int = Field(default=500, ge=0, le=1_000_000)
+    #: Only resources holding an item of at least this sensitivity level are limited (public
+    #: and internal data answer no question worth guarding).
+    min_sensitivity_level: int = Field(default=3, ge=1, le=4)
+    #: At most this many (caller, resource) pairs are tracked; the least recently seen go first.
+    max_tracked: int = Field(default=100_000, ge=100, le=10_000_000)
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -159,6 +178,7 @@ class NodeConfig(BaseSettings):
     storage: StorageSection = StorageSection()
     federation: FederationSection = FederationSection()
     limits: LimitsSection = LimitsSection()
+    oracle: OracleSection = OracleSection()
     log: LogSection = LogSection()
     #: Directory the file was read from; relative paths resolve against it.
     base_dir: Path = Path()

@@ -41,7 +41,12 @@ class FailedPrecondition(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """A quota or size limit was hit."""
+    """A quota or size limit was hit. ``retry_after_s``: when the caller may try again, if known
+    (sent to the caller as machine-readable retry information, node.servicers.status)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(DomainError):

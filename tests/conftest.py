@@ -178,7 +178,11 @@ def resource_code(n: int, classification: Classification = Classification.DEPART
 
 
 def item(name: str, **fields: Any) -> DataItem:
-    values: dict[str, Any] = {"title": name.upper(), "data_type": DataType.STRING} | fields
+    values: dict[str, Any] = {
+        "title": name.upper(),
+        "data_type": DataType.STRING,
+        "sensitivity_level": 1,
+    } | fields
     return DataItem(name=name, **values)
 
 
@@ -223,6 +227,7 @@ def person_entry(n: int = 2, provider: str | None = None, **fields: Any) -> Reso
             title="姓名",
             data_type=DataType.STRING,
             required=True,
+            sensitivity_level=3,
             validation=ValidationRule(max_length=50),
             masking=MaskingRule(kind=MaskingKind.NAME),
         ),
@@ -230,15 +235,17 @@ def person_entry(n: int = 2, provider: str | None = None, **fields: Any) -> Reso
             name="sjhm",
             title="手机号码",
             data_type=DataType.STRING,
+            sensitivity_level=3,
             validation=ValidationRule(kind=ValidationKind.PHONE),
             masking=MaskingRule(kind=MaskingKind.PHONE),
         ),
-        DataItem(name="csrq", title="出生日期", data_type=DataType.DATE),
-        DataItem(name="ysr", title="月收入", data_type=DataType.DECIMAL),
+        DataItem(name="csrq", title="出生日期", data_type=DataType.DATE, sensitivity_level=2),
+        DataItem(name="ysr", title="月收入", data_type=DataType.DECIMAL, sensitivity_level=3),
         DataItem(
             name="hyzk",
             title="婚姻状况",
             data_type=DataType.ENUM,
+            sensitivity_level=3,
             validation=ValidationRule(enum_values=("未婚", "已婚", "离婚", "丧偶")),
         ),
     )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import grpc
 
+from gateway.refusal import RETRY_AFTER_KEY
 from node import errors
+
+__all__ = ["RETRY_AFTER_KEY", "status_for", "trailing_metadata_for"]
 
 _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -16,6 +19,13 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
+
+
+def trailing_metadata_for(exc: errors.DomainError) -> tuple[tuple[str, str], ...]:
+    """Machine-readable facts sent with the status: the retry delay of a quota refusal."""
+    if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
+        return ((RETRY_AFTER_KEY, str(max(1, round(exc.retry_after_s * 1000)))),)
+    return ()
 
 
 def status_for(exc: errors.DomainError) -> grpc.StatusCode:

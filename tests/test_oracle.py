@@ -1,0 +1,367 @@
+"""Verify oracle protection (node.oracle, 第三十七条): rate limits and daily quotas per caller and
+resource, held under concurrent callers and answered with RESOURCE_EXHAUSTED and retry
+information, and enumeration flagged in the audit log and to the provider.
+
+The limiter's clocks are replaced by hand-moved ones, so nothing here depends on how fast the
+machine runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import cast
+
+import grpc
+import grpc.aio
+import pytest
+from govnode.v1 import catalog_pb2, catalog_pb2_grpc, sharing_pb2, sharing_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench import dataset as bench_dataset
+from gateway.forward import Forwarder
+from gateway.identity import Identity, Role
+from gateway.refusal import Refusal
+from gateway.tls import TlsFiles
+from node import oracle
+from node.app import RunningNode
+from node.audit import AuditLog
+from node.catalog_types import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
+from node.config import OracleSection, load_config
+from node.errors import ResourceExhausted
+from node.notifications import NotificationKind, Notifications
+from node.oracle import CST, OracleGuard
+from node.servicers.convert import entry_to_proto
+from node.servicers.status import RETRY_AFTER_KEY, trailing_metadata_for
+from tests.conftest import agency_code, item
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    MARKET_REGULATION,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    channel,
+    entry_of,
+    make_province,
+    start,
+)
+
+TRUST_DOMAIN = "fujian.gov.cn"
+
+
+class Clocks:
+    """The limiter's monotonic and wall clocks, moved only by the test."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.wall = dt.datetime(2026, 3, 2, 10, 0, tzinfo=CST)
+        monkeypatch.setattr(oracle, "monotonic", lambda: self.now)
+        monkeypatch.setattr(oracle, "wall_clock", lambda: self.wall)
+
+
+@pytest.fixture
+def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
+    return Clocks(monkeypatch)
+
+
+def sensitive(n: int, **fields: object) -> ResourceEntry:
+    """An unconditionally shared province resource holding level-3 personal data."""
+    items = (
+        item("zjhm", key=True, required=True, sensitivity_level=3),
+        item("xm", sensitivity_level=3, masking=MaskingRule(kind=MaskingKind.NAME)),
+    )
+    values: dict[str, object] = {
+        "items": items,
+        "share_type": ShareType.UNCONDITIONAL,
+        "share_methods": (ShareMethod.VERIFY,),
+    } | fields
+    return entry_of(PROVINCE, n, **values)
+
+
+def caller(code: str) -> Identity:
+    return Identity(PROVINCE, TRUST_DOMAIN, Role.AGENCY, code)
+
+
+def limits(**values: object) -> OracleSection:
+    defaults: dict[str, object] = {
+        "verify_per_minute": 0,
+        "verify_per_day": 0,
+        "enumeration_distinct_keys": 0,
+    }
+    return OracleSection.model_validate(defaults | values)
+
+
+# --- the limiter on its own -----------------------------------------------------------------
+
+
+async def test_concurrent_callers_never_overspend_the_bucket(clocks: Clocks) -> None:
+    guard = OracleGuard(limits(verify_per_minute=20), None, TRUST_DOMAIN)
+    entry = sensitive(1).model_copy(update={"region": PROVINCE})
+    who = caller(CIVIL_AFFAIRS)
+
+    async def one(i: int) -> bool:
+        try:
+            await guard.admit_verify(who, entry, {"zjhm": str(i)})
+        except ResourceExhausted:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(50)))
+    assert outcomes.count(True) == 20
+    clocks.now += 3.0  # 20 per minute: one more call every 3 s
+    assert await one(100)
+    assert not await one(101)
+
+
+async def test_a_refusal_says_which_limit_and_when_to_retry(clocks: Clocks) -> None:
+    guard = OracleGuard(limits(verify_per_minute=2), None, TRUST_DOMAIN)
+    entry = sensitive(1).model_copy(update={"region": PROVINCE})
+    who = caller(CIVIL_AFFAIRS)
+    for _ in range(2):
+        await guard.admit_verify(who, entry, {"zjhm": "1"})
+    clocks.now += 15.0  # half a token back
+    with pytest.raises(ResourceExhausted) as caught:
+        await guard.admit_verify(who, entry, {"zjhm": "1"})
+    assert caught.value.message == (
+        f"Verify rate limit exceeded: 2 Verify calls per minute for {who} on resource "
+        f"{entry.resource_code} ({entry.name}) (oracle protection, 第三十七条); retry after 15.0 s"
+    )
+    assert trailing_metadata_for(caught.value) == ((RETRY_AFTER_KEY, "15000"),)
+
+
+async def test_the_daily_quota_resets_at_midnight_china_time(clocks: Clocks) -> None:
+    guard = OracleGuard(limits(verify_per_day=3), None, TRUST_DOMAIN)
+    entry = sensitive(1).model_copy(update={"region": PROVINCE})
+    who = caller(CIVIL_AFFAIRS)
+    clocks.wall = dt.datetime(2026, 3, 2, 23, 59, tzinfo=CST)
+    for _ in range(3):
+        await guard.admit_verify(who, entry, {"zjhm": "1"})
+    with pytest.raises(ResourceExhausted) as caught:
+        await guard.admit_verify(who, entry, {"zjhm": "1"})
+    assert "daily quota exhausted: 3 Verify calls per day" in caught.value.message
+    assert "retry after 00:00 China Standard Time, in 60.0 s" in caught.value.message
+    assert caught.value.retry_after_s == 60.0
+    clocks.wall = dt.datetime(2026, 3, 3, 0, 0, 1, tzinfo=CST)
+    await guard.admit_verify(who, entry, {"zjhm": "1"})
+
+
+async def test_who_and_what_is_limited(clocks: Clocks) -> None:
+    guard = OracleGuard(limits(verify_per_minute=1), None, TRUST_DOMAIN)
+    entry = sensitive(1).model_copy(update={"region": PROVINCE})
+    public = entry.model_copy(update={"items": (item("zjhm", key=True, sensitivity_level=2),)})
+    probe = entry.model_copy(update={"probe": True})
+    tester = Identity(PROVINCE, TRUST_DOMAIN, Role.TESTER, "lab-1")
+    assert guard.applies(caller(CIVIL_AFFAIRS), entry)
+    assert guard.applies(tester, probe)  # probe resources count like any other
+    assert not guard.applies(caller(entry.provider_code), entry)  # the provider's own data
+    assert not guard.applies(caller(CIVIL_AFFAIRS), public)  # below min_sensitivity_level 3
+    for _ in range(5):
+        await guard.admit_verify(caller(entry.provider_code), entry, {"zjhm": "1"})
+
+
+async def test_memory_stays_bounded(clocks: Clocks) -> None:
+    guard = OracleGuard(
+        limits(verify_per_minute=10, enumeration_distinct_keys=50, max_tracked=100),
+        None,
+        TRUST_DOMAIN,
+    )
+    entry = sensitive(1).model_copy(update={"region": PROVINCE})
+    for n in range(150):
+        await guard.admit_verify(caller(agency_code(n, PROVINCE)), entry, {"zjhm": "1"})
+    assert len(guard._budgets) == 100
+    who = caller(CIVIL_AFFAIRS)
+    flags = [await guard.admit_compare(who, entry, [{"zjhm": str(i)} for i in range(1000)])]
+    assert flags == [True]
+    assert len(guard._budgets[(str(who), entry.resource_code)].keys) < 50
+
+
+async def test_compare_rows_count_toward_the_daily_quota(clocks: Clocks) -> None:
+    guard = OracleGuard(limits(verify_per_day=100), None, TRUST_DOMAIN)
+    entry = sensitive(1).model_copy(update={"region": PROVINCE})
+    who = caller(CIVIL_AFFAIRS)
+    await guard.admit_compare(who, entry, [{"zjhm": str(i)} for i in range(60)])
+    with pytest.raises(ResourceExhausted, match="60 used today"):
+        await guard.admit_compare(who, entry, [{"zjhm": str(i)} for i in range(60)])
+    await guard.admit_verify(who, entry, {"zjhm": "1"})
+
+
+def test_the_defaults_leave_the_benchmark_and_public_data_alone(tmp_path: Path) -> None:
+    setup = make_province(tmp_path, "sqlite+aiosqlite:///node.db")
+    assert setup.config.oracle == OracleSection()  # the file `govnode init` writes says so too
+    guard = OracleGuard(setup.config.oracle, None, TRUST_DOMAIN)
+    bench_entry = bench_dataset.resource_entry().model_copy(update={"region": PROVINCE})
+    assert not guard.applies(caller(bench_dataset.CONSUMER_CODE), bench_entry)
+    assert guard.applies(caller(bench_dataset.CONSUMER_CODE), sensitive(1))
+
+
+def test_the_refusal_carries_its_metadata() -> None:
+    refusal = Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", ((RETRY_AFTER_KEY, "5"),))
+    assert refusal.trailing_metadata == (("retry-after-ms", "5"),)
+    assert Refusal(grpc.StatusCode.NOT_FOUND, "no").trailing_metadata == ()
+
+
+def test_a_forwarding_node_passes_the_owners_retry_information_back(tmp_path: Path) -> None:
+    owner_said = grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((RETRY_AFTER_KEY, "3000"), ("other", "kept at the owner")),
+        "Verify rate limit exceeded",
+        None,
+    )
+    forwarder = Forwarder(TlsFiles(tmp_path / "k", tmp_path / "c", tmp_path / "r"))
+    refusal = forwarder._refusal(owner_said, "127.0.0.1:1", "350100")
+    assert refusal.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refusal.message == "Verify rate limit exceeded"
+    assert refusal.trailing_metadata == ((RETRY_AFTER_KEY, "3000"),)
+
+
+# --- a real node ----------------------------------------------------------------------------
+
+Node = tuple[ProvinceSetup, RunningNode]
+
+
+def with_oracle(setup: ProvinceSetup, section: str) -> ProvinceSetup:
+    """The same node with its [oracle] section (as `govnode init` wrote it) replaced."""
+    path = setup.config_path
+    text = re.sub(r"\n\[oracle\]\n.*?\n(?=\[)", "\n", path.read_text(encoding="utf-8"), flags=re.S)
+    path.write_text(text + "\n[oracle]\n" + section, encoding="utf-8")
+    return ProvinceSetup(setup.base, path, load_config(path), setup.bundles)
+
+
+@contextlib.asynccontextmanager
+async def limited_node(tmp_path: Path, db_url: str, section: str) -> AsyncIterator[Node]:
+    """A province node with ``section`` as its [oracle] config and two sensitive resources."""
+    setup = with_oracle(make_province(tmp_path / "province", db_url), section)
+    node = await start(setup)
+    try:
+        async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+            for n in (1, 2):
+                await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+                    catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(sensitive(n)))
+                )
+        yield setup, node
+    finally:
+        await node.stop(grace=0)
+
+
+@pytest.fixture
+async def rate_limited(tmp_path: Path, db_url: str, clocks: Clocks) -> AsyncIterator[Node]:
+    section = "verify_per_minute = 20\nverify_per_day = 0\nenumeration_distinct_keys = 0\n"
+    async with limited_node(tmp_path, db_url, section) as node:
+        yield node
+
+
+@pytest.fixture
+async def watched(tmp_path: Path, db_url: str, clocks: Clocks) -> AsyncIterator[Node]:
+    section = "enumeration_distinct_keys = 5\nenumeration_window_seconds = 600\n"
+    async with limited_node(tmp_path, db_url, section) as node:
+        yield node
+
+
+def verify_request(n: int, key: str) -> sharing_pb2.VerifyRequest:
+    return sharing_pb2.VerifyRequest(
+        resource_code=sensitive(n).resource_code, key={"zjhm": key}, claimed={"xm": "张三"}
+    )
+
+
+def retry_after_ms(err: grpc.aio.AioRpcError) -> str | None:
+    """The machine-readable retry delay a refusal carries in its trailing metadata."""
+    # grpc.aio's Metadata yields (key, value) pairs; the stubs type it otherwise.
+    pairs = cast(Iterable[tuple[str, str | bytes]], err.trailing_metadata() or ())
+    for key, value in pairs:
+        if key == RETRY_AFTER_KEY:
+            return str(value)
+    return None
+
+
+async def verify(
+    node: RunningNode, setup: ProvinceSetup, code: str, n: int = 1, key: str = "k"
+) -> grpc.aio.AioRpcError | None:
+    """One Verify; None when answered, else the error."""
+    async with channel(node, setup.agency(code)) as ch:
+        try:
+            await sharing_pb2_grpc.SharingServiceStub(ch).Verify(verify_request(n, key))
+        except grpc.aio.AioRpcError as exc:
+            return exc
+    return None
+
+
+async def test_the_rate_limit_holds_under_50_concurrent_callers(
+    rate_limited: Node, clocks: Clocks
+) -> None:
+    setup, node = rate_limited
+    channels = [channel(node, setup.agency(CIVIL_AFFAIRS)) for _ in range(5)]
+    try:
+        stubs = [sharing_pb2_grpc.SharingServiceStub(ch) for ch in channels]
+
+        async def one(i: int) -> grpc.aio.AioRpcError | None:
+            try:
+                await stubs[i % 5].Verify(verify_request(1, f"key-{i}"))
+            except grpc.aio.AioRpcError as exc:
+                return exc
+            return None
+
+        outcomes = await asyncio.gather(*(one(i) for i in range(50)))
+    finally:
+        for ch in channels:
+            await ch.close(None)
+    refusals = [o for o in outcomes if o is not None]
+    assert len(refusals) == 30
+    for err in refusals:
+        assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "20 Verify calls per minute" in (err.details() or "")
+        assert "retry after 3.0 s" in (err.details() or "")
+        assert retry_after_ms(err) == "3000"
+
+    # Its own budget for every (caller, resource) pair.
+    assert await verify(node, setup, MARKET_REGULATION) is None
+    assert await verify(node, setup, CIVIL_AFFAIRS, n=2) is None
+    refused = await verify(node, setup, CIVIL_AFFAIRS)
+    assert refused is not None and refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    clocks.now += 3.0
+    assert await verify(node, setup, CIVIL_AFFAIRS) is None
+
+    # Every refusal is in the audit log, and the node is healthy.
+    records = await AuditLog(node.db).query(resource_code=sensitive(1).resource_code, limit=1000)
+    outcomes_logged = [r.outcome for r in records if r.method.endswith("/Verify")]
+    assert outcomes_logged.count("RESOURCE_EXHAUSTED") == 31
+    assert outcomes_logged.count("OK") == 22
+    assert (await AuditLog(node.db).verify_chain()).ok
+    async with channel(node, setup.agency(CIVIL_AFFAIRS)) as ch:
+        health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_enumeration_is_flagged_once_per_window(watched: Node, clocks: Clocks) -> None:
+    setup, node = watched
+    code = sensitive(1).resource_code
+    provider = f"spiffe://{PROVINCE}.{TRUST_DOMAIN}/agency/{PUBLIC_SECURITY}"
+    authority = f"spiffe://{PROVINCE}.{TRUST_DOMAIN}/authority"
+    for _ in range(10):  # one key asked again and again is no enumeration
+        assert await verify(node, setup, CIVIL_AFFAIRS, key="same") is None
+    for i in range(4 + 5):  # "same" + 4 new keys: flagged; 5 more in the window: not again
+        assert await verify(node, setup, CIVIL_AFFAIRS, key=f"k{i}") is None
+    clocks.now += 601.0
+    for i in range(5):  # a new window, a new run: flagged again
+        assert await verify(node, setup, CIVIL_AFFAIRS, key=f"m{i}") is None
+
+    records = await AuditLog(node.db).query(resource_code=code, limit=1000)
+    verifies = [r for r in records if r.method.endswith("/Verify")]
+    assert len(verifies) == 24
+    flagged = [i for i, r in enumerate(verifies) if r.detail.get("enumeration_suspected") == 1]
+    assert flagged == [13, 23]
+    assert all(verifies[i].caller.endswith(CIVIL_AFFAIRS) for i in flagged)
+
+    notifications = Notifications(node.db)
+    for recipient in (provider, authority):
+        notes = await notifications.list_for(
+            recipient, kinds=[NotificationKind.ENUMERATION_SUSPECTED]
+        )
+        assert len(notes) == 2
+        assert all(n.resource_code == code for n in notes)
+        assert CIVIL_AFFAIRS in notes[0].message and "5 different keys" in notes[0].message
+        assert verifies[13].request_id in notes[0].message
+    assert await notifications.list_for(f"spiffe://{PROVINCE}.{TRUST_DOMAIN}/agency/x") == []

@@ -331,3 +331,76 @@ class NotificationRow(SQLModel, table=True):
     audit_sequence: int = Field(default=0, sa_type=BigInteger)
     message: str = Field(sa_type=Text)
     at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class AccessApplicationRow(SQLModel, table=True):
+    """An application to use a 有条件共享 resource (第二十五条), held by the node that owns the
+    resource and reviewed by that node's authority. Never deleted; its status moves from
+    pending to approved, rejected or withdrawn once."""
+
+    __tablename__ = "access_application"
+
+    id: str = Field(primary_key=True, max_length=64)  # "<owner region>-A-<hex>"
+    status: str = Field(max_length=16)
+    applicant: str = Field(max_length=300, index=True)  # SPIFFE ID
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    provider_code: str = Field(max_length=CREDIT_CODE_LEN)
+    region: str = Field(max_length=REGION_LEN)  # the resource's (and the node's) region
+    probe: bool = False  # on a conformance probe resource (第三十一条)
+    items: str = Field(sa_type=Text)  # JSON list
+    share_methods: str = Field(sa_type=Text)  # JSON list
+    purpose: str = Field(sa_type=Text)
+    legal_basis: str = Field(sa_type=Text)
+    not_before: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    not_after: dt.datetime = Field(sa_type=UTCDateTime)
+    request_id: str = Field(default="", max_length=128)
+    created_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+    reviewer: str = Field(default="", max_length=300)
+    decided_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    review_comment: str = Field(default="", sa_type=Text)
+    grant_id: str = Field(default="", max_length=64)
+
+
+class AccessGrantRow(SQLModel, table=True):
+    """A grant (授权) made by an approved application: the bounded right of one grantee to use
+    one resource (防止越权使用, 第三十七条). Read on every call it covers; revoked, never
+    deleted."""
+
+    __tablename__ = "access_grant"
+    __table_args__ = (Index("ix_access_grant_grantee_resource", "grantee", "resource_code"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # "<owner region>-G-<hex>"
+    application_id: str = Field(
+        max_length=64, sa_column_args=[ForeignKey("access_application.id")]
+    )
+    grantee: str = Field(max_length=300)  # SPIFFE ID
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    provider_code: str = Field(max_length=CREDIT_CODE_LEN)
+    region: str = Field(max_length=REGION_LEN)
+    probe: bool = False
+    items: str = Field(sa_type=Text)  # JSON list
+    clear_text_items: str = Field(sa_type=Text)  # JSON list
+    share_methods: str = Field(sa_type=Text)  # JSON list
+    purpose: str = Field(sa_type=Text)
+    not_before: dt.datetime = Field(sa_type=UTCDateTime)
+    not_after: dt.datetime = Field(sa_type=UTCDateTime)
+    justification: str = Field(default="", sa_type=Text)
+    granted_by: str = Field(max_length=300)
+    created_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+    revoked: bool = False
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoke_reason: str = Field(default="", sa_type=Text)
+    revoked_by: str = Field(default="", max_length=300)
+
+
+class AccessRequestRow(SQLModel, table=True):
+    """The outcome of an AccessService write that carried a ``request_id``, so a retry gets the
+    first outcome (same transaction as the write)."""
+
+    __tablename__ = "access_request"
+
+    caller: str = Field(primary_key=True, max_length=300)
+    request_id: str = Field(primary_key=True, max_length=128)
+    operation: str = Field(max_length=16)  # apply, withdraw, review, revoke
+    object_id: str = Field(max_length=64)  # the application or grant
+    created_at: dt.datetime = Field(sa_type=UTCDateTime)

@@ -6,7 +6,8 @@ One decision per call, before any data is read:
 - 暂不共享 (NOT_SHARED) resources never serve anyone else (第二十四条);
 - a method the catalog entry does not list among its share methods is refused;
 - 有条件共享 (CONDITIONAL) resources serve others only under an approved application's grant
-  (第二十五条); until grants exist every such call is refused, saying an application is needed;
+  (第二十五条): :func:`authorize` refuses them, saying an application is needed, and
+  node.access.AccessControl, which reads the grants, settles them with :func:`grant_access`;
 - 无条件共享 (UNCONDITIONAL) resources serve any registered agency, with sensitive items masked
   by their masking rule.
 
@@ -19,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.identity import Identity, Role
-from node.catalog_types import MaskingKind, ResourceEntry, ResourceStatus, ShareMethod, ShareType
+from node.catalog_types import ResourceEntry, ResourceStatus, ShareMethod, ShareType
 from node.errors import FailedPrecondition, PermissionDenied
+from node.grading import default_clear_items
 from node.probe import check_tester_use, is_tester
 
 METHOD_NAMES = {
@@ -39,6 +41,8 @@ class Access:
     is_provider: bool
     visible_items: frozenset[str]
     clear_items: frozenset[str]
+    #: The grant(s) the access rests on (有条件共享), comma-separated, for the audit record.
+    grant_id: str = ""
 
 
 def is_provider(caller: Identity, entry: ResourceEntry) -> bool:
@@ -51,7 +55,45 @@ def is_provider(caller: Identity, entry: ResourceEntry) -> bool:
 
 
 def authorize(caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Access:
-    """The caller's access to ``entry`` through ``method``, or a refusal naming the rule."""
+    """The caller's access to ``entry`` through ``method``, or a refusal naming the rule.
+    Knows no grants: a non-provider's use of a 有条件共享 resource is refused."""
+    access = authorize_without_grant(caller, entry, method)
+    if access is None:
+        raise conditional_refusal(caller, entry)
+    return access
+
+
+def conditional_refusal(caller: Identity, entry: ResourceEntry) -> PermissionDenied:
+    """The refusal of a 有条件共享 resource to a caller that holds no grant for it."""
+    who = f"{caller.role.value} {caller.subject} ({caller.region})"
+    return PermissionDenied(
+        f"resource {entry.resource_code} ({entry.name}) is 有条件共享: {who} needs an approved "
+        "application (AccessService.Apply, reviewed by the data management authority) "
+        f"before using it (第二十五条); conditions: {entry.share_conditions}"
+    )
+
+
+def grant_access(
+    entry: ResourceEntry, items: frozenset[str], clear_text: frozenset[str], grant_id: str
+) -> Access:
+    """A grantee's access: only the granted ``items`` (declared ones), masked by their rule
+    unless the grant names them in ``clear_text``."""
+    declared = frozenset(i.name for i in entry.items)
+    visible = items & declared
+    unmasked = default_clear_items(entry)  # level-4 items are masked even without a rule
+    return Access(
+        is_provider=False,
+        visible_items=visible,
+        clear_items=visible & (unmasked | clear_text),
+        grant_id=grant_id,
+    )
+
+
+def authorize_without_grant(
+    caller: Identity, entry: ResourceEntry, method: ShareMethod
+) -> Access | None:
+    """:func:`authorize`, except that a non-provider's use of a 有条件共享 resource by one of
+    its share methods returns None: the grants decide it (node.access)."""
     code = entry.resource_code
     if entry.status is ResourceStatus.WITHDRAWN:
         raise FailedPrecondition(f"resource {code} ({entry.name}) is withdrawn")
@@ -63,7 +105,6 @@ def authorize(caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Ac
     items = frozenset(i.name for i in entry.items)
     if is_provider(caller, entry):
         return Access(is_provider=True, visible_items=items, clear_items=items)
-    who = f"{caller.role.value} {caller.subject} ({caller.region})"
     if entry.share_type is ShareType.NOT_SHARED:
         raise PermissionDenied(
             f"resource {code} ({entry.name}) is 暂不共享 (not shared) under "
@@ -76,10 +117,5 @@ def authorize(caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Ac
             f"its share methods are: {offered}"
         )
     if entry.share_type is ShareType.CONDITIONAL:
-        raise PermissionDenied(
-            f"resource {code} ({entry.name}) is 有条件共享: {who} needs an approved "
-            "application (AccessService.Apply, reviewed by the data management authority) "
-            f"before using it (第二十五条); conditions: {entry.share_conditions}"
-        )
-    clear = frozenset(i.name for i in entry.items if i.masking.kind is MaskingKind.NONE)
-    return Access(is_provider=False, visible_items=items, clear_items=clear)
+        return None
+    return Access(is_provider=False, visible_items=items, clear_items=default_clear_items(entry))

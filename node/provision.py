@@ -343,6 +343,17 @@ def issue_client(
     return keypair, write_client_bundle(out, keypair, [ca.cert], root)
 
 
+def issue_authority(
+    config: NodeConfig, *, out: Path, name: str = "", days: int = 365
+) -> tuple[KeyPair, dict[str, Path]]:
+    """Issue the credentials of this region's data management authority (数据管理机构), which
+    reviews 有条件共享 applications and revokes grants at this node (第二十五条): the identity
+    ``spiffe://<node region>.<trust-domain>/authority``, a bundle like an agency's. Any node,
+    province or city, issues its own region's."""
+    label = name or f"{config.node.name}数据管理机构"
+    return issue_client(config, role=Role.AUTHORITY, subject="", name=label, out=out, days=days)
+
+
 # --- conformance testers (第三十一条) --------------------------------------------------------
 
 #: Why the tester bundle's "revoked" certificate is revoked. The revocation list itself carries

@@ -1,4 +1,6 @@
-"""Routing sharing calls to the node that owns the resource (第十九条, 第二十六条).
+"""Routing sharing calls to the node that owns the resource (第十九条, 第二十六条), and the
+AccessService calls on what that node holds (第二十五条: Apply by its resource; an application
+or grant by the region its id starts with, :meth:`Router.unary_to`).
 
 The owner of a resource is the region of its catalog entry (other regions' entries arrive by
 catalog exchange). A call on a local resource is served here. Otherwise it is forwarded:
@@ -75,7 +77,7 @@ class Router:
             )
         return str(row[0]), region
 
-    def _assertion(self, entry: ResourceEntry, request: Any, context: Any) -> bytes:
+    def _assertion(self, resource_code: str, request: Any, context: Any) -> bytes:
         forwarded = current_forwarded()
         if forwarded is not None:
             return forwarded.assertion  # relayed unchanged; verified on arrival
@@ -85,7 +87,7 @@ class Router:
             caller=current_peer().identity,
             node_key=self._key,
             node_chain=self._chain,
-            resource_code=entry.resource_code,
+            resource_code=resource_code,
             request_bytes=request.SerializeToString(),
             deadline=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds),
             request_id=current_request_id(),
@@ -94,15 +96,38 @@ class Router:
     async def unary(
         self, entry: ResourceEntry, method: str, request: Any, response_type: Any, context: Any
     ) -> Any:
-        endpoint, node_region = await self.endpoint_for(entry.region)
+        """Forward a SharingService call (``method``: "Verify", "Query"), or any routed call
+        when ``method`` is a full path ("/govnode.v1.AccessService/Apply")."""
+        return await self.unary_to(
+            entry.region,
+            method if method.startswith("/") else SERVICE + method,
+            request,
+            response_type,
+            context,
+            resource_code=entry.resource_code,
+        )
+
+    async def unary_to(
+        self,
+        region: str,
+        path: str,
+        request: Any,
+        response_type: Any,
+        context: Any,
+        *,
+        resource_code: str = "",
+    ) -> Any:
+        """Forward a unary call to the node of ``region``, which holds what the request names
+        (a resource, or an application or grant by the region its id carries)."""
+        endpoint, node_region = await self.endpoint_for(region)
         return await self.forwarder.unary(
             endpoint,
             node_region,
-            SERVICE + method,
+            path,
             request,
             response_type,
             request_id=current_request_id(),
-            assertion=self._assertion(entry, request, context),
+            assertion=self._assertion(resource_code, request, context),
             remaining=context.time_remaining(),
         )
 
@@ -117,7 +142,7 @@ class Router:
             request,
             response_type,
             request_id=current_request_id(),
-            assertion=self._assertion(entry, request, context),
+            assertion=self._assertion(entry.resource_code, request, context),
             remaining=context.time_remaining(),
         ):
             yield item

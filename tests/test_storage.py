@@ -43,6 +43,9 @@ TABLES = {
     "submit_batch",
     "sub_platform_approval",
     "notification",
+    "access_application",
+    "access_grant",
+    "access_request",
 }
 
 

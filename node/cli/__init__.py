@@ -16,7 +16,18 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import typer
 
-from node.cli import agency, audit, certs, conformance, demo, federation, init, serve, status
+from node.cli import (
+    access,
+    agency,
+    audit,
+    certs,
+    conformance,
+    demo,
+    federation,
+    init,
+    serve,
+    status,
+)
 
 app = typer.Typer(
     name="govnode",
@@ -35,6 +46,7 @@ app.add_typer(agency.app, name="agency")
 app.add_typer(audit.app, name="audit")
 app.add_typer(federation.app, name="federation")
 app.add_typer(conformance.app, name="conformance")
+app.add_typer(access.app, name="access")
 serve.register(app)
 demo.register(app)
 federation.register(app)

@@ -1,5 +1,5 @@
-"""``govnode certs``: sign a city's CA, install it, issue testers, revoke and inspect
-certificates."""
+"""``govnode certs``: sign a city's CA, install it, issue testers and authorities, revoke and
+inspect certificates."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from node.provision import (
     TesterBundle,
     TesterCredentials,
     install_city_ca,
+    issue_authority,
     issue_tester,
     prepare_tester,
 )
@@ -195,6 +196,31 @@ def issue_tester_command(
         "this CA's name constraints)"
     )
     echo(f"  manifest: {bundle.manifest}")
+
+
+@app.command("issue-authority")
+def issue_authority_command(
+    config: Path = CONFIG_OPTION,
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for client.key, client.crt, ca.crt; refused if it has a key."
+    ),
+    name: str = typer.Option(
+        "", "--name", help="Name in the certificate, e.g. 福州市大数据管理局 (default: node name)."
+    ),
+    days: int = typer.Option(365, "--days", min=1, max=825, help="Validity in days."),
+) -> None:
+    """Issue this region's data management authority (数据管理机构) credentials.
+
+    The authority reviews 有条件共享 applications for this node's resources and revokes grants
+    (第二十五条): identity spiffe://<this node's region>.<trust-domain>/authority, in a bundle
+    like an agency's. Any node, province or city, issues its own region's. Its operators use it
+    with any gRPC client (AccessService), or run `govnode access` on the node itself.
+    """
+    keypair, paths = issue_authority(load(config), out=out, name=name, days=days)
+    echo(f"Issued the data management authority {identity_of(keypair.cert)} (第二十五条)")
+    echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
+    for label, path in paths.items():
+        echo(f"  {label:<6} {path}")
 
 
 async def _list(cfg: NodeConfig) -> None:

@@ -1,8 +1,9 @@
 """SharingService (第二十六条): 汇聚 Submit, 联机验证 Verify, 比对验证 Compare, 检索查询 Query.
 
-Each call: look the resource up in the catalog, decide access (node.policy), then let the
-records domain do the work. Submit acknowledges each batch only after it is committed and its
-audit record is durable.
+Each call: look the resource up in the catalog, decide access (node.policy; on a 有条件共享
+resource, the caller's grants through node.access, which also bound the items a call may key
+on, claim, filter on and read), then let the records domain do the work. Submit acknowledges
+each batch only after it is committed and its audit record is durable.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from gateway.audit import AuditSink, CallRecord
 from gateway.auth import current_peer
 from gateway.identity import Role
 from gateway.interceptors import add_audit_detail, current_request_id
+from node.access import AccessControl, check_scope
 from node.catalog import Catalog
-from node.catalog_types import ResourceEntry, ShareMethod
+from node.catalog_types import ResourceEntry, ShareMethod, ShareType
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from node.policy import authorize, is_provider
+from node.oracle import OracleGuard
+from node.policy import Access, authorize, is_provider
 from node.records import (
     MatchResult,
     QueryFilter,
@@ -66,11 +69,33 @@ class SharingServicer:
         records: Records,
         audit: AuditSink | None,
         router: Router | None = None,
+        *,
+        oracle: OracleGuard | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
         self._audit = audit
         self._router = router
+        self._oracle = oracle  # Verify quotas, rate limits, enumeration watch (node.oracle)
+        # Grants of 有条件共享 resources (node.access); without it, node.policy alone decides.
+        self._access_control = access
+
+    async def _access(self, entry: ResourceEntry, method: ShareMethod) -> Access:
+        """The caller's access (the original caller's, on a forwarded call), with the grant it
+        rests on named in the call's audit record."""
+        caller = current_peer().identity
+        try:
+            return authorize(caller, entry, method)
+        except PermissionDenied:
+            # node.policy knows no grants: what it refuses on a 有条件共享 resource, the
+            # caller's grants may still allow (and AccessControl names any other refusal).
+            if self._access_control is None or entry.share_type is not ShareType.CONDITIONAL:
+                raise
+        access = await self._access_control.check(caller, entry, method)
+        if access.grant_id:
+            add_audit_detail(grant=access.grant_id)
+        return access
 
     def _remote(self, entry: ResourceEntry) -> Router | None:
         """The router when ``entry`` is owned by another node, else None."""
@@ -156,7 +181,16 @@ class SharingServicer:
                 entry, "Verify", request, sharing_pb2.VerifyResponse, context
             )
             return reply
-        authorize(current_peer().identity, entry, ShareMethod.VERIFY)
+        access = await self._access(entry, ShareMethod.VERIFY)
+        check_scope(access, entry, request.key, "Verify key")
+        check_scope(access, entry, request.claimed, "Verify claimed")
+
+        # --- oracle protection (node.oracle): quotas, rate limits, enumeration watch ---
+        if self._oracle is not None and await self._oracle.admit_verify(
+            current_peer().identity, entry, request.key, request_id=current_request_id()
+        ):
+            add_audit_detail(enumeration_suspected=1)
+
         outcome = await self._records.verify(entry, dict(request.key), dict(request.claimed))
         return sharing_pb2.VerifyResponse(
             found=outcome.found,
@@ -176,7 +210,17 @@ class SharingServicer:
             ):
                 yield result
             return
-        authorize(current_peer().identity, entry, ShareMethod.COMPARE)
+        access = await self._access(entry, ShareMethod.COMPARE)
+        for i, r in enumerate(request.records):
+            check_scope(access, entry, r.key, f"Compare records[{i}].key")
+            check_scope(access, entry, r.claimed, f"Compare records[{i}].claimed")
+        if self._oracle is not None and await self._oracle.admit_compare(
+            current_peer().identity,
+            entry,
+            [dict(r.key) for r in request.records],
+            request_id=current_request_id(),
+        ):
+            add_audit_detail(enumeration_suspected=1)
         results = await self._records.compare(
             entry, [(r.ref, dict(r.key), dict(r.claimed)) for r in request.records]
         )
@@ -196,7 +240,10 @@ class SharingServicer:
                 entry, "Query", request, sharing_pb2.QueryResponse, context
             )
             return reply
-        access = authorize(current_peer().identity, entry, ShareMethod.QUERY)
+        access = await self._access(entry, ShareMethod.QUERY)
+        check_scope(access, entry, request.key, "Query key")
+        check_scope(access, entry, [f.item for f in request.filters], "Query filters")
+        check_scope(access, entry, request.items, "Query items")
         filters = []
         for i, f in enumerate(request.filters):
             op = _OPS.get(f.op)

@@ -63,12 +63,18 @@ TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationSer
 #: The calls a node may forward for a caller, with a signed caller assertion
 #: (gateway.assertion): the owning node then authorises the original caller, never the
 #: forwarding node. A node calling these WITHOUT an assertion is refused: nodes call on behalf
-#: of someone or not at all. Every other method refuses an assertion.
+#: of someone or not at all. Every other method refuses an assertion. Applications live at the
+#: node owning the resource (第二十五条): Apply is routed by its resource, and the calls naming
+#: an application or grant by id by the region the id starts with.
 ROUTED_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.SharingService/Verify",
         "/govnode.v1.SharingService/Compare",
         "/govnode.v1.SharingService/Query",
+        "/govnode.v1.AccessService/Apply",
+        "/govnode.v1.AccessService/GetApplication",
+        "/govnode.v1.AccessService/WithdrawApplication",
+        "/govnode.v1.AccessService/GetGrant",
     }
 )
 
@@ -105,6 +111,8 @@ class _BadMessage(Exception):
 class _AuditFailed(Exception):
     """The audit sink could not record the call: the caller must not get its result."""
 
+
+CANCELLED_MESSAGE = "the call ended early: cancelled by the caller, its deadline, or a shutdown"
 
 AUDIT_FAILED_MESSAGE = (
     "the node could not record this call in its audit log (第三十九条), so it returns no "
@@ -313,6 +321,21 @@ class _Guarded:
             )
         )
 
+    async def interrupted(self, call: _Call) -> None:
+        """Audit a call that ended without a status of ours: the caller cancelled it, its
+        deadline passed, or the server is stopping. Every Subscribe ends this way. The record is
+        written although the handler is being cancelled (shielded); a failure is only logged,
+        since there is no caller left to refuse."""
+        try:
+            await asyncio.shield(self.finish(call, grpc.StatusCode.CANCELLED, CANCELLED_MESSAGE))
+        except (Exception, asyncio.CancelledError) as exc:
+            log.warning(
+                "audit_of_cancelled_call_failed",
+                method=self.method,
+                request_id=current_request_id(),
+                error=repr(exc),
+            )
+
     async def refused(self, call: _Call, context: Context, exc: BaseException) -> None:
         """Audit a refusal or failure, then let the status leave.
 
@@ -327,8 +350,9 @@ class _Guarded:
             status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             await self.finish(call, status, str(context.details() or ""))
             raise exc
+        trailing: tuple[tuple[str, str], ...] = ()
         if isinstance(exc, Refusal):
-            code, message = exc.code, exc.message
+            code, message, trailing = exc.code, exc.message, exc.trailing_metadata
         elif isinstance(exc, _BadMessage):
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         else:
@@ -347,8 +371,9 @@ class _Guarded:
         try:
             await self.finish(call, code, message)
         except _AuditFailed:
-            code, message = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE
-        await context.abort(code, message)
+            code, message, trailing = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE, ()
+        # Retry information (retry-after-ms) and the like travel as trailing metadata.
+        await context.abort(code, message, trailing_metadata=trailing)
 
     def wrap(self, handler: Any) -> Any:
         deserialize: Callable[[bytes], Any] = handler.request_deserializer or (lambda b: b)
@@ -370,6 +395,9 @@ class _Guarded:
                     response = await inner_uu(request, context)
                     await self.finish(call, grpc.StatusCode.OK, "")
                     return response
+                except (asyncio.CancelledError, GeneratorExit):
+                    await self.interrupted(call)
+                    raise
                 except Exception as exc:
                     await self.refused(call, context, exc)
                 finally:
@@ -391,6 +419,9 @@ class _Guarded:
                     async for item in _responses(inner_us(request, context)):
                         yield item
                     await self.finish(call, grpc.StatusCode.OK, "")
+                except (asyncio.CancelledError, GeneratorExit):
+                    await self.interrupted(call)
+                    raise
                 except Exception as exc:
                     await self.refused(call, context, exc)
                 finally:
@@ -411,6 +442,9 @@ class _Guarded:
                     response = await inner_su(parse_stream(call, raws), context)
                     await self.finish(call, grpc.StatusCode.OK, "")
                     return response
+                except (asyncio.CancelledError, GeneratorExit):
+                    await self.interrupted(call)
+                    raise
                 except Exception as exc:
                     await self.refused(call, context, exc)
                 finally:
@@ -430,6 +464,9 @@ class _Guarded:
                 async for item in _responses(inner_ss(parse_stream(call, raws), context)):
                     yield item
                 await self.finish(call, grpc.StatusCode.OK, "")
+            except (asyncio.CancelledError, GeneratorExit):
+                await self.interrupted(call)
+                raise
             except Exception as exc:
                 await self.refused(call, context, exc)
             finally:

@@ -31,6 +31,8 @@ from node.catalog import Catalog
 from node.catalog_sync import CitySync
 from node.config import Mode, NodeConfig
 from node.federation_sync import CatalogExchange
+from node.notifications import Notifications
+from node.oracle import OracleGuard
 from node.peers import ProvinceLink
 from node.records import Records
 from node.revocation import Revocations
@@ -166,6 +168,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None
+        notifications = Notifications(db)  # one instance: its watchers wake on every notice
         services = Services(
             config=config,
             identity=identity,
@@ -177,6 +180,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
             province_link=link,
             router=Router(config, db, forwarder),
             audit_log=audit,
+            oracle=OracleGuard(config.oracle, notifications, config.node.trust_domain),
+            notifications=notifications,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)

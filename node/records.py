@@ -24,6 +24,7 @@ handling, :mod:`node.records_types` the values in and out.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -134,6 +135,21 @@ class Records:
         self._db = db
         self.region = node_region
         self._clock = clock
+        # resource code -> event set when its next batch commits through this object, so
+        # Subscribe streams in this process wake at once (other processes' writes are polled
+        # for, at the subscriber's bounded fallback interval). Popped when set: only resources
+        # someone waits on have an entry.
+        self._changed: dict[str, asyncio.Event] = {}
+
+    def changed(self, resource_code: str) -> asyncio.Event:
+        """An event set when the next batch of ``resource_code`` is committed here."""
+        return self._changed.setdefault(resource_code, asyncio.Event())
+
+    def notify_changed(self, resource_code: str) -> None:
+        """Wake everyone waiting on :meth:`changed` for ``resource_code`` (after a commit)."""
+        event = self._changed.pop(resource_code, None)
+        if event is not None:
+            event.set()
 
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC)
@@ -253,6 +269,8 @@ class Records:
             if not self._db.is_unique_violation(error):
                 raise
             outcome = await self._db.write("records.submit", txn)
+        if not outcome.duplicate and outcome.accepted:
+            self.notify_changed(code)
         log.info(
             "records.submitted",
             resource_code=code,

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc, sharing_pb2, sharing_pb2_grpc
+from govnode.v1 import catalog_pb2, catalog_pb2_grpc, opendata_pb2, opendata_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.auth import AuthenticationError, Authenticator
@@ -277,15 +277,15 @@ async def test_a_later_release_method_answers_unimplemented_naming_what_is_missi
 ) -> None:
     setup, node = province
     async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
-        stream = sharing_pb2_grpc.SharingServiceStub(ch).Exchange(
-            sharing_pb2.ExchangeRequest(resource_code="350000-1-000001")
+        stream = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
+            opendata_pb2.DownloadRequest(resource_code="350000-1-000001")
         )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in stream:
                 pass
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "SharingService/Exchange is not implemented by this node" in details(err.value)
-    assert "governance" in details(err.value)
+    assert "OpenDataService/Download is not implemented by this node" in details(err.value)
+    assert "open data" in details(err.value)
 
 
 async def test_only_nodes_may_watch_the_catalog_feed(

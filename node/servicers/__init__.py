@@ -31,14 +31,20 @@ from govnode.v1 import (
 from gateway.audit import AuditSink
 from gateway.identity import Identity
 from gateway.refusal import Refusal
+from node.access import AccessControl
+from node.access_store import Applications
 from node.audit import AuditLog
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation_sync import CatalogExchange
+from node.notifications import Notifications
+from node.oracle import OracleGuard
 from node.peers import ProvinceLink
 from node.records import Records
+from node.records_exchange import RecordsExchange
 from node.routing import Router
+from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
 from node.servicers.catalog import CatalogServicer
 from node.servicers.federation import FederationServicer
@@ -46,7 +52,8 @@ from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
-from node.servicers.status import status_for
+from node.servicers.sharing_stream import SharingStreamServicer
+from node.servicers.status import status_for, trailing_metadata_for
 from node.storage import Database
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
@@ -62,9 +69,12 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 
 #: What each not-yet-implemented service is waiting for, shown in its UNIMPLEMENTED message.
 PLANNED: dict[str, str] = {
-    "SharingService": "Exchange and Subscribe arrive with sharing governance",
+    "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
-    "AccessService": "有条件共享 applications, grants and change requests are not available yet",
+    "AccessService": (
+        "change requests (第四十一条) are not available yet (applications, grants and "
+        "notifications work)"
+    ),
     "AuditService": (
         "GetCheckpoint and StreamUsageLog are not available yet (QueryAudit works; "
         "`govnode audit verify` checks the hash chain)"
@@ -91,6 +101,11 @@ class Services:
     province_link: ProvinceLink | None = None
     #: The log ``audit`` writes to, read by AuditService.QueryAudit.
     audit_log: AuditLog | None = None
+    #: Verify quotas, rate limits and the enumeration watch (node.oracle); None: no limits.
+    oracle: OracleGuard | None = None
+    #: The node's notification store, shared so that watchers wake on every commit; None: one
+    #: is made here.
+    notifications: Notifications | None = None
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -105,7 +120,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
                 async for item in fn(request, context):
                     yield item
             except DomainError as exc:
-                raise Refusal(status_for(exc), exc.message) from None
+                raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
 
         return streaming
 
@@ -113,7 +128,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
         try:
             return await fn(request, context)
         except DomainError as exc:
-            raise Refusal(status_for(exc), exc.message) from None
+            raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
 
     return unary
 
@@ -152,10 +167,35 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     A service may be implemented by several objects (one per concern); for each method the
     first object that defines it serves it.
     """
+    notifications = services.notifications or Notifications(services.db)
+    # Every data call on a 有条件共享 resource is decided on the caller's grants (第三十七条).
+    access_control = AccessControl(services.db)
     implementations: dict[str, list[object]] = {
         "govnode.v1.CatalogService": [CatalogServicer(services.catalog)],
+        "govnode.v1.AccessService": [
+            AccessServicer(
+                services.catalog,
+                Applications(services.db, notifications, services.identity),
+                notifications,
+                services.router,
+            )
+        ],
         "govnode.v1.SharingService": [
-            SharingServicer(services.catalog, services.records, services.audit, services.router)
+            SharingServicer(
+                services.catalog,
+                services.records,
+                services.audit,
+                services.router,
+                oracle=services.oracle,
+                access=access_control,
+            ),
+            # Exchange and Subscribe (local resources only; not routed between nodes yet).
+            SharingStreamServicer(
+                services.catalog,
+                services.records,
+                RecordsExchange(services.db),
+                access_control.check,
+            ),
         ],
         "govnode.v1.FederationService": [
             FederationServicer(services.config, services.identity, services.catalog, services.db),

@@ -1,0 +1,196 @@
+"""SharingService's streams: 数据交换 Exchange (第二十六条) and 主动推送 Subscribe (第二十七条).
+
+Each call looks the resource up, refuses one held by another node (streams are not routed
+between nodes yet: the caller goes to the owner's node), asks the injected ``authorize`` for
+the caller's access, then reads pages from node.records_exchange. Access is asked again before
+every page, so a withdrawal, or a grant that ends, stops a running stream at its next page.
+
+Streams never hold a transaction while the client reads: each page is one short read, and
+Subscribe waits for the next commit on :meth:`node.records.Records.changed` (with a bounded
+fallback wait, for writes by other processes and for the catalog or grants changing).
+
+Audit: the guard audits every call, also one the caller cancels or whose deadline passes (the
+usual end of a Subscribe: outcome CANCELLED); the counts delivered until then are in its
+detail (第三十九条: nothing leaves the node unrecorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from google.protobuf.message import Message
+from govnode.v1 import common_pb2, sharing_pb2
+
+from gateway.auth import current_peer
+from gateway.identity import Identity
+from gateway.interceptors import add_audit_detail
+from node.catalog import Catalog
+from node.catalog_types import ResourceEntry, ShareMethod
+from node.errors import FailedPrecondition, InvalidArgument
+from node.policy import Access
+from node.records import Records
+from node.records_exchange import ChangeKind, FeedChange, RecordsExchange
+
+log = structlog.get_logger(__name__)
+
+#: Decides one caller's access to one resource by one method (node.policy.Access), or raises
+#: the refusal (PermissionDenied, FailedPrecondition) naming the rule.
+Authorize = Callable[[Identity, ResourceEntry, ShareMethod], Awaitable[Access]]
+
+#: Longest a Subscribe waits for a commit signal before it reads the feed (and asks for
+#: access) again anyway.
+SUBSCRIBE_WAIT_S = 30.0
+
+_KINDS = {
+    ChangeKind.UPSERT: sharing_pb2.RECORD_CHANGE_KIND_UPSERT,
+    ChangeKind.DELETE: sharing_pb2.RECORD_CHANGE_KIND_DELETE,
+}
+
+
+class SharingStreamServicer:
+    """Exchange and Subscribe on the resources this node holds."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        records: Records,
+        exchange: RecordsExchange,
+        authorize: Authorize,
+        *,
+        wait_s: float = SUBSCRIBE_WAIT_S,
+    ) -> None:
+        self._catalog = catalog
+        self._records = records
+        self._exchange = exchange
+        self._authorize = authorize
+        self._wait_s = wait_s
+
+    async def _entry(self, code: str, method: str) -> ResourceEntry:
+        if not code:
+            raise InvalidArgument("resource_code is required")
+        entry = await self._catalog.get(code)
+        if entry.region and entry.region != self._records.region:
+            raise FailedPrecondition(
+                f"resource {code} is held by the node of region {entry.region}: call {method} "
+                f"on that node; streams are not routed between nodes (this node is "
+                f"{self._records.region})"
+            )
+        return entry
+
+    async def Exchange(
+        self, request: sharing_pb2.ExchangeRequest, context: Any
+    ) -> AsyncIterator[sharing_pb2.ExchangeChunk]:
+        caller = current_peer().identity
+        code = request.resource_code
+        entry = await self._entry(code, "Exchange")
+        access = await self._authorize(caller, entry, ShareMethod.EXCHANGE)
+        position = await self._exchange.begin(
+            entry,
+            caller.uri,
+            since=request.since_version,
+            items=list(request.items),
+            resume_token=request.resume_token,
+        )
+        sent = {"records": 0, "deleted": 0, "chunks": 0, "snapshot_version": position.snapshot}
+        async with self._audited_if_interrupted("Exchange", caller, request, sent):
+            while True:
+                if sent["chunks"]:  # asked again per chunk: a withdrawal or revocation stops it
+                    entry = await self._entry(code, "Exchange")
+                    access = await self._authorize(caller, entry, ShareMethod.EXCHANGE)
+                chunk = await self._exchange.chunk(
+                    entry,
+                    position,
+                    visible_items=access.visible_items,
+                    clear_items=access.clear_items,
+                )
+                position = chunk.position
+                sent["records"] += len(chunk.records)
+                sent["deleted"] += len(chunk.deleted)
+                sent["chunks"] += 1
+                add_audit_detail(**sent)
+                yield sharing_pb2.ExchangeChunk(
+                    records=[common_pb2.Record(values=r) for r in chunk.records],
+                    deleted=[common_pb2.Record(values=k) for k in chunk.deleted],
+                    resume_token=chunk.resume_token,
+                    snapshot_version=position.snapshot,
+                    last=chunk.last,
+                )
+                if chunk.last:
+                    return
+
+    async def Subscribe(
+        self, request: sharing_pb2.SubscribeRequest, context: Any
+    ) -> AsyncIterator[sharing_pb2.RecordChange]:
+        caller = current_peer().identity
+        code = request.resource_code
+        entry = await self._entry(code, "Subscribe")
+        await self._authorize(caller, entry, ShareMethod.SUBSCRIBE)
+        after = await self._exchange.check_after(entry, request.after_sequence)
+        sent = {"records": 0, "from_sequence": after, "sequence": after}
+        async with self._audited_if_interrupted("Subscribe", caller, request, sent):
+            while True:
+                # Taken before reading, so a commit between the read and the wait wakes it.
+                signals = (self._records.changed(code), self._catalog.changed())
+                entry = await self._entry(code, "Subscribe")
+                access = await self._authorize(caller, entry, ShareMethod.SUBSCRIBE)
+                changes = await self._exchange.changes(
+                    entry,
+                    after,
+                    visible_items=access.visible_items,
+                    clear_items=access.clear_items,
+                )
+                for change in changes:
+                    yield _change(change)
+                    after = change.sequence
+                    sent["records"] += 1
+                    sent["sequence"] = after
+                if changes:
+                    add_audit_detail(**sent)
+                    continue  # read on until caught up
+                await _first_set(signals, self._wait_time(context))
+
+    def _wait_time(self, context: Any) -> float:
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is None:
+            return self._wait_s
+        # The deadline cancels the call; until then, never spin.
+        return min(self._wait_s, max(float(remaining), 0.05))
+
+    @contextlib.asynccontextmanager
+    async def _audited_if_interrupted(
+        self, method: str, caller: Identity, request: Message, sent: dict[str, int]
+    ) -> AsyncIterator[None]:
+        """Put what was delivered into the call's audit detail if the stream is interrupted;
+        the guard writes the CANCELLED record (gateway.interceptors)."""
+        try:
+            yield
+        except (asyncio.CancelledError, GeneratorExit):
+            add_audit_detail(**sent)
+            raise
+
+
+def _change(change: FeedChange) -> sharing_pb2.RecordChange:
+    out = sharing_pb2.RecordChange(
+        sequence=change.sequence,
+        kind=_KINDS.get(change.kind, sharing_pb2.RECORD_CHANGE_KIND_UNSPECIFIED),
+        key=change.key,
+        version=change.version,
+    )
+    if change.values is not None:
+        out.record.CopyFrom(common_pb2.Record(values=change.values))
+    out.at.FromDatetime(change.at)
+    return out
+
+
+async def _first_set(events: tuple[asyncio.Event, ...], within_s: float) -> None:
+    """Wait until one of ``events`` is set, or ``within_s`` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

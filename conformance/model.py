@@ -14,7 +14,7 @@ from typing import Any
 SUITE_NAME = "govnode-conformance"
 #: Bumped whenever a case is added, removed or changes what it checks; the approving province
 #: compares a report's mandatory cases with its own suite's.
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"  # 2: grant and rate-limit cases (SEC-15..18)
 
 
 class Outcome(enum.StrEnum):

@@ -55,6 +55,7 @@ class Options:
     latency_p99_ms: float = 1000.0
     max_clock_skew_s: float = 5.0
     min_cert_days: int = 7
+    verify_per_minute: int = 600  # the target's Verify rate limit (the platform default)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class CallOutcome:
     response: Any
     request_id: str
     elapsed_s: float
+    trailing: dict[str, str] = field(default_factory=dict)  # trailing metadata (text values)
 
     @property
     def ok(self) -> bool:
@@ -130,6 +132,16 @@ class Probes:
     record: ProbeRecord | None = None
     found_active: set[str] = field(default_factory=set)  # the target's active codes before
     registered_at: dict[str, float] = field(default_factory=dict)  # code -> monotonic time
+
+
+def _text_metadata(metadata: Any) -> dict[str, str]:
+    """Text entries of gRPC metadata (pairs of key and value) as a dict."""
+    out: dict[str, str] = {}
+    for item in metadata or ():
+        key, value = tuple(item)
+        if isinstance(value, str):
+            out[str(key)] = value
+    return out
 
 
 def rpc(service: str, method: str) -> str:
@@ -202,14 +214,16 @@ class Session:
                 timeout=self.options.call_timeout_s,
             )
             code, details = grpc.StatusCode.OK, ""
+            trailing: dict[str, str] = {}
         except grpc.aio.AioRpcError as exc:
             response, code, details = None, exc.code(), exc.details() or ""
+            trailing = _text_metadata(exc.trailing_metadata())
         elapsed = asyncio.get_running_loop().time() - began
         reached = code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         sharing = method.endswith(("/Verify", "/Query", "/Compare"))
         if record and reached and (node == "target" or sharing):
             self.calls.append(ProbeCall(request_id, method, code.name, routed=node != "target"))
-        return CallOutcome(code, details, response, request_id, elapsed)
+        return CallOutcome(code, details, response, request_id, elapsed, trailing)
 
     async def node_info(self, node: str) -> federation_pb2.NodeInfo:
         out = await self.call(
@@ -261,6 +275,13 @@ class Session:
         for code in probes.target.values():
             await self._submit(code, probes.record)
         return probes
+
+    async def register_probe(self, node: str, entry: common_pb2.ResourceEntry) -> str:
+        """Register one more probe entry (withdrawn with the others at the end)."""
+        probes = await self.probes()
+        code = await self._register(node, entry)
+        (probes.target if node == "target" else probes.province)[f"extra-{code}"] = code
+        return code
 
     async def _register(self, node: str, entry: common_pb2.ResourceEntry) -> str:
         for _ in range(5):  # a random code may already be taken

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance.cases import Case, connectivity, security
+from conformance.cases import Case, connectivity, governance, security
 
 
 def all_cases() -> list[Case]:
@@ -11,5 +11,6 @@ def all_cases() -> list[Case]:
     # case looks for every call made before it.
     cleanup = [c for c in connectivity_cases if c.info.id == connectivity.CLEANUP_ID]
     audit = [c for c in security.CASES if c.info.id == security.AUDIT_ID]
-    rest = [c for c in connectivity_cases + security.CASES if c not in cleanup + audit]
+    everything = connectivity_cases + security.CASES + governance.CASES
+    rest = [c for c in everything if c not in cleanup + audit]
     return rest + audit + cleanup

@@ -42,7 +42,7 @@ async def show_conformance(
 ) -> None:
     say = demo.say
     say(
-        "[15] Conformance (第三十一条): a tester runs the suite against 福州, the province approves"
+        "[16] Conformance (第三十一条): a tester runs the suite against 福州, the province approves"
     )
     credentials = prepare_tester(province_config, name="demo-lab", out=base / "tester")
     bundle = await issue_tester(credentials, Revocations(province.db))

@@ -31,6 +31,7 @@ from node.cli.status import render
 from node.codes import make_credit_code
 from node.config import NodeConfig, load_config
 from node.demo_conformance import show_conformance
+from node.demo_governance import show_governance
 from node.federation_join import create_invitation
 from node.join_client import join_province
 from node.pki import fingerprint
@@ -261,7 +262,9 @@ async def show_federation(
         )
         say("")
 
-        say("[14] govnode status at the province:")
+        await show_governance(demo, fuzhou, xiamen, template, base)
+
+        say("[15] govnode status at the province:")
         async with secure_channel(province.address, province_files, timeout=5) as ch:
             stub = federation_pb2_grpc.FederationServiceStub(ch)
             info = await stub.GetNodeInfo(federation_pb2.GetNodeInfoRequest())

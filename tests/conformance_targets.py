@@ -85,12 +85,13 @@ async def issue_tester(province: ProvinceSetup, out: Path, name: str = "lab-1") 
     return out
 
 
-def _fast(setup: ProvinceSetup, **limits: Any) -> ProvinceSetup:
+def _fast(setup: ProvinceSetup, sections: dict[str, dict[str, Any]] | None = None) -> ProvinceSetup:
+    """The node with a 0.5 s heartbeat and ``sections`` (config section -> values) changed."""
     cfg: NodeConfig = setup.config
     fed = cfg.federation.model_copy(update={"heartbeat_seconds": 0.5})
     update: dict[str, Any] = {"federation": fed}
-    if limits:
-        update["limits"] = cfg.limits.model_copy(update=limits)
+    for name, values in (sections or {}).items():
+        update[name] = getattr(cfg, name).model_copy(update=values)
     return dataclasses.replace(setup, config=cfg.model_copy(update=update))
 
 
@@ -120,7 +121,7 @@ async def platform(
     *,
     breakage: Patch | None = None,
     monkeypatch: pytest.MonkeyPatch | None = None,
-    city_limits: dict[str, Any] | None = None,
+    city_sections: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Platform]:
     """Province + 福州 on loopback with a tester bundle; ``breakage`` is applied (with
     ``monkeypatch``) after the province started and before the city starts."""
@@ -128,7 +129,7 @@ async def platform(
     city = make_city(base / "fuzhou", city_db, province, FUZHOU, "福州市")
     province = link_peers(province, {FUZHOU: city.config.node.listen})
     tester = await issue_tester(province, base / "tester")
-    plat = Platform(_fast(province), _fast(city, **(city_limits or {})), tester)
+    plat = Platform(_fast(province), _fast(city, city_sections), tester)
     try:
         plat.nodes["province"] = await start(plat.province)
         if breakage is not None:

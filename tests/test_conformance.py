@@ -199,6 +199,25 @@ def internal_on_bad_bytes(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> No
     monkeypatch.setattr(gi._Call, "parse", parse)
 
 
+def grants_ignore_scope(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
+    """A grant opens every item of the resource, in clear."""
+    import node.access
+    from node.policy import Access
+
+    def everything(entry: Any, items: Any, clear_text: Any, grant_id: str) -> Access:
+        names = frozenset(i.name for i in entry.items)
+        return Access(is_provider=False, visible_items=names, clear_items=names, grant_id=grant_id)
+
+    monkeypatch.setattr(node.access, "grant_access", everything)
+
+
+def grants_never_end(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
+    """Revocation and the end of a grant are not checked."""
+    import node.access
+
+    monkeypatch.setattr(node.access.Grant, "in_force", lambda self, now: self.not_before <= now)
+
+
 #: breakage -> (how, the cases it must fail, what each failure's reason must say)
 BREAKAGES = {
     "no-client-verification": (
@@ -213,11 +232,14 @@ BREAKAGES = {
     "no-masking": (no_masking, ["SEC-11"], "is not masked"),
     "no-audit": (no_audit, ["SEC-12"], "is missing"),
     "internal-on-bad-bytes": (internal_on_bad_bytes, ["SEC-14"], "expected INVALID_ARGUMENT"),
+    "grants-ignore-scope": (grants_ignore_scope, ["SEC-15"], "outside the grant"),
+    "grants-never-end": (grants_never_end, ["SEC-16", "SEC-17"], "still"),
 }
 
 
 def test_every_mandatory_security_case_has_a_broken_target() -> None:
-    covered = {i for _, ids, _ in BREAKAGES.values() for i in ids} | {"SEC-06", "SEC-07", "SEC-13"}
+    covered = {i for _, ids, _ in BREAKAGES.values() for i in ids}
+    covered |= {"SEC-06", "SEC-07", "SEC-13", "SEC-18"}  # broken by a relay or the config
     assert covered == set(MANDATORY_SECURITY)
 
 
@@ -284,10 +306,23 @@ async def test_tls_1_1_is_caught_on_a_port_that_accepts_it(
     assert "completed a TLSv1" in reasons(report)
 
 
+async def test_a_missing_verify_rate_limit_is_caught(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path}/%s.db"
+    async with platform(
+        tmp_path, db % "province", db % "city", city_sections={"oracle": {"verify_per_minute": 0}}
+    ) as plat:
+        report = await run(plat.options(verify_per_minute=100), only=["SEC-18"])
+    assert outcomes(report)["SEC-18"] is Outcome.FAILED, reasons(report)
+    assert "no rate limit" in reasons(report)
+
+
 async def test_oversized_messages_are_caught_when_the_limit_is_raised(tmp_path: Path) -> None:
     db = f"sqlite+aiosqlite:///{tmp_path}/%s.db"
     async with platform(
-        tmp_path, db % "province", db % "city", city_limits={"max_message_bytes": 64 << 20}
+        tmp_path,
+        db % "province",
+        db % "city",
+        city_sections={"limits": {"max_message_bytes": 64 << 20}},
     ) as plat:
         report = await run(plat.options(), only=["SEC-13"])
     assert outcomes(report)["SEC-13"] is Outcome.FAILED, reasons(report)

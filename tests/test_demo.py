@@ -30,6 +30,14 @@ async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "forwarded by spiffe://350000.fujian.gov.cn/node" in text
     assert "caught up from its last applied version" in text
     assert text.count("HEALTHY") == 2
+    # Governance: an application across cities, its narrowed grant, its scope and revocation.
+    assert "lives at 福州" in text and "approved it narrowed" in text
+    assert "returns only the granted items" in text and "(masked: fddbr)" in text
+    assert "越权使用, 第三十七条" in text
+    assert "the next Query: PERMISSION_DENIED" in text and "was revoked" in text
+    # Conformance: the whole suite passes against 福州, which is then approved.
+    assert "29 passed, 0 failed" in text
+    assert "approved_sub_platform = true" in text
     for refusal in (
         "FAILED_PRECONDITION: entry.items[0].standard_element",
         "INVALID_ARGUMENT: entry.legal_basis",

@@ -89,6 +89,13 @@ def run_command(
         max=64 * 1024 * 1024,
         help="The target's message size limit (the platform default is 4 MiB).",
     ),
+    verify_per_minute: int = typer.Option(
+        600,
+        "--verify-per-minute",
+        min=1,
+        max=100_000,
+        help="The target's Verify rate limit per caller and resource ([oracle]; default 600).",
+    ),
 ) -> None:
     """Run the suite against --target and write signed reports. Exit status 0 only when
     every mandatory case ran and passed."""
@@ -100,6 +107,7 @@ def run_command(
         region=region,
         sync_timeout_s=sync_timeout,
         max_message_bytes=max_message_bytes,
+        verify_per_minute=verify_per_minute,
     )
     try:
         report = asyncio.run(run(options, only=_ids(only), progress=_progress))

@@ -170,53 +170,68 @@ class Catalog:
     ) -> ResourceEntry:
         """Replace an entry with a new version; ``expected_version`` (when not 0) guards
         against overwriting a change the caller has not seen."""
-        code = entry.resource_code
         check_request_id(request_id)
         validate_entry(entry, node_region=self.region)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
-            if done := await replay(self._db, session, caller, request_id, "update", code):
-                return done
-            row = await self._current_for_change(session, code, caller, "change")
-            if expected_version and expected_version != row.version:
-                raise FailedPrecondition(
-                    f"resource {code} is at version {row.version}, the update expected version "
-                    f"{expected_version}; fetch it again and re-apply the change"
-                )
-            if row.status == ResourceStatus.WITHDRAWN:
-                raise FailedPrecondition(f"resource {code} is withdrawn and cannot be changed")
-            if entry.provider_code != row.provider_code:
-                raise InvalidArgument(
-                    f'entry.provider_code: cannot change from "{row.provider_code}" to '
-                    f'"{entry.provider_code}"; the provider of a resource is fixed'
-                )
-            current = entry_from_json(row.body)
-            if entry.probe != current.probe:
-                raise InvalidArgument(
-                    f"entry.probe: cannot change from {str(current.probe).lower()} to "
-                    f"{str(entry.probe).lower()}; whether a resource is a conformance probe "
-                    "is fixed (第三十一条)"
-                )
-            new = entry.model_copy(
-                update={
-                    "region": row.region,
-                    "version": row.version + 1,
-                    "status": ResourceStatus.ACTIVE,
-                    "created_at": current.created_at,
-                    "updated_at": self._now(),
-                }
-            )
-            body = entry_to_json(new)
-            _set_columns(row, new, body)
-            await self._claim_elements(session, new)
-            self._add_version(session, new, body, caller)
-            await self._append_change(session, new, body, ChangeKind.UPDATED)
-            remember(session, caller, request_id, "update", new, self._now())
-            return new
+            return await self.update_in(session, caller, entry, expected_version, request_id)
 
         result = await self._db.write("catalog.update", txn)
         self.notify_changed()
         return result
+
+    async def update_in(
+        self,
+        session: AsyncSession,
+        caller: Identity,
+        entry: ResourceEntry,
+        expected_version: int = 0,
+        request_id: str = "",
+        *,
+        reason: str = "",
+    ) -> ResourceEntry:
+        """:meth:`update` inside the caller's write transaction, for a change applied with
+        something else (an approved change request, 第四十一条). ``entry`` has passed
+        ``validate_entry``; the caller calls :meth:`notify_changed` after committing."""
+        code = entry.resource_code
+        if done := await replay(self._db, session, caller, request_id, "update", code):
+            return done
+        row = await self._current_for_change(session, code, caller, "change")
+        if expected_version and expected_version != row.version:
+            raise FailedPrecondition(
+                f"resource {code} is at version {row.version}, the update expected version "
+                f"{expected_version}; fetch it again and re-apply the change"
+            )
+        if row.status == ResourceStatus.WITHDRAWN:
+            raise FailedPrecondition(f"resource {code} is withdrawn and cannot be changed")
+        if entry.provider_code != row.provider_code:
+            raise InvalidArgument(
+                f'entry.provider_code: cannot change from "{row.provider_code}" to '
+                f'"{entry.provider_code}"; the provider of a resource is fixed'
+            )
+        current = entry_from_json(row.body)
+        if entry.probe != current.probe:
+            raise InvalidArgument(
+                f"entry.probe: cannot change from {str(current.probe).lower()} to "
+                f"{str(entry.probe).lower()}; whether a resource is a conformance probe "
+                "is fixed (第三十一条)"
+            )
+        new = entry.model_copy(
+            update={
+                "region": row.region,
+                "version": row.version + 1,
+                "status": ResourceStatus.ACTIVE,
+                "created_at": current.created_at,
+                "updated_at": self._now(),
+            }
+        )
+        body = entry_to_json(new)
+        _set_columns(row, new, body)
+        await self._claim_elements(session, new)
+        self._add_version(session, new, body, caller, reason=reason)
+        await self._append_change(session, new, body, ChangeKind.UPDATED)
+        remember(session, caller, request_id, "update", new, self._now())
+        return new
 
     async def withdraw(
         self, caller: Identity, code: str, reason: str, request_id: str = ""
@@ -228,29 +243,48 @@ class Catalog:
         check_request_id(request_id)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
-            if done := await replay(self._db, session, caller, request_id, "withdraw", code):
-                return done
-            row = await self._current_for_change(session, code, caller, "withdraw")
-            if row.status == ResourceStatus.WITHDRAWN:
-                raise FailedPrecondition(f"resource {code} is already withdrawn")
-            new = entry_from_json(row.body).model_copy(
-                update={
-                    "version": row.version + 1,
-                    "status": ResourceStatus.WITHDRAWN,
-                    "updated_at": self._now(),
-                }
-            )
-            body = entry_to_json(new)
-            _set_columns(row, new, body)
-            await self._claim_elements(session, new)  # a withdrawn entry claims nothing
-            self._add_version(session, new, body, caller, reason=reason)
-            await self._append_change(session, new, body, ChangeKind.WITHDRAWN)
-            remember(session, caller, request_id, "withdraw", new, self._now())
-            return new
+            return await self.withdraw_in(session, caller, code, reason, request_id)
 
         result = await self._db.write("catalog.withdraw", txn)
         self.notify_changed()
         return result
+
+    async def withdraw_in(
+        self,
+        session: AsyncSession,
+        caller: Identity,
+        code: str,
+        reason: str,
+        request_id: str = "",
+        *,
+        expected_version: int = 0,
+    ) -> ResourceEntry:
+        """:meth:`withdraw` inside the caller's write transaction (an approved change request,
+        第四十一条); the caller calls :meth:`notify_changed` after committing."""
+        if done := await replay(self._db, session, caller, request_id, "withdraw", code):
+            return done
+        row = await self._current_for_change(session, code, caller, "withdraw")
+        if row.status == ResourceStatus.WITHDRAWN:
+            raise FailedPrecondition(f"resource {code} is already withdrawn")
+        if expected_version and expected_version != row.version:
+            raise FailedPrecondition(
+                f"resource {code} is at version {row.version}, the withdrawal expected version "
+                f"{expected_version}; fetch it again and ask again"
+            )
+        new = entry_from_json(row.body).model_copy(
+            update={
+                "version": row.version + 1,
+                "status": ResourceStatus.WITHDRAWN,
+                "updated_at": self._now(),
+            }
+        )
+        body = entry_to_json(new)
+        _set_columns(row, new, body)
+        await self._claim_elements(session, new)  # a withdrawn entry claims nothing
+        self._add_version(session, new, body, caller, reason=reason)
+        await self._append_change(session, new, body, ChangeKind.WITHDRAWN)
+        remember(session, caller, request_id, "withdraw", new, self._now())
+        return new
 
     # --- reading --------------------------------------------------------------------------
 

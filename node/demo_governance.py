@@ -2,7 +2,8 @@
 applies, through 厦门, for a 有条件共享 resource of 福州; 福州's data management authority
 approves it narrowed; the agency's routed Query returns only the granted items, masked; a use
 outside the grant is refused (越权使用); the authority revokes the grant and the next call is
-refused."""
+refused; the provider's change of a record applies only once the authority approves it
+(第四十一条)."""
 
 from __future__ import annotations
 
@@ -149,7 +150,46 @@ async def show_governance(
         f"  ✓ the authority revoked {grant.id}; the next Query: "
         f"{await _refusal(xiamen, 'Query', query)}"
     )
+    await _change_request(demo, fuzhou, authority, acme)
     say("")
+
+
+async def _change_request(demo: Demo, fuzhou: City, authority: TlsFiles, acme: str) -> None:
+    """第四十一条: the provider's change of a record waits for the authority's approval."""
+    new = {"tyshxydm": acme, "dwmc": "福州某某软件有限公司", "fddbr": "林十二", "djzt": "存续"}
+    query = sharing_pb2.QueryRequest(resource_code=CODE, key={"tyshxydm": acme})
+    async with secure_channel(fuzhou.node.address, fuzhou.agency, timeout=10) as ch:
+        asked = await access_pb2_grpc.AccessServiceStub(ch).RequestRecordChange(
+            access_pb2.RequestRecordChangeRequest(
+                target=access_pb2.CHANGE_TARGET_RECORD,
+                action=access_pb2.CHANGE_ACTION_UPDATE,
+                resource_code=CODE,
+                key={"tyshxydm": acme},
+                record=common_pb2.Record(values=new),
+                reason="法定代表人变更（变更登记）",
+            )
+        )
+        before = await sharing_pb2_grpc.SharingServiceStub(ch).Query(query)
+    request = asked.change_request
+    demo.say(
+        f"  ✓ 第四十一条: 福州市市场监督管理局 asked to change the record (法定代表人 → 林十二): "
+        f"{request.id} is pending, and the record still reads "
+        f"{before.rows[0].record.values['fddbr']}"
+    )
+    async with secure_channel(fuzhou.node.address, authority, timeout=10) as ch:
+        reviewed = await access_pb2_grpc.AccessServiceStub(ch).ReviewChangeRequest(
+            access_pb2.ReviewChangeRequestRequest(
+                id=request.id, decision=common_pb2.REVIEW_DECISION_APPROVE, comment="同意"
+            )
+        )
+    async with secure_channel(fuzhou.node.address, fuzhou.agency, timeout=10) as ch:
+        after = await sharing_pb2_grpc.SharingServiceStub(ch).Query(query)
+    done = reviewed.change_request
+    demo.say(
+        f"  ✓ the authority approved it: the record is now version {done.applied_version} "
+        f"({after.rows[0].record.values['fddbr']}); the request keeps version "
+        f"{done.previous_version} ({done.previous_record.values['fddbr']}); nothing is deleted"
+    )
 
 
 async def _xiamen(city: City, method: str, request: Any, stub_cls: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Text, false
 from sqlmodel import Field, SQLModel
 
 from node.storage import UTCDateTime
@@ -184,6 +184,9 @@ class RecordRow(SQLModel, table=True):
     data_seq: int = Field(sa_type=BigInteger)
     updated_at: dt.datetime = Field(sa_type=UTCDateTime)
     temporary: bool
+    #: Deleted with the authority's approval (第四十一条): the row stays, pointing at its
+    #: "delete" version, and every read of current data passes it by.
+    deleted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class RecordVersionRow(SQLModel, table=True):
@@ -404,3 +407,34 @@ class AccessRequestRow(SQLModel, table=True):
     operation: str = Field(max_length=16)  # apply, withdraw, review, revoke
     object_id: str = Field(max_length=64)  # the application or grant
     created_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class ChangeRequestRow(SQLModel, table=True):
+    """A provider's request for approval to change or delete a record or a catalog entry
+    (未经批准不得更改和删除政务数据, 第四十一条), held by the node that owns the resource and
+    reviewed by that node's authority. Never deleted; its status moves from pending to approved
+    or rejected once, and an approval applies the change in the same transaction."""
+
+    __tablename__ = "change_request"
+
+    id: str = Field(primary_key=True, max_length=64)  # "<owner region>-C-<hex>"
+    status: str = Field(max_length=16)
+    requester: str = Field(max_length=300, index=True)  # SPIFFE ID
+    target: str = Field(max_length=16)  # record, entry
+    action: str = Field(max_length=16)  # update, delete
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    provider_code: str = Field(max_length=CREDIT_CODE_LEN)
+    probe: bool = False
+    record_key: str = Field(default="", max_length=RECORD_KEY_LEN)  # canonical JSON, records
+    key_values: str = Field(default="", sa_type=Text)  # JSON object, records
+    new_values: str = Field(default="", sa_type=Text)  # JSON object, record updates
+    new_entry: str = Field(default="", sa_type=Text)  # entry JSON, entry updates
+    previous_values: str = Field(default="", sa_type=Text)  # JSON object, records
+    previous_version: int = Field(default=0, sa_type=BigInteger)
+    reason: str = Field(sa_type=Text)
+    request_id: str = Field(default="", max_length=128)
+    created_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+    reviewer: str = Field(default="", max_length=300)
+    reviewed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    review_comment: str = Field(default="", sa_type=Text)
+    applied_version: int = Field(default=0, sa_type=BigInteger)

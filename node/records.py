@@ -121,7 +121,10 @@ CYCLE_ALLOWANCE: dict[UpdateCycle, dt.timedelta | None] = {
 }
 
 # Verify's one statement, a point read (Database.fetch_one): plain SQL valid on both backends.
-_CURRENT_VALUES = "SELECT item_values FROM record WHERE resource_code = :code AND record_key = :key"
+_CURRENT_VALUES = (
+    "SELECT item_values FROM record WHERE resource_code = :code AND record_key = :key"
+    " AND NOT deleted"
+)
 Clock = Callable[[], dt.datetime]
 
 
@@ -325,7 +328,7 @@ class Records:
 
         async def txn(session: AsyncSession) -> dict[str, Any]:
             conn = await session.connection()
-            return await current_rows(conn, code, keys, RECORD.c.item_values)
+            return await current_rows(conn, code, keys, RECORD.c.item_values, live_only=True)
 
         found = await self._db.read("records.compare", txn) if keys else {}
         return [(ref, outcome(found.get(k), wanted)) for ref, k, wanted in prepared]
@@ -365,7 +368,11 @@ class Records:
         limit = min(size, MAX_QUERY_ROWS - cursor.served)
         statement = (
             sa.select(RECORD.c.record_key, RECORD.c.version, RECORD.c.item_values)
-            .where(RECORD.c.resource_code == entry.resource_code, *plan.conditions)
+            .where(
+                RECORD.c.resource_code == entry.resource_code,
+                sa.not_(RECORD.c.deleted),  # deleted with approval (第四十一条)
+                *plan.conditions,
+            )
             .order_by(RECORD.c.record_key)
             .limit(limit + 1)
         )

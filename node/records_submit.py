@@ -56,6 +56,7 @@ _UPDATE_RECORD = (
         data_seq=sa.bindparam("b_seq"),
         updated_at=sa.bindparam("b_at", type_=RECORD.c.updated_at.type),
         temporary=sa.bindparam("b_temporary"),
+        deleted=False,  # a record deleted with approval may be aggregated again
     )
 )
 
@@ -157,15 +158,18 @@ async def apply_writes(
     records are new. ``state`` is the resource's (data version, record count) before."""
     data_version, record_count = state
     keys = list(dict.fromkeys(key for key, _ in writes))
-    columns = (RECORD.c.version, RECORD.c.item_values)
+    columns = (RECORD.c.version, RECORD.c.item_values, RECORD.c.deleted)
     existing: dict[str, Any] = {}
     if 0 < record_count <= len(keys):
         # A small resource (a bulk load just starting): read it whole, one scan. This also
         # spares PostgreSQL's planner an IN list over a table it has no statistics for yet.
         existing = await all_current_rows(conn, code, *columns)
-    elif record_count:
+    elif data_version:  # not record_count: records deleted with approval keep their rows
         existing = await current_rows(conn, code, keys, *columns)
+    # A deleted record's stored values are empty ({}), so any record resubmitted under its key
+    # differs and becomes its next version.
     latest: dict[str, tuple[int, dict[str, str]]] = {k: (v[0], v[1]) for k, v in existing.items()}
+    revived = 0
     changed: dict[str, tuple[int, int, Any]] = {}  # key -> (version, data_seq, stored values)
     bind = Binder(conn)
     values_out = bind.processor(VERSION.c.item_values)
@@ -200,13 +204,15 @@ async def apply_writes(
         versions.append((v_code, seq, key, v_kind, version, stored, v_batch, v_by, v_at, *extra))
     inserts: list[tuple[Any, ...]] = []
     updates: list[dict[str, Any]] = []
-    r_code, r_at, r_temporary = bind.each(
+    r_code, r_at, r_temporary, r_deleted = bind.each(
         (RECORD.c.resource_code, code),
         (RECORD.c.updated_at, at),
         (RECORD.c.temporary, temporary is not None),
+        (RECORD.c.deleted, False),
     )
     for key, (version, data_seq, stored) in changed.items():
         if key in existing:
+            revived += bool(existing[key][2])
             updates.append(
                 {
                     "b_code": code,
@@ -219,14 +225,14 @@ async def apply_writes(
                 }
             )
         else:
-            inserts.append((r_code, key, stored, version, data_seq, r_at, r_temporary))
+            inserts.append((r_code, key, stored, version, data_seq, r_at, r_temporary, r_deleted))
     if inserts:
         await bind.insert_many(RECORD, _RECORD_COLUMNS, inserts)
     if updates:
         await conn.execute(_UPDATE_RECORD, updates)
     if versions:
         await bind.insert_many(VERSION, version_columns, versions)
-    return seq, len(inserts)
+    return seq, len(inserts) + revived
 
 
 _RECORD_COLUMNS = (
@@ -237,6 +243,7 @@ _RECORD_COLUMNS = (
     "data_seq",
     "updated_at",
     "temporary",
+    "deleted",
 )
 _VERSION_COLUMNS = (
     "resource_code",
@@ -298,18 +305,24 @@ def _identity(value: Any) -> Any:
 
 
 async def current_rows(
-    conn: AsyncConnection, code: str, keys: Sequence[str], *columns: sa.ColumnElement[Any]
+    conn: AsyncConnection,
+    code: str,
+    keys: Sequence[str],
+    *columns: sa.ColumnElement[Any],
+    live_only: bool = False,
 ) -> dict[str, Any]:
     """The stored ``columns`` of the current records with ``keys`` (a single column's value,
-    or a tuple of several), looked up with IN queries of at most 500 keys."""
+    or a tuple of several), looked up with IN queries of at most 500 keys. ``live_only``:
+    leave out records deleted with approval (第四十一条)."""
     found: dict[str, Any] = {}
     single = len(columns) == 1
     for chunk in chunks(keys):
-        rows = await conn.execute(
-            sa.select(RECORD.c.record_key, *columns).where(
-                RECORD.c.resource_code == code, RECORD.c.record_key.in_(chunk)
-            )
+        statement = sa.select(RECORD.c.record_key, *columns).where(
+            RECORD.c.resource_code == code, RECORD.c.record_key.in_(chunk)
         )
+        if live_only:
+            statement = statement.where(sa.not_(RECORD.c.deleted))
+        rows = await conn.execute(statement)
         for row in rows:
             found[row[0]] = row[1] if single else tuple(row[1:])
     return found

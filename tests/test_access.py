@@ -636,16 +636,3 @@ async def test_a_tester_manages_its_probe_end_to_end(loaded: Province) -> None:
     )
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED, err.details()
 
-
-async def test_change_requests_are_not_served_yet(province: Province) -> None:
-    setup, node = province
-    err = await refused(
-        access(
-            node,
-            setup.agency(PUBLIC_SECURITY),
-            "ListChangeRequests",
-            access_pb2.ListChangeRequestsRequest(),
-        )
-    )
-    assert err.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "change requests (第四十一条) are not available yet" in (err.details() or "")

@@ -35,6 +35,8 @@ async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "returns only the granted items" in text and "(masked: fddbr)" in text
     assert "越权使用, 第三十七条" in text
     assert "the next Query: PERMISSION_DENIED" in text and "was revoked" in text
+    assert "is pending, and the record still reads 陈十一" in text  # 第四十一条
+    assert "the record is now version 2 (林十二)" in text
     # Conformance: the whole suite passes against 福州, which is then approved.
     assert "29 passed, 0 failed" in text
     assert "approved_sub_platform = true" in text

@@ -46,6 +46,7 @@ TABLES = {
     "access_application",
     "access_grant",
     "access_request",
+    "change_request",
 }
 
 

@@ -35,6 +35,7 @@ from node.access import AccessControl
 from node.access_store import Applications
 from node.audit import AuditLog
 from node.catalog import Catalog
+from node.change_requests import ChangeRequests
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation_sync import CatalogExchange
@@ -47,6 +48,7 @@ from node.routing import Router
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
 from node.servicers.catalog import CatalogServicer
+from node.servicers.change_requests import ChangeRequestServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
@@ -71,10 +73,6 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
-    "AccessService": (
-        "change requests (第四十一条) are not available yet (applications, grants and "
-        "notifications work)"
-    ),
     "AuditService": (
         "GetCheckpoint and StreamUsageLog are not available yet (QueryAudit works; "
         "`govnode audit verify` checks the hash chain)"
@@ -173,6 +171,17 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     implementations: dict[str, list[object]] = {
         "govnode.v1.CatalogService": [CatalogServicer(services.catalog)],
         "govnode.v1.AccessService": [
+            # Change requests (第四十一条); AccessServicer serves the rest.
+            ChangeRequestServicer(
+                services.catalog,
+                ChangeRequests(
+                    services.db,
+                    services.catalog,
+                    services.records,
+                    notifications,
+                    services.identity,
+                ),
+            ),
             AccessServicer(
                 services.catalog,
                 Applications(services.db, notifications, services.identity),

@@ -1,5 +1,5 @@
 """AccessService: 有条件共享 applications, their review, grants (第二十五条, 第三十七条) and
-notifications. Change requests (第四十一条) are served by a later release.
+notifications. Change requests (第四十一条) are node.servicers.change_requests'.
 
 Applications and grants live at the node that owns the resource. Apply on another region's
 resource is forwarded there (node.routing, with a signed caller assertion, like Verify); so are

@@ -1116,6 +1116,8 @@ class ChangeRequest(_message.Message):
     REVIEWED_AT_FIELD_NUMBER: _builtins.int
     REVIEW_COMMENT_FIELD_NUMBER: _builtins.int
     APPLIED_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_RECORD_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Change request id, assigned by the node."""
     status: Global___ChangeRequestStatus.ValueType
@@ -1134,6 +1136,10 @@ class ChangeRequest(_message.Message):
     """The reviewer's comment; the reason for a rejection."""
     applied_version: _builtins.int
     """Version the approved change produced (record version or entry version); 0 otherwise."""
+    previous_version: _builtins.int
+    """The version of the target when the request was made (record version or entry version).
+    Approval is refused if the target has changed since: the request must be made again.
+    """
     @_builtins.property
     def requester(self) -> _common_pb2.Caller:
         """Who asked (the provider)."""
@@ -1162,6 +1168,13 @@ class ChangeRequest(_message.Message):
     def reviewed_at(self) -> _timestamp_pb2.Timestamp:
         """When it was reviewed; unset while pending."""
 
+    @_builtins.property
+    def previous_record(self) -> _common_pb2.Record:
+        """For a RECORD target: the record as it was when the request was made (the version the
+        change would replace), unmasked; with record, the before and after of the change. Visible,
+        like the whole request, to the requester and the authority only.
+        """
+
     def __init__(
         self,
         *,
@@ -1181,10 +1194,12 @@ class ChangeRequest(_message.Message):
         reviewed_at: _timestamp_pb2.Timestamp | None = ...,
         review_comment: _builtins.str = ...,
         applied_version: _builtins.int = ...,
+        previous_record: _common_pb2.Record | None = ...,
+        previous_version: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "entry", b"entry", "record", b"record", "requester", b"requester", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "entry", b"entry", "previous_record", b"previous_record", "record", b"record", "requester", b"requester", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_version", b"applied_version", "created_at", b"created_at", "entry", b"entry", "id", b"id", "key", b"key", "reason", b"reason", "record", b"record", "request_id", b"request_id", "requester", b"requester", "resource_code", b"resource_code", "review_comment", b"review_comment", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "status", b"status", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_version", b"applied_version", "created_at", b"created_at", "entry", b"entry", "id", b"id", "key", b"key", "previous_record", b"previous_record", "previous_version", b"previous_version", "reason", b"reason", "record", b"record", "request_id", b"request_id", "requester", b"requester", "resource_code", b"resource_code", "review_comment", b"review_comment", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "status", b"status", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

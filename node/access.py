@@ -178,6 +178,25 @@ def may_see(
     )
 
 
+def check_history_reader(caller: Identity, entry: ResourceEntry, node_region: str) -> None:
+    """Every version of a record, in clear (第四十一条), is for the resource's provider and the
+    data management authority of the node holding it, and for a tester on a probe resource."""
+    if may_see(
+        caller,
+        node_region,
+        party="",
+        provider_code=entry.provider_code,
+        region=entry.region,
+        probe=entry.probe,
+    ):
+        return
+    raise PermissionDenied(
+        f"{caller} may not read the history of records of resource {entry.resource_code}: "
+        f"only its provider {entry.provider_code} and the data management authority of region "
+        f"{node_region} may (第四十一条); other callers use Query under their share type or grant"
+    )
+
+
 def check_reviewer(caller: Identity, node_region: str, *, probe: bool, action: str) -> None:
     """Only this node's authority reviews and revokes (第二十五条); a conformance tester does
     so for probe resources only (第三十一条). ``action``: what is refused, for the message."""

@@ -15,6 +15,7 @@ _OPERATIONS: dict[str, Operation] = {
     "SharingService/Verify": Operation.COMPARE,
     "SharingService/Compare": Operation.COMPARE,
     "SharingService/Query": Operation.QUERY,
+    "SharingService/GetRecordHistory": Operation.QUERY,
     "SharingService/Exchange": Operation.SHARE,
     "SharingService/Subscribe": Operation.SHARE,
     "OpenDataService/Download": Operation.DOWNLOAD,

@@ -39,7 +39,7 @@ from node.catalog_types import (
     validate_entry,
 )
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from node.models import AccessRequestRow, ChangeRequestRow
+from node.models import AccessRequestRow, CatalogRequestRow, ChangeRequestRow
 from node.notifications import NotificationKind, Notifications
 from node.probe import check_catalog_write, check_submitter
 from node.records import Records
@@ -85,6 +85,8 @@ class ChangeDraft:
     entry: ResourceEntry | None  # entry updates
     reason: str
     request_id: str = ""
+    #: Entry changes: refused unless the entry is at this version (0: don't check).
+    expected_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class ChangeRequest:
     reviewed_at: dt.datetime | None = None
     review_comment: str = ""
     applied_version: int = 0
+    batch_id: str = ""  # a record change held from this Submit batch (node.records_hold)
 
 
 def _loads(text: str) -> dict[str, str]:
@@ -141,6 +144,7 @@ def change_from_row(row: ChangeRequestRow) -> ChangeRequest:
         reviewed_at=row.reviewed_at,
         review_comment=row.review_comment,
         applied_version=row.applied_version,
+        batch_id=row.batch_id,
     )
 
 
@@ -274,7 +278,11 @@ class ChangeRequests:
                     f'"{draft.entry.provider_code}"; the provider of a resource is fixed'
                 )
             if draft.entry.probe != entry.probe:
-                raise InvalidArgument("entry.probe: whether a resource is a probe is fixed")
+                raise InvalidArgument(
+                    f"entry.probe: cannot change from {str(entry.probe).lower()} to "
+                    f"{str(draft.entry.probe).lower()}; whether a resource is a conformance "
+                    "probe is fixed (第三十一条)"
+                )
             new_entry = entry_to_json(draft.entry)
         now = self._clock()
 
@@ -283,6 +291,11 @@ class ChangeRequests:
                 return await self._get(session, done)
             previous_values: dict[str, str] = {}
             previous_version = entry.version
+            if draft.expected_version and draft.expected_version != entry.version:
+                raise FailedPrecondition(
+                    f"resource {code} is at version {entry.version}, the change expected "
+                    f"version {draft.expected_version}; fetch it again and re-apply the change"
+                )
             if draft.target is ChangeTarget.RECORD:
                 current = await current_record(await session.connection(), code, record_key)
                 if current is None or current.deleted:
@@ -333,6 +346,63 @@ class ChangeRequests:
         self._notifications.notify_changed()
         return change
 
+    # --- CatalogService.UpdateResource / WithdrawResource --------------------------------
+
+    async def update_entry(
+        self,
+        caller: Identity,
+        entry: ResourceEntry,
+        *,
+        expected_version: int = 0,
+        reason: str = "",
+        request_id: str = "",
+    ) -> tuple[ResourceEntry, ChangeRequest | None]:
+        """UpdateResource: the entry as it stands and the pending change request the update
+        became (第四十一条), or, for a probe entry (no government data, 第三十一条), the entry at
+        its new version and None. The entry is checked before the caller, as at registration."""
+        check_request_id(request_id)
+        validate_entry(entry, node_region=self._region)
+        current = await self._catalog.get(entry.resource_code)
+        if current.probe:
+            return await self._catalog.update(caller, entry, expected_version, request_id), None
+        draft = ChangeDraft(
+            target=ChangeTarget.RESOURCE_ENTRY,
+            action=ChangeAction.UPDATE,
+            resource_code=current.resource_code,
+            key={},
+            values={},
+            entry=entry,
+            reason=reason,
+            request_id=request_id,
+            expected_version=expected_version,
+        )
+        return current, await self.request(caller, current, draft)
+
+    async def withdraw_entry(
+        self, caller: Identity, code: str, *, reason: str, request_id: str = ""
+    ) -> tuple[ResourceEntry, ChangeRequest | None]:
+        """WithdrawResource, like :meth:`update_entry`: a pending change request, or for a probe
+        entry the withdrawal at once."""
+        check_request_id(request_id)
+        if not code:
+            raise InvalidArgument("resource_code is required")
+        if not reason.strip():
+            raise InvalidArgument("reason: withdrawing a resource needs a reason")
+        current = await self._catalog.get(code)
+        if current.probe:
+            return await self._catalog.withdraw(caller, code, reason, request_id), None
+        draft = ChangeDraft(
+            target=ChangeTarget.RESOURCE_ENTRY,
+            action=ChangeAction.DELETE,
+            resource_code=code,
+            key={},
+            values={},
+            entry=None,
+            reason=reason,
+            request_id=request_id,
+        )
+        return current, await self.request(caller, current, draft)
+
     # --- reading --------------------------------------------------------------------------
 
     async def _get(self, session: AsyncSession, change_id: str) -> ChangeRequest:
@@ -366,6 +436,7 @@ class ChangeRequests:
         *,
         status: ChangeStatus | None = None,
         resource_code: str = "",
+        batch_id: str = "",
         page_size: int = 0,
         page_token: str = "",
     ) -> tuple[list[ChangeRequest], str]:
@@ -385,6 +456,8 @@ class ChangeRequests:
             query = query.where(t.status == status.value)
         if resource_code:
             query = query.where(t.resource_code == resource_code)
+        if batch_id:
+            query = query.where(t.batch_id == batch_id)
         query = query.order_by(col(t.created_at).desc(), col(t.id).desc())
 
         async def txn(session: AsyncSession) -> list[ChangeRequestRow]:
@@ -510,6 +583,15 @@ class ChangeRequests:
         await self._db.lock(session, f"access.request:{caller.uri}:{request_id}")
         done = await session.get(AccessRequestRow, (caller.uri, request_id))
         if done is None:
+            # UpdateResource and WithdrawResource share request ids with RegisterResource: an id
+            # a catalog write used may not name a change request too.
+            catalog = await session.get(CatalogRequestRow, (caller.uri, request_id))
+            if catalog is not None:
+                raise InvalidArgument(
+                    f"request_id: {request_id!r} was already used by this caller for "
+                    f"{catalog.operation} of {catalog.resource_code}; use a new id for a new "
+                    "request"
+                )
             return None
         if done.operation != operation:
             raise InvalidArgument(

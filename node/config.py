@@ -139,6 +139,17 @@ class FederationSection(_Section):
         return value
 
 
+class GovernanceSection(_Section):
+    """Approved change and deletion (未经批准不得更改和删除政务数据, 第四十一条)."""
+
+    #: What Submit does with a record whose key is already stored with other values:
+    #: "approve" holds it as a pending change request for the node's authority; "apply" writes
+    #: it at once as the record's next version (the authority's standing approval of the
+    #: aggregation updates arriving from providers' source systems). Versions are kept either
+    #: way. Catalog updates and withdrawals, and record deletions, always need approval.
+    submit_updates: Literal["approve", "apply"] = "approve"
+
+
 class LimitsSection(_Section):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
@@ -180,6 +191,7 @@ class NodeConfig(BaseSettings):
     limits: LimitsSection = LimitsSection()
     oracle: OracleSection = OracleSection()
     log: LogSection = LogSection()
+    governance: GovernanceSection = GovernanceSection()
     #: Directory the file was read from; relative paths resolve against it.
     base_dir: Path = Path()
 

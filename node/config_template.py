@@ -89,6 +89,14 @@ def render_config(
         ]
     lines += [
         "",
+        "[governance]",
+        "# No change of government data without approval (第四十一条). A Submit record whose key",
+        "# is stored with other values is held as a change request for the data management",
+        '# authority ("approve"), or applied at once as the record\'s next version ("apply": the',
+        "# authority's standing approval of this node's aggregation updates). Every version is",
+        "# kept either way; catalog changes and deletions always need approval.",
+        'submit_updates = "approve"',
+        "",
         "[limits]",
         "# Largest message accepted or sent, in bytes; larger ones get RESOURCE_EXHAUSTED.",
         "max_message_bytes = 4194304",

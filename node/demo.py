@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
+from govnode.v1 import access_pb2, access_pb2_grpc, catalog_pb2, catalog_pb2_grpc, common_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -23,12 +23,12 @@ from gateway.identity import Role
 from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
 from node.catalog_types import ResourceEntry, ShareMethod, ShareType
-from node.config import load_config
+from node.config import NodeConfig, load_config
 from node.demo_federation import show_federation
 from node.demo_sharing import show_data_path
 from node.examples import EXAMPLES_DIR, ExampleAgency, load_example_catalog
 from node.ports import free_port as free_port  # re-exported: tests and bench import it here
-from node.provision import issue_client, provision_province
+from node.provision import issue_authority, issue_client, provision_province
 from node.revocation import Revocations
 from node.servicers.convert import entry_to_proto
 
@@ -54,6 +54,19 @@ class Demo:
         self.say = say
         self.bundles: dict[str, TlsFiles] = {}
         self.names: dict[str, str] = {}
+        self._authority: TlsFiles | None = None
+
+    def issue_authority(self, config: NodeConfig) -> Path:
+        """Issue the node's authority certificate; returns the bundle's directory."""
+        _, paths = issue_authority(config, out=self.base / "authority")
+        self._authority = TlsFiles(paths["key"], paths["cert"], paths["ca"])
+        return self.base / "authority"
+
+    @property
+    def authority(self) -> TlsFiles:
+        """The province's data management authority (数据管理机构), issued in step [1]."""
+        assert self._authority is not None, "issued with the agencies"
+        return self._authority
 
     def agency_files(self, code: str) -> TlsFiles:
         return self.bundles[code]
@@ -115,6 +128,7 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         demo.bundles[agency.code] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
         demo.names[agency.code] = agency.name
         say(f"      {agency.name:<12} {agency.code}  → {out}")
+    say(f"    authority certificate (数据管理机构)  → {demo.issue_authority(config)}")
     say("")
 
     node = await start_node(config)
@@ -256,16 +270,31 @@ async def _show_update_and_listing(
     demo: Demo, node: RunningNode, resources: list[ResourceEntry]
 ) -> None:
     people = resources[0]
-    demo.say("[5] The provider updates its entry: the version goes up, history keeps every one")
+    demo.say(
+        "[5] The provider updates its entry: a change request until the data management "
+        "authority approves it (第四十一条); history keeps every version"
+    )
     changed = entry_to_proto(people)
     changed.summary = people.summary + "（新增手机号码核验）"
-    reply = await demo.catalog_call(
+    asked = await demo.catalog_call(
         people.provider_code,
         node,
         lambda s: s.UpdateResource(
-            catalog_pb2.UpdateResourceRequest(entry=changed, expected_version=1)
+            catalog_pb2.UpdateResourceRequest(
+                entry=changed, expected_version=1, reason="新增手机号码核验服务"
+            )
         ),
     )
+    demo.say(
+        f"  ✓ {demo.names[people.provider_code]} asked: change request "
+        f"{asked.change_request_id} is pending; the entry stays v{asked.entry.version}"
+    )
+    async with secure_channel(node.address, demo.authority, timeout=5) as channel:
+        reviewed = await access_pb2_grpc.AccessServiceStub(channel).ReviewChangeRequest(
+            access_pb2.ReviewChangeRequestRequest(
+                id=asked.change_request_id, decision=common_pb2.REVIEW_DECISION_APPROVE
+            )
+        )
     history = await demo.catalog_call(
         people.provider_code,
         node,
@@ -274,7 +303,8 @@ async def _show_update_and_listing(
         ),
     )
     demo.say(
-        f"  ✓ {reply.entry.resource_code} is now v{reply.entry.version}; history: "
+        f"  ✓ the 福建省 authority approved it: {people.resource_code} is now "
+        f"v{reviewed.change_request.applied_version}; history: "
         + " → ".join(f"v{v.version}" for v in history.versions)
     )
     demo.say("")

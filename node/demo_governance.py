@@ -155,40 +155,42 @@ async def show_governance(
 
 
 async def _change_request(demo: Demo, fuzhou: City, authority: TlsFiles, acme: str) -> None:
-    """第四十一条: the provider's change of a record waits for the authority's approval."""
+    """第四十一条: a provider's batch that changes a stored record is held for the authority."""
     new = {"tyshxydm": acme, "dwmc": "福州某某软件有限公司", "fddbr": "林十二", "djzt": "存续"}
     query = sharing_pb2.QueryRequest(resource_code=CODE, key={"tyshxydm": acme})
-    async with secure_channel(fuzhou.node.address, fuzhou.agency, timeout=10) as ch:
-        asked = await access_pb2_grpc.AccessServiceStub(ch).RequestRecordChange(
-            access_pb2.RequestRecordChangeRequest(
-                target=access_pb2.CHANGE_TARGET_RECORD,
-                action=access_pb2.CHANGE_ACTION_UPDATE,
-                resource_code=CODE,
-                key={"tyshxydm": acme},
-                record=common_pb2.Record(values=new),
-                reason="法定代表人变更（变更登记）",
-            )
+
+    async def batch() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        yield sharing_pb2.SubmitBatch(
+            resource_code=CODE, batch_id="fz-daily-2", records=[common_pb2.Record(values=new)]
         )
-        before = await sharing_pb2_grpc.SharingServiceStub(ch).Query(query)
-    request = asked.change_request
+
+    async with secure_channel(fuzhou.node.address, fuzhou.agency, timeout=10) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        [ack] = [a async for a in stub.Submit(batch())]
+        before = await stub.Query(query)
+    held = ack.held_records[0].change_request_id
     demo.say(
-        f"  ✓ 第四十一条: 福州市市场监督管理局 asked to change the record (法定代表人 → 林十二): "
-        f"{request.id} is pending, and the record still reads "
-        f"{before.rows[0].record.values['fddbr']}"
+        f"  ✓ 第四十一条: 福州市市场监督管理局's batch {ack.batch_id} changes a stored record "
+        f"(法定代表人 → 林十二): {ack.accepted} applied, {ack.held} held as change request "
+        f"{held}; the record still reads {before.rows[0].record.values['fddbr']}"
     )
     async with secure_channel(fuzhou.node.address, authority, timeout=10) as ch:
         reviewed = await access_pb2_grpc.AccessServiceStub(ch).ReviewChangeRequest(
             access_pb2.ReviewChangeRequestRequest(
-                id=request.id, decision=common_pb2.REVIEW_DECISION_APPROVE, comment="同意"
+                id=held, decision=common_pb2.REVIEW_DECISION_APPROVE, comment="同意，已核变更登记"
             )
         )
     async with secure_channel(fuzhou.node.address, fuzhou.agency, timeout=10) as ch:
-        after = await sharing_pb2_grpc.SharingServiceStub(ch).Query(query)
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        after = await stub.Query(query)
+        versions = await stub.GetRecordHistory(
+            sharing_pb2.GetRecordHistoryRequest(resource_code=CODE, key={"tyshxydm": acme})
+        )
     done = reviewed.change_request
     demo.say(
-        f"  ✓ the authority approved it: the record is now version {done.applied_version} "
-        f"({after.rows[0].record.values['fddbr']}); the request keeps version "
-        f"{done.previous_version} ({done.previous_record.values['fddbr']}); nothing is deleted"
+        f"  ✓ 福州's authority approved it: the record is now version {done.applied_version} "
+        f"({after.rows[0].record.values['fddbr']}); every version stays readable: "
+        + " → ".join(f"v{v.version} {v.record.values['fddbr']}" for v in versions.versions)
     )
 
 

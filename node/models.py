@@ -243,6 +243,8 @@ class SubmitBatchRow(SQLModel, table=True):
     temporary: str | None = Field(default=None, sa_type=Text)  # JSON, when 临时采集
     data_version: int = Field(sa_type=BigInteger)
     at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: JSON [[index, change request id], ...]: records held for approval (第四十一条).
+    held: str | None = Field(default=None, sa_type=Text)
 
 
 class InvitationRow(SQLModel, table=True):
@@ -438,3 +440,5 @@ class ChangeRequestRow(SQLModel, table=True):
     reviewed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     review_comment: str = Field(default="", sa_type=Text)
     applied_version: int = Field(default=0, sa_type=BigInteger)
+    #: A record change held from this Submit batch; "" when asked for directly.
+    batch_id: str = Field(default="", max_length=BATCH_ID_LEN)

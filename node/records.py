@@ -41,6 +41,7 @@ from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.probe import check_submitter
+from node.records_hold import hold_writes
 from node.records_query import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -72,6 +73,7 @@ from node.records_types import (
     MAX_COMPARE,
     AggregationStatus,
     BatchOutcome,
+    HeldRecord,
     MatchResult,
     QueryFilter,
     QueryOperator,
@@ -131,13 +133,30 @@ Clock = Callable[[], dt.datetime]
 class Records:
     """The records of the resources this node owns, over its :class:`Database`."""
 
-    def __init__(self, db: Database, node_region: str, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        node_region: str,
+        *,
+        clock: Clock = utc_now,
+        hold_updates: bool = True,
+        trust_domain: str = "",
+        on_held: Callable[[], None] | None = None,
+    ) -> None:
+        """``hold_updates``: Submit holds a record that would change a stored one as a change
+        request for the authority (第四十一条, ``[governance] submit_updates = "approve"``);
+        False applies it at once (``"apply"``). ``trust_domain`` names the node's authority,
+        who is notified of held records; ``on_held`` is called after a batch that held some
+        commits (to wake notification watchers)."""
         problem = region_problem(node_region)
         if problem is not None:
             raise ValueError(problem)
         self._db = db
         self.region = node_region
         self._clock = clock
+        self._hold_updates = hold_updates
+        self._trust_domain = trust_domain
+        self.on_held = on_held
         # resource code -> event set when its next batch commits through this object, so
         # Subscribe streams in this process wake at once (other processes' writes are polled
         # for, at the subscriber's bounded fallback interval). Popped when set: only resources
@@ -190,9 +209,12 @@ class Records:
                 f"resource {code} is {entry.status.value}; records are aggregated into active "
                 "resources only"
             )
-        writes, rejections, rejected = clean_batch(schema_for(entry), batch)
-        accepted = len(batch.records) - rejected
+        schema = schema_for(entry)
+        writes, positions, rejections, rejected = clean_batch(schema, batch)
+        valid = len(batch.records) - rejected
         temporary = batch.temporary
+        # Probe records (第三十一条) are test fixtures, not government data: never held.
+        hold = self._hold_updates and not entry.probe
 
         async def txn(session: AsyncSession) -> BatchOutcome:
             conn = await session.connection()
@@ -215,8 +237,9 @@ class Records:
             ).first()
             data_version = state.data_version if state is not None else 0
             count = state.record_count if state is not None else 0
+            held: list[tuple[int, str]] = []
             if writes:
-                data_version, inserted = await apply_writes(
+                data_version, inserted, holding = await apply_writes(
                     conn,
                     code,
                     writes,
@@ -225,7 +248,22 @@ class Records:
                     caller.uri,
                     batch.batch_id,
                     temporary,
+                    positions=positions,
+                    hold=hold,
                 )
+                if holding:
+                    held = await hold_writes(
+                        conn,
+                        session,
+                        entry=entry,
+                        region=self.region,
+                        key_items=schema.key_items,
+                        held=holding,
+                        requester=caller.uri,
+                        batch_id=batch.batch_id,
+                        authority=f"spiffe://{self.region}.{self._trust_domain}/authority",
+                        at=at,
+                    )
                 count += inserted
                 data = {
                     "data_version": data_version,
@@ -244,7 +282,7 @@ class Records:
                     resource_code=code,
                     batch_id=batch.batch_id,
                     submitted_by=caller.uri,
-                    accepted=accepted,
+                    accepted=valid - len(held),
                     rejected=rejected,
                     rejections=json.dumps(
                         [[r.index, r.item, r.reason] for r in rejections], ensure_ascii=False
@@ -252,16 +290,18 @@ class Records:
                     temporary=None if temporary is None else temporary_json(temporary),
                     data_version=data_version,
                     at=at,
+                    held=json.dumps(held) if held else None,
                 )
             )
             return BatchOutcome(
                 batch_id=batch.batch_id,
-                accepted=accepted,
+                accepted=valid - len(held),
                 rejected=rejected,
                 rejections=tuple(rejections),
                 duplicate=False,
                 data_version=data_version,
                 committed_at=at,
+                held=tuple(HeldRecord(i, change_id) for i, change_id in held),
             )
 
         try:
@@ -274,12 +314,15 @@ class Records:
             outcome = await self._db.write("records.submit", txn)
         if not outcome.duplicate and outcome.accepted:
             self.notify_changed(code)
+        if not outcome.duplicate and outcome.held and self.on_held is not None:
+            self.on_held()
         log.info(
             "records.submitted",
             resource_code=code,
             batch_id=batch.batch_id,
             accepted=outcome.accepted,
             rejected=outcome.rejected,
+            held=len(outcome.held),
             duplicate=outcome.duplicate,
             data_version=outcome.data_version,
             temporary=temporary is not None,
@@ -434,6 +477,7 @@ class Records:
                 temporary_reason=row.temporary_reason,
                 temporary_expires_at=row.temporary_expires_at,
                 temporary_items=tuple(row.temporary_items or ()),
+                kind=row.kind,
             )
             for row in rows
         ]

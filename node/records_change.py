@@ -23,6 +23,9 @@ from node.records_exchange import ChangeKind
 from node.records_submit import DATA, RECORD, VERSION
 from node.storage import Database
 
+#: A version an approved change request wrote carries "change:<id>" where Submit puts its batch.
+CHANGE_BATCH_PREFIX = "change:"
+
 
 @dataclass(frozen=True)
 class CurrentRecord:
@@ -59,12 +62,13 @@ async def write_record_change(
 ) -> int:
     """Write the approved new ``values`` of a record (None: its deletion) as its next version;
     returns that version. Refused if the record is no longer at ``expected_version`` (changed
-    since the request was made) or is deleted already."""
+    since the request was made) or is deleted already. New values for a record that was
+    deleted (at ``expected_version``) bring it back: a held Submit of its key asked for that."""
     await db.lock(conn, f"records.submit:{code}")  # data_seq stays gap-free, as in Submit
     current = await current_record(conn, code, record_key)
     if current is None:
         raise NotFound(f"resource {code} has no record with this key")
-    if current.deleted:
+    if current.deleted and (values is None or current.version != expected_version):
         raise FailedPrecondition(
             f"the record of resource {code} was deleted since the request was made; make a new "
             "request if it is needed"
@@ -87,7 +91,7 @@ async def write_record_change(
             kind=kind,
             version=version,
             item_values=values or {},
-            batch_id=f"change:{change_id}",
+            batch_id=f"{CHANGE_BATCH_PREFIX}{change_id}",
             submitted_by=by,
             at=at,
         )
@@ -109,7 +113,7 @@ async def write_record_change(
         .where(DATA.c.resource_code == code)
         .values(
             data_version=seq,
-            record_count=state.record_count - (1 if values is None else 0),
+            record_count=state.record_count - (values is None) + (current.deleted),
         )
     )
     return version

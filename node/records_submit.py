@@ -20,12 +20,14 @@ from sqlmodel import SQLModel
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from node.catalog_types import ITEM_NAME_RE, ResourceEntry
 from node.errors import InvalidArgument
+from node.records_hold import HeldWrite
 from node.records_query import key_text
 from node.records_types import (
     MAX_BATCH_ID,
     MAX_BATCH_RECORDS,
     MAX_TEMPORARY_DAYS,
     BatchOutcome,
+    HeldRecord,
     Rejection,
     SubmitBatch,
     TemporaryCollection,
@@ -122,12 +124,13 @@ def _check_temporary(
 
 def clean_batch(
     schema: RecordSchema, batch: SubmitBatch
-) -> tuple[list[tuple[str, dict[str, str]]], list[Rejection], int]:
-    """Valid records as (record key, canonical values), in batch order; the rejections; and
-    how many records were refused."""
+) -> tuple[list[tuple[str, dict[str, str]]], list[int], list[Rejection], int]:
+    """Valid records as (record key, canonical values), in batch order, and the position of
+    each in the batch; the rejections; and how many records were refused."""
     extra = frozenset(batch.temporary.extra_items) if batch.temporary else frozenset()
     key_items = schema.key_items
     writes: list[tuple[str, dict[str, str]]] = []
+    positions: list[int] = []
     rejections: list[Rejection] = []
     rejected = 0
     clean = schema.clean
@@ -137,11 +140,12 @@ def clean_batch(
             key = key_text([values[name] for name in key_items])
             if len(key.encode()) <= RECORD_KEY_BYTES:
                 writes.append((key, values))
+                positions.append(index)
                 continue
             problems = [("", f"key values too long: at most {RECORD_KEY_BYTES} bytes together")]
         rejected += 1
         rejections.extend(Rejection(index, item, reason) for item, reason in problems)
-    return writes, rejections, rejected
+    return writes, positions, rejections, rejected
 
 
 async def apply_writes(
@@ -153,9 +157,15 @@ async def apply_writes(
     submitted_by: str,
     batch_id: str,
     temporary: TemporaryCollection | None,
-) -> tuple[int, int]:
-    """Write the batch's new versions in bulk; return the new data version and how many
-    records are new. ``state`` is the resource's (data version, record count) before."""
+    *,
+    positions: Sequence[int] = (),
+    hold: bool = False,
+) -> tuple[int, int, list[HeldWrite]]:
+    """Write the batch's new versions in bulk; return the new data version, how many records
+    are new, and the writes held back. ``state`` is the resource's (data version, record count)
+    before. With ``hold`` (第四十一条), a record that would change one stored before this batch
+    is not written but returned as a :class:`HeldWrite` (``positions``: each write's index in
+    the batch), for node.records_hold to turn into a change request."""
     data_version, record_count = state
     keys = list(dict.fromkeys(key for key, _ in writes))
     columns = (RECORD.c.version, RECORD.c.item_values, RECORD.c.deleted)
@@ -191,11 +201,16 @@ async def apply_writes(
             (VERSION.c.temporary_items, list(temporary.extra_items)),
         )
     versions: list[tuple[Any, ...]] = []
+    held: list[HeldWrite] = []
     seq = data_version
-    for key, values in writes:
+    for n, (key, values) in enumerate(writes):
         previous = latest.get(key)
         if previous is not None and previous[1] == values:
             continue  # accepted, unchanged: no new version
+        if hold and key in existing:
+            stored_version, stored_values, _ = existing[key]
+            held.append(HeldWrite(positions[n], key, values, stored_version, stored_values))
+            continue
         version = 1 if previous is None else previous[0] + 1
         seq += 1
         latest[key] = (version, values)
@@ -232,7 +247,7 @@ async def apply_writes(
         await conn.execute(_UPDATE_RECORD, updates)
     if versions:
         await bind.insert_many(VERSION, version_columns, versions)
-    return seq, len(inserts) + revived
+    return seq, len(inserts) + revived, held
 
 
 _RECORD_COLUMNS = (
@@ -362,6 +377,7 @@ def stored_outcome(row: Any) -> BatchOutcome:
         rejections=tuple(
             Rejection(i, item, reason) for i, item, reason in json.loads(row.rejections)
         ),
+        held=tuple(HeldRecord(i, change_id) for i, change_id in json.loads(row.held or "[]")),
         duplicate=True,
         data_version=row.data_version,
         committed_at=row.at,

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_TEMPORARY_DAYS",
     "AggregationStatus",
     "BatchOutcome",
+    "HeldRecord",
     "MatchResult",
     "QueryFilter",
     "QueryOperator",
@@ -70,7 +71,9 @@ class Rejection:
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """What a committed batch did. ``duplicate``: the batch id had been applied before and
-    this is that first outcome, nothing was applied again."""
+    this is that first outcome, nothing was applied again. ``held``: valid records that would
+    change a stored record and wait for approval as change requests (第四十一条); ``accepted``
+    does not count them."""
 
     batch_id: str
     accepted: int
@@ -79,6 +82,15 @@ class BatchOutcome:
     duplicate: bool
     data_version: int
     committed_at: dt.datetime
+    held: tuple[HeldRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """A record of a batch held for approval: its position and its change request's id."""
+
+    index: int
+    change_request_id: str
 
 
 class MatchResult(enum.StrEnum):
@@ -136,7 +148,9 @@ class QueryPage:
 
 @dataclass(frozen=True, slots=True)
 class RecordVersion:
-    """One stored version of a record, unmasked (for its provider: 第十六、四十一条)."""
+    """One stored version of a record, unmasked (for its provider and authority: 第四十一条).
+    ``kind`` is "upsert", or "delete" for a deletion approved by the authority (no values);
+    ``batch_id`` is "change:<id>" for a version an approved change request wrote."""
 
     values: dict[str, str]
     version: int
@@ -147,6 +161,7 @@ class RecordVersion:
     temporary_reason: str | None = None
     temporary_expires_at: dt.datetime | None = None
     temporary_items: tuple[str, ...] = field(default=())
+    kind: str = "upsert"
 
 
 @dataclass(frozen=True, slots=True)

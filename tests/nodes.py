@@ -14,7 +14,7 @@ from typing import Any
 import grpc.aio
 import pytest
 from cryptography import x509
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
+from govnode.v1 import access_pb2, access_pb2_grpc, catalog_pb2, catalog_pb2_grpc, common_pb2
 
 from gateway.channel import secure_channel
 from gateway.identity import Role
@@ -26,7 +26,14 @@ from node.config import NodeConfig, load_config
 from node.demo import free_port
 from node.pki import KeyPair, issue_leaf
 from node.pki_files import load_certs, write_client_bundle
-from node.provision import admit_city, issue_client, prepare_city, provision_province, region_ca
+from node.provision import (
+    admit_city,
+    issue_authority,
+    issue_client,
+    prepare_city,
+    provision_province,
+    region_ca,
+)
 from node.servicers.convert import entry_to_proto
 from tests.conftest import NewDatabaseUrl, agency_code, make_entry
 
@@ -50,6 +57,14 @@ class ProvinceSetup:
             _, paths = issue_client(self.config, role=Role.AGENCY, subject=code, name=name, out=out)
             self.bundles[code] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
         return self.bundles[code]
+
+    def authority(self) -> TlsFiles:
+        """Issue (once) and return the node's data management authority (数据管理机构)."""
+        label = "authority"
+        if label not in self.bundles:
+            _, paths = issue_authority(self.config, out=self.base / "authority")
+            self.bundles[label] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
+        return self.bundles[label]
 
     def tester(self, name: str = "lab-1") -> TlsFiles:
         """Issue (once) and return a conformance tester's client bundle (第三十一条)."""
@@ -150,6 +165,61 @@ async def start(setup: ProvinceSetup) -> RunningNode:
 
 def channel(node: RunningNode, files: TlsFiles, timeout: float = 5.0) -> grpc.aio.Channel:
     return secure_channel(node.address, files, timeout=timeout)
+
+
+async def approve_change(node: RunningNode, setup: ProvinceSetup, change_id: str) -> Any:
+    """The node's authority approves change request ``change_id`` (第四十一条); the reviewed
+    request."""
+    async with channel(node, setup.authority()) as ch:
+        reply = await access_pb2_grpc.AccessServiceStub(ch).ReviewChangeRequest(
+            access_pb2.ReviewChangeRequestRequest(
+                id=change_id, decision=common_pb2.REVIEW_DECISION_APPROVE
+            )
+        )
+    assert reply.change_request.status == access_pb2.CHANGE_REQUEST_STATUS_APPROVED
+    return reply.change_request
+
+
+async def update_approved(
+    node: RunningNode,
+    setup: ProvinceSetup,
+    provider: TlsFiles,
+    entry: common_pb2.ResourceEntry,
+    expected_version: int = 0,
+    reason: str = "目录信息更新",
+) -> None:
+    """UpdateResource as ``provider``, then its authority's approval (第四十一条)."""
+    async with channel(node, provider) as ch:
+        reply = await catalog_pb2_grpc.CatalogServiceStub(ch).UpdateResource(
+            catalog_pb2.UpdateResourceRequest(
+                entry=entry, expected_version=expected_version, reason=reason
+            )
+        )
+    assert reply.change_request_id, "an agency's update waits for approval"
+    await approve_change(node, setup, reply.change_request_id)
+
+
+async def withdraw_approved(
+    node: RunningNode, setup: ProvinceSetup, provider: TlsFiles, code: str, reason: str = "停止提供"
+) -> None:
+    """WithdrawResource as ``provider``, then its authority's approval (第四十一条)."""
+    async with channel(node, provider) as ch:
+        reply = await catalog_pb2_grpc.CatalogServiceStub(ch).WithdrawResource(
+            catalog_pb2.WithdrawResourceRequest(resource_code=code, reason=reason)
+        )
+    assert reply.change_request_id, "an agency's withdrawal waits for approval"
+    await approve_change(node, setup, reply.change_request_id)
+
+
+def with_submit_updates(setup: ProvinceSetup, mode: str) -> ProvinceSetup:
+    """The same node with ``[governance] submit_updates`` set to ``mode`` ("approve", the
+    default, or "apply": Submit changes stored records at once, 第四十一条)."""
+    text = setup.config_path.read_text(encoding="utf-8")
+    assert 'submit_updates = "approve"' in text, "the config `govnode init` wrote has it"
+    text = text.replace('submit_updates = "approve"', f'submit_updates = "{mode}"', 1)
+    setup.config_path.write_text(text, encoding="utf-8")
+    config = load_config(setup.config_path)
+    return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
 
 
 def link_peers(setup: ProvinceSetup, peers: dict[str, str]) -> ProvinceSetup:

@@ -31,7 +31,6 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
 from node.catalog_types import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
-from node.provision import issue_authority
 from node.servicers.convert import entry_to_proto
 from tests.conftest import item
 from tests.nodes import (
@@ -78,11 +77,7 @@ M = common_pb2.ShareMethod
 
 def authority(setup: ProvinceSetup) -> TlsFiles:
     """Issue (once) and return the node's data management authority bundle."""
-    label = "authority"
-    if label not in setup.bundles:
-        _, paths = issue_authority(setup.config, out=setup.base / "authority")
-        setup.bundles[label] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
-    return setup.bundles[label]
+    return setup.authority()
 
 
 async def access(node: RunningNode, files: TlsFiles, method: str, request: Any, **kw: Any) -> Any:

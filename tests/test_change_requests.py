@@ -22,7 +22,16 @@ from govnode.v1 import (
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, PROVINCE, PUBLIC_SECURITY, channel, make_city
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    channel,
+    make_city,
+    make_province,
+    start,
+    with_submit_updates,
+)
 from tests.test_access import (
     ACME,
     COND,
@@ -187,15 +196,11 @@ async def test_an_approved_deletion_keeps_the_record_history(loaded: Province) -
     err = await refused(access(node, provider, "RequestRecordChange", change_record(None)))
     assert err.code() is grpc.StatusCode.NOT_FOUND
 
-    # The provider may aggregate it again: a new version under the same key.
-    async def batch() -> AsyncIterator[sharing_pb2.SubmitBatch]:
-        yield sharing_pb2.SubmitBatch(
-            resource_code=CODE, batch_id="b2", records=[common_pb2.Record(values=ACME)]
-        )
-
-    async with channel(node, provider) as ch:
-        [ack] = [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batch())]
-    assert ack.accepted == 1, ack
+    # Aggregating it again would undo an approved deletion: that waits for approval too.
+    ack = await submit_batch(node, provider, "b2", [ACME])
+    assert (ack.accepted, ack.held) == (0, 1), ack
+    assert await current(node, provider) == []
+    await access(node, boss, "ReviewChangeRequest", review(ack.held_records[0].change_request_id))
     assert await current(node, provider) == [ACME]
 
 
@@ -213,7 +218,144 @@ async def test_a_change_asked_before_another_write_is_not_applied_over_it(
     assert (await current(node, provider))[0]["qymc"] == "甲"
 
 
+async def submit_batch(
+    node: RunningNode, files: TlsFiles, batch_id: str, rows: list[dict[str, str]], code: str = CODE
+) -> sharing_pb2.SubmitAck:
+    async def batch() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        yield sharing_pb2.SubmitBatch(
+            resource_code=code,
+            batch_id=batch_id,
+            records=[common_pb2.Record(values=r) for r in rows],
+        )
+
+    async with channel(node, files) as ch:
+        [ack] = [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batch())]
+    return ack
+
+
+async def history(node: RunningNode, files: TlsFiles, code: str = CODE) -> Any:
+    async with channel(node, files) as ch:
+        return await sharing_pb2_grpc.SharingServiceStub(ch).GetRecordHistory(
+            sharing_pb2.GetRecordHistoryRequest(resource_code=code, key=KEY), timeout=5
+        )
+
+
+async def test_a_submitted_change_of_a_stored_record_waits_for_approval(
+    loaded: Province,
+) -> None:
+    setup, node = loaded
+    provider, boss = setup.agency(PUBLIC_SECURITY), authority(setup)
+    renamed = ACME | {"qymc": "福州某某信息技术有限公司"}
+    beta = {"tyshxydm": "91350100MA00000029", "qymc": "福州乙公司", "fddbr": "赵六"}
+    ack = await submit_batch(node, provider, "daily-2", [beta, renamed])
+    # The new record is aggregated; the change of the stored one is held (第四十一条).
+    assert (ack.accepted, ack.held, ack.rejected) == (1, 1, 0)
+    [held] = ack.held_records
+    assert held.index == 1
+    assert await current(node, provider) == [ACME]
+    # The authority is told once for the batch; the request shows the batch, before and after.
+    [note] = await notifications(node, boss)
+    assert note.kind == KIND.NOTIFICATION_KIND_CHANGE_REQUESTED
+    assert "daily-2" in note.message and note.change_request_id == held.change_request_id
+    got = await access(
+        node, provider, "GetChangeRequest", T.GetChangeRequestRequest(id=held.change_request_id)
+    )
+    change = got.change_request
+    assert change.batch_id == "daily-2" and change.status == T.CHANGE_REQUEST_STATUS_PENDING
+    assert dict(change.previous_record.values) == ACME and dict(change.record.values) == renamed
+    assert change.requester.subject == PUBLIC_SECURITY
+    # Approved: the record's next version, written by the approval.
+    await access(node, boss, "ReviewChangeRequest", review(held.change_request_id))
+    assert await current(node, provider) == [renamed]
+    # Every version stays readable, in clear, to the provider and the authority.
+    for files in (provider, boss):
+        versions = (await history(node, files)).versions
+        assert [(v.version, v.batch_id, v.change_request_id) for v in versions] == [
+            (1, "b1", ""),
+            (2, "", held.change_request_id),
+        ]
+        assert [v.record.values["qymc"] for v in versions] == [ACME["qymc"], renamed["qymc"]]
+        assert versions[0].written_by.endswith(f"/agency/{PUBLIC_SECURITY}")
+
+
+async def test_submit_applies_changes_at_once_where_the_node_is_configured_to(
+    tmp_path: Path, db_url: str
+) -> None:
+    setup = with_submit_updates(make_province(tmp_path / "province", db_url), "apply")
+    node = await start(setup)
+    try:
+        provider = setup.agency(PUBLIC_SECURITY)
+        await register(node, provider, OPEN)
+        await submit(node, provider, CODE, [ACME])
+        renamed = ACME | {"qymc": "新名称"}
+        ack = await submit_batch(node, provider, "b2", [renamed])
+        assert (ack.accepted, ack.held) == (1, 0)
+        assert await current(node, provider) == [renamed]
+        versions = (await history(node, provider)).versions
+        assert [(v.version, v.batch_id) for v in versions] == [(1, "b1"), (2, "b2")]
+    finally:
+        await node.stop(grace=0)
+
+
+async def test_record_history_is_for_the_provider_and_the_authority(loaded: Province) -> None:
+    setup, node = loaded
+    for files in (setup.agency(CIVIL_AFFAIRS), setup.tester()):
+        err = await refused(history(node, files))
+        assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert f"only its provider {PUBLIC_SECURITY}" in (err.details() or "")
+    # A tester reads its probe's history; nobody reads a record that does not exist.
+    probe = await history(node, setup.tester(), PROBE.resource_code)
+    assert [v.version for v in probe.versions] == [1]
+    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        missing = sharing_pb2.GetRecordHistoryRequest(
+            resource_code=CODE, key={"tyshxydm": "91350100MA00000029"}
+        )
+        err = await refused(stub.GetRecordHistory(missing))
+        assert err.code() is grpc.StatusCode.NOT_FOUND
+        err = await refused(stub.GetRecordHistory(sharing_pb2.GetRecordHistoryRequest()))
+        assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
 # --- catalog entries -------------------------------------------------------------------------
+
+
+async def test_update_and_withdraw_resource_become_change_requests(loaded: Province) -> None:
+    setup, node = loaded
+    provider, boss = setup.agency(PUBLIC_SECURITY), authority(setup)
+    renamed = entry_to_proto(OPEN.model_copy(update={"name": "法人基础信息（更正）"}))
+    async with channel(node, provider) as ch:
+        stub = catalog_pb2_grpc.CatalogServiceStub(ch)
+        asked = await stub.UpdateResource(
+            catalog_pb2.UpdateResourceRequest(entry=renamed, expected_version=1, reason="名称更正")
+        )
+        # Nothing changes before the approval; the reply names the pending request.
+        assert asked.change_request_id.startswith(f"{PROVINCE}-C-")
+        assert (asked.entry.version, asked.entry.name) == (1, OPEN.name)
+        assert (await get_entry(node, provider, CODE)).version == 1
+        await access(node, boss, "ReviewChangeRequest", review(asked.change_request_id))
+        entry = await get_entry(node, provider, CODE)
+        assert (entry.version, entry.name) == (2, "法人基础信息（更正）")
+        withdrawal = await stub.WithdrawResource(
+            catalog_pb2.WithdrawResourceRequest(resource_code=CODE, reason="职能调整")
+        )
+        assert withdrawal.entry.status == common_pb2.RESOURCE_STATUS_ACTIVE
+        rejected = review(withdrawal.change_request_id, REJECT, comment="仍在使用")
+        await access(node, boss, "ReviewChangeRequest", rejected)
+        assert (await get_entry(node, provider, CODE)).status == common_pb2.RESOURCE_STATUS_ACTIVE
+        # The authority sees both, with the reason each was asked for.
+        listed = await access(
+            node, boss, "ListChangeRequests", T.ListChangeRequestsRequest(resource_code=CODE)
+        )
+        assert {c.reason for c in listed.change_requests} == {"名称更正", "职能调整"}
+    # A probe entry holds no government data: its tester changes it at once.
+    async with channel(node, setup.tester()) as ch:
+        probe = await catalog_pb2_grpc.CatalogServiceStub(ch).WithdrawResource(
+            catalog_pb2.WithdrawResourceRequest(resource_code=PROBE.resource_code, reason="完")
+        )
+    assert probe.change_request_id == ""
+    assert probe.entry.status == common_pb2.RESOURCE_STATUS_WITHDRAWN
+
 
 
 async def test_catalog_update_and_withdrawal_apply_on_approval(loaded: Province) -> None:

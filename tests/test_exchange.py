@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc, sharing_pb2, sharing_pb2_grpc
+from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
 import node.access
 from gateway.identity import Identity
@@ -31,6 +31,8 @@ from tests.nodes import (
     channel,
     make_province,
     start,
+    with_submit_updates,
+    withdraw_approved,
 )
 from tests.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register, submit
 
@@ -57,6 +59,20 @@ async def feed(
     [ack] = await submit(node, files, [batch(CODE, batch_id, rows)])
     assert ack.rejected == 0, ack.rejections
     return ack.accepted
+
+
+@pytest.fixture
+async def province(tmp_path: Path, db_url: str) -> AsyncIterator[Province]:
+    """A province whose Submit applies changes of stored records at once
+    (``submit_updates = "apply"``, the authority's standing approval, 第四十一条): these tests
+    follow record changes through Exchange and Subscribe as providers aggregate them. Changes
+    held for approval reach the feed when approved (test_change_requests)."""
+    setup = with_submit_updates(make_province(tmp_path / "province", db_url), "apply")
+    node = await start(setup)
+    try:
+        yield setup, node
+    finally:
+        await node.stop(grace=0)
 
 
 @pytest.fixture
@@ -375,10 +391,7 @@ async def test_a_subscription_ends_when_the_resource_is_withdrawn(companies: Pro
             sharing_pb2.SubscribeRequest(resource_code=CODE, after_sequence=MANY - 1)
         )
         await read_changes(call, 1)
-        async with channel(node, agency(setup, MARKET_REGULATION)) as provider:
-            await catalog_pb2_grpc.CatalogServiceStub(provider).WithdrawResource(
-                catalog_pb2.WithdrawResourceRequest(resource_code=CODE, reason="停止共享")
-            )
+        await withdraw_approved(node, setup, agency(setup, MARKET_REGULATION), CODE, "停止共享")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(call.read(), WAIT_S)
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
@@ -512,10 +525,7 @@ async def test_withdrawn_unknown_and_out_of_range_requests_are_refused(
     )
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "after_sequence" in (err.details() or "")
-    async with channel(node, agency(setup, MARKET_REGULATION)) as ch:
-        await catalog_pb2_grpc.CatalogServiceStub(ch).WithdrawResource(
-            catalog_pb2.WithdrawResourceRequest(resource_code=CODE, reason="停止共享")
-        )
+    await withdraw_approved(node, setup, agency(setup, MARKET_REGULATION), CODE, "停止共享")
     err = await refused_exchange(node, civil, sharing_pb2.ExchangeRequest(resource_code=CODE))
     assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "withdrawn" in (err.details() or "")

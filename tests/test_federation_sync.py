@@ -41,6 +41,8 @@ from tests.nodes import (
     channel,
     entry_of,
     federation,
+    update_approved,
+    withdraw_approved,
 )
 
 TD = "fujian.gov.cn"
@@ -157,14 +159,11 @@ async def test_changes_propagate_to_every_node(tmp_path: Path, db_urls: NewDatab
         assert got.entry == registered
         await fed.converged(1)
 
+        # Updates and withdrawals apply on 福州's authority's approval (第四十一条), then travel.
+        fz = fed.fuzhou
         update = entry_to_proto(entry_of(FUZHOU, 1, summary="更新后的摘要"))
-        await fed.fuzhou.catalog(
-            "UpdateResource", catalog_pb2.UpdateResourceRequest(entry=update, expected_version=1)
-        )
-        await fed.fuzhou.catalog(
-            "WithdrawResource",
-            catalog_pb2.WithdrawResourceRequest(resource_code=code, reason="停止提供"),
-        )
+        await update_approved(fz.running, fz.setup, fz.agency(), update, expected_version=1)
+        await withdraw_approved(fz.running, fz.setup, fz.agency(), code, "停止提供")
         await fed.province.register(entry_of(PROVINCE, 1))
         await fed.converged(2)
         for member in (fed.province, fed.xiamen):

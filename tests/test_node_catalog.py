@@ -13,7 +13,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.examples import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel
+from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, approve_change, channel
 
 Province = tuple[ProvinceSetup, RunningNode]
 
@@ -73,13 +73,16 @@ async def test_registration_update_history_and_listing(province: Province) -> No
     assert got.created_at.seconds > 0
     police = agency(setup, PUBLIC_SECURITY)
     changed = entry(PEOPLE, summary="新的摘要")
-    updated = await call(
+    # An update is a change request until the authority approves it (第四十一条).
+    asked = await call(
         node,
         police,
         "UpdateResource",
-        catalog_pb2.UpdateResourceRequest(entry=changed, expected_version=1),
+        catalog_pb2.UpdateResourceRequest(entry=changed, expected_version=1, reason="摘要更正"),
     )
-    assert updated.entry.version == 2  # type: ignore[attr-defined]
+    assert asked.change_request_id.startswith("350000-C-")  # type: ignore[attr-defined]
+    assert (asked.entry.version, asked.entry.summary) == (1, PEOPLE.summary)  # type: ignore[attr-defined]
+    await approve_change(node, setup, asked.change_request_id)  # type: ignore[attr-defined]
     history = await call(
         node,
         police,
@@ -112,10 +115,19 @@ async def test_a_stale_expected_version_is_refused(province: Province) -> None:
         node,
         agency(setup, PUBLIC_SECURITY),
         "UpdateResource",
-        catalog_pb2.UpdateResourceRequest(entry=entry(PEOPLE), expected_version=7),
+        catalog_pb2.UpdateResourceRequest(entry=entry(PEOPLE), expected_version=7, reason="x"),
     )
     assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "7" in (err.details() or "")
+    # An update without its reason: the change request needs one (第四十一条).
+    err = await refused(
+        node,
+        agency(setup, PUBLIC_SECURITY),
+        "UpdateResource",
+        catalog_pb2.UpdateResourceRequest(entry=entry(PEOPLE), expected_version=1),
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "reason" in (err.details() or "")
 
 
 async def test_an_invalid_resource_code_is_refused(province: Province) -> None:
@@ -180,7 +192,7 @@ async def test_a_non_provider_may_not_change_an_entry(province: Province) -> Non
         node,
         intruder,
         "UpdateResource",
-        catalog_pb2.UpdateResourceRequest(entry=entry(PEOPLE, summary="篡改")),
+        catalog_pb2.UpdateResourceRequest(entry=entry(PEOPLE, summary="篡改"), reason="改"),
     )
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED
     assert PUBLIC_SECURITY in (err.details() or "")
@@ -265,12 +277,14 @@ async def test_a_retried_request_id_applies_once(province: Province) -> None:
     again = await call(node, police, "RegisterResource", request)
     assert again == first
     update = catalog_pb2.UpdateResourceRequest(
-        entry=entry(PEOPLE, summary="二"), expected_version=1, request_id="upd-1"
+        entry=entry(PEOPLE, summary="二"), expected_version=1, request_id="upd-1", reason="更正"
     )
     once = await call(node, police, "UpdateResource", update)
-    twice = await call(node, police, "UpdateResource", update)  # expected_version is stale now
-    assert twice == once
-    assert once.entry.version == 2  # type: ignore[attr-defined]
+    twice = await call(node, police, "UpdateResource", update)
+    assert twice == once  # the same change request, not a second one
+    await approve_change(node, setup, once.change_request_id)  # type: ignore[attr-defined]
+    thrice = await call(node, police, "UpdateResource", update)  # after the approval too
+    assert thrice.change_request_id == once.change_request_id  # type: ignore[attr-defined]
     digest = await call(node, police, "GetCatalogDigest", catalog_pb2.GetCatalogDigestRequest())
     assert digest.last_sequence == 2  # type: ignore[attr-defined]
     err = await refused(

@@ -19,7 +19,14 @@ from node.catalog_types import ResourceEntry, ShareMethod
 from node.codes import make_citizen_id, make_credit_code
 from node.examples import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, MARKET_REGULATION, PUBLIC_SECURITY, ProvinceSetup, channel
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    MARKET_REGULATION,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    approve_change,
+    channel,
+)
 
 Province = tuple[ProvinceSetup, RunningNode]
 EXAMPLES = load_example_catalog(EXAMPLES_DIR / "catalog-province.toml")
@@ -175,14 +182,15 @@ async def test_resubmitting_a_batch_applies_nothing_twice(loaded: Province) -> N
     [first] = await submit(node, police, [batch(PEOPLE.resource_code, "people-3", rows)])
     [again] = await submit(node, police, [batch(PEOPLE.resource_code, "people-3", rows)])
     assert (first.duplicate, again.duplicate) == (False, True)
-    assert again.accepted == first.accepted == 1
-    page = await sharing(
-        node,
-        police,
-        "Query",
-        sharing_pb2.QueryRequest(resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG}),
-    )
-    assert [row.version for row in page.rows] == [2]  # type: ignore[attr-defined]
+    # 张三 is stored with other values: the change waits for approval (第四十一条), once.
+    assert (again.accepted, again.held) == (first.accepted, first.held) == (0, 1)
+    assert list(again.held_records) == list(first.held_records)
+    query = sharing_pb2.QueryRequest(resource_code=PEOPLE.resource_code, key={"gmsfhm": ZHANG})
+    page = await sharing(node, police, "Query", query)
+    assert [row.version for row in page.rows] == [1]  # type: ignore[attr-defined]
+    await approve_change(node, setup, first.held_records[0].change_request_id)
+    page = await sharing(node, police, "Query", query)
+    assert [(r.version, r.record.values["xm"]) for r in page.rows] == [(2, "张三丰")]  # type: ignore[attr-defined]
 
 
 async def test_only_the_provider_may_submit(loaded: Province) -> None:

@@ -330,7 +330,7 @@ COMMON_MESSAGES: dict[str, dict[str, int]] = {
 }
 
 CATALOG_MESSAGES: dict[str, dict[str, int]] = {
-    "UpdateResourceRequest": {"entry": 1, "expected_version": 2, "request_id": 3},
+    "UpdateResourceRequest": {"entry": 1, "expected_version": 2, "request_id": 3, "reason": 4},
     "GetResourceRequest": {"resource_code": 1, "version": 2},
     "ListResourcesRequest": {
         "provider_code": 1,

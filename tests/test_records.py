@@ -124,7 +124,49 @@ async def test_a_resent_batch_is_applied_once(records: Records) -> None:
     assert (await records.verify(ENTRY, {"sfzhm": cid(1)}, {"xm": "张1"})).all_match
 
 
-async def test_changes_make_new_versions_and_unchanged_records_do_not(records: Records) -> None:
+@pytest.fixture
+def applying(database: Database) -> Records:
+    """Records whose Submit applies changes of stored records at once (``submit_updates =
+    "apply"``: the authority's standing approval, 第四十一条)."""
+    return Records(database, NODE_REGION, clock=lambda: FIXED_TIME, hold_updates=False)
+
+
+async def test_a_change_of_a_stored_record_is_held_for_approval(
+    records: Records, database: Database
+) -> None:
+    await submit(records, batch("b1", person(1), person(2)))
+    # Record 1 changes, record 2 is resent exactly as stored, record 3 is new.
+    outcome = await submit(records, batch("b2", person(2), person(1, xm="张一"), person(3)))
+    assert (outcome.accepted, outcome.rejected) == (2, 0)
+    [held] = outcome.held
+    assert held.index == 1 and held.change_request_id.startswith(f"{NODE_REGION}-C-")
+    assert outcome.data_version == 3  # record 3 only
+    history = await records.record_history(ENTRY, {"sfzhm": cid(1)})
+    assert [v.values["xm"] for v in history] == ["张1"]  # unchanged until approved
+    # The held record is a pending change request with the before and after, from its batch.
+    row = await database.fetch_one(
+        "SELECT status, batch_id, previous_version, new_values, requester FROM change_request"
+        " WHERE id = :id",
+        {"id": held.change_request_id},
+    )
+    assert row is not None
+    status, batch_id, previous_version, new_values, requester = row
+    assert (status, batch_id, previous_version) == ("pending", "b2", 1)
+    assert '"xm": "张一"' in new_values and requester == agency(PROVIDER).uri
+    # The same change arriving again (a daily full refresh) reuses the pending request.
+    again = await submit(records, batch("b3", person(1, xm="张一")))
+    assert [h.change_request_id for h in again.held] == [held.change_request_id]
+    # Another change of the same record is a request of its own.
+    other = await submit(records, batch("b4", person(1, xm="张壹")))
+    assert other.held[0].change_request_id != held.change_request_id
+    # A resent batch gets its first outcome, held records included.
+    assert await submit(records, batch("b2", person(9))) == dataclasses.replace(
+        outcome, duplicate=True
+    )
+
+
+async def test_changes_make_new_versions_and_unchanged_records_do_not(applying: Records) -> None:
+    records = applying
     await submit(records, batch("b1", person(1), person(2)))
     # Record 1 changes; record 2 is resent exactly as stored (the same data written another way).
     outcome = await submit(
@@ -146,6 +188,7 @@ async def test_changes_make_new_versions_and_unchanged_records_do_not(records: R
 
 
 async def test_a_key_twice_in_one_batch_applies_both_in_order(records: Records) -> None:
+    # Both are new to the resource: nothing stored before the batch changes, nothing is held.
     outcome = await submit(records, batch("b1", person(1, xm="甲"), person(1, xm="乙")))
     assert (outcome.accepted, outcome.data_version) == (2, 2)
     history = await records.record_history(ENTRY, {"sfzhm": cid(1)})

@@ -156,7 +156,7 @@ def register(
 
 def update(entry: ResourceEntry, **changes: Any) -> catalog_pb2.UpdateResourceRequest:
     msg = entry_to_proto(entry.model_copy(update=changes))
-    return catalog_pb2.UpdateResourceRequest(entry=msg)
+    return catalog_pb2.UpdateResourceRequest(entry=msg, reason="更新")
 
 
 def withdraw(entry: ResourceEntry) -> catalog_pb2.WithdrawResourceRequest:

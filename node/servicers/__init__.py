@@ -168,20 +168,16 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     notifications = services.notifications or Notifications(services.db)
     # Every data call on a 有条件共享 resource is decided on the caller's grants (第三十七条).
     access_control = AccessControl(services.db)
+    # Change requests (第四十一条): asked for directly, or made of catalog updates and
+    # withdrawals (and, in node.records, of Submit records that would change stored ones).
+    changes = ChangeRequests(
+        services.db, services.catalog, services.records, notifications, services.identity
+    )
     implementations: dict[str, list[object]] = {
-        "govnode.v1.CatalogService": [CatalogServicer(services.catalog)],
+        "govnode.v1.CatalogService": [CatalogServicer(services.catalog, changes)],
         "govnode.v1.AccessService": [
-            # Change requests (第四十一条); AccessServicer serves the rest.
-            ChangeRequestServicer(
-                services.catalog,
-                ChangeRequests(
-                    services.db,
-                    services.catalog,
-                    services.records,
-                    notifications,
-                    services.identity,
-                ),
-            ),
+            # Change requests; AccessServicer serves the rest.
+            ChangeRequestServicer(services.catalog, changes),
             AccessServicer(
                 services.catalog,
                 Applications(services.db, notifications, services.identity),

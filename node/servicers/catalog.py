@@ -12,6 +12,7 @@ from govnode.v1 import catalog_pb2, common_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Role
+from gateway.interceptors import add_audit_detail
 from node.catalog import Catalog
 from node.catalog_types import (
     ChangeKind,
@@ -19,6 +20,7 @@ from node.catalog_types import (
     ResourceEntry,
     ShareType,
 )
+from node.change_requests import ChangeRequests
 from node.errors import InvalidArgument, PermissionDenied
 from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
 
@@ -42,8 +44,12 @@ def _entry(msg: common_pb2.ResourceEntry) -> ResourceEntry:
 
 
 class CatalogServicer:
-    def __init__(self, catalog: Catalog) -> None:
+    """``changes`` turns UpdateResource and WithdrawResource into change requests for the
+    authority (第四十一条), except on probe entries."""
+
+    def __init__(self, catalog: Catalog, changes: ChangeRequests) -> None:
         self._catalog = catalog
+        self._changes = changes
 
     async def RegisterResource(
         self, request: catalog_pb2.RegisterResourceRequest, context: Any
@@ -56,13 +62,18 @@ class CatalogServicer:
     async def UpdateResource(
         self, request: catalog_pb2.UpdateResourceRequest, context: Any
     ) -> catalog_pb2.UpdateResourceResponse:
-        entry = await self._catalog.update(
+        entry, change = await self._changes.update_entry(
             current_peer().identity,
             _entry(request.entry),
-            request.expected_version,
-            request.request_id,
+            expected_version=request.expected_version,
+            reason=request.reason,
+            request_id=request.request_id,
         )
-        return catalog_pb2.UpdateResourceResponse(entry=entry_to_proto(entry))
+        if change is not None:
+            add_audit_detail(change_request=change.id)
+        return catalog_pb2.UpdateResourceResponse(
+            entry=entry_to_proto(entry), change_request_id=change.id if change else ""
+        )
 
     async def GetResource(
         self, request: catalog_pb2.GetResourceRequest, context: Any
@@ -108,10 +119,17 @@ class CatalogServicer:
     async def WithdrawResource(
         self, request: catalog_pb2.WithdrawResourceRequest, context: Any
     ) -> catalog_pb2.WithdrawResourceResponse:
-        entry = await self._catalog.withdraw(
-            current_peer().identity, request.resource_code, request.reason, request.request_id
+        entry, change = await self._changes.withdraw_entry(
+            current_peer().identity,
+            request.resource_code,
+            reason=request.reason,
+            request_id=request.request_id,
         )
-        return catalog_pb2.WithdrawResourceResponse(entry=entry_to_proto(entry))
+        if change is not None:
+            add_audit_detail(change_request=change.id)
+        return catalog_pb2.WithdrawResourceResponse(
+            entry=entry_to_proto(entry), change_request_id=change.id if change else ""
+        )
 
     async def GetCatalogDigest(
         self, request: catalog_pb2.GetCatalogDigestRequest, context: Any

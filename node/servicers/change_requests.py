@@ -59,6 +59,7 @@ def change_proto(change: ChangeRequest) -> access_pb2.ChangeRequest:
         review_comment=change.review_comment,
         applied_version=change.applied_version,
         previous_version=change.previous_version,
+        batch_id=change.batch_id,
     )
     if change.values:
         out.record.CopyFrom(common_pb2.Record(values=change.values))

@@ -19,7 +19,7 @@ from gateway.audit import AuditSink, CallRecord
 from gateway.auth import current_peer
 from gateway.identity import Role
 from gateway.interceptors import add_audit_detail, current_request_id
-from node.access import AccessControl, check_scope
+from node.access import AccessControl, check_history_reader, check_scope
 from node.catalog import Catalog
 from node.catalog_types import ResourceEntry, ShareMethod, ShareType
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -33,6 +33,7 @@ from node.records import (
     TemporaryCollection,
     VerifyOutcome,
 )
+from node.records_change import CHANGE_BATCH_PREFIX
 from node.routing import Router
 from node.servicers.convert import _enum_out
 
@@ -47,6 +48,10 @@ _OPS = {
     sharing_pb2.QUERY_OPERATOR_RANGE: "range",
 }
 SUBMIT_METHOD = "/govnode.v1.SharingService/Submit"
+_KINDS = {
+    "upsert": sharing_pb2.RECORD_CHANGE_KIND_UPSERT,
+    "delete": sharing_pb2.RECORD_CHANGE_KIND_DELETE,
+}
 
 
 def _matches(outcome: VerifyOutcome) -> list[sharing_pb2.ItemMatch]:
@@ -110,7 +115,7 @@ class SharingServicer:
         self, requests: AsyncIterator[sharing_pb2.SubmitBatch], context: Any
     ) -> AsyncIterator[sharing_pb2.SubmitAck]:
         caller = current_peer().identity
-        batches = accepted = rejected = 0
+        batches = accepted = rejected = held = 0
         async for request in requests:
             entry = await self._entry(request.resource_code)
             if self._remote(entry) is not None:
@@ -137,7 +142,8 @@ class SharingServicer:
             batches += 1
             accepted += outcome.accepted
             rejected += outcome.rejected
-            add_audit_detail(batches=batches, accepted=accepted, rejected=rejected)
+            held += len(outcome.held)
+            add_audit_detail(batches=batches, accepted=accepted, rejected=rejected, held=held)
             if self._audit is not None:
                 # One record per batch, durable before its acknowledgement leaves (第三十九条).
                 await self._audit.record(
@@ -154,6 +160,7 @@ class SharingServicer:
                             "batch_id": outcome.batch_id,
                             "accepted": outcome.accepted,
                             "rejected": outcome.rejected,
+                            "held": len(outcome.held),
                             "temporary": int(temporary is not None),
                         },
                     )
@@ -167,6 +174,11 @@ class SharingServicer:
                     for r in outcome.rejections
                 ],
                 duplicate=outcome.duplicate,
+                held=len(outcome.held),
+                held_records=[
+                    sharing_pb2.HeldRecord(index=h.index, change_request_id=h.change_request_id)
+                    for h in outcome.held
+                ],
             )
             ack.committed_at.FromDatetime(outcome.committed_at)
             yield ack
@@ -275,6 +287,39 @@ class SharingServicer:
             next_page_token=page.next_page_token,
             truncated=page.truncated,
         )
+
+    async def GetRecordHistory(
+        self, request: sharing_pb2.GetRecordHistoryRequest, context: Any
+    ) -> sharing_pb2.GetRecordHistoryResponse:
+        """Every version of one record, in clear (第四十一条), for the provider, this node's
+        authority, and a tester on a probe resource."""
+        caller = current_peer().identity
+        entry = await self._entry(request.resource_code)
+        if self._remote(entry) is not None:
+            raise FailedPrecondition(
+                f"resource {entry.resource_code} is held by the node of region {entry.region}: "
+                "its records' history is read there"
+            )
+        check_history_reader(caller, entry, self._records.region)
+        versions = await self._records.record_history(entry, dict(request.key))
+        out = []
+        for v in versions:
+            msg = sharing_pb2.RecordVersion(
+                version=v.version,
+                kind=_KINDS[v.kind],
+                sequence=v.data_seq,
+                written_by=v.submitted_by,
+                temporary=v.temporary_reason is not None,
+            )
+            if v.batch_id.startswith(CHANGE_BATCH_PREFIX):
+                msg.change_request_id = v.batch_id.removeprefix(CHANGE_BATCH_PREFIX)
+            else:
+                msg.batch_id = v.batch_id
+            if v.kind != "delete":
+                msg.record.CopyFrom(common_pb2.Record(values=v.values))
+            msg.at.FromDatetime(v.at)
+            out.append(msg)
+        return sharing_pb2.GetRecordHistoryResponse(versions=out)
 
     async def GetAggregationStatus(
         self, request: sharing_pb2.GetAggregationStatusRequest, context: Any

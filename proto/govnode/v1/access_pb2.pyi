@@ -1118,6 +1118,7 @@ class ChangeRequest(_message.Message):
     APPLIED_VERSION_FIELD_NUMBER: _builtins.int
     PREVIOUS_RECORD_FIELD_NUMBER: _builtins.int
     PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Change request id, assigned by the node."""
     status: Global___ChangeRequestStatus.ValueType
@@ -1139,6 +1140,10 @@ class ChangeRequest(_message.Message):
     previous_version: _builtins.int
     """The version of the target when the request was made (record version or entry version).
     Approval is refused if the target has changed since: the request must be made again.
+    """
+    batch_id: _builtins.str
+    """For a record change held from a Submit batch (第四十一条): that batch's id; empty for a
+    change asked with RequestRecordChange, UpdateResource or WithdrawResource.
     """
     @_builtins.property
     def requester(self) -> _common_pb2.Caller:
@@ -1196,10 +1201,11 @@ class ChangeRequest(_message.Message):
         applied_version: _builtins.int = ...,
         previous_record: _common_pb2.Record | None = ...,
         previous_version: _builtins.int = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "entry", b"entry", "previous_record", b"previous_record", "record", b"record", "requester", b"requester", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_version", b"applied_version", "created_at", b"created_at", "entry", b"entry", "id", b"id", "key", b"key", "previous_record", b"previous_record", "previous_version", b"previous_version", "reason", b"reason", "record", b"record", "request_id", b"request_id", "requester", b"requester", "resource_code", b"resource_code", "review_comment", b"review_comment", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "status", b"status", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_version", b"applied_version", "batch_id", b"batch_id", "created_at", b"created_at", "entry", b"entry", "id", b"id", "key", b"key", "previous_record", b"previous_record", "previous_version", b"previous_version", "reason", b"reason", "record", b"record", "request_id", b"request_id", "requester", b"requester", "resource_code", b"resource_code", "review_comment", b"review_comment", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "status", b"status", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,47 +26,47 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from govnode.v1 import common_pb2 as govnode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18govnode/v1/catalog.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17govnode/v1/common.proto\"W\n\x17RegisterResourceRequest\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"D\n\x18RegisterResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"o\n\x15UpdateResourceRequest\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"B\n\x16UpdateResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"<\n\x12GetResourceRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"?\n\x13GetResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"\xf9\x01\n\x14ListResourcesRequest\x12\x15\n\rprovider_code\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x32\n\x0e\x63lassification\x18\x03 \x01(\x0e\x32\x1a.govnode.v1.Classification\x12)\n\nshare_type\x18\x04 \x01(\x0e\x32\x15.govnode.v1.ShareType\x12\x19\n\x11industry_category\x18\x05 \x01(\t\x12\x19\n\x11include_withdrawn\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\\\n\x15ListResourcesResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x19GetResourceHistoryRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\"I\n\x1aGetResourceHistoryResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.govnode.v1.ResourceEntry\"T\n\x17WithdrawResourceRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x18WithdrawResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"D\n\x13WatchCatalogRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x15\n\rorigin_region\x18\x02 \x01(\t\"\xb7\x01\n\rCatalogChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.govnode.v1.CatalogChangeKind\x12(\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x15\n\rorigin_region\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17GetCatalogDigestRequest\"R\n\x18GetCatalogDigestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03*\xa0\x01\n\x11\x43\x61talogChangeKind\x12#\n\x1f\x43\x41TALOG_CHANGE_KIND_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41TALOG_CHANGE_KIND_REGISTERED\x10\x01\x12\x1f\n\x1b\x43\x41TALOG_CHANGE_KIND_UPDATED\x10\x02\x12!\n\x1d\x43\x41TALOG_CHANGE_KIND_WITHDRAWN\x10\x03\x32\xdf\x05\n\x0e\x43\x61talogService\x12]\n\x10RegisterResource\x12#.govnode.v1.RegisterResourceRequest\x1a$.govnode.v1.RegisterResourceResponse\x12W\n\x0eUpdateResource\x12!.govnode.v1.UpdateResourceRequest\x1a\".govnode.v1.UpdateResourceResponse\x12N\n\x0bGetResource\x12\x1e.govnode.v1.GetResourceRequest\x1a\x1f.govnode.v1.GetResourceResponse\x12T\n\rListResources\x12 .govnode.v1.ListResourcesRequest\x1a!.govnode.v1.ListResourcesResponse\x12\x63\n\x12GetResourceHistory\x12%.govnode.v1.GetResourceHistoryRequest\x1a&.govnode.v1.GetResourceHistoryResponse\x12]\n\x10WithdrawResource\x12#.govnode.v1.WithdrawResourceRequest\x1a$.govnode.v1.WithdrawResourceResponse\x12L\n\x0cWatchCatalog\x12\x1f.govnode.v1.WatchCatalogRequest\x1a\x19.govnode.v1.CatalogChange0\x01\x12]\n\x10GetCatalogDigest\x12#.govnode.v1.GetCatalogDigestRequest\x1a$.govnode.v1.GetCatalogDigestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18govnode/v1/catalog.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17govnode/v1/common.proto\"W\n\x17RegisterResourceRequest\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"D\n\x18RegisterResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"\x7f\n\x15UpdateResourceRequest\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"]\n\x16UpdateResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x19\n\x11\x63hange_request_id\x18\x02 \x01(\t\"<\n\x12GetResourceRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"?\n\x13GetResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"\xf9\x01\n\x14ListResourcesRequest\x12\x15\n\rprovider_code\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x32\n\x0e\x63lassification\x18\x03 \x01(\x0e\x32\x1a.govnode.v1.Classification\x12)\n\nshare_type\x18\x04 \x01(\x0e\x32\x15.govnode.v1.ShareType\x12\x19\n\x11industry_category\x18\x05 \x01(\t\x12\x19\n\x11include_withdrawn\x18\x06 \x01(\x08\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\\\n\x15ListResourcesResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x19GetResourceHistoryRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\"I\n\x1aGetResourceHistoryResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.govnode.v1.ResourceEntry\"T\n\x17WithdrawResourceRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"_\n\x18WithdrawResourceResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x19\n\x11\x63hange_request_id\x18\x02 \x01(\t\"D\n\x13WatchCatalogRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x15\n\rorigin_region\x18\x02 \x01(\t\"\xb7\x01\n\rCatalogChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.govnode.v1.CatalogChangeKind\x12(\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\x12\x15\n\rorigin_region\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17GetCatalogDigestRequest\"R\n\x18GetCatalogDigestResponse\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03*\xa0\x01\n\x11\x43\x61talogChangeKind\x12#\n\x1f\x43\x41TALOG_CHANGE_KIND_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41TALOG_CHANGE_KIND_REGISTERED\x10\x01\x12\x1f\n\x1b\x43\x41TALOG_CHANGE_KIND_UPDATED\x10\x02\x12!\n\x1d\x43\x41TALOG_CHANGE_KIND_WITHDRAWN\x10\x03\x32\xdf\x05\n\x0e\x43\x61talogService\x12]\n\x10RegisterResource\x12#.govnode.v1.RegisterResourceRequest\x1a$.govnode.v1.RegisterResourceResponse\x12W\n\x0eUpdateResource\x12!.govnode.v1.UpdateResourceRequest\x1a\".govnode.v1.UpdateResourceResponse\x12N\n\x0bGetResource\x12\x1e.govnode.v1.GetResourceRequest\x1a\x1f.govnode.v1.GetResourceResponse\x12T\n\rListResources\x12 .govnode.v1.ListResourcesRequest\x1a!.govnode.v1.ListResourcesResponse\x12\x63\n\x12GetResourceHistory\x12%.govnode.v1.GetResourceHistoryRequest\x1a&.govnode.v1.GetResourceHistoryResponse\x12]\n\x10WithdrawResource\x12#.govnode.v1.WithdrawResourceRequest\x1a$.govnode.v1.WithdrawResourceResponse\x12L\n\x0cWatchCatalog\x12\x1f.govnode.v1.WatchCatalogRequest\x1a\x19.govnode.v1.CatalogChange0\x01\x12]\n\x10GetCatalogDigest\x12#.govnode.v1.GetCatalogDigestRequest\x1a$.govnode.v1.GetCatalogDigestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'govnode.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CATALOGCHANGEKIND']._serialized_start=1562
-  _globals['_CATALOGCHANGEKIND']._serialized_end=1722
+  _globals['_CATALOGCHANGEKIND']._serialized_start=1632
+  _globals['_CATALOGCHANGEKIND']._serialized_end=1792
   _globals['_REGISTERRESOURCEREQUEST']._serialized_start=98
   _globals['_REGISTERRESOURCEREQUEST']._serialized_end=185
   _globals['_REGISTERRESOURCERESPONSE']._serialized_start=187
   _globals['_REGISTERRESOURCERESPONSE']._serialized_end=255
   _globals['_UPDATERESOURCEREQUEST']._serialized_start=257
-  _globals['_UPDATERESOURCEREQUEST']._serialized_end=368
-  _globals['_UPDATERESOURCERESPONSE']._serialized_start=370
-  _globals['_UPDATERESOURCERESPONSE']._serialized_end=436
-  _globals['_GETRESOURCEREQUEST']._serialized_start=438
-  _globals['_GETRESOURCEREQUEST']._serialized_end=498
-  _globals['_GETRESOURCERESPONSE']._serialized_start=500
-  _globals['_GETRESOURCERESPONSE']._serialized_end=563
-  _globals['_LISTRESOURCESREQUEST']._serialized_start=566
-  _globals['_LISTRESOURCESREQUEST']._serialized_end=815
-  _globals['_LISTRESOURCESRESPONSE']._serialized_start=817
-  _globals['_LISTRESOURCESRESPONSE']._serialized_end=909
-  _globals['_GETRESOURCEHISTORYREQUEST']._serialized_start=911
-  _globals['_GETRESOURCEHISTORYREQUEST']._serialized_end=961
-  _globals['_GETRESOURCEHISTORYRESPONSE']._serialized_start=963
-  _globals['_GETRESOURCEHISTORYRESPONSE']._serialized_end=1036
-  _globals['_WITHDRAWRESOURCEREQUEST']._serialized_start=1038
-  _globals['_WITHDRAWRESOURCEREQUEST']._serialized_end=1122
-  _globals['_WITHDRAWRESOURCERESPONSE']._serialized_start=1124
-  _globals['_WITHDRAWRESOURCERESPONSE']._serialized_end=1192
-  _globals['_WATCHCATALOGREQUEST']._serialized_start=1194
-  _globals['_WATCHCATALOGREQUEST']._serialized_end=1262
-  _globals['_CATALOGCHANGE']._serialized_start=1265
-  _globals['_CATALOGCHANGE']._serialized_end=1448
-  _globals['_GETCATALOGDIGESTREQUEST']._serialized_start=1450
-  _globals['_GETCATALOGDIGESTREQUEST']._serialized_end=1475
-  _globals['_GETCATALOGDIGESTRESPONSE']._serialized_start=1477
-  _globals['_GETCATALOGDIGESTRESPONSE']._serialized_end=1559
-  _globals['_CATALOGSERVICE']._serialized_start=1725
-  _globals['_CATALOGSERVICE']._serialized_end=2460
+  _globals['_UPDATERESOURCEREQUEST']._serialized_end=384
+  _globals['_UPDATERESOURCERESPONSE']._serialized_start=386
+  _globals['_UPDATERESOURCERESPONSE']._serialized_end=479
+  _globals['_GETRESOURCEREQUEST']._serialized_start=481
+  _globals['_GETRESOURCEREQUEST']._serialized_end=541
+  _globals['_GETRESOURCERESPONSE']._serialized_start=543
+  _globals['_GETRESOURCERESPONSE']._serialized_end=606
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=609
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=858
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=860
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=952
+  _globals['_GETRESOURCEHISTORYREQUEST']._serialized_start=954
+  _globals['_GETRESOURCEHISTORYREQUEST']._serialized_end=1004
+  _globals['_GETRESOURCEHISTORYRESPONSE']._serialized_start=1006
+  _globals['_GETRESOURCEHISTORYRESPONSE']._serialized_end=1079
+  _globals['_WITHDRAWRESOURCEREQUEST']._serialized_start=1081
+  _globals['_WITHDRAWRESOURCEREQUEST']._serialized_end=1165
+  _globals['_WITHDRAWRESOURCERESPONSE']._serialized_start=1167
+  _globals['_WITHDRAWRESOURCERESPONSE']._serialized_end=1262
+  _globals['_WATCHCATALOGREQUEST']._serialized_start=1264
+  _globals['_WATCHCATALOGREQUEST']._serialized_end=1332
+  _globals['_CATALOGCHANGE']._serialized_start=1335
+  _globals['_CATALOGCHANGE']._serialized_end=1518
+  _globals['_GETCATALOGDIGESTREQUEST']._serialized_start=1520
+  _globals['_GETCATALOGDIGESTREQUEST']._serialized_end=1545
+  _globals['_GETCATALOGDIGESTRESPONSE']._serialized_start=1547
+  _globals['_GETCATALOGDIGESTRESPONSE']._serialized_end=1629
+  _globals['_CATALOGSERVICE']._serialized_start=1795
+  _globals['_CATALOGSERVICE']._serialized_end=2530
 # @@protoc_insertion_point(module_scope)

@@ -116,13 +116,18 @@ class UpdateResourceRequest(_message.Message):
     ENTRY_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     expected_version: _builtins.int
     """Optimistic concurrency: the update is refused with FAILED_PRECONDITION unless the current
     version equals this; 0 means don't check.
     """
     request_id: _builtins.str
-    """Client-chosen idempotency key: a retry with the same id returns the version made the first
-    time instead of making another.
+    """Client-chosen idempotency key: a retry with the same id returns the outcome of the first
+    time (the same change request, or the version made) instead of making another.
+    """
+    reason: _builtins.str
+    """Why the entry changes; required when the update needs approval (第四十一条), kept in the
+    change request and the entry's history.
     """
     @_builtins.property
     def entry(self) -> _common_pb2.ResourceEntry:
@@ -136,10 +141,11 @@ class UpdateResourceRequest(_message.Message):
         entry: _common_pb2.ResourceEntry | None = ...,
         expected_version: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "expected_version", b"expected_version", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "expected_version", b"expected_version", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -152,18 +158,26 @@ class UpdateResourceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
+    CHANGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    change_request_id: _builtins.str
+    """The pending change request the update became (AccessService.GetChangeRequest); empty when
+    the update applied at once.
+    """
     @_builtins.property
     def entry(self) -> _common_pb2.ResourceEntry:
-        """The entry as stored, at its new version."""
+        """The entry as stored now: unchanged while change_request_id is pending; at its new version
+        when the update applied at once (a probe entry).
+        """
 
     def __init__(
         self,
         *,
         entry: _common_pb2.ResourceEntry | None = ...,
+        change_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_request_id", b"change_request_id", "entry", b"entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,18 +394,24 @@ class WithdrawResourceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
+    CHANGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    change_request_id: _builtins.str
+    """The pending change request the withdrawal became; empty when it applied at once."""
     @_builtins.property
     def entry(self) -> _common_pb2.ResourceEntry:
-        """The entry as stored, at its new version with status WITHDRAWN."""
+        """The entry as stored now: unchanged while change_request_id is pending; WITHDRAWN at its new
+        version when the withdrawal applied at once (a probe entry).
+        """
 
     def __init__(
         self,
         *,
         entry: _common_pb2.ResourceEntry | None = ...,
+        change_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_request_id", b"change_request_id", "entry", b"entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

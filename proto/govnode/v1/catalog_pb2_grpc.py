@@ -94,8 +94,12 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateResource(self, request, context):
-        """Replaces a catalog entry with a new version (更新维护); the previous version stays in the
-        history. Only the provider may update its entries.
+        """Asks to replace a catalog entry with a new version (更新维护); the previous version stays
+        in the history. Only the provider may ask. No change or deletion of government data
+        without approval (第四十一条): the update is stored as a pending change request
+        (change_request_id) that the node's data management authority reviews with
+        AccessService.ReviewChangeRequest; the entry changes when it is approved. A conformance
+        tester's probe entry (第三十一条) holds no government data and changes at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,8 +127,9 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WithdrawResource(self, request, context):
-        """Withdraws a catalog entry (status WITHDRAWN, a new version); its history and records are
-        kept, never deleted (第四十一条).
+        """Asks to withdraw a catalog entry (status WITHDRAWN, a new version); its history and records
+        are kept, never deleted. Like UpdateResource, the withdrawal waits for the authority's
+        approval (第四十一条), except for a probe entry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,8 +44,12 @@ class CatalogServiceStub:
     (一数一源, 第十一条, 第十三条) with FAILED_PRECONDITION.
     """
     UpdateResource: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateResourceRequest, _catalog_pb2.UpdateResourceResponse]
-    """Replaces a catalog entry with a new version (更新维护); the previous version stays in the
-    history. Only the provider may update its entries.
+    """Asks to replace a catalog entry with a new version (更新维护); the previous version stays
+    in the history. Only the provider may ask. No change or deletion of government data
+    without approval (第四十一条): the update is stored as a pending change request
+    (change_request_id) that the node's data management authority reviews with
+    AccessService.ReviewChangeRequest; the entry changes when it is approved. A conformance
+    tester's probe entry (第三十一条) holds no government data and changes at once.
     """
     GetResource: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetResourceRequest, _catalog_pb2.GetResourceResponse]
     """Returns one catalog entry, current or at a given version."""
@@ -54,8 +58,9 @@ class CatalogServiceStub:
     GetResourceHistory: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetResourceHistoryRequest, _catalog_pb2.GetResourceHistoryResponse]
     """Returns every version of one catalog entry, oldest first."""
     WithdrawResource: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.WithdrawResourceRequest, _catalog_pb2.WithdrawResourceResponse]
-    """Withdraws a catalog entry (status WITHDRAWN, a new version); its history and records are
-    kept, never deleted (第四十一条).
+    """Asks to withdraw a catalog entry (status WITHDRAWN, a new version); its history and records
+    are kept, never deleted. Like UpdateResource, the withdrawal waits for the authority's
+    approval (第四十一条), except for a probe entry.
     """
     WatchCatalog: _grpc.UnaryStreamMultiCallable[_catalog_pb2.WatchCatalogRequest, _catalog_pb2.CatalogChange]
     """The ordered, resumable catalog change feed between nodes: first every change after
@@ -79,8 +84,12 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     (一数一源, 第十一条, 第十三条) with FAILED_PRECONDITION.
     """
     UpdateResource: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateResourceRequest, _catalog_pb2.UpdateResourceResponse]  # type: ignore[assignment]
-    """Replaces a catalog entry with a new version (更新维护); the previous version stays in the
-    history. Only the provider may update its entries.
+    """Asks to replace a catalog entry with a new version (更新维护); the previous version stays
+    in the history. Only the provider may ask. No change or deletion of government data
+    without approval (第四十一条): the update is stored as a pending change request
+    (change_request_id) that the node's data management authority reviews with
+    AccessService.ReviewChangeRequest; the entry changes when it is approved. A conformance
+    tester's probe entry (第三十一条) holds no government data and changes at once.
     """
     GetResource: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetResourceRequest, _catalog_pb2.GetResourceResponse]  # type: ignore[assignment]
     """Returns one catalog entry, current or at a given version."""
@@ -89,8 +98,9 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     GetResourceHistory: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetResourceHistoryRequest, _catalog_pb2.GetResourceHistoryResponse]  # type: ignore[assignment]
     """Returns every version of one catalog entry, oldest first."""
     WithdrawResource: _aio.UnaryUnaryMultiCallable[_catalog_pb2.WithdrawResourceRequest, _catalog_pb2.WithdrawResourceResponse]  # type: ignore[assignment]
-    """Withdraws a catalog entry (status WITHDRAWN, a new version); its history and records are
-    kept, never deleted (第四十一条).
+    """Asks to withdraw a catalog entry (status WITHDRAWN, a new version); its history and records
+    are kept, never deleted. Like UpdateResource, the withdrawal waits for the authority's
+    approval (第四十一条), except for a probe entry.
     """
     WatchCatalog: _aio.UnaryStreamMultiCallable[_catalog_pb2.WatchCatalogRequest, _catalog_pb2.CatalogChange]  # type: ignore[assignment]
     """The ordered, resumable catalog change feed between nodes: first every change after
@@ -123,8 +133,12 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_pb2.UpdateResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.UpdateResourceResponse, _abc.Awaitable[_catalog_pb2.UpdateResourceResponse]]:
-        """Replaces a catalog entry with a new version (更新维护); the previous version stays in the
-        history. Only the provider may update its entries.
+        """Asks to replace a catalog entry with a new version (更新维护); the previous version stays
+        in the history. Only the provider may ask. No change or deletion of government data
+        without approval (第四十一条): the update is stored as a pending change request
+        (change_request_id) that the node's data management authority reviews with
+        AccessService.ReviewChangeRequest; the entry changes when it is approved. A conformance
+        tester's probe entry (第三十一条) holds no government data and changes at once.
         """
 
     @_abc_1.abstractmethod
@@ -157,8 +171,9 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_pb2.WithdrawResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.WithdrawResourceResponse, _abc.Awaitable[_catalog_pb2.WithdrawResourceResponse]]:
-        """Withdraws a catalog entry (status WITHDRAWN, a new version); its history and records are
-        kept, never deleted (第四十一条).
+        """Asks to withdraw a catalog entry (status WITHDRAWN, a new version); its history and records
+        are kept, never deleted. Like UpdateResource, the withdrawal waits for the authority's
+        approval (第四十一条), except for a probe entry.
         """
 
     @_abc_1.abstractmethod

@@ -229,6 +229,8 @@ class SubmitAck(_message.Message):
     REJECTIONS_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     COMMITTED_AT_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    HELD_RECORDS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     """The batch acknowledged."""
     accepted: _builtins.int
@@ -239,6 +241,10 @@ class SubmitAck(_message.Message):
     """The batch id had already been applied: nothing was applied again and the counts are those
     of the first application.
     """
+    held: _builtins.int
+    """Valid records that would change a stored record and wait for the authority's approval
+    (第四十一条); not counted in accepted. accepted + held + rejected = records in the batch.
+    """
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordRejection]:
         """Why each refused record was refused."""
@@ -246,6 +252,10 @@ class SubmitAck(_message.Message):
     @_builtins.property
     def committed_at(self) -> _timestamp_pb2.Timestamp:
         """When the batch was committed."""
+
+    @_builtins.property
+    def held_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldRecord]:
+        """The change request each held record became."""
 
     def __init__(
         self,
@@ -256,14 +266,44 @@ class SubmitAck(_message.Message):
         rejections: _abc.Iterable[Global___RecordRejection] | None = ...,
         duplicate: _builtins.bool = ...,
         committed_at: _timestamp_pb2.Timestamp | None = ...,
+        held: _builtins.int = ...,
+        held_records: _abc.Iterable[Global___HeldRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["committed_at", b"committed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch_id", b"batch_id", "committed_at", b"committed_at", "duplicate", b"duplicate", "rejected", b"rejected", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch_id", b"batch_id", "committed_at", b"committed_at", "duplicate", b"duplicate", "held", b"held", "held_records", b"held_records", "rejected", b"rejected", "rejections", b"rejections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitAck: _TypeAlias = SubmitAck  # noqa: Y015
+
+@_typing.final
+class HeldRecord(_message.Message):
+    """A record of a batch held for approval because it would change a stored record (第四十一条)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CHANGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the record in SubmitBatch.records (0-based)."""
+    change_request_id: _builtins.str
+    """The pending change request (AccessService.GetChangeRequest); the record's new values apply
+    when the authority approves it.
+    """
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        change_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_request_id", b"change_request_id", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldRecord: _TypeAlias = HeldRecord  # noqa: Y015
 
 @_typing.final
 class ItemMatch(_message.Message):
@@ -1012,3 +1052,133 @@ class GetAggregationStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAggregationStatusResponse: _TypeAlias = GetAggregationStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetRecordHistoryRequest(_message.Message):
+    """Request of SharingService.GetRecordHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class KeyEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The resource."""
+    @_builtins.property
+    def key(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Values of every key item, identifying one record."""
+
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+        key: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "resource_code", b"resource_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecordHistoryRequest: _TypeAlias = GetRecordHistoryRequest  # noqa: Y015
+
+@_typing.final
+class RecordVersion(_message.Message):
+    """One version of a record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    WRITTEN_BY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    TEMPORARY_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The record's own version (1 when first written)."""
+    kind: Global___RecordChangeKind.ValueType
+    """UPSERT (written) or DELETE (deleted with approval; no values)."""
+    sequence: _builtins.int
+    """The resource data version this write made (its position in the change feed)."""
+    batch_id: _builtins.str
+    """The Submit batch that wrote it; empty when an approved change request did."""
+    change_request_id: _builtins.str
+    """The approved change request that wrote it; empty when a Submit batch did."""
+    written_by: _builtins.str
+    """Who submitted the batch, or asked for the change."""
+    temporary: _builtins.bool
+    """Written under a temporary collection (临时采集, 第十二条)."""
+    @_builtins.property
+    def record(self) -> _common_pb2.Record:
+        """The record's values at this version, in clear; unset for DELETE."""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was committed."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        kind: Global___RecordChangeKind.ValueType = ...,
+        record: _common_pb2.Record | None = ...,
+        sequence: _builtins.int = ...,
+        batch_id: _builtins.str = ...,
+        change_request_id: _builtins.str = ...,
+        written_by: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        temporary: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "batch_id", b"batch_id", "change_request_id", b"change_request_id", "kind", b"kind", "record", b"record", "sequence", b"sequence", "temporary", b"temporary", "version", b"version", "written_by", b"written_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordVersion: _TypeAlias = RecordVersion  # noqa: Y015
+
+@_typing.final
+class GetRecordHistoryResponse(_message.Message):
+    """Response of SharingService.GetRecordHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordVersion]:
+        """Every version, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___RecordVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecordHistoryResponse: _TypeAlias = GetRecordHistoryResponse  # noqa: Y015

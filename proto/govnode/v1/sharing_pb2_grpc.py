@@ -72,6 +72,11 @@ class SharingServiceStub:
                 request_serializer=govnode_dot_v1_dot_sharing__pb2.GetAggregationStatusRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_sharing__pb2.GetAggregationStatusResponse.FromString,
                 _registered_method=True)
+        self.GetRecordHistory = channel.unary_unary(
+                '/govnode.v1.SharingService/GetRecordHistory',
+                request_serializer=govnode_dot_v1_dot_sharing__pb2.GetRecordHistoryRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_sharing__pb2.GetRecordHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class SharingServiceServicer:
@@ -84,8 +89,11 @@ class SharingServiceServicer:
         """Aggregates records into a resource (汇聚, 第二十一条). The provider streams batches; the
         node validates each record against the catalog entry (only catalogued items, 第十二条;
         quality rules, 第十五-十六条), durably commits the valid ones and then acks the batch.
-        A record whose key exists becomes a new version of it; deletion needs approval
-        (AccessService.RequestRecordChange, 第四十一条).
+        A record with a new key is stored as version 1. One whose key is stored with other values
+        would change government data, which needs approval (第四十一条): it is held as a pending
+        change request for the authority (SubmitAck.held_records), unless the node is configured
+        to apply aggregation updates at once ([governance] submit_updates = "apply"). Deletion
+        always needs approval (AccessService.RequestRecordChange).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +147,15 @@ class SharingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecordHistory(self, request, context):
+        """Every version of one record, oldest first, in clear (第四十一条: every version stays
+        readable). For the resource's provider and its node's data management authority only (and
+        a conformance tester for a probe resource).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SharingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +193,11 @@ def add_SharingServiceServicer_to_server(servicer, server):
                     servicer.GetAggregationStatus,
                     request_deserializer=govnode_dot_v1_dot_sharing__pb2.GetAggregationStatusRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_sharing__pb2.GetAggregationStatusResponse.SerializeToString,
+            ),
+            'GetRecordHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecordHistory,
+                    request_deserializer=govnode_dot_v1_dot_sharing__pb2.GetRecordHistoryRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_sharing__pb2.GetRecordHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +392,33 @@ class SharingService:
             '/govnode.v1.SharingService/GetAggregationStatus',
             govnode_dot_v1_dot_sharing__pb2.GetAggregationStatusRequest.SerializeToString,
             govnode_dot_v1_dot_sharing__pb2.GetAggregationStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecordHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.SharingService/GetRecordHistory',
+            govnode_dot_v1_dot_sharing__pb2.GetRecordHistoryRequest.SerializeToString,
+            govnode_dot_v1_dot_sharing__pb2.GetRecordHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

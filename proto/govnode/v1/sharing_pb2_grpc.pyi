@@ -50,8 +50,11 @@ class SharingServiceStub:
     """Aggregates records into a resource (汇聚, 第二十一条). The provider streams batches; the
     node validates each record against the catalog entry (only catalogued items, 第十二条;
     quality rules, 第十五-十六条), durably commits the valid ones and then acks the batch.
-    A record whose key exists becomes a new version of it; deletion needs approval
-    (AccessService.RequestRecordChange, 第四十一条).
+    A record with a new key is stored as version 1. One whose key is stored with other values
+    would change government data, which needs approval (第四十一条): it is held as a pending
+    change request for the authority (SubmitAck.held_records), unless the node is configured
+    to apply aggregation updates at once ([governance] submit_updates = "apply"). Deletion
+    always needs approval (AccessService.RequestRecordChange).
     """
     Verify: _grpc.UnaryUnaryMultiCallable[_sharing_pb2.VerifyRequest, _sharing_pb2.VerifyResponse]
     """联机验证 (第十四条): says whether claimed values match the stored record, item by item,
@@ -77,6 +80,11 @@ class SharingServiceStub:
     """Aggregation status per resource: last aggregation, update cycle and whether it is overdue
     (在规定期限内汇聚, 第二十一条).
     """
+    GetRecordHistory: _grpc.UnaryUnaryMultiCallable[_sharing_pb2.GetRecordHistoryRequest, _sharing_pb2.GetRecordHistoryResponse]
+    """Every version of one record, oldest first, in clear (第四十一条: every version stays
+    readable). For the resource's provider and its node's data management authority only (and
+    a conformance tester for a probe resource).
+    """
 
 @_typing.type_check_only
 class SharingServiceAsyncStub(SharingServiceStub):
@@ -90,8 +98,11 @@ class SharingServiceAsyncStub(SharingServiceStub):
     """Aggregates records into a resource (汇聚, 第二十一条). The provider streams batches; the
     node validates each record against the catalog entry (only catalogued items, 第十二条;
     quality rules, 第十五-十六条), durably commits the valid ones and then acks the batch.
-    A record whose key exists becomes a new version of it; deletion needs approval
-    (AccessService.RequestRecordChange, 第四十一条).
+    A record with a new key is stored as version 1. One whose key is stored with other values
+    would change government data, which needs approval (第四十一条): it is held as a pending
+    change request for the authority (SubmitAck.held_records), unless the node is configured
+    to apply aggregation updates at once ([governance] submit_updates = "apply"). Deletion
+    always needs approval (AccessService.RequestRecordChange).
     """
     Verify: _aio.UnaryUnaryMultiCallable[_sharing_pb2.VerifyRequest, _sharing_pb2.VerifyResponse]  # type: ignore[assignment]
     """联机验证 (第十四条): says whether claimed values match the stored record, item by item,
@@ -117,6 +128,11 @@ class SharingServiceAsyncStub(SharingServiceStub):
     """Aggregation status per resource: last aggregation, update cycle and whether it is overdue
     (在规定期限内汇聚, 第二十一条).
     """
+    GetRecordHistory: _aio.UnaryUnaryMultiCallable[_sharing_pb2.GetRecordHistoryRequest, _sharing_pb2.GetRecordHistoryResponse]  # type: ignore[assignment]
+    """Every version of one record, oldest first, in clear (第四十一条: every version stays
+    readable). For the resource's provider and its node's data management authority only (and
+    a conformance tester for a probe resource).
+    """
 
 class SharingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Aggregation and sharing of records. Every method other than Submit checks the caller's
@@ -133,8 +149,11 @@ class SharingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Aggregates records into a resource (汇聚, 第二十一条). The provider streams batches; the
         node validates each record against the catalog entry (only catalogued items, 第十二条;
         quality rules, 第十五-十六条), durably commits the valid ones and then acks the batch.
-        A record whose key exists becomes a new version of it; deletion needs approval
-        (AccessService.RequestRecordChange, 第四十一条).
+        A record with a new key is stored as version 1. One whose key is stored with other values
+        would change government data, which needs approval (第四十一条): it is held as a pending
+        change request for the authority (SubmitAck.held_records), unless the node is configured
+        to apply aggregation updates at once ([governance] submit_updates = "apply"). Deletion
+        always needs approval (AccessService.RequestRecordChange).
         """
 
     @_abc_1.abstractmethod
@@ -195,6 +214,17 @@ class SharingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_sharing_pb2.GetAggregationStatusResponse, _abc.Awaitable[_sharing_pb2.GetAggregationStatusResponse]]:
         """Aggregation status per resource: last aggregation, update cycle and whether it is overdue
         (在规定期限内汇聚, 第二十一条).
+        """
+
+    @_abc_1.abstractmethod
+    def GetRecordHistory(
+        self,
+        request: _sharing_pb2.GetRecordHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sharing_pb2.GetRecordHistoryResponse, _abc.Awaitable[_sharing_pb2.GetRecordHistoryResponse]]:
+        """Every version of one record, oldest first, in clear (第四十一条: every version stays
+        readable). For the resource's provider and its node's data management authority only (and
+        a conformance tester for a probe resource).
         """
 
 def add_SharingServiceServicer_to_server(servicer: SharingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

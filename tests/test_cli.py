@@ -43,6 +43,8 @@ def test_every_command_has_help() -> None:
         ["agency", "add"],
         ["serve"],
         ["demo"],
+        ["changes", "approve"],
+        ["access", "approve"],
     ):
         result = govnode(*args, "--help")
         assert result.returncode == 0, (args, result.stderr)

@@ -21,6 +21,7 @@ from node.cli import (
     agency,
     audit,
     certs,
+    changes,
     conformance,
     demo,
     federation,
@@ -47,6 +48,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(federation.app, name="federation")
 app.add_typer(conformance.app, name="conformance")
 app.add_typer(access.app, name="access")
+app.add_typer(changes.app, name="changes")
 serve.register(app)
 demo.register(app)
 federation.register(app)

@@ -232,7 +232,8 @@ async def _show_refusals(demo: Demo, node: RunningNode, resources: list[Resource
         node,
         lambda s: s.UpdateResource(
             catalog_pb2.UpdateResourceRequest(
-                entry=entry_to_proto(people.model_copy(update={"summary": "篡改"}))
+                entry=entry_to_proto(people.model_copy(update={"summary": "篡改"})),
+                reason="调整摘要",
             )
         ),
     )

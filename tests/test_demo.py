@@ -15,7 +15,10 @@ async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     text = "\n".join(lines)
     assert "health SERVING" in text
     assert "reflection lists 8 govnode.v1 services" in text
-    assert text.count("  ✓ 3500") == 5  # four registrations and one update
+    assert text.count("  ✓ 3500") == 4  # four registrations
+    # An update is a change request until the province's authority approves it (第四十一条).
+    assert "is pending; the entry stays v1" in text
+    assert "the 福建省 authority approved it: 350000-1-000001 is now v2" in text
     assert "4 accepted, 2 refused" in text
     assert "GB 11643 requires" in text and "not declared in the catalog entry" in text
     assert "duplicate=True" in text
@@ -35,15 +38,17 @@ async def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "returns only the granted items" in text and "(masked: fddbr)" in text
     assert "越权使用, 第三十七条" in text
     assert "the next Query: PERMISSION_DENIED" in text and "was revoked" in text
-    assert "is pending, and the record still reads 陈十一" in text  # 第四十一条
+    assert "1 held as change request 350100-C-" in text  # 第四十一条
+    assert "the record still reads 陈十一" in text
     assert "the record is now version 2 (林十二)" in text
+    assert "every version stays readable: v1 陈十一 → v2 林十二" in text
     # Conformance: the whole suite passes against 福州, which is then approved.
     assert "29 passed, 0 failed" in text
     assert "approved_sub_platform = true" in text
     for refusal in (
         "FAILED_PRECONDITION: entry.items[0].standard_element",
         "INVALID_ARGUMENT: entry.legal_basis",
-        "PERMISSION_DENIED: only the provider agency",
+        "only its provider agency 113500000035910014 may, and the authority approves",
         "INVALID_ARGUMENT: entry.provider_code",
         "UNAUTHENTICATED: certificate",
     ):

@@ -300,6 +300,7 @@ async def test_deadlines_propagate_along_the_path(fed: Federation) -> None:
     await call(xiamen, caller, "Verify", verify(), deadline_s=2.0)
     at_xiamen = fed.xiamen.running.forwarder.last_timeouts[-1]
     at_province = fed.province.running.forwarder.last_timeouts[-1]
+    assert at_province is not None and at_xiamen is not None
     assert at_province < at_xiamen < 2.0
     # 30 ms: 厦门 forwards with what is left minus its margin, which leaves the province too
     # little to forward again: it refuses rather than call 福州 with a spent deadline.

@@ -27,7 +27,7 @@ from gateway.channel import secure_channel
 from gateway.identity import Role, make_identity
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
-from node.app import RunningNode
+from node.app import RunningNode, node_tls_files
 from node.audit import AuditLog, AuditRecord
 from node.catalog_types import ShareMethod, ShareType
 from node.records_exchange import EXCHANGE_CHUNK_ROWS
@@ -531,6 +531,14 @@ async def test_refusals_come_back_over_the_route_with_the_owners_status(fed: Fed
     ):
         assert err.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "暂不共享" in (err.details() or "")
+    # A node calls them only on behalf of a caller, with a signed caller assertion.
+    as_node = node_tls_files(fed.xiamen.setup.config)
+    for err in (
+        await refused_exchange(fed.fuzhou.running, as_node, exchange_cond),
+        await refused_subscribe(fed.fuzhou.running, as_node, subscribe_cond),
+    ):
+        assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "on behalf of" in (err.details() or "")
     # 福州 validates the request itself.
     err = await refused_subscribe(
         xiamen,

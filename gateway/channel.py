@@ -1,7 +1,10 @@
 """The one place an outbound gRPC channel is built.
 
 Every outbound call gets a deadline: calls made without one get ``default_timeout`` through
-:class:`DefaultDeadline`, so a stuck peer can never hang a node or an agency system.
+:class:`DefaultDeadline`, so a stuck peer can never hang a node or an agency system. The one
+exception is a channel built with ``streaming_timeout=None``, whose user sets every streaming
+call's deadline itself: the forwarder (gateway.forward), which passes on the deadline of the
+call it forwards, and none for an open-ended stream (Exchange, Subscribe) whose caller set none.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ class DefaultDeadline(
     grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
     grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
-    """Give calls made without a timeout the channel's default one."""
+    """Give calls made without a timeout the channel's default one (streaming calls none when
+    ``streaming_timeout`` is None)."""
 
-    def __init__(self, timeout: float, streaming_timeout: float) -> None:
+    def __init__(self, timeout: float, streaming_timeout: float | None) -> None:
         self._timeout = timeout
         self._streaming_timeout = streaming_timeout
 
-    def _with_deadline(self, details: Any, timeout: float) -> Any:
-        if details.timeout is not None:
+    def _with_deadline(self, details: Any, timeout: float | None) -> Any:
+        if details.timeout is not None or timeout is None:
             return details
         return details._replace(timeout=timeout)
 
@@ -73,12 +77,13 @@ def secure_channel(
     files: TlsFiles,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
-    streaming_timeout: float = 300.0,
+    streaming_timeout: float | None = 300.0,
     max_message_bytes: int = 4 * 1024 * 1024,
     extra_options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.aio.Channel:
     """A mutual-TLS channel to ``target`` (HOST:PORT) using our key, chain and root;
-    ``extra_options`` are further grpc channel arguments (e.g. reconnection backoff)."""
+    ``extra_options`` are further grpc channel arguments (e.g. reconnection backoff).
+    ``streaming_timeout=None``: streaming calls made without a timeout keep none."""
     return grpc.aio.secure_channel(
         target,
         channel_credentials(files),

@@ -3,12 +3,20 @@
 A node that does not own a resource forwards the call, over mutual TLS with its own node
 certificate, to the next node on the path (the province, the owning city, or a direct peer).
 The call carries the request id and the caller assertion; its timeout is what is left of the
-incoming call's deadline, so deadlines propagate hop by hop.
+incoming call's deadline, so deadlines propagate hop by hop. A caller that set no deadline gets
+:attr:`Forwarder.default_timeout` (10 s), except on an *open-ended* stream (Exchange,
+Subscribe: as long as its consumer reads), which is then forwarded without a deadline, as it
+runs on the owner's own node: the forwarder never ends it on its own. HTTP/2 keepalive still
+finds a dead peer, and the stream ends when its caller cancels it, since the forwarded call is
+cancelled with the incoming one. Its caller assertion is only valid for the call's *start*
+(:attr:`Forwarder.start_window`), which the owner checks on arrival, once.
 
 Only UNAVAILABLE is retried (jittered exponential backoff, tenacity), and only while the
 caller's deadline leaves room: a DEADLINE_EXCEEDED cannot be retried inside the same deadline,
-and every other status is the owner's answer, passed through unchanged. A per-peer
-:class:`CircuitBreaker` makes calls to a peer that keeps failing fail at once, naming it.
+and every other status is the owner's answer, passed through unchanged. A stream is retried
+only before its first message (and an open-ended one only within its start window, while its
+assertion is still valid). A per-peer :class:`CircuitBreaker` makes calls to a peer that keeps
+failing fail at once, naming it.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ from gateway.tls import TlsFiles
 
 #: Timeout of a forwarded call whose caller set no deadline (seconds).
 DEFAULT_FORWARD_TIMEOUT_S = 10.0
+#: An open-ended stream whose caller set no deadline must start within this (seconds): its
+#: caller assertion is valid this long, and it is retried only within it.
+OPEN_STREAM_START_S = 10.0
 #: Kept back from the caller's remaining time, so our answer (or refusal) reaches it in time.
 DEADLINE_MARGIN_S = 0.02
 #: Attempts per forwarded call (the first one included), all within the caller's deadline.
@@ -151,15 +162,22 @@ class Forwarder:
         threshold: int = BREAKER_THRESHOLD,
         cooldown: float = BREAKER_COOLDOWN_S,
         max_attempts: int = MAX_ATTEMPTS,
+        default_timeout: float = DEFAULT_FORWARD_TIMEOUT_S,
+        start_window: float = OPEN_STREAM_START_S,
     ) -> None:
         self._files = files
         self.threshold = threshold
         self.cooldown = cooldown
         self.max_attempts = max_attempts
+        #: Timeout of a forwarded call whose caller set no deadline (but see open-ended).
+        self.default_timeout = default_timeout
+        #: How long an open-ended stream's assertion is valid for its start (see the module).
+        self.start_window = start_window
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
-        #: Timeouts of the calls forwarded so far (the last few), for operators and tests.
-        self.last_timeouts: list[float] = []
+        #: Timeouts of the calls forwarded so far (the last few; None: no deadline), for
+        #: operators and tests.
+        self.last_timeouts: list[float | None] = []
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
         breaker = self._breakers.get(endpoint)
@@ -167,11 +185,22 @@ class Forwarder:
             breaker = self._breakers[endpoint] = CircuitBreaker(self.threshold, self.cooldown)
         return breaker
 
+    def assertion_validity(self, remaining: float | None, *, open_ended: bool = False) -> float:
+        """Seconds the caller assertion of a call forwarded now stays valid, from the incoming
+        call's remaining time (None: no deadline). The owner checks it when the call arrives;
+        for an open-ended stream that is all it needs to cover, so it is never longer than
+        :attr:`start_window` (a shorter validity also keeps its nonce for less time)."""
+        if open_ended:
+            return self.start_window if remaining is None else min(remaining, self.start_window)
+        return self.default_timeout if remaining is None else max(remaining, 0.0)
+
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
+            # Every call sets its own deadline (None only for an open-ended stream), so the
+            # channel adds no default one to streams.
             channel = self._channels[endpoint] = secure_channel(
-                endpoint, self._files, extra_options=_CHANNEL_OPTIONS
+                endpoint, self._files, streaming_timeout=None, extra_options=_CHANNEL_OPTIONS
             )
         return channel
 
@@ -219,7 +248,7 @@ class Forwarder:
         retry = tuple((key, str(value)) for key, value in pairs if key == RETRY_AFTER_KEY)
         return Refusal(code, details, retry)
 
-    def _note(self, timeout: float) -> None:
+    def _note(self, timeout: float | None) -> None:
         self.last_timeouts = [*self.last_timeouts[-9:], timeout]
 
     async def unary(
@@ -235,7 +264,7 @@ class Forwarder:
         remaining: float | None,
     ) -> Any:
         """Forward a unary call; the owner's status passes through as a :class:`Refusal`."""
-        timeout = outgoing_timeout(remaining)
+        timeout = outgoing_timeout(remaining, default=self.default_timeout)
         self._note(timeout)
         deadline = time.monotonic() + timeout
         call = self._channel(endpoint).unary_unary(
@@ -283,11 +312,23 @@ class Forwarder:
         request_id: str,
         assertion: bytes,
         remaining: float | None,
+        open_ended: bool = False,
     ) -> AsyncIterator[Any]:
-        """Forward a server-streaming call; retried only before its first response."""
-        timeout = outgoing_timeout(remaining)
+        """Forward a server-streaming call; retried only before its first response.
+
+        ``open_ended``: a stream that lasts as long as its consumer reads (Exchange, Subscribe):
+        without a caller deadline it is forwarded without one. However it ends (the consumer
+        cancels, stops reading, or the caller's deadline passes), the forwarded call is
+        cancelled too, so the next node and the owner stop serving it at once.
+        """
+        timeout: float | None
+        if open_ended and remaining is None:
+            timeout, window = None, self.start_window
+        else:
+            timeout = window = outgoing_timeout(remaining, default=self.default_timeout)
         self._note(timeout)
-        deadline = time.monotonic() + timeout
+        # Retries stop here; for a call with a deadline it is the deadline too.
+        deadline = time.monotonic() + window
         stub = self._channel(endpoint).unary_stream(
             method,
             request_serializer=lambda m: m.SerializeToString(),
@@ -295,18 +336,20 @@ class Forwarder:
         )
         end = object()
         first: Any = end
+        call: Any = None
         items: Any = None
         try:
             async for attempt in self._retrying(deadline):
                 with attempt:
                     breaker = self._admit(endpoint, region)
-                    items = aiter(
-                        stub(
-                            request,
-                            timeout=max(deadline - time.monotonic(), 0.001),
-                            metadata=self._metadata(request_id, assertion),
-                        )
+                    call = stub(
+                        request,
+                        timeout=(
+                            None if timeout is None else max(deadline - time.monotonic(), 0.001)
+                        ),
+                        metadata=self._metadata(request_id, assertion),
                     )
+                    items = aiter(call)
                     try:
                         first = await anext(items, end)
                     except grpc.aio.AioRpcError as exc:
@@ -320,6 +363,11 @@ class Forwarder:
                 yield item
         except grpc.aio.AioRpcError as exc:
             raise self._refusal(exc, endpoint, region) from None
+        finally:
+            # Our caller is gone (cancelled, or closed this generator) or the call ended:
+            # cancelling an ended call does nothing, cancelling a running one ends it downstream.
+            if call is not None:
+                call.cancel()
 
     @staticmethod
     def _record(breaker: CircuitBreaker, exc: grpc.aio.AioRpcError) -> None:

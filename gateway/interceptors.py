@@ -65,12 +65,15 @@ TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationSer
 #: forwarding node. A node calling these WITHOUT an assertion is refused: nodes call on behalf
 #: of someone or not at all. Every other method refuses an assertion. Applications live at the
 #: node owning the resource (第二十五条): Apply is routed by its resource, and the calls naming
-#: an application or grant by id by the region the id starts with.
+#: an application or grant by id by the region the id starts with. Exchange and Subscribe
+#: (第二十六、二十七条) are routed streams: the assertion is checked once, when they start.
 ROUTED_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.SharingService/Verify",
         "/govnode.v1.SharingService/Compare",
         "/govnode.v1.SharingService/Query",
+        "/govnode.v1.SharingService/Exchange",
+        "/govnode.v1.SharingService/Subscribe",
         "/govnode.v1.AccessService/Apply",
         "/govnode.v1.AccessService/GetApplication",
         "/govnode.v1.AccessService/WithdrawApplication",

@@ -14,6 +14,12 @@ exact request bytes, with the call's deadline; a node relaying a forwarded call 
 assertion on unchanged. Cities do not relay: a forwarded call for another region's resource
 reaching a city is refused. The transport (channels, retries, circuit breakers, deadlines) is
 gateway.forward's.
+
+Streams: Compare is forwarded like a unary call, with the caller's deadline or the forwarder's
+default. Exchange and Subscribe are *open-ended* (:meth:`Router.stream` with ``open_ended``):
+they run as long as their consumer reads, so a caller without a deadline is forwarded without
+one, and their assertion is valid only for the start (gateway.forward). Resume tokens and
+sequences need nothing here: the owner issues and checks them for the original caller.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.assertion import make_assertion
 from gateway.auth import current_forwarded, current_peer
-from gateway.forward import DEFAULT_FORWARD_TIMEOUT_S, Forwarder
+from gateway.forward import Forwarder
 from gateway.interceptors import current_request_id
 from node.catalog_types import ResourceEntry
 from node.config import Mode, NodeConfig
@@ -77,12 +83,13 @@ class Router:
             )
         return str(row[0]), region
 
-    def _assertion(self, resource_code: str, request: Any, context: Any) -> bytes:
+    def _assertion(
+        self, resource_code: str, request: Any, context: Any, *, open_ended: bool = False
+    ) -> bytes:
         forwarded = current_forwarded()
         if forwarded is not None:
             return forwarded.assertion  # relayed unchanged; verified on arrival
-        remaining = context.time_remaining()
-        seconds = DEFAULT_FORWARD_TIMEOUT_S if remaining is None else max(remaining, 0.0)
+        seconds = self.forwarder.assertion_validity(context.time_remaining(), open_ended=open_ended)
         return make_assertion(
             caller=current_peer().identity,
             node_key=self._key,
@@ -132,8 +139,17 @@ class Router:
         )
 
     async def stream(
-        self, entry: ResourceEntry, method: str, request: Any, response_type: Any, context: Any
+        self,
+        entry: ResourceEntry,
+        method: str,
+        request: Any,
+        response_type: Any,
+        context: Any,
+        *,
+        open_ended: bool = False,
     ) -> AsyncIterator[Any]:
+        """Forward a SharingService server stream ("Compare"; "Exchange" and "Subscribe" with
+        ``open_ended``). Closing this generator cancels the forwarded call."""
         endpoint, node_region = await self.endpoint_for(entry.region)
         async for item in self.forwarder.stream(
             endpoint,
@@ -142,7 +158,8 @@ class Router:
             request,
             response_type,
             request_id=current_request_id(),
-            assertion=self._assertion(entry.resource_code, request, context),
+            assertion=self._assertion(entry.resource_code, request, context, open_ended=open_ended),
             remaining=context.time_remaining(),
+            open_ended=open_ended,
         ):
             yield item

@@ -19,7 +19,7 @@ from cryptography import x509
 from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from gateway.assertion import ASSERTION_KEY, make_assertion
-from gateway.forward import CircuitBreaker, outgoing_timeout
+from gateway.forward import CircuitBreaker, Forwarder, outgoing_timeout
 from gateway.identity import Identity, Role, make_identity
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.refusal import Refusal
@@ -294,12 +294,25 @@ def test_the_forwarded_timeout_is_bounded_by_the_callers_remaining_time() -> Non
     assert err.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+def test_an_open_ended_streams_assertion_is_valid_only_for_its_start(tmp_path: Path) -> None:
+    """Exchange and Subscribe run as long as their consumer reads; their caller assertion is
+    checked when they arrive, so it need not (and does not) outlive the start window."""
+    forwarder = Forwarder(TlsFiles(tmp_path / "k", tmp_path / "c", tmp_path / "r"))
+    forwarder.default_timeout, forwarder.start_window = 10.0, 4.0
+    assert forwarder.assertion_validity(None) == 10.0
+    assert forwarder.assertion_validity(60.0) == 60.0
+    assert forwarder.assertion_validity(None, open_ended=True) == 4.0
+    assert forwarder.assertion_validity(3600.0, open_ended=True) == 4.0
+    assert forwarder.assertion_validity(1.5, open_ended=True) == 1.5
+
+
 async def test_deadlines_propagate_along_the_path(fed: Federation) -> None:
     xiamen, caller = fed.xiamen.running, fed.xiamen.agency()
     assert fed.xiamen.running.forwarder and fed.province.running.forwarder
     await call(xiamen, caller, "Verify", verify(), deadline_s=2.0)
     at_xiamen = fed.xiamen.running.forwarder.last_timeouts[-1]
     at_province = fed.province.running.forwarder.last_timeouts[-1]
+    assert at_province is not None and at_xiamen is not None
     assert at_province < at_xiamen < 2.0
     # 30 ms: 厦门 forwards with what is left minus its margin, which leaves the province too
     # little to forward again: it refuses rather than call 福州 with a spent deadline.

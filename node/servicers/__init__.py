@@ -194,12 +194,13 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 oracle=services.oracle,
                 access=access_control,
             ),
-            # Exchange and Subscribe (local resources only; not routed between nodes yet).
+            # Exchange and Subscribe, routed to the owner like Compare.
             SharingStreamServicer(
                 services.catalog,
                 services.records,
                 RecordsExchange(services.db),
                 access_control.check,
+                services.router,
             ),
         ],
         "govnode.v1.FederationService": [

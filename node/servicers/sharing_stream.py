@@ -1,9 +1,14 @@
 """SharingService's streams: 数据交换 Exchange (第二十六条) and 主动推送 Subscribe (第二十七条).
 
-Each call looks the resource up, refuses one held by another node (streams are not routed
-between nodes yet: the caller goes to the owner's node), asks the injected ``authorize`` for
-the caller's access, then reads pages from node.records_exchange. Access is asked again before
-every page, so a withdrawal, or a grant that ends, stops a running stream at its next page.
+Each call looks the resource up. One held by another node is forwarded to its owner
+(node.routing, like Compare, but *open-ended*: a caller without a deadline is forwarded without
+one), and its messages are relayed as they come: the owner decides access for the original
+caller, issues and checks the resume tokens, and its refusals come back with its status and
+message; cancelling the call here cancels it at every node on the path. On a resource held
+here, the call asks the injected ``authorize`` for the caller's access, then reads pages from
+node.records_exchange. Access is asked again before every page, so a withdrawal, or a grant
+that is revoked or ends, stops a running stream at its next page (also a routed one: the owner
+stops it).
 
 Streams never hold a transaction while the client reads: each page is one short read, and
 Subscribe waits for the next commit on :meth:`node.records.Records.changed` (with a bounded
@@ -11,7 +16,8 @@ fallback wait, for writes by other processes and for the catalog or grants chang
 
 Audit: the guard audits every call, also one the caller cancels or whose deadline passes (the
 usual end of a Subscribe: outcome CANCELLED); the counts delivered until then are in its
-detail (第三十九条: nothing leaves the node unrecorded).
+detail (第三十九条: nothing leaves the node unrecorded). A node relaying a stream records how
+many messages it relayed (``relayed``); every node on the path audits under the request id.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from node.errors import FailedPrecondition, InvalidArgument
 from node.policy import Access
 from node.records import Records
 from node.records_exchange import ChangeKind, FeedChange, RecordsExchange
+from node.routing import Router
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +59,8 @@ _KINDS = {
 
 
 class SharingStreamServicer:
-    """Exchange and Subscribe on the resources this node holds."""
+    """Exchange and Subscribe: served on the resources this node holds, forwarded by
+    ``router`` to the owner for the others (without a router, those are refused)."""
 
     def __init__(
         self,
@@ -60,6 +68,7 @@ class SharingStreamServicer:
         records: Records,
         exchange: RecordsExchange,
         authorize: Authorize,
+        router: Router | None = None,
         *,
         wait_s: float = SUBSCRIBE_WAIT_S,
     ) -> None:
@@ -67,19 +76,46 @@ class SharingStreamServicer:
         self._records = records
         self._exchange = exchange
         self._authorize = authorize
+        self._router = router
         self._wait_s = wait_s
 
+    def _is_local(self, entry: ResourceEntry) -> bool:
+        return not entry.region or entry.region == self._records.region
+
     async def _entry(self, code: str, method: str) -> ResourceEntry:
+        """The catalog entry of a resource; one held by another node only with a router."""
         if not code:
             raise InvalidArgument("resource_code is required")
         entry = await self._catalog.get(code)
-        if entry.region and entry.region != self._records.region:
+        if self._router is None and not self._is_local(entry):
             raise FailedPrecondition(
                 f"resource {code} is held by the node of region {entry.region}: call {method} "
-                f"on that node; streams are not routed between nodes (this node is "
-                f"{self._records.region})"
+                f"on that node; this node ({self._records.region}) forwards no calls"
             )
         return entry
+
+    async def _access(self, caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Access:
+        """The caller's access, with the grant it rests on named in the call's audit record."""
+        access = await self._authorize(caller, entry, method)
+        if access.grant_id:
+            add_audit_detail(grant=access.grant_id)
+        return access
+
+    async def _relay(
+        self, entry: ResourceEntry, method: str, request: Message, response_type: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        """Forward the call to the owner and pass its messages on; closing this generator (the
+        caller cancelled) cancels the forwarded call."""
+        assert self._router is not None
+        relayed = 0
+        try:
+            async for message in self._router.stream(
+                entry, method, request, response_type, context, open_ended=True
+            ):
+                relayed += 1
+                yield message
+        finally:
+            add_audit_detail(relayed=relayed, routed_to=entry.region)
 
     async def Exchange(
         self, request: sharing_pb2.ExchangeRequest, context: Any
@@ -87,7 +123,13 @@ class SharingStreamServicer:
         caller = current_peer().identity
         code = request.resource_code
         entry = await self._entry(code, "Exchange")
-        access = await self._authorize(caller, entry, ShareMethod.EXCHANGE)
+        if not self._is_local(entry):
+            async for chunk in self._relay(
+                entry, "Exchange", request, sharing_pb2.ExchangeChunk, context
+            ):
+                yield chunk
+            return
+        access = await self._access(caller, entry, ShareMethod.EXCHANGE)
         position = await self._exchange.begin(
             entry,
             caller.uri,
@@ -100,7 +142,7 @@ class SharingStreamServicer:
             while True:
                 if sent["chunks"]:  # asked again per chunk: a withdrawal or revocation stops it
                     entry = await self._entry(code, "Exchange")
-                    access = await self._authorize(caller, entry, ShareMethod.EXCHANGE)
+                    access = await self._access(caller, entry, ShareMethod.EXCHANGE)
                 chunk = await self._exchange.chunk(
                     entry,
                     position,
@@ -128,7 +170,13 @@ class SharingStreamServicer:
         caller = current_peer().identity
         code = request.resource_code
         entry = await self._entry(code, "Subscribe")
-        await self._authorize(caller, entry, ShareMethod.SUBSCRIBE)
+        if not self._is_local(entry):
+            async for change in self._relay(
+                entry, "Subscribe", request, sharing_pb2.RecordChange, context
+            ):
+                yield change
+            return
+        await self._access(caller, entry, ShareMethod.SUBSCRIBE)
         after = await self._exchange.check_after(entry, request.after_sequence)
         sent = {"records": 0, "from_sequence": after, "sequence": after}
         async with self._audited_if_interrupted("Subscribe", caller, request, sent):
@@ -136,7 +184,7 @@ class SharingStreamServicer:
                 # Taken before reading, so a commit between the read and the wait wakes it.
                 signals = (self._records.changed(code), self._catalog.changed())
                 entry = await self._entry(code, "Subscribe")
-                access = await self._authorize(caller, entry, ShareMethod.SUBSCRIBE)
+                access = await self._access(caller, entry, ShareMethod.SUBSCRIBE)
                 changes = await self._exchange.changes(
                     entry,
                     after,

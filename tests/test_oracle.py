@@ -30,10 +30,11 @@ from gateway.identity import Identity, Role
 from gateway.refusal import Refusal
 from gateway.tls import TlsFiles
 from node import oracle
-from node.app import RunningNode
+from node.app import RunningNode, start_node
 from node.audit import AuditLog
 from node.catalog_types import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
 from node.config import OracleSection, load_config
+from node.demo import free_port
 from node.errors import ResourceExhausted
 from node.notifications import NotificationKind, Notifications
 from node.oracle import CST, OracleGuard
@@ -536,3 +537,87 @@ async def test_enumeration_is_flagged_once_per_window(watched: Node, clocks: Clo
         assert CIVIL_AFFAIRS in notes[0].message and "5 different keys" in notes[0].message
         assert verifies[13].request_id in notes[0].message
     assert await notifications.list_for(f"spiffe://{PROVINCE}.{TRUST_DOMAIN}/agency/x") == []
+
+
+async def test_a_restart_forgets_no_budget(tmp_path: Path, db_url: str, clocks: Clocks) -> None:
+    section = "verify_per_minute = 0\nverify_per_day = 6\nenumeration_distinct_keys = 5\n"
+    async with limited_node(tmp_path, db_url, section) as (setup, node):
+        for _ in range(6):
+            assert await verify(node, setup, CIVIL_AFFAIRS, key="same") is None
+        for i in range(3):  # three different keys of the other resource: no run yet
+            assert await verify(node, setup, CIVIL_AFFAIRS, n=2, key=f"k{i}") is None
+        assert await verify(node, setup, CIVIL_AFFAIRS) is not None
+    # Stopped; started again on the same database, as after a crash or a deployment.
+    node = await start(setup)
+    try:
+        refused = await verify(node, setup, CIVIL_AFFAIRS)
+        assert refused is not None and refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "6 Verify calls per day" in (refused.details() or "")
+        assert "6 used today" in (refused.details() or "")
+        for i in (3, 4):  # the run goes on where it was: the fifth key is flagged
+            assert await verify(node, setup, CIVIL_AFFAIRS, n=2, key=f"k{i}") is None
+        records = await AuditLog(node.db).query(resource_code=sensitive(2).resource_code, limit=100)
+        verifies = [r for r in records if r.method.endswith("/Verify")]
+        assert [r.detail.get("enumeration_suspected") for r in verifies] == [None] * 4 + [1]
+
+        clocks.wall = dt.datetime(2026, 3, 3, 0, 0, 1, tzinfo=CST)  # a new China day
+        assert await verify(node, setup, CIVIL_AFFAIRS) is None
+    finally:
+        await node.stop(grace=0)
+
+
+async def test_two_nodes_on_one_database_share_every_budget(
+    tmp_path: Path, db_url: str, clocks: Clocks
+) -> None:
+    """Two processes of one node behind a load balancer: both serve on the same database (each
+    with its own engine, connections and guard), and a caller spread over both gets one budget
+    and one enumeration flag."""
+    section = (
+        "verify_per_minute = 20\nverify_per_day = 0\n"
+        "enumeration_distinct_keys = 5\nenumeration_window_seconds = 600\n"
+    )
+    async with limited_node(tmp_path, db_url, section) as (setup, first):
+        listen = f"127.0.0.1:{free_port()}"
+        second_config = setup.config.model_copy(
+            update={"node": setup.config.node.model_copy(update={"listen": listen})}
+        )
+        second = await start_node(second_config)
+        try:
+            nodes = (first, second)
+            channels = [channel(nodes[i % 2], setup.agency(CIVIL_AFFAIRS)) for i in range(4)]
+            try:
+                stubs = [sharing_pb2_grpc.SharingServiceStub(ch) for ch in channels]
+
+                async def one(i: int) -> grpc.aio.AioRpcError | None:
+                    try:
+                        await stubs[i % 4].Verify(verify_request(1, f"key-{i}"))
+                    except grpc.aio.AioRpcError as exc:
+                        return exc
+                    return None
+
+                outcomes = await asyncio.gather(*(one(i) for i in range(60)))
+            finally:
+                for ch in channels:
+                    await ch.close(None)
+            refusals = [o for o in outcomes if o is not None]
+            assert len(refusals) == 40
+            assert all(o.code() is grpc.StatusCode.RESOURCE_EXHAUSTED for o in refusals)
+            assert all("20 Verify calls per minute" in (o.details() or "") for o in refusals)
+
+            clocks.advance(3.0)  # one token back, for whichever node is asked first
+            assert await verify(second, setup, CIVIL_AFFAIRS, key="late") is None
+            assert await verify(first, setup, CIVIL_AFFAIRS, key="later") is not None
+        finally:
+            await second.stop(grace=0)
+
+        # 21 different keys answered by two nodes within one window: flagged once, not per node.
+        code = sensitive(1).resource_code
+        records = await AuditLog(first.db).query(resource_code=code, limit=200)
+        answered = [r for r in records if r.method.endswith("/Verify") and r.outcome == "OK"]
+        assert len(answered) == 21
+        assert [r.detail.get("enumeration_suspected") for r in answered].count(1) == 1
+        notes = await Notifications(first.db).list_for(
+            f"spiffe://{PROVINCE}.{TRUST_DOMAIN}/authority",
+            kinds=[NotificationKind.ENUMERATION_SUSPECTED],
+        )
+        assert len(notes) == 1

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
+import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -57,12 +58,16 @@ from tests.nodes import (
 TRUST_DOMAIN = "fujian.gov.cn"
 
 
+#: Where the tests' wall clock starts: a Monday morning in China Standard Time.
+START = dt.datetime(2026, 3, 2, 10, 0, tzinfo=CST)
+
+
 class Clocks:
     """The limiter's monotonic and wall clocks, moved only by the test."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 1000.0
-        self.wall = dt.datetime(2026, 3, 2, 10, 0, tzinfo=CST)
+        self.wall = START
         monkeypatch.setattr(oracle, "monotonic", lambda: self.now)
         monkeypatch.setattr(oracle, "wall_clock", lambda: self.wall)
 
@@ -193,6 +198,70 @@ async def test_two_guards_on_one_database_never_admit_more_than_the_limit_togeth
         assert await admitted(guards[0], caller(MARKET_REGULATION), "1", entry)  # its own budget
     finally:
         await other.close()
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+#: Another OS process spending from the same budget: waits for "go", then makes ``calls``
+#: admissions at once and prints how many were admitted.
+OTHER_PROCESS = """
+import asyncio, sys
+import structlog
+from node import oracle
+from node.storage import Database
+from tests import test_oracle as t
+
+async def main(url: str, calls: int) -> None:
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: ours
+    oracle.wall_clock = lambda: t.START
+    db = await Database.open(url)
+    try:
+        guard = t.guard_on(db, verify_per_day=50)
+        who, entry = t.caller(t.CIVIL_AFFAIRS), t.limited_entry()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        outcomes = await asyncio.gather(
+            *(t.admitted(guard, who, str(i), entry) for i in range(calls))
+        )
+        print(outcomes.count(True), flush=True)
+    finally:
+        await db.close()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+@pytest.mark.slow
+async def test_two_os_processes_never_admit_more_than_the_daily_quota_together(
+    clocks: Clocks, database: Database, db_url: str
+) -> None:
+    guard = guard_on(database, verify_per_day=50)
+    who, entry = caller(CIVIL_AFFAIRS), limited_entry()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OTHER_PROCESS,
+        db_url,
+        "40",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPOSITORY,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert ready == b"ready\n", ready
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        mine = await asyncio.gather(*(admitted(guard, who, str(i), entry) for i in range(40)))
+        theirs = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0, await proc.stderr.read()
+        assert mine.count(True) + int(theirs) == 50
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_compare_rows_from_two_guards_never_pass_the_daily_quota(

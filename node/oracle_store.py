@@ -32,7 +32,13 @@ Storage stays bounded:
   older than the window are pruned.
 
 Pruning runs in an admission's transaction, at most once a minute per process (the caller
-decides when, :data:`PRUNE_SECONDS`); both deletes use an index.
+decides when, :data:`PRUNE_SECONDS`); both deletes use an index. On PostgreSQL a prune and an
+admission that revives expired keys can, rarely, deadlock; the database aborts one and
+``write_sync`` re-runs it whole, like any other conflict.
+
+Cost per admission: one hop to the writer thread on SQLite. On PostgreSQL one transaction: the
+decision alone when the watch is off (``enumeration_distinct_keys = 0``), and with the watch two
+more statements (remember the keys, count the run), plus BEGIN and COMMIT.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ PRUNE_SECONDS = 60.0
 
 # The bucket refills verify_per_minute tokens in 60 s; a row untouched this long is full.
 _REFILL_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -110,9 +117,8 @@ class OracleBudgets:
     def __init__(self, db: Database, config: OracleSection) -> None:
         self._db = db
         self._config = config
-        window, threshold = config.enumeration_window_seconds, config.enumeration_distinct_keys
-        self._window = window
-        self._threshold = threshold
+        self._window = config.enumeration_window_seconds
+        self._threshold = config.enumeration_distinct_keys
         self._admit = text(_admit_sql(config))
         self._read = text(
             "SELECT tokens, refilled_at, day, used_today FROM oracle_budget "

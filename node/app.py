@@ -186,7 +186,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             province_link=link,
             router=Router(config, db, forwarder),
             audit_log=audit,
-            oracle=OracleGuard(config.oracle, notifications, config.node.trust_domain),
+            oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
             notifications=notifications,
         )
         names = register_services(server, services)

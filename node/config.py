@@ -156,22 +156,36 @@ class LimitsSection(_Section):
 
 
 class OracleSection(_Section):
-    """Verify oracle protection (node.oracle, 第三十七条): limits per caller and resource, held
-    in this node process's memory. 0 turns a limit off."""
+    """Verify oracle protection (node.oracle, 第三十七条): limits per caller and resource, kept
+    in the node's database (tables oracle_budget and oracle_key), so they hold across restarts
+    and are shared by every process of the node behind one load balancer. 0 turns a limit off.
 
-    #: Verify calls per minute (a token bucket: bursts up to this many, refilled evenly).
+    Every process of one node must use the same values: each admission applies the limits of
+    the process that answers it to the shared budget."""
+
+    #: Verify calls per minute (a token bucket: bursts up to this many, refilled evenly by the
+    #: wall clock; see node.oracle on clocks).
     verify_per_minute: int = Field(default=600, ge=0, le=1_000_000)
     #: Verify calls per day (China Standard Time day, reset at 00:00).
     verify_per_day: int = Field(default=20_000, ge=0, le=100_000_000)
     #: A caller asking about this many different keys of one resource within
-    #: enumeration_window_seconds is flagged as possible enumeration, once per window.
+    #: enumeration_window_seconds is flagged as possible enumeration, once per window. The
+    #: database keeps at most this many key digests per (caller, resource), for the window.
     enumeration_window_seconds: float = Field(default=600.0, gt=0, le=7 * 86400)
     enumeration_distinct_keys: int = Field(default=500, ge=0, le=1_000_000)
     #: Only resources holding an item of at least this sensitivity level are limited (public
     #: and internal data answer no question worth guarding).
     min_sensitivity_level: int = Field(default=3, ge=1, le=4)
-    #: At most this many (caller, resource) pairs are tracked; the least recently seen go first.
-    max_tracked: int = Field(default=100_000, ge=100, le=10_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        # max_tracked bounded the in-memory budgets of govnode before migration 0012; the
+        # database now bounds itself (node.oracle_store). Files `govnode init` wrote then still
+        # carry it: accept and ignore it, so an upgraded node starts with its old config.
+        if isinstance(data, dict) and "max_tracked" in data:
+            data = {k: v for k, v in data.items() if k != "max_tracked"}
+        return data
 
 
 class LogSection(_Section):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Text, false
+from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Index, Integer, Text, false
 from sqlmodel import Field, SQLModel
 
 from node.storage import UTCDateTime
@@ -442,3 +442,44 @@ class ChangeRequestRow(SQLModel, table=True):
     applied_version: int = Field(default=0, sa_type=BigInteger)
     #: A record change held from this Submit batch; "" when asked for directly.
     batch_id: str = Field(default="", max_length=BATCH_ID_LEN)
+
+
+# --- Verify oracle protection (防止越权使用, 第三十七条) ---------------------------------------
+# Written by node.oracle_store in single SQL statements whose arithmetic runs in the database,
+# so instants are float seconds since the Unix epoch (UTC by definition) rather than
+# UTCDateTime: "refilled_at + elapsed * rate" is then the same expression on SQLite and
+# PostgreSQL. Rows are pruned by node.oracle_store once they say nothing a missing row would not.
+
+KEY_DIGEST_LEN = 24  # hex of the 12-byte node.oracle.key_digest
+
+
+class OracleBudgetRow(SQLModel, table=True):
+    """What one caller has used of its Verify budget on one resource: the token bucket
+    (``verify_per_minute``), today's count (``verify_per_day``) and the enumeration watch's
+    quiet period. Shared by every process of the node, so a restart or a second process behind
+    the load balancer changes nothing."""
+
+    __tablename__ = "oracle_budget"
+
+    caller: str = Field(primary_key=True, max_length=300)  # SPIFFE ID
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    #: Tokens left at ``refilled_at`` (refilled evenly, up to verify_per_minute).
+    tokens: float = Field(sa_type=Double)
+    refilled_at: float = Field(sa_type=Double)  # epoch seconds; never moves back
+    #: The China Standard Time day ``used_today`` counts, as YYYYMMDD; never moves back.
+    day: int = Field(index=True)
+    used_today: int
+    #: After an enumeration flag, no other flag before this instant (epoch seconds).
+    quiet_until: float = Field(sa_type=Double)
+
+
+class OracleKeyRow(SQLModel, table=True):
+    """A key one caller asked Verify about on one resource, as a digest (never the key's
+    values), and when last asked: the enumeration watch counts these within its window."""
+
+    __tablename__ = "oracle_key"
+
+    caller: str = Field(primary_key=True, max_length=300)
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    digest: str = Field(primary_key=True, max_length=KEY_DIGEST_LEN)
+    seen_at: float = Field(sa_type=Double, index=True)  # epoch seconds

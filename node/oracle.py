@@ -18,15 +18,23 @@ metadata ``retry-after-ms``. Refused calls are not answered, so they spend no bu
 Who is limited: any caller but the provider itself (it owns the data), on resources holding an
 item of at least ``min_sensitivity_level`` (node.grading). Probe resources (第三十一条) count like
 any other. Routed calls are limited by the node that owns the resource, for the original caller.
+Calls nobody limits never touch the database here.
 
-Limits are per node process and in memory: a restart forgets them, and N processes behind a
-load balancer allow N times the budget. Each decision is made without an ``await`` between
-reading and spending the budget, so concurrent calls in one event loop never overspend it (no
-lock needed). Memory is bounded: at most ``max_tracked`` (caller, resource) pairs, the least
-recently used forgotten first, and each remembers at most ``enumeration_distinct_keys`` key
-digests.
+The budgets live in the node's database (node.oracle_store), not in process memory: a restart
+forgets nothing, and every process of a node behind one load balancer spends from the same
+budget. Each admission is one write transaction whose decision is a single atomic statement, so
+concurrent callers, in one process or many, never overspend a budget.
 
-Pure domain: no grpc.
+Clocks: the token bucket is refilled by **wall-clock** time (:func:`wall_clock`, epoch seconds),
+not a monotonic clock, because its state is shared: a monotonic reading means nothing to another
+process or after a restart. What a wall clock can do wrong is bounded: the stored refill instant
+and day never move back (a process whose clock lags refills nothing until its clock passes the
+last refill, and counts against the newer day), so a step back gives no tokens, and clocks
+skewed by *s* seconds between processes give at most *s* × ``verify_per_minute`` / 60 extra
+tokens, once. Keep the node's hosts on NTP, as TLS needs anyway. :func:`monotonic` only paces
+the pruning of rows that no longer matter.
+
+Pure domain and storage: no grpc.
 """
 
 from __future__ import annotations
@@ -35,9 +43,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 import structlog
 
@@ -47,7 +53,9 @@ from node.config import OracleSection
 from node.errors import ResourceExhausted
 from node.grading import highest_level
 from node.notifications import NotificationKind, Notifications
+from node.oracle_store import PRUNE_SECONDS, Decision, OracleBudgets, available_tokens
 from node.policy import is_provider
+from node.storage import Database
 
 log = structlog.get_logger("govnode.oracle")
 
@@ -56,12 +64,13 @@ CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 def monotonic() -> float:
-    """Seconds on a clock that never goes back (the module's clock; tests replace it)."""
+    """Seconds on a clock that never goes back, for pacing this process's pruning (tests
+    replace it)."""
     return time.monotonic()
 
 
 def wall_clock() -> dt.datetime:
-    """The current time, timezone-aware (tests replace it)."""
+    """The current time, timezone-aware: the budgets' clock (tests replace it)."""
     return dt.datetime.now(dt.UTC)
 
 
@@ -71,18 +80,9 @@ def key_digest(key: Mapping[str, str]) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=12).digest()
 
 
-@dataclass
-class _Budget:
-    """What one caller has used of one resource."""
-
-    tokens: float
-    refilled_at: float
-    day: dt.date
-    used_today: int = 0
-    #: Digest of each key asked about in the current window -> when last asked.
-    keys: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
-    #: After a flag, no other flag until this instant (once per window).
-    quiet_until: float = float("-inf")
+def _day_number(day: dt.date) -> int:
+    """A day as the integer YYYYMMDD: how ``oracle_budget.day`` stores it, ordered like days."""
+    return day.year * 10_000 + day.month * 100 + day.day
 
 
 def _seconds_text(seconds: float) -> str:
@@ -93,12 +93,17 @@ class OracleGuard:
     """Quotas, rate limits and the enumeration watch for Verify (see the module docstring)."""
 
     def __init__(
-        self, config: OracleSection, notifications: Notifications | None, trust_domain: str
+        self,
+        db: Database,
+        config: OracleSection,
+        notifications: Notifications | None,
+        trust_domain: str,
     ) -> None:
         self._config = config
         self._notifications = notifications
         self._trust_domain = trust_domain
-        self._budgets: OrderedDict[tuple[str, str], _Budget] = OrderedDict()
+        self._budgets = OracleBudgets(db, config)
+        self._last_prune = float("-inf")
 
     def applies(self, caller: Identity, entry: ResourceEntry) -> bool:
         """Whether ``caller``'s calls on ``entry`` are limited at all."""
@@ -142,91 +147,60 @@ class OracleGuard:
     ) -> bool:
         if not self.applies(caller, entry):
             return False
-        now = monotonic()
-        budget = self._budget(str(caller), entry.resource_code, now)
-        self._spend(budget, now, len(keys), caller, entry, method)
-        flagged = self._watch(budget, now, keys)
-        if flagged:
+        wall = wall_clock()
+        now, today = wall.timestamp(), wall.astimezone(CST)
+        tick = monotonic()
+        prune = tick - self._last_prune >= PRUNE_SECONDS
+        if prune:  # decided before the await: one pruning per period, however many calls
+            self._last_prune = tick
+        watching = self._config.enumeration_distinct_keys > 0
+        decision = await self._budgets.admit(
+            str(caller),
+            entry.resource_code,
+            [key_digest(key).hex() for key in keys] if watching else [],
+            rows=len(keys),
+            now=now,
+            day=_day_number(today.date()),
+            prune=prune,
+        )
+        if not decision.admitted:
+            raise self._refusal(decision, now, today, caller, entry, method)
+        if decision.flagged:
             await self._notify(caller, entry, method, request_id)
-        return flagged
+        return decision.flagged
 
-    def _budget(self, caller: str, resource_code: str, now: float) -> _Budget:
-        pair = (caller, resource_code)
-        budget = self._budgets.get(pair)
-        if budget is None:
-            budget = _Budget(
-                tokens=float(self._config.verify_per_minute),
-                refilled_at=now,
-                day=wall_clock().astimezone(CST).date(),
-            )
-            self._budgets[pair] = budget
-            while len(self._budgets) > self._config.max_tracked:
-                self._budgets.popitem(last=False)
-        else:
-            self._budgets.move_to_end(pair)
-        return budget
-
-    def _spend(
+    def _refusal(
         self,
-        budget: _Budget,
+        decision: Decision,
         now: float,
-        rows: int,
+        today: dt.datetime,
         caller: Identity,
         entry: ResourceEntry,
         method: str,
-    ) -> None:
-        """Check both limits first, then spend from both: a refused call spends nothing."""
+    ) -> ResourceExhausted:
+        """Which limit refused the call, and when to retry, from the budget as it stood."""
         per_minute, per_day = self._config.verify_per_minute, self._config.verify_per_day
         where = f"{caller} on resource {entry.resource_code} ({entry.name})"
         if per_minute:
-            rate = per_minute / 60.0
-            budget.tokens = min(per_minute, budget.tokens + (now - budget.refilled_at) * rate)
-            budget.refilled_at = now
-            if budget.tokens < 1.0:
-                wait = (1.0 - budget.tokens) / rate
-                raise ResourceExhausted(
+            tokens = available_tokens(self._config, decision.tokens, decision.refilled_at, now)
+            if tokens < 1.0:
+                wait = (1.0 - tokens) / (per_minute / 60.0)
+                return ResourceExhausted(
                     f"{method} rate limit exceeded: {per_minute} Verify calls per minute for "
                     f"{where} (oracle protection, 第三十七条); retry after {_seconds_text(wait)}",
                     retry_after_s=wait,
                 )
-        if per_day:
-            today = wall_clock().astimezone(CST)
-            if budget.day != today.date():
-                budget.day, budget.used_today = today.date(), 0
-            if budget.used_today + rows > per_day:
-                midnight = dt.datetime.combine(today.date() + dt.timedelta(days=1), dt.time(), CST)
-                wait = (midnight - today).total_seconds()
-                raise ResourceExhausted(
-                    f"{method} daily quota exhausted: {per_day} Verify calls per day for {where}, "
-                    f"{budget.used_today} used today (oracle protection, 第三十七条); retry after "
-                    f"00:00 China Standard Time, in {_seconds_text(wait)}",
-                    retry_after_s=wait,
-                )
-        if per_minute:
-            budget.tokens -= 1.0
-        budget.used_today += rows
-
-    def _watch(self, budget: _Budget, now: float, keys: list[Mapping[str, str]]) -> bool:
-        """Remember the keys asked about; True when the run of different keys within the window
-        reaches the threshold and no flag was raised in the last window."""
-        threshold = self._config.enumeration_distinct_keys
-        if not threshold:
-            return False
-        window = self._config.enumeration_window_seconds
-        seen = budget.keys
-        for key in keys:
-            digest = key_digest(key)
-            seen.pop(digest, None)
-            seen[digest] = now  # most recently asked last: expiry pops from the front
-            while seen and next(iter(seen.values())) <= now - window:
-                seen.popitem(last=False)
-            if len(seen) >= threshold and now >= budget.quiet_until:
-                seen.clear()
-                budget.quiet_until = now + window
-                return True
-            while len(seen) >= threshold:  # flagged in this window already: stay bounded
-                seen.popitem(last=False)
-        return False
+        # Not the bucket, so today's count: the stored day is today's or, from a process whose
+        # clock runs ahead, a later one, which counts as today (see the module docstring).
+        used = decision.used_today if decision.day >= _day_number(today.date()) else 0
+        midnight = dt.datetime.combine(today.date() + dt.timedelta(days=1), dt.time(), CST)
+        wait = (midnight - today).total_seconds()
+        return ResourceExhausted(
+            f"{method} daily quota exhausted: {per_day} Verify calls per day for {where}, "
+            f"{used} used today (oracle protection, 第三十七条); retry after "
+            f"00:00 China Standard Time, in {_seconds_text(wait)}",
+            retry_after_s=wait,
+        )
 
     async def _notify(
         self, caller: Identity, entry: ResourceEntry, method: str, request_id: str

@@ -47,6 +47,8 @@ TABLES = {
     "access_grant",
     "access_request",
     "change_request",
+    "oracle_budget",
+    "oracle_key",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -354,3 +354,33 @@ async def test_naive_datetimes_are_refused(database: Database) -> None:
 
     with pytest.raises(StatementError, match="naive datetime"):
         await database.write("test.naive", store)
+
+
+async def test_a_cancelled_transaction_runs_to_its_end_and_returns_its_connection(
+    database: Database,
+) -> None:
+    """A caller cancelled inside a transaction (a stream ending, a node stopping) does not
+    abandon it half-way: the write commits, the connection goes back to the pool, and only
+    then does the cancellation reach the caller."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_write(session: AsyncSession) -> None:
+        connection = await session.connection()
+        await connection.execute(
+            text("INSERT INTO node_meta (key, value) VALUES ('cancel-test', 'written')")
+        )
+        started.set()
+        await release.wait()
+
+    task = asyncio.create_task(database.write("slow", slow_write))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    await asyncio.sleep(0)  # the cancellation is delivered while the transaction waits
+    assert not task.done(), "the caller waits for its transaction"
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    row = await database.fetch_one("SELECT value FROM node_meta WHERE key = 'cancel-test'", {})
+    assert row is not None and row[0] == "written"  # committed whole, not abandoned half-way

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -193,7 +194,7 @@ class Database:
         tries = 1
         while True:
             try:
-                return await attempt()
+                return await _to_the_end(attempt())
             except DBAPIError as error:
                 if not self._backend.is_retryable(error) or tries >= self.max_attempts:
                     raise
@@ -226,6 +227,24 @@ class Database:
         """The schema revision the database is at, or None before the first migration."""
         async with self._engine.connect() as connection:
             return await connection.run_sync(_migrations.current_revision)
+
+
+async def _to_the_end(attempt: Awaitable[T]) -> T:
+    """Await one transaction attempt in a task of its own. If the caller is cancelled meanwhile
+    (a stream ending, a node stopping), the attempt still runs to its end, commit or rollback,
+    before the cancellation passes on: cancelling a task inside an async session can leave its
+    pooled connection checked out, never returned, and closed only by the garbage collector
+    after the engine is gone. Transactions are short, so the caller waits little."""
+    task = asyncio.ensure_future(attempt)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller was cancelled, the outcome is dropped
+        raise
 
 
 def _in_transaction(engine: Engine, fn: SyncTransaction[T]) -> T:

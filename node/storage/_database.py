@@ -22,7 +22,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.storage import _migrations
-from node.storage._backends import Backend, backend_for
+from node.storage._backends import Backend, StorageError, backend_for
 from node.storage._point import EnginePointReader, Params, PointReader, SQLitePointReader
 
 T = TypeVar("T")
@@ -31,6 +31,9 @@ Transaction = Callable[[AsyncSession], Awaitable[T]]
 SyncTransaction = Callable[[Connection], T]
 
 log = structlog.get_logger(__name__)
+
+#: How long :meth:`Database.close` waits for transactions under way to end.
+CLOSE_WAIT_S = 10.0
 
 # Execution option telling the "begin" event that this connection will write.
 _WRITE_OPTION = "govnode_write"
@@ -54,6 +57,8 @@ class Database:
         self._engine = engine
         self._backend = backend
         self._url = url
+        self._attempts: set[asyncio.Future[Any]] = set()  # transaction attempts under way
+        self._closed = False
         write_engine = engine.execution_options(**{_WRITE_OPTION: True})
         self._write_engine = write_engine
         self._writes = async_sessionmaker(write_engine, class_=AsyncSession, expire_on_commit=False)
@@ -92,6 +97,13 @@ class Database:
         return db
 
     async def close(self) -> None:
+        """Close the database once the transactions under way have ended (bounded); no new
+        transaction starts meanwhile."""
+        self._closed = True
+        if self._attempts:
+            _, late = await asyncio.wait(set(self._attempts), timeout=CLOSE_WAIT_S)
+            if late:
+                log.warning("storage.close_with_transactions_running", count=len(late))
         self._point.close()
         if self._writer_thread is not None and self._sync_writer is not None:
             await asyncio.get_running_loop().run_in_executor(
@@ -193,8 +205,10 @@ class Database:
         backoff) while the database reports a retryable conflict, at most max_attempts times."""
         tries = 1
         while True:
+            if self._closed:
+                raise StorageError(f"transaction {name}: the database is closed (node stopping)")
             try:
-                return await _to_the_end(attempt())
+                return await _to_the_end(attempt(), self._attempts)
             except DBAPIError as error:
                 if not self._backend.is_retryable(error) or tries >= self.max_attempts:
                     raise
@@ -229,13 +243,17 @@ class Database:
             return await connection.run_sync(_migrations.current_revision)
 
 
-async def _to_the_end(attempt: Awaitable[T]) -> T:
+async def _to_the_end(attempt: Awaitable[T], running: set[asyncio.Future[Any]]) -> T:
     """Await one transaction attempt in a task of its own. If the caller is cancelled meanwhile
     (a stream ending, a node stopping), the attempt still runs to its end, commit or rollback,
     before the cancellation passes on: cancelling a task inside an async session can leave its
     pooled connection checked out, never returned, and closed only by the garbage collector
-    after the engine is gone. Transactions are short, so the caller waits little."""
+    after the engine is gone. Transactions are short, so the caller waits little. ``running``
+    holds the attempts under way, which :meth:`Database.close` waits for (a caller that is
+    itself a task nobody waits for, such as gRPC's reader of a request stream, cannot)."""
     task = asyncio.ensure_future(attempt)
+    running.add(task)
+    task.add_done_callback(running.discard)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -53,6 +53,7 @@ from tests.test_access import (
     poll_refused,
     ts,
 )
+from tests.test_exchange import keys, records
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -238,14 +239,6 @@ async def refused_subscribe(
     return err.value
 
 
-def records(chunks: Sequence[sharing_pb2.ExchangeChunk]) -> list[dict[str, str]]:
-    return [dict(r.values) for c in chunks for r in c.records]
-
-
-def keys(rows: Sequence[dict[str, str]]) -> list[str]:
-    return [r["tyshxydm"] for r in rows]
-
-
 async def read_chunks(call: Any, count: int) -> list[sharing_pb2.ExchangeChunk]:
     """The next ``count`` chunks of an Exchange call, each awaited at most WAIT_S."""
     out = []
@@ -257,7 +250,8 @@ async def read_chunks(call: Any, count: int) -> list[sharing_pb2.ExchangeChunk]:
 
 
 async def read_changes(call: Any, count: int) -> list[sharing_pb2.RecordChange]:
-    """The next ``count`` changes of a Subscribe call, each awaited at most WAIT_S."""
+    """The next ``count`` changes of a Subscribe call, each awaited at most WAIT_S (longer than
+    test_exchange's: each message crosses three nodes)."""
     out = []
     for _ in range(count):
         change = await asyncio.wait_for(call.read(), WAIT_S)

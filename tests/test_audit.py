@@ -14,8 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, text
 
+from node import audit as audit_module
 from node.audit import (
     GENESIS_HASH,
     AuditEntry,
@@ -234,6 +237,71 @@ async def test_a_record_deleted_from_the_database_is_detected(
     check = await audit.verify_chain()
     assert (check.ok, check.first_bad_sequence) == (False, 3)
     assert "#3 is missing" in check.reason
+
+
+_text = st.text(max_size=40)
+_details = st.dictionaries(st.text(max_size=8), st.text(max_size=12) | st.integers(), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    caller=_text,
+    message=_text,
+    request_id=_text,
+    detail=_details,
+    sequence=st.integers(min_value=1, max_value=10**15),
+    micro=st.integers(min_value=0, max_value=999_999),
+)
+def test_the_batch_writer_hashes_exactly_as_record_hash(
+    caller: str,
+    message: str,
+    request_id: str,
+    detail: dict[str, str | int],
+    sequence: int,
+    micro: int,
+) -> None:
+    # The writer hashes a prefix prepared before its transaction; verify_chain (and any
+    # auditor's tool) uses record_hash. They must agree on every input, or the chain breaks.
+    fitted = audit_module._fit(
+        entry(
+            caller=caller,
+            message=message,
+            request_id=request_id,
+            detail=detail,
+            at=T0.replace(microsecond=micro),
+        )
+    )
+    prev = request_digest(caller.encode("utf-8", "replace"))
+    expected = audit_module.record_hash(prev, audit_module._hashed_fields(fitted, sequence))
+    prepared = audit_module._prepare(fitted)
+    assert audit_module._chain_hash(prev, prepared, sequence) == expected
+
+
+async def test_a_batch_stores_the_values_the_general_insert_stores(
+    database: Database, audit: AuditLog
+) -> None:
+    # The batch goes to the driver as tuples; the same entry inserted through SQLAlchemy Core
+    # must be stored identically (SQLite keeps datetimes as text: the format must not drift).
+    odd = entry(7, message='引号"和\n换行', detail={"键": "值", "rows": 3})
+    await audit.append(odd)
+    fitted = audit_module._fit(odd)
+    general = audit_module._hashed_fields(fitted, 1000) | {
+        "detail": audit_module._canonical(fitted.detail),
+        "prev_hash": GENESIS_HASH,
+        "hash": GENESIS_HASH,
+    }
+    async with database.engine.begin() as connection:
+        await connection.execute(insert(audit_module._table), [general])
+    columns = ", ".join(audit_module._PREPARED_COLUMNS)
+    async with database.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(f"SELECT {columns} FROM audit_record ORDER BY sequence")
+            )
+        ).all()
+    assert len(rows) == 2
+    assert tuple(rows[0]) == tuple(rows[1])
+    assert (await audit.verify_chain(limit=1)).ok
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
 import node.access
 from gateway.identity import Identity
+from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
@@ -85,12 +86,18 @@ async def companies(province: Province) -> Province:
 
 
 async def exchange(
-    node: RunningNode, files: TlsFiles, request: sharing_pb2.ExchangeRequest
+    node: RunningNode,
+    files: TlsFiles,
+    request: sharing_pb2.ExchangeRequest,
+    *,
+    request_id: str = "",
 ) -> list[sharing_pb2.ExchangeChunk]:
-    """Every chunk of one Exchange call, in order."""
+    """Every chunk of one Exchange call, in order (``request_id`` sent as the caller's)."""
+    metadata = ((REQUEST_ID_KEY, request_id),) if request_id else ()
     chunks: list[sharing_pb2.ExchangeChunk] = []
-    async with channel(node, files, timeout=30) as ch:
-        async for chunk in sharing_pb2_grpc.SharingServiceStub(ch).Exchange(request):
+    async with channel(node, files, timeout=60) as ch:
+        call = sharing_pb2_grpc.SharingServiceStub(ch).Exchange(request, metadata=metadata)
+        async for chunk in call:
             chunks.append(chunk)
             assert len(chunks) <= MAX_CHUNKS
     assert chunks and chunks[-1].last and not any(c.last for c in chunks[:-1])

@@ -53,7 +53,7 @@ from tests.test_access import (
     poll_refused,
     ts,
 )
-from tests.test_exchange import keys, records
+from tests.test_exchange import exchange, keys, records, refused_exchange
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -72,7 +72,6 @@ SECRET = entry_of(
 )
 MANY = EXCHANGE_CHUNK_ROWS * 2 + 37  # three chunks
 WAIT_S = 10.0  # bound on every wait for one message or one poll; never a timing assertion
-MAX_CHUNKS = 100  # bound on every read loop
 CONSUMER = agency_code(2, XIAMEN)  # the 厦门 agency holding the grant
 GRANTED = ("tyshxydm", "qymc", "fddbr")
 
@@ -198,35 +197,6 @@ def open_channel(node: RunningNode, files: TlsFiles) -> grpc.aio.Channel:
     """A channel whose streaming calls carry no deadline unless given one (a long-lived
     consumer: the test's own channels otherwise default to 300 s)."""
     return secure_channel(node.address, files, streaming_timeout=None)
-
-
-async def exchange(
-    node: RunningNode,
-    files: TlsFiles,
-    request: sharing_pb2.ExchangeRequest,
-    *,
-    request_id: str = "",
-) -> list[sharing_pb2.ExchangeChunk]:
-    """Every chunk of one Exchange call, in order."""
-    metadata = ((REQUEST_ID_KEY, request_id),) if request_id else ()
-    chunks: list[sharing_pb2.ExchangeChunk] = []
-    async with open_channel(node, files) as ch:
-        call = sharing_pb2_grpc.SharingServiceStub(ch).Exchange(
-            request, timeout=60, metadata=metadata
-        )
-        async for chunk in call:
-            chunks.append(chunk)
-            assert len(chunks) <= MAX_CHUNKS
-    assert chunks and chunks[-1].last and not any(c.last for c in chunks[:-1])
-    return chunks
-
-
-async def refused_exchange(
-    node: RunningNode, files: TlsFiles, request: sharing_pb2.ExchangeRequest
-) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await exchange(node, files, request)
-    return err.value
 
 
 async def refused_subscribe(

@@ -275,8 +275,9 @@ def _hashed_fields(entry: AuditEntry, sequence: int) -> dict[str, Any]:
 # among the hashed fields, so the canonical JSON is a prefix computed once plus
 # ``,"sequence":N}``. tests/test_audit.py checks both against the general path.
 
-# Stored columns in insert order: sequence, then the prepared values, then the chain.
-_PREPARED_COLUMNS = (
+# The columns stored as the entry has them (as :func:`_hashed_fields` gives them), then the
+# stored columns in insert order: sequence, the prepared values, the chain.
+_ENTRY_COLUMNS = (
     "at",
     "caller",
     "origin_node",
@@ -287,8 +288,8 @@ _PREPARED_COLUMNS = (
     "message",
     "request_digest",
     "request_id",
-    "detail",
 )
+_PREPARED_COLUMNS = (*_ENTRY_COLUMNS, "detail")
 _INSERT_COLUMNS = ("sequence", *_PREPARED_COLUMNS, "prev_hash", "hash")
 _HEAD_SQL = f"SELECT sequence, hash FROM {_table.name} ORDER BY sequence DESC LIMIT 1"  # noqa: S608
 
@@ -304,23 +305,10 @@ class _Prepared:
 
 def _prepare(entry: AuditEntry) -> _Prepared:
     content = _hashed_fields(entry, 0)
+    values = (*(content[name] for name in _ENTRY_COLUMNS), _canonical(entry.detail))
     del content["sequence"]
     content["at"] = _timestamp(content["at"])
-    canonical = _canonical(content)
-    values = (
-        entry.at,
-        entry.caller,
-        entry.origin_node,
-        entry.method,
-        entry.operation.value,
-        entry.resource_code,
-        entry.outcome,
-        entry.message,
-        entry.request_digest,
-        entry.request_id,
-        _canonical(entry.detail),
-    )
-    return _Prepared(canonical[:-1], values)
+    return _Prepared(_canonical(content)[:-1], values)
 
 
 def _chain_hash(prev_hash: str, prepared: _Prepared, sequence: int) -> str:
@@ -687,22 +675,9 @@ def _check_row(row: Row[Any], expected: int, prev_hash: str) -> str | None:
         detail = json.loads(row.detail)
     except ValueError:
         return f"record #{expected} was altered: its detail is not JSON"
-    fields = {
-        name: getattr(row, name)
-        for name in (
-            "sequence",
-            "at",
-            "caller",
-            "origin_node",
-            "method",
-            "operation",
-            "resource_code",
-            "outcome",
-            "message",
-            "request_digest",
-            "request_id",
-        )
-    } | {"detail": detail}
+    fields = {name: getattr(row, name) for name in ("sequence", *_ENTRY_COLUMNS)} | {
+        "detail": detail
+    }
     if record_hash(prev_hash, fields) != row.hash:
         return f"record #{expected} was altered: its contents do not match its hash"
     return None

@@ -56,11 +56,9 @@ from node.notifications import NotificationKind, Notifications
 from node.oracle_store import PRUNE_SECONDS, Decision, OracleBudgets, available_tokens
 from node.policy import is_provider
 from node.storage import Database
+from node.validation import CST
 
 log = structlog.get_logger("govnode.oracle")
-
-#: China Standard Time: daily quotas reset at its midnight.
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 def monotonic() -> float:

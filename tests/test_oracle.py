@@ -38,10 +38,11 @@ from node.config import OracleSection, load_config
 from node.demo import free_port
 from node.errors import ResourceExhausted
 from node.notifications import NotificationKind, Notifications
-from node.oracle import CST, OracleGuard
+from node.oracle import OracleGuard
 from node.servicers.convert import entry_to_proto
 from node.servicers.status import RETRY_AFTER_KEY, trailing_metadata_for
 from node.storage import Database
+from node.validation import CST
 from tests.conftest import agency_code, item
 from tests.nodes import (
     CIVIL_AFFAIRS,

@@ -26,9 +26,9 @@ from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.notifications import Notifications
 from node.storage import Database
+from node.validation import CST
 
 T = TypeVar("T")
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 app = typer.Typer(
     help=(

@@ -16,6 +16,7 @@ from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.logging import configure_logging
 from node.storage import Database
+from node.validation import CST
 
 app = typer.Typer(
     help=(
@@ -26,7 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 _POLL_S = 0.5
 # Control characters a caller could smuggle into a record (its presented identity, a message
 # quoting its input) must not drive the operator's terminal.

@@ -30,9 +30,9 @@ from node.errors import DomainError
 from node.notifications import Notifications
 from node.records import Records
 from node.storage import Database
+from node.validation import CST
 
 T = TypeVar("T")
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 app = typer.Typer(
     help=(

@@ -16,8 +16,8 @@ from govnode.v1 import federation_pb2, federation_pb2_grpc
 from gateway.channel import secure_channel
 from node.app import node_tls_files
 from node.cli._common import CONFIG_OPTION, echo, load
+from node.validation import CST
 
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 MODES = {
     federation_pb2.NODE_MODE_PROVINCE: "province",
     federation_pb2.NODE_MODE_CITY: "city",

@@ -35,6 +35,7 @@ def describe_error(exc: Exception) -> str | None:
 CONFIG_OPTION = typer.Option(
     ..., "--config", "-c", help="The node's govnode.toml (written by `govnode init`)."
 )
+JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line.")
 
 
 def load(config: Path) -> NodeConfig:

@@ -22,7 +22,7 @@ from gateway.identity import Identity, Role, make_identity
 from node.access import Application, ApplicationStatus, Decision, Grant, Review
 from node.access_store import Applications
 from node.catalog_types import ShareMethod
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.notifications import Notifications
 from node.storage import Database
@@ -38,7 +38,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line.")
 
 
 def _authority(cfg: NodeConfig) -> Identity:

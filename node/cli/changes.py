@@ -24,7 +24,7 @@ from gateway.identity import Identity, Role, make_identity
 from node.access import Decision
 from node.catalog import Catalog
 from node.change_requests import ChangeRequest, ChangeRequests, ChangeStatus, ChangeTarget
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.notifications import Notifications
@@ -42,7 +42,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line.")
 Work = Callable[[ChangeRequests, Identity], Awaitable[T]]
 
 

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 import structlog
 
 from gateway.identity import Identity
+from node.access import authority_identity, provider_identity
 from node.catalog_types import ResourceEntry
 from node.config import OracleSection
 from node.errors import ResourceExhausted
@@ -219,10 +220,9 @@ class OracleGuard:
         )
         if self._notifications is None:
             return
-        host = f"{entry.region}.{self._trust_domain}"
         for recipient in (
-            f"spiffe://{host}/agency/{entry.provider_code}",
-            f"spiffe://{host}/authority",
+            provider_identity(entry.region, self._trust_domain, entry.provider_code),
+            authority_identity(entry.region, self._trust_domain),
         ):
             try:
                 await self._notifications.notify(

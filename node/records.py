@@ -37,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from gateway.identity import Identity, Role
+from node.access import authority_identity
 from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -261,7 +262,7 @@ class Records:
                         held=holding,
                         requester=caller.uri,
                         batch_id=batch.batch_id,
-                        authority=f"spiffe://{self.region}.{self._trust_domain}/authority",
+                        authority=authority_identity(self.region, self._trust_domain),
                         at=at,
                     )
                 count += inserted

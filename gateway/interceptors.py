@@ -27,7 +27,7 @@ import grpc.aio
 import structlog
 
 from gateway.assertion import ASSERTION_KEY, AssertionVerifier, UntrustedAssertion
-from gateway.audit import UNAUDITED_PREFIXES, AuditSink, CallRecord
+from gateway.audit import UNAUDITED_PREFIXES, AuditSink, CallRecord, bounded
 from gateway.auth import (
     AuthenticationError,
     Authenticator,
@@ -39,6 +39,7 @@ from gateway.auth import (
     set_current_peer,
 )
 from gateway.identity import Role
+from gateway.quote import clip_message
 from gateway.refusal import Refusal
 
 log = structlog.get_logger("govnode.gateway")
@@ -230,12 +231,13 @@ class _Guarded:
         try:
             call.peer = await self.auth.authenticate(context.auth_context())
         except AuthenticationError as exc:
-            log.warning("call_refused", method=self.method, reason=str(exc), request_id=request_id)
+            reason = clip_message(str(exc))
+            log.warning("call_refused", method=self.method, reason=reason, request_id=request_id)
             try:
-                await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, reason)
             except _AuditFailed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         assert call.peer is not None
         call.tokens.append(set_current_peer(call.peer))
         call.assertion = _metadata_bytes(context, ASSERTION_KEY)
@@ -311,16 +313,18 @@ class _Guarded:
     async def _record(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
         assert self.audit is not None
         await self.audit.record(
-            CallRecord(
+            bounded(
+                CallRecord(
                 method=self.method,
-                caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
-                origin_node=call.origin_node,
-                resource_code=call.resource_code[:15],
-                outcome=code.name,
-                message=message,
-                request_digest=call.digest.hexdigest(),
-                request_id=current_request_id(),
-                detail=dict(call.detail),
+                    caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
+                    origin_node=call.origin_node,
+                    resource_code=call.resource_code[:15],
+                    outcome=code.name,
+                    message=message,
+                    request_digest=call.digest.hexdigest(),
+                    request_id=current_request_id(),
+                    detail=dict(call.detail),
+                )
             )
         )
 
@@ -351,7 +355,7 @@ class _Guarded:
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
             status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-            await self.finish(call, status, str(context.details() or ""))
+            await self.finish(call, status, clip_message(str(context.details() or "")))
             raise exc
         trailing: tuple[tuple[str, str], ...] = ()
         if isinstance(exc, Refusal):
@@ -371,6 +375,9 @@ class _Guarded:
                 f"internal error in {self.method} (request id {current_request_id()}); "
                 "see the node log"
             )
+        # The backstop of gateway.quote: whatever a message quotes, it fits in a status (gRPC
+        # clients refuse a grpc-message over 16 KiB) and in the audit log.
+        message = clip_message(message)
         try:
             await self.finish(call, code, message)
         except _AuditFailed:

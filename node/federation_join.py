@@ -21,6 +21,7 @@ from cryptography import x509
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.quote import quote
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from node.models import FederationMemberRow, InvitationRow
@@ -95,7 +96,7 @@ async def create_invitation(
             raise InvalidArgument(f"name: region {region} is not in the division table; name it")
         name = known
     elif known is not None and known != name:
-        raise InvalidArgument(f"name: region {region} is {known}, not {name!r}")
+        raise InvalidArgument(f"name: region {region} is {known}, not {quote(name)}")
     if not dt.timedelta(minutes=1) <= ttl <= MAX_TTL:
         raise InvalidArgument("ttl: an invitation lives between 1 minute and 7 days")
     created = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
@@ -197,13 +198,13 @@ def check_application(
     known = FUJIAN_DIVISIONS.get(application.region)
     if known is not None and known != application.name:
         raise InvalidArgument(
-            f"name: region {application.region} is {known}, not {application.name!r}"
+            f"name: region {application.region} is {known}, not {quote(application.name)}"
         )
     host, sep, port = application.listen_address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise InvalidArgument(
-            f"listen_address: {application.listen_address!r} must be HOST:PORT where the city "
-            "node serves"
+            f"listen_address: {quote(application.listen_address)} must be HOST:PORT where the "
+            "city node serves"
         )
     ca_csr = _load_csr(application.ca_csr_pem, "city_ca_csr_pem")
     node_csr = _load_csr(application.node_csr_pem, "node_csr_pem")

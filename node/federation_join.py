@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -179,9 +180,27 @@ class Admission:
     ca_cert: x509.Certificate
 
 
+_PEM_BEGIN = "-----BEGIN "
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]+-----")
+
+
 def _load_csr(pem: str, what: str) -> x509.CertificateSigningRequest:
+    """The one certificate request in ``pem``. The field must hold exactly one PEM block and
+    nothing else but surrounding whitespace: the PEM reader would silently take the first of
+    two blocks and skip text around it, so the province would sign something other than what
+    the city operator saw in the field."""
+    text = pem.strip()
+    blocks = text.count(_PEM_BEGIN)
+    end = _PEM_END.search(text)
+    if blocks != 1 or not text.startswith(_PEM_BEGIN) or end is None or end.end() != len(text):
+        found = "no" if blocks == 0 else str(blocks)
+        raise InvalidArgument(
+            f"{what}: must hold exactly one PEM block (a certificate request) and nothing "
+            f"else; it holds {found} PEM block{'' if blocks == 1 else 's'}"
+            + (" with other text around it" if blocks == 1 else "")
+        )
     try:
-        return x509.load_pem_x509_csr(pem.encode("ascii"))
+        return x509.load_pem_x509_csr(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
         raise InvalidArgument(f"{what}: not a PEM certificate request ({exc})") from None
 

@@ -364,7 +364,7 @@ class _Guarded:
         await self.audit.record(
             bounded(
                 CallRecord(
-                method=self.method,
+                    method=self.method,
                     caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
                     origin_node=call.origin_node,
                     resource_code=call.resource_code[:15],

@@ -248,7 +248,7 @@ def _fit(entry: AuditEntry) -> AuditEntry:
         operation=Operation(entry.operation),
         resource_code=_clean(entry.resource_code, _LENGTHS["resource_code"]),
         outcome=_clean(entry.outcome, _LENGTHS["outcome"]),
-        message=_clean(clip_message(entry.message)),
+        message=clip_message(_clean(entry.message)),
         request_id=_clean(entry.request_id, _LENGTHS["request_id"]),
         detail=detail,
         at=entry.at.astimezone(dt.UTC),

@@ -23,11 +23,14 @@ from govnode.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.audit import MAX_DETAIL_CHARS
 from gateway.quote import MAX_MESSAGE_BYTES, QUOTE_CHARS, clip_message, quote, quote_each
 from node.app import RunningNode
+from node.audit import AuditEntry, AuditLog, Operation, request_digest
 from node.catalog_types import MAX_PROBLEMS_SHOWN, validate_entry
 from node.errors import InvalidArgument
 from node.servicers.convert import entry_to_proto
+from node.storage import Database
 from tests.conftest import NODE_REGION, item, make_entry
 from tests.nodes import PROVINCE, PUBLIC_SECURITY, ProvinceSetup, channel, entry_of
 
@@ -66,6 +69,33 @@ def test_an_entry_refusal_names_ten_problems_and_counts_the_rest() -> None:
     message = caught.value.message
     assert message.count("must be lower-case letters") == MAX_PROBLEMS_SHOWN
     assert message.endswith(f"and {300 - MAX_PROBLEMS_SHOWN} more problems")
+
+
+async def test_the_audit_log_stores_bounded_values_from_any_writer(database: Database) -> None:
+    """Submit writes its per-batch records to the sink directly, not through the guard: the
+    audit log bounds what it stores itself, and the chain holds over the bounded values."""
+    log = AuditLog(database)
+    await log.start()
+    try:
+        await log.append(
+            AuditEntry(
+                caller="spiffe://350000.fujian.gov.cn/agency/" + "A" * 5000,
+                method="/govnode.v1.SharingService/Submit",
+                operation=Operation.AGGREGATE,
+                outcome="OK",
+                request_digest=request_digest(b"x"),
+                message="界\x00" * 50_000,
+                detail={"batch_id": "b" * 10_000, "accepted": 3},
+            )
+        )
+    finally:
+        await log.close()
+    [record] = await log.tail(1)
+    assert len(record.message.encode("utf-8")) <= MAX_MESSAGE_BYTES
+    assert "\x00" not in record.message and record.message.endswith("bytes)")
+    assert len(str(record.detail["batch_id"])) <= MAX_DETAIL_CHARS
+    assert record.detail["accepted"] == 3 and len(record.caller) <= 300
+    assert (await log.verify_chain()).ok
 
 
 async def _catalog(node: RunningNode, setup: ProvinceSetup, method: str, request: Any) -> Any:

@@ -43,6 +43,7 @@ from gateway.identity import (
     identity_of,
     parse_spiffe,
 )
+from gateway.quote import quote
 
 ASSERTION_KEY = "govnode-caller-assertion-bin"
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -166,7 +167,7 @@ class AssertionVerifier:
             ) from None
         if assertion.origin_node != origin.uri:
             raise UntrustedAssertion(
-                f"caller assertion names origin {assertion.origin_node!r} but is signed by "
+                f"caller assertion names origin {quote(assertion.origin_node)} but is signed by "
                 f"{origin}"
             )
         try:
@@ -179,8 +180,8 @@ class AssertionVerifier:
             )
         if assertion.resource_code != resource_code:
             raise UntrustedAssertion(
-                f"caller assertion is for resource {assertion.resource_code!r}, "
-                f"not {resource_code!r}"
+                f"caller assertion is for resource {quote(assertion.resource_code)}, "
+                f"not {quote(resource_code)}"
             )
         if assertion.request_digest != request_digest(request_bytes):
             raise UntrustedAssertion("caller assertion was made for a different request")

@@ -8,9 +8,12 @@ status leaves, so an audit record is durable before the caller learns the outcom
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from gateway.quote import clip_message
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,34 @@ class CallRecord:
     request_digest: str  # hex SHA-256 of the request bytes (all messages, for streams)
     request_id: str
     detail: Mapping[str, str | int] = field(default_factory=dict)
+
+
+#: The most an audit record keeps of an identity (caller, origin_node) and of each detail value,
+#: in characters. Both come from certificates, signed assertions or the node's own code today;
+#: the bound keeps it so. The message is bounded by :func:`gateway.quote.clip_message`.
+MAX_IDENTITY_CHARS = 300
+MAX_DETAIL_CHARS = 256
+
+
+def cut(value: str, limit: int) -> str:
+    """``value`` if it has at most ``limit`` characters, else its first ``limit - 1`` and "…"."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def bounded(record: CallRecord) -> CallRecord:
+    """``record`` with every caller-influenced field within its bound, as the guard hands it to
+    the sink: what the node hashes and stores is exactly this (node.audit applies the same
+    bounds, so they leave it unchanged)."""
+    return dataclasses.replace(
+        record,
+        caller=cut(record.caller, MAX_IDENTITY_CHARS),
+        origin_node=cut(record.origin_node, MAX_IDENTITY_CHARS),
+        message=clip_message(record.message),
+        detail={
+            key: cut(value, MAX_DETAIL_CHARS) if isinstance(value, str) else value
+            for key, value in record.detail.items()
+        },
+    )
 
 
 class AuditSink(Protocol):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from gateway.quote import quote
+
 
 class Role(enum.StrEnum):
     NODE = "node"  # a govnode node (province or city)
@@ -61,7 +63,8 @@ class Identity:
 def validate_trust_domain(trust_domain: str) -> str:
     if not _TRUST_DOMAIN_RE.match(trust_domain) or len(trust_domain) > 200:
         raise IdentityError(
-            f"trust domain {trust_domain!r} must be a lower-case DNS name such as fujian.gov.cn"
+            f"trust domain {quote(trust_domain)} must be a lower-case DNS name such as "
+            "fujian.gov.cn"
         )
     return trust_domain
 
@@ -69,36 +72,36 @@ def validate_trust_domain(trust_domain: str) -> str:
 def make_identity(region: str, trust_domain: str, role: Role, subject: str = "") -> Identity:
     """Build an identity, checking every part (used when issuing certificates)."""
     if not _REGION_RE.match(region):
-        raise IdentityError(f"region {region!r} is not a six-digit division code")
+        raise IdentityError(f"region {quote(region)} is not a six-digit division code")
     validate_trust_domain(trust_domain)
     if role in (Role.AGENCY, Role.TESTER):
         if not _SUBJECT_RE.match(subject):
-            raise IdentityError(f"{role.value} identity needs a subject, got {subject!r}")
+            raise IdentityError(f"{role.value} identity needs a subject, got {quote(subject)}")
     elif subject:
-        raise IdentityError(f"{role.value} identity takes no subject, got {subject!r}")
+        raise IdentityError(f"{role.value} identity takes no subject, got {quote(subject)}")
     return Identity(region, trust_domain, role, subject)
 
 
 def parse_spiffe(uri: str) -> Identity:
     """Parse a SPIFFE URI into an :class:`Identity`, or raise :class:`IdentityError`."""
     if not uri.startswith("spiffe://"):
-        raise IdentityError(f"{uri!r} is not a spiffe:// URI")
+        raise IdentityError(f"{quote(uri)} is not a spiffe:// URI")
     rest = uri[len("spiffe://") :]
     host, _, path = rest.partition("/")
     region, _, trust_domain = host.partition(".")
     parts = path.split("/") if path else []
     if not parts:
-        raise IdentityError(f"{uri!r} has no role in its path")
+        raise IdentityError(f"{quote(uri)} has no role in its path")
     try:
         role = Role(parts[0])
     except ValueError:
-        raise IdentityError(f"{uri!r} has unknown role {parts[0]!r}") from None
+        raise IdentityError(f"{quote(uri)} has unknown role {quote(parts[0])}") from None
     if len(parts) > 2:
-        raise IdentityError(f"{uri!r} has too many path segments")
+        raise IdentityError(f"{quote(uri)} has too many path segments")
     subject = parts[1] if len(parts) == 2 else ""
     identity = make_identity(region, trust_domain, role, subject)
     if identity.uri != uri:
-        raise IdentityError(f"{uri!r} is not in canonical form ({identity.uri})")
+        raise IdentityError(f"{quote(uri)} is not in canonical form ({identity.uri})")
     return identity
 
 

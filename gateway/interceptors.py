@@ -3,7 +3,9 @@
 For each RPC, whatever its streaming shape, the guard:
 
 1. authenticates the caller from the verified TLS peer (UNAUTHENTICATED otherwise), except
-   for the methods in :data:`TOKEN_AUTHORISED_METHODS` (only Join), authorised by a token;
+   for the methods in :data:`TOKEN_AUTHORISED_METHODS` (only Join), authorised by a token; a
+   guard with a limiter (the join port's: its callers have no certificate) first admits the
+   call by the caller's network address (RESOURCE_EXHAUSTED with retry-after-ms otherwise);
 2. parses request messages itself, so that bytes which are not a valid message get
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
 3. binds the caller and a request id to the context for the servicer (and names them in
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,7 +30,7 @@ import grpc.aio
 import structlog
 
 from gateway.assertion import ASSERTION_KEY, AssertionVerifier, UntrustedAssertion
-from gateway.audit import UNAUDITED_PREFIXES, AuditSink, CallRecord
+from gateway.audit import UNAUDITED_PREFIXES, AuditSink, CallRecord, bounded
 from gateway.auth import (
     AuthenticationError,
     Authenticator,
@@ -39,7 +42,9 @@ from gateway.auth import (
     set_current_peer,
 )
 from gateway.identity import Role
-from gateway.refusal import Refusal
+from gateway.quote import clip_message
+from gateway.ratelimit import Admission, AnonymousLimiter, address_of
+from gateway.refusal import RETRY_AFTER_KEY, Refusal
 
 log = structlog.get_logger("govnode.gateway")
 
@@ -159,17 +164,22 @@ class _Call:
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """``verifier`` checks the caller assertions of forwarded calls (see ROUTED_METHODS);
-    without one, the node accepts no forwarded call."""
+    without one, the node accepts no forwarded call. ``limiter`` admits every call by its
+    network address before anything else (the join port's guard: see gateway.ratelimit).
+
+    One guard per server: it keeps each method's guarded handler, which is the server's own."""
 
     def __init__(
         self,
         authenticator: Authenticator,
         audit: AuditSink | None = None,
         verifier: AssertionVerifier | None = None,
+        limiter: AnonymousLimiter | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
         self._verifier = verifier
+        self._limiter = limiter
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -198,7 +208,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if handler is None:
                 return None
             guarded = self._guarded[method] = _Guarded(
-                self._auth, self._audit, method, self._verifier, self._inflight
+                self._auth, self._audit, method, self._verifier, self._inflight, self._limiter
             ).wrap(handler)
         return guarded
 
@@ -211,12 +221,14 @@ class _Guarded:
         method: str,
         verifier: AssertionVerifier | None = None,
         inflight: set[asyncio.Task[Any]] | None = None,
+        limiter: AnonymousLimiter | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
         self.method = method
         self.verifier = verifier
         self.inflight = inflight
+        self.limiter = limiter
 
     async def enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
@@ -225,20 +237,59 @@ class _Guarded:
             task.add_done_callback(self.inflight.discard)
         request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
+        if self.limiter is not None:
+            peer = str(context.peer() or "")
+            call.detail["address"] = address_of(peer)
+            admission = self.limiter.admit(peer)
+            if not admission.allowed:
+                await self.throttle(call, context, admission)
         if self.method in TOKEN_AUTHORISED_METHODS:
             return  # authorised by the servicer from the request's token; no peer is bound
         try:
             call.peer = await self.auth.authenticate(context.auth_context())
         except AuthenticationError as exc:
-            log.warning("call_refused", method=self.method, reason=str(exc), request_id=request_id)
+            reason = clip_message(str(exc))
+            log.warning("call_refused", method=self.method, reason=reason, request_id=request_id)
             try:
-                await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, reason)
             except _AuditFailed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         assert call.peer is not None
         call.tokens.append(set_current_peer(call.peer))
         call.assertion = _metadata_bytes(context, ASSERTION_KEY)
+
+    async def throttle(self, call: _Call, context: Context, admission: Admission) -> None:
+        """Refuse a call over the limiter's rate: RESOURCE_EXHAUSTED with retry-after-ms.
+        Audited only when the limiter says so (the first refusal of an address in a window),
+        so that a flood does not grow the audit log; the record counts the others."""
+        assert self.limiter is not None
+        limiter = self.limiter
+        message = (
+            f"too many {limiter.what}: this port admits {limiter.per_address_per_minute} a "
+            f"minute from one address and {limiter.total_per_minute} from all; retry after "
+            f"{math.ceil(admission.retry_after_s)} s"
+        )
+        if admission.audit:
+            if admission.unaudited:
+                call.detail["refusals_not_audited"] = admission.unaudited
+            log.warning(
+                "call_rate_limited",
+                method=self.method,
+                address=call.detail.get("address", ""),
+                refusals_not_audited=admission.unaudited,
+                request_id=current_request_id(),
+            )
+            try:
+                await self.finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            except _AuditFailed:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
+        retry_ms = max(1, math.ceil(admission.retry_after_s * 1000))
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            message,
+            trailing_metadata=((RETRY_AFTER_KEY, str(retry_ms)),),
+        )
 
     async def vouch(self, call: _Call, raw: bytes | None) -> None:
         """For a call a node forwards: verify its caller assertion over the request bytes
@@ -311,16 +362,18 @@ class _Guarded:
     async def _record(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
         assert self.audit is not None
         await self.audit.record(
-            CallRecord(
-                method=self.method,
-                caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
-                origin_node=call.origin_node,
-                resource_code=call.resource_code[:15],
-                outcome=code.name,
-                message=message,
-                request_digest=call.digest.hexdigest(),
-                request_id=current_request_id(),
-                detail=dict(call.detail),
+            bounded(
+                CallRecord(
+                    method=self.method,
+                    caller=str(call.peer.identity) if call.peer else call.anonymous_caller,
+                    origin_node=call.origin_node,
+                    resource_code=call.resource_code[:15],
+                    outcome=code.name,
+                    message=message,
+                    request_digest=call.digest.hexdigest(),
+                    request_id=current_request_id(),
+                    detail=dict(call.detail),
+                )
             )
         )
 
@@ -351,7 +404,7 @@ class _Guarded:
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
             status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-            await self.finish(call, status, str(context.details() or ""))
+            await self.finish(call, status, clip_message(str(context.details() or "")))
             raise exc
         trailing: tuple[tuple[str, str], ...] = ()
         if isinstance(exc, Refusal):
@@ -371,6 +424,9 @@ class _Guarded:
                 f"internal error in {self.method} (request id {current_request_id()}); "
                 "see the node log"
             )
+        # The backstop of gateway.quote: whatever a message quotes, it fits in a status (gRPC
+        # clients refuse a grpc-message over 16 KiB) and in the audit log.
+        message = clip_message(message)
         try:
             await self.finish(call, code, message)
         except _AuditFailed:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import grpc
 import grpc.aio
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.interceptors import GuardInterceptor
 
@@ -32,6 +33,9 @@ class ServerLimits:
     #: revocations are re-checked at the handshake too.
     max_connection_age_ms: int = 3_600_000
     max_connection_age_grace_ms: int = 30_000
+    #: A connection must finish its TLS handshake within this long, or it is closed (gRPC's own
+    #: default, 120 s, lets silent connections hold sockets and memory).
+    handshake_timeout_ms: int = 10_000
 
 
 def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
@@ -45,6 +49,7 @@ def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_connection_age_ms", limits.max_connection_age_ms),
         ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
+        ("grpc.server_handshake_timeout_ms", limits.handshake_timeout_ms),
         # One listening socket per address: a second node on the same port must fail loudly.
         ("grpc.so_reuseport", 0),
     ]
@@ -70,6 +75,14 @@ class HealthReporter:
         )
         for name in self._services:
             await self._servicer.set(name, status)
+
+
+def infrastructure_services() -> list[ServiceDescriptor]:
+    """The services every node serves besides govnode.v1: health checking and reflection."""
+    return [
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+        reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    ]
 
 
 def enable_reflection(server: grpc.aio.Server, services: Sequence[str]) -> None:

@@ -26,6 +26,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
+from gateway.quote import quote_each
 from node.access import (
     Application,
     ApplicationStatus,
@@ -203,7 +204,7 @@ class Applications:
         unknown = [i for i in draft.items if i not in declared]
         if unknown:
             raise InvalidArgument(
-                f"items: {', '.join(unknown)} not an item of resource {code}; its items are "
+                f"items: {quote_each(unknown)} not an item of resource {code}; its items are "
                 f"{', '.join(declared)}"
             )
         if not draft.share_methods:
@@ -407,7 +408,7 @@ class Applications:
         extra = [i for i in items if i not in app.items]
         if extra:
             raise InvalidArgument(
-                f"items: {', '.join(extra)} not applied for; an approval may only narrow the "
+                f"items: {quote_each(extra)} not applied for; an approval may only narrow the "
                 f"items applied for ({', '.join(app.items)})"
             )
         methods = list(dict.fromkeys(review.share_methods)) or list(app.share_methods)
@@ -436,7 +437,7 @@ class Applications:
         outside = [i for i in clear if i not in items]
         if outside:
             raise InvalidArgument(
-                f"clear_text_items: {', '.join(outside)} not among the granted items "
+                f"clear_text_items: {quote_each(outside)} not among the granted items "
                 f"({', '.join(items)})"
             )
         if clear and not review.justification.strip():

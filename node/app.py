@@ -22,7 +22,14 @@ from gateway.auth import Authenticator
 from gateway.forward import Forwarder
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
 from gateway.interceptors import GuardInterceptor
-from gateway.server import HealthReporter, ServerLimits, build_server, enable_reflection
+from gateway.ratelimit import AnonymousLimiter
+from gateway.server import (
+    HealthReporter,
+    ServerLimits,
+    build_server,
+    enable_reflection,
+    infrastructure_services,
+)
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
 from node.assertion_nonces import AssertionNonces
 from node.audit import AuditLog
@@ -37,7 +44,7 @@ from node.peers import ProvinceLink
 from node.records import Records
 from node.revocation import Revocations
 from node.routing import Router
-from node.servicers import Services, register_services
+from node.servicers import Services, register_join_service, register_services
 from node.storage import Database
 
 log = structlog.get_logger("govnode.node")
@@ -105,6 +112,7 @@ class RunningNode:
     join_port: int | None = None  # province with federation.join_listen: the join port
     forwarder: Forwarder | None = None  # routed calls: channels and breakers per peer
     guard: GuardInterceptor | None = None  # to wait for calls in progress when stopping
+    join: JoinPort | None = None  # the join port's own server and guard
 
     @property
     def address(self) -> str:
@@ -117,11 +125,14 @@ class RunningNode:
         if self.sync is not None:
             await self.sync.stop()
         await self.health.set_serving(False)
+        if self.join is not None:
+            await self.join.server.stop(grace)
         await self.server.stop(grace)
-        if self.guard is not None:
-            left = await self.guard.drain(max(grace, 1.0) + 4.0)
-            if left:
-                log.warning("calls_still_running_at_stop", count=left)
+        for guard in (self.guard, self.join.guard if self.join is not None else None):
+            if guard is not None:
+                left = await guard.drain(max(grace, 1.0) + 4.0)
+                if left:
+                    log.warning("calls_still_running_at_stop", count=left)
         if self.forwarder is not None:
             await self.forwarder.close()
         await self.audit.close()
@@ -129,20 +140,48 @@ class RunningNode:
         log.info("node_stopped")
 
 
-def _add_join_port(server: grpc.aio.Server, config: NodeConfig) -> int | None:
-    """The province's join port (federation.join_listen), if configured: TLS without a client
-    certificate, where the guard serves only FederationService/Join (see
-    gateway.interceptors.TOKEN_AUTHORISED_METHODS); every other call there is UNAUTHENTICATED."""
-    address = config.federation.join_listen
+@dataclass
+class JoinPort:
+    """The province's join port: a server of its own, because its callers have no certificate.
+
+    It serves only FederationService/Join (see gateway.interceptors.TOKEN_AUTHORISED_METHODS);
+    every other call there is UNAUTHENTICATED. Being a server of its own, it has limits of its
+    own: a small message size (federation.join_max_message_bytes: grpc refuses a larger
+    message before it reaches the node) and a guard that rate-limits attempts by address."""
+
+    server: grpc.aio.Server
+    guard: GuardInterceptor
+    port: int
+
+
+def _join_port(
+    config: NodeConfig, authenticator: Authenticator, sink: NodeAuditSink, services: Services
+) -> JoinPort | None:
+    """Build and bind the join port (federation.join_listen), if configured."""
+    fed = config.federation
+    address = fed.join_listen
     if address is None:
         return None
+    limiter = AnonymousLimiter(
+        fed.join_per_minute_per_address, fed.join_per_minute_total, what="join attempts"
+    )
+    guard = GuardInterceptor(authenticator, sink, limiter=limiter)
+    server = build_server(guard, _limits(config, max_message_bytes=fed.join_max_message_bytes))
+    register_join_service(server, services, infrastructure_services())
     try:
         port = server.add_secure_port(address, join_server_credentials(node_tls_files(config)))
     except RuntimeError as exc:
         raise StartupError(f"federation.join_listen: cannot listen on {address}: {exc}") from None
     if port == 0:
         raise StartupError(f"federation.join_listen: cannot listen on {address}")
-    return port
+    return JoinPort(server, guard, port)
+
+
+def _limits(config: NodeConfig, *, max_message_bytes: int) -> ServerLimits:
+    return ServerLimits(
+        max_message_bytes=max_message_bytes,
+        handshake_timeout_ms=round(config.limits.handshake_timeout_seconds * 1000),
+    )
 
 
 async def start_node(config: NodeConfig) -> RunningNode:
@@ -159,12 +198,12 @@ async def start_node(config: NodeConfig) -> RunningNode:
         verifier = AssertionVerifier(
             root, config.node.trust_domain, AssertionNonces(db).remember
         )
-        guard = GuardInterceptor(
-            Authenticator(root, config.node.trust_domain, revocations.reason_for), sink, verifier
-        )
+        authenticator = Authenticator(root, config.node.trust_domain, revocations.reason_for)
+        guard = GuardInterceptor(authenticator, sink, verifier)
         forwarder = Forwarder(node_tls_files(config))
-        limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
-        server = build_server(guard, limits)
+        server = build_server(
+            guard, _limits(config, max_message_bytes=config.limits.max_message_bytes)
+        )
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None
@@ -202,8 +241,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ) from None
         if port == 0:
             raise StartupError(f"node.listen: cannot listen on {config.node.listen}")
-        join_port = _add_join_port(server, config)
+        join = _join_port(config, authenticator, sink, services)
         await server.start()
+        if join is not None:
+            await join.server.start()
         await health.set_serving(True)
     except BaseException:
         await audit.close()
@@ -217,9 +258,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
         db,
         audit,
         port,
-        join_port=join_port,
+        join_port=join.port if join is not None else None,
         forwarder=forwarder,
         guard=guard,
+        join=join,
     )
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(
@@ -232,7 +274,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         address=node.address,
         mode=config.node.mode.value,
         storage=config.database_url.split("://", 1)[0],
-        join_port=join_port,
+        join_port=node.join_port,
     )
     return node
 

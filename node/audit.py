@@ -52,6 +52,8 @@ from sqlalchemy.engine import Connection, Row
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.audit import MAX_DETAIL_CHARS
+from gateway.quote import clip_message
 from node.errors import InvalidArgument
 from node.models import AuditRecordRow
 from node.storage import Database, utc_now
@@ -203,6 +205,8 @@ def record_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
 # method name it tried, messages quoting its input). One over-long or unencodable value must
 # not fail the whole batch, so values are made storable before they are queued: NUL (which
 # PostgreSQL text refuses) and lone surrogates replaced, over-long values cut with a marker.
+# The message and detail values, stored as text of any length, are bounded like the guard
+# bounds them (gateway.audit.bounded), so one call cannot write a large record.
 
 _LENGTHS: dict[str, int] = {
     c.name: length
@@ -233,7 +237,9 @@ def _fit(entry: AuditEntry) -> AuditEntry:
     for key, value in entry.detail.items():
         if not isinstance(value, str | int):
             raise ValueError(f"audit detail {key!r}: {type(value).__name__} is not str or int")
-        detail[_clean(str(key))] = _clean(value) if isinstance(value, str) else int(value)
+        detail[_clean(str(key), MAX_DETAIL_CHARS)] = (
+            _clean(value, MAX_DETAIL_CHARS) if isinstance(value, str) else int(value)
+        )
     return dataclasses.replace(
         entry,
         caller=_clean(entry.caller, _LENGTHS["caller"]),
@@ -242,7 +248,7 @@ def _fit(entry: AuditEntry) -> AuditEntry:
         operation=Operation(entry.operation),
         resource_code=_clean(entry.resource_code, _LENGTHS["resource_code"]),
         outcome=_clean(entry.outcome, _LENGTHS["outcome"]),
-        message=_clean(entry.message),
+        message=clip_message(_clean(entry.message)),
         request_id=_clean(entry.request_id, _LENGTHS["request_id"]),
         detail=detail,
         at=entry.at.astimezone(dt.UTC),

@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 
 from gateway.identity import Identity, Role
+from gateway.quote import quote
 from node.audit import MAX_QUERY_LIMIT, AuditLog, AuditRecord, Operation
 from node.errors import InvalidArgument, PermissionDenied
 
@@ -74,8 +75,8 @@ async def query_audit(
     if not reads_everything(caller, node_region):
         if who and who != caller.uri:
             raise PermissionDenied(
-                f"caller_identity: {who} is not the caller ({caller.uri}); a caller reads the "
-                "audit records of its own calls, and only the data management authority of "
+                f"caller_identity: {quote(who)} is not the caller ({caller.uri}); a caller reads "
+                "the audit records of its own calls, and only the data management authority of "
                 f"region {node_region} reads other callers' (第三十九条)"
             )
         who = caller.uri

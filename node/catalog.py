@@ -25,6 +25,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
+from gateway.quote import quote
 from node.catalog_requests import check_request_id, remember, replay
 from node.catalog_types import (
     RESOURCE_CODE_RE,
@@ -616,7 +617,7 @@ def _who(caller: Identity) -> str:
 
 
 def _not_found(code: str) -> NotFound:
-    return NotFound(f"resource {code} is not in the catalog of this node")
+    return NotFound(f"resource {quote(code)} is not in the catalog of this node")
 
 
 def _already_registered(code: str) -> AlreadyExists:

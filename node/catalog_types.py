@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from gateway.quote import quote
 from node.codes import Region, credit_code_problem, credit_code_region
 from node.errors import InvalidArgument
 
@@ -244,6 +245,8 @@ CLASSIFICATION_DIGIT = {
 }
 KEYED_METHODS = frozenset({ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY})
 MAX_ITEMS = 1000
+#: An entry's refusal names this many of its problems, then how many more there are.
+MAX_PROBLEMS_SHOWN = 10
 
 _TEXT_LIMITS = {
     "name": 200,
@@ -260,6 +263,9 @@ _TEXT_LIMITS = {
 def validate_entry(entry: ResourceEntry, *, node_region: str) -> None:
     """Check ``entry`` against the catalog rules; raise InvalidArgument naming every problem."""
     problems = entry_problems(entry, node_region=node_region)
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        problems = [*problems[:MAX_PROBLEMS_SHOWN], f"and {more} more problems"]
     if problems:
         raise InvalidArgument("; ".join(problems))
 
@@ -283,35 +289,35 @@ def _code_problems(entry: ResourceEntry, node_region: str) -> list[str]:
     code = entry.resource_code
     if not RESOURCE_CODE_RE.match(code):
         problems.append(
-            f'entry.resource_code: "{code}" must look like RRRRRR-C-NNNNNN (region code, '
+            f"entry.resource_code: {quote(code)} must look like RRRRRR-C-NNNNNN (region code, "
             "classification digit 1 basic / 2 thematic / 3 departmental, six-digit number)"
         )
     else:
         if code[:6] != node_region:
             problems.append(
-                f'entry.resource_code: "{code}" starts with region {code[:6]}, but this node '
+                f"entry.resource_code: {quote(code)} starts with region {code[:6]}, but this node "
                 f"registers resources of region {node_region} only"
             )
         digit = CLASSIFICATION_DIGIT[entry.classification]
         if code[7] != digit:
             problems.append(
-                f'entry.resource_code: "{code}" has classification digit {code[7]}, but '
+                f"entry.resource_code: {quote(code)} has classification digit {code[7]}, but "
                 f"entry.classification {entry.classification.value} requires {digit}"
             )
     problem = credit_code_problem(entry.provider_code)
     if problem is not None:
         problems.append(
-            f'entry.provider_code: "{entry.provider_code}" is not a valid unified social '
+            f"entry.provider_code: {quote(entry.provider_code)} is not a valid unified social "
             f"credit code (GB 32100): {problem}"
         )
     elif not Region(node_region).contains(credit_code_region(entry.provider_code)):
         problems.append(
-            f'entry.provider_code: "{entry.provider_code}" was registered in division '
+            f"entry.provider_code: {quote(entry.provider_code)} was registered in division "
             f"{credit_code_region(entry.provider_code)}, outside this node's region {node_region}"
         )
     if entry.region and entry.region != node_region:
         problems.append(
-            f'entry.region: "{entry.region}" differs from this node\'s region {node_region}'
+            f"entry.region: {quote(entry.region)} differs from this node's region {node_region}"
         )
     return problems
 
@@ -326,12 +332,14 @@ def _text_problems(entry: ResourceEntry) -> list[str]:
         if len(value) > limit:
             problems.append(f"entry.{field}: at most {limit} characters, got {len(value)}")
     if not DATE_RE.match(entry.publish_date):
-        problems.append(f'entry.publish_date: "{entry.publish_date}" must be a date YYYY-MM-DD')
+        problems.append(
+            f"entry.publish_date: {quote(entry.publish_date)} must be a date YYYY-MM-DD"
+        )
     else:
         try:
             dt.date.fromisoformat(entry.publish_date)
         except ValueError:
-            problems.append(f'entry.publish_date: "{entry.publish_date}" is not a real date')
+            problems.append(f"entry.publish_date: {quote(entry.publish_date)} is not a real date")
     return problems
 
 
@@ -385,11 +393,11 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
         path = f"entry.items[{i}]"
         if not ITEM_NAME_RE.match(item.name):
             problems.append(
-                f'{path}.name: "{item.name}" must be lower-case letters, digits and _, '
+                f"{path}.name: {quote(item.name)} must be lower-case letters, digits and _, "
                 "starting with a letter, at most 63 characters"
             )
         elif item.name in names:
-            problems.append(f'{path}.name: duplicate item name "{item.name}"')
+            problems.append(f"{path}.name: duplicate item name {quote(item.name)}")
         names.add(item.name)
         if not item.title.strip():
             problems.append(f"{path}.title: must not be empty")
@@ -406,7 +414,7 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
         problems += _rule_problems(path, item)
         if item.standard_element and not ELEMENT_RE.match(item.standard_element):
             problems.append(
-                f'{path}.standard_element: "{item.standard_element}" must be letters, digits, '
+                f"{path}.standard_element: {quote(item.standard_element)} must be letters, digits, "
                 "'.', '_' or '-', at most 64 characters"
             )
         if item.authoritative_source:
@@ -417,8 +425,9 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
                 )
             elif item.standard_element in claimed:
                 problems.append(
-                    f'{path}.standard_element: "{item.standard_element}" is already claimed by '
-                    f"entry.items[{claimed[item.standard_element]}]; one element, one source"
+                    f"{path}.standard_element: {quote(item.standard_element)} is already "
+                    f"claimed by entry.items[{claimed[item.standard_element]}]; one element, one "
+                    "source"
                 )
             else:
                 claimed[item.standard_element] = i
@@ -442,7 +451,7 @@ def _rule_problems(path: str, item: DataItem) -> list[str]:
                 re.compile(rule.pattern)
             except re.error as error:
                 problems.append(
-                    f'{path}.validation.pattern: "{rule.pattern}" does not compile: {error}'
+                    f"{path}.validation.pattern: {quote(rule.pattern)} does not compile: {error}"
                 )
     if rule.max_length < 0:
         problems.append(f"{path}.validation.max_length: must be 0 (no limit) or more")

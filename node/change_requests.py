@@ -27,11 +27,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, IdentityError, Role, parse_spiffe
+from gateway.quote import quote
 from node.access import Decision, authority_identity, check_reviewer, may_see
 from node.access_store import MAX_TEXT, _page, _token
 from node.catalog import Catalog
 from node.catalog_requests import check_request_id
 from node.catalog_types import (
+    MAX_PROBLEMS_SHOWN,
     ResourceEntry,
     ResourceStatus,
     entry_from_json,
@@ -230,8 +232,8 @@ class ChangeRequests:
                 raise InvalidArgument("entry: required for a RESOURCE_ENTRY UPDATE (the new entry)")
             if draft.entry.resource_code != draft.resource_code:
                 raise InvalidArgument(
-                    f"entry.resource_code: {draft.entry.resource_code!r} is not the resource "
-                    f"the request concerns ({draft.resource_code})"
+                    f"entry.resource_code: {quote(draft.entry.resource_code)} is not the "
+                    f"resource the request concerns ({quote(draft.resource_code)})"
                 )
         elif draft.entry is not None:
             raise InvalidArgument("entry: must be unset for a withdrawal")
@@ -244,10 +246,11 @@ class ChangeRequests:
         schema = schema_for(entry)
         values, problems = schema.clean({**draft.key, **draft.values})
         if problems:
-            raise InvalidArgument(
-                "record: "
-                + "; ".join(f"{f'values.{item}: ' if item else ''}{why}" for item, why in problems)
-            )
+            shown = [f"values.{quote(item)}: {why}" if item else why for item, why in problems]
+            if len(shown) > MAX_PROBLEMS_SHOWN:
+                more = len(shown) - MAX_PROBLEMS_SHOWN
+                shown = [*shown[:MAX_PROBLEMS_SHOWN], f"and {more} more problems"]
+            raise InvalidArgument("record: " + "; ".join(shown))
         if key_text([values[name] for name in schema.key_items]) != record_key:
             raise InvalidArgument(
                 f"record: the key items ({', '.join(schema.key_items)}) must keep the values "

@@ -14,6 +14,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from gateway.quote import quote
+
 # --- GB 32100 unified social credit code -------------------------------------------------
 
 _CREDIT_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -148,7 +150,7 @@ class Region:
 def region_problem(code: str) -> str | None:
     """Why ``code`` may not run a platform node, or None when it may (第十九条)."""
     if not _REGION_RE.match(code):
-        return f"{code!r} is not a six-digit GB/T 2260 division code"
+        return f"{quote(code)} is not a six-digit GB/T 2260 division code"
     if code.endswith("0000"):
         return None
     if code.endswith("00"):

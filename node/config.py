@@ -118,6 +118,14 @@ class FederationSection(_Section):
     #: the period it expects, for peer health (healthy when heard from within 3 periods).
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
 
+    #: The join port (above): the largest message it takes, in bytes (a Join request is about
+    #: 1.2 KB; larger ones get RESOURCE_EXHAUSTED before they reach the node), and how many
+    #: attempts it admits a minute from one network address (an IPv6 /64) and from all of them
+    #: together; more get RESOURCE_EXHAUSTED with trailing metadata retry-after-ms.
+    join_max_message_bytes: int = Field(default=64 * 1024, ge=4096, le=4 * 1024 * 1024)
+    join_per_minute_per_address: int = Field(default=10, ge=1, le=10_000)
+    join_per_minute_total: int = Field(default=60, ge=1, le=100_000)
+
     #: Direct peer links for routed sharing calls: owner region -> "HOST:PORT" of its node,
     #: e.g. ``peers = { "350200" = "10.0.2.7:7443" }``. A city forwards calls on other
     #: regions' resources to the province unless a direct link is configured here; the
@@ -153,6 +161,9 @@ class GovernanceSection(_Section):
 class LimitsSection(_Section):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+    #: A connection (on every port) that has not finished its TLS handshake within this long
+    #: is closed.
+    handshake_timeout_seconds: float = Field(default=10.0, ge=0.1, le=300)
 
 
 class OracleSection(_Section):

@@ -86,6 +86,12 @@ def render_config(
             "# `govnode join` at the city): a second port with TLS but no client certificate,",
             "# where only FederationService/Join is served, authorised by a one-time invitation.",
             f"# join_listen = {_q(default_join_listen(listen))}",
+            "# The join port's limits (anyone who reaches it may call): the largest message in",
+            "# bytes (a Join is about 1.2 KB), and Join attempts a minute from one address and",
+            "# from all; more get RESOURCE_EXHAUSTED with trailing metadata retry-after-ms.",
+            "# join_max_message_bytes = 65536",
+            "# join_per_minute_per_address = 10",
+            "# join_per_minute_total = 60",
         ]
     lines += [
         "",
@@ -102,6 +108,8 @@ def render_config(
         "max_message_bytes = 4194304",
         "# On SIGTERM: report NOT_SERVING, then let calls in flight finish for this long.",
         "shutdown_grace_seconds = 5.0",
+        "# A connection that has not finished its TLS handshake within this long is closed.",
+        "handshake_timeout_seconds = 10.0",
         "",
         "[oracle]",
         "# Verify oracle protection (第三十七条): limits per caller and resource, kept in the",

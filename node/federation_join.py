@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from cryptography import x509
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.quote import quote
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from node.models import FederationMemberRow, InvitationRow
@@ -95,7 +97,7 @@ async def create_invitation(
             raise InvalidArgument(f"name: region {region} is not in the division table; name it")
         name = known
     elif known is not None and known != name:
-        raise InvalidArgument(f"name: region {region} is {known}, not {name!r}")
+        raise InvalidArgument(f"name: region {region} is {known}, not {quote(name)}")
     if not dt.timedelta(minutes=1) <= ttl <= MAX_TTL:
         raise InvalidArgument("ttl: an invitation lives between 1 minute and 7 days")
     created = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
@@ -178,9 +180,27 @@ class Admission:
     ca_cert: x509.Certificate
 
 
+_PEM_BEGIN = "-----BEGIN "
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]+-----")
+
+
 def _load_csr(pem: str, what: str) -> x509.CertificateSigningRequest:
+    """The one certificate request in ``pem``. The field must hold exactly one PEM block and
+    nothing else but surrounding whitespace: the PEM reader would silently take the first of
+    two blocks and skip text around it, so the province would sign something other than what
+    the city operator saw in the field."""
+    text = pem.strip()
+    blocks = text.count(_PEM_BEGIN)
+    end = _PEM_END.search(text)
+    if blocks != 1 or not text.startswith(_PEM_BEGIN) or end is None or end.end() != len(text):
+        found = "no" if blocks == 0 else str(blocks)
+        raise InvalidArgument(
+            f"{what}: must hold exactly one PEM block (a certificate request) and nothing "
+            f"else; it holds {found} PEM block{'' if blocks == 1 else 's'}"
+            + (" with other text around it" if blocks == 1 else "")
+        )
     try:
-        return x509.load_pem_x509_csr(pem.encode("ascii"))
+        return x509.load_pem_x509_csr(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
         raise InvalidArgument(f"{what}: not a PEM certificate request ({exc})") from None
 
@@ -197,13 +217,13 @@ def check_application(
     known = FUJIAN_DIVISIONS.get(application.region)
     if known is not None and known != application.name:
         raise InvalidArgument(
-            f"name: region {application.region} is {known}, not {application.name!r}"
+            f"name: region {application.region} is {known}, not {quote(application.name)}"
         )
     host, sep, port = application.listen_address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise InvalidArgument(
-            f"listen_address: {application.listen_address!r} must be HOST:PORT where the city "
-            "node serves"
+            f"listen_address: {quote(application.listen_address)} must be HOST:PORT where the "
+            "city node serves"
         )
     ca_csr = _load_csr(application.ca_csr_pem, "city_ca_csr_pem")
     node_csr = _load_csr(application.node_csr_pem, "node_csr_pem")

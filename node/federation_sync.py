@@ -22,6 +22,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
+from gateway.quote import quote
 from node.catalog import Catalog, _entry_columns, _set_columns
 from node.catalog_types import CatalogChange, ResourceEntry, ResourceStatus, entry_to_json
 from node.codes import Region
@@ -92,8 +93,8 @@ class CatalogExchange:
             raise InvalidArgument(f"entry.version: must be positive, got {entry.version}")
         if entry.region != change.origin_region or code[:6] != entry.region:
             raise InvalidArgument(
-                f"resource {code}: entry.region {entry.region!r}, origin_region "
-                f"{change.origin_region!r} and the code's region must agree"
+                f"resource {quote(code)}: entry.region {quote(entry.region)}, origin_region "
+                f"{quote(change.origin_region)} and the code's region must agree"
             )
         sender_region = Region(sender.region)
         if sender_region.is_province:

@@ -37,6 +37,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway.quote import quote_each
 from node.catalog_types import (
     DataItem,
     MaskingKind,
@@ -198,7 +199,8 @@ def clear_text_problem(
     unknown = [name for name in clear_items if name not in by_name]
     if unknown:
         return (
-            f"clear_text_items: {', '.join(unknown)}: not an item of resource {entry.resource_code}"
+            f"clear_text_items: {quote_each(unknown)}: not an item of resource "
+            f"{entry.resource_code}"
         )
     if not clear_items or justification.strip():
         return None

@@ -40,6 +40,7 @@ from gateway.identity import (
     permitted_uri_hosts,
     validate_trust_domain,
 )
+from gateway.quote import quote
 from node.codes import credit_code_problem, region_problem
 
 ROOT_DAYS = 7300
@@ -242,7 +243,7 @@ def check_ca_csr(
     requested = _requested_uri(sans)
     if requested != expected or len(sans) != 1:
         raise PkiError(
-            f"certificate request asks for {requested} (with {len(sans)} names); "
+            f"certificate request asks for {quote(requested)} (with {len(sans)} names); "
             f"a CA for region {region} must ask for exactly {expected}"
         )
     return _require_p256(csr.public_key(), "certificate request")
@@ -431,7 +432,9 @@ def check_node_csr(
     sans = _csr_sans(csr)
     requested = _requested_uri(sans)
     if requested != expected.uri:
-        raise PkiError(f"node certificate request asks for {requested}, expected {expected}")
+        raise PkiError(
+            f"node certificate request asks for {quote(requested)}, expected {expected}"
+        )
     hosts = [str(n.value) for n in sans if isinstance(n, x509.DNSName | x509.IPAddress)]
     if len(hosts) != len(sans) - 1:
         raise PkiError("node certificate request may carry only its URI and DNS/IP names")

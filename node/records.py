@@ -37,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from gateway.identity import Identity, Role
+from gateway.quote import quote
 from node.access import authority_identity
 from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import region_problem
@@ -363,7 +364,7 @@ class Records:
         schema = schema_for(entry)
         prepared: list[tuple[str, str, list[tuple[str, str]]]] = []
         for i, (ref, key, claimed) in enumerate(items):
-            path = f"records[{i}] (ref {ref!r})"
+            path = f"records[{i}] (ref {quote(ref)})"
             prepared.append(
                 (ref, full_key(schema, key, f"{path}.key"), claims(schema, claimed, path))
             )

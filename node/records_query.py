@@ -32,6 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.quote import quote, quote_each
 from node.catalog_types import DataItem, DataType, MaskingKind, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.grading import effective_masking
@@ -131,7 +132,7 @@ def _key_conditions(
     unknown = sorted(set(key) - set(schema.key_items))
     if unknown:
         raise InvalidArgument(
-            f"key: {', '.join(unknown)} not a key item of this resource; key items are "
+            f"key: {quote_each(unknown)} not a key item of this resource; key items are "
             f"{', '.join(schema.key_items)}"
         )
     for name, value in key.items():
@@ -155,10 +156,10 @@ def _filter_condition(
     path = f"filters[{index}]"
     check = schema.items.get(flt.item)
     if check is None:
-        raise InvalidArgument(f'{path}.item: "{flt.item}" is not an item of this resource')
+        raise InvalidArgument(f"{path}.item: {quote(flt.item)} is not an item of this resource")
     if flt.item not in visible_items:
         raise PermissionDenied(
-            f'{path}.item: the caller may not see item "{flt.item}", so may not filter on it '
+            f"{path}.item: the caller may not see item {quote(flt.item)}, so may not filter on it "
             "(第三十七条: no use beyond a grant)"
         )
     element: sa.ColumnElement[str] = values_column[flt.item].as_string()
@@ -215,11 +216,12 @@ def _projection(
         return projection
     unknown = [name for name in items if name not in set(declared)]
     if unknown:
-        raise InvalidArgument(f"items: {', '.join(unknown)} not an item of this resource")
+        raise InvalidArgument(f"items: {quote_each(unknown)} not an item of this resource")
     hidden = [name for name in items if name not in visible_items]
     if hidden:
         raise PermissionDenied(
-            f"items: the caller may not see {', '.join(hidden)} (第三十七条: no use beyond a grant)"
+            f"items: the caller may not see {quote_each(dict.fromkeys(hidden))} "
+            "(第三十七条: no use beyond a grant)"
         )
     return tuple(dict.fromkeys(items))
 
@@ -297,7 +299,7 @@ def full_key(schema: RecordSchema, key: Mapping[str, str], path: str) -> str:
         if missing:
             parts.append(f"missing key item(s) {', '.join(missing)}")
         if extra:
-            parts.append(f"{', '.join(extra)} not a key item")
+            parts.append(f"{quote_each(extra)} not a key item")
         raise InvalidArgument(
             f"{path}: {'; '.join(parts)}; the key of this resource is {', '.join(wanted)}"
         )
@@ -314,7 +316,7 @@ def claims(schema: RecordSchema, claimed: Mapping[str, str], path: str) -> list[
     unknown = sorted(name for name in claimed if name not in schema.items)
     if unknown:
         raise InvalidArgument(
-            f"{path}: {', '.join(unknown)} not an item of this resource's catalog entry"
+            f"{path}: {quote_each(unknown)} not an item of this resource's catalog entry"
         )
     pairs = []
     for name in sorted(claimed):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
+from gateway.quote import quote
 from node.catalog_types import ITEM_NAME_RE, ResourceEntry
 from node.errors import InvalidArgument
 from node.records_hold import HeldWrite
@@ -110,16 +111,16 @@ def _check_temporary(
         path = f"temporary.extra_items[{i}]"
         if not ITEM_NAME_RE.match(name):
             raise InvalidArgument(
-                f'{path}: "{name}" must be lower-case letters, digits and _, starting with a '
+                f"{path}: {quote(name)} must be lower-case letters, digits and _, starting with a "
                 "letter, at most 63 characters"
             )
         if name in declared:
             raise InvalidArgument(
-                f'{path}: "{name}" is declared in the catalog entry; only undeclared items need '
-                "a temporary collection"
+                f"{path}: {quote(name)} is declared in the catalog entry; only undeclared items "
+                "need a temporary collection"
             )
         if name in temporary.extra_items[:i]:
-            raise InvalidArgument(f'{path}: "{name}" is listed twice')
+            raise InvalidArgument(f"{path}: {quote(name)} is listed twice")
 
 
 def clean_batch(

@@ -46,6 +46,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from gateway.quote import quote
 from node.catalog_types import DataItem, DataType, ResourceEntry, ValidationKind
 from node.codes import citizen_id_problem, credit_code_problem
 
@@ -234,7 +235,7 @@ def _pattern_check(pattern: str) -> Canonical:
     def check(value: str) -> Result:
         if compiled.fullmatch(value):
             return value, None
-        return None, f"does not match the pattern {pattern}"
+        return None, f"does not match the pattern {quote(pattern)}"
 
     return check
 

@@ -384,7 +384,7 @@ async def test_apply_refusals_name_their_rule(loaded: Province) -> None:
             grpc.StatusCode.FAILED_PRECONDITION,
             "needs no application",
         ),
-        (civil, apply_request(items=("nope",)), grpc.StatusCode.INVALID_ARGUMENT, "items: nope"),
+        (civil, apply_request(items=("nope",)), grpc.StatusCode.INVALID_ARGUMENT, "items: 'nope'"),
         (civil, apply_request(items=()), grpc.StatusCode.INVALID_ARGUMENT, "items"),
         (
             civil,

@@ -105,7 +105,7 @@ async def test_only_the_provider_agency_may_register(catalog: Catalog) -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"resource_code": "3501-3-000001"}, 'entry.resource_code: "3501-3-000001" must look like'),
+        ({"resource_code": "3501-3-000001"}, "entry.resource_code: '3501-3-000001' must look like"),
         ({"resource_code": "350200-3-000001"}, "starts with region 350200"),
         ({"resource_code": "350100-1-000001"}, "has classification digit 1"),
     ],
@@ -123,7 +123,7 @@ async def test_an_agency_code_with_a_bad_check_character_is_refused(catalog: Cat
     with pytest.raises(InvalidArgument) as caught:
         await catalog.register(agency(bad), make_entry(1, bad))
     message = caught.value.message
-    assert f'entry.provider_code: "{bad}" is not a valid unified social credit code' in message
+    assert f"entry.provider_code: '{bad}' is not a valid unified social credit code" in message
     assert f"GB 32100 requires {good[17]!r}" in message
 
 
@@ -330,7 +330,7 @@ async def test_withdraw(catalog: Catalog) -> None:
 
 
 async def test_unknown_resources_are_not_found(catalog: Catalog) -> None:
-    with pytest.raises(NotFound, match=f"resource {resource_code(9)} is not in the catalog"):
+    with pytest.raises(NotFound, match=f"resource '{resource_code(9)}' is not in the catalog"):
         await catalog.get(resource_code(9))
     with pytest.raises(NotFound):
         await catalog.update(agency(PROVIDER), make_entry(9))
@@ -433,9 +433,9 @@ async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
         ({"items": ()}, "entry.items: a resource needs at least one data item"),
         (
             {"items": (item("xm", key=True), item("xb"), item("xm"))},
-            'entry.items[2].name: duplicate item name "xm"',
+            "entry.items[2].name: duplicate item name 'xm'",
         ),
-        ({"items": (item("XM", key=True),)}, 'entry.items[0].name: "XM" must be lower-case'),
+        ({"items": (item("XM", key=True),)}, "entry.items[0].name: 'XM' must be lower-case"),
         ({"items": (item("xm"),)}, "at least one item must be marked key"),
         (
             {"items": (item("xm", key=True, sensitivity_level=5),)},
@@ -451,7 +451,7 @@ async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
                     item("xm", key=True, validation=ValidationRule(kind=PATTERN, pattern="(")),
                 )
             },
-            'entry.items[0].validation.pattern: "(" does not compile',
+            "entry.items[0].validation.pattern: '(' does not compile",
         ),
         ({"share_conditions": ""}, "entry.share_conditions: 有条件共享 requires"),
         ({"share_methods": ()}, "needs at least one share method"),
@@ -467,7 +467,7 @@ async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
             },
             "entry.share_methods: a 暂不共享 (not shared) resource must not list share methods",
         ),
-        ({"publish_date": "2025-02-30"}, 'entry.publish_date: "2025-02-30" is not a real date'),
+        ({"publish_date": "2025-02-30"}, "entry.publish_date: '2025-02-30' is not a real date"),
         ({"publish_date": "20250115"}, "must be a date YYYY-MM-DD"),
         (
             {"items": (item("xm", key=True, authoritative_source=True),)},
@@ -480,7 +480,7 @@ async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
                     item("b", standard_element="DE1", authoritative_source=True),
                 )
             },
-            'entry.items[1].standard_element: "DE1" is already claimed by entry.items[0]',
+            "entry.items[1].standard_element: 'DE1' is already claimed by entry.items[0]",
         ),
     ],
 )

@@ -197,7 +197,7 @@ def test_clear_text_needs_a_justification_naming_level_4_items() -> None:
         "always masked (分级管理, 第三十七条)"
     )
     assert clear_text_problem(entry, ["sfzhm", "nope"], "理由") == (
-        "clear_text_items: nope: not an item of resource 350100-3-000001"
+        "clear_text_items: 'nope': not an item of resource 350100-3-000001"
     )
 
 

@@ -259,9 +259,9 @@ def temporary(**fields: Any) -> TemporaryCollection:
             "temporary.expires_at: at most 90 days ahead",
         ),
         (temporary(extra_items=()), "temporary.extra_items: name the items"),
-        (temporary(extra_items=("JKM",)), r"temporary.extra_items\[0\]: \"JKM\" must be"),
-        (temporary(extra_items=("xm",)), r"temporary.extra_items\[0\]: \"xm\" is declared"),
-        (temporary(extra_items=("jkm", "jkm")), r"extra_items\[1\]: \"jkm\" is listed twice"),
+        (temporary(extra_items=("JKM",)), r"temporary.extra_items\[0\]: 'JKM' must be"),
+        (temporary(extra_items=("xm",)), r"temporary.extra_items\[0\]: 'xm' is declared"),
+        (temporary(extra_items=("jkm", "jkm")), r"extra_items\[1\]: 'jkm' is listed twice"),
     ],
 )
 async def test_temporary_collection_needs_reason_expiry_and_new_items(
@@ -370,9 +370,9 @@ async def test_verify_compares_item_by_item_without_returning_values(records: Re
     ("key", "claimed", "message"),
     [
         ({}, {"xm": "a"}, "key: missing key item\\(s\\) sfzhm"),
-        ({"sfzhm": "1", "xm": "a"}, {}, "key: xm not a key item"),
+        ({"sfzhm": "1", "xm": "a"}, {}, "key: 'xm' not a key item"),
         ({"sfzhm": " "}, {}, "key.sfzhm: must not be empty"),
-        ({"sfzhm": "1"}, {"nickname": "a"}, "claimed: nickname not an item"),
+        ({"sfzhm": "1"}, {"nickname": "a"}, "claimed: 'nickname' not an item"),
         ({"sfzhm": "1"}, {"xm": ""}, "claimed.xm: a claimed value must not be empty"),
     ],
 )
@@ -472,12 +472,12 @@ async def test_query_by_filters(records: Records) -> None:
     ("arguments", "error", "message"),
     [
         ({}, InvalidArgument, "give key values or at least one filter"),
-        ({"items": ["nickname"]}, InvalidArgument, "items: nickname not an item"),
-        ({"items": ["sjhm"]}, PermissionDenied, "items: the caller may not see sjhm"),
+        ({"items": ["nickname"]}, InvalidArgument, "items: 'nickname' not an item"),
+        ({"items": ["sjhm"]}, PermissionDenied, "items: the caller may not see 'sjhm'"),
         (
             {"filters": [QueryFilter("sjhm", QueryOperator.PREFIX, value="138")]},
             PermissionDenied,
-            'may not see item "sjhm", so may not filter on it',
+            "may not see item 'sjhm', so may not filter on it",
         ),
         (
             {"filters": [QueryFilter("ysr", QueryOperator.RANGE)]},

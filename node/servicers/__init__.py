@@ -30,6 +30,7 @@ from govnode.v1 import (
 
 from gateway.audit import AuditSink
 from gateway.identity import Identity
+from gateway.interceptors import TOKEN_AUTHORISED_METHODS
 from gateway.refusal import Refusal
 from node.access import AccessControl
 from node.access_store import Applications
@@ -157,6 +158,36 @@ def _handler(method: MethodDescriptor, fn: Callable[..., Any]) -> grpc.RpcMethod
     if method.server_streaming:
         return grpc.unary_stream_rpc_method_handler(fn, **kwargs)
     return grpc.unary_unary_rpc_method_handler(fn, **kwargs)
+
+
+def register_join_service(
+    server: grpc.aio.Server, services: Services, also_refuse: list[ServiceDescriptor]
+) -> None:
+    """The join port's server: FederationService/Join, and every other method of the node
+    (with those of ``also_refuse``, health and reflection) as a name the guard refuses with
+    UNAUTHENTICATED, since the port carries no client certificate. A name the node does not
+    serve at all is UNIMPLEMENTED there as on the main port."""
+    join = JoinServicer(services.config, services.db)
+
+    async def needs_certificate(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # Not reached: the guard refuses these before any handler runs. Kept as the answer if
+        # it ever did not.
+        raise Refusal(
+            grpc.StatusCode.UNAUTHENTICATED, "this port serves only FederationService/Join"
+        )
+        yield  # pragma: no cover - makes this a stream handler for any method shape
+
+    for service in [*service_descriptors(), *also_refuse]:
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for method in service.methods:
+            if f"/{service.full_name}/{method.name}" in TOKEN_AUTHORISED_METHODS:
+                behaviour = _map_errors(method, getattr(join, method.name))
+                handlers[method.name] = _handler(method, behaviour)
+            else:
+                handlers[method.name] = grpc.stream_stream_rpc_method_handler(needs_certificate)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
 
 
 def register_services(server: grpc.aio.Server, services: Services) -> list[str]:

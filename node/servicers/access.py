@@ -21,6 +21,7 @@ from govnode.v1 import access_pb2, common_pb2
 from gateway.auth import current_peer
 from gateway.identity import IdentityError, parse_spiffe
 from gateway.interceptors import add_audit_detail
+from gateway.quote import quote
 from node.access import Application, ApplicationStatus, Decision, Draft, Grant, Review
 from node.access_store import Applications, region_of_id
 from node.catalog import Catalog
@@ -161,7 +162,7 @@ def _id(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(f"{field} is required")
     if len(value) > 64 or not value.isprintable():
-        raise InvalidArgument(f"{field}: {value[:70]!r} is not an application or grant id")
+        raise InvalidArgument(f"{field}: {quote(value)} is not an application or grant id")
     return value
 
 

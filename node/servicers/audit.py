@@ -13,6 +13,7 @@ import grpc
 from govnode.v1 import audit_pb2
 
 from gateway.auth import current_peer
+from gateway.quote import quote
 from node.audit import AuditLog, AuditRecord, Operation
 from node.audit_query import AuditQuery, query_audit
 from node.errors import InvalidArgument
@@ -74,8 +75,8 @@ class AuditServicer:
     ) -> audit_pb2.QueryAuditResponse:
         if request.outcome and request.outcome not in _OUTCOMES:
             raise InvalidArgument(
-                f"outcome: {request.outcome!r} is not a gRPC status code name; use one such as "
-                "OK, PERMISSION_DENIED or INVALID_ARGUMENT"
+                f"outcome: {quote(request.outcome)} is not a gRPC status code name; use one such "
+                "as OK, PERMISSION_DENIED or INVALID_ARGUMENT"
             )
         query = AuditQuery(
             caller_identity=request.caller_identity,

@@ -17,6 +17,7 @@ from govnode.v1 import catalog_pb2, federation_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Identity
+from gateway.quote import quote
 from node.approval import is_approved, own_approval
 from node.catalog import Catalog
 from node.catalog_types import CatalogChange, ChangeKind, ResourceStatus
@@ -55,7 +56,7 @@ def change_from_proto(msg: catalog_pb2.CatalogChange) -> CatalogChange:
     wire = msg.entry
     if not (wire.HasField("created_at") and wire.HasField("updated_at") and msg.HasField("at")):
         raise InvalidArgument(
-            f"resource {wire.resource_code}: a feed change needs at, entry.created_at and "
+            f"resource {quote(wire.resource_code)}: a feed change needs at, entry.created_at and "
             "entry.updated_at"
         )
     status = _enum_in("ResourceStatus", wire.status, "entry.status", ResourceStatus)

@@ -245,6 +245,10 @@ class SubmitBatchRow(SQLModel, table=True):
     at: dt.datetime = Field(sa_type=UTCDateTime)
     #: JSON [[index, change request id], ...]: records held for approval (第四十一条).
     held: str | None = Field(default=None, sa_type=Text)
+    #: SHA-256 (hex) of the batch's content (node.records_submit.batch_digest): a resend of
+    #: the batch id with other content is refused. NULL for batches stored before migration
+    #: 0014, whose resends stay duplicates whatever they hold.
+    content_digest: str | None = Field(default=None, max_length=64)
 
 
 class InvitationRow(SQLModel, table=True):

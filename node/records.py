@@ -63,11 +63,12 @@ from node.records_submit import (
     RECORD_KEY_BYTES,
     VERSION,
     apply_writes,
+    batch_digest,
     check_batch,
     chunks,
     clean_batch,
     current_rows,
-    stored_outcome,
+    resent_outcome,
     temporary_json,
 )
 from node.records_types import (
@@ -192,8 +193,13 @@ class Records:
         stored record with the same key as its next version (every version is kept); one equal
         to the stored record is accepted without a new version. When a batch carries one key
         twice, both are applied in order: the later wins, the earlier stays in the history.
-        A batch id already applied to the resource returns its first outcome with
-        ``duplicate`` set and applies nothing.
+
+        A batch id already applied to the resource, resent with the same content (records as
+        sent, in order, and temporary collection: node.records_submit.batch_digest), returns
+        its first outcome with ``duplicate`` set and applies nothing; resent with other
+        content it is refused with FAILED_PRECONDITION, since a duplicate's ack would drop
+        the new records silently. Batches stored before the digest existed (migration 0014)
+        stay duplicates whatever the resend holds.
         """
         code = entry.resource_code
         now = self._now()
@@ -212,10 +218,12 @@ class Records:
             )
         schema = schema_for(entry)
         writes, positions, rejections, rejected = clean_batch(schema, batch)
-        valid = len(batch.records) - rejected
         temporary = batch.temporary
         # Probe records (第三十一条) are test fixtures, not government data: never held.
         hold = self._hold_updates and not entry.probe
+        valid = len(batch.records) - rejected
+        # Out of the transaction (and its per-resource lock): the transaction may run twice.
+        digest = batch_digest(batch)
 
         async def txn(session: AsyncSession) -> BatchOutcome:
             conn = await session.connection()
@@ -231,7 +239,7 @@ class Records:
                 )
             ).first()
             if done is not None:
-                return stored_outcome(done)
+                return resent_outcome(done, digest)
             at = self._now()
             state = (
                 await conn.execute(sa.select(DATA).where(DATA.c.resource_code == code))
@@ -292,6 +300,7 @@ class Records:
                     data_version=data_version,
                     at=at,
                     held=json.dumps(held) if held else None,
+                    content_digest=digest,
                 )
             )
             return BatchOutcome(

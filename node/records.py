@@ -68,6 +68,7 @@ from node.records_submit import (
     chunks,
     clean_batch,
     current_rows,
+    one_value_per_key,
     resent_outcome,
     temporary_json,
 )
@@ -191,8 +192,13 @@ class Records:
         checked against the catalog (第十二、十五条); a refused record gets one
         :class:`Rejection` per problem and the others are still applied. A record replaces the
         stored record with the same key as its next version (every version is kept); one equal
-        to the stored record is accepted without a new version. When a batch carries one key
-        twice, both are applied in order: the later wins, the earlier stays in the history.
+        to the stored record is accepted without a new version. Where such changes need
+        approval (``hold_updates``, 第四十一条) they are held as change requests instead, and
+        one batch may carry one value per key: every record of a key the batch carries with
+        different values is refused (node.records_submit.one_value_per_key), while a record
+        repeated unchanged is accepted once more without a new version. Where changes apply at
+        once (standing approval, or a probe resource), a key carried twice is applied in
+        order: the later wins, the earlier stays in the history.
 
         A batch id already applied to the resource, resent with the same content (records as
         sent, in order, and temporary collection: node.records_submit.batch_digest), returns
@@ -221,6 +227,11 @@ class Records:
         temporary = batch.temporary
         # Probe records (第三十一条) are test fixtures, not government data: never held.
         hold = self._hold_updates and not entry.probe
+        if hold:
+            writes, positions, conflicts = one_value_per_key(schema, writes, positions)
+            if conflicts:
+                rejected += len(conflicts)
+                rejections = sorted([*rejections, *conflicts], key=lambda r: r.index)
         valid = len(batch.records) - rejected
         # Out of the transaction (and its per-resource lock): the transaction may run twice.
         digest = batch_digest(batch)

@@ -22,7 +22,7 @@ from sqlmodel import SQLModel
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from node.catalog_types import ITEM_NAME_RE, ResourceEntry
 from node.errors import FailedPrecondition, InvalidArgument
-from node.records_hold import HeldWrite
+from node.records_hold import ARTICLE, HeldWrite
 from node.records_query import key_text
 from node.records_types import (
     MAX_BATCH_ID,
@@ -49,6 +49,9 @@ _IN_CHUNK = 500
 MAX_TEMPORARY_REASON = 2000
 #: A batch id quoted in a message is cut to this many characters (ids run to MAX_BATCH_ID).
 _QUOTED_ID = 40
+#: A record refused for carrying its key with other values names at most this many of the
+#: key's other positions in the batch (a batch may repeat one key 10,000 times).
+_NAMED_POSITIONS = 5
 
 _UPDATE_RECORD = (
     sa.update(RECORD)
@@ -150,6 +153,57 @@ def clean_batch(
         rejected += 1
         rejections.extend(Rejection(index, item, reason) for item, reason in problems)
     return writes, positions, rejections, rejected
+
+
+def one_value_per_key(
+    schema: RecordSchema, writes: list[tuple[str, dict[str, str]]], positions: list[int]
+) -> tuple[list[tuple[str, dict[str, str]]], list[int], list[Rejection]]:
+    """Refuse every occurrence of a key that carries different values within the batch.
+
+    Where changes of stored records need approval (第四十一条), one batch may not change a
+    record by itself: two values for a new key would write its version 1 and version 2 with
+    nothing held, and two for a stored key would file two competing change requests against
+    the same version. Which of the values is meant cannot be told, so none is applied or held;
+    the provider sends one value, and a change in a later batch is held for approval. Records
+    repeated with the same (canonical) values stay fine. ``writes`` and ``positions`` are
+    :func:`clean_batch`'s; returns them without the refused records, and the rejections."""
+    first: dict[str, int] = {}
+    conflicting: set[str] = set()
+    for n, (key, values) in enumerate(writes):
+        seen = first.setdefault(key, n)
+        if seen != n and writes[seen][1] != values:
+            conflicting.add(key)
+    if not conflicting:
+        return writes, positions, []
+    at: dict[str, list[int]] = {key: [] for key in conflicting}
+    kept_writes: list[tuple[str, dict[str, str]]] = []
+    kept_positions: list[int] = []
+    for (key, values), index in zip(writes, positions, strict=True):
+        if key in conflicting:
+            at[key].append(index)
+        else:
+            kept_writes.append((key, values))
+            kept_positions.append(index)
+    key_names = ", ".join(schema.key_items)
+    rejections: list[Rejection] = []
+    for indexes in at.values():
+        head = indexes[: _NAMED_POSITIONS + 1]  # enough to name a few others of any of them
+        for index in indexes:
+            others = [i for i in head if i != index][:_NAMED_POSITIONS]
+            named = ", ".join(f"records[{i}]" for i in others)
+            if len(indexes) - 1 > len(others):
+                named += f" and {len(indexes) - 1 - len(others)} more"
+            rejections.append(
+                Rejection(
+                    index,
+                    "",
+                    f"its key ({key_names}) is also at {named} of this batch with other "
+                    "values: one batch carries one value per key; send a change in a later "
+                    f"batch, where it is held for approval ({ARTICLE})",
+                )
+            )
+    rejections.sort(key=lambda r: r.index)
+    return kept_writes, kept_positions, rejections
 
 
 def batch_digest(batch: SubmitBatch) -> str:

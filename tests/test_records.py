@@ -233,14 +233,39 @@ async def test_changes_make_new_versions_and_unchanged_records_do_not(applying: 
     assert [(row.version, row.values["xm"]) for row in page.rows] == [(2, "张一")]
 
 
-async def test_a_key_twice_in_one_batch_applies_both_in_order(records: Records) -> None:
-    # Both are new to the resource: nothing stored before the batch changes, nothing is held.
+async def test_a_key_twice_in_one_batch_applies_both_in_order_with_standing_approval(
+    applying: Records,
+) -> None:
+    records = applying
     outcome = await submit(records, batch("b1", person(1, xm="甲"), person(1, xm="乙")))
     assert (outcome.accepted, outcome.data_version) == (2, 2)
     history = await records.record_history(ENTRY, {"sfzhm": cid(1)})
     assert [(v.version, v.values["xm"]) for v in history] == [(1, "甲"), (2, "乙")]
     [status] = await records.aggregation_status([ENTRY])
     assert status.record_count == 1
+
+
+async def test_a_key_with_many_values_in_one_batch_is_refused_everywhere(
+    records: Records,
+) -> None:
+    # 40 occurrences of one new key with two values among valid records of other keys.
+    sent = [
+        person(1, xm="甲" if n % 2 else "乙") if n % 3 == 0 else person(100 + n) for n in range(120)
+    ]
+    outcome = await submit(records, batch("b1", *sent))
+    refused = [n for n in range(120) if n % 3 == 0]
+    assert [r.index for r in outcome.rejections] == refused
+    assert (outcome.accepted, outcome.rejected, outcome.held) == (80, 40, ())
+    first = outcome.rejections[0].reason
+    # Each reason names a few of the key's other positions, not all of them.
+    assert "records[3], records[6], records[9], records[12], records[15] and 34 more" in first
+    assert max(len(r.reason) for r in outcome.rejections) < 400
+    with pytest.raises(NotFound):
+        await records.record_history(ENTRY, {"sfzhm": cid(1)})
+    # Repeated unchanged, a key is accepted each time and written once.
+    outcome = await submit(records, batch("b2", person(1), person(1), person(1)))
+    assert (outcome.accepted, outcome.rejected, outcome.data_version) == (3, 0, 81)
+    assert len(await records.record_history(ENTRY, {"sfzhm": cid(1)})) == 1
 
 
 async def test_only_the_provider_may_submit(records: Records) -> None:

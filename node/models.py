@@ -230,7 +230,8 @@ class ResourceDataRow(SQLModel, table=True):
 
 
 class SubmitBatchRow(SQLModel, table=True):
-    """A batch applied to a resource: a resend of the same batch_id gets this outcome back."""
+    """A batch applied to a resource: a resend of the same batch_id with the same content gets
+    this outcome back (with other content it is refused)."""
 
     __tablename__ = "submit_batch"
 

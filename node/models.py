@@ -230,7 +230,8 @@ class ResourceDataRow(SQLModel, table=True):
 
 
 class SubmitBatchRow(SQLModel, table=True):
-    """A batch applied to a resource: a resend of the same batch_id gets this outcome back."""
+    """A batch applied to a resource: a resend of the same batch_id with the same content gets
+    this outcome back (with other content it is refused)."""
 
     __tablename__ = "submit_batch"
 
@@ -245,6 +246,10 @@ class SubmitBatchRow(SQLModel, table=True):
     at: dt.datetime = Field(sa_type=UTCDateTime)
     #: JSON [[index, change request id], ...]: records held for approval (第四十一条).
     held: str | None = Field(default=None, sa_type=Text)
+    #: SHA-256 (hex) of the batch's content (node.records_submit.batch_digest): a resend of
+    #: the batch id with other content is refused. NULL for batches stored before migration
+    #: 0014, whose resends stay duplicates whatever they hold.
+    content_digest: str | None = Field(default=None, max_length=64)
 
 
 class InvitationRow(SQLModel, table=True):

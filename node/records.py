@@ -64,11 +64,13 @@ from node.records_submit import (
     RECORD_KEY_BYTES,
     VERSION,
     apply_writes,
+    batch_digest,
     check_batch,
     chunks,
     clean_batch,
     current_rows,
-    stored_outcome,
+    one_value_per_key,
+    resent_outcome,
     temporary_json,
 )
 from node.records_types import (
@@ -191,10 +193,20 @@ class Records:
         checked against the catalog (第十二、十五条); a refused record gets one
         :class:`Rejection` per problem and the others are still applied. A record replaces the
         stored record with the same key as its next version (every version is kept); one equal
-        to the stored record is accepted without a new version. When a batch carries one key
-        twice, both are applied in order: the later wins, the earlier stays in the history.
-        A batch id already applied to the resource returns its first outcome with
-        ``duplicate`` set and applies nothing.
+        to the stored record is accepted without a new version. Where such changes need
+        approval (``hold_updates``, 第四十一条) they are held as change requests instead, and
+        one batch may carry one value per key: every record of a key the batch carries with
+        different values is refused (node.records_submit.one_value_per_key), while a record
+        repeated unchanged is accepted once more without a new version. Where changes apply at
+        once (standing approval, or a probe resource), a key carried twice is applied in
+        order: the later wins, the earlier stays in the history.
+
+        A batch id already applied to the resource, resent with the same content (records as
+        sent, in order, and temporary collection: node.records_submit.batch_digest), returns
+        its first outcome with ``duplicate`` set and applies nothing; resent with other
+        content it is refused with FAILED_PRECONDITION, since a duplicate's ack would drop
+        the new records silently. Batches stored before the digest existed (migration 0014)
+        stay duplicates whatever the resend holds.
         """
         code = entry.resource_code
         now = self._now()
@@ -213,10 +225,17 @@ class Records:
             )
         schema = schema_for(entry)
         writes, positions, rejections, rejected = clean_batch(schema, batch)
-        valid = len(batch.records) - rejected
         temporary = batch.temporary
         # Probe records (第三十一条) are test fixtures, not government data: never held.
         hold = self._hold_updates and not entry.probe
+        if hold:
+            writes, positions, conflicts = one_value_per_key(schema, writes, positions)
+            if conflicts:
+                rejected += len(conflicts)
+                rejections = sorted([*rejections, *conflicts], key=lambda r: r.index)
+        valid = len(batch.records) - rejected
+        # Out of the transaction (and its per-resource lock): the transaction may run twice.
+        digest = batch_digest(batch)
 
         async def txn(session: AsyncSession) -> BatchOutcome:
             conn = await session.connection()
@@ -232,7 +251,7 @@ class Records:
                 )
             ).first()
             if done is not None:
-                return stored_outcome(done)
+                return resent_outcome(done, digest)
             at = self._now()
             state = (
                 await conn.execute(sa.select(DATA).where(DATA.c.resource_code == code))
@@ -293,6 +312,7 @@ class Records:
                     data_version=data_version,
                     at=at,
                     held=json.dumps(held) if held else None,
+                    content_digest=digest,
                 )
             )
             return BatchOutcome(

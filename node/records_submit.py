@@ -1,4 +1,5 @@
-"""Submit (汇聚) machinery: the batch's shape, its records' checks and the bulk writes.
+"""Submit (汇聚) machinery: the batch's shape, its records' checks, its content digest and the
+bulk writes.
 
 Used by :class:`node.records.Records`; split out so each module keeps one job. Writes are
 SQLAlchemy Core in bulk: the current rows for a batch's keys are read with IN queries of at most
@@ -9,6 +10,7 @@ new records, changed records and new versions go in with one executemany each.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,8 +22,8 @@ from sqlmodel import SQLModel
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from gateway.quote import quote
 from node.catalog_types import ITEM_NAME_RE, ResourceEntry
-from node.errors import InvalidArgument
-from node.records_hold import HeldWrite
+from node.errors import FailedPrecondition, InvalidArgument
+from node.records_hold import ARTICLE, HeldWrite
 from node.records_query import key_text
 from node.records_types import (
     MAX_BATCH_ID,
@@ -33,7 +35,7 @@ from node.records_types import (
     SubmitBatch,
     TemporaryCollection,
 )
-from node.validation import RecordSchema
+from node.validation import CST, RecordSchema
 
 RECORD = SQLModel.metadata.tables["record"]
 VERSION = SQLModel.metadata.tables["record_version"]
@@ -46,6 +48,11 @@ RECORD_KEY_BYTES = 1024
 #: Keys per IN (...) lookup: well under SQLite's and asyncpg's bound-parameter limits.
 _IN_CHUNK = 500
 MAX_TEMPORARY_REASON = 2000
+#: A batch id quoted in a message is cut to this many characters (ids run to MAX_BATCH_ID).
+_QUOTED_ID = 40
+#: A record refused for carrying its key with other values names at most this many of the
+#: key's other positions in the batch (a batch may repeat one key 10,000 times).
+_NAMED_POSITIONS = 5
 
 _UPDATE_RECORD = (
     sa.update(RECORD)
@@ -147,6 +154,116 @@ def clean_batch(
         rejected += 1
         rejections.extend(Rejection(index, item, reason) for item, reason in problems)
     return writes, positions, rejections, rejected
+
+
+def one_value_per_key(
+    schema: RecordSchema, writes: list[tuple[str, dict[str, str]]], positions: list[int]
+) -> tuple[list[tuple[str, dict[str, str]]], list[int], list[Rejection]]:
+    """Refuse every occurrence of a key that carries different values within the batch.
+
+    Where changes of stored records need approval (第四十一条), one batch may not change a
+    record by itself: two values for a new key would write its version 1 and version 2 with
+    nothing held, and two for a stored key would file two competing change requests against
+    the same version. Which of the values is meant cannot be told, so none is applied or held;
+    the provider sends one value, and a change in a later batch is held for approval. Records
+    repeated with the same (canonical) values stay fine. ``writes`` and ``positions`` are
+    :func:`clean_batch`'s; returns them without the refused records, and the rejections."""
+    first: dict[str, int] = {}
+    conflicting: set[str] = set()
+    for n, (key, values) in enumerate(writes):
+        seen = first.setdefault(key, n)
+        if seen != n and writes[seen][1] != values:
+            conflicting.add(key)
+    if not conflicting:
+        return writes, positions, []
+    at: dict[str, list[int]] = {key: [] for key in conflicting}
+    kept_writes: list[tuple[str, dict[str, str]]] = []
+    kept_positions: list[int] = []
+    for (key, values), index in zip(writes, positions, strict=True):
+        if key in conflicting:
+            at[key].append(index)
+        else:
+            kept_writes.append((key, values))
+            kept_positions.append(index)
+    key_names = ", ".join(schema.key_items)
+    rejections: list[Rejection] = []
+    for indexes in at.values():
+        head = indexes[: _NAMED_POSITIONS + 1]  # enough to name a few others of any of them
+        for index in indexes:
+            others = [i for i in head if i != index][:_NAMED_POSITIONS]
+            named = ", ".join(f"records[{i}]" for i in others)
+            if len(indexes) - 1 > len(others):
+                named += f" and {len(indexes) - 1 - len(others)} more"
+            rejections.append(
+                Rejection(
+                    index,
+                    "",
+                    f"its key ({key_names}) is also at {named} of this batch with other "
+                    "values: one batch carries one value per key; send a change in a later "
+                    f"batch, where it is held for approval ({ARTICLE})",
+                )
+            )
+    rejections.sort(key=lambda r: r.index)
+    return kept_writes, kept_positions, rejections
+
+
+def batch_digest(batch: SubmitBatch) -> str:
+    """The SHA-256 (hex) of what defines a batch's content, stored with the batch so that a
+    resend of its id can be told apart from a different batch under a reused id.
+
+    Covered: the records as sent (before any cleaning: a record written another way is other
+    content), in batch order, and the temporary collection if any. Not covered: the resource
+    code and the batch id (they identify the batch) and the submitter (only the provider
+    submits). Encoding: the bytes (all ASCII) of the JSON array ``[records, temporary]``, where
+    ``records`` is an array with one object per record, its members sorted by name (code point
+    order), and ``temporary`` is ``null`` or ``{"expires_at": ..., "extra_items": [...],
+    "reason": ...}`` with ``expires_at`` in UTC, ISO 8601 with microseconds when not zero
+    (``2026-12-31T16:00:00+00:00``) and ``extra_items`` in the order sent; no whitespace,
+    every non-ASCII character escaped as ``\\uXXXX`` (Python's ``json.dumps(...,
+    sort_keys=True, separators=(",", ":"))``). Protobuf bytes are not used: their encoding is
+    not canonical (map order, field order), so one batch could hash two ways.
+
+    One JSON document encoded in C and one hash: about 1.4 ms per 1,000 records on a loaded
+    2-core machine, a fifth of what checking them costs (:func:`clean_batch`). Computed before
+    the batch's transaction, so never twice and never under the resource's lock."""
+    temporary = batch.temporary
+    content = [
+        batch.records,
+        None
+        if temporary is None
+        else {
+            "expires_at": temporary.expires_at.astimezone(dt.UTC).isoformat(),
+            "extra_items": list(temporary.extra_items),
+            "reason": temporary.reason,
+        },
+    ]
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resent_outcome(row: Any, digest: str) -> BatchOutcome:
+    """The outcome of a batch id already applied (``row`` its submit_batch row), for a resend
+    whose content has ``digest``: the first outcome, marked duplicate, when the content is the
+    same; FAILED_PRECONDITION when it is not, since acknowledging it would drop the new records
+    without a word. Rows stored before migration 0014 have no digest: their resends stay
+    duplicates, as they were."""
+    if row.content_digest is not None and row.content_digest != digest:
+        first = row.at.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+        raise FailedPrecondition(
+            f"batch_id {_quote_id(row.batch_id)}: this batch's content (its records, in order, "
+            f"and its temporary collection) differs from the batch first applied under this id "
+            f"at {first} China Standard Time, so nothing of it was applied. A batch id names one "
+            "batch's content: send new or corrected records under a new batch_id"
+        )
+    return stored_outcome(row)
+
+
+def _quote_id(batch_id: str) -> str:
+    """``batch_id`` in quotes, cut to a short prefix (with its length) when long."""
+    if len(batch_id) <= _QUOTED_ID:
+        return json.dumps(batch_id, ensure_ascii=False)
+    prefix = json.dumps(batch_id[:_QUOTED_ID], ensure_ascii=False)
+    return f'{prefix[:-1]}…" ({len(batch_id)} characters)'
 
 
 async def apply_writes(

@@ -21,6 +21,7 @@ from govnode.v1 import (
 
 from gateway.tls import TlsFiles
 from node.app import RunningNode
+from node.codes import make_credit_code
 from node.servicers.convert import entry_to_proto
 from tests.nodes import (
     CIVIL_AFFAIRS,
@@ -233,10 +234,12 @@ async def submit_batch(
     return ack
 
 
-async def history(node: RunningNode, files: TlsFiles, code: str = CODE) -> Any:
+async def history(
+    node: RunningNode, files: TlsFiles, code: str = CODE, key: dict[str, str] = KEY
+) -> Any:
     async with channel(node, files) as ch:
         return await sharing_pb2_grpc.SharingServiceStub(ch).GetRecordHistory(
-            sharing_pb2.GetRecordHistoryRequest(resource_code=code, key=KEY), timeout=5
+            sharing_pb2.GetRecordHistoryRequest(resource_code=code, key=key), timeout=5
         )
 
 
@@ -278,6 +281,53 @@ async def test_a_submitted_change_of_a_stored_record_waits_for_approval(
         assert versions[0].written_by.endswith(f"/agency/{PUBLIC_SECURITY}")
 
 
+async def test_one_batch_carries_one_value_per_key(loaded: Province) -> None:
+    """Two values for one key in one batch would change a record without approval (a new
+    key's version 1, then version 2): every occurrence is refused, the rest applies."""
+    setup, node = loaded
+    provider, boss = setup.agency(PUBLIC_SECURITY), authority(setup)
+    beta = {"tyshxydm": "91350100MA00000029", "qymc": "福州乙公司", "fddbr": "赵六"}
+    gamma = {"tyshxydm": make_credit_code("91350100MA0000004"), "qymc": "福州丙公司"}
+    ack = await submit_batch(
+        node,
+        provider,
+        "daily-2",
+        [
+            beta,  # 0: a new key ...
+            gamma,  # 1: a new key, sent twice unchanged: fine
+            beta | {"qymc": "福州乙有限公司"},  # 2: ... with another value
+            ACME | {"qymc": "甲"},  # 3: a stored key ...
+            gamma,  # 4
+            ACME | {"qymc": "乙"},  # 5: ... changed two ways
+        ],
+    )
+    assert (ack.accepted, ack.held, ack.rejected) == (2, 0, 4)
+    reasons = {r.index: r.reason for r in ack.rejections}
+    assert sorted(reasons) == [0, 2, 3, 5] and {r.item for r in ack.rejections} == {""}
+    assert "records[2]" in reasons[0] and "records[0]" in reasons[2]
+    assert "records[5]" in reasons[3] and "records[3]" in reasons[5]
+    assert all("one value per key" in r and "第四十一条" in r for r in reasons.values())
+    # Nothing of the conflicting keys was written or held: no change request waits.
+    stored = []
+    for record in (ACME, beta, gamma):
+        key = {"tyshxydm": record["tyshxydm"]}
+        request = sharing_pb2.QueryRequest(resource_code=CODE, key=key)
+        reply = await sharing(node, provider, "Query", request)
+        stored.append([dict(r.record.values) for r in reply.rows])
+    assert stored == [[ACME], [], [gamma]]
+    for files in (provider, boss):
+        listed = await access(node, files, "ListChangeRequests", T.ListChangeRequestsRequest())
+        assert list(listed.change_requests) == []
+    gamma_history = await history(node, provider, key={"tyshxydm": gamma["tyshxydm"]})
+    assert [v.version for v in gamma_history.versions] == [1]
+    # One value per key in a later batch: the new key goes in, the change of the stored one is
+    # held once, both of its occurrences naming the same request.
+    ack = await submit_batch(node, provider, "daily-3", [beta, ACME | {"qymc": "乙"}] * 2)
+    assert (ack.accepted, ack.held, ack.rejected) == (2, 2, 0)
+    assert [h.index for h in ack.held_records] == [1, 3]
+    assert len({h.change_request_id for h in ack.held_records}) == 1
+
+
 async def test_submit_applies_changes_at_once_where_the_node_is_configured_to(
     tmp_path: Path, db_url: str
 ) -> None:
@@ -293,6 +343,16 @@ async def test_submit_applies_changes_at_once_where_the_node_is_configured_to(
         assert await current(node, provider) == [renamed]
         versions = (await history(node, provider)).versions
         assert [(v.version, v.batch_id) for v in versions] == [(1, "b1"), (2, "b2")]
+        # With standing approval one batch may change a record twice: applied in order, the
+        # later wins and both versions are kept.
+        ack = await submit_batch(node, provider, "b3", [ACME | {"qymc": "甲"}, ACME])
+        assert (ack.accepted, ack.held, ack.rejected) == (2, 0, 0)
+        assert await current(node, provider) == [ACME]
+        versions = (await history(node, provider)).versions
+        assert [(v.version, v.record.values["qymc"]) for v in versions][2:] == [
+            (3, "甲"),
+            (4, ACME["qymc"]),
+        ]
     finally:
         await node.stop(grace=0)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+from alembic import command
 from google.protobuf.timestamp_pb2 import Timestamp
 from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, sharing_pb2_grpc
 
@@ -19,6 +21,8 @@ from node.catalog_types import ResourceEntry, ShareMethod
 from node.codes import make_citizen_id, make_credit_code
 from node.examples import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
+from node.storage import Database
+from node.storage._migrations import alembic_config
 from tests.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -26,6 +30,8 @@ from tests.nodes import (
     ProvinceSetup,
     approve_change,
     channel,
+    make_province,
+    start,
 )
 
 Province = tuple[ProvinceSetup, RunningNode]
@@ -191,6 +197,128 @@ async def test_resubmitting_a_batch_applies_nothing_twice(loaded: Province) -> N
     await approve_change(node, setup, first.held_records[0].change_request_id)
     page = await sharing(node, police, "Query", query)
     assert [(r.version, r.record.values["xm"]) for r in page.rows] == [(2, "张三丰")]  # type: ignore[attr-defined]
+
+
+async def submit_until_refused(
+    node: RunningNode, files: TlsFiles, batches: Sequence[sharing_pb2.SubmitBatch]
+) -> tuple[list[sharing_pb2.SubmitAck], grpc.aio.AioRpcError]:
+    """The acks one Submit stream gave before it ended with a refusal, and the refusal."""
+    acks: list[sharing_pb2.SubmitAck] = []
+
+    async def requests() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        for b in batches:
+            yield b
+
+    async with channel(node, files) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for ack in sharing_pb2_grpc.SharingServiceStub(ch).Submit(requests()):
+                acks.append(ack)
+    return acks, err.value
+
+
+async def stored_names(node: RunningNode, files: TlsFiles, *ids: str) -> list[str]:
+    """The 姓名 stored under each citizen id ("" where there is no record)."""
+    names = []
+    for id_ in ids:
+        query = sharing_pb2.QueryRequest(resource_code=PEOPLE.resource_code, key={"gmsfhm": id_})
+        page = await sharing(node, files, "Query", query)
+        names += [r.record.values["xm"] for r in page.rows] or [""]  # type: ignore[attr-defined]
+    return names
+
+
+async def test_a_batch_id_reused_for_other_records_is_refused(loaded: Province) -> None:
+    setup, node = loaded
+    police = agency(setup, PUBLIC_SECURITY)
+    wang, zhao, qian = (make_citizen_id(f"3501022001020300{i}") for i in (1, 2, 3))
+    dated = "people-2026-12-03"
+    [first] = await submit(
+        node, police, [batch(PEOPLE.resource_code, dated, [{"gmsfhm": wang, "xm": "王一"}])]
+    )
+    # The same records again, their items in another order: the same batch, a duplicate.
+    [again] = await submit(
+        node, police, [batch(PEOPLE.resource_code, dated, [{"xm": "王一", "gmsfhm": wang}])]
+    )
+    assert (first.duplicate, again.duplicate, again.accepted) == (False, True, 1)
+    # A corrected file sent under the same id is refused, not acknowledged as a duplicate: on
+    # one stream, the batch before it is applied, it and the batch after it are not.
+    corrected = [{"gmsfhm": wang, "xm": "王壹"}, {"gmsfhm": zhao, "xm": "赵二"}]
+    acks, err = await submit_until_refused(
+        node,
+        police,
+        [
+            batch(PEOPLE.resource_code, "people-before", [{"gmsfhm": qian, "xm": "钱三"}]),
+            batch(PEOPLE.resource_code, dated, corrected),
+            batch(PEOPLE.resource_code, "people-after", [{"gmsfhm": zhao, "xm": "赵二"}]),
+        ],
+    )
+    assert [a.batch_id for a in acks] == ["people-before"]
+    assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
+    message = err.details() or ""
+    assert dated in message and "differ" in message and "new batch_id" in message
+    assert await stored_names(node, police, wang, zhao, qian) == ["王一", "", "钱三"]
+    # The refusal is in the audit log, with its message.
+    records = await AuditLog(node.db).query(limit=1000)
+    [refusal] = [r for r in records if r.outcome == "FAILED_PRECONDITION"]
+    assert refusal.method == "/govnode.v1.SharingService/Submit" and dated in refusal.message
+    # Under a new id the corrected records go in (the change of 王一's record held, 第四十一条).
+    [ack] = await submit(node, police, [batch(PEOPLE.resource_code, f"{dated}-2", corrected)])
+    assert (ack.duplicate, ack.accepted, ack.held) == (False, 1, 1)
+    assert await stored_names(node, police, wang, zhao) == ["王一", "赵二"]
+
+
+async def downgrade(db_url: str, revision: str) -> None:
+    """Take the database back to schema ``revision`` (Alembic downgrade), as an older release
+    left it."""
+    db = await Database.open(db_url)
+    try:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: command.downgrade(alembic_config(sync), revision)
+            )
+    finally:
+        await db.close()
+
+
+async def test_batches_stored_before_the_content_digest_stay_duplicates(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A database from before migration 0014 (batches without a content digest) is migrated at
+    start-up; resends of its batches are duplicates whatever they hold, as they were, and
+    batches stored since are checked."""
+    setup = make_province(tmp_path / "province", db_url)
+    police = agency(setup, PUBLIC_SECURITY)
+    wang, zhao = (make_citizen_id(f"3501022001020300{i}") for i in (1, 2))
+    node = await start(setup)
+    try:
+        await register(setup, node, PEOPLE)
+        [old] = await submit(
+            node, police, [batch(PEOPLE.resource_code, "old-1", [{"gmsfhm": wang, "xm": "王一"}])]
+        )
+    finally:
+        await node.stop(grace=0)
+    await downgrade(db_url, "0013")  # the batch row as release 0013 wrote it: no digest
+    node = await start(setup)
+    try:
+        row = await node.db.fetch_one(
+            "SELECT content_digest FROM submit_batch WHERE batch_id = :id", {"id": "old-1"}
+        )
+        assert row is not None and row[0] is None
+        other = [{"gmsfhm": zhao, "xm": "赵二"}]
+        [again] = await submit(node, police, [batch(PEOPLE.resource_code, "old-1", other)])
+        assert (again.duplicate, again.accepted) == (True, 1)
+        assert again.committed_at == old.committed_at  # the first outcome
+        assert await stored_names(node, police, wang, zhao) == ["王一", ""]
+        # A batch stored since the migration has its digest, and is checked.
+        await submit(node, police, [batch(PEOPLE.resource_code, "new-1", other)])
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await submit(
+                node,
+                police,
+                [batch(PEOPLE.resource_code, "new-1", [{"gmsfhm": zhao, "xm": "赵贰"}])],
+            )
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await node.stop(grace=0)
 
 
 async def test_only_the_provider_may_submit(loaded: Province) -> None:

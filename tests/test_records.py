@@ -116,12 +116,52 @@ async def test_valid_records_are_applied_and_invalid_ones_rejected_with_reasons(
 
 async def test_a_resent_batch_is_applied_once(records: Records) -> None:
     first = await submit(records, batch("b1", person(1), person(2, xm="")))
-    again = await submit(records, batch("b1", person(1, xm="李四"), person(3)))
-    assert again == dataclasses.replace(first, duplicate=True)
+    # The same records, their items in another order: the same content.
+    resent = batch("b1", dict(reversed(person(1).items())), person(2, xm=""))
+    assert await submit(records, resent) == dataclasses.replace(first, duplicate=True)
     assert len(await records.record_history(ENTRY, {"sfzhm": cid(1)})) == 1
     [status] = await records.aggregation_status([ENTRY])
     assert (status.data_version, status.record_count) == (1, 1)
     assert (await records.verify(ENTRY, {"sfzhm": cid(1)}, {"xm": "张1"})).all_match
+
+
+async def test_a_batch_id_resent_with_other_content_is_refused(records: Records) -> None:
+    await submit(records, batch("b1", person(1), person(2, xm="")))
+    for other in (
+        batch("b1", person(1, xm="李四"), person(2, xm="")),  # a value corrected
+        batch("b1", person(2, xm=""), person(1)),  # the same records in another order
+        batch("b1", person(1), person(2, xm=""), person(3)),  # one record more
+        batch("b1", person(1)),  # one record fewer
+        batch("b1", person(1, sfzhm=f" {cid(1)} "), person(2, xm="")),  # written another way
+    ):
+        with pytest.raises(FailedPrecondition, match=r'batch_id "b1": .* differs .* new batch_id'):
+            await submit(records, other)
+    history = await records.record_history(ENTRY, {"sfzhm": cid(1)})
+    assert [v.values["xm"] for v in history] == ["张1"]
+    [status] = await records.aggregation_status([ENTRY])
+    assert (status.data_version, status.record_count) == (1, 1)
+
+
+async def test_a_batch_id_resent_with_another_temporary_collection_is_refused(
+    records: Records,
+) -> None:
+    extra = person(1, hjd="福州")
+    await submit(records, batch("t1", extra, temporary=temporary()))
+    assert (await submit(records, batch("t1", extra, temporary=temporary()))).duplicate
+    for changed in (temporary(reason="另一事由"), temporary(extra_items=("hjd", "zz"))):
+        with pytest.raises(FailedPrecondition, match="differs"):
+            await submit(records, batch("t1", extra, temporary=changed))
+    with pytest.raises(FailedPrecondition, match="differs"):
+        await submit(records, batch("t1", person(1, hjd="福州")))  # without the collection
+
+
+async def test_a_long_batch_id_is_quoted_as_a_prefix(records: Records) -> None:
+    long_id = "daily-" + "x" * 122
+    await submit(records, batch(long_id, person(1)))
+    with pytest.raises(FailedPrecondition) as err:
+        await submit(records, batch(long_id, person(2)))
+    assert f'batch_id "{long_id[:40]}…" (128 characters)' in err.value.message
+    assert long_id not in err.value.message
 
 
 @pytest.fixture
@@ -160,9 +200,9 @@ async def test_a_change_of_a_stored_record_is_held_for_approval(
     other = await submit(records, batch("b4", person(1, xm="张壹")))
     assert other.held[0].change_request_id != held.change_request_id
     # A resent batch gets its first outcome, held records included.
-    assert await submit(records, batch("b2", person(9))) == dataclasses.replace(
-        outcome, duplicate=True
-    )
+    assert await submit(
+        records, batch("b2", person(2), person(1, xm="张一"), person(3))
+    ) == dataclasses.replace(outcome, duplicate=True)
 
 
 async def test_changes_make_new_versions_and_unchanged_records_do_not(applying: Records) -> None:
@@ -187,14 +227,39 @@ async def test_changes_make_new_versions_and_unchanged_records_do_not(applying: 
     assert [(row.version, row.values["xm"]) for row in page.rows] == [(2, "张一")]
 
 
-async def test_a_key_twice_in_one_batch_applies_both_in_order(records: Records) -> None:
-    # Both are new to the resource: nothing stored before the batch changes, nothing is held.
+async def test_a_key_twice_in_one_batch_applies_both_in_order_with_standing_approval(
+    applying: Records,
+) -> None:
+    records = applying
     outcome = await submit(records, batch("b1", person(1, xm="甲"), person(1, xm="乙")))
     assert (outcome.accepted, outcome.data_version) == (2, 2)
     history = await records.record_history(ENTRY, {"sfzhm": cid(1)})
     assert [(v.version, v.values["xm"]) for v in history] == [(1, "甲"), (2, "乙")]
     [status] = await records.aggregation_status([ENTRY])
     assert status.record_count == 1
+
+
+async def test_a_key_with_many_values_in_one_batch_is_refused_everywhere(
+    records: Records,
+) -> None:
+    # 40 occurrences of one new key with two values among valid records of other keys.
+    sent = [
+        person(1, xm="甲" if n % 2 else "乙") if n % 3 == 0 else person(100 + n) for n in range(120)
+    ]
+    outcome = await submit(records, batch("b1", *sent))
+    refused = [n for n in range(120) if n % 3 == 0]
+    assert [r.index for r in outcome.rejections] == refused
+    assert (outcome.accepted, outcome.rejected, outcome.held) == (80, 40, ())
+    first = outcome.rejections[0].reason
+    # Each reason names a few of the key's other positions, not all of them.
+    assert "records[3], records[6], records[9], records[12], records[15] and 34 more" in first
+    assert max(len(r.reason) for r in outcome.rejections) < 400
+    with pytest.raises(NotFound):
+        await records.record_history(ENTRY, {"sfzhm": cid(1)})
+    # Repeated unchanged, a key is accepted each time and written once.
+    outcome = await submit(records, batch("b2", person(1), person(1), person(1)))
+    assert (outcome.accepted, outcome.rejected, outcome.data_version) == (3, 0, 81)
+    assert len(await records.record_history(ENTRY, {"sfzhm": cid(1)})) == 1
 
 
 async def test_only_the_provider_may_submit(records: Records) -> None:

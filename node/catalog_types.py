@@ -18,6 +18,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from node.codes import Region, credit_code_problem, credit_code_region
 from node.errors import InvalidArgument
+from node.patterns import (
+    ENGINE,
+    MAX_ENTRY_PATTERN_SIZE,
+    UnsupportedPattern,
+    compile_pattern,
+    quote_pattern,
+)
 
 # --- vocabularies -------------------------------------------------------------------------
 
@@ -422,6 +429,40 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
                 )
             else:
                 claimed[item.standard_element] = i
+    problems += _pattern_problems(entry)
+    return problems
+
+
+def _pattern_problems(entry: ResourceEntry) -> list[str]:
+    """Every PATTERN rule must run on the linear-time engine (node.patterns), and the entry's
+    patterns together stay within a compile budget: compiling runs on the event loop."""
+    problems = []
+    spent = 0
+    seen: set[str] = set()
+    for i, item in enumerate(entry.items):
+        rule = item.validation
+        if rule.kind is not ValidationKind.PATTERN or not rule.pattern or rule.pattern in seen:
+            continue
+        seen.add(rule.pattern)
+        path = f"entry.items[{i}].validation.pattern"
+        if spent > MAX_ENTRY_PATTERN_SIZE:
+            problems.append(
+                f"{path}: not checked: the entry's patterns before it already compile to more "
+                f"than {MAX_ENTRY_PATTERN_SIZE:,} RE2 instructions, the most one entry may have"
+            )
+            break
+        try:
+            spent += compile_pattern(rule.pattern).size
+        except UnsupportedPattern as refusal:
+            spent += refusal.cost  # what trying to compile it cost
+            problems.append(f"{path}: {quote_pattern(rule.pattern)}: {refusal}; {ENGINE}")
+            continue
+        if spent > MAX_ENTRY_PATTERN_SIZE:
+            problems.append(
+                f"{path}: the entry's patterns compile to more than {MAX_ENTRY_PATTERN_SIZE:,} "
+                "RE2 instructions together, the most one entry may have (Unicode classes such "
+                "as \\w cost about 1,350 per repetition)"
+            )
     return problems
 
 
@@ -434,16 +475,8 @@ def _rule_problems(path: str, item: DataItem) -> list[str]:
         problems.append(f"{path}.validation.enum_values: an enum item needs its allowed values")
     if len(set(rule.enum_values)) != len(rule.enum_values):
         problems.append(f"{path}.validation.enum_values: values must be unique")
-    if rule.kind is ValidationKind.PATTERN:
-        if not rule.pattern:
-            problems.append(f"{path}.validation.pattern: a pattern rule needs a pattern")
-        else:
-            try:
-                re.compile(rule.pattern)
-            except re.error as error:
-                problems.append(
-                    f'{path}.validation.pattern: "{rule.pattern}" does not compile: {error}'
-                )
+    if rule.kind is ValidationKind.PATTERN and not rule.pattern:
+        problems.append(f"{path}.validation.pattern: a pattern rule needs a pattern")
     if rule.max_length < 0:
         problems.append(f"{path}.validation.max_length: must be 0 (no limit) or more")
     mask = item.masking

@@ -188,7 +188,7 @@ def _range_condition(
     for name, raw in (("lower", flt.lower), ("upper", flt.upper)):
         if not raw.strip():
             continue
-        canonical, problem = check.canonical(raw)
+        canonical, problem = check.lookup_form(raw)
         if canonical is None:
             raise InvalidArgument(f"{path}.{name}: {problem}")
         operand: sa.ColumnElement[Any] = element

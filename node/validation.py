@@ -27,13 +27,19 @@ ENUM          one of the item's ``enum_values``, exactly       unchanged
 
 Rules (``ValidationRule.kind``): CITIZEN_ID is GB 11643 (format, birth date, check
 character), CREDIT_CODE is GB 32100, DATE and ENUM as the data types above, PATTERN is a full
-match of the item's regular expression, PHONE is a mainland mobile number ``1[3-9]`` + 9 digits
+match of the item's regular expression (Python ``re`` syntax, run on the linear-time engine of
+:mod:`node.patterns`), PHONE is a mainland mobile number ``1[3-9]`` + 9 digits
 or a fixed line with its area code: ``0`` + 2-3 digits, an optional ``-``, 7-8 digits and an
 optional ``-`` extension of 1-6 digits (``0591-87654321``, ``059187654321-123``). Phone
 numbers are compared as written (only stripped). ``max_length`` counts characters.
 
 Everything is compiled once per catalog entry (:func:`schema_for`), so checking a batch of
-ten thousand records is a loop over precompiled checks.
+ten thousand records is a loop over precompiled checks (patterns come from node.patterns'
+bounded cache at each check).
+
+A value a caller looks records up by or compares (Verify, Compare, Query) is brought to its
+canonical form without the pattern and the maximum length (:meth:`ItemCheck.lookup_form`):
+neither changes a value's form, and a consumer's value then never runs a provider's pattern.
 """
 
 from __future__ import annotations
@@ -46,8 +52,17 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import structlog
+
 from node.catalog_types import DataItem, DataType, ResourceEntry, ValidationKind
 from node.codes import citizen_id_problem, credit_code_problem
+from node.patterns import (
+    CACHED_PATTERNS,
+    ENGINE,
+    UnsupportedPattern,
+    compile_pattern,
+    quote_pattern,
+)
 
 __all__ = [
     "CST",
@@ -58,6 +73,8 @@ __all__ = [
     "record_problems",
     "schema_for",
 ]
+
+log = structlog.get_logger(__name__)
 
 #: China Standard Time, the zone of a datetime written without an offset.
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -223,20 +240,33 @@ def _phone(value: str) -> Result:
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _pattern_check(pattern: str) -> Canonical:
-    compiled = _compiled(pattern)
+    # Compiled on first use, through node.patterns' bounded cache: schemas never hold RE2
+    # programs themselves, and a Verify (which needs no pattern) never compiles one.
+    shown = quote_pattern(pattern)
 
     def check(value: str) -> Result:
+        try:
+            compiled = compile_pattern(pattern)
+        except UnsupportedPattern as refusal:
+            # An entry stored before patterns ran on RE2 (node.patterns): the rule cannot be
+            # checked, so no value passes it, and the reason tells the provider what to fix.
+            _log_unsupported(pattern, str(refusal))
+            return None, (
+                f"cannot be checked: the item's pattern {shown} is refused ({refusal}; "
+                f"{ENGINE}); the provider must change the rule (UpdateResource)"
+            )
         if compiled.fullmatch(value):
             return value, None
-        return None, f"does not match the pattern {pattern}"
+        return None, f"does not match the pattern {shown}"
 
     return check
+
+
+@functools.lru_cache(maxsize=CACHED_PATTERNS)
+def _log_unsupported(pattern: str, reason: str) -> None:
+    # Cached: logged once per pattern, not once per value.
+    log.warning("validation.pattern_unsupported", pattern=pattern[:64], reason=reason)
 
 
 _TYPE_CHECKS: dict[DataType, Canonical] = {
@@ -249,7 +279,9 @@ _TYPE_CHECKS: dict[DataType, Canonical] = {
 }
 
 
-def _checks(item: DataItem) -> tuple[Canonical, ...]:
+def _checks(item: DataItem, *, lookup: bool = False) -> tuple[Canonical, ...]:
+    """The item's checks in order; ``lookup``: only those that give the canonical form, without
+    the pattern and the length (see :meth:`ItemCheck.lookup_form`)."""
     rule = item.validation
     checks: list[Canonical] = []
     if item.data_type is DataType.ENUM:
@@ -265,13 +297,13 @@ def _checks(item: DataItem) -> tuple[Canonical, ...]:
             checks.append(_as_date)
         case ValidationKind.ENUM if item.data_type is not DataType.ENUM:
             checks.append(_enum_check(rule.enum_values))
-        case ValidationKind.PATTERN if rule.pattern:
+        case ValidationKind.PATTERN if rule.pattern and not lookup:
             checks.append(_pattern_check(rule.pattern))
         case ValidationKind.PHONE:
             checks.append(_phone)
         case _:
             pass
-    if rule.max_length > 0:
+    if rule.max_length > 0 and not lookup:
         limit = rule.max_length
 
         def max_length(value: str) -> Result:
@@ -283,28 +315,46 @@ def _checks(item: DataItem) -> tuple[Canonical, ...]:
     return tuple(checks)
 
 
+def _run(checks: tuple[Canonical, ...], value: str) -> Result:
+    current = value.strip()
+    for check in checks:
+        result, problem = check(current)
+        if result is None:
+            assert problem is not None
+            return None, problem
+        current = result
+    return current, None
+
+
 @dataclass(frozen=True, slots=True)
 class ItemCheck:
     """The compiled checks of one data item."""
 
     item: DataItem
     checks: tuple[Canonical, ...]
+    lookup: tuple[Canonical, ...]
+
+    @classmethod
+    def of(cls, item: DataItem) -> ItemCheck:
+        return cls(item, _checks(item), _checks(item, lookup=True))
 
     def canonical(self, value: str) -> Result:
         """``(canonical form, None)`` for a valid value, ``(None, reason)`` otherwise."""
-        current = value.strip()
-        for check in self.checks:
-            result, problem = check(current)
-            if result is None:
-                assert problem is not None
-                return None, problem
-            current = result
-        return current, None
+        return _run(self.checks, value)
+
+    def lookup_form(self, value: str) -> Result:
+        """What :meth:`canonical` gives, except that the item's pattern and maximum length are
+        not checked: for a value a caller looks records up by or compares with (Verify,
+        Compare, Query), never stores. Those two rules do not change a value's canonical form,
+        so a value they refuse equals no stored value anyway, unless the rule changed after
+        the record was stored, and then it should still find it. It also means a consumer's
+        value never runs a provider's pattern."""
+        return _run(self.lookup, value)
 
     def normalise(self, value: str) -> str:
-        """The canonical form of a valid value; an invalid one only stripped (so it can never
-        equal a stored value, which is always valid)."""
-        canonical, _ = self.canonical(value)
+        """The form to compare a claimed or looked-up value in: its :meth:`lookup_form`; an
+        invalid one only stripped (so it can never equal a stored value, which is valid)."""
+        canonical, _ = self.lookup_form(value)
         return value.strip() if canonical is None else canonical
 
 
@@ -313,7 +363,7 @@ class RecordSchema:
 
     def __init__(self, entry: ResourceEntry) -> None:
         self.items: dict[str, ItemCheck] = {
-            item.name: ItemCheck(item, _checks(item)) for item in entry.items
+            item.name: ItemCheck.of(item) for item in entry.items
         }
         self.key_items: tuple[str, ...] = tuple(i.name for i in entry.items if i.key)
         self.required: tuple[str, ...] = tuple(i.name for i in entry.items if i.required or i.key)
@@ -361,7 +411,7 @@ def schema_for(entry: ResourceEntry) -> RecordSchema:
 
 @functools.lru_cache(maxsize=1024)
 def _item_check(item: DataItem) -> ItemCheck:
-    return ItemCheck(item, _checks(item))
+    return ItemCheck.of(item)
 
 
 # --- public functions ---------------------------------------------------------------------
@@ -373,7 +423,7 @@ def item_value_problem(item: DataItem, value: str) -> str | None:
 
 
 def normalise(item: DataItem, value: str) -> str:
-    """``value`` in the canonical form used for storage and comparison (see module docs)."""
+    """``value`` in the canonical form used for comparison (see module docs)."""
     return _item_check(item).normalise(value)
 
 

@@ -174,7 +174,7 @@ def test_date_rule_on_a_string_item() -> None:
 def test_pattern_rule_must_match_the_whole_value() -> None:
     rule = ruled(ValidationKind.PATTERN, pattern=r"[A-Z]{2}\d{4}")
     assert item_value_problem(rule, "FJ2024") is None
-    assert item_value_problem(rule, "FJ2024x") == r"does not match the pattern [A-Z]{2}\d{4}"
+    assert item_value_problem(rule, "FJ2024x") == r'does not match the pattern "[A-Z]{2}\d{4}"'
     assert item_value_problem(rule, "xFJ2024") is not None
 
 

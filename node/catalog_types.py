@@ -251,6 +251,10 @@ CLASSIFICATION_DIGIT = {
 }
 KEYED_METHODS = frozenset({ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY})
 MAX_ITEMS = 1000
+#: Allowed values of one ENUM item, each at most MAX_ENUM_VALUE_LENGTH characters: every node
+#: parses the entry on each change, and the refusal message lists them.
+MAX_ENUM_VALUES = 10_000
+MAX_ENUM_VALUE_LENGTH = 200
 
 _TEXT_LIMITS = {
     "name": 200,
@@ -473,7 +477,14 @@ def _rule_problems(path: str, item: DataItem) -> list[str]:
         v.strip() for v in rule.enum_values
     ):
         problems.append(f"{path}.validation.enum_values: an enum item needs its allowed values")
-    if len(set(rule.enum_values)) != len(rule.enum_values):
+    if len(rule.enum_values) > MAX_ENUM_VALUES or any(
+        len(v) > MAX_ENUM_VALUE_LENGTH for v in rule.enum_values
+    ):
+        problems.append(
+            f"{path}.validation.enum_values: at most {MAX_ENUM_VALUES:,} values of at most "
+            f"{MAX_ENUM_VALUE_LENGTH} characters each, got {len(rule.enum_values):,}"
+        )
+    elif len(set(rule.enum_values)) != len(rule.enum_values):
         problems.append(f"{path}.validation.enum_values: values must be unique")
     if rule.kind is ValidationKind.PATTERN and not rule.pattern:
         problems.append(f"{path}.validation.pattern: a pattern rule needs a pattern")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
-from node.catalog_types import ITEM_NAME_RE, ResourceEntry
+from node.catalog_types import ITEM_NAME_RE, MAX_ITEMS, ResourceEntry
 from node.errors import InvalidArgument
 from node.records_hold import HeldWrite
 from node.records_query import key_text
@@ -105,7 +105,12 @@ def _check_temporary(
         )
     if not temporary.extra_items:
         raise InvalidArgument("temporary.extra_items: name the items collected outside the catalog")
+    if len(temporary.extra_items) > MAX_ITEMS:
+        raise InvalidArgument(
+            f"temporary.extra_items: at most {MAX_ITEMS} items, got {len(temporary.extra_items)}"
+        )
     declared = {item.name for item in entry.items}
+    seen: set[str] = set()
     for i, name in enumerate(temporary.extra_items):
         path = f"temporary.extra_items[{i}]"
         if not ITEM_NAME_RE.match(name):
@@ -118,8 +123,9 @@ def _check_temporary(
                 f'{path}: "{name}" is declared in the catalog entry; only undeclared items need '
                 "a temporary collection"
             )
-        if name in temporary.extra_items[:i]:
+        if name in seen:
             raise InvalidArgument(f'{path}: "{name}" is listed twice')
+        seen.add(name)
 
 
 def clean_batch(

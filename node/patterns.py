@@ -40,6 +40,7 @@ __all__ = [
     "CACHED_PATTERNS",
     "MAX_ENTRY_PATTERN_SIZE",
     "MAX_PATTERN_LENGTH",
+    "MAX_PATTERN_VALUE_LENGTH",
     "PATTERN_MAX_MEM",
     "Pattern",
     "UnsupportedPattern",
@@ -50,6 +51,10 @@ __all__ = [
 
 #: The longest pattern a rule may have, in characters.
 MAX_PATTERN_LENGTH = 1000
+#: The longest value a pattern is run on, in characters: matching is linear in the value, but
+#: against a pattern RE2 must simulate position by position (such as ``.*a.{999}``) each byte
+#: can cost up to about 10 microseconds, so one match stays within about 0.3 s.
+MAX_PATTERN_VALUE_LENGTH = 10_000
 #: RE2 memory budget of one compiled pattern (RE2 ``max_mem``): about 2/3 for the program,
 #: the rest for the DFA caches; a pattern whose program does not fit is refused. ``\w{1,50}``
 #: fits (Python's Unicode ``\w`` is about 1,350 instructions per repetition); ``[0-9]{1,1000}``

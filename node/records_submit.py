@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlmodel import SQLModel
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from node.catalog_types import ITEM_NAME_RE, MAX_ITEMS, ResourceEntry
-from node.errors import InvalidArgument
+from node.errors import InvalidArgument, ResourceExhausted
 from node.records_hold import HeldWrite
 from node.records_query import key_text
 from node.records_types import (
@@ -32,7 +33,7 @@ from node.records_types import (
     SubmitBatch,
     TemporaryCollection,
 )
-from node.validation import RecordSchema
+from node.validation import MAX_CHECK_SECONDS, RecordSchema
 
 RECORD = SQLModel.metadata.tables["record"]
 VERSION = SQLModel.metadata.tables["record_version"]
@@ -132,7 +133,8 @@ def clean_batch(
     schema: RecordSchema, batch: SubmitBatch
 ) -> tuple[list[tuple[str, dict[str, str]]], list[int], list[Rejection], int]:
     """Valid records as (record key, canonical values), in batch order, and the position of
-    each in the batch; the rejections; and how many records were refused."""
+    each in the batch; the rejections; and how many records were refused. Refuses the batch
+    (ResourceExhausted) once checking it has taken MAX_CHECK_SECONDS of CPU."""
     extra = frozenset(batch.temporary.extra_items) if batch.temporary else frozenset()
     key_items = schema.key_items
     writes: list[tuple[str, dict[str, str]]] = []
@@ -140,8 +142,21 @@ def clean_batch(
     rejections: list[Rejection] = []
     rejected = 0
     clean = schema.clean
-    for index, record in enumerate(batch.records):
-        values, problems = clean(record, extra)
+    start = time.thread_time()
+    index = 0
+
+    def budget() -> None:
+        # Before anything is written: the batch is refused whole.
+        if time.thread_time() - start > MAX_CHECK_SECONDS:
+            raise ResourceExhausted(
+                f"batch {batch.batch_id}: checking its records took more than "
+                f"{MAX_CHECK_SECONDS:g} s of CPU (stopped at record {index}); send smaller "
+                "batches, or simplify the entry's patterns"
+            )
+
+    for index, record in enumerate(batch.records):  # budget() reads index
+        budget()
+        values, problems = clean(record, extra, budget=budget)
         if not problems:
             key = key_text([values[name] for name in key_items])
             if len(key.encode()) <= RECORD_KEY_BYTES:

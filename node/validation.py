@@ -59,6 +59,7 @@ from node.codes import citizen_id_problem, credit_code_problem
 from node.patterns import (
     CACHED_PATTERNS,
     ENGINE,
+    MAX_PATTERN_VALUE_LENGTH,
     UnsupportedPattern,
     compile_pattern,
     quote_pattern,
@@ -66,6 +67,7 @@ from node.patterns import (
 
 __all__ = [
     "CST",
+    "MAX_CHECK_SECONDS",
     "ItemCheck",
     "RecordSchema",
     "item_value_problem",
@@ -78,6 +80,12 @@ log = structlog.get_logger(__name__)
 
 #: China Standard Time, the zone of a datetime written without an offset.
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+#: CPU seconds checking one Submit batch or one record change may take (the checking
+#: thread's own time, time.thread_time, so load elsewhere does not count): 10,000 ordinary
+#: records need about 0.2 s; long values against a pattern RE2 must simulate position by
+#: position (such as ``.*a.{999}``) up to about 10 microseconds a byte.
+MAX_CHECK_SECONDS = 5.0
 
 UNDECLARED = "not declared in the catalog entry (第十二条)"
 REQUIRED_MISSING = "required item is missing or empty (第十五条)"
@@ -259,6 +267,11 @@ def _pattern_check(pattern: str) -> Canonical:
                 f"cannot be checked: the item's pattern {shown} is refused ({refusal}; "
                 f"{ENGINE}); the provider must change the rule (UpdateResource)"
             )
+        if len(value) > MAX_PATTERN_VALUE_LENGTH:
+            return None, (
+                f"too long to check against the pattern: at most {MAX_PATTERN_VALUE_LENGTH} "
+                f"characters, got {len(value)}"
+            )
         if compiled.fullmatch(value):
             return value, None
         return None, f"does not match the pattern {shown}"
@@ -370,15 +383,25 @@ class RecordSchema:
         }
         self.key_items: tuple[str, ...] = tuple(i.name for i in entry.items if i.key)
         self.required: tuple[str, ...] = tuple(i.name for i in entry.items if i.required or i.key)
+        #: Items with a PATTERN rule: the checks whose cost grows with the value's length.
+        self.patterned: frozenset[str] = frozenset(
+            i.name
+            for i in entry.items
+            if i.validation.kind is ValidationKind.PATTERN and i.validation.pattern
+        )
 
     def clean(
-        self, values: Mapping[str, str], allowed_extra: frozenset[str] = frozenset()
+        self,
+        values: Mapping[str, str],
+        allowed_extra: frozenset[str] = frozenset(),
+        *,
+        budget: Callable[[], None] | None = None,
     ) -> tuple[dict[str, str], list[tuple[str, str]]]:
         """The record in canonical form and every problem with it as ``(item, reason)``.
 
         Empty values count as absent and are left out of the canonical record. Extra items
         (temporary collection) are stored stripped, without rules: the catalog has none for
-        them.
+        them. ``budget`` is called before each pattern check and raises to stop the work.
         """
         cleaned: dict[str, str] = {}
         problems: list[tuple[str, str]] = []
@@ -404,6 +427,8 @@ class RecordSchema:
                 continue
             if not raw or raw.isspace():
                 continue
+            if budget is not None and name in self.patterned:
+                budget()
             canonical, problem = check.canonical(raw)
             if canonical is None:
                 assert problem is not None

@@ -39,6 +39,7 @@ from node.catalog_types import (
 from node.models import CatalogEntryRow
 from node.patterns import (
     MAX_PATTERN_LENGTH,
+    MAX_PATTERN_VALUE_LENGTH,
     UnsupportedPattern,
     compile_pattern,
     translate,
@@ -471,3 +472,52 @@ def test_what_the_node_will_not_run_is_refused_with_the_reason(pattern: str, rea
     with pytest.raises(UnsupportedPattern) as refused:
         compile_pattern(pattern)
     assert str(refused.value).startswith(reason)
+
+
+async def test_checking_a_batch_is_bounded_in_cpu_time_and_value_length(
+    province: tuple[ProvinceSetup, RunningNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linear is not free: against a pattern RE2 must simulate thread by thread, each byte can
+    cost microseconds. A value longer than a pattern checks is refused on its own, and a batch
+    whose checks take more CPU than the budget is refused whole, with nothing written."""
+    setup, node = province
+    monkeypatch.setattr("node.records_submit.MAX_CHECK_SECONDS", 0.05)  # 5 s in production
+    entry = coded_entry(5, r"(?s)(?:.*a.{999}|.*b.{999})")
+    slow = ("ab" * 5000)[:MAX_PATTERN_VALUE_LENGTH]
+
+    async def submit(batch_id: str, values: list[str]) -> list[sharing_pb2.SubmitAck]:
+        async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+            yield sharing_pb2.SubmitBatch(
+                resource_code=entry.resource_code,
+                batch_id=batch_id,
+                records=[
+                    common_pb2.Record(values={"bh": str(i), "dm": v}) for i, v in enumerate(values)
+                ],
+            )
+
+        async with channel(node, setup.agency(PUBLIC_SECURITY), timeout=60) as ch:
+            return [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches())]
+
+    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+            catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
+        )
+    acks = await submit("long", ["a" * (MAX_PATTERN_VALUE_LENGTH + 1), "b" * 1001])
+    assert (acks[0].accepted, acks[0].rejected) == (1, 1)
+    assert acks[0].rejections[0].reason == (
+        "too long to check against the pattern: at most 10000 characters, got 10001"
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit("slow", [slow] * 200)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (err.value.details() or "").startswith(
+        "batch slow: checking its records took more than 0.05 s of CPU (stopped at record "
+    )
+    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        history = sharing_pb2_grpc.SharingServiceStub(ch).GetRecordHistory(
+            sharing_pb2.GetRecordHistoryRequest(resource_code=entry.resource_code, key={"bh": "5"})
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await history
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -45,7 +45,6 @@ neither changes a value's form, and a consumer's value then never runs a provide
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import functools
 import operator
 import re
@@ -128,9 +127,13 @@ def _as_integer(value: str) -> Result:
 def _as_decimal(value: str) -> Result:
     if not _DECIMAL_RE.fullmatch(value):
         return None, 'not a decimal number: digits with "." as separator, e.g. 3.14'
-    number = decimal.Decimal(value).normalize()
-    text = format(number, "f")
-    return ("0" if text in ("-0", "+0") else text), None
+    # On the text, not through decimal.Decimal: its context rounds to 28 significant digits
+    # (two different amounts would compare equal) and overflows past a million digits.
+    whole, _, fraction = value.lstrip("+-").partition(".")
+    whole = whole.lstrip("0") or "0"
+    fraction = fraction.rstrip("0")
+    text = f"{whole}.{fraction}" if fraction else whole
+    return ("-" + text if value[0] == "-" and text != "0" else text), None
 
 
 def _as_date(value: str) -> Result:

@@ -43,6 +43,7 @@ def counted_entry(**fields: object) -> ResourceEntry:
                 name="bh", title="编号", data_type=DataType.STRING, key=True, sensitivity_level=1
             ),
             DataItem(name="sl", title="数量", data_type=DataType.INTEGER, sensitivity_level=1),
+            DataItem(name="je", title="金额", data_type=DataType.DECIMAL, sensitivity_level=1),
         ),
         "share_type": ShareType.UNCONDITIONAL,
         "share_methods": (ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY),
@@ -116,6 +117,41 @@ async def test_a_long_integer_is_canonicalised_not_an_internal_error(registered:
     assert [m.result for m in other.matches] == [sharing_pb2.MATCH_RESULT_MISMATCH]
 
 
+async def test_long_decimals_are_canonicalised_exactly_not_rounded_or_refused(
+    registered: Province,
+) -> None:
+    """decimal.Decimal rounds to 28 significant digits (two different amounts compared equal)
+    and overflows past a million digits (INTERNAL): the canonical form is computed on the text."""
+    exact = "1234567890123456789012345678901.10"
+    huge = "-000" + "7" * 1_000_001 + ".50"
+    acks = await submit(
+        registered,
+        sharing_pb2.SubmitBatch(
+            resource_code=CODE,
+            batch_id="b1",
+            records=[
+                common_pb2.Record(values={"bh": "1", "je": exact}),
+                common_pb2.Record(values={"bh": "2", "je": huge}),
+            ],
+        ),
+    )
+    assert (acks[0].accepted, acks[0].rejected) == (2, 0)
+    setup, node = registered
+    async with channel(node, setup.agency(CIVIL_AFFAIRS)) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+
+        async def matches(key: str, claimed: str) -> bool:
+            request = sharing_pb2.VerifyRequest(
+                resource_code=CODE, key={"bh": key}, claimed={"je": claimed}
+            )
+            reply = await stub.Verify(request)
+            return reply.all_match
+
+        assert await matches("1", "+1234567890123456789012345678901.1")
+        assert not await matches("1", "1234567890123456789012345678900")
+        assert await matches("2", "-" + "7" * 1_000_001 + ".5")
+
+
 async def test_lists_of_names_longer_than_the_entry_are_refused_up_front(
     registered: Province,
 ) -> None:
@@ -124,12 +160,12 @@ async def test_lists_of_names_longer_than_the_entry_are_refused_up_front(
         (
             "Verify",
             sharing_pb2.VerifyRequest(resource_code=CODE, key={"bh": "1"}, claimed=names),
-            f"claimed: {MANY} items; the resource has 2",
+            f"claimed: {MANY} items; the resource has 3",
         ),
         (
             "Verify",
             sharing_pb2.VerifyRequest(resource_code=CODE, key=names, claimed={"sl": "1"}),
-            f"key: {MANY} items; the resource has 2",
+            f"key: {MANY} items; the resource has 3",
         ),
         (
             "Compare",
@@ -137,17 +173,17 @@ async def test_lists_of_names_longer_than_the_entry_are_refused_up_front(
                 resource_code=CODE,
                 records=[sharing_pb2.CompareRecord(ref="r", key={"bh": "1"}, claimed=names)],
             ),
-            f"records[0] (ref 'r'): {MANY} items; the resource has 2",
+            f"records[0] (ref 'r'): {MANY} items; the resource has 3",
         ),
         (
             "Query",
             sharing_pb2.QueryRequest(resource_code=CODE, key={"bh": "1"}, items=list(names)),
-            f"items: {MANY} names; the resource has 2 items",
+            f"items: {MANY} names; the resource has 3 items",
         ),
         (
             "Query",
             sharing_pb2.QueryRequest(resource_code=CODE, key=names),
-            f"key: {MANY} items; the resource has 2",
+            f"key: {MANY} items; the resource has 3",
         ),
     ]
     for method, request, message in cases:
@@ -172,7 +208,7 @@ async def test_a_record_with_more_values_than_items_gets_one_rejection(
     )
     assert (acks[0].accepted, acks[0].rejected) == (1, 1)
     assert [(r.index, r.item, r.reason) for r in acks[0].rejections] == [
-        (0, "", f"{MANY + 1} values, but the catalog entry declares 2 items (第十二条)")
+        (0, "", f"{MANY + 1} values, but the catalog entry declares 3 items (第十二条)")
     ]
 
 

@@ -11,7 +11,15 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, sharing_pb2_grpc
+from govnode.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    sharing_pb2,
+    sharing_pb2_grpc,
+)
 
 from node.app import RunningNode
 from node.catalog_types import (
@@ -259,3 +267,71 @@ async def test_an_enum_item_has_a_bounded_number_of_values(province: Province) -
         f"entry.items[1].validation.enum_values: at most {MAX_ENUM_VALUES:,} values of at most "
         f"200 characters each, got {MANY:,}"
     )
+
+
+async def test_applications_and_reviews_name_a_bounded_number_of_items(
+    province: Province,
+) -> None:
+    """Unknown names were found with a list scan per name (quadratic with a large entry) and
+    all listed in the refusal."""
+    setup, node = province
+    conditional = counted_entry(
+        resource_code="350000-3-000002",
+        share_type=ShareType.CONDITIONAL,
+        share_conditions="用于行政审批",
+    )
+    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+            catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(conditional))
+        )
+    not_after = Timestamp()
+    not_after.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+
+    def apply(items: list[str]) -> access_pb2.ApplyRequest:
+        return access_pb2.ApplyRequest(
+            resource_code=conditional.resource_code,
+            items=items,
+            share_methods=[common_pb2.SHARE_METHOD_VERIFY],
+            purpose="核验登记信息",
+            legal_basis="《社会组织登记管理条例》",
+            not_after=not_after,
+        )
+
+    names = [f"x{i}" for i in range(MANY)]
+    async with channel(node, setup.agency(CIVIL_AFFAIRS), timeout=30) as ch:
+        stub = access_pb2_grpc.AccessServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Apply(apply(names))
+        applied = (await stub.Apply(apply(["bh", "sl"]))).application
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == f"items: {MANY} names; resource 350000-3-000002 has 3 items"
+
+    async with channel(node, setup.authority(), timeout=30) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await access_pb2_grpc.AccessServiceStub(ch).ReviewApplication(
+                access_pb2.ReviewApplicationRequest(
+                    application_id=applied.id,
+                    decision=common_pb2.REVIEW_DECISION_APPROVE,
+                    clear_text_items=names,
+                    justification="核对",
+                )
+            )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == f"clear_text_items: {MANY} names; 2 items are granted"
+
+
+async def test_a_notification_filter_names_each_kind_at_most_once(province: Province) -> None:
+    """A packed repeated enum costs a byte a value: a message could name millions of kinds,
+    each looped over on the event loop and bound into one SQL IN list."""
+    setup, node = province
+    async with channel(node, setup.agency(CIVIL_AFFAIRS), timeout=30) as ch:
+        stub = access_pb2_grpc.AccessServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            usage = access_pb2.NOTIFICATION_KIND_USAGE
+            await stub.ListNotifications(access_pb2.ListNotificationsRequest(kinds=[usage] * MANY))
+        twice = await stub.ListNotifications(
+            access_pb2.ListNotificationsRequest(kinds=[access_pb2.NOTIFICATION_KIND_USAGE] * 2)
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == f"kinds: at most 10 (each kind once), got {MANY}"
+    assert list(twice.notifications) == []

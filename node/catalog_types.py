@@ -276,7 +276,12 @@ def validate_entry(entry: ResourceEntry, *, node_region: str) -> None:
 
 
 def entry_problems(entry: ResourceEntry, *, node_region: str) -> list[str]:
-    """Every rule ``entry`` breaks, as ``entry.<path>: <rule>`` messages (empty when valid)."""
+    """Every rule ``entry`` breaks, as ``entry.<path>: <rule>`` messages (empty when valid).
+    An entry with too many items or share methods gets only that: the rules per item would
+    otherwise make one message per item (megabytes) and work for nothing."""
+    oversized = _size_problems(entry)
+    if oversized:
+        return oversized
     problems: list[str] = []
     problems += _code_problems(entry, node_region)
     problems += _text_problems(entry)
@@ -286,6 +291,18 @@ def entry_problems(entry: ResourceEntry, *, node_region: str) -> list[str]:
     from node.grading import grading_problems
 
     problems += grading_problems(entry)
+    return problems
+
+
+def _size_problems(entry: ResourceEntry) -> list[str]:
+    problems = []
+    if len(entry.items) > MAX_ITEMS:
+        problems.append(f"entry.items: at most {MAX_ITEMS} items, got {len(entry.items)}")
+    if len(entry.share_methods) > len(ShareMethod):
+        problems.append(
+            f"entry.share_methods: at most {len(ShareMethod)} (each method once), "
+            f"got {len(entry.share_methods)}"
+        )
     return problems
 
 
@@ -388,8 +405,6 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
     problems = []
     if not entry.items:
         problems.append("entry.items: a resource needs at least one data item")
-    if len(entry.items) > MAX_ITEMS:
-        problems.append(f"entry.items: at most {MAX_ITEMS} items, got {len(entry.items)}")
     names: set[str] = set()
     claimed: dict[str, int] = {}
     for i, item in enumerate(entry.items):

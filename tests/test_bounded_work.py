@@ -335,3 +335,31 @@ async def test_a_notification_filter_names_each_kind_at_most_once(province: Prov
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == f"kinds: at most 10 (each kind once), got {MANY}"
     assert list(twice.notifications) == []
+
+
+async def test_an_entry_with_too_many_items_or_methods_is_refused_in_one_line(
+    province: Province,
+) -> None:
+    """Each item and each repeated method used to add its own problem to the refusal: an entry
+    of 50,000 ungraded items, or a method listed 50,000 times, made a message of megabytes."""
+    setup, node = province
+    ungraded = tuple(
+        DataItem(name=f"x{i}", title="X", data_type=DataType.STRING, sensitivity_level=0)
+        for i in range(MANY)
+    )
+    cases = [
+        (counted_entry(items=ungraded), f"entry.items: at most 1000 items, got {MANY}"),
+        (
+            counted_entry(share_methods=(ShareMethod.VERIFY,) * MANY),
+            f"entry.share_methods: at most 5 (each method once), got {MANY}",
+        ),
+    ]
+    async with channel(node, setup.agency(PUBLIC_SECURITY), timeout=30) as ch:
+        stub = catalog_pb2_grpc.CatalogServiceStub(ch)
+        for entry, message in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.RegisterResource(
+                    catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == message

@@ -23,8 +23,10 @@ Bounds: a pattern has at most :data:`MAX_PATTERN_LENGTH` characters and compiles
 :data:`PATTERN_MAX_MEM` bytes of RE2 memory (its program and its DFA caches); an entry's
 patterns together compile to at most :data:`MAX_ENTRY_PATTERN_SIZE` RE2 instructions, which
 bounds the work of checking an entry; at most :data:`CACHED_PATTERNS` compiled patterns are
-kept, and matching releases the GIL, so a worker thread can match while the event loop
-serves other calls.
+kept; a value longer than :data:`MAX_PATTERN_VALUE_LENGTH` is not matched (node.validation
+refuses it). Matching releases the GIL, so a worker thread can match while the event loop
+serves other calls (Submit checks its batches in one, within node.validation's
+``MAX_CHECK_SECONDS``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import re2
 
 __all__ = [
     "CACHED_PATTERNS",
+    "ENGINE",
     "MAX_ENTRY_PATTERN_SIZE",
     "MAX_PATTERN_LENGTH",
     "MAX_PATTERN_VALUE_LENGTH",

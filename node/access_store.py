@@ -201,7 +201,13 @@ class Applications:
         declared = [i.name for i in entry.items]
         if not draft.items:
             raise InvalidArgument(f"items: name the items of resource {code} you need")
-        unknown = [i for i in draft.items if i not in declared]
+        if len(draft.items) > len(declared):
+            # Before any name is looked up or listed: a request can carry many thousands.
+            raise InvalidArgument(
+                f"items: {len(draft.items)} names; resource {code} has {len(declared)} items"
+            )
+        known = set(declared)
+        unknown = [i for i in draft.items if i not in known]
         if unknown:
             raise InvalidArgument(
                 f"items: {quote_each(unknown)} not an item of resource {code}; its items are "
@@ -404,8 +410,13 @@ class Applications:
         self, app: Application, review: Review, now: dt.datetime
     ) -> tuple[list[str], list[str], list[Any], dt.datetime, dt.datetime]:
         """The approved scope: a narrowing of what was applied for, never a widening."""
+        if len(review.items) > len(app.items):
+            raise InvalidArgument(
+                f"items: {len(review.items)} names; {len(app.items)} items were applied for"
+            )
         items = list(dict.fromkeys(review.items)) or list(app.items)
-        extra = [i for i in items if i not in app.items]
+        applied = set(app.items)
+        extra = [i for i in items if i not in applied]
         if extra:
             raise InvalidArgument(
                 f"items: {quote_each(extra)} not applied for; an approval may only narrow the "
@@ -433,8 +444,14 @@ class Applications:
             )
         if end <= max(start, now):
             raise InvalidArgument("not_after: the grant would end before it starts or in the past")
+        if len(review.clear_text_items) > len(items):
+            raise InvalidArgument(
+                f"clear_text_items: {len(review.clear_text_items)} names; {len(items)} items "
+                "are granted"
+            )
         clear = list(dict.fromkeys(review.clear_text_items))
-        outside = [i for i in clear if i not in items]
+        granted = set(items)
+        outside = [i for i in clear if i not in granted]
         if outside:
             raise InvalidArgument(
                 f"clear_text_items: {quote_each(outside)} not among the granted items "

@@ -19,6 +19,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from gateway.quote import quote
 from node.codes import Region, credit_code_problem, credit_code_region
 from node.errors import InvalidArgument
+from node.patterns import (
+    ENGINE,
+    MAX_ENTRY_PATTERN_SIZE,
+    UnsupportedPattern,
+    compile_pattern,
+    quote_pattern,
+)
 
 # --- vocabularies -------------------------------------------------------------------------
 
@@ -247,6 +254,10 @@ KEYED_METHODS = frozenset({ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.
 MAX_ITEMS = 1000
 #: An entry's refusal names this many of its problems, then how many more there are.
 MAX_PROBLEMS_SHOWN = 10
+#: Allowed values of one ENUM item, each at most MAX_ENUM_VALUE_LENGTH characters: every node
+#: parses the entry on each change, and the refusal message lists them.
+MAX_ENUM_VALUES = 10_000
+MAX_ENUM_VALUE_LENGTH = 200
 
 _TEXT_LIMITS = {
     "name": 200,
@@ -271,7 +282,12 @@ def validate_entry(entry: ResourceEntry, *, node_region: str) -> None:
 
 
 def entry_problems(entry: ResourceEntry, *, node_region: str) -> list[str]:
-    """Every rule ``entry`` breaks, as ``entry.<path>: <rule>`` messages (empty when valid)."""
+    """Every rule ``entry`` breaks, as ``entry.<path>: <rule>`` messages (empty when valid).
+    An entry with too many items or share methods gets only that: the rules per item would
+    otherwise make one message per item (megabytes) and work for nothing."""
+    oversized = _size_problems(entry)
+    if oversized:
+        return oversized
     problems: list[str] = []
     problems += _code_problems(entry, node_region)
     problems += _text_problems(entry)
@@ -281,6 +297,18 @@ def entry_problems(entry: ResourceEntry, *, node_region: str) -> list[str]:
     from node.grading import grading_problems
 
     problems += grading_problems(entry)
+    return problems
+
+
+def _size_problems(entry: ResourceEntry) -> list[str]:
+    problems = []
+    if len(entry.items) > MAX_ITEMS:
+        problems.append(f"entry.items: at most {MAX_ITEMS} items, got {len(entry.items)}")
+    if len(entry.share_methods) > len(ShareMethod):
+        problems.append(
+            f"entry.share_methods: at most {len(ShareMethod)} (each method once), "
+            f"got {len(entry.share_methods)}"
+        )
     return problems
 
 
@@ -385,8 +413,6 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
     problems = []
     if not entry.items:
         problems.append("entry.items: a resource needs at least one data item")
-    if len(entry.items) > MAX_ITEMS:
-        problems.append(f"entry.items: at most {MAX_ITEMS} items, got {len(entry.items)}")
     names: set[str] = set()
     claimed: dict[str, int] = {}
     for i, item in enumerate(entry.items):
@@ -431,6 +457,40 @@ def _item_problems(entry: ResourceEntry) -> list[str]:
                 )
             else:
                 claimed[item.standard_element] = i
+    problems += _pattern_problems(entry)
+    return problems
+
+
+def _pattern_problems(entry: ResourceEntry) -> list[str]:
+    """Every PATTERN rule must run on the linear-time engine (node.patterns), and the entry's
+    patterns together stay within a compile budget: compiling runs on the event loop."""
+    problems = []
+    spent = 0
+    seen: set[str] = set()
+    for i, item in enumerate(entry.items):
+        rule = item.validation
+        if rule.kind is not ValidationKind.PATTERN or not rule.pattern or rule.pattern in seen:
+            continue
+        seen.add(rule.pattern)
+        path = f"entry.items[{i}].validation.pattern"
+        if spent > MAX_ENTRY_PATTERN_SIZE:
+            problems.append(
+                f"{path}: not checked: the entry's patterns before it already compile to more "
+                f"than {MAX_ENTRY_PATTERN_SIZE:,} RE2 instructions, the most one entry may have"
+            )
+            break
+        try:
+            spent += compile_pattern(rule.pattern).size
+        except UnsupportedPattern as refusal:
+            spent += refusal.cost  # what trying to compile it cost
+            problems.append(f"{path}: {quote_pattern(rule.pattern)}: {refusal}; {ENGINE}")
+            continue
+        if spent > MAX_ENTRY_PATTERN_SIZE:
+            problems.append(
+                f"{path}: the entry's patterns compile to more than {MAX_ENTRY_PATTERN_SIZE:,} "
+                "RE2 instructions together, the most one entry may have (Unicode classes such "
+                "as \\w cost about 1,350 per repetition)"
+            )
     return problems
 
 
@@ -441,18 +501,17 @@ def _rule_problems(path: str, item: DataItem) -> list[str]:
         v.strip() for v in rule.enum_values
     ):
         problems.append(f"{path}.validation.enum_values: an enum item needs its allowed values")
-    if len(set(rule.enum_values)) != len(rule.enum_values):
+    if len(rule.enum_values) > MAX_ENUM_VALUES or any(
+        len(v) > MAX_ENUM_VALUE_LENGTH for v in rule.enum_values
+    ):
+        problems.append(
+            f"{path}.validation.enum_values: at most {MAX_ENUM_VALUES:,} values of at most "
+            f"{MAX_ENUM_VALUE_LENGTH} characters each, got {len(rule.enum_values):,}"
+        )
+    elif len(set(rule.enum_values)) != len(rule.enum_values):
         problems.append(f"{path}.validation.enum_values: values must be unique")
-    if rule.kind is ValidationKind.PATTERN:
-        if not rule.pattern:
-            problems.append(f"{path}.validation.pattern: a pattern rule needs a pattern")
-        else:
-            try:
-                re.compile(rule.pattern)
-            except re.error as error:
-                problems.append(
-                    f"{path}.validation.pattern: {quote(rule.pattern)} does not compile: {error}"
-                )
+    if rule.kind is ValidationKind.PATTERN and not rule.pattern:
+        problems.append(f"{path}.validation.pattern: a pattern rule needs a pattern")
     if rule.max_length < 0:
         problems.append(f"{path}.validation.max_length: must be 0 (no limit) or more")
     mask = item.masking

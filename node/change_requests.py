@@ -15,10 +15,12 @@ the fact (node.notifications). Ids carry the node's region (``350100-C-<hex>``);
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -40,7 +42,13 @@ from node.catalog_types import (
     entry_to_json,
     validate_entry,
 )
-from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from node.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from node.models import AccessRequestRow, CatalogRequestRow, ChangeRequestRow
 from node.notifications import NotificationKind, Notifications
 from node.probe import check_catalog_write, check_submitter
@@ -48,7 +56,7 @@ from node.records import Records
 from node.records_change import current_record, write_record_change
 from node.records_query import full_key, key_text
 from node.storage import Database
-from node.validation import schema_for
+from node.validation import MAX_CHECK_SECONDS, schema_for
 
 ARTICLE = "第四十一条"
 
@@ -244,7 +252,16 @@ class ChangeRequests:
         """The new record in canonical form, checked like Submit (第十二、十五条); the key
         items may be left out (they come from ``key``) but may not change."""
         schema = schema_for(entry)
-        values, problems = schema.clean({**draft.key, **draft.values})
+        start = time.thread_time()
+
+        def budget() -> None:
+            if time.thread_time() - start > MAX_CHECK_SECONDS:
+                raise ResourceExhausted(
+                    f"record: checking its values took more than {MAX_CHECK_SECONDS:g} s of "
+                    "CPU; simplify the entry's patterns"
+                )
+
+        values, problems = schema.clean({**draft.key, **draft.values}, budget=budget)
         if problems:
             shown = [f"values.{quote(item)}: {why}" if item else why for item, why in problems]
             if len(shown) > MAX_PROBLEMS_SHOWN:
@@ -272,7 +289,9 @@ class ChangeRequests:
         if draft.target is ChangeTarget.RECORD:
             record_key = full_key(schema_for(entry), draft.key, "key")
             if draft.action is ChangeAction.UPDATE:
-                new_values = _dumps(self._new_values(entry, record_key, draft))
+                # In a worker thread, as Submit's checks: patterns may take a while.
+                checked = await asyncio.to_thread(self._new_values, entry, record_key, draft)
+                new_values = _dumps(checked)
         elif draft.entry is not None:
             validate_entry(draft.entry, node_region=self._region)
             if draft.entry.provider_code != entry.provider_code:

@@ -129,6 +129,7 @@ def _key_conditions(
 ) -> list[sa.ColumnElement[bool]]:
     if not key:
         return []
+    _check_count(schema, key, "key")
     unknown = sorted(set(key) - set(schema.key_items))
     if unknown:
         raise InvalidArgument(
@@ -189,7 +190,7 @@ def _range_condition(
     for name, raw in (("lower", flt.lower), ("upper", flt.upper)):
         if not raw.strip():
             continue
-        canonical, problem = check.canonical(raw)
+        canonical, problem = check.lookup_form(raw)
         if canonical is None:
             raise InvalidArgument(f"{path}.{name}: {problem}")
         operand: sa.ColumnElement[Any] = element
@@ -207,6 +208,10 @@ def _projection(
     entry: ResourceEntry, items: Sequence[str], visible_items: frozenset[str]
 ) -> tuple[str, ...]:
     declared = [item.name for item in entry.items]
+    if len(items) > len(declared):
+        raise InvalidArgument(
+            f"items: {len(items)} names; the resource has {len(declared)} items"
+        )
     if not items:
         projection = tuple(name for name in declared if name in visible_items)
         if not projection:
@@ -291,6 +296,7 @@ def decode_token(token: str, fingerprint: str) -> PageCursor:
 
 def full_key(schema: RecordSchema, key: Mapping[str, str], path: str) -> str:
     """The record key for ``key``, which must name exactly the entry's key items."""
+    _check_count(schema, key, path)
     wanted = schema.key_items
     missing = [name for name in wanted if name not in key]
     extra = sorted(name for name in key if name not in wanted)
@@ -311,8 +317,16 @@ def full_key(schema: RecordSchema, key: Mapping[str, str], path: str) -> str:
     return key_text(values)
 
 
+def _check_count(schema: RecordSchema, names: Mapping[str, str], path: str) -> None:
+    # Before any name is sorted or listed in a message: a request can carry many thousands,
+    # and more names than the resource has items cannot all be its items.
+    if len(names) > len(schema.items):
+        raise InvalidArgument(f"{path}: {len(names)} items; the resource has {len(schema.items)}")
+
+
 def claims(schema: RecordSchema, claimed: Mapping[str, str], path: str) -> list[tuple[str, str]]:
     """Claimed (item, canonical value) pairs ordered by item name."""
+    _check_count(schema, claimed, path)
     unknown = sorted(name for name in claimed if name not in schema.items)
     if unknown:
         raise InvalidArgument(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,8 +22,8 @@ from sqlmodel import SQLModel
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from gateway.quote import quote
-from node.catalog_types import ITEM_NAME_RE, ResourceEntry
-from node.errors import FailedPrecondition, InvalidArgument
+from node.catalog_types import ITEM_NAME_RE, MAX_ITEMS, ResourceEntry
+from node.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from node.records_hold import ARTICLE, HeldWrite
 from node.records_query import key_text
 from node.records_types import (
@@ -35,7 +36,7 @@ from node.records_types import (
     SubmitBatch,
     TemporaryCollection,
 )
-from node.validation import CST, RecordSchema
+from node.validation import CST, MAX_CHECK_SECONDS, RecordSchema
 
 RECORD = SQLModel.metadata.tables["record"]
 VERSION = SQLModel.metadata.tables["record_version"]
@@ -113,7 +114,12 @@ def _check_temporary(
         )
     if not temporary.extra_items:
         raise InvalidArgument("temporary.extra_items: name the items collected outside the catalog")
+    if len(temporary.extra_items) > MAX_ITEMS:
+        raise InvalidArgument(
+            f"temporary.extra_items: at most {MAX_ITEMS} items, got {len(temporary.extra_items)}"
+        )
     declared = {item.name for item in entry.items}
+    seen: set[str] = set()
     for i, name in enumerate(temporary.extra_items):
         path = f"temporary.extra_items[{i}]"
         if not ITEM_NAME_RE.match(name):
@@ -126,15 +132,17 @@ def _check_temporary(
                 f"{path}: {quote(name)} is declared in the catalog entry; only undeclared items "
                 "need a temporary collection"
             )
-        if name in temporary.extra_items[:i]:
+        if name in seen:
             raise InvalidArgument(f"{path}: {quote(name)} is listed twice")
+        seen.add(name)
 
 
 def clean_batch(
     schema: RecordSchema, batch: SubmitBatch
 ) -> tuple[list[tuple[str, dict[str, str]]], list[int], list[Rejection], int]:
     """Valid records as (record key, canonical values), in batch order, and the position of
-    each in the batch; the rejections; and how many records were refused."""
+    each in the batch; the rejections; and how many records were refused. Refuses the batch
+    (ResourceExhausted) once checking it has taken MAX_CHECK_SECONDS of CPU."""
     extra = frozenset(batch.temporary.extra_items) if batch.temporary else frozenset()
     key_items = schema.key_items
     writes: list[tuple[str, dict[str, str]]] = []
@@ -142,8 +150,21 @@ def clean_batch(
     rejections: list[Rejection] = []
     rejected = 0
     clean = schema.clean
-    for index, record in enumerate(batch.records):
-        values, problems = clean(record, extra)
+    start = time.thread_time()
+    index = 0
+
+    def budget() -> None:
+        # Before anything is written: the batch is refused whole.
+        if time.thread_time() - start > MAX_CHECK_SECONDS:
+            raise ResourceExhausted(
+                f"batch {batch.batch_id}: checking its records took more than "
+                f"{MAX_CHECK_SECONDS:g} s of CPU (stopped at record {index}); send smaller "
+                "batches, or simplify the entry's patterns"
+            )
+
+    for index, record in enumerate(batch.records):  # budget() reads index
+        budget()
+        values, problems = clean(record, extra, budget=budget)
         if not problems:
             key = key_text([values[name] for name in key_items])
             if len(key.encode()) <= RECORD_KEY_BYTES:

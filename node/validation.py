@@ -27,31 +27,46 @@ ENUM          one of the item's ``enum_values``, exactly       unchanged
 
 Rules (``ValidationRule.kind``): CITIZEN_ID is GB 11643 (format, birth date, check
 character), CREDIT_CODE is GB 32100, DATE and ENUM as the data types above, PATTERN is a full
-match of the item's regular expression, PHONE is a mainland mobile number ``1[3-9]`` + 9 digits
+match of the item's regular expression (Python ``re`` syntax, run on the linear-time engine of
+:mod:`node.patterns`), PHONE is a mainland mobile number ``1[3-9]`` + 9 digits
 or a fixed line with its area code: ``0`` + 2-3 digits, an optional ``-``, 7-8 digits and an
 optional ``-`` extension of 1-6 digits (``0591-87654321``, ``059187654321-123``). Phone
 numbers are compared as written (only stripped). ``max_length`` counts characters.
 
 Everything is compiled once per catalog entry (:func:`schema_for`), so checking a batch of
-ten thousand records is a loop over precompiled checks.
+ten thousand records is a loop over precompiled checks (patterns come from node.patterns'
+bounded cache at each check).
+
+A value a caller looks records up by or compares (Verify, Compare, Query) is brought to its
+canonical form without the pattern and the maximum length (:meth:`ItemCheck.lookup_form`):
+neither changes a value's form, and a consumer's value then never runs a provider's pattern.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import functools
 import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.quote import quote
+import structlog
+
 from node.catalog_types import DataItem, DataType, ResourceEntry, ValidationKind
 from node.codes import citizen_id_problem, credit_code_problem
+from node.patterns import (
+    CACHED_PATTERNS,
+    ENGINE,
+    MAX_PATTERN_VALUE_LENGTH,
+    UnsupportedPattern,
+    compile_pattern,
+    quote_pattern,
+)
 
 __all__ = [
     "CST",
+    "MAX_CHECK_SECONDS",
     "ItemCheck",
     "RecordSchema",
     "item_value_problem",
@@ -60,8 +75,16 @@ __all__ = [
     "schema_for",
 ]
 
+log = structlog.get_logger(__name__)
+
 #: China Standard Time, the zone of a datetime written without an offset.
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+#: CPU seconds checking one Submit batch or one record change may take (the checking
+#: thread's own time, time.thread_time, so load elsewhere does not count): 10,000 ordinary
+#: records need about 0.2 s; long values against a pattern RE2 must simulate position by
+#: position (such as ``.*a.{999}``) up to about 10 microseconds a byte.
+MAX_CHECK_SECONDS = 5.0
 
 UNDECLARED = "not declared in the catalog entry (第十二条)"
 REQUIRED_MISSING = "required item is missing or empty (第十五条)"
@@ -95,15 +118,22 @@ def _as_string(value: str) -> tuple[str, None]:
 def _as_integer(value: str) -> Result:
     if not _INTEGER_RE.fullmatch(value):
         return None, "not an integer: optional sign and decimal digits, e.g. -42"
-    return str(int(value)), None
+    # On the text, not through int(): int() takes time quadratic in the number of digits and
+    # refuses more than 4,300 of them (ValueError); this is what str(int(value)) would give.
+    digits = value.lstrip("+-").lstrip("0") or "0"
+    return ("-" + digits if value[0] == "-" and digits != "0" else digits), None
 
 
 def _as_decimal(value: str) -> Result:
     if not _DECIMAL_RE.fullmatch(value):
         return None, 'not a decimal number: digits with "." as separator, e.g. 3.14'
-    number = decimal.Decimal(value).normalize()
-    text = format(number, "f")
-    return ("0" if text in ("-0", "+0") else text), None
+    # On the text, not through decimal.Decimal: its context rounds to 28 significant digits
+    # (two different amounts would compare equal) and overflows past a million digits.
+    whole, _, fraction = value.lstrip("+-").partition(".")
+    whole = whole.lstrip("0") or "0"
+    fraction = fraction.rstrip("0")
+    text = f"{whole}.{fraction}" if fraction else whole
+    return ("-" + text if value[0] == "-" and text != "0" else text), None
 
 
 def _as_date(value: str) -> Result:
@@ -224,20 +254,38 @@ def _phone(value: str) -> Result:
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _pattern_check(pattern: str) -> Canonical:
-    compiled = _compiled(pattern)
+    # Compiled on first use, through node.patterns' bounded cache: schemas never hold RE2
+    # programs themselves, and a Verify (which needs no pattern) never compiles one.
+    shown = quote_pattern(pattern)
 
     def check(value: str) -> Result:
+        try:
+            compiled = compile_pattern(pattern)
+        except UnsupportedPattern as refusal:
+            # An entry stored before patterns ran on RE2 (node.patterns): the rule cannot be
+            # checked, so no value passes it, and the reason tells the provider what to fix.
+            _log_unsupported(pattern, str(refusal))
+            return None, (
+                f"cannot be checked: the item's pattern {shown} is refused ({refusal}; "
+                f"{ENGINE}); the provider must change the rule (UpdateResource)"
+            )
+        if len(value) > MAX_PATTERN_VALUE_LENGTH:
+            return None, (
+                f"too long to check against the pattern: at most {MAX_PATTERN_VALUE_LENGTH} "
+                f"characters, got {len(value)}"
+            )
         if compiled.fullmatch(value):
             return value, None
-        return None, f"does not match the pattern {quote(pattern)}"
+        return None, f"does not match the pattern {shown}"
 
     return check
+
+
+@functools.lru_cache(maxsize=CACHED_PATTERNS)
+def _log_unsupported(pattern: str, reason: str) -> None:
+    # Cached: logged once per pattern, not once per value.
+    log.warning("validation.pattern_unsupported", pattern=pattern[:64], reason=reason)
 
 
 _TYPE_CHECKS: dict[DataType, Canonical] = {
@@ -250,7 +298,9 @@ _TYPE_CHECKS: dict[DataType, Canonical] = {
 }
 
 
-def _checks(item: DataItem) -> tuple[Canonical, ...]:
+def _checks(item: DataItem, *, lookup: bool = False) -> tuple[Canonical, ...]:
+    """The item's checks in order; ``lookup``: only those that give the canonical form, without
+    the pattern and the length (see :meth:`ItemCheck.lookup_form`)."""
     rule = item.validation
     checks: list[Canonical] = []
     if item.data_type is DataType.ENUM:
@@ -266,13 +316,13 @@ def _checks(item: DataItem) -> tuple[Canonical, ...]:
             checks.append(_as_date)
         case ValidationKind.ENUM if item.data_type is not DataType.ENUM:
             checks.append(_enum_check(rule.enum_values))
-        case ValidationKind.PATTERN if rule.pattern:
+        case ValidationKind.PATTERN if rule.pattern and not lookup:
             checks.append(_pattern_check(rule.pattern))
         case ValidationKind.PHONE:
             checks.append(_phone)
         case _:
             pass
-    if rule.max_length > 0:
+    if rule.max_length > 0 and not lookup:
         limit = rule.max_length
 
         def max_length(value: str) -> Result:
@@ -284,28 +334,46 @@ def _checks(item: DataItem) -> tuple[Canonical, ...]:
     return tuple(checks)
 
 
+def _run(checks: tuple[Canonical, ...], value: str) -> Result:
+    current = value.strip()
+    for check in checks:
+        result, problem = check(current)
+        if result is None:
+            assert problem is not None
+            return None, problem
+        current = result
+    return current, None
+
+
 @dataclass(frozen=True, slots=True)
 class ItemCheck:
     """The compiled checks of one data item."""
 
     item: DataItem
     checks: tuple[Canonical, ...]
+    lookup: tuple[Canonical, ...]
+
+    @classmethod
+    def of(cls, item: DataItem) -> ItemCheck:
+        return cls(item, _checks(item), _checks(item, lookup=True))
 
     def canonical(self, value: str) -> Result:
         """``(canonical form, None)`` for a valid value, ``(None, reason)`` otherwise."""
-        current = value.strip()
-        for check in self.checks:
-            result, problem = check(current)
-            if result is None:
-                assert problem is not None
-                return None, problem
-            current = result
-        return current, None
+        return _run(self.checks, value)
+
+    def lookup_form(self, value: str) -> Result:
+        """What :meth:`canonical` gives, except that the item's pattern and maximum length are
+        not checked: for a value a caller looks records up by or compares with (Verify,
+        Compare, Query), never stores. Those two rules do not change a value's canonical form,
+        so a value they refuse equals no stored value anyway, unless the rule changed after
+        the record was stored, and then it should still find it. It also means a consumer's
+        value never runs a provider's pattern."""
+        return _run(self.lookup, value)
 
     def normalise(self, value: str) -> str:
-        """The canonical form of a valid value; an invalid one only stripped (so it can never
-        equal a stored value, which is always valid)."""
-        canonical, _ = self.canonical(value)
+        """The form to compare a claimed or looked-up value in: its :meth:`lookup_form`; an
+        invalid one only stripped (so it can never equal a stored value, which is valid)."""
+        canonical, _ = self.lookup_form(value)
         return value.strip() if canonical is None else canonical
 
 
@@ -314,23 +382,44 @@ class RecordSchema:
 
     def __init__(self, entry: ResourceEntry) -> None:
         self.items: dict[str, ItemCheck] = {
-            item.name: ItemCheck(item, _checks(item)) for item in entry.items
+            item.name: ItemCheck.of(item) for item in entry.items
         }
         self.key_items: tuple[str, ...] = tuple(i.name for i in entry.items if i.key)
         self.required: tuple[str, ...] = tuple(i.name for i in entry.items if i.required or i.key)
+        #: Items with a PATTERN rule: the checks whose cost grows with the value's length.
+        self.patterned: frozenset[str] = frozenset(
+            i.name
+            for i in entry.items
+            if i.validation.kind is ValidationKind.PATTERN and i.validation.pattern
+        )
 
     def clean(
-        self, values: Mapping[str, str], allowed_extra: frozenset[str] = frozenset()
+        self,
+        values: Mapping[str, str],
+        allowed_extra: frozenset[str] = frozenset(),
+        *,
+        budget: Callable[[], None] | None = None,
     ) -> tuple[dict[str, str], list[tuple[str, str]]]:
         """The record in canonical form and every problem with it as ``(item, reason)``.
 
         Empty values count as absent and are left out of the canonical record. Extra items
         (temporary collection) are stored stripped, without rules: the catalog has none for
-        them.
+        them. ``budget`` is called before each pattern check and raises to stop the work.
         """
         cleaned: dict[str, str] = {}
         problems: list[tuple[str, str]] = []
         items = self.items
+        if len(values) > len(items) + len(allowed_extra):
+            # One rejection for the record, not one per surplus value: the acknowledgement
+            # stays small whatever a record carries.
+            extra = f" and the batch's temporary collection {len(allowed_extra)} more"
+            return cleaned, [
+                (
+                    "",
+                    f"{len(values)} values, but the catalog entry declares {len(items)} items"
+                    f"{extra if allowed_extra else ''} (第十二条)",
+                )
+            ]
         for name, raw in values.items():
             check = items.get(name)
             if check is None:
@@ -341,6 +430,8 @@ class RecordSchema:
                 continue
             if not raw or raw.isspace():
                 continue
+            if budget is not None and name in self.patterned:
+                budget()
             canonical, problem = check.canonical(raw)
             if canonical is None:
                 assert problem is not None
@@ -362,7 +453,7 @@ def schema_for(entry: ResourceEntry) -> RecordSchema:
 
 @functools.lru_cache(maxsize=1024)
 def _item_check(item: DataItem) -> ItemCheck:
-    return ItemCheck(item, _checks(item))
+    return ItemCheck.of(item)
 
 
 # --- public functions ---------------------------------------------------------------------
@@ -374,7 +465,7 @@ def item_value_problem(item: DataItem, value: str) -> str | None:
 
 
 def normalise(item: DataItem, value: str) -> str:
-    """``value`` in the canonical form used for storage and comparison (see module docs)."""
+    """``value`` in the canonical form used for comparison (see module docs)."""
     return _item_check(item).normalise(value)
 
 

@@ -451,7 +451,8 @@ async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
                     item("xm", key=True, validation=ValidationRule(kind=PATTERN, pattern="(")),
                 )
             },
-            "entry.items[0].validation.pattern: '(' does not compile",
+            "entry.items[0].validation.pattern: '(': not a valid pattern: missing ), "
+            "unterminated subpattern at position 1",
         ),
         ({"share_conditions": ""}, "entry.share_conditions: 有条件共享 requires"),
         ({"share_methods": ()}, "needs at least one share method"),

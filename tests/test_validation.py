@@ -253,3 +253,25 @@ def test_an_invalid_required_value_is_reported_once() -> None:
     assert record_problems(entry, {"n": "x"}, allowed_extra=frozenset()) == [
         ("n", "not an integer: optional sign and decimal digits, e.g. -42")
     ]
+
+
+@given(
+    sign=st.sampled_from(["", "+", "-"]),
+    whole=st.text("0123456789", min_size=1, max_size=12),
+    fraction=st.one_of(st.none(), st.text("0123456789", min_size=1, max_size=12)),
+)
+def test_numbers_are_canonicalised_on_their_text_as_decimal_and_int_would(
+    sign: str, whole: str, fraction: str | None
+) -> None:
+    """INTEGER and DECIMAL canonical forms are computed on the text (int() and Decimal are
+    quadratic or rounding on long values); within their range they give what those gave."""
+    import decimal
+
+    integer = sign + whole
+    integer_item = DataItem(name="n", title="N", data_type=DataType.INTEGER, sensitivity_level=1)
+    assert normalise(integer_item, integer) == str(int(integer))
+    number = integer if fraction is None else f"{integer}.{fraction}"
+    expected = format(decimal.Decimal(number).normalize(), "f")
+    expected = "0" if expected in ("-0", "+0") else expected
+    decimal_item = DataItem(name="d", title="D", data_type=DataType.DECIMAL, sensitivity_level=1)
+    assert normalise(decimal_item, number) == expected

@@ -149,13 +149,18 @@ def notification_proto(n: Notification) -> access_pb2.Notification:
 
 
 def _kinds_in(values: Any) -> list[NotificationKind]:
+    # A packed enum costs a byte a value: bounded before the loop and the SQL IN list.
+    if len(values) > len(_KINDS_IN):
+        raise InvalidArgument(
+            f"kinds: at most {len(_KINDS_IN)} (each kind once), got {len(values)}"
+        )
     kinds = []
     for i, value in enumerate(values):
         kind = _KINDS_IN.get(value)
         if kind is None:
             raise InvalidArgument(f"kinds[{i}]: {value} is not a valid NotificationKind")
         kinds.append(kind)
-    return kinds
+    return list(dict.fromkeys(kinds))
 
 
 def _id(value: str, field: str) -> str:

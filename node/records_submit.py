@@ -271,20 +271,12 @@ def resent_outcome(row: Any, digest: str) -> BatchOutcome:
     if row.content_digest is not None and row.content_digest != digest:
         first = row.at.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
         raise FailedPrecondition(
-            f"batch_id {_quote_id(row.batch_id)}: this batch's content (its records, in order, "
-            f"and its temporary collection) differs from the batch first applied under this id "
-            f"at {first} China Standard Time, so nothing of it was applied. A batch id names one "
-            "batch's content: send new or corrected records under a new batch_id"
+            f"batch_id {quote(row.batch_id, _QUOTED_ID)}: this batch's content (its records, in "
+            "order, and its temporary collection) differs from the batch first applied under this "
+            f"id at {first} China Standard Time, so nothing of it was applied. A batch id names "
+            "one batch's content: send new or corrected records under a new batch_id"
         )
     return stored_outcome(row)
-
-
-def _quote_id(batch_id: str) -> str:
-    """``batch_id`` in quotes, cut to a short prefix (with its length) when long."""
-    if len(batch_id) <= _QUOTED_ID:
-        return json.dumps(batch_id, ensure_ascii=False)
-    prefix = json.dumps(batch_id[:_QUOTED_ID], ensure_ascii=False)
-    return f'{prefix[:-1]}…" ({len(batch_id)} characters)'
 
 
 async def apply_writes(

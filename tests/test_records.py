@@ -134,7 +134,7 @@ async def test_a_batch_id_resent_with_other_content_is_refused(records: Records)
         batch("b1", person(1)),  # one record fewer
         batch("b1", person(1, sfzhm=f" {cid(1)} "), person(2, xm="")),  # written another way
     ):
-        with pytest.raises(FailedPrecondition, match=r'batch_id "b1": .* differs .* new batch_id'):
+        with pytest.raises(FailedPrecondition, match=r"batch_id 'b1': .* differs .* new batch_id"):
             await submit(records, other)
     history = await records.record_history(ENTRY, {"sfzhm": cid(1)})
     assert [v.values["xm"] for v in history] == ["张1"]
@@ -160,7 +160,7 @@ async def test_a_long_batch_id_is_quoted_as_a_prefix(records: Records) -> None:
     await submit(records, batch(long_id, person(1)))
     with pytest.raises(FailedPrecondition) as err:
         await submit(records, batch(long_id, person(2)))
-    assert f'batch_id "{long_id[:40]}…" (128 characters)' in err.value.message
+    assert f"batch_id '{long_id[:40]}'… (128 characters)" in err.value.message
     assert long_id not in err.value.message
 
 

@@ -41,6 +41,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help=(
+            "Also print the node's log events (debug and up), on stderr. Without it a command "
+            "prints only its output, and warnings and errors; `govnode serve` logs at its "
+            "configured log.level."
+        ),
+    ),
+) -> None:
+    from node.cli._common import set_verbose
+
+    set_verbose(verbose)
+
+
 app.add_typer(init.app, name="init")
 app.add_typer(certs.app, name="certs")
 app.add_typer(agency.app, name="agency")

@@ -75,11 +75,23 @@ federation.register(app)
 status.register(app)
 
 
+_VERBOSE = ("--verbose", "-v")
+
+
+def global_options_first(args: list[str]) -> list[str]:
+    """``args`` with --verbose/-v moved before the command: it is a global option, and
+    operators tend to add it at the end of the command line (up to a lone ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    head = args[:end]
+    flags = [a for a in head if a in _VERBOSE]
+    return flags[:1] + [a for a in head if a not in _VERBOSE] + args[end:]
+
+
 def main() -> None:
     from node.cli._common import UserError, describe_error
 
     try:
-        app()
+        app(args=global_options_first(sys.argv[1:]))
     except SystemExit:
         raise
     except KeyboardInterrupt:

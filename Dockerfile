@@ -12,13 +12,11 @@ COPY conformance ./conformance
 RUN python -m build --wheel --outdir /wheels .
 
 FROM python:3.11-slim AS runtime
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GOVNODE_LOG__FORMAT=json \
-    GOVNODE_EXAMPLES=/usr/share/govnode/config
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GOVNODE_LOG__FORMAT=json
 RUN groupadd --system govnode && useradd --system --gid govnode --home-dir /var/lib/govnode \
         --create-home govnode
 COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY config /usr/share/govnode/config
 USER govnode
 WORKDIR /var/lib/govnode
 # Mount the node directory made by `govnode init` (config + tls/ + node.db) at /var/lib/govnode/node.

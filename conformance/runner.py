@@ -80,9 +80,14 @@ def _node_identity(address: str, options: Options, session: Session) -> str:
 
 
 async def run(
-    options: Options, *, only: Sequence[str] | None = None, progress: Progress | None = None
+    options: Options,
+    *,
+    only: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> RunReport:
-    """Run the suite (or the ``only`` cases) against ``options.target``.
+    """Run the suite (or the ``only`` cases) against ``options.target``; ``notice`` is told,
+    line by line, when a case waits (e.g. for a revocation to reach the target).
 
     Raises ValueError (bad tester bundle) or :class:`SelectionError` before anything is sent.
     """
@@ -98,6 +103,8 @@ async def run(
         mandatory_ids=[c.info.id for c in cases if c.info.mandatory],
     )
     session = Session(options, bundle)
+    if notice is not None:
+        session.notice = notice
     session.province_identity = await asyncio.to_thread(
         _node_identity, options.province, options, session
     )
@@ -110,7 +117,10 @@ async def run(
                 continue
             if progress:
                 progress(index, len(cases), case, None)
-            result = await run_case(case, session)
+            limit = CASE_TIMEOUT_S
+            if case.waits_for_revocation:
+                limit += options.revocation_timeout_s
+            result = await run_case(case, session, limit)
             report.results.append(result)
             if progress:
                 progress(index, len(cases), case, result)

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +46,10 @@ class Options:
     tester: Path
     region: str = ""  # expected target region; by default read from its certificate
     sync_timeout_s: float = 30.0
+    #: How long SEC-04 waits for the province's revocation of the tester's revoked certificate
+    #: to take effect at the target: a city learns revocations on its heartbeat (5 s by
+    #: default), so a run started right after `govnode certs issue-tester` may get there first.
+    revocation_timeout_s: float = 30.0
     call_timeout_s: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024  # the platform's default message limit
     latency_calls: int = 200
@@ -164,6 +168,8 @@ class Session:
         self._probe_lock = asyncio.Lock()
         self._cleaned = False
         self._counter = 0
+        #: Tells the person running the suite what it is waiting for (one line at a time).
+        self.notice: Callable[[str], None] = lambda line: None
 
     # --- channels and calls ---------------------------------------------------------------
 

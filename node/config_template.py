@@ -25,6 +25,7 @@ def render_config(
     hosts: list[str],
     province_region: str | None = None,
     province_endpoint: str | None = None,
+    join_listen: str | None = None,
 ) -> str:
     hosts_toml = ", ".join(_q(h) for h in hosts)
     lines = [
@@ -82,10 +83,14 @@ def render_config(
     else:
         lines += [
             "# The province node has no upstream.",
-            "# Uncomment to let cities join online (`govnode federation invite`, then",
+            "# Uncomment to let cities join online (`govnode federation invite`, then"
+            if join_listen is None
+            else "# Cities join online here (`govnode federation invite`, then",
             "# `govnode join` at the city): a second port with TLS but no client certificate,",
             "# where only FederationService/Join is served, authorised by a one-time invitation.",
-            f"# join_listen = {_q(default_join_listen(listen))}",
+            f"# join_listen = {_q(default_join_listen(listen))}"
+            if join_listen is None
+            else f"join_listen = {_q(join_listen)}",
             "# The join port's limits (anyone who reaches it may call): the largest message in",
             "# bytes (a Join is about 1.2 KB), and Join attempts a minute from one address and",
             "# from all; more get RESOURCE_EXHAUSTED with trailing metadata retry-after-ms.",

@@ -106,12 +106,8 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         listen=f"127.0.0.1:{port}",
         trust_domain="fujian.gov.cn",
         hosts=["127.0.0.1", "localhost"],
-    )
-    # Open the province's join port, so the cities of step [10] can join online.
-    text = made.config_path.read_text(encoding="utf-8")
-    commented = next(line for line in text.splitlines() if line.startswith("# join_listen = "))
-    made.config_path.write_text(
-        text.replace(commented, f'join_listen = "127.0.0.1:{free_port()}"'), encoding="utf-8"
+        # The province's join port, so the cities of step [10] can join online.
+        join_listen=f"127.0.0.1:{free_port()}",
     )
     config = load_config(made.config_path)
     say(f"    node identity     {made.identity}")

@@ -1,10 +1,16 @@
-"""The example catalog in ``config/``: agencies and their resource entries, for the demo."""
+"""The example catalog: agencies and their resource entries, for the demo.
+
+It ships inside the package (``node/data/``), so ``govnode demo`` works from an installed wheel
+as well as from a checkout.
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +18,12 @@ import pydantic
 
 from node.catalog_types import ResourceEntry
 
-#: The repository's config/ folder (the demo and tests read the example catalog from it);
-#: GOVNODE_EXAMPLES points elsewhere, e.g. in the Docker image.
-EXAMPLES_DIR = Path(
-    os.environ.get("GOVNODE_EXAMPLES") or Path(__file__).resolve().parent.parent / "config"
+#: Where the demo, tests and benchmarks read ``catalog-province.toml``: the package's data
+#: folder, or the folder GOVNODE_EXAMPLES names (to run the demo on a catalog of your own).
+EXAMPLES_DIR: Traversable = (
+    Path(os.environ["GOVNODE_EXAMPLES"])
+    if os.environ.get("GOVNODE_EXAMPLES")
+    else files("node") / "data"
 )
 
 
@@ -31,7 +39,7 @@ class ExampleCatalog:
     resources: list[ResourceEntry]
 
 
-def load_example_catalog(path: Path) -> ExampleCatalog:
+def load_example_catalog(path: Path | Traversable) -> ExampleCatalog:
     data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     agencies = [ExampleAgency(a["code"], a["name"]) for a in data.get("agencies", [])]
     resources = []

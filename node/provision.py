@@ -95,9 +95,17 @@ class ProvinceNode:
 
 
 def provision_province(
-    base: Path, *, region: str, name: str, listen: str, trust_domain: str, hosts: list[str]
+    base: Path,
+    *,
+    region: str,
+    name: str,
+    listen: str,
+    trust_domain: str,
+    hosts: list[str],
+    join_listen: str | None = None,
 ) -> ProvinceNode:
-    """Root CA, the province's own CA, the node certificate and a commented config."""
+    """Root CA, the province's own CA, the node certificate and a commented config; with
+    ``join_listen``, the config opens the join port there (cities join online)."""
     check_region(region, name, province=True)
     tls = _prepare_dir(base)
     root = create_root_ca(region, name, trust_domain)
@@ -119,6 +127,7 @@ def provision_province(
             trust_domain=trust_domain,
             listen=listen,
             hosts=hosts,
+            join_listen=join_listen,
         ),
         encoding="utf-8",
     )

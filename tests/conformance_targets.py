@@ -58,6 +58,7 @@ class Platform:
             "root": self.root,
             "tester": self.tester,
             "sync_timeout_s": 15.0,
+            "revocation_timeout_s": 3.0,  # the platform's nodes heartbeat every 0.5 s
             "latency_calls": 60,
             "latency_budget_s": 10.0,
         }

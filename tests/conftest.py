@@ -15,12 +15,13 @@ import contextlib
 import datetime as dt
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from sqlalchemy import make_url
 
 from gateway.identity import Identity, Role
@@ -272,3 +273,15 @@ async def province(tmp_path: Path, db_url: str) -> AsyncIterator[Any]:
         yield setup, node
     finally:
         await node.stop(grace=0)
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _logging_config_restored() -> Iterator[None]:
+    """A CLI command run in-process (typer's CliRunner) configures structlog for the whole
+    process, as a command does in its own; each test starts from the configuration it found."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from node.demo import free_port
+from tests.nodes import enable_join, make_province
 
 GOVNODE = [sys.executable, "-c", "from node.cli import main; main()"]
 
@@ -234,3 +236,36 @@ def test_serve_with_a_broken_config_names_the_key(tmp_path: Path) -> None:
     config = province / "govnode.toml"
     config.write_text(config.read_text().replace('region = "350000"', 'region = "35"'))
     assert_one_line_error(govnode("serve", "--config", config), "node.region")
+
+
+#: A structlog event line, as rendered for a terminal or as JSON.
+LOG_EVENT = re.compile(r"\[(debug|info|warning) *\]|\"level\": \"(debug|info|warning)\"")
+
+
+def test_commands_print_only_what_was_asked_unless_verbose(tmp_path: Path) -> None:
+    setup = enable_join(make_province(tmp_path / "p", f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"))
+    config = setup.config_path
+    invited = govnode("federation", "invite", "--config", config, "--region", "350100")
+    assert invited.returncode == 0, invited.stderr
+    assert invited.stdout.startswith("Invitation for 福州市 (350100)"), invited.stdout
+    assert not LOG_EVENT.search(invited.stdout) and invited.stderr == "", invited
+    commands: list[tuple[list[str | Path], str]] = [
+        (["certs", "revoke", "--config", config, "--serial", "51be07"], "Revoked certificate"),
+        (["changes", "list", "--config", config], ""),
+        (["access", "list", "--config", config], ""),
+    ]
+    for args, first in commands:
+        result = govnode(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.startswith(first), (args, result.stdout)
+        assert not LOG_EVENT.search(result.stdout) and result.stderr == "", (args, result)
+
+    # --verbose (-v) shows the node's log events too: on stderr, never mixed into stdout. It is
+    # a global option, also taken after the command.
+    invite: list[str | Path] = ["federation", "invite", "--config", config, "--region", "350200"]
+    for args in (["-v", *invite], [*invite, "--verbose"]):
+        verbose = govnode(*args)
+        assert verbose.returncode == 0, verbose.stderr
+        assert verbose.stdout.startswith("Invitation for 厦门市 (350200)"), verbose.stdout
+        assert not LOG_EVENT.search(verbose.stdout), verbose.stdout
+        assert '"event": "storage.opened"' in verbose.stderr, verbose.stderr

@@ -329,6 +329,28 @@ async def test_oversized_messages_are_caught_when_the_limit_is_raised(tmp_path: 
     assert "expected RESOURCE_EXHAUSTED" in reasons(report)
 
 
+async def test_a_revocation_that_reaches_the_target_late_is_waited_for(tmp_path: Path) -> None:
+    """The suite run right after the province issued the tester bundle, against a good city
+    that learns revocations on its heartbeat (every 3 s): SEC-04 waits, then judges, and says
+    so. (A target that never applies revocations fails: see revocation-unchecked above.)"""
+    db = f"sqlite+aiosqlite:///{tmp_path}/%s.db"
+    slow = {"federation": {"heartbeat_seconds": 3.0}}
+    async with platform(tmp_path, db % "province", db % "city", city_sections=slow) as plat:
+        # The city has just learned lab-1's revoked certificate (the platform waited for it),
+        # so lab-2's reaches it on its next heartbeat, after the run below has begun.
+        tester = await issue_tester(plat.province, tmp_path / "lab-2", name="lab-2")
+        notices: list[str] = []
+        report = await run(
+            plat.options(tester=tester, revocation_timeout_s=15.0),
+            only=["SEC-04"],
+            notice=notices.append,
+        )
+    [result] = [r for r in report.results if r.case.id == "SEC-04"]
+    assert result.outcome is Outcome.PASSED, reasons(report)
+    assert "after waiting" in result.reason, reasons(report)
+    assert any("waiting up to 15 s" in n for n in notices), notices
+
+
 # --- a target that is not govnode ----------------------------------------------------------------
 
 

@@ -348,3 +348,59 @@ def test_commands_have_help_and_invite_needs_a_join_port(tmp_path: Path) -> None
     setup = make_province(tmp_path / "p", f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
     result = govnode("federation", "invite", "--config", setup.config_path, "--region", FUZHOU)
     assert_one_line_error(result, "federation.join_listen is not set")
+
+
+async def test_a_province_initialised_with_a_join_port_admits_a_city_online(
+    tmp_path: Path,
+) -> None:
+    """init province --join-listen, serve, invite, join: nobody edits a config."""
+    province_dir = tmp_path / "province"
+    listen, join_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    init: list[str | Path] = [
+        "init",
+        "province",
+        "--region",
+        "350000",
+        "--name",
+        "福建省",
+        "--dir",
+        province_dir,
+    ]
+    for bad, needle in ((listen, "must differ from --listen"), ("7444", "HOST:PORT")):
+        refused_init = await asyncio.to_thread(
+            govnode, *init, "--listen", listen, "--join-listen", bad
+        )
+        assert_one_line_error(refused_init, "--join-listen", needle)
+        assert not province_dir.exists()
+    made = await asyncio.to_thread(govnode, *init, "--listen", listen, "--join-listen", join_listen)
+    assert made.returncode == 0, made.stderr
+    assert f"join port:         {join_listen}" in made.stdout
+    config = load_config(province_dir / "govnode.toml")
+    assert config.federation.join_listen == join_listen
+
+    province = await start_node(config)
+    try:
+        assert province.join_port == int(join_listen.rpartition(":")[2])
+        invited = await asyncio.to_thread(
+            govnode,
+            "federation",
+            "invite",
+            "--config",
+            province_dir / "govnode.toml",
+            "--region",
+            FUZHOU,
+        )
+        assert invited.returncode == 0, invited.stderr
+        command = next(line for line in invited.stdout.splitlines() if "govnode join" in line)
+        assert f"--province {join_listen}" in command
+        args = command.split()[2:]  # as printed, with the placeholders filled in
+        city_dir = tmp_path / "fuzhou"
+        args[args.index("DIR")] = str(city_dir)
+        args[args.index("HOST:PORT")] = f"127.0.0.1:{free_port()}"
+        joined = await asyncio.to_thread(govnode, "join", *args)
+        assert joined.returncode == 0, joined.stderr
+        [member] = await members(province.db)
+        assert (member.region, member.name) == (FUZHOU, "福州市")
+        assert load_config(city_dir / "govnode.toml").federation.province_endpoint == listen
+    finally:
+        await province.stop(grace=0)

@@ -29,15 +29,26 @@ class NotRunnable(Exception):
 class Case:
     info: CaseInfo
     run: CaseFn
+    #: The case may wait up to Options.revocation_timeout_s for a revocation to reach the
+    #: target, on top of the runner's time limit for a case.
+    waits_for_revocation: bool = False
 
 
 def case(
-    registry: list[Case], id: str, title: str, *, article: str, checks: str, mandatory: bool = True
+    registry: list[Case],
+    id: str,
+    title: str,
+    *,
+    article: str,
+    checks: str,
+    mandatory: bool = True,
+    waits_for_revocation: bool = False,
 ) -> Callable[[CaseFn], CaseFn]:
     """Register ``fn`` as the case ``id`` in ``registry``."""
 
     def register(fn: CaseFn) -> CaseFn:
-        registry.append(Case(CaseInfo(id, title, mandatory, article, checks), fn))
+        info = CaseInfo(id, title, mandatory, article, checks)
+        registry.append(Case(info, fn, waits_for_revocation))
         return fn
 
     return register

@@ -41,6 +41,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help=(
+            "Also print the node's log events (debug and up), on stderr. Without it a command "
+            "prints only its output, and warnings and errors; `govnode serve` logs at its "
+            "configured log.level."
+        ),
+    ),
+) -> None:
+    from node.cli._common import set_verbose
+
+    set_verbose(verbose)
+
+
 app.add_typer(init.app, name="init")
 app.add_typer(certs.app, name="certs")
 app.add_typer(agency.app, name="agency")
@@ -55,11 +75,23 @@ federation.register(app)
 status.register(app)
 
 
+_VERBOSE = ("--verbose", "-v")
+
+
+def global_options_first(args: list[str]) -> list[str]:
+    """``args`` with --verbose/-v moved before the command: it is a global option, and
+    operators tend to add it at the end of the command line (up to a lone ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    head = args[:end]
+    flags = [a for a in head if a in _VERBOSE]
+    return flags[:1] + [a for a in head if a not in _VERBOSE] + args[end:]
+
+
 def main() -> None:
     from node.cli._common import UserError, describe_error
 
     try:
-        app()
+        app(args=global_options_first(sys.argv[1:]))
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -10,7 +10,11 @@ import typer
 from gateway.identity import IdentityError
 from node.config import ConfigError, NodeConfig, load_config
 from node.errors import DomainError
+from node.logging import configure_logging
 from node.pki import PkiError
+
+#: Set by the global --verbose option (see :func:`node.cli._options`).
+_verbose = False
 
 
 class UserError(Exception):
@@ -38,8 +42,27 @@ CONFIG_OPTION = typer.Option(
 JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line.")
 
 
+def set_verbose(verbose: bool) -> None:
+    """Apply the global --verbose option: commands log at debug, else only warnings and errors."""
+    global _verbose
+    _verbose = verbose
+    configure_logging("auto", log_level())
+
+
+def log_level(default: str = "warning") -> str:
+    """The level a command logs at: ``default``, or debug with --verbose.
+
+    A command prints what the operator asked for on stdout; the node's own events (a database
+    opened, migrations run) are not that, so they stay off the terminal unless asked for.
+    """
+    return "debug" if _verbose else default
+
+
 def load(config: Path) -> NodeConfig:
-    return load_config(config)
+    """Read and check the node's config; the command's logs take its [log] format."""
+    cfg = load_config(config)
+    configure_logging(cfg.log.format, log_level())
+    return cfg
 
 
 def split_hostport(value: str, what: str) -> tuple[str, int]:

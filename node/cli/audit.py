@@ -14,7 +14,6 @@ import typer
 from node.audit import MAX_QUERY_LIMIT, AuditLog, AuditRecord
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
-from node.logging import configure_logging
 from node.storage import Database
 from node.validation import CST
 
@@ -34,10 +33,8 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 
 
 def _open_config(config: Path) -> NodeConfig:
-    cfg = load(config)
-    # Logs go to stderr and only when they matter: stdout is the records (and --json's lines).
-    configure_logging(cfg.log.format, "warning")
-    return cfg
+    # Logs go to stderr and only when they matter (load): stdout is the records (and --json's).
+    return load(config)
 
 
 def _safe(text: str) -> str:

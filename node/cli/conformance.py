@@ -39,6 +39,10 @@ def _progress(index: int, total: int, case: Case, result: CaseResult | None) -> 
     )
 
 
+def _notice(line: str) -> None:
+    print(f"    {line}", flush=True)
+
+
 def print_summary(report: RunReport, paths: list[Path]) -> None:
     counts = report.counts()
     print()
@@ -82,6 +86,17 @@ def run_command(
     sync_timeout: float = typer.Option(
         30.0, "--sync-timeout", min=1, max=600, help="Bound for catalog propagation, seconds."
     ),
+    revocation_timeout: float = typer.Option(
+        30.0,
+        "--revocation-timeout",
+        min=0,
+        max=900,
+        help=(
+            "Seconds SEC-04 waits for the province's revocation of the tester's revoked "
+            "certificate to reach the target (cities learn it on their heartbeat), before "
+            "judging. 0: judge at once."
+        ),
+    ),
     max_message_bytes: int = typer.Option(
         4 * 1024 * 1024,
         "--max-message-bytes",
@@ -106,11 +121,12 @@ def run_command(
         tester=tester,
         region=region,
         sync_timeout_s=sync_timeout,
+        revocation_timeout_s=revocation_timeout,
         max_message_bytes=max_message_bytes,
         verify_per_minute=verify_per_minute,
     )
     try:
-        report = asyncio.run(run(options, only=_ids(only), progress=_progress))
+        report = asyncio.run(run(options, only=_ids(only), progress=_progress, notice=_notice))
     except (SelectionError, ValueError) as exc:
         raise UserError(str(exc)) from None
     bundle_key = (tester / "tester.key").read_bytes()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from node.cli._common import UserError
+from node.cli._common import UserError, log_level
 from node.logging import configure_logging
 
 
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Run a province node on loopback with fresh PKI and the example catalog."""
         from node.demo import run_demo
 
-        configure_logging("console", "error")
+        configure_logging("console", log_level("error"))
         if dir is not None and dir.exists() and any(dir.iterdir()):
             raise UserError(f"--dir {dir} is not empty")
         base = dir or Path(tempfile.mkdtemp(prefix="govnode-demo-"))

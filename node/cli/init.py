@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from node.cli._common import cert_hosts, echo
+from node.cli._common import UserError, cert_hosts, echo, split_hostport
 from node.codes import Region
 from node.provision import prepare_city, provision_province
 
@@ -32,21 +32,59 @@ def province(
     listen: str = LISTEN,
     trust_domain: str = TRUST_DOMAIN,
     host: list[str] = HOSTS,
+    join_listen: str | None = typer.Option(
+        None,
+        "--join-listen",
+        help=(
+            "HOST:PORT of the join port, where cities join online with an invitation "
+            "(TLS without a client certificate; only Join is served). Default: no join port; "
+            "cities are admitted by file (`govnode certs sign-city`)."
+        ),
+    ),
 ) -> None:
     """Create the province root CA, the province's CA, the node certificate and config."""
+    hosts = host
+    if join_listen is not None:
+        join_host = _check_join_listen(listen, join_listen)
+        if join_host not in _WILDCARDS:
+            hosts = [*host, join_host]  # cities verify the province's certificate there too
     made = provision_province(
         dir,
         region=region,
         name=name,
         listen=listen,
         trust_domain=trust_domain,
-        hosts=cert_hosts(listen, host),
+        hosts=cert_hosts(listen, hosts),
+        join_listen=join_listen,
     )
     echo(f"Province node {name} ({region}) created in {dir}")
     echo(f"  identity:          {made.identity}")
     echo(f"  root fingerprint:  {made.root_fingerprint}")
     echo(f"  config:            {made.config_path}")
+    if join_listen is not None:
+        echo(f"  join port:         {join_listen} (cities join online once the node serves)")
     echo(f"Next: govnode serve --config {made.config_path}")
+    if join_listen is not None:
+        echo(
+            f"then, for each city: govnode federation invite --config {made.config_path} "
+            "--region CITY"
+        )
+
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _check_join_listen(listen: str, join_listen: str) -> str:
+    """The join port's host, once it is a HOST:PORT apart from the node's own port."""
+    host, port = split_hostport(listen, "--listen")
+    join_host, join_port = split_hostport(join_listen, "--join-listen")
+    overlaps = join_host == host or join_host in _WILDCARDS or host in _WILDCARDS
+    if join_port == port and overlaps:
+        raise UserError(
+            f"--join-listen {join_listen} must differ from --listen {listen}: the join port is "
+            "a second port (e.g. the listen port + 1)"
+        )
+    return join_host
 
 
 @app.command("city")

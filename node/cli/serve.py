@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.channel import secure_channel
 from node.app import node_tls_files
-from node.cli._common import CONFIG_OPTION, echo, load
+from node.cli._common import CONFIG_OPTION, echo, load, log_level
 from node.logging import configure_logging
 
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         from node.app import serve_forever
 
         cfg = load(config)
-        configure_logging(cfg.log.format, cfg.log.level)
+        configure_logging(cfg.log.format, log_level(cfg.log.level))
         asyncio.run(serve_forever(cfg))
 
     @app.command("health")

@@ -2,8 +2,9 @@
 
 Start-up refuses loudly when anything would make the node unsafe: a region that may not run a
 platform (checked by the config), a node certificate that does not carry this node's identity
-or chain to the configured root, or a certificate that has expired. Shutdown reports
-NOT_SERVING first, so load balancers and peers drain before the port closes.
+or chain to the configured root, or a certificate that has expired. Health reports
+NOT_SERVING while the node cannot write to its database (node.storage.StorageMonitor).
+Shutdown reports NOT_SERVING first, so load balancers and peers drain before the port closes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from node.records import Records
 from node.revocation import Revocations
 from node.routing import Router
 from node.servicers import Services, register_services
-from node.storage import Database
+from node.servicers.status import refusal_for
+from node.storage import Database, StorageMonitor
 
 log = structlog.get_logger("govnode.node")
 
@@ -105,6 +107,7 @@ class RunningNode:
     join_port: int | None = None  # province with federation.join_listen: the join port
     forwarder: Forwarder | None = None  # routed calls: channels and breakers per peer
     guard: GuardInterceptor | None = None  # to wait for calls in progress when stopping
+    monitor: StorageMonitor | None = None  # health from the database's state
 
     @property
     def address(self) -> str:
@@ -116,6 +119,8 @@ class RunningNode:
         log.info("node_stopping", grace_s=grace)
         if self.sync is not None:
             await self.sync.stop()
+        if self.monitor is not None:
+            await self.monitor.stop()
         await self.health.set_serving(False)
         await self.server.stop(grace)
         if self.guard is not None:
@@ -160,7 +165,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
             root, config.node.trust_domain, AssertionNonces(db).remember
         )
         guard = GuardInterceptor(
-            Authenticator(root, config.node.trust_domain, revocations.reason_for), sink, verifier
+            Authenticator(root, config.node.trust_domain, revocations.reason_for),
+            sink,
+            verifier,
+            translate=refusal_for,
         )
         forwarder = Forwarder(node_tls_files(config))
         limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
@@ -205,6 +213,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
         join_port = _add_join_port(server, config)
         await server.start()
         await health.set_serving(True)
+        monitor = StorageMonitor(db, config.storage.health_probe_seconds, health.set_serving)
+        monitor.start()
     except BaseException:
         await audit.close()
         await db.close()
@@ -220,6 +230,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         join_port=join_port,
         forwarder=forwarder,
         guard=guard,
+        monitor=monitor,
     )
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(

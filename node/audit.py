@@ -52,7 +52,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from node.errors import InvalidArgument
+from node.errors import InvalidArgument, StorageUnavailable
 from node.models import AuditRecordRow
 from node.storage import Database, utc_now
 
@@ -501,7 +501,9 @@ class AuditLog:
             entries = [_prepare(p.entry) for p in batch]
             first = await self._db.write_sync("audit.append", lambda c: self._insert(c, entries))
         except Exception as exc:
-            log.error("audit.append_failed", records=len(batch), error=repr(exc))
+            # A fault of the database: its driver's text (callers see only UNAVAILABLE).
+            cause = exc.cause if isinstance(exc, StorageUnavailable) else repr(exc)
+            log.error("audit.append_failed", records=len(batch), error=cause)
             _fail(batch, exc)
             return
         self.batches_written += 1

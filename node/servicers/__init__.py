@@ -55,7 +55,7 @@ from node.servicers.join import JoinServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
-from node.servicers.status import status_for, trailing_metadata_for
+from node.servicers.status import refusal_of
 from node.storage import Database
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
@@ -118,7 +118,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
                 async for item in fn(request, context):
                     yield item
             except DomainError as exc:
-                raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
+                raise refusal_of(exc) from None
 
         return streaming
 
@@ -126,7 +126,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
         try:
             return await fn(request, context)
         except DomainError as exc:
-            raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
+            raise refusal_of(exc) from None
 
     return unary
 

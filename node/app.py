@@ -4,7 +4,8 @@ Start-up refuses loudly when anything would make the node unsafe: a region that 
 platform (checked by the config), a node certificate that does not carry this node's identity
 or chain to the configured root, or a certificate that has expired. Health reports
 NOT_SERVING while the node cannot write to its database (node.storage.StorageMonitor).
-Shutdown reports NOT_SERVING first, so load balancers and peers drain before the port closes.
+Shutdown reports NOT_SERVING first, so load balancers and peers drain before the port closes,
+and ends the streams peers hold open (UNAVAILABLE: reconnect later) instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class RunningNode:
     forwarder: Forwarder | None = None  # routed calls: channels and breakers per peer
     guard: GuardInterceptor | None = None  # to wait for calls in progress when stopping
     monitor: StorageMonitor | None = None  # health from the database's state
+    #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
+    #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
+    stopping: asyncio.Event | None = None
 
     @property
     def address(self) -> str:
@@ -122,6 +126,8 @@ class RunningNode:
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
+        if self.stopping is not None:
+            self.stopping.set()
         await self.server.stop(grace)
         if self.guard is not None:
             left = await self.guard.drain(max(grace, 1.0) + 4.0)
@@ -177,6 +183,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None
         notifications = Notifications(db)  # one instance: its watchers wake on every notice
+        stopping = asyncio.Event()
         services = Services(
             config=config,
             identity=identity,
@@ -196,6 +203,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             audit_log=audit,
             oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
             notifications=notifications,
+            stopping=stopping,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -231,6 +239,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         forwarder=forwarder,
         guard=guard,
         monitor=monitor,
+        stopping=stopping,
     )
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(

@@ -8,8 +8,9 @@ a message naming what is missing, and still shows up in reflection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -104,6 +105,8 @@ class Services:
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
     notifications: Notifications | None = None
+    #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -174,7 +177,9 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         services.db, services.catalog, services.records, notifications, services.identity
     )
     implementations: dict[str, list[object]] = {
-        "govnode.v1.CatalogService": [CatalogServicer(services.catalog, changes)],
+        "govnode.v1.CatalogService": [
+            CatalogServicer(services.catalog, changes, stopping=services.stopping)
+        ],
         "govnode.v1.AccessService": [
             # Change requests; AccessServicer serves the rest.
             ChangeRequestServicer(services.catalog, changes),
@@ -207,7 +212,11 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             FederationServicer(services.config, services.identity, services.catalog, services.db),
             JoinServicer(services.config, services.db),
             FederationSyncServicer(
-                services.config, services.identity, services.catalog, services.exchange
+                services.config,
+                services.identity,
+                services.catalog,
+                services.exchange,
+                stopping=services.stopping,
             ),
             PeersServicer(services.config, services.db, services.exchange, services.province_link),
         ],

@@ -309,9 +309,9 @@ class Database:
         as writable again (:attr:`health`), unless another write failed meanwhile. Raises
         :class:`StorageUnavailable` if it is not writable.
 
-        The value is random hex, which neither SQLite nor PostgreSQL's TOAST compresses, so a
-        probe of ``size`` bytes needs about that much room; it replaces the previous probe's,
-        so probes do not grow the database."""
+        The value is random hex, which SQLite stores as it is and PostgreSQL's TOAST hardly
+        compresses, so a probe of ``size`` bytes needs about that much room; it replaces the
+        previous probe's, so probes do not grow the database."""
         value = f"{utc_now().isoformat()} {os.urandom(size // 2).hex()}"
         statement = text(
             "INSERT INTO node_meta (key, value) VALUES (:key, :value)"

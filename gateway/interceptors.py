@@ -10,7 +10,8 @@ For each RPC, whatever its streaming shape, the guard:
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
 3. binds the caller and a request id to the context for the servicer (and names them in
    every log event it writes);
-4. turns any unexpected exception into INTERNAL with the request id, never a stack trace;
+4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
+   unless the node's ``translate`` knows it (a fault of the node's database is UNAVAILABLE);
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
    before the response or status leaves the node.
 """
@@ -18,6 +19,7 @@ For each RPC, whatever its streaming shape, the guard:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import math
@@ -50,12 +52,20 @@ log = structlog.get_logger("govnode.gateway")
 
 REQUEST_ID_KEY = "govnode-request-id"
 
+#: The standard gRPC health service (grpc.health.v1), served on every node.
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("govnode_request_id", default="")
 _detail: contextvars.ContextVar[dict[str, str | int] | None] = contextvars.ContextVar(
     "govnode_audit_detail", default=None
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+#: The node's own mapping of exceptions the guard does not know to a refusal, or None for a bug
+#: (INTERNAL). It covers what fails outside the servicers' mapping: the caller's revocation
+#: check, a forwarded call's assertion nonce, an audit record a servicer writes itself.
+Translate = Callable[[Exception], Refusal | None]
 
 #: The only methods the guard lets through WITHOUT a verified client certificate: a city that
 #: joins has no certificate yet, so FederationService/Join is authorised by the one-time
@@ -166,6 +176,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """``verifier`` checks the caller assertions of forwarded calls (see ROUTED_METHODS);
     without one, the node accepts no forwarded call. ``limiter`` admits every call by its
     network address before anything else (the join port's guard: see gateway.ratelimit).
+    ``translate``: see :data:`Translate`.
 
     One guard per server: it keeps each method's guarded handler, which is the server's own."""
 
@@ -175,11 +186,13 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         audit: AuditSink | None = None,
         verifier: AssertionVerifier | None = None,
         limiter: AnonymousLimiter | None = None,
+        translate: Translate | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
         self._verifier = verifier
         self._limiter = limiter
+        self._translate = translate
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -208,7 +221,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if handler is None:
                 return None
             guarded = self._guarded[method] = _Guarded(
-                self._auth, self._audit, method, self._verifier, self._inflight, self._limiter
+                self._auth, self._audit, method, self._verifier, self._inflight, self._limiter,
+                self._translate,
             ).wrap(handler)
         return guarded
 
@@ -222,6 +236,7 @@ class _Guarded:
         verifier: AssertionVerifier | None = None,
         inflight: set[asyncio.Task[Any]] | None = None,
         limiter: AnonymousLimiter | None = None,
+        translate: Translate | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -229,6 +244,7 @@ class _Guarded:
         self.verifier = verifier
         self.inflight = inflight
         self.limiter = limiter
+        self.translate = translate
 
     async def enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
@@ -255,6 +271,20 @@ class _Guarded:
             except _AuditFailed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        except Exception as exc:
+            # Authentication could not be decided: the revocation list is in a database that
+            # is down. The health service still answers (NOT_SERVING, which is what load
+            # balancers and `govnode health` need to hear) to a certificate the handshake
+            # verified; it serves no data. Every other call is refused like any failure
+            # (UNAVAILABLE for a database fault), never UNKNOWN.
+            if self.method.startswith(HEALTH_PREFIX):
+                log.warning(
+                    "health_answered_without_revocation_check",
+                    request_id=request_id,
+                    error=repr(exc)[:200],
+                )
+                return  # no peer bound: the health service needs none
+            await self.refused(call, context, exc)
         assert call.peer is not None
         call.tokens.append(set_current_peer(call.peer))
         call.assertion = _metadata_bytes(context, ASSERTION_KEY)
@@ -392,6 +422,11 @@ class _Guarded:
                 error=repr(exc),
             )
 
+    def _translated(self, exc: BaseException) -> Refusal | None:
+        if self.translate is None or not isinstance(exc, Exception):
+            return None
+        return self.translate(exc)
+
     async def refused(self, call: _Call, context: Context, exc: BaseException) -> None:
         """Audit a refusal or failure, then let the status leave.
 
@@ -404,13 +439,16 @@ class _Guarded:
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
             status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-            await self.finish(call, status, clip_message(str(context.details() or "")))
+            with contextlib.suppress(_AuditFailed):  # the status has left already
+                await self.finish(call, status, clip_message(str(context.details() or "")))
             raise exc
         trailing: tuple[tuple[str, str], ...] = ()
         if isinstance(exc, Refusal):
             code, message, trailing = exc.code, exc.message, exc.trailing_metadata
         elif isinstance(exc, _BadMessage):
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        elif (known := self._translated(exc)) is not None:
+            code, message, trailing = known.code, known.message, known.trailing_metadata
         else:
             log.error(
                 "call_failed",
@@ -430,7 +468,12 @@ class _Guarded:
         try:
             await self.finish(call, code, message)
         except _AuditFailed:
-            code, message, trailing = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE, ()
+            # Nothing leaves unrecorded: the caller is told to come back. A call that was
+            # already UNAVAILABLE (the database is down, and the audit log with it) keeps its
+            # own message, which names the cause.
+            if code is not grpc.StatusCode.UNAVAILABLE:
+                code, message = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE
+            trailing = ()
         # Retry information (retry-after-ms) and the like travel as trailing metadata.
         await context.abort(code, message, trailing_metadata=trailing)
 

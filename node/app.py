@@ -2,8 +2,10 @@
 
 Start-up refuses loudly when anything would make the node unsafe: a region that may not run a
 platform (checked by the config), a node certificate that does not carry this node's identity
-or chain to the configured root, or a certificate that has expired. Shutdown reports
-NOT_SERVING first, so load balancers and peers drain before the port closes.
+or chain to the configured root, or a certificate that has expired. Health reports
+NOT_SERVING while the node cannot write to its database (node.storage.StorageMonitor).
+Shutdown reports NOT_SERVING first, so load balancers and peers drain before the port closes,
+and ends the streams peers hold open (UNAVAILABLE: reconnect later) instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from node.records import Records
 from node.revocation import Revocations
 from node.routing import Router
 from node.servicers import Services, register_join_service, register_services
-from node.storage import Database
+from node.servicers.status import refusal_for
+from node.storage import Database, StorageMonitor
 
 log = structlog.get_logger("govnode.node")
 
@@ -113,6 +116,10 @@ class RunningNode:
     forwarder: Forwarder | None = None  # routed calls: channels and breakers per peer
     guard: GuardInterceptor | None = None  # to wait for calls in progress when stopping
     join: JoinPort | None = None  # the join port's own server and guard
+    monitor: StorageMonitor | None = None  # health from the database's state
+    #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
+    #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
+    stopping: asyncio.Event | None = None
 
     @property
     def address(self) -> str:
@@ -124,9 +131,13 @@ class RunningNode:
         log.info("node_stopping", grace_s=grace)
         if self.sync is not None:
             await self.sync.stop()
+        if self.monitor is not None:
+            await self.monitor.stop()
         await self.health.set_serving(False)
         if self.join is not None:
             await self.join.server.stop(grace)
+        if self.stopping is not None:
+            self.stopping.set()
         await self.server.stop(grace)
         for guard in (self.guard, self.join.guard if self.join is not None else None):
             if guard is not None:
@@ -165,7 +176,7 @@ def _join_port(
     limiter = AnonymousLimiter(
         fed.join_per_minute_per_address, fed.join_per_minute_total, what="join attempts"
     )
-    guard = GuardInterceptor(authenticator, sink, limiter=limiter)
+    guard = GuardInterceptor(authenticator, sink, limiter=limiter, translate=refusal_for)
     server = build_server(guard, _limits(config, max_message_bytes=fed.join_max_message_bytes))
     register_join_service(server, services, infrastructure_services())
     try:
@@ -199,7 +210,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             root, config.node.trust_domain, AssertionNonces(db).remember
         )
         authenticator = Authenticator(root, config.node.trust_domain, revocations.reason_for)
-        guard = GuardInterceptor(authenticator, sink, verifier)
+        guard = GuardInterceptor(authenticator, sink, verifier, translate=refusal_for)
         forwarder = Forwarder(node_tls_files(config))
         server = build_server(
             guard, _limits(config, max_message_bytes=config.limits.max_message_bytes)
@@ -208,6 +219,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None
         notifications = Notifications(db)  # one instance: its watchers wake on every notice
+        stopping = asyncio.Event()
         services = Services(
             config=config,
             identity=identity,
@@ -227,6 +239,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             audit_log=audit,
             oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
             notifications=notifications,
+            stopping=stopping,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -246,6 +259,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
         if join is not None:
             await join.server.start()
         await health.set_serving(True)
+        monitor = StorageMonitor(db, config.storage.health_probe_seconds, health.set_serving)
+        monitor.start()
     except BaseException:
         await audit.close()
         await db.close()
@@ -262,6 +277,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
         forwarder=forwarder,
         guard=guard,
         join=join,
+        monitor=monitor,
+        stopping=stopping,
     )
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(

@@ -54,7 +54,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.audit import MAX_DETAIL_CHARS
 from gateway.quote import clip_message
-from node.errors import InvalidArgument
+from node.errors import InvalidArgument, StorageUnavailable
 from node.models import AuditRecordRow
 from node.storage import Database, utc_now
 
@@ -507,7 +507,9 @@ class AuditLog:
             entries = [_prepare(p.entry) for p in batch]
             first = await self._db.write_sync("audit.append", lambda c: self._insert(c, entries))
         except Exception as exc:
-            log.error("audit.append_failed", records=len(batch), error=repr(exc))
+            # A fault of the database: its driver's text (callers see only UNAVAILABLE).
+            cause = exc.cause if isinstance(exc, StorageUnavailable) else repr(exc)
+            log.error("audit.append_failed", records=len(batch), error=cause)
             _fail(batch, exc)
             return
         self.batches_written += 1

@@ -36,7 +36,7 @@ from gateway.tls import TlsFiles
 from node.approval import set_own_approval
 from node.catalog import Catalog
 from node.config import NodeConfig
-from node.errors import DomainError
+from node.errors import DomainError, StorageUnavailable
 from node.federation_sync import CatalogExchange
 from node.peers import ProvinceLink, skew_ms
 from node.revocation import Revocation, Revocations, reason_from_rfc
@@ -151,6 +151,8 @@ class CitySync:
                     code=exc.code().name,
                     details=exc.details(),
                 )
+            except StorageUnavailable as exc:  # this node's database; retried with backoff
+                self._log.warning("catalog_sync_storage_unavailable", loop=loop, error=exc.cause)
             except DomainError as exc:
                 self._log.error("catalog_sync_refused_change", loop=loop, error=exc.message)
             except Exception:

@@ -97,6 +97,10 @@ class TlsSection(_Section):
 
 class StorageSection(_Section):
     url: str = "sqlite+aiosqlite:///node.db"
+    #: How often the node test-writes its database for its gRPC health status (NOT_SERVING
+    #: while it cannot write; node.storage._health). A write that fails turns it NOT_SERVING
+    #: at once; a probe that commits turns it SERVING again.
+    health_probe_seconds: float = Field(default=5.0, ge=0.1, le=3600)
 
     @field_validator("url")
     @classmethod

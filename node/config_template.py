@@ -71,6 +71,9 @@ def render_config(
         "# Embedded SQLite by default (one file per node, WAL). For production or several",
         "# processes behind a load balancer: postgresql+asyncpg://USER@HOST:5432/DB",
         'url = "sqlite+aiosqlite:///node.db"',
+        "# Health: the node test-writes its database this often; gRPC health says NOT_SERVING",
+        "# from a failed write (disk full, database unreachable) until a test write commits.",
+        "health_probe_seconds = 5.0",
         "",
         "[federation]",
     ]

@@ -51,3 +51,20 @@ class ResourceExhausted(DomainError):
 
 class Unavailable(DomainError):
     """A node the request needs cannot be reached."""
+
+
+class StorageUnavailable(Unavailable):
+    """The node's own database cannot be used right now: the connection was lost, the server
+    is gone or refuses connections, the disk is full, the database is read-only, or it did
+    not answer in time. A fault of the node, not of the request, so the caller is told only
+    to try again later; ``kind`` (a short phrase such as "disk full") and ``cause`` (the
+    driver's own text) are for the node log, never for the caller."""
+
+    def __init__(self, operation: str, kind: str, cause: str) -> None:
+        super().__init__(STORAGE_UNAVAILABLE_MESSAGE)
+        self.operation = operation
+        self.kind = kind
+        self.cause = cause
+
+
+STORAGE_UNAVAILABLE_MESSAGE = "the node's database is unavailable; try again later"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -11,15 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import grpc.aio
 import pytest
 from google.protobuf import descriptor_pool
+from govnode.v1 import catalog_pb2, catalog_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from gateway.channel import secure_channel
+from gateway.tls import TlsFiles
 from node.servicers import service_descriptors
-from tests.nodes import make_province
+from node.servicers.convert import entry_to_proto
+from tests.conftest import agency_code
+from tests.nodes import FUZHOU, PUBLIC_SECURITY, entry_of, make_city, make_province
 from tests.test_cli import govnode
 
 pytestmark = pytest.mark.slow
@@ -157,3 +166,97 @@ def test_sigterm_reports_not_serving_then_exits_cleanly(
             pass  # the stream ends when the server stops
     assert statuses[:1] == [health_pb2.HealthCheckResponse.NOT_SERVING]
     assert proc.wait(timeout=20) == 0
+
+
+def _spawn(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from node.cli import main; main()",
+                "serve",
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            env={**os.environ, "GOVNODE_LOG__FORMAT": "json", **(env or {})},
+        )
+
+
+async def _entries(address: str, files: TlsFiles) -> int:
+    async with secure_channel(address, files, timeout=2) as ch:
+        reply = await catalog_pb2_grpc.CatalogServiceStub(ch).GetCatalogDigest(
+            catalog_pb2.GetCatalogDigestRequest()
+        )
+    return int(reply.entries)
+
+
+async def _wait_entries(address: str, files: TlsFiles, wanted: int, within: float = 30.0) -> None:
+    """Poll (every 0.2 s, bounded) until the node's catalog holds ``wanted`` entries."""
+    seen = -1
+    for _ in range(int(within / 0.2)):
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            seen = await _entries(address, files)
+            if seen == wanted:
+                return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{address}: {seen} catalog entries after {within} s, wanted {wanted}")
+
+
+async def test_sigterm_with_a_city_connected_ends_its_streams_and_the_city_reconnects(
+    tmp_path: Path,
+) -> None:
+    """A city holds two streams open to its province (WatchCatalog, PublishCatalog), idle
+    between catalog changes. On SIGTERM the province ends them at once (UNAVAILABLE, which the
+    city treats as "reconnect later") instead of waiting out its grace period for them.
+
+    The grace period is set to 30 s and the province must exit within 15: not a speed test
+    (a stop takes well under a second here), but the line between the two behaviours, with
+    room for a loaded machine."""
+    province = make_province(tmp_path / "province", f"sqlite+aiosqlite:///{tmp_path}/p.db")
+    city = make_city(tmp_path / "fuzhou", f"sqlite+aiosqlite:///{tmp_path}/c.db", province)
+    province_agency = province.agency(PUBLIC_SECURITY)
+    city_agency = city.agency(agency_code(1, FUZHOU))
+    logs = tmp_path / "province.log"
+    grace = {"GOVNODE_LIMITS__SHUTDOWN_GRACE_SECONDS": "30"}
+    procs = [
+        _spawn(province.config_path, logs, grace),
+        _spawn(city.config_path, tmp_path / "c.log"),
+    ]
+    try:
+        await _wait_entries(province.config.node.listen, province_agency, 0)
+        await _wait_entries(city.config.node.listen, city_agency, 0)
+        async with secure_channel(city.config.node.listen, city_agency) as ch:
+            await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+                catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry_of(FUZHOU, 1)))
+            )
+        # The entry reached the province: the city's streams are open.
+        await _wait_entries(province.config.node.listen, province_agency, 1)
+
+        procs[0].send_signal(signal.SIGTERM)
+        try:
+            assert procs[0].wait(timeout=15) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("the province waited for its connected city's streams (grace: 30 s)")
+        stopping = [json.loads(line) for line in logs.read_text().splitlines()]
+        assert any(e.get("event") == "node_stopped" for e in stopping)
+
+        # The province is back: the city reconnects by itself and its next change arrives.
+        procs[0] = _spawn(province.config_path, logs)
+        async with secure_channel(city.config.node.listen, city_agency) as ch:
+            await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+                catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry_of(FUZHOU, 2)))
+            )
+        await _wait_entries(province.config.node.listen, province_agency, 2)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -8,8 +8,9 @@ a message naming what is missing, and still shows up in reflection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -56,7 +57,7 @@ from node.servicers.join import JoinServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
-from node.servicers.status import status_for, trailing_metadata_for
+from node.servicers.status import refusal_of
 from node.storage import Database
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
@@ -105,6 +106,8 @@ class Services:
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
     notifications: Notifications | None = None
+    #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -119,7 +122,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
                 async for item in fn(request, context):
                     yield item
             except DomainError as exc:
-                raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
+                raise refusal_of(exc) from None
 
         return streaming
 
@@ -127,7 +130,7 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
         try:
             return await fn(request, context)
         except DomainError as exc:
-            raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
+            raise refusal_of(exc) from None
 
     return unary
 
@@ -205,7 +208,9 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         services.db, services.catalog, services.records, notifications, services.identity
     )
     implementations: dict[str, list[object]] = {
-        "govnode.v1.CatalogService": [CatalogServicer(services.catalog, changes)],
+        "govnode.v1.CatalogService": [
+            CatalogServicer(services.catalog, changes, stopping=services.stopping)
+        ],
         "govnode.v1.AccessService": [
             # Change requests; AccessServicer serves the rest.
             ChangeRequestServicer(services.catalog, changes),
@@ -238,7 +243,11 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             FederationServicer(services.config, services.identity, services.catalog, services.db),
             JoinServicer(services.config, services.db),
             FederationSyncServicer(
-                services.config, services.identity, services.catalog, services.exchange
+                services.config,
+                services.identity,
+                services.catalog,
+                services.exchange,
+                stopping=services.stopping,
             ),
             PeersServicer(services.config, services.db, services.exchange, services.province_link),
         ],

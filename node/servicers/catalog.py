@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from node.catalog_types import (
 from node.change_requests import ChangeRequests
 from node.errors import InvalidArgument, PermissionDenied
 from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
+from node.servicers.stopping import wait_or_stop
 
 _KINDS = {
     ChangeKind.REGISTERED: catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
@@ -47,9 +47,15 @@ class CatalogServicer:
     """``changes`` turns UpdateResource and WithdrawResource into change requests for the
     authority (第四十一条), except on probe entries."""
 
-    def __init__(self, catalog: Catalog, changes: ChangeRequests) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        changes: ChangeRequests,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self._catalog = catalog
         self._changes = changes
+        self._stopping = stopping if stopping is not None else asyncio.Event()
 
     async def RegisterResource(
         self, request: catalog_pb2.RegisterResourceRequest, context: Any
@@ -168,5 +174,5 @@ class CatalogServicer:
                 yield msg
                 after = change.sequence
             if not changes:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), WATCH_POLL_SECONDS)
+                # Idle: a stopping node ends the stream now (UNAVAILABLE, node.servicers.stopping).
+                await wait_or_stop(waiter, self._stopping, within_s=WATCH_POLL_SECONDS)

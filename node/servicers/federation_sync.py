@@ -8,6 +8,7 @@ the whole entry, node-owned fields included, and comes back field for field.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +28,7 @@ from node.federation_sync import CatalogExchange
 from node.peers import record_peer_info
 from node.revocation import Revocations
 from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
+from node.servicers.stopping import until_stopping
 from node.storage import Database
 
 KINDS = {
@@ -115,12 +117,18 @@ async def node_info(
 
 class FederationSyncServicer:
     def __init__(
-        self, config: NodeConfig, identity: Identity, catalog: Catalog, exchange: CatalogExchange
+        self,
+        config: NodeConfig,
+        identity: Identity,
+        catalog: Catalog,
+        exchange: CatalogExchange,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._config = config
         self._identity = identity
         self._catalog = catalog
         self._exchange = exchange
+        self._stopping = stopping if stopping is not None else asyncio.Event()
 
     async def Heartbeat(
         self, request: federation_pb2.HeartbeatRequest, context: Any
@@ -151,7 +159,8 @@ class FederationSyncServicer:
             )
         self._exchange.check_peer(caller, "publish catalog changes")
         last = await self._exchange.applied_sequence(caller.region)
-        async for msg in request_iterator:
+        # Idle between changes: a stopping node ends the stream now (node.servicers.stopping).
+        async for msg in until_stopping(request_iterator, self._stopping):
             change = change_from_proto(msg)
             await self._exchange.apply_remote(change, caller)
             last = max(last, change.sequence)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import grpc
+import structlog
 
-from gateway.refusal import RETRY_AFTER_KEY
+from gateway.interceptors import AUDIT_FAILED_MESSAGE, current_request_id
+from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from node import errors
+from node.audit import AuditLogClosed, AuditWriteFailed
 
-__all__ = ["RETRY_AFTER_KEY", "status_for", "trailing_metadata_for"]
+__all__ = ["RETRY_AFTER_KEY", "refusal_for", "refusal_of", "status_for", "trailing_metadata_for"]
+
+log = structlog.get_logger("govnode.node")
 
 _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -34,3 +39,34 @@ def status_for(exc: errors.DomainError) -> grpc.StatusCode:
         if code is not None:
             return code
     return grpc.StatusCode.FAILED_PRECONDITION
+
+
+def refusal_of(exc: errors.DomainError) -> Refusal:
+    """The status a caller gets for ``exc``.
+
+    A fault of the node's database is UNAVAILABLE with a message saying to try again later and
+    naming the call's request id; the driver's text goes to the node log, under that id."""
+    if isinstance(exc, errors.StorageUnavailable):
+        request_id = current_request_id()
+        log.error(
+            "call_storage_unavailable",
+            request_id=request_id,
+            fault=exc.kind,
+            operation=exc.operation,
+            error=exc.cause,
+        )
+        message = f"{exc.message} (request id {request_id})" if request_id else exc.message
+        return Refusal(grpc.StatusCode.UNAVAILABLE, message)
+    return Refusal(status_for(exc), exc.message, trailing_metadata_for(exc))
+
+
+def refusal_for(exc: Exception) -> Refusal | None:
+    """The status for an exception that left a call outside the servicers' own mapping (the
+    guard's authentication, a forwarded call's nonce, an audit record a servicer writes
+    itself), or None for a bug, which the guard answers INTERNAL."""
+    if isinstance(exc, errors.DomainError):
+        return refusal_of(exc)
+    if isinstance(exc, AuditWriteFailed | AuditLogClosed):
+        log.error("audit_failed", request_id=current_request_id(), error=str(exc))
+        return Refusal(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
+    return None

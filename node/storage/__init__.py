@@ -11,13 +11,18 @@ Usage::
 
 from node.storage._backends import MIN_SQLITE_VERSION, StorageError
 from node.storage._database import Database, Transaction
+from node.storage._health import RECOVERY_PROBE_BYTES, StorageFault, StorageHealth, StorageMonitor
 from node.storage._migrations import head_revision
 from node.storage._types import UTCDateTime, utc_now
 
 __all__ = [
     "MIN_SQLITE_VERSION",
+    "RECOVERY_PROBE_BYTES",
     "Database",
     "StorageError",
+    "StorageFault",
+    "StorageHealth",
+    "StorageMonitor",
     "Transaction",
     "UTCDateTime",
     "head_revision",

@@ -2,18 +2,25 @@
 
 Everything backend-specific the storage engine needs is one of the methods below (the Synapse
 "database engine" idea): connect arguments, per-connection set-up, the statement that opens a
-transaction, whether an error is a retryable conflict or a unique violation, and how to take a
-transaction-scoped lock. Nothing outside this module branches on the backend.
+transaction, whether an error is a retryable conflict, a unique violation or a fault of the
+database itself, and how to take a transaction-scoped lock. Nothing outside this module
+branches on the backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import asyncpg
 from sqlalchemy import URL, Executable, func, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: The minimum SQLite library: RETURNING arrived in 3.35.
@@ -31,9 +38,56 @@ _PG_SERIALIZATION_FAILURE = "40001"
 _PG_DEADLOCK_DETECTED = "40P01"
 _PG_UNIQUE_VIOLATION = "23505"
 
+#: How long opening a PostgreSQL connection may take, and how long a caller waits for a free
+#: pooled connection, before the database counts as unavailable (seconds). asyncpg's own
+#: connect timeout is 60 s, long enough to hold every call on a dead server for a minute.
+PG_CONNECT_TIMEOUT_S = 10.0
+POOL_TIMEOUT_S = 10.0
+
 
 class StorageError(Exception):
     """The database cannot be used as configured (bad URL, old SQLite, missing directory)."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An error that is the database's fault, not the code's or the request's.
+
+    ``kind`` is a short phrase for the node log and the health status ("disk full",
+    "connection lost"). ``disconnect``: the connection it happened on is unusable and must be
+    dropped; the transaction, if it had not reached its commit, may be re-run once on a new one.
+    """
+
+    kind: str
+    disconnect: bool = False
+
+
+_CONNECTION_LOST = Fault("connection lost", disconnect=True)
+_CANNOT_CONNECT = Fault("cannot connect", disconnect=True)
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what it wraps: SQLAlchemy's ``orig``, the driver adapter's cause."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def _common_fault(error: BaseException) -> Fault | None:
+    """Faults that look the same on every backend."""
+    if isinstance(error, PoolTimeout):
+        return Fault("no free database connection")
+    if isinstance(error, asyncio.TimeoutError | TimeoutError):
+        return Fault("timed out", disconnect=True)
+    if isinstance(error, ConnectionError):
+        return _CONNECTION_LOST
+    if isinstance(error, OSError):
+        return _CANNOT_CONNECT
+    return None
 
 
 class Backend(Protocol):
@@ -56,6 +110,14 @@ class Backend(Protocol):
 
     def is_unique_violation(self, error: DBAPIError) -> bool:
         """Whether the error is a primary-key or unique-constraint violation."""
+
+    def fault(self, error: BaseException) -> Fault | None:
+        """The database's fault ``error`` reports (connection lost, disk full, ...), or None
+        when it is not one (a bug, a constraint, a conflict still being retried)."""
+
+    def connection_lost(self, dbapi_connection: Any) -> bool:
+        """Whether a pooled connection is already known to be dead (checked, for free, before
+        each use: no round trip to the server)."""
 
     def lock_statement(self, name: str) -> Executable | None:
         """A statement taking a lock named ``name`` until the transaction ends, or None."""
@@ -129,9 +191,40 @@ class SQLiteBackend:
         code = getattr(error.orig, "sqlite_errorcode", None)
         return code in (_SQLITE_CONSTRAINT_PRIMARYKEY, _SQLITE_CONSTRAINT_UNIQUE)
 
+    def fault(self, error: BaseException) -> Fault | None:
+        for cause in _causes(error):
+            code = getattr(cause, "sqlite_errorcode", None)
+            if isinstance(cause, sqlite3.Error) and isinstance(code, int):
+                kind = _SQLITE_FAULTS.get(code & 0xFF)
+                return None if kind is None else Fault(kind)
+            common = _common_fault(cause)
+            if common is not None:
+                return common
+        return None
+
+    def connection_lost(self, dbapi_connection: Any) -> bool:
+        return False
+
     def lock_statement(self, name: str) -> Executable | None:
         # BEGIN IMMEDIATE already holds the one write lock of the database file.
         return None
+
+
+#: SQLite primary result codes that are faults of the database file or its disk. BUSY and
+#: LOCKED are retried first (is_retryable); they get here only when the lock stayed taken.
+_SQLITE_FAULTS = {
+    3: "permission denied",  # SQLITE_PERM
+    5: "busy",  # SQLITE_BUSY: another process held the write lock past every retry
+    6: "busy",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    11: "damaged",  # SQLITE_CORRUPT
+    13: "disk full",  # SQLITE_FULL: "database or disk is full"
+    14: "cannot open",  # SQLITE_CANTOPEN
+    15: "busy",  # SQLITE_PROTOCOL
+    26: "damaged",  # SQLITE_NOTADB
+}
 
 
 class PostgresBackend:
@@ -148,9 +241,17 @@ class PostgresBackend:
         del url
 
     def engine_kwargs(self) -> dict[str, Any]:
+        # No pool_pre_ping: SQLAlchemy's ping on asyncpg is BEGIN, a query and ROLLBACK, three
+        # round trips on every checkout (it doubled the cost of a point read). Dead
+        # connections are found for free instead: connection_lost() before each use, and an
+        # error that fault() calls a disconnect drops the connection and re-runs the
+        # transaction once (node.storage._database).
         return {
-            "pool_pre_ping": True,
-            "connect_args": {"server_settings": {"application_name": "govnode", "timezone": "UTC"}},
+            "pool_timeout": POOL_TIMEOUT_S,
+            "connect_args": {
+                "timeout": PG_CONNECT_TIMEOUT_S,
+                "server_settings": {"application_name": "govnode", "timezone": "UTC"},
+            },
         }
 
     def on_connect(self, dbapi_connection: Any) -> None:
@@ -168,10 +269,61 @@ class PostgresBackend:
     def is_unique_violation(self, error: DBAPIError) -> bool:
         return _sqlstate(error) == _PG_UNIQUE_VIOLATION
 
+    def fault(self, error: BaseException) -> Fault | None:
+        for cause in _causes(error):
+            state = getattr(cause, "sqlstate", None)
+            if isinstance(state, str) and state:
+                found = _pg_fault(state, str(cause))
+                if found is not None or isinstance(cause, asyncpg.PostgresError):
+                    return found
+            if type(cause) in (asyncpg.InterfaceError, asyncpg.InternalClientError) or isinstance(
+                cause, asyncpg.exceptions.ProtocolError
+            ):
+                # The connection's protocol state is broken: "connection is closed", "cannot
+                # switch to state 15; another operation (2) is in progress" (the server's
+                # FATAL arrived while the connection sat between two statements).
+                return _CONNECTION_LOST
+            common = _common_fault(cause)
+            if common is not None:
+                return common
+        return None
+
+    def connection_lost(self, dbapi_connection: Any) -> bool:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        return isinstance(driver, asyncpg.Connection) and driver.is_closed()
+
     def lock_statement(self, name: str) -> Executable | None:
         digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
         key = int.from_bytes(digest, "big", signed=True)
         return select(func.pg_advisory_xact_lock(key))
+
+
+#: SQLSTATEs (exact, then by class) that are faults of the database server or its disk.
+_PG_FAULTS = {
+    "57014": Fault("timed out"),  # query_canceled (statement_timeout)
+    "25006": Fault("read-only"),  # read_only_sql_transaction: a standby after a failover
+    "3D000": _CANNOT_CONNECT,  # invalid_catalog_name: the database does not exist
+    "42501": Fault("permission denied"),  # insufficient_privilege (REVOKE CONNECT, grants)
+    "53100": Fault("disk full"),  # "could not extend file": No space left on device
+    "53200": Fault("out of memory"),
+    "53300": Fault("too many connections"),
+    "53400": Fault("server limit reached"),
+    "XX001": Fault("damaged"),  # data_corrupted
+    "XX002": Fault("damaged"),  # index_corrupted
+}
+_PG_FAULT_CLASSES = {
+    "08": _CONNECTION_LOST,  # connection exception
+    "28": _CANNOT_CONNECT,  # invalid authorization specification
+    "53": Fault("insufficient resources"),
+    "57": _CONNECTION_LOST,  # operator intervention: shutdown, crash, cannot connect now
+    "58": Fault("disk I/O error"),  # system error
+}
+
+
+def _pg_fault(state: str, message: str) -> Fault | None:
+    if state == "55000" and "not currently accepting connections" in message:
+        return _CANNOT_CONNECT  # ALTER DATABASE ... ALLOW_CONNECTIONS false
+    return _PG_FAULTS.get(state) or _PG_FAULT_CLASSES.get(state[:2])
 
 
 def _sqlstate(error: DBAPIError) -> str | None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -21,9 +23,12 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from node.errors import StorageUnavailable
 from node.storage import _migrations
-from node.storage._backends import Backend, StorageError, backend_for
+from node.storage._backends import Backend, Fault, StorageError, backend_for
+from node.storage._health import StorageFault, StorageHealth
 from node.storage._point import EnginePointReader, Params, PointReader, SQLitePointReader
+from node.storage._types import utc_now
 
 T = TypeVar("T")
 Transaction = Callable[[AsyncSession], Awaitable[T]]
@@ -38,6 +43,16 @@ CLOSE_WAIT_S = 10.0
 # Execution option telling the "begin" event that this connection will write.
 _WRITE_OPTION = "govnode_write"
 
+#: The node_meta row the health probe writes (see :meth:`Database.probe`).
+PROBE_KEY = "storage.health_probe"
+
+
+class _Progress:
+    """How far one transaction attempt got: a connection lost before the commit was sent
+    leaves nothing behind and may be re-run; lost during the commit, the outcome is unknown."""
+
+    committing = False
+
 
 class Database:
     """One node's database: SQLite (default, one file) or PostgreSQL, same code on both.
@@ -47,6 +62,12 @@ class Database:
     and, when the database reports a conflict (SQLite busy, PostgreSQL deadlock or
     serialization failure), re-run from scratch. The function must therefore be safe to run
     again: no side effects outside the session.
+
+    Faults of the database itself (connection lost, server gone, disk full, read-only, no
+    answer in time: :meth:`Backend.fault`) leave here as :class:`StorageUnavailable`, which
+    callers see as UNAVAILABLE, and are recorded in :attr:`health`. A connection found dead
+    is dropped and a transaction that had not reached its commit is re-run once on a fresh
+    one, so a PostgreSQL restart or failover costs callers nothing but the reconnection.
     """
 
     max_attempts = 6
@@ -59,6 +80,8 @@ class Database:
         self._url = url
         self._attempts: set[asyncio.Future[Any]] = set()  # transaction attempts under way
         self._closed = False
+        #: Whether the database can be written, from the faults met and the probes' outcomes.
+        self.health = StorageHealth()
         write_engine = engine.execution_options(**{_WRITE_OPTION: True})
         self._write_engine = write_engine
         self._writes = async_sessionmaker(write_engine, class_=AsyncSession, expire_on_commit=False)
@@ -145,13 +168,15 @@ class Database:
         writer thread with ``BEGIN IMMEDIATE``; on PostgreSQL through the async engine
         (``AsyncConnection.run_sync``). Same function, same semantics, both backends.
         """
-        async def attempt() -> T:
+        async def attempt(progress: _Progress) -> T:
             if self._sync_writer is not None and self._writer_thread is not None:
                 return await asyncio.get_running_loop().run_in_executor(
-                    self._writer_thread, _in_transaction, self._sync_writer, fn
+                    self._writer_thread, _in_transaction, self._sync_writer, fn, progress
                 )
             async with self._write_engine.begin() as connection:
-                return await connection.run_sync(fn)
+                result = await connection.run_sync(fn)
+                progress.committing = True
+            return result
 
         return await self._retrying(name, attempt)
 
@@ -176,11 +201,40 @@ class Database:
 
         ``sql`` uses ``:name`` parameters and must be valid on SQLite and PostgreSQL alike.
         """
-        return await self._point.fetch_one(sql, params)
+        try:
+            return await self._point.fetch_one(sql, params)
+        except Exception as error:
+            self._point_failed(sql, error)
+        return await self._point_retry(self._point.fetch_one, sql, params)
 
     async def fetch_all(self, sql: str, params: Params) -> list[Sequence[Any]]:
         """Every row of one statement, for hot paths; same rules as :meth:`fetch_one`."""
-        return await self._point.fetch_all(sql, params)
+        try:
+            return await self._point.fetch_all(sql, params)
+        except Exception as error:
+            self._point_failed(sql, error)
+        return await self._point_retry(self._point.fetch_all, sql, params)
+
+    def _point_failed(self, sql: str, error: Exception) -> None:
+        """A point read failed: re-raise it, as StorageUnavailable if it is a fault of the
+        database; return (to read again, once) if its connection was found dead."""
+        fault = self._backend.fault(error)
+        if fault is None:
+            raise error
+        if not fault.disconnect:
+            raise self._unavailable(_statement_name(sql), fault, error) from error
+        log.info("storage.reconnecting", statement=_statement_name(sql), error=_cause(error))
+
+    async def _point_retry(
+        self, read: Callable[[str, Params], Awaitable[T]], sql: str, params: Params
+    ) -> T:
+        try:
+            return await read(sql, params)
+        except Exception as error:
+            fault = self._backend.fault(error)
+            if fault is None:
+                raise
+            raise self._unavailable(_statement_name(sql), fault, error) from error
 
     def lock_sync(self, connection: Connection, name: str) -> None:
         """:meth:`lock` inside a :meth:`write_sync` function."""
@@ -194,24 +248,40 @@ class Database:
     async def _run(self, name: str, fn: Transaction[T], *, write: bool) -> T:
         sessions = self._writes if write else self._reads
 
-        async def attempt() -> T:
-            async with sessions() as session, session.begin():
-                return await fn(session)
+        async def attempt(progress: _Progress) -> T:
+            async with sessions() as session:
+                async with session.begin():
+                    result = await fn(session)
+                    progress.committing = True  # the commit is sent as the block ends
+                return result
 
         return await self._retrying(name, attempt)
 
-    async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(self, name: str, attempt: Callable[[_Progress], Awaitable[T]]) -> T:
         """Run ``attempt`` until it succeeds, re-running it from scratch (jittered exponential
-        backoff) while the database reports a retryable conflict, at most max_attempts times."""
+        backoff) while the database reports a retryable conflict, at most max_attempts times,
+        and once more, at once, if its connection was found dead before the commit. A fault of
+        the database raises :class:`StorageUnavailable`."""
         tries = 1
+        reconnected = False
         while True:
             if self._closed:
                 raise StorageError(f"transaction {name}: the database is closed (node stopping)")
+            progress = _Progress()
             try:
-                return await _to_the_end(attempt(), self._attempts)
-            except DBAPIError as error:
-                if not self._backend.is_retryable(error) or tries >= self.max_attempts:
-                    raise
+                return await _to_the_end(attempt(progress), self._attempts)
+            except Exception as error:
+                retryable = isinstance(error, DBAPIError) and self._backend.is_retryable(error)
+                if not retryable or tries >= self.max_attempts:
+                    fault = self._backend.fault(error)
+                    if fault is None:
+                        raise
+                    if fault.disconnect and not reconnected and not progress.committing:
+                        reconnected = True
+                        log.info("storage.reconnecting", transaction=name, error=_cause(error))
+                        continue
+                    raise self._unavailable(name, fault, error) from error
+                assert isinstance(error, DBAPIError)
                 ceiling = min(self._backoff_cap_s, self._backoff_base_s * 2**tries)
                 delay = random.uniform(0, ceiling)
                 log.warning(
@@ -224,6 +294,36 @@ class Database:
                 )
                 tries += 1
                 await asyncio.sleep(delay)
+
+    def _unavailable(self, operation: str, fault: Fault, error: BaseException) -> Exception:
+        """The caller's exception for a fault of the database, noted in :attr:`health`."""
+        cause = _cause(error)
+        self.health.failed(StorageFault(kind=fault.kind, cause=cause, operation=operation))
+        return StorageUnavailable(operation, fault.kind, cause)
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def probe(self, size: int = 0) -> None:
+        """Write ``size`` bytes (and a time stamp) to the database and commit, through the path
+        Submit and the audit log write by (:meth:`write_sync`); on success the database counts
+        as writable again (:attr:`health`), unless another write failed meanwhile. Raises
+        :class:`StorageUnavailable` if it is not writable.
+
+        The value is random hex, which SQLite stores as it is and PostgreSQL's TOAST hardly
+        compresses, so a probe of ``size`` bytes needs about that much room; it replaces the
+        previous probe's, so probes do not grow the database."""
+        value = f"{utc_now().isoformat()} {os.urandom(size // 2).hex()}"
+        statement = text(
+            "INSERT INTO node_meta (key, value) VALUES (:key, :value)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+
+        def txn(connection: Connection) -> None:
+            connection.execute(statement, {"key": PROBE_KEY, "value": value})
+
+        faults_before = self.health.faults
+        await self.write_sync("storage.health_probe", txn)
+        self.health.recovered(faults_before)
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -265,14 +365,42 @@ async def _to_the_end(attempt: Awaitable[T], running: set[asyncio.Future[Any]]) 
         raise
 
 
-def _in_transaction(engine: Engine, fn: SyncTransaction[T]) -> T:
+def _in_transaction(engine: Engine, fn: SyncTransaction[T], progress: _Progress) -> T:
     with engine.begin() as conn:
-        return fn(conn)
+        result = fn(conn)
+        progress.committing = True
+    return result
+
+
+def _cause(error: BaseException) -> str:
+    """The driver's own words for ``error``, for the node log (never for a caller)."""
+    orig = getattr(error, "orig", None)
+    inner = orig if isinstance(orig, BaseException) else error
+    text_ = str(inner).strip() or type(inner).__name__
+    return f"{type(inner).__name__}: {text_}"[:1000]
+
+
+def _statement_name(sql: str) -> str:
+    """A point read as the log names it: its statement, shortened."""
+    return "point read: " + " ".join(sql.split())[:80]
 
 
 def _install_events(engine: AsyncEngine, backend: Backend) -> None:
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         backend.on_connect(dbapi_connection)
+
+    def on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        # Free (no round trip): a connection the server closed while it sat in the pool is
+        # replaced before use. The pool retries the checkout with a new connection.
+        if backend.connection_lost(dbapi_connection):
+            raise DisconnectionError("the database closed this pooled connection")
+
+    def on_error(context: ExceptionContext) -> None:
+        # Errors SQLAlchemy does not know mean the connection is dead (asyncpg's protocol
+        # state errors after the server's FATAL): drop it rather than return it to the pool.
+        fault = backend.fault(context.original_exception)
+        if fault is not None and fault.disconnect:
+            context.is_disconnect = True
 
     def on_begin(connection: Connection) -> None:
         write = bool(connection.get_execution_options().get(_WRITE_OPTION, False))
@@ -281,4 +409,6 @@ def _install_events(engine: AsyncEngine, backend: Backend) -> None:
             connection.exec_driver_sql(statement)
 
     event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "checkout", on_checkout)
+    event.listen(engine.sync_engine, "handle_error", on_error)
     event.listen(engine.sync_engine, "begin", on_begin)

@@ -222,6 +222,18 @@ def with_submit_updates(setup: ProvinceSetup, mode: str) -> ProvinceSetup:
     return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
 
 
+def with_limits(setup: ProvinceSetup, **values: float) -> ProvinceSetup:
+    """The same node with keys of ``[limits]`` set, e.g. ``stream_stall_seconds=1``."""
+    text = setup.config_path.read_text(encoding="utf-8")
+    for key, value in values.items():
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"{key} = ")), None)
+        assert line is not None, f"the config `govnode init` wrote has limits.{key}"
+        text = text.replace(line, f"{key} = {value}", 1)
+    setup.config_path.write_text(text, encoding="utf-8")
+    config = load_config(setup.config_path)
+    return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
+
+
 def link_peers(setup: ProvinceSetup, peers: dict[str, str]) -> ProvinceSetup:
     """The same node with ``[federation] peers`` (region -> HOST:PORT) set: where it forwards
     calls on those regions' resources (file-admitted cities have no federation_member row)."""

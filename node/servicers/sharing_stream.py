@@ -178,7 +178,8 @@ class SharingStreamServicer:
             return
         await self._access(caller, entry, ShareMethod.SUBSCRIBE)
         after = await self._exchange.check_after(entry, request.after_sequence)
-        sent = {"records": 0, "from_sequence": after, "sequence": after}
+        # reads: how often this subscription read the change feed from the database.
+        sent = {"records": 0, "from_sequence": after, "sequence": after, "reads": 0}
         async with self._audited_if_interrupted("Subscribe", caller, request, sent):
             while True:
                 # Taken before reading, so a commit between the read and the wait wakes it.
@@ -191,6 +192,7 @@ class SharingStreamServicer:
                     visible_items=access.visible_items,
                     clear_items=access.clear_items,
                 )
+                sent["reads"] += 1
                 for change in changes:
                     yield _change(change)
                     after = change.sequence

@@ -23,6 +23,7 @@ from gateway.forward import Forwarder
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
 from gateway.interceptors import GuardInterceptor
 from gateway.server import HealthReporter, ServerLimits, build_server, enable_reflection
+from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
 from node.assertion_nonces import AssertionNonces
 from node.audit import AuditLog
@@ -38,6 +39,7 @@ from node.records import Records
 from node.revocation import Revocations
 from node.routing import Router
 from node.servicers import Services, register_services
+from node.servicers.stream_hints import RESUME_HINTS
 from node.storage import Database
 
 log = structlog.get_logger("govnode.node")
@@ -159,12 +161,24 @@ async def start_node(config: NodeConfig) -> RunningNode:
         verifier = AssertionVerifier(
             root, config.node.trust_domain, AssertionNonces(db).remember
         )
+        limits = config.limits
+        streams = StreamGate(
+            StreamLimits(
+                per_caller=limits.streams_per_caller,
+                per_origin_node=limits.streams_per_origin_node,
+                total=limits.streams_total,
+                stall_s=limits.stream_stall_seconds,
+            ),
+            hints=RESUME_HINTS,
+        )
         guard = GuardInterceptor(
-            Authenticator(root, config.node.trust_domain, revocations.reason_for), sink, verifier
+            Authenticator(root, config.node.trust_domain, revocations.reason_for),
+            sink,
+            verifier,
+            streams,
         )
         forwarder = Forwarder(node_tls_files(config))
-        limits = ServerLimits(max_message_bytes=config.limits.max_message_bytes)
-        server = build_server(guard, limits)
+        server = build_server(guard, ServerLimits(max_message_bytes=limits.max_message_bytes))
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None

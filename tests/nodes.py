@@ -323,7 +323,10 @@ class Federation:
 
 
 @contextlib.asynccontextmanager
-async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federation]:
+async def federation(
+    tmp_path: Path, db_urls: NewDatabaseUrl, **limits: float
+) -> AsyncIterator[Federation]:
+    """The province, 福州 and 厦门, running; ``limits``: keys of ``[limits]`` for all three."""
     province = make_province(tmp_path / "province", await db_urls())
     fed = Federation(
         Member(province),
@@ -334,6 +337,9 @@ async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[F
         province,
         {m.region: m.setup.config.node.listen for m in (fed.fuzhou, fed.xiamen)},
     )
+    if limits:
+        for member in fed.members:
+            member.setup = with_limits(member.setup, **limits)
     try:
         for member in fed.members:
             await member.start()

@@ -8,6 +8,7 @@ a message naming what is missing, and still shows up in reflection.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -115,8 +116,11 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                async for item in fn(request, context):
-                    yield item
+                # Closed with this wrapper (the guard closes it when the call ends), so its
+                # clean-up runs at once.
+                async with contextlib.aclosing(fn(request, context)) as items:
+                    async for item in items:
+                        yield item
             except DomainError as exc:
                 raise Refusal(status_for(exc), exc.message, trailing_metadata_for(exc)) from None
 

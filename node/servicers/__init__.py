@@ -202,7 +202,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             SharingStreamServicer(
                 services.catalog,
                 services.records,
-                RecordsExchange(services.db),
+                RecordsExchange(services.db, services.records.changed),
                 access_control.check,
                 services.router,
             ),

@@ -47,7 +47,7 @@ ResumeHint = Callable[[Any], str]
 
 #: A write that has not completed after this long is waiting on its consumer's flow control:
 #: it gives up its caller's turn (seconds).
-PARK_S = 0.02
+PARK_S = 0.002
 
 #: The streaming calls that are counted: the platform's own (health Watch and reflection are
 #: not: a load balancer's health watch must never be refused).

@@ -23,6 +23,8 @@ from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
 from gateway.channel import secure_channel
 from gateway.interceptors import REQUEST_ID_KEY
+from gateway.refusal import Refusal
+from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
@@ -229,6 +231,30 @@ async def test_a_callers_streams_are_capped_and_a_closed_one_makes_room(capped: 
             call.cancel()
     refused = await audited(node, CIVIL_AFFAIRS, 1, outcome="RESOURCE_EXHAUSTED")
     assert refused, "the refusal is audited"
+
+
+def test_the_gate_counts_per_caller_per_origin_node_and_in_all() -> None:
+    """The counting behind the caps (the wire tests above show the caller cap at work)."""
+    gate = StreamGate(StreamLimits(per_caller=2, per_origin_node=2, total=4))
+
+    def refused(caller: str, origin: str = "") -> str:
+        with pytest.raises(Refusal) as err:
+            gate.admit(caller, origin)
+        assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        return err.value.message
+
+    a1, a2 = gate.admit("a"), gate.admit("a")
+    assert "at most 2 open streams per caller" in refused("a")
+    b, c = gate.admit("b", "node-x"), gate.admit("c", "node-x")
+    assert "this node has 4 open streams" in refused("d")
+    a1.release()
+    a1.release()  # released once, however often the clean-up runs
+    assert gate.open_streams("a") == 1 and gate.total == 3
+    assert "on behalf of the callers of node-x" in refused("d", "node-x")
+    d = gate.admit("d")
+    for slot in (a2, b, c, d):
+        slot.release()
+    assert gate.total == 0 and gate.open_streams("a") == 0
 
 
 async def test_a_stream_not_read_past_the_stall_timeout_ends_aborted_and_resumes_without_gap(

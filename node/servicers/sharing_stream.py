@@ -188,7 +188,9 @@ class SharingStreamServicer:
         # reads: how often this subscription read the change feed from the database itself
         # (the feed is shared: a read serves every subscriber waiting for the same changes).
         sent = {"records": 0, "from_sequence": after, "sequence": after, "reads": 0}
-        recheck = False
+        # Changes committed by another process of this node are not signalled here: when the
+        # database has more than the caller has seen, the first read must look.
+        recheck = after < await self._exchange.data_version(code)
         async with self._audited_if_interrupted("Subscribe", caller, request, sent):
             while True:
                 # Taken before reading, so a commit between the read and the wait wakes it.

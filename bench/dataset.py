@@ -19,6 +19,9 @@ CLAIMED_ITEM = "dwmc"
 #: The agency that calls Verify: 福建省公安厅, a consumer, not the provider.
 CONSUMER_CODE = make_credit_code("11350000003591001")
 CONSUMER_NAME = "福建省公安厅"
+#: Another consumer, 福建省民政厅: opens the Subscribe streams it never reads (bench.unread).
+IDLE_CONSUMER_CODE = make_credit_code("11350000003591003")
+IDLE_CONSUMER_NAME = "福建省民政厅"
 
 _STATUSES = ("存续", "注销", "吊销")
 

@@ -61,6 +61,10 @@ class Province:
         return self.bundles[dataset.CONSUMER_CODE]
 
     @property
+    def idle_consumer(self) -> TlsFiles:
+        return self.bundles[dataset.IDLE_CONSUMER_CODE]
+
+    @property
     def provider(self) -> TlsFiles:
         return self.bundles[dataset.provider()[0]]
 
@@ -76,7 +80,12 @@ def provision(base: Path) -> Province:
     )
     config = load_config(made.config_path)
     province = Province(base, made.config_path, config)
-    for code, name in (dataset.provider(), (dataset.CONSUMER_CODE, dataset.CONSUMER_NAME)):
+    agencies = (
+        dataset.provider(),
+        (dataset.CONSUMER_CODE, dataset.CONSUMER_NAME),
+        (dataset.IDLE_CONSUMER_CODE, dataset.IDLE_CONSUMER_NAME),
+    )
+    for code, name in agencies:
         _, paths = issue_client(
             config, role=Role.AGENCY, subject=code, name=name, out=base / "agencies" / code
         )

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, help="Submit batches per round")
     p.add_argument("--batch-size", type=int, help="records per Submit batch")
     p.add_argument(
+        "--unread-streams", type=int, help="unread-streams: Subscribe streams opened, never read"
+    )
+    p.add_argument(
         "--scenario",
         action="append",
         choices=names,
@@ -55,6 +58,7 @@ _OVERRIDABLE = (
     "max_calls",
     "batches",
     "batch_size",
+    "unread_streams",
 )
 
 
@@ -88,7 +92,7 @@ async def run(options: Options) -> list[tuple[str, Outcome]]:
         async with province_mod.serve(province, logs) as node:
             await province_mod.register_resource(province)
             say("registered 350000-1-000002 法人单位基础信息 as its provider")
-            bench = Bench(options, province, workdir, logs)
+            bench = Bench(options, province, workdir, logs, node_pid=node.process.pid)
             for scenario in selected:
                 say(f"scenario {scenario.name}: {scenario.title}")
                 started = time.monotonic()

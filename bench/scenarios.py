@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from bench import federation
+from bench import federation, unread
 from bench.procs import child, python_command
 from bench.province import Province, submit
 from bench.sqlite_baseline import insert_batches
@@ -37,6 +37,7 @@ class Options:
     warmup: int = 500
     batches: int = 50
     batch_size: int = 1000
+    unread_streams: int = 200
     scenarios: tuple[str, ...] = ()
 
     @classmethod
@@ -86,6 +87,8 @@ class Bench:
     #: Records 0 .. records-1 are in the node (submitted by a scenario or ensure_records);
     #: Verify spreads its keys over them.
     records: int = 0
+    #: The node's process id, for its CPU time (/proc); None when not known.
+    node_pid: int | None = None
 
     async def ensure_records(self, count: int) -> None:
         """Submit (untimed) until the node holds at least ``count`` records."""
@@ -382,6 +385,102 @@ class RoutedVerifyScenario:
         return outcome
 
 
+class UnreadStreamsScenario:
+    """主动推送 Subscribe: a subscriber that reads, and Verify, while another agency holds many
+    Subscribe streams it never reads; the baseline is the same phase without them, same run."""
+
+    name = "unread-streams"
+    title = "a reading subscriber and Verify with N unread Subscribe streams vs none"
+    targets: ClassVar[dict[str, float]] = {"unread_reader_ratio": 0.5, "unread_verify_ratio": 0.5}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o, province = bench.options, bench.province
+        # A backlog for every subscriber: the reader's rate is then the node's to give, not the
+        # Submit load's.
+        await bench.ensure_records(max(o.batches * o.batch_size, 20_000))
+        phase_s = max(o.duration, 2.0)
+
+        async def phase(label: str) -> unread.PhaseFigures:
+            load = unread.paced_submit(
+                province.target, province.provider, first=bench.records, batch_size=100,
+                interval=0.05,
+            )  # fmt: skip
+            figures = await unread.measure_phase(
+                target=province.target,
+                reader=province.consumer,
+                verifier=province.consumer,
+                keys=bench.records,
+                duration=phase_s,
+                node_pid=bench.node_pid,
+                submit_load=load,
+            )
+            bench.records += figures.submitted
+            ended = f", reader ended: {figures.reader_error}" if figures.reader_error else ""
+            say(
+                f"{label}: reader {figures.reader_per_s:,.0f} changes/s, Verify p50 "
+                f"{figures.verify_p50_ms} ms over {figures.verify_calls} calls, submitted "
+                f"{figures.submitted}, node CPU {figures.node_cpu_per_s} s/s{ended}"
+            )
+            return figures
+
+        alone = await phase("no unread streams")
+        files = province.idle_consumer
+        command = python_command(
+            "-m", "bench.unread", "--target", province.target, "--key", str(files.key),
+            "--cert", str(files.chain), "--root", str(files.root),
+            "--streams", str(o.unread_streams),
+        )  # fmt: skip
+        async with child("unread", command, logs=bench.logs) as holder:
+            held: dict[str, Any] = json.loads(await holder.read_line(within=120.0))
+            say(f"{o.unread_streams} Subscribe streams asked for, never read: {held}")
+            crowded = await phase(f"{held['open']} unread streams open")
+            idle = await unread.idle_cpu(bench.node_pid, phase_s) if bench.node_pid else None
+            say(f"node CPU with the unread streams open and no new data: {idle} s/s")
+        outcome = Outcome(targets=self.targets)
+        for label, f in (("alone", alone), ("crowded", crowded)):
+            if f.reader_error:
+                outcome.problems.append(f"unread-streams ({label}): reader: {f.reader_error}")
+        reader_ratio = _ratio(crowded.reader_per_s, alone.reader_per_s)
+        verify_ratio = _ratio(alone.verify_p50_ms, crowded.verify_p50_ms)
+        outcome.rows = [
+            Rate("reading subscriber, no unread streams", round(alone.reader_per_s, 1),
+                 "changes/s"),
+            Rate(f"reading subscriber, {held['open']} unread open", round(crowded.reader_per_s, 1),
+                 "changes/s"),
+            Ratio("reader: with / without", reader_ratio, self.targets["unread_reader_ratio"]),
+            Rate("Verify, no unread streams", alone.verify_calls / alone.seconds, "calls/s",
+                 alone.verify_p50_ms),
+            Rate(f"Verify, {held['open']} unread open", crowded.verify_calls / crowded.seconds,
+                 "calls/s", crowded.verify_p50_ms),
+            Ratio("Verify p50: without / with", verify_ratio,
+                  self.targets["unread_verify_ratio"]),
+        ]  # fmt: skip
+        outcome.figures = {
+            "unread_streams_asked": o.unread_streams,
+            "unread_streams_open": held["open"],
+            "unread_streams_refused": held["refused"],
+            "unread_first_refusal": held["first_refusal"],
+            "unread_reader_alone_per_s": round(alone.reader_per_s, 1),
+            "unread_reader_crowded_per_s": round(crowded.reader_per_s, 1),
+            "unread_reader_ratio": reader_ratio,
+            "unread_verify_alone_p50_ms": alone.verify_p50_ms,
+            "unread_verify_crowded_p50_ms": crowded.verify_p50_ms,
+            "unread_verify_ratio": verify_ratio,
+            "unread_node_cpu_alone": alone.node_cpu_per_s,
+            "unread_node_cpu_crowded": crowded.node_cpu_per_s,
+            "unread_node_cpu_idle": idle,
+        }
+        outcome.notes.append(
+            f"unread-streams: a 福建省民政厅 process opens {o.unread_streams} Subscribe streams "
+            "from sequence 0 and never reads them; meanwhile, as in the baseline phase before "
+            "it, 福建省公安厅 subscribes from sequence 0 and reads, calls Verify one call at a "
+            f"time (10 ms apart), and the provider submits 100 records every 50 ms; {phase_s:g} s "
+            "per phase, one round; node CPU from /proc; then the node's CPU with the streams "
+            "still open and nothing submitted"
+        )
+        return outcome
+
+
 def _round_line(name: str, r: int, rounds: int, run: dict[str, Any]) -> str:
     line = (
         f"{name} round {r}/{rounds}: {run['calls']} calls in {run['seconds']:.2f} s = "
@@ -402,4 +501,9 @@ class Scenario(Protocol):
 
 
 #: In running order: Submit first, so Verify finds the records it submitted.
-SCENARIOS: list[Scenario] = [SubmitScenario(), VerifyScenario(), RoutedVerifyScenario()]
+SCENARIOS: list[Scenario] = [
+    SubmitScenario(),
+    VerifyScenario(),
+    UnreadStreamsScenario(),
+    RoutedVerifyScenario(),
+]

@@ -56,10 +56,17 @@ BREAKER_COOLDOWN_S = 5.0
 #: A status message already naming an unreachable node further down the path.
 UNREACHABLE = "is unreachable"
 
+#: What a relaying node holds of one forwarded stream that its own consumer is slow to take:
+#: its HTTP/2 receive window, fixed (without BDP probing, grpc would grow it to several MiB
+#: per stream), plus the one message being relayed. The owner's writes wait beyond that.
+RELAY_WINDOW_BYTES = 256 * 1024
+
 _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", RELAY_WINDOW_BYTES),
 ]
 
 
@@ -319,7 +326,9 @@ class Forwarder:
         ``open_ended``: a stream that lasts as long as its consumer reads (Exchange, Subscribe):
         without a caller deadline it is forwarded without one. However it ends (the consumer
         cancels, stops reading, or the caller's deadline passes), the forwarded call is
-        cancelled too, so the next node and the owner stop serving it at once.
+        cancelled too, so the next node and the owner stop serving it at once. The next message
+        is read from the forwarded call only once the previous one has been taken downstream,
+        so a slow consumer holds at most :data:`RELAY_WINDOW_BYTES` here.
         """
         timeout: float | None
         if open_ended and remaining is None:

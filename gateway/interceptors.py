@@ -13,7 +13,10 @@ For each RPC, whatever its streaming shape, the guard:
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
    unless the node's ``translate`` knows it (a fault of the node's database is UNAVAILABLE);
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
-   before the response or status leaves the node.
+   before the response or status leaves the node;
+6. for streaming calls (with a :class:`~gateway.streams.StreamGate`): admits them within the
+   caps on open streams, writes each response message itself, in its caller's turn, and ends
+   a stream whose consumer stops reading (see gateway.streams).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from gateway.identity import Role
 from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
+from gateway.streams import Slot, Stalled, StreamGate
 
 log = structlog.get_logger("govnode.gateway")
 
@@ -187,12 +191,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         verifier: AssertionVerifier | None = None,
         limiter: AnonymousLimiter | None = None,
         translate: Translate | None = None,
+        streams: StreamGate | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
         self._verifier = verifier
         self._limiter = limiter
         self._translate = translate
+        #: Caps, turns and stall timeouts of streaming calls; None: none of them.
+        self.streams = streams
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -221,8 +228,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if handler is None:
                 return None
             guarded = self._guarded[method] = _Guarded(
-                self._auth, self._audit, method, self._verifier, self._inflight, self._limiter,
+                self._auth,
+                self._audit,
+                method,
+                self._verifier,
+                self._inflight,
+                self._limiter,
                 self._translate,
+                self.streams,
             ).wrap(handler)
         return guarded
 
@@ -237,6 +250,7 @@ class _Guarded:
         inflight: set[asyncio.Task[Any]] | None = None,
         limiter: AnonymousLimiter | None = None,
         translate: Translate | None = None,
+        streams: StreamGate | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -245,6 +259,7 @@ class _Guarded:
         self.inflight = inflight
         self.limiter = limiter
         self.translate = translate
+        self.streams = streams if streams is not None and streams.counts(method) else None
 
     async def enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
@@ -368,6 +383,48 @@ class _Guarded:
         )
         call.peer = Peer(identity=verified.caller, serial_hex="", not_after_iso="")
         set_current_peer(call.peer)  # undone by leave(), which restores the value before enter
+
+    def admit(self, call: _Call) -> Slot | None:
+        """A slot among the open streams for a streaming call (after :meth:`vouch`: a forwarded
+        call counts for its original caller and for the node it was forwarded for)."""
+        if self.streams is None:
+            return None
+        caller = str(call.peer.identity) if call.peer else call.anonymous_caller
+        origin = str(call.detail.get("assertion_origin", "")) if call.origin_node else ""
+        return self.streams.admit(caller, origin)
+
+    async def respond(self, result: Any, context: Context, slot: Slot | None) -> None:
+        """Send a streaming behaviour's messages, each written only once the previous one is
+        taken (flow control), in the caller's turn and within the stall timeout; the behaviour
+        is closed however this ends, so its own clean-up runs before the call is audited."""
+        if not hasattr(result, "__aiter__"):
+            await result  # it writes through the context itself (health Watch)
+            return
+        first = True
+        try:
+            async for item in result:
+                try:
+                    if slot is None:
+                        await context.write(item)
+                        continue
+                    if first:
+                        # Headers on their own first: a stream that stalls on its first
+                        # message can then still be ended with a status.
+                        await context.send_initial_metadata(())
+                        first = False
+                    await slot.gate.write(context, item, slot)
+                except Stalled as stalled:
+                    assert slot is not None
+                    slot.mark_stalled()
+                    raise slot.gate.stalled(self.method, stalled.pending) from None
+                except grpc.aio.InternalError as exc:
+                    # The write failed in gRPC's core: the call ended under it (the client
+                    # cancelled or went away). Audited as an interrupted call, like a cancel.
+                    raise asyncio.CancelledError("the call ended while writing") from exc
+        finally:
+            aclose = getattr(result, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def leave(self, call: _Call) -> None:
         if call.forwarded_token is not None:
@@ -512,21 +569,24 @@ class _Guarded:
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
-            async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+            async def unary_stream(raw: bytes, context: Context) -> None:
                 call = _Call(self.method, deserialize)
                 await self.enter(call, context)
+                slot: Slot | None = None
                 try:
                     request = call.parse(raw)
                     await self.vouch(call, raw)
-                    async for item in _responses(inner_us(request, context)):
-                        yield item
+                    slot = self.admit(call)
+                    await self.respond(inner_us(request, context), context, slot)
                     await self.finish(call, grpc.StatusCode.OK, "")
-                except (asyncio.CancelledError, GeneratorExit):
+                except asyncio.CancelledError:
                     await self.interrupted(call)
                     raise
                 except Exception as exc:
                     await self.refused(call, context, exc)
                 finally:
+                    if slot is not None:
+                        slot.release()
                     self.leave(call)
 
             return grpc.unary_stream_rpc_method_handler(
@@ -539,8 +599,10 @@ class _Guarded:
             async def stream_unary(raws: AsyncIterator[bytes], context: Context) -> Any:
                 call = _Call(self.method, deserialize)
                 await self.enter(call, context)
+                slot: Slot | None = None
                 try:
                     await self.vouch(call, None)
+                    slot = self.admit(call)
                     response = await inner_su(parse_stream(call, raws), context)
                     await self.finish(call, grpc.StatusCode.OK, "")
                     return response
@@ -550,6 +612,8 @@ class _Guarded:
                 except Exception as exc:
                     await self.refused(call, context, exc)
                 finally:
+                    if slot is not None:
+                        slot.release()
                     self.leave(call)
 
             return grpc.stream_unary_rpc_method_handler(
@@ -558,31 +622,25 @@ class _Guarded:
 
         inner_ss = handler.stream_stream
 
-        async def stream_stream(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+        async def stream_stream(raws: AsyncIterator[bytes], context: Context) -> None:
             call = _Call(self.method, deserialize)
             await self.enter(call, context)
+            slot: Slot | None = None
             try:
                 await self.vouch(call, None)
-                async for item in _responses(inner_ss(parse_stream(call, raws), context)):
-                    yield item
+                slot = self.admit(call)
+                await self.respond(inner_ss(parse_stream(call, raws), context), context, slot)
                 await self.finish(call, grpc.StatusCode.OK, "")
-            except (asyncio.CancelledError, GeneratorExit):
+            except asyncio.CancelledError:
                 await self.interrupted(call)
                 raise
             except Exception as exc:
                 await self.refused(call, context, exc)
             finally:
+                if slot is not None:
+                    slot.release()
                 self.leave(call)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, request_deserializer=None, response_serializer=serializer
         )
-
-
-async def _responses(result: Any) -> AsyncIterator[Any]:
-    """Iterate a streaming behaviour, whether it yields or writes through the context."""
-    if hasattr(result, "__aiter__"):
-        async for item in result:
-            yield item
-    else:
-        await result

@@ -30,12 +30,17 @@ class ServerLimits:
     #: Refuse client pings more often than this (protects against ping floods).
     min_ping_interval_ms: int = 10_000
     #: Connections older than this are gracefully cycled, so certificate changes and
-    #: revocations are re-checked at the handshake too.
+    #: revocations are re-checked at the handshake too. After the grace, calls still open are
+    #: cut: this also bounds how long a stream the node ended for not being read (its status
+    #: queued behind messages the peer never takes) holds its HTTP/2 stream.
     max_connection_age_ms: int = 3_600_000
     max_connection_age_grace_ms: int = 30_000
     #: A connection must finish its TLS handshake within this long, or it is closed (gRPC's own
     #: default, 120 s, lets silent connections hold sockets and memory).
     handshake_timeout_ms: int = 10_000
+    #: Connections without any call for this long are closed (clients reconnect on their next
+    #: call); a dead peer is found sooner by keepalive (keepalive_time + keepalive_timeout).
+    max_connection_idle_ms: int = 900_000
 
 
 def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
@@ -50,6 +55,7 @@ def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", limits.max_connection_age_ms),
         ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
         ("grpc.server_handshake_timeout_ms", limits.handshake_timeout_ms),
+        ("grpc.max_connection_idle_ms", limits.max_connection_idle_ms),
         # One listening socket per address: a second node on the same port must fail loudly.
         ("grpc.so_reuseport", 0),
     ]

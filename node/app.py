@@ -32,6 +32,7 @@ from gateway.server import (
     enable_reflection,
     infrastructure_services,
 )
+from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
 from node.assertion_nonces import AssertionNonces
 from node.audit import AuditLog
@@ -48,6 +49,7 @@ from node.revocation import Revocations
 from node.routing import Router
 from node.servicers import Services, register_join_service, register_services
 from node.servicers.status import refusal_for
+from node.servicers.stream_hints import RESUME_HINTS
 from node.storage import Database, StorageMonitor
 
 log = structlog.get_logger("govnode.node")
@@ -209,12 +211,22 @@ async def start_node(config: NodeConfig) -> RunningNode:
         verifier = AssertionVerifier(
             root, config.node.trust_domain, AssertionNonces(db).remember
         )
-        authenticator = Authenticator(root, config.node.trust_domain, revocations.reason_for)
-        guard = GuardInterceptor(authenticator, sink, verifier, translate=refusal_for)
-        forwarder = Forwarder(node_tls_files(config))
-        server = build_server(
-            guard, _limits(config, max_message_bytes=config.limits.max_message_bytes)
+        limits = config.limits
+        streams = StreamGate(
+            StreamLimits(
+                per_caller=limits.streams_per_caller,
+                per_origin_node=limits.streams_per_origin_node,
+                total=limits.streams_total,
+                stall_s=limits.stream_stall_seconds,
+            ),
+            hints=RESUME_HINTS,
         )
+        authenticator = Authenticator(root, config.node.trust_domain, revocations.reason_for)
+        guard = GuardInterceptor(
+            authenticator, sink, verifier, translate=refusal_for, streams=streams
+        )
+        forwarder = Forwarder(node_tls_files(config))
+        server = build_server(guard, _limits(config, max_message_bytes=limits.max_message_bytes))
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None

@@ -168,6 +168,18 @@ class LimitsSection(_Section):
     #: A connection (on every port) that has not finished its TLS handshake within this long
     #: is closed.
     handshake_timeout_seconds: float = Field(default=10.0, ge=0.1, le=300)
+    #: Open streaming calls (Subscribe, Exchange, Submit, Compare, the Watch calls, ...) one
+    #: caller may have on this node process at a time; a forwarded call counts for its
+    #: original caller (gateway.streams).
+    streams_per_caller: int = Field(default=16, ge=1, le=10_000)
+    #: Open streams forwarded on behalf of the callers of one other node (the origin node of
+    #: their caller assertions).
+    streams_per_origin_node: int = Field(default=256, ge=1, le=100_000)
+    #: Open streams on this node process altogether.
+    streams_total: int = Field(default=1024, ge=1, le=1_000_000)
+    #: A stream whose consumer takes no message for this long is ended with ABORTED, saying
+    #: where to resume.
+    stream_stall_seconds: float = Field(default=60.0, ge=0.5, le=86_400)
 
 
 class OracleSection(_Section):

@@ -13,7 +13,9 @@ repeatable at any later time:
   as it was at ``V`` (and left out if it did not exist yet). So a transfer paused for an hour
   and resumed still delivers exactly the state at ``V``, with nothing missing or repeated,
   and the consumer continues with ``since = V`` (or Subscribe after ``V``).
-- **Subscribe** reads ``record_version`` after a sequence, in sequence order.
+- **Subscribe** reads ``record_version`` after a sequence, in sequence order, through the
+  shared :class:`node.records_feed.ChangeFeed` (one read of a commit serves every subscriber),
+  and shapes each change for its subscriber only when it is about to be sent.
 
 Resume tokens are opaque to callers: ``x1.<payload>.<mac>``, the payload (base64url JSON)
 naming the resource, the caller, ``since``, ``V``, the requested items and the last record key
@@ -36,7 +38,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from node.catalog_types import DataItem, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.models import NodeMetaRow
+from node.records_feed import FEED_PAGE, ChangeFeed, FeedRow
 from node.records_query import projection, shape_row
 from node.records_submit import RECORD, VERSION, chunks
 from node.storage import Database
@@ -60,6 +63,7 @@ __all__ = [
     "ExchangeChunk",
     "ExchangePosition",
     "FeedChange",
+    "FeedShaper",
     "RecordsExchange",
 ]
 
@@ -67,8 +71,6 @@ __all__ = [
 #: values, well under the node's 4 MiB message limit.
 EXCHANGE_CHUNK_ROWS = 500
 EXCHANGE_CHUNK_BYTES = 1024 * 1024
-#: Changes read per Subscribe page.
-FEED_PAGE = 200
 
 TOKEN_KEY = "exchange.resume_token_key"  # noqa: S105 (node_meta key naming the HMAC key)
 _TOKEN_VERSION = "x1"  # noqa: S105 (a token format tag, not a secret)
@@ -113,13 +115,40 @@ class FeedChange:
     at: dt.datetime
 
 
-class RecordsExchange:
-    """Exchange pages and the change feed of the resources this node owns."""
+class FeedShaper:
+    """Turns stored changes into what one subscriber may see: projected to every item it may
+    see and masked as Query masks (key values of deletions likewise)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, entry: ResourceEntry, *, visible_items: frozenset[str], clear_items: frozenset[str]
+    ) -> None:
+        self._shown = projection(entry, (), visible_items)
+        self._by_name = {item.name: item for item in entry.items}
+        self._key_items = schema_for(entry).key_items
+        self._visible = visible_items
+        self._clear = clear_items
+
+    def change(self, row: FeedRow) -> FeedChange:
+        key = _key_values(self._key_items, row.record_key)
+        masked_key = _masked_key(self._by_name, key, self._visible, self._clear, row.version)
+        values: dict[str, str] | None = None
+        if row.kind != ChangeKind.DELETE:
+            shaped = shape_row(self._by_name, self._shown, self._clear, row.values, row.version)
+            values = shaped.values
+        return FeedChange(row.sequence, row.kind, masked_key, values, row.version, row.at)
+
+
+class RecordsExchange:
+    """Exchange pages and the change feed of the resources this node owns. ``changed`` is the
+    commit signal of a resource (node.records.Records.changed); without it, every Subscribe
+    read goes to the database."""
+
+    def __init__(self, db: Database, changed: Callable[[str], asyncio.Event] | None = None) -> None:
         self._db = db
         self._key: bytes | None = None
         self._key_lock = asyncio.Lock()
+        #: The change feed shared by every Subscribe of this process.
+        self.feed = ChangeFeed(db, changed or (lambda _code: asyncio.Event()))
 
     # --- positions ------------------------------------------------------------------------
 
@@ -276,51 +305,6 @@ class RecordsExchange:
                 out.append((row.record_key, old.kind, old.version, _values(old.item_values)))
         scanned_to = rows[:limit][-1].record_key if rows else position.after
         return out, scanned_to, more
-
-    # --- Subscribe ------------------------------------------------------------------------
-
-    async def changes(
-        self,
-        entry: ResourceEntry,
-        after: int,
-        *,
-        visible_items: frozenset[str],
-        clear_items: frozenset[str],
-        limit: int = FEED_PAGE,
-    ) -> list[FeedChange]:
-        """Up to ``limit`` changes with a sequence greater than ``after``, in order, each
-        projected to every item the caller may see and masked as Query masks."""
-        shown = projection(entry, (), visible_items)
-        by_name = {item.name: item for item in entry.items}
-        key_items = schema_for(entry).key_items
-        statement = (
-            sa.select(
-                VERSION.c.data_seq,
-                VERSION.c.record_key,
-                VERSION.c.kind,
-                VERSION.c.version,
-                VERSION.c.item_values,
-                VERSION.c.at,
-            )
-            .where(VERSION.c.resource_code == entry.resource_code, VERSION.c.data_seq > after)
-            .order_by(VERSION.c.data_seq)
-            .limit(min(max(limit, 1), FEED_PAGE))
-        )
-
-        async def txn(session: AsyncSession) -> list[Any]:
-            conn = await session.connection()
-            return list((await conn.execute(statement)).all())
-
-        out = []
-        for row in await self._db.read("records.feed", txn):
-            key = _key_values(key_items, row.record_key)
-            masked_key = _masked_key(by_name, key, visible_items, clear_items, row.version)
-            values: dict[str, str] | None = None
-            if row.kind != ChangeKind.DELETE:
-                stored = _values(row.item_values)
-                values = shape_row(by_name, shown, clear_items, stored, row.version).values
-            out.append(FeedChange(row.data_seq, row.kind, masked_key, values, row.version, row.at))
-        return out
 
     # --- resume tokens --------------------------------------------------------------------
 

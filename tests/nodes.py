@@ -222,6 +222,18 @@ def with_submit_updates(setup: ProvinceSetup, mode: str) -> ProvinceSetup:
     return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
 
 
+def with_limits(setup: ProvinceSetup, **values: float) -> ProvinceSetup:
+    """The same node with keys of ``[limits]`` set, e.g. ``stream_stall_seconds=1``."""
+    text = setup.config_path.read_text(encoding="utf-8")
+    for key, value in values.items():
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"{key} = ")), None)
+        assert line is not None, f"the config `govnode init` wrote has limits.{key}"
+        text = text.replace(line, f"{key} = {value}", 1)
+    setup.config_path.write_text(text, encoding="utf-8")
+    config = load_config(setup.config_path)
+    return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
+
+
 def link_peers(setup: ProvinceSetup, peers: dict[str, str]) -> ProvinceSetup:
     """The same node with ``[federation] peers`` (region -> HOST:PORT) set: where it forwards
     calls on those regions' resources (file-admitted cities have no federation_member row)."""
@@ -311,7 +323,10 @@ class Federation:
 
 
 @contextlib.asynccontextmanager
-async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federation]:
+async def federation(
+    tmp_path: Path, db_urls: NewDatabaseUrl, **limits: float
+) -> AsyncIterator[Federation]:
+    """The province, 福州 and 厦门, running; ``limits``: keys of ``[limits]`` for all three."""
     province = make_province(tmp_path / "province", await db_urls())
     fed = Federation(
         Member(province),
@@ -322,6 +337,9 @@ async def federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[F
         province,
         {m.region: m.setup.config.node.listen for m in (fed.fuzhou, fed.xiamen)},
     )
+    if limits:
+        for member in fed.members:
+            member.setup = with_limits(member.setup, **limits)
     try:
         for member in fed.members:
             await member.start()

@@ -9,6 +9,7 @@ a message naming what is missing, and still shows up in reflection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -119,8 +120,11 @@ def _map_errors(method: MethodDescriptor, fn: Callable[..., Any]) -> Callable[..
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                async for item in fn(request, context):
-                    yield item
+                # Closed with this wrapper (the guard closes it when the call ends), so its
+                # clean-up runs at once.
+                async with contextlib.aclosing(fn(request, context)) as items:
+                    async for item in items:
+                        yield item
             except DomainError as exc:
                 raise refusal_of(exc) from None
 
@@ -234,7 +238,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             SharingStreamServicer(
                 services.catalog,
                 services.records,
-                RecordsExchange(services.db),
+                RecordsExchange(services.db, services.records.changed),
                 access_control.check,
                 services.router,
             ),

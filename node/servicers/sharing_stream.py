@@ -12,7 +12,13 @@ stops it).
 
 Streams never hold a transaction while the client reads: each page is one short read, and
 Subscribe waits for the next commit on :meth:`node.records.Records.changed` (with a bounded
-fallback wait, for writes by other processes and for the catalog or grants changing).
+fallback wait, for writes by other processes and for the catalog or grants changing). Its
+changes come from the feed every subscriber shares (node.records_feed): the subscribers woken
+by one commit read it from the database once between them, and one that has caught up learns
+that nothing follows without a read. A change is shaped for its subscriber only once the one
+before it has been taken by the transport (the guard writes each message and asks for the
+next only then, gateway.streams), so a stream whose consumer does not read does nothing until
+its stall timeout ends it.
 
 Audit: the guard audits every call, also one the caller cancels or whose deadline passes (the
 usual end of a Subscribe: outcome CANCELLED); the counts delivered until then are in its
@@ -39,7 +45,7 @@ from node.catalog_types import ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument
 from node.policy import Access
 from node.records import Records
-from node.records_exchange import ChangeKind, FeedChange, RecordsExchange
+from node.records_exchange import ChangeKind, FeedChange, FeedShaper, RecordsExchange
 from node.routing import Router
 
 log = structlog.get_logger(__name__)
@@ -178,28 +184,42 @@ class SharingStreamServicer:
             return
         await self._access(caller, entry, ShareMethod.SUBSCRIBE)
         after = await self._exchange.check_after(entry, request.after_sequence)
-        sent = {"records": 0, "from_sequence": after, "sequence": after}
+        feed = self._exchange.feed
+        # reads: how often this subscription read the change feed from the database itself
+        # (the feed is shared: a read serves every subscriber waiting for the same changes).
+        sent = {"records": 0, "from_sequence": after, "sequence": after, "reads": 0}
+        # Changes committed by another process of this node are not signalled here: when the
+        # database has more than the caller has seen, the first read must look.
+        recheck = after < await self._exchange.data_version(code)
         async with self._audited_if_interrupted("Subscribe", caller, request, sent):
             while True:
                 # Taken before reading, so a commit between the read and the wait wakes it.
                 signals = (self._records.changed(code), self._catalog.changed())
-                entry = await self._entry(code, "Subscribe")
-                access = await self._access(caller, entry, ShareMethod.SUBSCRIBE)
-                changes = await self._exchange.changes(
-                    entry,
-                    after,
-                    visible_items=access.visible_items,
-                    clear_items=access.clear_items,
-                )
-                for change in changes:
-                    yield _change(change)
-                    after = change.sequence
-                    sent["records"] += 1
-                    sent["sequence"] = after
-                if changes:
+                rows, read = await feed.after(code, after, recheck=recheck)
+                sent["reads"] += read
+                if rows:
+                    # Asked again before every page: a withdrawal or revocation stops it.
+                    entry = await self._entry(code, "Subscribe")
+                    access = await self._access(caller, entry, ShareMethod.SUBSCRIBE)
+                    shaper = FeedShaper(
+                        entry, visible_items=access.visible_items, clear_items=access.clear_items
+                    )
+                    # Each change is shaped only once the one before it has been taken.
+                    for row in rows:
+                        yield _change(shaper.change(row))
+                        after = row.sequence
+                        sent["records"] += 1
+                        sent["sequence"] = after
                     add_audit_detail(**sent)
+                    recheck = False
                     continue  # read on until caught up
-                await _first_set(signals, self._wait_time(context))
+                woken = await _first_set(signals, self._wait_time(context))
+                # Timed out: look in the database (other processes' writes) and ask for access
+                # again (a grant may have ended); the catalog changed: ask for access again.
+                recheck = woken is None
+                if woken is not signals[0]:
+                    entry = await self._entry(code, "Subscribe")
+                    await self._access(caller, entry, ShareMethod.SUBSCRIBE)
 
     def _wait_time(self, context: Any) -> float:
         remaining = context.time_remaining() if context is not None else None
@@ -234,11 +254,12 @@ def _change(change: FeedChange) -> sharing_pb2.RecordChange:
     return out
 
 
-async def _first_set(events: tuple[asyncio.Event, ...], within_s: float) -> None:
-    """Wait until one of ``events`` is set, or ``within_s`` seconds."""
+async def _first_set(events: tuple[asyncio.Event, ...], within_s: float) -> asyncio.Event | None:
+    """Wait until one of ``events`` is set (returned), or ``within_s`` seconds (None)."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
+    return next((event for event in events if event.is_set()), None)

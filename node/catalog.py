@@ -12,8 +12,6 @@ The entry types, their canonical JSON and the registration rules are in
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
@@ -25,6 +23,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
+from node import paging
 from node.catalog_requests import check_request_id, remember, replay
 from node.catalog_types import (
     RESOURCE_CODE_RE,
@@ -414,9 +413,7 @@ class Catalog:
         """One page of entries ordered by resource code, and the token of the next page
         ("" on the last page). Filters left None (or "") match everything; withdrawn entries
         are left out unless asked for. ``page_size`` 0 means 100; at most 500."""
-        if page_size < 0:
-            raise InvalidArgument(f"page_size: must not be negative, got {page_size}")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = paging.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else ""
         query = select(CatalogEntryRow).order_by(col(CatalogEntryRow.resource_code))
         if after:
@@ -626,15 +623,12 @@ def _already_registered(code: str) -> AlreadyExists:
 
 
 def _encode_token(after: str) -> str:
-    return base64.urlsafe_b64encode((_TOKEN_PREFIX + after).encode()).decode().rstrip("=")
+    return paging.encode_text(_TOKEN_PREFIX + after)
 
 
 def _decode_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raw = ""
+    raw = paging.decode_text(token) or ""
     after = raw.removeprefix(_TOKEN_PREFIX)
-    if not raw.startswith(_TOKEN_PREFIX) or not RESOURCE_CODE_RE.match(after):
+    if not raw.startswith(_TOKEN_PREFIX) or not RESOURCE_CODE_RE.fullmatch(after):
         raise InvalidArgument("page_token: not a page token from this catalog; omit it to start")
     return after

@@ -1,0 +1,447 @@
+"""Bad values a caller controls get INVALID_ARGUMENT naming the field, never INTERNAL (issue 11,
+item 5): out-of-range google.protobuf.Timestamp values, page and resume tokens that are not
+this node's (non-ASCII, bad base64, huge, valid-looking but of the wrong shape), negative page
+sizes. Page sizes above a list's maximum are reduced to it (common.proto, Pagination). A real
+province over real mutual TLS, on both backends; tests/test_fuzz_wire.py throws generated
+requests at every RPC.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from govnode.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    federation_pb2,
+    federation_pb2_grpc,
+    sharing_pb2,
+    sharing_pb2_grpc,
+)
+
+from gateway.tls import TlsFiles
+from node.app import RunningNode, node_tls_files
+from node.catalog_types import ShareMethod, ShareType
+from node.servicers.convert import entry_to_proto
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    channel,
+    entry_of,
+    make_city,
+)
+from tests.test_access import ACME, ITEMS, apply_request, register, submit
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+Province = tuple[ProvinceSetup, RunningNode]
+ALL = (ShareMethod.VERIFY, ShareMethod.QUERY, ShareMethod.EXCHANGE)
+COND = entry_of(PROVINCE, 1, items=ITEMS, share_methods=ALL)
+OPEN = entry_of(PROVINCE, 2, items=ITEMS, share_methods=ALL, share_type=ShareType.UNCONDITIONAL)
+KEY = {"tyshxydm": ACME["tyshxydm"]}
+
+#: Timestamps outside what google.protobuf.Timestamp allows (0001-01-01 to 9999-12-31, nanos
+#: 0 to 999,999,999), with the word the refusal must use.
+BAD_TIMES = (
+    (Timestamp(seconds=253402300800), "seconds out of range"),  # 10000-01-01
+    (Timestamp(seconds=-62135596801), "seconds out of range"),  # before 0001-01-01
+    (Timestamp(seconds=2**62), "seconds out of range"),
+    (Timestamp(seconds=1_800_000_000, nanos=-1), "nanos out of range"),
+    (Timestamp(seconds=1_800_000_000, nanos=1_000_000_000), "nanos out of range"),
+)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+#: Tokens no list ever issued: non-ASCII, not base64, huge, truncated, and base64 of
+#: something that looks like a token of some list but is not (wrong prefix, wrong shape,
+#: negative or enormous offsets, nested JSON). Every one is INVALID_ARGUMENT naming the field.
+BAD_TOKENS = (
+    "第二页",
+    "页",
+    "\x00",
+    "%%%%",
+    "²",  # a digit to str.isdigit(), not to int()
+    "-1",
+    "9" * 5000,  # more digits than int() parses
+    "A" * 200_000,
+    _b64(b"\xff\xfe\x00garbage"),
+    _b64(b"o:-5"),
+    _b64(b"o:99999999999999999999999999"),
+    _b64(b"q1:" + b"[" * 100_000),
+    _b64(b'q1:["a", 1, "x", 4]'),
+    _b64(b'q1:{"a": 1}'),
+    _b64(b"a1:99999999999999999999999999:ffff"),
+    _b64(b"c1:\xe9\xa1\xb5"),
+    _b64(json.dumps(["x"] * 3).encode()),
+    "v1.AAAA.AAAA",
+    "v1." + "A" * 1000 + "é.x",
+)
+
+
+async def _refusal(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        result = await call if not hasattr(call, "__aiter__") else [m async for m in call]
+        pytest.fail(f"expected a refusal, got {result!r}"[:300])
+    return err.value
+
+
+def _invalid(err: grpc.aio.AioRpcError, field: str, words: str = "") -> None:
+    details = err.details() or ""
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, (err.code(), details[:300])
+    assert details.startswith(field) or f" {field}" in details, details[:300]
+    assert words in details, details[:300]
+    assert len(details) < 600, "the refusal quotes a short prefix at most"
+
+
+@pytest.fixture
+async def loaded(province: Province) -> AsyncIterator[Province]:
+    setup, node = province
+    provider = setup.agency(PUBLIC_SECURITY)
+    await register(node, provider, COND)
+    await register(node, provider, OPEN)
+    await submit(node, provider, COND.resource_code, [ACME])
+    await submit(node, provider, OPEN.resource_code, [ACME])
+    yield setup, node
+
+
+def _city_node(setup: ProvinceSetup, tmp_path: Path) -> TlsFiles:
+    """The node certificate of 福州 (admitted by file; never started): a node caller."""
+    city = make_city(tmp_path / "fuzhou", "sqlite+aiosqlite:///unused.db", setup)
+    return node_tls_files(city.config)
+
+
+def _at(moment: Timestamp) -> Timestamp:
+    out = Timestamp()
+    out.CopyFrom(moment)
+    return out
+
+
+# --- Timestamps ------------------------------------------------------------------------------
+
+
+async def test_out_of_range_timestamps_are_refused_naming_the_field(
+    loaded: Province, tmp_path: Path
+) -> None:
+    setup, node = loaded
+    provider, consumer = setup.agency(PUBLIC_SECURITY), setup.agency(CIVIL_AFFAIRS)
+    city_node = _city_node(setup, tmp_path)
+    soon = Timestamp()
+    soon.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+
+    def submit_batch(bad: Timestamp) -> Any:
+        async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+            yield sharing_pb2.SubmitBatch(
+                resource_code=COND.resource_code,
+                batch_id="temp-1",
+                records=[common_pb2.Record(values=ACME)],
+                temporary=sharing_pb2.TemporaryCollection(
+                    reason="应急", expires_at=_at(bad), extra_items=["lxdh"]
+                ),
+            )
+
+        return batches()
+
+    def change(field: str, bad: Timestamp) -> catalog_pb2.CatalogChange:
+        entry = entry_to_proto(entry_of("350100", 1))
+        entry.region, entry.version = "350100", 1
+        entry.status = common_pb2.RESOURCE_STATUS_ACTIVE
+        entry.created_at.CopyFrom(soon)
+        entry.updated_at.CopyFrom(soon)
+        msg = catalog_pb2.CatalogChange(
+            sequence=1,
+            kind=catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
+            entry=entry,
+            origin_region="350100",
+        )
+        msg.at.CopyFrom(soon)
+        target = msg if field == "at" else msg.entry
+        getattr(target, field.removeprefix("entry.")).CopyFrom(bad)
+        return msg
+
+    def publish(field: str, bad: Timestamp) -> Any:
+        async def changes() -> AsyncIterator[catalog_pb2.CatalogChange]:
+            yield change(field, bad)
+
+        return changes()
+
+    cases: list[tuple[str, TlsFiles, Callable[[grpc.aio.Channel, Timestamp], Any]]] = [
+        (
+            "temporary.expires_at",
+            provider,
+            lambda ch, bad: sharing_pb2_grpc.SharingServiceStub(ch).Submit(submit_batch(bad)),
+        ),
+        (
+            "not_after",
+            consumer,
+            lambda ch, bad: access_pb2_grpc.AccessServiceStub(ch).Apply(
+                apply_request(COND.resource_code, not_after=_at(bad))
+            ),
+        ),
+        (
+            "not_before",
+            consumer,
+            lambda ch, bad: access_pb2_grpc.AccessServiceStub(ch).Apply(
+                apply_request(COND.resource_code, not_before=_at(bad))
+            ),
+        ),
+        (
+            "not_after",
+            setup.authority(),
+            lambda ch, bad: access_pb2_grpc.AccessServiceStub(ch).ReviewApplication(
+                access_pb2.ReviewApplicationRequest(
+                    application_id="350000-A-0000000000000000",
+                    decision=common_pb2.REVIEW_DECISION_APPROVE,
+                    not_after=_at(bad),
+                )
+            ),
+        ),
+        (
+            "not_before",
+            setup.authority(),
+            lambda ch, bad: access_pb2_grpc.AccessServiceStub(ch).ReviewApplication(
+                access_pb2.ReviewApplicationRequest(
+                    application_id="350000-A-0000000000000000",
+                    decision=common_pb2.REVIEW_DECISION_APPROVE,
+                    not_before=_at(bad),
+                )
+            ),
+        ),
+        (
+            "start_time",
+            consumer,
+            lambda ch, bad: audit_pb2_grpc.AuditServiceStub(ch).QueryAudit(
+                audit_pb2.QueryAuditRequest(start_time=_at(bad))
+            ),
+        ),
+        (
+            "end_time",
+            setup.authority(),
+            lambda ch, bad: audit_pb2_grpc.AuditServiceStub(ch).QueryAudit(
+                audit_pb2.QueryAuditRequest(end_time=_at(bad))
+            ),
+        ),
+        (
+            "node.server_time",
+            city_node,
+            lambda ch, bad: federation_pb2_grpc.FederationServiceStub(ch).Heartbeat(
+                federation_pb2.HeartbeatRequest(
+                    node=federation_pb2.NodeInfo(region="350100", server_time=_at(bad))
+                )
+            ),
+        ),
+    ]
+
+    def publisher(field: str) -> Callable[[grpc.aio.Channel, Timestamp], Any]:
+        return lambda ch, bad: federation_pb2_grpc.FederationServiceStub(ch).PublishCatalog(
+            publish(field, bad)
+        )
+
+    for field in ("at", "entry.created_at", "entry.updated_at"):
+        cases.append((field, city_node, publisher(field)))
+    for field, caller, call in cases:
+        for bad, words in BAD_TIMES:
+            async with channel(node, caller) as ch:
+                err = await _refusal(call(ch, bad))
+            _invalid(err, field, words)
+            assert "0001-01-01" in (err.details() or "") or "999,999,999" in (err.details() or "")
+    # The node still works, and the extremes the type allows are not refused as out of range.
+    async with channel(node, consumer) as ch:
+        edge = Timestamp(seconds=253402300799, nanos=999_999_999)
+        reply = await audit_pb2_grpc.AuditServiceStub(ch).QueryAudit(
+            audit_pb2.QueryAuditRequest(start_time=Timestamp(seconds=-62135596800), end_time=edge),
+            timeout=5,
+        )
+        assert reply.records
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+async def test_tokens_that_this_node_never_issued_are_refused_naming_the_field(
+    loaded: Province, tmp_path: Path
+) -> None:
+    setup, node = loaded
+    provider, consumer = setup.agency(PUBLIC_SECURITY), setup.agency(CIVIL_AFFAIRS)
+    city_node = _city_node(setup, tmp_path)
+    calls: list[tuple[str, TlsFiles, Callable[[grpc.aio.Channel, str], Any]]] = [
+        (
+            "page_token",
+            consumer,
+            lambda ch, t: sharing_pb2_grpc.SharingServiceStub(ch).Query(
+                sharing_pb2.QueryRequest(resource_code=OPEN.resource_code, key=KEY, page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            consumer,
+            lambda ch, t: catalog_pb2_grpc.CatalogServiceStub(ch).ListResources(
+                catalog_pb2.ListResourcesRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            consumer,
+            lambda ch, t: audit_pb2_grpc.AuditServiceStub(ch).QueryAudit(
+                audit_pb2.QueryAuditRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            consumer,
+            lambda ch, t: access_pb2_grpc.AccessServiceStub(ch).ListApplications(
+                access_pb2.ListApplicationsRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            consumer,
+            lambda ch, t: access_pb2_grpc.AccessServiceStub(ch).ListGrants(
+                access_pb2.ListGrantsRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            provider,
+            lambda ch, t: access_pb2_grpc.AccessServiceStub(ch).ListChangeRequests(
+                access_pb2.ListChangeRequestsRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            consumer,
+            lambda ch, t: access_pb2_grpc.AccessServiceStub(ch).ListNotifications(
+                access_pb2.ListNotificationsRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            provider,
+            lambda ch, t: sharing_pb2_grpc.SharingServiceStub(ch).GetAggregationStatus(
+                sharing_pb2.GetAggregationStatusRequest(page_token=t)
+            ),
+        ),
+        (
+            "page_token",
+            city_node,
+            lambda ch, t: federation_pb2_grpc.FederationServiceStub(ch).ListPeers(
+                federation_pb2.ListPeersRequest(page_token=t)
+            ),
+        ),
+        (
+            "resume_token",
+            consumer,
+            lambda ch, t: sharing_pb2_grpc.SharingServiceStub(ch).Exchange(
+                sharing_pb2.ExchangeRequest(resource_code=OPEN.resource_code, resume_token=t)
+            ),
+        ),
+    ]
+    for field, caller, call in calls:
+        async with channel(node, caller) as ch:
+            for token in BAD_TOKENS:
+                err = await _refusal(call(ch, token))
+                _invalid(err, field)
+
+
+# --- page sizes ------------------------------------------------------------------------------
+
+
+async def test_page_sizes_are_never_negative_and_too_large_ones_are_capped(
+    loaded: Province, tmp_path: Path
+) -> None:
+    setup, node = loaded
+    provider, consumer = setup.agency(PUBLIC_SECURITY), setup.agency(CIVIL_AFFAIRS)
+    city_node = _city_node(setup, tmp_path)
+    lists: list[tuple[TlsFiles, Callable[[grpc.aio.Channel, int], Any]]] = [
+        (
+            provider,
+            lambda ch, n: sharing_pb2_grpc.SharingServiceStub(ch).GetAggregationStatus(
+                sharing_pb2.GetAggregationStatusRequest(page_size=n)
+            ),
+        ),
+        (
+            consumer,
+            lambda ch, n: sharing_pb2_grpc.SharingServiceStub(ch).Query(
+                sharing_pb2.QueryRequest(resource_code=OPEN.resource_code, key=KEY, page_size=n)
+            ),
+        ),
+        (
+            consumer,
+            lambda ch, n: catalog_pb2_grpc.CatalogServiceStub(ch).ListResources(
+                catalog_pb2.ListResourcesRequest(page_size=n)
+            ),
+        ),
+        (
+            consumer,
+            lambda ch, n: audit_pb2_grpc.AuditServiceStub(ch).QueryAudit(
+                audit_pb2.QueryAuditRequest(page_size=n)
+            ),
+        ),
+        (
+            consumer,
+            lambda ch, n: access_pb2_grpc.AccessServiceStub(ch).ListApplications(
+                access_pb2.ListApplicationsRequest(page_size=n)
+            ),
+        ),
+        (
+            consumer,
+            lambda ch, n: access_pb2_grpc.AccessServiceStub(ch).ListGrants(
+                access_pb2.ListGrantsRequest(page_size=n)
+            ),
+        ),
+        (
+            provider,
+            lambda ch, n: access_pb2_grpc.AccessServiceStub(ch).ListChangeRequests(
+                access_pb2.ListChangeRequestsRequest(page_size=n)
+            ),
+        ),
+        (
+            consumer,
+            lambda ch, n: access_pb2_grpc.AccessServiceStub(ch).ListNotifications(
+                access_pb2.ListNotificationsRequest(page_size=n)
+            ),
+        ),
+        (
+            city_node,
+            lambda ch, n: federation_pb2_grpc.FederationServiceStub(ch).ListPeers(
+                federation_pb2.ListPeersRequest(page_size=n)
+            ),
+        ),
+    ]
+    for caller, call in lists:
+        async with channel(node, caller) as ch:
+            for size in (-1, -(2**31)):
+                err = await _refusal(call(ch, size))
+                _invalid(err, "page_size", "negative")
+            # The contract (common.proto, Pagination): reduced to the list's maximum.
+            await call(ch, 2**31 - 1)
+    # GetAggregationStatus pages like the others: one status per page, then the next.
+    async with channel(node, provider) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        first = await stub.GetAggregationStatus(
+            sharing_pb2.GetAggregationStatusRequest(page_size=1)
+        )
+        assert [s.resource_code for s in first.statuses] == [COND.resource_code]
+        assert first.next_page_token
+        second = await stub.GetAggregationStatus(
+            sharing_pb2.GetAggregationStatusRequest(page_size=1, page_token=first.next_page_token)
+        )
+        assert [s.resource_code for s in second.statuses] == [OPEN.resource_code]

@@ -72,6 +72,18 @@ class ProvinceLink:
         return federation_pb2.PEER_HEALTH_HEALTHY
 
 
+async def heard_from(db: Database, region: str) -> bool:
+    """Whether a node of ``region`` ever spoke to this one: a member that joined online, a
+    city that sent heartbeats or published its catalog here (also one admitted by file)."""
+    row = await db.fetch_one(
+        "SELECT 1 FROM federation_member WHERE region = :region "
+        "UNION ALL SELECT 1 FROM node_meta WHERE key = :info "
+        "UNION ALL SELECT 1 FROM feed_cursor WHERE peer_region = :region",
+        {"region": region, "info": _info_key(region)},
+    )
+    return row is not None
+
+
 def skew_ms(theirs: dt.datetime | None) -> int:
     """Peer clock (``theirs``: the server_time it sent, already checked by
     node.servicers.convert.optional_time) minus ours, in milliseconds (0 when it sent none)."""

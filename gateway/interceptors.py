@@ -5,7 +5,8 @@ For each RPC, whatever its streaming shape, the guard:
 1. authenticates the caller from the verified TLS peer (UNAUTHENTICATED otherwise), except
    for the methods in :data:`TOKEN_AUTHORISED_METHODS` (only Join), authorised by a token;
 2. parses request messages itself, so that bytes which are not a valid message get
-   INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
+   INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL (and so does text
+   holding U+0000, naming the field: gateway.wellformed);
 3. binds the caller and a request id to the context for the servicer (and names them in
    every log event it writes);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace;
@@ -40,6 +41,7 @@ from gateway.auth import (
 )
 from gateway.identity import Role
 from gateway.refusal import Refusal
+from gateway.wellformed import nul_field
 
 log = structlog.get_logger("govnode.gateway")
 
@@ -149,6 +151,11 @@ class _Call:
             raise _BadMessage(
                 f"{self.method}: the request is not a valid message for this method ({exc})"
             ) from None
+        if (field := nul_field(message, raw)) is not None:
+            raise _BadMessage(
+                f"{field}: holds the character U+0000 (NUL), which no text may hold "
+                f"({self.method})"
+            )
         if not self.resource_code:
             self.resource_code = str(getattr(message, "resource_code", "") or "")
         if self.method in TOKEN_AUTHORISED_METHODS:

@@ -55,6 +55,7 @@ ALL = (ShareMethod.VERIFY, ShareMethod.QUERY, ShareMethod.EXCHANGE)
 COND = entry_of(PROVINCE, 1, items=ITEMS, share_methods=ALL)
 OPEN = entry_of(PROVINCE, 2, items=ITEMS, share_methods=ALL, share_type=ShareType.UNCONDITIONAL)
 KEY = {"tyshxydm": ACME["tyshxydm"]}
+NUL_ACME = dict(ACME, qymc="福州\x00科技")
 
 #: Timestamps outside what google.protobuf.Timestamp allows (0001-01-01 to 9999-12-31, nanos
 #: 0 to 999,999,999), with the word the refusal must use.
@@ -445,3 +446,53 @@ async def test_page_sizes_are_never_negative_and_too_large_ones_are_capped(
             sharing_pb2.GetAggregationStatusRequest(page_size=1, page_token=first.next_page_token)
         )
         assert [s.resource_code for s in second.statuses] == [OPEN.resource_code]
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+async def test_text_holding_nul_is_refused_naming_the_field(loaded: Province) -> None:
+    """U+0000 is no character of any text the platform keeps, and PostgreSQL cannot store it
+    (it answered INTERNAL there, and NOT_FOUND or stored it on SQLite). Any string of any
+    request holding it, however deep, is INVALID_ARGUMENT naming the field, on both backends."""
+    setup, node = loaded
+    provider, consumer = setup.agency(PUBLIC_SECURITY), setup.agency(CIVIL_AFFAIRS)
+
+    async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        yield sharing_pb2.SubmitBatch(
+            resource_code=COND.resource_code,
+            batch_id="nul-1",
+            records=[common_pb2.Record(values=ACME), common_pb2.Record(values=NUL_ACME)],
+        )
+
+    async with channel(node, provider) as ch:
+        catalog = catalog_pb2_grpc.CatalogServiceStub(ch)
+        err = await _refusal(
+            catalog.GetResourceHistory(catalog_pb2.GetResourceHistoryRequest(resource_code="\x00"))
+        )
+        _invalid(err, "resource_code", "U+0000")
+        err = await _refusal(
+            catalog.WithdrawResource(
+                catalog_pb2.WithdrawResourceRequest(
+                    resource_code=COND.resource_code, reason="a\x00"
+                )
+            )
+        )
+        _invalid(err, "reason", "U+0000")
+        err = await _refusal(sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches()))
+        _invalid(err, 'records[1].values["qymc"]', "U+0000")
+    async with channel(node, consumer) as ch:
+        err = await _refusal(
+            sharing_pb2_grpc.SharingServiceStub(ch).Verify(
+                sharing_pb2.VerifyRequest(
+                    resource_code=OPEN.resource_code, key=KEY, claimed={"qy\x00mc": "x"}
+                )
+            )
+        )
+        _invalid(err, "claimed", "U+0000")
+    # Nothing of the refused batch was stored: the record is as first submitted.
+    async with channel(node, consumer) as ch:
+        reply = await sharing_pb2_grpc.SharingServiceStub(ch).Query(
+            sharing_pb2.QueryRequest(resource_code=OPEN.resource_code, key=KEY), timeout=5
+        )
+        assert [dict(r.record.values)["qymc"] for r in reply.rows] == [ACME["qymc"]]

@@ -496,3 +496,27 @@ async def test_text_holding_nul_is_refused_naming_the_field(loaded: Province) ->
             sharing_pb2.QueryRequest(resource_code=OPEN.resource_code, key=KEY), timeout=5
         )
         assert [dict(r.record.values)["qymc"] for r in reply.rows] == [ACME["qymc"]]
+
+
+async def test_a_join_port_that_is_not_ascii_digits_is_refused_naming_the_field(
+    province: Province,
+) -> None:
+    """Join's listen_address: "²" is a digit to str.isdigit() but not to int() (it answered
+    INTERNAL, to anyone on the join port, before any invitation was checked), and "٣" was
+    taken as port 3. Both are INVALID_ARGUMENT naming the field."""
+    setup, node = province
+    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        for address in ("city.example:²", "city.example:٣", "city.example:７４４３"):
+            err = await _refusal(
+                federation_pb2_grpc.FederationServiceStub(ch).Join(
+                    federation_pb2.JoinRequest(
+                        invitation_token="gvi1_unknown",
+                        region="350900",
+                        name="宁德市",
+                        listen_address=address,
+                        city_ca_csr_pem="x",
+                        node_csr_pem="x",
+                    )
+                )
+            )
+            _invalid(err, "listen_address", "HOST:PORT")

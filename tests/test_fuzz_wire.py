@@ -426,6 +426,8 @@ NASTY = (
     "\n\r\t",
     "-1",
     "0",
+    "²",  # a digit to str.isdigit(), not to int()
+    "٣",
     "9" * 40,
     "1e309",
     "NaN",
@@ -482,6 +484,8 @@ def _string(name: str, world: World) -> st.SearchStrategy[str]:
         known = world.identities
     elif name in ("items", "extra_items", "clear_text_items", "item", "name"):
         known = ITEM_NAMES
+    elif "address" in name or "endpoint" in name:
+        known = ("127.0.0.1:7443", "city.example:²", "city.example:٣", "[::1]:0", ":", "h:65536")
     elif name.endswith("_pem"):
         known = ("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",)
     if known:
@@ -877,6 +881,17 @@ def _seeds(world: World) -> dict[str, list[Message]]:
         "PublishCatalog": [change],
         "Heartbeat": [heartbeat],
         "QueryAudit": [audit_pb2.QueryAuditRequest(page_size=5)],
+        # Everything right but the invitation (which no fuzzer can guess) and the CSRs.
+        "Join": [
+            federation_pb2.JoinRequest(
+                invitation_token="gvi1_x",
+                region="350900",
+                name="宁德市",
+                listen_address="127.0.0.1:7443",
+                city_ca_csr_pem="-----BEGIN CERTIFICATE REQUEST-----\n",
+                node_csr_pem="-----BEGIN CERTIFICATE REQUEST-----\n",
+            )
+        ],
     }
 
 

@@ -59,6 +59,9 @@ from node.storage import Database, utc_now
 __all__ = ["Catalog"]
 
 DEFAULT_PAGE_SIZE = 100
+#: Entry versions and feed sequences are INTEGER columns (32 bits on PostgreSQL), while the
+#: API takes int64: nothing is stored beyond this, so a larger one is never looked up.
+MAX_STORED_INT = 2**31 - 1
 MAX_PAGE_SIZE = 500
 MAX_CHANGES = 1000
 _PARSED_CACHE = 1024
@@ -316,7 +319,9 @@ class Catalog:
                 if row is None:
                     raise _not_found(code)
                 return entry_from_json(row.body)
-            old = await session.get(CatalogEntryVersionRow, (code, version))
+            old = None
+            if version <= MAX_STORED_INT:
+                old = await session.get(CatalogEntryVersionRow, (code, version))
             if old is None:
                 current = await session.get(CatalogEntryRow, code)
                 if current is None:
@@ -357,7 +362,7 @@ class Catalog:
         async def txn(session: AsyncSession) -> list[CatalogChange]:
             rows = await session.exec(
                 select(CatalogChangeRow)
-                .where(col(CatalogChangeRow.sequence) > after_sequence)
+                .where(col(CatalogChangeRow.sequence) > min(after_sequence, MAX_STORED_INT))
                 .order_by(col(CatalogChangeRow.sequence))
                 .limit(limit)
             )

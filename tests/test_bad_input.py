@@ -1,7 +1,8 @@
 """Bad values a caller controls get INVALID_ARGUMENT naming the field, never INTERNAL (issue 11,
 item 5): out-of-range google.protobuf.Timestamp values, page and resume tokens that are not
 this node's (non-ASCII, bad base64, huge, valid-looking but of the wrong shape), negative page
-sizes. Page sizes above a list's maximum are reduced to it (common.proto, Pagination). A real
+sizes; and what the wire fuzzer found: text holding U+0000, a join port of non-ASCII digits.
+Page sizes above a list's maximum are reduced to it (common.proto, Pagination). A real
 province over real mutual TLS, on both backends; tests/test_fuzz_wire.py throws generated
 requests at every RPC.
 """
@@ -520,3 +521,58 @@ async def test_a_join_port_that_is_not_ascii_digits_is_refused_naming_the_field(
                 )
             )
             _invalid(err, "listen_address", "HOST:PORT")
+
+
+async def test_integers_beyond_what_the_database_holds_are_answered_like_any_other(
+    province: Province, tmp_path: Path
+) -> None:
+    """Versions and catalog feed sequences are 32-bit columns on PostgreSQL; the API takes
+    int64. A version or sequence beyond 2^31 answered INTERNAL there (the fuzzer found it) and
+    NOT_FOUND on SQLite. Now both answer as for any version that does not exist, and a node
+    publishing such a version is refused naming it."""
+    setup, node = province
+    provider = setup.agency(PUBLIC_SECURITY)
+    await register(node, provider, COND)
+    huge = 2**63 - 1
+    async with channel(node, provider) as ch:
+        err = await _refusal(
+            catalog_pb2_grpc.CatalogServiceStub(ch).GetResource(
+                catalog_pb2.GetResourceRequest(resource_code=COND.resource_code, version=huge)
+            )
+        )
+    assert err.code() is grpc.StatusCode.NOT_FOUND, err.details()
+    assert f"has no version {huge}; versions are 1 to 1" in (err.details() or "")
+
+    city_node = _city_node(setup, tmp_path)
+    async with channel(node, city_node) as ch:
+        stub = federation_pb2_grpc.FederationServiceStub(ch)
+        # Nothing follows a sequence that large: the feed waits (until the deadline).
+        watch = catalog_pb2_grpc.CatalogServiceStub(ch).WatchCatalog(
+            catalog_pb2.WatchCatalogRequest(after_sequence=huge), timeout=1.0
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as waited:
+            async for change in watch:
+                pytest.fail(f"no change follows sequence {huge}, got {change}")
+        assert waited.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, waited.value.details()
+        listed = await stub.GetRevocationList(
+            federation_pb2.GetRevocationListRequest(after_sequence=huge), timeout=5
+        )
+        assert not listed.revocation_list.revoked
+
+        async def changes() -> AsyncIterator[catalog_pb2.CatalogChange]:
+            entry = entry_to_proto(entry_of("350100", 1))
+            entry.region, entry.version = "350100", 2**40
+            entry.status = common_pb2.RESOURCE_STATUS_ACTIVE
+            entry.created_at.GetCurrentTime()
+            entry.updated_at.GetCurrentTime()
+            change = catalog_pb2.CatalogChange(
+                sequence=1,
+                kind=catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
+                entry=entry,
+                origin_region="350100",
+            )
+            change.at.GetCurrentTime()
+            yield change
+
+        err = await _refusal(stub.PublishCatalog(changes()))
+        _invalid(err, "entry.version", str(2**40))

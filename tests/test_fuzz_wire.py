@@ -54,7 +54,7 @@ from govnode.v1 import (
     sharing_pb2,
 )
 from grpc_health.v1 import health_pb2
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, configuration, given, settings
 from hypothesis import strategies as st
 
 from gateway.assertion import ASSERTION_KEY
@@ -955,6 +955,19 @@ def _methods() -> Iterator[MethodDescriptor]:
         yield from service.methods
 
 
+@pytest.fixture
+def hypothesis_home(tmp_path: Path) -> Iterator[None]:
+    """Hypothesis caches its Unicode tables in a ``.hypothesis`` directory (the example
+    database is off anyway); this test's go to tmp_path, so that it leaves nothing behind."""
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(tmp_path / "hypothesis")
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
+@pytest.mark.usefixtures("hypothesis_home")
 async def test_every_rpc_survives_generated_and_mutated_requests(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:

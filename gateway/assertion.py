@@ -185,8 +185,13 @@ class AssertionVerifier:
             )
         if assertion.request_digest != request_digest(request_bytes):
             raise UntrustedAssertion("caller assertion was made for a different request")
-        deadline = assertion.deadline.ToDatetime(dt.UTC)
-        issued = assertion.issued_at.ToDatetime(dt.UTC)
+        try:
+            deadline = assertion.deadline.ToDatetime(dt.UTC)
+            issued = assertion.issued_at.ToDatetime(dt.UTC)
+        except ValueError:  # outside what google.protobuf.Timestamp allows
+            raise UntrustedAssertion(
+                "caller assertion's deadline or issued_at is not a valid time"
+            ) from None
         if deadline <= now:
             raise UntrustedAssertion(f"caller assertion expired at {deadline.isoformat()}")
         if abs(now - issued) > self._max_skew:

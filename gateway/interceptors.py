@@ -7,7 +7,8 @@ For each RPC, whatever its streaming shape, the guard:
    guard with a limiter (the join port's: its callers have no certificate) first admits the
    call by the caller's network address (RESOURCE_EXHAUSTED with retry-after-ms otherwise);
 2. parses request messages itself, so that bytes which are not a valid message get
-   INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
+   INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL (and so does text
+   holding U+0000, naming the field: gateway.wellformed);
 3. binds the caller and a request id to the context for the servicer (and names them in
    every log event it writes);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
@@ -51,6 +52,7 @@ from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from gateway.streams import Slot, Stalled, StreamGate
+from gateway.wellformed import nul_field
 
 log = structlog.get_logger("govnode.gateway")
 
@@ -168,6 +170,11 @@ class _Call:
             raise _BadMessage(
                 f"{self.method}: the request is not a valid message for this method ({exc})"
             ) from None
+        if (field := nul_field(message, raw)) is not None:
+            raise _BadMessage(
+                f"{field}: holds the character U+0000 (NUL), which no text may hold "
+                f"({self.method})"
+            )
         if not self.resource_code:
             self.resource_code = str(getattr(message, "resource_code", "") or "")
         if self.method in TOKEN_AUTHORISED_METHODS:

@@ -14,7 +14,6 @@ node.access's. Used by the gRPC servicer and by ``govnode access`` alike. No grp
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -27,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
 from gateway.quote import quote_each
+from node import paging
 from node.access import (
     Application,
     ApplicationStatus,
@@ -77,23 +77,20 @@ def _text(value: str, field: str, *, required: bool, rule: str) -> str:
 
 
 def _page(token: str, size: int) -> tuple[int, int]:
-    if size < 0:
-        raise InvalidArgument(f"page_size: must not be negative, got {size}")
-    offset = 0
-    if token:
-        try:
-            offset = int(
-                base64.urlsafe_b64decode(token.encode() + b"==").decode().removeprefix("o:")
-            )
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument(
-                "page_token: not a token from this list; omit it to start"
-            ) from None
-    return offset, min(size or DEFAULT_PAGE, MAX_PAGE)
+    """The offset ``token`` continues from and the page's size (ListApplications, ListGrants,
+    ListChangeRequests)."""
+    size = paging.page_size(size, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    if not token:
+        return 0, size
+    raw = paging.decode_text(token) or ""
+    offset = paging.parse_count(raw.removeprefix("o:"))
+    if not raw.startswith("o:") or offset is None:
+        raise InvalidArgument("page_token: not a token from this list; omit it to start")
+    return offset, size
 
 
 def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+    return paging.encode_text(f"o:{offset}")
 
 
 def _methods(methods: Sequence[Any]) -> str:

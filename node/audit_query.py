@@ -7,7 +7,8 @@
   and may ask for any caller's.
 - Asking for another caller's records is refused, never silently narrowed.
 
-Records come in sequence order, a page at a time (100 by default, 1,000 at most); the page
+Records come in sequence order, a page at a time (100 by default, 1,000 at most: a larger
+page_size is reduced to it, as common.proto's Pagination says); the page
 token carries the last sequence served and a fingerprint of the filters, so it continues only
 the query it came from. The log only grows, so a later page may hold records written after the
 first page was read (the caller's own QueryAudit calls among them).
@@ -17,8 +18,6 @@ Pure domain over :class:`node.audit.AuditLog`: no grpc.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 
 from gateway.identity import Identity, Role
 from gateway.quote import quote
+from node import paging
 from node.audit import MAX_QUERY_LIMIT, AuditLog, AuditRecord, Operation
 from node.errors import InvalidArgument, PermissionDenied
 
@@ -64,13 +64,7 @@ async def query_audit(
     log: AuditLog, caller: Identity, node_region: str, query: AuditQuery
 ) -> AuditPage:
     """One page of the records ``caller`` may read that match ``query``."""
-    if query.page_size < 0:
-        raise InvalidArgument(f"page_size: must not be negative, got {query.page_size}")
-    if query.page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument(
-            f"page_size: at most {MAX_PAGE_SIZE} records per page, got {query.page_size}"
-        )
-    size = query.page_size or DEFAULT_PAGE_SIZE
+    size = paging.page_size(query.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
     who = query.caller_identity
     if not reads_everything(caller, node_region):
         if who and who != caller.uri:
@@ -125,23 +119,18 @@ def _fingerprint(who: str, query: AuditQuery) -> str:
 
 
 def _encode_token(after: int, fingerprint: str) -> str:
-    raw = f"{_TOKEN_PREFIX}{after}:{fingerprint}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_text(f"{_TOKEN_PREFIX}{after}:{fingerprint}")
 
 
 def _decode_token(token: str, fingerprint: str) -> int:
     if not token:
         return 0
-    refused = InvalidArgument(
-        "page_token: not a page token of this query (same filters); repeat the query without "
-        "it to start over"
-    )
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise refused from None
+    raw = paging.decode_text(token) or ""
     after, _, print_ = raw.removeprefix(_TOKEN_PREFIX).partition(":")
-    valid = raw.startswith(_TOKEN_PREFIX) and after.isascii() and after.isdigit()
-    if not valid or print_ != fingerprint:
-        raise refused
-    return int(after)
+    sequence = paging.parse_count(after)
+    if not raw.startswith(_TOKEN_PREFIX) or sequence is None or print_ != fingerprint:
+        raise InvalidArgument(
+            "page_token: not a page token of this query (same filters); repeat the query "
+            "without it to start over"
+        )
+    return sequence

@@ -12,8 +12,6 @@ The entry types, their canonical JSON and the registration rules are in
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
@@ -26,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
 from gateway.quote import quote
+from node import paging
 from node.catalog_requests import check_request_id, remember, replay
 from node.catalog_types import (
     RESOURCE_CODE_RE,
@@ -61,6 +60,9 @@ from node.storage import Database, utc_now
 __all__ = ["Catalog"]
 
 DEFAULT_PAGE_SIZE = 100
+#: Entry versions and feed sequences are INTEGER columns (32 bits on PostgreSQL), while the
+#: API takes int64: nothing is stored beyond this, so a larger one is never looked up.
+MAX_STORED_INT = 2**31 - 1
 MAX_PAGE_SIZE = 500
 MAX_CHANGES = 1000
 _PARSED_CACHE = 1024
@@ -318,7 +320,9 @@ class Catalog:
                 if row is None:
                     raise _not_found(code)
                 return entry_from_json(row.body)
-            old = await session.get(CatalogEntryVersionRow, (code, version))
+            old = None
+            if version <= MAX_STORED_INT:
+                old = await session.get(CatalogEntryVersionRow, (code, version))
             if old is None:
                 current = await session.get(CatalogEntryRow, code)
                 if current is None:
@@ -359,7 +363,7 @@ class Catalog:
         async def txn(session: AsyncSession) -> list[CatalogChange]:
             rows = await session.exec(
                 select(CatalogChangeRow)
-                .where(col(CatalogChangeRow.sequence) > after_sequence)
+                .where(col(CatalogChangeRow.sequence) > min(after_sequence, MAX_STORED_INT))
                 .order_by(col(CatalogChangeRow.sequence))
                 .limit(limit)
             )
@@ -415,9 +419,7 @@ class Catalog:
         """One page of entries ordered by resource code, and the token of the next page
         ("" on the last page). Filters left None (or "") match everything; withdrawn entries
         are left out unless asked for. ``page_size`` 0 means 100; at most 500."""
-        if page_size < 0:
-            raise InvalidArgument(f"page_size: must not be negative, got {page_size}")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = paging.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else ""
         query = select(CatalogEntryRow).order_by(col(CatalogEntryRow.resource_code))
         if after:
@@ -627,15 +629,12 @@ def _already_registered(code: str) -> AlreadyExists:
 
 
 def _encode_token(after: str) -> str:
-    return base64.urlsafe_b64encode((_TOKEN_PREFIX + after).encode()).decode().rstrip("=")
+    return paging.encode_text(_TOKEN_PREFIX + after)
 
 
 def _decode_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raw = ""
+    raw = paging.decode_text(token) or ""
     after = raw.removeprefix(_TOKEN_PREFIX)
-    if not raw.startswith(_TOKEN_PREFIX) or not RESOURCE_CODE_RE.match(after):
+    if not raw.startswith(_TOKEN_PREFIX) or not RESOURCE_CODE_RE.fullmatch(after):
         raise InvalidArgument("page_token: not a page token from this catalog; omit it to start")
     return after

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -40,6 +39,7 @@ from node.errors import DomainError, StorageUnavailable
 from node.federation_sync import CatalogExchange
 from node.peers import ProvinceLink, skew_ms
 from node.revocation import Revocation, Revocations, reason_from_rfc
+from node.servicers.convert import optional_time, time_from_proto
 from node.servicers.federation_sync import change_from_proto, change_to_proto, node_info
 
 log = structlog.get_logger("govnode.catalog_sync")
@@ -183,7 +183,8 @@ class CitySync:
     async def _beat(self, stub: federation_pb2_grpc.FederationServiceAsyncStub) -> None:
         info = await node_info(self._config, self._identity, self._catalog, self._exchange.db)
         beat = await stub.Heartbeat(federation_pb2.HeartbeatRequest(node=info))
-        self.link.succeeded(beat.node, skew_ms(beat.node))
+        server_time = optional_time(beat.node, "server_time", "Heartbeat: node.server_time")
+        self.link.succeeded(beat.node, skew_ms(server_time))
         if beat.approved_sub_platform != info.approved_sub_platform:
             await set_own_approval(self._exchange.db, beat.approved_sub_platform)
             self._log.info("sub_platform_approval", approved=beat.approved_sub_platform)
@@ -207,7 +208,7 @@ class CitySync:
                     identity="",
                     issuer_region=r.issuer_region,
                     reason=reason_from_rfc(r.reason),
-                    revoked_at=r.revoked_at.ToDatetime(tzinfo=dt.UTC),
+                    revoked_at=time_from_proto(r.revoked_at, "revoked_at"),
                     revoked_by=str(self._province),
                     sequence=r.sequence,
                 )

@@ -220,7 +220,7 @@ def check_application(
             f"name: region {application.region} is {known}, not {quote(application.name)}"
         )
     host, sep, port = application.listen_address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
         raise InvalidArgument(
             f"listen_address: {quote(application.listen_address)} must be HOST:PORT where the "
             "city node serves"

@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
 from gateway.quote import quote
-from node.catalog import Catalog, _entry_columns, _set_columns
+from node.catalog import MAX_STORED_INT, Catalog, _entry_columns, _set_columns
 from node.catalog_types import CatalogChange, ResourceEntry, ResourceStatus, entry_to_json
 from node.codes import Region
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -89,8 +89,10 @@ class CatalogExchange:
         code = entry.resource_code
         if change.sequence <= 0:
             raise InvalidArgument(f"sequence: must be positive, got {change.sequence}")
-        if entry.version <= 0:
-            raise InvalidArgument(f"entry.version: must be positive, got {entry.version}")
+        if not 0 < entry.version <= MAX_STORED_INT:
+            raise InvalidArgument(
+                f"entry.version: must be 1 to {MAX_STORED_INT}, got {entry.version}"
+            )
         if entry.region != change.origin_region or code[:6] != entry.region:
             raise InvalidArgument(
                 f"resource {quote(code)}: entry.region {quote(entry.region)}, origin_region "

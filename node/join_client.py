@@ -36,7 +36,7 @@ class JoinError(Exception):
 
 def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
         raise JoinError(f"--province: {address!r} must be HOST:PORT of the province's join port")
     return host.strip("[]"), int(port)
 

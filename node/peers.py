@@ -72,11 +72,23 @@ class ProvinceLink:
         return federation_pb2.PEER_HEALTH_HEALTHY
 
 
-def skew_ms(info: federation_pb2.NodeInfo) -> int:
-    """Peer clock minus ours, in milliseconds (0 when the peer sent no time)."""
-    if not info.HasField("server_time"):
+async def heard_from(db: Database, region: str) -> bool:
+    """Whether a node of ``region`` ever spoke to this one: a member that joined online, a
+    city that sent heartbeats or published its catalog here (also one admitted by file)."""
+    row = await db.fetch_one(
+        "SELECT 1 FROM federation_member WHERE region = :region "
+        "UNION ALL SELECT 1 FROM node_meta WHERE key = :info "
+        "UNION ALL SELECT 1 FROM feed_cursor WHERE peer_region = :region",
+        {"region": region, "info": _info_key(region)},
+    )
+    return row is not None
+
+
+def skew_ms(theirs: dt.datetime | None) -> int:
+    """Peer clock (``theirs``: the server_time it sent, already checked by
+    node.servicers.convert.optional_time) minus ours, in milliseconds (0 when it sent none)."""
+    if theirs is None:
         return 0
-    theirs = info.server_time.ToDatetime(tzinfo=dt.UTC)
     return int((theirs - dt.datetime.now(dt.UTC)).total_seconds() * 1000)
 
 
@@ -93,12 +105,15 @@ def health_for_age(
     return federation_pb2.PEER_HEALTH_UNREACHABLE
 
 
-async def record_peer_info(db: Database, region: str, info: federation_pb2.NodeInfo) -> None:
-    """Keep what a peer last said about itself, when, and the clock skew then."""
+async def record_peer_info(
+    db: Database, region: str, info: federation_pb2.NodeInfo, server_time: dt.datetime | None
+) -> None:
+    """Keep what a peer last said about itself, when, and the clock skew then (``server_time``:
+    its ``info.server_time``, checked)."""
     value = json.dumps(
         {
             "node": json_format.MessageToDict(info),
-            "clock_skew_ms": skew_ms(info),
+            "clock_skew_ms": skew_ms(server_time),
             "seen_at": dt.datetime.now(dt.UTC).isoformat(),
         },
         ensure_ascii=False,

@@ -38,6 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
 from gateway.identity import Identity, Role
 from gateway.quote import quote
+from node import paging
 from node.access import authority_identity
 from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import region_problem
@@ -416,9 +417,7 @@ class Records:
         and every filter, projected to ``items`` (empty: every visible item) and masked except
         for ``clear_items``. See :mod:`node.records_query` for paging and the row cap."""
         self._check_local(entry)
-        if page_size < 0:
-            raise InvalidArgument(f"page_size: must not be negative, got {page_size}")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = paging.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         plan = plan_query(
             entry,
             schema_for(entry),

@@ -22,8 +22,6 @@ query runs, by the caller's grant).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.quote import quote, quote_each
+from node import paging
 from node.catalog_types import DataItem, DataType, MaskingKind, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.grading import effective_masking
@@ -265,7 +264,7 @@ def shape_row(
 
 def encode_token(cursor: PageCursor, fingerprint: str) -> str:
     raw = _TOKEN_PREFIX + json.dumps([cursor.after, cursor.served, fingerprint], ensure_ascii=False)
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_text(raw)
 
 
 def decode_token(token: str, fingerprint: str) -> PageCursor:
@@ -274,16 +273,16 @@ def decode_token(token: str, fingerprint: str) -> PageCursor:
     refused = InvalidArgument(
         "page_token: not a page token of this query; repeat the query without it to start over"
     )
+    raw = paging.decode_text(token)
+    if raw is None or not raw.startswith(_TOKEN_PREFIX):
+        raise refused
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not raw.startswith(_TOKEN_PREFIX):
-            raise refused
         after, served, print_ = json.loads(raw.removeprefix(_TOKEN_PREFIX))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         raise refused from None
     if (
         not isinstance(after, str)
-        or not isinstance(served, int)
+        or type(served) is not int
         or not 0 < served < MAX_QUERY_ROWS
         or print_ != fingerprint
     ):

@@ -7,7 +7,11 @@ catalog exchange). A call on a local resource is served here. Otherwise it is fo
 
 - by a city, to the province, unless ``[federation] peers`` has a direct link to the owner;
 - by the province, to the owning city (``[federation] peers``, else the endpoint the city gave
-  when it joined); no known endpoint -> UNAVAILABLE naming the region.
+  when it joined). A region whose node the province never heard from (a city that never
+  joined, a region outside the province) -> NOT_FOUND naming the region: nothing there can be
+  found, and retrying would not change that. A city the province heard from (heartbeats, its
+  catalog) but cannot dial (admitted by file, not in ``[federation] peers``) -> UNAVAILABLE
+  naming it, like a node that does not answer.
 
 The node that first accepts the call signs a caller assertion (gateway.assertion) over the
 exact request bytes, with the call's deadline; a node relaying a forwarded call passes the same
@@ -37,7 +41,8 @@ from gateway.forward import Forwarder
 from gateway.interceptors import current_request_id
 from node.catalog_types import ResourceEntry
 from node.config import Mode, NodeConfig
-from node.errors import FailedPrecondition, Unavailable
+from node.errors import FailedPrecondition, NotFound, Unavailable
+from node.peers import heard_from
 from node.pki_files import load_certs, load_private_key
 from node.storage import Database
 
@@ -76,12 +81,18 @@ class Router:
         row = await self._db.fetch_one(
             "SELECT endpoint FROM federation_member WHERE region = :region", {"region": region}
         )
-        if row is None or not row[0]:
-            raise Unavailable(
-                f"region {region} owns this resource, but this node knows no endpoint for its "
-                "node (it has not joined; configure [federation] peers)"
+        if row is not None and row[0]:
+            return str(row[0]), region
+        if not await heard_from(self._db, region):
+            raise NotFound(
+                f"region {region}: no node serves this region (no node of region {region} has "
+                f"joined province {self._region} or is named in its [federation] peers), so "
+                "nothing held there can be found"
             )
-        return str(row[0]), region
+        raise Unavailable(
+            f"region {region} holds what this call names, but this node knows no endpoint for "
+            "its node (it has not joined online; configure [federation] peers)"
+        )
 
     def _assertion(
         self, resource_code: str, request: Any, context: Any, *, open_ended: bool = False

@@ -161,3 +161,44 @@ async def test_an_application_across_cities_is_reviewed_by_the_owners_authority(
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED and "on behalf of" in (
         err.details() or ""
     )
+
+
+async def test_ids_of_a_region_without_a_node_are_not_found_and_never_unavailable(
+    fed: Federation,
+) -> None:
+    """An application or grant id names the region whose node holds it. A region no node
+    serves (宁德 350900 never joined; 广州 440100 is in another province) is NOT_FOUND naming
+    the region, like Verify on a resource of such a region, at the province and routed through
+    a city: UNAVAILABLE would invite retries that can never succeed. UNAVAILABLE stays for a
+    node that exists but cannot be reached."""
+    province, xiamen = fed.province, fed.xiamen
+    for region in ("350900", "440100"):
+        for member in (province, xiamen):
+            caller = member.agency()
+            for method, request in (
+                ("GetApplication", access_pb2.GetApplicationRequest(id=f"{region}-A-00ff")),
+                ("WithdrawApplication", access_pb2.WithdrawApplicationRequest(id=f"{region}-A-1")),
+                ("GetGrant", access_pb2.GetGrantRequest(id=f"{region}-G-00ff")),
+            ):
+                err = await refused(access(member.running, caller, method, request))
+                details = err.details() or ""
+                assert err.code() is grpc.StatusCode.NOT_FOUND, (member.region, method, details)
+                assert f"region {region}" in details and "no node" in details, details
+            err = await refused(
+                sharing(member.running, caller, "Verify", verify(f"{region}-3-000001"))
+            )
+            assert err.code() is grpc.StatusCode.NOT_FOUND, err.details()
+
+    # 福州 is a known node: stopped, its ids are UNAVAILABLE naming it, at once and through 厦门.
+    await fed.fuzhou.stop()
+    for member in (province, xiamen):
+        err = await refused(
+            access(
+                member.running,
+                member.agency(),
+                "GetApplication",
+                access_pb2.GetApplicationRequest(id=f"{FUZHOU}-A-00ff"),
+            )
+        )
+        assert err.code() is grpc.StatusCode.UNAVAILABLE, err.details()
+        assert f"({FUZHOU}) is unreachable" in (err.details() or "")

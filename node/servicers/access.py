@@ -22,6 +22,7 @@ from gateway.auth import current_peer
 from gateway.identity import IdentityError, parse_spiffe
 from gateway.interceptors import add_audit_detail
 from gateway.quote import quote
+from node import paging
 from node.access import Application, ApplicationStatus, Decision, Draft, Grant, Review
 from node.access_store import Applications, region_of_id
 from node.catalog import Catalog
@@ -29,12 +30,14 @@ from node.catalog_types import ShareMethod
 from node.errors import InvalidArgument
 from node.notifications import Notification, NotificationKind, Notifications
 from node.routing import Router
-from node.servicers.convert import _enum_in, _enum_out
+from node.servicers.convert import _enum_in, _enum_out, optional_time
 
 _SERVICE = "/govnode.v1.AccessService/"
 #: Longest a WatchNotifications waits for a commit signal before it reads again anyway (a
 #: notification written by another process, such as `govnode access approve`, wakes no one).
 WATCH_POLL_S = 1.0
+#: Most notifications on one ListNotifications page.
+NOTIFICATIONS_PAGE = 500
 
 _STATUS = {
     ApplicationStatus.PENDING: access_pb2.APPLICATION_STATUS_PENDING,
@@ -69,10 +72,6 @@ def caller_proto(uri: str) -> common_pb2.Caller | None:
 def _set_time(message: Any, field: str, value: dt.datetime | None) -> None:
     if value is not None:
         getattr(message, field).FromDatetime(value.astimezone(dt.UTC))
-
-
-def _time(message: Any, field: str) -> dt.datetime | None:
-    return getattr(message, field).ToDatetime(dt.UTC) if message.HasField(field) else None
 
 
 def _methods_in(values: Any, field: str) -> tuple[ShareMethod, ...]:
@@ -221,8 +220,8 @@ class AccessServicer:
                 share_methods=_methods_in(request.share_methods, "share_methods"),
                 purpose=request.purpose,
                 legal_basis=request.legal_basis,
-                not_before=_time(request, "not_before"),
-                not_after=_time(request, "not_after"),
+                not_before=optional_time(request, "not_before"),
+                not_after=optional_time(request, "not_after"),
                 request_id=request.request_id,
             ),
         )
@@ -290,8 +289,8 @@ class AccessServicer:
                 decision=decision,
                 items=tuple(request.items),
                 share_methods=_methods_in(request.share_methods, "share_methods"),
-                not_before=_time(request, "not_before"),
-                not_after=_time(request, "not_after"),
+                not_before=optional_time(request, "not_before"),
+                not_after=optional_time(request, "not_after"),
                 clear_text_items=tuple(request.clear_text_items),
                 justification=request.justification,
                 comment=request.comment,
@@ -350,14 +349,13 @@ class AccessServicer:
     ) -> access_pb2.ListNotificationsResponse:
         if request.after_id < 0:
             raise InvalidArgument(f"after_id: must not be negative, got {request.after_id}")
-        if request.page_size < 0:
-            raise InvalidArgument(f"page_size: must not be negative, got {request.page_size}")
+        size = paging.page_size(request.page_size, default=100, maximum=NOTIFICATIONS_PAGE)
         after = request.after_id
         if request.page_token:
-            if not request.page_token.isdigit():
+            token_after = paging.parse_count(request.page_token)  # the last id served
+            if token_after is None:
                 raise InvalidArgument("page_token: not a token from this list; omit it to start")
-            after = max(after, int(request.page_token))
-        size = min(request.page_size or 100, 500)
+            after = max(after, token_after)
         found = await self._notifications.list_for(
             current_peer().identity.uri,
             after_id=after,

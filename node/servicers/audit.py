@@ -17,6 +17,7 @@ from gateway.quote import quote
 from node.audit import AuditLog, AuditRecord, Operation
 from node.audit_query import AuditQuery, query_audit
 from node.errors import InvalidArgument
+from node.servicers.convert import optional_time
 
 _OUTCOMES = frozenset(code.name for code in grpc.StatusCode)
 
@@ -83,10 +84,8 @@ class AuditServicer:
             resource_code=request.resource_code,
             operation=_operation_in(request.operation),
             outcome=request.outcome,
-            start_time=(
-                request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time") else None
-            ),
-            end_time=request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else None,
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
             request_id=request.request_id,
             page_size=request.page_size,
             page_token=request.page_token,

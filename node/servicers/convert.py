@@ -69,6 +69,41 @@ def _enum_out(proto_enum: str, value: enum.StrEnum) -> int:
     return int(descriptor.values_by_name[prefix + value.value.upper()].number)
 
 
+#: What google.protobuf.Timestamp allows (RFC 3339: 0001-01-01T00:00:00Z to
+#: 9999-12-31T23:59:59.999999999Z); the protobuf runtime raises ValueError outside it.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+_NANOS_PER_SECOND = 1_000_000_000
+
+
+def time_from_proto(value: Timestamp, field: str) -> dt.datetime:
+    """The instant ``value`` holds, in UTC; a value google.protobuf.Timestamp does not allow
+    is refused naming ``field`` (the request's path to it, e.g. ``temporary.expires_at``).
+
+    Every Timestamp a caller sends goes through here (or :func:`optional_time`), so that an
+    out-of-range value is INVALID_ARGUMENT, never the runtime's ValueError (INTERNAL).
+    Microseconds are kept; a datetime has no nanoseconds.
+    """
+    if not TIMESTAMP_MIN_SECONDS <= value.seconds <= TIMESTAMP_MAX_SECONDS:
+        raise InvalidArgument(
+            f"{field}: seconds out of range (must be between 0001-01-01 and 9999-12-31), "
+            f"got {value.seconds}"
+        )
+    if not 0 <= value.nanos < _NANOS_PER_SECOND:
+        raise InvalidArgument(
+            f"{field}: nanos out of range (must be between 0 and 999,999,999), got {value.nanos}"
+        )
+    return value.ToDatetime(dt.UTC)
+
+
+def optional_time(message: Any, name: str, field: str | None = None) -> dt.datetime | None:
+    """``message.<name>`` as an instant (:func:`time_from_proto`), or None when it is unset;
+    ``field`` names it in a refusal (default: ``name``)."""
+    if not message.HasField(name):
+        return None
+    return time_from_proto(getattr(message, name), field or name)
+
+
 def _ts(value: dt.datetime | None) -> Timestamp | None:
     if value is None:
         return None

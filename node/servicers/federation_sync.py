@@ -27,7 +27,13 @@ from node.errors import FailedPrecondition, InvalidArgument
 from node.federation_sync import CatalogExchange
 from node.peers import record_peer_info
 from node.revocation import Revocations
-from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
+from node.servicers.convert import (
+    _enum_in,
+    entry_from_proto,
+    entry_to_proto,
+    optional_time,
+    time_from_proto,
+)
 from node.servicers.stopping import until_stopping
 from node.storage import Database
 
@@ -67,8 +73,8 @@ def change_from_proto(msg: catalog_pb2.CatalogChange) -> CatalogChange:
             "region": wire.region,
             "version": wire.version,
             "status": status,
-            "created_at": wire.created_at.ToDatetime(tzinfo=dt.UTC),
-            "updated_at": wire.updated_at.ToDatetime(tzinfo=dt.UTC),
+            "created_at": time_from_proto(wire.created_at, "entry.created_at"),
+            "updated_at": time_from_proto(wire.updated_at, "entry.updated_at"),
         }
     )
     return CatalogChange(
@@ -77,7 +83,7 @@ def change_from_proto(msg: catalog_pb2.CatalogChange) -> CatalogChange:
         version=entry.version,
         kind=kind,
         origin_region=msg.origin_region,
-        at=msg.at.ToDatetime(tzinfo=dt.UTC),
+        at=time_from_proto(msg.at, "at"),
         entry=entry,
     )
 
@@ -139,7 +145,8 @@ class FederationSyncServicer:
         if self._exchange.is_province:
             await self._exchange.touch_member(caller.region)
             if request.HasField("node") and request.node.region == caller.region:
-                await record_peer_info(self._exchange.db, caller.region, request.node)
+                server_time = optional_time(request.node, "server_time", "node.server_time")
+                await record_peer_info(self._exchange.db, caller.region, request.node, server_time)
         return federation_pb2.HeartbeatResponse(
             node=await node_info(self._config, self._identity, self._catalog, self._exchange.db),
             applied_catalog_sequence=applied,

@@ -8,6 +8,7 @@ ListPeers answers `govnode status`: on the province its member cities, on a city
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +16,7 @@ from govnode.v1 import federation_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Role
+from node import paging
 from node.config import Mode, NodeConfig
 from node.errors import InvalidArgument, PermissionDenied
 from node.federation_sync import CatalogExchange
@@ -25,6 +27,7 @@ from node.revocation import Revocation, Revocations, reason_to_rfc
 from node.storage import Database
 
 MAX_PAGE = 100
+REGION_TOKEN = re.compile(r"[0-9]{6}")
 
 
 def _require_node(action: str) -> None:
@@ -83,9 +86,10 @@ class PeersServicer:
         self, request: federation_pb2.ListPeersRequest, context: Any
     ) -> federation_pb2.ListPeersResponse:
         _require_node("list this node's peers")
-        if request.page_size < 0:
-            raise InvalidArgument(f"page_size: must be 0 or more, got {request.page_size}")
-        size = min(request.page_size or MAX_PAGE, MAX_PAGE)
+        size = paging.page_size(request.page_size, default=MAX_PAGE, maximum=MAX_PAGE)
+        # The token is the region of the last peer served.
+        if request.page_token and not REGION_TOKEN.fullmatch(request.page_token):
+            raise InvalidArgument("page_token: not a token from this list; omit it to start")
         if self._config.node.mode is Mode.PROVINCE:
             peers = await province_peers(
                 self._db,

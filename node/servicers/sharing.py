@@ -8,7 +8,6 @@ each batch only after it is committed and its audit record is durable.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +34,7 @@ from node.records import (
 )
 from node.records_change import CHANGE_BATCH_PREFIX
 from node.routing import Router
-from node.servicers.convert import _enum_out
+from node.servicers.convert import _enum_out, time_from_proto
 
 _MATCH = {
     MatchResult.MATCH: sharing_pb2.MATCH_RESULT_MATCH,
@@ -127,7 +126,9 @@ class SharingServicer:
             if request.HasField("temporary"):
                 temporary = TemporaryCollection(
                     reason=request.temporary.reason,
-                    expires_at=request.temporary.expires_at.ToDatetime(dt.UTC),
+                    expires_at=time_from_proto(
+                        request.temporary.expires_at, "temporary.expires_at"
+                    ),
                     extra_items=tuple(request.temporary.extra_items),
                 )
             outcome = await self._records.submit(
@@ -325,7 +326,11 @@ class SharingServicer:
         self, request: sharing_pb2.GetAggregationStatusRequest, context: Any
     ) -> sharing_pb2.GetAggregationStatusResponse:
         """汇聚 status (第二十一条): an agency sees its own resources; nodes see all. Probe
-        resources are never counted, so a tester has nothing to see here (第三十一条)."""
+        resources are never counted, so a tester has nothing to see here (第三十一条).
+
+        Paged like ListResources (the catalog's page size and token), over the resources
+        before they are filtered, so a page may hold fewer statuses than ``page_size`` (or
+        none) while ``next_page_token`` still names a next one."""
         caller = current_peer().identity
         if caller.role is Role.TESTER:
             raise PermissionDenied(
@@ -336,7 +341,11 @@ class SharingServicer:
         provider = request.provider_code
         if caller.role is Role.AGENCY:
             provider = caller.subject
-        entries, _ = await self._catalog.list(provider_code=provider or None, page_size=500)
+        entries, token = await self._catalog.list(
+            provider_code=provider or None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         own = [
             e
             for e in entries
@@ -360,4 +369,4 @@ class SharingServicer:
             if s.due_at is not None:
                 msg.due_at.FromDatetime(s.due_at)
             out.append(msg)
-        return sharing_pb2.GetAggregationStatusResponse(statuses=out)
+        return sharing_pb2.GetAggregationStatusResponse(statuses=out, next_page_token=token)

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from gateway.quote import quote_each
 from node.catalog_types import DataItem, DataType, ResourceEntry, ValidationKind
 from node.codes import citizen_id_problem, credit_code_problem
 from node.patterns import (
@@ -411,13 +412,15 @@ class RecordSchema:
         items = self.items
         if len(values) > len(items) + len(allowed_extra):
             # One rejection for the record, not one per surplus value: the acknowledgement
-            # stays small whatever a record carries.
+            # stays small whatever a record carries. It names a few of the undeclared items.
+            undeclared = sorted(n for n in values if n not in items and n not in allowed_extra)
             extra = f" and the batch's temporary collection {len(allowed_extra)} more"
             return cleaned, [
                 (
                     "",
-                    f"{len(values)} values, but the catalog entry declares {len(items)} items"
-                    f"{extra if allowed_extra else ''} (第十二条)",
+                    f"{quote_each(undeclared)} {UNDECLARED}: the record carries {len(values)} "
+                    f"values, the catalog entry declares {len(items)} items"
+                    f"{extra if allowed_extra else ''}",
                 )
             ]
         for name, raw in values.items():

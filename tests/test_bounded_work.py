@@ -216,7 +216,13 @@ async def test_a_record_with_more_values_than_items_gets_one_rejection(
     )
     assert (acks[0].accepted, acks[0].rejected) == (1, 1)
     assert [(r.index, r.item, r.reason) for r in acks[0].rejections] == [
-        (0, "", f"{MANY + 1} values, but the catalog entry declares 3 items (第十二条)")
+        (
+            0,
+            "",
+            f"'x0', 'x1', 'x10', 'x100', 'x1000', … ({MANY} in all) not declared in the catalog "
+            f"entry (第十二条): the record carries {MANY + 1} values, the catalog entry declares "
+            "3 items",
+        )
     ]
 
 

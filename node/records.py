@@ -57,6 +57,7 @@ from node.records_query import (
     plan_query,
     shape_row,
 )
+from node.records_rejections import bounded
 from node.records_submit import (
     BATCH,
     DATA,
@@ -190,8 +191,9 @@ class Records:
         The request's shape is checked first (INVALID_ARGUMENT whoever sends it), then the
         caller must be the provider (a tester, for a probe resource: node.probe), then the
         resource must be active here. Each record is
-        checked against the catalog (第十二、十五条); a refused record gets one
-        :class:`Rejection` per problem and the others are still applied. A record replaces the
+        checked against the catalog (第十二、十五条); a refused record gets a
+        :class:`Rejection` per problem, at most a few and within the ack's budget
+        (node.records_rejections), and the others are still applied. A record replaces the
         stored record with the same key as its next version (every version is kept); one equal
         to the stored record is accepted without a new version. Where such changes need
         approval (``hold_updates``, 第四十一条) they are held as change requests instead, and
@@ -236,7 +238,9 @@ class Records:
             writes, positions, conflicts = one_value_per_key(schema, writes, positions)
             if conflicts:
                 rejected += len(conflicts)
-                rejections = sorted([*rejections, *conflicts], key=lambda r: r.index)
+                # Bounded again together: the ack's budget for reasons counts in batch order.
+                merged = sorted([*rejections, *conflicts], key=lambda r: r.index)
+                rejections = list(bounded(merged))
         valid = len(batch.records) - rejected
         # Out of the transaction (and its per-resource lock): the transaction may run twice.
         digest = batch_digest(batch)

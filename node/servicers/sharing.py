@@ -26,6 +26,7 @@ from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.oracle import OracleGuard
 from node.policy import Access, authorize, is_provider
 from node.records import (
+    BatchOutcome,
     MatchResult,
     QueryFilter,
     Records,
@@ -56,6 +57,27 @@ _KINDS = {
 
 def _matches(outcome: VerifyOutcome) -> list[sharing_pb2.ItemMatch]:
     return [sharing_pb2.ItemMatch(item=item, result=_MATCH[r]) for item, r in outcome.matches]
+
+
+def submit_ack(outcome: BatchOutcome) -> sharing_pb2.SubmitAck:
+    """The acknowledgement of one batch: at most node.records_rejections.MAX_ACK_BYTES."""
+    ack = sharing_pb2.SubmitAck(
+        batch_id=outcome.batch_id,
+        accepted=outcome.accepted,
+        rejected=outcome.rejected,
+        rejections=[
+            sharing_pb2.RecordRejection(index=r.index, item=r.item, reason=r.reason)
+            for r in outcome.rejections
+        ],
+        duplicate=outcome.duplicate,
+        held=len(outcome.held),
+        held_records=[
+            sharing_pb2.HeldRecord(index=h.index, change_request_id=h.change_request_id)
+            for h in outcome.held
+        ],
+    )
+    ack.committed_at.FromDatetime(outcome.committed_at)
+    return ack
 
 
 def _resource_code(code: str) -> str:
@@ -165,23 +187,7 @@ class SharingServicer:
                         },
                     )
                 )
-            ack = sharing_pb2.SubmitAck(
-                batch_id=outcome.batch_id,
-                accepted=outcome.accepted,
-                rejected=outcome.rejected,
-                rejections=[
-                    sharing_pb2.RecordRejection(index=r.index, item=r.item, reason=r.reason)
-                    for r in outcome.rejections
-                ],
-                duplicate=outcome.duplicate,
-                held=len(outcome.held),
-                held_records=[
-                    sharing_pb2.HeldRecord(index=h.index, change_request_id=h.change_request_id)
-                    for h in outcome.held
-                ],
-            )
-            ack.committed_at.FromDatetime(outcome.committed_at)
-            yield ack
+            yield submit_ack(outcome)
 
     async def Verify(
         self, request: sharing_pb2.VerifyRequest, context: Any

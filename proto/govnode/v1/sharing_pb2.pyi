@@ -199,7 +199,10 @@ class RecordRejection(_message.Message):
     index: _builtins.int
     """Position of the record in SubmitBatch.records (0-based)."""
     item: _builtins.str
-    """Item that failed; empty when the record as a whole is refused (e.g. missing key)."""
+    """Item that failed; empty when the record as a whole is refused (e.g. missing key), for the
+    rejection saying how many more problems a record has, for one whose reasons are not
+    listed, and for an item name longer than any catalog item's (the reason quotes it).
+    """
     reason: _builtins.str
     """Why, naming the rule (e.g. "GB 11643 check character mismatch")."""
     def __init__(
@@ -247,7 +250,12 @@ class SubmitAck(_message.Message):
     """
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordRejection]:
-        """Why each refused record was refused."""
+        """Why each refused record was refused, in batch order; every refused record has at least
+        one. A record lists at most 5 problems (by item name), then one rejection with item ""
+        saying how many more it has; a reason is at most 1 KiB. Once the listed rejections take
+        1 MiB, each further refused record gets one rejection with item "" saying its reasons are
+        not listed. So an ack is under 2 MiB whatever the batch. A resend gets the same list.
+        """
 
     @_builtins.property
     def committed_at(self) -> _timestamp_pb2.Timestamp:

@@ -48,6 +48,7 @@ from node.records_query import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     MAX_QUERY_ROWS,
+    PAGE_BYTES,
     PageCursor,
     claims,
     decode_token,
@@ -55,6 +56,7 @@ from node.records_query import (
     full_key,
     outcome,
     plan_query,
+    row_bytes,
     shape_row,
 )
 from node.records_rejections import bounded
@@ -456,17 +458,23 @@ class Records:
         more = len(rows) > limit
         rows = rows[:limit]
         by_name = {item.name: item for item in entry.items}
-        shaped = tuple(
-            shape_row(by_name, plan.projection, clear_items, row.item_values, row.version)
-            for row in rows
-        )
+        shaped: list[QueryRow] = []
+        size = 0
+        for row in rows:
+            out = shape_row(by_name, plan.projection, clear_items, row.item_values, row.version)
+            size += row_bytes(out)
+            if shaped and size > PAGE_BYTES:  # the rest on the next page
+                more = True
+                break
+            shaped.append(out)
+        rows = rows[: len(shaped)]
         served = cursor.served + len(rows)
         if not more:
-            return QueryPage(shaped)
+            return QueryPage(tuple(shaped))
         if served >= MAX_QUERY_ROWS:
-            return QueryPage(shaped, truncated=True)
+            return QueryPage(tuple(shaped), truncated=True)
         token = encode_token(PageCursor(rows[-1].record_key, served), plan.fingerprint)
-        return QueryPage(shaped, next_page_token=token)
+        return QueryPage(tuple(shaped), next_page_token=token)
 
     # --- history and status ---------------------------------------------------------------
 

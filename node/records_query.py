@@ -17,7 +17,8 @@ served so far and a fingerprint of the query, so a token only continues the quer
 from. At most :data:`MAX_QUERY_ROWS` rows are served per query across all its pages; the page
 that reaches the cap says ``truncated`` when more rows matched, and has no next token. The
 cap bounds the work of one query; it is not an access control (that is decided before the
-query runs, by the caller's grant).
+query runs, by the caller's grant). A page also stops at about :data:`PAGE_BYTES` of values
+(at least one row), so that it fits in a message however large the records are.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "MAX_QUERY_ROWS",
+    "PAGE_BYTES",
     "PageCursor",
     "QueryPlan",
     "decode_token",
@@ -56,6 +58,9 @@ __all__ = [
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_QUERY_ROWS = 1000
+#: A page stops before the row that would take its values past this many bytes (it has at
+#: least one row): 200 records of 100 KB would be 20 MB, over the 4 MiB a message may take.
+PAGE_BYTES = 1024 * 1024
 MAX_FILTERS = 32
 
 _TOKEN_PREFIX = "q1:"  # noqa: S105 (a page-token version tag, not a secret)
@@ -261,6 +266,12 @@ def shape_row(
         else:
             values[name] = value
     return QueryRow(values=values, version=version, masked_items=tuple(masked))
+
+
+def row_bytes(row: QueryRow) -> int:
+    """About what ``row`` takes in a reply: its names and values (UTF-8) and their framing."""
+    size = sum(len(k) + len(v.encode()) + 8 for k, v in row.values.items())
+    return size + sum(len(name) + 2 for name in row.masked_items) + 16
 
 
 def encode_token(cursor: PageCursor, fingerprint: str) -> str:

@@ -62,9 +62,9 @@ __all__ = ["Catalog"]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
-#: A page of entries stops before the entry that would take it past this many bytes of entry
-#: JSON (it has at least one): an entry may be megabytes (an ENUM of 10,000 allowed values),
-#: and a page must fit in a message (4 MiB).
+#: A ListResources page stops before the entry that would take it past this many bytes of
+#: entry JSON (it has at least one): an entry may be megabytes (an ENUM of 10,000 allowed
+#: values), and a page must fit in a message (4 MiB).
 PAGE_BYTES = 1024 * 1024
 MAX_CHANGES = 1000
 _PARSED_CACHE = 1024
@@ -415,7 +415,7 @@ class Catalog:
         include_withdrawn: bool = False,
         page_size: int = 0,
         page_token: str = "",
-        max_bytes: int | None = PAGE_BYTES,
+        max_bytes: int | None = None,
     ) -> tuple[Entries, str]:
         """One page of entries ordered by resource code, and the token of the next page
         ("" on the last page). Filters left None (or "") match everything; withdrawn entries

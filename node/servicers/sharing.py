@@ -342,9 +342,7 @@ class SharingServicer:
         provider = request.provider_code
         if caller.role is Role.AGENCY:
             provider = caller.subject
-        entries, _ = await self._catalog.list(
-            provider_code=provider or None, page_size=500, max_bytes=None
-        )
+        entries, _ = await self._catalog.list(provider_code=provider or None, page_size=500)
         own = [
             e
             for e in entries

@@ -45,19 +45,24 @@ from node.errors import FailedPrecondition, InvalidArgument, NotFound, Permissio
 from node.probe import check_submitter
 from node.records_hold import hold_writes
 from node.records_query import (
+    DEFAULT_HISTORY_PAGE,
     DEFAULT_PAGE_SIZE,
+    MAX_HISTORY_PAGE,
     MAX_PAGE_SIZE,
     MAX_QUERY_ROWS,
     PAGE_BYTES,
     PageCursor,
     claims,
+    decode_history_token,
     decode_token,
+    encode_history_token,
     encode_token,
     full_key,
     outcome,
     plan_query,
     row_bytes,
     shape_row,
+    version_bytes,
 )
 from node.records_rejections import bounded
 from node.records_submit import (
@@ -481,16 +486,41 @@ class Records:
     async def record_history(
         self, entry: ResourceEntry, key: Mapping[str, str]
     ) -> list[RecordVersion]:
-        """Every version of one record, oldest first, unmasked: for its provider (第四十一条)."""
+        """Every version of one record, oldest first, unmasked: every page of
+        :meth:`record_history_page`."""
+        versions, token = await self.record_history_page(entry, key)
+        while token:
+            page, token = await self.record_history_page(entry, key, page_token=token)
+            versions += page
+        return versions
+
+    async def record_history_page(
+        self,
+        entry: ResourceEntry,
+        key: Mapping[str, str],
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[RecordVersion], str]:
+        """One page of the versions of one record, oldest first, unmasked: for its provider
+        (第四十一条); and the token of the next page ("" on the last). A page has at most
+        ``page_size`` versions (0: 100; at most 200) and stops before the version that would
+        take it past about :data:`PAGE_BYTES` (it has at least one)."""
         self._check_local(entry)
+        if page_size < 0:
+            raise InvalidArgument(f"page_size: must not be negative, got {page_size}")
+        size = min(page_size or DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)
+        after = decode_history_token(page_token)
         record_key = full_key(schema_for(entry), key, "key")
         statement = (
             sa.select(VERSION)
             .where(
                 VERSION.c.resource_code == entry.resource_code,
                 VERSION.c.record_key == record_key,
+                VERSION.c.data_seq > after,
             )
             .order_by(VERSION.c.data_seq)
+            .limit(size + 1)
         )
 
         async def txn(session: AsyncSession) -> list[Any]:
@@ -498,10 +528,13 @@ class Records:
             return list((await conn.execute(statement)).all())
 
         rows = await self._db.read("records.history", txn)
-        if not rows:
+        if not rows and not page_token:
             raise NotFound(f"resource {entry.resource_code} has no record with this key")
-        return [
-            RecordVersion(
+        more = len(rows) > size
+        versions: list[RecordVersion] = []
+        spent = 0
+        for row in rows[:size]:
+            version = RecordVersion(
                 values=row.item_values,
                 version=row.version,
                 data_seq=row.data_seq,
@@ -513,8 +546,12 @@ class Records:
                 temporary_items=tuple(row.temporary_items or ()),
                 kind=row.kind,
             )
-            for row in rows
-        ]
+            spent += version_bytes(version)
+            if versions and spent > PAGE_BYTES:  # the rest on the next page
+                more = True
+                break
+            versions.append(version)
+        return versions, encode_history_token(versions[-1].data_seq) if more else ""
 
     async def aggregation_status(
         self, entries: Sequence[ResourceEntry], now: dt.datetime | None = None

@@ -38,21 +38,34 @@ from node.catalog_types import DataItem, DataType, MaskingKind, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.grading import effective_masking
 from node.masking import mask
-from node.records_types import MatchResult, QueryFilter, QueryOperator, QueryRow, VerifyOutcome
+from node.records_types import (
+    MatchResult,
+    QueryFilter,
+    QueryOperator,
+    QueryRow,
+    RecordVersion,
+    VerifyOutcome,
+)
 from node.validation import ItemCheck, RecordSchema
 
 __all__ = [
+    "DEFAULT_HISTORY_PAGE",
     "DEFAULT_PAGE_SIZE",
+    "MAX_HISTORY_PAGE",
     "MAX_PAGE_SIZE",
     "MAX_QUERY_ROWS",
     "PAGE_BYTES",
     "PageCursor",
     "QueryPlan",
+    "decode_history_token",
     "decode_token",
+    "encode_history_token",
     "encode_token",
     "plan_query",
     "projection",
+    "row_bytes",
     "shape_row",
+    "version_bytes",
 ]
 
 DEFAULT_PAGE_SIZE = 50
@@ -60,7 +73,13 @@ MAX_PAGE_SIZE = 200
 MAX_QUERY_ROWS = 1000
 #: A page stops before the row that would take its values past this many bytes (it has at
 #: least one row): 200 records of 100 KB would be 20 MB, over the 4 MiB a message may take.
+#: GetRecordHistory's pages stop the same way.
 PAGE_BYTES = 1024 * 1024
+#: Versions per GetRecordHistory page: one batch may write 10,000 versions of a record (where
+#: changes apply at once), and years of approved changes add up.
+DEFAULT_HISTORY_PAGE = 100
+MAX_HISTORY_PAGE = 200
+_HISTORY_PREFIX = "h1:"
 MAX_FILTERS = 32
 
 _TOKEN_PREFIX = "q1:"  # noqa: S105 (a page-token version tag, not a secret)
@@ -300,6 +319,36 @@ def decode_token(token: str, fingerprint: str) -> PageCursor:
     ):
         raise refused
     return PageCursor(after, served)
+
+
+def version_bytes(version: RecordVersion) -> int:
+    """About what ``version`` takes in a GetRecordHistory reply."""
+    size = sum(len(k) + len(v.encode()) + 8 for k, v in version.values.items())
+    return size + len(version.batch_id.encode()) + len(version.submitted_by.encode()) + 64
+
+
+def encode_history_token(after_seq: int) -> str:
+    raw = f"{_HISTORY_PREFIX}{after_seq}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_history_token(token: str) -> int:
+    """The data version a GetRecordHistory page token continues after (0: from the start)."""
+    if not token:
+        return 0
+    refused = InvalidArgument(
+        "page_token: not a page token of this record's history; omit it to start over"
+    )
+    if len(token) > 64 or not token.isascii():
+        raise refused
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise refused from None
+    digits = raw.removeprefix(_HISTORY_PREFIX)
+    if not raw.startswith(_HISTORY_PREFIX) or not digits.isdecimal() or not digits.isascii():
+        raise refused
+    return int(digits)
 
 
 # --- keys and claims (Verify, Compare, history) ------------------------------

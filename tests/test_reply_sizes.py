@@ -1,11 +1,16 @@
 """Replies whose size follows the stored data, not the request, stay within the message limit:
-a Query page, an Exchange chunk and a ListResources page stop at about 1 MiB (at least one
-row), so large records or entries never make a call fail with "Sent message larger than max"."""
+a Query page, an Exchange chunk, a ListResources page and a page of a record's history stop at
+about 1 MiB (at least one row), so large records or entries, or many versions, never make a
+call fail with "Sent message larger than max"."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import grpc
+import grpc.aio
+import pytest
 from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from node.app import RunningNode
@@ -19,7 +24,15 @@ from node.catalog_types import (
     ValidationRule,
 )
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    channel,
+    make_province,
+    start,
+    with_submit_updates,
+)
 
 Province = tuple[ProvinceSetup, RunningNode]
 SEND_LIMIT = 4 * 1024 * 1024  # limits.max_message_bytes, the node's default
@@ -160,3 +173,63 @@ async def test_a_catalog_page_of_large_entries_stops_at_a_mebibyte(province: Pro
             if not token:
                 break
     assert listed == codes
+
+
+@pytest.fixture
+async def applying(tmp_path: Path, db_url: str) -> AsyncIterator[Province]:
+    """A province whose Submit applies changes at once (``submit_updates = "apply"``): one
+    batch carrying a key many times writes as many versions of its record."""
+    setup = with_submit_updates(make_province(tmp_path / "province", db_url), "apply")
+    node = await start(setup)
+    try:
+        yield setup, node
+    finally:
+        await node.stop(grace=0)
+
+
+async def test_the_history_of_a_record_with_many_versions_is_read_in_pages(
+    applying: Province,
+) -> None:
+    """10 versions of 400 KB, then 10,000 small ones: 9.5 MB of history, read page by page
+    (第四十一条: every version stays readable)."""
+    entry = documents(6)
+    await register(applying, entry)
+    large = [{"bh": "k", "lb": "A", "wj": f"{n:05d}" + "v" * (400 * KB)} for n in range(10)]
+    small = [{"bh": "k", "lb": "A", "wj": f"{n:05d}" + "v" * 400} for n in range(10, 10_010)]
+    batches = [large[:5], large[5:], small[:5_000], small[5_000:]]
+    await submit(applying, entry.resource_code, batches)
+
+    setup, node = applying
+    pages: list[list[int]] = []
+    token = ""
+    async with channel(node, setup.agency(PUBLIC_SECURITY), timeout=30) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        for _ in range(MAX_PAGES):
+            page = await stub.GetRecordHistory(
+                sharing_pb2.GetRecordHistoryRequest(
+                    resource_code=entry.resource_code,
+                    key={"bh": "k"},
+                    page_size=200,
+                    page_token=token,
+                )
+            )
+            assert 0 < page.ByteSize() <= 1.1 * 1024 * KB
+            assert all(v.record.values["wj"][:5] == f"{v.version - 1:05d}" for v in page.versions)
+            pages.append([v.version for v in page.versions])
+            token = page.next_page_token
+            if not token:
+                break
+    assert [v for page in pages for v in page] == list(range(1, 10_011)), "each once, in order"
+
+    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        for bad in ({"page_token": "归档"}, {"page_token": "x" * 100}, {"page_size": -1}):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetRecordHistory(
+                    sharing_pb2.GetRecordHistoryRequest(
+                        resource_code=entry.resource_code, key={"bh": "k"}, **bad
+                    )
+                )
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert next(iter(bad)) in (err.value.details() or "")
+    assert [len(p) for p in pages[:5]] == [2, 2, 2, 2, 200], "1 MiB, or 200 versions, a page"

@@ -297,8 +297,8 @@ class SharingServicer:
     async def GetRecordHistory(
         self, request: sharing_pb2.GetRecordHistoryRequest, context: Any
     ) -> sharing_pb2.GetRecordHistoryResponse:
-        """Every version of one record, in clear (第四十一条), for the provider, this node's
-        authority, and a tester on a probe resource."""
+        """Every version of one record, in clear (第四十一条), in pages, for the provider,
+        this node's authority, and a tester on a probe resource."""
         caller = current_peer().identity
         entry = await self._entry(request.resource_code)
         if self._remote(entry) is not None:
@@ -307,7 +307,12 @@ class SharingServicer:
                 "its records' history is read there"
             )
         check_history_reader(caller, entry, self._records.region)
-        versions = await self._records.record_history(entry, dict(request.key))
+        versions, token = await self._records.record_history_page(
+            entry,
+            dict(request.key),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         out = []
         for v in versions:
             msg = sharing_pb2.RecordVersion(
@@ -325,7 +330,7 @@ class SharingServicer:
                 msg.record.CopyFrom(common_pb2.Record(values=v.values))
             msg.at.FromDatetime(v.at)
             out.append(msg)
-        return sharing_pb2.GetRecordHistoryResponse(versions=out)
+        return sharing_pb2.GetRecordHistoryResponse(versions=out, next_page_token=token)
 
     async def GetAggregationStatus(
         self, request: sharing_pb2.GetAggregationStatusRequest, context: Any

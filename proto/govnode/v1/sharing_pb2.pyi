@@ -1089,8 +1089,17 @@ class GetRecordHistoryRequest(_message.Message):
 
     RESOURCE_CODE_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """The resource."""
+    page_size: _builtins.int
+    """Maximum versions per page (see Pagination in common.proto): 0 means 100, at most 200. A
+    page also stops before the version that would take it past about 1 MiB (it has at least
+    one), so that it fits in a message however many and large the versions are.
+    """
+    page_token: _builtins.str
+    """Token from the previous page's next_page_token; empty for the first page."""
     @_builtins.property
     def key(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Values of every key item, identifying one record."""
@@ -1100,10 +1109,12 @@ class GetRecordHistoryRequest(_message.Message):
         *,
         resource_code: _builtins.str = ...,
         key: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "page_size", b"page_size", "page_token", b"page_token", "resource_code", b"resource_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1174,18 +1185,24 @@ class GetRecordHistoryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page. A caller that ignores it reads only the
+    first page of a long history.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordVersion]:
-        """Every version, oldest first."""
+        """The page's versions, oldest first."""
 
     def __init__(
         self,
         *,
         versions: _abc.Iterable[Global___RecordVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -109,9 +109,7 @@ def by_index(ack: sharing_pb2.SubmitAck) -> dict[int, list[sharing_pb2.RecordRej
     return listed
 
 
-def batch_of(
-    code: str, batch_id: str, rows: Sequence[dict[str, str]]
-) -> sharing_pb2.SubmitBatch:
+def batch_of(code: str, batch_id: str, rows: Sequence[dict[str, str]]) -> sharing_pb2.SubmitBatch:
     return sharing_pb2.SubmitBatch(
         resource_code=code, batch_id=batch_id, records=[common_pb2.Record(values=r) for r in rows]
     )
@@ -183,6 +181,34 @@ async def test_the_largest_ack_fits_half_the_message_limit(province: Province) -
     again = await submit(province, batch)
     again.duplicate = False
     assert again == ack
+
+
+async def test_records_missing_every_required_item_get_their_ack(province: Province) -> None:
+    """10,000 records of a file in the wrong layout: only the key matches the entry's 200
+    required items. Two million problems, found in time linear in their number (not refused
+    as too much work, which named patterns the entry does not have)."""
+    required = [
+        DataItem(
+            name=f"r{i:03d}",
+            title=f"项{i}",
+            data_type=DataType.STRING,
+            sensitivity_level=1,
+            required=True,
+        )
+        for i in range(200)
+    ]
+    layout = entry("350000-3-000003", required)
+    await register(province, layout)
+    rows = [{"bh": f"{n:05d}"} for n in range(MAX_BATCH_RECORDS)]
+
+    ack = await submit(province, batch_of(layout.resource_code, "wrong-layout", rows))
+
+    assert (ack.accepted, ack.rejected) == (0, MAX_BATCH_RECORDS)
+    first = by_index(ack)[0]
+    assert [(r.item, r.reason) for r in first[:5]] == [
+        (f"r{i:03d}", "required item is missing or empty (第十五条)") for i in range(5)
+    ]
+    assert first[5].reason.startswith("and 195 more problems")
 
 
 # --- the arithmetic behind MAX_ACK_BYTES ------------------------------------------------------

@@ -29,7 +29,7 @@ them against the real messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import groupby
 
 from gateway.quote import QUOTE_CHARS, clip_message, quote
@@ -56,8 +56,8 @@ REASONS_PER_RECORD = 5
 #: values of an ENUM, each up to 200 characters) and are cut here.
 REASON_BYTES = 1024
 #: Encoded bytes the listed rejections of one ack take, at most: 1 MiB, a quarter of the
-#: default message limit. That lists at least 180 refused records in full (six rejections of
-#: the longest reasons), about 2,600 of twenty typical problems each.
+#: default message limit. That lists at least 180 refused records in full (six rejections
+#: with the longest items and reasons), and about 2,400 with twenty bad INTEGER values each.
 ACK_REASON_BYTES = 1024 * 1024
 #: The one rejection of each refused record after the ack's budget for reasons is spent.
 NOT_LISTED = (
@@ -147,9 +147,11 @@ class RejectionList:
         """List the record at ``index`` (after those listed so far) with its ``problems``
         (item, reason), at least one."""
         assert problems, "a refused record has a problem"
-        self._keep(index, _capped(index, problems) if not self._full else [])
+        self.keep(index, _capped(index, problems) if not self._full else [])
 
-    def _keep(self, index: int, entries: list[Rejection]) -> None:
+    def keep(self, index: int, entries: list[Rejection]) -> None:
+        """List the record at ``index`` with ``entries``, its rejections as they are, if they
+        fit in what is left of the budget and it was never passed; else with NOT_LISTED."""
         size = sum(rejection_bytes(r) for r in entries)
         if self._full or not entries or self._spent + size > ACK_REASON_BYTES:
             self._full = True
@@ -165,10 +167,6 @@ def bounded(rejections: Iterable[Rejection]) -> tuple[Rejection, ...]:
     again (a record's "and N more" would count as a problem): lists built by RejectionList
     come back unchanged, and a list stored before the bounds existed is cut to the budget."""
     listing = RejectionList()
-    for index, group in _records(rejections):
-        listing._keep(index, [_entry(index, r.item, r.reason) for r in group])
+    for index, group in groupby(rejections, key=lambda r: r.index):
+        listing.keep(index, [_entry(index, r.item, r.reason) for r in group])
     return tuple(listing.rejections)
-
-
-def _records(rejections: Iterable[Rejection]) -> Iterator[tuple[int, Iterator[Rejection]]]:
-    return groupby(rejections, key=lambda r: r.index)

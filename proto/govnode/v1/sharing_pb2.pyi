@@ -662,7 +662,9 @@ class QueryRequest(_message.Message):
     resource_code: _builtins.str
     """Resource to query."""
     page_size: _builtins.int
-    """Maximum rows per page (see Pagination in common.proto)."""
+    """Maximum rows per page (see Pagination in common.proto): 0 means 50, at most 200. A page
+    also stops before the row that would take it past about 1 MiB (it has at least one).
+    """
     page_token: _builtins.str
     """Token from the previous page's next_page_token; empty for the first page."""
     @_builtins.property
@@ -822,7 +824,9 @@ class ExchangeChunk(_message.Message):
     """This is the final chunk."""
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Record]:
-        """Records of this chunk, masked like Query rows."""
+        """Records of this chunk, masked like Query rows: at most 500, and no more than 1 MiB of
+        values unless the chunk is one record.
+        """
 
     @_builtins.property
     def deleted(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Record]:

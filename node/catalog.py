@@ -64,6 +64,10 @@ DEFAULT_PAGE_SIZE = 100
 #: API takes int64: nothing is stored beyond this, so a larger one is never looked up.
 MAX_STORED_INT = 2**31 - 1
 MAX_PAGE_SIZE = 500
+#: A ListResources page stops before the entry that would take it past this many bytes of
+#: entry JSON (it has at least one): an entry may be megabytes (an ENUM of 10,000 allowed
+#: values), and a page must fit in a message (4 MiB).
+PAGE_BYTES = 1024 * 1024
 MAX_CHANGES = 1000
 _PARSED_CACHE = 1024
 
@@ -415,10 +419,13 @@ class Catalog:
         include_withdrawn: bool = False,
         page_size: int = 0,
         page_token: str = "",
+        max_bytes: int | None = None,
     ) -> tuple[Entries, str]:
         """One page of entries ordered by resource code, and the token of the next page
         ("" on the last page). Filters left None (or "") match everything; withdrawn entries
-        are left out unless asked for. ``page_size`` 0 means 100; at most 500."""
+        are left out unless asked for. ``page_size`` 0 means 100; at most 500. The page also
+        stops before the entry that would take its entries' JSON past ``max_bytes`` (None:
+        no limit), with at least one entry."""
         size = paging.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else ""
         query = select(CatalogEntryRow).order_by(col(CatalogEntryRow.resource_code))
@@ -439,12 +446,23 @@ class Catalog:
             query = query.where(col(CatalogEntryRow.status) != ResourceStatus.WITHDRAWN.value)
         query = query.limit(size + 1)
 
-        async def txn(session: AsyncSession) -> Entries:
-            return [entry_from_json(row.body) for row in await session.exec(query)]
+        async def txn(session: AsyncSession) -> list[tuple[ResourceEntry, int]]:
+            return [
+                (entry_from_json(row.body), len(row.body.encode()))
+                for row in await session.exec(query)
+            ]
 
-        entries = await self._db.read("catalog.list", txn)
-        if len(entries) > size:
-            entries = entries[:size]
+        rows = await self._db.read("catalog.list", txn)
+        more = len(rows) > size
+        entries: Entries = []
+        spent = 0
+        for entry, length in rows[:size]:
+            spent += length
+            if entries and max_bytes is not None and spent > max_bytes:
+                more = True
+                break
+            entries.append(entry)
+        if more:
             return entries, _encode_token(entries[-1].resource_code)
         return entries, ""
 

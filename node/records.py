@@ -46,18 +46,26 @@ from node.errors import FailedPrecondition, InvalidArgument, NotFound, Permissio
 from node.probe import check_submitter
 from node.records_hold import hold_writes
 from node.records_query import (
+    DEFAULT_HISTORY_PAGE,
     DEFAULT_PAGE_SIZE,
+    MAX_HISTORY_PAGE,
     MAX_PAGE_SIZE,
     MAX_QUERY_ROWS,
+    PAGE_BYTES,
     PageCursor,
     claims,
+    decode_history_token,
     decode_token,
+    encode_history_token,
     encode_token,
     full_key,
     outcome,
     plan_query,
+    row_bytes,
     shape_row,
+    version_bytes,
 )
+from node.records_rejections import bounded
 from node.records_submit import (
     BATCH,
     DATA,
@@ -191,8 +199,9 @@ class Records:
         The request's shape is checked first (INVALID_ARGUMENT whoever sends it), then the
         caller must be the provider (a tester, for a probe resource: node.probe), then the
         resource must be active here. Each record is
-        checked against the catalog (第十二、十五条); a refused record gets one
-        :class:`Rejection` per problem and the others are still applied. A record replaces the
+        checked against the catalog (第十二、十五条); a refused record gets a
+        :class:`Rejection` per problem, at most a few and within the ack's budget
+        (node.records_rejections), and the others are still applied. A record replaces the
         stored record with the same key as its next version (every version is kept); one equal
         to the stored record is accepted without a new version. Where such changes need
         approval (``hold_updates``, 第四十一条) they are held as change requests instead, and
@@ -237,7 +246,9 @@ class Records:
             writes, positions, conflicts = one_value_per_key(schema, writes, positions)
             if conflicts:
                 rejected += len(conflicts)
-                rejections = sorted([*rejections, *conflicts], key=lambda r: r.index)
+                # Bounded again together: the ack's budget for reasons counts in batch order.
+                merged = sorted([*rejections, *conflicts], key=lambda r: r.index)
+                rejections = list(bounded(merged))
         valid = len(batch.records) - rejected
         # Out of the transaction (and its per-resource lock): the transaction may run twice.
         digest = batch_digest(batch)
@@ -451,33 +462,64 @@ class Records:
         more = len(rows) > limit
         rows = rows[:limit]
         by_name = {item.name: item for item in entry.items}
-        shaped = tuple(
-            shape_row(by_name, plan.projection, clear_items, row.item_values, row.version)
-            for row in rows
-        )
+        shaped: list[QueryRow] = []
+        size = 0
+        for row in rows:
+            out = shape_row(by_name, plan.projection, clear_items, row.item_values, row.version)
+            size += row_bytes(out)
+            if shaped and size > PAGE_BYTES:  # the rest on the next page
+                more = True
+                break
+            shaped.append(out)
+        rows = rows[: len(shaped)]
         served = cursor.served + len(rows)
         if not more:
-            return QueryPage(shaped)
+            return QueryPage(tuple(shaped))
         if served >= MAX_QUERY_ROWS:
-            return QueryPage(shaped, truncated=True)
+            return QueryPage(tuple(shaped), truncated=True)
         token = encode_token(PageCursor(rows[-1].record_key, served), plan.fingerprint)
-        return QueryPage(shaped, next_page_token=token)
+        return QueryPage(tuple(shaped), next_page_token=token)
 
     # --- history and status ---------------------------------------------------------------
 
     async def record_history(
         self, entry: ResourceEntry, key: Mapping[str, str]
     ) -> list[RecordVersion]:
-        """Every version of one record, oldest first, unmasked: for its provider (第四十一条)."""
+        """Every version of one record, oldest first, unmasked: every page of
+        :meth:`record_history_page`."""
+        versions, token = await self.record_history_page(entry, key)
+        while token:
+            page, token = await self.record_history_page(entry, key, page_token=token)
+            versions += page
+        return versions
+
+    async def record_history_page(
+        self,
+        entry: ResourceEntry,
+        key: Mapping[str, str],
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[RecordVersion], str]:
+        """One page of the versions of one record, oldest first, unmasked: for its provider
+        (第四十一条); and the token of the next page ("" on the last). A page has at most
+        ``page_size`` versions (0: 100; at most 200) and stops before the version that would
+        take it past about :data:`PAGE_BYTES` (it has at least one)."""
         self._check_local(entry)
+        size = paging.page_size(
+            page_size, default=DEFAULT_HISTORY_PAGE, maximum=MAX_HISTORY_PAGE
+        )
+        after = decode_history_token(page_token)
         record_key = full_key(schema_for(entry), key, "key")
         statement = (
             sa.select(VERSION)
             .where(
                 VERSION.c.resource_code == entry.resource_code,
                 VERSION.c.record_key == record_key,
+                VERSION.c.data_seq > after,
             )
             .order_by(VERSION.c.data_seq)
+            .limit(size + 1)
         )
 
         async def txn(session: AsyncSession) -> list[Any]:
@@ -485,10 +527,13 @@ class Records:
             return list((await conn.execute(statement)).all())
 
         rows = await self._db.read("records.history", txn)
-        if not rows:
+        if not rows and not page_token:
             raise NotFound(f"resource {entry.resource_code} has no record with this key")
-        return [
-            RecordVersion(
+        more = len(rows) > size
+        versions: list[RecordVersion] = []
+        spent = 0
+        for row in rows[:size]:
+            version = RecordVersion(
                 values=row.item_values,
                 version=row.version,
                 data_seq=row.data_seq,
@@ -500,8 +545,12 @@ class Records:
                 temporary_items=tuple(row.temporary_items or ()),
                 kind=row.kind,
             )
-            for row in rows
-        ]
+            spent += version_bytes(version)
+            if versions and spent > PAGE_BYTES:  # the rest on the next page
+                more = True
+                break
+            versions.append(version)
+        return versions, encode_history_token(versions[-1].data_seq) if more else ""
 
     async def aggregation_status(
         self, entries: Sequence[ResourceEntry], now: dt.datetime | None = None

@@ -67,8 +67,9 @@ __all__ = [
     "RecordsExchange",
 ]
 
-#: Records per Exchange chunk, at most; a chunk also stops at about EXCHANGE_CHUNK_BYTES of
-#: values, well under the node's 4 MiB message limit.
+#: Records per Exchange chunk, at most; a chunk also stops before the record that would take
+#: its values past EXCHANGE_CHUNK_BYTES (it has at least one record), well under the node's
+#: 4 MiB message limit.
 EXCHANGE_CHUNK_ROWS = 500
 EXCHANGE_CHUNK_BYTES = 1024 * 1024
 
@@ -207,7 +208,8 @@ class RecordsExchange:
         clear_items: frozenset[str],
     ) -> ExchangeChunk:
         """The next chunk after ``position``: at most :data:`EXCHANGE_CHUNK_ROWS` records and
-        about :data:`EXCHANGE_CHUNK_BYTES` of values (at least one record when any is left)."""
+        at most :data:`EXCHANGE_CHUNK_BYTES` of values (but at least one record when any is
+        left)."""
         shown = projection(entry, position.items, visible_items)
         rows, scanned_to, more = await self._page(position, EXCHANGE_CHUNK_ROWS)
         by_name = {item.name: item for item in entry.items}
@@ -218,18 +220,22 @@ class RecordsExchange:
         size = 0
         cut = False
         for record_key, kind, version, values in rows:
-            if records and size >= EXCHANGE_CHUNK_BYTES:
-                cut = True
-                break
-            after = record_key
             if kind == ChangeKind.DELETE:
+                after = record_key
                 if position.since:  # a full snapshot has no deletions to report
                     key = _key_values(key_items, record_key)
                     deleted.append(_masked_key(by_name, key, visible_items, clear_items, version))
                 continue
             row = shape_row(by_name, shown, clear_items, values, version)
+            row_size = sum(len(k) + len(v.encode()) for k, v in row.values.items())
+            # Stop before the record that would pass the budget, not after it: a chunk just
+            # under 1 MiB and a record of 3.5 MiB would not fit in one 4 MiB message.
+            if records and size + row_size > EXCHANGE_CHUNK_BYTES:
+                cut = True
+                break
+            after = record_key
             records.append(row.values)
-            size += sum(len(k) + len(v.encode()) for k, v in row.values.items())
+            size += row_size
         if not cut:
             after = scanned_to  # past the records of the page that were not in the transfer
         last = not more and not cut

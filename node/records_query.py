@@ -17,7 +17,8 @@ served so far and a fingerprint of the query, so a token only continues the quer
 from. At most :data:`MAX_QUERY_ROWS` rows are served per query across all its pages; the page
 that reaches the cap says ``truncated`` when more rows matched, and has no next token. The
 cap bounds the work of one query; it is not an access control (that is decided before the
-query runs, by the caller's grant).
+query runs, by the caller's grant). A page also stops at about :data:`PAGE_BYTES` of values
+(at least one row), so that it fits in a message however large the records are.
 """
 
 from __future__ import annotations
@@ -36,25 +37,48 @@ from node.catalog_types import DataItem, DataType, MaskingKind, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.grading import effective_masking
 from node.masking import mask
-from node.records_types import MatchResult, QueryFilter, QueryOperator, QueryRow, VerifyOutcome
+from node.records_types import (
+    MatchResult,
+    QueryFilter,
+    QueryOperator,
+    QueryRow,
+    RecordVersion,
+    VerifyOutcome,
+)
 from node.validation import ItemCheck, RecordSchema
 
 __all__ = [
+    "DEFAULT_HISTORY_PAGE",
     "DEFAULT_PAGE_SIZE",
+    "MAX_HISTORY_PAGE",
     "MAX_PAGE_SIZE",
     "MAX_QUERY_ROWS",
+    "PAGE_BYTES",
     "PageCursor",
     "QueryPlan",
+    "decode_history_token",
     "decode_token",
+    "encode_history_token",
     "encode_token",
     "plan_query",
     "projection",
+    "row_bytes",
     "shape_row",
+    "version_bytes",
 ]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_QUERY_ROWS = 1000
+#: A page stops before the row that would take its values past this many bytes (it has at
+#: least one row): 200 records of 100 KB would be 20 MB, over the 4 MiB a message may take.
+#: GetRecordHistory's pages stop the same way.
+PAGE_BYTES = 1024 * 1024
+#: Versions per GetRecordHistory page: one batch may write 10,000 versions of a record (where
+#: changes apply at once), and years of approved changes add up.
+DEFAULT_HISTORY_PAGE = 100
+MAX_HISTORY_PAGE = 200
+_HISTORY_PREFIX = "h1:"
 MAX_FILTERS = 32
 
 _TOKEN_PREFIX = "q1:"  # noqa: S105 (a page-token version tag, not a secret)
@@ -262,6 +286,12 @@ def shape_row(
     return QueryRow(values=values, version=version, masked_items=tuple(masked))
 
 
+def row_bytes(row: QueryRow) -> int:
+    """About what ``row`` takes in a reply: its names and values (UTF-8) and their framing."""
+    size = sum(len(k) + len(v.encode()) + 8 for k, v in row.values.items())
+    return size + sum(len(name) + 2 for name in row.masked_items) + 16
+
+
 def encode_token(cursor: PageCursor, fingerprint: str) -> str:
     raw = _TOKEN_PREFIX + json.dumps([cursor.after, cursor.served, fingerprint], ensure_ascii=False)
     return paging.encode_text(raw)
@@ -288,6 +318,29 @@ def decode_token(token: str, fingerprint: str) -> PageCursor:
     ):
         raise refused
     return PageCursor(after, served)
+
+
+def version_bytes(version: RecordVersion) -> int:
+    """About what ``version`` takes in a GetRecordHistory reply."""
+    size = sum(len(k) + len(v.encode()) + 8 for k, v in version.values.items())
+    return size + len(version.batch_id.encode()) + len(version.submitted_by.encode()) + 64
+
+
+def encode_history_token(after_seq: int) -> str:
+    return paging.encode_text(f"{_HISTORY_PREFIX}{after_seq}")
+
+
+def decode_history_token(token: str) -> int:
+    """The data version a GetRecordHistory page token continues after (0: from the start)."""
+    if not token:
+        return 0
+    raw = paging.decode_text(token) if len(token) <= 64 else None
+    after = None if raw is None else paging.parse_count(raw.removeprefix(_HISTORY_PREFIX))
+    if raw is None or not raw.startswith(_HISTORY_PREFIX) or after is None:
+        raise InvalidArgument(
+            "page_token: not a page token of this record's history; omit it to start over"
+        )
+    return after
 
 
 # --- keys and claims (Verify, Compare, history) ------------------------------

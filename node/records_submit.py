@@ -26,6 +26,7 @@ from node.catalog_types import ITEM_NAME_RE, MAX_ITEMS, ResourceEntry
 from node.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from node.records_hold import ARTICLE, HeldWrite
 from node.records_query import key_text
+from node.records_rejections import RejectionList, bounded
 from node.records_types import (
     MAX_BATCH_ID,
     MAX_BATCH_RECORDS,
@@ -141,13 +142,14 @@ def clean_batch(
     schema: RecordSchema, batch: SubmitBatch
 ) -> tuple[list[tuple[str, dict[str, str]]], list[int], list[Rejection], int]:
     """Valid records as (record key, canonical values), in batch order, and the position of
-    each in the batch; the rejections; and how many records were refused. Refuses the batch
-    (ResourceExhausted) once checking it has taken MAX_CHECK_SECONDS of CPU."""
+    each in the batch; the rejections, bounded for the ack (node.records_rejections); and how
+    many records were refused. Refuses the batch (ResourceExhausted) once checking it has
+    taken MAX_CHECK_SECONDS of CPU."""
     extra = frozenset(batch.temporary.extra_items) if batch.temporary else frozenset()
     key_items = schema.key_items
     writes: list[tuple[str, dict[str, str]]] = []
     positions: list[int] = []
-    rejections: list[Rejection] = []
+    listing = RejectionList()  # bounded as it goes: a record keeps a few reasons, not all
     rejected = 0
     clean = schema.clean
     start = time.thread_time()
@@ -173,8 +175,8 @@ def clean_batch(
                 continue
             problems = [("", f"key values too long: at most {RECORD_KEY_BYTES} bytes together")]
         rejected += 1
-        rejections.extend(Rejection(index, item, reason) for item, reason in problems)
-    return writes, positions, rejections, rejected
+        listing.refuse(index, problems)
+    return writes, positions, listing.rejections, rejected
 
 
 def one_value_per_key(
@@ -206,7 +208,10 @@ def one_value_per_key(
         else:
             kept_writes.append((key, values))
             kept_positions.append(index)
-    key_names = ", ".join(schema.key_items)
+    # An entry may have many key items: the reason names a few (it is cut at 1 KiB anyway).
+    key_names = ", ".join(schema.key_items[:_NAMED_POSITIONS])
+    if len(schema.key_items) > _NAMED_POSITIONS:
+        key_names += f" and {len(schema.key_items) - _NAMED_POSITIONS} more items"
     rejections: list[Rejection] = []
     for indexes in at.values():
         head = indexes[: _NAMED_POSITIONS + 1]  # enough to name a few others of any of them
@@ -505,7 +510,9 @@ def stored_outcome(row: Any) -> BatchOutcome:
         batch_id=row.batch_id,
         accepted=row.accepted,
         rejected=row.rejected,
-        rejections=tuple(
+        # Stored bounded, so this is the first ack's list; a batch stored before the bounds
+        # (node.records_rejections) is cut to them, so that its resend's ack can be sent.
+        rejections=bounded(
             Rejection(i, item, reason) for i, item, reason in json.loads(row.rejections)
         ),
         held=tuple(HeldRecord(i, change_id) for i, change_id in json.loads(row.held or "[]")),

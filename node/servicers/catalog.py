@@ -12,7 +12,7 @@ from govnode.v1 import catalog_pb2, common_pb2
 from gateway.auth import current_peer
 from gateway.identity import Role
 from gateway.interceptors import add_audit_detail
-from node.catalog import Catalog
+from node.catalog import PAGE_BYTES, Catalog
 from node.catalog_types import (
     ChangeKind,
     Classification,
@@ -109,6 +109,7 @@ class CatalogServicer:
             include_withdrawn=request.include_withdrawn,
             page_size=request.page_size,
             page_token=request.page_token,
+            max_bytes=PAGE_BYTES,  # the page must fit in a message
         )
         return catalog_pb2.ListResourcesResponse(
             entries=[entry_to_proto(e) for e in entries], next_page_token=token

@@ -25,6 +25,7 @@ from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.oracle import OracleGuard
 from node.policy import Access, authorize, is_provider
 from node.records import (
+    BatchOutcome,
     MatchResult,
     QueryFilter,
     Records,
@@ -55,6 +56,27 @@ _KINDS = {
 
 def _matches(outcome: VerifyOutcome) -> list[sharing_pb2.ItemMatch]:
     return [sharing_pb2.ItemMatch(item=item, result=_MATCH[r]) for item, r in outcome.matches]
+
+
+def submit_ack(outcome: BatchOutcome) -> sharing_pb2.SubmitAck:
+    """The acknowledgement of one batch: at most node.records_rejections.MAX_ACK_BYTES."""
+    ack = sharing_pb2.SubmitAck(
+        batch_id=outcome.batch_id,
+        accepted=outcome.accepted,
+        rejected=outcome.rejected,
+        rejections=[
+            sharing_pb2.RecordRejection(index=r.index, item=r.item, reason=r.reason)
+            for r in outcome.rejections
+        ],
+        duplicate=outcome.duplicate,
+        held=len(outcome.held),
+        held_records=[
+            sharing_pb2.HeldRecord(index=h.index, change_request_id=h.change_request_id)
+            for h in outcome.held
+        ],
+    )
+    ack.committed_at.FromDatetime(outcome.committed_at)
+    return ack
 
 
 def _resource_code(code: str) -> str:
@@ -166,23 +188,7 @@ class SharingServicer:
                         },
                     )
                 )
-            ack = sharing_pb2.SubmitAck(
-                batch_id=outcome.batch_id,
-                accepted=outcome.accepted,
-                rejected=outcome.rejected,
-                rejections=[
-                    sharing_pb2.RecordRejection(index=r.index, item=r.item, reason=r.reason)
-                    for r in outcome.rejections
-                ],
-                duplicate=outcome.duplicate,
-                held=len(outcome.held),
-                held_records=[
-                    sharing_pb2.HeldRecord(index=h.index, change_request_id=h.change_request_id)
-                    for h in outcome.held
-                ],
-            )
-            ack.committed_at.FromDatetime(outcome.committed_at)
-            yield ack
+            yield submit_ack(outcome)
 
     async def Verify(
         self, request: sharing_pb2.VerifyRequest, context: Any
@@ -292,8 +298,8 @@ class SharingServicer:
     async def GetRecordHistory(
         self, request: sharing_pb2.GetRecordHistoryRequest, context: Any
     ) -> sharing_pb2.GetRecordHistoryResponse:
-        """Every version of one record, in clear (第四十一条), for the provider, this node's
-        authority, and a tester on a probe resource."""
+        """Every version of one record, in clear (第四十一条), in pages, for the provider,
+        this node's authority, and a tester on a probe resource."""
         caller = current_peer().identity
         entry = await self._entry(request.resource_code)
         if self._remote(entry) is not None:
@@ -302,7 +308,12 @@ class SharingServicer:
                 "its records' history is read there"
             )
         check_history_reader(caller, entry, self._records.region)
-        versions = await self._records.record_history(entry, dict(request.key))
+        versions, token = await self._records.record_history_page(
+            entry,
+            dict(request.key),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         out = []
         for v in versions:
             msg = sharing_pb2.RecordVersion(
@@ -320,7 +331,7 @@ class SharingServicer:
                 msg.record.CopyFrom(common_pb2.Record(values=v.values))
             msg.at.FromDatetime(v.at)
             out.append(msg)
-        return sharing_pb2.GetRecordHistoryResponse(versions=out)
+        return sharing_pb2.GetRecordHistoryResponse(versions=out, next_page_token=token)
 
     async def GetAggregationStatus(
         self, request: sharing_pb2.GetAggregationStatusRequest, context: Any

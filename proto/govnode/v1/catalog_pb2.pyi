@@ -260,7 +260,10 @@ class ListResourcesRequest(_message.Message):
     include_withdrawn: _builtins.bool
     """Also list withdrawn entries (by default only active ones)."""
     page_size: _builtins.int
-    """Maximum entries per page (see Pagination in common.proto)."""
+    """Maximum entries per page (see Pagination in common.proto): 0 means 100, at most 500. A
+    page also stops before the entry that would take it past about 1 MiB (it has at least
+    one), so that it fits in a message however large the entries are.
+    """
     page_token: _builtins.str
     """Token from the previous page's next_page_token; empty for the first page."""
     def __init__(

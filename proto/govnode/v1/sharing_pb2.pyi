@@ -199,7 +199,10 @@ class RecordRejection(_message.Message):
     index: _builtins.int
     """Position of the record in SubmitBatch.records (0-based)."""
     item: _builtins.str
-    """Item that failed; empty when the record as a whole is refused (e.g. missing key)."""
+    """Item that failed; empty when the record as a whole is refused (e.g. missing key), for the
+    rejection saying how many more problems a record has, for one whose reasons are not
+    listed, and for an item name longer than any catalog item's (the reason quotes it).
+    """
     reason: _builtins.str
     """Why, naming the rule (e.g. "GB 11643 check character mismatch")."""
     def __init__(
@@ -247,7 +250,12 @@ class SubmitAck(_message.Message):
     """
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordRejection]:
-        """Why each refused record was refused."""
+        """Why each refused record was refused, in batch order; every refused record has at least
+        one. A record lists at most 5 problems (by item name), then one rejection with item ""
+        saying how many more it has; a reason is at most 1 KiB. Once the listed rejections take
+        1 MiB, each further refused record gets one rejection with item "" saying its reasons are
+        not listed. So an ack is under 2 MiB whatever the batch. A resend gets the same list.
+        """
 
     @_builtins.property
     def committed_at(self) -> _timestamp_pb2.Timestamp:
@@ -654,7 +662,9 @@ class QueryRequest(_message.Message):
     resource_code: _builtins.str
     """Resource to query."""
     page_size: _builtins.int
-    """Maximum rows per page (see Pagination in common.proto)."""
+    """Maximum rows per page (see Pagination in common.proto): 0 means 50, at most 200. A page
+    also stops before the row that would take it past about 1 MiB (it has at least one).
+    """
     page_token: _builtins.str
     """Token from the previous page's next_page_token; empty for the first page."""
     @_builtins.property
@@ -814,7 +824,9 @@ class ExchangeChunk(_message.Message):
     """This is the final chunk."""
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Record]:
-        """Records of this chunk, masked like Query rows."""
+        """Records of this chunk, masked like Query rows: at most 500, and no more than 1 MiB of
+        values unless the chunk is one record.
+        """
 
     @_builtins.property
     def deleted(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Record]:
@@ -1081,8 +1093,17 @@ class GetRecordHistoryRequest(_message.Message):
 
     RESOURCE_CODE_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """The resource."""
+    page_size: _builtins.int
+    """Maximum versions per page (see Pagination in common.proto): 0 means 100, at most 200. A
+    page also stops before the version that would take it past about 1 MiB (it has at least
+    one), so that it fits in a message however many and large the versions are.
+    """
+    page_token: _builtins.str
+    """Token from the previous page's next_page_token; empty for the first page."""
     @_builtins.property
     def key(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Values of every key item, identifying one record."""
@@ -1092,10 +1113,12 @@ class GetRecordHistoryRequest(_message.Message):
         *,
         resource_code: _builtins.str = ...,
         key: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "page_size", b"page_size", "page_token", b"page_token", "resource_code", b"resource_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1166,18 +1189,24 @@ class GetRecordHistoryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page. A caller that ignores it reads only the
+    first page of a long history.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordVersion]:
-        """Every version, oldest first."""
+        """The page's versions, oldest first."""
 
     def __init__(
         self,
         *,
         versions: _abc.Iterable[Global___RecordVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

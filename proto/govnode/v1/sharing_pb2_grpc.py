@@ -149,8 +149,8 @@ class SharingServiceServicer:
 
     def GetRecordHistory(self, request, context):
         """Every version of one record, oldest first, in clear (第四十一条: every version stays
-        readable). For the resource's provider and its node's data management authority only (and
-        a conformance tester for a probe resource).
+        readable), in pages. For the resource's provider and its node's data management authority
+        only (and a conformance tester for a probe resource).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

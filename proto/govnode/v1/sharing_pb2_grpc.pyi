@@ -82,8 +82,8 @@ class SharingServiceStub:
     """
     GetRecordHistory: _grpc.UnaryUnaryMultiCallable[_sharing_pb2.GetRecordHistoryRequest, _sharing_pb2.GetRecordHistoryResponse]
     """Every version of one record, oldest first, in clear (第四十一条: every version stays
-    readable). For the resource's provider and its node's data management authority only (and
-    a conformance tester for a probe resource).
+    readable), in pages. For the resource's provider and its node's data management authority
+    only (and a conformance tester for a probe resource).
     """
 
 @_typing.type_check_only
@@ -130,8 +130,8 @@ class SharingServiceAsyncStub(SharingServiceStub):
     """
     GetRecordHistory: _aio.UnaryUnaryMultiCallable[_sharing_pb2.GetRecordHistoryRequest, _sharing_pb2.GetRecordHistoryResponse]  # type: ignore[assignment]
     """Every version of one record, oldest first, in clear (第四十一条: every version stays
-    readable). For the resource's provider and its node's data management authority only (and
-    a conformance tester for a probe resource).
+    readable), in pages. For the resource's provider and its node's data management authority
+    only (and a conformance tester for a probe resource).
     """
 
 class SharingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -223,8 +223,8 @@ class SharingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sharing_pb2.GetRecordHistoryResponse, _abc.Awaitable[_sharing_pb2.GetRecordHistoryResponse]]:
         """Every version of one record, oldest first, in clear (第四十一条: every version stays
-        readable). For the resource's provider and its node's data management authority only (and
-        a conformance tester for a probe resource).
+        readable), in pages. For the resource's provider and its node's data management authority
+        only (and a conformance tester for a probe resource).
         """
 
 def add_SharingServiceServicer_to_server(servicer: SharingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -163,7 +163,10 @@ class GovernanceSection(_Section):
 
 
 class LimitsSection(_Section):
-    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: At least 2 MiB: a Submit ack may take up to about 1.9 MB (node.records_rejections).
+    max_message_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=2 * 1024 * 1024, le=64 * 1024 * 1024
+    )
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
     #: A connection (on every port) that has not finished its TLS handshake within this long
     #: is closed.

@@ -7,7 +7,9 @@ For each RPC, whatever its streaming shape, the guard:
    guard with a limiter (the join port's: its callers have no certificate) first admits the
    call by the caller's network address (RESOURCE_EXHAUSTED with retry-after-ms otherwise);
 2. parses request messages itself, so that bytes which are not a valid message get
-   INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL;
+   INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL; before parsing,
+   checks the method's size limit and counts the entries of large messages' maps (with
+   :class:`~gateway.request_limits.RequestChecks`: the parser takes seconds over some maps);
 3. binds the caller and a request id to the context for the servicer (and names them in
    every log event it writes);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
@@ -50,6 +52,7 @@ from gateway.identity import Role
 from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
+from gateway.request_limits import Check, RequestChecks
 from gateway.streams import Slot, Stalled, StreamGate
 
 log = structlog.get_logger("govnode.gateway")
@@ -145,9 +148,12 @@ AUDIT_FAILED_MESSAGE = (
 class _Call:
     """What the guard knows about one RPC while it runs."""
 
-    def __init__(self, method: str, deserialize: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self, method: str, deserialize: Callable[[bytes], Any], check: Check | None = None
+    ) -> None:
         self.method = method
         self.deserialize = deserialize
+        self.check = check
         self.digest = hashlib.sha256()
         self.resource_code = ""
         self.peer: Peer | None = None
@@ -162,6 +168,8 @@ class _Call:
 
     def parse(self, raw: bytes) -> Any:
         self.digest.update(raw)
+        if self.check is not None:
+            self.check(raw)  # the size limit, and the maps of a large message (Refusal)
         try:
             message = self.deserialize(raw)
         except Exception as exc:
@@ -192,6 +200,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         limiter: AnonymousLimiter | None = None,
         translate: Translate | None = None,
         streams: StreamGate | None = None,
+        requests: RequestChecks | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
@@ -200,6 +209,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._translate = translate
         #: Caps, turns and stall timeouts of streaming calls; None: none of them.
         self.streams = streams
+        #: Size limits and map-entry bounds of request messages; None: only the transport's.
+        self.requests = requests
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -236,6 +247,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self._limiter,
                 self._translate,
                 self.streams,
+                self.requests,
             ).wrap(handler)
         return guarded
 
@@ -251,6 +263,7 @@ class _Guarded:
         limiter: AnonymousLimiter | None = None,
         translate: Translate | None = None,
         streams: StreamGate | None = None,
+        requests: RequestChecks | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -260,6 +273,7 @@ class _Guarded:
         self.limiter = limiter
         self.translate = translate
         self.streams = streams if streams is not None and streams.counts(method) else None
+        self.check = requests.for_method(method) if requests is not None else None
 
     async def enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
@@ -546,7 +560,7 @@ class _Guarded:
             inner_uu = handler.unary_unary
 
             async def unary_unary(raw: bytes, context: Context) -> Any:
-                call = _Call(self.method, deserialize)
+                call = _Call(self.method, deserialize, self.check)
                 await self.enter(call, context)
                 try:
                     request = call.parse(raw)
@@ -570,7 +584,7 @@ class _Guarded:
             inner_us = handler.unary_stream
 
             async def unary_stream(raw: bytes, context: Context) -> None:
-                call = _Call(self.method, deserialize)
+                call = _Call(self.method, deserialize, self.check)
                 await self.enter(call, context)
                 slot: Slot | None = None
                 try:
@@ -597,7 +611,7 @@ class _Guarded:
             inner_su = handler.stream_unary
 
             async def stream_unary(raws: AsyncIterator[bytes], context: Context) -> Any:
-                call = _Call(self.method, deserialize)
+                call = _Call(self.method, deserialize, self.check)
                 await self.enter(call, context)
                 slot: Slot | None = None
                 try:
@@ -623,7 +637,7 @@ class _Guarded:
         inner_ss = handler.stream_stream
 
         async def stream_stream(raws: AsyncIterator[bytes], context: Context) -> None:
-            call = _Call(self.method, deserialize)
+            call = _Call(self.method, deserialize, self.check)
             await self.enter(call, context)
             slot: Slot | None = None
             try:

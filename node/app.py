@@ -25,6 +25,7 @@ from gateway.forward import Forwarder
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
 from gateway.interceptors import GuardInterceptor
 from gateway.ratelimit import AnonymousLimiter
+from gateway.request_limits import RequestChecks, RequestLimits
 from gateway.server import (
     HealthReporter,
     ServerLimits,
@@ -47,7 +48,12 @@ from node.peers import ProvinceLink
 from node.records import Records
 from node.revocation import Revocations
 from node.routing import Router
-from node.servicers import Services, register_join_service, register_services
+from node.servicers import (
+    Services,
+    register_join_service,
+    register_services,
+    service_descriptors,
+)
 from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.storage import Database, StorageMonitor
@@ -222,8 +228,20 @@ async def start_node(config: NodeConfig) -> RunningNode:
             hints=RESUME_HINTS,
         )
         authenticator = Authenticator(root, config.node.trust_domain, revocations.reason_for)
+        requests = RequestChecks(
+            [*service_descriptors(), *infrastructure_services()],
+            RequestLimits(
+                max_request_bytes=min(limits.max_request_bytes, limits.max_message_bytes),
+                max_bulk_request_bytes=limits.max_message_bytes,
+            ),
+        )
         guard = GuardInterceptor(
-            authenticator, sink, verifier, translate=refusal_for, streams=streams
+            authenticator,
+            sink,
+            verifier,
+            translate=refusal_for,
+            streams=streams,
+            requests=requests,
         )
         forwarder = Forwarder(node_tls_files(config))
         server = build_server(guard, _limits(config, max_message_bytes=limits.max_message_bytes))

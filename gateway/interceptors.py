@@ -17,8 +17,9 @@ For each RPC, whatever its streaming shape, the guard:
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
    before the response or status leaves the node;
 6. for streaming calls (with a :class:`~gateway.streams.StreamGate`): admits them within the
-   caps on open streams, writes each response message itself, in its caller's turn, and ends
-   a stream whose consumer stops reading (see gateway.streams).
+   caps on open streams, writes each response message itself, in its caller's turn, ends
+   a stream whose consumer stops reading, and ends waiting streams when the node stops (see
+   gateway.streams).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from gateway.request_limits import Check, RequestChecks
-from gateway.streams import Slot, Stalled, StreamGate
+from gateway.streams import Slot, Stalled, Stopping, StreamGate
 
 log = structlog.get_logger("govnode.gateway")
 
@@ -405,18 +406,28 @@ class _Guarded:
             return None
         caller = str(call.peer.identity) if call.peer else call.anonymous_caller
         origin = str(call.detail.get("assertion_origin", "")) if call.origin_node else ""
-        return self.streams.admit(caller, origin)
+        slot = self.streams.admit(caller, origin)
+        slot.enter()
+        return slot
 
     async def respond(self, result: Any, context: Context, slot: Slot | None) -> None:
         """Send a streaming behaviour's messages, each written only once the previous one is
-        taken (flow control), in the caller's turn and within the stall timeout; the behaviour
-        is closed however this ends, so its own clean-up runs before the call is audited."""
+        taken (flow control), in the caller's turn and within the stall timeout, until the node
+        stops (UNAVAILABLE, saying where to resume: gateway.streams); the behaviour is closed
+        however this ends, so its own clean-up runs before the call is audited."""
         if not hasattr(result, "__aiter__"):
             await result  # it writes through the context itself (health Watch)
             return
         first = True
+        messages = aiter(result)
         try:
-            async for item in result:
+            while True:
+                if slot is not None:
+                    slot.between_messages()
+                try:
+                    item = await anext(messages)
+                except StopAsyncIteration:
+                    return
                 try:
                     if slot is None:
                         await context.write(item)
@@ -435,6 +446,13 @@ class _Guarded:
                     # The write failed in gRPC's core: the call ended under it (the client
                     # cancelled or went away). Audited as an interrupted call, like a cancel.
                     raise asyncio.CancelledError("the call ended while writing") from exc
+        except Stopping:
+            assert slot is not None
+            raise slot.gate.stopped(self.method, slot) from None
+        except asyncio.CancelledError:
+            if slot is not None and slot.stopped_by_gate():
+                raise slot.gate.stopped(self.method, slot) from None
+            raise
         finally:
             aclose = getattr(result, "aclose", None)
             if aclose is not None:
@@ -552,8 +570,21 @@ class _Guarded:
         deserialize: Callable[[bytes], Any] = handler.request_deserializer or (lambda b: b)
         serializer = handler.response_serializer
 
-        async def parse_stream(call: _Call, raws: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-            async for raw in raws:
+        async def parse_stream(
+            call: _Call, raws: AsyncIterator[bytes], slot: Slot | None = None
+        ) -> AsyncIterator[Any]:
+            if slot is None:
+                async for raw in raws:
+                    yield call.parse(raw)
+                return
+            # Waiting for the caller's next message, the stream ends at once if the node stops.
+            requests = aiter(raws)
+            while True:
+                with slot.waiting():
+                    try:
+                        raw = await anext(requests)
+                    except StopAsyncIteration:
+                        return
                 yield call.parse(raw)
 
         if handler.unary_unary:
@@ -643,7 +674,8 @@ class _Guarded:
             try:
                 await self.vouch(call, None)
                 slot = self.admit(call)
-                await self.respond(inner_ss(parse_stream(call, raws), context), context, slot)
+                requests = parse_stream(call, raws, slot)
+                await self.respond(inner_ss(requests, context), context, slot)
                 await self.finish(call, grpc.StatusCode.OK, "")
             except asyncio.CancelledError:
                 await self.interrupted(call)

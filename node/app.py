@@ -5,7 +5,8 @@ platform (checked by the config), a node certificate that does not carry this no
 or chain to the configured root, or a certificate that has expired. Health reports
 NOT_SERVING while the node cannot write to its database (node.storage.StorageMonitor).
 Shutdown reports NOT_SERVING first, so load balancers and peers drain before the port closes,
-and ends the streams peers hold open (UNAVAILABLE: reconnect later) instead of waiting for them.
+and ends the streams peers, agencies and health watchers hold open (UNAVAILABLE: reconnect
+later, resuming where the status says) instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ class RunningNode:
             await self.join.server.stop(grace)
         if self.stopping is not None:
             self.stopping.set()
+        # Streams that wait end now (UNAVAILABLE, saying where to resume), not after the grace.
+        if self.guard is not None and self.guard.streams is not None:
+            self.guard.streams.stop()
+        await self.health.stop()
         await self.server.stop(grace)
         for guard in (self.guard, self.join.guard if self.join is not None else None):
             if guard is not None:

@@ -138,9 +138,12 @@ class Slot:
     @contextlib.contextmanager
     def waiting(self, *, write: bool = False) -> Iterator[None]:
         """Around a wait the stop may cancel. Raises :class:`Stopping` if the node is stopping
-        already, except for a ``write`` (the message it writes is produced: it is written)."""
-        if self._stopping and not write:
-            raise Stopping()
+        already, except around a ``write``: the message is produced, so it is handed to gRPC
+        (which happens before the write's first wait) and the stream then ends in that wait."""
+        if self._stopping:
+            if not write:
+                raise Stopping()
+            self._cancel()
         self._waits += 1
         try:
             yield
@@ -154,7 +157,11 @@ class Slot:
 
     def stop(self) -> None:
         self._stopping = True
-        if self._waits and not self._cancelled and self._task is not None:
+        if self._waits:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if not self._cancelled and self._task is not None:
             self._cancelled = True
             self._task.cancel()
 

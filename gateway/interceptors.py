@@ -8,7 +8,9 @@ For each RPC, whatever its streaming shape, the guard:
    call by the caller's network address (RESOURCE_EXHAUSTED with retry-after-ms otherwise);
 2. parses request messages itself, so that bytes which are not a valid message get
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL (and so does text
-   holding U+0000, naming the field: gateway.wellformed);
+   holding U+0000, naming the field: gateway.wellformed); before parsing, checks the method's
+   size limit and counts the entries of large messages' maps (with
+   :class:`~gateway.request_limits.RequestChecks`: the parser takes seconds over some maps);
 3. binds the caller and a request id to the context for the servicer (and names them in
    every log event it writes);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
@@ -16,8 +18,9 @@ For each RPC, whatever its streaming shape, the guard:
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
    before the response or status leaves the node;
 6. for streaming calls (with a :class:`~gateway.streams.StreamGate`): admits them within the
-   caps on open streams, writes each response message itself, in its caller's turn, and ends
-   a stream whose consumer stops reading (see gateway.streams).
+   caps on open streams, writes each response message itself, in its caller's turn, ends
+   a stream whose consumer stops reading, and ends waiting streams when the node stops (see
+   gateway.streams).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from gateway.identity import Role
 from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
-from gateway.streams import Slot, Stalled, StreamGate
+from gateway.request_limits import Check, RequestChecks
+from gateway.streams import Slot, Stalled, Stopping, StreamGate
 from gateway.wellformed import nul_field
 
 log = structlog.get_logger("govnode.gateway")
@@ -147,9 +151,12 @@ AUDIT_FAILED_MESSAGE = (
 class _Call:
     """What the guard knows about one RPC while it runs."""
 
-    def __init__(self, method: str, deserialize: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self, method: str, deserialize: Callable[[bytes], Any], check: Check | None = None
+    ) -> None:
         self.method = method
         self.deserialize = deserialize
+        self.check = check
         self.digest = hashlib.sha256()
         self.resource_code = ""
         self.peer: Peer | None = None
@@ -164,6 +171,8 @@ class _Call:
 
     def parse(self, raw: bytes) -> Any:
         self.digest.update(raw)
+        if self.check is not None:
+            self.check(raw)  # the size limit, and the maps of a large message (Refusal)
         try:
             message = self.deserialize(raw)
         except Exception as exc:
@@ -199,6 +208,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         limiter: AnonymousLimiter | None = None,
         translate: Translate | None = None,
         streams: StreamGate | None = None,
+        requests: RequestChecks | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
@@ -207,6 +217,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._translate = translate
         #: Caps, turns and stall timeouts of streaming calls; None: none of them.
         self.streams = streams
+        #: Size limits and map-entry bounds of request messages; None: only the transport's.
+        self.requests = requests
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -243,6 +255,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self._limiter,
                 self._translate,
                 self.streams,
+                self.requests,
             ).wrap(handler)
         return guarded
 
@@ -258,6 +271,7 @@ class _Guarded:
         limiter: AnonymousLimiter | None = None,
         translate: Translate | None = None,
         streams: StreamGate | None = None,
+        requests: RequestChecks | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -267,6 +281,7 @@ class _Guarded:
         self.limiter = limiter
         self.translate = translate
         self.streams = streams if streams is not None and streams.counts(method) else None
+        self.check = requests.for_method(method) if requests is not None else None
 
     async def enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
@@ -398,18 +413,28 @@ class _Guarded:
             return None
         caller = str(call.peer.identity) if call.peer else call.anonymous_caller
         origin = str(call.detail.get("assertion_origin", "")) if call.origin_node else ""
-        return self.streams.admit(caller, origin)
+        slot = self.streams.admit(caller, origin)
+        slot.enter()
+        return slot
 
     async def respond(self, result: Any, context: Context, slot: Slot | None) -> None:
         """Send a streaming behaviour's messages, each written only once the previous one is
-        taken (flow control), in the caller's turn and within the stall timeout; the behaviour
-        is closed however this ends, so its own clean-up runs before the call is audited."""
+        taken (flow control), in the caller's turn and within the stall timeout, until the node
+        stops (UNAVAILABLE, saying where to resume: gateway.streams); the behaviour is closed
+        however this ends, so its own clean-up runs before the call is audited."""
         if not hasattr(result, "__aiter__"):
             await result  # it writes through the context itself (health Watch)
             return
         first = True
+        messages = aiter(result)
         try:
-            async for item in result:
+            while True:
+                if slot is not None:
+                    slot.between_messages()
+                try:
+                    item = await anext(messages)
+                except StopAsyncIteration:
+                    return
                 try:
                     if slot is None:
                         await context.write(item)
@@ -428,6 +453,13 @@ class _Guarded:
                     # The write failed in gRPC's core: the call ended under it (the client
                     # cancelled or went away). Audited as an interrupted call, like a cancel.
                     raise asyncio.CancelledError("the call ended while writing") from exc
+        except Stopping:
+            assert slot is not None
+            raise slot.gate.stopped(self.method, slot) from None
+        except asyncio.CancelledError:
+            if slot is not None and slot.stopped_by_gate():
+                raise slot.gate.stopped(self.method, slot) from None
+            raise
         finally:
             aclose = getattr(result, "aclose", None)
             if aclose is not None:
@@ -545,15 +577,28 @@ class _Guarded:
         deserialize: Callable[[bytes], Any] = handler.request_deserializer or (lambda b: b)
         serializer = handler.response_serializer
 
-        async def parse_stream(call: _Call, raws: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-            async for raw in raws:
+        async def parse_stream(
+            call: _Call, raws: AsyncIterator[bytes], slot: Slot | None = None
+        ) -> AsyncIterator[Any]:
+            if slot is None:
+                async for raw in raws:
+                    yield call.parse(raw)
+                return
+            # Waiting for the caller's next message, the stream ends at once if the node stops.
+            requests = aiter(raws)
+            while True:
+                with slot.waiting():
+                    try:
+                        raw = await anext(requests)
+                    except StopAsyncIteration:
+                        return
                 yield call.parse(raw)
 
         if handler.unary_unary:
             inner_uu = handler.unary_unary
 
             async def unary_unary(raw: bytes, context: Context) -> Any:
-                call = _Call(self.method, deserialize)
+                call = _Call(self.method, deserialize, self.check)
                 await self.enter(call, context)
                 try:
                     request = call.parse(raw)
@@ -577,7 +622,7 @@ class _Guarded:
             inner_us = handler.unary_stream
 
             async def unary_stream(raw: bytes, context: Context) -> None:
-                call = _Call(self.method, deserialize)
+                call = _Call(self.method, deserialize, self.check)
                 await self.enter(call, context)
                 slot: Slot | None = None
                 try:
@@ -604,7 +649,7 @@ class _Guarded:
             inner_su = handler.stream_unary
 
             async def stream_unary(raws: AsyncIterator[bytes], context: Context) -> Any:
-                call = _Call(self.method, deserialize)
+                call = _Call(self.method, deserialize, self.check)
                 await self.enter(call, context)
                 slot: Slot | None = None
                 try:
@@ -630,13 +675,14 @@ class _Guarded:
         inner_ss = handler.stream_stream
 
         async def stream_stream(raws: AsyncIterator[bytes], context: Context) -> None:
-            call = _Call(self.method, deserialize)
+            call = _Call(self.method, deserialize, self.check)
             await self.enter(call, context)
             slot: Slot | None = None
             try:
                 await self.vouch(call, None)
                 slot = self.admit(call)
-                await self.respond(inner_ss(parse_stream(call, raws), context), context, slot)
+                requests = parse_stream(call, raws, slot)
+                await self.respond(inner_ss(requests, context), context, slot)
                 await self.finish(call, grpc.StatusCode.OK, "")
             except asyncio.CancelledError:
                 await self.interrupted(call)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from gateway.health import NodeHealth
 from gateway.interceptors import GuardInterceptor
 
 
@@ -66,10 +67,11 @@ def build_server(guard: GuardInterceptor, limits: ServerLimits) -> grpc.aio.Serv
 
 
 class HealthReporter:
-    """Standard gRPC health checking (grpc.health.v1) for the whole node and each service."""
+    """Standard gRPC health checking (grpc.health.v1) for the whole node and each service
+    (gateway.health: grpc's, plus an end for the Watch streams when the node stops)."""
 
     def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
-        self._servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._servicer = NodeHealth()
         self._services = ["", *services]
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
 
@@ -81,6 +83,10 @@ class HealthReporter:
         )
         for name in self._services:
             await self._servicer.set(name, status)
+
+    async def stop(self) -> None:
+        """NOT_SERVING for good; every Watch stream is told so, then ended (UNAVAILABLE)."""
+        await self._servicer.stop()
 
 
 def infrastructure_services() -> list[ServiceDescriptor]:

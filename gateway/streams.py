@@ -26,13 +26,25 @@ other call. So (the guard, gateway.interceptors, applies this to every streaming
   own position, a retry "at a higher level"; and no generic retry policy (ours, or a gRPC
   service config) retries ABORTED blindly. The status travels behind the messages already
   queued for the consumer, so a consumer that comes back reads them, then the status.
+- **Stop.** When the node stops (:meth:`StreamGate.stop`), a stream that is waiting ends at
+  once with UNAVAILABLE, saying the node is stopping and, from the last message it sent, where
+  to resume (the same hints): waiting for its consumer (a write parked on flow control), for
+  its caller's next message (Submit), or for data (a servicer's idle wait, marked with
+  :func:`idle`: Subscribe caught up, WatchNotifications with nothing new). Its task is
+  cancelled out of that wait, which is also what a caller's cancel does to it. A stream that is
+  working (reading a page, committing a batch) is not interrupted: it ends at its next message
+  boundary, and a message it has produced (a batch's acknowledgement) is still written first.
+  New streams are refused UNAVAILABLE. Without this, a caught-up subscriber held the node's
+  stop for its whole grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +67,11 @@ COUNTED_PREFIXES: tuple[str, ...] = ("/govnode.v1.",)
 
 _COUNTED_NAMES = "Subscribe, Exchange, Submit, Compare and the Watch calls count"
 
+STOPPING_MESSAGE = (
+    "this node is stopping and opens no new stream; call again in a few seconds (or at "
+    "another address of the node)"
+)
+
 
 @dataclass(frozen=True)
 class StreamLimits:
@@ -73,6 +90,30 @@ class Stalled(Exception):
         self.pending = pending
 
 
+class Stopping(Exception):
+    """The node is stopping: the stream ends at its next wait or message boundary."""
+
+
+#: The slot of the stream whose handler runs in this context (set by the guard), for
+#: :func:`idle`.
+_current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar(
+    "govnode_stream_slot", default=None
+)
+
+
+@contextlib.contextmanager
+def idle() -> Iterator[None]:
+    """Around a streaming servicer's wait for data (a commit, a notification): if the node stops
+    meanwhile, the wait is cancelled and the stream ends at once (see the module). Raises
+    :class:`Stopping` if the node is stopping already. Outside a counted stream, nothing."""
+    slot = _current.get()
+    if slot is None:
+        yield
+        return
+    with slot.waiting():
+        yield
+
+
 class Slot:
     """One admitted stream; :meth:`release` (idempotent) when its call has ended."""
 
@@ -82,6 +123,56 @@ class Slot:
         self.origin = origin
         self.stalled = False
         self._released = False
+        #: The last message written, or being written (None: none yet): the stop's hint.
+        self.last: Any = None
+        self._task = _running_task()
+        self._waits = 0  # > 0: the stream is waiting (see the module: Stop)
+        self._stopping = False
+        self._cancelled = False  # its task was cancelled by the stop
+        self._token: contextvars.Token[Slot | None] | None = None
+
+    def enter(self) -> None:
+        """Make this the current stream of the handler's context (for :func:`idle`)."""
+        self._token = _current.set(self)
+
+    @contextlib.contextmanager
+    def waiting(self, *, write: bool = False) -> Iterator[None]:
+        """Around a wait the stop may cancel. Raises :class:`Stopping` if the node is stopping
+        already, except around a ``write``: the message is produced, so it is handed to gRPC
+        (which happens before the write's first wait) and the stream then ends in that wait."""
+        if self._stopping:
+            if not write:
+                raise Stopping()
+            self._cancel()
+        self._waits += 1
+        try:
+            yield
+        finally:
+            self._waits -= 1
+
+    def between_messages(self) -> None:
+        """Raise :class:`Stopping` if the node is stopping: the stream ends here."""
+        if self._stopping:
+            raise Stopping()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._waits:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if not self._cancelled and self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
+
+    def stopped_by_gate(self) -> bool:
+        """Whether the cancellation being handled is the stop's (it is then taken back) rather
+        than the caller's, a deadline's or the server's."""
+        task = self._task
+        if not self._cancelled or task is None or task is not asyncio.current_task():
+            return False
+        self._cancelled = False
+        return task.uncancel() == 0
 
     def mark_stalled(self) -> None:
         if not self.stalled:
@@ -89,10 +180,20 @@ class Slot:
             self.gate._stalled[self.caller] += 1
 
     def release(self) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
         if self._released:
             return
         self._released = True
         self.gate._release(self)
+
+
+def _running_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop (the gate's unit test)
+        return None
 
 
 class StreamGate:
@@ -112,6 +213,8 @@ class StreamGate:
         self._origins: Counter[str] = Counter()
         self._stalled: Counter[str] = Counter()
         self._turns: dict[str, asyncio.Lock] = {}
+        self._open: set[Slot] = set()
+        self.stopping = False
         self.total = 0
 
     def counts(self, method: str) -> bool:
@@ -124,7 +227,10 @@ class StreamGate:
 
     def admit(self, caller: str, origin: str = "") -> Slot:
         """A slot for one more stream of ``caller`` (forwarded on behalf of ``origin``'s
-        callers, or "" for a direct call); Refusal RESOURCE_EXHAUSTED over a limit."""
+        callers, or "" for a direct call); Refusal RESOURCE_EXHAUSTED over a limit, UNAVAILABLE
+        once the node is stopping."""
+        if self.stopping:
+            raise Refusal(grpc.StatusCode.UNAVAILABLE, STOPPING_MESSAGE)
         limits = self.limits
         if self._callers[caller] >= limits.per_caller:
             stalled = self._stalled[caller]
@@ -157,9 +263,12 @@ class StreamGate:
         if origin:
             self._origins[origin] += 1
         self.total += 1
-        return Slot(self, caller, origin)
+        slot = Slot(self, caller, origin)
+        self._open.add(slot)
+        return slot
 
     def _release(self, slot: Slot) -> None:
+        self._open.discard(slot)
         _decrement(self._callers, slot.caller)
         if slot.origin:
             _decrement(self._origins, slot.origin)
@@ -178,10 +287,13 @@ class StreamGate:
         consumer takes it for none of the stall timeout."""
         stall = self.limits.stall_s
         if self._callers[slot.caller] < 2:
-            # The caller's only stream: nobody to take turns with.
+            # The caller's only stream: nobody to take turns with. The write is handed to gRPC
+            # before its first wait: from there on, it reaches the consumer before any status.
+            slot.last = item
             try:
-                async with asyncio.timeout(stall):
-                    await context.write(item)
+                with slot.waiting(write=True):
+                    async with asyncio.timeout(stall):
+                        await context.write(item)
             except TimeoutError:
                 raise Stalled(item) from None
             return
@@ -193,16 +305,39 @@ class StreamGate:
             async with turn:
                 writing = asyncio.ensure_future(context.write(item))
                 await asyncio.wait((writing,), timeout=PARK_S)
+            slot.last = item  # the write has started: handed to gRPC
             if not writing.done():
                 # Parked: the consumer is not taking messages; wait outside the turn.
-                async with asyncio.timeout(max(stall - PARK_S, 0.0)):
-                    await asyncio.shield(writing)
+                with slot.waiting(write=True):
+                    async with asyncio.timeout(max(stall - PARK_S, 0.0)):
+                        await asyncio.shield(writing)
             writing.result()
         except TimeoutError:
             raise Stalled(item) from None
         finally:
             if writing is not None and not writing.done():
                 writing.cancel()
+
+    def stop(self) -> None:
+        """The node is stopping: end the streams that wait, at once; the others at their next
+        wait or message boundary; refuse new ones (see the module)."""
+        self.stopping = True
+        for slot in list(self._open):
+            slot.stop()
+
+    def stopped(self, method: str, slot: Slot) -> Refusal:
+        """The status that ends ``slot``'s stream because the node is stopping."""
+        name = method.rsplit("/", 1)[-1]
+        hint = self._hints.get(method)
+        if slot.last is None or hint is None:
+            how = f"call {name} again with the same request"
+        else:
+            how = hint(slot.last)
+        return Refusal(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{name}: this node is stopping, so it ended the stream; once it is back (in a few "
+            f"seconds, or at another address of the node), {how}",
+        )
 
     def stalled(self, method: str, pending: Any) -> Refusal:
         """The status that ends a stream stalled on ``pending``."""

@@ -5,7 +5,8 @@ platform (checked by the config), a node certificate that does not carry this no
 or chain to the configured root, or a certificate that has expired. Health reports
 NOT_SERVING while the node cannot write to its database (node.storage.StorageMonitor).
 Shutdown reports NOT_SERVING first, so load balancers and peers drain before the port closes,
-and ends the streams peers hold open (UNAVAILABLE: reconnect later) instead of waiting for them.
+and ends the streams peers, agencies and health watchers hold open (UNAVAILABLE: reconnect
+later, resuming where the status says) instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.forward import Forwarder
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
 from gateway.interceptors import GuardInterceptor
 from gateway.ratelimit import AnonymousLimiter
+from gateway.request_limits import RequestChecks, RequestLimits
 from gateway.server import (
     HealthReporter,
     ServerLimits,
@@ -47,7 +49,12 @@ from node.peers import ProvinceLink
 from node.records import Records
 from node.revocation import Revocations
 from node.routing import Router
-from node.servicers import Services, register_join_service, register_services
+from node.servicers import (
+    Services,
+    register_join_service,
+    register_services,
+    service_descriptors,
+)
 from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.storage import Database, StorageMonitor
@@ -140,6 +147,10 @@ class RunningNode:
             await self.join.server.stop(grace)
         if self.stopping is not None:
             self.stopping.set()
+        # Streams that wait end now (UNAVAILABLE, saying where to resume), not after the grace.
+        if self.guard is not None and self.guard.streams is not None:
+            self.guard.streams.stop()
+        await self.health.stop()
         await self.server.stop(grace)
         for guard in (self.guard, self.join.guard if self.join is not None else None):
             if guard is not None:
@@ -222,8 +233,20 @@ async def start_node(config: NodeConfig) -> RunningNode:
             hints=RESUME_HINTS,
         )
         authenticator = Authenticator(root, config.node.trust_domain, revocations.reason_for)
+        requests = RequestChecks(
+            [*service_descriptors(), *infrastructure_services()],
+            RequestLimits(
+                max_request_bytes=min(limits.max_request_bytes, limits.max_message_bytes),
+                max_bulk_request_bytes=limits.max_message_bytes,
+            ),
+        )
         guard = GuardInterceptor(
-            authenticator, sink, verifier, translate=refusal_for, streams=streams
+            authenticator,
+            sink,
+            verifier,
+            translate=refusal_for,
+            streams=streams,
+            requests=requests,
         )
         forwarder = Forwarder(node_tls_files(config))
         server = build_server(guard, _limits(config, max_message_bytes=limits.max_message_bytes))

@@ -167,6 +167,11 @@ class LimitsSection(_Section):
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=2 * 1024 * 1024, le=64 * 1024 * 1024
     )
+    #: The largest request message of every method but the bulk ones (Submit, Compare,
+    #: RegisterResource, UpdateResource, RequestRecordChange, PublishCatalog: those take up to
+    #: max_message_bytes); a larger one is refused RESOURCE_EXHAUSTED before it is parsed
+    #: (gateway.request_limits). At most max_message_bytes in effect.
+    max_request_bytes: int = Field(default=256 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
     #: A connection (on every port) that has not finished its TLS handshake within this long
     #: is closed.

@@ -10,14 +10,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 import pytest
 from google.protobuf import descriptor_pool
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from govnode.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    sharing_pb2,
+    sharing_pb2_grpc,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -25,10 +36,19 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
+from node.catalog_types import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
 from tests.conftest import agency_code
-from tests.nodes import FUZHOU, PUBLIC_SECURITY, entry_of, make_city, make_province
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    FUZHOU,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    entry_of,
+    make_city,
+    make_province,
+)
 from tests.test_cli import govnode
 
 pytestmark = pytest.mark.slow
@@ -260,3 +280,170 @@ async def test_sigterm_with_a_city_connected_ends_its_streams_and_the_city_recon
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+#: 主动推送 to any agency, and a resource an agency applies for (its provider is notified).
+FEED = entry_of(
+    PROVINCE, 11, share_type=ShareType.UNCONDITIONAL, share_methods=(ShareMethod.SUBSCRIBE,)
+)
+APPLIED = entry_of(PROVINCE, 12)
+
+
+M = TypeVar("M", bound=Message)
+
+
+async def _read(call: Any, kind: type[M]) -> M:
+    message = await call.read()
+    assert isinstance(message, kind), message
+    return message
+
+
+async def _ended(call: Any) -> tuple[list[Message], grpc.aio.AioRpcError | None]:
+    """The messages a stream still delivers (at most 100), and the status it ends with (None:
+    it ended OK)."""
+    received = []
+    try:
+        for _ in range(100):
+            message = await call.read()
+            if not isinstance(message, Message):  # the end of the stream
+                break
+            received.append(message)
+    except grpc.aio.AioRpcError as exc:
+        return received, exc
+    return received, None
+
+
+async def _submit(address: str, files: TlsFiles, batch_id: str, keys: list[str]) -> None:
+    async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        yield sharing_pb2.SubmitBatch(
+            resource_code=FEED.resource_code,
+            batch_id=batch_id,
+            records=[common_pb2.Record(values={"tyshxydm": k, "qymc": "某公司"}) for k in keys],
+        )
+
+    async with secure_channel(address, files) as ch:
+        acks = [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches())]
+    assert acks[0].accepted == len(keys), acks
+
+
+async def _apply(address: str, files: TlsFiles) -> None:
+    """An application for APPLIED: its provider is notified (第二十五条)."""
+    not_after = Timestamp()
+    not_after.FromSeconds(int(time.time()) + 30 * 86400)
+    async with secure_channel(address, files) as ch:
+        await access_pb2_grpc.AccessServiceStub(ch).Apply(
+            access_pb2.ApplyRequest(
+                resource_code=APPLIED.resource_code,
+                items=["tyshxydm"],
+                share_methods=[common_pb2.SHARE_METHOD_VERIFY],
+                purpose="核验企业登记信息",
+                legal_basis="《社会组织登记管理条例》",
+                not_after=not_after,
+            )
+        )
+
+
+async def test_sigterm_ends_agency_streams_at_once_saying_where_to_resume(tmp_path: Path) -> None:
+    """An agency subscribed to a resource and caught up, its provider watching notifications,
+    and a health watch: on SIGTERM each stream ends at once with UNAVAILABLE, naming where to
+    resume, instead of holding the stop for its grace period; resumed there after a restart,
+    nothing is missed or sent twice.
+
+    The grace period is 30 s and the node must exit within 15: not a speed test (a stop takes
+    well under a second here), but the line between the two behaviours, with room for a loaded
+    machine."""
+    province = make_province(tmp_path / "province", f"sqlite+aiosqlite:///{tmp_path}/p.db")
+    address = province.config.node.listen
+    provider = province.agency(PUBLIC_SECURITY)
+    consumer = province.agency(CIVIL_AFFAIRS)
+    logs = tmp_path / "province.log"
+    proc = _spawn(province.config_path, logs, {"GOVNODE_LIMITS__SHUTDOWN_GRACE_SECONDS": "30"})
+    try:
+        await _wait_entries(address, provider, 0)
+        async with secure_channel(address, provider) as ch:
+            for entry in (FEED, APPLIED):
+                await catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(
+                    catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
+                )
+        await _submit(address, provider, "b1", ["k1", "k2", "k3"])
+
+        async with (
+            secure_channel(address, consumer) as consumer_ch,
+            secure_channel(address, provider) as provider_ch,
+        ):
+            feed = sharing_pb2_grpc.SharingServiceStub(consumer_ch).Subscribe(
+                sharing_pb2.SubscribeRequest(resource_code=FEED.resource_code), timeout=120
+            )
+            changes = [await _read(feed, sharing_pb2.RecordChange) for _ in range(3)]
+            notices = access_pb2_grpc.AccessServiceStub(provider_ch).WatchNotifications(
+                access_pb2.WatchNotificationsRequest(), timeout=120
+            )
+            await _apply(address, consumer)
+            notice = await _read(notices, access_pb2.Notification)
+            health = health_pb2_grpc.HealthStub(consumer_ch).Watch(
+                health_pb2.HealthCheckRequest(), timeout=120
+            )
+            serving = await _read(health, health_pb2.HealthCheckResponse)
+            # All three are open and waiting: the feed caught up, nothing more to notify.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                assert await asyncio.to_thread(proc.wait, 15) == 0
+            except subprocess.TimeoutExpired:
+                pytest.fail("the node waited for its agencies' streams (grace: 30 s)")
+            (fed, fed_end), (notified, notices_end), (watched, health_end) = [
+                await _ended(call) for call in (feed, notices, health)
+            ]
+        assert [c.sequence for c in changes] == [1, 2, 3]
+        assert serving.status == health_pb2.HealthCheckResponse.SERVING
+        assert fed == [] and notified == []
+        assert watched == [
+            health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        ]
+        for end in (fed_end, notices_end, health_end):
+            assert end is not None and end.code() == grpc.StatusCode.UNAVAILABLE, end
+        assert fed_end is not None and notices_end is not None and health_end is not None
+        assert fed_end.details() == (
+            "Subscribe: this node is stopping, so it ended the stream; once it is back (in a "
+            "few seconds, or at another address of the node), subscribe again with "
+            "after_sequence=3 (the last change sent) to resume with no gap and no duplicate"
+        )
+        assert notices_end.details() == (
+            "WatchNotifications: this node is stopping, so it ended the stream; once it is "
+            "back (in a few seconds, or at another address of the node), watch again with "
+            f"after_id={notice.id} (the last notification sent)"
+        )
+        assert health_end.details() == "this node is stopping; watch again once it is back"
+        stopping = [json.loads(line) for line in logs.read_text().splitlines()]
+        assert any(e.get("event") == "node_stopped" for e in stopping)
+
+        # Back again: resumed where the node said, each stream gets what followed, once.
+        proc = _spawn(province.config_path, logs)
+        await _wait_entries(address, provider, 2)
+        await _submit(address, provider, "b2", ["k4"])
+        await _apply(address, consumer)
+        async with (
+            secure_channel(address, consumer) as consumer_ch,
+            secure_channel(address, provider) as provider_ch,
+        ):
+            resumed = sharing_pb2_grpc.SharingServiceStub(consumer_ch).Subscribe(
+                sharing_pb2.SubscribeRequest(resource_code=FEED.resource_code, after_sequence=3),
+                timeout=30,
+            )
+            following = await _read(resumed, sharing_pb2.RecordChange)
+            resumed.cancel()
+            watched_again = access_pb2_grpc.AccessServiceStub(provider_ch).WatchNotifications(
+                access_pb2.WatchNotificationsRequest(after_id=notice.id), timeout=30
+            )
+            next_notice = await _read(watched_again, access_pb2.Notification)
+            watched_again.cancel()
+        assert (following.sequence, dict(following.key)) == (4, {"tyshxydm": "k4"})
+        assert next_notice.id > notice.id
+        assert next_notice.kind == notice.kind == access_pb2.NOTIFICATION_KIND_APPLICATION_RECEIVED
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -48,7 +48,7 @@ from tests.test_exchange_federation import MANY as COND_MANY
 from tests.test_exchange_federation import audited as audited_at
 from tests.test_exchange_federation import company as cond_company
 from tests.test_exchange_federation import submit as submit_at
-from tests.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, register
+from tests.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register
 
 Province = tuple[ProvinceSetup, RunningNode]
 
@@ -320,3 +320,66 @@ async def test_a_routed_stream_not_read_ends_at_every_hop_and_resumes_without_ga
         received += await read_changes(resumed, COND_MANY - last)
         resumed.cancel()
     assert [c.sequence for c in received] == list(range(1, COND_MANY + 1))
+
+
+async def test_stopping_ends_streams_waiting_on_their_consumer_or_caller_at_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A Subscribe whose consumer stopped reading (its writes wait on flow control) and a
+    Submit waiting for the provider's next batch: stopping the node ends both at once with
+    UNAVAILABLE, saying where to resume, instead of waiting out a 30 s grace period. The change
+    whose write was waiting reaches the consumer before the status, and resuming after it
+    loses nothing.
+
+    The stop must return within 15 s: not a speed test (it takes well under a second here),
+    but the line between ending the streams and waiting for them."""
+    setup = with_submit_updates(make_province(tmp_path / "province", db_url), "apply")
+    node = await start(setup)
+    try:
+        await register(setup, node, COMPANIES)
+        provider = agency(setup, MARKET_REGULATION)
+        await feed(node, provider, "c-1", [company(n) for n in range(MANY)])
+        never = asyncio.Event()
+
+        async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+            yield batch(CODE, "c-2", [company(0, status="注销")])
+            await never.wait()  # the provider keeps its stream open, with nothing to send
+
+        async with (
+            unread_channel(node, agency(setup, CIVIL_AFFAIRS)) as unread,
+            channel(node, provider, timeout=30) as ch,
+        ):
+            call = subscribe(unread, 0)  # the whole feed: far more than its window holds
+            await asyncio.wait_for(call.initial_metadata(), WAIT_S)
+            submitting = sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches())
+            ack = await asyncio.wait_for(submitting.read(), WAIT_S)
+            assert isinstance(ack, sharing_pb2.SubmitAck) and ack.accepted == 1
+            try:
+                await asyncio.wait_for(node.stop(grace=30), 15)
+            except TimeoutError:
+                pytest.fail("the stopping node waited for its streams (grace: 30 s)")
+            received, status = await read_to_the_end(call, MANY + 1)
+            with pytest.raises(grpc.aio.AioRpcError) as submit_end:
+                await asyncio.wait_for(submitting.read(), WAIT_S)
+        assert status.code() is grpc.StatusCode.UNAVAILABLE
+        last = received[-1].sequence
+        assert 0 < last < MANY
+        assert (status.details() or "") == (
+            "Subscribe: this node is stopping, so it ended the stream; once it is back (in a "
+            "few seconds, or at another address of the node), subscribe again with "
+            f"after_sequence={last} (the last change sent) to resume with no gap and no duplicate"
+        )
+        assert submit_end.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "read the acknowledgements, then resend on a new stream every batch not " in (
+            submit_end.value.details() or ""
+        )
+
+        node = await start(setup)
+        async with channel(node, agency(setup, CIVIL_AFFAIRS), timeout=30) as ch:
+            resumed = subscribe(ch, last)
+            received += await read_changes(resumed, MANY + 1 - last)
+            resumed.cancel()
+        # 1 .. MANY from the first batch, MANY + 1 the second batch's change, each once.
+        assert [c.sequence for c in received] == list(range(1, MANY + 2))
+    finally:
+        await node.stop(grace=0)

@@ -22,6 +22,7 @@ from gateway.auth import current_peer
 from gateway.identity import IdentityError, parse_spiffe
 from gateway.interceptors import add_audit_detail
 from gateway.quote import quote
+from gateway.streams import idle
 from node import paging
 from node.access import Application, ApplicationStatus, Decision, Draft, Grant, Review
 from node.access_store import Applications, region_of_id
@@ -392,5 +393,6 @@ class AccessServicer:
                 continue
             remaining = context.time_remaining() if context is not None else None
             wait = self._poll_s if remaining is None else min(self._poll_s, max(remaining, 0.01))
-            with contextlib.suppress(TimeoutError):
+            # Nothing new: a stopping node ends the stream here (gateway.streams).
+            with idle(), contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=wait)

@@ -40,6 +40,7 @@ from govnode.v1 import common_pb2, sharing_pb2
 from gateway.auth import current_peer
 from gateway.identity import Identity
 from gateway.interceptors import add_audit_detail
+from gateway.streams import idle
 from node.catalog import Catalog
 from node.catalog_types import ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument
@@ -114,10 +115,16 @@ class SharingStreamServicer:
         caller cancelled) cancels the forwarded call."""
         assert self._router is not None
         relayed = 0
+        messages = self._router.stream(
+            entry, method, request, response_type, context, open_ended=True
+        )
         try:
-            async for message in self._router.stream(
-                entry, method, request, response_type, context, open_ended=True
-            ):
+            while True:
+                with idle():  # waiting on the owner: a stopping node ends the stream here
+                    try:
+                        message = await anext(messages)
+                    except StopAsyncIteration:
+                        return
                 relayed += 1
                 yield message
         finally:
@@ -213,7 +220,8 @@ class SharingStreamServicer:
                     add_audit_detail(**sent)
                     recheck = False
                     continue  # read on until caught up
-                woken = await _first_set(signals, self._wait_time(context))
+                with idle():  # caught up: a stopping node ends the stream here (gateway.streams)
+                    woken = await _first_set(signals, self._wait_time(context))
                 # Timed out: look in the database (other processes' writes) and ask for access
                 # again (a grant may have ended); the catalog changed: ask for access again.
                 recheck = woken is None

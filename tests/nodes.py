@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import grpc
 import grpc.aio
 import pytest
 from cryptography import x509
 from govnode.v1 import access_pb2, access_pb2_grpc, catalog_pb2, catalog_pb2_grpc, common_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.channel import secure_channel
 from gateway.identity import Role
@@ -347,3 +352,52 @@ async def federation(
     finally:
         for member in reversed(fed.members):
             await member.stop()
+
+
+#: The `govnode` command as a process of its own, from this checkout's interpreter.
+GOVNODE = [sys.executable, "-c", "from node.cli import main; main()"]
+
+
+def serve_process(
+    config: Path,
+    *,
+    stderr: int | IO[bytes] = subprocess.PIPE,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] = GOVNODE,
+) -> subprocess.Popen[bytes]:
+    """`govnode serve --config CONFIG` as a process of its own, logging JSON lines to
+    ``stderr``; ``env`` adds to the environment (GOVNODE_... overrides)."""
+    return subprocess.Popen(
+        [*command, "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env={**os.environ, "GOVNODE_LOG__FORMAT": "json", **(env or {})},
+    )
+
+
+def stock_channel(address: str, bundle: Path) -> grpc.Channel:
+    """What any agency system would do with the three PEM files, and nothing of ours."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(bundle / "ca.crt").read_bytes(),
+        private_key=(bundle / "client.key").read_bytes(),
+        certificate_chain=(bundle / "client.crt").read_bytes(),
+    )
+    return grpc.secure_channel(address, creds)
+
+
+def wait_serving(address: str, bundle: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"govnode serve exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        with stock_channel(address, bundle) as ch:
+            try:
+                reply = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("node did not report SERVING within 30 s")

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from node.config import NodeConfig, load_config
 from node.errors import InvalidArgument
 from node.provision import provision_province
 from node.storage import Database
+from tests.nodes import GOVNODE
 
 AGENCY = "spiffe://350000.fujian.gov.cn/agency/11350000003591001X"
 OTHER = "spiffe://350000.fujian.gov.cn/agency/11350000003591002X"
@@ -339,7 +339,6 @@ async def test_query_filters_and_pages(audit: AuditLog) -> None:
 # --- govnode audit ------------------------------------------------------------------------
 
 # `govnode audit` as an operator runs it.
-GOVNODE = [sys.executable, "-c", "from node.cli import main; main()"]
 ENV = {**os.environ, "GOVNODE_LOG__FORMAT": "json"}
 
 

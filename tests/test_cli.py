@@ -6,15 +6,12 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from node.demo import free_port
-from tests.nodes import enable_join, make_province
-
-GOVNODE = [sys.executable, "-c", "from node.cli import main; main()"]
+from tests.nodes import GOVNODE, enable_join, make_province
 
 
 def govnode(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,10 +5,7 @@ cannot run is refused by name."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -45,8 +42,15 @@ from node.patterns import (
     translate,
 )
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel, make_province
-from tests.test_serve_process import wait_serving
+from tests.nodes import (
+    CIVIL_AFFAIRS,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    channel,
+    make_province,
+    serve_process,
+    wait_serving,
+)
 
 BACKTRACKING = r"^(a+)+$"
 #: Exponential for a backtracking engine: ``re`` needs about 1 s for 24 a's and a "!",
@@ -72,19 +76,7 @@ def served(tmp_path: Path, db_url: str) -> Iterator[Served]:
     setup = make_province(tmp_path / "province", db_url)
     provider = setup.agency(PUBLIC_SECURITY, "福建省公安厅")
     consumer = setup.agency(CIVIL_AFFAIRS, "福建省民政厅")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from node.cli import main; main()",
-            "serve",
-            "--config",
-            str(setup.config_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "GOVNODE_LOG__FORMAT": "json"},
-    )
+    proc = serve_process(setup.config_path)
     try:
         wait_serving(setup.config.node.listen, provider.key.parent, proc)
         yield Served(setup, setup.config.node.listen, provider, consumer)

@@ -5,8 +5,6 @@ needs is refused INVALID_ARGUMENT naming it, both before the message is parsed."
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -40,8 +38,9 @@ from tests.nodes import (
     ProvinceSetup,
     channel,
     make_province,
+    serve_process,
+    wait_serving,
 )
-from tests.test_serve_process import wait_serving
 
 Province = tuple[ProvinceSetup, RunningNode]
 CODE = "350000-3-000001"
@@ -94,20 +93,8 @@ def served(tmp_path: Path, db_url: str) -> Iterator[Served]:
         "write_requests(sys.argv.pop(1), sys.argv.pop(1)); "
         "from node.cli import main; main()"
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            launch,
-            str(hostile),
-            CODE,
-            "serve",
-            "--config",
-            str(setup.config_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "GOVNODE_LOG__FORMAT": "json"},
+    proc = serve_process(
+        setup.config_path, command=[sys.executable, "-c", launch, str(hostile), CODE]
     )
     try:
         wait_serving(setup.config.node.listen, provider.key.parent, proc)

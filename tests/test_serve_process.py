@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,38 +46,13 @@ from tests.nodes import (
     entry_of,
     make_city,
     make_province,
+    serve_process,
+    stock_channel,
+    wait_serving,
 )
 from tests.test_cli import govnode
 
 pytestmark = pytest.mark.slow
-
-
-def stock_channel(address: str, bundle: Path) -> grpc.Channel:
-    """What any agency system would do with the three PEM files, and nothing of ours."""
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=(bundle / "ca.crt").read_bytes(),
-        private_key=(bundle / "client.key").read_bytes(),
-        certificate_chain=(bundle / "client.crt").read_bytes(),
-    )
-    return grpc.secure_channel(address, creds)
-
-
-def wait_serving(address: str, bundle: Path, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"govnode serve exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        with stock_channel(address, bundle) as ch:
-            try:
-                reply = health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-        time.sleep(0.2)
-    raise AssertionError("node did not report SERVING within 30 s")
 
 
 @pytest.fixture
@@ -99,19 +72,7 @@ def served(tmp_path: Path, db_url: str) -> Iterator[tuple[Path, str, subprocess.
         bundle,
     )
     assert result.returncode == 0, result.stderr
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from node.cli import main; main()",
-            "serve",
-            "--config",
-            str(setup.config_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "GOVNODE_LOG__FORMAT": "json"},
-    )
+    proc = serve_process(setup.config_path)
     try:
         wait_serving(setup.config.node.listen, bundle, proc)
         yield setup.config_path, setup.config.node.listen, proc
@@ -190,19 +151,7 @@ def test_sigterm_reports_not_serving_then_exits_cleanly(
 
 def _spawn(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from node.cli import main; main()",
-                "serve",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-            env={**os.environ, "GOVNODE_LOG__FORMAT": "json", **(env or {})},
-        )
+        return serve_process(config, stderr=out, env=env)
 
 
 async def _entries(address: str, files: TlsFiles) -> int:

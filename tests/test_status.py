@@ -4,7 +4,6 @@ runs it (a subprocess) against real nodes on loopback."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -12,10 +11,9 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc
 
 from node.servicers.convert import entry_to_proto
 from tests.conftest import NewDatabaseUrl, agency_code, make_entry
-from tests.nodes import channel, make_city, make_province, start
+from tests.nodes import GOVNODE, channel, make_city, make_province, start
 from tests.test_federation_revocation import fast
 
-GOVNODE = [sys.executable, "-c", "from node.cli import main; main()"]
 PROVINCE, FUZHOU, XIAMEN = "350000", "350100", "350200"
 
 

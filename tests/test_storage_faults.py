@@ -15,12 +15,10 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 import resource
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -50,6 +48,7 @@ from tests.nodes import (
     ProvinceSetup,
     channel,
     make_province,
+    serve_process,
     start,
 )
 from tests.test_cli import govnode
@@ -320,19 +319,7 @@ class ServedNode:
     file: the file-size limit applies to every file the node writes)."""
 
     def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from node.cli import main; main()",
-                "serve",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "GOVNODE_LOG__FORMAT": "json", **env},
-        )
+        self.proc = serve_process(config, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

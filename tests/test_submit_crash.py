@@ -4,10 +4,8 @@ no batch twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from gateway.tls import TlsFiles
 from node.codes import make_credit_code
 from node.examples import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
-from tests.nodes import MARKET_REGULATION, make_province
+from tests.nodes import MARKET_REGULATION, make_province, serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -31,19 +29,7 @@ BATCHES, PER_BATCH = 40, 100
 
 
 def spawn(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from node.cli import main; main()",
-            "serve",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "GOVNODE_LOG__FORMAT": "json"},
-    )
+    return serve_process(config, stderr=subprocess.DEVNULL)
 
 
 async def wait_serving(address: str, files: TlsFiles) -> None:

@@ -82,6 +82,16 @@ def make_identity(region: str, trust_domain: str, role: Role, subject: str = "")
     return Identity(region, trust_domain, role, subject)
 
 
+def provider_identity(region: str, trust_domain: str, provider_code: str) -> str:
+    """The SPIFFE ID of a resource's provider agency (where its notifications go)."""
+    return f"spiffe://{region}.{trust_domain}/agency/{provider_code}"
+
+
+def authority_identity(region: str, trust_domain: str) -> str:
+    """The SPIFFE ID of a region's data management authority (数据管理机构)."""
+    return f"spiffe://{region}.{trust_domain}/authority"
+
+
 def parse_spiffe(uri: str) -> Identity:
     """Parse a SPIFFE URI into an :class:`Identity`, or raise :class:`IdentityError`."""
     if not uri.startswith("spiffe://"):

@@ -145,16 +145,6 @@ class Review:
 # --- parties --------------------------------------------------------------------------------
 
 
-def provider_identity(region: str, trust_domain: str, provider_code: str) -> str:
-    """The SPIFFE ID of a resource's provider agency (where its notifications go)."""
-    return f"spiffe://{region}.{trust_domain}/agency/{provider_code}"
-
-
-def authority_identity(region: str, trust_domain: str) -> str:
-    """The SPIFFE ID of a region's data management authority (数据管理机构)."""
-    return f"spiffe://{region}.{trust_domain}/authority"
-
-
 def is_party_provider(caller: Identity, provider_code: str, region: str, probe: bool) -> bool:
     return (
         not probe

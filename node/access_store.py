@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.identity import Identity, Role
+from gateway.identity import Identity, Role, authority_identity, provider_identity
 from gateway.quote import quote_each
 from node import paging
 from node.access import (
@@ -35,11 +35,9 @@ from node.access import (
     Grant,
     Review,
     application_from_row,
-    authority_identity,
     check_reviewer,
     grant_from_row,
     may_see,
-    provider_identity,
 )
 from node.catalog_requests import check_request_id
 from node.catalog_types import ResourceEntry, ResourceStatus, ShareType

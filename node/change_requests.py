@@ -28,9 +28,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.identity import Identity, IdentityError, Role, parse_spiffe
+from gateway.identity import Identity, IdentityError, Role, authority_identity, parse_spiffe
 from gateway.quote import quote
-from node.access import Decision, authority_identity, check_reviewer, may_see
+from node.access import Decision, check_reviewer, may_see
 from node.access_store import MAX_TEXT, _page, _token
 from node.catalog import Catalog
 from node.catalog_requests import check_request_id

@@ -28,7 +28,7 @@ from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied, U
 from node.models import FederationMemberRow, InvitationRow
 from node.pki import KeyPair, PkiError, check_ca_csr, check_node_csr, serial_hex, sign_intermediate
 from node.storage import Database
-from node.validation import CST
+from node.times import CST
 
 TOKEN_PREFIX = "gvi1_"  # noqa: S105 (a marker, not a secret)
 DEFAULT_TTL = dt.timedelta(hours=24)

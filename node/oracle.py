@@ -47,8 +47,7 @@ from collections.abc import Iterable, Mapping
 
 import structlog
 
-from gateway.identity import Identity
-from node.access import authority_identity, provider_identity
+from gateway.identity import Identity, authority_identity, provider_identity
 from node.catalog_types import ResourceEntry
 from node.config import OracleSection
 from node.errors import ResourceExhausted
@@ -57,7 +56,7 @@ from node.notifications import NotificationKind, Notifications
 from node.oracle_store import PRUNE_SECONDS, Decision, OracleBudgets, available_tokens
 from node.policy import is_provider
 from node.storage import Database
-from node.validation import CST
+from node.times import CST
 
 log = structlog.get_logger("govnode.oracle")
 

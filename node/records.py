@@ -36,10 +36,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
-from gateway.identity import Identity, Role
+from gateway.identity import Identity, Role, authority_identity
 from gateway.quote import quote
 from node import paging
-from node.access import authority_identity
 from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -99,7 +98,8 @@ from node.records_types import (
     VerifyOutcome,
 )
 from node.storage import Database, utc_now
-from node.validation import CST, RecordSchema, schema_for
+from node.times import CST
+from node.validation import RecordSchema, schema_for
 
 __all__ = [
     "CYCLE_ALLOWANCE",

@@ -37,7 +37,8 @@ from node.records_types import (
     SubmitBatch,
     TemporaryCollection,
 )
-from node.validation import CST, MAX_CHECK_SECONDS, RecordSchema
+from node.times import CST
+from node.validation import MAX_CHECK_SECONDS, RecordSchema
 
 RECORD = SQLModel.metadata.tables["record"]
 VERSION = SQLModel.metadata.tables["record_version"]

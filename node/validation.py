@@ -64,9 +64,9 @@ from node.patterns import (
     compile_pattern,
     quote_pattern,
 )
+from node.times import CST
 
 __all__ = [
-    "CST",
     "MAX_CHECK_SECONDS",
     "ItemCheck",
     "RecordSchema",
@@ -77,9 +77,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-#: China Standard Time, the zone of a datetime written without an offset.
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 #: CPU seconds checking one Submit batch or one record change may take (the checking
 #: thread's own time, time.thread_time, so load elsewhere does not count): 10,000 ordinary

@@ -42,7 +42,7 @@ from node.oracle import OracleGuard
 from node.servicers.convert import entry_to_proto
 from node.servicers.status import RETRY_AFTER_KEY, trailing_metadata_for
 from node.storage import Database
-from node.validation import CST
+from node.times import CST
 from tests.conftest import agency_code, item
 from tests.nodes import (
     CIVIL_AFFAIRS,

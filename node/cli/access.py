@@ -26,7 +26,7 @@ from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.notifications import Notifications
 from node.storage import Database
-from node.validation import CST
+from node.times import CST
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from node.audit import MAX_QUERY_LIMIT, AuditLog, AuditRecord
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.storage import Database
-from node.validation import CST
+from node.times import CST
 
 app = typer.Typer(
     help=(

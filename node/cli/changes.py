@@ -30,7 +30,7 @@ from node.errors import DomainError
 from node.notifications import Notifications
 from node.records import Records
 from node.storage import Database
-from node.validation import CST
+from node.times import CST
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from govnode.v1 import federation_pb2, federation_pb2_grpc
 from gateway.channel import secure_channel
 from node.app import node_tls_files
 from node.cli._common import CONFIG_OPTION, echo, load
-from node.validation import CST
+from node.times import CST
 
 MODES = {
     federation_pb2.NODE_MODE_PROVINCE: "province",

@@ -6,9 +6,9 @@ Verify requests for records the bench submitted without being sent the data.
 
 from __future__ import annotations
 
-from node.catalog_types import ResourceEntry
+from node.catalog import ResourceEntry
 from node.codes import make_credit_code
-from node.examples import EXAMPLES_DIR, load_example_catalog
+from node.demo import EXAMPLES_DIR, load_example_catalog
 
 #: The example catalog's unconditionally shared resource (无条件共享), so any registered agency
 #: may Verify against it without a grant.

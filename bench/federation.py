@@ -1,8 +1,8 @@
 """A three-node federation for the routed-Verify scenario: the province, 福州 (350100) and
 厦门 (350200), each ``govnode serve`` in a process of its own.
 
-The cities are admitted by file, as the tests do (:func:`node.provision.prepare_city` then
-:func:`node.provision.admit_city`); the province learns where they listen from
+The cities are admitted by file, as the tests do (:func:`node.pki.prepare_city` then
+:func:`node.pki.admit_city`); the province learns where they listen from
 ``[federation] peers`` (file-admitted cities have no federation_member row), and every node
 heartbeats every second so the federation is healthy soon after it starts. A 福州 agency
 registers 法人单位基础信息 under a 福州 code (:data:`RESOURCE_CODE`, unconditionally shared);
@@ -30,9 +30,9 @@ from gateway.identity import Role
 from gateway.tls import TlsFiles
 from node.codes import make_credit_code
 from node.config import load_config
-from node.examples import EXAMPLES_DIR, load_example_catalog
+from node.demo import EXAMPLES_DIR, load_example_catalog
+from node.pki import admit_city, issue_client, prepare_city, provision_province
 from node.ports import free_port
-from node.provision import admit_city, issue_client, prepare_city, provision_province
 from node.servicers.convert import entry_to_proto
 
 PROVINCE, FUZHOU, XIAMEN = "350000", "350100", "350200"

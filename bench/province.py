@@ -27,8 +27,8 @@ from gateway.channel import secure_channel
 from gateway.identity import Role
 from gateway.tls import TlsFiles
 from node.config import NodeConfig, load_config
+from node.pki import issue_client, provision_province
 from node.ports import free_port
-from node.provision import issue_client, provision_province
 from node.servicers.convert import entry_to_proto
 
 #: How long the node may take to report SERVING (migrations, key loading).

@@ -43,7 +43,7 @@ def cut(value: str, limit: int) -> str:
 
 def bounded(record: CallRecord) -> CallRecord:
     """``record`` with every caller-influenced field within its bound, as the guard hands it to
-    the sink: what the node hashes and stores is exactly this (node.audit applies the same
+    the sink: what the node hashes and stores is exactly this (node.audit._log applies the same
     bounds, so they leave it unchanged)."""
     return dataclasses.replace(
         record,

@@ -36,19 +36,13 @@ from gateway.server import (
 )
 from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
-from node.assertion_nonces import AssertionNonces
-from node.audit import AuditLog
-from node.audit_hook import NodeAuditSink
+from node.audit import AuditLog, NodeAuditSink
 from node.catalog import Catalog
-from node.catalog_sync import CitySync
+from node.clients import CitySync
 from node.config import Mode, NodeConfig
-from node.federation_sync import CatalogExchange
-from node.notifications import Notifications
-from node.oracle import OracleGuard
-from node.peers import ProvinceLink
+from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
+from node.pki import Revocations
 from node.records import Records
-from node.revocation import Revocations
-from node.routing import Router
 from node.servicers import (
     Services,
     register_join_service,
@@ -57,6 +51,7 @@ from node.servicers import (
 )
 from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
+from node.sharing import Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
 
 log = structlog.get_logger("govnode.node")

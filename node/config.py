@@ -163,7 +163,7 @@ class GovernanceSection(_Section):
 
 
 class LimitsSection(_Section):
-    #: At least 2 MiB: a Submit ack may take up to about 1.9 MB (node.records_rejections).
+    #: At least 2 MiB: a Submit ack may take up to about 1.9 MB (node.records._rejections).
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=2 * 1024 * 1024, le=64 * 1024 * 1024
     )
@@ -191,15 +191,16 @@ class LimitsSection(_Section):
 
 
 class OracleSection(_Section):
-    """Verify oracle protection (node.oracle, 第三十七条): limits per caller and resource, kept
-    in the node's database (tables oracle_budget and oracle_key), so they hold across restarts
-    and are shared by every process of the node behind one load balancer. 0 turns a limit off.
+    """Verify oracle protection (node.sharing._oracle, 第三十七条): limits per caller and resource,
+    kept in the node's database (tables oracle_budget and oracle_key), so they hold across
+    restarts and are shared by every process of the node behind one load balancer. 0 turns a
+    limit off.
 
     Every process of one node must use the same values: each admission applies the limits of
     the process that answers it to the shared budget."""
 
     #: Verify calls per minute (a token bucket: bursts up to this many, refilled evenly by the
-    #: wall clock; see node.oracle on clocks).
+    #: wall clock; see node.sharing._oracle on clocks).
     verify_per_minute: int = Field(default=600, ge=0, le=1_000_000)
     #: Verify calls per day (China Standard Time day, reset at 00:00).
     verify_per_day: int = Field(default=20_000, ge=0, le=100_000_000)
@@ -216,7 +217,7 @@ class OracleSection(_Section):
     @classmethod
     def _retired_keys(cls, data: Any) -> Any:
         # max_tracked bounded the in-memory budgets of govnode before migration 0012; the
-        # database now bounds itself (node.oracle_store). Files `govnode init` wrote then still
+        # database now bounds itself (node.sharing._budgets). Files `govnode init` wrote then still
         # carry it: accept and ignore it, so an upgraded node starts with its old config.
         if isinstance(data, dict) and "max_tracked" in data:
             data = {k: v for k, v in data.items() if k != "max_tracked"}

@@ -1,7 +1,7 @@
 """Database tables (SQLModel, ``table=True``).
 
 Rows are storage, not domain objects: the catalog service turns them into
-``node.catalog_types`` values. Every datetime column is :class:`UTCDateTime`, so values come
+``node.catalog._types`` values. Every datetime column is :class:`UTCDateTime`, so values come
 back timezone-aware in UTC on SQLite and PostgreSQL alike. The schema itself is created by
 migrations (node/migrations), never by ``metadata.create_all``; ``tests/test_storage.py``
 checks the two agree.
@@ -160,7 +160,7 @@ class AuditRecordRow(SQLModel, table=True):
 
 
 # --- records (汇聚, 第二十一条; 共享, 第二十六条) -------------------------------------------
-# Written with SQLAlchemy Core in bulk by node.records, so the row classes are mostly schema.
+# Written with SQLAlchemy Core in bulk by node.records._store, so the row classes are mostly schema.
 # The values column is ``item_values``, not ``values``: ``Table.c.values`` is a method of
 # SQLAlchemy's column collection, and VALUES is an SQL keyword.
 
@@ -172,7 +172,7 @@ class RecordRow(SQLModel, table=True):
     """The current version of one record of a resource, keyed by its key items' values.
 
     ``record_key`` is the canonical JSON array of the key values in catalog item order;
-    ``item_values`` the whole record in canonical form (node.validation). Never deleted.
+    ``item_values`` the whole record in canonical form (node.records._validation). Never deleted.
     """
 
     __tablename__ = "record"
@@ -246,7 +246,7 @@ class SubmitBatchRow(SQLModel, table=True):
     at: dt.datetime = Field(sa_type=UTCDateTime)
     #: JSON [[index, change request id], ...]: records held for approval (第四十一条).
     held: str | None = Field(default=None, sa_type=Text)
-    #: SHA-256 (hex) of the batch's content (node.records_submit.batch_digest): a resend of
+    #: SHA-256 (hex) of the batch's content (node.records._submit.batch_digest): a resend of
     #: the batch id with other content is refused. NULL for batches stored before migration
     #: 0014, whose resends stay duplicates whatever they hold.
     content_digest: str | None = Field(default=None, max_length=64)
@@ -450,12 +450,13 @@ class ChangeRequestRow(SQLModel, table=True):
 
 
 # --- Verify oracle protection (防止越权使用, 第三十七条) ---------------------------------------
-# Written by node.oracle_store in single SQL statements whose arithmetic runs in the database,
+# Written by node.sharing._budgets in single SQL statements whose arithmetic runs in the database,
 # so instants are float seconds since the Unix epoch (UTC by definition) rather than
 # UTCDateTime: "refilled_at + elapsed * rate" is then the same expression on SQLite and
-# PostgreSQL. Rows are pruned by node.oracle_store once they say nothing a missing row would not.
+# PostgreSQL. Rows are pruned by node.sharing._budgets once they say nothing a missing row
+# would not.
 
-KEY_DIGEST_LEN = 24  # hex of the 12-byte node.oracle.key_digest
+KEY_DIGEST_LEN = 24  # hex of the 12-byte node.sharing._oracle.key_digest
 
 
 class OracleBudgetRow(SQLModel, table=True):

@@ -28,8 +28,8 @@ from conformance.session import Options
 from node.app import RunningNode
 from node.cli import app as cli_app
 from node.config import NodeConfig
-from node.demo import free_port
-from node.revocation import Revocations, normalise_serial
+from node.demo._main import free_port
+from node.pki import Revocations, normalise_serial
 from node.storage import Database
 from tests.nodes import ProvinceSetup, link_peers, make_city, make_province, start
 

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import make_url
 
 from gateway.identity import Identity, Role
-from node.catalog_types import (
+from node.catalog import (
     Classification,
     DataItem,
     DataType,

@@ -25,20 +25,22 @@ from gateway.channel import secure_channel
 from gateway.identity import Role
 from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
-from node.catalog_types import ResourceEntry
+from node.catalog import ResourceEntry
 from node.codes import make_credit_code
 from node.config import NodeConfig, load_config
-from node.demo import free_port
-from node.pki import KeyPair, issue_leaf
-from node.pki_files import load_certs, write_client_bundle
-from node.provision import (
+from node.demo._main import free_port
+from node.pki import (
+    KeyPair,
     admit_city,
     issue_authority,
     issue_client,
+    load_certs,
     prepare_city,
     provision_province,
     region_ca,
 )
+from node.pki._ca import issue_leaf
+from node.pki._files import write_client_bundle
 from node.servicers.convert import entry_to_proto
 from tests.conftest import NewDatabaseUrl, agency_code, make_entry
 

@@ -30,7 +30,7 @@ from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
-from node.catalog_types import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
+from node.catalog import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
 from tests.conftest import item
 from tests.nodes import (

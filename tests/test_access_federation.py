@@ -15,7 +15,7 @@ import pytest
 from govnode.v1 import access_pb2
 
 from node.app import node_tls_files
-from node.catalog_types import ShareMethod
+from node.catalog import ShareMethod
 from tests.conftest import NewDatabaseUrl, agency_code
 from tests.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, entry_of, federation
 from tests.test_access import (

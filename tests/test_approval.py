@@ -21,7 +21,7 @@ from conformance.runner import run
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.app import node_tls_files
-from node.pki_files import load_certs
+from node.pki import load_certs
 from tests.conformance_targets import Platform, platform
 from tests.conftest import NewDatabaseUrl
 from tests.nodes import make_city

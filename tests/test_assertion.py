@@ -13,9 +13,8 @@ from govnode.v1 import common_pb2, sharing_pb2
 from gateway.assertion import AssertionVerifier, UntrustedAssertion, make_assertion
 from gateway.identity import Identity, Role, make_identity
 from node.codes import make_credit_code
-from node.pki import create_intermediate, create_root_ca, generate_key, issue_leaf
-from node.pki_files import load_keypair
-from node.provision import provision_province
+from node.pki import load_keypair, provision_province
+from node.pki._ca import create_intermediate, create_root_ca, generate_key, issue_leaf
 
 TD = "fujian.gov.cn"
 

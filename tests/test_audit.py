@@ -17,19 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, text
 
-from node import audit as audit_module
-from node.audit import (
-    GENESIS_HASH,
-    AuditEntry,
-    AuditLog,
-    AuditLogClosed,
-    AuditWriteFailed,
-    Operation,
-    request_digest,
-)
+from node.audit import AuditLog, AuditLogClosed, AuditWriteFailed, Operation
+from node.audit import _log as audit_module
+from node.audit._log import GENESIS_HASH, AuditEntry, request_digest
 from node.config import NodeConfig, load_config
 from node.errors import InvalidArgument
-from node.provision import provision_province
+from node.pki import provision_province
 from node.storage import Database
 from tests.nodes import GOVNODE
 

@@ -36,7 +36,7 @@ from govnode.v1 import (
 
 from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
-from node.catalog_types import ShareMethod, ShareType
+from node.catalog import ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
 from tests.nodes import (
     CIVIL_AFFAIRS,

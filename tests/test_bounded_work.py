@@ -22,15 +22,8 @@ from govnode.v1 import (
 )
 
 from node.app import RunningNode
-from node.catalog_types import (
-    MAX_ENUM_VALUES,
-    DataItem,
-    DataType,
-    ResourceEntry,
-    ShareMethod,
-    ShareType,
-    ValidationRule,
-)
+from node.catalog import DataItem, DataType, ResourceEntry, ShareMethod, ShareType, ValidationRule
+from node.catalog._types import MAX_ENUM_VALUES
 from node.servicers.convert import entry_to_proto
 from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel
 

@@ -14,8 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from structlog.testing import capture_logs
 
 from gateway.identity import Identity, Role
-from node.catalog import Catalog
-from node.catalog_types import (
+from node.catalog import (
+    Catalog,
     ChangeKind,
     Classification,
     DataItem,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.demo import free_port
+from node.demo._main import free_port
 from tests.nodes import GOVNODE, enable_join, make_province
 
 

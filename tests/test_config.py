@@ -117,7 +117,7 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
     text = province_toml(**{"sqlite+aiosqlite:///node.db": "mysql://x"})
     with pytest.raises(ConfigError, match=r"storage\.url"):
         load_config(write(tmp_path, text))
-    # Below 2 MiB a Submit ack could no longer be sent (node.records_rejections).
+    # Below 2 MiB a Submit ack could no longer be sent (node.records._rejections).
     text = province_toml(**{"max_message_bytes = 4194304": "max_message_bytes = 1048576"})
     with pytest.raises(ConfigError, match=r"limits\.max_message_bytes"):
         load_config(write(tmp_path, text))

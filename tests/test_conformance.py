@@ -24,7 +24,7 @@ from conformance.runner import run
 from conformance.suite import all_cases
 from gateway.tls import server_credentials
 from node.app import node_tls_files
-from node.demo import free_port
+from node.demo._main import free_port
 from tests.conformance_targets import (
     Platform,
     front,
@@ -152,7 +152,7 @@ def assertions_trusted(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
 def _serve_share_type(monkeypatch: pytest.MonkeyPatch, share_type: str) -> None:
     """authorize() lets anyone use resources of ``share_type`` by any method."""
     import node.servicers.sharing as sharing
-    from node.policy import Access
+    from node.sharing._policy import Access
 
     original: Callable[..., Access] = getattr(sharing, "authorize")  # noqa: B009
 
@@ -174,19 +174,19 @@ def serves_conditional(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
 
 
 def no_masking(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
-    import node.records_query
+    import node.records._query
 
-    monkeypatch.setattr(node.records_query, "mask", lambda value, rule: value)
+    monkeypatch.setattr(node.records._query, "mask", lambda value, rule: value)
 
 
 def no_audit(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
     """Calls are answered but never written to the audit log."""
-    import node.audit
+    import node.audit._log
 
     async def drop(self: Any, entry: Any) -> int:
         return 0
 
-    monkeypatch.setattr(node.audit.AuditLog, "append", drop)
+    monkeypatch.setattr(node.audit._log.AuditLog, "append", drop)
 
 
 def internal_on_bad_bytes(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
@@ -201,21 +201,23 @@ def internal_on_bad_bytes(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> No
 
 def grants_ignore_scope(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
     """A grant opens every item of the resource, in clear."""
-    import node.access
-    from node.policy import Access
+    import node.sharing._grants
+    from node.sharing._policy import Access
 
     def everything(entry: Any, items: Any, clear_text: Any, grant_id: str) -> Access:
         names = frozenset(i.name for i in entry.items)
         return Access(is_provider=False, visible_items=names, clear_items=names, grant_id=grant_id)
 
-    monkeypatch.setattr(node.access, "grant_access", everything)
+    monkeypatch.setattr(node.sharing._grants, "grant_access", everything)
 
 
 def grants_never_end(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
     """Revocation and the end of a grant are not checked."""
-    import node.access
+    import node.sharing._grants
 
-    monkeypatch.setattr(node.access.Grant, "in_force", lambda self, now: self.not_before <= now)
+    monkeypatch.setattr(
+        node.sharing._grants.Grant, "in_force", lambda self, now: self.not_before <= now
+    )
 
 
 #: breakage -> (how, the cases it must fail, what each failure's reason must say)

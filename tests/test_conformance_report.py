@@ -1,8 +1,8 @@
 """Conformance reports: the signed report.json the province verifies, and its two views.
 
-Certificates are real, minted with the platform's own PKI (:mod:`node.pki`): a province root, the
-province's intermediate (URI name constraint ``350000.fujian.gov.cn``) and a tester leaf, so
-the verifier is exercised exactly as an approving province would use it.
+Certificates are real, minted with the platform's own PKI (:mod:`node.pki._ca`): a province
+root, the province's intermediate (URI name constraint ``350000.fujian.gov.cn``) and a tester
+leaf, so the verifier is exercised exactly as an approving province would use it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from conformance.report import (
     write_reports,
 )
 from gateway.identity import Role, make_identity
-from node import pki
 from node.codes import make_credit_code
-from node.pki_files import certs_pem, private_key_pem
+from node.pki import _ca as pki
+from node.pki._files import certs_pem, private_key_pem
 
 TD = "fujian.gov.cn"
 TESTER = make_identity("350000", TD, Role.TESTER, "lab-1")

@@ -14,16 +14,16 @@ import grpc.aio
 import pytest
 from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
-import node.access
+import node.sharing._grants
 from gateway.identity import Identity
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
-from node.catalog_types import ResourceEntry, ShareMethod, ShareType
+from node.catalog import ResourceEntry, ShareMethod, ShareType
 from node.codes import make_credit_code
-from node.policy import Access, is_provider
-from node.records_exchange import EXCHANGE_CHUNK_ROWS
+from node.records._exchange import EXCHANGE_CHUNK_ROWS
+from node.sharing import Access, is_provider
 from tests.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -290,7 +290,7 @@ async def scoped(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Province]:
     """A province node whose access decisions are :func:`narrow` (as a grant would make)."""
-    monkeypatch.setattr(node.access.AccessControl, "check", narrow)
+    monkeypatch.setattr(node.sharing._grants.AccessControl, "check", narrow)
     setup = make_province(tmp_path / "scoped", db_url)
     running = await start(setup)
     try:

@@ -29,8 +29,8 @@ from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.audit import AuditLog, AuditRecord
-from node.catalog_types import ShareMethod, ShareType
-from node.records_exchange import EXCHANGE_CHUNK_ROWS
+from node.catalog import ShareMethod, ShareType
+from node.records._exchange import EXCHANGE_CHUNK_ROWS
 from tests.conftest import NewDatabaseUrl, agency_code
 from tests.nodes import (
     FUZHOU,

@@ -23,15 +23,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.identity import Role, check_chain, identity_of, permitted_uri_hosts
 from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
+from node.clients._join import build_join_request
 from node.config import ConfigError, load_config
-from node.demo import free_port
+from node.demo._main import free_port
 from node.errors import InvalidArgument
-from node.federation_join import create_invitation, members, token_hash
-from node.join_client import build_join_request
+from node.federation import create_invitation
+from node.federation._join import members, token_hash
 from node.models import InvitationRow
-from node.pki import fingerprint
-from node.pki_files import load_certs
-from node.provision import city_requests, issue_client
+from node.pki import city_requests, fingerprint, issue_client, load_certs
 from node.storage import Database
 from tests.conftest import agency_code
 from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province

@@ -20,10 +20,7 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc, federation_pb2, federation
 from gateway.identity import identity_of
 from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
-from node.pki import serial_hex
-from node.pki_files import load_certs
-from node.provision import region_ca
-from node.revocation import Revocation, Revocations
+from node.pki import Revocation, Revocations, load_certs, region_ca, serial_hex
 from node.storage import Database
 from tests.conftest import NewDatabaseUrl
 from tests.nodes import (

@@ -26,10 +26,10 @@ from gateway.refusal import Refusal
 from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.audit import AuditLog
-from node.catalog_types import MaskingKind, MaskingRule, ShareMethod, ShareType
+from node.catalog import MaskingKind, MaskingRule, ShareMethod, ShareType
 from node.config import NodeConfig
-from node.pki import generate_key
-from node.pki_files import load_certs, load_private_key
+from node.pki import load_certs, load_private_key
+from node.pki._ca import generate_key
 from tests.conftest import NewDatabaseUrl, agency_code, item
 from tests.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, Member, entry_of, federation
 

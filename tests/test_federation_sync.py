@@ -24,10 +24,9 @@ from govnode.v1 import (
 from gateway.identity import Identity, Role
 from gateway.tls import TlsFiles
 from node.app import node_tls_files
-from node.catalog import Catalog
-from node.catalog_types import CatalogChange, ChangeKind, ResourceEntry
+from node.catalog import Catalog, CatalogChange, ChangeKind, ResourceEntry
 from node.errors import PermissionDenied
-from node.federation_sync import CatalogExchange
+from node.federation import CatalogExchange
 from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto
 from node.storage import Database

@@ -63,7 +63,7 @@ from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.audit import AuditLog
-from node.catalog_types import ShareMethod, ShareType
+from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
 from tests.conftest import NewDatabaseUrl, agency_code, person_entry

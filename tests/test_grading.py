@@ -9,7 +9,7 @@ import pydantic
 import pytest
 
 from conformance.probes import probe_entry
-from node.catalog_types import (
+from node.catalog import (
     DataType,
     MaskingKind,
     MaskingRule,
@@ -17,19 +17,15 @@ from node.catalog_types import (
     ResourceEntry,
     ShareMethod,
     ShareType,
-    validate_entry,
-)
-from node.errors import InvalidArgument
-from node.examples import EXAMPLES_DIR, load_example_catalog
-from node.grading import (
-    LEVEL_LIMITS,
-    clear_text_problem,
     default_clear_items,
     effective_masking,
-    grading_problems,
     highest_level,
+    validate_entry,
 )
-from node.records_query import shape_row
+from node.catalog._grading import LEVEL_LIMITS, clear_text_problem, grading_problems
+from node.demo import EXAMPLES_DIR, load_example_catalog
+from node.errors import InvalidArgument
+from node.records._query import shape_row
 from node.servicers.convert import entry_from_proto, entry_to_proto
 from tests.conftest import NODE_REGION, item, make_entry
 

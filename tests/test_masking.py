@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.catalog_types import MaskingKind, MaskingRule
-from node.masking import mask
+from node.catalog import MaskingKind, MaskingRule
+from node.sharing import mask
 
 
 def rule(kind: MaskingKind, first: int = 0, last: int = 0) -> MaskingRule:

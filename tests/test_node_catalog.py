@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.examples import EXAMPLES_DIR, load_example_catalog
+from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
 from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, approve_change, channel
 

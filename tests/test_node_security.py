@@ -18,16 +18,8 @@ from gateway.auth import AuthenticationError, Authenticator
 from gateway.identity import Role, make_identity
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.pki import (
-    KeyPair,
-    _build_leaf,
-    create_intermediate,
-    create_root_ca,
-    generate_key,
-    issue_leaf,
-)
-from node.pki_files import load_keypair
-from node.revocation import Revocations
+from node.pki import KeyPair, Revocations, load_keypair
+from node.pki._ca import _build_leaf, create_intermediate, create_root_ca, generate_key, issue_leaf
 from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, make_province
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -17,9 +17,9 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, s
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
-from node.catalog_types import ResourceEntry, ShareMethod
+from node.catalog import ResourceEntry, ShareMethod
 from node.codes import make_citizen_id, make_credit_code
-from node.examples import EXAMPLES_DIR, load_example_catalog
+from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
 from node.storage import Database
 from node.storage._migrations import alembic_config

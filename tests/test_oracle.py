@@ -1,5 +1,5 @@
-"""Verify oracle protection (node.oracle, 第三十七条): rate limits and daily quotas per caller and
-resource, held under concurrent callers and answered with RESOURCE_EXHAUSTED and retry
+"""Verify oracle protection (node.sharing._oracle, 第三十七条): rate limits and daily quotas per
+caller and resource, held under concurrent callers and answered with RESOURCE_EXHAUSTED and retry
 information, and enumeration flagged in the audit log and to the provider.
 
 The limits live in the node's database, so every test runs on a real one (SQLite, and PostgreSQL
@@ -30,17 +30,16 @@ from gateway.forward import Forwarder
 from gateway.identity import Identity, Role
 from gateway.refusal import Refusal
 from gateway.tls import TlsFiles
-from node import oracle
 from node.app import RunningNode, start_node
 from node.audit import AuditLog
-from node.catalog_types import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
+from node.catalog import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
 from node.config import OracleSection, load_config
-from node.demo import free_port
+from node.demo._main import free_port
 from node.errors import ResourceExhausted
-from node.notifications import NotificationKind, Notifications
-from node.oracle import OracleGuard
 from node.servicers.convert import entry_to_proto
 from node.servicers.status import RETRY_AFTER_KEY, trailing_metadata_for
+from node.sharing import NotificationKind, Notifications, OracleGuard
+from node.sharing import _oracle as oracle
 from node.storage import Database
 from node.times import CST
 from tests.conftest import agency_code, item
@@ -208,7 +207,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 OTHER_PROCESS = """
 import asyncio, sys
 import structlog
-from node import oracle
+from node.sharing import _oracle as oracle
 from node.storage import Database
 from tests import test_oracle as t
 

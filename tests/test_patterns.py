@@ -1,4 +1,4 @@
-"""PATTERN rules on a linear-time engine (node.patterns): the node keeps answering whatever
+"""PATTERN rules on a linear-time engine (node.catalog._patterns): the node keeps answering whatever
 value meets whatever pattern, patterns mean what they meant in Python's ``re``, and what RE2
 cannot run is refused by name."""
 
@@ -24,23 +24,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.catalog_types import (
+from node.catalog import (
+    MAX_PATTERN_VALUE_LENGTH,
     DataItem,
     DataType,
     ResourceEntry,
     ShareMethod,
     ShareType,
+    UnsupportedPattern,
     ValidationKind,
     ValidationRule,
-)
-from node.models import CatalogEntryRow
-from node.patterns import (
-    MAX_PATTERN_LENGTH,
-    MAX_PATTERN_VALUE_LENGTH,
-    UnsupportedPattern,
     compile_pattern,
-    translate,
 )
+from node.catalog._patterns import MAX_PATTERN_LENGTH, translate
+from node.models import CatalogEntryRow
 from node.servicers.convert import entry_to_proto
 from tests.nodes import (
     CIVIL_AFFAIRS,
@@ -472,7 +469,7 @@ async def test_checking_a_batch_is_bounded_in_cpu_time_and_value_length(
     cost microseconds. A value longer than a pattern checks is refused on its own, and a batch
     whose checks take more CPU than the budget is refused whole, with nothing written."""
     setup, node = province
-    monkeypatch.setattr("node.records_submit.MAX_CHECK_SECONDS", 0.05)  # 5 s in production
+    monkeypatch.setattr("node.records._submit.MAX_CHECK_SECONDS", 0.05)  # 5 s in production
     entry = coded_entry(5, r"(?s)(?:.*a.{999}|.*b.{999})")
     slow = ("ab" * 5000)[:MAX_PATTERN_VALUE_LENGTH]
 

@@ -31,15 +31,10 @@ from gateway.identity import (
     make_identity,
     permitted_uri_hosts,
 )
-from node import pki
 from node.codes import make_credit_code
-from node.pki_files import (
-    load_certs,
-    load_keypair,
-    write_client_bundle,
-    write_pem,
-    write_private_key,
-)
+from node.pki import _ca as pki
+from node.pki import load_certs, load_keypair, write_pem
+from node.pki._files import write_client_bundle, write_private_key
 
 TD = "fujian.gov.cn"
 AGENCY_CODE = make_credit_code("11350100M00010010")  # a 福州 agency

@@ -18,8 +18,8 @@ from gateway.identity import Role, make_identity
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.audit import GENESIS_HASH
-from node.provision import issue_client
+from node.audit._log import GENESIS_HASH
+from node.pki import issue_client
 from tests.nodes import CIVIL_AFFAIRS, PROVINCE, PUBLIC_SECURITY, ProvinceSetup, channel, entry_of
 from tests.test_tester_role import (
     ACME,

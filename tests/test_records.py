@@ -11,21 +11,20 @@ from typing import Any
 
 import pytest
 
-import node.records_submit as records_submit
+import node.records._submit as records_submit
 from gateway.identity import Identity, Role
-from node.catalog_types import ResourceEntry, ResourceStatus, UpdateCycle
+from node.catalog import ResourceEntry, ResourceStatus, UpdateCycle
 from node.codes import make_citizen_id
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.records import (
     MatchResult,
     QueryFilter,
-    QueryOperator,
     Records,
-    Rejection,
     SubmitBatch,
     TemporaryCollection,
     VerifyOutcome,
 )
+from node.records._store import QueryOperator, Rejection
 from node.storage import Database
 from tests.conftest import (
     FIXED_TIME,

@@ -26,8 +26,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.audit import MAX_DETAIL_CHARS
 from gateway.quote import MAX_MESSAGE_BYTES, QUOTE_CHARS, clip_message, quote, quote_each
 from node.app import RunningNode
-from node.audit import AuditEntry, AuditLog, Operation, request_digest
-from node.catalog_types import MAX_PROBLEMS_SHOWN, validate_entry
+from node.audit import AuditLog, Operation
+from node.audit._log import AuditEntry, request_digest
+from node.catalog import MAX_PROBLEMS_SHOWN, validate_entry
 from node.errors import InvalidArgument
 from node.servicers.convert import entry_to_proto
 from node.storage import Database

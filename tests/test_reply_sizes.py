@@ -14,7 +14,7 @@ import pytest
 from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from node.app import RunningNode
-from node.catalog_types import (
+from node.catalog import (
     Classification,
     DataItem,
     DataType,

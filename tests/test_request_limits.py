@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.catalog_types import DataItem, DataType, ResourceEntry, ShareMethod, ShareType
+from node.catalog import DataItem, DataType, ResourceEntry, ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
 from tests import hostile_maps
 from tests.nodes import (

@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
-from node.catalog_types import ShareMethod, ShareType
+from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
 from tests.conftest import agency_code

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from node.app import RunningNode
-from node.catalog_types import (
+from node.catalog import (
     Classification,
     DataItem,
     DataType,
@@ -19,7 +19,8 @@ from node.catalog_types import (
     ShareType,
     ValidationRule,
 )
-from node.records_rejections import (
+from node.records import BatchOutcome
+from node.records._rejections import (
     ACK_REASON_BYTES,
     MAX_ACK_BYTES,
     NOT_LISTED,
@@ -28,7 +29,7 @@ from node.records_rejections import (
     bounded,
     rejection_bytes,
 )
-from node.records_types import MAX_BATCH_ID, MAX_BATCH_RECORDS, BatchOutcome, HeldRecord, Rejection
+from node.records._types import MAX_BATCH_ID, MAX_BATCH_RECORDS, HeldRecord, Rejection
 from node.servicers.convert import entry_to_proto
 from node.servicers.sharing import submit_ack
 from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel

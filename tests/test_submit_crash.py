@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.codes import make_credit_code
-from node.examples import EXAMPLES_DIR, load_example_catalog
+from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
 from tests.nodes import MARKET_REGULATION, make_province, serve_process
 

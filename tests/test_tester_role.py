@@ -33,7 +33,7 @@ from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
-from node.catalog_types import (
+from node.catalog import (
     MaskingKind,
     MaskingRule,
     ResourceEntry,
@@ -42,9 +42,16 @@ from node.catalog_types import (
     entry_from_json,
     entry_to_json,
 )
-from node.pki import PkiError, issue_out_of_region_probe
-from node.provision import ProvisionError, issue_client, issue_tester, prepare_tester, region_ca
-from node.revocation import Revocations
+from node.pki import (
+    PkiError,
+    ProvisionError,
+    Revocations,
+    issue_client,
+    issue_tester,
+    prepare_tester,
+    region_ca,
+)
+from node.pki._ca import issue_out_of_region_probe
 from node.servicers.convert import entry_to_proto
 from tests.conftest import NewDatabaseUrl, agency_code, item
 from tests.nodes import (

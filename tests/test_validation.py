@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.catalog_types import DataItem, DataType, ValidationKind, ValidationRule
+from node.catalog import DataItem, DataType, ValidationKind, ValidationRule
 from node.codes import (
     citizen_id_problem,
     credit_code_problem,
     make_citizen_id,
     make_credit_code,
 )
-from node.validation import (
+from node.records._validation import (
     citizen_id_fast_ok,
     credit_code_fast_ok,
     item_value_problem,

@@ -24,7 +24,7 @@ class UserError(Exception):
 def describe_error(exc: Exception) -> str | None:
     """The one-line message for an error the operator caused, or None for a bug."""
     from node.app import StartupError
-    from node.provision import ProvisionError
+    from node.pki._provision import ProvisionError
 
     known = (UserError, ConfigError, PkiError, IdentityError, StartupError, ProvisionError)
     if isinstance(exc, known):

@@ -19,12 +19,18 @@ from typing import Any, TypeVar
 import typer
 
 from gateway.identity import Identity, Role, make_identity
-from node.access import Application, ApplicationStatus, Decision, Grant, Review
-from node.access_store import Applications
-from node.catalog_types import ShareMethod
+from node.catalog import ShareMethod
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
-from node.notifications import Notifications
+from node.sharing import (
+    Application,
+    Applications,
+    ApplicationStatus,
+    Decision,
+    Grant,
+    Notifications,
+    Review,
+)
 from node.storage import Database
 from node.times import CST
 

@@ -8,8 +8,7 @@ import typer
 
 from gateway.identity import Role
 from node.cli._common import CONFIG_OPTION, echo, load
-from node.pki import fingerprint
-from node.provision import issue_client
+from node.pki import fingerprint, issue_client
 
 app = typer.Typer(help="Issue credentials for agency systems.", no_args_is_help=True)
 

@@ -14,19 +14,26 @@ from gateway.identity import IdentityError, Role, identity_of, make_identity, pe
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
-from node.pki import fingerprint, fingerprint_matches, serial_hex, sign_intermediate
-from node.pki_files import load_certs, load_keypair, write_pem
-from node.provision import (
+from node.pki import (
+    REASONS,
     TESTER_REVOKED_NOTE,
     ProvisionError,
+    Revocations,
     TesterBundle,
     TesterCredentials,
+    fingerprint,
+    fingerprint_matches,
     install_city_ca,
     issue_authority,
     issue_tester,
+    load_certs,
+    load_keypair,
+    normalise_serial,
     prepare_tester,
+    serial_hex,
+    sign_intermediate,
+    write_pem,
 )
-from node.revocation import REASONS, Revocations, normalise_serial
 from node.storage import Database
 
 app = typer.Typer(

@@ -21,14 +21,13 @@ from typing import Any, TypeVar
 import typer
 
 from gateway.identity import Identity, Role, make_identity
-from node.access import Decision
 from node.catalog import Catalog
-from node.change_requests import ChangeRequest, ChangeRequests, ChangeStatus, ChangeTarget
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
-from node.notifications import Notifications
+from node.governance import ChangeRequest, ChangeRequests, ChangeStatus, ChangeTarget
 from node.records import Records
+from node.sharing import Decision, Notifications
 from node.storage import Database
 from node.times import CST
 

@@ -10,24 +10,22 @@ from pathlib import Path
 
 import typer
 
-from node.approval import (
+from node.cli._common import CONFIG_OPTION, UserError, cert_hosts, echo, load, split_hostport
+from node.clients import JoinError, join_province
+from node.config import Mode, NodeConfig
+from node.federation import (
     DEFAULT_MAX_AGE,
     ApprovalError,
     ApprovalFacts,
+    Invitation,
     check_report,
+    create_invitation,
+    cst,
     known_cities,
+    reachable_address,
     record_approval,
 )
-from node.cli._common import CONFIG_OPTION, UserError, cert_hosts, echo, load, split_hostport
-from node.config import Mode, NodeConfig
-from node.federation_join import Invitation, create_invitation, cst, reachable_address
-from node.join_client import JoinError, join_province
-from node.pki import fingerprint
-from node.pki_files import load_certs
-from node.provision import (
-    check_new_node_dir,
-    check_region,
-)
+from node.pki import check_new_node_dir, check_region, fingerprint, load_certs
 from node.storage import Database
 
 app = typer.Typer(help="Federation of the province and city nodes.", no_args_is_help=True)

@@ -8,7 +8,7 @@ import typer
 
 from node.cli._common import UserError, cert_hosts, echo, split_hostport
 from node.codes import Region
-from node.provision import prepare_city, provision_province
+from node.pki import prepare_city, provision_province
 
 app = typer.Typer(help="Create a province or city node directory.", no_args_is_help=True)
 

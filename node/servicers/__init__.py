@@ -34,20 +34,13 @@ from gateway.audit import AuditSink
 from gateway.identity import Identity
 from gateway.interceptors import TOKEN_AUTHORISED_METHODS
 from gateway.refusal import Refusal
-from node.access import AccessControl
-from node.access_store import Applications
 from node.audit import AuditLog
 from node.catalog import Catalog
-from node.change_requests import ChangeRequests
 from node.config import NodeConfig
 from node.errors import DomainError
-from node.federation_sync import CatalogExchange
-from node.notifications import Notifications
-from node.oracle import OracleGuard
-from node.peers import ProvinceLink
-from node.records import Records
-from node.records_exchange import RecordsExchange
-from node.routing import Router
+from node.federation import CatalogExchange, ProvinceLink, Router
+from node.governance import ChangeRequests
+from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
 from node.servicers.catalog import CatalogServicer
@@ -59,6 +52,7 @@ from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
+from node.sharing import AccessControl, Applications, Notifications, OracleGuard
 from node.storage import Database
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
@@ -102,7 +96,7 @@ class Services:
     province_link: ProvinceLink | None = None
     #: The log ``audit`` writes to, read by AuditService.QueryAudit.
     audit_log: AuditLog | None = None
-    #: Verify quotas, rate limits and the enumeration watch (node.oracle); None: no limits.
+    #: Verify quotas, rate limits and the enumeration watch (node.sharing._oracle); None: no limits.
     oracle: OracleGuard | None = None
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
@@ -207,7 +201,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     # Every data call on a 有条件共享 resource is decided on the caller's grants (第三十七条).
     access_control = AccessControl(services.db)
     # Change requests (第四十一条): asked for directly, or made of catalog updates and
-    # withdrawals (and, in node.records, of Submit records that would change stored ones).
+    # withdrawals (and, in node.records._store, of Submit records that would change stored ones).
     changes = ChangeRequests(
         services.db, services.catalog, services.records, notifications, services.identity
     )
@@ -223,7 +217,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 Applications(services.db, notifications, services.identity),
                 notifications,
                 services.router,
-            )
+            ),
         ],
         "govnode.v1.SharingService": [
             SharingServicer(

@@ -2,8 +2,9 @@
 notifications. Change requests (第四十一条) are node.servicers.change_requests'.
 
 Applications and grants live at the node that owns the resource. Apply on another region's
-resource is forwarded there (node.routing, with a signed caller assertion, like Verify); so are
-GetApplication, WithdrawApplication and GetGrant on an id whose region prefix names another
+resource is forwarded there (node.federation._routing, with a signed caller assertion, like
+Verify); so are GetApplication, WithdrawApplication and GetGrant on an id whose region prefix
+names another
 node. Lists and notifications are this node's own.
 """
 
@@ -24,14 +25,23 @@ from gateway.interceptors import add_audit_detail
 from gateway.quote import quote
 from gateway.streams import idle
 from node import paging
-from node.access import Application, ApplicationStatus, Decision, Draft, Grant, Review
-from node.access_store import Applications, region_of_id
-from node.catalog import Catalog
-from node.catalog_types import ShareMethod
+from node.catalog import Catalog, ShareMethod
 from node.errors import InvalidArgument
-from node.notifications import Notification, NotificationKind, Notifications
-from node.routing import Router
+from node.federation import Router
 from node.servicers.convert import _enum_in, _enum_out, optional_time
+from node.sharing import (
+    Application,
+    Applications,
+    ApplicationStatus,
+    Decision,
+    Draft,
+    Grant,
+    Notification,
+    NotificationKind,
+    Notifications,
+    Review,
+    region_of_id,
+)
 
 _SERVICE = "/govnode.v1.AccessService/"
 #: Longest a WatchNotifications waits for a commit signal before it reads again anyway (a

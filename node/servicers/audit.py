@@ -1,7 +1,7 @@
 """AuditService (应用日志审计, 第三十九条): QueryAudit, protobuf in, domain query, protobuf out.
 
-Who sees which records is decided in :mod:`node.audit_query`; what each RPC counts as (汇聚,
-比对, ...) was decided when it was recorded, by :func:`node.audit_hook.operation_of`.
+Who sees which records is decided in :mod:`node.audit._query`; what each RPC counts as (汇聚,
+比对, ...) was decided when it was recorded, by :func:`node.audit._hook.operation_of`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from govnode.v1 import audit_pb2
 
 from gateway.auth import current_peer
 from gateway.quote import quote
-from node.audit import AuditLog, AuditRecord, Operation
-from node.audit_query import AuditQuery, query_audit
+from node.audit import AuditLog, AuditQuery, AuditRecord, Operation, query_audit
 from node.errors import InvalidArgument
 from node.servicers.convert import optional_time
 

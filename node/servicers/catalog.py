@@ -12,15 +12,9 @@ from govnode.v1 import catalog_pb2, common_pb2
 from gateway.auth import current_peer
 from gateway.identity import Role
 from gateway.interceptors import add_audit_detail
-from node.catalog import PAGE_BYTES, Catalog
-from node.catalog_types import (
-    ChangeKind,
-    Classification,
-    ResourceEntry,
-    ShareType,
-)
-from node.change_requests import ChangeRequests
+from node.catalog import PAGE_BYTES, Catalog, ChangeKind, Classification, ResourceEntry, ShareType
 from node.errors import InvalidArgument, PermissionDenied
+from node.governance import ChangeRequests
 from node.servicers.convert import _enum_in, entry_from_proto, entry_to_proto
 from node.servicers.stopping import wait_or_stop
 

@@ -1,5 +1,5 @@
 """AccessService's change requests (第四十一条): RequestRecordChange, GetChangeRequest,
-ListChangeRequests and ReviewChangeRequest, over node.change_requests.
+ListChangeRequests and ReviewChangeRequest, over node.governance._changes.
 
 Registered before AccessServicer for the same service (node.servicers.register_services): the
 registry takes, per method, the first object that defines it. Providers ask at their own node,
@@ -15,7 +15,8 @@ from govnode.v1 import access_pb2, common_pb2
 from gateway.auth import current_peer
 from gateway.interceptors import add_audit_detail
 from node.catalog import Catalog
-from node.change_requests import (
+from node.errors import InvalidArgument
+from node.governance import (
     ChangeAction,
     ChangeDraft,
     ChangeRequest,
@@ -23,7 +24,6 @@ from node.change_requests import (
     ChangeStatus,
     ChangeTarget,
 )
-from node.errors import InvalidArgument
 from node.servicers.access import _DECISIONS, _id, _set_time, caller_proto
 from node.servicers.convert import entry_from_proto, entry_to_proto
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 from govnode.v1 import common_pb2
 
-from node.catalog_types import (
+from node.catalog import (
     Classification,
     DataItem,
     DataType,

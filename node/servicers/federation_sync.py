@@ -1,7 +1,7 @@
 """FederationService, catalog exchange: PublishCatalog (city -> province) and Heartbeat.
 
 The wire translation of a feed change (:func:`change_to_proto`, :func:`change_from_proto`)
-lives here too: the city's sync task (:mod:`node.catalog_sync`) speaks the same messages.
+lives here too: the city's sync task (:mod:`node.clients._catalog_sync`) speaks the same messages.
 Replicas must store the owner's entry verbatim (the digest depends on it), so a change carries
 the whole entry, node-owned fields included, and comes back field for field.
 """
@@ -19,14 +19,11 @@ from govnode.v1 import catalog_pb2, federation_pb2
 from gateway.auth import current_peer
 from gateway.identity import Identity
 from gateway.quote import quote
-from node.approval import is_approved, own_approval
-from node.catalog import Catalog
-from node.catalog_types import CatalogChange, ChangeKind, ResourceStatus
+from node.catalog import Catalog, CatalogChange, ChangeKind, ResourceStatus
 from node.config import Mode, NodeConfig
 from node.errors import FailedPrecondition, InvalidArgument
-from node.federation_sync import CatalogExchange
-from node.peers import record_peer_info
-from node.revocation import Revocations
+from node.federation import CatalogExchange, is_approved, own_approval, record_peer_info
+from node.pki import Revocations
 from node.servicers.convert import (
     _enum_in,
     entry_from_proto,

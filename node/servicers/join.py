@@ -11,9 +11,8 @@ from govnode.v1 import federation_pb2
 from gateway.interceptors import add_audit_detail
 from node.config import Mode, NodeConfig
 from node.errors import FailedPrecondition
-from node.federation_join import JoinApplication, admit, reachable_address
-from node.pki import serial_hex
-from node.pki_files import load_keypair
+from node.federation import JoinApplication, admit, reachable_address
+from node.pki import load_keypair, serial_hex
 from node.storage import Database
 
 
@@ -22,7 +21,7 @@ class JoinServicer:
 
     The guard lets Join through without a client certificate (it is the one method in
     ``gateway.interceptors.TOKEN_AUTHORISED_METHODS``): it is authorised here, by the one-time
-    invitation, which :func:`node.federation_join.admit` redeems in the same transaction that
+    invitation, which :func:`node.federation.admit` redeems in the same transaction that
     signs the city's CA and records the member. The CA's name constraints come from the
     invitation's region, never from the CSR.
 

@@ -19,11 +19,8 @@ from gateway.identity import Role
 from node import paging
 from node.config import Mode, NodeConfig
 from node.errors import InvalidArgument, PermissionDenied
-from node.federation_sync import CatalogExchange
-from node.peers import ProvinceLink, province_peers
-from node.pki import create_crl
-from node.provision import region_ca
-from node.revocation import Revocation, Revocations, reason_to_rfc
+from node.federation import CatalogExchange, ProvinceLink, province_peers
+from node.pki import Revocation, Revocations, create_crl, reason_to_rfc, region_ca
 from node.storage import Database
 
 MAX_PAGE = 100

@@ -1,9 +1,9 @@
 """SharingService (第二十六条): 汇聚 Submit, 联机验证 Verify, 比对验证 Compare, 检索查询 Query.
 
-Each call: look the resource up in the catalog, decide access (node.policy; on a 有条件共享
-resource, the caller's grants through node.access, which also bound the items a call may key
-on, claim, filter on and read), then let the records domain do the work. Submit acknowledges
-each batch only after it is committed and its audit record is durable.
+Each call: look the resource up in the catalog, decide access (node.sharing._policy; on a 有条件共享
+resource, the caller's grants through node.sharing._grants, which also bound the items a call
+may key on, claim, filter on and read), then let the records domain do the work. Submit
+acknowledges each batch only after it is committed and its audit record is durable.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from gateway.audit import AuditSink, CallRecord
 from gateway.auth import current_peer
 from gateway.identity import Role
 from gateway.interceptors import add_audit_detail, current_request_id
-from node.access import AccessControl, check_history_reader, check_scope
-from node.catalog import Catalog
-from node.catalog_types import ResourceEntry, ShareMethod, ShareType
+from node.catalog import Catalog, ResourceEntry, ShareMethod, ShareType
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from node.oracle import OracleGuard
-from node.policy import Access, authorize, is_provider
+from node.federation import Router
 from node.records import (
+    CHANGE_BATCH_PREFIX,
     BatchOutcome,
     MatchResult,
     QueryFilter,
@@ -33,9 +31,16 @@ from node.records import (
     TemporaryCollection,
     VerifyOutcome,
 )
-from node.records_change import CHANGE_BATCH_PREFIX
-from node.routing import Router
 from node.servicers.convert import _enum_out, time_from_proto
+from node.sharing import (
+    Access,
+    AccessControl,
+    OracleGuard,
+    authorize,
+    check_history_reader,
+    check_scope,
+    is_provider,
+)
 
 _MATCH = {
     MatchResult.MATCH: sharing_pb2.MATCH_RESULT_MATCH,
@@ -59,7 +64,7 @@ def _matches(outcome: VerifyOutcome) -> list[sharing_pb2.ItemMatch]:
 
 
 def submit_ack(outcome: BatchOutcome) -> sharing_pb2.SubmitAck:
-    """The acknowledgement of one batch: at most node.records_rejections.MAX_ACK_BYTES."""
+    """The acknowledgement of one batch: at most node.records._rejections.MAX_ACK_BYTES."""
     ack = sharing_pb2.SubmitAck(
         batch_id=outcome.batch_id,
         accepted=outcome.accepted,
@@ -87,7 +92,7 @@ def _resource_code(code: str) -> str:
 
 class SharingServicer:
     """``router`` forwards Verify, Compare and Query on other regions' resources to their
-    owner (node.routing); without one, only local resources are served."""
+    owner (node.federation._routing); without one, only local resources are served."""
 
     def __init__(
         self,
@@ -103,8 +108,10 @@ class SharingServicer:
         self._records = records
         self._audit = audit
         self._router = router
-        self._oracle = oracle  # Verify quotas, rate limits, enumeration watch (node.oracle)
-        # Grants of 有条件共享 resources (node.access); without it, node.policy alone decides.
+        # Verify quotas, rate limits, enumeration watch (node.sharing._oracle)
+        self._oracle = oracle
+        # Grants of 有条件共享 resources (node.sharing._grants); without it, node.sharing._policy
+        # alone decides.
         self._access_control = access
 
     async def _access(self, entry: ResourceEntry, method: ShareMethod) -> Access:
@@ -114,7 +121,7 @@ class SharingServicer:
         try:
             return authorize(caller, entry, method)
         except PermissionDenied:
-            # node.policy knows no grants: what it refuses on a 有条件共享 resource, the
+            # node.sharing._policy knows no grants: what it refuses on a 有条件共享 resource, the
             # caller's grants may still allow (and AccessControl names any other refusal).
             if self._access_control is None or entry.share_type is not ShareType.CONDITIONAL:
                 raise
@@ -204,7 +211,7 @@ class SharingServicer:
         check_scope(access, entry, request.key, "Verify key")
         check_scope(access, entry, request.claimed, "Verify claimed")
 
-        # --- oracle protection (node.oracle): quotas, rate limits, enumeration watch ---
+        # --- oracle protection (node.sharing._oracle): quotas, rate limits, enumeration watch ---
         if self._oracle is not None and await self._oracle.admit_verify(
             current_peer().identity, entry, request.key, request_id=current_request_id()
         ):

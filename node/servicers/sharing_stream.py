@@ -1,19 +1,20 @@
 """SharingService's streams: 数据交换 Exchange (第二十六条) and 主动推送 Subscribe (第二十七条).
 
 Each call looks the resource up. One held by another node is forwarded to its owner
-(node.routing, like Compare, but *open-ended*: a caller without a deadline is forwarded without
-one), and its messages are relayed as they come: the owner decides access for the original
+(node.federation._routing, like Compare, but *open-ended*: a caller without a deadline is
+forwarded without one), and its messages are relayed as they come: the owner decides access for
+the original
 caller, issues and checks the resume tokens, and its refusals come back with its status and
 message; cancelling the call here cancels it at every node on the path. On a resource held
 here, the call asks the injected ``authorize`` for the caller's access, then reads pages from
-node.records_exchange. Access is asked again before every page, so a withdrawal, or a grant
+node.records._exchange. Access is asked again before every page, so a withdrawal, or a grant
 that is revoked or ends, stops a running stream at its next page (also a routed one: the owner
 stops it).
 
 Streams never hold a transaction while the client reads: each page is one short read, and
 Subscribe waits for the next commit on :meth:`node.records.Records.changed` (with a bounded
 fallback wait, for writes by other processes and for the catalog or grants changing). Its
-changes come from the feed every subscriber shares (node.records_feed): the subscribers woken
+changes come from the feed every subscriber shares (node.records._feed): the subscribers woken
 by one commit read it from the database once between them, and one that has caught up learns
 that nothing follows without a read. A change is shaped for its subscriber only once the one
 before it has been taken by the transport (the guard writes each message and asks for the
@@ -41,17 +42,15 @@ from gateway.auth import current_peer
 from gateway.identity import Identity
 from gateway.interceptors import add_audit_detail
 from gateway.streams import idle
-from node.catalog import Catalog
-from node.catalog_types import ResourceEntry, ShareMethod
+from node.catalog import Catalog, ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument
-from node.policy import Access
-from node.records import Records
-from node.records_exchange import ChangeKind, FeedChange, FeedShaper, RecordsExchange
-from node.routing import Router
+from node.federation import Router
+from node.records import ChangeKind, FeedChange, FeedShaper, Records, RecordsExchange
+from node.sharing import Access
 
 log = structlog.get_logger(__name__)
 
-#: Decides one caller's access to one resource by one method (node.policy.Access), or raises
+#: Decides one caller's access to one resource by one method (node.sharing.Access), or raises
 #: the refusal (PermissionDenied, FailedPrecondition) naming the rule.
 Authorize = Callable[[Identity, ResourceEntry, ShareMethod], Awaitable[Access]]
 

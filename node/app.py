@@ -24,7 +24,7 @@ from gateway.assertion import AssertionVerifier
 from gateway.auth import Authenticator
 from gateway.forward import Forwarder
 from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
-from gateway.interceptors import GuardInterceptor
+from gateway.interceptors import GuardInterceptor, add_audit_detail
 from gateway.ratelimit import AnonymousLimiter
 from gateway.request_limits import RequestChecks, RequestLimits
 from gateway.server import (
@@ -51,7 +51,7 @@ from node.servicers import (
 )
 from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
-from node.sharing import Notifications, OracleGuard
+from node.sharing import AccessDecider, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
 
 log = structlog.get_logger("govnode.node")
@@ -264,10 +264,16 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ),
             audit=sink,
             exchange=exchange,
+            # Every data call's access decision; the grant and a suspected enumeration go into
+            # the call's audit record.
+            decider=AccessDecider(
+                db,
+                oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
+                audit_detail=add_audit_detail,
+            ),
             province_link=link,
             router=Router(config, db, forwarder),
             audit_log=audit,
-            oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
             notifications=notifications,
             stopping=stopping,
         )

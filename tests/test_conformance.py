@@ -150,19 +150,19 @@ def assertions_trusted(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
 
 
 def _serve_share_type(monkeypatch: pytest.MonkeyPatch, share_type: str) -> None:
-    """authorize() lets anyone use resources of ``share_type`` by any method."""
-    import node.servicers.sharing as sharing
-    from node.sharing._policy import Access
+    """The catalog's rules let anyone use resources of ``share_type`` by any method."""
+    import node.sharing._decision as decision
+    from node.sharing import Permit
 
-    original: Callable[..., Access] = getattr(sharing, "authorize")  # noqa: B009
+    original: Callable[..., Permit | None] = getattr(decision, "catalog_access")  # noqa: B009
 
-    def lax(caller: Any, entry: Any, method: Any) -> Access:
+    def lax(caller: Any, entry: Any, method: Any) -> Permit | None:
         if entry.share_type.value == share_type:
             items = frozenset(i.name for i in entry.items)
-            return Access(is_provider=False, visible_items=items, clear_items=items)
+            return Permit(is_provider=False, visible_items=items, clear_items=items)
         return original(caller, entry, method)
 
-    monkeypatch.setattr(sharing, "authorize", lax)
+    monkeypatch.setattr(decision, "catalog_access", lax)
 
 
 def serves_not_shared(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
@@ -201,14 +201,14 @@ def internal_on_bad_bytes(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> No
 
 def grants_ignore_scope(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:
     """A grant opens every item of the resource, in clear."""
-    import node.sharing._grants
-    from node.sharing._policy import Access
+    import node.sharing._decision
+    from node.sharing import Permit
 
-    def everything(entry: Any, items: Any, clear_text: Any, grant_id: str) -> Access:
+    def everything(entry: Any, items: Any, clear_text: Any, grant_id: str) -> Permit:
         names = frozenset(i.name for i in entry.items)
-        return Access(is_provider=False, visible_items=names, clear_items=names, grant_id=grant_id)
+        return Permit(is_provider=False, visible_items=names, clear_items=names, grant_id=grant_id)
 
-    monkeypatch.setattr(node.sharing._grants, "grant_access", everything)
+    monkeypatch.setattr(node.sharing._decision, "grant_access", everything)
 
 
 def grants_never_end(monkeypatch: pytest.MonkeyPatch, plat: Platform) -> None:

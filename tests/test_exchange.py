@@ -14,7 +14,7 @@ import grpc.aio
 import pytest
 from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
-import node.sharing._grants
+import node.sharing._decision
 from gateway.identity import Identity
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
@@ -23,7 +23,7 @@ from node.audit import AuditLog
 from node.catalog import ResourceEntry, ShareMethod, ShareType
 from node.codes import make_credit_code
 from node.records._exchange import EXCHANGE_CHUNK_ROWS
-from node.sharing import Access, is_provider
+from node.sharing import Permit, is_provider
 from tests.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -268,17 +268,17 @@ async def test_an_interrupted_exchange_resumes_with_nothing_missing_or_repeated(
     assert all(int(r.detail.get("records", 0)) >= len(first.records) for r in interrupted)
 
 
-# --- item scope (the grant-aware authorize is injected the same way) -----------------------
+# --- item scope (as a grant would narrow it) --------------------------------------------------
 
 
 async def narrow(
     self: object, caller: Identity, entry: ResourceEntry, method: ShareMethod
-) -> Access:
+) -> Permit:
     """A caller's access limited to two items, one of them in clear (as a grant would)."""
     if is_provider(caller, entry):
         names = frozenset(i.name for i in entry.items)
-        return Access(is_provider=True, visible_items=names, clear_items=names)
-    return Access(
+        return Permit(is_provider=True, visible_items=names, clear_items=names)
+    return Permit(
         is_provider=False,
         visible_items=frozenset({"tyshxydm", "fddbr"}),
         clear_items=frozenset({"tyshxydm"}),
@@ -290,7 +290,7 @@ async def scoped(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Province]:
     """A province node whose access decisions are :func:`narrow` (as a grant would make)."""
-    monkeypatch.setattr(node.sharing._grants.AccessControl, "check", narrow)
+    monkeypatch.setattr(node.sharing._decision.AccessDecider, "_access", narrow)
     setup = make_province(tmp_path / "scoped", db_url)
     running = await start(setup)
     try:

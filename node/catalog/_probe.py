@@ -10,7 +10,7 @@ For this purpose only:
 - only testers submit records into probe resources (probe records), and into nothing else;
 - testers Verify, Compare and Query probe resources only, and are never their provider: share
   type, share method and masking apply to them exactly as to any other agency
-  (node.sharing._policy);
+  (node.sharing._decision);
 - probe resources are never counted in aggregation status.
 
 Catalog reads and GetNodeInfo are open to testers as to every caller. A probe's provider_code

@@ -52,7 +52,7 @@ from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
-from node.sharing import AccessControl, Applications, Notifications, OracleGuard
+from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
@@ -91,13 +91,14 @@ class Services:
     records: Records
     audit: AuditSink | None
     exchange: CatalogExchange
+    #: The access decision of every data call: share types, grants, item scope and the Verify
+    #: oracle's quotas, rate limits and enumeration watch (node.sharing._decision).
+    decider: AccessDecider
     router: Router | None = None  # forwards calls on other regions' resources
     #: City nodes: the sync task's view of the province (ListPeers).
     province_link: ProvinceLink | None = None
     #: The log ``audit`` writes to, read by AuditService.QueryAudit.
     audit_log: AuditLog | None = None
-    #: Verify quotas, rate limits and the enumeration watch (node.sharing._oracle); None: no limits.
-    oracle: OracleGuard | None = None
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
     notifications: Notifications | None = None
@@ -198,8 +199,6 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     first object that defines it serves it.
     """
     notifications = services.notifications or Notifications(services.db)
-    # Every data call on a 有条件共享 resource is decided on the caller's grants (第三十七条).
-    access_control = AccessControl(services.db)
     # Change requests (第四十一条): asked for directly, or made of catalog updates and
     # withdrawals (and, in node.records._store, of Submit records that would change stored ones).
     changes = ChangeRequests(
@@ -224,16 +223,15 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 services.catalog,
                 services.records,
                 services.audit,
+                services.decider,
                 services.router,
-                oracle=services.oracle,
-                access=access_control,
             ),
             # Exchange and Subscribe, routed to the owner like Compare.
             SharingStreamServicer(
                 services.catalog,
                 services.records,
                 RecordsExchange(services.db, services.records.changed),
-                access_control.check,
+                services.decider,
                 services.router,
             ),
         ],

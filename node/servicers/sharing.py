@@ -1,9 +1,10 @@
 """SharingService (第二十六条): 汇聚 Submit, 联机验证 Verify, 比对验证 Compare, 检索查询 Query.
 
-Each call: look the resource up in the catalog, decide access (node.sharing._policy; on a 有条件共享
-resource, the caller's grants through node.sharing._grants, which also bound the items a call
-may key on, claim, filter on and read), then let the records domain do the work. Submit
-acknowledges each batch only after it is committed and its audit record is durable.
+Each data call: parse, look the resource up in the catalog (forwarding it to its owner when another
+node holds it: the owner decides for the original caller), decide (one call to
+node.sharing.AccessDecider, with the items the request touches), then let the records domain
+read, mask and answer. Submit acknowledges each batch only after it is committed and its audit
+record is durable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gateway.audit import AuditSink, CallRecord
 from gateway.auth import current_peer
 from gateway.identity import Role
 from gateway.interceptors import add_audit_detail, current_request_id
-from node.catalog import Catalog, ResourceEntry, ShareMethod, ShareType
+from node.catalog import Catalog, ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.federation import Router
 from node.records import (
@@ -32,15 +33,7 @@ from node.records import (
     VerifyOutcome,
 )
 from node.servicers.convert import _enum_out, time_from_proto
-from node.sharing import (
-    Access,
-    AccessControl,
-    OracleGuard,
-    authorize,
-    check_history_reader,
-    check_scope,
-    is_provider,
-)
+from node.sharing import AccessDecider, Permit, Touches, check_history_reader, is_provider
 
 _MATCH = {
     MatchResult.MATCH: sharing_pb2.MATCH_RESULT_MATCH,
@@ -99,36 +92,20 @@ class SharingServicer:
         catalog: Catalog,
         records: Records,
         audit: AuditSink | None,
+        decider: AccessDecider,
         router: Router | None = None,
-        *,
-        oracle: OracleGuard | None = None,
-        access: AccessControl | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
         self._audit = audit
+        # The access decision: share type, grants, item scope and the Verify oracle.
+        self._decider = decider
         self._router = router
-        # Verify quotas, rate limits, enumeration watch (node.sharing._oracle)
-        self._oracle = oracle
-        # Grants of 有条件共享 resources (node.sharing._grants); without it, node.sharing._policy
-        # alone decides.
-        self._access_control = access
 
-    async def _access(self, entry: ResourceEntry, method: ShareMethod) -> Access:
-        """The caller's access (the original caller's, on a forwarded call), with the grant it
-        rests on named in the call's audit record."""
+    async def _decide(self, entry: ResourceEntry, method: ShareMethod, touches: Touches) -> Permit:
+        """The caller's permit (the original caller's, on a call forwarded here)."""
         caller = current_peer().identity
-        try:
-            return authorize(caller, entry, method)
-        except PermissionDenied:
-            # node.sharing._policy knows no grants: what it refuses on a 有条件共享 resource, the
-            # caller's grants may still allow (and AccessControl names any other refusal).
-            if self._access_control is None or entry.share_type is not ShareType.CONDITIONAL:
-                raise
-        access = await self._access_control.check(caller, entry, method)
-        if access.grant_id:
-            add_audit_detail(grant=access.grant_id)
-        return access
+        return await self._decider.decide(caller, entry, method, touches, current_request_id())
 
     def _remote(self, entry: ResourceEntry) -> Router | None:
         """The router when ``entry`` is owned by another node, else None."""
@@ -207,16 +184,7 @@ class SharingServicer:
                 entry, "Verify", request, sharing_pb2.VerifyResponse, context
             )
             return reply
-        access = await self._access(entry, ShareMethod.VERIFY)
-        check_scope(access, entry, request.key, "Verify key")
-        check_scope(access, entry, request.claimed, "Verify claimed")
-
-        # --- oracle protection (node.sharing._oracle): quotas, rate limits, enumeration watch ---
-        if self._oracle is not None and await self._oracle.admit_verify(
-            current_peer().identity, entry, request.key, request_id=current_request_id()
-        ):
-            add_audit_detail(enumeration_suspected=1)
-
+        await self._decide(entry, ShareMethod.VERIFY, Touches.verify(request.key, request.claimed))
         outcome = await self._records.verify(entry, dict(request.key), dict(request.claimed))
         return sharing_pb2.VerifyResponse(
             found=outcome.found,
@@ -236,17 +204,8 @@ class SharingServicer:
             ):
                 yield result
             return
-        access = await self._access(entry, ShareMethod.COMPARE)
-        for i, r in enumerate(request.records):
-            check_scope(access, entry, r.key, f"Compare records[{i}].key")
-            check_scope(access, entry, r.claimed, f"Compare records[{i}].claimed")
-        if self._oracle is not None and await self._oracle.admit_compare(
-            current_peer().identity,
-            entry,
-            [dict(r.key) for r in request.records],
-            request_id=current_request_id(),
-        ):
-            add_audit_detail(enumeration_suspected=1)
+        touches = Touches.compare((r.key, r.claimed) for r in request.records)
+        await self._decide(entry, ShareMethod.COMPARE, touches)
         results = await self._records.compare(
             entry, [(r.ref, dict(r.key), dict(r.claimed)) for r in request.records]
         )
@@ -266,10 +225,8 @@ class SharingServicer:
                 entry, "Query", request, sharing_pb2.QueryResponse, context
             )
             return reply
-        access = await self._access(entry, ShareMethod.QUERY)
-        check_scope(access, entry, request.key, "Query key")
-        check_scope(access, entry, [f.item for f in request.filters], "Query filters")
-        check_scope(access, entry, request.items, "Query items")
+        touches = Touches.query(request.key, (f.item for f in request.filters), request.items)
+        permit = await self._decide(entry, ShareMethod.QUERY, touches)
         filters = []
         for i, f in enumerate(request.filters):
             op = _OPS.get(f.op)
@@ -283,8 +240,8 @@ class SharingServicer:
             key=dict(request.key) or None,
             filters=filters,
             items=list(request.items),
-            visible_items=access.visible_items,
-            clear_items=access.clear_items,
+            visible_items=permit.visible_items,
+            clear_items=permit.clear_items,
             page_size=request.page_size,
             page_token=request.page_token,
         )

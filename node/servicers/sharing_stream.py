@@ -3,13 +3,12 @@
 Each call looks the resource up. One held by another node is forwarded to its owner
 (node.federation._routing, like Compare, but *open-ended*: a caller without a deadline is
 forwarded without one), and its messages are relayed as they come: the owner decides access for
-the original
-caller, issues and checks the resume tokens, and its refusals come back with its status and
-message; cancelling the call here cancels it at every node on the path. On a resource held
-here, the call asks the injected ``authorize`` for the caller's access, then reads pages from
-node.records._exchange. Access is asked again before every page, so a withdrawal, or a grant
-that is revoked or ends, stops a running stream at its next page (also a routed one: the owner
-stops it).
+the original caller, issues and checks the resume tokens, and its refusals come back with its
+status and message; cancelling the call here cancels it at every node on the path. On a
+resource held here, the call asks node.sharing.AccessDecider for the caller's permit (with the
+items an Exchange asks for), then reads pages from node.records._exchange. The permit is asked
+for again before every page, so a withdrawal, or a grant that is revoked or ends, stops a
+running stream at its next page (also a routed one: the owner stops it).
 
 Streams never hold a transaction while the client reads: each page is one short read, and
 Subscribe waits for the next commit on :meth:`node.records.Records.changed` (with a bounded
@@ -31,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -40,19 +39,15 @@ from govnode.v1 import common_pb2, sharing_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Identity
-from gateway.interceptors import add_audit_detail
+from gateway.interceptors import add_audit_detail, current_request_id
 from gateway.streams import idle
 from node.catalog import Catalog, ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument
 from node.federation import Router
 from node.records import ChangeKind, FeedChange, FeedShaper, Records, RecordsExchange
-from node.sharing import Access
+from node.sharing import AccessDecider, Permit, Touches
 
 log = structlog.get_logger(__name__)
-
-#: Decides one caller's access to one resource by one method (node.sharing.Access), or raises
-#: the refusal (PermissionDenied, FailedPrecondition) naming the rule.
-Authorize = Callable[[Identity, ResourceEntry, ShareMethod], Awaitable[Access]]
 
 #: Longest a Subscribe waits for a commit signal before it reads the feed (and asks for
 #: access) again anyway.
@@ -73,7 +68,7 @@ class SharingStreamServicer:
         catalog: Catalog,
         records: Records,
         exchange: RecordsExchange,
-        authorize: Authorize,
+        decider: AccessDecider,
         router: Router | None = None,
         *,
         wait_s: float = SUBSCRIBE_WAIT_S,
@@ -81,7 +76,7 @@ class SharingStreamServicer:
         self._catalog = catalog
         self._records = records
         self._exchange = exchange
-        self._authorize = authorize
+        self._decider = decider
         self._router = router
         self._wait_s = wait_s
 
@@ -100,12 +95,14 @@ class SharingStreamServicer:
             )
         return entry
 
-    async def _access(self, caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Access:
-        """The caller's access, with the grant it rests on named in the call's audit record."""
-        access = await self._authorize(caller, entry, method)
-        if access.grant_id:
-            add_audit_detail(grant=access.grant_id)
-        return access
+    async def _decide(
+        self,
+        caller: Identity,
+        entry: ResourceEntry,
+        method: ShareMethod,
+        touches: Touches = Touches(),  # noqa: B008 - frozen, so one shared default is safe
+    ) -> Permit:
+        return await self._decider.decide(caller, entry, method, touches, current_request_id())
 
     async def _relay(
         self, entry: ResourceEntry, method: str, request: Message, response_type: Any, context: Any
@@ -141,7 +138,8 @@ class SharingStreamServicer:
             ):
                 yield chunk
             return
-        access = await self._access(caller, entry, ShareMethod.EXCHANGE)
+        touches = Touches(read=tuple(request.items))
+        permit = await self._decide(caller, entry, ShareMethod.EXCHANGE, touches)
         position = await self._exchange.begin(
             entry,
             caller.uri,
@@ -154,12 +152,12 @@ class SharingStreamServicer:
             while True:
                 if sent["chunks"]:  # asked again per chunk: a withdrawal or revocation stops it
                     entry = await self._entry(code, "Exchange")
-                    access = await self._access(caller, entry, ShareMethod.EXCHANGE)
+                    permit = await self._decide(caller, entry, ShareMethod.EXCHANGE, touches)
                 chunk = await self._exchange.chunk(
                     entry,
                     position,
-                    visible_items=access.visible_items,
-                    clear_items=access.clear_items,
+                    visible_items=permit.visible_items,
+                    clear_items=permit.clear_items,
                 )
                 position = chunk.position
                 sent["records"] += len(chunk.records)
@@ -188,7 +186,7 @@ class SharingStreamServicer:
             ):
                 yield change
             return
-        await self._access(caller, entry, ShareMethod.SUBSCRIBE)
+        await self._decide(caller, entry, ShareMethod.SUBSCRIBE)
         after = await self._exchange.check_after(entry, request.after_sequence)
         feed = self._exchange.feed
         # reads: how often this subscription read the change feed from the database itself
@@ -206,9 +204,9 @@ class SharingStreamServicer:
                 if rows:
                     # Asked again before every page: a withdrawal or revocation stops it.
                     entry = await self._entry(code, "Subscribe")
-                    access = await self._access(caller, entry, ShareMethod.SUBSCRIBE)
+                    permit = await self._decide(caller, entry, ShareMethod.SUBSCRIBE)
                     shaper = FeedShaper(
-                        entry, visible_items=access.visible_items, clear_items=access.clear_items
+                        entry, visible_items=permit.visible_items, clear_items=permit.clear_items
                     )
                     # Each change is shaped only once the one before it has been taken.
                     for row in rows:
@@ -226,7 +224,7 @@ class SharingStreamServicer:
                 recheck = woken is None
                 if woken is not signals[0]:
                     entry = await self._entry(code, "Subscribe")
-                    await self._access(caller, entry, ShareMethod.SUBSCRIBE)
+                    await self._decide(caller, entry, ShareMethod.SUBSCRIBE)
 
     def _wait_time(self, context: Any) -> float:
         remaining = context.time_remaining() if context is not None else None

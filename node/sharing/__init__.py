@@ -1,8 +1,13 @@
 """Who may use what (第二十三至二十八、三十七条).
 
-- ``_policy``: share types and methods;
-- ``_grants``: applications' grants and their scope (有条件共享); ``_applications``: applying,
-  reviewing, withdrawing and revoking;
+- ``_decision``: the access decision of every Verify, Compare, Query, Exchange and Subscribe
+  call, in one call: :meth:`AccessDecider.decide` takes the caller, the entry, the method and
+  the items the request touches (:class:`Touches`), applies the catalog's share type and
+  methods, the caller's grants, the items' scope and (Verify, Compare) the oracle's admission,
+  and returns a :class:`Permit` (which items in clear, the grant, whether the oracle applied)
+  or raises the refusal naming the rule;
+- ``_grants``: applications' grants, their parties and their scope (有条件共享);
+  ``_applications``: applying, reviewing, withdrawing and revoking;
 - ``_masking``: masking of sensitive items;
 - ``_oracle`` and ``_budgets``: the Verify oracle's rate limits, quotas and enumeration watch;
 - ``_notifications``: what providers, applicants and authorities are told.
@@ -11,8 +16,8 @@
 from __future__ import annotations
 
 from node.sharing._applications import MAX_TEXT, Applications, region_of_id
+from node.sharing._decision import AccessDecider, AuditDetail, Permit, Touches
 from node.sharing._grants import (
-    AccessControl,
     Application,
     ApplicationStatus,
     Decision,
@@ -21,21 +26,20 @@ from node.sharing._grants import (
     Review,
     check_history_reader,
     check_reviewer,
-    check_scope,
+    is_provider,
     may_see,
 )
 from node.sharing._masking import mask
 from node.sharing._notifications import Notification, NotificationKind, Notifications
 from node.sharing._oracle import OracleGuard
-from node.sharing._policy import Access, authorize, is_provider
 
 __all__ = [
     "MAX_TEXT",
-    "Access",
-    "AccessControl",
+    "AccessDecider",
     "Application",
     "ApplicationStatus",
     "Applications",
+    "AuditDetail",
     "Decision",
     "Draft",
     "Grant",
@@ -43,11 +47,11 @@ __all__ = [
     "NotificationKind",
     "Notifications",
     "OracleGuard",
+    "Permit",
     "Review",
-    "authorize",
+    "Touches",
     "check_history_reader",
     "check_reviewer",
-    "check_scope",
     "is_provider",
     "mask",
     "may_see",

@@ -37,6 +37,7 @@ from node.catalog import (
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.models import AccessApplicationRow, AccessGrantRow, AccessRequestRow
 from node.sharing._grants import (
+    METHOD_NAMES,
     Application,
     ApplicationStatus,
     Decision,
@@ -46,10 +47,10 @@ from node.sharing._grants import (
     application_from_row,
     check_reviewer,
     grant_from_row,
+    is_provider,
     may_see,
 )
 from node.sharing._notifications import NotificationKind, Notifications
-from node.sharing._policy import METHOD_NAMES, is_provider
 from node.storage import Database
 
 DEFAULT_PAGE = 50

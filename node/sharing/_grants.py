@@ -1,5 +1,4 @@
-"""Access to 有条件共享 resources: applications, grants and the decision on every call
-(第二十五条, 第三十七条).
+"""Access to 有条件共享 resources: applications, grants and their parties (第二十五条, 第三十七条).
 
 An agency applies to the data management authority (数据管理机构) of the node that owns a
 有条件共享 resource; the authority approves (possibly narrowing items, methods and period) or
@@ -7,11 +6,10 @@ rejects; an approval makes a *grant*, and a grant bounds every use of the resour
 grantee: which items, which share methods, which period, which items in clear text. Anything
 outside it is 越权使用 (第三十七条) and refused naming the missing scope.
 
-This module holds the values, the rules that need no database (who may review, who may see
-what, whether a grant covers a call) and :class:`AccessControl`, the per-call decision the
-sharing servicers ask (it reads the caller's grants on every call, so an expiry or a
-revocation takes effect on the next one). Storing applications and grants is
-:mod:`node.sharing._applications`'s job. Pure domain: no grpc.
+This module holds the values and the rules that need no database: who is a resource's provider,
+who may review, who may see an application or grant. The per-call decision that applies a
+grant is node.sharing._decision's; storing applications and grants is
+node.sharing._applications's. Pure domain: no grpc.
 """
 
 from __future__ import annotations
@@ -19,27 +17,24 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
 from node.catalog import TESTERS_USE_PROBES_ONLY, ResourceEntry, ShareMethod
 from node.errors import PermissionDenied
 from node.models import AccessApplicationRow, AccessGrantRow
-from node.sharing._policy import (
-    METHOD_NAMES,
-    Access,
-    authorize_without_grant,
-    conditional_refusal,
-    grant_access,
-)
-from node.storage import Database
 
 #: The rule every out-of-grant refusal names.
 MISUSE = "越权使用, 第三十七条"
+
+#: How refusals and notices name the share methods (第二十六、二十七条).
+METHOD_NAMES = {
+    ShareMethod.VERIFY: "联机验证 (Verify)",
+    ShareMethod.COMPARE: "比对验证 (Compare)",
+    ShareMethod.QUERY: "检索查询 (Query)",
+    ShareMethod.EXCHANGE: "数据交换 (Exchange)",
+    ShareMethod.SUBSCRIBE: "主动推送 (Subscribe)",
+}
 
 
 class ApplicationStatus(enum.StrEnum):
@@ -144,6 +139,13 @@ class Review:
 # --- parties --------------------------------------------------------------------------------
 
 
+def is_provider(caller: Identity, entry: ResourceEntry) -> bool:
+    """Whether ``caller`` is the provider agency of ``entry``: it uses its own resources by any
+    method, in clear. Nobody is the provider of a probe (第三十一条): its provider_code is a
+    label, and only testers feed it."""
+    return is_party_provider(caller, entry.provider_code, entry.region, entry.probe)
+
+
 def is_party_provider(caller: Identity, provider_code: str, region: str, probe: bool) -> bool:
     return (
         not probe
@@ -210,77 +212,6 @@ def check_reviewer(caller: Identity, node_region: str, *, probe: bool, action: s
     )
 
 
-# --- the per-call decision --------------------------------------------------------------------
-
-
-def _when(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def decide(
-    caller: Identity,
-    entry: ResourceEntry,
-    method: ShareMethod,
-    grants: Iterable[Grant],
-    now: dt.datetime,
-) -> Access:
-    """A grantee's access to a 有条件共享 resource through ``method`` under its ``grants``, or
-    the refusal naming what is missing (no grant, period, revocation, method)."""
-    grants = sorted(grants, key=lambda g: g.created_at, reverse=True)
-    code = entry.resource_code
-    if not grants:
-        raise conditional_refusal(caller, entry)
-    in_force = [g for g in grants if g.in_force(now)]
-    if not in_force:
-        latest = grants[0]
-        if latest.revoked:
-            why = f"was revoked at {_when(latest.revoked_at or now)} ({latest.revoke_reason})"
-        elif now < latest.not_before:
-            why = f"is valid only from {_when(latest.not_before)}"
-        else:
-            why = f"ended at {_when(latest.not_after)}"
-        raise PermissionDenied(
-            f"resource {code} ({entry.name}): grant {latest.id} of {caller} {why}, so it "
-            f"covers no use now ({MISUSE}); apply again (AccessService.Apply, 第二十五条)"
-        )
-    covering = [g for g in in_force if method in g.share_methods]
-    if not covering:
-        allowed = sorted({m for g in in_force for m in g.share_methods})
-        raise PermissionDenied(
-            f"resource {code} ({entry.name}): grant {', '.join(g.id for g in in_force)} of "
-            f"{caller} does not cover {METHOD_NAMES[method]}; it covers only "
-            f"{', '.join(METHOD_NAMES[m] for m in allowed)} ({MISUSE})"
-        )
-    return grant_access(
-        entry,
-        frozenset(i for g in covering for i in g.items),
-        frozenset(i for g in covering for i in g.clear_text_items),
-        ",".join(g.id for g in covering),
-    )
-
-
-def check_scope(access: Access, entry: ResourceEntry, names: Iterable[str], use: str) -> None:
-    """Refuse a call that keys on, claims, filters on or asks for items outside the caller's
-    access (``use`` says how, e.g. "Verify key"). Unknown items are left to the records
-    domain (INVALID_ARGUMENT)."""
-    if access.is_provider:
-        return
-    declared = {i.name for i in entry.items}
-    missing = sorted({n for n in names if n in declared and n not in access.visible_items})
-    if not missing:
-        return
-    if access.grant_id:
-        raise PermissionDenied(
-            f"{use}: item {', '.join(missing)} of resource {entry.resource_code} is outside "
-            f"grant {access.grant_id}, which covers only "
-            f"{', '.join(sorted(access.visible_items))} ({MISUSE})"
-        )
-    raise PermissionDenied(
-        f"{use}: the caller may not use item {', '.join(missing)} of resource "
-        f"{entry.resource_code} ({MISUSE})"
-    )
-
-
 def grant_from_row(row: AccessGrantRow) -> Grant:
     return Grant(
         id=row.id,
@@ -327,32 +258,3 @@ def application_from_row(row: AccessApplicationRow) -> Application:
         review_comment=row.review_comment,
         grant_id=row.grant_id,
     )
-
-
-class AccessControl:
-    """The access decision of every Verify, Compare, Query, Exchange and Subscribe call:
-    node.sharing._policy's catalog rules, then, for a 有条件共享 resource used by someone other than
-    its provider, the caller's grants, read afresh on every call."""
-
-    def __init__(self, db: Database, clock: Callable[[], dt.datetime] | None = None) -> None:
-        self._db = db
-        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-
-    async def check(self, caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Access:
-        access = authorize_without_grant(caller, entry, method)
-        if access is not None:
-            return access
-        grants = await self.grants_of(caller.uri, entry.resource_code)
-        return decide(caller, entry, method, grants, self._clock())
-
-    async def grants_of(self, grantee: str, resource_code: str) -> list[Grant]:
-        async def txn(session: AsyncSession) -> list[Grant]:
-            rows = await session.exec(
-                select(AccessGrantRow).where(
-                    AccessGrantRow.grantee == grantee,
-                    col(AccessGrantRow.resource_code) == resource_code,
-                )
-            )
-            return [grant_from_row(r) for r in rows.all()]
-
-        return await self._db.read("access.grants_of", txn)

@@ -18,7 +18,8 @@ metadata ``retry-after-ms``. Refused calls are not answered, so they spend no bu
 Who is limited: any caller but the provider itself (it owns the data), on resources holding an
 item of at least ``min_sensitivity_level`` (node.catalog._grading). Probe resources (第三十一条)
 count like any other. Routed calls are limited by the node that owns the resource, for the
-original caller. Calls nobody limits never touch the database here.
+original caller. Calls nobody limits never touch the database here. The admission runs inside
+the access decision (node.sharing._decision), after the request's items have been allowed.
 
 The budgets live in the node's database (node.sharing._budgets), not in process memory: a restart
 forgets nothing, and every process of a node behind one load balancer spends from the same
@@ -52,8 +53,8 @@ from node.catalog import ResourceEntry, highest_level
 from node.config import OracleSection
 from node.errors import ResourceExhausted
 from node.sharing._budgets import PRUNE_SECONDS, Decision, OracleBudgets, available_tokens
+from node.sharing._grants import is_provider
 from node.sharing._notifications import NotificationKind, Notifications
-from node.sharing._policy import is_provider
 from node.storage import Database
 from node.times import CST
 

@@ -1,6 +1,6 @@
 """Retrying a write: one ``request_id`` is one request, applied once (govnode.v1 idempotency).
 
-A caller may attach a ``request_id`` to every write that changes state (RegisterResource,
+A caller may attach a ``request_id`` to the writes that take one (RegisterResource,
 UpdateResource, WithdrawResource, Apply, WithdrawApplication, ReviewApplication, RevokeGrant,
 RequestRecordChange, ReviewChangeRequest), so that it, the gateway or an agency system may
 retry after UNAVAILABLE or DEADLINE_EXCEEDED without applying the change twice. The first

@@ -122,17 +122,18 @@ class NodeMetaRow(SQLModel, table=True):
     value: str = Field(sa_type=Text)
 
 
-class CatalogRequestRow(SQLModel, table=True):
-    """A catalog write a caller made with a ``request_id``: a retry with the same id gets the
-    first outcome back instead of applying the change twice (govnode.v1 idempotency)."""
+class RequestLogRow(SQLModel, table=True):
+    """A write a caller made with a ``request_id`` and its outcome, so that a retry with the same
+    id gets the first outcome instead of applying the change twice, and an id names one request
+    only (node.idempotency). Written in the same transaction as the write."""
 
-    __tablename__ = "catalog_request"
+    __tablename__ = "request_log"
 
-    caller: str = Field(primary_key=True, max_length=300)
+    caller: str = Field(primary_key=True, max_length=300)  # SPIFFE ID
     request_id: str = Field(primary_key=True, max_length=128)
-    operation: str = Field(max_length=16)
-    resource_code: str = Field(max_length=CODE_LEN)
-    version: int
+    operation: str = Field(max_length=32)  # register_resource, apply, review_change, ...
+    object_ref: str = Field(sa_type=Text)  # what it acted on: a resource code, an id, a record
+    outcome: str = Field(max_length=64)  # the entry version it made, or the id of its result
     created_at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
@@ -380,9 +381,7 @@ class AccessGrantRow(SQLModel, table=True):
     __table_args__ = (Index("ix_access_grant_grantee_resource", "grantee", "resource_code"),)
 
     id: str = Field(primary_key=True, max_length=64)  # "<owner region>-G-<hex>"
-    application_id: str = Field(
-        max_length=64, sa_column_args=[ForeignKey("access_application.id")]
-    )
+    application_id: str = Field(max_length=64, sa_column_args=[ForeignKey("access_application.id")])
     grantee: str = Field(max_length=300)  # SPIFFE ID
     resource_code: str = Field(max_length=CODE_LEN, index=True)
     provider_code: str = Field(max_length=CREDIT_CODE_LEN)
@@ -401,19 +400,6 @@ class AccessGrantRow(SQLModel, table=True):
     revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoke_reason: str = Field(default="", sa_type=Text)
     revoked_by: str = Field(default="", max_length=300)
-
-
-class AccessRequestRow(SQLModel, table=True):
-    """The outcome of an AccessService write that carried a ``request_id``, so a retry gets the
-    first outcome (same transaction as the write)."""
-
-    __tablename__ = "access_request"
-
-    caller: str = Field(primary_key=True, max_length=300)
-    request_id: str = Field(primary_key=True, max_length=128)
-    operation: str = Field(max_length=16)  # apply, withdraw, review, revoke
-    object_id: str = Field(max_length=64)  # the application or grant
-    created_at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
 class ChangeRequestRow(SQLModel, table=True):

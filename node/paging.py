@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
+from typing import TypeVar
 
 from node.errors import InvalidArgument
+
+T = TypeVar("T")
 
 #: Largest count a cursor may carry (offsets, sequences, ids): what a database BIGINT holds.
 MAX_COUNT = 2**63 - 1
@@ -51,3 +55,37 @@ def parse_count(text: str) -> int | None:
         return None
     value = int(text)
     return value if value <= MAX_COUNT else None
+
+
+# --- offset paging ----------------------------------------------------------------------
+# For short lists a caller reads newest first (applications, grants, change requests): the
+# token is the offset of the next page. A row inserted meanwhile may shift a row to the next
+# page (seen twice); these lists are small and rarely paged, and keyset paging is for the big
+# ones (catalog, records, audit).
+
+_OFFSET_PREFIX = "o:"
+
+
+def offset_page(token: str, size: int, *, default: int, maximum: int) -> tuple[int, int]:
+    """The offset ``token`` continues from (0 for "") and the page's size (see
+    :func:`page_size`); a token this kind of list did not make is refused."""
+    size = page_size(size, default=default, maximum=maximum)
+    if not token:
+        return 0, size
+    raw = decode_text(token) or ""
+    offset = parse_count(raw.removeprefix(_OFFSET_PREFIX))
+    if not raw.startswith(_OFFSET_PREFIX) or offset is None:
+        raise InvalidArgument("page_token: not a token from this list; omit it to start")
+    return offset, size
+
+
+def offset_token(offset: int) -> str:
+    """The token of the page starting at ``offset``."""
+    return encode_text(f"{_OFFSET_PREFIX}{offset}")
+
+
+def offset_rows(rows: Sequence[T], offset: int, size: int) -> tuple[list[T], str]:
+    """One page of ``rows`` (read with ``OFFSET offset LIMIT size + 1``) and the next page's
+    token, "" on the last page."""
+    more = len(rows) > size
+    return list(rows[:size]), offset_token(offset + size) if more else ""

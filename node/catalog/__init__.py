@@ -6,8 +6,8 @@ keeps them.
 - ``_grading``: sensitivity levels and what they allow (第三十七条);
 - ``_patterns``: PATTERN rules on a linear-time engine (RE2);
 - ``_probe``: conformance probe resources and who may use them (第三十一条);
-- ``_registry``: register, update, withdraw, read, list and the ordered change feed;
-- ``_requests``: idempotent catalog writes by request id.
+- ``_registry``: register, update, withdraw, read, list and the ordered change feed; its writes
+  are idempotent by request id through node.idempotency.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from node.catalog._probe import (
     is_tester,
 )
 from node.catalog._registry import MAX_STORED_INT, PAGE_BYTES, Catalog
-from node.catalog._requests import check_request_id
 from node.catalog._types import (
     ITEM_NAME_RE,
     MAX_ITEMS,
@@ -82,7 +81,6 @@ __all__ = [
     "ValidationKind",
     "ValidationRule",
     "check_catalog_write",
-    "check_request_id",
     "check_submitter",
     "check_tester_use",
     "compile_pattern",

@@ -24,9 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
 from gateway.quote import quote
-from node import paging
+from node import idempotency, paging
 from node.catalog._probe import check_catalog_write
-from node.catalog._requests import check_request_id, remember, replay
 from node.catalog._types import (
     RESOURCE_CODE_RE,
     CatalogChange,
@@ -49,6 +48,7 @@ from node.errors import (
     NotFound,
     PermissionDenied,
 )
+from node.idempotency import check_request_id
 from node.models import (
     CatalogChangeRow,
     CatalogEntryRow,
@@ -147,7 +147,7 @@ class Catalog:
         body = entry_to_json(stored)
 
         async def txn(session: AsyncSession) -> ResourceEntry:
-            if done := await replay(self._db, session, caller, request_id, "register", code):
+            if done := await self._replayed(session, caller, request_id, "register_resource", code):
                 return done
             if await session.get(CatalogEntryRow, code) is not None:
                 raise _already_registered(code)
@@ -161,7 +161,7 @@ class Catalog:
             await self._claim_elements(session, stored)
             self._add_version(session, stored, body, caller)
             await self._append_change(session, stored, body, ChangeKind.REGISTERED)
-            remember(session, caller, request_id, "register", stored, self._now())
+            self._remember(session, caller, request_id, "register_resource", stored)
             return stored
 
         result = await self._db.write("catalog.register", txn)
@@ -201,7 +201,7 @@ class Catalog:
         something else (an approved change request, 第四十一条). ``entry`` has passed
         ``validate_entry``; the caller calls :meth:`notify_changed` after committing."""
         code = entry.resource_code
-        if done := await replay(self._db, session, caller, request_id, "update", code):
+        if done := await self._replayed(session, caller, request_id, "update_resource", code):
             return done
         row = await self._current_for_change(session, code, caller, "change")
         if expected_version and expected_version != row.version:
@@ -237,7 +237,7 @@ class Catalog:
         await self._claim_elements(session, new)
         self._add_version(session, new, body, caller, reason=reason)
         await self._append_change(session, new, body, ChangeKind.UPDATED)
-        remember(session, caller, request_id, "update", new, self._now())
+        self._remember(session, caller, request_id, "update_resource", new)
         return new
 
     async def withdraw(
@@ -268,7 +268,7 @@ class Catalog:
     ) -> ResourceEntry:
         """:meth:`withdraw` inside the caller's write transaction (an approved change request,
         第四十一条); the caller calls :meth:`notify_changed` after committing."""
-        if done := await replay(self._db, session, caller, request_id, "withdraw", code):
+        if done := await self._replayed(session, caller, request_id, "withdraw_resource", code):
             return done
         row = await self._current_for_change(session, code, caller, "withdraw")
         if row.status == ResourceStatus.WITHDRAWN:
@@ -290,8 +290,40 @@ class Catalog:
         await self._claim_elements(session, new)  # a withdrawn entry claims nothing
         self._add_version(session, new, body, caller, reason=reason)
         await self._append_change(session, new, body, ChangeKind.WITHDRAWN)
-        remember(session, caller, request_id, "withdraw", new, self._now())
+        self._remember(session, caller, request_id, "withdraw_resource", new)
         return new
+
+    # --- idempotency (node.idempotency) ----------------------------------------------------
+
+    async def _replayed(
+        self, session: AsyncSession, caller: Identity, request_id: str, operation: str, code: str
+    ) -> ResourceEntry | None:
+        """The entry version an earlier request with this id wrote, or None."""
+        done = await idempotency.replay(self._db, session, caller, request_id, operation, code)
+        if done is None:
+            return None
+        version = await session.get(CatalogEntryVersionRow, (code, int(done)))
+        if version is None:  # versions are never deleted; this would be a corrupted database
+            raise NotFound(f"resource {code} has no version {done}")
+        return entry_from_json(version.body)
+
+    def _remember(
+        self,
+        session: AsyncSession,
+        caller: Identity,
+        request_id: str,
+        operation: str,
+        entry: ResourceEntry,
+    ) -> None:
+        idempotency.remember(
+            session,
+            caller,
+            request_id,
+            operation,
+            entry.resource_code,
+            str(entry.version),
+            self._now(),
+        )
 
     # --- reading --------------------------------------------------------------------------
 

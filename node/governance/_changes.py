@@ -10,7 +10,7 @@ after), readable by the requester, the resource's provider and the authority.
 
 The authority is notified of a request, the requester of its review, each in the transaction of
 the fact (node.sharing._notifications). Ids carry the node's region (``350100-C-<hex>``); writes
-with a ``request_id`` are idempotent per caller (``access_request``). No grpc.
+with a ``request_id`` are idempotent per caller (node.idempotency). No grpc.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, IdentityError, Role, authority_identity, parse_spiffe
 from gateway.quote import quote
+from node import paging
 from node.catalog import (
     MAX_PROBLEMS_SHOWN,
     Catalog,
     ResourceEntry,
     ResourceStatus,
     check_catalog_write,
-    check_request_id,
     check_submitter,
     entry_from_json,
     entry_to_json,
@@ -49,7 +49,8 @@ from node.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from node.models import AccessRequestRow, CatalogRequestRow, ChangeRequestRow
+from node.idempotency import check_request_id, remember, replay
+from node.models import ChangeRequestRow
 from node.records import (
     MAX_CHECK_SECONDS,
     Records,
@@ -67,10 +68,12 @@ from node.sharing import (
     check_reviewer,
     may_see,
 )
-from node.sharing._applications import _page, _token
 from node.storage import Database
 
 ARTICLE = "第四十一条"
+#: ListChangeRequests pages, as ListApplications and ListGrants.
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
 
 
 class ChangeTarget(enum.StrEnum):
@@ -318,10 +321,15 @@ class ChangeRequests:
                     "probe is fixed (第三十一条)"
                 )
             new_entry = entry_to_json(draft.entry)
+        # What the request is about, for its request_id (migration 0015 derives the same).
+        changed = f"{code} record {record_key}" if record_key else code
         now = self._clock()
 
         async def txn(session: AsyncSession) -> ChangeRequest:
-            if done := await self._replay(session, caller, draft.request_id, "change_request"):
+            done = await replay(
+                self._db, session, caller, draft.request_id, "request_change", changed
+            )
+            if done:
                 return await self._get(session, done)
             previous_values: dict[str, str] = {}
             previous_version = entry.version
@@ -363,7 +371,7 @@ class ChangeRequests:
                 created_at=now,
             )
             session.add(row)
-            self._remember(session, caller, draft.request_id, "change_request", row.id, now)
+            remember(session, caller, draft.request_id, "request_change", changed, row.id, now)
             Notifications.add(
                 session,
                 authority_identity(self._region, self._td),
@@ -475,7 +483,9 @@ class ChangeRequests:
         page_token: str = "",
     ) -> tuple[list[ChangeRequest], str]:
         """The change requests ``caller`` may see, newest first, with the next page's token."""
-        offset, size = _page(page_token, page_size)
+        offset, size = paging.offset_page(
+            page_token, page_size, default=DEFAULT_PAGE, maximum=MAX_PAGE
+        )
         t = ChangeRequestRow
         query = select(t)
         if not (caller.role is Role.AUTHORITY and caller.region == self._region):
@@ -498,8 +508,8 @@ class ChangeRequests:
             return list((await session.exec(query.offset(offset).limit(size + 1))).all())
 
         rows = await self._db.read("changes.list", txn)
-        more = len(rows) > size
-        return [change_from_row(r) for r in rows[:size]], _token(offset + size) if more else ""
+        page, token = paging.offset_rows(rows, offset, size)
+        return [change_from_row(r) for r in page], token
 
     # --- review ---------------------------------------------------------------------------
 
@@ -522,7 +532,9 @@ class ChangeRequests:
         now = self._clock()
 
         async def txn(session: AsyncSession) -> ChangeRequest:
-            if done := await self._replay(session, caller, request_id, "change_review"):
+            if done := await replay(
+                self._db, session, caller, request_id, "review_change", change_id
+            ):
                 return await self._get(session, done)
             rows = await session.exec(
                 select(ChangeRequestRow).where(ChangeRequestRow.id == change_id).with_for_update()
@@ -547,7 +559,7 @@ class ChangeRequests:
             row.reviewed_at = now
             row.review_comment = comment
             session.add(row)
-            self._remember(session, caller, request_id, "change_review", row.id, now)
+            remember(session, caller, request_id, "review_change", row.id, row.id, now)
             change = change_from_row(row)
             message = (
                 f"变更申请 {row.id}（{_what(change.target, change.action)}，资源 "
@@ -606,53 +618,6 @@ class ChangeRequests:
                 session, requester, code, why, expected_version=change.previous_version
             )
         return entry.version
-
-    # --- idempotency ----------------------------------------------------------------------
-
-    async def _replay(
-        self, session: AsyncSession, caller: Identity, request_id: str, operation: str
-    ) -> str | None:
-        if not request_id:
-            return None
-        await self._db.lock(session, f"access.request:{caller.uri}:{request_id}")
-        done = await session.get(AccessRequestRow, (caller.uri, request_id))
-        if done is None:
-            # UpdateResource and WithdrawResource share request ids with RegisterResource: an id
-            # a catalog write used may not name a change request too.
-            catalog = await session.get(CatalogRequestRow, (caller.uri, request_id))
-            if catalog is not None:
-                raise InvalidArgument(
-                    f"request_id: {request_id!r} was already used by this caller for "
-                    f"{catalog.operation} of {catalog.resource_code}; use a new id for a new "
-                    "request"
-                )
-            return None
-        if done.operation != operation:
-            raise InvalidArgument(
-                f"request_id: {request_id!r} was already used by this caller for "
-                f"{done.operation} of {done.object_id}; use a new id for a new request"
-            )
-        return done.object_id
-
-    @staticmethod
-    def _remember(
-        session: AsyncSession,
-        caller: Identity,
-        request_id: str,
-        operation: str,
-        object_id: str,
-        now: dt.datetime,
-    ) -> None:
-        if request_id:
-            session.add(
-                AccessRequestRow(
-                    caller=caller.uri,
-                    request_id=request_id,
-                    operation=operation,
-                    object_id=object_id,
-                    created_at=now,
-                )
-            )
 
 
 def _identity(uri: str) -> Identity:

@@ -4,7 +4,7 @@ owns the resource (第二十五条).
 Every write is one transaction with the notifications it makes (node.sharing._notifications): the
 authority and the provider learn of an application, the applicant and the provider of its
 review, the grantee and the provider of a revocation. Writes that carry a ``request_id`` are
-idempotent per caller (``access_request``, the pattern of node.catalog._requests). Ids carry
+idempotent per caller (node.idempotency). Ids carry
 the owner's region (``350100-A-<hex>``, ``350100-G-<hex>``), so any node can route a call
 naming one to the node that holds it.
 
@@ -31,11 +31,11 @@ from node.catalog import (
     ResourceEntry,
     ResourceStatus,
     ShareType,
-    check_request_id,
     check_tester_use,
 )
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from node.models import AccessApplicationRow, AccessGrantRow, AccessRequestRow
+from node.idempotency import check_request_id, remember, replay
+from node.models import AccessApplicationRow, AccessGrantRow
 from node.sharing._grants import (
     METHOD_NAMES,
     Application,
@@ -79,23 +79,6 @@ def _text(value: str, field: str, *, required: bool, rule: str) -> str:
     return value
 
 
-def _page(token: str, size: int) -> tuple[int, int]:
-    """The offset ``token`` continues from and the page's size (ListApplications, ListGrants,
-    ListChangeRequests)."""
-    size = paging.page_size(size, default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    if not token:
-        return 0, size
-    raw = paging.decode_text(token) or ""
-    offset = paging.parse_count(raw.removeprefix("o:"))
-    if not raw.startswith("o:") or offset is None:
-        raise InvalidArgument("page_token: not a token from this list; omit it to start")
-    return offset, size
-
-
-def _token(offset: int) -> str:
-    return paging.encode_text(f"o:{offset}")
-
-
 def _methods(methods: Sequence[Any]) -> str:
     return ", ".join(METHOD_NAMES[m] for m in methods)
 
@@ -120,45 +103,6 @@ class Applications:
     @property
     def region(self) -> str:
         return self._region
-
-    # --- idempotency ---------------------------------------------------------------------
-
-    async def _replay(
-        self, session: AsyncSession, caller: Identity, request_id: str, operation: str
-    ) -> str | None:
-        if not request_id:
-            return None
-        check_request_id(request_id)
-        await self._db.lock(session, f"access.request:{caller.uri}:{request_id}")
-        done = await session.get(AccessRequestRow, (caller.uri, request_id))
-        if done is None:
-            return None
-        if done.operation != operation:
-            raise InvalidArgument(
-                f"request_id: {request_id!r} was already used by this caller for "
-                f"{done.operation} of {done.object_id}; use a new id for a new request"
-            )
-        return done.object_id
-
-    @staticmethod
-    def _remember(
-        session: AsyncSession,
-        caller: Identity,
-        request_id: str,
-        operation: str,
-        object_id: str,
-        now: dt.datetime,
-    ) -> None:
-        if request_id:
-            session.add(
-                AccessRequestRow(
-                    caller=caller.uri,
-                    request_id=request_id,
-                    operation=operation,
-                    object_id=object_id,
-                    created_at=now,
-                )
-            )
 
     # --- applications ----------------------------------------------------------------------
 
@@ -249,7 +193,10 @@ class Applications:
         now = self._clock()
 
         async def txn(session: AsyncSession) -> Application:
-            if done := await self._replay(session, caller, draft.request_id, "apply"):
+            done = await replay(
+                self._db, session, caller, draft.request_id, "apply", entry.resource_code
+            )
+            if done:
                 return await self._application(session, done)
             row = AccessApplicationRow(
                 id=_new_id(self._region, "A"),
@@ -269,7 +216,7 @@ class Applications:
                 created_at=now,
             )
             session.add(row)
-            self._remember(session, caller, draft.request_id, "apply", row.id, now)
+            remember(session, caller, draft.request_id, "apply", entry.resource_code, row.id, now)
             message = (
                 f"{caller} 申请使用有条件共享资源 {entry.resource_code}（{entry.name}）："
                 f"数据项 {', '.join(json.loads(row.items))}，方式 "
@@ -346,7 +293,9 @@ class Applications:
         page_token: str = "",
     ) -> tuple[list[Application], str]:
         """The applications ``caller`` may see, newest first, with the next page's token."""
-        offset, size = _page(page_token, page_size)
+        offset, size = paging.offset_page(
+            page_token, page_size, default=DEFAULT_PAGE, maximum=MAX_PAGE
+        )
         t = AccessApplicationRow
         query = select(t).where(
             self._visibility(caller, col(t.applicant), col(t.provider_code), col(t.probe))
@@ -363,8 +312,8 @@ class Applications:
             return list((await session.exec(query.offset(offset).limit(size + 1))).all())
 
         rows = await self._db.read("access.list_applications", txn)
-        more = len(rows) > size
-        return [application_from_row(r) for r in rows[:size]], _token(offset + size) if more else ""
+        page, token = paging.offset_rows(rows, offset, size)
+        return [application_from_row(r) for r in page], token
 
     async def withdraw(
         self, caller: Identity, application_id: str, request_id: str = ""
@@ -373,7 +322,10 @@ class Applications:
         now = self._clock()
 
         async def txn(session: AsyncSession) -> Application:
-            if done := await self._replay(session, caller, request_id, "withdraw"):
+            done = await replay(
+                self._db, session, caller, request_id, "withdraw_application", application_id
+            )
+            if done:
                 return await self._application(session, done)
             row = await self._locked(session, AccessApplicationRow, application_id, "application")
             app = application_from_row(row)
@@ -391,7 +343,7 @@ class Applications:
             row.status = ApplicationStatus.WITHDRAWN.value
             row.decided_at = now
             session.add(row)
-            self._remember(session, caller, request_id, "withdraw", row.id, now)
+            remember(session, caller, request_id, "withdraw_application", row.id, row.id, now)
             return application_from_row(row)
 
         return await self._db.write("access.withdraw", txn)
@@ -475,7 +427,10 @@ class Applications:
         now = self._clock()
 
         async def txn(session: AsyncSession) -> tuple[Application, Grant | None]:
-            if done := await self._replay(session, caller, review.request_id, "review"):
+            done = await replay(
+                self._db, session, caller, review.request_id, "review_application", application_id
+            )
+            if done:
                 app = await self._application(session, done)
                 grant = await session.get(AccessGrantRow, app.grant_id) if app.grant_id else None
                 return app, grant_from_row(grant) if grant else None
@@ -521,7 +476,7 @@ class Applications:
             session.add(row)
             # The grant row must exist before the application names it (foreign key order).
             await session.flush()
-            self._remember(session, caller, review.request_id, "review", row.id, now)
+            remember(session, caller, review.request_id, "review_application", row.id, row.id, now)
             status = ApplicationStatus(row.status)
             message = f"申请 {row.id}（资源 {row.resource_code}）{_STATUS_ZH[status]}"
             if grant_row is not None:
@@ -592,7 +547,9 @@ class Applications:
     ) -> tuple[list[Grant], str]:
         """The grants ``caller`` may see, newest first; by default only those in force or not
         yet started."""
-        offset, size = _page(page_token, page_size)
+        offset, size = paging.offset_page(
+            page_token, page_size, default=DEFAULT_PAGE, maximum=MAX_PAGE
+        )
         t = AccessGrantRow
         query = select(t).where(
             self._visibility(caller, col(t.grantee), col(t.provider_code), col(t.probe))
@@ -609,8 +566,8 @@ class Applications:
             return list((await session.exec(query.offset(offset).limit(size + 1))).all())
 
         rows = await self._db.read("access.list_grants", txn)
-        more = len(rows) > size
-        return [grant_from_row(r) for r in rows[:size]], _token(offset + size) if more else ""
+        page, token = paging.offset_rows(rows, offset, size)
+        return [grant_from_row(r) for r in page], token
 
     async def revoke(
         self, caller: Identity, grant_id: str, reason: str, request_id: str = ""
@@ -621,7 +578,9 @@ class Applications:
         now = self._clock()
 
         async def txn(session: AsyncSession) -> Grant:
-            if done := await self._replay(session, caller, request_id, "revoke"):
+            if done := await replay(
+                self._db, session, caller, request_id, "revoke_grant", grant_id
+            ):
                 row = await session.get(AccessGrantRow, done)
                 assert row is not None
                 return grant_from_row(row)
@@ -634,7 +593,7 @@ class Applications:
             row.revoke_reason = reason
             row.revoked_by = caller.uri
             session.add(row)
-            self._remember(session, caller, request_id, "revoke", row.id, now)
+            remember(session, caller, request_id, "revoke_grant", row.id, row.id, now)
             message = (
                 f"授权 {row.id}（资源 {row.resource_code}）已被数据管理机构撤销：{reason}；"
                 "此后的使用均被拒绝（第三十七条）"

@@ -6,7 +6,8 @@ keeps them.
 - ``_grading``: sensitivity levels and what they allow (第三十七条);
 - ``_patterns``: PATTERN rules on a linear-time engine (RE2);
 - ``_probe``: conformance probe resources and who may use them (第三十一条);
-- ``_registry``: register, update, withdraw, read, list and the ordered change feed;
+- ``_registry``: register, update, withdraw, read, list and the ordered change feed, and
+  ``store_entry_row`` (how an entry's row is written, shared with catalog sync);
 - ``_requests``: idempotent catalog writes by request id.
 """
 
@@ -28,7 +29,7 @@ from node.catalog._probe import (
     check_tester_use,
     is_tester,
 )
-from node.catalog._registry import MAX_STORED_INT, PAGE_BYTES, Catalog
+from node.catalog._registry import MAX_STORED_INT, PAGE_BYTES, Catalog, store_entry_row
 from node.catalog._requests import check_request_id
 from node.catalog._types import (
     ITEM_NAME_RE,
@@ -93,5 +94,6 @@ __all__ = [
     "highest_level",
     "is_tester",
     "quote_pattern",
+    "store_entry_row",
     "validate_entry",
 ]

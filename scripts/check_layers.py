@@ -10,7 +10,8 @@ Every ``import`` and ``from ... import`` counts: at module level, inside functio
   of all of them and nothing imports it. Inside node, only the edges that put the suite and
   the node together (``node.cli``, ``node.demo``) import conformance.
 - ``domain``: node's domain packages import no grpc (nor grpc_health, generated ``*_pb2_grpc``
-  ...) and none of the edges: servicers, cli, app, demo, clients.
+  ...) and none of the edges: servicers, cli, app, demo, clients, and what the cli and the
+  demo share (approval, terminal).
 - ``public``: from outside a package, only its public face: never a ``_private`` module or
   name, and from a package whose ``__init__`` declares ``__all__``, only the names in it.
 - ``cycles``: no import cycle between node's packages (each top-level module of node counts
@@ -55,7 +56,16 @@ DOMAIN = tuple(
 # What a domain package never imports: gRPC itself, and the edges of node that use gRPC or
 # put the node together.
 GRPC = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "grpc_tools")
-EDGES = ("node.servicers", "node.cli", "node.app", "node.demo", "node.clients")
+EDGES = (
+    "node.servicers",
+    "node.cli",
+    "node.app",
+    "node.demo",
+    "node.clients",
+    # What the cli and the demo share (neither may import the other).
+    "node.approval",
+    "node.terminal",
+)
 
 # Exceptions that exist today, each with the reason and who removes it:
 # (rule, importing module, imported module or module.name) -> reason.
@@ -161,20 +171,26 @@ def imports_of(module: Module, tree: ast.AST, modules: dict[str, Module]) -> Ite
                     yield Import(module, node.lineno, base, alias.name)
 
 
-def declared_all(module: Module, root: Path) -> frozenset[str] | None:
-    """The names in a module's literal ``__all__``, or None when it declares none."""
-    tree = ast.parse((root / module.path).read_text(encoding="utf-8"), str(module.path))
+def declared_all(tree: ast.Module) -> frozenset[str] | None:
+    """The names in a module's ``__all__``, or None when it declares none that can be read
+    without running it (then any public name may be imported from it)."""
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else []
         if isinstance(node, ast.AnnAssign):
             targets = [node.target]
         value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and value:
-            return frozenset(ast.literal_eval(value))
+            try:
+                names = ast.literal_eval(value)
+            except ValueError:
+                return None
+            return frozenset(str(name) for name in names)
     return None
 
 
-def check_import(imp: Import, modules: dict[str, Module], root: Path) -> Iterator[tuple[str, str]]:
+def check_import(
+    imp: Import, modules: dict[str, Module], faces: dict[str, frozenset[str] | None]
+) -> Iterator[tuple[str, str]]:
     """(rule, what) for each rule one import breaks."""
     importer, target = imp.importer.name, imp.target
     here, there = importer.split(".")[0], target.split(".")[0]
@@ -190,31 +206,33 @@ def check_import(imp: Import, modules: dict[str, Module], root: Path) -> Iterato
     ):
         yield "domain", says
 
-    if there in LAYERS:
-        parts = target.split(".")
-        for index, part in enumerate(parts):
-            owner = ".".join(parts[:index])
-            if is_private(part) and not within(importer, owner):
-                yield "public", f"{says} (private to {owner})"
-                break
-        else:
-            if imp.name is not None and imp.name != "*":
-                owner = (
-                    target
-                    if target not in modules or modules[target].is_package
-                    else (target.rpartition(".")[0])
-                )
-                if is_private(imp.name) and not within(importer, owner):
-                    yield "public", f"{says} (private to {owner})"
-                elif (
-                    target in modules
-                    and modules[target].is_package
-                    and not within(importer, target)
-                    and not is_private(imp.name)
-                ):
-                    public = declared_all(modules[target], root)
-                    if public is not None and imp.name not in public:
-                        yield "public", f"{says} (not in {target}.__all__)"
+    if there in LAYERS and (why := behind_the_face(imp, modules, faces)):
+        yield "public", f"{says} ({why})"
+
+
+def behind_the_face(
+    imp: Import, modules: dict[str, Module], faces: dict[str, frozenset[str] | None]
+) -> str | None:
+    """Why an import reaches behind the public face of another package, or None."""
+    importer, target = imp.importer.name, imp.target
+    parts = target.split(".")
+    for index, part in enumerate(parts):
+        owner = ".".join(parts[:index])
+        if is_private(part) and not within(importer, owner):
+            return f"private to {owner}"
+    if imp.name is None or imp.name == "*":
+        return None
+    module = modules.get(target)
+    is_package = module is None or module.is_package
+    package = target if is_package else target.rpartition(".")[0]
+    if within(importer, package):
+        return None
+    if is_private(imp.name):
+        return f"private to {package}"
+    face = faces.get(target) if is_package else None
+    if face is not None and imp.name not in face:
+        return f"not in {target}.__all__"
+    return None
 
 
 def unit(module: str) -> str | None:
@@ -296,15 +314,20 @@ def check(root: Path) -> list[Violation]:
     violations: list[Violation] = []
     used: set[tuple[str, str, str]] = set()
     edges: dict[tuple[str, str], Import] = {}
+    trees: dict[str, ast.Module] = {}
     for module in modules.values():
         source = (root / module.path).read_text(encoding="utf-8")
         try:
-            tree = ast.parse(source, str(module.path))
+            trees[module.name] = ast.parse(source, str(module.path))
         except SyntaxError as exc:
             violations.append(Violation(module.path, exc.lineno or 0, "syntax", str(exc.msg)))
-            continue
+    # What each package's __init__ offers to other packages.
+    faces = {name: declared_all(tree) for name, tree in trees.items() if modules[name].is_package}
+
+    for name, tree in trees.items():
+        module = modules[name]
         for imp in imports_of(module, tree, modules):
-            for rule, message in check_import(imp, modules, root):
+            for rule, message in check_import(imp, modules, faces):
                 key = (rule, module.name, imp.what)
                 if key in ALLOWED:
                     used.add(key)

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint types protos protos-check ci clean bench
+.PHONY: install demo test check lint types layers protos protos-check ci clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,19 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-## Static checks: generated stubs match the .proto files, ruff, mypy.
-check: install protos-check lint types
+## Static checks: generated stubs match the .proto files, ruff, the import rules, mypy.
+check: install protos-check lint layers types
 
 lint: install
 	$(BIN)/ruff check .
 
 types: install
 	$(BIN)/mypy
+	$(BIN)/mypy scripts
+
+## The import rules of the layout (README, Layout): layers, domain packages, public faces, cycles.
+layers: install
+	$(BIN)/python scripts/check_layers.py
 
 protos: install
 	$(BIN)/python scripts/gen_protos.py

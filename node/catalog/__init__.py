@@ -6,7 +6,8 @@ keeps them.
 - ``_grading``: sensitivity levels and what they allow (第三十七条);
 - ``_patterns``: PATTERN rules on a linear-time engine (RE2);
 - ``_probe``: conformance probe resources and who may use them (第三十一条);
-- ``_registry``: register, update, withdraw, read, list and the ordered change feed; its writes
+- ``_registry``: register, update, withdraw, read, list and the ordered change feed, and
+  ``store_entry_row`` (how an entry's row is written, shared with catalog sync); its writes
   are idempotent by request id through node.idempotency.
 """
 
@@ -28,7 +29,7 @@ from node.catalog._probe import (
     check_tester_use,
     is_tester,
 )
-from node.catalog._registry import MAX_STORED_INT, PAGE_BYTES, Catalog
+from node.catalog._registry import MAX_STORED_INT, PAGE_BYTES, Catalog, store_entry_row
 from node.catalog._types import (
     ITEM_NAME_RE,
     MAX_ITEMS,
@@ -91,5 +92,6 @@ __all__ = [
     "highest_level",
     "is_tester",
     "quote_pattern",
+    "store_entry_row",
     "validate_entry",
 ]

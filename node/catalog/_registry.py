@@ -662,6 +662,18 @@ def _set_columns(row: CatalogEntryRow, entry: ResourceEntry, body: str) -> None:
     row.body = body
 
 
+def store_entry_row(
+    session: AsyncSession, row: CatalogEntryRow | None, entry: ResourceEntry, body: str
+) -> None:
+    """Write an entry's row: a new one when ``row`` is None, else ``row`` in place. The
+    registry keeps its rows this way and so does catalog sync (a city mirroring the entries
+    of its province), so the columns of an entry are named in one place."""
+    if row is None:
+        session.add(CatalogEntryRow(**_entry_columns(entry), body=body))
+    else:
+        _set_columns(row, entry, body)
+
+
 def _who(caller: Identity) -> str:
     if caller.role is Role.AGENCY:
         return f"agency {caller.subject}"

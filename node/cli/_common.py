@@ -24,9 +24,18 @@ class UserError(Exception):
 def describe_error(exc: Exception) -> str | None:
     """The one-line message for an error the operator caused, or None for a bug."""
     from node.app import StartupError
-    from node.pki._provision import ProvisionError
+    from node.approval import ReportRefused
+    from node.pki import ProvisionError
 
-    known = (UserError, ConfigError, PkiError, IdentityError, StartupError, ProvisionError)
+    known = (
+        UserError,
+        ConfigError,
+        PkiError,
+        IdentityError,
+        StartupError,
+        ProvisionError,
+        ReportRefused,
+    )
     if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, DomainError):

@@ -15,7 +15,7 @@ from node.audit import MAX_QUERY_LIMIT, AuditLog, AuditRecord
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.storage import Database
-from node.times import CST
+from node.terminal import format_record, safe_text
 
 app = typer.Typer(
     help=(
@@ -27,39 +27,11 @@ app = typer.Typer(
 )
 
 _POLL_S = 0.5
-# Control characters a caller could smuggle into a record (its presented identity, a message
-# quoting its input) must not drive the operator's terminal.
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 
 
 def _open_config(config: Path) -> NodeConfig:
     # Logs go to stderr and only when they matter (load): stdout is the records (and --json's).
     return load(config)
-
-
-def _safe(text: str) -> str:
-    return text.translate(_CONTROLS)
-
-
-def format_record(record: AuditRecord) -> str:
-    """One readable line: time (CST), sequence, outcome, operation, resource, caller, request."""
-    op = record.operation
-    parts = [
-        f"{record.at.astimezone(CST):%Y-%m-%d %H:%M:%S} CST",
-        f"#{record.sequence}",
-        record.outcome,
-        f"{op.term} {op.label}",
-        record.resource_code or "-",
-        record.caller,
-    ]
-    if record.origin_node:
-        parts.append(f"via {record.origin_node}")
-    if record.request_id:
-        parts.append(f"(request {record.request_id})")
-    line = "  ".join(parts)
-    if record.outcome != "OK" and record.message:
-        line += f"  — {record.message}"
-    return _safe(line)
 
 
 def record_json(record: AuditRecord) -> str:
@@ -174,6 +146,7 @@ def verify(config: Path = CONFIG_OPTION) -> None:
         echo(f"audit chain intact: {checked} records")
         return
     echo(
-        f"audit chain BROKEN at record #{bad}: {_safe(reason)} ({checked} records intact before it)"
+        f"audit chain BROKEN at record #{bad}: {safe_text(reason)} "
+        f"({checked} records intact before it)"
     )
     raise typer.Exit(1)

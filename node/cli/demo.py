@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run a province node on loopback with fresh PKI and the example catalog."""
-        from node.demo._main import run_demo
+        from node.demo import run_demo
 
         configure_logging("console", log_level("error"))
         if dir is not None and dir.exists() and any(dir.iterdir()):

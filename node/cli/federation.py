@@ -10,20 +10,15 @@ from pathlib import Path
 
 import typer
 
+from node.approval import approve_report
 from node.cli._common import CONFIG_OPTION, UserError, cert_hosts, echo, load, split_hostport
 from node.clients import JoinError, join_province
 from node.config import Mode, NodeConfig
 from node.federation import (
-    DEFAULT_MAX_AGE,
-    ApprovalError,
-    ApprovalFacts,
     Invitation,
-    check_report,
     create_invitation,
     cst,
-    known_cities,
     reachable_address,
-    record_approval,
 )
 from node.pki import check_new_node_dir, check_region, fingerprint, load_certs
 from node.storage import Database
@@ -143,46 +138,6 @@ def join(
 
 def register(root_app: typer.Typer) -> None:
     root_app.command("join")(join)
-
-
-async def approve_report(
-    cfg: NodeConfig, data: bytes, approved_by: str, max_age: dt.timedelta = DEFAULT_MAX_AGE
-) -> tuple[ApprovalFacts, bool]:
-    """Verify a signed conformance report and record the approval it supports; returns the
-    facts and whether the approval is new. UserError names why a report is refused."""
-    from conformance.model import SUITE_VERSION
-    from conformance.report import ReportError, verify_signed_report
-    from conformance.suite import all_cases
-
-    root_path = cfg.path(cfg.tls.root)
-    try:
-        verified = verify_signed_report(data, root_path.read_bytes())
-    except ReportError as exc:
-        raise UserError(f"the report does not verify: {exc}") from None
-    now = dt.datetime.now(dt.UTC)
-    db = await Database.open(cfg.database_url)
-    try:
-        await db.migrate()
-        try:
-            facts = check_report(
-                verified.report,
-                tester_uri=verified.tester.uri,
-                report_sha256=verified.sha256,
-                province_region=cfg.node.region,
-                trust_domain=cfg.node.trust_domain,
-                root=load_certs(root_path)[0],
-                known_cities=await known_cities(db),
-                suite_version=SUITE_VERSION,
-                mandatory_ids=[c.info.id for c in all_cases() if c.info.mandatory],
-                now=now,
-                max_age=max_age,
-            )
-        except ApprovalError as exc:
-            raise UserError(f"not approved: {exc}") from None
-        new = await record_approval(db, facts, data.decode("utf-8"), approved_by, now)
-        return facts, new
-    finally:
-        await db.close()
 
 
 @app.command("approve")

@@ -21,7 +21,7 @@ from conformance.session import Options
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.cli.federation import approve_report
+from node.approval import approve_report
 from node.config import NodeConfig
 from node.pki import Revocations, issue_tester, normalise_serial, prepare_tester
 

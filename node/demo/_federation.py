@@ -27,7 +27,6 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files, start_node
 from node.audit import AuditLog
 from node.catalog import ResourceEntry
-from node.cli.status import render
 from node.clients import join_province
 from node.codes import make_credit_code
 from node.config import NodeConfig, load_config
@@ -37,6 +36,7 @@ from node.federation import create_invitation
 from node.pki import fingerprint, issue_client, load_certs
 from node.ports import free_port
 from node.servicers.convert import entry_to_proto
+from node.terminal import status_lines
 
 if TYPE_CHECKING:
     from node.demo._main import Demo
@@ -267,7 +267,7 @@ async def show_federation(
             stub = federation_pb2_grpc.FederationServiceStub(ch)
             info = await stub.GetNodeInfo(federation_pb2.GetNodeInfoRequest())
             peers = await stub.ListPeers(federation_pb2.ListPeersRequest())
-        for line in render(info.node, list(peers.peers)):
+        for line in status_lines(info.node, list(peers.peers)):
             say("    " + line)
         say("")
 

@@ -12,8 +12,8 @@ from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
 from gateway.channel import secure_channel
 from node.audit import AuditLog
 from node.catalog import ResourceEntry
-from node.cli.audit import format_record
 from node.codes import make_citizen_id, make_credit_code
+from node.terminal import format_record
 
 if TYPE_CHECKING:
     from node.app import RunningNode

@@ -30,8 +30,8 @@ from node.catalog import (
     ResourceEntry,
     ResourceStatus,
     entry_to_json,
+    store_entry_row,
 )
-from node.catalog._registry import _entry_columns, _set_columns
 from node.codes import Region
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.models import (
@@ -193,10 +193,7 @@ class CatalogExchange:
             )
         if row is not None and row.version >= entry.version:
             return False
-        if row is None:
-            session.add(CatalogEntryRow(**_entry_columns(entry), body=body))
-        else:
-            _set_columns(row, entry, body)
+        store_entry_row(session, row, entry, body)
         await session.flush()
         await _mirror_claims(session, entry)
         assert entry.updated_at is not None

@@ -1,0 +1,138 @@
+"""What the edges of node show an operator in a terminal: a node and its peers (``govnode status``
+and the demo), audit records (``govnode audit`` and the demo), and text from a caller made safe
+to print. Both the cli and the demo use these and neither may import the other."""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from govnode.v1 import federation_pb2
+
+from node.audit import AuditRecord
+from node.times import CST
+
+# Control characters a caller could smuggle into a record (its presented identity, a message
+# quoting its input) must not drive the operator's terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def safe_text(text: str) -> str:
+    """``text`` with control characters shown as escapes, safe to print on a terminal."""
+    return text.translate(_CONTROLS)
+
+
+def format_record(record: AuditRecord) -> str:
+    """One readable line: time (CST), sequence, outcome, operation, resource, caller, request."""
+    op = record.operation
+    parts = [
+        f"{record.at.astimezone(CST):%Y-%m-%d %H:%M:%S} CST",
+        f"#{record.sequence}",
+        record.outcome,
+        f"{op.term} {op.label}",
+        record.resource_code or "-",
+        record.caller,
+    ]
+    if record.origin_node:
+        parts.append(f"via {record.origin_node}")
+    if record.request_id:
+        parts.append(f"(request {record.request_id})")
+    line = "  ".join(parts)
+    if record.outcome != "OK" and record.message:
+        line += f"  — {record.message}"
+    return safe_text(line)
+
+
+MODES = {
+    federation_pb2.NODE_MODE_PROVINCE: "province",
+    federation_pb2.NODE_MODE_CITY: "city",
+}
+HEALTH = {
+    federation_pb2.PEER_HEALTH_UNSPECIFIED: "NOT CONTACTED",
+    federation_pb2.PEER_HEALTH_HEALTHY: "HEALTHY",
+    federation_pb2.PEER_HEALTH_DEGRADED: "DEGRADED",
+    federation_pb2.PEER_HEALTH_UNREACHABLE: "UNREACHABLE",
+}
+
+
+def _cst(ts: Timestamp, present: bool) -> str:
+    if not present:
+        return "-"
+    return f"{ts.ToDatetime(tzinfo=dt.UTC).astimezone(CST):%Y-%m-%d %H:%M:%S} CST"
+
+
+def _short(digest: str) -> str:
+    return digest[:12] if digest else "-"
+
+
+def _width(text: str) -> int:
+    """Terminal columns of ``text`` (Chinese characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    ]
+
+
+def status_lines(node: federation_pb2.NodeInfo, peers: list[federation_pb2.Peer]) -> list[str]:
+    lines = [
+        f"Node      {node.region} {node.name} ({MODES.get(node.mode, 'unknown')})",
+        f"Identity  {node.node_identity}",
+        f"Listen    {node.listen_address}    software {node.software_version}",
+        f"Catalog   sequence {node.catalog_last_sequence}, digest {_short(node.catalog_digest)}",
+        f"Time      {_cst(node.server_time, node.HasField('server_time'))}",
+    ]
+    if node.mode == federation_pb2.NODE_MODE_CITY:
+        approved = "approved" if node.approved_sub_platform else "not approved yet"
+        lines.append(f"Sub-platform {approved} by the province (第三十一条)")
+    lines.append("")
+    if not peers:
+        lines.append("Peers     none")
+        return lines
+    rows = [
+        [
+            "REGION",
+            "NAME",
+            "ENDPOINT",
+            "HEALTH",
+            "LAST SEEN",
+            "CATALOG SEQ",
+            "DIGEST",
+            "SKEW",
+            "SUB-PLATFORM",
+        ]
+    ]
+    notes = []
+    for p in peers:
+        rows.append(
+            [
+                p.node.region,
+                p.node.name or "-",
+                p.node.listen_address or "-",
+                HEALTH.get(p.health, "UNKNOWN"),
+                _cst(p.last_seen, p.HasField("last_seen")),
+                str(p.applied_catalog_sequence),
+                _short(p.node.catalog_digest),
+                f"{p.clock_skew_ms} ms",
+                "approved" if p.node.approved_sub_platform else "-",
+            ]
+        )
+        if p.last_error:
+            retry = (
+                f" (next attempt {_cst(p.next_attempt_at, True)})"
+                if p.HasField("next_attempt_at")
+                else ""
+            )
+            notes.append(f"  {p.node.region}: {p.last_error}{retry}")
+    lines.append(f"Peers ({len(peers)})")
+    lines.extend(_table(rows))
+    if notes:
+        lines.append("")
+        lines.append("Errors")
+        lines.extend(notes)
+    return lines

@@ -265,7 +265,7 @@ def person_entry(n: int = 2, provider: str | None = None, **fields: Any) -> Reso
 @pytest.fixture
 async def province(tmp_path: Path, db_url: str) -> AsyncIterator[Any]:
     """A province node with fresh PKI, serving mutual TLS on loopback, on each backend."""
-    from tests.nodes import make_province, start
+    from tests.support.nodes import make_province, start
 
     setup = make_province(tmp_path / "province", db_url)
     node = await start(setup)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.demo._main import free_port
-from tests.nodes import GOVNODE, enable_join, make_province
+from tests.support.nodes import GOVNODE, enable_join, make_province
 
 
 def govnode(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

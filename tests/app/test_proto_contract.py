@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from grpc_tools import protoc  # type: ignore[import-untyped]  # ships no type information
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "proto"
 PACKAGE_DIR = PROTO_ROOT / "govnode" / "v1"
 GEN_PROTOS = REPO_ROOT / "scripts" / "gen_protos.py"

@@ -37,8 +37,9 @@ from gateway.tls import TlsFiles
 from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
+from tests.app.test_cli import govnode
 from tests.conftest import agency_code
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     FUZHOU,
     PROVINCE,
@@ -50,7 +51,6 @@ from tests.nodes import (
     stock_channel,
     wait_serving,
 )
-from tests.test_cli import govnode
 
 pytestmark = pytest.mark.slow
 

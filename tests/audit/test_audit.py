@@ -24,7 +24,7 @@ from node.config import NodeConfig, load_config
 from node.errors import InvalidArgument
 from node.pki import provision_province
 from node.storage import Database
-from tests.nodes import GOVNODE
+from tests.support.nodes import GOVNODE
 
 AGENCY = "spiffe://350000.fujian.gov.cn/agency/11350000003591001X"
 OTHER = "spiffe://350000.fujian.gov.cn/agency/11350000003591002X"

@@ -20,8 +20,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit._log import GENESIS_HASH
 from node.pki import issue_client
-from tests.nodes import CIVIL_AFFAIRS, PROVINCE, PUBLIC_SECURITY, ProvinceSetup, channel, entry_of
-from tests.test_tester_role import (
+from tests.conformance.test_tester_role import (
     ACME,
     REAL,
     SHARED,
@@ -32,6 +31,14 @@ from tests.test_tester_role import (
     sharing,
     submit,
     verify,
+)
+from tests.support.nodes import (
+    CIVIL_AFFAIRS,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    channel,
+    entry_of,
 )
 
 Province = tuple[ProvinceSetup, RunningNode]

@@ -13,7 +13,13 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, approve_change, channel
+from tests.support.nodes import (
+    CIVIL_AFFAIRS,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    approve_change,
+    channel,
+)
 
 Province = tuple[ProvinceSetup, RunningNode]
 

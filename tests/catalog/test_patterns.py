@@ -39,7 +39,7 @@ from node.catalog import (
 from node.catalog._patterns import MAX_PATTERN_LENGTH, translate
 from node.models import CatalogEntryRow
 from node.servicers.convert import entry_to_proto
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PUBLIC_SECURITY,
     ProvinceSetup,

@@ -25,7 +25,8 @@ from conformance.suite import all_cases
 from gateway.tls import server_credentials
 from node.app import node_tls_files
 from node.demo._main import free_port
-from tests.conformance_targets import (
+from tests.conftest import NewDatabaseUrl
+from tests.support.conformance_targets import (
     Platform,
     front,
     issue_tester,
@@ -34,8 +35,7 @@ from tests.conformance_targets import (
     platform,
     sniffing_relay,
 )
-from tests.conftest import NewDatabaseUrl
-from tests.nodes import PUBLIC_SECURITY, make_province
+from tests.support.nodes import PUBLIC_SECURITY, make_province
 
 MANDATORY_SECURITY = [
     c.info.id for c in all_cases() if c.info.group == "security" and c.info.mandatory
@@ -297,7 +297,7 @@ async def test_tls_1_1_is_caught_on_a_port_that_accepts_it(
         port = plat.plaintext_port
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            from tests.conformance_targets import _relay
+            from tests.support.conformance_targets import _relay
 
             await _relay(reader, writer, port)
 

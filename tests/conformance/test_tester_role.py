@@ -53,8 +53,9 @@ from node.pki import (
 )
 from node.pki._ca import issue_out_of_region_probe
 from node.servicers.convert import entry_to_proto
+from tests.app.test_cli import assert_one_line_error, govnode
 from tests.conftest import NewDatabaseUrl, agency_code, item
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     FUZHOU,
     PROVINCE,
@@ -66,7 +67,6 @@ from tests.nodes import (
     make_city,
     make_province,
 )
-from tests.test_cli import assert_one_line_error, govnode
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

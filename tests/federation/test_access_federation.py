@@ -17,8 +17,7 @@ from govnode.v1 import access_pb2
 from node.app import node_tls_files
 from node.catalog import ShareMethod
 from tests.conftest import NewDatabaseUrl, agency_code
-from tests.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, entry_of, federation
-from tests.test_access import (
+from tests.sharing.test_access import (
     ACME,
     ITEMS,
     KIND,
@@ -34,6 +33,7 @@ from tests.test_access import (
     submit,
     verify,
 )
+from tests.support.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, entry_of, federation
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

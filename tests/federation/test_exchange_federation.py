@@ -32,7 +32,18 @@ from node.audit import AuditLog, AuditRecord
 from node.catalog import ShareMethod, ShareType
 from node.records._exchange import EXCHANGE_CHUNK_ROWS
 from tests.conftest import NewDatabaseUrl, agency_code
-from tests.nodes import (
+from tests.records.test_exchange import exchange, keys, records, refused_exchange
+from tests.sharing.test_access import (
+    ITEMS,
+    M,
+    access,
+    apply_request,
+    approve,
+    authority,
+    poll_refused,
+    ts,
+)
+from tests.support.nodes import (
     FUZHOU,
     PROVINCE,
     XIAMEN,
@@ -43,17 +54,6 @@ from tests.nodes import (
     federation,
     link_peers,
 )
-from tests.test_access import (
-    ITEMS,
-    M,
-    access,
-    apply_request,
-    approve,
-    authority,
-    poll_refused,
-    ts,
-)
-from tests.test_exchange import exchange, keys, records, refused_exchange
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

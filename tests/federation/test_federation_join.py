@@ -32,9 +32,9 @@ from node.federation._join import members, token_hash
 from node.models import InvitationRow
 from node.pki import city_requests, fingerprint, issue_client, load_certs
 from node.storage import Database
+from tests.app.test_cli import assert_one_line_error, govnode
 from tests.conftest import agency_code
-from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province
-from tests.test_cli import assert_one_line_error, govnode
+from tests.support.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province
 
 TD = "fujian.gov.cn"
 FUZHOU, XIAMEN = "350100", "350200"

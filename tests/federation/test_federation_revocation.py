@@ -23,7 +23,7 @@ from node.app import RunningNode, node_tls_files
 from node.pki import Revocation, Revocations, load_certs, region_ca, serial_hex
 from node.storage import Database
 from tests.conftest import NewDatabaseUrl
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     PUBLIC_SECURITY,

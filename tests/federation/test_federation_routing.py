@@ -31,7 +31,7 @@ from node.config import NodeConfig
 from node.pki import load_certs, load_private_key
 from node.pki._ca import generate_key
 from tests.conftest import NewDatabaseUrl, agency_code, item
-from tests.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, Member, entry_of, federation
+from tests.support.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, Member, entry_of, federation
 
 TD = "fujian.gov.cn"
 METHODS = (ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY)
@@ -61,7 +61,7 @@ async def call(
     deadline_s: float = 5.0,
     metadata: Sequence[tuple[str, str | bytes]] = (),
 ) -> Any:
-    from tests.nodes import channel
+    from tests.support.nodes import channel
 
     async with channel(node, files) as ch:
         result = getattr(sharing_pb2_grpc.SharingServiceStub(ch), method)(
@@ -79,7 +79,7 @@ async def refused(node: RunningNode, files: TlsFiles, method: str, request: Any,
 
 
 async def submit(member: Member, code: str, rows: list[dict[str, str]]) -> None:
-    from tests.nodes import channel
+    from tests.support.nodes import channel
 
     async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
         yield sharing_pb2.SubmitBatch(
@@ -156,7 +156,7 @@ async def test_routed_verify_compare_query_apply_the_owners_rules_to_the_caller(
     assert "approved application" in err.details()
     assert f"agency {agency_code(1, XIAMEN)} ({XIAMEN})" in err.details()
     # Only a provider submits, to its own node.
-    from tests.nodes import channel
+    from tests.support.nodes import channel
 
     async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
         yield sharing_pb2.SubmitBatch(resource_code=OPEN, batch_id="x", records=[])
@@ -379,7 +379,7 @@ def test_circuit_breaker_opens_fails_fast_probes_and_closes() -> None:
 
 
 async def test_a_direct_peer_link_skips_the_province(fed: Federation) -> None:
-    from tests.nodes import link_peers
+    from tests.support.nodes import link_peers
 
     await fed.xiamen.stop()
     fed.xiamen.setup = link_peers(fed.xiamen.setup, {FUZHOU: fed.fuzhou.setup.config.node.listen})

@@ -31,7 +31,7 @@ from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto
 from node.storage import Database
 from tests.conftest import FIXED_TIME, NewDatabaseUrl
-from tests.nodes import (
+from tests.support.nodes import (
     FUZHOU,
     PROVINCE,
     XIAMEN,

@@ -20,9 +20,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.ratelimit import AnonymousLimiter, address_of
 from node.app import RunningNode, start_node
 from node.config import load_config
-from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province
-from tests.test_federation_join import invite, join_address, refused, request_for, root_pem, used_at
-from tests.test_oracle import retry_after_ms
+from tests.federation.test_federation_join import (
+    invite,
+    join_address,
+    refused,
+    request_for,
+    root_pem,
+    used_at,
+)
+from tests.sharing.test_oracle import retry_after_ms
+from tests.support.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province
 
 Province = tuple[ProvinceSetup, RunningNode]
 

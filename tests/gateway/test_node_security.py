@@ -20,7 +20,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.pki import KeyPair, Revocations, load_keypair
 from node.pki._ca import _build_leaf, create_intermediate, create_root_ca, generate_key, issue_leaf
-from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, make_province
+from tests.support.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, make_province
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

@@ -23,17 +23,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.codes import make_credit_code
 from node.servicers.convert import entry_to_proto
-from tests.nodes import (
-    CIVIL_AFFAIRS,
-    PROVINCE,
-    PUBLIC_SECURITY,
-    channel,
-    make_city,
-    make_province,
-    start,
-    with_submit_updates,
-)
-from tests.test_access import (
+from tests.sharing.test_access import (
     ACME,
     COND,
     KIND,
@@ -49,7 +39,17 @@ from tests.test_access import (
     submit,
     verify,
 )
-from tests.test_access import query as query_request
+from tests.sharing.test_access import query as query_request
+from tests.support.nodes import (
+    CIVIL_AFFAIRS,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    channel,
+    make_city,
+    make_province,
+    start,
+    with_submit_updates,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

@@ -3,7 +3,7 @@ item 5): out-of-range google.protobuf.Timestamp values, page and resume tokens t
 this node's (non-ASCII, bad base64, huge, valid-looking but of the wrong shape), negative page
 sizes; and what the wire fuzzer found: text holding U+0000, a join port of non-ASCII digits.
 Page sizes above a list's maximum are reduced to it (common.proto, Pagination). A real
-province over real mutual TLS, on both backends; tests/test_fuzz_wire.py throws generated
+province over real mutual TLS, on both backends; tests/hostile/test_fuzz_wire.py throws generated
 requests at every RPC.
 """
 
@@ -38,7 +38,8 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.catalog import ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
-from tests.nodes import (
+from tests.sharing.test_access import ACME, ITEMS, apply_request, register, submit
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PROVINCE,
     PUBLIC_SECURITY,
@@ -47,7 +48,6 @@ from tests.nodes import (
     entry_of,
     make_city,
 )
-from tests.test_access import ACME, ITEMS, apply_request, register, submit
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

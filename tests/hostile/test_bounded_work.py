@@ -25,7 +25,7 @@ from node.app import RunningNode
 from node.catalog import DataItem, DataType, ResourceEntry, ShareMethod, ShareType, ValidationRule
 from node.catalog._types import MAX_ENUM_VALUES
 from node.servicers.convert import entry_to_proto
-from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel
+from tests.support.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel
 
 Province = tuple[ProvinceSetup, RunningNode]
 CODE = "350000-3-000001"

@@ -9,7 +9,7 @@ fuzzed without touching this file), hypothesis sends:
   non-ASCII, NUL-bearing, or one of the values the nodes know (resource codes, ids, item names,
   identities, real and foreign page tokens); integers at their type's extremes; timestamps out
   of range; repeated fields with many items; nested messages. Often it starts from a valid
-  request (tests/test_fuzz_wire.py's seeds), so that a few changed fields are what the node
+  request (tests/hostile/test_fuzz_wire.py's seeds), so that a few changed fields are what the node
   sees;
 - raw bytes: a request's encoding with bytes flipped, inserted or cut off, sent as is;
 
@@ -67,7 +67,8 @@ from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
 from tests.conftest import NewDatabaseUrl, agency_code, person_entry
-from tests.nodes import (
+from tests.sharing.test_access import ACME, ITEMS, access, apply_request, approve, register, submit
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     FUZHOU,
     PROVINCE,
@@ -80,7 +81,6 @@ from tests.nodes import (
     make_province,
     start,
 )
-from tests.test_access import ACME, ITEMS, access, apply_request, approve, register, submit
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 T = TypeVar("T")

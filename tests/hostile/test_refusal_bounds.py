@@ -33,7 +33,7 @@ from node.errors import InvalidArgument
 from node.servicers.convert import entry_to_proto
 from node.storage import Database
 from tests.conftest import NODE_REGION, item, make_entry
-from tests.nodes import PROVINCE, PUBLIC_SECURITY, ProvinceSetup, channel, entry_of
+from tests.support.nodes import PROVINCE, PUBLIC_SECURITY, ProvinceSetup, channel, entry_of
 
 Province = tuple[ProvinceSetup, RunningNode]
 BIG = 100_000  # characters: far over gRPC's 16 KiB limit on a status message

@@ -24,7 +24,7 @@ from node.catalog import (
     ValidationRule,
 )
 from node.servicers.convert import entry_to_proto
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PUBLIC_SECURITY,
     ProvinceSetup,

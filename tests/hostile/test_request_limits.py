@@ -31,8 +31,8 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.catalog import DataItem, DataType, ResourceEntry, ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
-from tests import hostile_maps
-from tests.nodes import (
+from tests.support import hostile_maps
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PUBLIC_SECURITY,
     ProvinceSetup,
@@ -87,9 +87,9 @@ def served(tmp_path: Path, db_url: str) -> Iterator[Served]:
     consumer = setup.agency(CIVIL_AFFAIRS, "福建省民政厅")
     hostile = tmp_path / "hostile"
     # The node's process writes the hostile requests first, in its own hash order (see
-    # tests.hostile_maps), then serves as `govnode serve` does.
+    # tests.support.hostile_maps), then serves as `govnode serve` does.
     launch = (
-        "import sys; from tests.hostile_maps import write_requests; "
+        "import sys; from tests.support.hostile_maps import write_requests; "
         "write_requests(sys.argv.pop(1), sys.argv.pop(1)); "
         "from node.cli import main; main()"
     )

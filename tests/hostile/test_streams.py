@@ -29,7 +29,14 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
 from tests.conftest import NewDatabaseUrl
-from tests.nodes import (
+from tests.federation.test_exchange_federation import COND, consumer, grant
+from tests.federation.test_exchange_federation import MANY as COND_MANY
+from tests.federation.test_exchange_federation import audited as audited_at
+from tests.federation.test_exchange_federation import company as cond_company
+from tests.federation.test_exchange_federation import submit as submit_at
+from tests.records.test_exchange import CODE, MANY, WAIT_S, company, feed, read_changes
+from tests.sharing.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     PUBLIC_SECURITY,
@@ -42,13 +49,6 @@ from tests.nodes import (
     with_limits,
     with_submit_updates,
 )
-from tests.test_exchange import CODE, MANY, WAIT_S, company, feed, read_changes
-from tests.test_exchange_federation import COND, consumer, grant
-from tests.test_exchange_federation import MANY as COND_MANY
-from tests.test_exchange_federation import audited as audited_at
-from tests.test_exchange_federation import company as cond_company
-from tests.test_exchange_federation import submit as submit_at
-from tests.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register
 
 Province = tuple[ProvinceSetup, RunningNode]
 

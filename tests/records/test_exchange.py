@@ -24,7 +24,16 @@ from node.catalog import ResourceEntry, ShareMethod, ShareType
 from node.codes import make_credit_code
 from node.records._exchange import EXCHANGE_CHUNK_ROWS
 from node.sharing import Access, is_provider
-from tests.nodes import (
+from tests.sharing.test_node_sharing import (
+    COMPANIES,
+    PEOPLE,
+    PETITIONS,
+    agency,
+    batch,
+    register,
+    submit,
+)
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     PUBLIC_SECURITY,
@@ -35,7 +44,6 @@ from tests.nodes import (
     with_submit_updates,
     withdraw_approved,
 )
-from tests.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register, submit
 
 Province = tuple[ProvinceSetup, RunningNode]
 CODE = COMPANIES.resource_code  # 无条件共享, offers exchange and subscribe; fddbr masked (name)

@@ -32,7 +32,7 @@ from node.records._rejections import (
 from node.records._types import MAX_BATCH_ID, MAX_BATCH_RECORDS, HeldRecord, Rejection
 from node.servicers.convert import entry_to_proto
 from node.servicers.sharing import submit_ack
-from tests.nodes import PUBLIC_SECURITY, ProvinceSetup, channel
+from tests.support.nodes import PUBLIC_SECURITY, ProvinceSetup, channel
 
 Province = tuple[ProvinceSetup, RunningNode]
 SEND_LIMIT = 4 * 1024 * 1024  # limits.max_message_bytes, the node's default

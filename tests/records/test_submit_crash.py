@@ -20,7 +20,7 @@ from gateway.tls import TlsFiles
 from node.codes import make_credit_code
 from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
-from tests.nodes import MARKET_REGULATION, make_province, serve_process
+from tests.support.nodes import MARKET_REGULATION, make_province, serve_process
 
 pytestmark = pytest.mark.slow
 

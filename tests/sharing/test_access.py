@@ -33,7 +33,7 @@ from node.audit import AuditLog
 from node.catalog import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
 from tests.conftest import item
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     PROVINCE,

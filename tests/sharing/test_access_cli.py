@@ -13,8 +13,8 @@ import pytest
 from govnode.v1 import access_pb2, access_pb2_grpc
 
 from node.app import RunningNode
-from tests.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel, make_city
-from tests.test_access import (
+from tests.app.test_cli import assert_one_line_error, govnode
+from tests.sharing.test_access import (
     ACME,
     COND,
     KIND,
@@ -26,7 +26,7 @@ from tests.test_access import (
     refused,
     sharing,
 )
-from tests.test_cli import assert_one_line_error, govnode
+from tests.support.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel, make_city
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -34,7 +34,7 @@ Province = tuple[ProvinceSetup, RunningNode]
 
 
 def test_issue_authority_for_a_province_and_a_city(tmp_path: Path) -> None:
-    from tests.nodes import make_province
+    from tests.support.nodes import make_province
 
     province = make_province(tmp_path / "province", f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
     city = make_city(tmp_path / "fuzhou", f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", province)
@@ -64,7 +64,7 @@ async def cli(*args: str | Path) -> tuple[int, str, str]:
 
 
 async def test_the_review_desk_on_a_serving_node(province: Province) -> None:
-    from tests.test_access import register, submit
+    from tests.sharing.test_access import register, submit
 
     setup, node = province
     config = setup.config_path

@@ -23,7 +23,7 @@ from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.servicers.convert import entry_to_proto
 from node.storage import Database
 from node.storage._migrations import alembic_config
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     PUBLIC_SECURITY,

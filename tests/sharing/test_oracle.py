@@ -43,7 +43,7 @@ from node.sharing import _oracle as oracle
 from node.storage import Database
 from node.times import CST
 from tests.conftest import agency_code, item
-from tests.nodes import (
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     PROVINCE,
@@ -200,7 +200,7 @@ async def test_two_guards_on_one_database_never_admit_more_than_the_limit_togeth
         await other.close()
 
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 #: Another OS process spending from the same budget: waits for "go", then makes ``calls``
 #: admissions at once and prints how many were admitted.
@@ -209,7 +209,7 @@ import asyncio, sys
 import structlog
 from node.sharing import _oracle as oracle
 from node.storage import Database
-from tests import test_oracle as t
+from tests.sharing import test_oracle as t
 
 async def main(url: str, calls: int) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: ours

@@ -276,7 +276,7 @@ async def test_change_feed_is_gap_free_and_ordered_under_concurrency(database: D
 
 
 async def test_migrate_is_idempotent_and_reaches_head(database: Database) -> None:
-    versions = Path(__file__).parent.parent / "node" / "migrations" / "versions"
+    versions = Path(__file__).parents[2] / "node" / "migrations" / "versions"
     newest = max(p.name.split("_", 1)[0] for p in versions.glob("[0-9]*_*.py"))
     assert await database.current_revision() == head_revision() == newest
     await database.migrate()

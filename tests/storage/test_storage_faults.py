@@ -41,8 +41,10 @@ from node.codes import make_credit_code
 from node.errors import StorageUnavailable
 from node.servicers.convert import entry_to_proto
 from node.storage import RECOVERY_PROBE_BYTES, Database
+from tests.app.test_cli import govnode
 from tests.conftest import POSTGRES_SKIP, _fresh_postgres_database, _postgres_url
-from tests.nodes import (
+from tests.sharing.test_node_sharing import COMPANIES, NAMES
+from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
     ProvinceSetup,
@@ -51,8 +53,6 @@ from tests.nodes import (
     serve_process,
     start,
 )
-from tests.test_cli import govnode
-from tests.test_node_sharing import COMPANIES, NAMES
 
 #: The node probes its database this often in these tests (storage.health_probe_seconds).
 PROBE_ENV = "GOVNODE_STORAGE__HEALTH_PROBE_SECONDS"

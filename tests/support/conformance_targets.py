@@ -31,7 +31,7 @@ from node.config import NodeConfig
 from node.demo._main import free_port
 from node.pki import Revocations, normalise_serial
 from node.storage import Database
-from tests.nodes import ProvinceSetup, link_peers, make_city, make_province, start
+from tests.support.nodes import ProvinceSetup, link_peers, make_city, make_province, start
 
 FUZHOU = "350100"
 Patch = Callable[[pytest.MonkeyPatch, "Platform"], None]

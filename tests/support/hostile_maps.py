@@ -1,4 +1,5 @@
-"""Requests whose one map costs the node's protobuf parser seconds (tests/test_request_limits.py).
+"""Requests whose one map costs the node's protobuf parser seconds
+(tests/hostile/test_request_limits.py).
 
 protobuf's upb parser stores a map in a hash table that grows as entries arrive. Entries that
 arrive in the order of that table's own hash (the order in which the same process serialises

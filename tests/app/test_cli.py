@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from node.demo._main import free_port
-from tests.support.nodes import GOVNODE, enable_join, make_province
-
-
-def govnode(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GOVNODE_LOG__FORMAT": "json"}
-    return subprocess.run(
-        [*GOVNODE, *map(str, args)], capture_output=True, text=True, timeout=60, cwd=cwd, env=env
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0]
+from tests.support.cli import (
+    assert_one_line_error,
+    govnode,
+)
+from tests.support.nodes import enable_join, make_province
 
 
 def test_every_command_has_help() -> None:

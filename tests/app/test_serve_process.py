@@ -37,8 +37,8 @@ from gateway.tls import TlsFiles
 from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
-from tests.app.test_cli import govnode
-from tests.conftest import agency_code
+from tests.support.cli import govnode
+from tests.support.entries import agency_code
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     FUZHOU,

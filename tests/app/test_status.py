@@ -10,8 +10,9 @@ from pathlib import Path
 from govnode.v1 import catalog_pb2, catalog_pb2_grpc
 
 from node.servicers.convert import entry_to_proto
-from tests.conftest import NewDatabaseUrl, agency_code, make_entry
-from tests.federation.test_federation_revocation import fast
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code, make_entry
+from tests.support.federation import fast
 from tests.support.nodes import GOVNODE, channel, make_city, make_province, start
 
 PROVINCE, FUZHOU, XIAMEN = "350000", "350100", "350200"

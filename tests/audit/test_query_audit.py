@@ -20,7 +20,15 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit._log import GENESIS_HASH
 from node.pki import issue_client
-from tests.conformance.test_tester_role import (
+from tests.support.nodes import (
+    CIVIL_AFFAIRS,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    ProvinceSetup,
+    channel,
+    entry_of,
+)
+from tests.support.testers import (
     ACME,
     REAL,
     SHARED,
@@ -31,14 +39,6 @@ from tests.conformance.test_tester_role import (
     sharing,
     submit,
     verify,
-)
-from tests.support.nodes import (
-    CIVIL_AFFAIRS,
-    PROVINCE,
-    PUBLIC_SECURITY,
-    ProvinceSetup,
-    channel,
-    entry_of,
 )
 
 Province = tuple[ProvinceSetup, RunningNode]

@@ -44,11 +44,11 @@ from node.errors import (
 )
 from node.models import CatalogEntryRow, ElementSourceRow
 from node.storage import Database
-from tests.conftest import (
+from tests.support.databases import OpenDatabase
+from tests.support.entries import (
     FIXED_TIME,
     NODE_REGION,
     TRUST_DOMAIN,
-    OpenDatabase,
     agency,
     agency_code,
     item,

@@ -27,7 +27,7 @@ from node.demo import EXAMPLES_DIR, load_example_catalog
 from node.errors import InvalidArgument
 from node.records._query import shape_row
 from node.servicers.convert import entry_from_proto, entry_to_proto
-from tests.conftest import NODE_REGION, item, make_entry
+from tests.support.entries import NODE_REGION, item, make_entry
 
 NAME_RULE = MaskingRule(kind=MaskingKind.NAME)
 ALL_METHODS = (ShareMethod.VERIFY, ShareMethod.QUERY, ShareMethod.EXCHANGE, ShareMethod.SUBSCRIBE)

@@ -25,7 +25,6 @@ from conformance.suite import all_cases
 from gateway.tls import server_credentials
 from node.app import node_tls_files
 from node.demo._main import free_port
-from tests.conftest import NewDatabaseUrl
 from tests.support.conformance_targets import (
     Platform,
     front,
@@ -35,6 +34,7 @@ from tests.support.conformance_targets import (
     platform,
     sniffing_relay,
 )
+from tests.support.databases import NewDatabaseUrl
 from tests.support.nodes import PUBLIC_SECURITY, make_province
 
 MANDATORY_SECURITY = [

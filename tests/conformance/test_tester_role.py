@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,8 @@ from govnode.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     catalog_pb2,
-    catalog_pb2_grpc,
     common_pb2,
-    federation_pb2,
-    federation_pb2_grpc,
     sharing_pb2,
-    sharing_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -34,8 +29,6 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
 from node.catalog import (
-    MaskingKind,
-    MaskingRule,
     ResourceEntry,
     ShareMethod,
     ShareType,
@@ -53,8 +46,9 @@ from node.pki import (
 )
 from node.pki._ca import issue_out_of_region_probe
 from node.servicers.convert import entry_to_proto
-from tests.app.test_cli import assert_one_line_error, govnode
-from tests.conftest import NewDatabaseUrl, agency_code, item
+from tests.support.cli import assert_one_line_error, govnode
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     FUZHOU,
@@ -67,28 +61,26 @@ from tests.support.nodes import (
     make_city,
     make_province,
 )
+from tests.support.testers import (
+    ACME,
+    ITEMS,
+    REAL,
+    SHARED,
+    catalog,
+    node_info,
+    refused,
+    register,
+    sharing,
+    submit,
+    verify,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 Province = tuple[ProvinceSetup, RunningNode]
 TD = "fujian.gov.cn"
 TESTER = str(make_identity(PROVINCE, TD, Role.TESTER, "lab-1"))
-METHODS = (ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY)
-ITEMS = (
-    item("tyshxydm", key=True, required=True),
-    item("qymc"),
-    item("fddbr", masking=MaskingRule(kind=MaskingKind.NAME)),
-)
-ACME = {"tyshxydm": "91350100MA00000001", "qymc": "福州某某科技有限公司", "fddbr": "王五"}
-SHARED: dict[str, Any] = {
-    "share_type": ShareType.UNCONDITIONAL,
-    "share_methods": METHODS,
-    "items": ITEMS,
-}
 
-#: An agency's own resource (public security's, 无条件共享) and three probes a tester makes,
-#: all naming public security as provider: a probe's provider_code need not be the tester's.
-REAL = entry_of(PROVINCE, 1, **SHARED)
 PROBE = entry_of(PROVINCE, 901, probe=True, **SHARED)
 PROBE_CONDITIONAL = entry_of(
     PROVINCE, 902, probe=True, items=ITEMS, share_methods=(ShareMethod.VERIFY, ShareMethod.QUERY)
@@ -107,60 +99,6 @@ PROBE_NOT_SHARED = entry_of(
 # --- calls ----------------------------------------------------------------------------------
 
 
-async def catalog(node: RunningNode, files: TlsFiles, method: str, request: Any) -> Any:
-    async with channel(node, files) as ch:
-        return await getattr(catalog_pb2_grpc.CatalogServiceStub(ch), method)(request)
-
-
-async def sharing(
-    node: RunningNode,
-    files: TlsFiles,
-    method: str,
-    request: Any,
-    metadata: Sequence[tuple[str, str]] = (),
-) -> Any:
-    async with channel(node, files) as ch:
-        result = getattr(sharing_pb2_grpc.SharingServiceStub(ch), method)(
-            request, metadata=tuple(metadata)
-        )
-        if method == "Compare":
-            return [r async for r in result]
-        return await result
-
-
-async def submit(
-    node: RunningNode, files: TlsFiles, code: str, rows: Sequence[dict[str, str]], batch: str = "b1"
-) -> list[sharing_pb2.SubmitAck]:
-    async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
-        yield sharing_pb2.SubmitBatch(
-            resource_code=code, batch_id=batch, records=[common_pb2.Record(values=r) for r in rows]
-        )
-
-    async with channel(node, files) as ch:
-        return [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches())]
-
-
-async def node_info(node: RunningNode, files: TlsFiles) -> federation_pb2.NodeInfo:
-    async with channel(node, files, timeout=3) as ch:
-        reply = await federation_pb2_grpc.FederationServiceStub(ch).GetNodeInfo(
-            federation_pb2.GetNodeInfoRequest()
-        )
-    return reply.node
-
-
-async def refused(coro: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await coro
-    return err.value
-
-
-def register(
-    entry: ResourceEntry | common_pb2.ResourceEntry,
-) -> catalog_pb2.RegisterResourceRequest:
-    msg = entry if isinstance(entry, common_pb2.ResourceEntry) else entry_to_proto(entry)
-    return catalog_pb2.RegisterResourceRequest(entry=msg)
-
-
 def update(entry: ResourceEntry, **changes: Any) -> catalog_pb2.UpdateResourceRequest:
     msg = entry_to_proto(entry.model_copy(update=changes))
     return catalog_pb2.UpdateResourceRequest(entry=msg, reason="更新")
@@ -169,12 +107,6 @@ def update(entry: ResourceEntry, **changes: Any) -> catalog_pb2.UpdateResourceRe
 def withdraw(entry: ResourceEntry) -> catalog_pb2.WithdrawResourceRequest:
     return catalog_pb2.WithdrawResourceRequest(
         resource_code=entry.resource_code, reason="conformance run over"
-    )
-
-
-def verify(code: str, claimed: str = ACME["qymc"]) -> sharing_pb2.VerifyRequest:
-    return sharing_pb2.VerifyRequest(
-        resource_code=code, key={"tyshxydm": ACME["tyshxydm"]}, claimed={"qymc": claimed}
     )
 
 

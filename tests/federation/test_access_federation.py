@@ -16,8 +16,7 @@ from govnode.v1 import access_pb2
 
 from node.app import node_tls_files
 from node.catalog import ShareMethod
-from tests.conftest import NewDatabaseUrl, agency_code
-from tests.sharing.test_access import (
+from tests.support.access import (
     ACME,
     ITEMS,
     KIND,
@@ -33,6 +32,8 @@ from tests.sharing.test_access import (
     submit,
     verify,
 )
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code
 from tests.support.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, entry_of, federation
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -22,8 +22,8 @@ from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.app import node_tls_files
 from node.pki import load_certs
-from tests.conftest import NewDatabaseUrl
 from tests.support.conformance_targets import Platform, platform
+from tests.support.databases import NewDatabaseUrl
 from tests.support.nodes import make_city
 
 GOVNODE = str(Path(sys.executable).parent / "govnode")

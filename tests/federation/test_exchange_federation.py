@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +28,19 @@ from gateway.identity import Role, make_identity
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
-from node.audit import AuditLog, AuditRecord
-from node.catalog import ShareMethod, ShareType
+from node.audit import AuditLog
+from node.catalog import ShareType
 from node.records._exchange import EXCHANGE_CHUNK_ROWS
-from tests.conftest import NewDatabaseUrl, agency_code
-from tests.records.test_exchange import exchange, keys, records, refused_exchange
-from tests.sharing.test_access import (
+from tests.support.access import (
     ITEMS,
-    M,
     access,
-    apply_request,
-    approve,
     authority,
     poll_refused,
     ts,
 )
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code
+from tests.support.exchange import exchange, keys, records, refused_exchange
 from tests.support.nodes import (
     FUZHOU,
     PROVINCE,
@@ -54,13 +52,22 @@ from tests.support.nodes import (
     federation,
     link_peers,
 )
+from tests.support.routed_exchange import (
+    COND,
+    CONSUMER,
+    MANY,
+    STREAMS,
+    WAIT_S,
+    audited,
+    company,
+    consumer,
+    grant,
+    submit,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 TD = "fujian.gov.cn"
-STREAMS = (ShareMethod.EXCHANGE, ShareMethod.SUBSCRIBE, ShareMethod.QUERY)
-#: 福州's 有条件共享 resource (fddbr masked by its name rule), and a 无条件共享 one.
-COND = entry_of(FUZHOU, 11, items=ITEMS, share_methods=STREAMS)
 OPEN = entry_of(FUZHOU, 12, items=ITEMS, share_methods=STREAMS, share_type=ShareType.UNCONDITIONAL)
 SECRET = entry_of(
     FUZHOU,
@@ -70,38 +77,10 @@ SECRET = entry_of(
     share_methods=(),
     legal_basis="《中华人民共和国保守国家秘密法》",
 )
-MANY = EXCHANGE_CHUNK_ROWS * 2 + 37  # three chunks
-WAIT_S = 10.0  # bound on every wait for one message or one poll; never a timing assertion
-CONSUMER = agency_code(2, XIAMEN)  # the 厦门 agency holding the grant
-GRANTED = ("tyshxydm", "qymc", "fddbr")
-
-
-def company(n: int, name: str = "") -> dict[str, str]:
-    return {
-        "tyshxydm": f"91350100MA{n:08d}",
-        "qymc": name or f"福州某某{n}有限公司",
-        "fddbr": "王五",
-    }
 
 
 def key_of(n: int) -> str:
     return company(n)["tyshxydm"]
-
-
-async def submit(member: Member, code: str, batch_id: str, rows: Sequence[dict[str, str]]) -> None:
-    """One batch into ``code`` as its provider (new record keys only: updates go through a
-    change request, 第四十一条)."""
-
-    async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
-        yield sharing_pb2.SubmitBatch(
-            resource_code=code,
-            batch_id=batch_id,
-            records=[common_pb2.Record(values=r) for r in rows],
-        )
-
-    async with channel(member.running, member.agency(), timeout=30) as ch:
-        acks = [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches())]
-    assert [(a.accepted, a.rejected) for a in acks] == [(len(rows), 0)], acks
 
 
 async def change_approved(fuzhou: Member, n: int, name: str) -> None:
@@ -129,29 +108,6 @@ async def change_approved(fuzhou: Member, n: int, name: str) -> None:
     )
 
 
-async def grant(fed: Federation, applicant: TlsFiles, *, not_after: Any = None) -> access_pb2.Grant:
-    """Applied at 厦门 (made at 福州), approved by 福州's authority."""
-    applied = await access(
-        fed.xiamen.running,
-        applicant,
-        "Apply",
-        apply_request(
-            COND.resource_code,
-            GRANTED,
-            (M.SHARE_METHOD_EXCHANGE, M.SHARE_METHOD_SUBSCRIBE),
-        ),
-    )
-    fields: dict[str, Any] = {} if not_after is None else {"not_after": not_after}
-    reviewed = await access(
-        fed.fuzhou.running,
-        authority(fed.fuzhou.setup),
-        "ReviewApplication",
-        approve(applied.application.id, **fields),
-    )
-    result: access_pb2.Grant = reviewed.grant
-    return result
-
-
 @pytest.fixture
 async def fed(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federation]:
     """The three nodes; at 福州 COND with MANY records, OPEN with three, SECRET with one; the
@@ -165,10 +121,6 @@ async def fed(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federati
         await running.converged(3)
         await grant(running, consumer(running))
         yield running
-
-
-def consumer(fed: Federation) -> TlsFiles:
-    return fed.xiamen.setup.agency(CONSUMER)
 
 
 async def revoke_consumers_grant(fed: Federation) -> None:
@@ -228,22 +180,6 @@ async def read_changes(call: Any, count: int) -> list[sharing_pb2.RecordChange]:
         assert isinstance(change, sharing_pb2.RecordChange), "the subscription ended"
         out.append(change)
     return out
-
-
-async def audited(
-    member: Member, request_id: str, outcome: str = "OK", within_s: float = WAIT_S
-) -> AuditRecord:
-    """The one audit record ``member`` wrote for ``request_id``, polled (every 0.05 s, bounded)
-    until it is there with ``outcome``."""
-    log = AuditLog(member.running.db)
-    found: list[AuditRecord] = []
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        found = await log.query(request_id=request_id)
-        if [r.outcome for r in found] == [outcome]:
-            return found[0]
-        await asyncio.sleep(0.05)
-    pytest.fail(f"{member.region}: no single {outcome} record for {request_id}: {found}")
 
 
 # --- Exchange ---------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from govnode.v1 import catalog_pb2, federation_pb2, federation_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Role, check_chain, identity_of, permitted_uri_hosts
 from gateway.tls import TlsFiles
@@ -28,16 +27,23 @@ from node.config import ConfigError, load_config
 from node.demo._main import free_port
 from node.errors import InvalidArgument
 from node.federation import create_invitation
-from node.federation._join import members, token_hash
-from node.models import InvitationRow
+from node.federation._join import members
 from node.pki import city_requests, fingerprint, issue_client, load_certs
 from node.storage import Database
-from tests.app.test_cli import assert_one_line_error, govnode
-from tests.conftest import agency_code
+from tests.support.cli import assert_one_line_error, govnode
+from tests.support.entries import agency_code
+from tests.support.federation import (
+    FUZHOU,
+    TD,
+    XIAMEN,
+    invite,
+    join_address,
+    refused,
+    request_for,
+    root_pem,
+    used_at,
+)
 from tests.support.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province
-
-TD = "fujian.gov.cn"
-FUZHOU, XIAMEN = "350100", "350200"
 
 
 @pytest.fixture
@@ -51,24 +57,6 @@ async def joinable(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[ProvinceS
         await node.stop(grace=0)
 
 
-def join_address(node: RunningNode) -> str:
-    assert node.join_port is not None
-    return f"127.0.0.1:{node.join_port}"
-
-
-def root_pem(setup: ProvinceSetup) -> bytes:
-    return setup.config.path(setup.config.tls.root).read_bytes()
-
-
-def request_for(
-    token: str, region: str = FUZHOU, name: str = "福州市"
-) -> federation_pb2.JoinRequest:
-    requests = city_requests(region, name, TD, ["127.0.0.1"])
-    return build_join_request(
-        requests, token=token, region=region, name=name, listen_address="127.0.0.1:9443"
-    )
-
-
 async def join_rpc(
     setup: ProvinceSetup, node: RunningNode, request: federation_pb2.JoinRequest
 ) -> federation_pb2.JoinResponse:
@@ -79,28 +67,6 @@ async def join_rpc(
             ch
         ).Join(request, timeout=5)
         return response
-
-
-async def refused(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
-
-
-async def invite(node: RunningNode, region: str = FUZHOU, **kwargs: Any) -> str:
-    made = await create_invitation(
-        node.db, province_region="350000", region=region, created_by="test", **kwargs
-    )
-    return made.token
-
-
-async def used_at(db: Database, token: str) -> dt.datetime | None:
-    async def tx(session: AsyncSession) -> dt.datetime | None:
-        row = await session.get(InvitationRow, token_hash(token))
-        assert row is not None
-        return row.used_at
-
-    return await db.read("used_at", tx)
 
 
 def run_join(

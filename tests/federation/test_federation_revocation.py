@@ -22,7 +22,10 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.pki import Revocation, Revocations, load_certs, region_ca, serial_hex
 from node.storage import Database
-from tests.conftest import NewDatabaseUrl
+from tests.support.databases import NewDatabaseUrl
+from tests.support.federation import (
+    fast,
+)
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -36,13 +39,6 @@ from tests.support.nodes import (
 
 PROVINCE, FUZHOU, XIAMEN = "350000", "350100", "350200"
 WAIT_S = 10.0
-
-
-def fast(setup: ProvinceSetup, heartbeat_s: float = 0.5) -> ProvinceSetup:
-    """The same node with a short heartbeat period (revocations are pulled on heartbeats)."""
-    cfg = setup.config
-    fed = cfg.federation.model_copy(update={"heartbeat_seconds": heartbeat_s})
-    return dataclasses.replace(setup, config=cfg.model_copy(update={"federation": fed}))
 
 
 @dataclasses.dataclass

@@ -30,7 +30,8 @@ from node.catalog import MaskingKind, MaskingRule, ShareMethod, ShareType
 from node.config import NodeConfig
 from node.pki import load_certs, load_private_key
 from node.pki._ca import generate_key
-from tests.conftest import NewDatabaseUrl, agency_code, item
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code, item
 from tests.support.nodes import FUZHOU, PROVINCE, XIAMEN, Federation, Member, entry_of, federation
 
 TD = "fujian.gov.cn"

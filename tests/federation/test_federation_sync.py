@@ -30,7 +30,8 @@ from node.federation import CatalogExchange
 from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto
 from node.storage import Database
-from tests.conftest import FIXED_TIME, NewDatabaseUrl
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import FIXED_TIME
 from tests.support.nodes import (
     FUZHOU,
     PROVINCE,

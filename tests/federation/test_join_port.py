@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.ratelimit import AnonymousLimiter, address_of
 from node.app import RunningNode, start_node
 from node.config import load_config
-from tests.federation.test_federation_join import (
+from tests.support.federation import (
     invite,
     join_address,
     refused,
@@ -28,8 +28,8 @@ from tests.federation.test_federation_join import (
     root_pem,
     used_at,
 )
-from tests.sharing.test_oracle import retry_after_ms
 from tests.support.nodes import PUBLIC_SECURITY, ProvinceSetup, channel, enable_join, make_province
+from tests.support.oracle import retry_after_ms
 
 Province = tuple[ProvinceSetup, RunningNode]
 

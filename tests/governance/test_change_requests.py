@@ -23,7 +23,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.codes import make_credit_code
 from node.servicers.convert import entry_to_proto
-from tests.sharing.test_access import (
+from tests.support.access import (
     ACME,
     COND,
     KIND,
@@ -39,7 +39,7 @@ from tests.sharing.test_access import (
     submit,
     verify,
 )
-from tests.sharing.test_access import query as query_request
+from tests.support.access import query as query_request
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PROVINCE,

@@ -10,8 +10,8 @@ import pytest
 from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from node.app import RunningNode
-from tests.sharing.test_access import OPEN, query, register, sharing, submit
-from tests.sharing.test_access_cli import cli
+from tests.support.access import OPEN, query, register, sharing, submit
+from tests.support.cli import cli
 from tests.support.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -38,7 +38,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.catalog import ShareMethod, ShareType
 from node.servicers.convert import entry_to_proto
-from tests.sharing.test_access import ACME, ITEMS, apply_request, register, submit
+from tests.support.access import ACME, ITEMS, apply_request, register, submit
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PROVINCE,

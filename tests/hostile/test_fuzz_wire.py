@@ -66,8 +66,9 @@ from node.audit import AuditLog
 from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
-from tests.conftest import NewDatabaseUrl, agency_code, person_entry
-from tests.sharing.test_access import ACME, ITEMS, access, apply_request, approve, register, submit
+from tests.support.access import ACME, ITEMS, access, apply_request, approve, register, submit
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code, person_entry
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     FUZHOU,

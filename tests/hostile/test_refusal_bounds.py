@@ -32,7 +32,7 @@ from node.catalog import MAX_PROBLEMS_SHOWN, validate_entry
 from node.errors import InvalidArgument
 from node.servicers.convert import entry_to_proto
 from node.storage import Database
-from tests.conftest import NODE_REGION, item, make_entry
+from tests.support.entries import NODE_REGION, item, make_entry
 from tests.support.nodes import PROVINCE, PUBLIC_SECURITY, ProvinceSetup, channel, entry_of
 
 Province = tuple[ProvinceSetup, RunningNode]

@@ -28,14 +28,8 @@ from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
-from tests.conftest import NewDatabaseUrl
-from tests.federation.test_exchange_federation import COND, consumer, grant
-from tests.federation.test_exchange_federation import MANY as COND_MANY
-from tests.federation.test_exchange_federation import audited as audited_at
-from tests.federation.test_exchange_federation import company as cond_company
-from tests.federation.test_exchange_federation import submit as submit_at
-from tests.records.test_exchange import CODE, MANY, WAIT_S, company, feed, read_changes
-from tests.sharing.test_node_sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register
+from tests.support.databases import NewDatabaseUrl
+from tests.support.exchange import CODE, MANY, WAIT_S, company, feed, read_changes
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -49,6 +43,12 @@ from tests.support.nodes import (
     with_limits,
     with_submit_updates,
 )
+from tests.support.routed_exchange import COND, consumer, grant
+from tests.support.routed_exchange import MANY as COND_MANY
+from tests.support.routed_exchange import audited as audited_at
+from tests.support.routed_exchange import company as cond_company
+from tests.support.routed_exchange import submit as submit_at
+from tests.support.sharing import COMPANIES, PEOPLE, PETITIONS, agency, batch, register
 
 Province = tuple[ProvinceSetup, RunningNode]
 

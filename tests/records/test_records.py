@@ -26,7 +26,7 @@ from node.records import (
 )
 from node.records._store import QueryOperator, Rejection
 from node.storage import Database
-from tests.conftest import (
+from tests.support.entries import (
     FIXED_TIME,
     NODE_REGION,
     TRUST_DOMAIN,

@@ -23,7 +23,7 @@ from node.records._validation import (
     normalise,
     record_problems,
 )
-from tests.conftest import item, make_entry
+from tests.support.entries import item, make_entry
 
 CITIZEN_ID = make_citizen_id("35010219900101106")  # check character 'X'
 CREDIT_CODE = make_credit_code("91350100M000100Y4")

@@ -13,8 +13,7 @@ import pytest
 from govnode.v1 import access_pb2, access_pb2_grpc
 
 from node.app import RunningNode
-from tests.app.test_cli import assert_one_line_error, govnode
-from tests.sharing.test_access import (
+from tests.support.access import (
     ACME,
     COND,
     KIND,
@@ -25,6 +24,11 @@ from tests.sharing.test_access import (
     query,
     refused,
     sharing,
+)
+from tests.support.cli import (
+    assert_one_line_error,
+    cli,
+    govnode,
 )
 from tests.support.nodes import CIVIL_AFFAIRS, PUBLIC_SECURITY, ProvinceSetup, channel, make_city
 
@@ -58,13 +62,8 @@ def test_issue_authority_for_a_province_and_a_city(tmp_path: Path) -> None:
     assert_one_line_error(again, "refusing to overwrite")
 
 
-async def cli(*args: str | Path) -> tuple[int, str, str]:
-    result = await asyncio.to_thread(govnode, *args)
-    return result.returncode, result.stdout, result.stderr
-
-
 async def test_the_review_desk_on_a_serving_node(province: Province) -> None:
-    from tests.sharing.test_access import register, submit
+    from tests.support.access import register, submit
 
     setup, node = province
     config = setup.config_path

@@ -14,9 +14,9 @@ import contextlib
 import datetime as dt
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -32,7 +32,6 @@ from gateway.refusal import Refusal
 from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
 from node.audit import AuditLog
-from node.catalog import MaskingKind, MaskingRule, ResourceEntry, ShareMethod, ShareType
 from node.config import OracleSection, load_config
 from node.demo._main import free_port
 from node.errors import ResourceExhausted
@@ -42,7 +41,7 @@ from node.sharing import NotificationKind, Notifications, OracleGuard
 from node.sharing import _oracle as oracle
 from node.storage import Database
 from node.times import CST
-from tests.conftest import agency_code, item
+from tests.support.entries import agency_code, item
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -50,16 +49,19 @@ from tests.support.nodes import (
     PUBLIC_SECURITY,
     ProvinceSetup,
     channel,
-    entry_of,
     make_province,
     start,
 )
-
-TRUST_DOMAIN = "fujian.gov.cn"
-
-
-#: Where the tests' wall clock starts: a Monday morning in China Standard Time.
-START = dt.datetime(2026, 3, 2, 10, 0, tzinfo=CST)
+from tests.support.oracle import (
+    START,
+    TRUST_DOMAIN,
+    admitted,
+    caller,
+    guard_on,
+    limited_entry,
+    retry_after_ms,
+    sensitive,
+)
 
 
 class Clocks:
@@ -82,51 +84,7 @@ def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
     return Clocks(monkeypatch)
 
 
-def sensitive(n: int, **fields: object) -> ResourceEntry:
-    """An unconditionally shared province resource holding level-3 personal data."""
-    items = (
-        item("zjhm", key=True, required=True, sensitivity_level=3),
-        item("xm", sensitivity_level=3, masking=MaskingRule(kind=MaskingKind.NAME)),
-    )
-    values: dict[str, object] = {
-        "items": items,
-        "share_type": ShareType.UNCONDITIONAL,
-        "share_methods": (ShareMethod.VERIFY,),
-    } | fields
-    return entry_of(PROVINCE, n, **values)
-
-
-def caller(code: str) -> Identity:
-    return Identity(PROVINCE, TRUST_DOMAIN, Role.AGENCY, code)
-
-
-def limits(**values: object) -> OracleSection:
-    defaults: dict[str, object] = {
-        "verify_per_minute": 0,
-        "verify_per_day": 0,
-        "enumeration_distinct_keys": 0,
-    }
-    return OracleSection.model_validate(defaults | values)
-
-
 # --- the limiter on its own, on a real database ----------------------------------------------
-
-
-def guard_on(db: Database, **values: object) -> OracleGuard:
-    return OracleGuard(db, limits(**values), None, TRUST_DOMAIN)
-
-
-def limited_entry(n: int = 1) -> ResourceEntry:
-    return sensitive(n).model_copy(update={"region": PROVINCE})
-
-
-async def admitted(guard: OracleGuard, who: Identity, key: str, entry: ResourceEntry) -> bool:
-    """One Verify through ``guard``: True when admitted, False when refused."""
-    try:
-        await guard.admit_verify(who, entry, {"zjhm": key})
-    except ResourceExhausted:
-        return False
-    return True
 
 
 async def count_rows(db: Database, table: str, who: Identity | None = None) -> int:
@@ -209,7 +167,8 @@ import asyncio, sys
 import structlog
 from node.sharing import _oracle as oracle
 from node.storage import Database
-from tests.sharing import test_oracle as t
+from tests.support import oracle as t
+from tests.support.nodes import CIVIL_AFFAIRS
 
 async def main(url: str, calls: int) -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: ours
@@ -217,7 +176,7 @@ async def main(url: str, calls: int) -> None:
     db = await Database.open(url)
     try:
         guard = t.guard_on(db, verify_per_day=50)
-        who, entry = t.caller(t.CIVIL_AFFAIRS), t.limited_entry()
+        who, entry = t.caller(CIVIL_AFFAIRS), t.limited_entry()
         print("ready", flush=True)
         sys.stdin.readline()
         outcomes = await asyncio.gather(
@@ -506,16 +465,6 @@ def verify_request(n: int, key: str) -> sharing_pb2.VerifyRequest:
     return sharing_pb2.VerifyRequest(
         resource_code=sensitive(n).resource_code, key={"zjhm": key}, claimed={"xm": "张三"}
     )
-
-
-def retry_after_ms(err: grpc.aio.AioRpcError) -> str | None:
-    """The machine-readable retry delay a refusal carries in its trailing metadata."""
-    # grpc.aio's Metadata yields (key, value) pairs; the stubs type it otherwise.
-    pairs = cast(Iterable[tuple[str, str | bytes]], err.trailing_metadata() or ())
-    for key, value in pairs:
-        if key == RETRY_AFTER_KEY:
-            return str(value)
-    return None
 
 
 async def verify(

@@ -22,7 +22,7 @@ from node.catalog import Catalog
 from node.errors import FailedPrecondition, InvalidArgument
 from node.models import NodeMetaRow, RevokedCertificateRow
 from node.storage import Database, StorageError, head_revision
-from tests.conftest import NODE_REGION, agency, agency_code, item, make_entry
+from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
 
 TABLES = {
     "catalog_entry",

@@ -41,9 +41,8 @@ from node.codes import make_credit_code
 from node.errors import StorageUnavailable
 from node.servicers.convert import entry_to_proto
 from node.storage import RECOVERY_PROBE_BYTES, Database
-from tests.app.test_cli import govnode
-from tests.conftest import POSTGRES_SKIP, _fresh_postgres_database, _postgres_url
-from tests.sharing.test_node_sharing import COMPANIES, NAMES
+from tests.support.cli import govnode
+from tests.support.databases import POSTGRES_SKIP, fresh_postgres_database, postgres_url
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -53,6 +52,7 @@ from tests.support.nodes import (
     serve_process,
     start,
 )
+from tests.support.sharing import COMPANIES, NAMES
 
 #: The node probes its database this often in these tests (storage.health_probe_seconds).
 PROBE_ENV = "GOVNODE_STORAGE__HEALTH_PROBE_SECONDS"
@@ -148,7 +148,7 @@ def assert_caller_safe(err: grpc.aio.AioRpcError, saying: str = "try again later
 
 @contextlib.asynccontextmanager
 async def postgres_admin() -> AsyncIterator[asyncpg.Connection]:
-    base = _postgres_url()
+    base = postgres_url()
     assert base is not None
     dsn = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
     admin = await asyncpg.connect(dsn)
@@ -186,11 +186,11 @@ PgProvince = tuple[ProvinceSetup, RunningNode, str]
 async def pg_province(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PgProvince]:
     """A province node on a PostgreSQL database of its own, probing it every PROBE_S seconds,
     with 法人单位基础信息 (unconditionally shared) registered and one company in it."""
-    base = _postgres_url()
+    base = postgres_url()
     if base is None:
         pytest.skip(POSTGRES_SKIP)
     monkeypatch.setenv(PROBE_ENV, PROBE_S)
-    async with _fresh_postgres_database(base) as url:
+    async with fresh_postgres_database(base) as url:
         database = str(make_url(url).database)
         setup = make_province(tmp_path / "province", url)
         node = await start(setup)

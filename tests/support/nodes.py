@@ -42,7 +42,8 @@ from node.pki import (
 from node.pki._ca import issue_leaf
 from node.pki._files import write_client_bundle
 from node.servicers.convert import entry_to_proto
-from tests.conftest import NewDatabaseUrl, agency_code, make_entry
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import agency_code, make_entry
 
 #: Example agencies of the province (codes registered in division 350000).
 PUBLIC_SECURITY = make_credit_code("11350000003591001")

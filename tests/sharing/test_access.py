@@ -71,7 +71,7 @@ SECRET = entry_of(
 )
 
 
-# --- helpers (test_access_federation.py uses them too) -------------------------------------
+# --- a loaded province (the helpers are in tests/support/access.py) ------------------------
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 Rows are storage, not domain objects: the catalog service turns them into
 ``node.catalog._types`` values. Every datetime column is :class:`UTCDateTime`, so values come
 back timezone-aware in UTC on SQLite and PostgreSQL alike. The schema itself is created by
-migrations (node/migrations), never by ``metadata.create_all``; ``tests/test_storage.py``
-checks the two agree.
+migrations (node/migrations), never by ``metadata.create_all``;
+``tests/storage/test_storage.py`` checks the two agree.
 """
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ def _hashed_fields(entry: AuditEntry, sequence: int) -> dict[str, Any]:
 # tuples, bound by the columns' own SQLAlchemy bind processors (the same stored values the
 # Core insert produced). The hash is still exactly :func:`record_hash`: "sequence" sorts last
 # among the hashed fields, so the canonical JSON is a prefix computed once plus
-# ``,"sequence":N}``. tests/test_audit.py checks both against the general path.
+# ``,"sequence":N}``. tests/audit/test_audit.py checks both against the general path.
 
 # The columns stored as the entry has them (as :func:`_hashed_fields` gives them), then the
 # stored columns in insert order: sequence, the prepared values, the chain.

@@ -1,0 +1,120 @@
+"""`govnode demo` runs start to finish and shows what it promises, from the package as a user
+installs it: a wheel built from this checkout, installed into a fresh virtualenv, run from a
+directory outside the checkout."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+#: A structlog event line, as rendered for a terminal or as JSON.
+LOG_EVENT = re.compile(r"\[(debug|info|warning) *\]|\"level\": \"(debug|info|warning)\"")
+
+
+def _run(*args: str | Path, cwd: Path | None = None) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+    assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv holding govnode installed from a freshly built wheel; its bin/ directory.
+
+    The wheel is built offline (hatchling, the build backend, is a dev dependency) and
+    installed without dependencies; the venv finds those through this interpreter's
+    site-packages, added as a plain path, so that the editable install's pointer to this
+    checkout (a .pth file there) is not followed: every govnode file comes from the wheel.
+    """
+    base = tmp_path_factory.mktemp("wheel")
+    dist, venv = base / "dist", base / "venv"
+    pip = [sys.executable, "-m", "pip", "--quiet"]
+    _run(*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", dist, REPOSITORY)
+    [wheel] = dist.glob("govnode-*.whl")
+    _run(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    _run(*pip, "--python", python, "install", "--no-deps", "--no-index", wheel)
+    site = Path(
+        _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip()
+    )
+    ours = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    (site / "_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n", encoding="utf-8")
+    where = _run(python, "-c", "import node; print(node.__file__)", cwd=base)
+    assert Path(where.strip()).is_relative_to(site), where  # not the checkout's node/
+    return venv / "bin"
+
+
+def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
+    installed: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GOVNODE_EXAMPLES")}
+    result = subprocess.run(
+        [installed / "govnode", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    text = result.stdout
+    # What the demo prints is the demo: no node log events among it, on either stream.
+    for stream in (result.stdout, result.stderr):
+        assert not LOG_EVENT.search(stream), stream
+    assert "health SERVING" in text
+    assert "reflection lists 8 govnode.v1 services" in text
+    assert text.count("  ✓ 3500") == 4  # four registrations
+    # An update is a change request until the province's authority approves it (第四十一条).
+    assert "is pending; the entry stays v1" in text
+    assert "the 福建省 authority approved it: 350000-1-000001 is now v2" in text
+    assert "4 accepted, 2 refused" in text
+    assert "GB 11643 requires" in text and "not declared in the catalog entry" in text
+    assert "duplicate=True" in text
+    assert "dwmc 一致" in text and "djzt 不一致" in text
+    assert "王*" in text and "(masked: fddbr)" in text
+    assert "needs an approved application" in text
+    assert "hash chain intact" in text
+    # The federation: two cities join, catalogs converge, a routed call, a catch-up, status.
+    assert text.count("joined with a one-time invitation") == 2
+    assert "all three nodes report catalog digest" in text
+    assert "Verify: all_match=True" in text
+    assert "forwarded by spiffe://350000.fujian.gov.cn/node" in text
+    assert "caught up from its last applied version" in text
+    assert text.count("HEALTHY") == 2
+    # Governance: an application across cities, its narrowed grant, its scope and revocation.
+    assert "lives at 福州" in text and "approved it narrowed" in text
+    assert "returns only the granted items" in text and "(masked: fddbr)" in text
+    assert "越权使用, 第三十七条" in text
+    assert "the next Query: PERMISSION_DENIED" in text and "was revoked" in text
+    assert "1 held as change request 350100-C-" in text  # 第四十一条
+    assert "the record still reads 陈十一" in text
+    assert "the record is now version 2 (林十二)" in text
+    assert "every version stays readable: v1 陈十一 → v2 林十二" in text
+    # Conformance: the whole suite passes against 福州, which is then approved.
+    assert "29 passed, 0 failed" in text
+    assert "approved_sub_platform = true" in text
+    for refusal in (
+        "FAILED_PRECONDITION: entry.items[0].standard_element",
+        "INVALID_ARGUMENT: entry.legal_basis",
+        "only its provider agency 113500000035910014 may, and the authority approves",
+        "INVALID_ARGUMENT: entry.provider_code",
+        "UNAUTHENTICATED: certificate",
+    ):
+        assert refusal in text
+    assert "history: v1 → v2" in text
+    assert "(4 entries)" in text
+    assert "暂不共享" in text
+    assert lines[-1].startswith("Demo finished")

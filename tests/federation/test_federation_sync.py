@@ -1,0 +1,257 @@
+"""Catalog exchange (第十九条): city entries flow up to the province, the province-wide catalog
+flows down to every city, as an ordered, resumable feed. Real nodes on loopback over real
+mutual TLS, each with its own database; nodes are stopped and restarted (also in the middle of
+a burst) and must converge to one digest with nothing lost and nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from govnode.v1 import (
+    catalog_pb2,
+    common_pb2,
+    federation_pb2,
+    federation_pb2_grpc,
+)
+
+from gateway.identity import Identity, Role
+from gateway.tls import TlsFiles
+from node.app import node_tls_files
+from node.catalog import Catalog, CatalogChange, ChangeKind, ResourceEntry
+from node.errors import PermissionDenied
+from node.federation import CatalogExchange
+from node.servicers.convert import entry_to_proto
+from node.servicers.federation_sync import change_to_proto
+from node.storage import Database
+from tests.support.databases import NewDatabaseUrl
+from tests.support.entries import FIXED_TIME
+from tests.support.nodes import (
+    FUZHOU,
+    PROVINCE,
+    XIAMEN,
+    Federation,
+    Member,
+    channel,
+    entry_of,
+    federation,
+    update_approved,
+    withdraw_approved,
+)
+
+TD = "fujian.gov.cn"
+RESTART_WAIT_S = 15.0  # after a restart: reconnection backoff (capped at 5 s) included
+
+
+async def assert_once_each(fed: Federation) -> None:
+    """On every node: each entry has exactly versions 1..version in its history and one feed
+    row per version; nothing was applied twice, nothing skipped."""
+    for member in fed.members:
+        db = member.running.db
+        rows = await db.fetch_all(
+            "SELECT e.resource_code, e.version,"
+            " (SELECT COUNT(*) FROM catalog_entry_version v"
+            "  WHERE v.resource_code = e.resource_code),"
+            " (SELECT COUNT(*) FROM catalog_change c WHERE c.resource_code = e.resource_code)"
+            " FROM catalog_entry e",
+            {},
+        )
+        bad = [tuple(r) for r in rows if not r[1] == r[2] == r[3]]
+        assert not bad, f"{member.region}: (code, version, history rows, feed rows) {bad}"
+        dupes = await db.fetch_all(
+            "SELECT resource_code, version, COUNT(*) FROM catalog_change "
+            "GROUP BY resource_code, version HAVING COUNT(*) > 1",
+            {},
+        )
+        assert not dupes, f"{member.region}: changes fed twice: {dupes}"
+
+
+# --- the domain: apply each change at most once -------------------------------------------
+
+
+def change(entry: ResourceEntry, sequence: int, kind: ChangeKind = ChangeKind.REGISTERED) -> Any:
+    stored = entry.model_copy(
+        update={
+            "region": entry.resource_code[:6],
+            "version": entry.version or 1,
+            "status": entry.status,
+            "created_at": FIXED_TIME,
+            "updated_at": FIXED_TIME,
+        }
+    )
+    return CatalogChange(
+        sequence=sequence,
+        resource_code=stored.resource_code,
+        version=stored.version,
+        kind=kind,
+        origin_region=stored.region,
+        at=FIXED_TIME,
+        entry=stored,
+    )
+
+
+async def test_apply_remote_applies_each_change_once(database: Database) -> None:
+    catalog = Catalog(database, PROVINCE)
+    exchange = CatalogExchange(database, catalog)
+    fuzhou = Identity(FUZHOU, TD, Role.NODE)
+    first = change(entry_of(FUZHOU, 1), 3)
+    assert await exchange.apply_remote(first, fuzhou)
+    assert not await exchange.apply_remote(first, fuzhou)  # same sequence: already applied
+    assert await exchange.applied_sequence(FUZHOU) == 3
+    v2 = change(entry_of(FUZHOU, 1, version=2, summary="二"), 5, ChangeKind.UPDATED)
+    assert await exchange.apply_remote(v2, fuzhou)
+    stale = change(entry_of(FUZHOU, 1, version=2, summary="旧"), 6, ChangeKind.UPDATED)
+    assert not await exchange.apply_remote(stale, fuzhou)  # version not newer: no-op
+    assert await exchange.applied_sequence(FUZHOU) == 6
+    got = await catalog.get(f"{FUZHOU}-3-000001")
+    assert (got.version, got.summary) == (2, "二")
+    assert [e.version for e in await catalog.history(got.resource_code)] == [1, 2]
+    feed = await catalog.changes(0)
+    assert [(c.sequence, c.origin_region, c.version) for c in feed] == [
+        (1, FUZHOU, 1),
+        (2, FUZHOU, 2),
+    ]
+    with pytest.raises(PermissionDenied, match=f"region {XIAMEN}"):
+        await exchange.apply_remote(change(entry_of(XIAMEN, 1), 7), fuzhou)
+    with pytest.raises(PermissionDenied, match="not a city node"):
+        exchange.check_peer(Identity(PROVINCE, TD, Role.NODE), "publish")
+
+
+async def test_city_skips_its_own_entries_relayed_back(database: Database) -> None:
+    catalog = Catalog(database, FUZHOU)
+    exchange = CatalogExchange(database, catalog)
+    province = Identity(PROVINCE, TD, Role.NODE)
+    assert not await exchange.apply_remote(change(entry_of(FUZHOU, 1), 1), province)
+    assert await exchange.apply_remote(change(entry_of(XIAMEN, 1), 2), province)
+    assert await exchange.apply_remote(change(entry_of(PROVINCE, 1), 3), province)
+    assert await exchange.applied_sequence(PROVINCE) == 3
+    assert (await catalog.digest())[1] == 2
+    with pytest.raises(PermissionDenied):
+        exchange.check_peer(Identity(XIAMEN, TD, Role.NODE), "watch")
+
+
+# --- over the wire ------------------------------------------------------------------------
+
+
+async def test_changes_propagate_to_every_node(tmp_path: Path, db_urls: NewDatabaseUrl) -> None:
+    async with federation(tmp_path, db_urls) as fed:
+        await fed.converged(0)
+        code = f"{FUZHOU}-3-000001"
+        sent = time.monotonic()
+        registered = await fed.fuzhou.register(entry_of(FUZHOU, 1))
+        latency = None
+        for _ in range(100):  # until 厦门 has it: 0.02 s steps, at most 2 s
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                got = await fed.xiamen.catalog(
+                    "GetResource", catalog_pb2.GetResourceRequest(resource_code=code)
+                )
+                latency = time.monotonic() - sent
+                break
+            await asyncio.sleep(0.02)
+        assert latency is not None, "福州's registration did not reach 厦门 within 2 s"
+        print(f"\n福州 -> 厦门 propagation: {latency * 1000:.0f} ms")
+        assert got.entry == registered
+        await fed.converged(1)
+
+        # Updates and withdrawals apply on 福州's authority's approval (第四十一条), then travel.
+        fz = fed.fuzhou
+        update = entry_to_proto(entry_of(FUZHOU, 1, summary="更新后的摘要"))
+        await update_approved(fz.running, fz.setup, fz.agency(), update, expected_version=1)
+        await withdraw_approved(fz.running, fz.setup, fz.agency(), code, "停止提供")
+        await fed.province.register(entry_of(PROVINCE, 1))
+        await fed.converged(2)
+        for member in (fed.province, fed.xiamen):
+            history = await member.catalog(
+                "GetResourceHistory", catalog_pb2.GetResourceHistoryRequest(resource_code=code)
+            )
+            assert [v.version for v in history.versions] == [1, 2, 3]
+            assert history.versions[1].summary == "更新后的摘要"
+            assert history.versions[2].status == common_pb2.RESOURCE_STATUS_WITHDRAWN
+        for member in (fed.fuzhou, fed.xiamen):
+            got = await member.catalog(
+                "GetResource", catalog_pb2.GetResourceRequest(resource_code=f"{PROVINCE}-3-000001")
+            )
+            assert got.entry.region == PROVINCE
+        listed = await fed.xiamen.catalog(
+            "ListResources", catalog_pb2.ListResourcesRequest(region=PROVINCE)
+        )
+        assert [e.resource_code for e in listed.entries] == [f"{PROVINCE}-3-000001"]
+        await assert_once_each(fed)
+
+
+async def test_convergence_after_restarting_each_node_in_turn(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
+    async with federation(tmp_path, db_urls) as fed:
+        n = 0
+        for member in fed.members:
+            n += 1
+            await member.register(entry_of(member.region, n))
+            await fed.converged(n)
+            await member.stop()
+            for other in fed.members:  # changes elsewhere while it is down
+                if other is not member:
+                    n += 1
+                    await other.register(entry_of(other.region, n))
+            await asyncio.sleep(0.3)
+            await member.start()
+            await fed.converged(n, RESTART_WAIT_S)
+        await assert_once_each(fed)
+
+        # Mid-stream: stop a node while a burst is flowing through it, restart, converge.
+        for victim in (fed.xiamen, fed.province):
+            burst = [entry_of(FUZHOU, n + i) for i in range(1, 51)]
+            n += len(burst)
+
+            async def stop_midway(victim: Member = victim, base: int = n - 50) -> None:
+                for _ in range(200):  # until about a third of the burst arrived, at most 4 s
+                    if (await victim.digest())[1] >= base + 15:
+                        break
+                    await asyncio.sleep(0.02)
+                await victim.stop()
+
+            stopper = asyncio.create_task(stop_midway())
+            for entry in burst:
+                await fed.fuzhou.register(entry)
+            await stopper
+            await victim.start()
+            await fed.converged(n, RESTART_WAIT_S)
+            await assert_once_each(fed)
+
+
+async def test_publish_catalog_refusals(tmp_path: Path, db_urls: NewDatabaseUrl) -> None:
+    async with federation(tmp_path, db_urls) as fed:
+        forged = change(entry_of(XIAMEN, 9), 1)
+        fuzhou_node = node_tls_files(fed.fuzhou.setup.config)
+
+        async def publish(files: TlsFiles, *changes: Any) -> grpc.aio.AioRpcError:
+            async with channel(fed.province.running, files) as ch:
+                stub = federation_pb2_grpc.FederationServiceStub(ch)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.PublishCatalog(iter([change_to_proto(c) for c in changes]))
+            return err.value
+
+        err = await publish(fed.fuzhou.agency(), change(entry_of(FUZHOU, 9), 1))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "between govnode nodes only" in (err.details() or "")
+        err = await publish(fuzhou_node, forged)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"{XIAMEN}-3-000009" in (err.details() or "")
+        assert f"region {XIAMEN}" in (err.details() or "")
+
+        async with channel(fed.province.running, fuzhou_node) as ch:
+            beat = await federation_pb2_grpc.FederationServiceStub(ch).Heartbeat(
+                federation_pb2.HeartbeatRequest()
+            )
+        assert beat.node.region == PROVINCE and beat.applied_catalog_sequence == 0
+        await fed.converged(0)
+        for member in fed.members:
+            count = await member.running.db.fetch_one("SELECT COUNT(*) FROM catalog_entry", {})
+            assert count is not None and count[0] == 0  # the refused changes left nothing
+

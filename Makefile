@@ -24,11 +24,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-## Static checks: generated stubs match the .proto files, ruff, the import rules, mypy.
+## Static checks: generated stubs match the .proto files, ruff (lint and format), the import rules, mypy.
 check: install protos-check lint layers types
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 types: install
 	$(BIN)/mypy

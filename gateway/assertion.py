@@ -131,9 +131,9 @@ class AssertionVerifier:
         # Signer chains already verified (DER tuple -> identity and validity window): the
         # chain is fixed per signing certificate, so its signatures are checked once; the
         # validity window is still checked on every call.
-        self._signers: OrderedDict[
-            tuple[bytes, ...], tuple[Identity, dt.datetime, dt.datetime]
-        ] = OrderedDict()
+        self._signers: OrderedDict[tuple[bytes, ...], tuple[Identity, dt.datetime, dt.datetime]] = (
+            OrderedDict()
+        )
 
     async def verify(
         self,

@@ -181,8 +181,7 @@ class _Call:
             ) from None
         if (field := nul_field(message, raw)) is not None:
             raise _BadMessage(
-                f"{field}: holds the character U+0000 (NUL), which no text may hold "
-                f"({self.method})"
+                f"{field}: holds the character U+0000 (NUL), which no text may hold ({self.method})"
             )
         if not self.resource_code:
             self.resource_code = str(getattr(message, "resource_code", "") or "")

@@ -214,9 +214,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         sink = NodeAuditSink(audit)
         revocations = Revocations(db)
         await revocations.assign_missing_sequences()
-        verifier = AssertionVerifier(
-            root, config.node.trust_domain, AssertionNonces(db).remember
-        )
+        verifier = AssertionVerifier(root, config.node.trust_domain, AssertionNonces(db).remember)
         limits = config.limits
         streams = StreamGate(
             StreamLimits(
@@ -317,9 +315,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         stopping=stopping,
     )
     if config.node.mode is Mode.CITY:
-        node.sync = CitySync(
-            config, identity, node_tls_files(config), catalog, exchange, link=link
-        )
+        node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()
     log.info(
         "node_serving",

@@ -164,9 +164,7 @@ class GovernanceSection(_Section):
 
 class LimitsSection(_Section):
     #: At least 2 MiB: a Submit ack may take up to about 1.9 MB (node.records._rejections).
-    max_message_bytes: int = Field(
-        default=4 * 1024 * 1024, ge=2 * 1024 * 1024, le=64 * 1024 * 1024
-    )
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=2 * 1024 * 1024, le=64 * 1024 * 1024)
     #: The largest request message of every method but the bulk ones (Submit, Compare,
     #: RegisterResource, UpdateResource, RequestRecordChange, PublishCatalog: those take up to
     #: max_message_bytes); a larger one is refused RESOURCE_EXHAUSTED before it is parsed

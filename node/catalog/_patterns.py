@@ -78,7 +78,6 @@ ENGINE = (
 )
 
 
-
 class UnsupportedPattern(ValueError):
     """A pattern the node will not run; the message says why, naming the construct.
     ``cost``: RE2 instructions' worth of work spent finding out (counted against an entry's
@@ -561,9 +560,7 @@ def translate(pattern: str) -> str:
     """``pattern`` (Python ``re`` syntax) in RE2 syntax with the same meaning; raises
     :class:`UnsupportedPattern` naming the construct RE2 cannot run or the syntax error."""
     if len(pattern) > MAX_PATTERN_LENGTH:
-        raise UnsupportedPattern(
-            f"too long: a pattern has at most {MAX_PATTERN_LENGTH} characters"
-        )
+        raise UnsupportedPattern(f"too long: a pattern has at most {MAX_PATTERN_LENGTH} characters")
     return _Translator(pattern).run()
 
 

@@ -387,8 +387,7 @@ def _sharing_problems(entry: ResourceEntry) -> list[str]:
             )
         if methods:
             problems.append(
-                "entry.share_methods: a 暂不共享 (not shared) resource must not list share "
-                "methods"
+                "entry.share_methods: a 暂不共享 (not shared) resource must not list share methods"
             )
     else:
         if not methods:

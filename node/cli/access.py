@@ -45,7 +45,6 @@ app = typer.Typer(
 )
 
 
-
 def _authority(cfg: NodeConfig) -> Identity:
     return make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
 

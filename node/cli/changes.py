@@ -119,9 +119,7 @@ def _show(c: ChangeRequest) -> None:
         echo(f"  applied as version {c.applied_version}")
 
 
-def _pending_ids(
-    cfg: NodeConfig, ids: list[str], batch: str, resource: str
-) -> list[str]:
+def _pending_ids(cfg: NodeConfig, ids: list[str], batch: str, resource: str) -> list[str]:
     """The ids named, or every pending request of ``batch`` (on ``resource``)."""
     if ids and batch:
         raise UserError("name change request ids or --batch, not both")
@@ -156,9 +154,7 @@ def _pending_ids(
 @app.command("list")
 def list_command(
     config: Path = CONFIG_OPTION,
-    status: str = typer.Option(
-        "pending", "--status", help="pending, approved, rejected, or all."
-    ),
+    status: str = typer.Option("pending", "--status", help="pending, approved, rejected, or all."),
     resource: str = typer.Option("", "--resource", help="Only this resource code."),
     batch: str = typer.Option("", "--batch", help="Only records held from this Submit batch."),
     limit: int = typer.Option(200, "--limit", min=1, max=1000, help="At most this many."),

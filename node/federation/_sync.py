@@ -80,8 +80,7 @@ class CatalogExchange:
             region = Region(caller.region)
             if region.is_province or not Region(self.province).contains(caller.region):
                 raise PermissionDenied(
-                    f"{caller} may not {action}: it is not a city node of province "
-                    f"{self.province}"
+                    f"{caller} may not {action}: it is not a city node of province {self.province}"
                 )
         elif caller.region != self.province:
             raise PermissionDenied(

@@ -143,15 +143,24 @@ def host_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     # CAs sign certificates and CRLs; leaves only sign (ECDHE handshakes, caller assertions).
     return x509.KeyUsage(
-        digital_signature=not ca, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-        encipher_only=False, decipher_only=False,
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
-    not_before: dt.datetime, not_after: dt.datetime,
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
@@ -192,8 +201,13 @@ def create_root_ca(
 
 
 def create_csr(
-    key: ec.EllipticCurvePrivateKey, identity: Identity, *, common_name: str, is_ca: bool,
-    hosts: Sequence[str] = (), organization: str | None = None,
+    key: ec.EllipticCurvePrivateKey,
+    identity: Identity,
+    *,
+    common_name: str,
+    is_ca: bool,
+    hosts: Sequence[str] = (),
+    organization: str | None = None,
 ) -> x509.CertificateSigningRequest:
     """A CSR for a region's CA (``is_ca``) or for a leaf such as the city's node certificate.
 
@@ -250,19 +264,28 @@ def check_ca_csr(
 
 
 def sign_intermediate(
-    root: KeyPair, csr: x509.CertificateSigningRequest, *, region: str, region_name: str,
-    trust_domain: str, days: int = INTERMEDIATE_DAYS,
+    root: KeyPair,
+    csr: x509.CertificateSigningRequest,
+    *,
+    region: str,
+    region_name: str,
+    trust_domain: str,
+    days: int = INTERMEDIATE_DAYS,
 ) -> x509.Certificate:
     """Sign a region's CA. Constraints and subject come from ``region``, never from the CSR."""
     _require_ca(root)
     public_key = check_ca_csr(csr, region=region, trust_domain=trust_domain)
     expected = region_ca_uri(region, trust_domain)
-    constraint = x509.NameConstraints([x509.UniformResourceIdentifier(f"{region}.{trust_domain}")],
-                                      None)
+    constraint = x509.NameConstraints(
+        [x509.UniformResourceIdentifier(f"{region}.{trust_domain}")], None
+    )
     now = _now()
     builder = _builder(
-        _subject(f"{region_name} govnode CA", region_name), root.cert.subject, public_key,
-        now - CLOCK_SKEW, min(now + dt.timedelta(days=days), root.cert.not_valid_after_utc),
+        _subject(f"{region_name} govnode CA", region_name),
+        root.cert.subject,
+        public_key,
+        now - CLOCK_SKEW,
+        min(now + dt.timedelta(days=days), root.cert.not_valid_after_utc),
     )
     builder = (
         _ca_extensions(builder, public_key, 0)
@@ -276,7 +299,11 @@ def sign_intermediate(
 
 
 def create_intermediate(
-    root: KeyPair, region: str, region_name: str, trust_domain: str, *,
+    root: KeyPair,
+    region: str,
+    region_name: str,
+    trust_domain: str,
+    *,
     days: int = INTERMEDIATE_DAYS,
 ) -> KeyPair:
     """Key, CSR and signature in one go (province init, where root and CA share a machine)."""
@@ -301,8 +328,14 @@ def _aki(ca: KeyPair) -> x509.AuthorityKeyIdentifier:
 
 
 def _build_leaf(
-    ca: KeyPair, identity: Identity, public_key: ec.EllipticCurvePublicKey, *,
-    common_name: str, hosts: Sequence[str] = (), not_before: dt.datetime, not_after: dt.datetime,
+    ca: KeyPair,
+    identity: Identity,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    common_name: str,
+    hosts: Sequence[str] = (),
+    not_before: dt.datetime,
+    not_after: dt.datetime,
 ) -> x509.Certificate:
     """Sign a leaf with no policy checks at all. TEST-ONLY: use :func:`issue_leaf`.
 
@@ -328,20 +361,37 @@ def _build_leaf(
 
 @overload
 def issue_leaf(
-    ca: KeyPair, identity: Identity, *, common_name: str, public_key: None = None,
-    hosts: Sequence[str] = ..., days: int = ..., not_before: dt.datetime | None = ...,
+    ca: KeyPair,
+    identity: Identity,
+    *,
+    common_name: str,
+    public_key: None = None,
+    hosts: Sequence[str] = ...,
+    days: int = ...,
+    not_before: dt.datetime | None = ...,
     not_after: dt.datetime | None = ...,
 ) -> KeyPair: ...
 @overload
 def issue_leaf(
-    ca: KeyPair, identity: Identity, *, common_name: str, public_key: ec.EllipticCurvePublicKey,
-    hosts: Sequence[str] = ..., days: int = ..., not_before: dt.datetime | None = ...,
+    ca: KeyPair,
+    identity: Identity,
+    *,
+    common_name: str,
+    public_key: ec.EllipticCurvePublicKey,
+    hosts: Sequence[str] = ...,
+    days: int = ...,
+    not_before: dt.datetime | None = ...,
     not_after: dt.datetime | None = ...,
 ) -> x509.Certificate: ...
 def issue_leaf(
-    ca: KeyPair, identity: Identity, *, common_name: str,
-    public_key: ec.EllipticCurvePublicKey | None = None, hosts: Sequence[str] = (),
-    days: int = LEAF_DAYS, not_before: dt.datetime | None = None,
+    ca: KeyPair,
+    identity: Identity,
+    *,
+    common_name: str,
+    public_key: ec.EllipticCurvePublicKey | None = None,
+    hosts: Sequence[str] = (),
+    days: int = LEAF_DAYS,
+    not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> KeyPair | x509.Certificate:
     """Issue a node, agency, authority or tester certificate from a region's CA.
@@ -374,14 +424,21 @@ def issue_leaf(
     leaf_public = _require_p256(key.public_key() if key else public_key, "leaf key")
     now = _now()
     start = _utc(not_before) if not_before else now - CLOCK_SKEW
-    end = _utc(not_after) if not_after else min(
-        now + dt.timedelta(days=days), ca.cert.not_valid_after_utc
+    end = (
+        _utc(not_after)
+        if not_after
+        else min(now + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
     )
     if end <= start:
         raise PkiError(f"certificate would expire ({end:%Y-%m-%d %H:%M}) before it starts")
     cert = _build_leaf(
-        ca, identity, leaf_public, common_name=common_name, hosts=hosts,
-        not_before=start, not_after=end,
+        ca,
+        identity,
+        leaf_public,
+        common_name=common_name,
+        hosts=hosts,
+        not_before=start,
+        not_after=end,
     )
     try:  # the same rule peers apply, so what we mint is what they accept
         check_chain([cert, ca.cert], identity.trust_domain)
@@ -411,10 +468,12 @@ def issue_out_of_region_probe(
     key = generate_key()
     now = _now()
     cert = _build_leaf(
-        ca, identity, key.public_key(), common_name=common_name,
-        not_before=now - CLOCK_SKEW, not_after=min(
-            now + dt.timedelta(days=days), ca.cert.not_valid_after_utc
-        ),
+        ca,
+        identity,
+        key.public_key(),
+        common_name=common_name,
+        not_before=now - CLOCK_SKEW,
+        not_after=min(now + dt.timedelta(days=days), ca.cert.not_valid_after_utc),
     )
     try:
         check_chain([cert, ca.cert], identity.trust_domain)
@@ -432,9 +491,7 @@ def check_node_csr(
     sans = _csr_sans(csr)
     requested = _requested_uri(sans)
     if requested != expected.uri:
-        raise PkiError(
-            f"node certificate request asks for {quote(requested)}, expected {expected}"
-        )
+        raise PkiError(f"node certificate request asks for {quote(requested)}, expected {expected}")
     hosts = [str(n.value) for n in sans if isinstance(n, x509.DNSName | x509.IPAddress)]
     if len(hosts) != len(sans) - 1:
         raise PkiError("node certificate request may carry only its URI and DNS/IP names")
@@ -443,7 +500,11 @@ def check_node_csr(
 
 
 def sign_node_csr(
-    ca: KeyPair, csr: x509.CertificateSigningRequest, *, region: str, trust_domain: str,
+    ca: KeyPair,
+    csr: x509.CertificateSigningRequest,
+    *,
+    region: str,
+    trust_domain: str,
     days: int = LEAF_DAYS,
 ) -> x509.Certificate:
     """Sign a region's node certificate from its CSR, keeping the CSR's DNS/IP names.
@@ -453,8 +514,12 @@ def sign_node_csr(
     expected = make_identity(region, trust_domain, Role.NODE)
     hosts = check_node_csr(csr, region=region, trust_domain=trust_domain)
     return issue_leaf(
-        ca, expected, common_name=f"{_organization(ca.cert) or region} govnode node",
-        public_key=_require_p256(csr.public_key(), "certificate request"), hosts=hosts, days=days,
+        ca,
+        expected,
+        common_name=f"{_organization(ca.cert) or region} govnode node",
+        public_key=_require_p256(csr.public_key(), "certificate request"),
+        hosts=hosts,
+        days=days,
     )
 
 
@@ -483,8 +548,9 @@ def parse_fingerprint(text: str) -> bytes:
 
 def fingerprint_matches(cert: x509.Certificate, text: str) -> bool:
     """Whether ``text`` (any accepted fingerprint form) names ``cert``; constant time."""
-    return hmac.compare_digest(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
-                               parse_fingerprint(text))
+    return hmac.compare_digest(
+        hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(), parse_fingerprint(text)
+    )
 
 
 def serial_hex(cert: x509.Certificate | int) -> str:
@@ -502,8 +568,11 @@ def _reason(reason: str) -> x509.ReasonFlags:
 
 
 def create_crl(
-    ca: KeyPair, revoked: Iterable[tuple[int, dt.datetime, str]], *,
-    next_update_days: int = 7, crl_number: int | None = None,
+    ca: KeyPair,
+    revoked: Iterable[tuple[int, dt.datetime, str]],
+    *,
+    next_update_days: int = 7,
+    crl_number: int | None = None,
 ) -> x509.CertificateRevocationList:
     """The CA's signed revocation list for ``(serial, revoked_at, reason)`` rows.
 

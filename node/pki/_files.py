@@ -104,9 +104,7 @@ def load_certs(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     return certs
 
 
-def load_keypair(
-    key_path: str | os.PathLike[str], cert_path: str | os.PathLike[str]
-) -> KeyPair:
+def load_keypair(key_path: str | os.PathLike[str], cert_path: str | os.PathLike[str]) -> KeyPair:
     """The key and the first certificate of ``cert_path``; refuses a key that does not match."""
     return KeyPair(load_private_key(key_path), load_certs(cert_path)[0])
 

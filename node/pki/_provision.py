@@ -442,9 +442,7 @@ def prepare_tester(
     city = region[:2] + "01" + region[4:]  # the province's first city, e.g. 350100
     try:
         identity = make_identity(region, trust_domain, Role.TESTER, name)
-        revoked_identity = make_identity(
-            region, trust_domain, Role.TESTER, name + _REVOKED_SUFFIX
-        )
+        revoked_identity = make_identity(region, trust_domain, Role.TESTER, name + _REVOKED_SUFFIX)
         outside = make_identity(city, trust_domain, Role.TESTER, name)
     except IdentityError as exc:
         raise ProvisionError(f"--name: {exc}") from None
@@ -532,7 +530,11 @@ async def issue_tester(credentials: TesterCredentials, revocations: Revocations)
     path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     written[TESTER_MANIFEST] = path
     return TesterBundle(
-        identity_of(leaf), serial_hex(leaf), leaf.not_valid_after_utc, path, written,
+        identity_of(leaf),
+        serial_hex(leaf),
+        leaf.not_valid_after_utc,
+        path,
+        written,
         serial_hex(revoked),
     )
 

@@ -231,9 +231,7 @@ def _projection(
 ) -> tuple[str, ...]:
     declared = [item.name for item in entry.items]
     if len(items) > len(declared):
-        raise InvalidArgument(
-            f"items: {len(items)} names; the resource has {len(declared)} items"
-        )
+        raise InvalidArgument(f"items: {len(items)} names; the resource has {len(declared)} items")
     if not items:
         projection = tuple(name for name in declared if name in visible_items)
         if not projection:

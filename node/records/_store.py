@@ -505,9 +505,7 @@ class Records:
         ``page_size`` versions (0: 100; at most 200) and stops before the version that would
         take it past about :data:`PAGE_BYTES` (it has at least one)."""
         self._check_local(entry)
-        size = paging.page_size(
-            page_size, default=DEFAULT_HISTORY_PAGE, maximum=MAX_HISTORY_PAGE
-        )
+        size = paging.page_size(page_size, default=DEFAULT_HISTORY_PAGE, maximum=MAX_HISTORY_PAGE)
         after = decode_history_token(page_token)
         record_key = full_key(schema_for(entry), key, "key")
         statement = (

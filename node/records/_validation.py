@@ -383,9 +383,7 @@ class RecordSchema:
     """One catalog entry's items, compiled once: what a record of the resource must look like."""
 
     def __init__(self, entry: ResourceEntry) -> None:
-        self.items: dict[str, ItemCheck] = {
-            item.name: ItemCheck.of(item) for item in entry.items
-        }
+        self.items: dict[str, ItemCheck] = {item.name: ItemCheck.of(item) for item in entry.items}
         self.key_items: tuple[str, ...] = tuple(i.name for i in entry.items if i.key)
         self.required: tuple[str, ...] = tuple(i.name for i in entry.items if i.required or i.key)
         #: Items with a PATTERN rule: the checks whose cost grows with the value's length.

@@ -168,6 +168,7 @@ class Database:
         writer thread with ``BEGIN IMMEDIATE``; on PostgreSQL through the async engine
         (``AsyncConnection.run_sync``). Same function, same semantics, both backends.
         """
+
         async def attempt(progress: _Progress) -> T:
             if self._sync_writer is not None and self._writer_thread is not None:
                 return await asyncio.get_running_loop().run_in_executor(

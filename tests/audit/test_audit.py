@@ -288,9 +288,7 @@ async def test_a_batch_stores_the_values_the_general_insert_stores(
     columns = ", ".join(audit_module._PREPARED_COLUMNS)
     async with database.engine.connect() as connection:
         rows = (
-            await connection.execute(
-                text(f"SELECT {columns} FROM audit_record ORDER BY sequence")
-            )
+            await connection.execute(text(f"SELECT {columns} FROM audit_record ORDER BY sequence"))
         ).all()
     assert len(rows) == 2
     assert tuple(rows[0]) == tuple(rows[1])

@@ -254,4 +254,3 @@ async def test_publish_catalog_refusals(tmp_path: Path, db_urls: NewDatabaseUrl)
         for member in fed.members:
             count = await member.running.db.fetch_one("SELECT COUNT(*) FROM catalog_entry", {})
             assert count is not None and count[0] == 0  # the refused changes left nothing
-

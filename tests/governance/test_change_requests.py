@@ -417,7 +417,6 @@ async def test_update_and_withdraw_resource_become_change_requests(loaded: Provi
     assert probe.entry.status == common_pb2.RESOURCE_STATUS_WITHDRAWN
 
 
-
 async def test_catalog_update_and_withdrawal_apply_on_approval(loaded: Province) -> None:
     setup, node = loaded
     provider, boss = setup.agency(PUBLIC_SECURITY), authority(setup)

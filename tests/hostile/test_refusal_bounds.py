@@ -173,7 +173,8 @@ async def test_a_100_kb_value_gets_its_status_a_short_message_and_a_small_audit_
             _sharing,
             "Query",
             sharing_pb2.QueryRequest(
-                resource_code=code, filters=[
+                resource_code=code,
+                filters=[
                     sharing_pb2.QueryFilter(item=big, op=sharing_pb2.QUERY_OPERATOR_EQ, value="1")
                 ],
             ),

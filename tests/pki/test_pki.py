@@ -75,9 +75,12 @@ def _mode(path: Path) -> int:
 
 
 def _mtls_handshake(
-    tmp_path: Path, root: x509.Certificate,
-    server: pki.KeyPair, server_chain: list[x509.Certificate],
-    client: pki.KeyPair, client_chain: list[x509.Certificate],
+    tmp_path: Path,
+    root: x509.Certificate,
+    server: pki.KeyPair,
+    server_chain: list[x509.Certificate],
+    client: pki.KeyPair,
+    client_chain: list[x509.Certificate],
 ) -> None:
     """A full mutual-TLS handshake through OpenSSL over memory BIOs; raises ssl.SSLError."""
     files = {}
@@ -143,9 +146,12 @@ def test_openssl_accepts_mutual_tls_between_province_node_and_city_agency(
     platform: Platform, tmp_path: Path
 ) -> None:
     _mtls_handshake(
-        tmp_path, platform.root.cert,
-        _node(platform.province, "350000"), [platform.province.cert],
-        _agency(platform.fuzhou), [platform.fuzhou.cert],
+        tmp_path,
+        platform.root.cert,
+        _node(platform.province, "350000"),
+        [platform.province.cert],
+        _agency(platform.fuzhou),
+        [platform.fuzhou.cert],
     )
 
 
@@ -181,8 +187,11 @@ def test_issue_leaf_refuses_an_agency_without_a_valid_credit_code(platform: Plat
 def _forged_xiamen_node(platform: Platform) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     return pki._build_leaf(
-        platform.fuzhou, make_identity("350200", TD, Role.NODE), pki.generate_key().public_key(),
-        common_name="forged", not_before=now - dt.timedelta(minutes=1),
+        platform.fuzhou,
+        make_identity("350200", TD, Role.NODE),
+        pki.generate_key().public_key(),
+        common_name="forged",
+        not_before=now - dt.timedelta(minutes=1),
         not_after=now + dt.timedelta(days=1),
     )
 
@@ -202,28 +211,39 @@ def test_a_forged_identity_is_refused_by_openssl_during_the_handshake(
     forged_key = pki.generate_key()
     now = dt.datetime.now(dt.UTC)
     forged = pki._build_leaf(
-        platform.fuzhou, make_identity("350200", TD, Role.AGENCY, XM_AGENCY_CODE),
-        forged_key.public_key(), common_name="forged",
-        not_before=now - dt.timedelta(minutes=1), not_after=now + dt.timedelta(days=1),
+        platform.fuzhou,
+        make_identity("350200", TD, Role.AGENCY, XM_AGENCY_CODE),
+        forged_key.public_key(),
+        common_name="forged",
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + dt.timedelta(days=1),
     )
     with pytest.raises(ssl.SSLError, match="permitted subtree violation"):
         _mtls_handshake(
-            tmp_path, platform.root.cert,
-            _node(platform.province, "350000"), [platform.province.cert],
-            pki.KeyPair(forged_key, forged), [platform.fuzhou.cert],
+            tmp_path,
+            platform.root.cert,
+            _node(platform.province, "350000"),
+            [platform.province.cert],
+            pki.KeyPair(forged_key, forged),
+            [platform.fuzhou.cert],
         )
 
 
 def test_an_expired_certificate_can_be_minted_for_tests(platform: Platform) -> None:
     now = dt.datetime.now(dt.UTC)
     expired = pki.issue_leaf(
-        platform.fuzhou, make_identity("350100", TD, Role.TESTER, "lab-1"), common_name="lab",
-        not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1),
+        platform.fuzhou,
+        make_identity("350100", TD, Role.TESTER, "lab-1"),
+        common_name="lab",
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
     )
     assert expired.cert.not_valid_after_utc < now
     with pytest.raises(pki.PkiError, match="before it starts"):
         pki.issue_leaf(
-            platform.fuzhou, make_identity("350100", TD, Role.AUTHORITY), common_name="x",
+            platform.fuzhou,
+            make_identity("350100", TD, Role.AUTHORITY),
+            common_name="x",
             not_after=now - dt.timedelta(days=1),
         )
 
@@ -251,13 +271,16 @@ def test_node_certificate_serves_loopback_and_acts_as_client_too(platform: Platf
     agency = _agency(platform.fuzhou).cert
     eku = agency.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    assert not agency.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-        .get_values_for_type(x509.DNSName)
+    assert not agency.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
 
 
 def test_ipv6_loopback_becomes_an_ip_address_san(platform: Platform) -> None:
     node = pki.issue_leaf(
-        platform.fuzhou, make_identity("350100", TD, Role.NODE), common_name="n",
+        platform.fuzhou,
+        make_identity("350100", TD, Role.NODE),
+        common_name="n",
         hosts=["::1", "node.example", "LOCALHOST"],
     )
     san = node.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -280,7 +303,10 @@ def test_city_csrs_round_trip_into_its_ca_and_node_certificates(platform: Platfo
     ca = pki.KeyPair(ca_key, ca_cert)
 
     node_csr = pki.create_csr(
-        node_key, node_ident, common_name="三明市 node", is_ca=False,
+        node_key,
+        node_ident,
+        common_name="三明市 node",
+        is_ca=False,
         hosts=["127.0.0.1", "localhost"],
     )
     node_cert = pki.sign_node_csr(ca, node_csr, region="350400", trust_domain=TD, days=30)
@@ -311,8 +337,10 @@ def test_a_leaf_identity_in_a_ca_csr_is_refused(platform: Platform) -> None:
 
 def test_a_tampered_csr_is_refused(platform: Platform) -> None:
     csr = pki.create_csr(
-        pki.generate_key(), make_identity("350500", TD, Role.NODE),
-        common_name="govnode CA", is_ca=True,
+        pki.generate_key(),
+        make_identity("350500", TD, Role.NODE),
+        common_name="govnode CA",
+        is_ca=True,
     )
     der = csr.public_bytes(Encoding.DER)
     tampered = x509.load_der_x509_csr(der.replace(b"govnode CA", b"govnode CB"))
@@ -324,7 +352,9 @@ def test_a_tampered_csr_is_refused(platform: Platform) -> None:
 
 def test_node_csr_must_ask_for_exactly_the_region_node_identity(platform: Platform) -> None:
     csr = pki.create_csr(
-        pki.generate_key(), make_identity("350100", TD, Role.AUTHORITY), common_name="x",
+        pki.generate_key(),
+        make_identity("350100", TD, Role.AUTHORITY),
+        common_name="x",
         is_ca=False,
     )
     with pytest.raises(pki.PkiError, match="expected spiffe://350100"):
@@ -422,8 +452,9 @@ def test_client_bundle_holds_what_grpcurl_needs(platform: Platform, tmp_path: Pa
 
     key_before = paths["key"].read_bytes()
     with pytest.raises(pki.PkiError, match=r"client\.key exists"):
-        write_client_bundle(out, _agency(platform.fuzhou), [platform.fuzhou.cert],
-                            platform.root.cert)
+        write_client_bundle(
+            out, _agency(platform.fuzhou), [platform.fuzhou.cert], platform.root.cert
+        )
     assert paths["key"].read_bytes() == key_before
     assert load_certs(paths["cert"])[0] == agency.cert
 

@@ -516,4 +516,3 @@ async def test_a_tester_manages_its_probe_end_to_end(loaded: Province) -> None:
         access(node, setup.agency(CIVIL_AFFAIRS), "Apply", apply_request(PROBE.resource_code))
     )
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED, err.details()
-

@@ -43,9 +43,7 @@ def upgrade() -> None:
         sa.Column("grant_id", sa.String(64), nullable=False),
     )
     op.create_index("ix_access_application_applicant", "access_application", ["applicant"])
-    op.create_index(
-        "ix_access_application_resource_code", "access_application", ["resource_code"]
-    )
+    op.create_index("ix_access_application_resource_code", "access_application", ["resource_code"])
     op.create_index("ix_access_application_created_at", "access_application", ["created_at"])
 
     op.create_table(

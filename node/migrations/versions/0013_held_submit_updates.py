@@ -21,9 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("change_request") as batch:
-        batch.add_column(
-            sa.Column("batch_id", sa.String(128), nullable=False, server_default="")
-        )
+        batch.add_column(sa.Column("batch_id", sa.String(128), nullable=False, server_default=""))
     with op.batch_alter_table("submit_batch") as batch:
         batch.add_column(sa.Column("held", sa.Text, nullable=True))
 

@@ -51,7 +51,16 @@ LAYERS: dict[str, frozenset[str]] = {
 CONFORMANCE_USERS = ("node.cli", "node.demo", "node.approval")
 DOMAIN = tuple(
     f"node.{name}"
-    for name in ("catalog", "records", "sharing", "governance", "audit", "federation", "pki")
+    for name in (
+        "catalog",
+        "records",
+        "sharing",
+        "governance",
+        "audit",
+        "federation",
+        "pki",
+        "tlog",
+    )
 )
 # What a domain package never imports: gRPC itself, and the edges of node that use gRPC or
 # put the node together.

@@ -160,6 +160,31 @@ class AuditRecordRow(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class AuditTreeRow(SQLModel, table=True):
+    """The Merkle tree over the audit log (node.audit._tree, RFC 6962): how many records it
+    covers and its frontier, the complete subtrees on its right edge (hex, largest first).
+    One row, written in the transaction of each audit batch."""
+
+    __tablename__ = "audit_tree"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    size: int = Field(sa_type=BigInteger)
+    frontier: str = Field(sa_type=Text)
+
+
+class AuditSubtreeRow(SQLModel, table=True):
+    """A complete subtree of the audit tree at level 8 or above (256 records or more), so a
+    proof reads O(log n) rows; smaller ones are hashed from the records' own hashes."""
+
+    __tablename__ = "audit_subtree"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    hash: str = Field(max_length=64)
+
+
 # --- records (汇聚, 第二十一条; 共享, 第二十六条) -------------------------------------------
 # Written with SQLAlchemy Core in bulk by node.records._store, so the row classes are mostly schema.
 # The values column is ``item_values``, not ``values``: ``Table.c.values`` is a method of

@@ -1,5 +1,6 @@
 """The audit log (第三十九条): every call, hash-chained and group-committed (``_log``); the
-hook that turns a call into its record (``_hook``); reading it back (``_query``).
+RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); the hook that
+turns a call into its record (``_hook``); reading it back (``_query``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from node.audit._log import (
     Operation,
 )
 from node.audit._query import AuditQuery, query_audit
+from node.audit._tree import TreeHead, record_leaf
 
 __all__ = [
     "MAX_QUERY_LIMIT",
@@ -24,5 +26,7 @@ __all__ = [
     "AuditWriteFailed",
     "NodeAuditSink",
     "Operation",
+    "TreeHead",
     "query_audit",
+    "record_leaf",
 ]

@@ -54,9 +54,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.audit import MAX_DETAIL_CHARS
 from gateway.quote import clip_message
+from node.audit._tree import (
+    CATCH_UP_STEP,
+    TreeHead,
+    frontier_at,
+    grow,
+    prove_consistency,
+    prove_inclusion,
+    stored_size,
+    tree_head,
+)
 from node.errors import InvalidArgument, StorageUnavailable
 from node.models import AuditRecordRow
 from node.storage import Database, utc_now
+from node.tlog import Frontier, ProofError
 
 __all__ = [
     "GENESIS_HASH",
@@ -413,6 +424,10 @@ class AuditLog:
         self._inflight: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # The audit tree's frontier after the last batch this instance committed, and the one
+        # a batch in flight grew (adopted once it commits).
+        self._frontier: Frontier | None = None
+        self._grown: Frontier | None = None
         #: Transactions committed by this instance, and the records they held (for tests and
         #: benchmarks: group commit shows as records_written / batches_written).
         self.batches_written = 0
@@ -425,6 +440,10 @@ class AuditLog:
         if self._closing:
             raise AuditLogClosed("the audit log was closed and cannot be restarted")
         if self._task is None:
+            # A log written before the tree (migration 0016) is taken into it first, in steps.
+            self._frontier = None
+            while (behind := await self._db.write_sync("audit.tree", self._catch_up)) > 0:
+                log.info("audit.tree_catching_up", records_left=behind)
             self._task = asyncio.create_task(self._writer(), name="govnode.audit.writer")
 
     async def close(self) -> None:
@@ -512,6 +531,7 @@ class AuditLog:
             log.error("audit.append_failed", records=len(batch), error=cause)
             _fail(batch, exc)
             return
+        self._frontier = self._grown
         self.batches_written += 1
         self._last_batch = len(batch)
         self.records_written += len(batch)
@@ -536,7 +556,21 @@ class AuditLog:
             rows.append(tuple(row))
             prev_hash = digest
         connection.exec_driver_sql(statement.sql, rows)
+        frontier = frontier_at(connection, last, self._frontier)
+        grow(connection, frontier, (row[-1] for row in rows))
+        self._grown = frontier
         return last + 1
+
+    def _catch_up(self, connection: Connection) -> int:
+        """One step of taking records written before the tree (migration 0016) into it;
+        returns how many records the tree still lacks."""
+        self._db.lock_sync(connection, _LOCK)
+        head = connection.exec_driver_sql(_HEAD_SQL).first()
+        last = int(head[0]) if head is not None else 0
+        covered = stored_size(connection)
+        target = min(last, covered + CATCH_UP_STEP) if covered <= last else last
+        frontier_at(connection, target, None)
+        return last - target
 
     # --- reading --------------------------------------------------------------------------
 
@@ -610,6 +644,49 @@ class AuditLog:
             return (int(row.sequence), str(row.hash)) if row is not None else (0, GENESIS_HASH)
 
         return await self._db.read("audit.head", txn)
+
+    # --- the Merkle tree (node.audit._tree) ------------------------------------------------
+
+    async def tree_head(self, size: int | None = None) -> TreeHead:
+        """The Merkle tree over the first ``size`` records (over every record if None), with
+        its root: what a checkpoint signs."""
+
+        async def txn(session: AsyncSession) -> TreeHead:
+            return await tree_head(session, size)
+
+        try:
+            return await self._db.read("audit.tree_head", txn)
+        except ProofError as exc:
+            raise InvalidArgument(str(exc)) from exc
+
+    async def inclusion_proof(self, sequence: int, size: int) -> tuple[bytes, list[bytes]]:
+        """Record ``sequence``'s leaf hash and the proof that it is in the tree of ``size``
+        records (node.tlog.verify_inclusion checks it against that tree's root)."""
+        if not 0 < sequence <= size:
+            raise InvalidArgument(f"sequence: {sequence} is not in a tree of {size} records")
+
+        async def txn(session: AsyncSession) -> tuple[bytes, list[bytes]]:
+            await tree_head(session, size)  # the tree covers that size, or ProofError says so
+            return await prove_inclusion(session, sequence, size)
+
+        try:
+            return await self._db.read("audit.inclusion_proof", txn)
+        except ProofError as exc:
+            raise InvalidArgument(str(exc)) from exc
+
+    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """The proof that the tree of ``size1`` records is a prefix of the tree of ``size2``."""
+        if not 0 < size1 <= size2:
+            raise InvalidArgument(f"sizes: no consistency proof from {size1} to {size2} records")
+
+        async def txn(session: AsyncSession) -> list[bytes]:
+            await tree_head(session, size2)
+            return await prove_consistency(session, size1, size2)
+
+        try:
+            return await self._db.read("audit.consistency_proof", txn)
+        except ProofError as exc:
+            raise InvalidArgument(str(exc)) from exc
 
     async def _select(self, name: str, statement: Any) -> list[AuditRecord]:
         async def txn(session: AsyncSession) -> list[AuditRecord]:

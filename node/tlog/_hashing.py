@@ -66,16 +66,24 @@ class Frontier:
     def subtrees(self) -> tuple[bytes, ...]:
         return tuple(self._subtrees)
 
-    def append(self, leaf: bytes) -> None:
-        """Add one leaf hash (already hashed with :func:`leaf_hash`)."""
+    def append(self, leaf: bytes) -> list[bytes]:
+        """Add one leaf hash (already hashed with :func:`leaf_hash`). Returns the subtrees the
+        leaf completes, by level from 1 up: the one at level ``l`` covers the leaves
+        ``[(size >> l) - 1 << l, size)`` of the new size (a store keeps the ones it wants)."""
         carried = leaf
+        completed: list[bytes] = []
         # Each trailing set bit of the old size is a complete subtree the new leaf completes.
         size = self._size
         while size & 1:
             carried = node_hash(self._subtrees.pop(), carried)
+            completed.append(carried)
             size >>= 1
         self._subtrees.append(carried)
         self._size += 1
+        return completed
+
+    def copy(self) -> Frontier:
+        return Frontier(self._size, self._subtrees)
 
     def root(self) -> bytes:
         if not self._subtrees:

@@ -9,7 +9,7 @@ complete subtrees (node.audit) answers each in O(1) or O(log n) reads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from node.tlog._hashing import HASH_SIZE, node_hash, root_of, split
@@ -33,6 +33,51 @@ class LeafList:
 
     def hash_range(self, start: int, end: int) -> bytes:
         return root_of(self._leaves[start:end])
+
+
+def complete_pieces(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) as complete subtrees aligned to their size, largest first, as (start,
+    level). For a range of a left-balanced tree (start a multiple of a power of two at least
+    end - start), the range's MTH is the right fold of the pieces' hashes (:func:`fold`)."""
+    pieces: list[tuple[int, int]] = []
+    while start < end:
+        level = (end - start).bit_length() - 1
+        while start % (1 << level):
+            level -= 1
+        pieces.append((start, level))
+        start += 1 << level
+    return pieces
+
+
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """MTH of consecutive complete subtrees of decreasing size, given their hashes."""
+    root = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        root = node_hash(left, root)
+    return root
+
+
+class Wanted:
+    """A :class:`SubtreeHashes` that answers nothing but notes each complete subtree a proof
+    needs, so that a store can read them all at once (run the proof once with this, read
+    :attr:`pieces`, then again with the hashes read)."""
+
+    def __init__(self) -> None:
+        self.pieces: set[tuple[int, int]] = set()
+
+    def hash_range(self, start: int, end: int) -> bytes:
+        self.pieces.update(complete_pieces(start, end))
+        return bytes(HASH_SIZE)
+
+
+class Pieces:
+    """A :class:`SubtreeHashes` over hashes of complete subtrees, keyed (start, level)."""
+
+    def __init__(self, hashes: Mapping[tuple[int, int], bytes]) -> None:
+        self._hashes = hashes
+
+    def hash_range(self, start: int, end: int) -> bytes:
+        return fold([self._hashes[piece] for piece in complete_pieces(start, end)])
 
 
 def inclusion_proof(index: int, size: int, tree: SubtreeHashes) -> list[bytes]:

@@ -33,6 +33,8 @@ TABLES = {
     "node_meta",
     "request_log",
     "audit_record",
+    "audit_tree",
+    "audit_subtree",
     "invitation",
     "federation_member",
     "assertion_nonce",

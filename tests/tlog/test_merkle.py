@@ -17,8 +17,12 @@ from node.tlog import (
     EMPTY_ROOT,
     Frontier,
     LeafList,
+    Pieces,
     ProofError,
+    Wanted,
+    complete_pieces,
     consistency_proof,
+    fold,
     inclusion_proof,
     leaf_hash,
     root_of,
@@ -257,3 +261,40 @@ def test_the_published_proofs_of_the_reference_tree_are_the_ones_we_make() -> No
             assert proof == hashes(case["proof"])
             made += 1
     assert made == 10  # five happy paths of each kind are proofs of the reference tree
+
+
+def test_proofs_from_stored_pieces_are_the_proofs_from_the_leaves() -> None:
+    """What a store does (node.audit): ask which complete subtrees a proof needs, read only
+    those, and make the same proof."""
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(70)]
+    tree = LeafList(leaves)
+
+    def stored(wanted: Wanted) -> Pieces:
+        return Pieces(
+            {
+                (start, level): root_of(leaves[start : start + (1 << level)])
+                for start, level in wanted.pieces
+            }
+        )
+
+    for size in range(1, 71):
+        pieces = complete_pieces(0, size)
+        assert [1 << level for _, level in pieces] == [
+            1 << bit for bit in reversed(range(size.bit_length())) if size >> bit & 1
+        ]
+        assert fold([root_of(leaves[s : s + (1 << lv)]) for s, lv in pieces]) == root_of(
+            leaves[:size]
+        )
+        for index in range(size):
+            wanted = Wanted()
+            inclusion_proof(index, size, wanted)
+            assert len(wanted.pieces) <= 2 * size.bit_length()
+            assert inclusion_proof(index, size, stored(wanted)) == inclusion_proof(
+                index, size, tree
+            )
+        for size1 in range(1, size + 1):
+            wanted = Wanted()
+            consistency_proof(size1, size, wanted)
+            assert consistency_proof(size1, size, stored(wanted)) == consistency_proof(
+                size1, size, tree
+            )

@@ -14,16 +14,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc.aio
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway.assertion import AssertionVerifier
 from gateway.auth import Authenticator
 from gateway.forward import Forwarder
-from gateway.identity import Identity, IdentityError, Role, check_chain, make_identity
+from gateway.identity import (
+    Identity,
+    IdentityError,
+    Role,
+    authority_identity,
+    check_chain,
+    make_identity,
+)
 from gateway.interceptors import GuardInterceptor, add_audit_detail
 from gateway.ratelimit import AnonymousLimiter
 from gateway.request_limits import RequestChecks, RequestLimits
@@ -36,12 +45,27 @@ from gateway.server import (
 )
 from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
-from node.audit import AuditLog, NodeAuditSink
+from node.audit import (
+    AuditLog,
+    Checkpoints,
+    NodeAuditSink,
+    Witness,
+    log_origin,
+    log_signer,
+    witness_signer,
+    witness_statement,
+)
 from node.catalog import Catalog
-from node.clients import CitySync
+from node.clients import CheckpointPublisher, CitySync
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
-from node.pki import Revocations
+from node.pki import (
+    Revocations,
+    load_certs,
+    load_or_create_witness_key,
+    load_private_key,
+    verify_chain,
+)
 from node.records import Records
 from node.servicers import (
     Services,
@@ -51,7 +75,7 @@ from node.servicers import (
 )
 from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
-from node.sharing import AccessDecider, Notifications, OracleGuard
+from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
 
 log = structlog.get_logger("govnode.node")
@@ -121,6 +145,10 @@ class RunningNode:
     guard: GuardInterceptor | None = None  # to wait for calls in progress when stopping
     join: JoinPort | None = None  # the join port's own server and guard
     monitor: StorageMonitor | None = None  # health from the database's state
+    #: The audit log's signed checkpoints, and what signs them on schedule and gathers its
+    #: witnesses' cosignatures.
+    checkpoints: Checkpoints | None = None
+    publisher: CheckpointPublisher | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -135,6 +163,8 @@ class RunningNode:
         log.info("node_stopping", grace_s=grace)
         if self.sync is not None:
             await self.sync.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -203,6 +233,66 @@ def _limits(config: NodeConfig, *, max_message_bytes: int) -> ServerLimits:
     )
 
 
+@dataclass(frozen=True)
+class _Evidence:
+    """What the audit checkpoints and witnessing need of the node's keys."""
+
+    checkpoints: Checkpoints
+    witness: Witness
+    statement: bytes
+    chain_pem: str
+
+
+def _evidence(
+    config: NodeConfig,
+    identity: Identity,
+    root: x509.Certificate,
+    db: Database,
+    audit: AuditLog,
+    notifications: Notifications,
+) -> _Evidence:
+    node_key = load_private_key(config.path(config.tls.key))
+    try:
+        witness_key = load_or_create_witness_key(config.path(config.tls.witness_key))
+    except Exception as exc:
+        raise StartupError(f"tls.witness_key: {exc}") from None
+    chain = [c for c in load_certs(config.path(config.tls.cert)) if c != root]
+    chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    verify_chain(chain_pem, root, config.node.trust_domain)  # as a verifier will
+    authority = authority_identity(config.node.region, config.node.trust_domain)
+
+    async def alarm(origin: str, message: str) -> None:
+        await notifications.notify(authority, NotificationKind.AUDIT_LOG_MISBEHAVED, message)
+
+    return _Evidence(
+        checkpoints=Checkpoints(
+            db, audit, log_origin(identity.host), log_signer(identity.host, node_key)
+        ),
+        witness=Witness(db, witness_signer(identity.host, witness_key), alarm),
+        statement=witness_statement(identity, node_key, witness_key.public_key()),
+        chain_pem=chain_pem,
+    )
+
+
+def _witnesses(config: NodeConfig, db: Database) -> Callable[[], Awaitable[list[tuple[str, str]]]]:
+    """Where this node's log is witnessed: a city's by its province, the province's by every
+    city it knows (joined with an endpoint, or named in [federation] peers)."""
+
+    async def listed() -> list[tuple[str, str]]:
+        fed = config.federation
+        if config.node.mode is Mode.CITY:
+            assert fed.province_endpoint and fed.province_region
+            return [(fed.province_endpoint, fed.province_region)]
+        found = dict(fed.peers)
+        for region, endpoint in await db.fetch_all(
+            "SELECT region, endpoint FROM federation_member WHERE endpoint <> ''", {}
+        ):
+            found.setdefault(str(region), str(endpoint))
+        return [(endpoint, region) for region, endpoint in sorted(found.items())]
+
+    return listed
+
+
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
@@ -247,6 +337,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         exchange = CatalogExchange(db, catalog)
         link = ProvinceLink() if config.node.mode is Mode.CITY else None
         notifications = Notifications(db)  # one instance: its watchers wake on every notice
+        evidence = _evidence(config, identity, root, db, audit, notifications)
         stopping = asyncio.Event()
         services = Services(
             config=config,
@@ -272,6 +363,11 @@ async def start_node(config: NodeConfig) -> RunningNode:
             province_link=link,
             router=Router(config, db, forwarder),
             audit_log=audit,
+            checkpoints=evidence.checkpoints,
+            witness=evidence.witness,
+            root=root,
+            witness_statement=evidence.statement,
+            chain_pem=evidence.chain_pem,
             notifications=notifications,
             stopping=stopping,
         )
@@ -314,6 +410,20 @@ async def start_node(config: NodeConfig) -> RunningNode:
         monitor=monitor,
         stopping=stopping,
     )
+    node.checkpoints = evidence.checkpoints
+    node.publisher = CheckpointPublisher(
+        db=db,
+        audit=audit,
+        checkpoints=evidence.checkpoints,
+        identity=identity,
+        tls=node_tls_files(config),
+        root=root,
+        chain_pem=evidence.chain_pem,
+        witnesses=_witnesses(config, db),
+        every_seconds=config.audit.checkpoint_seconds,
+        every_records=config.audit.checkpoint_records,
+    )
+    node.publisher.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

@@ -93,6 +93,9 @@ class TlsSection(_Section):
     ca_cert: Path = Path("tls/ca.crt")  # this region's intermediate CA (issues agencies)
     ca_key: Path = Path("tls/ca.key")
     root_key: Path | None = None  # province only: signs city intermediates
+    #: Ed25519 key this node cosigns other nodes' audit checkpoints with (tlog-cosignature,
+    #: node.audit witnessing); made at init, or at the first start of a node made before it.
+    witness_key: Path = Path("tls/witness.key")
 
 
 class StorageSection(_Section):
@@ -222,6 +225,29 @@ class OracleSection(_Section):
         return data
 
 
+class AuditSection(_Section):
+    """The audit log's evidence (第三十九条): signed checkpoints of its Merkle tree, and how long
+    its records are kept."""
+
+    #: A signed checkpoint (C2SP tlog-checkpoint) of the log's tree is made this often when
+    #: records were added since the last one ...
+    checkpoint_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
+    #: ... and as soon as this many records were added since the last one.
+    checkpoint_records: int = Field(default=10_000, ge=1, le=100_000_000)
+    #: Days audit records are kept at least: 第三十九条 asks for no less than three years.
+    retention_days: int = Field(default=1095, le=36_500)
+
+    @field_validator("retention_days")
+    @classmethod
+    def _three_years(cls, value: int) -> int:
+        if value < 1095:
+            raise ValueError(
+                f"{value} days is less than the three years (1095 days) 第三十九条 requires "
+                "audit logs to be kept"
+            )
+        return value
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -238,6 +264,7 @@ class NodeConfig(BaseSettings):
     federation: FederationSection = FederationSection()
     limits: LimitsSection = LimitsSection()
     oracle: OracleSection = OracleSection()
+    audit: AuditSection = AuditSection()
     log: LogSection = LogSection()
     governance: GovernanceSection = GovernanceSection()
     #: Directory the file was read from; relative paths resolve against it.

@@ -40,6 +40,15 @@ class FailedPrecondition(DomainError):
     """The request is well-formed but the system is not in a state that allows it."""
 
 
+class Aborted(DomainError):
+    """The request raced another change and lost; the caller retries with what ``metadata``
+    (machine-readable key/value pairs sent with the status) tells it."""
+
+    def __init__(self, message: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.metadata = metadata
+
+
 class ResourceExhausted(DomainError):
     """A quota or size limit was hit. ``retry_after_s``: when the caller may try again, if known
     (sent to the caller as machine-readable retry information, node.servicers.status)."""

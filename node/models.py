@@ -185,6 +185,66 @@ class AuditSubtreeRow(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class AuditCheckpointRow(SQLModel, table=True):
+    """A checkpoint of this node's audit tree (C2SP tlog-checkpoint, 第三十九条): the signed note
+    with the node's signature and, appended as witnesses return them, their cosignatures."""
+
+    __tablename__ = "audit_checkpoint"
+
+    size: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    root: str = Field(max_length=64)
+    made_at: dt.datetime = Field(sa_type=UTCDateTime)
+    note: str = Field(sa_type=Text)
+    #: Names of the witnesses whose cosignatures are in ``note``, comma-separated, sorted.
+    cosigned_by: str = Field(default="", sa_type=Text)
+
+
+class AuditCosignerRow(SQLModel, table=True):
+    """A witness of this node's log as verifiers need it: its certificate chain and its
+    statement of its witness key (node.audit._keys), as it last returned them."""
+
+    __tablename__ = "audit_cosigner"
+
+    identity: str = Field(primary_key=True, max_length=300)
+    witness_name: str = Field(max_length=300)
+    chain_pem: str = Field(sa_type=Text)
+    statement: str = Field(sa_type=Text)
+    updated_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class WitnessStateRow(SQLModel, table=True):
+    """What this node, as a witness (tlog-witness), last cosigned of another node's log: one
+    row per log origin, replaced only by a compare-and-swap on ``size``."""
+
+    __tablename__ = "witness_state"
+
+    origin: str = Field(primary_key=True, max_length=300)
+    size: int = Field(sa_type=BigInteger)
+    root: str = Field(max_length=64)
+    note: str = Field(sa_type=Text)
+    updated_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class WitnessEvidenceRow(SQLModel, table=True):
+    """A checkpoint this node refused to cosign because it contradicts one it cosigned before (a
+    rollback or a fork): kept as evidence of the log's misbehaviour, with the request as sent."""
+
+    __tablename__ = "witness_evidence"
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite")
+    )
+    origin: str = Field(max_length=300, index=True)
+    at: dt.datetime = Field(sa_type=UTCDateTime)
+    kind: str = Field(max_length=32)
+    message: str = Field(sa_type=Text)
+    request: str = Field(sa_type=Text)
+    #: The checkpoint this node had cosigned when it refused (its note).
+    cosigned: str = Field(sa_type=Text)
+
+
 # --- records (汇聚, 第二十一条; 共享, 第二十六条) -------------------------------------------
 # Written with SQLAlchemy Core in bulk by node.records._store, so the row classes are mostly schema.
 # The values column is ``item_values``, not ``values``: ``Table.c.values`` is a method of

@@ -1,11 +1,33 @@
 """The audit log (第三十九条): every call, hash-chained and group-committed (``_log``); the
-RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); the hook that
-turns a call into its record (``_hook``); reading it back (``_query``).
+RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); its signed
+checkpoints and their cosignatures (``_checkpoints``); this node as a witness of other nodes'
+logs (``_witness``); the keys behind both and how a verifier learns them (``_keys``); the hook
+that turns a call into its record (``_hook``); reading it back (``_query``).
 """
 
 from __future__ import annotations
 
+from node.audit._checkpoints import (
+    Checkpoints,
+    CosignerKeys,
+    LogDiverged,
+    StoredCheckpoint,
+    cosigners,
+    remember_cosigner,
+)
 from node.audit._hook import NodeAuditSink
+from node.audit._keys import (
+    Cosigner,
+    KeyStatementError,
+    log_origin,
+    log_signer,
+    log_verifier,
+    read_log_signer,
+    read_witness_statement,
+    witness_name,
+    witness_signer,
+    witness_statement,
+)
 from node.audit._log import (
     MAX_QUERY_LIMIT,
     AuditLog,
@@ -16,17 +38,38 @@ from node.audit._log import (
 )
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
+from node.audit._witness import MAX_BODY_BYTES, Evidence, SizeConflict, Witness
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "MAX_QUERY_LIMIT",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
     "AuditRecord",
     "AuditWriteFailed",
+    "Checkpoints",
+    "Cosigner",
+    "CosignerKeys",
+    "Evidence",
+    "KeyStatementError",
+    "LogDiverged",
     "NodeAuditSink",
     "Operation",
+    "SizeConflict",
+    "StoredCheckpoint",
     "TreeHead",
+    "Witness",
+    "cosigners",
+    "log_origin",
+    "log_signer",
+    "log_verifier",
     "query_audit",
+    "read_log_signer",
+    "read_witness_statement",
     "record_leaf",
+    "remember_cosigner",
+    "witness_name",
+    "witness_signer",
+    "witness_statement",
 ]

@@ -688,6 +688,16 @@ class AuditLog:
         except ProofError as exc:
             raise InvalidArgument(str(exc)) from exc
 
+    async def record_hash(self, sequence: int) -> bytes | None:
+        """The chain hash of record ``sequence`` (its leaf's data), or None if there is none."""
+
+        async def txn(session: AsyncSession) -> bytes | None:
+            connection = await session.connection()
+            row = (await connection.execute(select(_c.hash).where(_c.sequence == sequence))).first()
+            return None if row is None else bytes.fromhex(str(row.hash))
+
+        return await self._db.read("audit.record_hash", txn)
+
     async def _select(self, name: str, statement: Any) -> list[AuditRecord]:
         async def txn(session: AsyncSession) -> list[AuditRecord]:
             connection = await session.connection()

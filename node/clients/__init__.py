@@ -1,11 +1,19 @@
-"""Outbound gRPC: the city's link to its province (catalog sync both ways, heartbeats, revocations)
-and joining by invitation. The client-side twin of :mod:`node.servicers`; domain packages do not
-import it.
+"""Outbound gRPC: the city's link to its province (catalog sync both ways, heartbeats,
+revocations), joining by invitation, and sending the audit log's checkpoints to its witnesses.
+The client-side twin of :mod:`node.servicers`; domain packages do not import it.
 """
 
 from __future__ import annotations
 
 from node.clients._catalog_sync import CitySync
+from node.clients._checkpointing import CheckpointPublisher, PublisherStatus, WitnessStatus
 from node.clients._join import JoinError, join_province
 
-__all__ = ["CitySync", "JoinError", "join_province"]
+__all__ = [
+    "CheckpointPublisher",
+    "CitySync",
+    "JoinError",
+    "PublisherStatus",
+    "WitnessStatus",
+    "join_province",
+]

@@ -17,7 +17,14 @@ from node.pki._ca import (
     serial_hex,
     sign_intermediate,
 )
-from node.pki._files import load_certs, load_keypair, load_private_key, write_pem
+from node.pki._chains import verify_chain
+from node.pki._files import (
+    load_certs,
+    load_keypair,
+    load_or_create_witness_key,
+    load_private_key,
+    write_pem,
+)
 from node.pki._provision import (
     TESTER_REVOKED_NOTE,
     CityRequests,
@@ -74,6 +81,7 @@ __all__ = [
     "issue_tester",
     "load_certs",
     "load_keypair",
+    "load_or_create_witness_key",
     "load_private_key",
     "normalise_serial",
     "parse_fingerprint",
@@ -85,5 +93,6 @@ __all__ = [
     "region_ca",
     "serial_hex",
     "sign_intermediate",
+    "verify_chain",
     "write_pem",
 ]

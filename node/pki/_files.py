@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from gateway.identity import identity_of
 from node.pki._ca import KeyPair, PkiError
@@ -93,6 +93,30 @@ def load_private_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise PkiError(f"{path} does not hold an ECDSA P-256 key")
     return key
+
+
+def load_or_create_witness_key(path: str | os.PathLike[str]) -> ed25519.Ed25519PrivateKey:
+    """The node's Ed25519 witness key (tls.witness_key), made on first use: a node made before
+    witnessing existed gets one at its next start. Its public half reaches others in a
+    statement signed by the node key (node.audit), so nothing about the certificates changes."""
+    file = Path(path)
+    if not file.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # Another process of this node may have made it first: then that one is used.
+        with contextlib.suppress(PkiError):
+            _write_atomic(file, pem, KEY_MODE, overwrite=False)
+    try:
+        loaded = serialization.load_pem_private_key(file.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise PkiError(f"{file} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(loaded, ed25519.Ed25519PrivateKey):
+        raise PkiError(f"{file} does not hold an Ed25519 key")
+    return loaded
 
 
 def load_certs(path: str | os.PathLike[str]) -> list[x509.Certificate]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from cryptography import x509
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from govnode.v1 import (
@@ -34,7 +35,7 @@ from gateway.audit import AuditSink
 from gateway.identity import Identity
 from gateway.interceptors import TOKEN_AUTHORISED_METHODS
 from gateway.refusal import Refusal
-from node.audit import AuditLog
+from node.audit import AuditLog, Checkpoints, Witness
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -52,6 +53,7 @@ from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
+from node.servicers.witness import WitnessServicer
 from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
 
@@ -71,8 +73,7 @@ PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
     "AuditService": (
-        "GetCheckpoint and StreamUsageLog are not available yet (QueryAudit works; "
-        "`govnode audit verify` checks the hash chain)"
+        "StreamUsageLog is not available yet (QueryAudit, GetCheckpoint and the proofs work)"
     ),
     "OpenDataService": "open data (第二十九至三十六条) is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
@@ -99,6 +100,14 @@ class Services:
     province_link: ProvinceLink | None = None
     #: The log ``audit`` writes to, read by AuditService.QueryAudit.
     audit_log: AuditLog | None = None
+    #: The log's signed checkpoints (AuditService.GetCheckpoint and the proofs).
+    checkpoints: Checkpoints | None = None
+    #: This node as a witness of other nodes' logs (WitnessService), with the province root,
+    #: its witness key statement and its certificate chain (PEM, without the root).
+    witness: Witness | None = None
+    root: x509.Certificate | None = None
+    witness_statement: bytes = b""
+    chain_pem: str = ""
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
     notifications: Notifications | None = None
@@ -250,7 +259,25 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     }
     if services.audit_log is not None:
         implementations["govnode.v1.AuditService"] = [
-            AuditServicer(services.audit_log, services.config.node.region)
+            AuditServicer(
+                services.audit_log,
+                services.config.node.region,
+                services.checkpoints,
+                services.db,
+                services.chain_pem,
+                services.identity.uri,
+            )
+        ]
+    if services.witness is not None and services.root is not None:
+        implementations["govnode.v1.WitnessService"] = [
+            WitnessServicer(
+                services.config,
+                services.witness,
+                services.root,
+                services.witness_statement,
+                services.chain_pem,
+                services.identity,
+            )
         ]
     names = []
     for service in service_descriptors():

@@ -1,4 +1,5 @@
-"""AuditService (应用日志审计, 第三十九条): QueryAudit, protobuf in, domain query, protobuf out.
+"""AuditService (应用日志审计, 第三十九条): QueryAudit, checkpoints and proofs; protobuf in,
+domain call, protobuf out.
 
 Who sees which records is decided in :mod:`node.audit._query`; what each RPC counts as (汇聚,
 比对, ...) was decided when it was recorded, by :func:`node.audit._hook.operation_of`.
@@ -14,9 +15,19 @@ from govnode.v1 import audit_pb2
 
 from gateway.auth import current_peer
 from gateway.quote import quote
-from node.audit import AuditLog, AuditQuery, AuditRecord, Operation, query_audit
-from node.errors import InvalidArgument
+from node.audit import (
+    AuditLog,
+    AuditQuery,
+    AuditRecord,
+    Checkpoints,
+    Operation,
+    StoredCheckpoint,
+    cosigners,
+    query_audit,
+)
+from node.errors import FailedPrecondition, InvalidArgument, NotFound
 from node.servicers.convert import optional_time
+from node.storage import Database
 
 _OUTCOMES = frozenset(code.name for code in grpc.StatusCode)
 
@@ -62,13 +73,121 @@ def record_to_proto(record: AuditRecord) -> audit_pb2.AuditRecord:
     return msg
 
 
-class AuditServicer:
-    """QueryAudit over the node's :class:`AuditLog`; GetCheckpoint and StreamUsageLog are not
-    here yet (they answer UNIMPLEMENTED, see node.servicers.PLANNED)."""
+async def checkpoint_response(
+    stored: StoredCheckpoint, db: Database, own_chain_pem: str, own_identity: str
+) -> audit_pb2.GetCheckpointResponse:
+    """A checkpoint with everything a verifier needs besides the province root: the log's
+    chain, and each cosigner's chain and witness key statement."""
+    checkpoint = stored.checkpoint
+    msg = audit_pb2.GetCheckpointResponse(
+        checkpoint=audit_pb2.AuditCheckpoint(
+            origin=checkpoint.origin,
+            size=checkpoint.size,
+            root=checkpoint.root,
+            cosigned_by=list(stored.cosigned_by),
+        ),
+        signed_note=stored.note,
+        signers=[
+            audit_pb2.CheckpointSigner(identity=own_identity, certificate_chain_pem=own_chain_pem)
+        ],
+    )
+    msg.checkpoint.made_at.FromDatetime(stored.made_at.astimezone(dt.UTC))
+    known = await cosigners(db)
+    for identity in stored.cosigned_by:
+        keys = known.get(identity)
+        if keys is not None:
+            msg.signers.append(
+                audit_pb2.CheckpointSigner(
+                    identity=identity,
+                    certificate_chain_pem=keys.chain_pem,
+                    witness_key_statement=keys.statement,
+                )
+            )
+    return msg
 
-    def __init__(self, log: AuditLog, node_region: str) -> None:
+
+class AuditServicer:
+    """QueryAudit over the node's :class:`AuditLog`; its checkpoints and proofs. StreamUsageLog
+    is not here yet (it answers UNIMPLEMENTED, see node.servicers.PLANNED)."""
+
+    def __init__(
+        self,
+        log: AuditLog,
+        node_region: str,
+        checkpoints: Checkpoints | None = None,
+        db: Database | None = None,
+        own_chain_pem: str = "",
+        own_identity: str = "",
+    ) -> None:
         self._log = log
         self._region = node_region
+        self._checkpoints = checkpoints
+        self._db = db
+        self._chain_pem = own_chain_pem
+        self._identity = own_identity
+
+    async def _checkpoint(self, size: int) -> StoredCheckpoint:
+        if self._checkpoints is None:
+            raise FailedPrecondition("this node does not sign checkpoints")
+        if size < 0:
+            raise InvalidArgument(f"size: must not be negative, got {size}")
+        if size == 0:
+            stored = await self._checkpoints.newest()
+            if stored is None:
+                raise NotFound(
+                    "this node has signed no checkpoint of its audit log yet; it signs one "
+                    "every [audit] checkpoint_seconds once records were added"
+                )
+            return stored
+        stored = await self._checkpoints.at_size(size)
+        if stored is None:
+            raise NotFound(
+                f"size: this node signed no checkpoint of {size} records; ask for size 0 (the "
+                "newest) and a consistency proof from it"
+            )
+        return stored
+
+    async def _response(self, stored: StoredCheckpoint) -> audit_pb2.GetCheckpointResponse:
+        assert self._db is not None
+        return await checkpoint_response(stored, self._db, self._chain_pem, self._identity)
+
+    async def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: Any
+    ) -> audit_pb2.GetCheckpointResponse:
+        return await self._response(await self._checkpoint(request.size))
+
+    async def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: Any
+    ) -> audit_pb2.GetInclusionProofResponse:
+        stored = await self._checkpoint(request.size)
+        if not 0 < request.sequence <= stored.size:
+            raise InvalidArgument(
+                f"sequence: {request.sequence} is not covered by the checkpoint of "
+                f"{stored.size} records; a newer checkpoint covers newer records"
+            )
+        record_hash = await self._log.record_hash(request.sequence)
+        if record_hash is None:
+            raise NotFound(f"sequence: record {request.sequence} is not in this node's log")
+        _, proof = await self._log.inclusion_proof(request.sequence, stored.size)
+        return audit_pb2.GetInclusionProofResponse(
+            index=request.sequence - 1,
+            record_hash=record_hash,
+            proof=proof,
+            checkpoint=await self._response(stored),
+        )
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: Any
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        to_size = request.to_size or (await self._checkpoint(0)).size
+        if not 0 < request.from_size <= to_size:
+            raise InvalidArgument(
+                f"from_size: must be between 1 and to_size ({to_size}), got {request.from_size}"
+            )
+        proof = await self._log.consistency_proof(request.from_size, to_size)
+        return audit_pb2.GetConsistencyProofResponse(
+            from_size=request.from_size, to_size=to_size, proof=proof
+        )
 
     async def QueryAudit(
         self, request: audit_pb2.QueryAuditRequest, context: Any

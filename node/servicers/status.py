@@ -23,11 +23,15 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Aborted: grpc.StatusCode.ABORTED,
 }
 
 
 def trailing_metadata_for(exc: errors.DomainError) -> tuple[tuple[str, str], ...]:
-    """Machine-readable facts sent with the status: the retry delay of a quota refusal."""
+    """Machine-readable facts sent with the status: the retry delay of a quota refusal, what
+    an aborted request should retry with."""
+    if isinstance(exc, errors.Aborted):
+        return exc.metadata
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
         return ((RETRY_AFTER_KEY, str(max(1, round(exc.retry_after_s * 1000)))),)
     return ()

@@ -40,6 +40,7 @@ class NotificationKind(enum.StrEnum):
     CHANGE_REVIEWED = "change_reviewed"
     DATA_ERROR_RESOLVED = "data_error_resolved"
     OPEN_APPLICATION_REVIEWED = "open_application_reviewed"
+    AUDIT_LOG_MISBEHAVED = "audit_log_misbehaved"
 
 
 @dataclass(frozen=True)

@@ -4,41 +4,14 @@ node.tlog alone; it survives restarts, several writers and a log written before 
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-
 import pytest
 from sqlalchemy import text
 
-from node.audit import AuditLog, Operation, record_leaf
-from node.audit._log import AuditEntry, request_digest
+from node.audit import AuditLog, record_leaf
 from node.errors import InvalidArgument
 from node.storage import Database
 from node.tlog import ProofError, root_of, verify_consistency, verify_inclusion
-
-T0 = dt.datetime(2026, 12, 4, 2, 0, tzinfo=dt.UTC)
-
-
-def entry(n: int) -> AuditEntry:
-    return AuditEntry(
-        caller="spiffe://350000.fujian.gov.cn/agency/11350000003591001X",
-        method="/govnode.v1.SharingService/Verify",
-        operation=Operation.QUERY,
-        outcome="OK",
-        request_digest=request_digest(f"request {n}".encode()),
-        resource_code="350000-1-000001",
-        request_id=f"req-{n}",
-        detail={"n": n},
-        at=T0 + dt.timedelta(seconds=n),
-    )
-
-
-async def append_many(log: AuditLog, start: int, count: int) -> None:
-    """``count`` records, in concurrent groups so the writer commits them in batches."""
-    for first in range(start, start + count, 50):
-        await asyncio.gather(
-            *(log.append(entry(n)) for n in range(first, min(first + 50, start + count)))
-        )
+from tests.support.audit import append_many
 
 
 async def leaves(db: Database) -> list[bytes]:

@@ -88,6 +88,10 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     """An 授权开放 application was reviewed (to the provider, 将授权情况告知相关数据生产应用单位,
     第三十三条).
     """
+    NOTIFICATION_KIND_AUDIT_LOG_MISBEHAVED: _NotificationKind.ValueType  # 11
+    """Another node's audit log contradicted a checkpoint this node had cosigned as its witness
+    (a rollback or a fork, 第三十九条): the evidence is kept (to this node's authority).
+    """
 
 class NotificationKind(_NotificationKind, metaclass=_NotificationKindEnumTypeWrapper):
     """Kind of notification."""
@@ -117,6 +121,10 @@ NOTIFICATION_KIND_DATA_ERROR_RESOLVED: NotificationKind.ValueType  # 9
 NOTIFICATION_KIND_OPEN_APPLICATION_REVIEWED: NotificationKind.ValueType  # 10
 """An 授权开放 application was reviewed (to the provider, 将授权情况告知相关数据生产应用单位,
 第三十三条).
+"""
+NOTIFICATION_KIND_AUDIT_LOG_MISBEHAVED: NotificationKind.ValueType  # 11
+"""Another node's audit log contradicted a checkpoint this node had cosigned as its witness
+(a rollback or a fork, 第三十九条): the evidence is kept (to this node's authority).
 """
 Global___NotificationKind: _TypeAlias = NotificationKind  # noqa: Y015
 

@@ -233,71 +233,80 @@ Global___QueryAuditResponse: _TypeAlias = QueryAuditResponse  # noqa: Y015
 
 @_typing.final
 class AuditCheckpoint(_message.Message):
-    """The content of a signed audit checkpoint."""
+    """A checkpoint of a node's audit log, decoded from its signed note."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SEQUENCE_FIELD_NUMBER: _builtins.int
-    HEAD_HASH_FIELD_NUMBER: _builtins.int
-    AT_FIELD_NUMBER: _builtins.int
-    NODE_IDENTITY_FIELD_NUMBER: _builtins.int
-    sequence: _builtins.int
-    """Sequence of the last record covered."""
-    head_hash: _builtins.str
-    """Hex record_hash of that record: the head of the chain up to it."""
-    node_identity: _builtins.str
-    """SPIFFE ID of the node whose log it is."""
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    MADE_AT_FIELD_NUMBER: _builtins.int
+    COSIGNED_BY_FIELD_NUMBER: _builtins.int
+    origin: _builtins.str
+    """The log's origin: "<region>.<trust domain>/audit", e.g. "350100.fujian.gov.cn/audit"."""
+    size: _builtins.int
+    """Number of records the tree covers: sequences 1 to size."""
+    root: _builtins.bytes
+    """RFC 6962 Merkle root over the records' chain hashes (32 bytes)."""
     @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp:
-        """When the checkpoint was made."""
+    def made_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node signed it."""
+
+    @_builtins.property
+    def cosigned_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SPIFFE IDs of the nodes whose cosignatures are in the note."""
 
     def __init__(
         self,
         *,
-        sequence: _builtins.int = ...,
-        head_hash: _builtins.str = ...,
-        at: _timestamp_pb2.Timestamp | None = ...,
-        node_identity: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        size: _builtins.int = ...,
+        root: _builtins.bytes = ...,
+        made_at: _timestamp_pb2.Timestamp | None = ...,
+        cosigned_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["made_at", b"made_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "head_hash", b"head_hash", "node_identity", b"node_identity", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned_by", b"cosigned_by", "made_at", b"made_at", "origin", b"origin", "root", b"root", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
 
 @_typing.final
-class SignedAuditCheckpoint(_message.Message):
-    """An AuditCheckpoint with the node's signature."""
+class CheckpointSigner(_message.Message):
+    """A key that signs or cosigns checkpoints, as a verifier needs it: the node's certificate
+    chain up to (not including) the province root, and for a witness the statement, signed by
+    the node key, naming its Ed25519 cosigning key.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    CHECKPOINT_FIELD_NUMBER: _builtins.int
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    SIGNER_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
-    checkpoint: _builtins.bytes
-    """The serialized AuditCheckpoint, exactly the bytes signed (never re-serialized)."""
-    signature: _builtins.bytes
-    """Signature over checkpoint by the key of signer_certificate_pem (for EC keys ECDSA with
-    SHA-256, DER-encoded).
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _builtins.int
+    WITNESS_KEY_STATEMENT_FIELD_NUMBER: _builtins.int
+    identity: _builtins.str
+    """SPIFFE ID of the node."""
+    certificate_chain_pem: _builtins.str
+    """PEM certificates, leaf first."""
+    witness_key_statement: _builtins.bytes
+    """A signed note by the node key: "govnode witness key v1", the identity and the witness
+    key as a C2SP vkey. Empty for the log's own entry.
     """
-    signer_certificate_pem: _builtins.str
-    """PEM certificate of the signing node, chaining to the province root."""
     def __init__(
         self,
         *,
-        checkpoint: _builtins.bytes = ...,
-        signature: _builtins.bytes = ...,
-        signer_certificate_pem: _builtins.str = ...,
+        identity: _builtins.str = ...,
+        certificate_chain_pem: _builtins.str = ...,
+        witness_key_statement: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "signature", b"signature", "signer_certificate_pem", b"signer_certificate_pem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_chain_pem", b"certificate_chain_pem", "identity", b"identity", "witness_key_statement", b"witness_key_statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SignedAuditCheckpoint: _TypeAlias = SignedAuditCheckpoint  # noqa: Y015
+Global___CheckpointSigner: _TypeAlias = CheckpointSigner  # noqa: Y015
 
 @_typing.final
 class GetCheckpointRequest(_message.Message):
@@ -305,17 +314,17 @@ class GetCheckpointRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SEQUENCE_FIELD_NUMBER: _builtins.int
-    sequence: _builtins.int
-    """Sequence to checkpoint; 0 means the latest record."""
+    SIZE_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """Tree size of the checkpoint wanted; 0 for the newest."""
     def __init__(
         self,
         *,
-        sequence: _builtins.int = ...,
+        size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,28 +337,210 @@ class GetCheckpointResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINT_FIELD_NUMBER: _builtins.int
-    SIGNED_FIELD_NUMBER: _builtins.int
+    SIGNED_NOTE_FIELD_NUMBER: _builtins.int
+    SIGNERS_FIELD_NUMBER: _builtins.int
+    signed_note: _builtins.bytes
+    """The checkpoint as signed (C2SP signed note: the log's ECDSA signature, then the
+    witnesses' tlog-cosignature/v1 lines); verify this, not the decoded copy.
+    """
     @_builtins.property
     def checkpoint(self) -> Global___AuditCheckpoint:
-        """The checkpoint, decoded from signed.checkpoint for convenience."""
+        """The checkpoint, decoded from signed_note for convenience."""
 
     @_builtins.property
-    def signed(self) -> Global___SignedAuditCheckpoint:
-        """The checkpoint as signed; verify this, not the decoded copy."""
+    def signers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckpointSigner]:
+        """The log's signer first, then each cosigner."""
 
     def __init__(
         self,
         *,
         checkpoint: Global___AuditCheckpoint | None = ...,
-        signed: Global___SignedAuditCheckpoint | None = ...,
+        signed_note: _builtins.bytes = ...,
+        signers: _abc.Iterable[Global___CheckpointSigner] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "signed", b"signed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "signed", b"signed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "signed_note", b"signed_note", "signers", b"signers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofRequest(_message.Message):
+    """Request of AuditService.GetInclusionProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Sequence of the record (its leaf index is sequence - 1)."""
+    size: _builtins.int
+    """Tree size of the checkpoint to prove against; 0 for the newest checkpoint."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofResponse(_message.Message):
+    """Response of AuditService.GetInclusionProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    RECORD_HASH_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Leaf index: sequence - 1."""
+    record_hash: _builtins.bytes
+    """The record's chain hash, the leaf's data (32 bytes)."""
+    @_builtins.property
+    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The proof's hashes (32 bytes each), bottom up."""
+
+    @_builtins.property
+    def checkpoint(self) -> Global___GetCheckpointResponse:
+        """The checkpoint proved against, as in GetCheckpointResponse."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        record_hash: _builtins.bytes = ...,
+        proof: _abc.Iterable[_builtins.bytes] | None = ...,
+        checkpoint: Global___GetCheckpointResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "index", b"index", "proof", b"proof", "record_hash", b"record_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofResponse: _TypeAlias = GetInclusionProofResponse  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofRequest(_message.Message):
+    """Request of AuditService.GetConsistencyProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_SIZE_FIELD_NUMBER: _builtins.int
+    TO_SIZE_FIELD_NUMBER: _builtins.int
+    from_size: _builtins.int
+    """The older tree size (at least 1)."""
+    to_size: _builtins.int
+    """The newer tree size; 0 for the newest checkpoint's."""
+    def __init__(
+        self,
+        *,
+        from_size: _builtins.int = ...,
+        to_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_size", b"from_size", "to_size", b"to_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofRequest: _TypeAlias = GetConsistencyProofRequest  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofResponse(_message.Message):
+    """Response of AuditService.GetConsistencyProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_SIZE_FIELD_NUMBER: _builtins.int
+    TO_SIZE_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    from_size: _builtins.int
+    to_size: _builtins.int
+    @_builtins.property
+    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The proof's hashes (32 bytes each)."""
+
+    def __init__(
+        self,
+        *,
+        from_size: _builtins.int = ...,
+        to_size: _builtins.int = ...,
+        proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_size", b"from_size", "proof", b"proof", "to_size", b"to_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  # noqa: Y015
+
+@_typing.final
+class AddCheckpointRequest(_message.Message):
+    """Request of WitnessService.AddCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    LOG_CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _builtins.int
+    body: _builtins.bytes
+    """The tlog-witness add-checkpoint body, byte for byte: "old <size>", the consistency proof
+    lines, a blank line, the signed checkpoint.
+    """
+    log_certificate_chain_pem: _builtins.str
+    """The log node's certificate chain (PEM, leaf first), whose key signed the checkpoint."""
+    def __init__(
+        self,
+        *,
+        body: _builtins.bytes = ...,
+        log_certificate_chain_pem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "log_certificate_chain_pem", b"log_certificate_chain_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCheckpointRequest: _TypeAlias = AddCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class AddCheckpointResponse(_message.Message):
+    """Response of WitnessService.AddCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COSIGNATURE_FIELD_NUMBER: _builtins.int
+    WITNESS_FIELD_NUMBER: _builtins.int
+    cosignature: _builtins.bytes
+    """The tlog-witness response body: the witness's cosignature line(s)."""
+    @_builtins.property
+    def witness(self) -> Global___CheckpointSigner:
+        """The witness's key statement and certificate chain, to verify the cosignature with."""
+
+    def __init__(
+        self,
+        *,
+        cosignature: _builtins.bytes = ...,
+        witness: Global___CheckpointSigner | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["witness", b"witness"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignature", b"cosignature", "witness", b"witness"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCheckpointResponse: _TypeAlias = AddCheckpointResponse  # noqa: Y015
 
 @_typing.final
 class StreamUsageLogRequest(_message.Message):

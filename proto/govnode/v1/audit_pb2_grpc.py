@@ -46,6 +46,16 @@ class AuditServiceStub:
                 request_serializer=govnode_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/govnode.v1.AuditService/GetInclusionProof',
+                request_serializer=govnode_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/govnode.v1.AuditService/GetConsistencyProof',
+                request_serializer=govnode_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
         self.StreamUsageLog = channel.unary_stream(
                 '/govnode.v1.AuditService/StreamUsageLog',
                 request_serializer=govnode_dot_v1_dot_audit__pb2.StreamUsageLogRequest.SerializeToString,
@@ -66,8 +76,25 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """Returns a checkpoint of the log signed by the node: the hash at a sequence, which an
-        auditor keeps to prove later that no record up to it was altered or removed.
+        """Returns a checkpoint of this node's log (C2SP tlog-checkpoint: origin, tree size, Merkle
+        root) signed by the node, with the cosignatures of the witnesses that have cosigned it:
+        the newest, or the one of a given size. Any authenticated caller may read checkpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Returns the proof that the record at a sequence is in the log, against a checkpoint
+        (RFC 9162 inclusion proof). Any authenticated caller: the proof holds hashes only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Returns the proof that the log at one size is a prefix of the log at a larger size (RFC
+        9162 consistency proof), so a holder of an older checkpoint can check a newer one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +121,16 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpoint,
                     request_deserializer=govnode_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_audit__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=govnode_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_audit__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=govnode_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
             'StreamUsageLog': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamUsageLog,
@@ -168,6 +205,60 @@ class AuditService:
             _registered_method=True)
 
     @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.AuditService/GetInclusionProof',
+            govnode_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            govnode_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.AuditService/GetConsistencyProof',
+            govnode_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            govnode_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StreamUsageLog(request,
             target,
             options=(),
@@ -184,6 +275,90 @@ class AuditService:
             '/govnode.v1.AuditService/StreamUsageLog',
             govnode_dot_v1_dot_audit__pb2.StreamUsageLogRequest.SerializeToString,
             govnode_dot_v1_dot_audit__pb2.AuditRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WitnessServiceStub:
+    """Witnessing another node's audit log (C2SP tlog-witness): the province cosigns each city's
+    checkpoints and the cities cosign the province's. Node certificates only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddCheckpoint = channel.unary_unary(
+                '/govnode.v1.WitnessService/AddCheckpoint',
+                request_serializer=govnode_dot_v1_dot_audit__pb2.AddCheckpointRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_audit__pb2.AddCheckpointResponse.FromString,
+                _registered_method=True)
+
+
+class WitnessServiceServicer:
+    """Witnessing another node's audit log (C2SP tlog-witness): the province cosigns each city's
+    checkpoints and the cities cosign the province's. Node certificates only.
+    """
+
+    def AddCheckpoint(self, request, context):
+        """tlog-witness add-checkpoint. The witness checks the log's signature and the consistency
+        proof from the size it last cosigned, stores the new state atomically and returns its
+        cosignature. It never cosigns a checkpoint inconsistent with one it has cosigned: a
+        rollback or a fork is refused (FAILED_PRECONDITION), kept as evidence and raised to the
+        operator. A request whose old size is not the witness's gets ABORTED with trailing
+        metadata witness-size: the size it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WitnessServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCheckpoint,
+                    request_deserializer=govnode_dot_v1_dot_audit__pb2.AddCheckpointRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_audit__pb2.AddCheckpointResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'govnode.v1.WitnessService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('govnode.v1.WitnessService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WitnessService:
+    """Witnessing another node's audit log (C2SP tlog-witness): the province cosigns each city's
+    checkpoints and the cities cosign the province's. Node certificates only.
+    """
+
+    @staticmethod
+    def AddCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.WitnessService/AddCheckpoint',
+            govnode_dot_v1_dot_audit__pb2.AddCheckpointRequest.SerializeToString,
+            govnode_dot_v1_dot_audit__pb2.AddCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,8 +41,17 @@ class AuditServiceStub:
     QueryAudit: _grpc.UnaryUnaryMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]
     """Searches the audit log by the filters that are set, in sequence order."""
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]
-    """Returns a checkpoint of the log signed by the node: the hash at a sequence, which an
-    auditor keeps to prove later that no record up to it was altered or removed.
+    """Returns a checkpoint of this node's log (C2SP tlog-checkpoint: origin, tree size, Merkle
+    root) signed by the node, with the cosignatures of the witnesses that have cosigned it:
+    the newest, or the one of a given size. Any authenticated caller may read checkpoints.
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
+    """Returns the proof that the record at a sequence is in the log, against a checkpoint
+    (RFC 9162 inclusion proof). Any authenticated caller: the proof holds hashes only.
+    """
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
+    """Returns the proof that the log at one size is a prefix of the log at a larger size (RFC
+    9162 consistency proof), so a holder of an older checkpoint can check a newer one.
     """
     StreamUsageLog: _grpc.UnaryStreamMultiCallable[_audit_pb2.StreamUsageLogRequest, _audit_pb2.AuditRecord]
     """Streams the usage records of the caller's resources (使用日志推送给相应的数据生产应用单位,
@@ -60,8 +69,17 @@ class AuditServiceAsyncStub(AuditServiceStub):
     QueryAudit: _aio.UnaryUnaryMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]  # type: ignore[assignment]
     """Searches the audit log by the filters that are set, in sequence order."""
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]  # type: ignore[assignment]
-    """Returns a checkpoint of the log signed by the node: the hash at a sequence, which an
-    auditor keeps to prove later that no record up to it was altered or removed.
+    """Returns a checkpoint of this node's log (C2SP tlog-checkpoint: origin, tree size, Merkle
+    root) signed by the node, with the cosignatures of the witnesses that have cosigned it:
+    the newest, or the one of a given size. Any authenticated caller may read checkpoints.
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """Returns the proof that the record at a sequence is in the log, against a checkpoint
+    (RFC 9162 inclusion proof). Any authenticated caller: the proof holds hashes only.
+    """
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """Returns the proof that the log at one size is a prefix of the log at a larger size (RFC
+    9162 consistency proof), so a holder of an older checkpoint can check a newer one.
     """
     StreamUsageLog: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamUsageLogRequest, _audit_pb2.AuditRecord]  # type: ignore[assignment]
     """Streams the usage records of the caller's resources (使用日志推送给相应的数据生产应用单位,
@@ -88,8 +106,29 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.GetCheckpointResponse, _abc.Awaitable[_audit_pb2.GetCheckpointResponse]]:
-        """Returns a checkpoint of the log signed by the node: the hash at a sequence, which an
-        auditor keeps to prove later that no record up to it was altered or removed.
+        """Returns a checkpoint of this node's log (C2SP tlog-checkpoint: origin, tree size, Merkle
+        root) signed by the node, with the cosignatures of the witnesses that have cosigned it:
+        the newest, or the one of a given size. Any authenticated caller may read checkpoints.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _audit_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]]:
+        """Returns the proof that the record at a sequence is in the log, against a checkpoint
+        (RFC 9162 inclusion proof). Any authenticated caller: the proof holds hashes only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _audit_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]:
+        """Returns the proof that the log at one size is a prefix of the log at a larger size (RFC
+        9162 consistency proof), so a holder of an older checkpoint can check a newer one.
         """
 
     @_abc_1.abstractmethod
@@ -104,3 +143,58 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class WitnessServiceStub:
+    """Witnessing another node's audit log (C2SP tlog-witness): the province cosigns each city's
+    checkpoints and the cities cosign the province's. Node certificates only.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> WitnessServiceAsyncStub: ...
+    AddCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AddCheckpointRequest, _audit_pb2.AddCheckpointResponse]
+    """tlog-witness add-checkpoint. The witness checks the log's signature and the consistency
+    proof from the size it last cosigned, stores the new state atomically and returns its
+    cosignature. It never cosigns a checkpoint inconsistent with one it has cosigned: a
+    rollback or a fork is refused (FAILED_PRECONDITION), kept as evidence and raised to the
+    operator. A request whose old size is not the witness's gets ABORTED with trailing
+    metadata witness-size: the size it has.
+    """
+
+@_typing.type_check_only
+class WitnessServiceAsyncStub(WitnessServiceStub):
+    """Witnessing another node's audit log (C2SP tlog-witness): the province cosigns each city's
+    checkpoints and the cities cosign the province's. Node certificates only.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    AddCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.AddCheckpointRequest, _audit_pb2.AddCheckpointResponse]  # type: ignore[assignment]
+    """tlog-witness add-checkpoint. The witness checks the log's signature and the consistency
+    proof from the size it last cosigned, stores the new state atomically and returns its
+    cosignature. It never cosigns a checkpoint inconsistent with one it has cosigned: a
+    rollback or a fork is refused (FAILED_PRECONDITION), kept as evidence and raised to the
+    operator. A request whose old size is not the witness's gets ABORTED with trailing
+    metadata witness-size: the size it has.
+    """
+
+class WitnessServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Witnessing another node's audit log (C2SP tlog-witness): the province cosigns each city's
+    checkpoints and the cities cosign the province's. Node certificates only.
+    """
+
+    @_abc_1.abstractmethod
+    def AddCheckpoint(
+        self,
+        request: _audit_pb2.AddCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.AddCheckpointResponse, _abc.Awaitable[_audit_pb2.AddCheckpointResponse]]:
+        """tlog-witness add-checkpoint. The witness checks the log's signature and the consistency
+        proof from the size it last cosigned, stores the new state atomically and returns its
+        cosignature. It never cosigns a checkpoint inconsistent with one it has cosigned: a
+        rollback or a fork is refused (FAILED_PRECONDITION), kept as evidence and raised to the
+        operator. A request whose old size is not the witness's gets ABORTED with trailing
+        metadata witness-size: the size it has.
+        """
+
+def add_WitnessServiceServicer_to_server(servicer: WitnessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

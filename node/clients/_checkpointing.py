@@ -1,0 +1,299 @@
+"""Signing checkpoints of this node's audit log on schedule, and having its witnesses cosign
+them (第三十九条; C2SP tlog-checkpoint and tlog-witness).
+
+Every ``[audit] checkpoint_seconds`` when records were added, and as soon as
+``checkpoint_records`` were added, the node signs a checkpoint (node.audit.Checkpoints) and sends
+it to each witness: a city to its province, the province to every city it knows. A witness
+answers with its cosignature, which is checked (its key statement against its certificate
+chain and the province root) and stored with the checkpoint. Appends never wait for any of
+this; only the checkpoint's cosignatures lag.
+
+A witness that says it has cosigned a size other than the one sent from (ABORTED, trailing
+metadata witness-size) gets the request again with a proof from its size. If that size is
+larger than this node's newest checkpoint, this node's log lost records it had shown: the
+request still goes, so the witness keeps it as evidence, and the node logs the fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import cast
+
+import grpc
+import structlog
+from cryptography import x509
+from govnode.v1 import audit_pb2, audit_pb2_grpc
+
+from gateway.channel import secure_channel
+from gateway.identity import Identity, Role, make_identity
+from gateway.tls import TlsFiles
+from node.audit import (
+    AuditLog,
+    Checkpoints,
+    CosignerKeys,
+    KeyStatementError,
+    LogDiverged,
+    StoredCheckpoint,
+    read_witness_statement,
+    remember_cosigner,
+)
+from node.errors import DomainError
+from node.storage import Database
+from node.tlog import AddCheckpoint, NoteError, format_add_checkpoint, open_note
+
+log = structlog.get_logger("govnode.audit")
+
+WITNESS_SIZE_KEY = "witness-size"
+#: Deadline of one AddCheckpoint call.
+CALL_TIMEOUT_S = 10.0
+#: A witness that failed is tried again after this long at first, doubling to the cap.
+RETRY_FIRST_S = 2.0
+RETRY_CAP_S = 300.0
+
+#: Where this node's witnesses are: (endpoint HOST:PORT, region) of each.
+WitnessList = Callable[[], Awaitable[list[tuple[str, str]]]]
+
+
+@dataclass
+class WitnessStatus:
+    """What the operator sees of one witness (govnode status)."""
+
+    region: str
+    endpoint: str
+    cosigned_size: int = 0
+    cosigned_at: dt.datetime | None = None
+    last_error: str = ""
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass
+class PublisherStatus:
+    newest_size: int = 0
+    diverged: str = ""
+    witnesses: dict[str, WitnessStatus] = field(default_factory=dict)
+
+
+class CheckpointPublisher:
+    """Signs checkpoints on schedule and gathers cosignatures, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        audit: AuditLog,
+        checkpoints: Checkpoints,
+        identity: Identity,
+        tls: TlsFiles,
+        root: x509.Certificate,
+        chain_pem: str,
+        witnesses: WitnessList,
+        every_seconds: float,
+        every_records: int,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._checkpoints = checkpoints
+        self._identity = identity
+        self._tls = tls
+        self._root = root
+        self._chain_pem = chain_pem
+        self._witnesses = witnesses
+        self._every_s = every_seconds
+        self._every_records = every_records
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.status = PublisherStatus()
+        self._log = log.bind(origin=checkpoints.origin)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever(), name="audit.checkpoints")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()
+
+    async def _forever(self) -> None:
+        tick = min(1.0, self._every_s)
+        last_made = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                newest = await self._checkpoints.newest()
+                size = newest.size if newest is not None else 0
+                head, _ = await self._audit.head()
+                due = time.monotonic() - last_made >= self._every_s
+                if head > size and (due or head - size >= self._every_records):
+                    last_made = time.monotonic()
+                    await self.publish()
+                elif due:
+                    last_made = time.monotonic()
+                    await self.witness(newest)
+            except asyncio.CancelledError:
+                raise
+            except DomainError as exc:
+                self._log.warning("audit.checkpoint_failed", error=exc.message)
+            except Exception:
+                self._log.exception("audit.checkpoint_error")
+
+    async def publish(self) -> StoredCheckpoint | None:
+        """Sign a checkpoint now if the log grew, then gather cosignatures for the newest."""
+        try:
+            await self._checkpoints.make()
+        except LogDiverged as exc:
+            if self.status.diverged != str(exc):
+                self._log.error("audit.log_diverged", error=str(exc))
+            self.status.diverged = str(exc)
+            return None
+        self.status.diverged = ""
+        newest = await self._checkpoints.newest()
+        await self.witness(newest)
+        return newest
+
+    async def witness(self, newest: StoredCheckpoint | None) -> None:
+        """Send ``newest`` to every witness that has not cosigned it, concurrently."""
+        if newest is None:
+            return
+        self.status.newest_size = newest.size
+        targets = await self._witnesses()
+        now = time.monotonic()
+        calls = []
+        for endpoint, region in targets:
+            state = self.status.witnesses.setdefault(endpoint, WitnessStatus(region, endpoint))
+            identity = make_identity(region, self._identity.trust_domain, Role.NODE).uri
+            if identity in newest.cosigned_by or state.retry_at > now:
+                continue
+            calls.append(self._witness_one(newest, state))
+        if calls:
+            await asyncio.gather(*calls)
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = self._channels[endpoint] = secure_channel(
+                endpoint, self._tls, timeout=CALL_TIMEOUT_S
+            )
+        return channel
+
+    async def _witness_one(self, checkpoint: StoredCheckpoint, state: WitnessStatus) -> None:
+        try:
+            await self._submit(checkpoint, state)
+            state.failures = 0
+            state.last_error = ""
+            state.retry_at = 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            state.failures += 1
+            delay = min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** (state.failures - 1))
+            state.retry_at = time.monotonic() + delay
+            if isinstance(exc, grpc.aio.AioRpcError):
+                state.last_error = f"{exc.code().name}: {exc.details()}"
+            else:
+                state.last_error = f"{type(exc).__name__}: {exc}"
+            self._log.warning(
+                "audit.witness_failed",
+                witness=state.region,
+                error=state.last_error,
+                retry_in_s=round(delay, 1),
+            )
+
+    async def _submit(self, checkpoint: StoredCheckpoint, state: WitnessStatus) -> None:
+        stub = audit_pb2_grpc.WitnessServiceStub(self._channel(state.endpoint))
+        old = min(state.cosigned_size, checkpoint.size)
+        for _ in range(2):  # the second time from the size the witness said it has
+            proof = (
+                await self._audit.consistency_proof(old, checkpoint.size)
+                if 0 < old < checkpoint.size
+                else []
+            )
+            body = format_add_checkpoint(AddCheckpoint(old, tuple(proof), checkpoint.note))
+            try:
+                reply = await stub.AddCheckpoint(
+                    audit_pb2.AddCheckpointRequest(
+                        body=body, log_certificate_chain_pem=self._chain_pem
+                    ),
+                    timeout=CALL_TIMEOUT_S,
+                )
+            except grpc.aio.AioRpcError as exc:
+                size = _witness_size(exc)
+                if exc.code() is not grpc.StatusCode.ABORTED or size is None:
+                    raise
+                if size > checkpoint.size:
+                    self._log.error(
+                        "audit.witness_has_more",
+                        witness=state.region,
+                        witness_size=size,
+                        newest_size=checkpoint.size,
+                        error=(
+                            f"witness {state.region} cosigned {size} records of this log, but "
+                            f"its newest checkpoint has {checkpoint.size}: records were lost"
+                        ),
+                    )
+                old = size
+                continue
+            await self._accept(checkpoint, state, reply)
+            return
+        raise RuntimeError(f"witness {state.region} kept changing its size")
+
+    async def _accept(
+        self,
+        checkpoint: StoredCheckpoint,
+        state: WitnessStatus,
+        reply: audit_pb2.AddCheckpointResponse,
+    ) -> None:
+        expected = make_identity(state.region, self._identity.trust_domain, Role.NODE)
+        try:
+            cosigner = read_witness_statement(
+                reply.witness.witness_key_statement,
+                reply.witness.certificate_chain_pem,
+                self._root,
+                self._identity.trust_domain,
+            )
+        except KeyStatementError as exc:
+            raise RuntimeError(f"witness {state.region}: {exc}") from None
+        if cosigner.identity != expected:
+            raise RuntimeError(
+                f"the witness at {state.endpoint} is {cosigner.identity}, not {expected}"
+            )
+        try:
+            _, verified = open_note(checkpoint.note + reply.cosignature, [cosigner.verifier])
+        except NoteError as exc:
+            raise RuntimeError(f"witness {state.region}'s cosignature: {exc}") from None
+        await remember_cosigner(
+            self._db,
+            CosignerKeys(
+                identity=expected.uri,
+                witness_name=cosigner.verifier.name,
+                chain_pem=reply.witness.certificate_chain_pem,
+                statement=reply.witness.witness_key_statement,
+                updated_at=dt.datetime.now(dt.UTC),
+            ),
+        )
+        await self._checkpoints.add_cosignatures(
+            checkpoint.size, [(expected.uri, sig) for sig in verified]
+        )
+        state.cosigned_size = checkpoint.size
+        state.cosigned_at = dt.datetime.now(dt.UTC)
+        self._log.info("audit.checkpoint_cosigned", witness=state.region, size=checkpoint.size)
+
+
+def _witness_size(exc: grpc.aio.AioRpcError) -> int | None:
+    # (grpc.aio's Metadata yields (key, value) pairs; the stubs type it otherwise.)
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    for key, value in pairs:
+        if key == WITNESS_SIZE_KEY:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return int(text) if text.isdigit() else None
+    return None

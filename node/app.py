@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc.aio
@@ -56,7 +55,7 @@ from node.audit import (
     witness_statement,
 )
 from node.catalog import Catalog
-from node.clients import CheckpointPublisher, CitySync
+from node.clients import CheckpointPublisher, CitySync, witness_endpoints
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
 from node.pki import (
@@ -274,25 +273,6 @@ def _evidence(
     )
 
 
-def _witnesses(config: NodeConfig, db: Database) -> Callable[[], Awaitable[list[tuple[str, str]]]]:
-    """Where this node's log is witnessed: a city's by its province, the province's by every
-    city it knows (joined with an endpoint, or named in [federation] peers)."""
-
-    async def listed() -> list[tuple[str, str]]:
-        fed = config.federation
-        if config.node.mode is Mode.CITY:
-            assert fed.province_endpoint and fed.province_region
-            return [(fed.province_endpoint, fed.province_region)]
-        found = dict(fed.peers)
-        for region, endpoint in await db.fetch_all(
-            "SELECT region, endpoint FROM federation_member WHERE endpoint <> ''", {}
-        ):
-            found.setdefault(str(region), str(endpoint))
-        return [(endpoint, region) for region, endpoint in sorted(found.items())]
-
-    return listed
-
-
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
@@ -419,7 +399,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         tls=node_tls_files(config),
         root=root,
         chain_pem=evidence.chain_pem,
-        witnesses=_witnesses(config, db),
+        witnesses=witness_endpoints(config, db),
         every_seconds=config.audit.checkpoint_seconds,
         every_records=config.audit.checkpoint_records,
     )

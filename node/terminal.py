@@ -8,7 +8,7 @@ import datetime as dt
 import unicodedata
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from govnode.v1 import federation_pb2
+from govnode.v1 import audit_pb2, federation_pb2
 
 from node.audit import AuditRecord
 from node.times import CST
@@ -77,6 +77,37 @@ def _table(rows: list[list[str]]) -> list[str]:
         "  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
         for r in rows
     ]
+
+
+def checkpoint_lines(
+    newest: audit_pb2.GetCheckpointResponse | None,
+    witnessed: audit_pb2.GetCheckpointResponse | None,
+    evidence: list[tuple[str, str, dt.datetime]],
+    now: dt.datetime,
+) -> list[str]:
+    """The audit log's evidence (第三十九条): its newest checkpoint and who cosigned it, how old
+    the newest witnessed one is, and the logs this node refused to cosign as a witness."""
+    if newest is None:
+        return ["Audit     no checkpoint signed yet"]
+    cp = newest.checkpoint
+    by = ", ".join(cp.cosigned_by) or "no witness yet"
+    lines = [
+        f"Audit     checkpoint of {cp.size} records, signed {_cst(cp.made_at, True)}, "
+        f"cosigned by {by}"
+    ]
+    if witnessed is None:
+        lines.append("          no witnessed checkpoint yet")
+    else:
+        made = witnessed.checkpoint.made_at.ToDatetime(dt.UTC)
+        age = max(0, round((now - made).total_seconds()))
+        lines.append(
+            f"          newest witnessed: {witnessed.checkpoint.size} records, {age} s old "
+            f"(cosigned by {', '.join(witnessed.checkpoint.cosigned_by)})"
+        )
+    for origin, kind, at in evidence:
+        when = at.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S CST")
+        lines.append(f"REFUSED   {kind} of {origin} at {when}: evidence kept (witness_evidence)")
+    return lines
 
 
 def status_lines(node: federation_pb2.NodeInfo, peers: list[federation_pb2.Peer]) -> list[str]:

@@ -1,8 +1,9 @@
 """The audit log (第三十九条): every call, hash-chained and group-committed (``_log``); the
 RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); its signed
 checkpoints and their cosignatures (``_checkpoints``); this node as a witness of other nodes'
-logs (``_witness``); the keys behind both and how a verifier learns them (``_keys``); the hook
-that turns a call into its record (``_hook``); reading it back (``_query``).
+logs (``_witness``); checking the log against what was witnessed (``_verify``); the keys
+behind all of it and how a verifier learns them (``_keys``); the hook that turns a call into
+its record (``_hook``); reading it back (``_query``).
 """
 
 from __future__ import annotations
@@ -34,11 +35,26 @@ from node.audit._log import (
     AuditLogClosed,
     AuditRecord,
     AuditWriteFailed,
+    ChainCheck,
     Operation,
 )
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
-from node.audit._witness import MAX_BODY_BYTES, Evidence, SizeConflict, Witness
+from node.audit._verify import (
+    Witnessed,
+    WitnessedError,
+    problems,
+    sizes_to_check,
+    stored_witnessed,
+    witnessed_note,
+)
+from node.audit._witness import (
+    MAX_BODY_BYTES,
+    Evidence,
+    SizeConflict,
+    Witness,
+    witness_evidence,
+)
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -48,6 +64,7 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "AuditWriteFailed",
+    "ChainCheck",
     "Checkpoints",
     "Cosigner",
     "CosignerKeys",
@@ -60,16 +77,23 @@ __all__ = [
     "StoredCheckpoint",
     "TreeHead",
     "Witness",
+    "Witnessed",
+    "WitnessedError",
     "cosigners",
     "log_origin",
     "log_signer",
     "log_verifier",
+    "problems",
     "query_audit",
     "read_log_signer",
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "sizes_to_check",
+    "stored_witnessed",
+    "witness_evidence",
     "witness_name",
     "witness_signer",
     "witness_statement",
+    "witnessed_note",
 ]

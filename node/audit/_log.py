@@ -41,7 +41,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -61,6 +61,7 @@ from node.audit._tree import (
     grow,
     prove_consistency,
     prove_inclusion,
+    record_leaf,
     stored_size,
     tree_head,
 )
@@ -170,6 +171,9 @@ class ChainCheck:
     checked: int
     first_bad_sequence: int | None = None
     reason: str = ""
+    #: The Merkle root recomputed from the records themselves at each size asked for (and at
+    #: the last record checked), when the check started at the first record.
+    roots: dict[int, bytes] = field(default_factory=dict)
 
 
 class AuditLogClosed(RuntimeError):
@@ -713,13 +717,16 @@ class AuditLog:
         limit: int | None = None,
         *,
         progress: Callable[[int], None] | None = None,
+        roots_at: Collection[int] = (),
     ) -> ChainCheck:
         """Recompute the chain from record ``after + 1`` (trusting record ``after``'s hash).
 
         Checks, for every record up to ``limit`` of them: the sequence follows on (a deleted
         record leaves a gap), ``prev_hash`` is the previous record's hash, and ``hash``
         matches the record's contents. ``progress`` is called with the count checked so far
-        after each page, for long checks.
+        after each page, for long checks. From the first record, the Merkle root of the
+        records as they are is recomputed on the way (not read from the stored tree) and
+        given at each size of ``roots_at`` reached and at the end.
         """
         if after < 0:
             raise InvalidArgument(f"after: must not be negative, got {after}")
@@ -732,19 +739,28 @@ class AuditLog:
                 return ChainCheck(False, 0, after, f"record #{after} is missing")
             prev_hash = anchor[0].hash
         expected, checked = after + 1, 0
+        frontier = Frontier() if after == 0 else None
+        wanted = set(roots_at)
+        roots: dict[int, bytes] = {}
         while limit is None or checked < limit:
             page = _VERIFY_PAGE if limit is None else min(_VERIFY_PAGE, limit - checked)
             rows = await self._raw_page(expected - 1, page)
             for row in rows:
                 problem = _check_row(row, expected, prev_hash)
                 if problem is not None:
-                    return ChainCheck(False, checked, expected, problem)
+                    return ChainCheck(False, checked, expected, problem, roots)
+                if frontier is not None:
+                    frontier.append(record_leaf(row.hash))
+                    if frontier.size in wanted:
+                        roots[frontier.size] = frontier.root()
                 prev_hash, expected, checked = row.hash, expected + 1, checked + 1
             if progress is not None:
                 progress(checked)
             if len(rows) < page:
                 break
-        return ChainCheck(True, checked)
+        if frontier is not None:
+            roots[frontier.size] = frontier.root()
+        return ChainCheck(True, checked, roots=roots)
 
     async def _raw_page(self, after: int, limit: int) -> list[Row[Any]]:
         async def txn(session: AsyncSession) -> list[Row[Any]]:

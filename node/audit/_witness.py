@@ -33,6 +33,7 @@ from node.tlog import (
     Verifier,
     WitnessRefusal,
     WitnessState,
+    add_signature_lines,
     check_add_checkpoint,
     cosign,
     format_add_checkpoint,
@@ -122,6 +123,21 @@ class Witness:
 
         return await self._db.read("witness.state", txn)
 
+    async def latest(self, origin: str) -> tuple[bytes, dt.datetime] | None:
+        """The newest checkpoint of ``origin`` this witness cosigned, with a fresh cosignature
+        (tlog-cosignature: as of now, the largest tree of that log it has seen), and when it
+        first cosigned it; None if it witnesses no such log."""
+
+        async def txn(session: AsyncSession) -> tuple[str, dt.datetime] | None:
+            row = await session.get(WitnessStateRow, origin)
+            return None if row is None else (row.note, row.updated_at)
+
+        found = await self._db.read("witness.latest", txn)
+        if found is None:
+            return None
+        note = found[0].encode()
+        return add_signature_lines(note, cosign(note, self._signer)), found[1]
+
     async def states(self) -> list[tuple[str, int, dt.datetime]]:
         """(origin, size, when) of every log this node witnesses."""
 
@@ -132,13 +148,7 @@ class Witness:
         return await self._db.read("witness.states", txn)
 
     async def evidence(self, limit: int = 100) -> list[Evidence]:
-        async def txn(session: AsyncSession) -> list[Evidence]:
-            rows = (
-                await session.exec(select(WitnessEvidenceRow).order_by(_e.c.id.desc()).limit(limit))
-            ).all()
-            return [Evidence(r.id or 0, r.origin, r.at, r.kind, r.message) for r in rows]
-
-        return await self._db.read("witness.evidence", txn)
+        return await witness_evidence(self._db, limit)
 
     async def _swap(
         self, origin: str, old: WitnessState | None, new: Checkpoint, note: bytes
@@ -247,6 +257,18 @@ class Witness:
         return FailedPrecondition(
             f"refused to cosign: {message}; the request is kept as evidence (第三十九条)"
         )
+
+
+async def witness_evidence(db: Database, limit: int = 100) -> list[Evidence]:
+    """The newest ``limit`` checkpoints this node refused as a witness, newest first."""
+
+    async def txn(session: AsyncSession) -> list[Evidence]:
+        rows = (
+            await session.exec(select(WitnessEvidenceRow).order_by(_e.c.id.desc()).limit(limit))
+        ).all()
+        return [Evidence(r.id or 0, r.origin, r.at, r.kind, r.message) for r in rows]
+
+    return await db.read("witness.evidence", txn)
 
 
 def _claimed_size(request: AddCheckpoint) -> int | None:

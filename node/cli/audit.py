@@ -6,14 +6,36 @@ import asyncio
 import datetime as dt
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import typer
 
-from node.audit import MAX_QUERY_LIMIT, AuditLog, AuditRecord
+from node.app import node_tls_files
+from node.audit import (
+    MAX_QUERY_LIMIT,
+    AuditLog,
+    AuditRecord,
+    ChainCheck,
+    Checkpoints,
+    KeyStatementError,
+    Witnessed,
+    WitnessedError,
+    cosigners,
+    log_origin,
+    log_signer,
+    problems,
+    read_log_signer,
+    read_witness_statement,
+    sizes_to_check,
+    stored_witnessed,
+)
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.clients import fetch_witnessed, witness_endpoints
 from node.config import NodeConfig
+from node.pki import load_certs, load_private_key
 from node.storage import Database
 from node.terminal import format_record, safe_text
 
@@ -115,13 +137,76 @@ def tail(
         return
 
 
-async def _verify(cfg: NodeConfig) -> tuple[bool, int, int | None, str]:
+@dataclass
+class _Verified:
+    check: ChainCheck
+    witnessed: list[Witnessed] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be compared, and why
+    problems: list[str] = field(default_factory=list)
+
+
+async def _witnessed(
+    cfg: NodeConfig, db: Database, audit: AuditLog, offline: bool, found: _Verified
+) -> None:
+    """Gather the witnessed checkpoints of this log: this node's own newest cosigned one (its
+    cosignature checked), and unless ``offline`` what each witness says it cosigned."""
+    root = load_certs(cfg.path(cfg.tls.root))[0]
+    chain_pem = cfg.path(cfg.tls.cert).read_text(encoding="utf-8")
+    trust_domain = cfg.node.trust_domain
+    identity, log_key = read_log_signer(chain_pem, root, trust_domain)
+    origin = log_origin(identity.host)
+    stored = await Checkpoints(
+        db, audit, origin, log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key)))
+    ).newest_cosigned()
+    if stored is not None:
+        known = []
+        for keys in (await cosigners(db)).values():
+            try:
+                known.append(
+                    read_witness_statement(keys.statement, keys.chain_pem, root, trust_domain)
+                )
+            except KeyStatementError as exc:
+                found.notes.append(f"witness {keys.identity}'s key statement: {exc}")
+        try:
+            found.witnessed.append(stored_witnessed(stored, origin, log_key, known))
+        except WitnessedError as exc:
+            found.problems.append(f"this node's checkpoints table: {exc}")
+    if offline:
+        return
+    for endpoint, region in await witness_endpoints(cfg, db)():
+        try:
+            found.witnessed.append(
+                await fetch_witnessed(
+                    endpoint=endpoint,
+                    region=region,
+                    identity=identity,
+                    tls=node_tls_files(cfg),
+                    root=root,
+                    log=log_key,
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                found.notes.append(f"witness {region} has cosigned nothing of this log yet")
+            else:
+                found.notes.append(
+                    f"witness {region} at {endpoint} could not be asked: {exc.code().name}: "
+                    f"{safe_text(exc.details() or '')}"
+                )
+        except WitnessedError as exc:
+            found.problems.append(str(exc))
+
+
+async def _verify(cfg: NodeConfig, offline: bool = False) -> _Verified:
     db = await Database.open(cfg.database_url)
     try:
         await db.migrate()
         audit = AuditLog(db)
+        found = _Verified(ChainCheck(True, 0))
+        await _witnessed(cfg, db, audit, offline, found)
+        sizes = sizes_to_check(found.witnessed)
         if not sys.stderr.isatty():
-            check = await audit.verify_chain()
+            check = await audit.verify_chain(roots_at=sizes)
         else:
             total = await audit.count()
             with typer.progressbar(length=total, label="checking", file=sys.stderr) as bar:
@@ -132,21 +217,51 @@ async def _verify(cfg: NodeConfig) -> tuple[bool, int, int | None, str]:
                     bar.update(checked - done)
                     done = checked
 
-                check = await audit.verify_chain(progress=advance)
+                check = await audit.verify_chain(progress=advance, roots_at=sizes)
+        found.check = check
+        if check.ok:
+            found.problems.extend(problems(check, found.witnessed))
+            stored = await audit.tree_head()
+            if (stored.size, stored.root) != (check.checked, check.roots.get(check.checked)):
+                found.problems.append(
+                    f"the database's stored Merkle tree ({stored.size} records) does not match "
+                    f"the {check.checked} records themselves"
+                )
     finally:
         await db.close()
-    return check.ok, check.checked, check.first_bad_sequence, check.reason
+    return found
 
 
 @app.command("verify")
-def verify(config: Path = CONFIG_OPTION) -> None:
-    """Recompute the hash chain; exit 1 and name the first bad record if it is broken."""
-    ok, checked, bad, reason = asyncio.run(_verify(_open_config(config)))
-    if ok:
-        echo(f"audit chain intact: {checked} records")
+def verify(
+    config: Path = CONFIG_OPTION,
+    offline: bool = typer.Option(
+        False,
+        "--offline",
+        help="Do not ask the witnesses; compare with this node's own cosigned checkpoint only.",
+    ),
+) -> None:
+    """Recompute the hash chain and the Merkle tree from the records, and compare them with the
+    newest checkpoints this node's witnesses cosigned (asked over mutual TLS, and this node's
+    own table); exit 1 naming the first bad record, or what is missing or altered."""
+    found = asyncio.run(_verify(_open_config(config), offline))
+    check = found.check
+    if not check.ok:
+        echo(
+            f"audit chain BROKEN at record #{check.first_bad_sequence}: "
+            f"{safe_text(check.reason)} ({check.checked} records intact before it)"
+        )
+        raise typer.Exit(1)
+    echo(f"audit chain intact: {check.checked} records")
+    for note in found.notes:
+        echo(f"note: {note}")
+    if found.problems:
+        for problem in found.problems:
+            echo(f"audit log NOT WHOLE: {safe_text(problem)}")
+        raise typer.Exit(1)
+    if not found.witnessed:
+        echo("no witnessed checkpoint to compare with yet")
         return
-    echo(
-        f"audit chain BROKEN at record #{bad}: {safe_text(reason)} "
-        f"({checked} records intact before it)"
-    )
-    raise typer.Exit(1)
+    for w in sorted(found.witnessed, key=lambda w: -w.size):
+        when = f" at {w.at.isoformat(timespec='seconds')}" if w.at else ""
+        echo(f"witnessed: {w.by} cosigned {w.size} records{when}; the log extends it")

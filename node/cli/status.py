@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import typer
-from govnode.v1 import federation_pb2, federation_pb2_grpc
+from govnode.v1 import audit_pb2, audit_pb2_grpc, federation_pb2, federation_pb2_grpc
 
 from gateway.channel import secure_channel
 from node.app import node_tls_files
+from node.audit import witness_evidence
 from node.cli._common import CONFIG_OPTION, echo, load
-from node.terminal import status_lines
+from node.storage import Database
+from node.terminal import checkpoint_lines, status_lines
 
 
 def register(app: typer.Typer) -> None:
@@ -26,9 +29,37 @@ def register(app: typer.Typer) -> None:
         node over mutual TLS with its own certificate)."""
         cfg = load(config)
         address = cfg.node.listen.replace("0.0.0.0:", "127.0.0.1:")
+        evidence_lines: list[str] = []
+
+        async def checkpoint(
+            stub: audit_pb2_grpc.AuditServiceAsyncStub, witnessed: bool
+        ) -> audit_pb2.GetCheckpointResponse | None:
+            try:
+                return await stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(witnessed=witnessed))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    return None
+                raise
+
+        async def evidence() -> list[tuple[str, str, dt.datetime]]:
+            # What this node refused to cosign as a witness, from its own database.
+            db = await Database.open(cfg.database_url)
+            try:
+                return [(e.origin, e.kind, e.at) for e in reversed(await witness_evidence(db, 10))]
+            finally:
+                await db.close()
 
         async def fetch() -> tuple[federation_pb2.NodeInfo, list[federation_pb2.Peer]]:
             async with secure_channel(address, node_tls_files(cfg), timeout=timeout) as channel:
+                audit = audit_pb2_grpc.AuditServiceStub(channel)
+                evidence_lines.extend(
+                    checkpoint_lines(
+                        await checkpoint(audit, witnessed=False),
+                        await checkpoint(audit, witnessed=True),
+                        await evidence(),
+                        dt.datetime.now(dt.UTC),
+                    )
+                )
                 stub = federation_pb2_grpc.FederationServiceStub(channel)
                 info = await stub.GetNodeInfo(federation_pb2.GetNodeInfoRequest())
                 peers: list[federation_pb2.Peer] = []
@@ -58,5 +89,8 @@ def register(app: typer.Typer) -> None:
                     err=True,
                 )
             raise typer.Exit(1) from None
-        for line in status_lines(node, peers):
+        lines = status_lines(node, peers)
+        for line in lines[: lines.index("")]:
+            echo(line)
+        for line in [*evidence_lines, *lines[lines.index("") :]]:
             echo(line)

@@ -6,7 +6,13 @@ The client-side twin of :mod:`node.servicers`; domain packages do not import it.
 from __future__ import annotations
 
 from node.clients._catalog_sync import CitySync
-from node.clients._checkpointing import CheckpointPublisher, PublisherStatus, WitnessStatus
+from node.clients._checkpointing import (
+    CheckpointPublisher,
+    PublisherStatus,
+    WitnessStatus,
+    fetch_witnessed,
+    witness_endpoints,
+)
 from node.clients._join import JoinError, join_province
 
 __all__ = [
@@ -15,5 +21,7 @@ __all__ = [
     "JoinError",
     "PublisherStatus",
     "WitnessStatus",
+    "fetch_witnessed",
     "join_province",
+    "witness_endpoints",
 ]

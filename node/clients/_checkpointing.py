@@ -27,7 +27,7 @@ from typing import cast
 import grpc
 import structlog
 from cryptography import x509
-from govnode.v1 import audit_pb2, audit_pb2_grpc
+from govnode.v1 import witness_pb2, witness_pb2_grpc
 
 from gateway.channel import secure_channel
 from gateway.identity import Identity, Role, make_identity
@@ -39,12 +39,17 @@ from node.audit import (
     KeyStatementError,
     LogDiverged,
     StoredCheckpoint,
+    Witnessed,
+    WitnessedError,
+    log_origin,
     read_witness_statement,
     remember_cosigner,
+    witnessed_note,
 )
+from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.storage import Database
-from node.tlog import AddCheckpoint, NoteError, format_add_checkpoint, open_note
+from node.tlog import AddCheckpoint, NoteError, Verifier, format_add_checkpoint, open_note
 
 log = structlog.get_logger("govnode.audit")
 
@@ -57,6 +62,57 @@ RETRY_CAP_S = 300.0
 
 #: Where this node's witnesses are: (endpoint HOST:PORT, region) of each.
 WitnessList = Callable[[], Awaitable[list[tuple[str, str]]]]
+
+
+def witness_endpoints(config: NodeConfig, db: Database) -> WitnessList:
+    """Where this node's log is witnessed: a city's by its province, the province's by every
+    city it knows (joined with an endpoint, or named in [federation] peers)."""
+
+    async def listed() -> list[tuple[str, str]]:
+        fed = config.federation
+        if config.node.mode is Mode.CITY:
+            assert fed.province_endpoint and fed.province_region
+            return [(fed.province_endpoint, fed.province_region)]
+        found = dict(fed.peers)
+        for region, endpoint in await db.fetch_all(
+            "SELECT region, endpoint FROM federation_member WHERE endpoint <> ''", {}
+        ):
+            found.setdefault(str(region), str(endpoint))
+        return [(endpoint, region) for region, endpoint in sorted(found.items())]
+
+    return listed
+
+
+async def fetch_witnessed(
+    *,
+    endpoint: str,
+    region: str,
+    identity: Identity,
+    tls: TlsFiles,
+    root: x509.Certificate,
+    log: Verifier,
+) -> Witnessed:
+    """What the witness of ``region`` at ``endpoint`` cosigned of this node's log, checked:
+    its key statement against the root, its cosignature, and this log's own signature."""
+    expected = make_identity(region, identity.trust_domain, Role.NODE)
+    async with secure_channel(endpoint, tls, timeout=CALL_TIMEOUT_S) as channel:
+        reply = await witness_pb2_grpc.WitnessServiceStub(channel).GetWitnessed(
+            witness_pb2.GetWitnessedRequest(origin=log_origin(identity.host)),
+            timeout=CALL_TIMEOUT_S,
+        )
+    try:
+        cosigner = read_witness_statement(
+            reply.witness.witness_key_statement,
+            reply.witness.certificate_chain_pem,
+            root,
+            identity.trust_domain,
+        )
+    except KeyStatementError as exc:
+        raise WitnessedError(f"witness {region}: {exc}") from None
+    if cosigner.identity != expected:
+        raise WitnessedError(f"the witness at {endpoint} is {cosigner.identity}, not {expected}")
+    at = reply.cosigned_at.ToDatetime(dt.UTC) if reply.HasField("cosigned_at") else None
+    return witnessed_note(reply.signed_note, log_origin(identity.host), log, cosigner, at)
 
 
 @dataclass
@@ -210,7 +266,7 @@ class CheckpointPublisher:
             )
 
     async def _submit(self, checkpoint: StoredCheckpoint, state: WitnessStatus) -> None:
-        stub = audit_pb2_grpc.WitnessServiceStub(self._channel(state.endpoint))
+        stub = witness_pb2_grpc.WitnessServiceStub(self._channel(state.endpoint))
         old = min(state.cosigned_size, checkpoint.size)
         for _ in range(2):  # the second time from the size the witness said it has
             proof = (
@@ -221,7 +277,7 @@ class CheckpointPublisher:
             body = format_add_checkpoint(AddCheckpoint(old, tuple(proof), checkpoint.note))
             try:
                 reply = await stub.AddCheckpoint(
-                    audit_pb2.AddCheckpointRequest(
+                    witness_pb2.AddCheckpointRequest(
                         body=body, log_certificate_chain_pem=self._chain_pem
                     ),
                     timeout=CALL_TIMEOUT_S,
@@ -251,7 +307,7 @@ class CheckpointPublisher:
         self,
         checkpoint: StoredCheckpoint,
         state: WitnessStatus,
-        reply: audit_pb2.AddCheckpointResponse,
+        reply: witness_pb2.AddCheckpointResponse,
     ) -> None:
         expected = make_identity(state.region, self._identity.trust_domain, Role.NODE)
         try:

@@ -29,6 +29,7 @@ from govnode.v1 import (
     quality_pb2,
     sharing_pb2,
     supervision_pb2,
+    witness_pb2,
 )
 
 from gateway.audit import AuditSink
@@ -66,6 +67,7 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
     federation_pb2,
     opendata_pb2,
     supervision_pb2,
+    witness_pb2,
 )
 
 #: What each not-yet-implemented service is waiting for, shown in its UNIMPLEMENTED message.

@@ -126,11 +126,16 @@ class AuditServicer:
         self._chain_pem = own_chain_pem
         self._identity = own_identity
 
-    async def _checkpoint(self, size: int) -> StoredCheckpoint:
+    async def _checkpoint(self, size: int, *, witnessed: bool = False) -> StoredCheckpoint:
         if self._checkpoints is None:
             raise FailedPrecondition("this node does not sign checkpoints")
         if size < 0:
             raise InvalidArgument(f"size: must not be negative, got {size}")
+        if size == 0 and witnessed:
+            stored = await self._checkpoints.newest_cosigned()
+            if stored is None:
+                raise NotFound("no witness has cosigned a checkpoint of this node's audit log yet")
+            return stored
         if size == 0:
             stored = await self._checkpoints.newest()
             if stored is None:
@@ -154,7 +159,9 @@ class AuditServicer:
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: Any
     ) -> audit_pb2.GetCheckpointResponse:
-        return await self._response(await self._checkpoint(request.size))
+        return await self._response(
+            await self._checkpoint(request.size, witnessed=request.witnessed)
+        )
 
     async def GetInclusionProof(
         self, request: audit_pb2.GetInclusionProofRequest, context: Any

@@ -9,16 +9,18 @@ witnesses its province.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from cryptography import x509
-from govnode.v1 import audit_pb2
+from govnode.v1 import audit_pb2, witness_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Identity, Role
+from gateway.quote import quote
 from node.audit import KeyStatementError, SizeConflict, Witness, log_origin, read_log_signer
 from node.config import Mode, NodeConfig
-from node.errors import Aborted, InvalidArgument, PermissionDenied
+from node.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
 
 WITNESS_SIZE_KEY = "witness-size"
 
@@ -48,8 +50,8 @@ class WitnessServicer:
         return caller.region == self._config.federation.province_region
 
     async def AddCheckpoint(
-        self, request: audit_pb2.AddCheckpointRequest, context: Any
-    ) -> audit_pb2.AddCheckpointResponse:
+        self, request: witness_pb2.AddCheckpointRequest, context: Any
+    ) -> witness_pb2.AddCheckpointResponse:
         caller = current_peer().identity
         if not self._may_witness(caller):
             who = (
@@ -81,4 +83,22 @@ class WitnessServicer:
                 f"{WITNESS_SIZE_KEY})",
                 ((WITNESS_SIZE_KEY, str(exc.size)),),
             ) from None
-        return audit_pb2.AddCheckpointResponse(cosignature=cosignature, witness=self._me)
+        return witness_pb2.AddCheckpointResponse(cosignature=cosignature, witness=self._me)
+
+    async def GetWitnessed(
+        self, request: witness_pb2.GetWitnessedRequest, context: Any
+    ) -> witness_pb2.GetWitnessedResponse:
+        caller = current_peer().identity
+        if caller.role is not Role.NODE:
+            raise PermissionDenied(
+                f"{caller} may not read what this node witnessed: node certificates only"
+            )
+        if len(request.origin) > 300:
+            raise InvalidArgument(f"origin: {quote(request.origin)} is not a log's origin")
+        found = await self._witness.latest(request.origin)
+        if found is None:
+            raise NotFound(f"origin: this node witnesses no log {quote(request.origin)}")
+        note, at = found
+        reply = witness_pb2.GetWitnessedResponse(signed_note=note, witness=self._me)
+        reply.cosigned_at.FromDatetime(at.astimezone(dt.UTC))
+        return reply

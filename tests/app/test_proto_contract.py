@@ -30,6 +30,7 @@ SERVICES = {
     "federation": "FederationService",
     "opendata": "OpenDataService",
     "supervision": "SupervisionService",
+    "witness": "WitnessService",
 }
 
 # FileDescriptorProto / DescriptorProto / EnumDescriptorProto / ServiceDescriptorProto field

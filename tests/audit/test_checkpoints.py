@@ -11,7 +11,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import text
 
-from node.audit import AuditLog, Checkpoints, LogDiverged, SizeConflict, Witness
+from node.audit import (
+    AuditLog,
+    ChainCheck,
+    Checkpoints,
+    LogDiverged,
+    SizeConflict,
+    Witness,
+    Witnessed,
+    problems,
+)
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.storage import Database
 from node.tlog import (
@@ -217,3 +226,19 @@ async def test_two_racing_requests_move_the_witness_state_once(database: Databas
         assert state is not None and state.size == lost.size and state.size in (150, 160)
     finally:
         await log.close()
+
+
+def test_what_the_records_contradict_of_a_witnessed_checkpoint_is_named() -> None:
+    root = b"\7" * 32
+    witnessed = [Witnessed(300, root, "spiffe://350000.fujian.gov.cn/node")]
+    short = ChainCheck(True, 280, roots={280: b"\1" * 32})
+    assert problems(short, witnessed) == [
+        "records #281 to #300 are missing: spiffe://350000.fujian.gov.cn/node cosigned a "
+        "checkpoint of 300 records, and the log holds 280"
+    ]
+    altered = ChainCheck(True, 320, roots={300: b"\1" * 32, 320: b"\2" * 32})
+    assert problems(altered, witnessed)[0].startswith(
+        "the first 300 records are not the ones spiffe://350000.fujian.gov.cn/node cosigned"
+    )
+    whole = ChainCheck(True, 320, roots={300: root, 320: b"\2" * 32})
+    assert problems(whole, witnessed) == []

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
-from govnode.v1 import audit_pb2, audit_pb2_grpc
+from govnode.v1 import audit_pb2, audit_pb2_grpc, witness_pb2, witness_pb2_grpc
 from sqlalchemy import text
 
 from gateway.identity import Role, make_identity
@@ -28,7 +28,8 @@ from node.tlog import (
     parse_checkpoint,
     verify_inclusion,
 )
-from tests.support.audit import truncate
+from tests.support.audit import rewrite, truncate
+from tests.support.cli import govnode
 from tests.support.databases import NewDatabaseUrl
 from tests.support.nodes import Member, channel, federation
 
@@ -55,11 +56,19 @@ def node_id(region: str) -> str:
     return make_identity(region, TRUST_DOMAIN, Role.NODE).uri
 
 
-async def get_checkpoint(member: Member) -> audit_pb2.GetCheckpointResponse:
+async def get_checkpoint(member: Member, size: int = 0) -> audit_pb2.GetCheckpointResponse:
     async with channel(member.running, member.agency()) as ch:
         return await audit_pb2_grpc.AuditServiceStub(ch).GetCheckpoint(
-            audit_pb2.GetCheckpointRequest()
+            audit_pb2.GetCheckpointRequest(size=size)
         )
+
+
+async def cosigned_size(member: Member) -> int:
+    """The size of the member's newest checkpoint a witness has cosigned (new checkpoints keep
+    coming: every call, these included, adds a record)."""
+    assert member.running.checkpoints is not None
+    cosigned = await member.running.checkpoints.newest_cosigned()
+    return 0 if cosigned is None else cosigned.size
 
 
 def cosigned_by(member: Member, *regions: str) -> Callable[[], Coroutine[Any, Any, bool]]:
@@ -69,6 +78,19 @@ def cosigned_by(member: Member, *regions: str) -> Callable[[], Coroutine[Any, An
         return newest is not None and all(node_id(r) in newest.cosigned_by for r in regions)
 
     return check
+
+
+async def grown(member: Member, records: int) -> int:
+    """Make ``records`` calls on the member (each one audited), then wait until a checkpoint
+    covering them is cosigned; returns its size."""
+    for _ in range(records):
+        await member.digest()
+
+    async def covered() -> bool:
+        return await cosigned_size(member) >= records
+
+    await eventually(covered, f"a cosigned checkpoint of {records} records or more")
+    return await cosigned_size(member)
 
 
 def verify_offline(reply: audit_pb2.GetCheckpointResponse, root: x509.Certificate) -> set[str]:
@@ -100,17 +122,28 @@ async def test_each_log_is_cosigned_by_its_witnesses_and_checks_offline(
         await eventually(
             cosigned_by(fed.province, "350100", "350200"), "the province's cosigned by both"
         )
+        status = await asyncio.to_thread(
+            govnode, "status", "--config", fed.fuzhou.setup.config_path
+        )
+        assert status.returncode == 0, status.stderr
+        assert "Audit     checkpoint of " in status.stdout
+        assert "newest witnessed: " in status.stdout
+        assert f"(cosigned by {node_id('350000')})" in status.stdout
         root = root_of(fed.province)
-        reply = await get_checkpoint(fed.fuzhou)
+        size = await cosigned_size(fed.fuzhou)
+        reply = await get_checkpoint(fed.fuzhou, size)
         assert reply.checkpoint.origin == "350100.fujian.gov.cn/audit"
         assert verify_offline(reply, root) == {node_id("350000")}
-        reply = await get_checkpoint(fed.province)
+        province_size = await cosigned_size(fed.province)
+        reply = await get_checkpoint(fed.province, province_size)
         assert verify_offline(reply, root) == {node_id("350100"), node_id("350200")}
 
         # An inclusion proof of 福州's first record, against its newest checkpoint.
         async with channel(fed.fuzhou.running, fed.fuzhou.agency()) as ch:
             stub = audit_pb2_grpc.AuditServiceStub(ch)
-            proof = await stub.GetInclusionProof(audit_pb2.GetInclusionProofRequest(sequence=1))
+            proof = await stub.GetInclusionProof(
+                audit_pb2.GetInclusionProofRequest(sequence=1, size=size)
+            )
             assert verify_offline(proof.checkpoint, root) == {node_id("350000")}
             verify_inclusion(
                 leaf_hash(proof.record_hash),
@@ -119,7 +152,6 @@ async def test_each_log_is_cosigned_by_its_witnesses_and_checks_offline(
                 list(proof.proof),
                 proof.checkpoint.checkpoint.root,
             )
-            size = proof.checkpoint.checkpoint.size
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.GetInclusionProof(
                     audit_pb2.GetInclusionProofRequest(sequence=size + 1_000_000, size=size)
@@ -143,8 +175,7 @@ async def test_a_city_whose_newest_records_were_deleted_is_caught_by_its_witness
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:
     async with federation(tmp_path, db_urls, checkpoint_seconds=0.3) as fed:
-        await eventually(cosigned_by(fed.fuzhou, "350000"), "福州's checkpoint cosigned")
-        witnessed = (await get_checkpoint(fed.fuzhou)).checkpoint.size
+        witnessed = await grown(fed.fuzhou, 20)
         await fed.fuzhou.stop()
         # An attacker with 福州's database removes its newest records and every trace of the
         # checkpoints it signed, so the node itself cannot tell.
@@ -182,6 +213,66 @@ async def test_a_city_whose_newest_records_were_deleted_is_caught_by_its_witness
         newest = await fed.fuzhou.running.checkpoints.newest()
         assert newest is not None and node_id("350000") not in newest.cosigned_by
 
+        # The province's operator sees the refusal in govnode status.
+        status = await asyncio.to_thread(
+            govnode, "status", "--config", fed.province.setup.config_path
+        )
+        assert status.returncode == 0, status.stderr
+        assert f"REFUSED   {rows[0][0]} of 350100.fujian.gov.cn/audit at " in status.stdout
+
+        # 福州's operator finds out: the chain is intact, the province's checkpoint is not.
+        config = fed.fuzhou.setup.config_path
+        result = await asyncio.to_thread(govnode, "audit", "verify", "--config", config)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout.splitlines()[0].startswith("audit chain intact: ")
+        # The log has grown again since, so it may be short of the province's checkpoint or
+        # already past it with other records: either way the first records are not those.
+        size = state[0][0]
+        assert (
+            f"audit log NOT WHOLE: records #{witnessed - 1} to #{size} are missing: "
+            f"{node_id('350000')} cosigned a checkpoint of {size} records"
+            in result.stdout
+            or f"audit log NOT WHOLE: the first {size} records are not the ones "
+            f"{node_id('350000')} cosigned"
+            in result.stdout
+        ), result.stdout
+        # Offline, with the checkpoints table emptied, nothing is left to tell.
+        offline = await asyncio.to_thread(
+            govnode, "audit", "verify", "--config", config, "--offline"
+        )
+        assert offline.returncode == 0, offline.stdout
+
+
+async def test_a_city_whose_past_was_rewritten_is_caught_by_its_witness_and_audit_verify(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
+    async with federation(tmp_path, db_urls, checkpoint_seconds=0.3) as fed:
+        await grown(fed.fuzhou, 20)
+        config = fed.fuzhou.setup.config_path
+        intact = await asyncio.to_thread(govnode, "audit", "verify", "--config", config)
+        assert intact.returncode == 0, intact.stdout + intact.stderr
+        assert f"witnessed: {node_id('350000')} cosigned " in intact.stdout
+        await fed.fuzhou.stop()
+        db = await Database.open(fed.fuzhou.setup.config.database_url)
+        try:
+            await rewrite(db, 10, "a call that never happened")
+        finally:
+            await db.close()
+        await fed.fuzhou.start()
+        # 福州 itself refuses to sign a tree that does not extend its own checkpoints ...
+        publisher = fed.fuzhou.running.publisher
+        assert publisher is not None
+
+        async def refused() -> bool:
+            return "records up to" in publisher.status.diverged
+
+        await eventually(refused, "福州 refuses to sign its rewritten log")
+        # ... and its operator is told what its witness cosigned.
+        result = await asyncio.to_thread(govnode, "audit", "verify", "--config", config)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout.splitlines()[0].startswith("audit chain intact: ")
+        assert "are not the ones spiffe://350000.fujian.gov.cn/node cosigned" in result.stdout
+
 
 async def test_only_a_node_may_ask_for_a_cosignature_and_only_for_its_own_log(
     tmp_path: Path, db_urls: NewDatabaseUrl
@@ -189,31 +280,31 @@ async def test_only_a_node_may_ask_for_a_cosignature_and_only_for_its_own_log(
     async with federation(tmp_path, db_urls) as fed:
         config = fed.fuzhou.setup.config
         fuzhou_chain = config.path(config.tls.cert).read_text()
-        request = audit_pb2.AddCheckpointRequest(
+        request = witness_pb2.AddCheckpointRequest(
             body=format_add_checkpoint(AddCheckpoint(0, (), b"x\n")),
             log_certificate_chain_pem=fuzhou_chain,
         )
         # An agency of the province is not a node.
         async with channel(fed.province.running, fed.province.agency()) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await audit_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
+                await witness_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "witnesses the audit logs of the cities' nodes only" in (err.value.details() or "")
         # 厦门's node asking 福州 (a city witnesses only its province).
         xiamen_files = node_tls_files(fed.xiamen.setup.config)
         async with channel(fed.fuzhou.running, xiamen_files) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await audit_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
+                await witness_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
         # 厦门's node sending 福州's chain to the province.
         async with channel(fed.province.running, xiamen_files) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await audit_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
+                await witness_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "a node sends its own log's checkpoints" in (err.value.details() or "")
         # 福州 itself, with a malformed body.
         fuzhou_files = node_tls_files(fed.fuzhou.setup.config)
         async with channel(fed.province.running, fuzhou_files) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await audit_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
+                await witness_pb2_grpc.WitnessServiceStub(ch).AddCheckpoint(request)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, err.value.details()

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16govnode/v1/audit.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63\x61ller_identity\x18\x03 \x01(\t\x12\x13\n\x0borigin_node\x18\x04 \x01(\t\x12-\n\toperation\x18\x05 \x01(\x0e\x32\x1a.govnode.v1.AuditOperation\x12\x12\n\nrpc_method\x18\x06 \x01(\t\x12\x15\n\rresource_code\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0f\n\x07message\x18\t \x01(\t\x12\x16\n\x0erequest_digest\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x13\n\x0brecord_hash\x18\x0c \x01(\t\x12\x15\n\rprevious_hash\x18\r \x01(\t\"\x9c\x02\n\x11QueryAuditRequest\x12\x17\n\x0f\x63\x61ller_identity\x18\x01 \x01(\t\x12\x15\n\rresource_code\x18\x02 \x01(\t\x12-\n\toperation\x18\x03 \x01(\x0e\x32\x1a.govnode.v1.AuditOperation\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"W\n\x12QueryAuditResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.govnode.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x0f\x41uditCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12+\n\x07made_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63osigned_by\x18\x05 \x03(\t\"b\n\x10\x43heckpointSigner\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_chain_pem\x18\x02 \x01(\t\x12\x1d\n\x15witness_key_statement\x18\x03 \x01(\x0c\"$\n\x14GetCheckpointRequest\x12\x0c\n\x04size\x18\x01 \x01(\x03\"\x8c\x01\n\x15GetCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.govnode.v1.AuditCheckpoint\x12\x13\n\x0bsigned_note\x18\x02 \x01(\x0c\x12-\n\x07signers\x18\x03 \x03(\x0b\x32\x1c.govnode.v1.CheckpointSigner\":\n\x18GetInclusionProofRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x85\x01\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x13\n\x0brecord_hash\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x35\n\ncheckpoint\x18\x04 \x01(\x0b\x32!.govnode.v1.GetCheckpointResponse\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x03\x12\x0f\n\x07to_size\x18\x02 \x01(\x03\"P\n\x1bGetConsistencyProofResponse\x12\x11\n\tfrom_size\x18\x01 \x01(\x03\x12\x0f\n\x07to_size\x18\x02 \x01(\x03\x12\r\n\x05proof\x18\x03 \x03(\x0c\"G\n\x14\x41\x64\x64\x43heckpointRequest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12!\n\x19log_certificate_chain_pem\x18\x02 \x01(\t\"[\n\x15\x41\x64\x64\x43heckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\x0c\x12-\n\x07witness\x18\x02 \x01(\x0b\x32\x1c.govnode.v1.CheckpointSigner\"F\n\x15StreamUsageLogRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x15\n\rresource_code\x18\x02 \x01(\t*\x98\x02\n\x0e\x41uditOperation\x12\x1f\n\x1b\x41UDIT_OPERATION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UDIT_OPERATION_AGGREGATE\x10\x01\x12\x19\n\x15\x41UDIT_OPERATION_SHARE\x10\x02\x12\x19\n\x15\x41UDIT_OPERATION_QUERY\x10\x03\x12\x1b\n\x17\x41UDIT_OPERATION_COMPARE\x10\x04\x12\x1c\n\x18\x41UDIT_OPERATION_DOWNLOAD\x10\x05\x12\x1b\n\x17\x41UDIT_OPERATION_ANALYZE\x10\x06\x12\x1a\n\x16\x41UDIT_OPERATION_ACCESS\x10\x07\x12\x1c\n\x18\x41UDIT_OPERATION_MAINTAIN\x10\x08\x32\xcb\x03\n\x0c\x41uditService\x12K\n\nQueryAudit\x12\x1d.govnode.v1.QueryAuditRequest\x1a\x1e.govnode.v1.QueryAuditResponse\x12T\n\rGetCheckpoint\x12 .govnode.v1.GetCheckpointRequest\x1a!.govnode.v1.GetCheckpointResponse\x12`\n\x11GetInclusionProof\x12$.govnode.v1.GetInclusionProofRequest\x1a%.govnode.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.govnode.v1.GetConsistencyProofRequest\x1a\'.govnode.v1.GetConsistencyProofResponse\x12N\n\x0eStreamUsageLog\x12!.govnode.v1.StreamUsageLogRequest\x1a\x17.govnode.v1.AuditRecord0\x01\x32\x66\n\x0eWitnessService\x12T\n\rAddCheckpoint\x12 .govnode.v1.AddCheckpointRequest\x1a!.govnode.v1.AddCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16govnode/v1/audit.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63\x61ller_identity\x18\x03 \x01(\t\x12\x13\n\x0borigin_node\x18\x04 \x01(\t\x12-\n\toperation\x18\x05 \x01(\x0e\x32\x1a.govnode.v1.AuditOperation\x12\x12\n\nrpc_method\x18\x06 \x01(\t\x12\x15\n\rresource_code\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0f\n\x07message\x18\t \x01(\t\x12\x16\n\x0erequest_digest\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x13\n\x0brecord_hash\x18\x0c \x01(\t\x12\x15\n\rprevious_hash\x18\r \x01(\t\"\x9c\x02\n\x11QueryAuditRequest\x12\x17\n\x0f\x63\x61ller_identity\x18\x01 \x01(\t\x12\x15\n\rresource_code\x18\x02 \x01(\t\x12-\n\toperation\x18\x03 \x01(\x0e\x32\x1a.govnode.v1.AuditOperation\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"W\n\x12QueryAuditResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.govnode.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x0f\x41uditCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12+\n\x07made_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63osigned_by\x18\x05 \x03(\t\"b\n\x10\x43heckpointSigner\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_chain_pem\x18\x02 \x01(\t\x12\x1d\n\x15witness_key_statement\x18\x03 \x01(\x0c\"7\n\x14GetCheckpointRequest\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x11\n\twitnessed\x18\x02 \x01(\x08\"\x8c\x01\n\x15GetCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.govnode.v1.AuditCheckpoint\x12\x13\n\x0bsigned_note\x18\x02 \x01(\x0c\x12-\n\x07signers\x18\x03 \x03(\x0b\x32\x1c.govnode.v1.CheckpointSigner\":\n\x18GetInclusionProofRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x85\x01\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x13\n\x0brecord_hash\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x35\n\ncheckpoint\x18\x04 \x01(\x0b\x32!.govnode.v1.GetCheckpointResponse\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x03\x12\x0f\n\x07to_size\x18\x02 \x01(\x03\"P\n\x1bGetConsistencyProofResponse\x12\x11\n\tfrom_size\x18\x01 \x01(\x03\x12\x0f\n\x07to_size\x18\x02 \x01(\x03\x12\r\n\x05proof\x18\x03 \x03(\x0c\"F\n\x15StreamUsageLogRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x15\n\rresource_code\x18\x02 \x01(\t*\x98\x02\n\x0e\x41uditOperation\x12\x1f\n\x1b\x41UDIT_OPERATION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UDIT_OPERATION_AGGREGATE\x10\x01\x12\x19\n\x15\x41UDIT_OPERATION_SHARE\x10\x02\x12\x19\n\x15\x41UDIT_OPERATION_QUERY\x10\x03\x12\x1b\n\x17\x41UDIT_OPERATION_COMPARE\x10\x04\x12\x1c\n\x18\x41UDIT_OPERATION_DOWNLOAD\x10\x05\x12\x1b\n\x17\x41UDIT_OPERATION_ANALYZE\x10\x06\x12\x1a\n\x16\x41UDIT_OPERATION_ACCESS\x10\x07\x12\x1c\n\x18\x41UDIT_OPERATION_MAINTAIN\x10\x08\x32\xcb\x03\n\x0c\x41uditService\x12K\n\nQueryAudit\x12\x1d.govnode.v1.QueryAuditRequest\x1a\x1e.govnode.v1.QueryAuditResponse\x12T\n\rGetCheckpoint\x12 .govnode.v1.GetCheckpointRequest\x1a!.govnode.v1.GetCheckpointResponse\x12`\n\x11GetInclusionProof\x12$.govnode.v1.GetInclusionProofRequest\x1a%.govnode.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.govnode.v1.GetConsistencyProofRequest\x1a\'.govnode.v1.GetConsistencyProofResponse\x12N\n\x0eStreamUsageLog\x12!.govnode.v1.StreamUsageLogRequest\x1a\x17.govnode.v1.AuditRecord0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'govnode.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITOPERATION']._serialized_start=1772
-  _globals['_AUDITOPERATION']._serialized_end=2052
+  _globals['_AUDITOPERATION']._serialized_start=1625
+  _globals['_AUDITOPERATION']._serialized_end=1905
   _globals['_AUDITRECORD']._serialized_start=72
   _globals['_AUDITRECORD']._serialized_end=401
   _globals['_QUERYAUDITREQUEST']._serialized_start=404
@@ -45,25 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKPOINTSIGNER']._serialized_start=908
   _globals['_CHECKPOINTSIGNER']._serialized_end=1006
   _globals['_GETCHECKPOINTREQUEST']._serialized_start=1008
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1044
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1047
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1187
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1189
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1247
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1250
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1383
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1385
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1449
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1451
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1531
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=1533
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=1604
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=1606
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=1697
-  _globals['_STREAMUSAGELOGREQUEST']._serialized_start=1699
-  _globals['_STREAMUSAGELOGREQUEST']._serialized_end=1769
-  _globals['_AUDITSERVICE']._serialized_start=2055
-  _globals['_AUDITSERVICE']._serialized_end=2514
-  _globals['_WITNESSSERVICE']._serialized_start=2516
-  _globals['_WITNESSSERVICE']._serialized_end=2618
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1063
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1066
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1206
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1208
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1266
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1269
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1402
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1404
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1468
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1470
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1550
+  _globals['_STREAMUSAGELOGREQUEST']._serialized_start=1552
+  _globals['_STREAMUSAGELOGREQUEST']._serialized_end=1622
+  _globals['_AUDITSERVICE']._serialized_start=1908
+  _globals['_AUDITSERVICE']._serialized_end=2367
 # @@protoc_insertion_point(module_scope)

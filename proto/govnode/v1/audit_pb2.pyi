@@ -315,16 +315,20 @@ class GetCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIZE_FIELD_NUMBER: _builtins.int
+    WITNESSED_FIELD_NUMBER: _builtins.int
     size: _builtins.int
     """Tree size of the checkpoint wanted; 0 for the newest."""
+    witnessed: _builtins.bool
+    """With size 0: the newest checkpoint a witness has cosigned, rather than the newest."""
     def __init__(
         self,
         *,
         size: _builtins.int = ...,
+        witnessed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["size", b"size", "witnessed", b"witnessed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -466,7 +470,9 @@ class GetConsistencyProofResponse(_message.Message):
     TO_SIZE_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
     from_size: _builtins.int
+    """The older tree size the proof starts from."""
     to_size: _builtins.int
+    """The newer tree size it proves."""
     @_builtins.property
     def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The proof's hashes (32 bytes each)."""
@@ -485,62 +491,6 @@ class GetConsistencyProofResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  # noqa: Y015
-
-@_typing.final
-class AddCheckpointRequest(_message.Message):
-    """Request of WitnessService.AddCheckpoint."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    BODY_FIELD_NUMBER: _builtins.int
-    LOG_CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _builtins.int
-    body: _builtins.bytes
-    """The tlog-witness add-checkpoint body, byte for byte: "old <size>", the consistency proof
-    lines, a blank line, the signed checkpoint.
-    """
-    log_certificate_chain_pem: _builtins.str
-    """The log node's certificate chain (PEM, leaf first), whose key signed the checkpoint."""
-    def __init__(
-        self,
-        *,
-        body: _builtins.bytes = ...,
-        log_certificate_chain_pem: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "log_certificate_chain_pem", b"log_certificate_chain_pem"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AddCheckpointRequest: _TypeAlias = AddCheckpointRequest  # noqa: Y015
-
-@_typing.final
-class AddCheckpointResponse(_message.Message):
-    """Response of WitnessService.AddCheckpoint."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    COSIGNATURE_FIELD_NUMBER: _builtins.int
-    WITNESS_FIELD_NUMBER: _builtins.int
-    cosignature: _builtins.bytes
-    """The tlog-witness response body: the witness's cosignature line(s)."""
-    @_builtins.property
-    def witness(self) -> Global___CheckpointSigner:
-        """The witness's key statement and certificate chain, to verify the cosignature with."""
-
-    def __init__(
-        self,
-        *,
-        cosignature: _builtins.bytes = ...,
-        witness: Global___CheckpointSigner | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["witness", b"witness"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignature", b"cosignature", "witness", b"witness"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AddCheckpointResponse: _TypeAlias = AddCheckpointResponse  # noqa: Y015
 
 @_typing.final
 class StreamUsageLogRequest(_message.Message):

@@ -5,6 +5,7 @@ pg_dump."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -14,13 +15,16 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import make_url
 
 from tests.support.backup import audited_calls, backup_cli, passphrase_file
 from tests.support.cli import assert_one_line_error
+from tests.support.databases import POSTGRES_SKIP, fresh_postgres_database, postgres_url
 from tests.support.nodes import ProvinceSetup, make_province
 
 CALLS = 5
@@ -286,3 +290,42 @@ def test_a_postgresql_node_without_pg_dump_is_told_what_to_install(tmp_path: Pat
     )
     assert_one_line_error(result, "pg_dump not found on PATH", "postgresql-client")
     assert not (tmp_path / "b").exists()
+
+
+async def scratch_databases() -> set[str]:
+    url = postgres_url()
+    assert url is not None
+    connection = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        rows = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'govnode_verify_%'"
+        )
+    finally:
+        await connection.close()
+    return {row["datname"] for row in rows}
+
+
+async def test_the_scratch_postgresql_database_is_dropped_when_the_restore_fails(
+    tmp_path: Path,
+) -> None:
+    base = postgres_url()
+    if base is None:
+        pytest.skip(POSTGRES_SKIP)
+    async with fresh_postgres_database(base) as url:
+        setup = make_province(tmp_path / "province", url)
+        await asyncio.to_thread(audited_calls, setup, 2)
+        out = tmp_path / "backup"
+        created = await asyncio.to_thread(
+            backup_cli, "create", "--config", setup.config_path, "--out", out
+        )
+        assert created.returncode == 0, created.stderr
+        # A dump cut short, re-signed: every digest matches, but it does not restore.
+        dump = out / "database" / "node.dump"
+        dump.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+        resign(out, setup)
+        before = await scratch_databases()
+        result = await asyncio.to_thread(verify, out)
+        assert "pg_restore failed" in failed_check(result, "restore")
+        assert await scratch_databases() == before

@@ -10,7 +10,6 @@ while it ran), and every record acknowledged before the backup began.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import importlib.metadata
 import os
@@ -107,11 +106,23 @@ async def create_backup(
     return Created(out, manifest)
 
 
+def _fsync(path: Path) -> None:
+    """On disk before the backup is called finished (a file, or a directory's entries)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _publish(staging: Path, out: Path, manifest: bytes, signature: bytes) -> None:
     """The manifest and its signature written last, then the whole directory renamed into
     place: a directory named ``out`` is a finished backup."""
-    (staging / MANIFEST).write_bytes(manifest)
-    (staging / SIGNATURE).write_bytes(signature)
+    for name, data in ((MANIFEST, manifest), (SIGNATURE, signature)):
+        (staging / name).write_bytes(data)
+        _fsync(staging / name)
+    for directory in {staging, *(p.parent for p in staging.rglob("*") if p.is_file())}:
+        _fsync(directory)
     if out.exists():
         out.rmdir()  # empty: checked before anything was written
     os.rename(staging, out)
@@ -181,8 +192,8 @@ async def _write(
 
     progress("computing SHA-256 digests")
     files = [file_entry(staging, name).to_json() for name in names]
-    with contextlib.suppress(OSError):
-        os.sync()
+    for name in names:
+        _fsync(staging / name)
     return {
         "format": FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),

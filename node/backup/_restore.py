@@ -186,6 +186,8 @@ def _write_tls(
     (new_dir / "tls").mkdir(mode=0o700, parents=True, exist_ok=True)
     tls: dict[str, str] = manifest.get("tls") or {}
     for field_name, name in tls.items():
+        if field_name not in ("cert", "root", "ca_cert"):
+            raise BackupError(f"{MANIFEST}: unknown certificate {field_name!r} in tls")
         target = new_dir / _TLS_PATHS[field_name]
         shutil.copyfile(backup / safe_name(name), target)
         os.chmod(target, 0o644)

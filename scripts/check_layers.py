@@ -60,6 +60,7 @@ DOMAIN = tuple(
         "federation",
         "pki",
         "tlog",
+        "backup",
     )
 )
 # What a domain package never imports: gRPC itself, and the edges of node that use gRPC or

@@ -20,6 +20,7 @@ from node.cli import (
     access,
     agency,
     audit,
+    backup,
     certs,
     changes,
     conformance,
@@ -69,6 +70,7 @@ app.add_typer(federation.app, name="federation")
 app.add_typer(conformance.app, name="conformance")
 app.add_typer(access.app, name="access")
 app.add_typer(changes.app, name="changes")
+app.add_typer(backup.app, name="backup")
 serve.register(app)
 demo.register(app)
 federation.register(app)

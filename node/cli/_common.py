@@ -25,6 +25,7 @@ def describe_error(exc: Exception) -> str | None:
     """The one-line message for an error the operator caused, or None for a bug."""
     from node.app import StartupError
     from node.approval import ReportRefused
+    from node.backup import BackupError
     from node.pki import ProvisionError
 
     known = (
@@ -35,6 +36,7 @@ def describe_error(exc: Exception) -> str | None:
         StartupError,
         ProvisionError,
         ReportRefused,
+        BackupError,
     )
     if isinstance(exc, known):
         return str(exc)

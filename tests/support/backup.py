@@ -1,0 +1,54 @@
+"""Backups for tests: the `govnode backup` command as a process of its own, a passphrase file,
+and a node with some audit records to back up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from govnode.v1 import catalog_pb2, catalog_pb2_grpc
+
+from tests.support.nodes import GOVNODE, MARKET_REGULATION, ProvinceSetup, channel, start
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def backup_cli(
+    *args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`govnode backup ARGS...` as an operator runs it; ``env`` adds to the environment."""
+    return subprocess.run(
+        [*GOVNODE, "backup", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "GOVNODE_LOG__FORMAT": "json", **(env or {})},
+    )
+
+
+def passphrase_file(directory: Path, passphrase: str = PASSPHRASE) -> Path:
+    path = directory / "passphrase"
+    path.write_text(passphrase + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def audited_calls(setup: ProvinceSetup, calls: int = 5) -> None:
+    """Serve ``setup`` in this process for a moment and make ``calls`` catalog reads, each of
+    which the node audits (so the backup has an audit log to check)."""
+
+    async def run() -> None:
+        node = await start(setup)
+        try:
+            files = setup.agency(MARKET_REGULATION, "福建省市场监督管理局")
+            async with channel(node, files) as ch:
+                stub = catalog_pb2_grpc.CatalogServiceStub(ch)
+                for _ in range(calls):
+                    await stub.ListResources(catalog_pb2.ListResourcesRequest())
+        finally:
+            await node.stop(grace=0)
+
+    asyncio.run(run())

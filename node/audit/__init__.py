@@ -1,9 +1,10 @@
 """The audit log (第三十九条): every call, hash-chained and group-committed (``_log``); the
 RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); its signed
 checkpoints and their cosignatures (``_checkpoints``); this node as a witness of other nodes'
-logs (``_witness``); checking the log against what was witnessed (``_verify``); the keys
-behind all of it and how a verifier learns them (``_keys``); the hook that turns a call into
-its record (``_hook``); reading it back (``_query``).
+logs (``_witness``); checking the log against what was witnessed (``_verify``); proof files
+anyone checks offline (``_prooffile``); the keys behind all of it and how a verifier learns
+them (``_keys``); the hook that turns a call into its record (``_hook``); reading it back
+(``_query``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ from node.audit._log import (
     ChainCheck,
     Operation,
 )
+from node.audit._prooffile import (
+    MAX_PROOF_BYTES,
+    CheckedProof,
+    ProofFileError,
+    check_proof_file,
+    make_proof_file,
+)
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
 from node.audit._verify import (
@@ -58,6 +66,7 @@ from node.audit._witness import (
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_PROOF_BYTES",
     "MAX_QUERY_LIMIT",
     "AuditLog",
     "AuditLogClosed",
@@ -65,6 +74,7 @@ __all__ = [
     "AuditRecord",
     "AuditWriteFailed",
     "ChainCheck",
+    "CheckedProof",
     "Checkpoints",
     "Cosigner",
     "CosignerKeys",
@@ -73,16 +83,19 @@ __all__ = [
     "LogDiverged",
     "NodeAuditSink",
     "Operation",
+    "ProofFileError",
     "SizeConflict",
     "StoredCheckpoint",
     "TreeHead",
     "Witness",
     "Witnessed",
     "WitnessedError",
+    "check_proof_file",
     "cosigners",
     "log_origin",
     "log_signer",
     "log_verifier",
+    "make_proof_file",
     "problems",
     "query_audit",
     "read_log_signer",

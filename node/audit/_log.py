@@ -211,6 +211,12 @@ def record_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     """
     content = {k: v for k, v in fields.items() if k not in ("hash", "prev_hash")}
     content["at"] = _timestamp(content["at"])
+    return content_hash(prev_hash, content)
+
+
+def content_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
+    """The chain link over a record's hashed content as it is hashed (``at`` already the
+    UTC timestamp text): what a holder of a proof file recomputes (node.audit._prooffile)."""
     payload = prev_hash + "\n" + _canonical(content)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -691,6 +697,18 @@ class AuditLog:
             return await self._db.read("audit.consistency_proof", txn)
         except ProofError as exc:
             raise InvalidArgument(str(exc)) from exc
+
+    async def record_content(self, sequence: int) -> tuple[dict[str, Any], str, str] | None:
+        """Record ``sequence`` as its chain hash covers it: (hashed content with ``at`` as
+        the timestamp text, prev_hash, hash); None if there is no such record."""
+        rows = await self._raw_page(sequence - 1, 1)
+        if not rows or rows[0].sequence != sequence:
+            return None
+        row = rows[0]
+        content = {name: getattr(row, name) for name in ("sequence", *_ENTRY_COLUMNS)}
+        content["at"] = _timestamp(content["at"])
+        content["detail"] = json.loads(row.detail)
+        return content, str(row.prev_hash), str(row.hash)
 
     async def record_hash(self, sequence: int) -> bytes | None:
         """The chain hash of record ``sequence`` (its leaf's data), or None if there is none."""

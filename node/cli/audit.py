@@ -12,20 +12,26 @@ from typing import Any
 
 import grpc
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from node.app import node_tls_files
 from node.audit import (
+    MAX_PROOF_BYTES,
     MAX_QUERY_LIMIT,
     AuditLog,
     AuditRecord,
     ChainCheck,
     Checkpoints,
     KeyStatementError,
+    ProofFileError,
     Witnessed,
     WitnessedError,
+    check_proof_file,
     cosigners,
     log_origin,
     log_signer,
+    make_proof_file,
     problems,
     read_log_signer,
     read_witness_statement,
@@ -38,6 +44,7 @@ from node.config import NodeConfig
 from node.pki import load_certs, load_private_key
 from node.storage import Database
 from node.terminal import format_record, safe_text
+from node.times import CST
 
 app = typer.Typer(
     help=(
@@ -265,3 +272,98 @@ def verify(
     for w in sorted(found.witnessed, key=lambda w: -w.size):
         when = f" at {w.at.isoformat(timespec='seconds')}" if w.at else ""
         echo(f"witnessed: {w.by} cosigned {w.size} records{when}; the log extends it")
+
+
+async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        audit = AuditLog(db)
+        root = load_certs(cfg.path(cfg.tls.root))[0]
+        chain = [c for c in load_certs(cfg.path(cfg.tls.cert)) if c != root]
+        chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+        identity, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
+        checkpoints = Checkpoints(
+            db,
+            audit,
+            log_origin(identity.host),
+            log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key))),
+        )
+        witnessed = await checkpoints.newest_cosigned()
+        if witnessed is None or witnessed.size < sequence:
+            covered = "no checkpoint" if witnessed is None else f"{witnessed.size} records"
+            raise UserError(
+                f"--sequence {sequence}: no witnessed checkpoint covers it yet (the newest "
+                f"cosigned one covers {covered}); try again after the next checkpoint "
+                f"([audit] checkpoint_seconds = {cfg.audit.checkpoint_seconds:g})"
+            )
+        found = await audit.record_content(sequence)
+        if found is None:
+            raise UserError(f"--sequence {sequence}: no such record in this node's audit log")
+        content, prev_hash, chain_hash = found
+        _, proof = await audit.inclusion_proof(sequence, witnessed.size)
+        return make_proof_file(
+            content=content,
+            prev_hash=prev_hash,
+            record_hash=chain_hash,
+            proof=proof,
+            checkpoint=witnessed,
+            log_chain_pem=chain_pem,
+            cosigners=list((await cosigners(db)).values()),
+        )
+    finally:
+        await db.close()
+
+
+@app.command("prove")
+def prove(
+    config: Path = CONFIG_OPTION,
+    sequence: int = typer.Option(..., "--sequence", min=1, help="The record's sequence."),
+    out: Path = typer.Option(..., "--out", help="Where to write the proof (.tlog-proof)."),
+) -> None:
+    """Write a self-contained proof that record SEQUENCE is in this node's audit log: the
+    record, its inclusion proof and the newest witnessed checkpoint (C2SP tlog-proof), which
+    `govnode audit check-proof` verifies offline with the province root certificate alone."""
+    data = asyncio.run(_prove(_open_config(config), sequence))
+    if out.exists():
+        raise UserError(f"--out {out}: exists already; choose another file")
+    out.write_bytes(data)
+    echo(f"wrote {out} ({len(data)} bytes): record #{sequence}")
+
+
+@app.command("check-proof")
+def check_proof(
+    file: Path = typer.Argument(..., help="A proof written by `govnode audit prove`."),
+    root: Path = typer.Option(..., "--root", help="The province root certificate (PEM)."),
+    trust_domain: str = typer.Option(
+        "fujian.gov.cn", "--trust-domain", help="The platform's SPIFFE trust domain."
+    ),
+) -> None:
+    """Check a proof file offline: the record hashes to its chain hash, the log's node signed
+    the checkpoint, a witness cosigned it, and the record is in the tree it signs. Needs no
+    node and no network: only the root certificate. Exit 1 saying which check failed."""
+    try:
+        anchor = x509.load_pem_x509_certificate(root.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--root {root}: not a PEM certificate ({exc})") from None
+    try:
+        data = file.read_bytes()[: MAX_PROOF_BYTES + 1]
+    except OSError as exc:
+        raise UserError(f"{file}: {exc.strerror}") from None
+    try:
+        checked = check_proof_file(data, anchor, trust_domain)
+    except ProofFileError as exc:
+        echo(f"proof INVALID: {safe_text(str(exc))}")
+        raise typer.Exit(1) from None
+    record = checked.record
+    echo(
+        f"proof OK: record #{checked.sequence} is in the audit log {checked.origin} of "
+        f"{checked.size} records, signed by {checked.log_identity}"
+    )
+    for witness, at in checked.cosigned_by:
+        echo(f"  cosigned by {witness} at {at.astimezone(CST):%Y-%m-%d %H:%M:%S} CST")
+    echo(
+        f"  record: {safe_text(str(record.get('at')))} {safe_text(str(record.get('caller')))} "
+        f"{safe_text(str(record.get('method')))} {safe_text(str(record.get('resource_code')))} "
+        f"{safe_text(str(record.get('outcome')))}"
+    )

@@ -1,0 +1,94 @@
+"""Proof files (第三十九条; C2SP tlog-proof): `govnode audit prove` on a city writes one for a
+record; `govnode audit check-proof` accepts it with nothing but the province root certificate,
+and refuses every alteration, naming the check that failed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+from node.tlog import format_note, format_tlog_proof, parse_note, parse_tlog_proof
+from tests.support.cli import govnode
+from tests.support.databases import NewDatabaseUrl
+from tests.support.nodes import Member, federation, make_province
+
+WAIT_S = 20.0
+
+
+async def witnessed_past(member: Member, records: int) -> int:
+    for _ in range(records):
+        await member.digest()
+    assert member.running.checkpoints is not None
+    for _ in range(int(WAIT_S / 0.1)):
+        cosigned = await member.running.checkpoints.newest_cosigned()
+        if cosigned is not None and cosigned.size >= records:
+            return cosigned.size
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no cosigned checkpoint of {records} records within {WAIT_S} s")
+
+
+async def test_a_proof_checks_offline_and_no_alteration_passes(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
+    async with federation(tmp_path / "fed", db_urls, checkpoint_seconds=0.3) as fed:
+        await witnessed_past(fed.fuzhou, 10)
+        proof = tmp_path / "record-5.tlog-proof"
+        made = await asyncio.to_thread(
+            govnode,
+            "audit", "prove", "--config", fed.fuzhou.setup.config_path,
+            "--sequence", "5", "--out", proof,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stdout + made.stderr
+        too_new = await asyncio.to_thread(
+            govnode,
+            "audit", "prove", "--config", fed.fuzhou.setup.config_path,
+            "--sequence", "100000", "--out", tmp_path / "x",
+        )  # fmt: skip
+        assert too_new.returncode == 2 and "no witnessed checkpoint covers it yet" in too_new.stderr
+        root = fed.province.setup.config.path(fed.province.setup.config.tls.root)
+
+    # The nodes are gone: the check needs only the file and the root certificate.
+    def check(path: Path, anchor: Path = root) -> tuple[int, str]:
+        result = govnode("audit", "check-proof", path, "--root", anchor)
+        return result.returncode, result.stdout
+
+    code, out = await asyncio.to_thread(check, proof)
+    assert code == 0, out
+    assert out.startswith("proof OK: record #5 is in the audit log 350100.fujian.gov.cn/audit of ")
+    assert "cosigned by spiffe://350000.fujian.gov.cn/node at " in out
+
+    parsed = parse_tlog_proof(proof.read_bytes())
+    extra = json.loads(parsed.extra or b"")
+
+    def altered(name: str, **changes: object) -> Path:
+        path = tmp_path / f"{name}.tlog-proof"
+        path.write_bytes(format_tlog_proof(dataclasses.replace(parsed, **changes)))  # type: ignore[arg-type]
+        return path
+
+    forged = json.loads(json.dumps(extra))
+    forged["record"]["content"]["outcome"] = "PERMISSION_DENIED"
+    code, out = await asyncio.to_thread(check, altered("record", extra=json.dumps(forged).encode()))
+    assert (code, out.strip()) == (
+        1,
+        "proof INVALID: the record's fields do not hash to its chain hash: it was altered",
+    )
+
+    note = parse_note(parsed.checkpoint)
+    unwitnessed = dataclasses.replace(note, signatures=note.signatures[:1])
+    code, out = await asyncio.to_thread(
+        check, altered("unwitnessed", checkpoint=format_note(unwitnessed))
+    )
+    assert code == 1 and "no witness cosigned the checkpoint" in out
+
+    code, out = await asyncio.to_thread(check, altered("index", index=parsed.index + 1))
+    assert code == 1 and "but the proof is for leaf 5" in out
+
+    wrong_proof = tuple(bytes(32) for _ in parsed.proof)
+    code, out = await asyncio.to_thread(check, altered("proof", proof=wrong_proof))
+    assert code == 1 and out.startswith("proof INVALID: the inclusion proof")
+
+    other = make_province(tmp_path / "other", "sqlite+aiosqlite:///other.db")
+    code, out = await asyncio.to_thread(check, proof, other.config.path(other.config.tls.root))
+    assert code == 1 and "does not lead to the province root" in out

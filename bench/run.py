@@ -120,10 +120,15 @@ async def run(options: Options) -> list[tuple[str, Outcome]]:
 def _audit_outcome(audited: dict[str, int] | None) -> Outcome:
     if audited is None:
         return Outcome(notes=["audit log: could not read the node's audit_record table"])
+    audited = dict(audited)
+    checkpoints = audited.pop("(checkpoints signed)", 0)
     entries = ", ".join(f"{n} {method}" for method, n in sorted(audited.items()))
     return Outcome(
-        figures={"audit_entries": audited},
-        notes=[f"audit log on: the node wrote {sum(audited.values())} entries ({entries})"],
+        figures={"audit_entries": audited, "audit_checkpoints": checkpoints},
+        notes=[
+            f"audit log on: the node wrote {sum(audited.values())} entries ({entries}) and "
+            f"signed {checkpoints} checkpoints of it"
+        ],
     )
 
 

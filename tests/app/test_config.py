@@ -8,6 +8,8 @@ import pytest
 
 from node.config import ConfigError, Mode, load_config
 from node.config_template import render_config
+from node.pki import provision_province
+from tests.support.cli import assert_one_line_error, govnode
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -142,3 +144,28 @@ def test_the_environment_overrides_the_file(
     monkeypatch.setenv("GOVNODE_NODE__REGION", "350102")
     with pytest.raises(ConfigError, match=r"node\.region"):
         load_config(path)
+
+
+def test_audit_records_kept_less_than_three_years_is_refused(tmp_path: Path) -> None:
+    text = province_toml(**{"retention_days = 1095": "retention_days = 365"})
+    with pytest.raises(ConfigError, match=r"audit\.retention_days: .*365 days.*第三十九条"):
+        load_config(write(tmp_path, text))
+    kept = load_config(write(tmp_path, province_toml()))
+    assert (kept.audit.retention_days, kept.audit.checkpoint_seconds) == (1095, 60.0)
+
+
+def test_serve_refuses_a_short_retention_in_one_line(tmp_path: Path) -> None:
+    made = provision_province(
+        tmp_path / "p",
+        region="350000",
+        name="福建省",
+        listen="127.0.0.1:0",
+        trust_domain="fujian.gov.cn",
+        hosts=["127.0.0.1"],
+    )
+    text = made.config_path.read_text(encoding="utf-8")
+    made.config_path.write_text(
+        text.replace("retention_days = 1095", "retention_days = 1000"), encoding="utf-8"
+    )
+    result = govnode("serve", "--config", made.config_path)
+    assert_one_line_error(result, "audit.retention_days", "1000 days", "第三十九条")

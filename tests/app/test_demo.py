@@ -75,7 +75,7 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     for stream in (result.stdout, result.stderr):
         assert not LOG_EVENT.search(stream), stream
     assert "health SERVING" in text
-    assert "reflection lists 8 govnode.v1 services" in text
+    assert "reflection lists 9 govnode.v1 services" in text
     assert text.count("  ✓ 3500") == 4  # four registrations
     # An update is a change request until the province's authority approves it (第四十一条).
     assert "is pending; the entry stays v1" in text

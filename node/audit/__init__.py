@@ -41,10 +41,12 @@ from node.audit._log import (
 )
 from node.audit._prooffile import (
     MAX_PROOF_BYTES,
+    CannotProve,
     CheckedProof,
     ProofFileError,
     check_proof_file,
     make_proof_file,
+    prove_record,
 )
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
@@ -73,6 +75,7 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "AuditWriteFailed",
+    "CannotProve",
     "ChainCheck",
     "CheckedProof",
     "Checkpoints",
@@ -97,6 +100,7 @@ __all__ = [
     "log_verifier",
     "make_proof_file",
     "problems",
+    "prove_record",
     "query_audit",
     "read_log_signer",
     "read_witness_statement",

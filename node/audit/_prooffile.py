@@ -27,14 +27,15 @@ from typing import Any
 
 from cryptography import x509
 
-from node.audit._checkpoints import CosignerKeys, StoredCheckpoint
+from node.audit._checkpoints import Checkpoints, CosignerKeys, StoredCheckpoint, cosigners
 from node.audit._keys import (
     KeyStatementError,
     log_origin,
     read_log_signer,
     read_witness_statement,
 )
-from node.audit._log import content_hash
+from node.audit._log import AuditLog, content_hash
+from node.storage import Database
 from node.tlog import (
     NoteError,
     ProofError,
@@ -57,6 +58,38 @@ FORMAT = "govnode audit proof v1"
 
 class ProofFileError(ValueError):
     """A proof file that does not prove what it claims; the message says which check failed."""
+
+
+class CannotProve(LookupError):
+    """No proof can be made (yet): the record does not exist, or no witnessed checkpoint
+    covers it; the message says which."""
+
+
+async def prove_record(
+    db: Database, audit: AuditLog, checkpoints: Checkpoints, sequence: int, log_chain_pem: str
+) -> bytes:
+    """The proof file of record ``sequence`` against the newest witnessed checkpoint."""
+    witnessed = await checkpoints.newest_cosigned()
+    if witnessed is None or witnessed.size < sequence:
+        covered = "no records" if witnessed is None else f"{witnessed.size} records"
+        raise CannotProve(
+            f"no witnessed checkpoint covers record {sequence} yet (the newest cosigned one "
+            f"covers {covered}); try again after the next checkpoint"
+        )
+    found = await audit.record_content(sequence)
+    if found is None:
+        raise CannotProve(f"record {sequence} is not in this node's audit log")
+    content, prev_hash, chain_hash = found
+    _, proof = await audit.inclusion_proof(sequence, witnessed.size)
+    return make_proof_file(
+        content=content,
+        prev_hash=prev_hash,
+        record_hash=chain_hash,
+        proof=proof,
+        checkpoint=witnessed,
+        log_chain_pem=log_chain_pem,
+        cosigners=list((await cosigners(db)).values()),
+    )
 
 
 def make_proof_file(

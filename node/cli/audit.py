@@ -21,6 +21,7 @@ from node.audit import (
     MAX_QUERY_LIMIT,
     AuditLog,
     AuditRecord,
+    CannotProve,
     ChainCheck,
     Checkpoints,
     KeyStatementError,
@@ -31,8 +32,8 @@ from node.audit import (
     cosigners,
     log_origin,
     log_signer,
-    make_proof_file,
     problems,
+    prove_record,
     read_log_signer,
     read_witness_statement,
     sizes_to_check,
@@ -289,28 +290,13 @@ async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
             log_origin(identity.host),
             log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key))),
         )
-        witnessed = await checkpoints.newest_cosigned()
-        if witnessed is None or witnessed.size < sequence:
-            covered = "no checkpoint" if witnessed is None else f"{witnessed.size} records"
+        try:
+            return await prove_record(db, audit, checkpoints, sequence, chain_pem)
+        except CannotProve as exc:
             raise UserError(
-                f"--sequence {sequence}: no witnessed checkpoint covers it yet (the newest "
-                f"cosigned one covers {covered}); try again after the next checkpoint "
-                f"([audit] checkpoint_seconds = {cfg.audit.checkpoint_seconds:g})"
-            )
-        found = await audit.record_content(sequence)
-        if found is None:
-            raise UserError(f"--sequence {sequence}: no such record in this node's audit log")
-        content, prev_hash, chain_hash = found
-        _, proof = await audit.inclusion_proof(sequence, witnessed.size)
-        return make_proof_file(
-            content=content,
-            prev_hash=prev_hash,
-            record_hash=chain_hash,
-            proof=proof,
-            checkpoint=witnessed,
-            log_chain_pem=chain_pem,
-            cosigners=list((await cosigners(db)).values()),
-        )
+                f"--sequence {sequence}: {exc} ([audit] checkpoint_seconds = "
+                f"{cfg.audit.checkpoint_seconds:g})"
+            ) from None
     finally:
         await db.close()
 

@@ -31,6 +31,7 @@ from node.clients import join_province
 from node.codes import make_credit_code
 from node.config import NodeConfig, load_config
 from node.demo._conformance import show_conformance
+from node.demo._evidence import show_audit_evidence
 from node.demo._governance import show_governance
 from node.federation import create_invitation
 from node.pki import fingerprint, issue_client, load_certs
@@ -47,11 +48,15 @@ CITIES = (
 )
 CONVERGE_WITHIN_S = 15.0
 DEMO_HEARTBEAT_S = 1.0  # so that revocations and approvals reach the cities quickly
+DEMO_CHECKPOINT_S = 1.0
 
 
 def _heartbeat_every(config: NodeConfig, seconds: float) -> NodeConfig:
+    """The demo's quick pace: heartbeats every ``seconds``, and an audit checkpoint every
+    second, so step [17] need not wait the default minute for 福州's cosigned checkpoint."""
     federation = config.federation.model_copy(update={"heartbeat_seconds": seconds})
-    return config.model_copy(update={"federation": federation})
+    audit = config.audit.model_copy(update={"checkpoint_seconds": DEMO_CHECKPOINT_S})
+    return config.model_copy(update={"federation": federation, "audit": audit})
 
 
 @dataclass
@@ -272,6 +277,9 @@ async def show_federation(
         say("")
 
         await show_conformance(demo, province, province_config, fuzhou.node, base)
+        say("")
+
+        await show_audit_evidence(demo, province, fuzhou, reply.request_id)
     finally:
         for city in cities:
             await city.node.stop(grace=0)

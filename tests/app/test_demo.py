@@ -106,6 +106,12 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     # Conformance: the whole suite passes against 福州, which is then approved.
     assert "29 passed, 0 failed" in text
     assert "approved_sub_platform = true" in text
+    # Audit evidence (第三十九条): 福州's checkpoint cosigned by the province, a proof of the
+    # routed Verify checked offline, an altered one refused.
+    assert "— 350000.fujian.gov.cn/witness (witness)" in text
+    assert "checked offline with the root certificate alone" in text
+    assert "cosigned by spiffe://350000.fujian.gov.cn/node at " in text
+    assert "outcome changed is refused: the record's fields do not hash" in text
     for refusal in (
         "FAILED_PRECONDITION: entry.items[0].standard_element",
         "INVALID_ARGUMENT: entry.legal_basis",

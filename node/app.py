@@ -55,7 +55,7 @@ from node.audit import (
     witness_statement,
 )
 from node.catalog import Catalog
-from node.clients import CheckpointPublisher, CitySync, witness_endpoints
+from node.clients import CheckpointPublisher, CitySync, witness_endpoints, witness_rule
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
 from node.pki import (
@@ -348,6 +348,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             root=root,
             witness_statement=evidence.statement,
             chain_pem=evidence.chain_pem,
+            witness_rule=witness_rule(config, identity, db),
             notifications=notifications,
             stopping=stopping,
         )

@@ -95,6 +95,9 @@ def checkpoint_lines(
         f"Audit     checkpoint of {cp.size} records, signed {_cst(cp.made_at, True)}, "
         f"cosigned by {by}"
     ]
+    if newest.witness_rule:
+        lacks = f"; the newest lacks {newest.missing}" if newest.missing else ""
+        lines.append(f"          witnessed when it has {newest.witness_rule}{lacks}")
     if witnessed is None:
         lines.append("          no witnessed checkpoint yet")
     else:

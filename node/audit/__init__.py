@@ -1,10 +1,10 @@
 """The audit log (第三十九条): every call, hash-chained and group-committed (``_log``); the
 RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); its signed
-checkpoints and their cosignatures (``_checkpoints``); this node as a witness of other nodes'
-logs (``_witness``); checking the log against what was witnessed (``_verify``); proof files
-anyone checks offline (``_prooffile``); the keys behind all of it and how a verifier learns
-them (``_keys``); the hook that turns a call into its record (``_hook``); reading it back
-(``_query``).
+checkpoints and their cosignatures (``_checkpoints``); which witnesses a checkpoint needs
+(``_policy``); this node as a witness of other nodes' logs (``_witness``); checking the log
+against what was witnessed (``_verify``); proof files anyone checks offline
+(``_prooffile``); the keys behind all of it and how a verifier learns them (``_keys``); the
+hook that turns a call into its record (``_hook``); reading it back (``_query``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from node.audit._checkpoints import (
     StoredCheckpoint,
     cosigners,
     remember_cosigner,
+    witness_vkeys,
 )
 from node.audit._hook import NodeAuditSink
 from node.audit._keys import (
@@ -39,6 +40,7 @@ from node.audit._log import (
     ChainCheck,
     Operation,
 )
+from node.audit._policy import WitnessRule, federation_rule, province_of
 from node.audit._prooffile import (
     MAX_PROOF_BYTES,
     CannotProve,
@@ -91,16 +93,19 @@ __all__ = [
     "StoredCheckpoint",
     "TreeHead",
     "Witness",
+    "WitnessRule",
     "Witnessed",
     "WitnessedError",
     "check_proof_file",
     "cosigners",
+    "federation_rule",
     "log_origin",
     "log_signer",
     "log_verifier",
     "make_proof_file",
     "problems",
     "prove_record",
+    "province_of",
     "query_audit",
     "read_log_signer",
     "read_witness_statement",
@@ -112,5 +117,6 @@ __all__ = [
     "witness_name",
     "witness_signer",
     "witness_statement",
+    "witness_vkeys",
     "witnessed_note",
 ]

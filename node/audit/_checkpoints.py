@@ -31,6 +31,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.audit._log import AuditLog
+from node.audit._policy import WitnessRule
 from node.models import AuditCheckpointRow, AuditCosignerRow
 from node.storage import Database
 from node.tlog import (
@@ -120,6 +121,31 @@ class Checkpoints:
             return None if row is None else _stored(row)
 
         return await self._db.read("audit.checkpoint_cosigned", txn)
+
+    async def newest_witnessed(
+        self, rule: WitnessRule, *, scan: int = 200
+    ) -> StoredCheckpoint | None:
+        """The newest checkpoint whose cosignatures meet ``rule`` (among the newest ``scan``
+        cosigned ones: cosignatures arrive in order, so an older one rarely meets it when
+        none of these does)."""
+
+        async def txn(session: AsyncSession) -> list[AuditCheckpointRow]:
+            return list(
+                (
+                    await session.exec(
+                        select(AuditCheckpointRow)
+                        .where(_t.c.cosigned_by != "")
+                        .order_by(_t.c.size.desc())
+                        .limit(scan)
+                    )
+                ).all()
+            )
+
+        for row in await self._db.read("audit.checkpoint_witnessed", txn):
+            stored = _stored(row)
+            if rule.satisfied(stored.cosigned_by):
+                return stored
+        return None
 
     async def make(self, *, now: dt.datetime | None = None) -> StoredCheckpoint | None:
         """Sign a checkpoint of the tree as it is, if it grew since the newest one; returns
@@ -267,3 +293,17 @@ async def cosigners(db: Database) -> dict[str, CosignerKeys]:
         }
 
     return await db.read("audit.cosigners", txn)
+
+
+async def witness_vkeys(db: Database) -> dict[str, str]:
+    """Identity -> the vkey each witness of this log stated (read from its statement as
+    stored; verifiers check the statement themselves)."""
+    found = {}
+    for identity, keys in (await cosigners(db)).items():
+        try:
+            lines = parse_note(keys.statement).text.split("\n")
+        except ValueError:
+            continue
+        if len(lines) >= 3:
+            found[identity] = lines[2]
+    return found

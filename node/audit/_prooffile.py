@@ -35,6 +35,7 @@ from node.audit._keys import (
     read_witness_statement,
 )
 from node.audit._log import AuditLog, content_hash
+from node.audit._policy import WitnessRule
 from node.storage import Database
 from node.tlog import (
     NoteError,
@@ -66,15 +67,21 @@ class CannotProve(LookupError):
 
 
 async def prove_record(
-    db: Database, audit: AuditLog, checkpoints: Checkpoints, sequence: int, log_chain_pem: str
+    db: Database,
+    audit: AuditLog,
+    checkpoints: Checkpoints,
+    sequence: int,
+    log_chain_pem: str,
+    rule: WitnessRule,
 ) -> bytes:
-    """The proof file of record ``sequence`` against the newest witnessed checkpoint."""
-    witnessed = await checkpoints.newest_cosigned()
+    """The proof file of record ``sequence`` against the newest checkpoint whose
+    cosignatures meet ``rule`` (node.audit._policy)."""
+    witnessed = await checkpoints.newest_witnessed(rule)
     if witnessed is None or witnessed.size < sequence:
         covered = "no records" if witnessed is None else f"{witnessed.size} records"
         raise CannotProve(
-            f"no witnessed checkpoint covers record {sequence} yet (the newest cosigned one "
-            f"covers {covered}); try again after the next checkpoint"
+            f"no witnessed checkpoint covers record {sequence} yet (the newest one with "
+            f"{rule.describe()} covers {covered}); try again after the next checkpoint"
         )
     found = await audit.record_content(sequence)
     if found is None:

@@ -40,7 +40,7 @@ from node.audit import (
     stored_witnessed,
 )
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
-from node.clients import fetch_witnessed, witness_endpoints
+from node.clients import fetch_witnessed, witness_endpoints, witness_rule
 from node.config import NodeConfig
 from node.pki import load_certs, load_private_key
 from node.storage import Database
@@ -291,7 +291,8 @@ async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
             log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key))),
         )
         try:
-            return await prove_record(db, audit, checkpoints, sequence, chain_pem)
+            rule = await witness_rule(cfg, identity, db)()
+            return await prove_record(db, audit, checkpoints, sequence, chain_pem, rule)
         except CannotProve as exc:
             raise UserError(
                 f"--sequence {sequence}: {exc} ([audit] checkpoint_seconds = "

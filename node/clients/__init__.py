@@ -12,6 +12,7 @@ from node.clients._checkpointing import (
     WitnessStatus,
     fetch_witnessed,
     witness_endpoints,
+    witness_rule,
 )
 from node.clients._join import JoinError, join_province
 
@@ -24,4 +25,5 @@ __all__ = [
     "fetch_witnessed",
     "join_province",
     "witness_endpoints",
+    "witness_rule",
 ]

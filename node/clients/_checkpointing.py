@@ -41,6 +41,8 @@ from node.audit import (
     StoredCheckpoint,
     Witnessed,
     WitnessedError,
+    WitnessRule,
+    federation_rule,
     log_origin,
     read_witness_statement,
     remember_cosigner,
@@ -81,6 +83,22 @@ def witness_endpoints(config: NodeConfig, db: Database) -> WitnessList:
         return [(endpoint, region) for region, endpoint in sorted(found.items())]
 
     return listed
+
+
+def witness_rule(
+    config: NodeConfig, identity: Identity, db: Database
+) -> Callable[[], Awaitable[WitnessRule]]:
+    """The rule this node's checkpoints are witnessed by (node.audit._policy), with the
+    federation as it is now: a city's needs its province; the province's, most of its cities
+    (those it can reach: joined with an endpoint, or in [federation] peers)."""
+    listed = witness_endpoints(config, db)
+
+    async def rule() -> WitnessRule:
+        if config.node.mode is Mode.CITY:
+            return federation_rule(identity)
+        return federation_rule(identity, [region for _, region in await listed()])
+
+    return rule
 
 
 async def fetch_witnessed(

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 
 from node.app import RunningNode
-from node.audit import AuditLog, ProofFileError, check_proof_file, prove_record
+from node.audit import (
+    AuditLog,
+    ProofFileError,
+    check_proof_file,
+    federation_rule,
+    prove_record,
+)
 from node.pki import load_certs
 from node.times import CST
 from node.tlog import format_tlog_proof, parse_note, parse_tlog_proof
@@ -37,8 +43,9 @@ async def show_audit_evidence(
     node = fuzhou.node
     assert node.checkpoints is not None
     [record] = await AuditLog(node.db).query(request_id=request_id)
+    rule = federation_rule(node.identity)  # 福州's: its province's cosignature
     began = time.monotonic()
-    witnessed = await node.checkpoints.newest_cosigned()
+    witnessed = await node.checkpoints.newest_witnessed(rule)
     while witnessed is None or witnessed.size < record.sequence:
         if time.monotonic() - began > WAIT_S:
             say(
@@ -47,7 +54,7 @@ async def show_audit_evidence(
             )
             return
         await asyncio.sleep(0.2)
-        witnessed = await node.checkpoints.newest_cosigned()
+        witnessed = await node.checkpoints.newest_witnessed(rule)
     note = parse_note(witnessed.note)
     say("  ✓ the newest checkpoint of 福州's log that the province has cosigned:")
     for line in note.text.splitlines():
@@ -58,7 +65,9 @@ async def show_audit_evidence(
     root = load_certs(fuzhou.config.path(fuzhou.config.tls.root))[0]
     chain = [c for c in load_certs(fuzhou.config.path(fuzhou.config.tls.cert)) if c != root]
     chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
-    data = await prove_record(node.db, node.audit, node.checkpoints, record.sequence, chain_pem)
+    data = await prove_record(
+        node.db, node.audit, node.checkpoints, record.sequence, chain_pem, rule
+    )
     out = demo.base / "proofs" / f"350100-record-{record.sequence}.tlog-proof"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -36,7 +36,7 @@ from gateway.audit import AuditSink
 from gateway.identity import Identity
 from gateway.interceptors import TOKEN_AUTHORISED_METHODS
 from gateway.refusal import Refusal
-from node.audit import AuditLog, Checkpoints, Witness
+from node.audit import AuditLog, Checkpoints, Witness, WitnessRule
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -110,6 +110,8 @@ class Services:
     root: x509.Certificate | None = None
     witness_statement: bytes = b""
     chain_pem: str = ""
+    #: The rule this node's checkpoints are witnessed by, as the federation is now.
+    witness_rule: Callable[[], Awaitable[WitnessRule]] | None = None
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
     notifications: Notifications | None = None
@@ -268,6 +270,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 services.db,
                 services.chain_pem,
                 services.identity.uri,
+                services.witness_rule,
             )
         ]
     if services.witness is not None and services.root is not None:

@@ -8,9 +8,11 @@ Who sees which records is decided in :mod:`node.audit._query`; what each RPC cou
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from cryptography import x509
 from govnode.v1 import audit_pb2
 
 from gateway.auth import current_peer
@@ -22,12 +24,15 @@ from node.audit import (
     Checkpoints,
     Operation,
     StoredCheckpoint,
+    WitnessRule,
     cosigners,
     query_audit,
+    witness_vkeys,
 )
 from node.errors import FailedPrecondition, InvalidArgument, NotFound
 from node.servicers.convert import optional_time
 from node.storage import Database
+from node.tlog import TYPE_ECDSA, vkey
 
 _OUTCOMES = frozenset(code.name for code in grpc.StatusCode)
 
@@ -118,6 +123,7 @@ class AuditServicer:
         db: Database | None = None,
         own_chain_pem: str = "",
         own_identity: str = "",
+        rule: Callable[[], Awaitable[WitnessRule]] | None = None,
     ) -> None:
         self._log = log
         self._region = node_region
@@ -125,6 +131,7 @@ class AuditServicer:
         self._db = db
         self._chain_pem = own_chain_pem
         self._identity = own_identity
+        self._rule = rule
 
     async def _checkpoint(self, size: int, *, witnessed: bool = False) -> StoredCheckpoint:
         if self._checkpoints is None:
@@ -154,7 +161,19 @@ class AuditServicer:
 
     async def _response(self, stored: StoredCheckpoint) -> audit_pb2.GetCheckpointResponse:
         assert self._db is not None
-        return await checkpoint_response(stored, self._db, self._chain_pem, self._identity)
+        reply = await checkpoint_response(stored, self._db, self._chain_pem, self._identity)
+        if self._rule is not None:
+            rule = await self._rule()
+            reply.witness_rule = rule.describe()
+            reply.missing = rule.missing(stored.cosigned_by)
+            reply.policy = rule.policy_text(
+                self._log_vkey(stored.checkpoint.origin), await witness_vkeys(self._db)
+            )
+        return reply
+
+    def _log_vkey(self, origin: str) -> str:
+        leaf = x509.load_pem_x509_certificates(self._chain_pem.encode())[0]
+        return vkey(origin, leaf.public_key(), TYPE_ECDSA)  # type: ignore[arg-type]
 
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: Any

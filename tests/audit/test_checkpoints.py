@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import text
 
+from gateway.identity import Role, make_identity
 from node.audit import (
     AuditLog,
     ChainCheck,
@@ -19,6 +20,7 @@ from node.audit import (
     SizeConflict,
     Witness,
     Witnessed,
+    federation_rule,
     problems,
 )
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -242,3 +244,26 @@ def test_what_the_records_contradict_of_a_witnessed_checkpoint_is_named() -> Non
     )
     whole = ChainCheck(True, 320, roots={300: root, 320: b"\2" * 32})
     assert problems(whole, witnessed) == []
+
+
+def test_the_federation_rule_is_the_province_for_a_city_and_most_cities_for_the_province() -> None:
+    fuzhou = make_identity("350100", "fujian.gov.cn", Role.NODE)
+    province = make_identity("350000", "fujian.gov.cn", Role.NODE)
+    p, fz, xm, qz = (
+        f"spiffe://{r}.fujian.gov.cn/node" for r in ("350000", "350100", "350200", "350500")
+    )
+    city_rule = federation_rule(fuzhou)
+    assert city_rule.satisfied([p]) and not city_rule.satisfied([xm])
+    assert city_rule.missing([xm]) == f"the cosignature of {p}"
+    rule = federation_rule(province, ["350100", "350200", "350500"])
+    assert (rule.at_least, len(rule.any_of)) == (2, 3)
+    assert not rule.satisfied([fz]) and rule.satisfied([fz, qz])
+    assert rule.missing([fz]) == "2 of the 3 cities' cosignatures (has 1)"
+    assert not federation_rule(province).satisfied([])  # no cosignature is never witnessed
+    text = rule.policy_text(
+        "350000.fujian.gov.cn/audit+00000000+AA==",
+        {fz: "350100.fujian.gov.cn/witness+1+x", qz: "350500.fujian.gov.cn/witness+2+y"},
+    )
+    assert "group cities 2 350100.fujian.gov.cn 350500.fujian.gov.cn" in text
+    assert "# witness 350200.fujian.gov.cn: key not known yet" in text
+    assert text.endswith("quorum cities\n")

@@ -46,7 +46,10 @@ async def test_a_proof_checks_offline_and_no_alteration_passes(
             "audit", "prove", "--config", fed.fuzhou.setup.config_path,
             "--sequence", "100000", "--out", tmp_path / "x",
         )  # fmt: skip
-        assert too_new.returncode == 2 and "no witnessed checkpoint covers record 100000 yet" in too_new.stderr
+        assert (
+            too_new.returncode == 2
+            and "no witnessed checkpoint covers record 100000 yet" in too_new.stderr
+        )
         root = fed.province.setup.config.path(fed.province.setup.config.tls.root)
 
     # The nodes are gone: the check needs only the file and the root certificate.

@@ -26,6 +26,7 @@ from node.tlog import (
     leaf_hash,
     open_note,
     parse_checkpoint,
+    parse_policy,
     verify_inclusion,
 )
 from tests.support.audit import rewrite, truncate
@@ -129,6 +130,7 @@ async def test_each_log_is_cosigned_by_its_witnesses_and_checks_offline(
         assert "Audit     checkpoint of " in status.stdout
         assert "newest witnessed: " in status.stdout
         assert f"(cosigned by {node_id('350000')})" in status.stdout
+        assert f"witnessed when it has the cosignature of {node_id('350000')}" in status.stdout
         root = root_of(fed.province)
         size = await cosigned_size(fed.fuzhou)
         reply = await get_checkpoint(fed.fuzhou, size)
@@ -137,6 +139,9 @@ async def test_each_log_is_cosigned_by_its_witnesses_and_checks_offline(
         province_size = await cosigned_size(fed.province)
         reply = await get_checkpoint(fed.province, province_size)
         assert verify_offline(reply, root) == {node_id("350100"), node_id("350200")}
+        assert (reply.witness_rule, reply.missing) == ("2 of 2 cities", "")
+        policy = parse_policy(reply.policy)  # the same rule, in tlog-policy form
+        assert policy.satisfied(policy.verify_cosignatures(reply.signed_note))
 
         # An inclusion proof of 福州's first record, against its newest checkpoint.
         async with channel(fed.fuzhou.running, fed.fuzhou.agency()) as ch:

@@ -343,9 +343,24 @@ class GetCheckpointResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     SIGNED_NOTE_FIELD_NUMBER: _builtins.int
     SIGNERS_FIELD_NUMBER: _builtins.int
+    WITNESS_RULE_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     signed_note: _builtins.bytes
     """The checkpoint as signed (C2SP signed note: the log's ECDSA signature, then the
     witnesses' tlog-cosignature/v1 lines); verify this, not the decoded copy.
+    """
+    witness_rule: _builtins.str
+    """Which cosignatures make this log's checkpoints witnessed (the federation's rule: a city's
+    needs its province's, the province's a majority of its cities').
+    """
+    missing: _builtins.str
+    """What this checkpoint's cosignatures still lack under that rule; empty when it is
+    witnessed.
+    """
+    policy: _builtins.str
+    """The same rule in C2SP tlog-policy form, with the log's key and the witness keys known so
+    far (a witness that never cosigned is named in a comment).
     """
     @_builtins.property
     def checkpoint(self) -> Global___AuditCheckpoint:
@@ -361,10 +376,13 @@ class GetCheckpointResponse(_message.Message):
         checkpoint: Global___AuditCheckpoint | None = ...,
         signed_note: _builtins.bytes = ...,
         signers: _abc.Iterable[Global___CheckpointSigner] | None = ...,
+        witness_rule: _builtins.str = ...,
+        missing: _builtins.str = ...,
+        policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "signed_note", b"signed_note", "signers", b"signers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "missing", b"missing", "policy", b"policy", "signed_note", b"signed_note", "signers", b"signers", "witness_rule", b"witness_rule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

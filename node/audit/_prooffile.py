@@ -14,8 +14,8 @@ certificate, the signatures and the proof, before anything is believed.
 
 A proof verifies when: the record's fields hash to its chain hash; the log's chain leads to the
 root and its key signed the checkpoint under the log's origin; at least one witness whose key
-statement verifies (a node other than the log's) cosigned it; and the inclusion proof leads
-from the record's leaf to the checkpoint's root.
+statement verifies (a node other than the log's) cosigned it, and for a city's log its
+province did; and the inclusion proof leads from the record's leaf to the checkpoint's root.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from node.audit._keys import (
     read_witness_statement,
 )
 from node.audit._log import AuditLog, content_hash
-from node.audit._policy import WitnessRule
+from node.audit._policy import WitnessRule, federation_rule, province_of
 from node.storage import Database
 from node.tlog import (
     NoteError,
@@ -191,6 +191,13 @@ def check_proof_file(data: bytes, root: x509.Certificate, trust_domain: str) -> 
             "no witness cosigned the checkpoint: only the log vouches for it, which proves "
             "nothing about what it may have shown others"
         )
+    if identity.region != province_of(identity.region):
+        # A city's log is witnessed by its province (node.audit._policy); offline, the rule
+        # for the province's own log (most of its cities) cannot be checked without the list
+        # of cities, so there one city's cosignature is what is required.
+        lacking = federation_rule(identity).missing(who for who, _ in cosigned)
+        if lacking:
+            raise ProofFileError(f"the checkpoint is not witnessed: it lacks {lacking}")
     # 4. The record is in the tree the checkpoint signs.
     try:
         verify_inclusion(

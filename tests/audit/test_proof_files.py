@@ -9,7 +9,17 @@ import dataclasses
 import json
 from pathlib import Path
 
-from node.tlog import format_note, format_tlog_proof, parse_note, parse_tlog_proof
+from gateway.identity import Role, make_identity
+from node.audit import witness_signer, witness_statement
+from node.pki import load_or_create_witness_key, load_private_key
+from node.tlog import (
+    add_signature_lines,
+    cosign,
+    format_note,
+    format_tlog_proof,
+    parse_note,
+    parse_tlog_proof,
+)
 from tests.support.cli import govnode
 from tests.support.databases import NewDatabaseUrl
 from tests.support.nodes import Member, federation, make_province
@@ -51,6 +61,7 @@ async def test_a_proof_checks_offline_and_no_alteration_passes(
             and "no witnessed checkpoint covers record 100000 yet" in too_new.stderr
         )
         root = fed.province.setup.config.path(fed.province.setup.config.tls.root)
+        xiamen = fed.xiamen.setup.config
 
     # The nodes are gone: the check needs only the file and the root certificate.
     def check(path: Path, anchor: Path = root) -> tuple[int, str]:
@@ -87,6 +98,34 @@ async def test_a_proof_checks_offline_and_no_alteration_passes(
 
     code, out = await asyncio.to_thread(check, altered("index", index=parsed.index + 1))
     assert code == 1 and "but the proof is for leaf 5" in out
+
+    # 厦门 (a city, with its real keys) cosigning 福州's checkpoint does not witness it: a
+    # city's log needs its province.
+    xm_identity = make_identity("350200", "fujian.gov.cn", Role.NODE)
+    xm_witness = load_or_create_witness_key(xiamen.path(xiamen.tls.witness_key))
+    statement = witness_statement(
+        xm_identity, load_private_key(xiamen.path(xiamen.tls.key)), xm_witness.public_key()
+    )
+    bare = format_note(unwitnessed)
+    by_city = add_signature_lines(bare, cosign(bare, witness_signer(xm_identity.host, xm_witness)))
+    city_extra = json.loads(json.dumps(extra))
+    city_extra["signers"] = [
+        extra["signers"][0],
+        {
+            "identity": xm_identity.uri,
+            "chain_pem": xiamen.path(xiamen.tls.cert).read_text(),
+            "statement": statement.decode(),
+        },
+    ]
+    code, out = await asyncio.to_thread(
+        check,
+        altered("city", checkpoint=by_city, extra=json.dumps(city_extra).encode()),
+    )
+    assert (code, out.strip()) == (
+        1,
+        "proof INVALID: the checkpoint is not witnessed: it lacks the cosignature of "
+        "spiffe://350000.fujian.gov.cn/node",
+    )
 
     wrong_proof = tuple(bytes(32) for _ in parsed.proof)
     code, out = await asyncio.to_thread(check, altered("proof", proof=wrong_proof))

@@ -15,6 +15,7 @@ from node.audit._checkpoints import (
     LogDiverged,
     StoredCheckpoint,
     cosigners,
+    newest_cosigned,
     remember_cosigner,
     witness_vkeys,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "log_signer",
     "log_verifier",
     "make_proof_file",
+    "newest_cosigned",
     "problems",
     "prove_record",
     "province_of",

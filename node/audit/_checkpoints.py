@@ -108,19 +108,7 @@ class Checkpoints:
 
     async def newest_cosigned(self) -> StoredCheckpoint | None:
         """The newest checkpoint at least one witness has cosigned."""
-
-        async def txn(session: AsyncSession) -> StoredCheckpoint | None:
-            row = (
-                await session.exec(
-                    select(AuditCheckpointRow)
-                    .where(_t.c.cosigned_by != "")
-                    .order_by(_t.c.size.desc())
-                    .limit(1)
-                )
-            ).first()
-            return None if row is None else _stored(row)
-
-        return await self._db.read("audit.checkpoint_cosigned", txn)
+        return await newest_cosigned(self._db)
 
     async def newest_witnessed(
         self, rule: WitnessRule, *, scan: int = 200
@@ -307,3 +295,20 @@ async def witness_vkeys(db: Database) -> dict[str, str]:
         if len(lines) >= 3:
             found[identity] = lines[2]
     return found
+
+
+async def newest_cosigned(db: Database) -> StoredCheckpoint | None:
+    """The newest checkpoint of this node's log that at least one witness has cosigned."""
+
+    async def txn(session: AsyncSession) -> StoredCheckpoint | None:
+        row = (
+            await session.exec(
+                select(AuditCheckpointRow)
+                .where(_t.c.cosigned_by != "")
+                .order_by(_t.c.size.desc())
+                .limit(1)
+            )
+        ).first()
+        return None if row is None else _stored(row)
+
+    return await db.read("audit.checkpoint_cosigned", txn)

@@ -30,6 +30,7 @@ from node.backup._database import (
     shown,
     sqlite_path,
     tool,
+    witnessed_checkpoint,
 )
 from node.backup._keys import encrypt_key, write_secret
 from node.backup._manifest import (
@@ -145,6 +146,8 @@ async def _write(
     if revision is None:
         raise BackupError(f"the database at {shown(url)} has no schema: nothing to back up")
     progress(f"audit log: {audit.size} records, tree root {audit.root[:16]}...")
+    # Read before the copy too: the copy holds every record up to it.
+    checkpoint = await witnessed_checkpoint(url)
     began = time.monotonic()
     (staging / "database").mkdir()
     if postgres:
@@ -212,8 +215,9 @@ async def _write(
             "schema_revision": revision,
         },
         "audit": audit.to_json(),
-        # The newest witnessed checkpoint, once witnesses exist (issue 13); not yet.
-        "checkpoint": None,
+        # The newest checkpoint a witness cosigned (None before any): verify checks that the
+        # copy's log extends it.
+        "checkpoint": checkpoint,
         "config": config_name,
         "tls": tls,
         "keys": keys,

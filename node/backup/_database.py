@@ -28,7 +28,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import URL, make_url
 
-from node.audit import AuditLog
+from node.audit import AuditLog, newest_cosigned
 from node.backup._manifest import BackupError
 from node.storage import Database
 
@@ -131,6 +131,26 @@ async def read_state(url: str) -> tuple[str | None, AuditState]:
         return await db.current_revision(), await audit_state(db)
     finally:
         await db.close()
+
+
+async def witnessed_checkpoint(url: str) -> dict[str, object] | None:
+    """The newest checkpoint of the node's log a witness cosigned, as the manifest names it
+    (the signed note whole, so a verifier checks its signatures), or None."""
+    db = await Database.open(url)
+    try:
+        if await db.current_revision() is None:
+            return None
+        stored = await newest_cosigned(db)
+    finally:
+        await db.close()
+    if stored is None:
+        return None
+    return {
+        "size": stored.size,
+        "root": stored.root.hex(),
+        "cosigned_by": list(stored.cosigned_by),
+        "note": stored.note.decode(),
+    }
 
 
 # --- SQLite -----------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from node.backup._manifest import (
 )
 from node.pki import fingerprint
 from node.storage import Database, head_revision
+from node.tlog import parse_checkpoint, parse_note
 
 REPORT_FORMAT = "govnode-backup-verify/v1"
 REPORT = "verify-report.json"
@@ -305,8 +306,69 @@ async def _check_database(
             progress,
         )
         result.complete = not problems
+        if not problems:
+            _check_checkpoint(result, manifest, chain.roots, chain.checked, progress)
+            await _check_witnessed_root(result, log, manifest, progress)
     finally:
         await db.close()
+
+
+def _check_checkpoint(
+    result: Verification,
+    manifest: dict[str, Any],
+    roots: dict[int, bytes],
+    records: int,
+    progress: Progress,
+) -> None:
+    """The checkpoint the manifest names is a real one of this node (its signature, by the
+    node key whose chain the backup holds) and not larger than the copy's log."""
+    checkpoint = manifest.get("checkpoint")
+    if not checkpoint:
+        return
+    size = int(checkpoint.get("size", -1))
+    if size > records:
+        result.add(
+            "witnessed checkpoint",
+            False,
+            f"a witness cosigned {size} records, the copy holds {records}",
+            progress,
+        )
+        result.complete = False
+
+
+async def _check_witnessed_root(
+    result: Verification, log: AuditLog, manifest: dict[str, Any], progress: Progress
+) -> None:
+    """The copy's tree at the witnessed checkpoint's size has its root: the backup holds the
+    history the witnesses saw, not another one."""
+    checkpoint = manifest.get("checkpoint")
+    if not checkpoint or not result.complete:
+        return
+    size = int(checkpoint["size"])
+    try:
+        note = parse_note(str(checkpoint["note"]).encode())
+        signed = parse_checkpoint(note.text)
+    except ValueError as exc:
+        result.add("witnessed checkpoint", False, f"unreadable: {exc}", progress)
+        result.complete = False
+        return
+    root = (await log.tree_head(size)).root
+    ok = signed.size == size and signed.root == root and root.hex() == checkpoint.get("root")
+    result.add(
+        "witnessed checkpoint",
+        ok,
+        (
+            f"the copy's tree of {size} records has the root "
+            f"{', '.join(checkpoint.get('cosigned_by') or [])} cosigned"
+        )
+        if ok
+        else (
+            f"the copy's tree of {size} records has root {root.hex()[:16]}…, not the "
+            f"{str(checkpoint.get('root'))[:16]}… its witnesses cosigned"
+        ),
+        progress,
+    )
+    result.complete = ok
 
 
 # --- the signed report --------------------------------------------------------------------------

@@ -6,7 +6,6 @@ pg_dump."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import shutil
 import sqlite3
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import make_url
 
-from tests.support.backup import audited_calls, backup_cli, passphrase_file
+from tests.support.backup import audited_calls, backup_cli, passphrase_file, resign
 from tests.support.cli import assert_one_line_error
 from tests.support.databases import POSTGRES_SKIP, fresh_postgres_database, postgres_url
 from tests.support.nodes import ProvinceSetup, make_province
@@ -128,23 +127,6 @@ def test_a_tampered_manifest_is_refused_by_its_signature(backup: Path) -> None:
     result = verify(backup)
     assert "the signature does not verify" in failed_check(result, "signature")
     assert "files" not in checks_run(result)
-
-
-def resign(backup: Path, setup: ProvinceSetup) -> None:
-    """Bring the manifest's digests up to date and sign it again with the node's key: what an
-    insider holding the key could do after changing the database copy."""
-    manifest = json.loads((backup / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        data = (backup / entry["name"]).read_bytes()
-        entry["size"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    (backup / "manifest.json").write_text(text, encoding="utf-8")
-    key = serialization.load_pem_private_key(
-        setup.config.path(setup.config.tls.key).read_bytes(), password=None
-    )
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    signature = key.sign(text.encode(), ec.ECDSA(hashes.SHA256()))
-    (backup / "manifest.sig").write_bytes(signature)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,78 @@
+"""A backup of a city whose log its province has witnessed (第三十九条): the manifest names the
+newest cosigned checkpoint, and verify checks that the copy's log is the history the witness
+saw, even after an insider rewrote the copy, rebuilt its tree and signed the manifest again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from node.audit import AuditLog
+from node.storage import Database
+from tests.support.audit import rewrite
+from tests.support.backup import backup_cli, resign
+from tests.support.databases import NewDatabaseUrl
+from tests.support.nodes import federation
+
+WAIT_S = 20.0
+
+
+def sqlite_urls(base: Path) -> NewDatabaseUrl:
+    """A new SQLite database per node: the copy is altered below as a SQLite file (backups of
+    PostgreSQL nodes are tested in test_backup_restore)."""
+    made = iter(range(100))
+
+    async def new() -> str:
+        return f"sqlite+aiosqlite:///{base / f'node-{next(made)}.db'}"
+
+    return new
+
+
+async def test_verify_checks_the_copy_against_the_witnessed_checkpoint(tmp_path: Path) -> None:
+    async with federation(tmp_path / "fed", sqlite_urls(tmp_path), checkpoint_seconds=0.3) as fed:
+        for _ in range(20):
+            await fed.fuzhou.digest()
+        assert fed.fuzhou.running.checkpoints is not None
+        for _ in range(int(WAIT_S / 0.1)):
+            cosigned = await fed.fuzhou.running.checkpoints.newest_cosigned()
+            if cosigned is not None and cosigned.size >= 20:
+                break
+            await asyncio.sleep(0.1)
+        backup = tmp_path / "backup"
+        made = await asyncio.to_thread(
+            backup_cli, "create", "--config", fed.fuzhou.setup.config_path, "--out", backup
+        )
+        assert made.returncode == 0, made.stderr
+        setup = fed.fuzhou.setup
+        root = setup.config.path(setup.config.tls.root)
+
+    manifest = json.loads((backup / "manifest.json").read_text())
+    checkpoint = manifest["checkpoint"]
+    assert checkpoint["size"] >= 20
+    assert checkpoint["cosigned_by"] == ["spiffe://350000.fujian.gov.cn/node"]
+    result = await asyncio.to_thread(backup_cli, "verify", backup, "--root", root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "witnessed checkpoint" in result.stdout + result.stderr
+
+    # An insider rewrites record 5 in the copy, recomputes the chain, rebuilds the tree,
+    # brings the manifest's audit head up to date and signs it again with the node key.
+    copy = backup / "database" / "node.db"
+    db = await Database.open(f"sqlite+aiosqlite:///{copy}")
+    try:
+        await rewrite(db, 5, "nothing to see")
+        log = AuditLog(db)
+        await log.start()  # takes the records into a new tree
+        await log.close()
+        head = await log.tree_head(manifest["audit"]["tree_size"])
+        [last] = await log.query(after_sequence=head.size - 1, limit=1)
+    finally:
+        await db.close()
+    manifest["audit"]["tree_root"] = head.root.hex()
+    manifest["audit"]["chain_head"]["hash"] = last.hash
+    (backup / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    resign(backup, setup)
+    result = await asyncio.to_thread(backup_cli, "verify", backup, "--root", root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not the" in result.stdout + result.stderr
+    assert "its witnesses cosigned" in result.stdout + result.stderr

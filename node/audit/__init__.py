@@ -2,7 +2,8 @@
 RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``); its signed
 checkpoints and their cosignatures (``_checkpoints``); this node as a witness of other nodes'
 logs (``_witness``); checking the log against what was witnessed (``_verify``); proof files
-anyone checks offline (``_prooffile``); the keys behind all of it and how a verifier learns
+anyone checks offline (``_prooffile``); usage logs for providers, with signed statements of
+what they list (``_usage``); the keys behind all of it and how a verifier learns
 them (``_keys``); the hook that turns a call into its record (``_hook``); reading it back
 (``_query``).
 """
@@ -48,6 +49,21 @@ from node.audit._prooffile import (
 )
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
+from node.audit._usage import (
+    MAX_SPAN,
+    CosignedWatch,
+    SignedStatement,
+    UsageCheck,
+    UsageError,
+    UsageLog,
+    UsageRecord,
+    UsageStatement,
+    check_usage,
+    parse_statement,
+    provided_resources,
+    read_statement,
+    sequences_digest,
+)
 from node.audit._verify import (
     Witnessed,
     WitnessedError,
@@ -68,6 +84,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_PROOF_BYTES",
     "MAX_QUERY_LIMIT",
+    "MAX_SPAN",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
@@ -76,6 +93,7 @@ __all__ = [
     "ChainCheck",
     "CheckedProof",
     "Checkpoints",
+    "CosignedWatch",
     "Cosigner",
     "CosignerKeys",
     "Evidence",
@@ -84,24 +102,35 @@ __all__ = [
     "NodeAuditSink",
     "Operation",
     "ProofFileError",
+    "SignedStatement",
     "SizeConflict",
     "StoredCheckpoint",
     "TreeHead",
+    "UsageCheck",
+    "UsageError",
+    "UsageLog",
+    "UsageRecord",
+    "UsageStatement",
     "Witness",
     "Witnessed",
     "WitnessedError",
     "check_proof_file",
+    "check_usage",
     "cosigners",
     "log_origin",
     "log_signer",
     "log_verifier",
     "make_proof_file",
+    "parse_statement",
     "problems",
+    "provided_resources",
     "query_audit",
     "read_log_signer",
+    "read_statement",
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "sequences_digest",
     "sizes_to_check",
     "stored_witnessed",
     "witness_evidence",

@@ -7,6 +7,8 @@ withheld record is found by the verifier."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from govnode.v1 import audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc
 from gateway.tls import TlsFiles
 from node.audit import check_proof_file, check_usage
 from node.servicers.convert import entry_to_proto
+from tests.support.cli import govnode
 from tests.support.databases import NewDatabaseUrl
 from tests.support.entries import agency_code, make_entry
 from tests.support.nodes import FUZHOU, Member, channel, entry_of, federation
@@ -183,6 +186,26 @@ async def test_a_provider_streams_its_usage_with_proofs_and_statements(
         assert f"record #{sequences[2]} is listed by the statement of" in withheld.problems[0]
         assert "withheld" in withheld.problems[0]
 
+        # Nor does an altered statement pass, or a list of sequences it does not sign.
+        statement = next(s for s in first.statements if s.sequences)
+        note = statement.signed_note.replace(b"\ncount ", b"\ncount 0", 1)
+        forged = check_usage(
+            [r.proof for r in first.records.values()],
+            [(note, statement.certificate_chain_pem, list(statement.sequences))],
+            root,
+            TRUST_DOMAIN,
+        )
+        assert any("a statement does not check" in p for p in forged.problems), forged.problems
+        shorter = check_usage(
+            [r.proof for r in first.records.values()],
+            [(statement.signed_note, statement.certificate_chain_pem, statement.sequences[1:])],
+            root,
+            TRUST_DOMAIN,
+        )
+        assert any("are not the" in p and "it signs" in p for p in shorter.problems)
+        unstated = check_usage([r.proof for r in first.records.values()], [], root, TRUST_DOMAIN)
+        assert unstated.problems[0].endswith("is covered by no statement")
+
         # Nobody else reads them.
         denied = await refused(fuzhou, other, resource_code=mine.resource_code)
         assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -233,3 +256,47 @@ async def test_a_stopping_node_ends_a_waiting_usage_stream_with_where_to_resume(
     assert err.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "this node is stopping" in (err.value.details() or "")
     assert "statement_after" in (err.value.details() or "")
+
+
+async def test_the_usage_bundle_is_written_and_checked_offline(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
+    async with federation(tmp_path / "fed", db_urls, checkpoint_seconds=0.3) as fed:
+        fuzhou = fed.fuzhou
+        mine = entry_of(FUZHOU, 1)
+        await fuzhou.register(mine)
+        await look_up(fuzhou, fuzhou.setup.agency(OTHER), mine.resource_code, 3)
+        head, _ = await fuzhou.running.audit.head()
+        assert fuzhou.running.checkpoints is not None
+        for _ in range(int(WAIT_S / 0.1)):
+            cosigned = await fuzhou.running.checkpoints.newest_cosigned()
+            if cosigned is not None and cosigned.size >= head:
+                break
+            await asyncio.sleep(0.1)
+        bundle = tmp_path / "bundle"
+        made = await asyncio.to_thread(
+            govnode,
+            "audit", "usage", "--config", fuzhou.setup.config_path,
+            "--agency", agency_code(1, FUZHOU), "--since", "2000-01-01", "--out", bundle,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert "wrote" in made.stdout and "3 records" in made.stdout
+        root = fuzhou.setup.config.path(fuzhou.setup.config.tls.root)
+
+    # The nodes are gone: the bundle and the root certificate are enough.
+    checked = await asyncio.to_thread(govnode, "audit", "check-usage", bundle, "--root", root)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("usage OK: 3 records of the audit log 350100.fujian.gov.cn")
+
+    lines = (bundle / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    assert all(json.loads(line)["content"]["resource_code"] == mine.resource_code for line in lines)
+    gone = json.loads(lines[1])["content"]["sequence"]
+    withheld = tmp_path / "withheld"
+    shutil.copytree(bundle, withheld)
+    (withheld / "proofs" / f"{gone}.tlog-proof").unlink()
+    (withheld / "records.jsonl").write_text(
+        "".join(line + "\n" for line in lines if line != lines[1]), encoding="utf-8"
+    )
+    checked = await asyncio.to_thread(govnode, "audit", "check-usage", withheld, "--root", root)
+    assert checked.returncode == 1
+    assert f"record #{gone} is listed by the statement of" in checked.stdout

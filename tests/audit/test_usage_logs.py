@@ -232,12 +232,32 @@ async def test_a_provider_streams_its_usage_with_proofs_and_statements(
         assert not set(theirs_seen.records) & set(first.records)
 
 
-async def test_a_stopping_node_ends_a_waiting_usage_stream_with_where_to_resume(
+async def test_a_provider_reads_its_usage_at_other_nodes_and_a_stopping_node_ends_the_stream(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:
     async with federation(tmp_path / "fed", db_urls, checkpoint_seconds=0.3) as fed:
         fuzhou = fed.fuzhou
-        await fuzhou.register(entry_of(FUZHOU, 1))
+        mine = entry_of(FUZHOU, 1)
+        await fuzhou.register(mine)
+
+        # The catalog is province-wide: the province's log about 福州's resource is the
+        # provider's to read there too.
+        await fed.converged(1)
+        await look_up(fed.province, fed.xiamen.agency(), mine.resource_code, 2)
+        province_head, _ = await fed.province.running.audit.head()
+        at_province = Received()
+        async with channel(fed.province.running, fuzhou.agency()) as ch:
+            call = audit_pb2_grpc.AuditServiceStub(ch).StreamUsageLog(
+                audit_pb2.StreamUsageLogRequest()
+            )
+            await read_until(
+                call, at_province, lambda r: r.covered >= province_head, "the province's"
+            )
+            call.cancel()
+        assert len(at_province.records) == 2
+        assert at_province.check(root_of(fuzhou)).log == "350000.fujian.gov.cn/audit"
+        assert at_province.check(root_of(fuzhou)).ok
+
         head, _ = await fuzhou.running.audit.head()
         received = Received()
         async with channel(fuzhou.running, fuzhou.agency()) as ch:

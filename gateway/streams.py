@@ -65,7 +65,7 @@ PARK_S = 0.002
 #: not: a load balancer's health watch must never be refused).
 COUNTED_PREFIXES: tuple[str, ...] = ("/govnode.v1.",)
 
-_COUNTED_NAMES = "Subscribe, Exchange, Submit, Compare and the Watch calls count"
+_COUNTED_NAMES = "Subscribe, Exchange, Submit, Compare, StreamUsageLog and the Watch calls count"
 
 STOPPING_MESSAGE = (
     "this node is stopping and opens no new stream; call again in a few seconds (or at "

@@ -48,6 +48,7 @@ from node.audit import (
     AuditLog,
     Checkpoints,
     NodeAuditSink,
+    UsageLog,
     Witness,
     log_origin,
     log_signer,
@@ -240,6 +241,7 @@ class _Evidence:
     witness: Witness
     statement: bytes
     chain_pem: str
+    usage: UsageLog
 
 
 def _evidence(
@@ -270,6 +272,7 @@ def _evidence(
         witness=Witness(db, witness_signer(identity.host, witness_key), alarm),
         statement=witness_statement(identity, node_key, witness_key.public_key()),
         chain_pem=chain_pem,
+        usage=UsageLog(db, audit, identity.host, node_key, chain_pem),
     )
 
 
@@ -344,6 +347,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             router=Router(config, db, forwarder),
             audit_log=audit,
             checkpoints=evidence.checkpoints,
+            usage=evidence.usage,
             witness=evidence.witness,
             root=root,
             witness_statement=evidence.statement,

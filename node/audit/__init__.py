@@ -3,8 +3,9 @@ RFC 6962 Merkle tree over it, grown with each batch, and its proofs (``_tree``);
 checkpoints and their cosignatures (``_checkpoints``); which witnesses a checkpoint needs
 (``_policy``); this node as a witness of other nodes' logs (``_witness``); checking the log
 against what was witnessed (``_verify``); proof files anyone checks offline
-(``_prooffile``); the keys behind all of it and how a verifier learns them (``_keys``); the
-hook that turns a call into its record (``_hook``); reading it back (``_query``).
+(``_prooffile``); usage logs for providers, with signed statements of what they list
+(``_usage``); the keys behind all of it and how a verifier learns them (``_keys``); the hook
+that turns a call into its record (``_hook``); reading it back (``_query``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ from node.audit._prooffile import (
 )
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
+from node.audit._usage import (
+    MAX_SPAN,
+    CosignedWatch,
+    SignedStatement,
+    UsageCheck,
+    UsageError,
+    UsageLog,
+    UsageRecord,
+    UsageStatement,
+    check_usage,
+    parse_statement,
+    provided_resources,
+    read_statement,
+    sequences_digest,
+)
 from node.audit._verify import (
     Witnessed,
     WitnessedError,
@@ -73,6 +89,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_PROOF_BYTES",
     "MAX_QUERY_LIMIT",
+    "MAX_SPAN",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
@@ -82,6 +99,7 @@ __all__ = [
     "ChainCheck",
     "CheckedProof",
     "Checkpoints",
+    "CosignedWatch",
     "Cosigner",
     "CosignerKeys",
     "Evidence",
@@ -90,14 +108,21 @@ __all__ = [
     "NodeAuditSink",
     "Operation",
     "ProofFileError",
+    "SignedStatement",
     "SizeConflict",
     "StoredCheckpoint",
     "TreeHead",
+    "UsageCheck",
+    "UsageError",
+    "UsageLog",
+    "UsageRecord",
+    "UsageStatement",
     "Witness",
     "WitnessRule",
     "Witnessed",
     "WitnessedError",
     "check_proof_file",
+    "check_usage",
     "cosigners",
     "federation_rule",
     "log_origin",
@@ -105,14 +130,18 @@ __all__ = [
     "log_verifier",
     "make_proof_file",
     "newest_cosigned",
+    "parse_statement",
     "problems",
     "prove_record",
+    "provided_resources",
     "province_of",
     "query_audit",
     "read_log_signer",
+    "read_statement",
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "sequences_digest",
     "sizes_to_check",
     "stored_witnessed",
     "witness_evidence",

@@ -39,6 +39,7 @@ from node.audit import (
     sizes_to_check,
     stored_witnessed,
 )
+from node.cli import audit_usage
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.clients import fetch_witnessed, witness_endpoints, witness_rule
 from node.config import NodeConfig
@@ -354,3 +355,8 @@ def check_proof(
         f"{safe_text(str(record.get('method')))} {safe_text(str(record.get('resource_code')))} "
         f"{safe_text(str(record.get('outcome')))}"
     )
+
+
+# Usage logs for providers (使用日志推送给相应的数据生产应用单位), in a module of their own.
+app.command("usage")(audit_usage.usage)
+app.command("check-usage")(audit_usage.check_usage_bundle)

@@ -36,7 +36,7 @@ from gateway.audit import AuditSink
 from gateway.identity import Identity
 from gateway.interceptors import TOKEN_AUTHORISED_METHODS
 from gateway.refusal import Refusal
-from node.audit import AuditLog, Checkpoints, Witness, WitnessRule
+from node.audit import AuditLog, Checkpoints, CosignedWatch, UsageLog, Witness, WitnessRule
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -54,6 +54,7 @@ from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
+from node.servicers.usage import UsageServicer
 from node.servicers.witness import WitnessServicer
 from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
@@ -74,9 +75,6 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
-    "AuditService": (
-        "StreamUsageLog is not available yet (QueryAudit, GetCheckpoint and the proofs work)"
-    ),
     "OpenDataService": "open data (第二十九至三十六条) is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -104,6 +102,8 @@ class Services:
     audit_log: AuditLog | None = None
     #: The log's signed checkpoints (AuditService.GetCheckpoint and the proofs).
     checkpoints: Checkpoints | None = None
+    #: The usage records and statements of the log for providers (StreamUsageLog).
+    usage: UsageLog | None = None
     #: This node as a witness of other nodes' logs (WitnessService), with the province root,
     #: its witness key statement and its certificate chain (PEM, without the root).
     witness: Witness | None = None
@@ -273,6 +273,18 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 services.witness_rule,
             )
         ]
+        if services.usage is not None and services.checkpoints is not None:
+            # Cosigned checkpoints are looked for a few times per checkpoint interval.
+            every = min(max(services.config.audit.checkpoint_seconds / 4, 0.05), 1.0)
+            implementations["govnode.v1.AuditService"].append(
+                UsageServicer(
+                    services.catalog,
+                    services.audit_log,
+                    services.usage,
+                    CosignedWatch(services.checkpoints, every),
+                    services.db,
+                )
+            )
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [
             WitnessServicer(

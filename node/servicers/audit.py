@@ -112,8 +112,8 @@ async def checkpoint_response(
 
 
 class AuditServicer:
-    """QueryAudit over the node's :class:`AuditLog`; its checkpoints and proofs. StreamUsageLog
-    is not here yet (it answers UNIMPLEMENTED, see node.servicers.PLANNED)."""
+    """QueryAudit over the node's :class:`AuditLog`; its checkpoints and proofs.
+    StreamUsageLog is node.servicers.usage's."""
 
     def __init__(
         self,

@@ -45,7 +45,22 @@ def _compare(result: Any) -> str:
     return "call Compare again (for the records whose results were not received)"
 
 
+def _usage(message: Any) -> str:
+    if message.WhichOneof("message") == "statement":
+        last = message.statement.last_sequence
+        return (
+            f"call StreamUsageLog again with after_sequence={last} and statement_after={last} "
+            "(the end of the last statement sent) to resume with no gap and no duplicate"
+        )
+    return (
+        f"call StreamUsageLog again with after_sequence={message.record.record.sequence} (the "
+        "last record sent) and statement_after = the last_sequence of the last statement you "
+        "received, to resume with no gap and no duplicate"
+    )
+
+
 RESUME_HINTS: dict[str, ResumeHint] = {
+    "/govnode.v1.AuditService/StreamUsageLog": _usage,
     "/govnode.v1.SharingService/Subscribe": _subscribe,
     "/govnode.v1.SharingService/Exchange": _exchange,
     "/govnode.v1.SharingService/Submit": _submit,

@@ -232,7 +232,9 @@ async def test_bad_requests_are_refused_naming_the_field(province: Province) -> 
         assert needle in (err.details() or ""), err.details()
 
 
-async def test_usage_streams_are_not_available_yet(province: Province) -> None:
+async def test_usage_streams_are_only_for_providers(province: Province) -> None:
+    """StreamUsageLog (tests/audit/test_usage_logs.py) serves a provider agency the records on
+    its own resources; a tester, whatever it may read with QueryAudit, is refused."""
     setup, node = province
     async with channel(node, setup.tester()) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -240,5 +242,7 @@ async def test_usage_streams_are_not_available_yet(province: Province) -> None:
                 audit_pb2.StreamUsageLogRequest()
             ):
                 pass
-    assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "StreamUsageLog is not available yet" in (err.value.details() or "")
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "is not an agency: usage logs go to the agency that provides the data" in (
+        err.value.details() or ""
+    )

@@ -512,26 +512,151 @@ Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  
 
 @_typing.final
 class StreamUsageLogRequest(_message.Message):
-    """Request of AuditService.StreamUsageLog."""
+    """Request of AuditService.StreamUsageLog. To resume, send after_sequence = the sequence of
+    the last record received (or the last_sequence of the last statement, if that is greater)
+    and statement_after = the last_sequence of the last statement received.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    STATEMENT_AFTER_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Send records with a sequence greater than this; 0 for all retained."""
     resource_code: _builtins.str
     """Only records on this resource; empty means every resource the caller provides."""
+    statement_after: _builtins.int
+    """The last sequence the caller's statements already cover; the first statement of this
+    stream covers from the next one, and lists the caller's records up to after_sequence too
+    (they are not sent again). At most after_sequence; unset means after_sequence.
+    """
     def __init__(
         self,
         *,
         after_sequence: _builtins.int = ...,
         resource_code: _builtins.str = ...,
+        statement_after: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_statement_after", b"_statement_after", "statement_after", b"statement_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_statement_after", b"_statement_after", "after_sequence", b"after_sequence", "resource_code", b"resource_code", "statement_after", b"statement_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__statement_after: _TypeAlias = _typing.Literal["statement_after"]  # noqa: Y015
+    _WhichOneofArgType__statement_after: _TypeAlias = _typing.Literal["_statement_after", b"_statement_after"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__statement_after) -> _WhichOneofReturnType__statement_after | None: ...
+
+Global___StreamUsageLogRequest: _TypeAlias = StreamUsageLogRequest  # noqa: Y015
+
+@_typing.final
+class UsageLogMessage(_message.Message):
+    """One message of AuditService.StreamUsageLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> Global___UsageRecord:
+        """A record about one of the caller's resources, with its proof."""
+
+    @_builtins.property
+    def statement(self) -> Global___UsageStatement:
+        """The node's signed statement of which records of a stretch of the log concern the caller."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___UsageRecord | None = ...,
+        statement: Global___UsageStatement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "record", b"record", "statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "record", b"record", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["record", "statement"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
+
+Global___UsageLogMessage: _TypeAlias = UsageLogMessage  # noqa: Y015
+
+@_typing.final
+class UsageRecord(_message.Message):
+    """A usage record with its inclusion proof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    proof: _builtins.bytes
+    """A proof file (C2SP tlog-proof, as `govnode audit prove` writes): the record as its chain
+    hash covers it, its inclusion proof, and the witnessed checkpoint with the signers'
+    certificate chains. `govnode audit check-proof` checks it offline.
+    """
+    @_builtins.property
+    def record(self) -> Global___AuditRecord:
+        """The record, decoded from the proof for convenience; verify the proof, not this copy."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___AuditRecord | None = ...,
+        proof: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StreamUsageLogRequest: _TypeAlias = StreamUsageLogRequest  # noqa: Y015
+Global___UsageRecord: _TypeAlias = UsageRecord  # noqa: Y015
+
+@_typing.final
+class UsageStatement(_message.Message):
+    """A signed statement: of the sequences first_sequence to last_sequence (inclusive) of this
+    node's log, exactly those listed concern the caller's resources (README, "Usage logs").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    SEQUENCES_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_SIZE_FIELD_NUMBER: _builtins.int
+    SIGNED_NOTE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _builtins.int
+    first_sequence: _builtins.int
+    """The first sequence the statement covers."""
+    last_sequence: _builtins.int
+    """The last sequence it covers (at most checkpoint_size)."""
+    checkpoint_size: _builtins.int
+    """The size of the witnessed checkpoint the statement was made against."""
+    signed_note: _builtins.bytes
+    """The statement as signed (C2SP signed note by the node key, "govnode usage statement v1");
+    verify this, not the decoded fields.
+    """
+    certificate_chain_pem: _builtins.str
+    """The node's certificate chain (PEM, leaf first, without the province root)."""
+    @_builtins.property
+    def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The sequences of the caller's records in that range, ascending; the note signs their count
+        and SHA-256. Records up to the request's after_sequence were not sent again.
+        """
+
+    def __init__(
+        self,
+        *,
+        first_sequence: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+        sequences: _abc.Iterable[_builtins.int] | None = ...,
+        checkpoint_size: _builtins.int = ...,
+        signed_note: _builtins.bytes = ...,
+        certificate_chain_pem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_chain_pem", b"certificate_chain_pem", "checkpoint_size", b"checkpoint_size", "first_sequence", b"first_sequence", "last_sequence", b"last_sequence", "sequences", b"sequences", "signed_note", b"signed_note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageStatement: _TypeAlias = UsageStatement  # noqa: Y015

@@ -59,7 +59,7 @@ class AuditServiceStub:
         self.StreamUsageLog = channel.unary_stream(
                 '/govnode.v1.AuditService/StreamUsageLog',
                 request_serializer=govnode_dot_v1_dot_audit__pb2.StreamUsageLogRequest.SerializeToString,
-                response_deserializer=govnode_dot_v1_dot_audit__pb2.AuditRecord.FromString,
+                response_deserializer=govnode_dot_v1_dot_audit__pb2.UsageLogMessage.FromString,
                 _registered_method=True)
 
 
@@ -101,9 +101,15 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamUsageLog(self, request, context):
-        """Streams the usage records of the caller's resources (使用日志推送给相应的数据生产应用单位,
-        第三十九条): first those after after_sequence, then new ones as they are written, until
-        the caller cancels. Resumable from the last sequence received.
+        """Streams, to a provider agency (数据生产应用单位), the records of this node's log about its
+        resources (使用日志推送给相应的数据生产应用单位, 第三十九条): first those after
+        after_sequence, then new ones as they are written, until the caller cancels. Each record
+        carries its inclusion proof against a checkpoint a witness has cosigned, so a record is
+        sent once such a checkpoint covers it: about one [audit] checkpoint_seconds after it was
+        written. The records of each stretch of the log are followed by a statement the node signs,
+        listing every sequence of the stretch that concerns the caller, so that nothing can be
+        left out unseen. Only the resources' provider may call it (PERMISSION_DENIED otherwise).
+        Resumable with no gap and no duplicate: see StreamUsageLogRequest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,7 +141,7 @@ def add_AuditServiceServicer_to_server(servicer, server):
             'StreamUsageLog': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamUsageLog,
                     request_deserializer=govnode_dot_v1_dot_audit__pb2.StreamUsageLogRequest.FromString,
-                    response_serializer=govnode_dot_v1_dot_audit__pb2.AuditRecord.SerializeToString,
+                    response_serializer=govnode_dot_v1_dot_audit__pb2.UsageLogMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,7 +280,7 @@ class AuditService:
             target,
             '/govnode.v1.AuditService/StreamUsageLog',
             govnode_dot_v1_dot_audit__pb2.StreamUsageLogRequest.SerializeToString,
-            govnode_dot_v1_dot_audit__pb2.AuditRecord.FromString,
+            govnode_dot_v1_dot_audit__pb2.UsageLogMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,10 +53,16 @@ class AuditServiceStub:
     """Returns the proof that the log at one size is a prefix of the log at a larger size (RFC
     9162 consistency proof), so a holder of an older checkpoint can check a newer one.
     """
-    StreamUsageLog: _grpc.UnaryStreamMultiCallable[_audit_pb2.StreamUsageLogRequest, _audit_pb2.AuditRecord]
-    """Streams the usage records of the caller's resources (使用日志推送给相应的数据生产应用单位,
-    第三十九条): first those after after_sequence, then new ones as they are written, until
-    the caller cancels. Resumable from the last sequence received.
+    StreamUsageLog: _grpc.UnaryStreamMultiCallable[_audit_pb2.StreamUsageLogRequest, _audit_pb2.UsageLogMessage]
+    """Streams, to a provider agency (数据生产应用单位), the records of this node's log about its
+    resources (使用日志推送给相应的数据生产应用单位, 第三十九条): first those after
+    after_sequence, then new ones as they are written, until the caller cancels. Each record
+    carries its inclusion proof against a checkpoint a witness has cosigned, so a record is
+    sent once such a checkpoint covers it: about one [audit] checkpoint_seconds after it was
+    written. The records of each stretch of the log are followed by a statement the node signs,
+    listing every sequence of the stretch that concerns the caller, so that nothing can be
+    left out unseen. Only the resources' provider may call it (PERMISSION_DENIED otherwise).
+    Resumable with no gap and no duplicate: see StreamUsageLogRequest.
     """
 
 @_typing.type_check_only
@@ -81,10 +87,16 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """Returns the proof that the log at one size is a prefix of the log at a larger size (RFC
     9162 consistency proof), so a holder of an older checkpoint can check a newer one.
     """
-    StreamUsageLog: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamUsageLogRequest, _audit_pb2.AuditRecord]  # type: ignore[assignment]
-    """Streams the usage records of the caller's resources (使用日志推送给相应的数据生产应用单位,
-    第三十九条): first those after after_sequence, then new ones as they are written, until
-    the caller cancels. Resumable from the last sequence received.
+    StreamUsageLog: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamUsageLogRequest, _audit_pb2.UsageLogMessage]  # type: ignore[assignment]
+    """Streams, to a provider agency (数据生产应用单位), the records of this node's log about its
+    resources (使用日志推送给相应的数据生产应用单位, 第三十九条): first those after
+    after_sequence, then new ones as they are written, until the caller cancels. Each record
+    carries its inclusion proof against a checkpoint a witness has cosigned, so a record is
+    sent once such a checkpoint covers it: about one [audit] checkpoint_seconds after it was
+    written. The records of each stretch of the log are followed by a statement the node signs,
+    listing every sequence of the stretch that concerns the caller, so that nothing can be
+    left out unseen. Only the resources' provider may call it (PERMISSION_DENIED otherwise).
+    Resumable with no gap and no duplicate: see StreamUsageLogRequest.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -136,10 +148,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _audit_pb2.StreamUsageLogRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_audit_pb2.AuditRecord], _abc.AsyncIterator[_audit_pb2.AuditRecord]]:
-        """Streams the usage records of the caller's resources (使用日志推送给相应的数据生产应用单位,
-        第三十九条): first those after after_sequence, then new ones as they are written, until
-        the caller cancels. Resumable from the last sequence received.
+    ) -> _typing.Union[_abc.Iterator[_audit_pb2.UsageLogMessage], _abc.AsyncIterator[_audit_pb2.UsageLogMessage]]:
+        """Streams, to a provider agency (数据生产应用单位), the records of this node's log about its
+        resources (使用日志推送给相应的数据生产应用单位, 第三十九条): first those after
+        after_sequence, then new ones as they are written, until the caller cancels. Each record
+        carries its inclusion proof against a checkpoint a witness has cosigned, so a record is
+        sent once such a checkpoint covers it: about one [audit] checkpoint_seconds after it was
+        written. The records of each stretch of the log are followed by a statement the node signs,
+        listing every sequence of the stretch that concerns the caller, so that nothing can be
+        left out unseen. Only the resources' provider may call it (PERMISSION_DENIED otherwise).
+        Resumable with no gap and no duplicate: see StreamUsageLogRequest.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

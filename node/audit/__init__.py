@@ -4,11 +4,15 @@ checkpoints and their cosignatures (``_checkpoints``); this node as a witness of
 logs (``_witness``); checking the log against what was witnessed (``_verify``); proof files
 anyone checks offline (``_prooffile``); the keys behind all of it and how a verifier learns
 them (``_keys``); the hook that turns a call into its record (``_hook``); reading it back
-(``_query``).
+(``_query``); sealing closed segments into an archive (``_archive``), checking it offline in
+parallel (``_archive_check``), and pruning archived segments past their retention from the
+live database (``_prune``, ``_pruned``).
 """
 
 from __future__ import annotations
 
+from node.audit._archive import ArchiveError, Manifest, archived_segments, seal_closed
+from node.audit._archive_check import SegmentCheck, check_archive
 from node.audit._checkpoints import (
     Checkpoints,
     CosignerKeys,
@@ -46,6 +50,8 @@ from node.audit._prooffile import (
     check_proof_file,
     make_proof_file,
 )
+from node.audit._prune import Pruned, PruneRefused, prune
+from node.audit._pruned import PrunedMark, RecordsPruned
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
 from node.audit._verify import (
@@ -68,6 +74,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_PROOF_BYTES",
     "MAX_QUERY_LIMIT",
+    "ArchiveError",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
@@ -81,15 +88,23 @@ __all__ = [
     "Evidence",
     "KeyStatementError",
     "LogDiverged",
+    "Manifest",
     "NodeAuditSink",
     "Operation",
     "ProofFileError",
+    "PruneRefused",
+    "Pruned",
+    "PrunedMark",
+    "RecordsPruned",
+    "SegmentCheck",
     "SizeConflict",
     "StoredCheckpoint",
     "TreeHead",
     "Witness",
     "Witnessed",
     "WitnessedError",
+    "archived_segments",
+    "check_archive",
     "check_proof_file",
     "cosigners",
     "log_origin",
@@ -97,11 +112,13 @@ __all__ = [
     "log_verifier",
     "make_proof_file",
     "problems",
+    "prune",
     "query_audit",
     "read_log_signer",
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "seal_closed",
     "sizes_to_check",
     "stored_witnessed",
     "witness_evidence",

@@ -220,17 +220,21 @@ def check_archive(
     trust_domain: str,
     *,
     workers: int | None = None,
+    start_method: str = "spawn",
     done: Callable[[SegmentCheck], None] = lambda _: None,
 ) -> list[SegmentCheck]:
     """Check ``segments`` of the archive in parallel (a pool of ``workers`` processes, the CPU
     count by default), then the links between neighbours; one result per segment, in order
-    (a broken link fails the later segment, check ``chain link``)."""
+    (a broken link fails the later segment, check ``chain link``).
+
+    ``start_method`` is how the pool's processes start: "spawn" (the default) is safe in a
+    process that holds threads and a database connection (prune) but each worker imports
+    govnode first (about 2 s); a single-threaded command (verify-archive) may "fork"."""
     if not segments:
         return []
     jobs = min(workers or multiprocessing.cpu_count(), len(segments))
     results: dict[int, SegmentCheck] = {}
-    # spawn: the caller may hold a database connection and threads, which fork would copy.
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(start_method)) as pool:
         futures = [
             pool.submit(check_segment, str(directory), k, root_pem, trust_domain) for k in segments
         ]

@@ -28,11 +28,11 @@ from node.audit import (
     cosigners,
     log_origin,
     log_signer,
+    node_key_name,
     prune,
     read_log_signer,
     seal_closed,
 )
-from node.audit._keys import node_key_name
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.pki import load_certs, load_private_key
@@ -173,7 +173,15 @@ def verify_archive(
     started, cpu = time.perf_counter(), _cpu_s()
     processes = min(jobs or multiprocessing.cpu_count(), len(segments))
     results = check_archive(
-        directory, segments, root_pem, trust_domain, workers=jobs or None, done=_report
+        directory,
+        segments,
+        root_pem,
+        trust_domain,
+        workers=jobs or None,
+        # This command runs no other thread and holds no connection: fork is safe, and spares
+        # each worker importing govnode again.
+        start_method="fork",
+        done=_report,
     )
     elapsed = time.perf_counter() - started
     failed = [r for r in results if not r.ok]
@@ -233,8 +241,9 @@ def prune_command(
     ),
 ) -> None:
     """Remove archived segments from the live database, past their retention. Refused unless
-    every segment's newest record is older than [audit] retention_days (≥ 1095, 第三十九条),
-    it is sealed in ARCHIVE and verifies there, and a witness cosigned a checkpoint past it.
+    every segment's newest record is older than retention_days of the audit section (at least
+    1095, 第三十九条), it is sealed in ARCHIVE and verifies there, and a witness cosigned a
+    checkpoint past it.
     The Merkle tree is kept, so old checkpoints and proofs still verify; reading a pruned
     record names the segment to fetch from the archive."""
     echo(asyncio.run(_prune(load(config), before_segment, directory)))

@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from node.audit import AuditLog, RecordsPruned
+from node.audit import AuditLog, PruneRefused, RecordsPruned, prune
 from node.storage import Database
 from node.tlog import leaf_hash, parse_note, verify_consistency, verify_inclusion
 from tests.support.archive import OLD, SEGMENT, ArchivedNode, append, make_node, witnessed
@@ -66,38 +67,25 @@ async def test_an_archive_verifies_offline_and_each_tampering_is_named(
     assert code == 0, stdout
     assert "archive OK: 3 segment(s), records #1 to #768" in stdout
 
-    flipped = tampered(out, "flipped")
-    data = bytearray((flipped / "segment-000001.records.jsonl.gz").read_bytes())
+    # Three segments, each altered in its own way: each is named with the check it fails.
+    bad = tampered(out, "tampered")
+    flipped = bad / "segment-000001.records.jsonl.gz"
+    data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0x01
-    (flipped / "segment-000001.records.jsonl.gz").write_bytes(bytes(data))
-    code, stdout = await verify_archive(flipped, node.root)
-    assert code == 1 and "segment 1 FAILED (records)" in stdout, stdout
-    assert "segment 0 FAILED" not in stdout and "segment 2 FAILED" not in stdout
-
-    removed = tampered(out, "removed")
-    records = removed / "segment-000002.records.jsonl.gz"
+    flipped.write_bytes(bytes(data))
+    records = bad / "segment-000002.records.jsonl.gz"
     lines = gzip.decompress(records.read_bytes()).split(b"\n")
     records.write_bytes(gzip.compress(b"\n".join(lines[:10] + lines[11:]), mtime=0))
-    code, stdout = await verify_archive(removed, node.root)
-    assert code == 1, stdout
-    assert "segment 2 FAILED (chain): record #523 is missing (the next is #524)" in stdout
-
-    forged = tampered(out, "forged")
-    manifest = forged / "segment-000000.json"
+    manifest = bad / "segment-000000.json"
     evidence = json.loads(manifest.read_text("utf-8"))
-    note = parse_note(evidence["manifest"].encode())
-    evidence["manifest"] = evidence["manifest"].replace(
-        note.text, note.text.replace("time ", "time 2")
-    )
+    text = parse_note(evidence["manifest"].encode()).text
+    evidence["manifest"] = evidence["manifest"].replace(text, text.replace("time ", "time 2"))
     manifest.write_text(json.dumps(evidence), encoding="utf-8")
-    code, stdout = await verify_archive(forged, node.root)
-    assert code == 1 and "segment 0 FAILED (manifest signature)" in stdout, stdout
-
-    relinked = tampered(out, "relinked")  # segment 1 dropped: 0 and 2 are not neighbours
-    for path in relinked.glob("segment-000001.*"):
-        path.unlink()
-    code, stdout = await verify_archive(relinked, node.root)
-    assert code == 0 and "note: segments 1 are not in this archive" in stdout, stdout
+    code, stdout = await verify_archive(bad, node.root)
+    assert code == 1, stdout
+    assert "segment 0 FAILED (manifest signature): not signed by spiffe://350000." in stdout
+    assert "segment 1 FAILED (records)" in stdout
+    assert "segment 2 FAILED (chain): record #523 is missing (the next is #524)" in stdout
 
     other = make_province(tmp_path / "other", "sqlite+aiosqlite:///other.db")
     code, stdout = await verify_archive(out, other.config.path(other.config.tls.root))
@@ -106,10 +94,32 @@ async def test_an_archive_verifies_offline_and_each_tampering_is_named(
         assert f"segment {k} FAILED (signers)" in stdout
 
 
-async def _read(db_url: str, sequence: int) -> None:
-    db = await Database.open(db_url)
+async def prune_in_process(node: ArchivedNode, before: int, directory: Path) -> None:
+    """What `govnode audit prune` does, for the refusals that need no subprocess."""
+    cfg = node.province.config
+    db = await Database.open(node.db_url)
     try:
-        await AuditLog(db).record_content(sequence)
+        log = AuditLog(db)
+        head = await log.tree_head()
+        async with db.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text("SELECT max(size) FROM audit_checkpoint WHERE cosigned_by != ''")
+                )
+            ).first()
+        await prune(
+            db=db,
+            audit=log,
+            before=before,
+            segment_records=SEGMENT,
+            retention_days=cfg.audit.retention_days,
+            witnessed_size=int(row[0]) if row and row[0] else 0,
+            archive=directory,
+            root_pem=node.root.read_bytes(),
+            trust_domain=cfg.node.trust_domain,
+            now=dt.datetime.now(dt.UTC),
+        )
+        assert head.size  # the log was there
     finally:
         await db.close()
 
@@ -123,7 +133,7 @@ async def test_prune_is_refused_until_old_archived_and_witnessed_and_old_proofs_
     early = await witnessed(node)  # of all 1068 records
     out = tmp_path / "archive"
 
-    async def prune(before: int, directory: Path = out) -> tuple[int, str]:
+    async def prune_cli(before: int, directory: Path = out) -> tuple[int, str]:
         code, stdout, stderr = await run(
             "audit", "prune", "--config", node.config,
             "--before-segment", str(before), "--archive", directory,
@@ -131,19 +141,17 @@ async def test_prune_is_refused_until_old_archived_and_witnessed_and_old_proofs_
         assert "Traceback" not in stderr, stderr
         return code, stdout + stderr
 
-    code, said = await prune(3)
-    assert code == 2 and "prune refused: segment 0: not sealed in the archive" in said, said
-
+    with pytest.raises(PruneRefused, match="segment 0: not sealed in the archive"):
+        await prune_in_process(node, 3, out)
     await archive(node, out)  # segments 0 to 3
-    code, said = await prune(4)
+    code, said = await prune_cli(4)
     assert code == 2, said
     assert "prune refused: segment 3: its newest record is from " in said
     assert "within the retention of 1095 days" in said
-
     broken = tampered(out, "broken")
     (broken / "segment-000001.records.jsonl.gz").write_bytes(b"not gzip")
-    code, said = await prune(3, broken)
-    assert code == 2 and "segment 1: the archive does not verify (records)" in said, said
+    with pytest.raises(PruneRefused, match=r"segment 1: the archive does not verify \(records\)"):
+        await prune_in_process(node, 3, broken)
 
     # Before the prune: a proof of a live record and a consistency proof from a segment
     # boundary, both against the witnessed checkpoint.
@@ -156,12 +164,12 @@ async def test_prune_is_refused_until_old_archived_and_witnessed_and_old_proofs_
     finally:
         await db.close()
 
-    code, said = await prune(3)
+    code, said = await prune_cli(3)
     assert code == 0, said
     assert "pruned segments 0 to 2 (768 records); the live log starts at #769" in said
 
-    code, said = await prune(3)
-    assert code == 2 and "segments before 3 were pruned already" in said
+    with pytest.raises(PruneRefused, match="segments before 3 were pruned already"):
+        await prune_in_process(node, 3, out)
 
     db = await Database.open(db_url)
     try:
@@ -212,13 +220,8 @@ async def test_prune_is_refused_when_no_witness_cosigned_past_the_segments(
     await append(node, SEGMENT + 10, OLD)
     await witnessed(node)  # 266: segment 0 is closed
     await append(node, 2 * SEGMENT, OLD + dt.timedelta(days=1))
-    out = tmp_path / "archive"
-    await archive(node, out)
-    code, stdout, stderr = await run(
-        "audit", "prune", "--config", node.config, "--before-segment", "2", "--archive", out
-    )
-    assert code == 2, stdout + stderr
-    assert "prune refused: segment 1: no witness has cosigned a checkpoint past it" in stderr
+    with pytest.raises(PruneRefused, match="segment 1: no witness has cosigned a checkpoint"):
+        await prune_in_process(node, 2, tmp_path / "archive")
 
 
 def test_segment_records_must_be_a_power_of_two_of_256_or_more() -> None:

@@ -51,7 +51,8 @@ app = typer.Typer(
     help=(
         "Read the audit log: every call to this node, accepted or refused (汇聚, 共享, 查询, "
         "比对, 下载, 分析, 访问, 更新维护; 第三十九条). Records are hash-chained and kept at "
-        "least three years; govnode has no command that changes or deletes them."
+        "least three years; no command changes them, and only `audit prune` removes whole "
+        "archived segments past that retention."
     ),
     no_args_is_help=True,
 )

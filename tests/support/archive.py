@@ -52,12 +52,12 @@ class ArchivedNode:
         return self.province.config.path(self.province.config.tls.root)
 
 
-def make_node(base: Path, db_url: str) -> ArchivedNode:
-    """A province (the log) with segments of 256 records, and a city (its witness)."""
+def make_node(base: Path, db_url: str, segment: int = SEGMENT) -> ArchivedNode:
+    """A province (the log) with segments of ``segment`` records, and a city (its witness)."""
     province = make_province(base / "province", db_url)
     text = province.config_path.read_text(encoding="utf-8")
     province.config_path.write_text(
-        text.replace("segment_records = 65536", f"segment_records = {SEGMENT}"), encoding="utf-8"
+        text.replace("segment_records = 65536", f"segment_records = {segment}"), encoding="utf-8"
     )
     province = ProvinceSetup(province.base, province.config_path, load_config(province.config_path))
     witness = make_city(base / "city", "sqlite+aiosqlite:///unused.db", province)

@@ -236,6 +236,9 @@ class AuditSection(_Section):
     checkpoint_records: int = Field(default=10_000, ge=1, le=100_000_000)
     #: Days audit records are kept at least: 第三十九条 asks for no less than three years.
     retention_days: int = Field(default=1095, le=36_500)
+    #: Records per archive segment (govnode audit archive): a power of two, at least 256, so
+    #: that each segment is a complete subtree of the Merkle tree and verifies on its own.
+    segment_records: int = Field(default=65_536, ge=256, le=2**30)
 
     @field_validator("retention_days")
     @classmethod
@@ -244,6 +247,16 @@ class AuditSection(_Section):
             raise ValueError(
                 f"{value} days is less than the three years (1095 days) 第三十九条 requires "
                 "audit logs to be kept"
+            )
+        return value
+
+    @field_validator("segment_records")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(
+                f"{value} is not a power of two: a segment must be a complete subtree of the "
+                "audit log's Merkle tree (256, 1024, 65536, ...)"
             )
         return value
 

@@ -156,6 +156,8 @@ def render_config(
         "checkpoint_records = 10000",
         "# Days audit records are kept at least; 第三十九条 asks for three years (1095).",
         "retention_days = 1095",
+        "# Records per archive segment (govnode audit archive): a power of two, 256 or more.",
+        "segment_records = 65536",
         "",
         "[log]",
         '# auto: readable on a terminal, JSON lines otherwise. Or "json" / "console".',

@@ -185,6 +185,22 @@ class AuditSubtreeRow(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class AuditPrunedRow(SQLModel, table=True):
+    """Where the live audit log starts after `govnode audit prune` (第三十九条): records before
+    ``first_live`` are in archived segments of ``segment_records`` each, and ``anchor_hash`` is
+    the chain hash of the last of them, which the live chain links to. One row, or none."""
+
+    __tablename__ = "audit_pruned"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    first_live: int = Field(sa_type=BigInteger)
+    anchor_hash: str = Field(max_length=64)
+    segment_records: int = Field(sa_type=BigInteger)
+    #: The newest ``at`` among the pruned records: a query from a later time needs none of them.
+    newest_at: dt.datetime = Field(sa_type=UTCDateTime)
+    pruned_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
 class AuditCheckpointRow(SQLModel, table=True):
     """A checkpoint of this node's audit tree (C2SP tlog-checkpoint, 第三十九条): the signed note
     with the node's signature and, appended as witnesses return them, their cosignatures."""

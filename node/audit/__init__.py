@@ -4,12 +4,17 @@ checkpoints and their cosignatures (``_checkpoints``); which witnesses a checkpo
 (``_policy``); this node as a witness of other nodes' logs (``_witness``); checking the log
 against what was witnessed (``_verify``); proof files anyone checks offline
 (``_prooffile``); usage logs for providers, with signed statements of what they list
-(``_usage``); the keys behind all of it and how a verifier learns them (``_keys``); the hook
-that turns a call into its record (``_hook``); reading it back (``_query``).
+(``_usage``); sealing closed segments into an archive (``_archive``), checking it offline in
+parallel (``_archive_check``), and pruning archived segments past their retention from the
+live database (``_prune``, ``_pruned``); the keys behind all of it and how a verifier learns
+them (``_keys``); the hook that turns a call into its record (``_hook``); reading it back
+(``_query``).
 """
 
 from __future__ import annotations
 
+from node.audit._archive import ArchiveError, Manifest, archived_segments, seal_closed
+from node.audit._archive_check import SegmentCheck, check_archive
 from node.audit._checkpoints import (
     Checkpoints,
     CosignerKeys,
@@ -27,6 +32,7 @@ from node.audit._keys import (
     log_origin,
     log_signer,
     log_verifier,
+    node_key_name,
     read_log_signer,
     read_witness_statement,
     witness_name,
@@ -52,6 +58,8 @@ from node.audit._prooffile import (
     make_proof_file,
     prove_record,
 )
+from node.audit._prune import Pruned, PruneRefused, prune
+from node.audit._pruned import PrunedMark, RecordsPruned
 from node.audit._query import AuditQuery, query_audit
 from node.audit._tree import TreeHead, record_leaf
 from node.audit._usage import (
@@ -90,6 +98,7 @@ __all__ = [
     "MAX_PROOF_BYTES",
     "MAX_QUERY_LIMIT",
     "MAX_SPAN",
+    "ArchiveError",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
@@ -105,9 +114,15 @@ __all__ = [
     "Evidence",
     "KeyStatementError",
     "LogDiverged",
+    "Manifest",
     "NodeAuditSink",
     "Operation",
     "ProofFileError",
+    "PruneRefused",
+    "Pruned",
+    "PrunedMark",
+    "RecordsPruned",
+    "SegmentCheck",
     "SignedStatement",
     "SizeConflict",
     "StoredCheckpoint",
@@ -121,6 +136,8 @@ __all__ = [
     "WitnessRule",
     "Witnessed",
     "WitnessedError",
+    "archived_segments",
+    "check_archive",
     "check_proof_file",
     "check_usage",
     "cosigners",
@@ -130,17 +147,20 @@ __all__ = [
     "log_verifier",
     "make_proof_file",
     "newest_cosigned",
+    "node_key_name",
     "parse_statement",
     "problems",
     "prove_record",
     "provided_resources",
     "province_of",
+    "prune",
     "query_audit",
     "read_log_signer",
     "read_statement",
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "seal_closed",
     "sequences_digest",
     "sizes_to_check",
     "stored_witnessed",

@@ -18,10 +18,12 @@ log kept at least three years. Three properties follow, and this module is built
   from the *end* leaves a shorter valid chain: that is what signed checkpoints, which an
   auditor keeps, are for.)
 
-Retention: there is deliberately no API to update or delete records, here or anywhere else in
-govnode, so records are kept at least the three years 第三十九条 requires (in fact for good).
-Pruning records past retention is not supported: it would need a signed checkpoint to anchor
-the shortened chain, and verify_chain() from the start reports the first pruned record.
+Retention: there is deliberately no API to update or delete single records, here or anywhere
+else in govnode. The only way records leave the live database is `govnode audit prune`
+(node.audit._prune): whole segments, past the retention of at least three years 第三十九条
+requires, archived and verified first, and witnessed. Afterwards the readers here answer a
+request for a pruned record with the archive segment that holds it (node.audit._pruned), and
+the live chain is checked from the last pruned record's hash (``verify_chain(anchor=...)``).
 
 Group commit: the hot path is one record per gRPC call, so records are not written one
 transaction each. Appends queue up; one writer task takes what is pending (up to
@@ -54,11 +56,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.audit import MAX_DETAIL_CHARS
 from gateway.quote import clip_message
+from node.audit._pruned import PrunedMark, read_mark
 from node.audit._tree import (
     CATCH_UP_STEP,
     TreeHead,
     frontier_at,
     grow,
+    kept_frontier,
     prove_consistency,
     prove_inclusion,
     record_leaf,
@@ -172,8 +176,15 @@ class ChainCheck:
     first_bad_sequence: int | None = None
     reason: str = ""
     #: The Merkle root recomputed from the records themselves at each size asked for (and at
-    #: the last record checked), when the check started at the first record.
+    #: the last record checked), when the check started at the first record (or from a
+    #: frontier given for the records before it).
     roots: dict[int, bytes] = field(default_factory=dict)
+    #: The records before the check (``after``): the log's size is ``after + checked``.
+    after: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.after + self.checked
 
 
 class AuditLogClosed(RuntimeError):
@@ -382,6 +393,15 @@ def _statement(dialect: Any) -> _Statement:
             processors.append((i, processor))
     statement = _STATEMENTS[key] = _Statement(sql, tuple(processors))
     return statement
+
+
+def hashed_content(row: Row[Any]) -> dict[str, Any]:
+    """A stored record's content as its chain hash covers it (``at`` as the timestamp text,
+    ``detail`` a mapping): what archives and proof files carry."""
+    content = {name: getattr(row, name) for name in ("sequence", *_ENTRY_COLUMNS)}
+    content["at"] = _timestamp(content["at"])
+    content["detail"] = json.loads(row.detail)
+    return content
 
 
 def _record(row: Row[Any]) -> AuditRecord:
@@ -606,6 +626,12 @@ class AuditLog:
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit: must be 1 to {MAX_QUERY_LIMIT}, got {limit}")
         where = _filters(caller, resource_code, operation, outcome, request_id, since, until)
+        mark = await self.pruned()
+        if mark is not None and after_sequence < mark.first_live - 1:
+            # A query from a time after every pruned record needs none of them.
+            if since is None or since <= mark.newest_at:
+                raise mark.refuse_range()
+            after_sequence = mark.first_live - 1
         statement = (
             select(_table)
             .where(_c.sequence > after_sequence, *where)
@@ -655,6 +681,28 @@ class AuditLog:
 
         return await self._db.read("audit.head", txn)
 
+    async def pruned(self) -> PrunedMark | None:
+        """Where the live log starts if archived segments were pruned (node.audit._pruned)."""
+
+        async def txn(session: AsyncSession) -> PrunedMark | None:
+            return await read_mark(await session.connection())
+
+        return await self._db.read("audit.pruned", txn)
+
+    async def kept_frontier(self, size: int) -> Frontier:
+        """The tree's frontier over the first ``size`` records, read from the stored subtrees
+        (not recomputed): what a check of the live log after a prune starts from."""
+
+        async def txn(session: AsyncSession) -> Frontier:
+            return await kept_frontier(session, size)
+
+        return await self._db.read("audit.kept_frontier", txn)
+
+    async def _refuse_pruned(self, sequence: int, what: str = "record") -> None:
+        mark = await self.pruned()
+        if mark is not None and sequence < mark.first_live:
+            raise mark.refuse(sequence, what)
+
     # --- the Merkle tree (node.audit._tree) ------------------------------------------------
 
     async def tree_head(self, size: int | None = None) -> TreeHead:
@@ -667,6 +715,8 @@ class AuditLog:
         try:
             return await self._db.read("audit.tree_head", txn)
         except ProofError as exc:
+            if size is not None:
+                await self._refuse_pruned(size, "the tree's size ends at record")
             raise InvalidArgument(str(exc)) from exc
 
     async def inclusion_proof(self, sequence: int, size: int) -> tuple[bytes, list[bytes]]:
@@ -674,6 +724,7 @@ class AuditLog:
         records (node.tlog.verify_inclusion checks it against that tree's root)."""
         if not 0 < sequence <= size:
             raise InvalidArgument(f"sequence: {sequence} is not in a tree of {size} records")
+        await self._refuse_pruned(sequence)
 
         async def txn(session: AsyncSession) -> tuple[bytes, list[bytes]]:
             await tree_head(session, size)  # the tree covers that size, or ProofError says so
@@ -696,22 +747,27 @@ class AuditLog:
         try:
             return await self._db.read("audit.consistency_proof", txn)
         except ProofError as exc:
+            # Proofs that need only kept subtrees (256 records and up) still work after a
+            # prune; one that needs the hashes of pruned records is answered with the segment.
+            await self._refuse_pruned(size1, f"a proof from size {size1} needs record")
             raise InvalidArgument(str(exc)) from exc
 
     async def record_content(self, sequence: int) -> tuple[dict[str, Any], str, str] | None:
         """Record ``sequence`` as its chain hash covers it: (hashed content with ``at`` as
-        the timestamp text, prev_hash, hash); None if there is no such record."""
+        the timestamp text, prev_hash, hash); None if there is no such record.
+        Raises :class:`~node.audit._pruned.RecordsPruned` naming the archive segment if it
+        was pruned."""
+        await self._refuse_pruned(sequence)
         rows = await self._raw_page(sequence - 1, 1)
         if not rows or rows[0].sequence != sequence:
             return None
         row = rows[0]
-        content = {name: getattr(row, name) for name in ("sequence", *_ENTRY_COLUMNS)}
-        content["at"] = _timestamp(content["at"])
-        content["detail"] = json.loads(row.detail)
-        return content, str(row.prev_hash), str(row.hash)
+        return hashed_content(row), str(row.prev_hash), str(row.hash)
 
     async def record_hash(self, sequence: int) -> bytes | None:
-        """The chain hash of record ``sequence`` (its leaf's data), or None if there is none."""
+        """The chain hash of record ``sequence`` (its leaf's data), or None if there is none
+        (RecordsPruned naming the archive segment if it was pruned)."""
+        await self._refuse_pruned(sequence)
 
         async def txn(session: AsyncSession) -> bytes | None:
             connection = await session.connection()
@@ -736,6 +792,8 @@ class AuditLog:
         *,
         progress: Callable[[int], None] | None = None,
         roots_at: Collection[int] = (),
+        anchor: str | None = None,
+        frontier: Frontier | None = None,
     ) -> ChainCheck:
         """Recompute the chain from record ``after + 1`` (trusting record ``after``'s hash).
 
@@ -745,28 +803,39 @@ class AuditLog:
         after each page, for long checks. From the first record, the Merkle root of the
         records as they are is recomputed on the way (not read from the stored tree) and
         given at each size of ``roots_at`` reached and at the end.
+
+        After a prune record ``after`` is gone: ``anchor`` is then its chain hash (the pruned
+        mark's), and ``frontier`` the tree over the first ``after`` records (from the kept
+        subtrees), from which the roots are computed on.
         """
         if after < 0:
             raise InvalidArgument(f"after: must not be negative, got {after}")
         if limit is not None and limit < 0:
             raise InvalidArgument(f"limit: must not be negative, got {limit}")
+        if frontier is not None and frontier.size != after:
+            raise ValueError(f"a frontier of {frontier.size} records, not of {after}")
         prev_hash = GENESIS_HASH
-        if after > 0:
-            anchor = await self._raw_page(after - 1, 1)
-            if not anchor or anchor[0].sequence != after:
-                return ChainCheck(False, 0, after, f"record #{after} is missing")
-            prev_hash = anchor[0].hash
+        if anchor is not None:
+            prev_hash = anchor
+        elif after > 0:
+            found = await self._raw_page(after - 1, 1)
+            if not found or found[0].sequence != after:
+                return ChainCheck(False, 0, after, f"record #{after} is missing", after=after)
+            prev_hash = found[0].hash
         expected, checked = after + 1, 0
-        frontier = Frontier() if after == 0 else None
+        if frontier is None and after == 0:
+            frontier = Frontier()
         wanted = set(roots_at)
         roots: dict[int, bytes] = {}
+        if frontier is not None and frontier.size in wanted:
+            roots[frontier.size] = frontier.root()
         while limit is None or checked < limit:
             page = _VERIFY_PAGE if limit is None else min(_VERIFY_PAGE, limit - checked)
             rows = await self._raw_page(expected - 1, page)
             for row in rows:
                 problem = _check_row(row, expected, prev_hash)
                 if problem is not None:
-                    return ChainCheck(False, checked, expected, problem, roots)
+                    return ChainCheck(False, checked, expected, problem, roots, after)
                 if frontier is not None:
                     frontier.append(record_leaf(row.hash))
                     if frontier.size in wanted:
@@ -778,7 +847,7 @@ class AuditLog:
                 break
         if frontier is not None:
             roots[frontier.size] = frontier.root()
-        return ChainCheck(True, checked, roots=roots)
+        return ChainCheck(True, checked, roots=roots, after=after)
 
     async def _raw_page(self, after: int, limit: int) -> list[Row[Any]]:
         async def txn(session: AsyncSession) -> list[Row[Any]]:

@@ -175,6 +175,14 @@ async def tree_head(session: AsyncSession, size: int | None = None) -> TreeHead:
     return TreeHead(size, fold([found[p] for p in pieces]))
 
 
+async def kept_frontier(session: AsyncSession, size: int) -> Frontier:
+    """The frontier over the first ``size`` records from the stored subtrees alone (after a
+    prune, ``size`` is a segment boundary and every piece is a kept subtree)."""
+    pieces = complete_pieces(0, size)
+    found = await _read_pieces(session, pieces)
+    return Frontier(size, [found[p] for p in pieces])
+
+
 async def prove_inclusion(
     session: AsyncSession, sequence: int, size: int
 ) -> tuple[bytes, list[bytes]]:

@@ -76,10 +76,14 @@ def sizes_to_check(witnessed: Sequence[Witnessed]) -> set[int]:
 
 def problems(check: ChainCheck, witnessed: Sequence[Witnessed]) -> list[str]:
     """What the records, as they are, contradict of the witnessed checkpoints; empty if
-    nothing. ``check`` is a chain check from the first record with roots at their sizes."""
+    nothing. ``check`` is a chain check from the first record with roots at their sizes (or,
+    after a prune, from the anchor with the kept subtrees' frontier: a checkpoint inside the
+    pruned records is the archive's to check, govnode audit verify-archive)."""
     found: list[str] = []
-    records = check.checked
+    records = check.size
     for w in sorted(witnessed, key=lambda w: -w.size):
+        if w.size < check.after:
+            continue
         when = f" at {w.at.isoformat(timespec='seconds')}" if w.at else ""
         if records < w.size:
             found.append(

@@ -20,6 +20,7 @@ from node.cli import (
     access,
     agency,
     audit,
+    audit_archive,
     backup,
     certs,
     changes,
@@ -65,6 +66,7 @@ def _options(
 app.add_typer(init.app, name="init")
 app.add_typer(certs.app, name="certs")
 app.add_typer(agency.app, name="agency")
+audit_archive.register(audit.app)
 app.add_typer(audit.app, name="audit")
 app.add_typer(federation.app, name="federation")
 app.add_typer(conformance.app, name="conformance")

@@ -26,6 +26,7 @@ from node.audit import (
     Checkpoints,
     KeyStatementError,
     ProofFileError,
+    RecordsPruned,
     Witnessed,
     WitnessedError,
     check_proof_file,
@@ -52,7 +53,8 @@ app = typer.Typer(
     help=(
         "Read the audit log: every call to this node, accepted or refused (汇聚, 共享, 查询, "
         "比对, 下载, 分析, 访问, 更新维护; 第三十九条). Records are hash-chained and kept at "
-        "least three years; govnode has no command that changes or deletes them."
+        "least three years; no command changes them, and only `audit prune` removes whole "
+        "archived segments past that retention."
     ),
     no_args_is_help=True,
 )
@@ -214,8 +216,27 @@ async def _verify(cfg: NodeConfig, offline: bool = False) -> _Verified:
         found = _Verified(ChainCheck(True, 0))
         await _witnessed(cfg, db, audit, offline, found)
         sizes = sizes_to_check(found.witnessed)
+        # After a prune the live chain is checked from the last pruned record's hash, and the
+        # tree from the kept subtrees over the pruned records (verify-archive checks those
+        # against the archived records themselves).
+        mark = await audit.pruned()
+        start: dict[str, Any] = {}
+        if mark is not None:
+            after = mark.first_live - 1
+            start = {
+                "after": after,
+                "anchor": mark.anchor_hash,
+                "frontier": await audit.kept_frontier(after),
+            }
+            found.notes.append(
+                f"records #1 to #{after} were pruned into archive segments 0 to "
+                f"{mark.segments - 1} on {mark.pruned_at.date().isoformat()}: the chain is "
+                f"checked from #{after}'s hash {mark.anchor_hash[:16]}…, the Merkle root over "
+                "them taken from the kept subtrees (govnode audit verify-archive checks the "
+                "archive)"
+            )
         if not sys.stderr.isatty():
-            check = await audit.verify_chain(roots_at=sizes)
+            check = await audit.verify_chain(roots_at=sizes, **start)
         else:
             total = await audit.count()
             with typer.progressbar(length=total, label="checking", file=sys.stderr) as bar:
@@ -226,15 +247,15 @@ async def _verify(cfg: NodeConfig, offline: bool = False) -> _Verified:
                     bar.update(checked - done)
                     done = checked
 
-                check = await audit.verify_chain(progress=advance, roots_at=sizes)
+                check = await audit.verify_chain(progress=advance, roots_at=sizes, **start)
         found.check = check
         if check.ok:
             found.problems.extend(problems(check, found.witnessed))
             stored = await audit.tree_head()
-            if (stored.size, stored.root) != (check.checked, check.roots.get(check.checked)):
+            if (stored.size, stored.root) != (check.size, check.roots.get(check.size)):
                 found.problems.append(
                     f"the database's stored Merkle tree ({stored.size} records) does not match "
-                    f"the {check.checked} records themselves"
+                    f"the {check.size} records themselves"
                 )
     finally:
         await db.close()
@@ -261,7 +282,10 @@ def verify(
             f"{safe_text(check.reason)} ({check.checked} records intact before it)"
         )
         raise typer.Exit(1)
-    echo(f"audit chain intact: {check.checked} records")
+    echo(
+        f"audit chain intact: {check.checked} records"
+        + (f" (#{check.after + 1} to #{check.size})" if check.after else "")
+    )
     for note in found.notes:
         echo(f"note: {note}")
     if found.problems:
@@ -299,6 +323,8 @@ async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
                 f"--sequence {sequence}: {exc} ([audit] checkpoint_seconds = "
                 f"{cfg.audit.checkpoint_seconds:g})"
             ) from None
+        except RecordsPruned as exc:
+            raise UserError(f"--sequence {sequence}: {exc.message}") from None
     finally:
         await db.close()
 

@@ -37,6 +37,7 @@ TABLES = {
     "audit_subtree",
     "audit_checkpoint",
     "audit_cosigner",
+    "audit_pruned",
     "witness_state",
     "witness_evidence",
     "invitation",

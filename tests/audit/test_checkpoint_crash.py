@@ -31,7 +31,7 @@ from tests.support.nodes import PUBLIC_SECURITY, make_province, serve_process
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 3
+ROUNDS = 2
 
 
 async def wait_serving(address: str, files: TlsFiles) -> None:

@@ -12,21 +12,10 @@ from node.audit import AuditLog
 from node.storage import Database
 from tests.support.audit import rewrite
 from tests.support.backup import backup_cli, resign
-from tests.support.databases import NewDatabaseUrl
+from tests.support.databases import sqlite_urls
 from tests.support.nodes import federation
 
 WAIT_S = 20.0
-
-
-def sqlite_urls(base: Path) -> NewDatabaseUrl:
-    """A new SQLite database per node: the copy is altered below as a SQLite file (backups of
-    PostgreSQL nodes are tested in test_backup_restore)."""
-    made = iter(range(100))
-
-    async def new() -> str:
-        return f"sqlite+aiosqlite:///{base / f'node-{next(made)}.db'}"
-
-    return new
 
 
 async def test_verify_checks_the_copy_against_the_witnessed_checkpoint(tmp_path: Path) -> None:

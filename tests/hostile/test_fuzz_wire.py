@@ -94,7 +94,7 @@ CALL_TIMEOUT_S = 10.0
 #: Server streams: at most this many messages are read, then the call is cancelled.
 MAX_READS = 4
 #: Streams that last as long as their caller reads: how long to wait for each message.
-OPEN_ENDED = frozenset({"WatchCatalog", "Subscribe", "WatchNotifications"})
+OPEN_ENDED = frozenset({"WatchCatalog", "Subscribe", "WatchNotifications", "StreamUsageLog"})
 OPEN_WAIT_S = 0.3
 #: Answers that mean a bug (README: "a bug | INTERNAL with a request id").
 BUGS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})

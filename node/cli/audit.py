@@ -251,7 +251,8 @@ async def _verify(cfg: NodeConfig, offline: bool = False) -> _Verified:
         found.check = check
         if check.ok:
             found.problems.extend(problems(check, found.witnessed))
-            stored = await audit.tree_head()
+            # At the size checked: a serving node may have appended since the check read.
+            stored = await audit.tree_head(check.size)
             if (stored.size, stored.root) != (check.size, check.roots.get(check.size)):
                 found.problems.append(
                     f"the database's stored Merkle tree ({stored.size} records) does not match "

@@ -201,24 +201,32 @@ class CheckpointPublisher:
     async def _forever(self) -> None:
         tick = min(1.0, self._every_s)
         last_made = time.monotonic()
+        signed = -1  # the newest checkpoint's size as last read (-1: not read yet)
         while True:
             await asyncio.sleep(tick)
             try:
-                newest = await self._checkpoints.newest()
-                size = newest.size if newest is not None else 0
+                if signed < 0:
+                    newest = await self._checkpoints.newest()
+                    signed = newest.size if newest is not None else 0
+                # One cheap read a tick (the log's head); the checkpoints table only when due.
                 head, _ = await self._audit.head()
                 due = time.monotonic() - last_made >= self._every_s
-                if head > size and (due or head - size >= self._every_records):
+                if head > signed and (due or head - signed >= self._every_records):
                     last_made = time.monotonic()
-                    await self.publish()
+                    made = await self.publish()
+                    signed = made.size if made is not None else -1
                 elif due:
                     last_made = time.monotonic()
+                    newest = await self._checkpoints.newest()
+                    signed = newest.size if newest is not None else 0
                     await self.witness(newest)
             except asyncio.CancelledError:
                 raise
             except DomainError as exc:
+                signed = -1
                 self._log.warning("audit.checkpoint_failed", error=exc.message)
             except Exception:
+                signed = -1
                 self._log.exception("audit.checkpoint_error")
 
     async def publish(self) -> StoredCheckpoint | None:

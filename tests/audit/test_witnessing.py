@@ -31,7 +31,7 @@ from node.tlog import (
 )
 from tests.support.audit import rewrite, truncate
 from tests.support.cli import govnode
-from tests.support.databases import NewDatabaseUrl
+from tests.support.databases import NewDatabaseUrl, sqlite_urls
 from tests.support.nodes import Member, channel, federation
 
 TRUST_DOMAIN = "fujian.gov.cn"
@@ -249,9 +249,10 @@ async def test_a_city_whose_newest_records_were_deleted_is_caught_by_its_witness
 
 
 async def test_a_city_whose_past_was_rewritten_is_caught_by_its_witness_and_audit_verify(
-    tmp_path: Path, db_urls: NewDatabaseUrl
+    tmp_path: Path,
 ) -> None:
-    async with federation(tmp_path, db_urls, checkpoint_seconds=0.3) as fed:
+    # On SQLite only: the same paths as the truncation test above, which runs on both.
+    async with federation(tmp_path, sqlite_urls(tmp_path), checkpoint_seconds=0.3) as fed:
         await grown(fed.fuzhou, 20)
         config = fed.fuzhou.setup.config_path
         intact = await asyncio.to_thread(govnode, "audit", "verify", "--config", config)

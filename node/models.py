@@ -201,6 +201,45 @@ class AuditPrunedRow(SQLModel, table=True):
     pruned_at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
+class AuditEpochRow(SQLModel, table=True):
+    """A new origin of this node's audit log (第三十九条): started when the node came back from
+    a backup shorter than, or different from, what its witnesses had cosigned. The log never
+    signs another history under an origin whose sizes were witnessed: it goes on under
+    ``<host>/audit/<epoch>``, and the record at ``first_sequence`` names the gap."""
+
+    __tablename__ = "audit_epoch"
+
+    epoch: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    origin: str = Field(max_length=300)
+    #: The sequence of the record that opened this origin (action ``audit.log_restarted``).
+    first_sequence: int = Field(sa_type=BigInteger)
+    opened_at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: The origin before, its newest witnessed checkpoint (size, root, the cosigned note).
+    previous_origin: str = Field(max_length=300)
+    previous_size: int = Field(sa_type=BigInteger)
+    previous_root: str = Field(max_length=64)
+    previous_note: str = Field(sa_type=Text)
+    #: The size of the log as restored: records after it, up to ``previous_size``, are lost.
+    restored_size: int = Field(sa_type=BigInteger)
+
+
+class AuditRestoreRow(SQLModel, table=True):
+    """`govnode backup restore` put this database back (第三十九条): until the node has asked its
+    witnesses what they cosigned of its log, it signs no checkpoint."""
+
+    __tablename__ = "audit_restore"
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite")
+    )
+    restored_at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: The audit log's size in the backup.
+    tree_size: int = Field(sa_type=BigInteger)
+    checked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: What the check found (empty while unchecked).
+    outcome: str = Field(default="", sa_type=Text)
+
+
 class AuditCheckpointRow(SQLModel, table=True):
     """A checkpoint of this node's audit tree (C2SP tlog-checkpoint, 第三十九条): the signed note
     with the node's signature and, appended as witnesses return them, their cosignatures."""

@@ -109,7 +109,33 @@ def checkpoint_lines(
         )
     for origin, kind, at in evidence:
         when = at.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S CST")
-        lines.append(f"REFUSED   {kind} of {origin} at {when}: evidence kept (witness_evidence)")
+        if kind == "restarted":
+            lines.append(
+                f"RESTARTED {origin} at {when}: its node lost records this node had cosigned "
+                "(witness_evidence)"
+            )
+        else:
+            lines.append(
+                f"REFUSED   {kind} of {origin} at {when}: evidence kept (witness_evidence)"
+            )
+    return lines
+
+
+def restart_lines(
+    restore: tuple[int, dt.datetime] | None, restarts: list[tuple[str, int, str]]
+) -> list[str]:
+    """A restored database still waiting for its witnesses, and each origin the log went on
+    under after a restore lost records its witnesses had cosigned (第三十九条)."""
+    lines = []
+    if restore is not None:
+        size, at = restore
+        lines.append(
+            f"RESTORED  from a backup of {size} records at "
+            f"{at.astimezone(CST):%Y-%m-%d %H:%M:%S} CST: no checkpoint is signed until a "
+            "witness says what it cosigned of this log"
+        )
+    for origin, first, gap in restarts:
+        lines.append(f"RESTARTED this log goes on as {origin} from record #{first}: {gap}")
     return lines
 
 

@@ -47,6 +47,7 @@ from node.audit._keys import (
     KeyStatementError,
     log_origin,
     node_key_name,
+    origin_epoch,
     read_log_signer,
     read_witness_statement,
 )
@@ -127,7 +128,7 @@ def _check(directory: Path, k: int, root: x509.Certificate, trust_domain: str) -
     except (NoteError, ValueError, KeyError, IndexError) as exc:
         raise _Failed("manifest signature", f"not signed by {identity}: {exc}") from None
     origin = log_origin(identity.host)
-    if (manifest.segment, manifest.origin) != (k, origin):
+    if manifest.segment != k or origin_epoch(manifest.origin, identity.host) is None:
         raise _Failed(
             "manifest signature",
             f"the manifest is of segment {manifest.segment} of {manifest.origin[:80]!r}, not of "
@@ -171,16 +172,15 @@ def _check(directory: Path, k: int, root: x509.Certificate, trust_domain: str) -
         raise _Failed("segment root", "the records' Merkle root is not the manifest's")
     # 7, 8: the covering checkpoint and its witnesses.
     try:
-        _, log_key = read_log_signer(chain_pem, root, trust_domain)
+        _, log_key = read_log_signer(chain_pem, root, trust_domain, checkpoint_note)
         note, _ = open_note(checkpoint_note, [log_key])
         checkpoint = parse_checkpoint(note.text)
     except (KeyStatementError, NoteError, ValueError) as exc:
         raise _Failed("checkpoint signature", f"the node's signature: {exc}") from None
-    if (checkpoint.origin, checkpoint.size, checkpoint.root) != (
-        origin,
-        manifest.checkpoint_size,
-        manifest.checkpoint_root,
-    ):
+    if origin_epoch(checkpoint.origin, identity.host) is None or (
+        checkpoint.size,
+        checkpoint.root,
+    ) != (manifest.checkpoint_size, manifest.checkpoint_root):
         raise _Failed("checkpoint signature", "the checkpoint is not the one the manifest names")
     witnesses: list[str] = []
     for signer in signers[1:]:

@@ -30,12 +30,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from node.audit._keys import epoch_origin
 from node.audit._log import AuditLog
 from node.audit._policy import WitnessRule
+from node.audit._restart import current_epoch
 from node.models import AuditCheckpointRow, AuditCosignerRow
 from node.storage import Database
 from node.tlog import (
     Checkpoint,
+    EcdsaSigner,
     NoteSignature,
     Signer,
     add_signatures,
@@ -85,10 +88,24 @@ class Checkpoints:
     """This node's checkpoints: made from the tree, signed, stored, cosigned."""
 
     def __init__(self, db: Database, audit: AuditLog, origin: str, signer: Signer) -> None:
+        """``origin`` and ``signer``: the log's first origin and the node key under its name.
+        After a restart (node.audit._restart) checkpoints are signed under the newest
+        epoch's origin, with the same key under that name."""
         self._db = db
         self._audit = audit
+        self.first_origin = origin
         self.origin = origin
         self._signer = signer
+
+    async def refresh_origin(self) -> None:
+        """Sign under the newest epoch's origin (another process may have opened it)."""
+        epoch = await current_epoch(self._db)
+        origin = epoch_origin(self.first_origin, epoch)
+        if origin != self.origin:
+            if not isinstance(self._signer, EcdsaSigner):
+                raise TypeError("a restarted log needs its node key as an EcdsaSigner")
+            self.origin = origin
+            self._signer = self._signer.named(origin)
 
     async def newest(self) -> StoredCheckpoint | None:
         async def txn(session: AsyncSession) -> StoredCheckpoint | None:
@@ -140,6 +157,7 @@ class Checkpoints:
         it (or the one another process made of the same size), or None if nothing changed.
 
         Raises :class:`LogDiverged` when the tree does not extend the newest checkpoint."""
+        await self.refresh_origin()
         newest = await self.newest()
         head = await self._audit.tree_head()
         if newest is not None:

@@ -26,6 +26,7 @@ from node.tlog import (
     NoteError,
     Verifier,
     open_note,
+    parse_note,
     parse_vkey,
     sign_note,
     vkey,
@@ -39,9 +40,55 @@ class KeyStatementError(ValueError):
     """A witness key statement, or the chain it rests on, does not verify."""
 
 
-def log_origin(host: str) -> str:
-    """The origin of a node's audit log: ``<region>.<trust domain>/audit``."""
-    return f"{host}/audit"
+#: The largest log epoch an origin may name (a restart is rare: one per restore at most).
+MAX_EPOCH = 999_999
+
+
+def log_origin(host: str, epoch: int = 0) -> str:
+    """The origin of a node's audit log: ``<region>.<trust domain>/audit``, and
+    ``…/audit/<epoch>`` for the log the node started after a restore lost witnessed records
+    (node.audit._restart)."""
+    return epoch_origin(f"{host}/audit", epoch)
+
+
+def epoch_origin(first: str, epoch: int) -> str:
+    """The origin of ``epoch`` of the log whose first origin is ``first``."""
+    return first if epoch == 0 else f"{first}/{epoch}"
+
+
+def origin_epoch(origin: str, host: str) -> int | None:
+    """The epoch of ``origin`` if it is one of the audit logs of ``host``, else None."""
+    base = log_origin(host)
+    if origin == base:
+        return 0
+    rest = origin.removeprefix(base + "/")
+    if (
+        rest == origin
+        or not rest.isascii()
+        or not rest.isdigit()
+        or rest.startswith("0")
+        or len(rest) > len(str(MAX_EPOCH))
+    ):
+        return None
+    return int(rest)
+
+
+def origin_parts(origin: str) -> tuple[str, int]:
+    """(the first origin of the log, epoch): ``h/audit/3`` -> (``h/audit``, 3); an origin
+    with no epoch is its own first origin."""
+    head, _, tail = origin.rpartition("/")
+    if head.endswith("/audit") and origin_epoch(origin, head.removesuffix("/audit")):
+        return head, int(tail)
+    return origin, 0
+
+
+def claimed_origin(note: bytes) -> str:
+    """The origin a checkpoint note claims (its first line), unverified: which of a node's
+    log keys to verify it with. Empty if the note cannot be read."""
+    try:
+        return parse_note(note).text.split("\n", 1)[0]
+    except NoteError:
+        return ""
 
 
 def witness_name(host: str) -> str:
@@ -54,15 +101,16 @@ def node_key_name(host: str) -> str:
     return f"{host}/node"
 
 
-def log_signer(host: str, key: ec.EllipticCurvePrivateKey) -> EcdsaSigner:
-    return EcdsaSigner(log_origin(host), key)
+def log_signer(host: str, key: ec.EllipticCurvePrivateKey, epoch: int = 0) -> EcdsaSigner:
+    """The node key, signing checkpoints under the key name of its log's origin."""
+    return EcdsaSigner(log_origin(host, epoch), key)
 
 
-def log_verifier(host: str, certificate: x509.Certificate) -> EcdsaVerifier:
+def log_verifier(host: str, certificate: x509.Certificate, epoch: int = 0) -> EcdsaVerifier:
     public = certificate.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise KeyStatementError(f"the certificate of {host} does not hold an ECDSA key")
-    return EcdsaVerifier(log_origin(host), public)
+    return EcdsaVerifier(log_origin(host, epoch), public)
 
 
 def witness_signer(host: str, key: ed25519.Ed25519PrivateKey) -> CosignatureSigner:
@@ -126,11 +174,14 @@ def read_witness_statement(
 
 
 def read_log_signer(
-    chain_pem: str, root: x509.Certificate, trust_domain: str
+    chain_pem: str, root: x509.Certificate, trust_domain: str, note: bytes = b""
 ) -> tuple[Identity, EcdsaVerifier]:
-    """The identity of a log's node and the verifier of its checkpoints, from its chain."""
+    """The identity of a log's node and the verifier of its checkpoints, from its chain: for
+    the origin ``note`` claims when that is one of the node's logs, else its first log (whose
+    verifier then fails the note)."""
     try:
         identity, leaf = verify_chain(chain_pem, root, trust_domain)
     except PkiError as exc:
         raise KeyStatementError(str(exc)) from None
-    return identity, log_verifier(identity.host, leaf)
+    epoch = origin_epoch(claimed_origin(note), identity.host) if note else None
+    return identity, log_verifier(identity.host, leaf, epoch or 0)

@@ -30,7 +30,7 @@ from cryptography import x509
 from node.audit._checkpoints import Checkpoints, CosignerKeys, StoredCheckpoint, cosigners
 from node.audit._keys import (
     KeyStatementError,
-    log_origin,
+    origin_epoch,
     read_log_signer,
     read_witness_statement,
 )
@@ -163,12 +163,12 @@ def check_proof_file(data: bytes, root: x509.Certificate, trust_domain: str) -> 
         )
     # 2. The log's node signed the checkpoint.
     try:
-        identity, log_key = read_log_signer(log_chain, root, trust_domain)
+        identity, log_key = read_log_signer(log_chain, root, trust_domain, parsed.checkpoint)
         note, _ = open_note(parsed.checkpoint, [log_key])
         checkpoint = parse_checkpoint(note.text)
     except (KeyStatementError, NoteError, ValueError) as exc:
         raise ProofFileError(f"the log's signature on the checkpoint: {exc}") from None
-    if checkpoint.origin != log_origin(identity.host):
+    if origin_epoch(checkpoint.origin, identity.host) is None:
         raise ProofFileError(
             f"the checkpoint is of {checkpoint.origin[:80]!r}, but signed by {identity}"
         )

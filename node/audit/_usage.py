@@ -40,7 +40,7 @@ import binascii
 import bisect
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +53,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.identity import Identity, Role
 from gateway.quote import quote
 from node.audit._checkpoints import Checkpoints, CosignerKeys, StoredCheckpoint
-from node.audit._keys import log_origin, node_key_name
+from node.audit._keys import log_origin, node_key_name, origin_epoch, origin_parts
 from node.audit._log import _ENTRY_COLUMNS, AuditLog, AuditRecord, _timestamp
 from node.audit._log import _record as _audit_record
+from node.audit._policy import WitnessRule
 from node.audit._prooffile import CheckedProof, ProofFileError, check_proof_file, make_proof_file
 from node.catalog import Catalog
 from node.errors import FailedPrecondition, NotFound, PermissionDenied
@@ -313,9 +314,17 @@ class CosignedWatch:
     however many streams ask: what the usage streams wait on (cosignatures arrive from other
     nodes, so there is no local commit to be woken by)."""
 
-    def __init__(self, checkpoints: Checkpoints, interval_s: float) -> None:
+    def __init__(
+        self,
+        checkpoints: Checkpoints,
+        interval_s: float,
+        rule: Callable[[], Awaitable[WitnessRule]] | None = None,
+    ) -> None:
+        """``rule``: which cosignatures make a checkpoint witnessed (the federation's: the
+        province's for a city's log, most cities' for the province's); without one, any."""
         self._checkpoints = checkpoints
         self.interval_s = interval_s
+        self._rule = rule
         self._lock = asyncio.Lock()
         self._read_at: float | None = None
         self._newest: StoredCheckpoint | None = None
@@ -324,7 +333,11 @@ class CosignedWatch:
         loop = asyncio.get_running_loop()
         async with self._lock:
             if self._read_at is None or loop.time() - self._read_at >= self.interval_s:
-                self._newest = await self._checkpoints.newest_cosigned()
+                self._newest = (
+                    await self._checkpoints.newest_witnessed(await self._rule())
+                    if self._rule is not None
+                    else await self._checkpoints.newest_cosigned()
+                )
                 self._read_at = loop.time()
             return self._newest
 
@@ -401,7 +414,7 @@ def read_statement(
     except NoteError as exc:
         raise UsageError(f"the statement's signature by {identity}: {exc}") from None
     statement = parse_statement(opened.text)
-    if statement.origin != log_origin(identity.host):
+    if origin_epoch(statement.origin, identity.host) is None:
         raise UsageError(
             f"the statement is about the log {statement.origin[:80]!r}, but signed by {identity}"
         )
@@ -463,8 +476,8 @@ def check_usage(
         except ProofFileError as exc:
             problem(f"a proof does not check: {exc}")
             continue
-        found.log = found.log or checked.origin
-        if checked.origin != found.log:
+        found.log = found.log or origin_parts(checked.origin)[0]
+        if origin_parts(checked.origin)[0] != found.log:
             problem(f"record #{checked.sequence} is of the log {checked.origin}, not {found.log}")
             continue
         roots.setdefault(checked.size, _root_of(data))
@@ -484,8 +497,8 @@ def check_usage(
             continue
         statement = signed.statement
         where = f"the statement of {statement.first}-{statement.last}"
-        found.log = found.log or statement.origin
-        if statement.origin != found.log:
+        found.log = found.log or origin_parts(statement.origin)[0]
+        if origin_parts(statement.origin)[0] != found.log:
             problem(f"{where} is about the log {statement.origin}, not {found.log}")
             continue
         found.provider = found.provider or statement.provider

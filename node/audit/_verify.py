@@ -33,6 +33,8 @@ class Witnessed:
     root: bytes
     by: str  # who vouches for it, for messages: a witness's identity
     at: dt.datetime | None = None  # when it was cosigned, if known
+    origin: str = ""
+    note: bytes = b""  # the checkpoint as cosigned
 
 
 def witnessed_note(
@@ -51,7 +53,9 @@ def witnessed_note(
             f"{cosigner.identity} returned a checkpoint of {checkpoint.origin[:80]!r}, "
             f"not of {origin}"
         )
-    return Witnessed(checkpoint.size, checkpoint.root, str(cosigner.identity), at)
+    return Witnessed(
+        checkpoint.size, checkpoint.root, str(cosigner.identity), at, checkpoint.origin, note
+    )
 
 
 def stored_witnessed(

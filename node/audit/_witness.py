@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from node.audit._keys import origin_parts
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.models import WitnessEvidenceRow, WitnessStateRow
 from node.storage import Database
@@ -103,7 +104,15 @@ class Witness:
             request = parse_add_checkpoint(body, max_bytes=MAX_BODY_BYTES)
         except WitnessRefusal as exc:
             raise InvalidArgument(f"body: {exc}") from None
-        state = await self.state(origin)
+        first, epoch = origin_parts(origin)
+        family = await self._family(first)
+        newest = max(family, key=lambda o: origin_parts(o)[1], default=origin)
+        if origin_parts(newest)[1] > epoch:
+            raise FailedPrecondition(
+                f"{origin}: this log went on as {newest}, and this witness cosigns only that "
+                "origin now (第三十九条)"
+            )
+        state = family.get(origin)
         try:
             checkpoint = check_add_checkpoint(
                 request, log_verifiers={origin: [verifier]}, state=state
@@ -114,7 +123,38 @@ class Witness:
             # The same checkpoint again (tlog-witness allows it): cosign, nothing to store.
             return cosign(request.checkpoint, self._signer)
         await self._swap(origin, state, checkpoint, request.checkpoint)
+        if state is None and epoch > 0:
+            before = family.get(newest) if newest != origin else None
+            await self._keep(
+                origin,
+                "restarted",
+                f"{first} went on as {origin} from {checkpoint.size} records"
+                + (
+                    f"; this witness had cosigned {before.size} records of {newest}"
+                    if before is not None
+                    else ""
+                )
+                + ": records of its old log were lost (a restore from a backup)",
+                request,
+            )
         return cosign(request.checkpoint, self._signer)
+
+    async def _family(self, first: str) -> dict[str, WitnessState]:
+        """What this witness holds of every origin of the log whose first origin is
+        ``first``."""
+
+        async def txn(session: AsyncSession) -> list[WitnessStateRow]:
+            statement = select(WitnessStateRow).where(
+                (_s.c.origin == first) | _s.c.origin.startswith(first + "/", autoescape=True)
+            )
+            return list((await session.exec(statement)).all())
+
+        rows = await self._db.read("witness.family", txn)
+        return {
+            r.origin: WitnessState(r.size, bytes.fromhex(r.root))
+            for r in rows
+            if origin_parts(r.origin)[0] == first
+        }
 
     async def state(self, origin: str) -> WitnessState | None:
         async def txn(session: AsyncSession) -> WitnessState | None:
@@ -235,6 +275,13 @@ class Witness:
         self, origin: str, kind: str, message: str, request: AddCheckpoint
     ) -> FailedPrecondition:
         """Keep the evidence and raise the alarm; the refusal to answer with."""
+        await self._keep(origin, kind, message, request)
+        return FailedPrecondition(
+            f"refused to cosign: {message}; the request is kept as evidence (第三十九条)"
+        )
+
+    async def _keep(self, origin: str, kind: str, message: str, request: AddCheckpoint) -> None:
+        """Keep the request as evidence, log it and raise the alarm."""
         now = dt.datetime.now(dt.UTC)
 
         async def txn(session: AsyncSession) -> None:
@@ -254,9 +301,6 @@ class Witness:
         log.error("witness.log_misbehaved", origin=origin, kind=kind, message=message)
         if self._alarm is not None:
             await self._alarm(origin, message)
-        return FailedPrecondition(
-            f"refused to cosign: {message}; the request is kept as evidence (第三十九条)"
-        )
 
 
 async def witness_evidence(db: Database, limit: int = 100) -> list[Evidence]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from node.audit import mark_restored
 from node.backup._database import (
     Progress,
     is_sqlite,
@@ -32,6 +33,7 @@ from node.backup._keys import decrypt_key, key_pem, write_secret
 from node.backup._manifest import MANIFEST, BackupError, load_manifest, safe_name
 from node.backup._verify import Verification, verify_backup
 from node.config import ConfigError, load_config
+from node.storage import Database
 
 RESTORED_DB = "node.db"
 # Where the restored config finds its files, relative to the config (node.config).
@@ -156,6 +158,14 @@ async def restore_backup(
             f"{audit.size} audit records (expected {manifest['database']['schema_revision']}, "
             f"at least {size})"
         )
+    # The node asks its witnesses what they cosigned before it signs a checkpoint again: a
+    # log shorter than that goes on under a new origin naming the gap (node.audit._restart).
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        await mark_restored(db, audit.size)
+    finally:
+        await db.close()
     notes = []
     if manifest.get("keys") and passphrase is None:
         notes.append(

@@ -31,8 +31,10 @@ from node.audit import (
     WitnessedError,
     check_proof_file,
     cosigners,
+    epochs,
     log_origin,
     log_signer,
+    newest_cosigned,
     problems,
     prove_record,
     read_log_signer,
@@ -42,12 +44,13 @@ from node.audit import (
 )
 from node.cli import audit_usage
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
-from node.clients import fetch_witnessed, witness_endpoints, witness_rule
+from node.clients import newest_witnessed, witness_endpoints, witness_rule
 from node.config import NodeConfig
 from node.pki import load_certs, load_private_key
 from node.storage import Database
 from node.terminal import format_record, safe_text
 from node.times import CST
+from node.tlog import EcdsaVerifier
 
 app = typer.Typer(
     help=(
@@ -165,11 +168,19 @@ async def _witnessed(
     chain_pem = cfg.path(cfg.tls.cert).read_text(encoding="utf-8")
     trust_domain = cfg.node.trust_domain
     identity, log_key = read_log_signer(chain_pem, root, trust_domain)
-    origin = log_origin(identity.host)
-    stored = await Checkpoints(
-        db, audit, origin, log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key)))
-    ).newest_cosigned()
-    if stored is not None:
+    # After a restart (a restore that lost witnessed records) only the current origin is
+    # compared: the records the old one's witnesses cosigned past the gap are not here.
+    restarts = await epochs(db)
+    epoch = restarts[-1].epoch if restarts else 0
+    origin = log_origin(identity.host, epoch)
+    for restarted in restarts:
+        found.notes.append(
+            f"the log went on as {restarted.origin} at record #{restarted.first_sequence} on "
+            f"{restarted.opened_at.date().isoformat()}: {restarted.gap}"
+        )
+    here = EcdsaVerifier(origin, log_key.public_key)
+    stored = await newest_cosigned(db)
+    if stored is not None and stored.checkpoint.origin == origin:
         known = []
         for keys in (await cosigners(db)).values():
             try:
@@ -179,33 +190,41 @@ async def _witnessed(
             except KeyStatementError as exc:
                 found.notes.append(f"witness {keys.identity}'s key statement: {exc}")
         try:
-            found.witnessed.append(stored_witnessed(stored, origin, log_key, known))
+            found.witnessed.append(stored_witnessed(stored, origin, here, known))
         except WitnessedError as exc:
             found.problems.append(f"this node's checkpoints table: {exc}")
     if offline:
         return
     for endpoint, region in await witness_endpoints(cfg, db)():
         try:
-            found.witnessed.append(
-                await fetch_witnessed(
-                    endpoint=endpoint,
-                    region=region,
-                    identity=identity,
-                    tls=node_tls_files(cfg),
-                    root=root,
-                    log=log_key,
-                )
+            witnessed = await newest_witnessed(
+                endpoint=endpoint,
+                region=region,
+                identity=identity,
+                tls=node_tls_files(cfg),
+                root=root,
+                log=log_key,
+                from_epoch=epoch,
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
-                found.notes.append(f"witness {region} has cosigned nothing of this log yet")
-            else:
-                found.notes.append(
-                    f"witness {region} at {endpoint} could not be asked: {exc.code().name}: "
-                    f"{safe_text(exc.details() or '')}"
-                )
+            found.notes.append(
+                f"witness {region} at {endpoint} could not be asked: {exc.code().name}: "
+                f"{safe_text(exc.details() or '')}"
+            )
+            continue
         except WitnessedError as exc:
             found.problems.append(str(exc))
+            continue
+        if witnessed is None:
+            found.notes.append(f"witness {region} has cosigned nothing of {origin} yet")
+        elif witnessed.origin != origin:
+            found.problems.append(
+                f"witness {region} cosigned {witnessed.size} records of {witnessed.origin}, an "
+                f"origin this database does not know: it is older than the log (restored, and "
+                "not yet checked with the witnesses)"
+            )
+        else:
+            found.witnessed.append(witnessed)
 
 
 async def _verify(cfg: NodeConfig, offline: bool = False) -> _Verified:

@@ -13,10 +13,10 @@ from govnode.v1 import audit_pb2, audit_pb2_grpc, federation_pb2, federation_pb2
 
 from gateway.channel import secure_channel
 from node.app import node_tls_files
-from node.audit import witness_evidence
+from node.audit import epochs, pending_restore, witness_evidence
 from node.cli._common import CONFIG_OPTION, echo, load
 from node.storage import Database
-from node.terminal import checkpoint_lines, status_lines
+from node.terminal import checkpoint_lines, restart_lines, status_lines
 
 
 def register(app: typer.Typer) -> None:
@@ -42,9 +42,17 @@ def register(app: typer.Typer) -> None:
                 raise
 
         async def evidence() -> list[tuple[str, str, dt.datetime]]:
-            # What this node refused to cosign as a witness, from its own database.
+            # What this node refused to cosign as a witness, and whether its own log was
+            # restored or restarted, from its own database.
             db = await Database.open(cfg.database_url)
             try:
+                restore = await pending_restore(db)
+                evidence_lines.extend(
+                    restart_lines(
+                        None if restore is None else (restore.tree_size, restore.restored_at),
+                        [(e.origin, e.first_sequence, e.gap) for e in await epochs(db)],
+                    )
+                )
                 return [(e.origin, e.kind, e.at) for e in reversed(await witness_evidence(db, 10))]
             finally:
                 await db.close()
@@ -52,13 +60,11 @@ def register(app: typer.Typer) -> None:
         async def fetch() -> tuple[federation_pb2.NodeInfo, list[federation_pb2.Peer]]:
             async with secure_channel(address, node_tls_files(cfg), timeout=timeout) as channel:
                 audit = audit_pb2_grpc.AuditServiceStub(channel)
-                evidence_lines.extend(
-                    checkpoint_lines(
-                        await checkpoint(audit, witnessed=False),
-                        await checkpoint(audit, witnessed=True),
-                        await evidence(),
-                        dt.datetime.now(dt.UTC),
-                    )
+                newest = await checkpoint(audit, witnessed=False)
+                witnessed = await checkpoint(audit, witnessed=True)
+                refused = await evidence()
+                evidence_lines[:0] = checkpoint_lines(
+                    newest, witnessed, refused, dt.datetime.now(dt.UTC)
                 )
                 stub = federation_pb2_grpc.FederationServiceStub(channel)
                 info = await stub.GetNodeInfo(federation_pb2.GetNodeInfoRequest())

@@ -11,6 +11,7 @@ from node.clients._checkpointing import (
     PublisherStatus,
     WitnessStatus,
     fetch_witnessed,
+    newest_witnessed,
     witness_endpoints,
     witness_rule,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "WitnessStatus",
     "fetch_witnessed",
     "join_province",
+    "newest_witnessed",
     "witness_endpoints",
     "witness_rule",
 ]

@@ -35,6 +35,7 @@ from gateway.tls import TlsFiles
 from node.audit import (
     AuditLog,
     Checkpoints,
+    Cosigned,
     CosignerKeys,
     KeyStatementError,
     LogDiverged,
@@ -44,14 +45,20 @@ from node.audit import (
     WitnessRule,
     federation_rule,
     log_origin,
+    lost_history,
+    origin_parts,
+    pending_restore,
+    read_log_signer,
     read_witness_statement,
     remember_cosigner,
+    restart,
+    settle_restores,
     witnessed_note,
 )
 from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.storage import Database
-from node.tlog import AddCheckpoint, NoteError, Verifier, format_add_checkpoint, open_note
+from node.tlog import AddCheckpoint, EcdsaVerifier, NoteError, format_add_checkpoint, open_note
 
 log = structlog.get_logger("govnode.audit")
 
@@ -61,6 +68,9 @@ CALL_TIMEOUT_S = 10.0
 #: A witness that failed is tried again after this long at first, doubling to the cap.
 RETRY_FIRST_S = 2.0
 RETRY_CAP_S = 300.0
+
+#: How many origins past the one it knows a restored node asks a witness about.
+MAX_EPOCHS_ASKED = 16
 
 #: Where this node's witnesses are: (endpoint HOST:PORT, region) of each.
 WitnessList = Callable[[], Awaitable[list[tuple[str, str]]]]
@@ -108,15 +118,17 @@ async def fetch_witnessed(
     identity: Identity,
     tls: TlsFiles,
     root: x509.Certificate,
-    log: Verifier,
+    log: EcdsaVerifier,
+    epoch: int = 0,
 ) -> Witnessed:
-    """What the witness of ``region`` at ``endpoint`` cosigned of this node's log, checked:
-    its key statement against the root, its cosignature, and this log's own signature."""
+    """What the witness of ``region`` at ``endpoint`` cosigned of this node's log (of its
+    origin for ``epoch``), checked: its key statement against the root, its cosignature, and
+    this log's own signature (``log``: the node key's verifier)."""
     expected = make_identity(region, identity.trust_domain, Role.NODE)
+    origin = log_origin(identity.host, epoch)
     async with secure_channel(endpoint, tls, timeout=CALL_TIMEOUT_S) as channel:
         reply = await witness_pb2_grpc.WitnessServiceStub(channel).GetWitnessed(
-            witness_pb2.GetWitnessedRequest(origin=log_origin(identity.host)),
-            timeout=CALL_TIMEOUT_S,
+            witness_pb2.GetWitnessedRequest(origin=origin), timeout=CALL_TIMEOUT_S
         )
     try:
         cosigner = read_witness_statement(
@@ -130,7 +142,41 @@ async def fetch_witnessed(
     if cosigner.identity != expected:
         raise WitnessedError(f"the witness at {endpoint} is {cosigner.identity}, not {expected}")
     at = reply.cosigned_at.ToDatetime(dt.UTC) if reply.HasField("cosigned_at") else None
-    return witnessed_note(reply.signed_note, log_origin(identity.host), log, cosigner, at)
+    return witnessed_note(
+        reply.signed_note, origin, EcdsaVerifier(origin, log.public_key), cosigner, at
+    )
+
+
+async def newest_witnessed(
+    *,
+    endpoint: str,
+    region: str,
+    identity: Identity,
+    tls: TlsFiles,
+    root: x509.Certificate,
+    log: EcdsaVerifier,
+    from_epoch: int = 0,
+) -> Witnessed | None:
+    """What the witness of ``region`` cosigned of the newest origin of this node's log it
+    knows, from ``from_epoch`` on (None if it cosigned none): a restored database may not
+    know of the origins its log went on under since."""
+    found = None
+    for epoch in range(from_epoch, from_epoch + MAX_EPOCHS_ASKED):
+        try:
+            found = await fetch_witnessed(
+                endpoint=endpoint,
+                region=region,
+                identity=identity,
+                tls=tls,
+                root=root,
+                log=log,
+                epoch=epoch,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                raise
+            break
+    return found
 
 
 @dataclass
@@ -150,6 +196,8 @@ class WitnessStatus:
 class PublisherStatus:
     newest_size: int = 0
     diverged: str = ""
+    #: Set while checkpoints wait for the witnesses of a restored database to answer.
+    restore_waiting: str = ""
     witnesses: dict[str, WitnessStatus] = field(default_factory=dict)
 
 
@@ -184,6 +232,9 @@ class CheckpointPublisher:
         self._task: asyncio.Task[None] | None = None
         self.status = PublisherStatus()
         self._log = log.bind(origin=checkpoints.origin)
+        self._settled = False  # whether a restore of the database (if any) was checked
+        self._settle_retry_at = 0.0
+        self._settle_failures = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._forever(), name="audit.checkpoints")
@@ -205,6 +256,12 @@ class CheckpointPublisher:
         while True:
             await asyncio.sleep(tick)
             try:
+                if not self._settled:
+                    if time.monotonic() < self._settle_retry_at:
+                        continue
+                    self._settled = await self.settle_restore()
+                    if not self._settled:
+                        continue
                 if signed < 0:
                     newest = await self._checkpoints.newest()
                     signed = newest.size if newest is not None else 0
@@ -228,6 +285,79 @@ class CheckpointPublisher:
             except Exception:
                 signed = -1
                 self._log.exception("audit.checkpoint_error")
+
+    async def settle_restore(self) -> bool:
+        """If the database was restored from a backup, ask the witnesses what they cosigned
+        of this log before signing anything (node.audit._restart); True once checkpoints may
+        be signed. Without an answer from any witness, False: try again later."""
+        pending = await pending_restore(self._db)
+        if pending is None:
+            return True
+        await self._checkpoints.refresh_origin()
+        current = self._checkpoints.origin
+        targets = await self._witnesses()
+        if not targets:
+            await settle_restores(self._db, f"no witness to ask; {current} goes on")
+            return True
+        _, log_key = read_log_signer(self._chain_pem, self._root, self._identity.trust_domain)
+        answers: list[Witnessed] = []
+        errors: list[str] = []
+        for endpoint, region in targets:
+            try:
+                found = await newest_witnessed(
+                    endpoint=endpoint,
+                    region=region,
+                    identity=self._identity,
+                    tls=self._tls,
+                    root=self._root,
+                    log=log_key,
+                    from_epoch=origin_parts(current)[1],
+                )
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{region}: {exc.code().name}: {exc.details()}")
+                continue
+            except WitnessedError as exc:
+                errors.append(f"{region}: {exc}")
+                continue
+            if found is not None:
+                answers.append(found)
+            else:
+                answers.append(Witnessed(0, b"", region, origin=current))
+        if len(errors) == len(targets):
+            self._settle_failures += 1
+            delay = min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** (self._settle_failures - 1))
+            self._settle_retry_at = time.monotonic() + delay
+            self.status.restore_waiting = (
+                f"this database was restored from a backup of {pending.tree_size} records: no "
+                f"checkpoint is signed until a witness says what it cosigned ({errors[0]})"
+            )
+            self._log.warning("audit.restore_unchecked", error=self.status.restore_waiting)
+            return False
+        lost = []
+        for witnessed in answers:
+            cosigned = Cosigned(
+                witnessed.origin, witnessed.size, witnessed.root, witnessed.note, witnessed.by
+            )
+            if witnessed.size and await lost_history(self._audit, cosigned, current):
+                lost.append(cosigned)
+        if lost:
+            newest = max(lost, key=lambda c: (origin_parts(c.origin)[1], c.size))
+            epoch = await restart(
+                self._db, self._audit, self._identity.host, newest, pending.tree_size
+            )
+            await self._checkpoints.refresh_origin()
+            self._log = log.bind(origin=self._checkpoints.origin)
+            outcome = f"went on as {epoch.origin}: {epoch.gap}"
+        else:
+            sizes = ", ".join(f"{w.by} {w.size}" for w in answers)
+            outcome = f"the witnesses cosigned nothing this database lacks ({sizes}); {current}"
+            outcome += " goes on"
+        await settle_restores(self._db, outcome)
+        self.status.restore_waiting = ""
+        self._log.info("audit.restore_checked", outcome=outcome)
+        return True
 
     async def publish(self) -> StoredCheckpoint | None:
         """Sign a checkpoint now if the log grew, then gather cosignatures for the newest."""

@@ -281,7 +281,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     services.catalog,
                     services.audit_log,
                     services.usage,
-                    CosignedWatch(services.checkpoints, every),
+                    CosignedWatch(services.checkpoints, every, services.witness_rule),
                     services.db,
                 )
             )

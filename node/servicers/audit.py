@@ -139,9 +139,16 @@ class AuditServicer:
         if size < 0:
             raise InvalidArgument(f"size: must not be negative, got {size}")
         if size == 0 and witnessed:
-            stored = await self._checkpoints.newest_cosigned()
+            stored = (
+                await self._checkpoints.newest_witnessed(await self._rule())
+                if self._rule is not None
+                else await self._checkpoints.newest_cosigned()
+            )
             if stored is None:
-                raise NotFound("no witness has cosigned a checkpoint of this node's audit log yet")
+                raise NotFound(
+                    "no checkpoint of this node's audit log has the cosignatures its witness "
+                    "rule asks for yet"
+                )
             return stored
         if size == 0:
             stored = await self._checkpoints.newest()

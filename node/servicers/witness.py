@@ -18,7 +18,16 @@ from govnode.v1 import audit_pb2, witness_pb2
 from gateway.auth import current_peer
 from gateway.identity import Identity, Role
 from gateway.quote import quote
-from node.audit import KeyStatementError, SizeConflict, Witness, log_origin, read_log_signer
+from node.audit import (
+    MAX_BODY_BYTES,
+    KeyStatementError,
+    SizeConflict,
+    Witness,
+    claimed_origin,
+    log_origin,
+    origin_epoch,
+    read_log_signer,
+)
 from node.config import Mode, NodeConfig
 from node.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
 
@@ -63,9 +72,13 @@ class WitnessServicer:
                 f"{caller} may not ask this node to witness a log: it witnesses the audit logs "
                 f"of {who} only"
             )
+        origin = claimed_origin(_checkpoint_of(request.body))
         try:
             signer_identity, verifier = read_log_signer(
-                request.log_certificate_chain_pem, self._root, self._config.node.trust_domain
+                request.log_certificate_chain_pem,
+                self._root,
+                self._config.node.trust_domain,
+                _checkpoint_of(request.body),
             )
         except KeyStatementError as exc:
             raise InvalidArgument(f"log_certificate_chain_pem: {exc}") from None
@@ -74,7 +87,8 @@ class WitnessServicer:
                 f"log_certificate_chain_pem is {signer_identity}'s, but the caller is {caller}: "
                 "a node sends its own log's checkpoints"
             )
-        origin = log_origin(caller.host)
+        if origin_epoch(origin, caller.host) is None:
+            origin = log_origin(caller.host)  # the witness refuses the note: not this log's
         try:
             cosignature = await self._witness.add_checkpoint(request.body, origin, verifier)
         except SizeConflict as exc:
@@ -102,3 +116,10 @@ class WitnessServicer:
         reply = witness_pb2.GetWitnessedResponse(signed_note=note, witness=self._me)
         reply.cosigned_at.FromDatetime(at.astimezone(dt.UTC))
         return reply
+
+
+def _checkpoint_of(body: bytes) -> bytes:
+    """The signed checkpoint in an add-checkpoint body (after its first blank line), unchecked:
+    which of the caller's log origins it claims."""
+    _, _, checkpoint = body[:MAX_BODY_BYTES].partition(b"\n\n")
+    return checkpoint

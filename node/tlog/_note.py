@@ -353,6 +353,10 @@ class EcdsaSigner:
     def verifier(self) -> EcdsaVerifier:
         return EcdsaVerifier(self.name, self._key.public_key())
 
+    def named(self, name: str) -> EcdsaSigner:
+        """The same key under another key name."""
+        return EcdsaSigner(name, self._key)
+
 
 class EcdsaVerifier:
     """Signed-note type 0x02."""

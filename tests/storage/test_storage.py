@@ -38,6 +38,8 @@ TABLES = {
     "audit_checkpoint",
     "audit_cosigner",
     "audit_pruned",
+    "audit_epoch",
+    "audit_restore",
     "witness_state",
     "witness_evidence",
     "invitation",

@@ -13,7 +13,9 @@ import json
 import shutil
 from pathlib import Path
 
+import grpc
 import pytest
+from govnode.v1 import audit_pb2, audit_pb2_grpc
 from sqlalchemy import text
 
 from node.audit import AuditLog, PruneRefused, RecordsPruned, prune
@@ -21,7 +23,7 @@ from node.storage import Database
 from node.tlog import leaf_hash, parse_note, verify_consistency, verify_inclusion
 from tests.support.archive import OLD, SEGMENT, ArchivedNode, append, make_node, witnessed
 from tests.support.cli import govnode
-from tests.support.nodes import make_province
+from tests.support.nodes import channel, make_province, start
 
 
 async def run(*args: str | Path) -> tuple[int, str, str]:
@@ -211,6 +213,29 @@ async def test_prune_is_refused_until_old_archived_and_witnessed_and_old_proofs_
     assert "audit chain intact: 310 records (#769 to #1078)" in stdout
     assert "records #1 to #768 were pruned into archive segments 0 to 2" in stdout
     assert "the log extends it" in stdout
+
+    # Over the API a caller asking for pruned records is told which segment holds them, and
+    # live records are proven as before.
+    running = await start(node.province)
+    try:
+        async with channel(running, node.province.authority()) as ch:
+            stub = audit_pb2_grpc.AuditServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as pruned:
+                await stub.GetInclusionProof(
+                    audit_pb2.GetInclusionProofRequest(sequence=5, size=early.size)
+                )
+            assert pruned.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "archive segment 0 (records #1 to #256)" in (pruned.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as listed:
+                await stub.QueryAudit(audit_pb2.QueryAuditRequest(page_size=10))
+            assert listed.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "archive segments 0 to 2" in (listed.value.details() or "")
+            live = await stub.GetInclusionProof(
+                audit_pb2.GetInclusionProofRequest(sequence=900, size=early.size)
+            )
+            assert list(live.proof) == proof
+    finally:
+        await running.stop(grace=0)
 
 
 async def test_prune_is_refused_when_no_witness_cosigned_past_the_segments(

@@ -13,15 +13,24 @@ from sqlalchemy import text
 
 from gateway.identity import Role, make_identity
 from node.audit import (
+    RESTART_ACTION,
     AuditLog,
     ChainCheck,
     Checkpoints,
+    Cosigned,
     LogDiverged,
     SizeConflict,
     Witness,
     Witnessed,
+    current_epoch,
+    epochs,
     federation_rule,
+    lost_history,
+    mark_restored,
+    pending_restore,
     problems,
+    restart,
+    settle_restores,
 )
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.storage import Database
@@ -267,3 +276,57 @@ def test_the_federation_rule_is_the_province_for_a_city_and_most_cities_for_the_
     assert "group cities 2 350100.fujian.gov.cn 350500.fujian.gov.cn" in text
     assert "# witness 350200.fujian.gov.cn: key not known yet" in text
     assert text.endswith("quorum cities\n")
+
+
+async def test_after_a_lost_stretch_the_log_goes_on_under_a_new_origin_the_witness_follows(
+    database: Database,
+) -> None:
+    log = await started(database)
+    host = ORIGIN.removesuffix("/audit")
+    alarms = Alarms()
+    witness = Witness(database, CosignatureSigner(WITNESS, WITNESS_KEY), alarms)
+    try:
+        checkpoints = Checkpoints(database, log, ORIGIN, EcdsaSigner(ORIGIN, KEY))
+        await append_many(log, 0, 10)
+        first = await checkpoints.make()
+        assert first is not None
+        await witness.add_checkpoint(body(0, [], first.note), ORIGIN, first_verifier())
+        # The database comes back from a backup of 10 records; the witness had cosigned 15.
+        await mark_restored(database, 10)
+        pending = await pending_restore(database)
+        assert pending is not None and pending.tree_size == 10
+        lost = Cosigned(ORIGIN, 15, b"\1" * 32, b"(the witnessed note)", WITNESS)
+        assert await lost_history(log, lost, ORIGIN)
+        assert not await lost_history(log, Cosigned(ORIGIN, 10, first.root, b"", WITNESS), ORIGIN)
+        other = Cosigned(ORIGIN, 10, b"\2" * 32, b"", WITNESS)
+        assert await lost_history(log, other, ORIGIN)  # same size, another history
+        epoch = await restart(database, log, host, lost, 10)
+        await settle_restores(database, f"went on as {epoch.origin}")
+        assert await pending_restore(database) is None
+        assert (epoch.epoch, epoch.origin, epoch.first_sequence) == (1, f"{ORIGIN}/1", 11)
+        assert "records #11 to #15 of" in epoch.gap
+        assert await current_epoch(database) == 1
+        assert [e.origin for e in await epochs(database)] == [f"{ORIGIN}/1"]
+        [record] = await log.query(after_sequence=10, limit=1)
+        assert record.method == RESTART_ACTION and record.detail["previous_size"] == 15
+
+        # The next checkpoint is of the new origin, signed by the same key under its name.
+        made = await checkpoints.make()
+        assert made is not None and made.size == 11
+        new = EcdsaVerifier(f"{ORIGIN}/1", KEY.public_key())
+        assert parse_checkpoint(open_note(made.note, [new])[0].text).origin == f"{ORIGIN}/1"
+        # The witness cosigns it from nothing, records the restart and raises the alarm ...
+        await witness.add_checkpoint(body(0, [], made.note), f"{ORIGIN}/1", new)
+        assert "restarted" in await evidence_kinds(database)
+        assert alarms.raised and alarms.raised[-1][0] == f"{ORIGIN}/1"
+        # ... and cosigns the old origin no more.
+        with pytest.raises(FailedPrecondition, match=f"went on as {ORIGIN}/1"):
+            await witness.add_checkpoint(
+                body(10, [], signed(10, first.root)), ORIGIN, first_verifier()
+            )
+    finally:
+        await log.close()
+
+
+def first_verifier() -> EcdsaVerifier:
+    return EcdsaVerifier(ORIGIN, KEY.public_key())

@@ -6,6 +6,7 @@ lost records is refused by its witness, which keeps the evidence and tells its a
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -233,10 +234,13 @@ async def test_a_city_whose_newest_records_were_deleted_is_caught_by_its_witness
         # The log has grown again since, so it may be short of the province's checkpoint or
         # already past it with other records: either way the first records are not those.
         size = state[0][0]
+        short = re.search(
+            rf"audit log NOT WHOLE: records #(\d+) to #{size} are missing: "
+            rf"{re.escape(node_id('350000'))} cosigned a checkpoint of {size} records",
+            result.stdout,
+        )
         assert (
-            f"audit log NOT WHOLE: records #{witnessed - 1} to #{size} are missing: "
-            f"{node_id('350000')} cosigned a checkpoint of {size} records"
-            in result.stdout
+            (short is not None and witnessed - 1 <= int(short.group(1)) <= size)
             or f"audit log NOT WHOLE: the first {size} records are not the ones "
             f"{node_id('350000')} cosigned"
             in result.stdout

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import grpc.aio
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from govnode.v1 import audit_pb2, audit_pb2_grpc
 
 from gateway.channel import secure_channel
@@ -30,7 +29,7 @@ from node.audit import (
     federation_rule,
     prove_record,
 )
-from node.pki import load_certs
+from node.pki import load_certs, load_chain_pem
 from node.times import CST
 from node.tlog import format_tlog_proof, parse_note, parse_tlog_proof
 
@@ -75,8 +74,7 @@ async def show_audit_evidence(
         role = "the log's node key" if own else "witness"
         say(f"      — {signature.name} ({role})")
     root = load_certs(fuzhou.config.path(fuzhou.config.tls.root))[0]
-    chain = [c for c in load_certs(fuzhou.config.path(fuzhou.config.tls.cert)) if c != root]
-    chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    chain_pem = load_chain_pem(fuzhou.config.path(fuzhou.config.tls.cert), root)
     data = await prove_record(
         node.db, node.audit, node.checkpoints, record.sequence, chain_pem, rule
     )

@@ -41,12 +41,14 @@ from node.audit._keys import (
 )
 from node.audit._log import (
     MAX_QUERY_LIMIT,
+    AuditEntry,
     AuditLog,
     AuditLogClosed,
     AuditRecord,
     AuditWriteFailed,
     ChainCheck,
     Operation,
+    request_digest,
 )
 from node.audit._policy import WitnessRule, federation_rule, province_of
 from node.audit._prooffile import (
@@ -99,6 +101,7 @@ __all__ = [
     "MAX_QUERY_LIMIT",
     "MAX_SPAN",
     "ArchiveError",
+    "AuditEntry",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
@@ -160,6 +163,7 @@ __all__ = [
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "request_digest",
     "seal_closed",
     "sequences_digest",
     "sizes_to_check",

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from bench.archived_log import OLD, SEGMENT, ArchivedNode, append, make_node, witnessed
 from node.audit import AuditLog, PruneRefused, RecordsPruned, prune
 from node.storage import Database
 from node.tlog import leaf_hash, parse_note, verify_consistency, verify_inclusion
-from tests.support.archive import OLD, SEGMENT, ArchivedNode, append, make_node, witnessed
 from tests.support.cli import govnode
 from tests.support.nodes import make_province
 
@@ -96,7 +96,7 @@ async def test_an_archive_verifies_offline_and_each_tampering_is_named(tmp_path:
 
 async def prune_in_process(node: ArchivedNode, before: int, directory: Path) -> None:
     """What `govnode audit prune` does, for the refusals that need no subprocess."""
-    cfg = node.province.config
+    cfg = node.log
     db = await Database.open(node.db_url)
     try:
         log = AuditLog(db)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from bench.archived_log import OLD, append, make_node, witnessed
+from bench.databases import backend_url, postgres_url
 from node.storage import Database
-from tests.support.archive import OLD, append, make_node, witnessed
-from tests.support.databases import backend_url, postgres_url
 
 GOVNODE = [sys.executable, "-c", "from node.cli import main; main()"]
 _PG_SIZE = (

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import grpc.aio
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gateway.assertion import AssertionVerifier
 from gateway.auth import Authenticator
@@ -61,7 +60,7 @@ from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
 from node.pki import (
     Revocations,
-    load_certs,
+    load_chain_pem,
     load_or_create_witness_key,
     load_private_key,
     verify_chain,
@@ -257,8 +256,7 @@ def _evidence(
         witness_key = load_or_create_witness_key(config.path(config.tls.witness_key))
     except Exception as exc:
         raise StartupError(f"tls.witness_key: {exc}") from None
-    chain = [c for c in load_certs(config.path(config.tls.cert)) if c != root]
-    chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    chain_pem = load_chain_pem(config.path(config.tls.cert), root)
     verify_chain(chain_pem, root, config.node.trust_domain)  # as a verifier will
     authority = authority_identity(config.node.region, config.node.trust_domain)
 

@@ -24,14 +24,13 @@ import pytest
 import structlog
 from sqlalchemy import make_url
 
+from bench.databases import POSTGRES_ENV, postgres_url
 from node.storage import Database
 from tests.support.databases import (
     BACKENDS,
-    POSTGRES_ENV,
     NewDatabaseUrl,
     OpenDatabase,
     backend_url,
-    postgres_url,
 )
 
 # --- storage backends ---------------------------------------------------------------------

@@ -45,12 +45,14 @@ from node.audit._keys import (
 )
 from node.audit._log import (
     MAX_QUERY_LIMIT,
+    AuditEntry,
     AuditLog,
     AuditLogClosed,
     AuditRecord,
     AuditWriteFailed,
     ChainCheck,
     Operation,
+    request_digest,
 )
 from node.audit._policy import WitnessRule, federation_rule, province_of
 from node.audit._prooffile import (
@@ -117,6 +119,7 @@ __all__ = [
     "MAX_SPAN",
     "RESTART_ACTION",
     "ArchiveError",
+    "AuditEntry",
     "AuditLog",
     "AuditLogClosed",
     "AuditQuery",
@@ -190,6 +193,7 @@ __all__ = [
     "read_witness_statement",
     "record_leaf",
     "remember_cosigner",
+    "request_digest",
     "restart",
     "seal_closed",
     "sequences_digest",

@@ -6,7 +6,10 @@ and every file's digest. If one fails, nothing of the backup is restored. Then t
 is restored into a scratch place (a temporary SQLite file, or a temporary PostgreSQL
 database dropped afterwards) and checked: its integrity, its schema revision, the audit
 log's hash chain from the first record, and the audit tree's root and the chain's link at
-the size the manifest names.
+the size the manifest names. Last, the newest witnessed checkpoint the manifest names: the
+node's signature on it and every cosignature it lists, each under the witness's key statement
+(kept in the copy, its chain checked up to the same root), and the copy's tree at its size has
+its root.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from node.audit import AuditLog
+from gateway.identity import identity_of
+from node.audit import (
+    AuditLog,
+    KeyStatementError,
+    cosigners,
+    read_log_signer,
+    read_witness_statement,
+)
 from node.backup._create import govnode_version
 from node.backup._database import (
     Progress,
@@ -47,7 +57,7 @@ from node.backup._manifest import (
 )
 from node.pki import fingerprint
 from node.storage import Database, head_revision
-from node.tlog import parse_checkpoint, parse_note
+from node.tlog import Checkpoint, NoteError, open_note, parse_checkpoint
 
 REPORT_FORMAT = "govnode-backup-verify/v1"
 REPORT = "verify-report.json"
@@ -74,6 +84,10 @@ class Verification:
     manifest_sha256: str = ""
     checks: list[Check] = field(default_factory=list)
     complete: bool = False
+    #: What the signatures in the backup are checked against, once the manifest's signer was
+    #: checked up to it: the root, and the backup's node chain (PEM).
+    anchor: x509.Certificate | None = field(default=None, repr=False)
+    node_chain_pem: str = field(default="", repr=False)
 
     @property
     def ok(self) -> bool:
@@ -206,6 +220,7 @@ def _check_files(
             progress,
         )
     result.manifest = manifest
+    result.anchor, result.node_chain_pem = root, (backup / chain_name).read_text("utf-8")
     result.add("signature", True, f"{MANIFEST} signed by {signer.identity}", progress)
 
     try:
@@ -308,7 +323,7 @@ async def _check_database(
         result.complete = not problems
         if not problems:
             _check_checkpoint(result, manifest, chain.roots, chain.checked, progress)
-            await _check_witnessed_root(result, log, manifest, progress)
+            await _check_witnessed_root(result, db, log, manifest, progress)
     finally:
         await db.close()
 
@@ -337,19 +352,19 @@ def _check_checkpoint(
 
 
 async def _check_witnessed_root(
-    result: Verification, log: AuditLog, manifest: dict[str, Any], progress: Progress
+    result: Verification, db: Database, log: AuditLog, manifest: dict[str, Any], progress: Progress
 ) -> None:
-    """The copy's tree at the witnessed checkpoint's size has its root: the backup holds the
-    history the witnesses saw, not another one."""
+    """The witnessed checkpoint is signed by this node and cosigned by each witness it lists
+    (:func:`_verified_checkpoint`), and the copy's tree at its size has its root: the backup
+    holds the history the witnesses saw, not another one."""
     checkpoint = manifest.get("checkpoint")
     if not checkpoint or not result.complete:
         return
     size = int(checkpoint["size"])
     try:
-        note = parse_note(str(checkpoint["note"]).encode())
-        signed = parse_checkpoint(note.text)
-    except ValueError as exc:
-        result.add("witnessed checkpoint", False, f"unreadable: {exc}", progress)
+        signed = await _verified_checkpoint(result, db, checkpoint)
+    except BackupError as exc:
+        result.add("witnessed checkpoint", False, str(exc), progress)
         result.complete = False
         return
     root = (await log.tree_head(size)).root
@@ -359,7 +374,8 @@ async def _check_witnessed_root(
         ok,
         (
             f"the copy's tree of {size} records has the root "
-            f"{', '.join(checkpoint.get('cosigned_by') or [])} cosigned"
+            f"{', '.join(checkpoint['cosigned_by'])} cosigned (each cosignature verified under "
+            "its witness key statement)"
         )
         if ok
         else (
@@ -369,6 +385,50 @@ async def _check_witnessed_root(
         progress,
     )
     result.complete = ok
+
+
+async def _verified_checkpoint(
+    result: Verification, db: Database, checkpoint: dict[str, Any]
+) -> Checkpoint:
+    """The checkpoint in the manifest's signed note, once the node's signature on it (its
+    chain in the backup) and the cosignature of every witness it lists verify, each witness's
+    key under its key statement as the copy keeps it, checked up to the same root as the rest
+    (as a proof file's are, node.audit). :class:`BackupError` names the checkpoint and the
+    signature that fails."""
+    named = (
+        f"the checkpoint of {checkpoint.get('size')} records (root "
+        f"{str(checkpoint.get('root'))[:16]}…)"
+    )
+    root = result.anchor
+    if root is None:
+        raise BackupError(f"{named}: no root certificate to check its signatures against")
+    note = str(checkpoint.get("note", "")).encode()
+    try:
+        leaf = x509.load_pem_x509_certificates(result.node_chain_pem.encode())[0]
+        trust_domain = identity_of(leaf).trust_domain
+        identity, log_key = read_log_signer(result.node_chain_pem, root, trust_domain, note)
+        signed = parse_checkpoint(open_note(note, [log_key])[0].text)
+    except (KeyStatementError, NoteError, ValueError) as exc:
+        raise BackupError(f"{named}: the node's signature on it: {exc}") from None
+    witnesses = [str(who) for who in checkpoint.get("cosigned_by") or []]
+    if not witnesses:
+        raise BackupError(f"{named} lists no witness that cosigned it")
+    known = await cosigners(db)
+    for who in witnesses:
+        keys = known.get(who)
+        if keys is None:
+            raise BackupError(f"{named}: the copy holds no witness key statement of {who}")
+        try:
+            cosigner = read_witness_statement(keys.statement, keys.chain_pem, root, trust_domain)
+            open_note(note, [cosigner.verifier])
+        except (KeyStatementError, NoteError) as exc:
+            raise BackupError(
+                f"{named}: the cosignature of {who} does not verify under its witness key "
+                f"statement: {exc}"
+            ) from None
+        if cosigner.identity == identity:
+            raise BackupError(f"{named}: {who} is the log's own node, not a witness")
+    return signed
 
 
 # --- the signed report --------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import typer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from node.app import node_tls_files
 from node.audit import (
@@ -46,7 +45,7 @@ from node.cli import audit_usage
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.clients import newest_witnessed, witness_endpoints, witness_rule
 from node.config import NodeConfig
-from node.pki import load_certs, load_private_key
+from node.pki import load_certs, load_chain_pem, load_private_key
 from node.storage import Database
 from node.terminal import format_record, safe_text
 from node.times import CST
@@ -326,8 +325,7 @@ async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
         await db.migrate()
         audit = AuditLog(db)
         root = load_certs(cfg.path(cfg.tls.root))[0]
-        chain = [c for c in load_certs(cfg.path(cfg.tls.cert)) if c != root]
-        chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+        chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
         identity, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
         checkpoints = Checkpoints(
             db,

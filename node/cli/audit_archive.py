@@ -35,7 +35,7 @@ from node.audit import (
 )
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
-from node.pki import load_certs, load_private_key
+from node.pki import load_certs, load_chain_pem, load_private_key
 from node.storage import Database
 from node.terminal import safe_text
 from node.tlog import EcdsaSigner
@@ -55,8 +55,7 @@ class _Node:
 
 def _node(cfg: NodeConfig) -> _Node:
     root = load_certs(cfg.path(cfg.tls.root))[0]
-    chain = [c for c in load_certs(cfg.path(cfg.tls.cert)) if c != root]
-    chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
     identity, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
     return _Node(
         identity.host,

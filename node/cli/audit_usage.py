@@ -21,7 +21,6 @@ from pathlib import Path
 
 import typer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gateway.identity import IdentityError, Role, make_identity, parse_spiffe
 from node.audit import (
@@ -42,7 +41,7 @@ from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.clients import witness_rule
 from node.config import NodeConfig
 from node.errors import DomainError
-from node.pki import load_certs, load_private_key
+from node.pki import load_certs, load_chain_pem, load_private_key
 from node.storage import Database
 from node.terminal import safe_text
 from node.times import CST
@@ -57,8 +56,7 @@ async def _bundle(cfg: NodeConfig, agency: str, since: dt.datetime, out: Path) -
         await db.migrate()
         audit = AuditLog(db)
         root = load_certs(cfg.path(cfg.tls.root))[0]
-        chain = [c for c in load_certs(cfg.path(cfg.tls.cert)) if c != root]
-        chain_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+        chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
         node, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
         key = load_private_key(cfg.path(cfg.tls.key))
         checkpoints = Checkpoints(db, audit, log_origin(node.host), log_signer(node.host, key))

@@ -67,6 +67,7 @@ class City:
     node: RunningNode
     agency: TlsFiles
     agency_code: str
+    agency_name: str
 
 
 async def _digests(nodes: Sequence[tuple[RunningNode, TlsFiles]]) -> list[tuple[str, int]]:
@@ -176,6 +177,7 @@ async def show_federation(
                     node,
                     TlsFiles(paths["key"], paths["cert"], paths["ca"]),
                     code,
+                    agency_name,
                 )
             )
             say(

@@ -20,6 +20,7 @@ from node.pki._ca import (
 from node.pki._chains import verify_chain
 from node.pki._files import (
     load_certs,
+    load_chain_pem,
     load_keypair,
     load_or_create_witness_key,
     load_private_key,
@@ -80,6 +81,7 @@ __all__ = [
     "issue_client",
     "issue_tester",
     "load_certs",
+    "load_chain_pem",
     "load_keypair",
     "load_or_create_witness_key",
     "load_private_key",

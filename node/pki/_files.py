@@ -128,6 +128,13 @@ def load_certs(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     return certs
 
 
+def load_chain_pem(path: str | os.PathLike[str], root: x509.Certificate) -> str:
+    """The certificates of a chain file (a node's ``tls.cert``), leaf first, as PEM without
+    ``root``: what a node hands a verifier with its signatures (proof files, checkpoints, usage
+    statements), since the verifier trusts the root it holds itself and no copy of it."""
+    return certs_pem(*(c for c in load_certs(path) if c != root)).decode()
+
+
 def load_keypair(key_path: str | os.PathLike[str], cert_path: str | os.PathLike[str]) -> KeyPair:
     """The key and the first certificate of ``cert_path``; refuses a key that does not match."""
     return KeyPair(load_private_key(key_path), load_certs(cert_path)[0])

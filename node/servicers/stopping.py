@@ -43,6 +43,7 @@ async def until_stopping(items: AsyncIterator[T], stopping: asyncio.Event) -> As
     """``items`` as they come; :class:`Unavailable` as soon as the node stops while the
     stream waits for the next one."""
     stopped = asyncio.ensure_future(stopping.wait())
+    following: asyncio.Future[T] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(items))
@@ -59,3 +60,7 @@ async def until_stopping(items: AsyncIterator[T], stopping: asyncio.Event) -> As
             yield item
     finally:
         stopped.cancel()
+        # Cancelled while waiting (the call was cancelled, the peer went away): the read in
+        # flight is ours to end too, or its StopAsyncIteration is logged as never retrieved.
+        if following is not None:
+            following.cancel()

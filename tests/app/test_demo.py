@@ -112,6 +112,34 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "checked offline with the root certificate alone" in text
     assert "cosigned by spiffe://350000.fujian.gov.cn/node at " in text
     assert "outcome changed is refused: the record's fields do not hash" in text
+    assert "— 350100.fujian.gov.cn/audit (the log's node key)" in text
+    # ... and the agency that provides the resource receives the record of that Verify on its
+    # usage log stream, with its proof and 福州's signed statement, and checks them (第三十九条).
+    evidence = text.split("\n[17] ", 1)[1]
+    assert "✗" not in evidence, evidence
+    verify = re.search(r"proof that 福州's record #(\d+) \(the routed Verify", evidence)
+    assert verify, evidence
+    assert (
+        "✓ 福州市市场监督管理局 (11350100003592001G), the provider of 350100-1-000001, called "
+        "AuditService.StreamUsageLog on 福州 over mutual TLS with its own agency certificate"
+    ) in evidence
+    assert (
+        f"✓ it received record #{verify[1]} (比对 Verify by "
+        "spiffe://350200.fujian.gov.cn/agency/11350200003593001W) with its proof" in evidence
+    )
+    listed = re.search(
+        r"✓ with 福州's signed statement: of sequences 1\.\.\d+ of 350100\.fujian\.gov\.cn/audit, "
+        r"exactly (\d+) records concern 350100-1-000001, and it received each of them",
+        evidence,
+    )
+    assert listed, evidence
+    assert (
+        "✓ checked with the root certificate alone (govnode audit check-usage): "
+        f"{listed[1]} proofs and 1 statement(s) for "
+        "spiffe://350100.fujian.gov.cn/agency/11350100003592001G"
+    ) in evidence
+    # A stream the demo (or a stopping city) cancels leaves no unretrieved task behind.
+    assert "Task exception was never retrieved" not in result.stderr, result.stderr
     for refusal in (
         "FAILED_PRECONDITION: entry.items[0].standard_element",
         "INVALID_ARGUMENT: entry.legal_basis",

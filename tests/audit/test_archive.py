@@ -18,12 +18,12 @@ import pytest
 from govnode.v1 import audit_pb2, audit_pb2_grpc
 from sqlalchemy import text
 
+from bench.archived_log import OLD, SEGMENT, ArchivedNode, append, make_node, witnessed
 from node.audit import AuditLog, PruneRefused, RecordsPruned, prune
 from node.storage import Database
 from node.tlog import leaf_hash, parse_note, verify_consistency, verify_inclusion
-from tests.support.archive import OLD, SEGMENT, ArchivedNode, append, make_node, witnessed
 from tests.support.cli import govnode
-from tests.support.nodes import channel, make_province, start
+from tests.support.nodes import ProvinceSetup, channel, make_province, start
 
 
 async def run(*args: str | Path) -> tuple[int, str, str]:
@@ -98,7 +98,7 @@ async def test_an_archive_verifies_offline_and_each_tampering_is_named(tmp_path:
 
 async def prune_in_process(node: ArchivedNode, before: int, directory: Path) -> None:
     """What `govnode audit prune` does, for the refusals that need no subprocess."""
-    cfg = node.province.config
+    cfg = node.log
     db = await Database.open(node.db_url)
     try:
         log = AuditLog(db)
@@ -216,9 +216,10 @@ async def test_prune_is_refused_until_old_archived_and_witnessed_and_old_proofs_
 
     # Over the API a caller asking for pruned records is told which segment holds them, and
     # live records are proven as before.
-    running = await start(node.province)
+    setup = ProvinceSetup(node.config.parent, node.config, node.log)
+    running = await start(setup)
     try:
-        async with channel(running, node.province.authority()) as ch:
+        async with channel(running, setup.authority()) as ch:
             stub = audit_pb2_grpc.AuditServiceStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as pruned:
                 await stub.GetInclusionProof(

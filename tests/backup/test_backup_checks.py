@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import make_url
 
+from bench.databases import fresh_postgres_database, postgres_url
 from tests.support.backup import audited_calls, backup_cli, passphrase_file, resign
 from tests.support.cli import assert_one_line_error
-from tests.support.databases import POSTGRES_SKIP, fresh_postgres_database, postgres_url
+from tests.support.databases import POSTGRES_SKIP
 from tests.support.nodes import ProvinceSetup, make_province
 
 CALLS = 5

@@ -29,6 +29,7 @@ from node.errors import PermissionDenied
 from node.federation import CatalogExchange
 from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto
+from node.servicers.stopping import until_stopping
 from node.storage import Database
 from tests.support.databases import NewDatabaseUrl
 from tests.support.entries import FIXED_TIME
@@ -254,3 +255,29 @@ async def test_publish_catalog_refusals(tmp_path: Path, db_urls: NewDatabaseUrl)
         for member in fed.members:
             count = await member.running.db.fetch_one("SELECT COUNT(*) FROM catalog_entry", {})
             assert count is not None and count[0] == 0  # the refused changes left nothing
+
+
+async def test_a_publish_stream_cancelled_while_waiting_leaves_no_read_behind() -> None:
+    """A city that goes away (its node stops) cancels PublishCatalog while the province waits
+    for its next change: the read in flight ends with the call, rather than finishing later
+    with an exception nobody retrieves ("Task exception was never retrieved" on stderr)."""
+    release, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def changes() -> Any:
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        yield  # pragma: no cover: the stream ends before its first change
+
+    async def handler() -> None:
+        async for _ in until_stopping(changes(), asyncio.Event()):
+            pass  # pragma: no cover
+
+    call = asyncio.create_task(handler())
+    await asyncio.sleep(0.01)  # the handler waits for the first change
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(cancelled.wait(), timeout=1)

@@ -33,7 +33,7 @@ from gateway.identity import (
 )
 from node.codes import make_credit_code
 from node.pki import _ca as pki
-from node.pki import load_certs, load_keypair, write_pem
+from node.pki import load_certs, load_chain_pem, load_keypair, verify_chain, write_pem
 from node.pki._files import write_client_bundle, write_private_key
 
 TD = "fujian.gov.cn"
@@ -140,6 +140,20 @@ def test_root_province_and_city_cas_form_a_chain_that_vouches_for_an_agency(
     assert permitted_uri_hosts(platform.root.cert) is None
     ident = check_chain([agency.cert, platform.fuzhou.cert, platform.root.cert], TD)
     assert ident == make_identity("350100", TD, Role.AGENCY, AGENCY_CODE)
+
+
+def test_a_nodes_chain_is_handed_to_verifiers_without_the_root(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """A node's tls.cert may end with the root; what it hands a verifier with its signatures
+    (proof files, checkpoints, usage statements) is the chain below it, which the verifier
+    checks against the root it holds itself."""
+    node = _node(platform.fuzhou, "350100")
+    cert = write_pem(tmp_path / "node.crt", node.cert, platform.fuzhou.cert, platform.root.cert)
+    chain_pem = load_chain_pem(cert, platform.root.cert)
+    assert x509.load_pem_x509_certificates(chain_pem.encode()) == [node.cert, platform.fuzhou.cert]
+    identity, leaf = verify_chain(chain_pem, platform.root.cert, TD)
+    assert leaf == node.cert and identity == make_identity("350100", TD, Role.NODE)
 
 
 def test_openssl_accepts_mutual_tls_between_province_node_and_city_agency(

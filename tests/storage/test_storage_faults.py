@@ -33,6 +33,7 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, sharing_pb2, s
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Connection, make_url
 
+from bench.databases import fresh_postgres_database, postgres_url
 from gateway.channel import secure_channel
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.tls import TlsFiles
@@ -42,7 +43,7 @@ from node.errors import StorageUnavailable
 from node.servicers.convert import entry_to_proto
 from node.storage import RECOVERY_PROBE_BYTES, Database
 from tests.support.cli import govnode
-from tests.support.databases import POSTGRES_SKIP, fresh_postgres_database, postgres_url
+from tests.support.databases import POSTGRES_SKIP
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,

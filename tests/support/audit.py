@@ -8,8 +8,9 @@ import json
 
 from sqlalchemy import select, text
 
-from node.audit import AuditLog, Operation
-from node.audit._log import _ENTRY_COLUMNS, AuditEntry, record_hash, request_digest
+from bench.archived_log import audit_entry
+from node.audit import AuditLog
+from node.audit._log import _ENTRY_COLUMNS, AuditEntry, record_hash
 from node.models import AuditRecordRow
 from node.storage import Database
 
@@ -17,17 +18,7 @@ T0 = dt.datetime(2026, 12, 4, 2, 0, tzinfo=dt.UTC)
 
 
 def entry(n: int) -> AuditEntry:
-    return AuditEntry(
-        caller="spiffe://350000.fujian.gov.cn/agency/11350000003591001X",
-        method="/govnode.v1.SharingService/Verify",
-        operation=Operation.QUERY,
-        outcome="OK",
-        request_digest=request_digest(f"request {n}".encode()),
-        resource_code="350000-1-000001",
-        request_id=f"req-{n}",
-        detail={"n": n},
-        at=T0 + dt.timedelta(seconds=n),
-    )
+    return audit_entry(n, T0 + dt.timedelta(seconds=n))
 
 
 async def append_many(log: AuditLog, start: int, count: int) -> None:

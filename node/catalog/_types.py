@@ -109,6 +109,26 @@ class MaskingKind(enum.StrEnum):
     FULL = "full"
 
 
+class OpenTreatmentKind(enum.StrEnum):
+    """What the open data (第二十九条: 脱密脱敏) holds of an item: nothing unless declared."""
+
+    DROP = "drop"  # not published (the default; level-3/4 items always)
+    MASK = "mask"  # the value with all but keep_first/keep_last characters replaced
+    GENERALIZE = "generalize"  # coarsened: see Generalization
+    PSEUDONYMIZE = "pseudonymize"  # a keyed pseudonym, stable within one dataset version only
+    AS_STORED = "as_stored"  # the value as stored
+
+
+class Generalization(enum.StrEnum):
+    """How a GENERALIZE treatment coarsens a value (GB/T 37964: 泛化)."""
+
+    NONE = "none"
+    MONTH = "month"  # a date "YYYY-MM-DD" -> "YYYY-MM"
+    YEAR = "year"  # a date -> "YYYY"
+    PREFIX = "prefix"  # a code (e.g. a division code) -> its first prefix_length characters
+    RANGE = "range"  # a number -> the range "[lo, lo + range_width)" that holds it
+
+
 class ResourceStatus(enum.StrEnum):
     ACTIVE = "active"
     WITHDRAWN = "withdrawn"  # 已撤销; kept with its history, never deleted
@@ -151,6 +171,19 @@ class MaskingRule(BaseModel):
     keep_last: int = 0
 
 
+class OpenTreatment(BaseModel):
+    """What an item becomes in the open data (第二十九条); see OpenTreatmentKind."""
+
+    model_config = _FROZEN
+
+    kind: OpenTreatmentKind = OpenTreatmentKind.DROP
+    keep_first: int = 0  # MASK
+    keep_last: int = 0  # MASK
+    generalize: Generalization = Generalization.NONE  # GENERALIZE
+    prefix_length: int = 0  # GENERALIZE by PREFIX
+    range_width: int = 0  # GENERALIZE by RANGE
+
+
 class DataItem(BaseModel):
     """数据项: one field of a resource."""
 
@@ -169,6 +202,10 @@ class DataItem(BaseModel):
     standard_element: str = ""  # 标准数据元 identifier
     authoritative_source: bool = False  # this resource is the source of standard_element (一数一源)
     description: str = ""
+    #: What the open data holds of this item (第二十九条); dropped unless declared.
+    open: OpenTreatment = OpenTreatment()
+    #: A quasi-identifier (准标识符, GB/T 37964): the open data must be k-anonymous over these.
+    quasi_identifier: bool = False
 
 
 class ResourceEntry(BaseModel):

@@ -61,6 +61,7 @@ DOMAIN = tuple(
         "pki",
         "tlog",
         "backup",
+        "opendata",
     )
 )
 # What a domain package never imports: gRPC itself, and the edges of node that use gRPC or

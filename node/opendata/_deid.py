@@ -353,8 +353,8 @@ def direct_identifier(value: str) -> str | None:
     about enterprises names them by it on purpose.
     """
     text = value.strip().translate(_DIGITS)
-    if len(text) == 18:
-        return CITIZEN_ID if citizen_id_problem(text) is None else None
+    if len(text) == 18 and citizen_id_problem(text) is None:
+        return CITIZEN_ID
     digits = text.translate(_NO_SEPARATORS)
     if digits.startswith("+86"):
         digits = digits[3:]

@@ -391,6 +391,7 @@ def test_what_fails_gb_11643_is_not_a_citizen_id(value: str) -> None:
         "+86 138 1234 5678",
         "86-138-1234-5678",
         "138-1234-5678",
+        "+86  138 1234 5678",  # 18 characters, as many as a citizen id
         "１３８１２３４５６７８",  # full-width digits
     ],
 )

@@ -58,6 +58,7 @@ from node.catalog import Catalog
 from node.clients import CheckpointPublisher, CitySync, witness_endpoints, witness_rule
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
+from node.opendata import OpenData, open_data_gate
 from node.pki import (
     Revocations,
     load_chain_pem,
@@ -351,6 +352,14 @@ async def start_node(config: NodeConfig) -> RunningNode:
             witness_statement=evidence.statement,
             chain_pem=evidence.chain_pem,
             witness_rule=witness_rule(config, identity, db),
+            opendata=OpenData(
+                db,
+                catalog,
+                node_region=config.node.region,
+                min_k=config.opendata.min_k,
+                max_suppressed=config.opendata.max_suppressed,
+                may_open=open_data_gate(db, province=config.node.mode is Mode.PROVINCE),
+            ),
             notifications=notifications,
             stopping=stopping,
         )

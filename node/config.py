@@ -261,6 +261,17 @@ class AuditSection(_Section):
         return value
 
 
+class OpenDataSection(_Section):
+    """Open data (第二十九条): how strict the de-identification check before publication is."""
+
+    #: The published table must be k-anonymous over the entry's quasi-identifiers (GB/T 37964):
+    #: every combination of their published values is shared by at least this many rows.
+    min_k: int = Field(default=5, ge=2, le=1000)
+    #: Rows in classes smaller than min_k are left out, up to this share of the rows; past
+    #: it the publication is refused, naming the quasi-identifiers to generalise further.
+    max_suppressed: float = Field(default=0.05, ge=0.0, le=0.5)
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -278,6 +289,7 @@ class NodeConfig(BaseSettings):
     limits: LimitsSection = LimitsSection()
     oracle: OracleSection = OracleSection()
     audit: AuditSection = AuditSection()
+    opendata: OpenDataSection = OpenDataSection()
     log: LogSection = LogSection()
     governance: GovernanceSection = GovernanceSection()
     #: Directory the file was read from; relative paths resolve against it.

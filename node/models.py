@@ -240,6 +240,55 @@ class AuditRestoreRow(SQLModel, table=True):
     outcome: str = Field(default="", sa_type=Text)
 
 
+class OpenDatasetRow(SQLModel, table=True):
+    """A catalog entry in the open catalog (第二十九条): published by the node's data management
+    authority, with the version of its data now served. It is served only while the entry is
+    still the one that version was made from (a change or withdrawal takes it out)."""
+
+    __tablename__ = "open_dataset"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    published: bool
+    #: The version served (0 while none was published).
+    version: int
+    changed_by: str = Field(max_length=300)
+    changed_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class OpenVersionRow(SQLModel, table=True):
+    """One attempt to publish a resource's data: the de-identified snapshot (rows in open_row)
+    and the check's report. ``state``: building, published or refused (a refused version keeps
+    its report, not its rows)."""
+
+    __tablename__ = "open_version"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    entry_version: int
+    state: str = Field(max_length=16)
+    made_by: str = Field(max_length=300)
+    made_at: dt.datetime = Field(sa_type=UTCDateTime)
+    rows: int = Field(sa_type=BigInteger)
+    #: The de-identification report as JSON (node.opendata._publish.Report).
+    report: str = Field(sa_type=Text)
+
+
+class OpenRowRow(SQLModel, table=True):
+    """One row of a published snapshot, as the public gets it: the treated values as JSON, and
+    the key of its class over the quasi-identifiers (the k-anonymity check groups by it)."""
+
+    __tablename__ = "open_row"
+    __table_args__ = (Index("ix_open_row_class", "resource_code", "version", "class_key"),)
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    row: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    class_key: str = Field(max_length=64)
+    data: str = Field(sa_type=Text)
+
+
 class AuditCheckpointRow(SQLModel, table=True):
     """A checkpoint of this node's audit tree (C2SP tlog-checkpoint, 第三十九条): the signed note
     with the node's signature and, appended as witnesses return them, their cosignatures."""

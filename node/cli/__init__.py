@@ -28,6 +28,8 @@ from node.cli import (
     demo,
     federation,
     init,
+    opendata,
+    opendata_admin,
     serve,
     status,
 )
@@ -73,6 +75,8 @@ app.add_typer(conformance.app, name="conformance")
 app.add_typer(access.app, name="access")
 app.add_typer(changes.app, name="changes")
 app.add_typer(backup.app, name="backup")
+opendata_admin.register(opendata.app)
+app.add_typer(opendata.app, name="opendata")
 serve.register(app)
 demo.register(app)
 federation.register(app)

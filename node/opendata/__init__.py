@@ -1,10 +1,17 @@
-"""Open data (开放开发, 第二十九条 to 第三十六条).
+"""Open data (开放开发, 第二十九至三十六条).
 
 - ``_deid``: de-identification (脱密脱敏, 第二十九条): what each item of an entry becomes in the
   open data (:class:`Treater`), and the scan of the published rows for direct identifiers
-  still in clear (:class:`IdentifierScan`, GB/T 37964).
+  still in clear (:class:`IdentifierScan`, GB/T 37964);
+- ``_publish``: the open catalog: publishing a resource's data as a checked, versioned,
+  de-identified snapshot (k-anonymity in SQL), taking it out, what is served;
+- ``_gate``: who may open data (第三十一条: the province, and approved city sub-platforms);
+- ``_receipt``: download receipts signed by the node, checked offline from the root
+  certificate (注明来源和获取日期, 第三十五条);
+- ``_eligibility``: who may apply for 授权开放 data, checked from the applicant's
+  统一社会信用代码 (第三十二条).
 
-Pure domain: no database, no grpc.
+Domain: no grpc.
 """
 
 from __future__ import annotations
@@ -25,20 +32,69 @@ from node.opendata._deid import (
     embedded_identifiers,
     looks_like_person_names,
 )
+from node.opendata._eligibility import (
+    REGISTRATION_CATEGORIES,
+    ApplicantType,
+    Eligibility,
+    Ineligible,
+    check_eligibility,
+    registration_of,
+)
+from node.opendata._gate import NOT_APPROVED, open_data_gate
+from node.opendata._publish import (
+    Dataset,
+    MayOpen,
+    OpenData,
+    PublicationRefused,
+    Report,
+)
+from node.opendata._receipt import (
+    MAX_RECEIPT_BYTES,
+    FileDigest,
+    Receipt,
+    ReceiptError,
+    check_receipt,
+    digest_of,
+    make_receipt,
+    parse_receipt_text,
+    sha256_of,
+)
 
 __all__ = [
     "CITIZEN_ID",
+    "MAX_RECEIPT_BYTES",
     "MAX_SCAN_CHARS",
     "MOBILE",
     "NAME_SAMPLE_SIZE",
+    "NOT_APPROVED",
     "OLD_CITIZEN_ID",
     "PERSON_NAME",
     "PUBLISHED_LEVELS",
+    "REGISTRATION_CATEGORIES",
+    "ApplicantType",
+    "Dataset",
+    "Eligibility",
+    "FileDigest",
     "Finding",
     "IdentifierScan",
+    "Ineligible",
+    "MayOpen",
+    "OpenData",
+    "PublicationRefused",
+    "Receipt",
+    "ReceiptError",
+    "Report",
     "Treater",
     "TreatmentError",
+    "check_eligibility",
+    "check_receipt",
+    "digest_of",
     "direct_identifier",
     "embedded_identifiers",
     "looks_like_person_names",
+    "make_receipt",
+    "open_data_gate",
+    "parse_receipt_text",
+    "registration_of",
+    "sha256_of",
 ]

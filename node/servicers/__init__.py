@@ -42,6 +42,7 @@ from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation import CatalogExchange, ProvinceLink, Router
 from node.governance import ChangeRequests
+from node.opendata import OpenData
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -50,6 +51,7 @@ from node.servicers.change_requests import ChangeRequestServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
+from node.servicers.opendata import OpenDataServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
@@ -75,7 +77,10 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
-    "OpenDataService": "open data (第二十九至三十六条) is not available yet",
+    "OpenDataService": (
+        "open data downloads and 授权开放 applications (第三十至三十五条) arrive with the public "
+        "portal; not available yet"
+    ),
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
 }
@@ -115,6 +120,8 @@ class Services:
     #: The node's notification store, shared so that watchers wake on every commit; None: one
     #: is made here.
     notifications: Notifications | None = None
+    #: The open catalog this node's authority publishes to (第二十九条).
+    opendata: OpenData | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -285,6 +292,10 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     services.db,
                 )
             )
+    if services.opendata is not None:
+        implementations["govnode.v1.OpenDataService"] = [
+            OpenDataServicer(services.opendata, services.identity)
+        ]
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [
             WitnessServicer(

@@ -117,6 +117,297 @@ OPEN_APPLICATION_STATUS_REJECTED: OpenApplicationStatus.ValueType  # 3
 Global___OpenApplicationStatus: _TypeAlias = OpenApplicationStatus  # noqa: Y015
 
 @_typing.final
+class OpenDataReport(_message.Message):
+    """What the de-identification check of one version of a resource's open data found
+    (脱密脱敏, 第二十九条; GB/T 37964, GB/T 42460).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TreatmentsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENTRY_VERSION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ROWS_READ_FIELD_NUMBER: _builtins.int
+    ROWS_PUBLISHED_FIELD_NUMBER: _builtins.int
+    ROWS_SUPPRESSED_FIELD_NUMBER: _builtins.int
+    MIN_K_FIELD_NUMBER: _builtins.int
+    K_REACHED_FIELD_NUMBER: _builtins.int
+    CLASSES_FIELD_NUMBER: _builtins.int
+    QUASI_IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    TREATMENTS_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The resource."""
+    version: _builtins.int
+    """The version of its open data (1, 2, ... per resource, refused attempts included)."""
+    entry_version: _builtins.int
+    """The catalog entry version the data was published under."""
+    outcome: _builtins.str
+    """"published" or "refused"."""
+    reason: _builtins.str
+    """Why it was refused; empty when published."""
+    rows_read: _builtins.int
+    """Records read from the resource."""
+    rows_published: _builtins.int
+    """Rows in the published table."""
+    rows_suppressed: _builtins.int
+    """Rows left out because their class over the quasi-identifiers was smaller than min_k."""
+    min_k: _builtins.int
+    """The k the table had to reach ([opendata] min_k)."""
+    k_reached: _builtins.int
+    """The smallest class over the quasi-identifiers after suppression; 0 if none are declared."""
+    classes: _builtins.int
+    """Classes over the quasi-identifiers."""
+    @_builtins.property
+    def quasi_identifiers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entry's quasi-identifiers (items' machine names)."""
+
+    @_builtins.property
+    def treatments(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Each item's treatment, in words, by item name."""
+
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the direct-identifier scan found (item, kind, how many; never the values)."""
+
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+        version: _builtins.int = ...,
+        entry_version: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        rows_read: _builtins.int = ...,
+        rows_published: _builtins.int = ...,
+        rows_suppressed: _builtins.int = ...,
+        min_k: _builtins.int = ...,
+        k_reached: _builtins.int = ...,
+        classes: _builtins.int = ...,
+        quasi_identifiers: _abc.Iterable[_builtins.str] | None = ...,
+        treatments: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        findings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes", "entry_version", b"entry_version", "findings", b"findings", "k_reached", b"k_reached", "min_k", b"min_k", "outcome", b"outcome", "quasi_identifiers", b"quasi_identifiers", "reason", b"reason", "resource_code", b"resource_code", "rows_published", b"rows_published", "rows_read", b"rows_read", "rows_suppressed", b"rows_suppressed", "treatments", b"treatments", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenDataReport: _TypeAlias = OpenDataReport  # noqa: Y015
+
+@_typing.final
+class PublishOpenResourceRequest(_message.Message):
+    """Request of OpenDataService.PublishOpenResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The resource to publish; owned by this node, active, 普遍开放 or 授权开放."""
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_code", b"resource_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishOpenResourceRequest: _TypeAlias = PublishOpenResourceRequest  # noqa: Y015
+
+@_typing.final
+class PublishOpenResourceResponse(_message.Message):
+    """Response of OpenDataService.PublishOpenResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___OpenDataReport:
+        """The report of the version now served."""
+
+    def __init__(
+        self,
+        *,
+        report: Global___OpenDataReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishOpenResourceResponse: _TypeAlias = PublishOpenResourceResponse  # noqa: Y015
+
+@_typing.final
+class UnpublishOpenResourceRequest(_message.Message):
+    """Request of OpenDataService.UnpublishOpenResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The resource to take out of the open catalog."""
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_code", b"resource_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnpublishOpenResourceRequest: _TypeAlias = UnpublishOpenResourceRequest  # noqa: Y015
+
+@_typing.final
+class UnpublishOpenResourceResponse(_message.Message):
+    """Response of OpenDataService.UnpublishOpenResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnpublishOpenResourceResponse: _TypeAlias = UnpublishOpenResourceResponse  # noqa: Y015
+
+@_typing.final
+class OpenDataset(_message.Message):
+    """A resource published on this node, as its authority sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    NOT_SERVED_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The resource."""
+    published: _builtins.bool
+    """Published (and not withdrawn by the authority since)."""
+    version: _builtins.int
+    """The version served while published."""
+    changed_by: _builtins.str
+    """Who published or unpublished it last."""
+    not_served: _builtins.str
+    """Why it is not served now (its entry changed or was withdrawn, ...); empty when served."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    @_builtins.property
+    def report(self) -> Global___OpenDataReport:
+        """The report of its newest version (published or refused)."""
+
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+        published: _builtins.bool = ...,
+        version: _builtins.int = ...,
+        changed_by: _builtins.str = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        not_served: _builtins.str = ...,
+        report: Global___OpenDataReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "changed_by", b"changed_by", "not_served", b"not_served", "published", b"published", "report", b"report", "resource_code", b"resource_code", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenDataset: _TypeAlias = OpenDataset  # noqa: Y015
+
+@_typing.final
+class ListOpenDatasetsRequest(_message.Message):
+    """Request of OpenDataService.ListOpenDatasets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum datasets per page (see Pagination in common.proto)."""
+    page_token: _builtins.str
+    """Token from the previous page's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenDatasetsRequest: _TypeAlias = ListOpenDatasetsRequest  # noqa: Y015
+
+@_typing.final
+class ListOpenDatasetsResponse(_message.Message):
+    """Response of OpenDataService.ListOpenDatasets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpenDataset]:
+        """Datasets of this page, by resource code."""
+
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[Global___OpenDataset] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenDatasetsResponse: _TypeAlias = ListOpenDatasetsResponse  # noqa: Y015
+
+@_typing.final
 class OpenResource(_message.Message):
     """An entry of the open catalog."""
 

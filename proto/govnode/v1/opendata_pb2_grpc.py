@@ -66,6 +66,21 @@ class OpenDataServiceStub:
                 request_serializer=govnode_dot_v1_dot_opendata__pb2.ReviewOpenApplicationRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_opendata__pb2.ReviewOpenApplicationResponse.FromString,
                 _registered_method=True)
+        self.PublishOpenResource = channel.unary_unary(
+                '/govnode.v1.OpenDataService/PublishOpenResource',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.PublishOpenResourceRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.PublishOpenResourceResponse.FromString,
+                _registered_method=True)
+        self.UnpublishOpenResource = channel.unary_unary(
+                '/govnode.v1.OpenDataService/UnpublishOpenResource',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.UnpublishOpenResourceRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.UnpublishOpenResourceResponse.FromString,
+                _registered_method=True)
+        self.ListOpenDatasets = channel.unary_unary(
+                '/govnode.v1.OpenDataService/ListOpenDatasets',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsResponse.FromString,
+                _registered_method=True)
 
 
 class OpenDataServiceServicer:
@@ -118,6 +133,33 @@ class OpenDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishOpenResource(self, request, context):
+        """The node's data management authority publishes a catalog entry's data to the open
+        catalog (第二十九条): a new version, de-identified as the entry's items declare and checked
+        (no direct identifier in clear; k-anonymous over the quasi-identifiers) before it is
+        served. A refusal is FAILED_PRECONDITION naming why; its report is kept
+        (ListOpenDatasets). Only the province and approved city sub-platforms open data
+        (第三十一条).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpublishOpenResource(self, request, context):
+        """The authority takes a resource out of the open catalog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOpenDatasets(self, request, context):
+        """For the authority: every resource published on this node, whether it is served now (and
+        why not), and the report of its newest version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpenDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +192,21 @@ def add_OpenDataServiceServicer_to_server(servicer, server):
                     servicer.ReviewOpenApplication,
                     request_deserializer=govnode_dot_v1_dot_opendata__pb2.ReviewOpenApplicationRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_opendata__pb2.ReviewOpenApplicationResponse.SerializeToString,
+            ),
+            'PublishOpenResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishOpenResource,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.PublishOpenResourceRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.PublishOpenResourceResponse.SerializeToString,
+            ),
+            'UnpublishOpenResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpublishOpenResource,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.UnpublishOpenResourceRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.UnpublishOpenResourceResponse.SerializeToString,
+            ),
+            'ListOpenDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenDatasets,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +373,87 @@ class OpenDataService:
             '/govnode.v1.OpenDataService/ReviewOpenApplication',
             govnode_dot_v1_dot_opendata__pb2.ReviewOpenApplicationRequest.SerializeToString,
             govnode_dot_v1_dot_opendata__pb2.ReviewOpenApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishOpenResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/PublishOpenResource',
+            govnode_dot_v1_dot_opendata__pb2.PublishOpenResourceRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.PublishOpenResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpublishOpenResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/UnpublishOpenResource',
+            govnode_dot_v1_dot_opendata__pb2.UnpublishOpenResourceRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.UnpublishOpenResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/ListOpenDatasets',
+            govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,20 @@ class OpenDataServiceStub:
     """The authority reviews an open application (授权, 第三十三条); the provider is notified
     (将授权情况告知相关数据生产应用单位).
     """
+    PublishOpenResource: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.PublishOpenResourceRequest, _opendata_pb2.PublishOpenResourceResponse]
+    """The node's data management authority publishes a catalog entry's data to the open
+    catalog (第二十九条): a new version, de-identified as the entry's items declare and checked
+    (no direct identifier in clear; k-anonymous over the quasi-identifiers) before it is
+    served. A refusal is FAILED_PRECONDITION naming why; its report is kept
+    (ListOpenDatasets). Only the province and approved city sub-platforms open data
+    (第三十一条).
+    """
+    UnpublishOpenResource: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.UnpublishOpenResourceRequest, _opendata_pb2.UnpublishOpenResourceResponse]
+    """The authority takes a resource out of the open catalog."""
+    ListOpenDatasets: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.ListOpenDatasetsRequest, _opendata_pb2.ListOpenDatasetsResponse]
+    """For the authority: every resource published on this node, whether it is served now (and
+    why not), and the report of its newest version.
+    """
 
 @_typing.type_check_only
 class OpenDataServiceAsyncStub(OpenDataServiceStub):
@@ -81,6 +95,20 @@ class OpenDataServiceAsyncStub(OpenDataServiceStub):
     ReviewOpenApplication: _aio.UnaryUnaryMultiCallable[_opendata_pb2.ReviewOpenApplicationRequest, _opendata_pb2.ReviewOpenApplicationResponse]  # type: ignore[assignment]
     """The authority reviews an open application (授权, 第三十三条); the provider is notified
     (将授权情况告知相关数据生产应用单位).
+    """
+    PublishOpenResource: _aio.UnaryUnaryMultiCallable[_opendata_pb2.PublishOpenResourceRequest, _opendata_pb2.PublishOpenResourceResponse]  # type: ignore[assignment]
+    """The node's data management authority publishes a catalog entry's data to the open
+    catalog (第二十九条): a new version, de-identified as the entry's items declare and checked
+    (no direct identifier in clear; k-anonymous over the quasi-identifiers) before it is
+    served. A refusal is FAILED_PRECONDITION naming why; its report is kept
+    (ListOpenDatasets). Only the province and approved city sub-platforms open data
+    (第三十一条).
+    """
+    UnpublishOpenResource: _aio.UnaryUnaryMultiCallable[_opendata_pb2.UnpublishOpenResourceRequest, _opendata_pb2.UnpublishOpenResourceResponse]  # type: ignore[assignment]
+    """The authority takes a resource out of the open catalog."""
+    ListOpenDatasets: _aio.UnaryUnaryMultiCallable[_opendata_pb2.ListOpenDatasetsRequest, _opendata_pb2.ListOpenDatasetsResponse]  # type: ignore[assignment]
+    """For the authority: every resource published on this node, whether it is served now (and
+    why not), and the report of its newest version.
     """
 
 class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,6 +168,38 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_opendata_pb2.ReviewOpenApplicationResponse, _abc.Awaitable[_opendata_pb2.ReviewOpenApplicationResponse]]:
         """The authority reviews an open application (授权, 第三十三条); the provider is notified
         (将授权情况告知相关数据生产应用单位).
+        """
+
+    @_abc_1.abstractmethod
+    def PublishOpenResource(
+        self,
+        request: _opendata_pb2.PublishOpenResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.PublishOpenResourceResponse, _abc.Awaitable[_opendata_pb2.PublishOpenResourceResponse]]:
+        """The node's data management authority publishes a catalog entry's data to the open
+        catalog (第二十九条): a new version, de-identified as the entry's items declare and checked
+        (no direct identifier in clear; k-anonymous over the quasi-identifiers) before it is
+        served. A refusal is FAILED_PRECONDITION naming why; its report is kept
+        (ListOpenDatasets). Only the province and approved city sub-platforms open data
+        (第三十一条).
+        """
+
+    @_abc_1.abstractmethod
+    def UnpublishOpenResource(
+        self,
+        request: _opendata_pb2.UnpublishOpenResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.UnpublishOpenResourceResponse, _abc.Awaitable[_opendata_pb2.UnpublishOpenResourceResponse]]:
+        """The authority takes a resource out of the open catalog."""
+
+    @_abc_1.abstractmethod
+    def ListOpenDatasets(
+        self,
+        request: _opendata_pb2.ListOpenDatasetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.ListOpenDatasetsResponse, _abc.Awaitable[_opendata_pb2.ListOpenDatasetsResponse]]:
+        """For the authority: every resource published on this node, whether it is served now (and
+        why not), and the report of its newest version.
         """
 
 def add_OpenDataServiceServicer_to_server(servicer: OpenDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,6 +4,7 @@ keeps them.
 - ``_types``: entries, data items, share types and methods, validation and masking rules, and
   the checks of an entry (一数一源 is the registry's);
 - ``_grading``: sensitivity levels and what they allow (第三十七条);
+- ``_open_treatment``: what an entry may declare about its open data (脱密脱敏, 第二十九条);
 - ``_patterns``: PATTERN rules on a linear-time engine (RE2);
 - ``_probe``: conformance probe resources and who may use them (第三十一条);
 - ``_registry``: register, update, withdraw, read, list and the ordered change feed, and

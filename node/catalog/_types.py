@@ -262,12 +262,28 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+#: Fields of an entry (and of its items) written only when they differ from these defaults:
+#: entries stored before the fields existed keep their exact text, so catalog digests stay
+#: equal across nodes whichever release wrote an entry. Set, they are part of the text and so
+#: of the digest. Reading falls back to the same defaults.
+_ENTRY_OMITTED_DEFAULTS: dict[str, Any] = {"probe": False}
+_ITEM_OMITTED_DEFAULTS: dict[str, Any] = {
+    "open": OpenTreatment().model_dump(mode="json"),
+    "quasi_identifier": False,
+}
+
+
+def _omit_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for name, default in defaults.items():
+        if data[name] == default:
+            del data[name]
+
+
 def entry_to_json(entry: ResourceEntry) -> str:
     data = entry.model_dump(mode="json")
-    if not data["probe"]:
-        # Left out unless set: entries stored before probes existed keep their exact text, so
-        # catalog digests stay equal across nodes whichever release wrote an entry.
-        del data["probe"]
+    _omit_defaults(data, _ENTRY_OMITTED_DEFAULTS)
+    for item in data["items"]:
+        _omit_defaults(item, _ITEM_OMITTED_DEFAULTS)
     return canonical_json(data)
 
 
@@ -332,8 +348,10 @@ def entry_problems(entry: ResourceEntry, *, node_region: str) -> list[str]:
     problems += _item_problems(entry)
     # Imported here: node.catalog._grading builds on the types of this module.
     from node.catalog._grading import grading_problems
+    from node.catalog._open_treatment import open_treatment_problems
 
     problems += grading_problems(entry)
+    problems += open_treatment_problems(entry)
     return problems
 
 

@@ -18,8 +18,11 @@ from node.catalog import (
     Classification,
     DataItem,
     DataType,
+    Generalization,
     MaskingKind,
     MaskingRule,
+    OpenTreatment,
+    OpenTreatmentKind,
     OpenType,
     ResourceEntry,
     ResourceStatus,
@@ -43,8 +46,17 @@ _ENUMS: dict[str, tuple[str, type[enum.StrEnum], enum.StrEnum | None]] = {
     "UpdateCycle": ("UPDATE_CYCLE_", UpdateCycle, UpdateCycle.IRREGULAR),
     "ValidationKind": ("VALIDATION_KIND_", ValidationKind, ValidationKind.NONE),
     "MaskingKind": ("MASKING_KIND_", MaskingKind, MaskingKind.NONE),
+    # UNSPECIFIED is "not published": the safe default, and the only wire form of DROP.
+    "OpenTreatmentKind": ("OPEN_TREATMENT_KIND_", OpenTreatmentKind, OpenTreatmentKind.DROP),
+    "Generalization": ("GENERALIZATION_", Generalization, Generalization.NONE),
     "ResourceStatus": ("RESOURCE_STATUS_", ResourceStatus, None),
 }
+
+
+#: Enums whose domain default has no value of its own on the wire: UNSPECIFIED is it.
+_DEFAULT_IS_ZERO = frozenset(
+    {"ValidationKind", "MaskingKind", "OpenTreatmentKind", "Generalization"}
+)
 
 
 def _enum_in(proto_enum: str, number: int, field: str, domain: type[E]) -> E:
@@ -63,7 +75,7 @@ def _enum_in(proto_enum: str, number: int, field: str, domain: type[E]) -> E:
 
 def _enum_out(proto_enum: str, value: enum.StrEnum) -> int:
     prefix, _, default = _ENUMS[proto_enum]
-    if default is not None and value == default and proto_enum in ("ValidationKind", "MaskingKind"):
+    if default is not None and value == default and proto_enum in _DEFAULT_IS_ZERO:
         return 0
     descriptor = common_pb2.DESCRIPTOR.enum_types_by_name[proto_enum]
     return int(descriptor.values_by_name[prefix + value.value.upper()].number)
@@ -136,6 +148,19 @@ def item_from_proto(msg: common_pb2.DataItem, path: str) -> DataItem:
         standard_element=msg.standard_element,
         authoritative_source=msg.authoritative_source,
         description=msg.description,
+        open=_open_from_proto(msg.open, f"{path}.open"),
+        quasi_identifier=msg.quasi_identifier,
+    )
+
+
+def _open_from_proto(msg: common_pb2.OpenTreatment, path: str) -> OpenTreatment:
+    return OpenTreatment(
+        kind=_enum_in("OpenTreatmentKind", msg.kind, f"{path}.kind", OpenTreatmentKind),
+        keep_first=msg.keep_first,
+        keep_last=msg.keep_last,
+        generalize=_enum_in("Generalization", msg.generalize, f"{path}.generalize", Generalization),
+        prefix_length=msg.prefix_length,
+        range_width=msg.range_width,
     )
 
 
@@ -190,6 +215,15 @@ def item_to_proto(item: DataItem) -> common_pb2.DataItem:
         standard_element=item.standard_element,
         authoritative_source=item.authoritative_source,
         description=item.description,
+        open=common_pb2.OpenTreatment(
+            kind=_enum_out("OpenTreatmentKind", item.open.kind),  # type: ignore[arg-type]
+            keep_first=item.open.keep_first,
+            keep_last=item.open.keep_last,
+            generalize=_enum_out("Generalization", item.open.generalize),  # type: ignore[arg-type]
+            prefix_length=item.open.prefix_length,
+            range_width=item.open.range_width,
+        ),
+        quasi_identifier=item.quasi_identifier,
     )
 
 

@@ -267,6 +267,20 @@ COMMON_ENUMS: dict[str, dict[str, int]] = {
         "MASKING_KIND_KEEP_EDGES": 4,
         "MASKING_KIND_FULL": 5,
     },
+    "OpenTreatmentKind": {
+        "OPEN_TREATMENT_KIND_UNSPECIFIED": 0,
+        "OPEN_TREATMENT_KIND_MASK": 1,
+        "OPEN_TREATMENT_KIND_GENERALIZE": 2,
+        "OPEN_TREATMENT_KIND_PSEUDONYMIZE": 3,
+        "OPEN_TREATMENT_KIND_AS_STORED": 4,
+    },
+    "Generalization": {
+        "GENERALIZATION_UNSPECIFIED": 0,
+        "GENERALIZATION_MONTH": 1,
+        "GENERALIZATION_YEAR": 2,
+        "GENERALIZATION_PREFIX": 3,
+        "GENERALIZATION_RANGE": 4,
+    },
     "ResourceStatus": {
         "RESOURCE_STATUS_UNSPECIFIED": 0,
         "RESOURCE_STATUS_ACTIVE": 1,
@@ -277,6 +291,14 @@ COMMON_ENUMS: dict[str, dict[str, int]] = {
 COMMON_MESSAGES: dict[str, dict[str, int]] = {
     "ValidationRule": {"kind": 1, "enum_values": 2, "pattern": 3, "max_length": 4},
     "MaskingRule": {"kind": 1, "keep_first": 2, "keep_last": 3},
+    "OpenTreatment": {
+        "kind": 1,
+        "keep_first": 2,
+        "keep_last": 3,
+        "generalize": 4,
+        "prefix_length": 5,
+        "range_width": 6,
+    },
     "DataItem": {
         "name": 1,
         "title": 2,
@@ -289,6 +311,8 @@ COMMON_MESSAGES: dict[str, dict[str, int]] = {
         "standard_element": 9,
         "authoritative_source": 10,
         "description": 11,
+        "open": 12,
+        "quasi_identifier": 13,
     },
     "ResourceEntry": {
         "resource_code": 1,

@@ -20,8 +20,11 @@ from node.catalog import (
     Classification,
     DataItem,
     DataType,
+    Generalization,
     MaskingKind,
     MaskingRule,
+    OpenTreatment,
+    OpenTreatmentKind,
     OpenType,
     ResourceEntry,
     ResourceStatus,
@@ -529,6 +532,16 @@ _items = st.builds(
     standard_element=_text,
     authoritative_source=st.booleans(),
     description=_text,
+    open=st.builds(
+        OpenTreatment,
+        kind=st.sampled_from(OpenTreatmentKind),
+        keep_first=st.integers(0, 5),
+        keep_last=st.integers(0, 5),
+        generalize=st.sampled_from(Generalization),
+        prefix_length=st.integers(0, 5),
+        range_width=st.integers(0, 10**12),
+    ),
+    quasi_identifier=st.booleans(),
 )
 _china = dt.timezone(dt.timedelta(hours=8))
 _times = st.none() | st.datetimes(

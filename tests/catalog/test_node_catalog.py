@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.demo import EXAMPLES_DIR, load_example_catalog
-from node.servicers.convert import entry_to_proto
+from node.servicers.convert import entry_from_proto, entry_to_proto
+from tests.support.entries import OPEN_ENTRY, make_entry
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     PUBLIC_SECURITY,
@@ -256,6 +257,51 @@ async def test_a_duplicate_authoritative_source_is_refused_and_nothing_is_writte
     # Referencing the source instead of claiming it is what the law asks, and it works.
     assert (await register(setup, node, MARRIAGE)).version == 1
     assert await healthy(node, civil)
+
+
+async def test_open_treatments_round_trip_and_one_on_a_sensitive_item_is_refused(
+    province: Province,
+) -> None:
+    """What the open data holds of each item (脱密脱敏, 第二十九条) comes back as registered; a
+    level-3 item that would open is refused naming the item and the article, and nothing is
+    written."""
+    setup, node = province
+    allowance = make_entry(
+        9,
+        CIVIL_AFFAIRS,
+        resource_code="350000-3-000009",
+        provider_name="福建省民政厅",
+        **OPEN_ENTRY,
+    )
+    civil = agency(setup, CIVIL_AFFAIRS)
+    sensitive = entry(allowance)
+    sensitive.items[1].sensitivity_level = 3  # xm, pseudonymized
+    sensitive.open_type = common_pb2.OPEN_TYPE_AUTHORIZED  # what level 3 allows
+    err = await refused(
+        node, civil, "RegisterResource", catalog_pb2.RegisterResourceRequest(entry=sensitive)
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "entry.items[1].open.kind: pseudonymize is not allowed: the item has sensitivity level 3, "
+        "and level 3 and 4 items are never opened; leave it unset (drop) (分级管理, 第三十七条)"
+    )
+    registered = await register(setup, node, allowance)  # nothing of the refusal was written
+    got = await call(
+        node,
+        agency(setup, PUBLIC_SECURITY),
+        "GetResource",
+        catalog_pb2.GetResourceRequest(resource_code=allowance.resource_code),
+    )
+    assert got.entry == registered  # type: ignore[attr-defined]
+    assert list(registered.items) == list(entry(allowance).items)
+    assert entry_from_proto(registered).items == allowance.items
+    birth = registered.items[2]
+    assert (birth.open.kind, birth.open.generalize, birth.quasi_identifier) == (
+        common_pb2.OPEN_TREATMENT_KIND_GENERALIZE,
+        common_pb2.GENERALIZATION_YEAR,
+        True,
+    )
+    assert registered.items[0].open.kind == common_pb2.OPEN_TREATMENT_KIND_UNSPECIFIED  # dropped
 
 
 async def test_node_info_reports_identity_and_catalog(province: Province) -> None:

@@ -32,7 +32,7 @@ from node.servicers.federation_sync import change_to_proto
 from node.servicers.stopping import until_stopping
 from node.storage import Database
 from tests.support.databases import NewDatabaseUrl
-from tests.support.entries import FIXED_TIME
+from tests.support.entries import FIXED_TIME, OPEN_ENTRY
 from tests.support.nodes import (
     FUZHOU,
     PROVINCE,
@@ -145,7 +145,9 @@ async def test_changes_propagate_to_every_node(tmp_path: Path, db_urls: NewDatab
         await fed.converged(0)
         code = f"{FUZHOU}-3-000001"
         sent = time.monotonic()
-        registered = await fed.fuzhou.register(entry_of(FUZHOU, 1))
+        # With open treatments and quasi-identifiers (issue 14): they travel with the entry,
+        # and every node's digest covers them (converged compares the digests).
+        registered = await fed.fuzhou.register(entry_of(FUZHOU, 1, **OPEN_ENTRY))
         latency = None
         for _ in range(100):  # until 厦门 has it: 0.02 s steps, at most 2 s
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -158,11 +160,12 @@ async def test_changes_propagate_to_every_node(tmp_path: Path, db_urls: NewDatab
         assert latency is not None, "福州's registration did not reach 厦门 within 2 s"
         print(f"\n福州 -> 厦门 propagation: {latency * 1000:.0f} ms")
         assert got.entry == registered
+        assert got.entry.items[2].quasi_identifier and got.entry.items[2].open.generalize
         await fed.converged(1)
 
         # Updates and withdrawals apply on 福州's authority's approval (第四十一条), then travel.
         fz = fed.fuzhou
-        update = entry_to_proto(entry_of(FUZHOU, 1, summary="更新后的摘要"))
+        update = entry_to_proto(entry_of(FUZHOU, 1, **OPEN_ENTRY, summary="更新后的摘要"))
         await update_approved(fz.running, fz.setup, fz.agency(), update, expected_version=1)
         await withdraw_approved(fz.running, fz.setup, fz.agency(), code, "停止提供")
         await fed.province.register(entry_of(PROVINCE, 1))

@@ -11,8 +11,11 @@ from node.catalog import (
     Classification,
     DataItem,
     DataType,
+    Generalization,
     MaskingKind,
     MaskingRule,
+    OpenTreatment,
+    OpenTreatmentKind,
     OpenType,
     ResourceEntry,
     ShareMethod,
@@ -121,3 +124,69 @@ def person_entry(n: int = 2, provider: str | None = None, **fields: Any) -> Reso
         "share_methods": (ShareMethod.VERIFY, ShareMethod.COMPARE, ShareMethod.QUERY),
     } | fields
     return make_entry(n, provider, **values)
+
+
+def open_items() -> tuple[DataItem, ...]:
+    """The items of a 普遍开放 list of old-age allowance payments (高龄津贴发放), with what the
+    open data holds of each (脱密脱敏, 第二十九条): every treatment and generalization once,
+    birth year, sex and county of household registration marked quasi-identifiers."""
+    kind, how = OpenTreatmentKind, Generalization
+    return (
+        item("ffbh", title="发放编号", key=True, required=True),  # dropped
+        item(
+            "xm",
+            title="姓名",
+            sensitivity_level=2,
+            masking=MaskingRule(kind=MaskingKind.NAME),
+            open=OpenTreatment(kind=kind.PSEUDONYMIZE),
+        ),
+        item(
+            "csrq",
+            title="出生日期",
+            data_type=DataType.DATE,
+            sensitivity_level=2,
+            open=OpenTreatment(kind=kind.GENERALIZE, generalize=how.YEAR),
+            quasi_identifier=True,
+        ),
+        item(
+            "xb",
+            title="性别",
+            data_type=DataType.ENUM,
+            validation=ValidationRule(enum_values=("男", "女")),
+            open=OpenTreatment(kind=kind.AS_STORED),
+            quasi_identifier=True,
+        ),
+        item(
+            "hjqh",
+            title="户籍地行政区划代码",
+            sensitivity_level=2,
+            open=OpenTreatment(kind=kind.GENERALIZE, generalize=how.PREFIX, prefix_length=4),
+            quasi_identifier=True,
+        ),
+        item(
+            "ffje",
+            title="发放金额",
+            data_type=DataType.DECIMAL,
+            open=OpenTreatment(kind=kind.GENERALIZE, generalize=how.RANGE, range_width=100),
+        ),
+        item(
+            "ffsj",
+            title="发放时间",
+            data_type=DataType.DATETIME,
+            open=OpenTreatment(kind=kind.GENERALIZE, generalize=how.MONTH),
+        ),
+        item(
+            "jbr",
+            title="经办人",
+            open=OpenTreatment(kind=kind.MASK, keep_first=1),
+        ),
+        item("lxdh", title="联系电话", sensitivity_level=2, quasi_identifier=True),  # dropped
+    )
+
+
+#: The fields that make an entry the 普遍开放 allowance list of :func:`open_items`.
+OPEN_ENTRY: dict[str, Any] = {
+    "name": "高龄津贴发放",
+    "open_type": OpenType.UNIVERSAL,
+    "items": open_items(),
+}

@@ -351,6 +351,93 @@ MASKING_KIND_FULL: MaskingKind.ValueType  # 5
 """Mask every character."""
 Global___MaskingKind: _TypeAlias = MaskingKind  # noqa: Y015
 
+class _OpenTreatmentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OpenTreatmentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OpenTreatmentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPEN_TREATMENT_KIND_UNSPECIFIED: _OpenTreatmentKind.ValueType  # 0
+    """Not published (drop): the default. Items of sensitivity level 3 or 4 and every item of a
+    不予开放 resource must keep it (第三十七条, 第二十九条).
+    """
+    OPEN_TREATMENT_KIND_MASK: _OpenTreatmentKind.ValueType  # 1
+    """The value with all but OpenTreatment.keep_first leading and keep_last trailing characters
+    masked.
+    """
+    OPEN_TREATMENT_KIND_GENERALIZE: _OpenTreatmentKind.ValueType  # 2
+    """The value coarsened as OpenTreatment.generalize says (泛化, GB/T 37964)."""
+    OPEN_TREATMENT_KIND_PSEUDONYMIZE: _OpenTreatmentKind.ValueType  # 3
+    """A keyed pseudonym (假名化) in place of the value, stable within one open dataset version only."""
+    OPEN_TREATMENT_KIND_AS_STORED: _OpenTreatmentKind.ValueType  # 4
+    """The value as stored."""
+
+class OpenTreatmentKind(_OpenTreatmentKind, metaclass=_OpenTreatmentKindEnumTypeWrapper):
+    """What the open data (开放数据, 第二十九条: 脱密脱敏) holds of one data item. The default, and
+    the meaning of OPEN_TREATMENT_KIND_UNSPECIFIED, is that the item is not published: nothing of
+    an item opens unless its provider declares how.
+    """
+
+OPEN_TREATMENT_KIND_UNSPECIFIED: OpenTreatmentKind.ValueType  # 0
+"""Not published (drop): the default. Items of sensitivity level 3 or 4 and every item of a
+不予开放 resource must keep it (第三十七条, 第二十九条).
+"""
+OPEN_TREATMENT_KIND_MASK: OpenTreatmentKind.ValueType  # 1
+"""The value with all but OpenTreatment.keep_first leading and keep_last trailing characters
+masked.
+"""
+OPEN_TREATMENT_KIND_GENERALIZE: OpenTreatmentKind.ValueType  # 2
+"""The value coarsened as OpenTreatment.generalize says (泛化, GB/T 37964)."""
+OPEN_TREATMENT_KIND_PSEUDONYMIZE: OpenTreatmentKind.ValueType  # 3
+"""A keyed pseudonym (假名化) in place of the value, stable within one open dataset version only."""
+OPEN_TREATMENT_KIND_AS_STORED: OpenTreatmentKind.ValueType  # 4
+"""The value as stored."""
+Global___OpenTreatmentKind: _TypeAlias = OpenTreatmentKind  # noqa: Y015
+
+class _Generalization:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GeneralizationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Generalization.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENERALIZATION_UNSPECIFIED: _Generalization.ValueType  # 0
+    """None: no generalization. Required to be set with OPEN_TREATMENT_KIND_GENERALIZE and left
+    unset with every other kind.
+    """
+    GENERALIZATION_MONTH: _Generalization.ValueType  # 1
+    """A date or datetime item to its month, "YYYY-MM"."""
+    GENERALIZATION_YEAR: _Generalization.ValueType  # 2
+    """A date or datetime item to its year, "YYYY"."""
+    GENERALIZATION_PREFIX: _Generalization.ValueType  # 3
+    """A code (e.g. a division code) to its first OpenTreatment.prefix_length characters; for
+    string, enum and integer items.
+    """
+    GENERALIZATION_RANGE: _Generalization.ValueType  # 4
+    """An integer or decimal item to the range "[lo, lo + range_width)" that holds it, lo a
+    multiple of OpenTreatment.range_width.
+    """
+
+class Generalization(_Generalization, metaclass=_GeneralizationEnumTypeWrapper):
+    """How OPEN_TREATMENT_KIND_GENERALIZE coarsens a value (泛化, GB/T 37964)."""
+
+GENERALIZATION_UNSPECIFIED: Generalization.ValueType  # 0
+"""None: no generalization. Required to be set with OPEN_TREATMENT_KIND_GENERALIZE and left
+unset with every other kind.
+"""
+GENERALIZATION_MONTH: Generalization.ValueType  # 1
+"""A date or datetime item to its month, "YYYY-MM"."""
+GENERALIZATION_YEAR: Generalization.ValueType  # 2
+"""A date or datetime item to its year, "YYYY"."""
+GENERALIZATION_PREFIX: Generalization.ValueType  # 3
+"""A code (e.g. a division code) to its first OpenTreatment.prefix_length characters; for
+string, enum and integer items.
+"""
+GENERALIZATION_RANGE: Generalization.ValueType  # 4
+"""An integer or decimal item to the range "[lo, lo + range_width)" that holds it, lo a
+multiple of OpenTreatment.range_width.
+"""
+Global___Generalization: _TypeAlias = Generalization  # noqa: Y015
+
 class _ResourceStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -466,6 +553,50 @@ class MaskingRule(_message.Message):
 Global___MaskingRule: _TypeAlias = MaskingRule  # noqa: Y015
 
 @_typing.final
+class OpenTreatment(_message.Message):
+    """What one data item becomes in the open data (脱密脱敏, 第二十九条). Fields a kind does not use
+    must be left 0/unset; a registration that sets them is refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    KEEP_FIRST_FIELD_NUMBER: _builtins.int
+    KEEP_LAST_FIELD_NUMBER: _builtins.int
+    GENERALIZE_FIELD_NUMBER: _builtins.int
+    PREFIX_LENGTH_FIELD_NUMBER: _builtins.int
+    RANGE_WIDTH_FIELD_NUMBER: _builtins.int
+    kind: Global___OpenTreatmentKind.ValueType
+    """Which treatment applies; UNSPECIFIED (0) means the item is not published."""
+    keep_first: _builtins.int
+    """Leading characters kept, for OPEN_TREATMENT_KIND_MASK; at most 64."""
+    keep_last: _builtins.int
+    """Trailing characters kept, for OPEN_TREATMENT_KIND_MASK; at most 64."""
+    generalize: Global___Generalization.ValueType
+    """The generalization, for OPEN_TREATMENT_KIND_GENERALIZE (required there)."""
+    prefix_length: _builtins.int
+    """Characters kept, for GENERALIZATION_PREFIX: 1 to 64."""
+    range_width: _builtins.int
+    """Width of each range, for GENERALIZATION_RANGE: 1 to 10^12."""
+    def __init__(
+        self,
+        *,
+        kind: Global___OpenTreatmentKind.ValueType = ...,
+        keep_first: _builtins.int = ...,
+        keep_last: _builtins.int = ...,
+        generalize: Global___Generalization.ValueType = ...,
+        prefix_length: _builtins.int = ...,
+        range_width: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generalize", b"generalize", "keep_first", b"keep_first", "keep_last", b"keep_last", "kind", b"kind", "prefix_length", b"prefix_length", "range_width", b"range_width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenTreatment: _TypeAlias = OpenTreatment  # noqa: Y015
+
+@_typing.final
 class DataItem(_message.Message):
     """One data item (数据项) of a catalog entry: the unit of collection, validation, masking and
     grants.
@@ -484,6 +615,8 @@ class DataItem(_message.Message):
     STANDARD_ELEMENT_FIELD_NUMBER: _builtins.int
     AUTHORITATIVE_SOURCE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    QUASI_IDENTIFIER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Machine name, unique in the resource (e.g. "citizen_id"); the key of Record.values."""
     title: _builtins.str
@@ -507,6 +640,12 @@ class DataItem(_message.Message):
     """
     description: _builtins.str
     """Free-text description of the item's meaning and provenance."""
+    quasi_identifier: _builtins.bool
+    """A quasi-identifier (准标识符, GB/T 37964): not identifying alone, but together with the other
+    quasi-identifiers it may single a person out (birth date, region, occupation); the open data
+    must be k-anonymous over the published ones. Allowed on a dropped item too: it records that
+    the item was identified as one and withheld.
+    """
     @_builtins.property
     def validation(self) -> Global___ValidationRule:
         """Validation rule applied on submission and in quality reports."""
@@ -514,6 +653,13 @@ class DataItem(_message.Message):
     @_builtins.property
     def masking(self) -> Global___MaskingRule:
         """Masking applied when the value leaves the node without a clear-text grant."""
+
+    @_builtins.property
+    def open(self) -> Global___OpenTreatment:
+        """What the open data holds of this item (脱密脱敏, 第二十九条). Unset, or kind
+        OPEN_TREATMENT_KIND_UNSPECIFIED, means the item is dropped: the safe default, so an item
+        whose provider never decided is never published.
+        """
 
     def __init__(
         self,
@@ -529,10 +675,12 @@ class DataItem(_message.Message):
         standard_element: _builtins.str = ...,
         authoritative_source: _builtins.bool = ...,
         description: _builtins.str = ...,
+        open: Global___OpenTreatment | None = ...,
+        quasi_identifier: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["masking", b"masking", "validation", b"validation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["masking", b"masking", "open", b"open", "validation", b"validation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authoritative_source", b"authoritative_source", "data_type", b"data_type", "description", b"description", "key", b"key", "masking", b"masking", "name", b"name", "required", b"required", "sensitivity_level", b"sensitivity_level", "standard_element", b"standard_element", "title", b"title", "validation", b"validation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authoritative_source", b"authoritative_source", "data_type", b"data_type", "description", b"description", "key", b"key", "masking", b"masking", "name", b"name", "open", b"open", "quasi_identifier", b"quasi_identifier", "required", b"required", "sensitivity_level", b"sensitivity_level", "standard_element", b"standard_element", "title", b"title", "validation", b"validation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -226,8 +226,8 @@ async def test_a_changed_entry_is_not_served_until_published_again(database: Dat
 
 
 async def test_what_may_not_open_is_refused_with_the_article(database: Database) -> None:
-    closed = make_entry(41, provider=PROVIDER, items=ITEMS, open_type=OpenType.NOT_OPEN)
-    catalog = await setup(database, [person(1, 1980)], closed)
+    closed = make_entry(41, provider=PROVIDER, open_type=OpenType.NOT_OPEN)
+    catalog = await setup(database, [], closed)
     with pytest.raises(FailedPrecondition, match="不予开放"):
         await opendata(database, catalog).publish(closed.resource_code, BY)
     entry = open_entry(42)

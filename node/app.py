@@ -58,7 +58,7 @@ from node.catalog import Catalog
 from node.clients import CheckpointPublisher, CitySync, witness_endpoints, witness_rule
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
-from node.opendata import OpenData, open_data_gate
+from node.opendata import OpenData, Republisher, open_data_gate
 from node.pki import (
     Revocations,
     load_chain_pem,
@@ -149,6 +149,8 @@ class RunningNode:
     #: witnesses' cosignatures.
     checkpoints: Checkpoints | None = None
     publisher: CheckpointPublisher | None = None
+    #: Publishes served open datasets again on their entries' update cycles.
+    republisher: Republisher | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -165,6 +167,8 @@ class RunningNode:
             await self.sync.stop()
         if self.publisher is not None:
             await self.publisher.stop()
+        if self.republisher is not None:
+            await self.republisher.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -416,6 +420,11 @@ async def start_node(config: NodeConfig) -> RunningNode:
         every_records=config.audit.checkpoint_records,
     )
     node.publisher.start()
+    if services.opendata is not None:
+        node.republisher = Republisher(
+            services.opendata, identity.uri, config.opendata.republish_check_seconds
+        )
+        node.republisher.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

@@ -270,6 +270,9 @@ class OpenDataSection(_Section):
     #: Rows in classes smaller than min_k are left out, up to this share of the rows; past
     #: it the publication is refused, naming the quasi-identifiers to generalise further.
     max_suppressed: float = Field(default=0.05, ge=0.0, le=0.5)
+    #: How often the node looks for published datasets due again on their entry's update
+    #: cycle (and whose data changed since) and publishes them.
+    republish_check_seconds: float = Field(default=300.0, ge=1.0, le=86_400)
 
 
 class LogSection(_Section):

@@ -165,6 +165,8 @@ def render_config(
         "# rows, else the publication is refused.",
         "min_k = 5",
         "max_suppressed = 0.05",
+        "# Seconds between looks for published datasets due again on their update cycle.",
+        "republish_check_seconds = 300.0",
         "",
         "[log]",
         '# auto: readable on a terminal, JSON lines otherwise. Or "json" / "console".',

@@ -265,6 +265,8 @@ class OpenVersionRow(SQLModel, table=True):
     resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
     version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     entry_version: int
+    #: The resource's data version (resource_data) the snapshot was read at.
+    data_version: int = Field(sa_type=BigInteger)
     state: str = Field(max_length=16)
     made_by: str = Field(max_length=300)
     made_at: dt.datetime = Field(sa_type=UTCDateTime)

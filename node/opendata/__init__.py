@@ -59,6 +59,7 @@ from node.opendata._receipt import (
     parse_receipt_text,
     sha256_of,
 )
+from node.opendata._schedule import Republisher
 
 __all__ = [
     "CITIZEN_ID",
@@ -84,6 +85,7 @@ __all__ = [
     "Receipt",
     "ReceiptError",
     "Report",
+    "Republisher",
     "Treater",
     "TreatmentError",
     "check_eligibility",

@@ -42,9 +42,9 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.audit import AuditEntry, AuditLog, Operation, request_digest
-from node.catalog import Catalog, OpenType, ResourceEntry, ResourceStatus
+from node.catalog import Catalog, OpenType, ResourceEntry, ResourceStatus, UpdateCycle
 from node.errors import Aborted, DomainError, FailedPrecondition, NotFound
-from node.models import OpenDatasetRow, OpenRowRow, OpenVersionRow, RecordRow
+from node.models import OpenDatasetRow, OpenRowRow, OpenVersionRow, RecordRow, ResourceDataRow
 from node.opendata._deid import Finding, IdentifierScan, Treater, TreatmentError
 from node.storage import Database
 
@@ -61,6 +61,18 @@ _d = OpenDatasetRow.__table__  # type: ignore[attr-defined]
 _v = OpenVersionRow.__table__  # type: ignore[attr-defined]
 _o = OpenRowRow.__table__  # type: ignore[attr-defined]
 _r = RecordRow.__table__  # type: ignore[attr-defined]
+_rd = ResourceDataRow.__table__  # type: ignore[attr-defined]
+
+#: How often a served dataset is published again when its data changed, by its entry's update
+#: cycle (第二十一条); an irregular one only when the authority publishes it.
+REPUBLISH_EVERY: dict[UpdateCycle, dt.timedelta] = {
+    UpdateCycle.REALTIME: dt.timedelta(hours=1),
+    UpdateCycle.DAILY: dt.timedelta(days=1),
+    UpdateCycle.WEEKLY: dt.timedelta(days=7),
+    UpdateCycle.MONTHLY: dt.timedelta(days=30),
+    UpdateCycle.QUARTERLY: dt.timedelta(days=91),
+    UpdateCycle.YEARLY: dt.timedelta(days=365),
+}
 
 #: Says why this node may not open data (第三十一条), or None when it may.
 MayOpen = Callable[[], Awaitable[str | None]]
@@ -277,11 +289,13 @@ class OpenData:
                     .values(state="abandoned")
                 )
             number = max((r[0] for r in rows), default=0) + 1
+            data = await session.get(ResourceDataRow, code)
             await connection.execute(
                 insert(OpenVersionRow).values(
                     resource_code=code,
                     version=number,
                     entry_version=entry.version,
+                    data_version=data.data_version if data is not None else 0,
                     state="building",
                     made_by=by[:300],
                     made_at=made_at,
@@ -499,6 +513,59 @@ class OpenData:
             raise NotFound(message)
         await self._record("opendata.unpublish", by, code, "OK", "taken out of the open catalog")
         log.info("opendata.unpublished", resource_code=code)
+
+    # --- re-publication on the update cycle ----------------------------------------------
+
+    async def due(self, now: dt.datetime | None = None) -> list[str]:
+        """Served datasets whose update cycle has passed since their version was made and
+        whose data changed since (更新周期, 第二十一条): what :meth:`republish_due` renews."""
+        at = now or dt.datetime.now(dt.UTC)
+
+        async def txn(session: AsyncSession) -> list[Any]:
+            statement = (
+                sa_select(_d.c.resource_code, _v.c.made_at, _v.c.data_version, _rd.c.data_version)
+                .join(
+                    _v, (_v.c.resource_code == _d.c.resource_code) & (_v.c.version == _d.c.version)
+                )
+                .outerjoin(_rd, _rd.c.resource_code == _d.c.resource_code)
+                .where(_d.c.published.is_(True))
+                .order_by(_d.c.resource_code)
+            )
+            return list((await (await session.connection()).execute(statement)).all())
+
+        rows = await self._db.read("opendata.due", txn)
+        found = []
+        for code, made_at, built_at, current in rows:
+            if current is None or int(current) == int(built_at):
+                continue  # nothing new to publish
+            try:
+                entry = await self._catalog.current(str(code))
+            except NotFound:
+                continue
+            period = REPUBLISH_EVERY.get(entry.update_cycle)
+            if period is not None and _utc(made_at) + period <= at:
+                found.append(str(code))
+        return found
+
+    async def republish_due(self, by: str, now: dt.datetime | None = None) -> list[Report]:
+        """Publish again every served dataset that is :meth:`due`; a refusal leaves the
+        version served before in place (its report is kept for the authority)."""
+        done = []
+        for code in await self.due(now):
+            try:
+                if await self._not_served_code(code):
+                    continue
+                done.append(await self.publish(code, by, now=now))
+            except (Aborted, FailedPrecondition, NotFound) as exc:
+                log.warning("opendata.republish_failed", resource_code=code, error=exc.message)
+        return done
+
+    async def _not_served_code(self, code: str) -> str:
+        async def txn(session: AsyncSession) -> OpenDatasetRow | None:
+            return await session.get(OpenDatasetRow, code)
+
+        row = await self._db.read("opendata.dataset", txn)
+        return "never published" if row is None else await self._not_served(row)
 
     # --- reading -----------------------------------------------------------------------------
 

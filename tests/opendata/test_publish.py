@@ -6,6 +6,7 @@ and served only while its entry is the one it was made from."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -235,3 +236,23 @@ async def test_what_may_not_open_is_refused_with_the_article(database: Database)
     with pytest.raises(FailedPrecondition) as city:
         await opendata(database, catalog, province=False).publish(entry.resource_code, BY)
     assert city.value.message == NOT_APPROVED and "第三十一条" in NOT_APPROVED
+
+
+async def test_a_served_dataset_is_published_again_on_its_update_cycle_once_its_data_changed(
+    database: Database,
+) -> None:
+    rows = [person(i, 1980 + i % 2) for i in range(40)]
+    entry = open_entry(43)  # updated daily
+    catalog = await setup(database, rows, entry)
+    data = opendata(database, catalog)
+    start = dt.datetime.now(dt.UTC)
+    await data.publish(entry.resource_code, BY, now=start)
+    assert await data.due(start + dt.timedelta(days=2)) == []  # nothing new to publish
+    more = SubmitBatch(batch_id="more", records=tuple(person(100 + i, 1981) for i in range(5)))
+    await Records(database, NODE_REGION).submit(agency(PROVIDER), entry, more)
+    assert await data.due(start + dt.timedelta(hours=12)) == []  # not a day yet
+    later = start + dt.timedelta(days=1, minutes=1)
+    assert await data.due(later) == [entry.resource_code]
+    [again] = await data.republish_due(BY, now=later)
+    assert (again.version, again.rows_published) == (2, 45)
+    assert await data.due(later + dt.timedelta(days=2)) == []

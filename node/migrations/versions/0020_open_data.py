@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("resource_code", sa.String(15), primary_key=True),
         sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("entry_version", sa.Integer, nullable=False),
+        sa.Column("data_version", sa.BigInteger, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("made_by", sa.String(300), nullable=False),
         sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,44 @@
+"""Publishing served datasets again on their entries' update cycles (更新周期, 第二十一条, and
+第二十九条's open catalog kept current): every ``[opendata] republish_check_seconds`` the node
+looks for datasets that are due (node.opendata._publish.OpenData.due) and publishes them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from node.opendata._publish import OpenData
+
+log = structlog.get_logger("govnode.opendata")
+
+
+class Republisher:
+    """Runs :meth:`OpenData.republish_due` on schedule until :meth:`stop`."""
+
+    def __init__(self, opendata: OpenData, by: str, every_seconds: float) -> None:
+        self._opendata = opendata
+        self._by = by
+        self._every_s = every_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever(), name="opendata.republish")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            try:
+                await self._opendata.republish_due(self._by)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("opendata.republish_error")

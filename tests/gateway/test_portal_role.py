@@ -56,6 +56,10 @@ async def test_a_portal_is_authenticated_confined_to_its_methods_and_revocable(
         async with channel(node, files) as ch:
             health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING
+            listed = await opendata_pb2_grpc.OpenDataServiceStub(ch).ListOpenResources(
+                opendata_pb2.ListOpenResourcesRequest()
+            )
+            assert list(listed.resources) == []
             entry = entry_of(PROVINCE, 1)
             denied = await refused(
                 catalog_pb2_grpc.CatalogServiceStub(ch).RegisterResource(

@@ -30,6 +30,7 @@ from node.storage import Database
 MAX_QUERY = 100
 #: Served datasets one listing call reads at most, however few of them match its query.
 SCAN_LIMIT = 1000
+_BATCH = 100
 #: The download formats every dataset is offered in (node.opendata._download).
 FORMATS = ("csv", "jsonl")
 
@@ -118,25 +119,31 @@ class OpenCatalog:
             raise InvalidArgument(f"query: {problem}")
         if await self._may_open() is not None:
             return [], ""
-        where: list[ColumnElement[bool]] = [_d.c.resource_code > after]
+        where: list[ColumnElement[bool]] = []
         if open_type is not None:
             where.append(_e.c.open_type == open_type.value)
         if region:
             where.append(_e.c.region == region)
         needle = query.strip().casefold()
-        scan = max(limit + 1, SCAN_LIMIT) if needle else limit + 1
-        rows = await self._read(where, limit=scan)
         found: list[Served] = []
-        for row in rows:
-            served = self._served(row)
-            if needle and not _matches(served.entry, needle):
-                continue
-            found.append(served)
-            if len(found) > limit:
-                return found[:limit], found[limit - 1].entry.resource_code
-        if len(rows) == scan and rows:
-            return found, str(rows[-1][0])
-        return found, ""
+        scanned = 0
+        while True:
+            # In batches, so that the entries held at once stay few however large they are.
+            batch = limit + 1 - len(found) if not needle else min(_BATCH, SCAN_LIMIT - scanned)
+            rows = await self._read([_d.c.resource_code > after, *where], limit=batch)
+            for row in rows:
+                served = self._served(row)
+                if needle and not _matches(served.entry, needle):
+                    continue
+                found.append(served)
+                if len(found) > limit:
+                    return found[:limit], found[limit - 1].entry.resource_code
+            scanned += len(rows)
+            if len(rows) < batch:
+                return found, ""
+            after = str(rows[-1][0])
+            if scanned >= SCAN_LIMIT:
+                return found, after
 
     async def _read(self, where: Sequence[ColumnElement[bool]], *, limit: int) -> list[Any]:
         statement = (

@@ -21,7 +21,7 @@ from gateway.identity import Identity, Role
 from gateway.interceptors import add_audit_detail
 from gateway.quote import quote
 from node import paging
-from node.catalog import OpenType
+from node.catalog import PAGE_BYTES, OpenType
 from node.errors import InvalidArgument, PermissionDenied
 from node.opendata import (
     FORMATS,
@@ -117,8 +117,17 @@ class OpenCatalogServicer:
             region=request.region,
             query=request.query,
         )
+        resources: list[opendata_pb2.OpenResource] = []
+        spent = 0
+        for served in found:
+            resource = served_to_proto(served)
+            spent += resource.ByteSize()
+            if resources and spent > PAGE_BYTES:  # the page must fit in a message
+                next_after = resources[-1].entry.resource_code
+                break
+            resources.append(resource)
         return opendata_pb2.ListOpenResourcesResponse(
-            resources=[served_to_proto(s) for s in found],
+            resources=resources,
             next_page_token=paging.encode_text(next_after) if next_after else "",
         )
 

@@ -6,6 +6,7 @@ An identity looks like ``spiffe://<region>.<trust-domain>/<role>[/<subject>]``::
     spiffe://350100.fujian.gov.cn/agency/91350100M000100Y43
     spiffe://350000.fujian.gov.cn/authority
     spiffe://350000.fujian.gov.cn/tester/lab-1
+    spiffe://350000.fujian.gov.cn/portal/opendata-1
 
 The region sits in the host because X.509 URI name constraints apply to the host: a city CA
 permitted only ``350100.<trust-domain>`` cannot mint a 厦门 identity that a peer accepts. The
@@ -29,6 +30,10 @@ class Role(enum.StrEnum):
     AGENCY = "agency"  # 政务部门: an agency system, subject = its 统一社会信用代码
     AUTHORITY = "authority"  # 数据管理机构: the data management authority of a region
     TESTER = "tester"  # a conformance tester (第三十一条)
+    #: The public open data portal (开放平台, 第三十条), subject = its name: it serves the public
+    #: over HTTPS and calls its node for them; it may call only the open data RPCs the public
+    #: uses (gateway.roles).
+    PORTAL = "portal"
 
 
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -74,7 +79,7 @@ def make_identity(region: str, trust_domain: str, role: Role, subject: str = "")
     if not _REGION_RE.match(region):
         raise IdentityError(f"region {quote(region)} is not a six-digit division code")
     validate_trust_domain(trust_domain)
-    if role in (Role.AGENCY, Role.TESTER):
+    if role in (Role.AGENCY, Role.TESTER, Role.PORTAL):
         if not _SUBJECT_RE.match(subject):
             raise IdentityError(f"{role.value} identity needs a subject, got {quote(subject)}")
     elif subject:

@@ -6,6 +6,8 @@ For each RPC, whatever its streaming shape, the guard:
    for the methods in :data:`TOKEN_AUTHORISED_METHODS` (only Join), authorised by a token; a
    guard with a limiter (the join port's: its callers have no certificate) first admits the
    call by the caller's network address (RESOURCE_EXHAUSTED with retry-after-ms otherwise);
+   then refuses a caller whose role may not call the method at all (PERMISSION_DENIED:
+   gateway.roles, e.g. the portal);
 2. parses request messages itself, so that bytes which are not a valid message get
    INVALID_ARGUMENT naming the method, rather than gRPC's generic INTERNAL (and so does text
    holding U+0000, naming the field: gateway.wellformed); before parsing, checks the method's
@@ -55,6 +57,7 @@ from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from gateway.request_limits import Check, RequestChecks
+from gateway.roles import method_refusal
 from gateway.streams import Slot, Stalled, Stopping, StreamGate
 from gateway.wellformed import nul_field
 
@@ -360,7 +363,13 @@ class _Guarded:
     async def vouch(self, call: _Call, raw: bytes | None) -> None:
         """For a call a node forwards: verify its caller assertion over the request bytes
         (``raw``: the first request message; None for client-streaming methods) and make the
-        original caller the current peer. Raises :class:`Refusal`."""
+        original caller the current peer. Then refuse a caller whose role may not call the
+        method at all (gateway.roles). Raises :class:`Refusal`."""
+        await self._vouch(call, raw)
+        if call.peer is not None and (problem := method_refusal(call.peer.identity, self.method)):
+            raise Refusal(grpc.StatusCode.PERMISSION_DENIED, problem)
+
+    async def _vouch(self, call: _Call, raw: bytes | None) -> None:
         peer = call.peer
         if peer is None:
             return

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import grpc.aio
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.assertion import AssertionVerifier
 from gateway.auth import Authenticator
@@ -58,7 +59,7 @@ from node.catalog import Catalog
 from node.clients import CheckpointPublisher, CitySync, witness_endpoints, witness_rule
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
-from node.opendata import OpenData, Republisher, open_data_gate
+from node.opendata import OpenCatalog, OpenData, Publisher, Republisher, open_data_gate
 from node.pki import (
     Revocations,
     load_chain_pem,
@@ -246,6 +247,8 @@ class _Evidence:
     statement: bytes
     chain_pem: str
     usage: UsageLog
+    #: The node key: it also signs download receipts (第三十五条).
+    node_key: ec.EllipticCurvePrivateKey
 
 
 def _evidence(
@@ -276,6 +279,7 @@ def _evidence(
         statement=witness_statement(identity, node_key, witness_key.public_key()),
         chain_pem=chain_pem,
         usage=UsageLog(db, audit, identity.host, node_key, chain_pem),
+        node_key=node_key,
     )
 
 
@@ -325,6 +329,15 @@ async def start_node(config: NodeConfig) -> RunningNode:
         notifications = Notifications(db)  # one instance: its watchers wake on every notice
         evidence = _evidence(config, identity, root, db, audit, notifications)
         stopping = asyncio.Event()
+        may_open = open_data_gate(db, province=config.node.mode is Mode.PROVINCE)
+        opendata = OpenData(
+            db,
+            catalog,
+            node_region=config.node.region,
+            min_k=config.opendata.min_k,
+            max_suppressed=config.opendata.max_suppressed,
+            may_open=may_open,
+        )
         services = Services(
             config=config,
             identity=identity,
@@ -356,14 +369,18 @@ async def start_node(config: NodeConfig) -> RunningNode:
             witness_statement=evidence.statement,
             chain_pem=evidence.chain_pem,
             witness_rule=witness_rule(config, identity, db),
-            opendata=OpenData(
+            opendata=opendata,
+            open_catalog=OpenCatalog(
                 db,
-                catalog,
-                node_region=config.node.region,
-                min_k=config.opendata.min_k,
-                max_suppressed=config.opendata.max_suppressed,
-                may_open=open_data_gate(db, province=config.node.mode is Mode.PROVINCE),
+                opendata,
+                may_open,
+                Publisher(
+                    region=config.node.region,
+                    name=f"{config.node.name}数据管理机构",
+                    base_url=config.open_data_base_url,
+                ),
             ),
+            node_key=evidence.node_key,
             notifications=notifications,
             stopping=stopping,
         )

@@ -15,6 +15,7 @@ import enum
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -261,6 +262,11 @@ class AuditSection(_Section):
         return value
 
 
+#: Characters of ``[opendata] base_url``: a dataset IRI (at most 500 in a receipt) adds
+#: ``/dataset/`` and a resource code.
+MAX_BASE_URL = 200
+
+
 class OpenDataSection(_Section):
     """Open data (第二十九条): how strict the de-identification check before publication is."""
 
@@ -273,6 +279,31 @@ class OpenDataSection(_Section):
     #: How often the node looks for published datasets due again on their entry's update
     #: cycle (and whose data changed since) and publishes them.
     republish_check_seconds: float = Field(default=300.0, ge=1.0, le=86_400)
+    #: Where the public finds this node's open data (its portal): dataset IRIs, cited as the
+    #: source in every download receipt (第三十五条), are ``<base_url>/dataset/<resource code>``.
+    #: Empty: ``https://opendata.<trust domain>``.
+    base_url: str = Field(default="", max_length=MAX_BASE_URL)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if (
+            parts.scheme != "https"
+            or not parts.hostname
+            or parts.username is not None
+            or parts.query
+            or parts.fragment
+            or not value.isascii()
+            or any(c.isspace() or not c.isprintable() for c in value)
+        ):
+            raise ValueError(
+                f"{value[:80]!r} must be an https URL without query, fragment or user, e.g. "
+                "https://opendata.fujian.gov.cn"
+            )
+        return value.rstrip("/")
 
 
 class LogSection(_Section):
@@ -348,6 +379,11 @@ class NodeConfig(BaseSettings):
         if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
             return prefix + str((self.base_dir / url[len(prefix) :]).resolve())
         return url
+
+    @property
+    def open_data_base_url(self) -> str:
+        """``[opendata] base_url``, or its default ``https://opendata.<trust domain>``."""
+        return self.opendata.base_url or f"https://opendata.{self.node.trust_domain}"
 
     @property
     def region(self) -> Region:

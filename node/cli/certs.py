@@ -1,5 +1,5 @@
-"""``govnode certs``: sign a city's CA, install it, issue testers and authorities, revoke and
-inspect certificates."""
+"""``govnode certs``: sign a city's CA, install it, issue testers, authorities and open data
+portals, revoke and inspect certificates."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from node.pki import (
     fingerprint_matches,
     install_city_ca,
     issue_authority,
+    issue_portal,
     issue_tester,
     load_certs,
     load_keypair,
@@ -225,6 +226,34 @@ def issue_authority_command(
     """
     keypair, paths = issue_authority(load(config), out=out, name=name, days=days)
     echo(f"Issued the data management authority {identity_of(keypair.cert)} (第二十五条)")
+    echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
+    for label, path in paths.items():
+        echo(f"  {label:<6} {path}")
+
+
+@app.command("issue-portal")
+def issue_portal_command(
+    config: Path = CONFIG_OPTION,
+    name: str = typer.Option(
+        ..., "--name", help="The portal's name, e.g. opendata-1: its identity is .../portal/NAME."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for client.key, client.crt, ca.crt; refused if it has a key."
+    ),
+    days: int = typer.Option(365, "--days", min=1, max=825, help="Validity in days."),
+) -> None:
+    """Issue credentials for this node's public open data portal (开放平台, 第三十条).
+
+    The portal (`govnode portal serve`) serves the public over HTTPS and calls this node over
+    mutual TLS with these credentials: identity spiffe://<this node's region>.<trust-domain>/
+    portal/NAME, in a bundle like an agency's. The node lets a portal call only
+    OpenDataService.ListOpenResources and Download (PERMISSION_DENIED for anything else), and a
+    portal's download must name, in the govnode-recipient header, the member of the public it
+    serves (e.g. ip:203.0.113.9): the download receipt names them. Revoke it like any
+    certificate: `govnode certs revoke --cert OUT/client.crt`.
+    """
+    keypair, paths = issue_portal(load(config), name=name, out=out, days=days)
+    echo(f"Issued the open data portal {identity_of(keypair.cert)} (第三十条)")
     echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
     for label, path in paths.items():
         echo(f"  {label:<6} {path}")

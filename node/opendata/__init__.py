@@ -5,6 +5,10 @@
   still in clear (:class:`IdentifierScan`, GB/T 37964);
 - ``_publish``: the open catalog: publishing a resource's data as a checked, versioned,
   de-identified snapshot (k-anonymity in SQL), taking it out, what is served;
+- ``_catalog``: the open catalog as the public sees it: the datasets served now, their source
+  and acquisition date (第三十五条), listed with filters and a text query;
+- ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, and the
+  receipt of the download;
 - ``_gate``: who may open data (第三十一条: the province, and approved city sub-platforms);
 - ``_receipt``: download receipts signed by the node, checked offline from the root
   certificate (注明来源和获取日期, 第三十五条);
@@ -16,6 +20,15 @@ Domain: no grpc.
 
 from __future__ import annotations
 
+from node.opendata._catalog import (
+    FORMATS,
+    MAX_QUERY,
+    SCAN_LIMIT,
+    OpenCatalog,
+    Publisher,
+    Served,
+    query_problem,
+)
 from node.opendata._deid import (
     CITIZEN_ID,
     MAX_SCAN_CHARS,
@@ -31,6 +44,16 @@ from node.opendata._deid import (
     direct_identifier,
     embedded_identifiers,
     looks_like_person_names,
+    opened_items,
+)
+from node.opendata._download import (
+    CHUNK_BYTES,
+    Chunk,
+    DownloadFile,
+    check_format,
+    receipt_for,
+    recipient_problem,
+    sign_download,
 )
 from node.opendata._eligibility import (
     REGISTRATION_CATEGORIES,
@@ -62,7 +85,10 @@ from node.opendata._receipt import (
 from node.opendata._schedule import Republisher
 
 __all__ = [
+    "CHUNK_BYTES",
     "CITIZEN_ID",
+    "FORMATS",
+    "MAX_QUERY",
     "MAX_RECEIPT_BYTES",
     "MAX_SCAN_CHARS",
     "MOBILE",
@@ -72,23 +98,30 @@ __all__ = [
     "PERSON_NAME",
     "PUBLISHED_LEVELS",
     "REGISTRATION_CATEGORIES",
+    "SCAN_LIMIT",
     "ApplicantType",
+    "Chunk",
     "Dataset",
+    "DownloadFile",
     "Eligibility",
     "FileDigest",
     "Finding",
     "IdentifierScan",
     "Ineligible",
     "MayOpen",
+    "OpenCatalog",
     "OpenData",
     "PublicationRefused",
+    "Publisher",
     "Receipt",
     "ReceiptError",
     "Report",
     "Republisher",
+    "Served",
     "Treater",
     "TreatmentError",
     "check_eligibility",
+    "check_format",
     "check_receipt",
     "digest_of",
     "direct_identifier",
@@ -96,7 +129,12 @@ __all__ = [
     "looks_like_person_names",
     "make_receipt",
     "open_data_gate",
+    "opened_items",
     "parse_receipt_text",
+    "query_problem",
+    "receipt_for",
+    "recipient_problem",
     "registration_of",
     "sha256_of",
+    "sign_download",
 ]

@@ -253,6 +253,17 @@ def _dropped(item: DataItem) -> str:
     return why if declared is OpenTreatmentKind.DROP else f"{why}; declared {declared.value}"
 
 
+def opened_items(items: Sequence[DataItem]) -> tuple[DataItem, ...]:
+    """The items that are in the open data, in catalog order: those declaring a treatment other
+    than drop, at a level that may open (第三十七条)."""
+    return tuple(
+        item
+        for item in items
+        if item.open.kind is not OpenTreatmentKind.DROP
+        and item.sensitivity_level in PUBLISHED_LEVELS
+    )
+
+
 class Treater:
     """The open data of one dataset version: which items are published and how each value is
     treated. Built once per version with that version's pseudonym key, so pseudonyms are
@@ -265,11 +276,9 @@ class Treater:
         self._descriptions: dict[str, str] = {}
         treatments: list[tuple[str, Treatment]] = []
         published: list[DataItem] = []
+        opened = {id(item) for item in opened_items(items)}
         for item in items:
-            if (
-                item.open.kind is OpenTreatmentKind.DROP
-                or item.sensitivity_level not in PUBLISHED_LEVELS
-            ):
+            if id(item) not in opened:
                 self._descriptions[item.name] = _dropped(item)
                 continue
             treat, description = _treatment(item, key)

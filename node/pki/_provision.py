@@ -363,6 +363,21 @@ def issue_authority(
     return issue_client(config, role=Role.AUTHORITY, subject="", name=label, out=out, days=days)
 
 
+def issue_portal(
+    config: NodeConfig, *, name: str, out: Path, days: int = 365
+) -> tuple[KeyPair, dict[str, Path]]:
+    """Issue the credentials of an open data portal (开放平台, 第三十条) of this node: the
+    identity ``spiffe://<node region>.<trust-domain>/portal/<name>``, a bundle like an
+    agency's. The portal calls its node only for the open data RPCs the public uses
+    (gateway.roles) and names the member of the public it serves in each download."""
+    try:
+        make_identity(config.node.region, config.node.trust_domain, Role.PORTAL, name)
+    except IdentityError as exc:
+        raise ProvisionError(f"--name: {exc}") from None
+    label = f"{config.node.name}政务数据开放平台 {name}"
+    return issue_client(config, role=Role.PORTAL, subject=name, name=label, out=out, days=days)
+
+
 # --- conformance testers (第三十一条) --------------------------------------------------------
 
 #: Why the tester bundle's "revoked" certificate is revoked. The revocation list itself carries

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from govnode.v1 import (
@@ -42,7 +43,7 @@ from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation import CatalogExchange, ProvinceLink, Router
 from node.governance import ChangeRequests
-from node.opendata import OpenData
+from node.opendata import OpenCatalog, OpenData
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -51,6 +52,7 @@ from node.servicers.change_requests import ChangeRequestServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
+from node.servicers.open_catalog import OpenCatalogServicer
 from node.servicers.opendata import OpenDataServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
@@ -78,8 +80,8 @@ PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
     "OpenDataService": (
-        "open data downloads and 授权开放 applications (第三十至三十五条) arrive with the public "
-        "portal; not available yet"
+        "授权开放 applications (第三十二、三十三条) arrive with the public portal; not "
+        "available yet"
     ),
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -122,6 +124,10 @@ class Services:
     notifications: Notifications | None = None
     #: The open catalog this node's authority publishes to (第二十九条).
     opendata: OpenData | None = None
+    #: What of it is served, for the public and every caller (ListOpenResources, Download).
+    open_catalog: OpenCatalog | None = None
+    #: The node's key, which signs download receipts (第三十五条) with ``chain_pem``.
+    node_key: ec.EllipticCurvePrivateKey | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -296,6 +302,16 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         implementations["govnode.v1.OpenDataService"] = [
             OpenDataServicer(services.opendata, services.identity)
         ]
+        if services.open_catalog is not None and services.node_key is not None:
+            implementations["govnode.v1.OpenDataService"].append(
+                OpenCatalogServicer(
+                    services.open_catalog,
+                    services.opendata,
+                    services.identity,
+                    services.node_key,
+                    services.chain_pem,
+                )
+            )
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [
             WitnessServicer(

@@ -3,8 +3,9 @@ catalog, take it out, and list what was published with each version's de-identif
 
 Only this node's data management authority calls these, or the node itself (its operator's
 `govnode opendata` commands call their own node with its certificate). Every call, refused or
-not, is in the audit log like any other (the audit hook). Downloads and 授权开放 applications
-arrive with the public portal.
+not, is in the audit log like any other (the audit hook). The open catalog and downloads, for
+every caller, are in node.servicers.open_catalog; 授权开放 applications arrive with the public
+portal.
 """
 
 from __future__ import annotations

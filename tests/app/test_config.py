@@ -169,3 +169,20 @@ def test_serve_refuses_a_short_retention_in_one_line(tmp_path: Path) -> None:
     )
     result = govnode("serve", "--config", made.config_path)
     assert_one_line_error(result, "audit.retention_days", "1000 days", "第三十九条")
+
+
+def test_the_open_data_base_url_defaults_from_the_trust_domain_and_must_be_https(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(write(tmp_path, province_toml()))
+    assert cfg.open_data_base_url == "https://opendata.fujian.gov.cn"
+    commented = '# base_url = "https://opendata.fujian.gov.cn"'
+    assert commented in province_toml()
+    given = load_config(
+        write(tmp_path, province_toml(**{commented: 'base_url = "https://data.fj.cn/open/"'}))
+    )
+    assert given.open_data_base_url == "https://data.fj.cn/open"
+    for bad in ("http://data.fj.cn", "https://", "https://data.fj.cn/?q=1", "https://a b.cn"):
+        text = province_toml(**{commented: f'base_url = "{bad}"'})
+        with pytest.raises(ConfigError, match=r"opendata\.base_url: .*must be an https URL"):
+            load_config(write(tmp_path, text))

@@ -269,15 +269,13 @@ async def test_a_later_release_method_answers_unimplemented_naming_what_is_missi
 ) -> None:
     setup, node = province
     async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
-        stream = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
-            opendata_pb2.DownloadRequest(resource_code="350000-1-000001")
-        )
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            async for _ in stream:
-                pass
+            await opendata_pb2_grpc.OpenDataServiceStub(ch).ApplyOpenAccess(
+                opendata_pb2.ApplyOpenAccessRequest(resource_code="350000-1-000001")
+            )
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "OpenDataService/Download is not implemented by this node" in details(err.value)
-    assert "open data" in details(err.value)
+    assert "OpenDataService/ApplyOpenAccess is not implemented by this node" in details(err.value)
+    assert "授权开放 applications" in details(err.value)
 
 
 async def test_only_nodes_may_watch_the_catalog_feed(

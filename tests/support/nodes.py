@@ -34,6 +34,7 @@ from node.pki import (
     admit_city,
     issue_authority,
     issue_client,
+    issue_portal,
     load_certs,
     prepare_city,
     provision_province,
@@ -82,6 +83,14 @@ class ProvinceSetup:
             _, paths = issue_client(
                 self.config, role=Role.TESTER, subject=name, name=f"conformance {name}", out=out
             )
+            self.bundles[label] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
+        return self.bundles[label]
+
+    def portal(self, name: str = "opendata-1") -> TlsFiles:
+        """Issue (once) and return an open data portal's client bundle (第三十条)."""
+        label = f"portal:{name}"
+        if label not in self.bundles:
+            _, paths = issue_portal(self.config, name=name, out=self.base / "portals" / name)
             self.bundles[label] = TlsFiles(paths["key"], paths["cert"], paths["ca"])
         return self.bundles[label]
 

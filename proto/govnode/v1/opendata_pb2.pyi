@@ -417,19 +417,34 @@ class OpenResource(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     ACQUIRED_AT_FIELD_NUMBER: _builtins.int
     FORMATS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    DATASET_IRI_FIELD_NUMBER: _builtins.int
     source: _builtins.str
-    """Source of the data (数据来源, 第三十五条): the provider and the platform it came from."""
+    """Source of the data (数据来源, 第三十五条), one line: the provider (name and 统一社会信用代码),
+    the resource (name and code) and the publishing data management authority.
+    """
+    version: _builtins.int
+    """The version of the open data served now (1, 2, ... per resource)."""
+    rows: _builtins.int
+    """Rows in the served version."""
+    dataset_iri: _builtins.str
+    """The dataset's IRI (DCAT): <[opendata] base_url>/dataset/<resource code>; cited as the
+    source in download receipts.
+    """
     @_builtins.property
     def entry(self) -> _common_pb2.ResourceEntry:
-        """The catalog entry, restricted to the items that are opened (de-identified as opened)."""
+        """The catalog entry, restricted to the items that are opened, in catalog order; of each
+        item only what the public sees: name, title, data type and its open treatment.
+        """
 
     @_builtins.property
     def acquired_at(self) -> _timestamp_pb2.Timestamp:
-        """When the current data was acquired from the provider (获取日期, 第三十五条)."""
+        """When the served version was made from the provider's records (获取日期, 第三十五条)."""
 
     @_builtins.property
     def formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Download formats offered, e.g. "csv", "json"."""
+        """Download formats offered: "csv" and "jsonl"."""
 
     def __init__(
         self,
@@ -438,10 +453,13 @@ class OpenResource(_message.Message):
         source: _builtins.str = ...,
         acquired_at: _timestamp_pb2.Timestamp | None = ...,
         formats: _abc.Iterable[_builtins.str] | None = ...,
+        version: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        dataset_iri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "entry", b"entry", "formats", b"formats", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "dataset_iri", b"dataset_iri", "entry", b"entry", "formats", b"formats", "rows", b"rows", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -457,6 +475,7 @@ class ListOpenResourcesRequest(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
     open_type: _common_pb2.OpenType.ValueType
     """Only resources of this open type (普遍开放 or 授权开放)."""
     region: _builtins.str
@@ -465,6 +484,12 @@ class ListOpenResourcesRequest(_message.Message):
     """Maximum resources per page (see Pagination in common.proto)."""
     page_token: _builtins.str
     """Token from the previous page's next_page_token; empty for the first page."""
+    query: _builtins.str
+    """Only resources whose name, summary or provider name contains this text (a substring,
+    so Chinese works without word splitting; ASCII letters in either case). At most 100
+    characters. One call reads at most 1,000 served resources: a page may then hold fewer
+    than page_size resources although next_page_token is set.
+    """
     def __init__(
         self,
         *,
@@ -472,10 +497,11 @@ class ListOpenResourcesRequest(_message.Message):
         region: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        query: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_type", b"open_type", "page_size", b"page_size", "page_token", b"page_token", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_type", b"open_type", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -518,22 +544,31 @@ class DownloadRequest(_message.Message):
     RESOURCE_CODE_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     OPEN_APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    BOM_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Resource to download."""
     format: _builtins.str
-    """File format, one of OpenResource.formats."""
+    """File format, one of OpenResource.formats: "csv" (UTF-8, a header row of the items'
+    names in catalog order, RFC 4180 quoting, CRLF line ends) or "jsonl" (one JSON object
+    per row, by item name, LF line ends).
+    """
     open_application_id: _builtins.str
     """For 授权开放 data: the approved open application authorizing the download."""
+    bom: _builtins.bool
+    """For "csv": start the file with a UTF-8 byte order mark, which Excel needs to read UTF-8.
+    Refused for "jsonl" (JSON Lines has none).
+    """
     def __init__(
         self,
         *,
         resource_code: _builtins.str = ...,
         format: _builtins.str = ...,
         open_application_id: _builtins.str = ...,
+        bom: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "open_application_id", b"open_application_id", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bom", b"bom", "format", b"format", "open_application_id", b"open_application_id", "resource_code", b"resource_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -550,6 +585,9 @@ class DownloadChunk(_message.Message):
     ACQUIRED_AT_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DATASET_IRI_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """The next bytes of the file."""
     source: _builtins.str
@@ -558,6 +596,15 @@ class DownloadChunk(_message.Message):
     """This is the final chunk."""
     sha256: _builtins.str
     """Hex SHA-256 of the whole file; set on the last chunk."""
+    receipt: _builtins.bytes
+    """The download receipt (JSON: a signed note by the node and its certificate chain; checked
+    offline with `govnode opendata check-receipt` and the province root); set on the last
+    chunk. It names the dataset, version, format, SHA-256, size, time and recipient.
+    """
+    version: _builtins.int
+    """The version of the open data being downloaded; set on every chunk."""
+    dataset_iri: _builtins.str
+    """The dataset's IRI, as in OpenResource; set on every chunk."""
     @_builtins.property
     def acquired_at(self) -> _timestamp_pb2.Timestamp:
         """Acquisition date of the data (第三十五条); set on every chunk."""
@@ -570,10 +617,13 @@ class DownloadChunk(_message.Message):
         acquired_at: _timestamp_pb2.Timestamp | None = ...,
         last: _builtins.bool = ...,
         sha256: _builtins.str = ...,
+        receipt: _builtins.bytes = ...,
+        version: _builtins.int = ...,
+        dataset_iri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "data", b"data", "last", b"last", "sha256", b"sha256", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "data", b"data", "dataset_iri", b"dataset_iri", "last", b"last", "receipt", b"receipt", "sha256", b"sha256", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,16 +89,22 @@ class OpenDataServiceServicer:
     """
 
     def ListOpenResources(self, request, context):
-        """Lists the open catalog (政务数据开放目录, 第二十九条): resources whose open type is
-        普遍开放 or 授权开放, with source and acquisition date.
+        """Lists the open catalog (政务数据开放目录, 第二十九条): the resources whose data this node
+        serves now (普遍开放 and 授权开放 alike), with source and acquisition date. Any
+        authenticated caller, the open data portal included.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Download(self, request, context):
-        """Downloads an open resource as a file in chunks. 普遍开放 data is open to any caller
-        (第三十二条); 授权开放 data needs an approved open application.
+        """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+        each carrying its source and acquisition date (第三十五条); the last one carries the
+        file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+        caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
+        with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
+        serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
+        names them, and every other caller itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

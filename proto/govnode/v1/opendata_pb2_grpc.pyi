@@ -39,12 +39,18 @@ class OpenDataServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OpenDataServiceAsyncStub: ...
     ListOpenResources: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.ListOpenResourcesRequest, _opendata_pb2.ListOpenResourcesResponse]
-    """Lists the open catalog (政务数据开放目录, 第二十九条): resources whose open type is
-    普遍开放 or 授权开放, with source and acquisition date.
+    """Lists the open catalog (政务数据开放目录, 第二十九条): the resources whose data this node
+    serves now (普遍开放 and 授权开放 alike), with source and acquisition date. Any
+    authenticated caller, the open data portal included.
     """
     Download: _grpc.UnaryStreamMultiCallable[_opendata_pb2.DownloadRequest, _opendata_pb2.DownloadChunk]
-    """Downloads an open resource as a file in chunks. 普遍开放 data is open to any caller
-    (第三十二条); 授权开放 data needs an approved open application.
+    """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+    each carrying its source and acquisition date (第三十五条); the last one carries the
+    file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+    caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
+    with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
+    serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
+    names them, and every other caller itself.
     """
     ApplyOpenAccess: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.ApplyOpenAccessRequest, _opendata_pb2.ApplyOpenAccessResponse]
     """An eligible entity applies for 授权开放 data (第三十二条: 内资控股法人企业、高校或者科研院所)."""
@@ -79,12 +85,18 @@ class OpenDataServiceAsyncStub(OpenDataServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListOpenResources: _aio.UnaryUnaryMultiCallable[_opendata_pb2.ListOpenResourcesRequest, _opendata_pb2.ListOpenResourcesResponse]  # type: ignore[assignment]
-    """Lists the open catalog (政务数据开放目录, 第二十九条): resources whose open type is
-    普遍开放 or 授权开放, with source and acquisition date.
+    """Lists the open catalog (政务数据开放目录, 第二十九条): the resources whose data this node
+    serves now (普遍开放 and 授权开放 alike), with source and acquisition date. Any
+    authenticated caller, the open data portal included.
     """
     Download: _aio.UnaryStreamMultiCallable[_opendata_pb2.DownloadRequest, _opendata_pb2.DownloadChunk]  # type: ignore[assignment]
-    """Downloads an open resource as a file in chunks. 普遍开放 data is open to any caller
-    (第三十二条); 授权开放 data needs an approved open application.
+    """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+    each carrying its source and acquisition date (第三十五条); the last one carries the
+    file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+    caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
+    with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
+    serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
+    names them, and every other caller itself.
     """
     ApplyOpenAccess: _aio.UnaryUnaryMultiCallable[_opendata_pb2.ApplyOpenAccessRequest, _opendata_pb2.ApplyOpenAccessResponse]  # type: ignore[assignment]
     """An eligible entity applies for 授权开放 data (第三十二条: 内资控股法人企业、高校或者科研院所)."""
@@ -122,8 +134,9 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _opendata_pb2.ListOpenResourcesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_opendata_pb2.ListOpenResourcesResponse, _abc.Awaitable[_opendata_pb2.ListOpenResourcesResponse]]:
-        """Lists the open catalog (政务数据开放目录, 第二十九条): resources whose open type is
-        普遍开放 or 授权开放, with source and acquisition date.
+        """Lists the open catalog (政务数据开放目录, 第二十九条): the resources whose data this node
+        serves now (普遍开放 and 授权开放 alike), with source and acquisition date. Any
+        authenticated caller, the open data portal included.
         """
 
     @_abc_1.abstractmethod
@@ -132,8 +145,13 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _opendata_pb2.DownloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_opendata_pb2.DownloadChunk], _abc.AsyncIterator[_opendata_pb2.DownloadChunk]]:
-        """Downloads an open resource as a file in chunks. 普遍开放 data is open to any caller
-        (第三十二条); 授权开放 data needs an approved open application.
+        """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+        each carrying its source and acquisition date (第三十五条); the last one carries the
+        file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+        caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
+        with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
+        serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
+        names them, and every other caller itself.
         """
 
     @_abc_1.abstractmethod

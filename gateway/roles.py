@@ -1,0 +1,51 @@
+"""Which methods a role may call at all, checked by the guard for every call.
+
+Most roles reach every method and the servicers decide (an agency's grants, the authority's
+reviews, a tester's probe resources: node.catalog._probe). A role confined to a few methods is
+listed here, and the guard refuses it everything else with PERMISSION_DENIED before any
+servicer runs, so that a new method is closed to it until it is added here on purpose:
+
+- ``portal``: the public open data portal (开放平台, 第三十条) calls its node for members of the
+  public; it lists the open catalog and downloads 普遍开放 data (and, with the portal, applies
+  for 授权开放 data on an applicant's behalf). Health checking is open to it, as to every
+  caller: it serves no data, and the portal's readiness depends on it.
+"""
+
+from __future__ import annotations
+
+from gateway.identity import Identity, Role
+
+#: Methods every authenticated caller may call whatever its role.
+ANY_ROLE_PREFIXES = ("/grpc.health.v1.Health/",)
+
+#: The only methods a portal may call.
+PORTAL_METHODS: frozenset[str] = frozenset(
+    {
+        "/govnode.v1.OpenDataService/ListOpenResources",
+        "/govnode.v1.OpenDataService/Download",
+    }
+)
+
+#: Roles confined to a set of methods, with what they are for (said in the refusal).
+CONFINED: dict[Role, tuple[frozenset[str], str]] = {
+    Role.PORTAL: (
+        PORTAL_METHODS,
+        "the open data portal lists the open catalog and downloads open data for the public "
+        "(第三十条)",
+    ),
+}
+
+
+def method_refusal(caller: Identity, method: str) -> str | None:
+    """Why ``caller``'s role may not call ``method`` at all, or None when it may."""
+    confined = CONFINED.get(caller.role)
+    if confined is None or method.startswith(ANY_ROLE_PREFIXES):
+        return None
+    allowed, purpose = confined
+    if method in allowed:
+        return None
+    names = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in allowed))
+    return (
+        f"{caller} has the {caller.role.value} role, which may call only {names}: {purpose}; "
+        f"not {method}"
+    )

@@ -1,0 +1,176 @@
+"""OpenDataService, the public's part (第二十九至三十五条): the open catalog and downloads.
+
+Any authenticated caller lists the open catalog and downloads 普遍开放 data: agencies, the
+authority, and the open data portal (gateway.roles confines a portal to these two RPCs), which
+serves the public. A portal names, in the request metadata ``govnode-recipient``, the member of
+the public it downloads for; a receipt names them, and for every other caller the caller itself
+(a header it sends is ignored: an agency cannot make a receipt name someone else).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from govnode.v1 import common_pb2, opendata_pb2
+
+from gateway.auth import current_peer
+from gateway.identity import Identity, Role
+from gateway.interceptors import add_audit_detail
+from gateway.quote import quote
+from node import paging
+from node.catalog import PAGE_BYTES, OpenType
+from node.errors import InvalidArgument, PermissionDenied
+from node.opendata import (
+    FORMATS,
+    DownloadFile,
+    OpenCatalog,
+    OpenData,
+    Served,
+    receipt_for,
+    recipient_problem,
+    sign_download,
+)
+from node.servicers.convert import _enum_in, _ts, entry_to_proto, item_to_proto
+
+MAX_PAGE = 200
+_CODE_CHARS = 15
+#: The metadata key a portal names the member of the public it serves in.
+RECIPIENT_KEY = "govnode-recipient"
+
+
+def served_to_proto(served: Served) -> opendata_pb2.OpenResource:
+    entry = entry_to_proto(served.entry)
+    del entry.items[:]
+    for item in served.entry.items:
+        full = item_to_proto(item)
+        # What the public sees of an item: its name, title, type and how it was treated.
+        entry.items.append(
+            common_pb2.DataItem(
+                name=full.name, title=full.title, data_type=full.data_type, open=full.open
+            )
+        )
+    return opendata_pb2.OpenResource(
+        entry=entry,
+        source=served.source,
+        acquired_at=_ts(served.made_at),
+        formats=list(FORMATS),
+        version=served.version,
+        rows=served.rows,
+        dataset_iri=served.dataset_iri,
+    )
+
+
+def _recipient(caller: Identity, context: Any) -> str:
+    if caller.role is not Role.PORTAL:
+        return caller.uri
+    given = [v for k, v in context.invocation_metadata() or () if k == RECIPIENT_KEY]
+    if not given:
+        raise InvalidArgument(
+            f"{RECIPIENT_KEY}: a portal names the member of the public it downloads for in this "
+            "metadata header (e.g. ip:203.0.113.9 or key:ab12cd34); the receipt names them"
+        )
+    if len(given) > 1:
+        raise InvalidArgument(f"{RECIPIENT_KEY}: give it once, not {len(given)} times")
+    value = given[0] if isinstance(given[0], str) else ""
+    problem = recipient_problem(value)
+    if problem is not None:
+        raise InvalidArgument(f"{RECIPIENT_KEY}: {problem}")
+    return value
+
+
+class OpenCatalogServicer:
+    def __init__(
+        self,
+        catalog: OpenCatalog,
+        opendata: OpenData,
+        identity: Identity,
+        key: ec.EllipticCurvePrivateKey,
+        chain_pem: str,
+    ) -> None:
+        self._catalog = catalog
+        self._opendata = opendata
+        self._node = identity
+        self._key = key
+        self._chain_pem = chain_pem
+
+    async def ListOpenResources(
+        self, request: opendata_pb2.ListOpenResourcesRequest, context: Any
+    ) -> opendata_pb2.ListOpenResourcesResponse:
+        size = paging.page_size(request.page_size, default=50, maximum=MAX_PAGE)
+        after = paging.decode_text(request.page_token) if request.page_token else ""
+        if after is None or len(after) > _CODE_CHARS:
+            raise InvalidArgument("page_token: not a token from this list; omit it to start")
+        open_type = (
+            _enum_in("OpenType", request.open_type, "open_type", OpenType)
+            if request.open_type
+            else None
+        )
+        if len(request.region) > 6:
+            raise InvalidArgument(f"region: {quote(request.region)} is not a division code")
+        found, next_after = await self._catalog.search(
+            after=after,
+            limit=size,
+            open_type=open_type,
+            region=request.region,
+            query=request.query,
+        )
+        resources: list[opendata_pb2.OpenResource] = []
+        spent = 0
+        for served in found:
+            resource = served_to_proto(served)
+            spent += resource.ByteSize()
+            if resources and spent > PAGE_BYTES:  # the page must fit in a message
+                next_after = resources[-1].entry.resource_code
+                break
+            resources.append(resource)
+        return opendata_pb2.ListOpenResourcesResponse(
+            resources=resources,
+            next_page_token=paging.encode_text(next_after) if next_after else "",
+        )
+
+    async def Download(
+        self, request: opendata_pb2.DownloadRequest, context: Any
+    ) -> AsyncIterator[opendata_pb2.DownloadChunk]:
+        caller = current_peer().identity
+        recipient = _recipient(caller, context)
+        code = request.resource_code
+        if not code:
+            raise InvalidArgument("resource_code: required")
+        if len(code) > _CODE_CHARS:
+            raise InvalidArgument(f"resource_code: {quote(code)} is not a resource code")
+        obtained = dt.datetime.now(dt.UTC)
+        served = await self._catalog.get(code)
+        file = DownloadFile(self._opendata, served, request.format, bom=request.bom)
+        add_audit_detail(recipient=recipient, version=served.version, format=file.format)
+        if served.entry.open_type is OpenType.AUTHORIZED:
+            raise PermissionDenied(
+                f"resource {code} is 授权开放: its data is downloaded only with the key of an "
+                "approved 授权开放 application (第三十二条), which arrives with the open data "
+                "portal; 普遍开放 data needs none"
+            )
+        receipt = receipt_for(
+            served,
+            self._catalog.publisher,
+            fmt=file.format,
+            recipient=recipient,
+            node=self._node.uri,
+            obtained_at=obtained,
+        )
+        acquired_at = _ts(served.made_at)
+        async for chunk in file.chunks():
+            message = opendata_pb2.DownloadChunk(
+                data=chunk.data,
+                source=served.source,
+                acquired_at=acquired_at,
+                version=served.version,
+                dataset_iri=served.dataset_iri,
+            )
+            if chunk.last:
+                message.last = True
+                message.sha256 = file.sha256
+                message.receipt = sign_download(receipt, file, self._key, self._chain_pem)
+                add_audit_detail(sha256=file.sha256, size=file.size, rows=file.rows)
+            yield message

@@ -14,6 +14,8 @@ Modules, one job each:
 - :mod:`bench.echo`: the baseline server (``python -m bench.echo``).
 - :mod:`bench.load`: the load generator (``python -m bench.load``).
 - :mod:`bench.sqlite_baseline`: raw sqlite3 inserts with the node's pragmas.
+- :mod:`bench.opendata_publish`: open-data publication over a million records, per phase
+  (``python -m bench.opendata_publish``; the ``opendata-publish`` scenario runs it smaller).
 - :mod:`bench.scenarios`: what is measured; add a scenario to :data:`SCENARIOS` to extend.
 - :mod:`bench.report`: the table and the final JSON line.
 - :mod:`bench.run`: the command line and the orchestration.

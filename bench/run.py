@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--unread-streams", type=int, help="unread-streams: Subscribe streams opened, never read"
     )
     p.add_argument(
+        "--publish-records", type=int, help="opendata-publish: records published (100,000)"
+    )
+    p.add_argument(
         "--scenario",
         action="append",
         choices=names,
@@ -59,6 +62,7 @@ _OVERRIDABLE = (
     "batches",
     "batch_size",
     "unread_streams",
+    "publish_records",
 )
 
 

@@ -38,11 +38,20 @@ class Options:
     batches: int = 50
     batch_size: int = 1000
     unread_streams: int = 200
+    publish_records: int = 100_000
     scenarios: tuple[str, ...] = ()
 
     @classmethod
     def quick(cls) -> Options:
-        return cls(duration=2.0, rounds=1, max_calls=5_000, warmup=200, batches=5, batch_size=500)
+        return cls(
+            duration=2.0,
+            rounds=1,
+            max_calls=5_000,
+            warmup=200,
+            batches=5,
+            batch_size=500,
+            publish_records=20_000,
+        )
 
 
 @dataclass(frozen=True)
@@ -491,6 +500,54 @@ def _round_line(name: str, r: int, rounds: int, run: dict[str, Any]) -> str:
     return line
 
 
+class OpenDataPublishScenario:
+    """开放 publication with its de-identification and k-anonymity check, in-process on a fresh
+    SQLite database of its own (``python -m bench.opendata_publish``, a child process), against
+    reading the same records in the same pages."""
+
+    name = "opendata-publish"
+    title = "OpenData.publish records/s vs SELECT of the same records in the same pages"
+    #: Provisional: a little under what SQLite does today (0.20-0.22), to catch regressions.
+    targets: ClassVar[dict[str, float]] = {"publish_ratio": 0.15}
+
+    async def run(self, bench: Bench) -> Outcome:
+        records = bench.options.publish_records
+        command = python_command("-m", "bench.opendata_publish", "--records", str(records))
+        async with child("opendata-publish", command, logs=bench.logs) as publish:
+            line = ""
+            while not line.startswith("{"):
+                line = await publish.read_line(within=900.0)
+        data: dict[str, Any] = json.loads(line)
+        outcome = Outcome(targets=self.targets)
+        if data["cut_short"]:
+            outcome.problems.append(f"opendata-publish: publication {data['cut_short']}")
+        publish_rate = None if data["cut_short"] else data["publish_rows_per_s"]
+        ratio = _ratio(publish_rate, data["select_rows_per_s"])
+        phases = data["phases"]
+        outcome.rows = [
+            Rate("SELECT all, same pages (baseline)", data["select_rows_per_s"], "records/s"),
+            Rate("OpenData.publish", publish_rate, "records/s"),
+            Ratio("publish / SELECT", ratio, self.targets["publish_ratio"]),
+        ]
+        outcome.figures = {
+            "publish_records_per_s": publish_rate,
+            "publish_select_records_per_s": data["select_rows_per_s"],
+            "publish_ratio": ratio,
+            "publish_k_sql_s": phases["k"]["wall_s"],
+            "publish_bytes_per_row": data["file_growth_bytes_per_row"],
+        }
+        outcome.notes.append(
+            f"opendata-publish: {records:,} records submitted through Records.submit into a "
+            f"fresh SQLite file, then published once ({data['rows_published']:,} rows, k "
+            f"{data['k_reached']}): build {phases['build']['wall_s']:.1f} s (reading "
+            f"{phases['build.read_pages']['wall_s']:.1f}, treat + scan "
+            f"{phases['build.treat_scan_key']['wall_s']:.1f}, writing "
+            f"{phases['build.write_rows']['wall_s']:.1f}), k-anonymity SQL "
+            f"{phases['k']['wall_s']:.2f} s; {data['file_growth_bytes_per_row']} B/row on disk"
+        )
+        return outcome
+
+
 class Scenario(Protocol):
     name: str
     title: str
@@ -505,5 +562,6 @@ SCENARIOS: list[Scenario] = [
     SubmitScenario(),
     VerifyScenario(),
     UnreadStreamsScenario(),
+    OpenDataPublishScenario(),
     RoutedVerifyScenario(),
 ]

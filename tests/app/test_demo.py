@@ -138,6 +138,19 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
         f"{listed[1]} proofs and 1 statement(s) for "
         "spiffe://350100.fujian.gov.cn/agency/11350100003592001G"
     ) in evidence
+    # Open data (第二十九至三十五条): the authority publishes 法人单位基础信息, de-identified as
+    # its items say; the portal's certificate downloads it for a member of the public with its
+    # source and date, and the receipt checks offline.
+    opened = text.split("\n[18] ", 1)[1]
+    assert "✓ version 1: 4 rows published, 0 left out" in opened, opened
+    assert "fddbr 法定代表人: masked, keeping 1 first and 0 last characters" in opened
+    assert "header tyshxydm,dwmc,fddbr,djzt" in opened and ",王*," in opened
+    assert "来源：福建省市场监督管理局（统一社会信用代码 113500000035910027）" in opened
+    assert (
+        "✓ receipt checked offline with the root certificate alone (govnode opendata "
+        "check-receipt): https://opendata.fujian.gov.cn/dataset/350000-1-000002 version 1"
+    ) in opened
+    assert "by ip:127.0.0.1" in opened
     # A stream the demo (or a stopping city) cancels leaves no unretrieved task behind.
     assert "Task exception was never retrieved" not in result.stderr, result.stderr
     for refusal in (

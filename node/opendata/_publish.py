@@ -43,7 +43,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.audit import AuditEntry, AuditLog, Operation, request_digest
 from node.catalog import Catalog, OpenType, ResourceEntry, ResourceStatus, UpdateCycle
-from node.errors import Aborted, DomainError, FailedPrecondition, NotFound
+from node.errors import Aborted, DomainError, FailedPrecondition, NotFound, PermissionDenied
 from node.models import OpenDatasetRow, OpenRowRow, OpenVersionRow, RecordRow, ResourceDataRow
 from node.opendata._deid import Finding, IdentifierScan, Treater, TreatmentError
 from node.storage import Database
@@ -157,11 +157,17 @@ class OpenData:
 
     # --- publishing --------------------------------------------------------------------------
 
-    async def _publishable(self, code: str) -> ResourceEntry:
-        reason = await self._may_open()
-        if reason is not None:
-            raise FailedPrecondition(reason)
+    async def _publishable(self, code: str, *, tester: bool) -> ResourceEntry:
         entry = await self._catalog.current(code)
+        if tester and not entry.probe:
+            raise PermissionDenied(
+                f"a conformance tester publishes only its probe resources, not {code} (第三十一条)"
+            )
+        reason = await self._may_open()
+        if reason is not None and not entry.probe:
+            # Before its approval a city opens only testers' probe data (trial mode), so the
+            # conformance tests can run against it (第三十一条).
+            raise FailedPrecondition(reason)
         if entry.region != self._region:
             raise FailedPrecondition(
                 f"resource {code} is owned by region {entry.region}: its data is there, and "
@@ -176,14 +182,17 @@ class OpenData:
             )
         return entry
 
-    async def publish(self, code: str, by: str, *, now: dt.datetime | None = None) -> Report:
+    async def publish(
+        self, code: str, by: str, *, now: dt.datetime | None = None, tester: bool = False
+    ) -> Report:
         """Build, check and serve a new version of ``code``'s data; returns its report.
+        ``tester``: a conformance tester publishes, which it may only for its probes.
 
         Raises PublicationRefused (the report kept) when the check fails, FailedPrecondition
         when the entry or this node may not open data, Aborted while another publication of
         the same resource is being built."""
         try:
-            report = await self._publish(code, by, now)
+            report = await self._publish(code, by, now, tester)
         except DomainError as exc:
             await self._record("opendata.publish", by, code, _outcome(exc), exc.message)
             raise
@@ -221,8 +230,10 @@ class OpenData:
             )
         )
 
-    async def _publish(self, code: str, by: str, now: dt.datetime | None) -> Report:
-        entry = await self._publishable(code)
+    async def _publish(
+        self, code: str, by: str, now: dt.datetime | None, tester: bool = False
+    ) -> Report:
+        entry = await self._publishable(code, tester=tester)
         treater = Treater(entry.items, secrets.token_bytes(32))
         if not treater.published_items:
             raise FailedPrecondition(
@@ -514,9 +525,14 @@ class OpenData:
         await self._db.write("opendata.serve", txn)
         return served
 
-    async def unpublish(self, code: str, by: str, *, now: dt.datetime | None = None) -> None:
-        """Take ``code`` out of the open catalog (its versions' reports stay)."""
+    async def unpublish(
+        self, code: str, by: str, *, now: dt.datetime | None = None, tester: bool = False
+    ) -> None:
+        """Take ``code`` out of the open catalog (its versions' reports stay); a tester, only
+        its probes."""
         at = now or dt.datetime.now(dt.UTC)
+        if tester:
+            await self._publishable(code, tester=True)
 
         async def txn(session: AsyncSession) -> bool:
             row = await session.get(OpenDatasetRow, code, with_for_update=True)
@@ -653,13 +669,13 @@ class OpenData:
     async def _not_served(self, row: OpenDatasetRow) -> str:
         if not row.published:
             return "its publication was withdrawn"
-        reason = await self._may_open()
-        if reason is not None:
-            return reason
         try:
             entry = await self._catalog.current(row.resource_code)
         except NotFound:
             return "its catalog entry is gone"
+        reason = await self._may_open()
+        if reason is not None and not entry.probe:
+            return reason
         if entry.status is not ResourceStatus.ACTIVE:
             return "its catalog entry was withdrawn"
         if entry.open_type not in OPEN_TYPES:

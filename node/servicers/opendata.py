@@ -63,10 +63,14 @@ class OpenDataServicer:
         self._opendata = opendata
         self._node = identity
 
-    def _authority(self) -> Identity:
+    def _authority(self, *, testers: bool = False) -> Identity:
+        """The caller, if it is this node's authority or the node itself (or, where
+        ``testers``, a conformance tester of this region, for its probe resources only)."""
         caller = current_peer().identity
         own = caller.region == self._node.region
         if own and (caller.role is Role.AUTHORITY or caller == self._node):
+            return caller
+        if testers and own and caller.role is Role.TESTER:
             return caller
         raise PermissionDenied(
             f"{caller} may not publish open data here: only this node's data management "
@@ -84,15 +88,19 @@ class OpenDataServicer:
     async def PublishOpenResource(
         self, request: opendata_pb2.PublishOpenResourceRequest, context: Any
     ) -> opendata_pb2.PublishOpenResourceResponse:
-        caller = self._authority()
-        report = await self._opendata.publish(self._code(request.resource_code), caller.uri)
+        caller = self._authority(testers=True)
+        report = await self._opendata.publish(
+            self._code(request.resource_code), caller.uri, tester=caller.role is Role.TESTER
+        )
         return opendata_pb2.PublishOpenResourceResponse(report=report_to_proto(report))
 
     async def UnpublishOpenResource(
         self, request: opendata_pb2.UnpublishOpenResourceRequest, context: Any
     ) -> opendata_pb2.UnpublishOpenResourceResponse:
-        caller = self._authority()
-        await self._opendata.unpublish(self._code(request.resource_code), caller.uri)
+        caller = self._authority(testers=True)
+        await self._opendata.unpublish(
+            self._code(request.resource_code), caller.uri, tester=caller.role is Role.TESTER
+        )
         return opendata_pb2.UnpublishOpenResourceResponse()
 
     async def ListOpenDatasets(

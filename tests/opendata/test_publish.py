@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import text
 
+from gateway.identity import Identity, Role
 from node.catalog import (
     Catalog,
     DataItem,
@@ -25,14 +26,22 @@ from node.catalog import (
     ResourceEntry,
 )
 from node.codes import make_citizen_id
-from node.errors import FailedPrecondition, NotFound
-from node.opendata import NOT_APPROVED, OpenData, PublicationRefused, open_data_gate
+from node.errors import FailedPrecondition, NotFound, PermissionDenied
+from node.opendata import (
+    NOT_APPROVED,
+    OpenCatalog,
+    OpenData,
+    PublicationRefused,
+    Publisher,
+    open_data_gate,
+)
 from node.records import Records, SubmitBatch
 from node.storage import Database
-from tests.support.entries import NODE_REGION, agency, agency_code, make_entry
+from tests.support.entries import NODE_REGION, TRUST_DOMAIN, agency, agency_code, make_entry
 
 PROVIDER = agency_code(1)
 BY = "spiffe://350100.fujian.gov.cn/authority"
+PUBLISHER = Publisher(NODE_REGION, "福州市数据管理机构", "https://opendata.fujian.gov.cn")
 MIN_K = 5
 
 
@@ -256,3 +265,29 @@ async def test_a_served_dataset_is_published_again_on_its_update_cycle_once_its_
     [again] = await data.republish_due(BY, now=later)
     assert (again.version, again.rows_published) == (2, 45)
     assert await data.due(later + dt.timedelta(days=2)) == []
+
+
+async def test_before_its_approval_a_city_opens_only_a_testers_probe_data(
+    database: Database,
+) -> None:
+    """Trial mode (第三十一条): the conformance tests of an open-data sub-platform need data to
+    open before the province approves the city; only testers' probe resources qualify."""
+    tester = Identity(NODE_REGION, TRUST_DOMAIN, Role.TESTER, "lab-1")
+    probe = open_entry(44, probe=True)
+    catalog = Catalog(database, node_region=NODE_REGION)
+    await catalog.register(tester, probe)
+    batch = SubmitBatch(batch_id="p", records=tuple(person(i, 1980 + i % 2) for i in range(20)))
+    await Records(database, NODE_REGION).submit(tester, probe, batch)
+    real = open_entry(45)
+    await catalog.register(agency(PROVIDER), real)
+    city = opendata(database, catalog, province=False)
+    assert (await city.publish(probe.resource_code, tester.uri, tester=True)).version == 1
+    with pytest.raises(PermissionDenied, match="only its probe resources"):
+        await city.publish(real.resource_code, tester.uri, tester=True)
+    with pytest.raises(FailedPrecondition, match="not approved as an open-data sub-platform"):
+        await city.publish(real.resource_code, BY)
+    assert await city.served(probe.resource_code) == 1
+    served, _ = await OpenCatalog(
+        database, city, open_data_gate(database, province=False), PUBLISHER
+    ).search()
+    assert [s.entry.resource_code for s in served] == [probe.resource_code]

@@ -42,7 +42,7 @@ from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation import CatalogExchange, ProvinceLink, Router
 from node.governance import ChangeRequests
-from node.opendata import OpenData
+from node.opendata import OpenApplications, OpenData, OpenKeys
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -52,6 +52,7 @@ from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
 from node.servicers.opendata import OpenDataServicer
+from node.servicers.opendata_apps import OpenApplicationsServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
@@ -122,6 +123,10 @@ class Services:
     notifications: Notifications | None = None
     #: The open catalog this node's authority publishes to (第二十九条).
     opendata: OpenData | None = None
+    #: 授权开放 applications and the keys approvals issue, with their use reports
+    #: (第三十二至三十五条).
+    open_applications: OpenApplications | None = None
+    open_keys: OpenKeys | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -296,6 +301,13 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         implementations["govnode.v1.OpenDataService"] = [
             OpenDataServicer(services.opendata, services.identity)
         ]
+        if services.open_applications is not None and services.open_keys is not None:
+            # 授权开放: applications, review, keys and use reports.
+            implementations["govnode.v1.OpenDataService"].append(
+                OpenApplicationsServicer(
+                    services.open_applications, services.open_keys, services.identity
+                )
+            )
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [
             WitnessServicer(

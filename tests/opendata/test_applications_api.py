@@ -86,11 +86,11 @@ async def test_the_authority_reviews_over_the_wire_and_the_cli_writes_its_audit_
                 denied = await refused(call)
                 assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
                 assert "only this node's data management authority" in (denied.details() or "")
-            for call in (
+            for portals in (
                 stub.ApplyOpenAccess(opendata_pb2.ApplyOpenAccessRequest(resource_code=code)),
                 stub.FileUseReport(opendata_pb2.FileUseReportRequest(key="x", text="y")),
             ):
-                denied = await refused(call)
+                denied = await refused(portals)
                 assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
                 assert "open data portal (第三十条)" in (denied.details() or "")
 

@@ -23,6 +23,9 @@ PORTAL_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.OpenDataService/ListOpenResources",
         "/govnode.v1.OpenDataService/Download",
+        "/govnode.v1.OpenDataService/ApplyOpenAccess",
+        "/govnode.v1.OpenDataService/GetOpenApplication",
+        "/govnode.v1.OpenDataService/FileUseReport",
     }
 )
 
@@ -30,8 +33,8 @@ PORTAL_METHODS: frozenset[str] = frozenset(
 CONFINED: dict[Role, tuple[frozenset[str], str]] = {
     Role.PORTAL: (
         PORTAL_METHODS,
-        "the open data portal lists the open catalog and downloads open data for the public "
-        "(第三十条)",
+        "the open data portal lists the open catalog, downloads open data and files "
+        "授权开放 applications and use reports for the public (第三十至三十五条)",
     ),
 }
 

@@ -59,10 +59,19 @@ from node.catalog import Catalog
 from node.clients import CheckpointPublisher, CitySync, witness_endpoints, witness_rule
 from node.config import Mode, NodeConfig
 from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
-from node.opendata import OpenCatalog, OpenData, Publisher, Republisher, open_data_gate
+from node.opendata import (
+    OpenApplications,
+    OpenCatalog,
+    OpenData,
+    OpenKeys,
+    Publisher,
+    Republisher,
+    open_data_gate,
+)
 from node.pki import (
     Revocations,
     load_chain_pem,
+    load_or_create_secret,
     load_or_create_witness_key,
     load_private_key,
     verify_chain,
@@ -251,6 +260,47 @@ class _Evidence:
     node_key: ec.EllipticCurvePrivateKey
 
 
+def _open_data(
+    config: NodeConfig,
+    identity: Identity,
+    db: Database,
+    catalog: Catalog,
+    notifications: Notifications,
+) -> tuple[OpenData, OpenApplications, OpenKeys]:
+    """The open catalog (第二十九条) and 授权开放 (第三十二至三十五条) of this node."""
+    section = config.opendata
+    try:
+        secret = load_or_create_secret(config.path(section.key_secret))
+    except Exception as exc:
+        raise StartupError(f"opendata.key_secret: {exc}") from None
+    opendata = OpenData(
+        db,
+        catalog,
+        node_region=config.node.region,
+        min_k=section.min_k,
+        max_suppressed=section.max_suppressed,
+        may_open=open_data_gate(db, province=config.node.mode is Mode.PROVINCE),
+    )
+    keys = OpenKeys(
+        db,
+        notifications,
+        identity,
+        key_secret=secret,
+        use_report_days=section.use_report_days,
+        use_report_grace_days=section.use_report_grace_days,
+    )
+    applications = OpenApplications(
+        db,
+        catalog,
+        opendata,
+        notifications,
+        keys,
+        identity,
+        max_grant_days=section.max_grant_days,
+    )
+    return opendata, applications, keys
+
+
 def _evidence(
     config: NodeConfig,
     identity: Identity,
@@ -328,6 +378,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
         link = ProvinceLink() if config.node.mode is Mode.CITY else None
         notifications = Notifications(db)  # one instance: its watchers wake on every notice
         evidence = _evidence(config, identity, root, db, audit, notifications)
+        opendata, open_applications, open_keys = _open_data(
+            config, identity, db, catalog, notifications
+        )
         stopping = asyncio.Event()
         may_open = open_data_gate(db, province=config.node.mode is Mode.PROVINCE)
         opendata = OpenData(
@@ -381,6 +434,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
                 ),
             ),
             node_key=evidence.node_key,
+            open_applications=open_applications,
+            open_keys=open_keys,
             notifications=notifications,
             stopping=stopping,
         )

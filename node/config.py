@@ -268,7 +268,8 @@ MAX_BASE_URL = 200
 
 
 class OpenDataSection(_Section):
-    """Open data (第二十九条): how strict the de-identification check before publication is."""
+    """Open data (第二十九至三十五条): how strict the de-identification check before publication
+    is; how 授权开放 keys are kept and how long they last; when use reports are due."""
 
     #: The published table must be k-anonymous over the entry's quasi-identifiers (GB/T 37964):
     #: every combination of their published values is shared by at least this many rows.
@@ -304,6 +305,19 @@ class OpenDataSection(_Section):
                 "https://opendata.fujian.gov.cn"
             )
         return value.rstrip("/")
+
+    #: 授权开放 keys (第三十三条) are stored only as HMAC-SHA256 under this secret: a file of
+    #: random bytes (0600), made at the first start that needs it. Every process of one node
+    #: reads the same file; losing it makes every key issued so far unknown.
+    key_secret: Path = Path("tls/opendata.secret")
+    #: The longest authorization the authority may approve, in days from the approval.
+    max_grant_days: int = Field(default=365, ge=1, le=3650)
+    #: An authorized developer reports its development and use (第三十五条) for every period
+    #: of this many days after the approval ...
+    use_report_days: int = Field(default=90, ge=1, le=3650)
+    #: ... within this many days after the period ends; past that its key is suspended until
+    #: the report arrives.
+    use_report_grace_days: int = Field(default=30, ge=0, le=3650)
 
 
 class LogSection(_Section):

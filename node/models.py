@@ -291,6 +291,78 @@ class OpenRowRow(SQLModel, table=True):
     data: str = Field(sa_type=Text)
 
 
+class OpenApplicationRow(SQLModel, table=True):
+    """An application for 授权开放 data (第三十二、三十三条), submitted by the portal for an
+    eligible entity and reviewed by this node's authority. Never deleted; its status moves from
+    pending to approved or rejected once. An approval issues one key (open_key)."""
+
+    __tablename__ = "open_application"
+
+    id: str = Field(primary_key=True, max_length=64)  # "<region>-OA-<hex>"
+    status: str = Field(max_length=16)
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    provider_code: str = Field(max_length=CREDIT_CODE_LEN)
+    entity_type: str = Field(max_length=24)
+    entity_code: str = Field(max_length=CREDIT_CODE_LEN, index=True)
+    entity_name: str = Field(max_length=200)
+    contact: str = Field(max_length=200)
+    domestic_control_declared: bool
+    evidence_reference: str = Field(max_length=200)
+    #: What the authority confirms on review (node.opendata._eligibility.Eligibility).
+    to_confirm: str = Field(max_length=300)
+    use: str = Field(max_length=16)
+    purpose: str = Field(sa_type=Text)
+    submitted_by: str = Field(max_length=300)  # SPIFFE ID of the portal
+    request_id: str = Field(default="", max_length=128)
+    created_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+    reviewer: str = Field(default="", max_length=300)
+    reviewed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    review_comment: str = Field(default="", sa_type=Text)
+    competitive_selection_ref: str = Field(default="", max_length=200)
+    key_id: str = Field(default="", max_length=32)
+
+
+class OpenKeyRow(SQLModel, table=True):
+    """An API key issued by an approval (授权, 第三十三条): stored only as HMAC-SHA256 under the
+    node's key secret, scoped to one resource, its items, a use and a period; revoked, never
+    deleted."""
+
+    __tablename__ = "open_key"
+
+    key_id: str = Field(primary_key=True, max_length=32)  # the key's visible part
+    key_hash: str = Field(max_length=64)  # hex HMAC-SHA256(secret, key)
+    application_id: str = Field(max_length=64, sa_column_args=[ForeignKey("open_application.id")])
+    resource_code: str = Field(max_length=CODE_LEN, index=True)
+    provider_code: str = Field(max_length=CREDIT_CODE_LEN)
+    entity_code: str = Field(max_length=CREDIT_CODE_LEN)
+    entity_name: str = Field(max_length=200)
+    items: str = Field(sa_type=Text)  # JSON list
+    use: str = Field(max_length=16)
+    issued_at: dt.datetime = Field(sa_type=UTCDateTime)
+    not_after: dt.datetime = Field(sa_type=UTCDateTime)
+    revoked: bool = False
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_by: str = Field(default="", max_length=300)
+    revoke_reason: str = Field(default="", sa_type=Text)
+
+
+class OpenUseReportRow(SQLModel, table=True):
+    """A use report (定期报告开发利用情况, 第三十五条) of a key's holder for one period."""
+
+    __tablename__ = "open_use_report"
+
+    key_id: str = Field(
+        primary_key=True, max_length=32, sa_column_args=[ForeignKey("open_key.key_id")]
+    )
+    #: 1 for the first use_report_days after the approval, 2 for the next, ...
+    period: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    application_id: str = Field(max_length=64)
+    resource_code: str = Field(max_length=CODE_LEN)
+    text: str = Field(sa_type=Text)
+    filed_by: str = Field(max_length=300)
+    filed_at: dt.datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 class AuditCheckpointRow(SQLModel, table=True):
     """A checkpoint of this node's audit tree (C2SP tlog-checkpoint, 第三十九条): the signed note
     with the node's signature and, appended as witnesses return them, their cosignatures."""

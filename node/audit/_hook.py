@@ -25,6 +25,8 @@ _OPERATIONS: dict[str, Operation] = {
     "AccessService/RevokeGrant": Operation.MAINTAIN,
     "AccessService/RequestRecordChange": Operation.MAINTAIN,
     "AccessService/ReviewChangeRequest": Operation.MAINTAIN,
+    "OpenDataService/ReviewOpenApplication": Operation.MAINTAIN,
+    "OpenDataService/RevokeOpenKey": Operation.MAINTAIN,
 }
 
 

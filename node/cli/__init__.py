@@ -30,6 +30,7 @@ from node.cli import (
     init,
     opendata,
     opendata_admin,
+    opendata_apps,
     serve,
     status,
 )
@@ -76,6 +77,7 @@ app.add_typer(access.app, name="access")
 app.add_typer(changes.app, name="changes")
 app.add_typer(backup.app, name="backup")
 opendata_admin.register(opendata.app)
+opendata_apps.register(opendata.app)
 app.add_typer(opendata.app, name="opendata")
 serve.register(app)
 demo.register(app)

@@ -13,13 +13,23 @@
 - ``_receipt``: download receipts signed by the node, checked offline from the root
   certificate (注明来源和获取日期, 第三十五条);
 - ``_eligibility``: who may apply for 授权开放 data, checked from the applicant's
-  统一社会信用代码 (第三十二条).
+  统一社会信用代码 (第三十二条);
+- ``_applications``: 授权开放 applications, the authority's review, the keys approvals issue
+  (``_keys``: stored only hashed) and the holders' use reports (第三十二至三十五条).
 
 Domain: no grpc.
 """
 
 from __future__ import annotations
 
+from node.opendata._applications import (
+    Approval,
+    OpenApplication,
+    OpenApplications,
+    OpenApplicationStatus,
+    OpenDraft,
+    OpenReview,
+)
 from node.opendata._catalog import (
     FORMATS,
     MAX_QUERY,
@@ -64,6 +74,8 @@ from node.opendata._eligibility import (
     registration_of,
 )
 from node.opendata._gate import NOT_APPROVED, open_data_gate
+from node.opendata._keys import OpenKeys, ReportPeriod, UseReport
+from node.opendata._open_terms import PUBLIC_INTEREST_USES, KeyScope, OpenKey, OpenUse
 from node.opendata._publish import (
     Dataset,
     MayOpen,
@@ -96,10 +108,12 @@ __all__ = [
     "NOT_APPROVED",
     "OLD_CITIZEN_ID",
     "PERSON_NAME",
+    "PUBLIC_INTEREST_USES",
     "PUBLISHED_LEVELS",
     "REGISTRATION_CATEGORIES",
     "SCAN_LIMIT",
     "ApplicantType",
+    "Approval",
     "Chunk",
     "Dataset",
     "DownloadFile",
@@ -108,18 +122,29 @@ __all__ = [
     "Finding",
     "IdentifierScan",
     "Ineligible",
+    "KeyScope",
     "MayOpen",
+    "OpenApplication",
+    "OpenApplicationStatus",
+    "OpenApplications",
     "OpenCatalog",
     "OpenData",
+    "OpenDraft",
+    "OpenKey",
+    "OpenKeys",
+    "OpenReview",
+    "OpenUse",
     "PublicationRefused",
     "Publisher",
     "Receipt",
     "ReceiptError",
     "Report",
+    "ReportPeriod",
     "Republisher",
     "Served",
     "Treater",
     "TreatmentError",
+    "UseReport",
     "check_eligibility",
     "check_format",
     "check_receipt",

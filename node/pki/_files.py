@@ -119,6 +119,23 @@ def load_or_create_witness_key(path: str | os.PathLike[str]) -> ed25519.Ed25519P
     return loaded
 
 
+def load_or_create_secret(path: str | os.PathLike[str], size: int = 32) -> bytes:
+    """A node secret of ``size`` random bytes kept in a file (0600), made on first use, like
+    the witness key: e.g. the key of the HMAC that 授权开放 keys are stored under."""
+    file = Path(path)
+    if not file.exists():
+        # Another process of this node may have made it first: then that one is used.
+        with contextlib.suppress(PkiError):
+            _write_atomic(file, secrets.token_bytes(size), KEY_MODE, overwrite=False)
+    try:
+        secret = file.read_bytes()
+    except OSError as exc:
+        raise PkiError(f"{file}: {exc.strerror}") from None
+    if len(secret) < size:
+        raise PkiError(f"{file} holds {len(secret)} bytes; a secret of {size} is expected")
+    return secret
+
+
 def load_certs(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Every certificate in a PEM file, in file order (leaf first for a chain)."""
     try:

@@ -43,7 +43,7 @@ from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation import CatalogExchange, ProvinceLink, Router
 from node.governance import ChangeRequests
-from node.opendata import OpenCatalog, OpenData
+from node.opendata import OpenApplications, OpenCatalog, OpenData, OpenKeys
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -54,6 +54,7 @@ from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
 from node.servicers.open_catalog import OpenCatalogServicer
 from node.servicers.opendata import OpenDataServicer
+from node.servicers.opendata_apps import OpenApplicationsServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
@@ -79,10 +80,7 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "quality reports and error reports (纠错) are not available yet",
-    "OpenDataService": (
-        "授权开放 applications (第三十二、三十三条) arrive with the public portal; not "
-        "available yet"
-    ),
+    "OpenDataService": "this open data operation is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
 }
@@ -128,6 +126,10 @@ class Services:
     open_catalog: OpenCatalog | None = None
     #: The node's key, which signs download receipts (第三十五条) with ``chain_pem``.
     node_key: ec.EllipticCurvePrivateKey | None = None
+    #: 授权开放 applications and the keys approvals issue, with their use reports
+    #: (第三十二至三十五条).
+    open_applications: OpenApplications | None = None
+    open_keys: OpenKeys | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -310,6 +312,13 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     services.identity,
                     services.node_key,
                     services.chain_pem,
+                )
+            )
+        if services.open_applications is not None and services.open_keys is not None:
+            # 授权开放: applications, review, keys and use reports.
+            implementations["govnode.v1.OpenDataService"].append(
+                OpenApplicationsServicer(
+                    services.open_applications, services.open_keys, services.identity
                 )
             )
     if services.witness is not None and services.root is not None:

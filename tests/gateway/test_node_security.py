@@ -11,7 +11,12 @@ import grpc
 import grpc.aio
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from govnode.v1 import catalog_pb2, catalog_pb2_grpc, opendata_pb2, opendata_pb2_grpc
+from govnode.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    quality_pb2,
+    quality_pb2_grpc,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.auth import AuthenticationError, Authenticator
@@ -270,12 +275,12 @@ async def test_a_later_release_method_answers_unimplemented_naming_what_is_missi
     setup, node = province
     async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await opendata_pb2_grpc.OpenDataServiceStub(ch).ApplyOpenAccess(
-                opendata_pb2.ApplyOpenAccessRequest(resource_code="350000-1-000001")
+            await quality_pb2_grpc.QualityServiceStub(ch).GetQualityReport(
+                quality_pb2.GetQualityReportRequest(resource_code="350000-1-000001")
             )
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "OpenDataService/ApplyOpenAccess is not implemented by this node" in details(err.value)
-    assert "授权开放 applications" in details(err.value)
+    assert "QualityService/GetQualityReport is not implemented by this node" in details(err.value)
+    assert "quality reports and error reports (纠错)" in details(err.value)
 
 
 async def test_only_nodes_may_watch_the_catalog_feed(

@@ -651,6 +651,13 @@ class OpenApplication(_message.Message):
     REVIEW_COMMENT_FIELD_NUMBER: _builtins.int
     NOT_AFTER_FIELD_NUMBER: _builtins.int
     COMPETITIVE_SELECTION_REF_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    DOMESTIC_CONTROL_DECLARED_FIELD_NUMBER: _builtins.int
+    EVIDENCE_REFERENCE_FIELD_NUMBER: _builtins.int
+    TO_CONFIRM_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    KEY_REVOKED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Application id, assigned by the node."""
     status: Global___OpenApplicationStatus.ValueType
@@ -675,6 +682,22 @@ class OpenApplication(_message.Message):
     """For commercial use: reference of the competitive selection (公开招标) the authorization
     follows (第三十三条).
     """
+    contact: _builtins.str
+    """Who the authority reaches about the application (name, phone or e-mail)."""
+    domestic_control_declared: _builtins.bool
+    """An enterprise declared domestic control (内资控股, 第三十二条)."""
+    evidence_reference: _builtins.str
+    """The document showing domestic control, which the authority checks on review."""
+    to_confirm: _builtins.str
+    """What the authority confirms on review that the code cannot show (e.g. that a 事业单位 is
+    a 高校).
+    """
+    key_id: _builtins.str
+    """The visible id of the key an approval issued (the key itself is never stored); empty
+    until approved.
+    """
+    key_revoked: _builtins.bool
+    """The key was revoked by the authority."""
     @_builtins.property
     def submitted_by(self) -> _common_pb2.Caller:
         """Who submitted the application (e.g. the open data portal acting for the entity)."""
@@ -695,6 +718,10 @@ class OpenApplication(_message.Message):
     def not_after(self) -> _timestamp_pb2.Timestamp:
         """When an approved authorization ends."""
 
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The published items an approval authorizes (possibly narrowed); empty until approved."""
+
     def __init__(
         self,
         *,
@@ -714,10 +741,17 @@ class OpenApplication(_message.Message):
         review_comment: _builtins.str = ...,
         not_after: _timestamp_pb2.Timestamp | None = ...,
         competitive_selection_ref: _builtins.str = ...,
+        contact: _builtins.str = ...,
+        domestic_control_declared: _builtins.bool = ...,
+        evidence_reference: _builtins.str = ...,
+        to_confirm: _builtins.str = ...,
+        items: _abc.Iterable[_builtins.str] | None = ...,
+        key_id: _builtins.str = ...,
+        key_revoked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "not_after", b"not_after", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "submitted_by", b"submitted_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["competitive_selection_ref", b"competitive_selection_ref", "created_at", b"created_at", "entity_code", b"entity_code", "entity_name", b"entity_name", "entity_type", b"entity_type", "id", b"id", "not_after", b"not_after", "purpose", b"purpose", "request_id", b"request_id", "resource_code", b"resource_code", "review_comment", b"review_comment", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "status", b"status", "submitted_by", b"submitted_by", "use", b"use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["competitive_selection_ref", b"competitive_selection_ref", "contact", b"contact", "created_at", b"created_at", "domestic_control_declared", b"domestic_control_declared", "entity_code", b"entity_code", "entity_name", b"entity_name", "entity_type", b"entity_type", "evidence_reference", b"evidence_reference", "id", b"id", "items", b"items", "key_id", b"key_id", "key_revoked", b"key_revoked", "not_after", b"not_after", "purpose", b"purpose", "request_id", b"request_id", "resource_code", b"resource_code", "review_comment", b"review_comment", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer", "status", b"status", "submitted_by", b"submitted_by", "to_confirm", b"to_confirm", "use", b"use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -736,6 +770,9 @@ class ApplyOpenAccessRequest(_message.Message):
     USE_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DOMESTIC_CONTROL_DECLARED_FIELD_NUMBER: _builtins.int
+    EVIDENCE_REFERENCE_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Resource applied for; must be 授权开放."""
     entity_type: Global___ApplicantEntityType.ValueType
@@ -752,6 +789,14 @@ class ApplyOpenAccessRequest(_message.Message):
     """Description of the intended use. Required."""
     request_id: _builtins.str
     """Client-chosen idempotency key: a retry with the same id returns the first application."""
+    domestic_control_declared: _builtins.bool
+    """For an enterprise: it declares domestic control (内资控股); required for one (第三十二条)."""
+    evidence_reference: _builtins.str
+    """For an enterprise: the document showing domestic control, which the authority checks
+    (one line, at most 200 characters); required for one.
+    """
+    contact: _builtins.str
+    """Who the authority reaches about the application (name, phone or e-mail). Required."""
     def __init__(
         self,
         *,
@@ -762,10 +807,13 @@ class ApplyOpenAccessRequest(_message.Message):
         use: Global___OpenDataUse.ValueType = ...,
         purpose: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        domestic_control_declared: _builtins.bool = ...,
+        evidence_reference: _builtins.str = ...,
+        contact: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_code", b"entity_code", "entity_name", b"entity_name", "entity_type", b"entity_type", "purpose", b"purpose", "request_id", b"request_id", "resource_code", b"resource_code", "use", b"use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "domestic_control_declared", b"domestic_control_declared", "entity_code", b"entity_code", "entity_name", b"entity_name", "entity_type", b"entity_type", "evidence_reference", b"evidence_reference", "purpose", b"purpose", "request_id", b"request_id", "resource_code", b"resource_code", "use", b"use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -919,6 +967,7 @@ class ReviewOpenApplicationRequest(_message.Message):
     NOT_AFTER_FIELD_NUMBER: _builtins.int
     COMPETITIVE_SELECTION_REF_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Application id; must be pending."""
     decision: _common_pb2.ReviewDecision.ValueType
@@ -930,10 +979,20 @@ class ReviewOpenApplicationRequest(_message.Message):
     第三十三条). Required then.
     """
     request_id: _builtins.str
-    """Client-chosen idempotency key: a retry returns the first review's outcome."""
+    """Client-chosen idempotency key: a retry returns the first review's outcome (without the
+    key, which is not stored).
+    """
     @_builtins.property
     def not_after(self) -> _timestamp_pb2.Timestamp:
-        """On approval, when the authorization ends. Required on approval."""
+        """On approval, when the authorization ends, at most [opendata] max_grant_days from now;
+        unset: that longest period.
+        """
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """On approval: the published items authorized, to narrow them; empty: every published
+        item of the resource.
+        """
 
     def __init__(
         self,
@@ -944,10 +1003,11 @@ class ReviewOpenApplicationRequest(_message.Message):
         not_after: _timestamp_pb2.Timestamp | None = ...,
         competitive_selection_ref: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        items: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "competitive_selection_ref", b"competitive_selection_ref", "decision", b"decision", "id", b"id", "not_after", b"not_after", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "competitive_selection_ref", b"competitive_selection_ref", "decision", b"decision", "id", b"id", "items", b"items", "not_after", b"not_after", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -960,9 +1020,69 @@ class ReviewOpenApplicationResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """On approval: the key, in clear, given this once ("gok_<key_id>_<secret>"); only its
+    keyed hash is kept. Empty on rejection and on a retried request.
+    """
     @_builtins.property
     def application(self) -> Global___OpenApplication:
         """The application after review."""
+
+    def __init__(
+        self,
+        *,
+        application: Global___OpenApplication | None = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewOpenApplicationResponse: _TypeAlias = ReviewOpenApplicationResponse  # noqa: Y015
+
+@_typing.final
+class RevokeOpenKeyRequest(_message.Message):
+    """Request of OpenDataService.RevokeOpenKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key's visible id (OpenApplication.key_id)."""
+    reason: _builtins.str
+    """Why it is revoked. Required."""
+    request_id: _builtins.str
+    """Client-chosen idempotency key: a retry returns the first outcome."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeOpenKeyRequest: _TypeAlias = RevokeOpenKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeOpenKeyResponse(_message.Message):
+    """Response of OpenDataService.RevokeOpenKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def application(self) -> Global___OpenApplication:
+        """The application whose key was revoked."""
 
     def __init__(
         self,
@@ -975,4 +1095,184 @@ class ReviewOpenApplicationResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReviewOpenApplicationResponse: _TypeAlias = ReviewOpenApplicationResponse  # noqa: Y015
+Global___RevokeOpenKeyResponse: _TypeAlias = RevokeOpenKeyResponse  # noqa: Y015
+
+@_typing.final
+class UseReport(_message.Message):
+    """A use report of a key's holder for one period (第三十五条)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    FILED_BY_FIELD_NUMBER: _builtins.int
+    FILED_AT_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key's visible id."""
+    application_id: _builtins.str
+    """The approved application the key was issued for."""
+    resource_code: _builtins.str
+    """The resource the key authorizes."""
+    period: _builtins.int
+    """The reporting period: 1 for the first [opendata] use_report_days after approval, ..."""
+    text: _builtins.str
+    """The report: the development and use of the data in the period, the products made."""
+    filed_by: _builtins.str
+    """Who filed it (the portal for the holder, or the authority recording a paper report)."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """When the period began."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """When it ended (or ends): the report is due then."""
+
+    @_builtins.property
+    def filed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was filed."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        application_id: _builtins.str = ...,
+        resource_code: _builtins.str = ...,
+        period: _builtins.int = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        text: _builtins.str = ...,
+        filed_by: _builtins.str = ...,
+        filed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filed_at", b"filed_at", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "filed_at", b"filed_at", "filed_by", b"filed_by", "key_id", b"key_id", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "resource_code", b"resource_code", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UseReport: _TypeAlias = UseReport  # noqa: Y015
+
+@_typing.final
+class FileUseReportRequest(_message.Message):
+    """Request of OpenDataService.FileUseReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key the report is about, in clear: it authenticates the holder."""
+    period: _builtins.int
+    """The period reported on; 0: the earliest period under way or ended without a report."""
+    text: _builtins.str
+    """The report (at most 20000 characters). Required."""
+    request_id: _builtins.str
+    """Client-chosen idempotency key: a retry returns the first outcome."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        period: _builtins.int = ...,
+        text: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "period", b"period", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileUseReportRequest: _TypeAlias = FileUseReportRequest  # noqa: Y015
+
+@_typing.final
+class FileUseReportResponse(_message.Message):
+    """Response of OpenDataService.FileUseReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___UseReport:
+        """The report as stored."""
+
+    def __init__(
+        self,
+        *,
+        report: Global___UseReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileUseReportResponse: _TypeAlias = FileUseReportResponse  # noqa: Y015
+
+@_typing.final
+class ListUseReportsRequest(_message.Message):
+    """Request of OpenDataService.ListUseReports; every filter left empty matches everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """Only the reports about this key."""
+    resource_code: _builtins.str
+    """Only the reports about keys to this resource."""
+    page_size: _builtins.int
+    """Maximum reports per page (see Pagination in common.proto)."""
+    page_token: _builtins.str
+    """Token from the previous page's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        resource_code: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "page_size", b"page_size", "page_token", b"page_token", "resource_code", b"resource_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUseReportsRequest: _TypeAlias = ListUseReportsRequest  # noqa: Y015
+
+@_typing.final
+class ListUseReportsResponse(_message.Message):
+    """Response of OpenDataService.ListUseReports."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___UseReport]:
+        """Reports of this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___UseReport] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUseReportsResponse: _TypeAlias = ListUseReportsResponse  # noqa: Y015

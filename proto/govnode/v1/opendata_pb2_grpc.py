@@ -81,6 +81,21 @@ class OpenDataServiceStub:
                 request_serializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsResponse.FromString,
                 _registered_method=True)
+        self.RevokeOpenKey = channel.unary_unary(
+                '/govnode.v1.OpenDataService/RevokeOpenKey',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.RevokeOpenKeyRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.RevokeOpenKeyResponse.FromString,
+                _registered_method=True)
+        self.FileUseReport = channel.unary_unary(
+                '/govnode.v1.OpenDataService/FileUseReport',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.FileUseReportRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.FileUseReportResponse.FromString,
+                _registered_method=True)
+        self.ListUseReports = channel.unary_unary(
+                '/govnode.v1.OpenDataService/ListUseReports',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.ListUseReportsRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.ListUseReportsResponse.FromString,
+                _registered_method=True)
 
 
 class OpenDataServiceServicer:
@@ -166,6 +181,30 @@ class OpenDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeOpenKey(self, request, context):
+        """The authority revokes the key of an authorization: every later use is refused; the
+        provider is told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileUseReport(self, request, context):
+        """The holder of a key files its periodic report of its development and use of the data
+        (定期报告开发利用情况, 第三十五条), through the portal, authenticated by the key itself. A
+        report overdue past its grace suspends the key until it arrives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUseReports(self, request, context):
+        """For the authority: the use reports filed, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpenDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +252,21 @@ def add_OpenDataServiceServicer_to_server(servicer, server):
                     servicer.ListOpenDatasets,
                     request_deserializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsResponse.SerializeToString,
+            ),
+            'RevokeOpenKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeOpenKey,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.RevokeOpenKeyRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.RevokeOpenKeyResponse.SerializeToString,
+            ),
+            'FileUseReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileUseReport,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.FileUseReportRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.FileUseReportResponse.SerializeToString,
+            ),
+            'ListUseReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUseReports,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.ListUseReportsRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.ListUseReportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -460,6 +514,87 @@ class OpenDataService:
             '/govnode.v1.OpenDataService/ListOpenDatasets',
             govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsRequest.SerializeToString,
             govnode_dot_v1_dot_opendata__pb2.ListOpenDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeOpenKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/RevokeOpenKey',
+            govnode_dot_v1_dot_opendata__pb2.RevokeOpenKeyRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.RevokeOpenKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileUseReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/FileUseReport',
+            govnode_dot_v1_dot_opendata__pb2.FileUseReportRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.FileUseReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUseReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/ListUseReports',
+            govnode_dot_v1_dot_opendata__pb2.ListUseReportsRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.ListUseReportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,17 @@ class OpenDataServiceStub:
     """For the authority: every resource published on this node, whether it is served now (and
     why not), and the report of its newest version.
     """
+    RevokeOpenKey: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.RevokeOpenKeyRequest, _opendata_pb2.RevokeOpenKeyResponse]
+    """The authority revokes the key of an authorization: every later use is refused; the
+    provider is told.
+    """
+    FileUseReport: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.FileUseReportRequest, _opendata_pb2.FileUseReportResponse]
+    """The holder of a key files its periodic report of its development and use of the data
+    (定期报告开发利用情况, 第三十五条), through the portal, authenticated by the key itself. A
+    report overdue past its grace suspends the key until it arrives.
+    """
+    ListUseReports: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.ListUseReportsRequest, _opendata_pb2.ListUseReportsResponse]
+    """For the authority: the use reports filed, newest first."""
 
 @_typing.type_check_only
 class OpenDataServiceAsyncStub(OpenDataServiceStub):
@@ -122,6 +133,17 @@ class OpenDataServiceAsyncStub(OpenDataServiceStub):
     """For the authority: every resource published on this node, whether it is served now (and
     why not), and the report of its newest version.
     """
+    RevokeOpenKey: _aio.UnaryUnaryMultiCallable[_opendata_pb2.RevokeOpenKeyRequest, _opendata_pb2.RevokeOpenKeyResponse]  # type: ignore[assignment]
+    """The authority revokes the key of an authorization: every later use is refused; the
+    provider is told.
+    """
+    FileUseReport: _aio.UnaryUnaryMultiCallable[_opendata_pb2.FileUseReportRequest, _opendata_pb2.FileUseReportResponse]  # type: ignore[assignment]
+    """The holder of a key files its periodic report of its development and use of the data
+    (定期报告开发利用情况, 第三十五条), through the portal, authenticated by the key itself. A
+    report overdue past its grace suspends the key until it arrives.
+    """
+    ListUseReports: _aio.UnaryUnaryMultiCallable[_opendata_pb2.ListUseReportsRequest, _opendata_pb2.ListUseReportsResponse]  # type: ignore[assignment]
+    """For the authority: the use reports filed, newest first."""
 
 class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
     """The open data platform (政务数据开放平台, 第三十条). Opened data is de-identified (脱密脱敏,
@@ -219,5 +241,34 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
         """For the authority: every resource published on this node, whether it is served now (and
         why not), and the report of its newest version.
         """
+
+    @_abc_1.abstractmethod
+    def RevokeOpenKey(
+        self,
+        request: _opendata_pb2.RevokeOpenKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.RevokeOpenKeyResponse, _abc.Awaitable[_opendata_pb2.RevokeOpenKeyResponse]]:
+        """The authority revokes the key of an authorization: every later use is refused; the
+        provider is told.
+        """
+
+    @_abc_1.abstractmethod
+    def FileUseReport(
+        self,
+        request: _opendata_pb2.FileUseReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.FileUseReportResponse, _abc.Awaitable[_opendata_pb2.FileUseReportResponse]]:
+        """The holder of a key files its periodic report of its development and use of the data
+        (定期报告开发利用情况, 第三十五条), through the portal, authenticated by the key itself. A
+        report overdue past its grace suspends the key until it arrives.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUseReports(
+        self,
+        request: _opendata_pb2.ListUseReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.ListUseReportsResponse, _abc.Awaitable[_opendata_pb2.ListUseReportsResponse]]:
+        """For the authority: the use reports filed, newest first."""
 
 def add_OpenDataServiceServicer_to_server(servicer: OpenDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -7,6 +7,8 @@
   de-identified snapshot (k-anonymity in SQL), taking it out, what is served;
 - ``_catalog``: the open catalog as the public sees it: the datasets served now, their source
   and acquisition date (第三十五条), listed with filters and a text query;
+- ``_dcat``: the open catalog as DCAT-AP 3 for harvesters, JSON-LD with Hydra paging and
+  Turtle (普遍开放/授权开放 as access rights and ODRL policies, 更新周期, the Measures);
 - ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, and the
   receipt of the download;
 - ``_gate``: who may open data (第三十一条: the province, and approved city sub-platforms);
@@ -39,6 +41,7 @@ from node.opendata._catalog import (
     Served,
     query_problem,
 )
+from node.opendata._dcat import catalog_jsonld, catalog_turtle
 from node.opendata._deid import (
     CITIZEN_ID,
     MAX_SCAN_CHARS,
@@ -145,6 +148,8 @@ __all__ = [
     "Treater",
     "TreatmentError",
     "UseReport",
+    "catalog_jsonld",
+    "catalog_turtle",
     "check_eligibility",
     "check_format",
     "check_receipt",

@@ -6,9 +6,10 @@ listed here, and the guard refuses it everything else with PERMISSION_DENIED bef
 servicer runs, so that a new method is closed to it until it is added here on purpose:
 
 - ``portal``: the public open data portal (开放平台, 第三十条) calls its node for members of the
-  public; it lists the open catalog and downloads 普遍开放 data (and, with the portal, applies
-  for 授权开放 data on an applicant's behalf). Health checking is open to it, as to every
-  caller: it serves no data, and the portal's readiness depends on it.
+  public; it lists the open catalog, downloads 普遍开放 data and reads its rows through the
+  row API's filters (and, with the portal, applies for 授权开放 data on an applicant's
+  behalf). Health checking is open to it, as to every caller: it serves no data, and the
+  portal's readiness depends on it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ PORTAL_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.OpenDataService/ListOpenResources",
         "/govnode.v1.OpenDataService/Download",
+        "/govnode.v1.OpenDataService/QueryOpenRows",
     }
 )
 
@@ -30,8 +32,8 @@ PORTAL_METHODS: frozenset[str] = frozenset(
 CONFINED: dict[Role, tuple[frozenset[str], str]] = {
     Role.PORTAL: (
         PORTAL_METHODS,
-        "the open data portal lists the open catalog and downloads open data for the public "
-        "(第三十条)",
+        "the open data portal lists the open catalog, downloads open data and queries its "
+        "rows for the public (第三十条)",
     ),
 }
 

@@ -9,6 +9,10 @@
   and acquisition date (第三十五条), listed with filters and a text query;
 - ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, and the
   receipt of the download;
+- ``_filters``: the row API's filter grammar (``<item>__<op>=<value>``, after api-tabular),
+  typed by what each published item holds; never SQL;
+- ``_rows``: a page of a served dataset's rows through those filters, bounded in the rows
+  one call reads;
 - ``_gate``: who may open data (第三十一条: the province, and approved city sub-platforms);
 - ``_receipt``: download receipts signed by the node, checked offline from the root
   certificate (注明来源和获取日期, 第三十五条);
@@ -63,6 +67,15 @@ from node.opendata._eligibility import (
     check_eligibility,
     registration_of,
 )
+from node.opendata._filters import (
+    MAX_FILTERS,
+    MAX_IN_VALUES,
+    MAX_VALUE_CHARS,
+    FilterError,
+    RowFilter,
+    parse_filters,
+    projection_problem,
+)
 from node.opendata._gate import NOT_APPROVED, open_data_gate
 from node.opendata._publish import (
     Dataset,
@@ -82,15 +95,27 @@ from node.opendata._receipt import (
     parse_receipt_text,
     sha256_of,
 )
+from node.opendata._rows import (
+    DEFAULT_PAGE_ROWS,
+    MAX_PAGE_ROWS,
+    SCAN_ROWS,
+    RowPage,
+    query_rows,
+)
 from node.opendata._schedule import Republisher
 
 __all__ = [
     "CHUNK_BYTES",
     "CITIZEN_ID",
+    "DEFAULT_PAGE_ROWS",
     "FORMATS",
+    "MAX_FILTERS",
+    "MAX_IN_VALUES",
+    "MAX_PAGE_ROWS",
     "MAX_QUERY",
     "MAX_RECEIPT_BYTES",
     "MAX_SCAN_CHARS",
+    "MAX_VALUE_CHARS",
     "MOBILE",
     "NAME_SAMPLE_SIZE",
     "NOT_APPROVED",
@@ -99,12 +124,14 @@ __all__ = [
     "PUBLISHED_LEVELS",
     "REGISTRATION_CATEGORIES",
     "SCAN_LIMIT",
+    "SCAN_ROWS",
     "ApplicantType",
     "Chunk",
     "Dataset",
     "DownloadFile",
     "Eligibility",
     "FileDigest",
+    "FilterError",
     "Finding",
     "IdentifierScan",
     "Ineligible",
@@ -117,6 +144,8 @@ __all__ = [
     "ReceiptError",
     "Report",
     "Republisher",
+    "RowFilter",
+    "RowPage",
     "Served",
     "Treater",
     "TreatmentError",
@@ -130,8 +159,11 @@ __all__ = [
     "make_receipt",
     "open_data_gate",
     "opened_items",
+    "parse_filters",
     "parse_receipt_text",
+    "projection_problem",
     "query_problem",
+    "query_rows",
     "receipt_for",
     "recipient_problem",
     "registration_of",

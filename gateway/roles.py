@@ -6,9 +6,10 @@ listed here, and the guard refuses it everything else with PERMISSION_DENIED bef
 servicer runs, so that a new method is closed to it until it is added here on purpose:
 
 - ``portal``: the public open data portal (开放平台, 第三十条) calls its node for members of the
-  public; it lists the open catalog and downloads 普遍开放 data (and, with the portal, applies
-  for 授权开放 data on an applicant's behalf). Health checking is open to it, as to every
-  caller: it serves no data, and the portal's readiness depends on it.
+  public; it lists the open catalog, downloads 普遍开放 data and reads its rows through the
+  row API's filters (and, with the portal, applies for 授权开放 data on an applicant's
+  behalf). Health checking is open to it, as to every caller: it serves no data, and the
+  portal's readiness depends on it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PORTAL_METHODS: frozenset[str] = frozenset(
         "/govnode.v1.OpenDataService/ApplyOpenAccess",
         "/govnode.v1.OpenDataService/GetOpenApplication",
         "/govnode.v1.OpenDataService/FileUseReport",
+        "/govnode.v1.OpenDataService/QueryOpenRows",
     }
 )
 
@@ -33,8 +35,8 @@ PORTAL_METHODS: frozenset[str] = frozenset(
 CONFINED: dict[Role, tuple[frozenset[str], str]] = {
     Role.PORTAL: (
         PORTAL_METHODS,
-        "the open data portal lists the open catalog, downloads open data and files "
-        "授权开放 applications and use reports for the public (第三十至三十五条)",
+        "the open data portal lists the open catalog, downloads open data, queries its rows "
+        "and files 授权开放 applications and use reports for the public (第三十至三十五条)",
     ),
 }
 

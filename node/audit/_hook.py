@@ -19,6 +19,7 @@ _OPERATIONS: dict[str, Operation] = {
     "SharingService/Exchange": Operation.SHARE,
     "SharingService/Subscribe": Operation.SHARE,
     "OpenDataService/Download": Operation.DOWNLOAD,
+    "OpenDataService/QueryOpenRows": Operation.QUERY,
     "QualityService/GetQualityReport": Operation.ANALYZE,
     "SupervisionService/GetComplianceReport": Operation.ANALYZE,
     "AccessService/ReviewApplication": Operation.MAINTAIN,

@@ -11,6 +11,10 @@
   Turtle (普遍开放/授权开放 as access rights and ODRL policies, 更新周期, the Measures);
 - ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, and the
   receipt of the download;
+- ``_filters``: the row API's filter grammar (``<item>__<op>=<value>``, after api-tabular),
+  typed by what each published item holds; never SQL;
+- ``_rows``: a page of a served dataset's rows through those filters, bounded in the rows
+  one call reads;
 - ``_gate``: who may open data (第三十一条: the province, and approved city sub-platforms);
 - ``_receipt``: download receipts signed by the node, checked offline from the root
   certificate (注明来源和获取日期, 第三十五条);
@@ -76,6 +80,15 @@ from node.opendata._eligibility import (
     check_eligibility,
     registration_of,
 )
+from node.opendata._filters import (
+    MAX_FILTERS,
+    MAX_IN_VALUES,
+    MAX_VALUE_CHARS,
+    FilterError,
+    RowFilter,
+    parse_filters,
+    projection_problem,
+)
 from node.opendata._gate import NOT_APPROVED, open_data_gate
 from node.opendata._keys import OpenKeys, ReportPeriod, UseReport
 from node.opendata._open_terms import PUBLIC_INTEREST_USES, KeyScope, OpenKey, OpenUse
@@ -97,15 +110,27 @@ from node.opendata._receipt import (
     parse_receipt_text,
     sha256_of,
 )
+from node.opendata._rows import (
+    DEFAULT_PAGE_ROWS,
+    MAX_PAGE_ROWS,
+    SCAN_ROWS,
+    RowPage,
+    query_rows,
+)
 from node.opendata._schedule import Republisher
 
 __all__ = [
     "CHUNK_BYTES",
     "CITIZEN_ID",
+    "DEFAULT_PAGE_ROWS",
     "FORMATS",
+    "MAX_FILTERS",
+    "MAX_IN_VALUES",
+    "MAX_PAGE_ROWS",
     "MAX_QUERY",
     "MAX_RECEIPT_BYTES",
     "MAX_SCAN_CHARS",
+    "MAX_VALUE_CHARS",
     "MOBILE",
     "NAME_SAMPLE_SIZE",
     "NOT_APPROVED",
@@ -115,6 +140,7 @@ __all__ = [
     "PUBLISHED_LEVELS",
     "REGISTRATION_CATEGORIES",
     "SCAN_LIMIT",
+    "SCAN_ROWS",
     "ApplicantType",
     "Approval",
     "Chunk",
@@ -122,6 +148,7 @@ __all__ = [
     "DownloadFile",
     "Eligibility",
     "FileDigest",
+    "FilterError",
     "Finding",
     "IdentifierScan",
     "Ineligible",
@@ -144,6 +171,8 @@ __all__ = [
     "Report",
     "ReportPeriod",
     "Republisher",
+    "RowFilter",
+    "RowPage",
     "Served",
     "Treater",
     "TreatmentError",
@@ -160,8 +189,11 @@ __all__ = [
     "make_receipt",
     "open_data_gate",
     "opened_items",
+    "parse_filters",
     "parse_receipt_text",
+    "projection_problem",
     "query_problem",
+    "query_rows",
     "receipt_for",
     "recipient_problem",
     "registration_of",

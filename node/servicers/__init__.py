@@ -122,7 +122,8 @@ class Services:
     notifications: Notifications | None = None
     #: The open catalog this node's authority publishes to (第二十九条).
     opendata: OpenData | None = None
-    #: What of it is served, for the public and every caller (ListOpenResources, Download).
+    #: What of it is served, for the public and every caller (ListOpenResources, Download,
+    #: QueryOpenRows).
     open_catalog: OpenCatalog | None = None
     #: The node's key, which signs download receipts (第三十五条) with ``chain_pem``.
     node_key: ec.EllipticCurvePrivateKey | None = None

@@ -1,10 +1,12 @@
-"""OpenDataService, the public's part (第二十九至三十五条): the open catalog and downloads.
+"""OpenDataService, the public's part (第二十九至三十五条): the open catalog, downloads and
+the row API.
 
-Any authenticated caller lists the open catalog and downloads 普遍开放 data: agencies, the
-authority, and the open data portal (gateway.roles confines a portal to these two RPCs), which
-serves the public. A portal names, in the request metadata ``govnode-recipient``, the member of
-the public it downloads for; a receipt names them, and for every other caller the caller itself
-(a header it sends is ignored: an agency cannot make a receipt name someone else).
+Any authenticated caller lists the open catalog, downloads 普遍开放 data and queries its rows
+(the row API: node.opendata._filters): agencies, the authority, and the open data portal
+(gateway.roles confines a portal to these RPCs), which serves the public. A portal names, in
+the request metadata ``govnode-recipient``, the member of the public it downloads for; a
+receipt names them, and for every other caller the caller itself (a header it sends is
+ignored: an agency cannot make a receipt name someone else).
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ from node import paging
 from node.catalog import PAGE_BYTES, OpenType
 from node.errors import InvalidArgument, PermissionDenied
 from node.opendata import (
+    DEFAULT_PAGE_ROWS,
     FORMATS,
+    MAX_FILTERS,
+    MAX_PAGE_ROWS,
     DownloadFile,
+    FilterError,
     OpenCatalog,
     OpenData,
     Served,
+    parse_filters,
+    projection_problem,
+    query_rows,
     receipt_for,
     recipient_problem,
     sign_download,
@@ -39,6 +48,7 @@ MAX_PAGE = 200
 _CODE_CHARS = 15
 #: The metadata key a portal names the member of the public it serves in.
 RECIPIENT_KEY = "govnode-recipient"
+_ROWS_TOKEN = "q:"  # noqa: S105  # a page token's prefix, not a secret
 
 
 def served_to_proto(served: Served) -> opendata_pb2.OpenResource:
@@ -79,6 +89,34 @@ def _recipient(caller: Identity, context: Any) -> str:
     if problem is not None:
         raise InvalidArgument(f"{RECIPIENT_KEY}: {problem}")
     return value
+
+
+def _authorized_refusal(code: str, what: str) -> PermissionDenied:
+    return PermissionDenied(
+        f"resource {code} is 授权开放: its data is {what} only with the key of an approved "
+        "授权开放 application (第三十二条), which arrives with the open data portal; 普遍开放 "
+        "data needs none"
+    )
+
+
+def _code(request_code: str) -> str:
+    if not request_code:
+        raise InvalidArgument("resource_code: required")
+    if len(request_code) > _CODE_CHARS:
+        raise InvalidArgument(f"resource_code: {quote(request_code)} is not a resource code")
+    return request_code
+
+
+def _rows_token(token: str) -> tuple[int, int]:
+    """(version, row number) a QueryOpenRows page token continues from; (0, 0) for none."""
+    if not token:
+        return 0, 0
+    raw = paging.decode_text(token) or ""
+    version, _, after = raw.removeprefix(_ROWS_TOKEN).partition(":")
+    parsed = (paging.parse_count(version), paging.parse_count(after))
+    if not raw.startswith(_ROWS_TOKEN) or parsed[0] is None or parsed[1] is None:
+        raise InvalidArgument("page_token: not a token from this list; omit it to start")
+    return parsed[0], parsed[1]
 
 
 class OpenCatalogServicer:
@@ -136,21 +174,13 @@ class OpenCatalogServicer:
     ) -> AsyncIterator[opendata_pb2.DownloadChunk]:
         caller = current_peer().identity
         recipient = _recipient(caller, context)
-        code = request.resource_code
-        if not code:
-            raise InvalidArgument("resource_code: required")
-        if len(code) > _CODE_CHARS:
-            raise InvalidArgument(f"resource_code: {quote(code)} is not a resource code")
+        code = _code(request.resource_code)
         obtained = dt.datetime.now(dt.UTC)
         served = await self._catalog.get(code)
         file = DownloadFile(self._opendata, served, request.format, bom=request.bom)
         add_audit_detail(recipient=recipient, version=served.version, format=file.format)
         if served.entry.open_type is OpenType.AUTHORIZED:
-            raise PermissionDenied(
-                f"resource {code} is 授权开放: its data is downloaded only with the key of an "
-                "approved 授权开放 application (第三十二条), which arrives with the open data "
-                "portal; 普遍开放 data needs none"
-            )
+            raise _authorized_refusal(code, "downloaded")
         receipt = receipt_for(
             served,
             self._catalog.publisher,
@@ -174,3 +204,54 @@ class OpenCatalogServicer:
                 message.receipt = sign_download(receipt, file, self._key, self._chain_pem)
                 add_audit_detail(sha256=file.sha256, size=file.size, rows=file.rows)
             yield message
+
+    async def QueryOpenRows(
+        self, request: opendata_pb2.QueryOpenRowsRequest, context: Any
+    ) -> opendata_pb2.QueryOpenRowsResponse:
+        code = _code(request.resource_code)
+        size = paging.page_size(request.page_size, default=DEFAULT_PAGE_ROWS, maximum=MAX_PAGE_ROWS)
+        version, after = _rows_token(request.page_token)
+        if len(request.filters) > MAX_FILTERS:  # before reading anything for them
+            raise FilterError("", f"at most {MAX_FILTERS} filters, got {len(request.filters)}")
+        served = await self._catalog.get(code)
+        add_audit_detail(version=served.version, filters=len(request.filters))
+        if served.entry.open_type is OpenType.AUTHORIZED:
+            raise _authorized_refusal(code, "read")
+        row_filter = parse_filters([(f.key, f.value) for f in request.filters], served.entry)
+        items = list(request.items)
+        problem = projection_problem(items, served.entry)
+        if problem is not None:
+            raise InvalidArgument(f"items: {problem}")
+        page = await query_rows(
+            self._opendata,
+            served,
+            row_filter,
+            version=version or served.version,
+            after=after,
+            size=size,
+            items=items,
+        )
+        rows: list[opendata_pb2.OpenRow] = []
+        next_after = page.next_after
+        spent = 0
+        for number, values in page.rows:
+            row = opendata_pb2.OpenRow(row=number, values=values)
+            spent += row.ByteSize()
+            if rows and spent > PAGE_BYTES:  # the page must fit in a message
+                next_after = rows[-1].row
+                break
+            rows.append(row)
+        add_audit_detail(rows=len(rows), scanned=page.scanned)
+        return opendata_pb2.QueryOpenRowsResponse(
+            rows=rows,
+            next_page_token=(
+                paging.encode_text(f"{_ROWS_TOKEN}{served.version}:{next_after}")
+                if next_after
+                else ""
+            ),
+            version=served.version,
+            source=served.source,
+            acquired_at=_ts(served.made_at),
+            scanned=page.scanned,
+            dataset_iri=served.dataset_iri,
+        )

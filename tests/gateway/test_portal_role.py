@@ -28,7 +28,7 @@ PORTAL = "spiffe://350000.fujian.gov.cn/portal/opendata-1"
 def test_a_portal_may_call_only_the_public_open_data_methods() -> None:
     portal = make_identity(PROVINCE, "fujian.gov.cn", Role.PORTAL, "opendata-1")
     agency = make_identity(PROVINCE, "fujian.gov.cn", Role.AGENCY, "11350000003591001X")
-    for method in ("ListOpenResources", "Download"):
+    for method in ("ListOpenResources", "Download", "QueryOpenRows"):
         assert method_refusal(portal, f"/govnode.v1.OpenDataService/{method}") is None
     assert method_refusal(portal, "/grpc.health.v1.Health/Check") is None
     refusal = method_refusal(portal, "/govnode.v1.OpenDataService/PublishOpenResource")

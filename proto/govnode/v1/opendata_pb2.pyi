@@ -630,6 +630,205 @@ class DownloadChunk(_message.Message):
 Global___DownloadChunk: _TypeAlias = DownloadChunk  # noqa: Y015
 
 @_typing.final
+class FilterTerm(_message.Message):
+    """One filter of QueryOpenRows: key "<item>__<op>", where item is a published item's name
+    (OpenResource.entry.items) and op one of:
+      exact, differs          equals / differs from the value
+      in, notin               is / is not one of the comma-separated values (at most 20)
+      contains, notcontains   holds / does not hold the value as a substring, in any case (not
+                              a pattern)
+      less, greater           <= / >= the value (ordered items only, below)
+      strictly_less,          < / > the value (ordered items only)
+      strictly_greater
+      isnull, isnotnull       is empty / is not empty; the value must be empty
+    An empty row value matches isnull and nothing else (differs and notin included), as NULL
+    in SQL. How values compare follows the published item: published as stored, an integer or
+    decimal compares as a number (7 = 7.0), a date as YYYY-MM-DD, a datetime as an instant (any
+    form records accept; without an offset, China Standard Time), and a value the item cannot
+    hold (a boolean, an enum not in its list, ...) is refused; generalised to a month or a year,
+    as "YYYY-MM" or "YYYY" (the value in that form); generalised to a range "[lo,hi)", by its
+    lower bound for the comparisons (the value a number) and as published text for exact and in
+    (a list of ranges: "[30,40),[40,50)").
+    Everything else (text, masked, pseudonymised, prefixes) is text: the comparisons are
+    refused on it. At most 10 filters; a key of at most 90 characters, a value of at most 200.
+    A refusal is INVALID_ARGUMENT naming the key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """"<item>__<op>", e.g. "csrq__greater"."""
+    value: _builtins.str
+    """The value, e.g. "1980"; empty for isnull and isnotnull."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterTerm: _TypeAlias = FilterTerm  # noqa: Y015
+
+@_typing.final
+class QueryOpenRowsRequest(_message.Message):
+    """Request of OpenDataService.QueryOpenRows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The served 普遍开放 resource."""
+    page_size: _builtins.int
+    """Maximum rows per page: 20 when 0, at most 100."""
+    page_token: _builtins.str
+    """Token from the previous page's next_page_token; empty for the first page. It continues
+    the version the first page was read from: once another version is served it is refused
+    with FAILED_PRECONDITION, and the caller starts again without it.
+    """
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterTerm]:
+        """Filters, combined with AND; none: every row."""
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these published items in each row (a projection); empty: every published item.
+        Each at most once.
+        """
+
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+        filters: _abc.Iterable[Global___FilterTerm] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        items: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "items", b"items", "page_size", b"page_size", "page_token", b"page_token", "resource_code", b"resource_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryOpenRowsRequest: _TypeAlias = QueryOpenRowsRequest  # noqa: Y015
+
+@_typing.final
+class OpenRow(_message.Message):
+    """One row of a served version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ROW_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    row: _builtins.int
+    """The row's number in its version (1, 2, ... in published order; rows left out by the
+    k-anonymity check leave gaps).
+    """
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The row's values by item name: the published items, or those the request named. An
+        empty string is an empty (null) value.
+        """
+
+    def __init__(
+        self,
+        *,
+        row: _builtins.int = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["row", b"row", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenRow: _TypeAlias = OpenRow  # noqa: Y015
+
+@_typing.final
+class QueryOpenRowsResponse(_message.Message):
+    """Response of OpenDataService.QueryOpenRows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACQUIRED_AT_FIELD_NUMBER: _builtins.int
+    SCANNED_FIELD_NUMBER: _builtins.int
+    DATASET_IRI_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when the version has no more rows. It is set also when
+    the page holds fewer than page_size rows, even none: the call stopped after reading
+    20,000 rows (scanned), and the next call continues after the last row it read.
+    """
+    version: _builtins.int
+    """The version of the open data read (1, 2, ... per resource)."""
+    source: _builtins.str
+    """Source of the data (数据来源, 第三十五条), as in OpenResource."""
+    scanned: _builtins.int
+    """Rows this call read to make the page, matched or not: at most 20,000."""
+    dataset_iri: _builtins.str
+    """The dataset's IRI, as in OpenResource."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpenRow]:
+        """The rows of this page that pass the filters, by row number."""
+
+    @_builtins.property
+    def acquired_at(self) -> _timestamp_pb2.Timestamp:
+        """Acquisition date of the data (获取日期, 第三十五条), as in OpenResource."""
+
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___OpenRow] | None = ...,
+        next_page_token: _builtins.str = ...,
+        version: _builtins.int = ...,
+        source: _builtins.str = ...,
+        acquired_at: _timestamp_pb2.Timestamp | None = ...,
+        scanned: _builtins.int = ...,
+        dataset_iri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "dataset_iri", b"dataset_iri", "next_page_token", b"next_page_token", "rows", b"rows", "scanned", b"scanned", "source", b"source", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryOpenRowsResponse: _TypeAlias = QueryOpenRowsResponse  # noqa: Y015
+
+@_typing.final
 class OpenApplication(_message.Message):
     """An application for 授权开放 data (第三十二-三十三条)."""
 

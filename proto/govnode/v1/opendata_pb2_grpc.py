@@ -46,6 +46,11 @@ class OpenDataServiceStub:
                 request_serializer=govnode_dot_v1_dot_opendata__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_opendata__pb2.DownloadChunk.FromString,
                 _registered_method=True)
+        self.QueryOpenRows = channel.unary_unary(
+                '/govnode.v1.OpenDataService/QueryOpenRows',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsResponse.FromString,
+                _registered_method=True)
         self.ApplyOpenAccess = channel.unary_unary(
                 '/govnode.v1.OpenDataService/ApplyOpenAccess',
                 request_serializer=govnode_dot_v1_dot_opendata__pb2.ApplyOpenAccessRequest.SerializeToString,
@@ -120,6 +125,20 @@ class OpenDataServiceServicer:
         with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
         serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
         names them, and every other caller itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryOpenRows(self, request, context):
+        """Reads a page of the rows of a served 普遍开放 resource that pass the filters (the row API,
+        after data.gouv.fr's api-tabular): each filter is "<item>__<op>" and a value, over the
+        resource's published items, combined with AND; never SQL. Rows come in their published
+        order (row number); sorting is refused (another order needs the whole dataset read per
+        page: download the file). One call reads at most 20,000 rows, so a filter that matches
+        few rows may give a short or empty page that still has a next_page_token (see
+        QueryOpenRowsResponse.scanned). Every response carries the source and acquisition date
+        (第三十五条). 授权开放 data is PERMISSION_DENIED, as for Download. Audited as 查询.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -217,6 +236,11 @@ def add_OpenDataServiceServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=govnode_dot_v1_dot_opendata__pb2.DownloadRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_opendata__pb2.DownloadChunk.SerializeToString,
+            ),
+            'QueryOpenRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryOpenRows,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsResponse.SerializeToString,
             ),
             'ApplyOpenAccess': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyOpenAccess,
@@ -325,6 +349,33 @@ class OpenDataService:
             '/govnode.v1.OpenDataService/Download',
             govnode_dot_v1_dot_opendata__pb2.DownloadRequest.SerializeToString,
             govnode_dot_v1_dot_opendata__pb2.DownloadChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryOpenRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/QueryOpenRows',
+            govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,16 @@ class OpenDataServiceStub:
     serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
     names them, and every other caller itself.
     """
+    QueryOpenRows: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.QueryOpenRowsRequest, _opendata_pb2.QueryOpenRowsResponse]
+    """Reads a page of the rows of a served 普遍开放 resource that pass the filters (the row API,
+    after data.gouv.fr's api-tabular): each filter is "<item>__<op>" and a value, over the
+    resource's published items, combined with AND; never SQL. Rows come in their published
+    order (row number); sorting is refused (another order needs the whole dataset read per
+    page: download the file). One call reads at most 20,000 rows, so a filter that matches
+    few rows may give a short or empty page that still has a next_page_token (see
+    QueryOpenRowsResponse.scanned). Every response carries the source and acquisition date
+    (第三十五条). 授权开放 data is PERMISSION_DENIED, as for Download. Audited as 查询.
+    """
     ApplyOpenAccess: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.ApplyOpenAccessRequest, _opendata_pb2.ApplyOpenAccessResponse]
     """An eligible entity applies for 授权开放 data (第三十二条: 内资控股法人企业、高校或者科研院所)."""
     GetOpenApplication: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.GetOpenApplicationRequest, _opendata_pb2.GetOpenApplicationResponse]
@@ -108,6 +118,16 @@ class OpenDataServiceAsyncStub(OpenDataServiceStub):
     with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
     serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
     names them, and every other caller itself.
+    """
+    QueryOpenRows: _aio.UnaryUnaryMultiCallable[_opendata_pb2.QueryOpenRowsRequest, _opendata_pb2.QueryOpenRowsResponse]  # type: ignore[assignment]
+    """Reads a page of the rows of a served 普遍开放 resource that pass the filters (the row API,
+    after data.gouv.fr's api-tabular): each filter is "<item>__<op>" and a value, over the
+    resource's published items, combined with AND; never SQL. Rows come in their published
+    order (row number); sorting is refused (another order needs the whole dataset read per
+    page: download the file). One call reads at most 20,000 rows, so a filter that matches
+    few rows may give a short or empty page that still has a next_page_token (see
+    QueryOpenRowsResponse.scanned). Every response carries the source and acquisition date
+    (第三十五条). 授权开放 data is PERMISSION_DENIED, as for Download. Audited as 查询.
     """
     ApplyOpenAccess: _aio.UnaryUnaryMultiCallable[_opendata_pb2.ApplyOpenAccessRequest, _opendata_pb2.ApplyOpenAccessResponse]  # type: ignore[assignment]
     """An eligible entity applies for 授权开放 data (第三十二条: 内资控股法人企业、高校或者科研院所)."""
@@ -174,6 +194,22 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
         with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
         serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
         names them, and every other caller itself.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryOpenRows(
+        self,
+        request: _opendata_pb2.QueryOpenRowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.QueryOpenRowsResponse, _abc.Awaitable[_opendata_pb2.QueryOpenRowsResponse]]:
+        """Reads a page of the rows of a served 普遍开放 resource that pass the filters (the row API,
+        after data.gouv.fr's api-tabular): each filter is "<item>__<op>" and a value, over the
+        resource's published items, combined with AND; never SQL. Rows come in their published
+        order (row number); sorting is refused (another order needs the whole dataset read per
+        page: download the file). One call reads at most 20,000 rows, so a filter that matches
+        few rows may give a short or empty page that still has a next_page_token (see
+        QueryOpenRowsResponse.scanned). Every response carries the source and acquisition date
+        (第三十五条). 授权开放 data is PERMISSION_DENIED, as for Download. Audited as 查询.
         """
 
     @_abc_1.abstractmethod

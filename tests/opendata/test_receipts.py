@@ -35,9 +35,10 @@ from tests.support.cli import govnode
 
 TD = "fujian.gov.cn"
 PROVINCE_NODE = "spiffe://350000.fujian.gov.cn/node"
-#: A moment inside the test certificates' validity (they start CLOCK_SKEW before they are
-#: issued, in the fixture, so not earlier than this), with microseconds a receipt drops.
-OBTAINED = dt.datetime.now(dt.UTC).replace(microsecond=123456) + dt.timedelta(minutes=1)
+#: A moment inside the test certificates' validity, with microseconds a receipt drops. They are
+#: issued in the fixture, which may run many minutes after this module is imported (a busy
+#: suite), and are valid for a year: a day ahead is safely inside.
+OBTAINED = dt.datetime.now(dt.UTC).replace(microsecond=123456) + dt.timedelta(days=1)
 DATA = "统一社会信用代码,名称\n91350100M000100Y43,某某科技有限公司\n".encode()
 
 

@@ -15,6 +15,8 @@
   typed by what each published item holds; never SQL;
 - ``_rows``: a page of a served dataset's rows through those filters, bounded in the rows
   one call reads;
+- ``_access``: what a caller reads of a served dataset: 普遍开放 whole, 授权开放 only the
+  items a key's approval names (第三十二条、第三十三条);
 - ``_gate``: who may open data (第三十一条: the province, and approved city sub-platforms);
 - ``_receipt``: download receipts signed by the node, checked offline from the root
   certificate (注明来源和获取日期, 第三十五条);
@@ -28,6 +30,7 @@ Domain: no grpc.
 
 from __future__ import annotations
 
+from node.opendata._access import MAX_KEY_CHARS, Access, key_problem, needs_key, open_access
 from node.opendata._applications import (
     Approval,
     OpenApplication,
@@ -126,6 +129,7 @@ __all__ = [
     "FORMATS",
     "MAX_FILTERS",
     "MAX_IN_VALUES",
+    "MAX_KEY_CHARS",
     "MAX_PAGE_ROWS",
     "MAX_QUERY",
     "MAX_RECEIPT_BYTES",
@@ -141,6 +145,7 @@ __all__ = [
     "REGISTRATION_CATEGORIES",
     "SCAN_LIMIT",
     "SCAN_ROWS",
+    "Access",
     "ApplicantType",
     "Approval",
     "Chunk",
@@ -185,8 +190,11 @@ __all__ = [
     "digest_of",
     "direct_identifier",
     "embedded_identifiers",
+    "key_problem",
     "looks_like_person_names",
     "make_receipt",
+    "needs_key",
+    "open_access",
     "open_data_gate",
     "opened_items",
     "parse_filters",

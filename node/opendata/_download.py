@@ -1,5 +1,6 @@
-"""Downloading a served dataset as a file (第三十二条: 普遍开放), with its provenance
-(第三十五条: 注明来源和获取日期).
+"""Downloading a served dataset as a file (第三十二条: 普遍开放 whole, 授权开放 narrowed to a
+key's approved items by node.opendata._access), with its provenance (第三十五条:
+注明来源和获取日期).
 
 The file is made as it is sent: rows are read from ``open_row`` a page at a time
 (:meth:`OpenData.rows`) and encoded into chunks of at most :data:`CHUNK_BYTES`, so memory stays

@@ -4,8 +4,8 @@ An approval issues one key, shown once: ``gok_<key id>_<secret>``, the secret
 ``secrets.token_urlsafe(32)``. Only its HMAC-SHA256 under the node's key secret (``[opendata]
 key_secret``) is stored, so neither the table nor a backup of it holds a key, and a stolen
 table without the secret file lets nobody test guesses. :meth:`OpenKeys.authorize` is what a
-download asks: it refuses an unknown, revoked or expired key, another resource, and a key whose
-holder's use report is overdue.
+download or a row query asks (node.opendata._access): it refuses an unknown, revoked or expired
+key, another resource, and a key whose holder's use report is overdue, each naming the article.
 
 Use reports (定期向授权数据管理机构报告开发利用情况): one per period of ``[opendata]
 use_report_days`` after the approval, due when the period ends; past a grace of ``[opendata]
@@ -155,16 +155,18 @@ class OpenKeys:
         if row.revoked:
             raise PermissionDenied(
                 f"{shown} was revoked by the data management authority"
-                f"{f': {row.revoke_reason}' if row.revoke_reason else ''}"
+                f"{f': {row.revoke_reason}' if row.revoke_reason else ''}; 授权开放 data is "
+                "read only under a standing authorization (第三十三条)"
             )
         if utc(row.not_after) <= now:
             raise PermissionDenied(
                 f"{shown} expired at {utc(row.not_after).astimezone(CST):%Y-%m-%d %H:%M} CST: "
-                "apply again for a new authorization"
+                "apply again for a new authorization (第三十三条)"
             )
         if row.resource_code != resource_code:
             raise PermissionDenied(
-                f"{shown} authorizes resource {row.resource_code}, not {quote(resource_code)}"
+                f"{shown} authorizes resource {row.resource_code}, not {quote(resource_code)}: "
+                "an authorization covers the resource its application names (第三十三条)"
             )
         overdue = await self._overdue(row, now)
         if overdue is not None:

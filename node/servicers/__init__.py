@@ -313,6 +313,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     services.identity,
                     services.node_key,
                     services.chain_pem,
+                    services.open_keys,
                 )
             )
         if services.open_applications is not None and services.open_keys is not None:

@@ -7,6 +7,13 @@ Any authenticated caller lists the open catalog, downloads 普遍开放 data and
 the request metadata ``govnode-recipient``, the member of the public it downloads for; a
 receipt names them, and for every other caller the caller itself (a header it sends is
 ignored: an agency cannot make a receipt name someone else).
+
+授权开放 data is read with the key of an approved application (第三十二条、第三十三条), sent in
+the request metadata ``govnode-open-key``: never in the request message, whose bytes the
+audit hook digests, and never in a log line or an audit field (only the key's id is). With a
+key the recipient is its holder, ``key:<key id>``, whoever calls: a portal need not name one,
+and one it names must be that same ``key:<key id>``, so that the portal's record and the
+receipt never disagree. A key sent for 普遍开放 data is checked for its form only.
 """
 
 from __future__ import annotations
@@ -30,11 +37,17 @@ from node.opendata import (
     FORMATS,
     MAX_FILTERS,
     MAX_PAGE_ROWS,
+    Access,
     DownloadFile,
     FilterError,
     OpenCatalog,
     OpenData,
+    OpenKeys,
     Served,
+    check_format,
+    key_problem,
+    needs_key,
+    open_access,
     parse_filters,
     projection_problem,
     query_rows,
@@ -48,6 +61,8 @@ MAX_PAGE = 200
 _CODE_CHARS = 15
 #: The metadata key a portal names the member of the public it serves in.
 RECIPIENT_KEY = "govnode-recipient"
+#: The metadata key a 授权开放 key travels in (never the request message).
+OPEN_KEY = "govnode-open-key"
 _ROWS_TOKEN = "q:"  # noqa: S105  # a page token's prefix, not a secret
 
 
@@ -73,29 +88,58 @@ def served_to_proto(served: Served) -> opendata_pb2.OpenResource:
     )
 
 
-def _recipient(caller: Identity, context: Any) -> str:
+def _metadata(context: Any, name: str) -> str | None:
+    """The one value of metadata ``name``, "" when it is not text, None when it is absent."""
+    given = [v for k, v in context.invocation_metadata() or () if k == name]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise InvalidArgument(f"{name}: give it once, not {len(given)} times")
+    return given[0] if isinstance(given[0], str) else ""
+
+
+def _open_key(context: Any) -> str:
+    """The 授权开放 key the caller presents, "" for none; INVALID_ARGUMENT, without repeating
+    it, when it cannot be a key."""
+    value = _metadata(context, OPEN_KEY)
+    if value is None:
+        return ""
+    problem = key_problem(value)
+    if problem is not None:
+        raise InvalidArgument(f"{OPEN_KEY}: {problem}")
+    return value
+
+
+def _recipient(caller: Identity, context: Any, holder: str = "") -> str:
+    """Who a receipt names: a key's holder (``holder``, ``key:<key id>``), else for a portal
+    the member of the public it names, else the caller."""
+    named = _metadata(context, RECIPIENT_KEY) if caller.role is Role.PORTAL else None
+    if holder:
+        if named is not None and named != holder:
+            raise InvalidArgument(
+                f"{RECIPIENT_KEY}: names someone other than the holder of the key presented; "
+                f"with a key the receipt names its holder, {holder}: name that or none"
+            )
+        return holder
     if caller.role is not Role.PORTAL:
         return caller.uri
-    given = [v for k, v in context.invocation_metadata() or () if k == RECIPIENT_KEY]
-    if not given:
+    if named is None:
         raise InvalidArgument(
             f"{RECIPIENT_KEY}: a portal names the member of the public it downloads for in this "
             "metadata header (e.g. ip:203.0.113.9 or key:ab12cd34); the receipt names them"
         )
-    if len(given) > 1:
-        raise InvalidArgument(f"{RECIPIENT_KEY}: give it once, not {len(given)} times")
-    value = given[0] if isinstance(given[0], str) else ""
-    problem = recipient_problem(value)
+    problem = recipient_problem(named)
     if problem is not None:
         raise InvalidArgument(f"{RECIPIENT_KEY}: {problem}")
-    return value
+    return named
 
 
 def _authorized_refusal(code: str, what: str) -> PermissionDenied:
     return PermissionDenied(
         f"resource {code} is 授权开放: its data is {what} only with the key of an approved "
-        "授权开放 application (第三十二条), which arrives with the open data portal; 普遍开放 "
-        "data needs none"
+        f"授权开放 application (第三十二条、第三十三条), presented in the request metadata "
+        f"{OPEN_KEY} (the open data portal does so for the key's holder); 普遍开放 data needs "
+        "none"
     )
 
 
@@ -127,12 +171,25 @@ class OpenCatalogServicer:
         identity: Identity,
         key: ec.EllipticCurvePrivateKey,
         chain_pem: str,
+        keys: OpenKeys | None = None,
     ) -> None:
         self._catalog = catalog
         self._opendata = opendata
+        #: 授权开放 keys; None: 授权开放 data is refused to everyone.
+        self._keys = keys
         self._node = identity
         self._key = key
         self._chain_pem = chain_pem
+
+    async def _access(self, served: Served, key: str, what: str) -> Access:
+        """What the caller reads of ``served`` (node.opendata._access), and the key's id and
+        use in the audit detail (第三十三条: the use is what the data was authorized for)."""
+        if needs_key(served) and not key:
+            raise _authorized_refusal(served.entry.resource_code, what)
+        access = await open_access(served, self._keys, key)
+        if access.scope is not None:
+            add_audit_detail(key_id=access.scope.key_id, use=access.scope.use.value)
+        return access
 
     async def ListOpenResources(
         self, request: opendata_pb2.ListOpenResourcesRequest, context: Any
@@ -173,14 +230,19 @@ class OpenCatalogServicer:
         self, request: opendata_pb2.DownloadRequest, context: Any
     ) -> AsyncIterator[opendata_pb2.DownloadChunk]:
         caller = current_peer().identity
-        recipient = _recipient(caller, context)
+        key = _open_key(context)
+        if not key:  # a portal names its recipient before anything is read
+            _recipient(caller, context)
         code = _code(request.resource_code)
         obtained = dt.datetime.now(dt.UTC)
-        served = await self._catalog.get(code)
-        file = DownloadFile(self._opendata, served, request.format, bom=request.bom)
-        add_audit_detail(recipient=recipient, version=served.version, format=file.format)
-        if served.entry.open_type is OpenType.AUTHORIZED:
-            raise _authorized_refusal(code, "downloaded")
+        found = await self._catalog.get(code)
+        fmt = check_format(request.format, bom=request.bom)
+        add_audit_detail(version=found.version, format=fmt)
+        access = await self._access(found, key, "downloaded")
+        served = access.served  # 授权开放: only the approved items
+        recipient = _recipient(caller, context, access.holder)
+        add_audit_detail(recipient=recipient)
+        file = DownloadFile(self._opendata, served, fmt, bom=request.bom)
         receipt = receipt_for(
             served,
             self._catalog.publisher,
@@ -213,10 +275,11 @@ class OpenCatalogServicer:
         version, after = _rows_token(request.page_token)
         if len(request.filters) > MAX_FILTERS:  # before reading anything for them
             raise FilterError("", f"at most {MAX_FILTERS} filters, got {len(request.filters)}")
-        served = await self._catalog.get(code)
-        add_audit_detail(version=served.version, filters=len(request.filters))
-        if served.entry.open_type is OpenType.AUTHORIZED:
-            raise _authorized_refusal(code, "read")
+        key = _open_key(context)
+        found = await self._catalog.get(code)
+        add_audit_detail(version=found.version, filters=len(request.filters))
+        # 授权开放: filters, projection and rows reach only the approved items.
+        served = (await self._access(found, key, "read")).served
         row_filter = parse_filters([(f.key, f.value) for f in request.filters], served.entry)
         items = list(request.items)
         problem = projection_problem(items, served.entry)

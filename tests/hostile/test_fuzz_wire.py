@@ -66,6 +66,7 @@ from node.audit import AuditLog
 from node.catalog import ShareMethod, ShareType
 from node.servicers import service_descriptors
 from node.servicers.convert import entry_to_proto
+from node.servicers.open_catalog import OPEN_KEY
 from tests.support.access import ACME, ITEMS, access, apply_request, approve, register, submit
 from tests.support.databases import NewDatabaseUrl
 from tests.support.entries import agency_code, person_entry
@@ -768,15 +769,18 @@ def _varint(n: int) -> bytes:
 
 
 def _metadata() -> st.SearchStrategy[tuple[tuple[str, str | bytes], ...]]:
-    """Mostly none; one call in eight carries a request id or a caller assertion of its own
-    (an assertion from anyone but a node that forwards is refused)."""
+    """Mostly none; one call in eight carries a request id, a caller assertion of its own (an
+    assertion from anyone but a node that forwards is refused) or a 授权开放 key, well formed
+    or not (OpenDataService reads it)."""
     request_ids = st.text(
         st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=80
     )
+    well_formed_keys = st.from_regex(r"gok_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", fullmatch=True)
     pairs = st.lists(
         st.one_of(
             st.tuples(st.just(REQUEST_ID_KEY), request_ids),
             st.tuples(st.just(ASSERTION_KEY), st.binary(max_size=200)),
+            st.tuples(st.just(OPEN_KEY), st.one_of(request_ids, well_formed_keys)),
         ),
         min_size=1,
         max_size=2,

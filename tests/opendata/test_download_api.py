@@ -87,13 +87,22 @@ def codes(reply: Any) -> list[str]:
 
 
 async def download(
-    node: RunningNode, files: TlsFiles, code: str, fmt: str, recipient: str = "", **fields: Any
+    node: RunningNode,
+    files: TlsFiles,
+    code: str,
+    fmt: str,
+    recipient: str = "",
+    *,
+    key: str = "",
+    **fields: Any,
 ) -> list[opendata_pb2.DownloadChunk]:
-    metadata = (("govnode-recipient", recipient),) if recipient else ()
+    """A whole download; ``recipient`` and ``key`` (授权开放) go in the request metadata."""
+    metadata = [("govnode-recipient", recipient)] if recipient else []
+    metadata += [("govnode-open-key", key)] if key else []
     async with channel(node, files, timeout=30) as ch:
         call = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
             opendata_pb2.DownloadRequest(resource_code=code, format=fmt, **fields),
-            metadata=metadata,
+            metadata=tuple(metadata),
         )
         return [chunk async for chunk in call]
 

@@ -49,12 +49,19 @@ async def publish(node: RunningNode, setup: ProvinceSetup, entry: Any, n: int) -
 
 
 async def query(
-    node: RunningNode, files: TlsFiles, code: str, *filters: tuple[str, str], **fields: Any
+    node: RunningNode,
+    files: TlsFiles,
+    code: str,
+    *filters: tuple[str, str],
+    key: str = "",
+    **fields: Any,
 ) -> Any:
+    """One page; ``key`` (授权开放) goes in the request metadata."""
     terms = [opendata_pb2.FilterTerm(key=k, value=v) for k, v in filters]
     async with channel(node, files) as ch:
         return await opendata_pb2_grpc.OpenDataServiceStub(ch).QueryOpenRows(
-            opendata_pb2.QueryOpenRowsRequest(resource_code=code, filters=terms, **fields)
+            opendata_pb2.QueryOpenRowsRequest(resource_code=code, filters=terms, **fields),
+            metadata=(("govnode-open-key", key),) if key else (),
         )
 
 

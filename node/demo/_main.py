@@ -26,7 +26,7 @@ from node.catalog import ResourceEntry, ShareMethod, ShareType
 from node.config import NodeConfig, load_config
 from node.demo._examples import EXAMPLES_DIR, ExampleAgency, load_example_catalog
 from node.demo._federation import show_federation
-from node.demo._opendata import show_open_data
+from node.demo._opendata import show_authorized_open_data, show_open_data
 from node.demo._sharing import show_data_path
 from node.pki import Revocations, issue_authority, issue_client, provision_province
 from node.ports import free_port as free_port  # re-exported: tests and bench import it here
@@ -138,7 +138,9 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         say("")
         await show_federation(demo, node, config, base, catalog.resources[1])
         say("")
-        await show_open_data(demo, node, config, catalog.resources[1])
+        portal = await show_open_data(demo, node, config, catalog.resources[1])
+        say("")
+        await show_authorized_open_data(demo, node, config, catalog.resources[1], portal)
         say("")
         if keep_running:
             any_code = catalog.agencies[0].code

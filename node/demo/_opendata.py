@@ -8,17 +8,38 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
-from govnode.v1 import opendata_pb2, opendata_pb2_grpc
+import grpc
+from govnode.v1 import (
+    catalog_pb2,
+    common_pb2,
+    opendata_pb2,
+    opendata_pb2_grpc,
+    sharing_pb2,
+    sharing_pb2_grpc,
+)
 
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 from node.app import RunningNode
-from node.catalog import ResourceEntry
+from node.catalog import (
+    Classification,
+    DataItem,
+    DataType,
+    Generalization,
+    OpenTreatment,
+    OpenTreatmentKind,
+    OpenType,
+    ResourceEntry,
+    ShareMethod,
+)
+from node.codes import make_credit_code
 from node.config import NodeConfig
 from node.opendata import ReceiptError, check_receipt
 from node.pki import issue_portal, load_certs
+from node.servicers.convert import entry_to_proto
 from node.times import CST
 
 if TYPE_CHECKING:
@@ -29,7 +50,8 @@ RECIPIENT = "ip:127.0.0.1"
 
 async def show_open_data(
     demo: Demo, node: RunningNode, config: NodeConfig, companies: ResourceEntry
-) -> None:
+) -> TlsFiles:
+    """Step [18]; returns the portal certificate's files, which step [19] uses too."""
     say = demo.say
     code = companies.resource_code
     say(f"[18] Open data (第二十九至三十五条): the authority publishes {companies.name} (普遍开放)")
@@ -78,10 +100,193 @@ async def show_open_data(
         receipt = check_receipt(last.receipt, root, config.node.trust_domain, file_bytes=data)
     except ReceiptError as exc:
         say(f"  ✗ the download's receipt did not verify: {exc}")
-        return
+        return portal
     say(
         f"  ✓ receipt checked offline with the root certificate alone (govnode opendata "
         f"check-receipt): {receipt.dataset} version {receipt.version}, sha256 "
         f"{receipt.sha256[:16]}…, obtained {receipt.obtained_at.astimezone(CST):%Y-%m-%d %H:%M} "
         f"CST by {receipt.recipient}"
+    )
+    return portal
+
+
+UNIVERSITY = make_credit_code("12350000488001234")  # a 事业单位 (GB 32100: 1 机构编制, 2 事业单位)
+CIVIL_AFFAIRS = "11350000003591003A"  # 福建省民政厅, an example agency
+
+
+def _allowance_entry(template: ResourceEntry) -> ResourceEntry:
+    """高龄津贴发放信息 (授权开放): what each item becomes in the open data, with birth year and
+    district as the quasi-identifiers."""
+
+    def item(name: str, title: str, data_type: DataType, **fields: Any) -> DataItem:
+        return DataItem(name=name, title=title, data_type=data_type, sensitivity_level=2, **fields)
+
+    return template.model_copy(
+        update={
+            "resource_code": "350000-2-000005",
+            "name": "高龄津贴发放信息",
+            "provider_code": CIVIL_AFFAIRS,
+            "provider_name": "福建省民政厅",
+            "classification": Classification.THEMATIC,
+            "industry_category": "民政",
+            "summary": "全省高龄津贴的发放对象和金额，供研究使用。",
+            "open_type": OpenType.AUTHORIZED,
+            "open_conditions": "高校、科研院所用于科研和教学",
+            "share_methods": (ShareMethod.QUERY,),
+            "items": (
+                item(
+                    "bh",
+                    "发放编号",
+                    DataType.STRING,
+                    key=True,
+                    open=OpenTreatment(kind=OpenTreatmentKind.PSEUDONYMIZE),
+                ),
+                item(
+                    "csrq",
+                    "出生日期",
+                    DataType.DATE,
+                    required=True,
+                    open=OpenTreatment(
+                        kind=OpenTreatmentKind.GENERALIZE, generalize=Generalization.YEAR
+                    ),
+                    quasi_identifier=True,
+                ),
+                item(
+                    "qh",
+                    "户籍地区划",
+                    DataType.STRING,
+                    required=True,
+                    open=OpenTreatment(
+                        kind=OpenTreatmentKind.GENERALIZE,
+                        generalize=Generalization.PREFIX,
+                        prefix_length=4,
+                    ),
+                    quasi_identifier=True,
+                ),
+                item(
+                    "ffje",
+                    "发放金额",
+                    DataType.DECIMAL,
+                    required=True,
+                    open=OpenTreatment(
+                        kind=OpenTreatmentKind.GENERALIZE,
+                        generalize=Generalization.RANGE,
+                        range_width=100,
+                    ),
+                ),
+            ),
+        }
+    )
+
+
+def _allowances() -> list[dict[str, str]]:
+    districts = ("350102", "350203")  # 福州鼓楼, 厦门思明
+    return [
+        {
+            "bh": f"GL{i:05d}",
+            "csrq": f"{1930 + i % 3}-0{1 + i % 9}-1{i % 10}",
+            "qh": districts[i % 2],
+            "ffje": str(100 + 50 * (i % 4)),
+        }
+        for i in range(60)
+    ]
+
+
+async def show_authorized_open_data(
+    demo: Demo, node: RunningNode, config: NodeConfig, template: ResourceEntry, portal: TlsFiles
+) -> None:
+    """Step [19]: a university applies for 授权开放 data; refused for commercial use, approved
+    for research with fewer items; its key downloads only those items."""
+    say = demo.say
+    entry = _allowance_entry(template)
+    code = entry.resource_code
+    say(f"[19] 授权开放 (第三十二至三十五条): a university applies for {entry.name}")
+    await demo.catalog_call(
+        CIVIL_AFFAIRS,
+        node,
+        lambda stub: stub.RegisterResource(
+            catalog_pb2.RegisterResourceRequest(entry=entry_to_proto(entry))
+        ),
+    )
+    batch = sharing_pb2.SubmitBatch(
+        resource_code=code,
+        batch_id="demo-allowances-1",
+        records=[common_pb2.Record(values=r) for r in _allowances()],
+    )
+    async with secure_channel(node.address, demo.agency_files(CIVIL_AFFAIRS), timeout=10) as ch:
+
+        async def one() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+            yield batch
+
+        [ack] = [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(one())]
+    async with secure_channel(node.address, demo.authority, timeout=30) as ch:
+        published = await opendata_pb2_grpc.OpenDataServiceStub(ch).PublishOpenResource(
+            opendata_pb2.PublishOpenResourceRequest(resource_code=code)
+        )
+    report = published.report
+    say(
+        f"  ✓ 福建省民政厅 registered it and submitted {ack.accepted} records; published as "
+        f"version {report.version}: k = {report.k_reached} over "
+        f"{', '.join(report.quasi_identifiers)}"
+    )
+
+    def application(use: int, request_id: str) -> opendata_pb2.ApplyOpenAccessRequest:
+        return opendata_pb2.ApplyOpenAccessRequest(
+            resource_code=code,
+            entity_type=opendata_pb2.APPLICANT_ENTITY_TYPE_UNIVERSITY,
+            entity_code=UNIVERSITY,
+            entity_name="福建示范大学",
+            use=use,  # type: ignore[arg-type]
+            purpose="老龄化与社会保障研究",
+            request_id=request_id,
+            contact="research-office@example.edu.cn",
+        )
+
+    async with secure_channel(node.address, portal, timeout=30) as ch:
+        stub = opendata_pb2_grpc.OpenDataServiceStub(ch)
+        try:
+            await stub.ApplyOpenAccess(application(opendata_pb2.OPEN_DATA_USE_COMMERCIAL, "a1"))
+            say("  ✗ a university's application for commercial use was accepted")
+        except grpc.aio.AioRpcError as exc:
+            say(f"  ✗ for commercial use: {exc.code().name}: {exc.details()}")
+        applied = await stub.ApplyOpenAccess(application(opendata_pb2.OPEN_DATA_USE_RESEARCH, "a2"))
+    app_id = applied.application.id
+    say(f"  ✓ for research: application {app_id} is pending (the portal applied for it)")
+    async with secure_channel(node.address, demo.authority, timeout=30) as ch:
+        reviewed = await opendata_pb2_grpc.OpenDataServiceStub(ch).ReviewOpenApplication(
+            opendata_pb2.ReviewOpenApplicationRequest(
+                id=app_id,
+                decision=common_pb2.REVIEW_DECISION_APPROVE,
+                comment="同意，限科研使用",
+                items=["csrq", "ffje"],
+                request_id="r1",
+            )
+        )
+    key = reviewed.key
+    key_id = reviewed.application.key_id
+    say(
+        f"  ✓ the authority approves it narrowed to csrq, ffje; the key (key id {key_id}) is "
+        "shown once, and 福建省民政厅 is told (第三十三条)"
+    )
+    data = b""
+    last = None
+    async with secure_channel(node.address, portal, timeout=30) as ch:
+        stream = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
+            opendata_pb2.DownloadRequest(resource_code=code, format="csv"),
+            metadata=(("govnode-open-key", key),),
+        )
+        async for chunk in stream:
+            data += chunk.data
+            last = chunk
+    assert last is not None
+    header = data.decode("utf-8").splitlines()[0]
+    root = load_certs(config.path(config.tls.root))[0]
+    try:
+        receipt = check_receipt(last.receipt, root, config.node.trust_domain, file_bytes=data)
+    except ReceiptError as exc:
+        say(f"  ✗ the keyed download's receipt did not verify: {exc}")
+        return
+    say(
+        f"  ✓ with its key the portal downloads only the approved items ({header}), "
+        f"receipt for {receipt.recipient} checked offline"
     )

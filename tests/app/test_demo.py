@@ -115,7 +115,7 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "— 350100.fujian.gov.cn/audit (the log's node key)" in text
     # ... and the agency that provides the resource receives the record of that Verify on its
     # usage log stream, with its proof and 福州's signed statement, and checks them (第三十九条).
-    evidence = text.split("\n[17] ", 1)[1]
+    evidence = text.split("\n[17] ", 1)[1].split("\n[18] ", 1)[0]
     assert "✗" not in evidence, evidence
     verify = re.search(r"proof that 福州's record #(\d+) \(the routed Verify", evidence)
     assert verify, evidence
@@ -141,7 +141,8 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     # Open data (第二十九至三十五条): the authority publishes 法人单位基础信息, de-identified as
     # its items say; the portal's certificate downloads it for a member of the public with its
     # source and date, and the receipt checks offline.
-    opened = text.split("\n[18] ", 1)[1]
+    opened = text.split("\n[18] ", 1)[1].split("\n[19] ", 1)[0]
+    assert "✗" not in opened, opened
     assert "✓ version 1: 4 rows published, 0 left out" in opened, opened
     assert "fddbr 法定代表人: masked, keeping 1 first and 0 last characters" in opened
     assert "header tyshxydm,dwmc,fddbr,djzt" in opened and ",王*," in opened
@@ -151,6 +152,17 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
         "check-receipt): https://opendata.fujian.gov.cn/dataset/350000-1-000002 version 1"
     ) in opened
     assert "by ip:127.0.0.1" in opened
+    # 授权开放: a university refused for commercial use, approved for research narrowed, its
+    # key downloading only the approved items with a receipt naming the key.
+    authorized = text.split("\n[19] ", 1)[1]
+    assert "✗ for commercial use: PERMISSION_DENIED: 第三十三条: a 高校 may use" in authorized
+    assert re.search(r"✓ for research: application 350000-OA-\w+ is pending", authorized)
+    key_id = re.search(r"the key \(key id (\w+)\) is shown once", authorized)
+    assert key_id, authorized
+    assert (
+        "✓ with its key the portal downloads only the approved items (csrq,ffje), receipt for "
+        f"key:{key_id[1]} checked offline"
+    ) in authorized
     # A stream the demo (or a stopping city) cancels leaves no unretrieved task behind.
     assert "Task exception was never retrieved" not in result.stderr, result.stderr
     for refusal in (

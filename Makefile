@@ -20,9 +20,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/govnode demo
 
-## Run the whole test suite (set GOVNODE_TEST_POSTGRES_URL to include PostgreSQL).
+## Run the whole test suite on every core (set GOVNODE_TEST_POSTGRES_URL to include PostgreSQL).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 ## Static checks: generated stubs match the .proto files, ruff (lint and format), the import rules, mypy.
 check: install protos-check lint layers types

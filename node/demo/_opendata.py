@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -18,7 +17,6 @@ from govnode.v1 import (
     opendata_pb2,
     opendata_pb2_grpc,
     sharing_pb2,
-    sharing_pb2_grpc,
 )
 
 from gateway.channel import secure_channel
@@ -37,6 +35,7 @@ from node.catalog import (
 )
 from node.codes import make_credit_code
 from node.config import NodeConfig
+from node.demo._sharing import submit_batch
 from node.opendata import ReceiptError, check_receipt
 from node.pki import issue_portal, load_certs
 from node.servicers.convert import entry_to_proto
@@ -213,12 +212,7 @@ async def show_authorized_open_data(
         batch_id="demo-allowances-1",
         records=[common_pb2.Record(values=r) for r in _allowances()],
     )
-    async with secure_channel(node.address, demo.agency_files(CIVIL_AFFAIRS), timeout=10) as ch:
-
-        async def one() -> AsyncIterator[sharing_pb2.SubmitBatch]:
-            yield batch
-
-        [ack] = [a async for a in sharing_pb2_grpc.SharingServiceStub(ch).Submit(one())]
+    ack = await submit_batch(demo, node, CIVIL_AFFAIRS, batch)
     async with secure_channel(node.address, demo.authority, timeout=30) as ch:
         published = await opendata_pb2_grpc.OpenDataServiceStub(ch).PublishOpenResource(
             opendata_pb2.PublishOpenResourceRequest(resource_code=code)

@@ -50,7 +50,7 @@ def _companies() -> list[dict[str, str]]:
     ]
 
 
-async def _submit(
+async def submit_batch(
     demo: Demo, node: RunningNode, provider: str, batch: sharing_pb2.SubmitBatch
 ) -> sharing_pb2.SubmitAck:
     async def requests() -> AsyncIterator[sharing_pb2.SubmitBatch]:
@@ -86,16 +86,16 @@ async def show_data_path(demo: Demo, node: RunningNode, resources: Sequence[Reso
         batch_id="demo-people-1",
         records=[common_pb2.Record(values=r) for r in [*rows, bad_id, undeclared]],
     )
-    ack = await _submit(demo, node, people.provider_code, batch)
+    ack = await submit_batch(demo, node, people.provider_code, batch)
     say(
         f"  ✓ {demo.names[people.provider_code]}: batch {ack.batch_id}: "
         f"{ack.accepted} accepted, {ack.rejected} refused"
     )
     for r in ack.rejections:
         say(f"      ✗ record {r.index}, item {r.item}: {r.reason}")
-    again = await _submit(demo, node, people.provider_code, batch)
+    again = await submit_batch(demo, node, people.provider_code, batch)
     say(f"  ✓ the same batch sent again: duplicate={again.duplicate}, nothing applied twice")
-    ack = await _submit(
+    ack = await submit_batch(
         demo,
         node,
         companies.provider_code,

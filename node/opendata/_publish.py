@@ -589,19 +589,21 @@ class OpenData:
         done = []
         for code in await self.due(now):
             try:
-                if await self._not_served_code(code):
+                if (await self._served_row(code))[1]:
                     continue
                 done.append(await self.publish(code, by, now=now))
             except (Aborted, FailedPrecondition, NotFound) as exc:
                 log.warning("opendata.republish_failed", resource_code=code, error=exc.message)
         return done
 
-    async def _not_served_code(self, code: str) -> str:
+    async def _served_row(self, code: str) -> tuple[OpenDatasetRow | None, str]:
+        """The dataset's row and why it is not served now ("" when it is)."""
+
         async def txn(session: AsyncSession) -> OpenDatasetRow | None:
             return await session.get(OpenDatasetRow, code)
 
         row = await self._db.read("opendata.dataset", txn)
-        return "never published" if row is None else await self._not_served(row)
+        return row, ("it was never published" if row is None else await self._not_served(row))
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -657,11 +659,7 @@ class OpenData:
     async def served(self, code: str) -> int:
         """The version of ``code`` served now; NotFound naming why if none is."""
 
-        async def txn(session: AsyncSession) -> OpenDatasetRow | None:
-            return await session.get(OpenDatasetRow, code)
-
-        row = await self._db.read("opendata.dataset", txn)
-        why = await self._not_served(row) if row is not None else "it was never published"
+        row, why = await self._served_row(code)
         if row is None or why:
             raise NotFound(f"resource {code} is not in the open catalog: {why}")
         return row.version

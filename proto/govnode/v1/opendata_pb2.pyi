@@ -545,6 +545,8 @@ class DownloadRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     OPEN_APPLICATION_ID_FIELD_NUMBER: _builtins.int
     BOM_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Resource to download."""
     format: _builtins.str
@@ -558,6 +560,12 @@ class DownloadRequest(_message.Message):
     """For "csv": start the file with a UTF-8 byte order mark, which Excel needs to read UTF-8.
     Refused for "jsonl" (JSON Lines has none).
     """
+    offset: _builtins.int
+    """Send the file from this byte on (0: from the start), to resume a download that broke
+    off. OUT_OF_RANGE when it is past the file's size (DownloadChunk.size).
+    """
+    length: _builtins.int
+    """Send at most this many bytes from offset (0: to the end of the file)."""
     def __init__(
         self,
         *,
@@ -565,14 +573,122 @@ class DownloadRequest(_message.Message):
         format: _builtins.str = ...,
         open_application_id: _builtins.str = ...,
         bom: _builtins.bool = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bom", b"bom", "format", b"format", "open_application_id", b"open_application_id", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bom", b"bom", "format", b"format", "length", b"length", "offset", b"offset", "open_application_id", b"open_application_id", "resource_code", b"resource_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadRequest: _TypeAlias = DownloadRequest  # noqa: Y015
+
+@_typing.final
+class GetOpenResourceRequest(_message.Message):
+    """Request of OpenDataService.GetOpenResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_CODE_FIELD_NUMBER: _builtins.int
+    resource_code: _builtins.str
+    """The resource."""
+    def __init__(
+        self,
+        *,
+        resource_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_code", b"resource_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOpenResourceRequest: _TypeAlias = GetOpenResourceRequest  # noqa: Y015
+
+@_typing.final
+class GetOpenResourceResponse(_message.Message):
+    """Response of OpenDataService.GetOpenResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resource(self) -> Global___OpenResource:
+        """The resource as the open catalog lists it."""
+
+    def __init__(
+        self,
+        *,
+        resource: Global___OpenResource | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOpenResourceResponse: _TypeAlias = GetOpenResourceResponse  # noqa: Y015
+
+@_typing.final
+class GetOpenCatalogDocumentRequest(_message.Message):
+    """Request of OpenDataService.GetOpenCatalogDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    """"jsonld" (application/ld+json) or "ttl" (text/turtle)."""
+    page: _builtins.int
+    """Page number, from 1 (0: the first page)."""
+    page_size: _builtins.int
+    """Datasets per page: 50 when 0, at most 200."""
+    def __init__(
+        self,
+        *,
+        format: _builtins.str = ...,
+        page: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "page", b"page", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOpenCatalogDocumentRequest: _TypeAlias = GetOpenCatalogDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetOpenCatalogDocumentResponse(_message.Message):
+    """Response of OpenDataService.GetOpenCatalogDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    """The document, UTF-8."""
+    media_type: _builtins.str
+    """Its media type: "application/ld+json" or "text/turtle"."""
+    total: _builtins.int
+    """Datasets in the whole catalog (Hydra totalItems)."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+        media_type: _builtins.str = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "media_type", b"media_type", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOpenCatalogDocumentResponse: _TypeAlias = GetOpenCatalogDocumentResponse  # noqa: Y015
 
 @_typing.final
 class DownloadChunk(_message.Message):
@@ -588,6 +704,8 @@ class DownloadChunk(_message.Message):
     RECEIPT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     DATASET_IRI_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """The next bytes of the file."""
     source: _builtins.str
@@ -595,16 +713,22 @@ class DownloadChunk(_message.Message):
     last: _builtins.bool
     """This is the final chunk."""
     sha256: _builtins.str
-    """Hex SHA-256 of the whole file; set on the last chunk."""
+    """Hex SHA-256 of the whole file (from its first byte, whatever the offset asked); set on
+    the first chunk.
+    """
     receipt: _builtins.bytes
     """The download receipt (JSON: a signed note by the node and its certificate chain; checked
-    offline with `govnode opendata check-receipt` and the province root); set on the last
+    offline with `govnode opendata check-receipt` and the province root); set on the first
     chunk. It names the dataset, version, format, SHA-256, size, time and recipient.
     """
     version: _builtins.int
     """The version of the open data being downloaded; set on every chunk."""
     dataset_iri: _builtins.str
     """The dataset's IRI, as in OpenResource; set on every chunk."""
+    size: _builtins.int
+    """Size of the whole file in bytes; set on the first chunk."""
+    offset: _builtins.int
+    """The byte of the file this chunk's data starts at."""
     @_builtins.property
     def acquired_at(self) -> _timestamp_pb2.Timestamp:
         """Acquisition date of the data (第三十五条); set on every chunk."""
@@ -620,10 +744,12 @@ class DownloadChunk(_message.Message):
         receipt: _builtins.bytes = ...,
         version: _builtins.int = ...,
         dataset_iri: _builtins.str = ...,
+        size: _builtins.int = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "data", b"data", "dataset_iri", b"dataset_iri", "last", b"last", "receipt", b"receipt", "sha256", b"sha256", "source", b"source", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired_at", b"acquired_at", "data", b"data", "dataset_iri", b"dataset_iri", "last", b"last", "offset", b"offset", "receipt", b"receipt", "sha256", b"sha256", "size", b"size", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

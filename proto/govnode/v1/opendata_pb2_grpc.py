@@ -46,6 +46,16 @@ class OpenDataServiceStub:
                 request_serializer=govnode_dot_v1_dot_opendata__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_opendata__pb2.DownloadChunk.FromString,
                 _registered_method=True)
+        self.GetOpenResource = channel.unary_unary(
+                '/govnode.v1.OpenDataService/GetOpenResource',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.GetOpenResourceRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.GetOpenResourceResponse.FromString,
+                _registered_method=True)
+        self.GetOpenCatalogDocument = channel.unary_unary(
+                '/govnode.v1.OpenDataService/GetOpenCatalogDocument',
+                request_serializer=govnode_dot_v1_dot_opendata__pb2.GetOpenCatalogDocumentRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_opendata__pb2.GetOpenCatalogDocumentResponse.FromString,
+                _registered_method=True)
         self.QueryOpenRows = channel.unary_unary(
                 '/govnode.v1.OpenDataService/QueryOpenRows',
                 request_serializer=govnode_dot_v1_dot_opendata__pb2.QueryOpenRowsRequest.SerializeToString,
@@ -119,12 +129,31 @@ class OpenDataServiceServicer:
 
     def Download(self, request, context):
         """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
-        each carrying its source and acquisition date (第三十五条); the last one carries the
-        file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+        each carrying its source and acquisition date (第三十五条); the first one carries the
+        whole file's size, its SHA-256 and a download receipt signed by the node, so that a
+        portal can send them before the file. A download that broke off resumes at a byte offset
+        (HTTP Range at the portal): the file is the same bytes for every download of one version
+        in one format (and, with a key, the same approved items). 普遍开放 data is open to any
         caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
         with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
         serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
         names them, and every other caller itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOpenResource(self, request, context):
+        """One resource of the open catalog, as ListOpenResources lists it; NOT_FOUND when this node
+        does not serve it (never published, unpublished, or its entry changed since).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOpenCatalogDocument(self, request, context):
+        """One page of the open catalog as DCAT-AP 3 (JSON-LD with Hydra paging, or Turtle), for
+        harvesters; the portal serves it at /catalog.jsonld and /catalog.ttl.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +265,16 @@ def add_OpenDataServiceServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=govnode_dot_v1_dot_opendata__pb2.DownloadRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_opendata__pb2.DownloadChunk.SerializeToString,
+            ),
+            'GetOpenResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOpenResource,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.GetOpenResourceRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.GetOpenResourceResponse.SerializeToString,
+            ),
+            'GetOpenCatalogDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOpenCatalogDocument,
+                    request_deserializer=govnode_dot_v1_dot_opendata__pb2.GetOpenCatalogDocumentRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_opendata__pb2.GetOpenCatalogDocumentResponse.SerializeToString,
             ),
             'QueryOpenRows': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryOpenRows,
@@ -349,6 +388,60 @@ class OpenDataService:
             '/govnode.v1.OpenDataService/Download',
             govnode_dot_v1_dot_opendata__pb2.DownloadRequest.SerializeToString,
             govnode_dot_v1_dot_opendata__pb2.DownloadChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOpenResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/GetOpenResource',
+            govnode_dot_v1_dot_opendata__pb2.GetOpenResourceRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.GetOpenResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOpenCatalogDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.OpenDataService/GetOpenCatalogDocument',
+            govnode_dot_v1_dot_opendata__pb2.GetOpenCatalogDocumentRequest.SerializeToString,
+            govnode_dot_v1_dot_opendata__pb2.GetOpenCatalogDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,12 +45,23 @@ class OpenDataServiceStub:
     """
     Download: _grpc.UnaryStreamMultiCallable[_opendata_pb2.DownloadRequest, _opendata_pb2.DownloadChunk]
     """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
-    each carrying its source and acquisition date (第三十五条); the last one carries the
-    file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+    each carrying its source and acquisition date (第三十五条); the first one carries the
+    whole file's size, its SHA-256 and a download receipt signed by the node, so that a
+    portal can send them before the file. A download that broke off resumes at a byte offset
+    (HTTP Range at the portal): the file is the same bytes for every download of one version
+    in one format (and, with a key, the same approved items). 普遍开放 data is open to any
     caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
     with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
     serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
     names them, and every other caller itself.
+    """
+    GetOpenResource: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.GetOpenResourceRequest, _opendata_pb2.GetOpenResourceResponse]
+    """One resource of the open catalog, as ListOpenResources lists it; NOT_FOUND when this node
+    does not serve it (never published, unpublished, or its entry changed since).
+    """
+    GetOpenCatalogDocument: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.GetOpenCatalogDocumentRequest, _opendata_pb2.GetOpenCatalogDocumentResponse]
+    """One page of the open catalog as DCAT-AP 3 (JSON-LD with Hydra paging, or Turtle), for
+    harvesters; the portal serves it at /catalog.jsonld and /catalog.ttl.
     """
     QueryOpenRows: _grpc.UnaryUnaryMultiCallable[_opendata_pb2.QueryOpenRowsRequest, _opendata_pb2.QueryOpenRowsResponse]
     """Reads a page of the rows of a served 普遍开放 resource that pass the filters (the row API,
@@ -112,12 +123,23 @@ class OpenDataServiceAsyncStub(OpenDataServiceStub):
     """
     Download: _aio.UnaryStreamMultiCallable[_opendata_pb2.DownloadRequest, _opendata_pb2.DownloadChunk]  # type: ignore[assignment]
     """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
-    each carrying its source and acquisition date (第三十五条); the last one carries the
-    file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+    each carrying its source and acquisition date (第三十五条); the first one carries the
+    whole file's size, its SHA-256 and a download receipt signed by the node, so that a
+    portal can send them before the file. A download that broke off resumes at a byte offset
+    (HTTP Range at the portal): the file is the same bytes for every download of one version
+    in one format (and, with a key, the same approved items). 普遍开放 data is open to any
     caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
     with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
     serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
     names them, and every other caller itself.
+    """
+    GetOpenResource: _aio.UnaryUnaryMultiCallable[_opendata_pb2.GetOpenResourceRequest, _opendata_pb2.GetOpenResourceResponse]  # type: ignore[assignment]
+    """One resource of the open catalog, as ListOpenResources lists it; NOT_FOUND when this node
+    does not serve it (never published, unpublished, or its entry changed since).
+    """
+    GetOpenCatalogDocument: _aio.UnaryUnaryMultiCallable[_opendata_pb2.GetOpenCatalogDocumentRequest, _opendata_pb2.GetOpenCatalogDocumentResponse]  # type: ignore[assignment]
+    """One page of the open catalog as DCAT-AP 3 (JSON-LD with Hydra paging, or Turtle), for
+    harvesters; the portal serves it at /catalog.jsonld and /catalog.ttl.
     """
     QueryOpenRows: _aio.UnaryUnaryMultiCallable[_opendata_pb2.QueryOpenRowsRequest, _opendata_pb2.QueryOpenRowsResponse]  # type: ignore[assignment]
     """Reads a page of the rows of a served 普遍开放 resource that pass the filters (the row API,
@@ -188,12 +210,35 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_opendata_pb2.DownloadChunk], _abc.AsyncIterator[_opendata_pb2.DownloadChunk]]:
         """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
-        each carrying its source and acquisition date (第三十五条); the last one carries the
-        file's SHA-256 and a download receipt signed by the node. 普遍开放 data is open to any
+        each carrying its source and acquisition date (第三十五条); the first one carries the
+        whole file's size, its SHA-256 and a download receipt signed by the node, so that a
+        portal can send them before the file. A download that broke off resumes at a byte offset
+        (HTTP Range at the portal): the file is the same bytes for every download of one version
+        in one format (and, with a key, the same approved items). 普遍开放 data is open to any
         caller (第三十二条); 授权开放 data needs an approved open application's key, which arrives
         with the portal (PERMISSION_DENIED until then). A portal names the member of the public it
         serves in the request metadata "govnode-recipient" (e.g. "ip:203.0.113.9"); the receipt
         names them, and every other caller itself.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOpenResource(
+        self,
+        request: _opendata_pb2.GetOpenResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.GetOpenResourceResponse, _abc.Awaitable[_opendata_pb2.GetOpenResourceResponse]]:
+        """One resource of the open catalog, as ListOpenResources lists it; NOT_FOUND when this node
+        does not serve it (never published, unpublished, or its entry changed since).
+        """
+
+    @_abc_1.abstractmethod
+    def GetOpenCatalogDocument(
+        self,
+        request: _opendata_pb2.GetOpenCatalogDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_opendata_pb2.GetOpenCatalogDocumentResponse, _abc.Awaitable[_opendata_pb2.GetOpenCatalogDocumentResponse]]:
+        """One page of the open catalog as DCAT-AP 3 (JSON-LD with Hydra paging, or Turtle), for
+        harvesters; the portal serves it at /catalog.jsonld and /catalog.ttl.
         """
 
     @_abc_1.abstractmethod

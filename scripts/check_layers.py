@@ -6,9 +6,11 @@
 Every ``import`` and ``from ... import`` counts: at module level, inside functions, and under
 ``if TYPE_CHECKING:`` (a type-only import still ties the layers together). The rules:
 
-- ``layers``: proto <- gateway <- node and proto <- gateway <- conformance; bench sits on top
+- ``layers``: proto <- gateway <- node, proto <- gateway <- conformance and proto <- gateway
+  <- portal; bench sits on top
   of all of them and nothing imports it. Inside node, only the edges that put the suite and
-  the node together (``node.cli``, ``node.demo``) import conformance.
+  the node together (``node.cli``, ``node.demo``) import conformance, and only ``node.cli``
+  and ``node.demo`` import the portal.
 - ``domain``: node's domain packages import no grpc (nor grpc_health, generated ``*_pb2_grpc``
   ...) and none of the edges: servicers, cli, app, demo, clients, and what the cli and the
   demo share (approval, terminal).
@@ -36,6 +38,7 @@ SOURCES = (
     ("proto/govnode", "govnode"),
     ("gateway", "gateway"),
     ("conformance", "conformance"),
+    ("portal", "portal"),
     ("node", "node"),
     ("bench", "bench"),
 )
@@ -44,11 +47,14 @@ LAYERS: dict[str, frozenset[str]] = {
     "govnode": frozenset(),
     "gateway": frozenset({"govnode"}),
     "conformance": frozenset({"govnode", "gateway"}),
-    "node": frozenset({"govnode", "gateway", "conformance"}),
-    "bench": frozenset({"govnode", "gateway", "conformance", "node"}),
+    "portal": frozenset({"govnode", "gateway"}),
+    "node": frozenset({"govnode", "gateway", "conformance", "portal"}),
+    "bench": frozenset({"govnode", "gateway", "conformance", "portal", "node"}),
 }
 # Inside node, the edges that may import the conformance suite.
 CONFORMANCE_USERS = ("node.cli", "node.demo", "node.approval")
+# Inside node, the edges that start the portal (its own process) or drive it in the demo.
+PORTAL_USERS = ("node.cli", "node.demo")
 DOMAIN = tuple(
     f"node.{name}"
     for name in (
@@ -204,6 +210,8 @@ def check_import(
         yield "layers", says
     if here == "node" and there == "conformance" and not within_any(importer, CONFORMANCE_USERS):
         yield "layers", f"{says} (only {', '.join(CONFORMANCE_USERS)} use the suite)"
+    if here == "node" and there == "portal" and not within_any(importer, PORTAL_USERS):
+        yield "layers", f"{says} (only {', '.join(PORTAL_USERS)} start the portal)"
 
     if within_any(importer, DOMAIN) and (
         there in GRPC or target.endswith("_pb2_grpc") or within_any(target, EDGES)

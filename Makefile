@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint types layers protos protos-check ci clean bench
+.PHONY: install browser demo test check lint types layers protos protos-check ci clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/govnode demo
 
+## Debian's chromium and a Simplified Chinese font for the portal's browser tests (apt-get,
+## as root or through sudo; nothing when both are there).
+browser:
+	bash scripts/install_browser.sh
+
 ## Run the whole test suite on every core (set GOVNODE_TEST_POSTGRES_URL to include PostgreSQL).
-test: install
+test: install browser
 	$(BIN)/python -m pytest -n auto
 
 ## Static checks: generated stubs match the .proto files, ruff (lint and format), the import rules, mypy.

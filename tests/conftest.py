@@ -7,6 +7,8 @@ Sections:
   own that is dropped afterwards (so tests are isolated and can run in parallel); the backends
   themselves are in ``tests.support.databases``.
 - **Running nodes**: a province on each backend (``tests.support.nodes`` starts others).
+- **Browser**: Debian's chromium driven by Playwright (``browser``, ``page``), for the portal's
+  pages; the helpers are in ``tests.support.browser``.
 - **Logging**: each test starts from the structlog configuration it found.
 
 Catalog test data (agency codes, identities, entries) is in ``tests.support.entries``.
@@ -18,7 +20,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
@@ -32,6 +34,9 @@ from tests.support.databases import (
     OpenDatabase,
     backend_url,
 )
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
 
 # --- storage backends ---------------------------------------------------------------------
 
@@ -115,6 +120,29 @@ async def province(tmp_path: Path, db_url: str) -> AsyncIterator[Any]:
         yield setup, node
     finally:
         await node.stop(grace=0)
+
+
+# --- browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, headless, started for this test and closed after it (about half a
+    second); fails the test when chromium is not installed (``make browser`` installs it)."""
+    from tests.support.browser import launch_chromium
+
+    async with launch_chromium() as started:
+        yield started
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A page in a fresh zh-CN browser context that accepts self-signed certificates (the
+    portal serves HTTPS; tests give it a throwaway certificate)."""
+    from tests.support.browser import open_page
+
+    async with open_page(browser, ignore_https_errors=True) as opened:
+        yield opened
 
 
 # --- logging ---------------------------------------------------------------------------------

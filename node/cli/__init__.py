@@ -31,6 +31,7 @@ from node.cli import (
     opendata,
     opendata_admin,
     opendata_apps,
+    portal,
     serve,
     status,
 )
@@ -79,6 +80,7 @@ app.add_typer(backup.app, name="backup")
 opendata_admin.register(opendata.app)
 opendata_apps.register(opendata.app)
 app.add_typer(opendata.app, name="opendata")
+app.add_typer(portal.app, name="portal")
 serve.register(app)
 demo.register(app)
 federation.register(app)

@@ -206,7 +206,7 @@ def guard(page: ErrorPage) -> Any:
         portal = portal_of(request)
         address = address_of(request)
         try:
-            if len(request.query_string) > MAX_QUERY:
+            if len(request.rel_url.raw_query_string) > MAX_QUERY:
                 raise HttpRefusal(414, f"查询字符串至多 {MAX_QUERY} 个字符")
             portal.in_flight.enter(address)
         except HttpRefusal as exc:
@@ -230,10 +230,20 @@ def guard(page: ErrorPage) -> Any:
             if exc.status == 413:
                 text = f"请求体至多 {MAX_BODY} 字节"
             return error_response(request, exc.status, _code(exc.status), text, None, page)
+        except Exception:
+            # A bug of the portal's: logged with its traceback, never shown to the public.
+            log.exception("portal_request_failed", extra={"path": request.path[:200]})
+            return error_response(
+                request, 500, "INTERNAL", "门户内部错误，请稍后再试", None, _plain_page
+            )
         finally:
             portal.in_flight.leave(address)
 
     return middleware
+
+
+def _plain_page(request: web.Request, status: int, message: str) -> web.Response:
+    return web.Response(text=message, status=status, content_type="text/plain", charset="utf-8")
 
 
 def _code(status: int) -> str:

@@ -61,7 +61,7 @@ def render(name: str, status: int = 200, **values: Any) -> web.Response:
 
 def error_page(request: web.Request, status: int, message: str) -> web.Response:
     heading = _HEADINGS.get(status, "出错了")
-    return render("error.html", status=status, heading=heading, message=message)
+    return render("error.html", status=status, code=status, heading=heading, message=message)
 
 
 async def catalog(request: web.Request) -> web.Response:

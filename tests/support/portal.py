@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -22,6 +23,17 @@ from tests.support.nodes import GOVNODE, ProvinceSetup
 
 #: How long a portal may take to answer its first health check.
 START_TIMEOUT_S = 30.0
+
+
+def with_budget(setup: ProvinceSetup, **fields: int) -> ProvinceSetup:
+    """``setup`` with other ``[opendata]`` budgets per member of the public (the node keeps
+    them: node.opendata._budget)."""
+    opendata = setup.config.opendata.model_copy(update=fields)
+    return dataclasses.replace(setup, config=setup.config.model_copy(update={"opendata": opendata}))
+
+
+#: Budgets for a test that makes many requests from one address, not about the budgets.
+ROOMY = {"public_requests_per_minute": 6000, "public_burst": 3000}
 
 
 @dataclass(frozen=True)
@@ -47,12 +59,13 @@ def portal_config(
     )
 
 
-def client(**kwargs: object) -> aiohttp.ClientSession:
+def client(local_address: str = "") -> aiohttp.ClientSession:
     """A member of the public's HTTP client: no client certificate, the portal's self-signed
-    certificate accepted (a trial portal's)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=False), timeout=aiohttp.ClientTimeout(total=30), **kwargs
+    certificate accepted (a trial portal's); from ``local_address`` on loopback if given."""
+    connector = aiohttp.TCPConnector(
+        ssl=False, local_addr=(local_address, 0) if local_address else None
     )
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -47,7 +48,7 @@ def portal_config(
     )
 
 
-def client(**kwargs: object) -> aiohttp.ClientSession:
+def client(**kwargs: Any) -> aiohttp.ClientSession:
     """A member of the public's HTTP client: no client certificate, the portal's self-signed
     certificate accepted (a trial portal's)."""
     return aiohttp.ClientSession(

@@ -66,7 +66,15 @@ from node.catalog import (
 from node.codes import make_citizen_id, make_credit_code
 from node.logging import configure_logging
 from node.models import RecordRow
-from node.opendata import OpenData, PublicationRefused, Report, Treater, open_data_gate
+from node.opendata import (
+    FileDigest,
+    OpenData,
+    PublicationRefused,
+    Report,
+    Treater,
+    Variant,
+    open_data_gate,
+)
 from node.records import Records, SubmitBatch
 from node.storage import Database
 
@@ -298,8 +306,19 @@ class TimedOpenData(OpenData):
             await connection.execute(text("ANALYZE open_row"))
             await connection.commit()
 
-    async def _serve(self, report: Report, by: str, at: dt.datetime) -> Report:
-        return await self.clock.time("serve", super()._serve(report, by, at))
+    async def _file_digests(
+        self, code: str, version: int, columns: Sequence[str]
+    ) -> dict[Variant, FileDigest]:
+        return await self.clock.time("digests", super()._file_digests(code, version, columns))
+
+    async def _serve(
+        self,
+        report: Report,
+        by: str,
+        at: dt.datetime,
+        files: tuple[Sequence[str], dict[Variant, FileDigest]],
+    ) -> Report:
+        return await self.clock.time("serve", super()._serve(report, by, at, files))
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -469,9 +488,10 @@ def figures(
         build.wall - reads.wall - writes.wall, build.cpu - reads.cpu - writes.cpu, build.calls
     )
     analyze = s("analyze")
+    digests = s("digests")
     rest = Span(
-        publish.wall - build.wall - analyze.wall - k.wall,
-        publish.cpu - build.cpu - analyze.cpu - k.cpu,
+        publish.wall - build.wall - analyze.wall - k.wall - digests.wall,
+        publish.cpu - build.cpu - analyze.cpu - k.cpu - digests.cpu,
     )
     phases = {
         "publish": publish,
@@ -484,6 +504,7 @@ def figures(
         "k.small_classes": s("k.small_classes"),
         "k.suppress": s("db.opendata.suppress"),
         "k.measure": s("k.measure"),
+        "digests": digests,
         "start_and_serve": rest,
         "select_baseline": select,
     }
@@ -550,6 +571,7 @@ def describe(data: dict[str, Any]) -> str:
         "k.small_classes": "    count small classes",
         "k.suppress": "    delete them (suppression)",
         "k.measure": "    measure k, classes, rows",
+        "digests": "  file digests (csv, BOM, jsonl)",
         "start_and_serve": "  claim version + serve",
         "select_baseline": "baseline: SELECT all, same pages",
     }

@@ -18,6 +18,9 @@ budgets): it protects the process that holds it, and joining is rare enough that
 processes each allowing the limit is harmless. It is bounded: at most ``max_addresses``
 addresses are tracked, the least recently seen forgotten first (a forgotten address starts
 again with a full bucket, still within the total).
+
+The same token buckets, keyed by any name and bounded alike (:class:`KeyedBuckets`), hold the
+node's budgets per member of the public for its open data portals (node.opendata._budget).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Admission", "AnonymousLimiter", "address_of"]
+__all__ = ["Admission", "AnonymousLimiter", "KeyedBuckets", "TokenBucket", "address_of"]
 
 #: How long after an audited refusal of an address its next refusal is audited again.
 AUDIT_WINDOW_S = 60.0
@@ -58,27 +61,31 @@ def address_of(peer: str) -> str:
 
 
 @dataclass
-class _Bucket:
-    """Up to ``capacity`` tokens, refilled at ``capacity`` a minute."""
+class TokenBucket:
+    """Up to ``capacity`` tokens (the burst), refilled at ``per_minute`` a minute (``capacity``
+    a minute when not given)."""
 
     capacity: float
     tokens: float
     at: float
+    per_minute: float = 0.0
 
-    def take(self, now: float) -> float:
-        """Take a token: 0.0 if there was one, else the seconds until there is."""
-        rate = self.capacity / 60.0
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens (at most ``capacity``): 0.0 if there were that many, else the
+        seconds until there are, and nothing is taken."""
+        rate = (self.per_minute or self.capacity) / 60.0
         self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * rate)
         self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        cost = min(cost, self.capacity)
+        if self.tokens >= cost:
+            self.tokens -= cost
             return 0.0
-        return (1.0 - self.tokens) / rate
+        return (cost - self.tokens) / rate
 
 
 @dataclass
 class _Address:
-    bucket: _Bucket
+    bucket: TokenBucket
     audited_at: float = float("-inf")
     unaudited: int = 0
 
@@ -116,8 +123,8 @@ class AnonymousLimiter:
         self._max_addresses = max_addresses
         self._clock = clock
         now = clock()
-        self._total = _Bucket(total_per_minute, total_per_minute, now)
-        self._refusal_audits = _Bucket(total_per_minute, total_per_minute, now)
+        self._total = TokenBucket(total_per_minute, total_per_minute, now)
+        self._refusal_audits = TokenBucket(total_per_minute, total_per_minute, now)
         self._addresses: OrderedDict[str, _Address] = OrderedDict()
 
     @property
@@ -132,7 +139,7 @@ class AnonymousLimiter:
         state = self._addresses.get(key)
         if state is None:
             per_address = self.per_address_per_minute
-            state = self._addresses[key] = _Address(_Bucket(per_address, per_address, now))
+            state = self._addresses[key] = _Address(TokenBucket(per_address, per_address, now))
             if len(self._addresses) > self._max_addresses:
                 self._addresses.popitem(last=False)
         else:
@@ -148,3 +155,35 @@ class AnonymousLimiter:
             return Admission(False, wait, audit=True, unaudited=unaudited)
         state.unaudited += 1
         return Admission(False, wait, audit=False, unaudited=state.unaudited)
+
+
+class KeyedBuckets:
+    """A token bucket per key, in memory: at most ``max_keys`` keys, the least recently used
+    forgotten first (a forgotten key starts again with a full bucket). Each :meth:`take` says
+    the bucket's size and rate, so that keys of different kinds share one bound."""
+
+    def __init__(self, *, max_keys: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    @property
+    def tracked(self) -> int:
+        """How many keys are remembered now."""
+        return len(self._buckets)
+
+    def take(self, key: str, *, burst: float, per_minute: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens from ``key``'s bucket (``burst`` tokens, refilled at
+        ``per_minute``): 0.0 if it held them, else the seconds until it will."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(burst, burst, now, per_minute)
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.capacity, bucket.per_minute = burst, per_minute
+        return bucket.take(now, cost)

@@ -6,10 +6,11 @@ listed here, and the guard refuses it everything else with PERMISSION_DENIED bef
 servicer runs, so that a new method is closed to it until it is added here on purpose:
 
 - ``portal``: the public open data portal (开放平台, 第三十条) calls its node for members of the
-  public; it lists the open catalog, downloads 普遍开放 data and reads its rows through the
-  row API's filters (and, with the portal, applies for 授权开放 data on an applicant's
-  behalf). Health checking is open to it, as to every caller: it serves no data, and the
-  portal's readiness depends on it.
+  public; it lists the open catalog and reads one resource of it, fetches the catalog's
+  DCAT-AP pages for harvesters, downloads 普遍开放 data and reads its rows through the row
+  API's filters (and, with the portal, applies for 授权开放 data on an applicant's behalf).
+  Health checking is open to it, as to every caller: it serves no data, and the portal's
+  readiness depends on it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ ANY_ROLE_PREFIXES = ("/grpc.health.v1.Health/",)
 PORTAL_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.OpenDataService/ListOpenResources",
+        "/govnode.v1.OpenDataService/GetOpenResource",
+        "/govnode.v1.OpenDataService/GetOpenCatalogDocument",
         "/govnode.v1.OpenDataService/Download",
         "/govnode.v1.OpenDataService/ApplyOpenAccess",
         "/govnode.v1.OpenDataService/GetOpenApplication",

@@ -318,6 +318,30 @@ class OpenDataSection(_Section):
     #: ... within this many days after the period ends; past that its key is suspended until
     #: the report arrives.
     use_report_grace_days: int = Field(default=30, ge=0, le=3650)
+    #: Budgets per member of the public (node.opendata._budget): every call a portal makes for
+    #: a recipient (govnode-recipient, ip:...) spends from that recipient's token bucket, kept
+    #: by the node so that it holds across portal processes; 0 turns the limit off.
+    public_requests_per_minute: int = Field(default=120, ge=0, le=1_000_000)
+    #: The most a recipient spends at once (a full bucket).
+    public_burst: int = Field(default=60, ge=1, le=1_000_000)
+    #: The same for the holder of a 授权开放 key (key:<key id>).
+    key_requests_per_minute: int = Field(default=600, ge=0, le=1_000_000)
+    key_burst: int = Field(default=300, ge=1, le=1_000_000)
+    #: Requests a Download spends (a file costs more than a page of the catalog).
+    download_cost: int = Field(default=10, ge=1, le=10_000)
+    #: Recipients whose budgets are remembered at once; the least recently seen is forgotten
+    #: first (and starts again with a full bucket).
+    max_recipients: int = Field(default=100_000, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _download_fits(self) -> OpenDataSection:
+        for burst in ("public_burst", "key_burst"):
+            if self.download_cost > getattr(self, burst):
+                raise ValueError(
+                    f"download_cost {self.download_cost} is more than {burst} "
+                    f"{getattr(self, burst)}: a download must fit in a full bucket"
+                )
+        return self
 
 
 class LogSection(_Section):

@@ -58,6 +58,16 @@ class ResourceExhausted(DomainError):
         self.retry_after_s = retry_after_s
 
 
+class OutOfRange(DomainError):
+    """A position the request names is past the end of what it reads (a byte offset past a
+    file's size)."""
+
+
+class DataLoss(DomainError):
+    """What the node was about to hand over is not what it promised (a file whose bytes do
+    not match the digest sent first): the caller discards it and tries again."""
+
+
 class Unavailable(DomainError):
     """A node the request needs cannot be reached."""
 

@@ -291,6 +291,23 @@ class OpenRowRow(SQLModel, table=True):
     data: str = Field(sa_type=Text)
 
 
+class OpenFileDigestRow(SQLModel, table=True):
+    """The size and SHA-256 of one file a served version is downloaded as (node.opendata.
+    _digests), known before the file is sent so that its receipt comes first. ``columns`` is
+    the hex SHA-256 of the file's column names joined by a line feed: a 授权开放 key's file holds
+    only its approved items. Deleted with the version's rows."""
+
+    __tablename__ = "open_file_digest"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    format: str = Field(primary_key=True, max_length=8)
+    bom: bool = Field(primary_key=True)
+    columns: str = Field(primary_key=True, max_length=64)
+    size: int = Field(sa_type=BigInteger)
+    sha256: str = Field(max_length=64)
+
+
 class OpenApplicationRow(SQLModel, table=True):
     """An application for 授权开放 data (第三十二、三十三条), submitted by the portal for an
     eligible entity and reviewed by this node's authority. Never deleted; its status moves from

@@ -78,11 +78,11 @@ async def show_open_data(
         async for chunk in stream:
             chunks.append(chunk)
             data += chunk.data
-    last = chunks[-1]
-    out = demo.base / "downloads" / f"{code}-v{last.version}.csv"
+    first = chunks[0]  # the receipt, size and SHA-256 come first
+    out = demo.base / "downloads" / f"{code}-v{first.version}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
-    (out.parent / f"{out.name}.receipt.json").write_bytes(last.receipt)
+    (out.parent / f"{out.name}.receipt.json").write_bytes(first.receipt)
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     say(
         f"  ✓ the open data portal's certificate downloads it as CSV for a member of the public "
@@ -91,12 +91,12 @@ async def show_open_data(
     say(
         f"      header {','.join(rows[0])}; first row {','.join(rows[1]) if len(rows) > 1 else '-'}"
     )
-    say(f"      {last.source}")
-    acquired = last.acquired_at.ToDatetime(dt.UTC).astimezone(CST)
+    say(f"      {first.source}")
+    acquired = first.acquired_at.ToDatetime(dt.UTC).astimezone(CST)
     say(f"      获取日期 {acquired:%Y-%m-%d %H:%M:%S} CST")
     root = load_certs(config.path(config.tls.root))[0]
     try:
-        receipt = check_receipt(last.receipt, root, config.node.trust_domain, file_bytes=data)
+        receipt = check_receipt(first.receipt, root, config.node.trust_domain, file_bytes=data)
     except ReceiptError as exc:
         say(f"  ✗ the download's receipt did not verify: {exc}")
         return portal
@@ -263,7 +263,7 @@ async def show_authorized_open_data(
         "shown once, and 福建省民政厅 is told (第三十三条)"
     )
     data = b""
-    last = None
+    first = None
     async with secure_channel(node.address, portal, timeout=30) as ch:
         stream = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
             opendata_pb2.DownloadRequest(resource_code=code, format="csv"),
@@ -271,12 +271,12 @@ async def show_authorized_open_data(
         )
         async for chunk in stream:
             data += chunk.data
-            last = chunk
-    assert last is not None
+            first = first or chunk  # the receipt comes with the first chunk
+    assert first is not None
     header = data.decode("utf-8").splitlines()[0]
     root = load_certs(config.path(config.tls.root))[0]
     try:
-        receipt = check_receipt(last.receipt, root, config.node.trust_domain, file_bytes=data)
+        receipt = check_receipt(first.receipt, root, config.node.trust_domain, file_bytes=data)
     except ReceiptError as exc:
         say(f"  ✗ the keyed download's receipt did not verify: {exc}")
         return

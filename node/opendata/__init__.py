@@ -9,8 +9,11 @@
   and acquisition date (第三十五条), listed with filters and a text query;
 - ``_dcat``: the open catalog as DCAT-AP 3 for harvesters, JSON-LD with Hydra paging and
   Turtle (普遍开放/授权开放 as access rights and ODRL policies, 更新周期, the Measures);
-- ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, and the
-  receipt of the download;
+- ``_encode``: the bytes of a CSV or JSON Lines file, a row at a time;
+- ``_digests``: each file's size and SHA-256, kept from the publication on (or computed by a
+  first download), so that a download states them first and resumes at a byte offset;
+- ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, or a byte
+  range of it, and the receipt of the download;
 - ``_filters``: the row API's filter grammar (``<item>__<op>=<value>``, after api-tabular),
   typed by what each published item holds; never SQL;
 - ``_rows``: a page of a served dataset's rows through those filters, bounded in the rows
@@ -22,6 +25,7 @@
   certificate (注明来源和获取日期, 第三十五条);
 - ``_eligibility``: who may apply for 授权开放 data, checked from the applicant's
   统一社会信用代码 (第三十二条);
+- ``_budget``: budgets per member of the public for the portal's calls, at the node;
 - ``_applications``: 授权开放 applications, the authority's review, the keys approvals issue
   (``_keys``: stored only hashed) and the holders' use reports (第三十二至三十五条).
 
@@ -39,6 +43,7 @@ from node.opendata._applications import (
     OpenDraft,
     OpenReview,
 )
+from node.opendata._budget import BudgetLimits, PublicBudgets
 from node.opendata._catalog import (
     FORMATS,
     MAX_QUERY,
@@ -66,11 +71,13 @@ from node.opendata._deid import (
     looks_like_person_names,
     opened_items,
 )
+from node.opendata._digests import FileDigests, Variant, compute_digests
 from node.opendata._download import (
     CHUNK_BYTES,
     Chunk,
     DownloadFile,
     check_format,
+    check_range,
     receipt_for,
     recipient_problem,
     sign_download,
@@ -83,6 +90,7 @@ from node.opendata._eligibility import (
     check_eligibility,
     registration_of,
 )
+from node.opendata._encode import columns_id
 from node.opendata._filters import (
     MAX_FILTERS,
     MAX_IN_VALUES,
@@ -148,11 +156,13 @@ __all__ = [
     "Access",
     "ApplicantType",
     "Approval",
+    "BudgetLimits",
     "Chunk",
     "Dataset",
     "DownloadFile",
     "Eligibility",
     "FileDigest",
+    "FileDigests",
     "FilterError",
     "Finding",
     "IdentifierScan",
@@ -169,6 +179,7 @@ __all__ = [
     "OpenKeys",
     "OpenReview",
     "OpenUse",
+    "PublicBudgets",
     "PublicationRefused",
     "Publisher",
     "Receipt",
@@ -182,11 +193,15 @@ __all__ = [
     "Treater",
     "TreatmentError",
     "UseReport",
+    "Variant",
     "catalog_jsonld",
     "catalog_turtle",
     "check_eligibility",
     "check_format",
+    "check_range",
     "check_receipt",
+    "columns_id",
+    "compute_digests",
     "digest_of",
     "direct_identifier",
     "embedded_identifiers",

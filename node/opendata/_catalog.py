@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, Select, and_, func
 from sqlalchemy import select as sa_select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -150,24 +150,56 @@ class OpenCatalog:
             if scanned >= SCAN_LIMIT:
                 return found, after
 
-    async def _read(self, where: Sequence[ColumnElement[bool]], *, limit: int) -> list[Any]:
+    async def page(self, offset: int, limit: int) -> tuple[list[Served], int]:
+        """Up to ``limit`` served datasets from the ``offset``-th on (from 0), by resource code,
+        and how many are served in all: a page of the catalog for harvesters (node.opendata.
+        _dcat). Past the last, none."""
+        if await self._may_open() is not None:
+            # Trial mode (第三十一条): only testers' probes, which only the entry says; few.
+            probes: list[Served] = []
+            after = ""
+            while rows := await self._read([_d.c.resource_code > after], limit=_BATCH):
+                probes += [s for s in map(self._served, rows) if s.entry.probe]
+                after = str(rows[-1][0])
+            return probes[offset : offset + limit], len(probes)
+
+        async def count(session: AsyncSession) -> int:
+            statement = self._served_rows(sa_select(func.count()), [])
+            return int((await (await session.connection()).execute(statement)).scalar_one())
+
+        total = await self._db.read("opendata.open_catalog_count", count)
+        if offset >= total:
+            return [], total
+        rows = await self._read([], limit=limit, offset=offset)
+        return [self._served(row) for row in rows], total
+
+    @staticmethod
+    def _served_rows(statement: Select[Any], where: Sequence[ColumnElement[bool]]) -> Select[Any]:
+        """``statement`` over the served datasets (one join, see the module docs)."""
+        return statement.select_from(
+            _d.join(
+                _v, and_(_v.c.resource_code == _d.c.resource_code, _v.c.version == _d.c.version)
+            ).join(_e, _e.c.resource_code == _d.c.resource_code)
+        ).where(
+            _d.c.published.is_(True),
+            _v.c.state == "published",
+            _e.c.status == ResourceStatus.ACTIVE.value,
+            _e.c.open_type.in_([t.value for t in OPEN_TYPES]),
+            _e.c.version == _v.c.entry_version,
+            *where,
+        )
+
+    async def _read(
+        self, where: Sequence[ColumnElement[bool]], *, limit: int, offset: int = 0
+    ) -> list[Any]:
         statement = (
-            sa_select(_d.c.resource_code, _v.c.version, _v.c.made_at, _v.c.rows, _e.c.body)
-            .select_from(
-                _d.join(
-                    _v, and_(_v.c.resource_code == _d.c.resource_code, _v.c.version == _d.c.version)
-                ).join(_e, _e.c.resource_code == _d.c.resource_code)
-            )
-            .where(
-                _d.c.published.is_(True),
-                _v.c.state == "published",
-                _e.c.status == ResourceStatus.ACTIVE.value,
-                _e.c.open_type.in_([t.value for t in OPEN_TYPES]),
-                _e.c.version == _v.c.entry_version,
-                *where,
+            self._served_rows(
+                sa_select(_d.c.resource_code, _v.c.version, _v.c.made_at, _v.c.rows, _e.c.body),
+                where,
             )
             .order_by(_d.c.resource_code)
             .limit(limit)
+            .offset(offset)
         )
 
         async def txn(session: AsyncSession) -> list[Any]:

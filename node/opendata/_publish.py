@@ -13,7 +13,9 @@ with the key of its class over the entry's quasi-identifiers. Before the version
    publication is refused, naming the quasi-identifiers to generalise further.
 
 The report (k reached, classes, rows left out, each item's treatment, what the identifier scan
-found) is kept with the version, refused or not, for the authority. Rows are written in
+found) is kept with the version, refused or not, for the authority. A version that passed has
+its files' sizes and SHA-256 computed before it is served (node.opendata._digests), kept and
+deleted with its rows. Rows are written in
 batches while the version is ``building``; nothing is served until the last step flips it to
 ``published`` in one transaction, and a refused or abandoned version's rows are deleted.
 
@@ -44,8 +46,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from node.audit import AuditEntry, AuditLog, Operation, request_digest
 from node.catalog import Catalog, OpenType, ResourceEntry, ResourceStatus, UpdateCycle
 from node.errors import Aborted, DomainError, FailedPrecondition, NotFound, PermissionDenied
-from node.models import OpenDatasetRow, OpenRowRow, OpenVersionRow, RecordRow, ResourceDataRow
+from node.models import (
+    OpenDatasetRow,
+    OpenFileDigestRow,
+    OpenRowRow,
+    OpenVersionRow,
+    RecordRow,
+    ResourceDataRow,
+)
 from node.opendata._deid import Finding, IdentifierScan, Treater, TreatmentError
+from node.opendata._digests import FileDigests, Variant, compute_digests, digest_rows
+from node.opendata._receipt import FileDigest
 from node.storage import Database
 
 log = structlog.get_logger("govnode.opendata")
@@ -60,6 +71,7 @@ ABANDONED_AFTER = dt.timedelta(hours=1)
 _d = OpenDatasetRow.__table__  # type: ignore[attr-defined]
 _v = OpenVersionRow.__table__  # type: ignore[attr-defined]
 _o = OpenRowRow.__table__  # type: ignore[attr-defined]
+_f = OpenFileDigestRow.__table__  # type: ignore[attr-defined]
 _r = RecordRow.__table__  # type: ignore[attr-defined]
 _rd = ResourceDataRow.__table__  # type: ignore[attr-defined]
 
@@ -154,6 +166,8 @@ class OpenData:
         self._min_k = min_k
         self._max_suppressed = max_suppressed
         self._may_open = may_open
+        #: The size and SHA-256 of each file a version is downloaded as (node.opendata._digests).
+        self.digests = FileDigests(db)
 
     # --- publishing --------------------------------------------------------------------------
 
@@ -257,12 +271,14 @@ class OpenData:
             if problem:
                 raise await self._refuse(report, problem, ())
             report = await self._check_k(report, treater)
+            # The files' digests, so that the first download sends its receipt first.
+            digests = await self._file_digests(code, version, treater.published_items)
         except PublicationRefused:
             raise
         except BaseException:
             await self._discard(code, version, "abandoned", report)
             raise
-        report = await self._serve(report, by, made_at)
+        report = await self._serve(report, by, made_at, (treater.published_items, digests))
         log.info(
             "opendata.published",
             resource_code=code,
@@ -293,6 +309,11 @@ class OpenData:
             for number, _, _ in building:
                 await connection.execute(
                     delete(OpenRowRow).where(_o.c.resource_code == code, _o.c.version == number)
+                )
+                await connection.execute(
+                    delete(OpenFileDigestRow).where(
+                        _f.c.resource_code == code, _f.c.version == number
+                    )
                 )
                 await connection.execute(
                     update(OpenVersionRow)
@@ -477,6 +498,9 @@ class OpenData:
                 delete(OpenRowRow).where(_o.c.resource_code == code, _o.c.version == version)
             )
             await connection.execute(
+                delete(OpenFileDigestRow).where(_f.c.resource_code == code, _f.c.version == version)
+            )
+            await connection.execute(
                 update(OpenVersionRow)
                 .where(_v.c.resource_code == code, _v.c.version == version)
                 .values(state=state, rows=0, report=report.to_json())
@@ -484,11 +508,27 @@ class OpenData:
 
         await self._db.write("opendata.discard", txn)
 
-    async def _serve(self, report: Report, by: str, at: dt.datetime) -> Report:
-        """Flip the version to published and serve it; drop the rows of versions older than
-        the one served until now (a download of that one may still be running)."""
+    async def _file_digests(
+        self, code: str, version: int, columns: Sequence[str]
+    ) -> dict[Variant, FileDigest]:
+        """The digests of the files of a version being published (one more read of its rows):
+        its first download then states them at once (node.opendata._digests)."""
+        digests, _ = await compute_digests(self, code, version, columns)
+        return digests
+
+    async def _serve(
+        self,
+        report: Report,
+        by: str,
+        at: dt.datetime,
+        files: tuple[Sequence[str], dict[Variant, FileDigest]],
+    ) -> Report:
+        """Flip the version to published and serve it, with the digests of its ``files``
+        (columns, digests); drop the rows and digests of versions older than the one served
+        until now (a download of that one may still be running)."""
         code, version = report.resource_code, report.version
         served = dataclasses.replace(report, outcome="published")
+        columns, digests = files
 
         async def txn(session: AsyncSession) -> None:
             connection = await session.connection()
@@ -515,10 +555,20 @@ class OpenData:
                 current.changed_by = by[:300]
                 current.changed_at = at
             await connection.execute(
+                insert(OpenFileDigestRow), digest_rows(code, version, columns, digests)
+            )
+            await connection.execute(
                 delete(OpenRowRow).where(
                     _o.c.resource_code == code,
                     _o.c.version < version,
                     _o.c.version != previous,
+                )
+            )
+            await connection.execute(
+                delete(OpenFileDigestRow).where(
+                    _f.c.resource_code == code,
+                    _f.c.version < version,
+                    _f.c.version != previous,
                 )
             )
 

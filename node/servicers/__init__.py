@@ -43,7 +43,14 @@ from node.config import NodeConfig
 from node.errors import DomainError
 from node.federation import CatalogExchange, ProvinceLink, Router
 from node.governance import ChangeRequests
-from node.opendata import OpenApplications, OpenCatalog, OpenData, OpenKeys
+from node.opendata import (
+    BudgetLimits,
+    OpenApplications,
+    OpenCatalog,
+    OpenData,
+    OpenKeys,
+    PublicBudgets,
+)
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -302,6 +309,18 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 )
             )
     if services.opendata is not None:
+        section = services.config.opendata
+        # One set of budgets per member of the public for every portal's calls to this process.
+        budgets = PublicBudgets(
+            BudgetLimits(
+                public_requests_per_minute=section.public_requests_per_minute,
+                public_burst=section.public_burst,
+                key_requests_per_minute=section.key_requests_per_minute,
+                key_burst=section.key_burst,
+                download_cost=section.download_cost,
+                max_recipients=section.max_recipients,
+            )
+        )
         implementations["govnode.v1.OpenDataService"] = [
             OpenDataServicer(services.opendata, services.identity)
         ]
@@ -314,13 +333,14 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     services.node_key,
                     services.chain_pem,
                     services.open_keys,
+                    budgets,
                 )
             )
         if services.open_applications is not None and services.open_keys is not None:
             # 授权开放: applications, review, keys and use reports.
             implementations["govnode.v1.OpenDataService"].append(
                 OpenApplicationsServicer(
-                    services.open_applications, services.open_keys, services.identity
+                    services.open_applications, services.open_keys, services.identity, budgets
                 )
             )
     if services.witness is not None and services.root is not None:

@@ -14,11 +14,19 @@ audit hook digests, and never in a log line or an audit field (only the key's id
 key the recipient is its holder, ``key:<key id>``, whoever calls: a portal need not name one,
 and one it names must be that same ``key:<key id>``, so that the portal's record and the
 receipt never disagree. A key sent for 普遍开放 data is checked for its form only.
+
+A download states the whole file's size, SHA-256 and receipt in its first chunk and sends the
+byte range asked for (node.opendata._download). Every call of a portal spends from the budget
+of the member of the public it names (node.opendata._budget; :func:`spend_budget`).
+
+The portal serves the catalog to harvesters as DCAT-AP (GetOpenCatalogDocument, one page at a
+time, node.opendata._dcat) and a dataset's page from GetOpenResource.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,8 +51,12 @@ from node.opendata import (
     OpenCatalog,
     OpenData,
     OpenKeys,
+    PublicBudgets,
     Served,
+    catalog_jsonld,
+    catalog_turtle,
     check_format,
+    check_range,
     key_problem,
     needs_key,
     open_access,
@@ -58,6 +70,8 @@ from node.opendata import (
 from node.servicers.convert import _enum_in, _ts, entry_to_proto, item_to_proto
 
 MAX_PAGE = 200
+#: GetOpenCatalogDocument's formats and their media types.
+DOCUMENT_TYPES = {"jsonld": "application/ld+json", "ttl": "text/turtle"}
 _CODE_CHARS = 15
 #: The metadata key a portal names the member of the public it serves in.
 RECIPIENT_KEY = "govnode-recipient"
@@ -134,6 +148,29 @@ def _recipient(caller: Identity, context: Any, holder: str = "") -> str:
     return named
 
 
+def spend_budget(
+    budgets: PublicBudgets | None,
+    caller: Identity,
+    context: Any,
+    recipient: str = "",
+    *,
+    download: bool = False,
+) -> None:
+    """A portal's call spends from the budget of the member of the public it is for:
+    ``recipient`` when known (a key's holder, a download's recipient), else the one the portal
+    names in ``govnode-recipient``, else the portal's own. Other callers have no such budget."""
+    if budgets is None or caller.role is not Role.PORTAL:
+        return
+    if not recipient:
+        named = _metadata(context, RECIPIENT_KEY)
+        if named is not None:
+            problem = recipient_problem(named)
+            if problem is not None:
+                raise InvalidArgument(f"{RECIPIENT_KEY}: {problem}")
+        recipient = named or caller.uri
+    budgets.spend(recipient, download=download)
+
+
 def _authorized_refusal(code: str, what: str) -> PermissionDenied:
     return PermissionDenied(
         f"resource {code} is 授权开放: its data is {what} only with the key of an approved "
@@ -172,8 +209,11 @@ class OpenCatalogServicer:
         key: ec.EllipticCurvePrivateKey,
         chain_pem: str,
         keys: OpenKeys | None = None,
+        budgets: PublicBudgets | None = None,
     ) -> None:
         self._catalog = catalog
+        #: Budgets per member of the public for portals' calls; None: no budgets.
+        self._budgets = budgets
         self._opendata = opendata
         #: 授权开放 keys; None: 授权开放 data is refused to everyone.
         self._keys = keys
@@ -194,6 +234,7 @@ class OpenCatalogServicer:
     async def ListOpenResources(
         self, request: opendata_pb2.ListOpenResourcesRequest, context: Any
     ) -> opendata_pb2.ListOpenResourcesResponse:
+        spend_budget(self._budgets, current_peer().identity, context)
         size = paging.page_size(request.page_size, default=50, maximum=MAX_PAGE)
         after = paging.decode_text(request.page_token) if request.page_token else ""
         if after is None or len(after) > _CODE_CHARS:
@@ -231,8 +272,9 @@ class OpenCatalogServicer:
     ) -> AsyncIterator[opendata_pb2.DownloadChunk]:
         caller = current_peer().identity
         key = _open_key(context)
-        if not key:  # a portal names its recipient before anything is read
-            _recipient(caller, context)
+        if not key:  # a portal names its recipient, and spends its budget, before any read
+            spend_budget(self._budgets, caller, context, _recipient(caller, context), download=True)
+        check_range(request.offset, request.length)
         code = _code(request.resource_code)
         obtained = dt.datetime.now(dt.UTC)
         found = await self._catalog.get(code)
@@ -241,8 +283,14 @@ class OpenCatalogServicer:
         access = await self._access(found, key, "downloaded")
         served = access.served  # 授权开放: only the approved items
         recipient = _recipient(caller, context, access.holder)
+        if key:
+            spend_budget(self._budgets, caller, context, recipient, download=True)
         add_audit_detail(recipient=recipient)
         file = DownloadFile(self._opendata, served, fmt, bom=request.bom)
+        digest = await file.digest()
+        add_audit_detail(
+            sha256=digest.sha256, size=digest.size, offset=request.offset, length=request.length
+        )
         receipt = receipt_for(
             served,
             self._catalog.publisher,
@@ -250,22 +298,72 @@ class OpenCatalogServicer:
             recipient=recipient,
             node=self._node.uri,
             obtained_at=obtained,
+            digest=digest,
         )
+        signed = sign_download(receipt, self._key, self._chain_pem)
         acquired_at = _ts(served.made_at)
-        async for chunk in file.chunks():
+        first = True
+        async for chunk in file.chunks(request.offset, request.length):
             message = opendata_pb2.DownloadChunk(
                 data=chunk.data,
                 source=served.source,
                 acquired_at=acquired_at,
                 version=served.version,
                 dataset_iri=served.dataset_iri,
+                offset=chunk.offset,
+                last=chunk.last,
             )
+            if first:
+                message.size = digest.size
+                message.sha256 = digest.sha256
+                message.receipt = signed
+                first = False
             if chunk.last:
-                message.last = True
-                message.sha256 = file.sha256
-                message.receipt = sign_download(receipt, file, self._key, self._chain_pem)
-                add_audit_detail(sha256=file.sha256, size=file.size, rows=file.rows)
+                add_audit_detail(rows=file.rows)
             yield message
+
+    async def GetOpenResource(
+        self, request: opendata_pb2.GetOpenResourceRequest, context: Any
+    ) -> opendata_pb2.GetOpenResourceResponse:
+        spend_budget(self._budgets, current_peer().identity, context)
+        served = await self._catalog.get(_code(request.resource_code))
+        add_audit_detail(version=served.version)
+        return opendata_pb2.GetOpenResourceResponse(resource=served_to_proto(served))
+
+    async def GetOpenCatalogDocument(
+        self, request: opendata_pb2.GetOpenCatalogDocumentRequest, context: Any
+    ) -> opendata_pb2.GetOpenCatalogDocumentResponse:
+        spend_budget(self._budgets, current_peer().identity, context)
+        media_type = DOCUMENT_TYPES.get(request.format)
+        if media_type is None:
+            raise InvalidArgument(
+                f"format: {quote(request.format)} is not offered; one of "
+                f"{', '.join(DOCUMENT_TYPES)}"
+            )
+        if request.page < 0:
+            raise InvalidArgument(f"page: {request.page} is negative; pages start at 1")
+        page = request.page or 1
+        size = paging.page_size(request.page_size, default=50, maximum=MAX_PAGE)
+        # A page past the last is empty, with the Hydra links (first, last, previous) that
+        # lead back: what a harvester that guessed a page number can follow.
+        datasets, total = await self._catalog.page((page - 1) * size, size)
+        publisher = self._catalog.publisher
+        args: dict[str, Any] = {
+            "base_url": publisher.base_url,
+            "publisher_name": publisher.name,
+            "region": publisher.region,
+            "page": page,
+            "page_size": size,
+            "total": total,
+        }
+        if request.format == "jsonld":
+            document = json.dumps(catalog_jsonld(datasets, **args), ensure_ascii=False)
+        else:
+            document = catalog_turtle(datasets, **args)
+        add_audit_detail(page=page, datasets=len(datasets))
+        return opendata_pb2.GetOpenCatalogDocumentResponse(
+            document=document.encode(), media_type=media_type, total=total
+        )
 
     async def QueryOpenRows(
         self, request: opendata_pb2.QueryOpenRowsRequest, context: Any
@@ -276,10 +374,16 @@ class OpenCatalogServicer:
         if len(request.filters) > MAX_FILTERS:  # before reading anything for them
             raise FilterError("", f"at most {MAX_FILTERS} filters, got {len(request.filters)}")
         key = _open_key(context)
+        caller = current_peer().identity
+        if not key:
+            spend_budget(self._budgets, caller, context)
         found = await self._catalog.get(code)
         add_audit_detail(version=found.version, filters=len(request.filters))
         # 授权开放: filters, projection and rows reach only the approved items.
-        served = (await self._access(found, key, "read")).served
+        access = await self._access(found, key, "read")
+        if key:
+            spend_budget(self._budgets, caller, context, access.holder or caller.uri)
+        served = access.served
         row_filter = parse_filters([(f.key, f.value) for f in request.filters], served.entry)
         items = list(request.items)
         problem = projection_problem(items, served.entry)

@@ -27,10 +27,12 @@ from node.opendata import (
     OpenKeys,
     OpenReview,
     OpenUse,
+    PublicBudgets,
     UseReport,
 )
 from node.servicers.access import caller_proto
 from node.servicers.convert import _ts
+from node.servicers.open_catalog import spend_budget
 
 _ENTITY_TYPES = {
     opendata_pb2.APPLICANT_ENTITY_TYPE_DOMESTIC_ENTERPRISE: ApplicantType.DOMESTIC_ENTERPRISE,
@@ -114,7 +116,16 @@ def _bounded(value: str, field: str, limit: int) -> str:
 
 
 class OpenApplicationsServicer:
-    def __init__(self, applications: OpenApplications, keys: OpenKeys, identity: Identity) -> None:
+    def __init__(
+        self,
+        applications: OpenApplications,
+        keys: OpenKeys,
+        identity: Identity,
+        budgets: PublicBudgets | None = None,
+    ) -> None:
+        """``budgets``: per member of the public, spent by a portal's calls (the applicant's,
+        node.opendata._budget); None: none."""
+        self._budgets = budgets
         self._applications = applications
         self._keys = keys
         self._node = identity
@@ -141,6 +152,7 @@ class OpenApplicationsServicer:
         self, request: opendata_pb2.ApplyOpenAccessRequest, context: Any
     ) -> opendata_pb2.ApplyOpenAccessResponse:
         portal = self._portal("apply for 授权开放 data")
+        spend_budget(self._budgets, portal, context)
         entity_type = _ENTITY_TYPES.get(request.entity_type)
         if entity_type is None:
             raise InvalidArgument(
@@ -171,6 +183,7 @@ class OpenApplicationsServicer:
         self, request: opendata_pb2.GetOpenApplicationRequest, context: Any
     ) -> opendata_pb2.GetOpenApplicationResponse:
         caller = current_peer().identity
+        spend_budget(self._budgets, caller, context)
         if not is_portal(caller):
             self._authority("read open applications")
         elif caller.region != self._node.region:
@@ -239,6 +252,7 @@ class OpenApplicationsServicer:
         self, request: opendata_pb2.FileUseReportRequest, context: Any
     ) -> opendata_pb2.FileUseReportResponse:
         portal = self._portal("file use reports")
+        spend_budget(self._budgets, portal, context)
         report = await self._keys.file_report(
             portal,
             request.text,

@@ -1,9 +1,9 @@
 """The open catalog and downloads over the wire (第二十九至三十五条): a real province node over
 mutual TLS, an agency and the open data portal calling it. What is listed is what is served;
 a download is the served version's rows, exactly, in chunks that each carry the source and
-acquisition date, ending with the file's SHA-256 and a receipt that verifies offline and names
-the recipient; a publication meanwhile does not mix versions; 授权开放 data, data no longer
-served, bad formats and a portal that names no recipient are refused."""
+acquisition date, the first stating the file's size, SHA-256 and a receipt that verifies
+offline and names the recipient; a publication meanwhile does not mix versions; 授权开放 data,
+data no longer served, bad formats and a portal that names no recipient are refused."""
 
 from __future__ import annotations
 
@@ -109,15 +109,20 @@ async def download(
 
 def checked(chunks: Sequence[opendata_pb2.DownloadChunk], listed: Any) -> bytes:
     """The file's bytes, once the chunks are what a download promises: each at most 64 KiB
-    with the provenance of the listed resource, the last one alone marked and digested."""
+    with the provenance of the listed resource and its offset in the file, the first alone
+    stating the file's size and digest (and carrying the receipt), the last alone marked."""
+    at = 0
     for chunk in chunks:
         assert len(chunk.data) <= CHUNK_BYTES
         assert chunk.source == listed.source and chunk.acquired_at == listed.acquired_at
         assert (chunk.version, chunk.dataset_iri) == (listed.version, listed.dataset_iri)
+        assert chunk.offset == at
+        at += len(chunk.data)
     assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
-    assert not any(c.sha256 or c.receipt for c in chunks[:-1])
+    assert chunks[0].receipt and not any(c.sha256 or c.receipt or c.size for c in chunks[1:])
     data = b"".join(c.data for c in chunks)
-    assert chunks[-1].sha256 == hashlib.sha256(data).hexdigest()
+    assert chunks[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert chunks[0].size == len(data)
     return data
 
 
@@ -183,7 +188,7 @@ async def test_the_open_catalog_is_listed_and_downloaded_by_an_agency_and_by_the
         assert lines[1:] == table(served) and len(served) == 1500
         assert data.count(b"\r\n") > 1500 and data.startswith(b"bh,csrq,qh,bz\r\n")
         root = load_certs(setup.config.path(setup.config.tls.root))[0]
-        receipt = check_receipt(chunks[-1].receipt, root, TD, file_bytes=data)
+        receipt = check_receipt(chunks[0].receipt, root, TD, file_bytes=data)
         assert receipt.recipient == AGENCY  # an agency cannot name another recipient
         assert (receipt.resource_code, receipt.version, receipt.format) == (u, 1, "csv")
         assert receipt.dataset == listed.dataset_iri and receipt.provider_code == PUBLIC_SECURITY
@@ -194,7 +199,7 @@ async def test_the_open_catalog_is_listed_and_downloaded_by_an_agency_and_by_the
         data = checked(chunks, listed)
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
         assert rows == served and list(rows[0]) == ["bh", "csrq", "qh", "bz"]
-        receipt = check_receipt(chunks[-1].receipt, root, TD, file_bytes=data)
+        receipt = check_receipt(chunks[0].receipt, root, TD, file_bytes=data)
         assert (receipt.recipient, receipt.format) == ("ip:203.0.113.9", "jsonl")
 
         # --- the byte order mark Excel wants -------------------------------------------------
@@ -202,9 +207,7 @@ async def test_the_open_catalog_is_listed_and_downloaded_by_an_agency_and_by_the
         chunks = await download(node, portal, u, "csv", "key:ab12cd34", bom=True)
         with_bom = checked(chunks, listed)
         assert with_bom == b"\xef\xbb\xbf" + plain
-        assert check_receipt(chunks[-1].receipt, root, TD, file_bytes=with_bom).size == len(
-            with_bom
-        )
+        assert check_receipt(chunks[0].receipt, root, TD, file_bytes=with_bom).size == len(with_bom)
 
         # --- a publication during a download: the file is the version it started with --------
         async with channel(node, agency, timeout=30) as ch:
@@ -217,7 +220,7 @@ async def test_the_open_catalog_is_listed_and_downloaded_by_an_agency_and_by_the
             chunks = started + [chunk async for chunk in stream]
         data = checked(chunks, listed)
         assert [json.loads(line) for line in data.decode().splitlines()] == served
-        assert check_receipt(chunks[-1].receipt, root, TD, file_bytes=data).version == 1
+        assert check_receipt(chunks[0].receipt, root, TD, file_bytes=data).version == 1
         assert (await listing(node, agency, query="birth")).resources[0].version == 2
 
         # --- every download is audited as 下载 with its recipient, version and digest --------

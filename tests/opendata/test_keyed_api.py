@@ -69,7 +69,7 @@ def receipt_of(
     chunks: Sequence[opendata_pb2.DownloadChunk], root: x509.Certificate, data: bytes
 ) -> Receipt:
     """The download's receipt, verified over ``data``, the bytes received."""
-    return check_receipt(chunks[-1].receipt, root, TD, file_bytes=data)
+    return check_receipt(chunks[0].receipt, root, TD, file_bytes=data)
 
 
 async def change_key(node: RunningNode, key_id: str, **fields: dt.datetime) -> None:

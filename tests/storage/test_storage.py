@@ -46,6 +46,7 @@ TABLES = {
     "open_application",
     "open_key",
     "open_use_report",
+    "open_file_digest",
     "witness_state",
     "witness_evidence",
     "invitation",

@@ -14,7 +14,7 @@ from typing import Any
 SUITE_NAME = "govnode-conformance"
 #: Bumped whenever a case is added, removed or changes what it checks; the approving province
 #: compares a report's mandatory cases with its own suite's.
-SUITE_VERSION = "2"  # 2: grant and rate-limit cases (SEC-15..18)
+SUITE_VERSION = "3"  # 2: grant and rate-limit cases (SEC-15..18); 3: open data (OPEN-01..07)
 
 
 class Outcome(enum.StrEnum):
@@ -25,7 +25,7 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class CaseInfo:
-    """One conformance case: a stable id (CONN-nn, SEC-nn), what it checks, and why."""
+    """One conformance case: a stable id (CONN-nn, SEC-nn, OPEN-nn), what it checks, and why."""
 
     id: str
     title: str
@@ -35,7 +35,9 @@ class CaseInfo:
 
     @property
     def group(self) -> str:
-        return "connectivity" if self.id.startswith("CONN") else "security"
+        if self.id.startswith("CONN"):
+            return "connectivity"
+        return "opendata" if self.id.startswith("OPEN") else "security"
 
 
 @dataclass

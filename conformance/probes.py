@@ -141,3 +141,124 @@ def probe_entry(kind: str, region: str, run_id: str) -> common_pb2.ResourceEntry
     if kind == "conditional":
         entry.share_conditions = "仅限符合性测试 (conformance probe only)"
     return entry
+
+
+# --- open data probes (第二十九至三十五条) ----------------------------------------------------
+
+#: GB 11643 weights of the first 17 digits of a citizen ID, and the check characters.
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+OPEN_PROBE_ROWS = 3
+
+
+def citizen_id_check(first17: str) -> str:
+    """The GB 11643 check character of an 18-character citizen ID's first 17 digits."""
+    return _ID_CHECK[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True)) % 11]
+
+
+def valid_citizen_id(first17: str) -> str:
+    return first17 + citizen_id_check(first17)
+
+
+@dataclass(frozen=True)
+class OpenProbeRecord:
+    """One record of an open data probe: direct identifiers the published data must not hold
+    in clear, whatever the item's treatment (第二十九条, 第三十七条)."""
+
+    key: str
+    citizen_id: str  # a valid GB 11643 ID (check character correct)
+    name: str
+    mobile: str  # a mainland mobile number, 1[3-9] and 9 digits
+    note: str
+
+    def values(self, *, level3: bool) -> dict[str, str]:
+        values = {
+            "probe_key": self.key,
+            "zjhm": self.citizen_id,  # masked to its first six digits
+            "sjhm": self.mobile,  # masked to 3 + 4 digits
+            "lxdh": self.mobile,  # pseudonymised
+            "xm": self.name,  # pseudonymised
+            "bz": self.note,  # as stored: harmless text
+        }
+        if level3:
+            values["sfzhm"] = self.citizen_id  # level 3: never opened
+        return values
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never appear in clear in a download."""
+        return (self.citizen_id, self.mobile, self.name)
+
+
+def new_open_probe_records(run_id: str, count: int = OPEN_PROBE_ROWS) -> list[OpenProbeRecord]:
+    out = []
+    for i in range(count):
+        digits = f"{secrets.randbelow(10**8):08d}"
+        out.append(
+            OpenProbeRecord(
+                key=f"open-{run_id}-{i}",
+                citizen_id=valid_citizen_id(
+                    f"350102198{digits[0]}0{1 + i % 9}1{i % 10}{digits[1:4]}"
+                ),
+                name=("测试甲", "测试乙", "测试丙")[i % 3],
+                mobile=f"13{3 + i % 7}{digits}",
+                note=f"conformance open data probe {run_id}",
+            )
+        )
+    return out
+
+
+def _open_item(
+    name: str,
+    title: str,
+    treatment: common_pb2.OpenTreatment | None,
+    *,
+    key: bool = False,
+    level: int = 2,
+) -> common_pb2.DataItem:
+    item = _item(name, title, key=key, level=level)
+    if treatment is not None:
+        item.open.CopyFrom(treatment)
+    return item
+
+
+_AS_STORED = common_pb2.OpenTreatment(kind=common_pb2.OPEN_TREATMENT_KIND_AS_STORED)
+_PSEUDONYM = common_pb2.OpenTreatment(kind=common_pb2.OPEN_TREATMENT_KIND_PSEUDONYMIZE)
+
+
+def _mask(first: int, last: int) -> common_pb2.OpenTreatment:
+    return common_pb2.OpenTreatment(
+        kind=common_pb2.OPEN_TREATMENT_KIND_MASK, keep_first=first, keep_last=last
+    )
+
+
+#: The items of the open data probes: what each opens as. ``sfzhm`` (level 3) only in the
+#: 授权开放 probe, since a resource with a level-3 item may not be 普遍开放 (第三十七条).
+OPEN_PROBE_ITEMS = (
+    _open_item("probe_key", "探针键", _AS_STORED, key=True, level=1),
+    _open_item("zjhm", "证件号码", _mask(6, 0)),
+    _open_item("sjhm", "手机号码", _mask(3, 4)),
+    _open_item("lxdh", "联系电话", _PSEUDONYM),
+    _open_item("xm", "姓名", _PSEUDONYM),
+    _open_item("bz", "备注", _AS_STORED, level=1),
+)
+LEVEL3_ITEM = _open_item("sfzhm", "公民身份号码", None, level=3)
+LEVEL3_ITEM.masking.kind = common_pb2.MASKING_KIND_CITIZEN_ID
+OPENED_ITEMS = tuple(i.name for i in OPEN_PROBE_ITEMS)
+
+OPEN_KINDS = {
+    "open_universal": common_pb2.OPEN_TYPE_UNIVERSAL,  # 普遍开放
+    "open_authorized": common_pb2.OPEN_TYPE_AUTHORIZED,  # 授权开放
+}
+
+
+def open_probe_entry(kind: str, region: str, run_id: str) -> common_pb2.ResourceEntry:
+    """An open data probe entry of ``kind`` (``open_universal`` or ``open_authorized``)."""
+    entry = probe_entry("unconditional", region, run_id)
+    entry.name = f"{PROBE_NAME_PREFIX} {kind} probe {run_id}"
+    del entry.items[:]
+    entry.items.extend(OPEN_PROBE_ITEMS)
+    if kind == "open_authorized":
+        entry.items.append(LEVEL3_ITEM)
+        entry.open_conditions = "仅限符合性测试 (conformance probe only)"
+    entry.open_type = OPEN_KINDS[kind]
+    return entry

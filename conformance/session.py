@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,11 @@ REQUEST_ID_KEY = "govnode-request-id"
 M = TypeVar("M", bound=Message)
 
 NEGATIVE_CERTS = ("expired", "revoked", "wrong-region")
+
+#: Checks a download receipt offline against the province root: ``(receipt, sha256 hex, size)``
+#: -> what the receipt states; raises ValueError naming the check that failed. The suite cannot
+#: import the node's checker (layers), so ``govnode conformance run`` passes it in.
+ReceiptCheck = Callable[[bytes, str, int], Mapping[str, Any]]
 
 
 class SetupFailed(Exception):
@@ -60,6 +65,12 @@ class Options:
     max_clock_skew_s: float = 5.0
     min_cert_days: int = 7
     verify_per_minute: int = 600  # the target's Verify rate limit (the platform default)
+    #: The city's open data portal, an https:// base URL; "" skips the open data cases.
+    portal: str = ""
+    #: At most this many requests, and seconds, for the portal's limit to answer 429 (OPEN-07).
+    portal_request_bound: int = 400
+    portal_request_seconds: float = 60.0
+    check_receipt: ReceiptCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,10 @@ class Session:
         self._counter = 0
         #: Tells the person running the suite what it is waiting for (one line at a time).
         self.notice: Callable[[str], None] = lambda line: None
+        #: Run by :meth:`cleanup` before the probe entries are withdrawn (e.g. unpublishing).
+        self.before_cleanup: list[Callable[[], Awaitable[list[str]]]] = []
+        #: What cases share beyond the probes (e.g. the open data probes), by name.
+        self.shared: dict[str, Any] = {}
 
     # --- channels and calls ---------------------------------------------------------------
 
@@ -309,11 +324,15 @@ class Session:
         raise SetupFailed(f"no free probe resource code at the {node} after 5 attempts")
 
     async def _submit(self, code: str, record: ProbeRecord) -> None:
+        await self.submit_records(code, [record.values()])
+
+    async def submit_records(self, code: str, rows: Sequence[Mapping[str, str]]) -> None:
+        """Submit ``rows`` into the probe resource ``code`` in one batch, all accepted."""
         request_id = self.new_request_id()
         batch = sharing_pb2.SubmitBatch(
             resource_code=code,
             batch_id=f"probe-{self.run_id}-{code}",
-            records=[common_pb2.Record(values=record.values())],
+            records=[common_pb2.Record(values=dict(r)) for r in rows],
         )
 
         async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
@@ -341,8 +360,8 @@ class Session:
                 f"submitting the probe record to {code}: {exc.code().name}: {exc.details()}"
             ) from None
         self.calls.append(ProbeCall(request_id, rpc("SharingService", "Submit"), "OK"))
-        if not acks or acks[0].accepted != 1:
-            raise SetupFailed(f"the probe record for {code} was not accepted: {acks}")
+        if not acks or acks[0].accepted != len(rows):
+            raise SetupFailed(f"the probe records for {code} were not all accepted: {acks}")
 
     async def active_codes(self, node: str) -> set[str]:
         codes: set[str] = set()
@@ -372,6 +391,11 @@ class Session:
             return []
         self._cleaned = True
         done = []
+        for step in self.before_cleanup:
+            try:
+                done.extend(await step())
+            except Exception as exc:  # the withdrawals below must still happen
+                done.append(f"a clean-up step failed: {type(exc).__name__}: {exc}")
         for node, codes in (("target", self._probes.target), ("province", self._probes.province)):
             for code in codes.values():
                 out = await self.call(

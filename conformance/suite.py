@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance.cases import Case, connectivity, governance, security
+from conformance.cases import Case, connectivity, governance, opendata, opendata_access, security
 
 
 def all_cases() -> list[Case]:
@@ -11,6 +11,8 @@ def all_cases() -> list[Case]:
     # case looks for every call made before it.
     cleanup = [c for c in connectivity_cases if c.info.id == connectivity.CLEANUP_ID]
     audit = [c for c in security.CASES if c.info.id == security.AUDIT_ID]
-    everything = connectivity_cases + security.CASES + governance.CASES
+    # OPEN-07 spends the portal's budget: it comes after the other open data cases.
+    open_data = opendata.CASES + opendata_access.CASES
+    everything = connectivity_cases + security.CASES + governance.CASES + open_data
     rest = [c for c in everything if c not in cleanup + audit]
     return rest + audit + cleanup

@@ -55,7 +55,7 @@ _CST = dt.timezone(dt.timedelta(hours=8))
 
 
 def render(name: str, status: int = 200, **values: Any) -> web.Response:
-    text = _ENV.get_template(name).render(site=SITE, **values)
+    text = _ENV.get_template(name).render(site=SITE, status=status, **values)
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 

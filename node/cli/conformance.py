@@ -7,18 +7,25 @@ this module parses options, prints progress and the summary, and writes the repo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
+from cryptography import x509
 
 from conformance.cases import Case
 from conformance.model import CaseResult, Outcome, RunReport
 from conformance.report import write_reports
 from conformance.runner import SelectionError, run
-from conformance.session import Options
+from conformance.session import Options, ReceiptCheck
 from conformance.suite import all_cases
+from conformance.web import portal_address
+from gateway.identity import IdentityError, identity_of
 from node.cli._common import UserError
+from node.opendata import FileDigest, check_receipt
 
 app = typer.Typer(
     help="The conformance suite a city sub-platform must pass (第三十一条).", no_args_is_help=True
@@ -60,6 +67,24 @@ def print_summary(report: RunReport, paths: list[Path]) -> None:
     print(verdict)
     for path in paths:
         print(f"  report: {path}")
+
+
+def receipt_checker(root: Path, tester: Path) -> ReceiptCheck:
+    """The node's offline receipt check for OPEN-03 (the suite may not import it): against the
+    province root, in the trust domain of the tester's own certificate."""
+    try:
+        anchor = x509.load_pem_x509_certificate(root.read_bytes())
+        own = x509.load_pem_x509_certificates((tester / "tester.crt").read_bytes())[0]
+        trust_domain = identity_of(own).trust_domain
+    except (OSError, ValueError, IdentityError) as exc:
+        raise UserError(f"--root/--tester: {exc}") from None
+
+    def check(receipt: bytes, sha256: str, size: int) -> Mapping[str, Any]:
+        # ReceiptError is a ValueError naming the check that failed, as the suite expects.
+        stated = check_receipt(receipt, anchor, trust_domain, file_digest=FileDigest(sha256, size))
+        return dataclasses.asdict(stated)
+
+    return check
 
 
 def _ids(only: str | None) -> list[str] | None:
@@ -111,6 +136,23 @@ def run_command(
         max=100_000,
         help="The target's Verify rate limit per caller and resource ([oracle]; default 600).",
     ),
+    portal: str = typer.Option(
+        "",
+        "--portal",
+        help=(
+            "The city's public open data portal, an https:// base URL (e.g. "
+            "https://opendata.fuzhou.example). Without it the open data cases (OPEN-nn) are "
+            "skipped, saying so."
+        ),
+    ),
+    portal_requests: int = typer.Option(
+        400,
+        "--portal-requests",
+        min=10,
+        max=100_000,
+        help="At most this many requests (and 60 s) for the portal's limit to answer 429 "
+        "(OPEN-07).",
+    ),
 ) -> None:
     """Run the suite against --target and write signed reports. Exit status 0 only when
     every mandatory case ran and passed."""
@@ -124,7 +166,15 @@ def run_command(
         revocation_timeout_s=revocation_timeout,
         max_message_bytes=max_message_bytes,
         verify_per_minute=verify_per_minute,
+        portal=portal,
+        portal_request_bound=portal_requests,
+        check_receipt=receipt_checker(root, tester) if portal else None,
     )
+    if portal:
+        try:
+            portal_address(portal)
+        except ValueError as exc:
+            raise UserError(f"--portal: {exc}") from None
     try:
         report = asyncio.run(run(options, only=_ids(only), progress=_progress, notice=_notice))
     except (SelectionError, ValueError) as exc:

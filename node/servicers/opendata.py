@@ -17,6 +17,7 @@ from govnode.v1 import opendata_pb2
 from gateway.auth import current_peer
 from gateway.identity import Identity, Role
 from node import paging
+from node.codes import Region
 from node.errors import InvalidArgument, PermissionDenied
 from node.opendata import Dataset, OpenData, Report
 from node.servicers.convert import _ts
@@ -65,12 +66,15 @@ class OpenDataServicer:
 
     def _authority(self, *, testers: bool = False) -> Identity:
         """The caller, if it is this node's authority or the node itself (or, where
-        ``testers``, a conformance tester of this region, for its probe resources only)."""
+        ``testers``, a conformance tester of this region or of its province, for its probe
+        resources only: the province issues testers, and tests a city before approving it,
+        第三十一条)."""
         caller = current_peer().identity
         own = caller.region == self._node.region
         if own and (caller.role is Role.AUTHORITY or caller == self._node):
             return caller
-        if testers and own and caller.role is Role.TESTER:
+        ours = own or Region(caller.region).contains(self._node.region)
+        if testers and ours and caller.role is Role.TESTER:
             return caller
         raise PermissionDenied(
             f"{caller} may not publish open data here: only this node's data management "

@@ -36,6 +36,7 @@ from tests.support.conformance_targets import (
 )
 from tests.support.databases import NewDatabaseUrl
 from tests.support.nodes import PUBLIC_SECURITY, make_province
+from tests.support.portal import portal_config, run_portal
 
 MANDATORY_SECURITY = [
     c.info.id for c in all_cases() if c.info.group == "security" and c.info.mandatory
@@ -52,13 +53,16 @@ def reasons(report: RunReport) -> str:
     )
 
 
-# --- a correctly configured city passes, by the real command ------------------------------------
+# --- a correctly configured city passes, by the real command, its open data portal too --------
 
 
 async def test_the_suite_passes_against_a_correct_city(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:
-    async with platform(tmp_path, await db_urls(), await db_urls()) as plat:
+    async with (
+        platform(tmp_path, await db_urls(), await db_urls()) as plat,
+        run_portal(portal_config(plat.city, plat.nodes["city"], tmp_path / "portal")) as portal,
+    ):
         reports = tmp_path / "reports"
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "govnode"),
@@ -76,6 +80,8 @@ async def test_the_suite_passes_against_a_correct_city(
             str(reports),
             "--sync-timeout",
             "15",
+            "--portal",
+            portal.url,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "GOVNODE_LOG__LEVEL": "warning"},

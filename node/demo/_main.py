@@ -27,6 +27,7 @@ from node.config import NodeConfig, load_config
 from node.demo._examples import EXAMPLES_DIR, ExampleAgency, load_example_catalog
 from node.demo._federation import show_federation
 from node.demo._opendata import show_authorized_open_data, show_open_data
+from node.demo._portal import public_portal
 from node.demo._sharing import show_data_path
 from node.pki import Revocations, issue_authority, issue_client, provision_province
 from node.ports import free_port as free_port  # re-exported: tests and bench import it here
@@ -138,21 +139,26 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         say("")
         await show_federation(demo, node, config, base, catalog.resources[1])
         say("")
-        portal = await show_open_data(demo, node, config, catalog.resources[1])
-        say("")
-        await show_authorized_open_data(demo, node, config, catalog.resources[1], portal)
-        say("")
-        if keep_running:
-            any_code = catalog.agencies[0].code
-            bundle = base / "agencies" / any_code
-            say(f"The node keeps running on {node.address}. Try it with any gRPC client, e.g.:")
-            say(
-                f"  grpcurl -cacert {bundle}/ca.crt -cert {bundle}/client.crt "
-                f"-key {bundle}/client.key {node.address} list"
-            )
-            say("Press Ctrl-C to stop.")
-            await asyncio.Event().wait()
-        say("Demo finished: the node shut down gracefully (NOT_SERVING first).")
+        async with public_portal(demo, node, config) as portal:
+            await show_open_data(demo, node, config, catalog.resources[1], portal)
+            say("")
+            await show_authorized_open_data(demo, node, config, catalog.resources[1], portal)
+            say("")
+            if keep_running:
+                any_code = catalog.agencies[0].code
+                bundle = base / "agencies" / any_code
+                say(f"The node keeps running on {node.address}. Try it with any gRPC client:")
+                say(
+                    f"  grpcurl -cacert {bundle}/ca.crt -cert {bundle}/client.crt "
+                    f"-key {bundle}/client.key {node.address} list"
+                )
+                say(
+                    f"The public portal serves {portal.url}/ (a self-signed certificate: "
+                    f"{portal.server_cert}); open it in a browser."
+                )
+                say("Press Ctrl-C to stop.")
+                await asyncio.Event().wait()
+        say("Demo finished: the portal stopped, the node shut down gracefully (NOT_SERVING first).")
     finally:
         await node.stop(grace=1.0)
 

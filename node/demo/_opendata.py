@@ -1,16 +1,19 @@
-"""Step [18] of the demo: open data (第二十九至三十五条). The province's data management authority
-publishes 法人单位基础信息 (普遍开放): a de-identified, checked version; the open data portal's
-certificate downloads it as CSV for a member of the public, with its source and acquisition
-date, and the download's receipt is checked offline with the root certificate alone."""
+"""Steps [18] and [19] of the demo: open data (第二十九至三十五条). The province's data
+management authority publishes 法人单位基础信息 (普遍开放): a de-identified, checked version; the
+public portal, a process of its own, serves it over HTTPS to anyone (no client certificate):
+the CSV with its source and acquisition date, and the download's receipt is checked offline
+with the root certificate alone. Then 授权开放: a university applies through the portal's
+JSON API, is refused for commercial use, approved for research, and downloads with its key."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-import grpc
 from govnode.v1 import (
     catalog_pb2,
     common_pb2,
@@ -20,7 +23,6 @@ from govnode.v1 import (
 )
 
 from gateway.channel import secure_channel
-from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.catalog import (
     Classification,
@@ -35,9 +37,10 @@ from node.catalog import (
 )
 from node.codes import make_credit_code
 from node.config import NodeConfig
+from node.demo._portal import DemoPortal
 from node.demo._sharing import submit_batch
 from node.opendata import ReceiptError, check_receipt
-from node.pki import issue_portal, load_certs
+from node.pki import load_certs
 from node.servicers.convert import entry_to_proto
 from node.times import CST
 
@@ -48,9 +51,9 @@ RECIPIENT = "ip:127.0.0.1"
 
 
 async def show_open_data(
-    demo: Demo, node: RunningNode, config: NodeConfig, companies: ResourceEntry
-) -> TlsFiles:
-    """Step [18]; returns the portal certificate's files, which step [19] uses too."""
+    demo: Demo, node: RunningNode, config: NodeConfig, companies: ResourceEntry, portal: DemoPortal
+) -> None:
+    """Step [18]: published by the authority, downloaded by the public through the portal."""
     say = demo.say
     code = companies.resource_code
     say(f"[18] Open data (第二十九至三十五条): the authority publishes {companies.name} (普遍开放)")
@@ -65,48 +68,55 @@ async def show_open_data(
     )
     for item in companies.items:
         say(f"      {item.name} {item.title}: {report.treatments.get(item.name, '?')}")
-
-    _, paths = issue_portal(config, name="demo", out=demo.base / "portal")
-    portal = TlsFiles(paths["key"], paths["cert"], paths["ca"])
-    data = b""
-    chunks: list[opendata_pb2.DownloadChunk] = []
-    async with secure_channel(node.address, portal, timeout=30) as ch:
-        stream = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
-            opendata_pb2.DownloadRequest(resource_code=code, format="csv"),
-            metadata=(("govnode-recipient", RECIPIENT),),
+    say(
+        f"  ✓ the public portal runs as a process of its own (govnode portal serve) at "
+        f"{portal.url}; it calls the node over mutual TLS as {portal.identity}"
+    )
+    async with portal.session() as web:
+        async with web.get(f"{portal.url}/api/v1/datasets", params={"q": "法人"}) as response:
+            listed = (await response.json())["datasets"]
+        say(
+            f"  ✓ GET /api/v1/datasets?q=法人 (HTTPS, no client certificate): "
+            f"{', '.join(d['name'] for d in listed)}"
         )
-        async for chunk in stream:
-            chunks.append(chunk)
-            data += chunk.data
-    first = chunks[0]  # the receipt, size and SHA-256 come first
-    out = demo.base / "downloads" / f"{code}-v{first.version}.csv"
+        async with web.get(f"{portal.url}/api/v1/datasets/{code}/data.csv") as response:
+            response.raise_for_status()
+            data = await response.read()
+            headers = response.headers
+    receipt_bytes = _receipt_header(headers["Govnode-Receipt"])
+    version = headers["Govnode-Version"]
+    out = demo.base / "downloads" / f"{code}-v{version}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
-    (out.parent / f"{out.name}.receipt.json").write_bytes(first.receipt)
+    (out.parent / f"{out.name}.receipt.json").write_bytes(receipt_bytes)
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     say(
-        f"  ✓ the open data portal's certificate downloads it as CSV for a member of the public "
-        f"({RECIPIENT}): {len(rows) - 1} rows, {len(data)} bytes → {out}"
+        f"  ✓ the public downloads it: GET /api/v1/datasets/{code}/data.csv → "
+        f"{len(rows) - 1} rows, {len(data)} bytes → {out}"
     )
     say(
         f"      header {','.join(rows[0])}; first row {','.join(rows[1]) if len(rows) > 1 else '-'}"
     )
-    say(f"      {first.source}")
-    acquired = first.acquired_at.ToDatetime(dt.UTC).astimezone(CST)
+    say(f"      Link: {headers['Link'].split(',')[0]}")
+    say(f"      {unquote(headers['Govnode-Source'])}")
+    acquired = dt.datetime.fromisoformat(headers["Govnode-Acquired-At"]).astimezone(CST)
     say(f"      获取日期 {acquired:%Y-%m-%d %H:%M:%S} CST")
     root = load_certs(config.path(config.tls.root))[0]
     try:
-        receipt = check_receipt(first.receipt, root, config.node.trust_domain, file_bytes=data)
+        receipt = check_receipt(receipt_bytes, root, config.node.trust_domain, file_bytes=data)
     except ReceiptError as exc:
         say(f"  ✗ the download's receipt did not verify: {exc}")
-        return portal
+        return
     say(
-        f"  ✓ receipt checked offline with the root certificate alone (govnode opendata "
-        f"check-receipt): {receipt.dataset} version {receipt.version}, sha256 "
+        f"  ✓ receipt (header Govnode-Receipt) checked offline with the root certificate alone "
+        f"(govnode opendata check-receipt): {receipt.dataset} version {receipt.version}, sha256 "
         f"{receipt.sha256[:16]}…, obtained {receipt.obtained_at.astimezone(CST):%Y-%m-%d %H:%M} "
         f"CST by {receipt.recipient}"
     )
-    return portal
+
+
+def _receipt_header(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
 UNIVERSITY = make_credit_code("12350000488001234")  # a 事业单位 (GB 32100: 1 机构编制, 2 事业单位)
@@ -192,7 +202,7 @@ def _allowances() -> list[dict[str, str]]:
 
 
 async def show_authorized_open_data(
-    demo: Demo, node: RunningNode, config: NodeConfig, template: ResourceEntry, portal: TlsFiles
+    demo: Demo, node: RunningNode, config: NodeConfig, template: ResourceEntry, portal: DemoPortal
 ) -> None:
     """Step [19]: a university applies for 授权开放 data; refused for commercial use, approved
     for research with fewer items; its key downloads only those items."""
@@ -224,28 +234,29 @@ async def show_authorized_open_data(
         f"{', '.join(report.quasi_identifiers)}"
     )
 
-    def application(use: int, request_id: str) -> opendata_pb2.ApplyOpenAccessRequest:
-        return opendata_pb2.ApplyOpenAccessRequest(
-            resource_code=code,
-            entity_type=opendata_pb2.APPLICANT_ENTITY_TYPE_UNIVERSITY,
-            entity_code=UNIVERSITY,
-            entity_name="福建示范大学",
-            use=use,  # type: ignore[arg-type]
-            purpose="老龄化与社会保障研究",
-            request_id=request_id,
-            contact="research-office@example.edu.cn",
-        )
+    def application(use: str, request_id: str) -> dict[str, str]:
+        return {
+            "resource_code": code,
+            "entity_type": "university",
+            "entity_code": UNIVERSITY,
+            "entity_name": "福建示范大学",
+            "use": use,
+            "purpose": "老龄化与社会保障研究",
+            "request_id": request_id,
+            "contact": "research-office@example.edu.cn",
+        }
 
-    async with secure_channel(node.address, portal, timeout=30) as ch:
-        stub = opendata_pb2_grpc.OpenDataServiceStub(ch)
-        try:
-            await stub.ApplyOpenAccess(application(opendata_pb2.OPEN_DATA_USE_COMMERCIAL, "a1"))
-            say("  ✗ a university's application for commercial use was accepted")
-        except grpc.aio.AioRpcError as exc:
-            say(f"  ✗ for commercial use: {exc.code().name}: {exc.details()}")
-        applied = await stub.ApplyOpenAccess(application(opendata_pb2.OPEN_DATA_USE_RESEARCH, "a2"))
-    app_id = applied.application.id
-    say(f"  ✓ for research: application {app_id} is pending (the portal applied for it)")
+    async with portal.session() as web:
+        applying = f"{portal.url}/api/v1/applications"
+        async with web.post(applying, json=application("commercial", "a1")) as response:
+            refusal = (await response.json())["error"]
+            say(
+                f"  ✗ for commercial use: {response.status} {refusal['code']}: {refusal['message']}"
+            )
+        async with web.post(applying, json=application("research", "a2")) as response:
+            response.raise_for_status()
+            app_id = (await response.json())["id"]
+    say(f"  ✓ for research: application {app_id} is pending (POST /api/v1/applications)")
     async with secure_channel(node.address, demo.authority, timeout=30) as ch:
         reviewed = await opendata_pb2_grpc.OpenDataServiceStub(ch).ReviewOpenApplication(
             opendata_pb2.ReviewOpenApplicationRequest(
@@ -262,25 +273,21 @@ async def show_authorized_open_data(
         f"  ✓ the authority approves it narrowed to csrq, ffje; the key (key id {key_id}) is "
         "shown once, and 福建省民政厅 is told (第三十三条)"
     )
-    data = b""
-    first = None
-    async with secure_channel(node.address, portal, timeout=30) as ch:
-        stream = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
-            opendata_pb2.DownloadRequest(resource_code=code, format="csv"),
-            metadata=(("govnode-open-key", key),),
-        )
-        async for chunk in stream:
-            data += chunk.data
-            first = first or chunk  # the receipt comes with the first chunk
-    assert first is not None
+    async with (
+        portal.session(**{"X-API-Key": key}) as web,
+        web.get(f"{portal.url}/api/v1/datasets/{code}/data.csv") as response,
+    ):
+        response.raise_for_status()
+        data = await response.read()
+        receipt_bytes = _receipt_header(response.headers["Govnode-Receipt"])
     header = data.decode("utf-8").splitlines()[0]
     root = load_certs(config.path(config.tls.root))[0]
     try:
-        receipt = check_receipt(first.receipt, root, config.node.trust_domain, file_bytes=data)
+        receipt = check_receipt(receipt_bytes, root, config.node.trust_domain, file_bytes=data)
     except ReceiptError as exc:
         say(f"  ✗ the keyed download's receipt did not verify: {exc}")
         return
     say(
-        f"  ✓ with its key the portal downloads only the approved items ({header}), "
-        f"receipt for {receipt.recipient} checked offline"
+        f"  ✓ with its key (header X-API-Key) the portal serves only the approved items "
+        f"({header}), receipt for {receipt.recipient} checked offline"
     )

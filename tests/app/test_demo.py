@@ -139,29 +139,35 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
         "spiffe://350100.fujian.gov.cn/agency/11350100003592001G"
     ) in evidence
     # Open data (第二十九至三十五条): the authority publishes 法人单位基础信息, de-identified as
-    # its items say; the portal's certificate downloads it for a member of the public with its
-    # source and date, and the receipt checks offline.
+    # its items say; the public portal, a process of its own, serves it over HTTPS with no
+    # client certificate, with its source and date, and the receipt checks offline.
     opened = text.split("\n[18] ", 1)[1].split("\n[19] ", 1)[0]
     assert "✗" not in opened, opened
     assert "✓ version 1: 4 rows published, 0 left out" in opened, opened
     assert "fddbr 法定代表人: masked, keeping 1 first and 0 last characters" in opened
     assert "header tyshxydm,dwmc,fddbr,djzt" in opened and ",王*," in opened
     assert "来源：福建省市场监督管理局（统一社会信用代码 113500000035910027）" in opened
+    assert "✓ the public portal runs as a process of its own (govnode portal serve)" in opened
+    assert "as spiffe://350000.fujian.gov.cn/portal/demo" in opened
+    assert "GET /api/v1/datasets?q=法人 (HTTPS, no client certificate): 法人单位基础信息" in opened
+    assert "GET /api/v1/datasets/350000-1-000002/data.csv → 4 rows" in opened
+    assert 'Link: <https://opendata.fujian.gov.cn/dataset/350000-1-000002>; rel="cite-as"' in opened
     assert (
-        "✓ receipt checked offline with the root certificate alone (govnode opendata "
-        "check-receipt): https://opendata.fujian.gov.cn/dataset/350000-1-000002 version 1"
+        "✓ receipt (header Govnode-Receipt) checked offline with the root certificate alone "
+        "(govnode opendata check-receipt): https://opendata.fujian.gov.cn/dataset/"
+        "350000-1-000002 version 1"
     ) in opened
     assert "by ip:127.0.0.1" in opened
     # 授权开放: a university refused for commercial use, approved for research narrowed, its
     # key downloading only the approved items with a receipt naming the key.
     authorized = text.split("\n[19] ", 1)[1]
-    assert "✗ for commercial use: PERMISSION_DENIED: 第三十三条: a 高校 may use" in authorized
+    assert "✗ for commercial use: 403 PERMISSION_DENIED: 第三十三条: a 高校 may use" in authorized
     assert re.search(r"✓ for research: application 350000-OA-\w+ is pending", authorized)
     key_id = re.search(r"the key \(key id (\w+)\) is shown once", authorized)
     assert key_id, authorized
     assert (
-        "✓ with its key the portal downloads only the approved items (csrq,ffje), receipt for "
-        f"key:{key_id[1]} checked offline"
+        "✓ with its key (header X-API-Key) the portal serves only the approved items "
+        f"(csrq,ffje), receipt for key:{key_id[1]} checked offline"
     ) in authorized
     # A stream the demo (or a stopping city) cancels leaves no unretrieved task behind.
     assert "Task exception was never retrieved" not in result.stderr, result.stderr

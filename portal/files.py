@@ -40,6 +40,8 @@ from portal.node import Caller, Download, FileStart
 from portal.views import DATA_TYPES, FORMATS, api_path, cite_text
 
 _RANGE_RE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
+#: No file is larger: a range past it is answered 416 without asking the node.
+MAX_OFFSET = 2**62
 _CSVW_TYPES = {
     "integer": "integer",
     "decimal": "decimal",
@@ -58,8 +60,10 @@ def _range(request: web.Request) -> tuple[int, int | None] | None:
     first = int(match.group(1))
     last = int(match.group(2)) if match.group(2) else None
     if last is not None and last < first:
-        return None  # unsatisfiable as written: RFC 9110 says to ignore it
-    return first, last
+        return None  # invalid as written: RFC 9110 says to ignore it
+    if first > MAX_OFFSET:
+        raise HttpRefusal(416, f"Range: byte {first} is past any file this portal serves")
+    return first, None if last is None else min(last, MAX_OFFSET)
 
 
 def _etag(start: FileStart) -> str:

@@ -19,17 +19,18 @@ Every response carries the security headers of :data:`SECURITY_HEADERS`.
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
 from aiohttp import web
 
 from portal.config import PortalConfig
 from portal.node import Caller, NodeClient, NodeRefusal
 
-log = logging.getLogger("govnode.portal")
+log = structlog.get_logger("govnode.portal")
 
 MAX_QUERY = 4096
 MAX_BODY = 64 * 1024
@@ -213,9 +214,13 @@ def guard(page: ErrorPage) -> Any:
             return error_response(
                 request, exc.status, _code(exc.status), exc.message, exc.retry_after, page
             )
+        started = time.monotonic()
         try:
-            return await handler(request)
+            response = await handler(request)
+            _logged(request, response.status, started)
+            return response
         except NodeRefusal as exc:
+            _logged(request, exc.http_status, started, refusal=exc.code)
             return error_response(
                 request, exc.http_status, exc.code, exc.message, exc.retry_after, page
             )
@@ -232,7 +237,7 @@ def guard(page: ErrorPage) -> Any:
             return error_response(request, exc.status, _code(exc.status), text, None, page)
         except Exception:
             # A bug of the portal's: logged with its traceback, never shown to the public.
-            log.exception("portal_request_failed", extra={"path": request.path[:200]})
+            log.exception("portal_request_failed", method=request.method, path=request.path[:200])
             return error_response(
                 request, 500, "INTERNAL", "门户内部错误，请稍后再试", None, _plain_page
             )
@@ -240,6 +245,19 @@ def guard(page: ErrorPage) -> Any:
             portal.in_flight.leave(address)
 
     return middleware
+
+
+def _logged(request: web.Request, status: int, started: float, refusal: str = "") -> None:
+    """One event per request (debug: the node audits every call that reads data, with the
+    recipient; the portal's own log is for operators)."""
+    log.debug(
+        "portal_request",
+        method=request.method,
+        path=request.path[:200],
+        status=status,
+        refusal=refusal or None,
+        ms=round((time.monotonic() - started) * 1000, 1),
+    )
 
 
 def _plain_page(request: web.Request, status: int, message: str) -> web.Response:

@@ -8,9 +8,12 @@ import datetime as dt
 import ipaddress
 import signal
 import ssl
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -73,6 +76,34 @@ async def serve(
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         await node.close()
+
+
+async def wait_until_answering(
+    url: str,
+    tls: ssl.SSLContext | bool,
+    process: subprocess.Popen[bytes],
+    *,
+    timeout_s: float = 30.0,
+) -> None:
+    """Wait until a portal process started at ``url`` answers ``/healthz`` (whatever its
+    node's state); RuntimeError if it exits first or does not answer within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    connector = aiohttp.TCPConnector(ssl=tls)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=5)
+    ) as web:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the portal exited with status {process.returncode}")
+            try:
+                async with web.get(f"{url}/healthz") as response:
+                    await response.read()
+                    return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the portal at {url} did not answer in {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
 
 
 def self_signed(directory: Path, host: str, *, days: int = 90) -> tuple[Path, Path]:

@@ -10,7 +10,6 @@ import contextlib
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from node.app import RunningNode
 from node.config import NodeConfig
 from node.pki import issue_portal
 from node.ports import free_port
-from portal.server import self_signed, write_config
+from portal.server import self_signed, wait_until_answering, write_config
 
 if TYPE_CHECKING:
     from node.demo._main import Demo
@@ -71,7 +70,8 @@ async def public_portal(
             stderr=log,
         )
     try:
-        await _wait_answering(portal, process)
+        tls = ssl.create_default_context(cafile=str(portal.server_cert))
+        await wait_until_answering(portal.url, tls, process, timeout_s=START_TIMEOUT_S)
         yield portal
     finally:
         if process.poll() is None:
@@ -81,20 +81,3 @@ async def public_portal(
             except subprocess.TimeoutExpired:
                 process.kill()
                 await asyncio.to_thread(process.wait, STOP_TIMEOUT_S)
-
-
-async def _wait_answering(portal: DemoPortal, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    async with portal.session() as web:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the portal exited (exit {process.returncode}; {portal.log})")
-            try:
-                async with web.get(f"{portal.url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the portal did not answer in {START_TIMEOUT_S:.0f} s")
-            await asyncio.sleep(0.1)

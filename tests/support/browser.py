@@ -14,8 +14,6 @@ and :func:`open_page`. Pages in Chinese are only worth testing with a font that 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import shutil
 import ssl
 import subprocess
@@ -25,11 +23,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from playwright.async_api import Browser, Page, async_playwright
+
+from portal.server import self_signed
 
 #: Where Debian's package puts it, when PATH does not say.
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
@@ -147,36 +143,10 @@ def cjk_font_families() -> frozenset[str]:
 
 
 def self_signed_server_tls(directory: Path) -> ssl.SSLContext:
-    """A server TLS context for 127.0.0.1 with a throwaway self-signed certificate (written
-    to ``directory``), for pages that a browser opens with ``ignore_https_errors``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """A server TLS context for 127.0.0.1 with a throwaway self-signed certificate (the one
+    ``govnode portal init --self-signed`` makes, written to ``directory``), for pages that a
+    browser opens with ``ignore_https_errors``."""
+    cert_path, key_path = self_signed(directory, "127.0.0.1", days=1)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)
     return context

@@ -9,7 +9,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import aiohttp
 
 from node.app import RunningNode
 from node.ports import free_port
-from portal.server import self_signed, write_config
+from portal.server import self_signed, wait_until_answering, write_config
 from tests.support.nodes import GOVNODE, ProvinceSetup
 
 #: How long a portal may take to answer its first health check.
@@ -83,21 +82,11 @@ async def run_portal(config: Path) -> AsyncIterator[RunningPortal]:
         env={**os.environ, "GOVNODE_LOG__FORMAT": "json"},
     )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        async with client() as session:
-            while True:
-                if process.poll() is not None:
-                    err = process.stderr.read() if process.stderr else b""
-                    raise AssertionError(f"govnode portal serve exited: {err!r}")
-                try:
-                    async with session.get(f"{url}/healthz") as response:
-                        await response.read()
-                        break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the portal did not answer in {START_TIMEOUT_S} s")
-                await asyncio.sleep(0.1)
+        try:
+            await wait_until_answering(url, False, process, timeout_s=START_TIMEOUT_S)
+        except RuntimeError as exc:
+            err = process.stderr.read() if process.stderr and process.poll() is not None else b""
+            raise AssertionError(f"govnode portal serve: {exc}: {err!r}") from None
         yield RunningPortal(url, config, process)
     finally:
         if process.poll() is None:

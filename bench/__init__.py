@@ -16,6 +16,9 @@ Modules, one job each:
 - :mod:`bench.sqlite_baseline`: raw sqlite3 inserts with the node's pragmas.
 - :mod:`bench.opendata_publish`: open-data publication over a million records, per phase
   (``python -m bench.opendata_publish``; the ``opendata-publish`` scenario runs it smaller).
+- :mod:`bench.opendata_download`: CSV downloads through the public portal against a bare
+  aiohttp HTTPS server (``python -m bench.opendata_download``; the ``opendata-download``
+  scenario runs it smaller), with :mod:`bench.bare_http`, that baseline server.
 - :mod:`bench.scenarios`: what is measured; add a scenario to :data:`SCENARIOS` to extend.
 - :mod:`bench.report`: the table and the final JSON line.
 - :mod:`bench.run`: the command line and the orchestration.

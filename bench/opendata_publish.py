@@ -324,18 +324,25 @@ class TimedOpenData(OpenData):
 # --- the run ---------------------------------------------------------------------------------
 
 
-async def load(db: Database, count: int) -> tuple[float, float]:
-    """Register the entry and submit ``count`` records; (wall s, CPU s) of the submits."""
+async def load(
+    db: Database, count: int, resource: ResourceEntry | None = None
+) -> tuple[float, float]:
+    """Register the entry (``resource``, by default :func:`entry`) and submit ``count``
+    records, each with the values of its items only; (wall s, CPU s) of the submits."""
     catalog = Catalog(db, node_region=REGION)
     provider = Identity(REGION, TRUST_DOMAIN, Role.AGENCY, PROVIDER)
-    registered = await catalog.register(provider, entry())
+    registered = await catalog.register(provider, resource or entry())
+    names = {item.name for item in registered.items}
     store = Records(db, REGION)
     rng = random.Random(14)
     wall = cpu = 0.0
     for first in range(0, count, SUBMIT_BATCH):
+        made = records(first, min(SUBMIT_BATCH, count - first), rng)
         batch = SubmitBatch(
             batch_id=f"bench-{first}",
-            records=tuple(records(first, min(SUBMIT_BATCH, count - first), rng)),
+            records=tuple(
+                made if resource is None else ({k: r[k] for k in r if k in names} for r in made)
+            ),
         )
         started, started_cpu = time.perf_counter(), time.process_time()
         outcome = await store.submit(provider, registered, batch)

@@ -19,6 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, its threads included (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ChildFailed(RuntimeError):
     """A child process exited or misbehaved; the message carries the end of its stderr."""
 

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--publish-records", type=int, help="opendata-publish: records published (100,000)"
     )
     p.add_argument(
+        "--download-records",
+        type=int,
+        help="opendata-download: records in the downloaded CSV (50,000; at least ~20,000)",
+    )
+    p.add_argument(
         "--scenario",
         action="append",
         choices=names,
@@ -63,6 +68,7 @@ _OVERRIDABLE = (
     "batch_size",
     "unread_streams",
     "publish_records",
+    "download_records",
 )
 
 

@@ -39,6 +39,7 @@ class Options:
     batch_size: int = 1000
     unread_streams: int = 200
     publish_records: int = 100_000
+    download_records: int = 50_000
     scenarios: tuple[str, ...] = ()
 
     @classmethod
@@ -51,6 +52,7 @@ class Options:
             batches=5,
             batch_size=500,
             publish_records=20_000,
+            download_records=20_000,
         )
 
 
@@ -548,6 +550,53 @@ class OpenDataPublishScenario:
         return outcome
 
 
+class OpenDataDownloadScenario:
+    """普遍开放 downloads (第三十二条): the CSV through ``govnode portal serve`` and its node,
+    against a bare aiohttp HTTPS server streaming the same bytes (``python -m
+    bench.opendata_download``, a child process with a node, a portal and a baseline of its
+    own)."""
+
+    name = "opendata-download"
+    title = "CSV download MB/s through the portal vs a bare aiohttp HTTPS server"
+    targets: ClassVar[dict[str, float]] = {"download_ratio": 0.5}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o = bench.options
+        seconds = min(o.duration, 2.0)
+        command = python_command(
+            "-m", "bench.opendata_download", "--records", str(o.download_records),
+            "--rounds", str(o.rounds), "--seconds", f"{seconds:g}",
+        )  # fmt: skip
+        async with child("opendata-download", command, logs=bench.logs) as download:
+            line = ""
+            while not line.startswith("{"):
+                line = await download.read_line(within=600.0)
+        data: dict[str, Any] = json.loads(line)
+        cpu = data["cpu_s_per_mb"]
+        outcome = Outcome(targets=self.targets)
+        outcome.rows = [
+            Rate("bare aiohttp HTTPS, same bytes (baseline)", data["bare_mb_per_s"], "MB/s"),
+            Rate("portal download (portal + node)", data["portal_mb_per_s"], "MB/s"),
+            Ratio("portal / bare", data["download_ratio"], self.targets["download_ratio"]),
+        ]
+        outcome.figures = {
+            "download_portal_mb_per_s": data["portal_mb_per_s"],
+            "download_bare_mb_per_s": data["bare_mb_per_s"],
+            "download_ratio": data["download_ratio"],
+            "download_cpu_s_per_mb": cpu,
+        }
+        outcome.notes.append(
+            f"opendata-download: a 普遍开放 CSV of {data['rows_published']:,} rows "
+            f"({data['file_bytes'] / 1e6:.1f} MB) downloaded whole, {data['concurrency']} at a "
+            f"time, by one aiohttp client from govnode portal serve (HTTPS, self-signed) in front "
+            f"of its node, and from a bare aiohttp server with the portal's TLS streaming the "
+            f"same bytes from memory; {data['rounds']} alternating rounds of at least "
+            f"{data['round_s']:g} s each, best of each; CPU s per MB: portal {cpu['portal']}, "
+            f"node {cpu['node']}, bare server {cpu['bare']}"
+        )
+        return outcome
+
+
 class Scenario(Protocol):
     name: str
     title: str
@@ -563,5 +612,6 @@ SCENARIOS: list[Scenario] = [
     VerifyScenario(),
     UnreadStreamsScenario(),
     OpenDataPublishScenario(),
+    OpenDataDownloadScenario(),
     RoutedVerifyScenario(),
 ]

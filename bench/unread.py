@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,17 +29,12 @@ from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from bench import dataset
 from bench.load import verify_request
+from bench.procs import cpu_seconds
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 
 #: Bound on the wait for each held stream to start (its headers or its refusal).
 START_WAIT_S = 30.0
-
-
-def node_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -102,7 +96,7 @@ async def measure_phase(
     counter = [0]
     errors: list[str] = []
     read = asyncio.create_task(_reader(target, reader, counter, errors))
-    start_cpu = node_cpu_seconds(node_pid) if node_pid else None
+    start_cpu = cpu_seconds(node_pid) if node_pid else None
     t0 = time.monotonic()
     stop = t0 + duration
     try:
@@ -112,7 +106,7 @@ async def measure_phase(
         elapsed = time.monotonic() - t0
         received = counter[0]
         cpu = (
-            (node_cpu_seconds(node_pid) - start_cpu) / elapsed
+            (cpu_seconds(node_pid) - start_cpu) / elapsed
             if node_pid and start_cpu is not None
             else None
         )
@@ -167,9 +161,9 @@ def paced_submit(
 
 async def idle_cpu(node_pid: int, seconds: float) -> float:
     """The node's CPU seconds per second over ``seconds`` in which nothing is asked of it."""
-    start, t0 = node_cpu_seconds(node_pid), time.monotonic()
+    start, t0 = cpu_seconds(node_pid), time.monotonic()
     await asyncio.sleep(seconds)
-    return round((node_cpu_seconds(node_pid) - start) / (time.monotonic() - t0), 3)
+    return round((cpu_seconds(node_pid) - start) / (time.monotonic() - t0), 3)
 
 
 # --- the holder process -----------------------------------------------------------------------

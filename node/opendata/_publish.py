@@ -754,7 +754,11 @@ class OpenData:
             )
             return list((await (await session.connection()).execute(statement)).all())
 
-        return [(int(n), json.loads(d)) for n, d in await self._db.read("opendata.rows", txn)]
+        found = await self._db.read("opendata.rows", txn)
+        # One json.loads for the page: called once a row, the call cost several times the
+        # parsing (a download's node CPU was about 40% json.loads; bench.opendata_download).
+        values = json.loads("[" + ",".join(d for _, d in found) + "]")
+        return [(int(n), v) for (n, _), v in zip(found, values, strict=True)]
 
 
 def _finding(finding: Finding) -> str:

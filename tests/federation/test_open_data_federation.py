@@ -115,10 +115,6 @@ async def approve(province: Member, city: Member) -> None:
     await set_own_approval(city.running.db, True)
 
 
-def stub(node: RunningNode, files: TlsFiles, ch: Any) -> Any:
-    return opendata_pb2_grpc.OpenDataServiceStub(ch)
-
-
 async def listing(node: RunningNode, files: TlsFiles, **fields: Any) -> Any:
     async with channel(node, files) as ch:
         return await opendata_pb2_grpc.OpenDataServiceStub(ch).ListOpenResources(

@@ -21,14 +21,16 @@ import grpc
 import pytest
 from govnode.v1 import opendata_pb2, opendata_pb2_grpc
 
-from gateway.identity import Role, make_identity
+from gateway.identity import Identity, Role, make_identity
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.catalog import OpenType, ResourceEntry
 from node.config import load_config
 from node.federation import ApprovalFacts, record_approval, set_own_approval
-from node.opendata import check_receipt
+from node.opendata import OpenReview, check_receipt
 from node.pki import load_certs
+from tests.opendata.test_applications import draft
+from tests.opendata.test_applications_api import domain
 from tests.opendata.test_publish import ITEMS, person
 from tests.support.access import refused, register, submit
 from tests.support.databases import NewDatabaseUrl
@@ -320,3 +322,45 @@ async def test_a_city_that_goes_away_keeps_its_listing_for_a_while(fed: Federati
         assert time.monotonic() - gone < KEEP_S + 10, "the silent city was never dropped"
         await asyncio.sleep(0.3)
     assert codes(listed) == [P1.resource_code]
+
+
+async def test_a_key_issued_by_the_city_is_checked_by_the_city_through_the_province(
+    fed: Federation,
+) -> None:
+    """授权开放: the city's authority approved the application and issued the key; the
+    province passes it on (govnode-open-key) and the city checks it and narrows the file."""
+    province, fuzhou = fed.province.running, fed.fuzhou.running
+    portal = fed.province.setup.portal()
+    keyed = open_entry(FUZHOU, 3, "福州授权样本").model_copy(
+        update={"items": ITEMS, "open_type": OpenType.AUTHORIZED}
+    )
+    await publish(fed.fuzhou, keyed)
+    applications, _, applicant = domain(fed.fuzhou.setup, fuzhou.db)
+    application = await applications.apply(applicant, draft(keyed.resource_code))
+    approval = await applications.review(
+        Identity(FUZHOU, TD, Role.AUTHORITY),
+        application.id,
+        OpenReview(approve=True, items=("csrq", "qh")),
+    )
+    assert approval.application.key is not None
+    key_id, key = approval.application.key.key_id, approval.key
+
+    err = await refused(download(province, portal, keyed.resource_code))
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED and "授权开放" in (err.details() or "")
+
+    async with channel(province, portal, timeout=30) as ch:
+        call = opendata_pb2_grpc.OpenDataServiceStub(ch).Download(
+            opendata_pb2.DownloadRequest(resource_code=keyed.resource_code, format="csv"),
+            metadata=(("govnode-open-key", key),),
+        )
+        chunks = [chunk async for chunk in call]
+    data = b"".join(c.data for c in chunks)
+    assert data.startswith(b"csrq,qh\r\n")  # only the approved items
+    root = load_certs(fed.province.setup.config.path(fed.province.setup.config.tls.root))[0]
+    receipt = check_receipt(chunks[0].receipt, root, TD, file_bytes=data)
+    assert receipt.recipient == f"key:{key_id}" and receipt.node == str(fuzhou.identity)
+
+    err = await refused(download(province, portal, keyed.resource_code, recipient="key:other"))
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED  # no key: the city refuses
+    at_fuzhou = [a for a in await audited(fuzhou, "Download") if a[3].get("key_id") == key_id]
+    assert len(at_fuzhou) == 1 and key not in json.dumps(at_fuzhou)

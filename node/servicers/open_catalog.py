@@ -258,8 +258,10 @@ class OpenCatalogServicer:
         """The region of the approved city whose dataset ``code`` is, to forward the call to;
         None when this node serves it itself. NOT_FOUND for a city not approved (第三十一条)."""
         region = code[:6]
-        if self._cities is None or region == self._node.region or not region.isdigit():
+        if self._cities is None or region == self._node.region:
             return None
+        if not (region.isascii() and region.isdigit()):
+            return None  # not a resource code: this node's own catalog says NOT_FOUND
         if region not in await self._cities.approved():
             raise NotFound(
                 f"resource {code} is not in the open catalog: the node of region {region} is "

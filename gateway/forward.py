@@ -21,6 +21,7 @@ failing fail at once, naming it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, cast
@@ -60,6 +61,9 @@ UNREACHABLE = "is unreachable"
 #: its HTTP/2 receive window, fixed (without BDP probing, grpc would grow it to several MiB
 #: per stream), plus the one message being relayed. The owner's writes wait beyond that.
 RELAY_WINDOW_BYTES = 256 * 1024
+
+#: Metadata a forwarded call passes on besides the request id and the assertion.
+Metadata = tuple[tuple[str, str], ...]
 
 _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -242,8 +246,16 @@ class Forwarder:
             reraise=True,
         )
 
-    def _metadata(self, request_id: str, assertion: bytes) -> tuple[tuple[str, str | bytes], ...]:
-        return ((REQUEST_ID_KEY, request_id), (ASSERTION_KEY, assertion))
+    def _metadata(
+        self, request_id: str, assertion: bytes | None, extra: Metadata = ()
+    ) -> tuple[tuple[str, str | bytes], ...]:
+        """The request id, the caller assertion (none on a node's own call) and ``extra``: the
+        caller's metadata the owner needs as well (checked and bounded by the forwarder's
+        servicer, e.g. the recipient a portal names and a 授权开放 key)."""
+        own: tuple[tuple[str, str | bytes], ...] = ((REQUEST_ID_KEY, request_id),)
+        if assertion is not None:
+            own += ((ASSERTION_KEY, assertion),)
+        return own + tuple(extra)
 
     def _refusal(self, exc: grpc.aio.AioRpcError, endpoint: str, region: str) -> Refusal:
         code, details = exc.code(), exc.details() or ""
@@ -269,17 +281,60 @@ class Forwarder:
         request_id: str,
         assertion: bytes,
         remaining: float | None,
+        extra_metadata: Metadata = (),
     ) -> Any:
         """Forward a unary call; the owner's status passes through as a :class:`Refusal`."""
         timeout = outgoing_timeout(remaining, default=self.default_timeout)
         self._note(timeout)
-        deadline = time.monotonic() + timeout
+        return await self._unary(
+            endpoint,
+            region,
+            method,
+            request,
+            response_type,
+            self._metadata(request_id, assertion, extra_metadata),
+            timeout,
+        )
+
+    async def own_unary(
+        self,
+        endpoint: str,
+        region: str,
+        method: str,
+        request: Any,
+        response_type: Any,
+        *,
+        within_s: float,
+    ) -> Any:
+        """A unary call this node makes as itself, for no caller (no assertion): e.g. the
+        province reading an approved city's open catalog. Same channel, breaker and retries
+        as forwarded calls to that peer; its status comes back as a :class:`Refusal`."""
+        return await self._unary(
+            endpoint,
+            region,
+            method,
+            request,
+            response_type,
+            self._metadata(os.urandom(16).hex(), None),
+            within_s,
+        )
+
+    async def _unary(
+        self,
+        endpoint: str,
+        region: str,
+        method: str,
+        request: Any,
+        response_type: Any,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        within_s: float,
+    ) -> Any:
+        deadline = time.monotonic() + within_s
         call = self._channel(endpoint).unary_unary(
             method,
             request_serializer=_serialize,
             response_deserializer=response_type.FromString,
         )
-        metadata = self._metadata(request_id, assertion)
 
         async def once() -> Any:
             breaker = self._admit(endpoint, region)
@@ -320,6 +375,7 @@ class Forwarder:
         assertion: bytes,
         remaining: float | None,
         open_ended: bool = False,
+        extra_metadata: Metadata = (),
     ) -> AsyncIterator[Any]:
         """Forward a server-streaming call; retried only before its first response.
 
@@ -356,7 +412,7 @@ class Forwarder:
                         timeout=(
                             None if timeout is None else max(deadline - time.monotonic(), 0.001)
                         ),
-                        metadata=self._metadata(request_id, assertion),
+                        metadata=self._metadata(request_id, assertion, extra_metadata),
                     )
                     items = aiter(call)
                     try:

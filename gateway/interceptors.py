@@ -95,6 +95,8 @@ TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationSer
 #: node owning the resource (第二十五条): Apply is routed by its resource, and the calls naming
 #: an application or grant by id by the region the id starts with. Exchange and Subscribe
 #: (第二十六、二十七条) are routed streams: the assertion is checked once, when they start.
+#: The province forwards the public's reads of an approved city's open data (第三十一条) to
+#: the city: a dataset's page, its download and its rows.
 ROUTED_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.SharingService/Verify",
@@ -106,6 +108,9 @@ ROUTED_METHODS: frozenset[str] = frozenset(
         "/govnode.v1.AccessService/GetApplication",
         "/govnode.v1.AccessService/WithdrawApplication",
         "/govnode.v1.AccessService/GetGrant",
+        "/govnode.v1.OpenDataService/GetOpenResource",
+        "/govnode.v1.OpenDataService/Download",
+        "/govnode.v1.OpenDataService/QueryOpenRows",
     }
 )
 

@@ -56,10 +56,24 @@ from node.audit import (
     witness_statement,
 )
 from node.catalog import Catalog
-from node.clients import CheckpointPublisher, CitySync, witness_endpoints, witness_rule
+from node.clients import (
+    CheckpointPublisher,
+    CitySync,
+    fetch_city_catalog,
+    witness_endpoints,
+    witness_rule,
+)
 from node.config import Mode, NodeConfig
-from node.federation import AssertionNonces, CatalogExchange, ProvinceLink, Router
+from node.federation import (
+    AssertionNonces,
+    CatalogExchange,
+    ProvinceLink,
+    Router,
+    approved_cities,
+)
 from node.opendata import (
+    CityCatalogs,
+    CityDataset,
     OpenApplications,
     OpenCatalog,
     OpenData,
@@ -161,6 +175,8 @@ class RunningNode:
     publisher: CheckpointPublisher | None = None
     #: Publishes served open datasets again on their entries' update cycles.
     republisher: Republisher | None = None
+    #: The province: its approved cities' open catalogs (their refreshes end at stop).
+    city_catalogs: CityCatalogs | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -196,6 +212,8 @@ class RunningNode:
                 left = await guard.drain(max(grace, 1.0) + 4.0)
                 if left:
                     log.warning("calls_still_running_at_stop", count=left)
+        if self.city_catalogs is not None:
+            await self.city_catalogs.close()
         if self.forwarder is not None:
             await self.forwarder.close()
         await self.audit.close()
@@ -391,6 +409,24 @@ async def start_node(config: NodeConfig) -> RunningNode:
             max_suppressed=config.opendata.max_suppressed,
             may_open=may_open,
         )
+        router = Router(config, db, forwarder)
+        city_catalogs = None
+        if config.node.mode is Mode.PROVINCE:
+            section = config.opendata
+
+            async def approved() -> list[str]:
+                return await approved_cities(db)
+
+            async def fetch(region: str) -> list[CityDataset]:
+                return await fetch_city_catalog(router, region)
+
+            city_catalogs = CityCatalogs(
+                approved,
+                fetch,
+                refresh_s=section.city_catalog_seconds,
+                keep_s=section.city_catalog_keep_seconds,
+                wait_s=section.city_catalog_wait_seconds,
+            )
         services = Services(
             config=config,
             identity=identity,
@@ -413,7 +449,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
                 audit_detail=add_audit_detail,
             ),
             province_link=link,
-            router=Router(config, db, forwarder),
+            router=router,
             audit_log=audit,
             checkpoints=evidence.checkpoints,
             usage=evidence.usage,
@@ -436,6 +472,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             node_key=evidence.node_key,
             open_applications=open_applications,
             open_keys=open_keys,
+            city_catalogs=city_catalogs,
             notifications=notifications,
             stopping=stopping,
         )
@@ -473,6 +510,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         port,
         join_port=join.port if join is not None else None,
         forwarder=forwarder,
+        city_catalogs=city_catalogs,
         guard=guard,
         join=join,
         monitor=monitor,

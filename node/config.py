@@ -332,6 +332,25 @@ class OpenDataSection(_Section):
     #: Recipients whose budgets are remembered at once; the least recently seen is forgotten
     #: first (and starts again with a full bucket).
     max_recipients: int = Field(default=100_000, ge=1, le=10_000_000)
+    #: The province lists its approved city sub-platforms' open datasets beside its own
+    #: (第三十一条; node.opendata._cities): it asks a city for its open catalog again when the
+    #: listing it has is older than this ...
+    city_catalog_seconds: float = Field(default=300.0, ge=1.0, le=86_400)
+    #: ... keeps listing a city that does not answer for this long after it last answered
+    #: (at least city_catalog_seconds), then leaves it out until it answers again ...
+    city_catalog_keep_seconds: float = Field(default=1800.0, ge=1.0, le=7 * 86_400)
+    #: ... and holds a public listing at most this long for a city it has not listed yet.
+    city_catalog_wait_seconds: float = Field(default=1.0, ge=0.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _city_catalog_kept(self) -> OpenDataSection:
+        if self.city_catalog_keep_seconds < self.city_catalog_seconds:
+            raise ValueError(
+                f"city_catalog_keep_seconds {self.city_catalog_keep_seconds} is less than "
+                f"city_catalog_seconds {self.city_catalog_seconds}: a city's listing must be "
+                "kept at least until it is asked for again"
+            )
+        return self
 
     @model_validator(mode="after")
     def _download_fits(self) -> OpenDataSection:

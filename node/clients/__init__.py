@@ -1,5 +1,6 @@
 """Outbound gRPC: the city's link to its province (catalog sync both ways, heartbeats,
-revocations), joining by invitation, and sending the audit log's checkpoints to its witnesses.
+revocations), joining by invitation, sending the audit log's checkpoints to its witnesses, and
+the province reading its approved cities' open catalogs.
 The client-side twin of :mod:`node.servicers`; domain packages do not import it.
 """
 
@@ -15,6 +16,7 @@ from node.clients._checkpointing import (
     witness_endpoints,
     witness_rule,
 )
+from node.clients._city_catalogs import fetch_city_catalog
 from node.clients._join import JoinError, join_province
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "JoinError",
     "PublisherStatus",
     "WitnessStatus",
+    "fetch_city_catalog",
     "fetch_witnessed",
     "join_province",
     "newest_witnessed",

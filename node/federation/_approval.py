@@ -233,6 +233,19 @@ async def is_approved(db: Database, region: str) -> bool:
     return row is not None
 
 
+#: Approved sub-platforms the province reads at most (a province has a few dozen cities).
+MAX_APPROVED = 100
+
+
+async def approved_cities(db: Database) -> list[str]:
+    """The cities this province approved as open-data sub-platforms (第三十一条), by region."""
+    rows = await db.fetch_all(
+        "SELECT DISTINCT region FROM sub_platform_approval ORDER BY region LIMIT :limit",
+        {"limit": MAX_APPROVED},
+    )
+    return [str(row[0]) for row in rows]
+
+
 # --- at a city: what the province said on its last heartbeat ---------------------------------
 
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.assertion import make_assertion
 from gateway.auth import current_forwarded, current_peer
-from gateway.forward import Forwarder
+from gateway.forward import Forwarder, Metadata
 from gateway.interceptors import current_request_id
 from node.catalog import ResourceEntry
 from node.config import Mode, NodeConfig
@@ -134,9 +134,11 @@ class Router:
         context: Any,
         *,
         resource_code: str = "",
+        extra_metadata: Metadata = (),
     ) -> Any:
         """Forward a unary call to the node of ``region``, which holds what the request names
-        (a resource, or an application or grant by the region its id carries)."""
+        (a resource, or an application or grant by the region its id carries).
+        ``extra_metadata``: the caller's metadata the owner needs too (checked here first)."""
         endpoint, node_region = await self.endpoint_for(region)
         return await self.forwarder.unary(
             endpoint,
@@ -147,6 +149,7 @@ class Router:
             request_id=current_request_id(),
             assertion=self._assertion(resource_code, request, context),
             remaining=context.time_remaining(),
+            extra_metadata=extra_metadata,
         )
 
     async def stream(
@@ -161,16 +164,41 @@ class Router:
     ) -> AsyncIterator[Any]:
         """Forward a SharingService server stream ("Compare"; "Exchange" and "Subscribe" with
         ``open_ended``). Closing this generator cancels the forwarded call."""
-        endpoint, node_region = await self.endpoint_for(entry.region)
-        async for item in self.forwarder.stream(
-            endpoint,
-            node_region,
+        async for item in self.stream_to(
+            entry.region,
             SERVICE + method,
             request,
             response_type,
+            context,
+            resource_code=entry.resource_code,
+            open_ended=open_ended,
+        ):
+            yield item
+
+    async def stream_to(
+        self,
+        region: str,
+        path: str,
+        request: Any,
+        response_type: Any,
+        context: Any,
+        *,
+        resource_code: str,
+        open_ended: bool = False,
+        extra_metadata: Metadata = (),
+    ) -> AsyncIterator[Any]:
+        """Forward a server stream (``path``: its full method) to the node of ``region``."""
+        endpoint, node_region = await self.endpoint_for(region)
+        async for item in self.forwarder.stream(
+            endpoint,
+            node_region,
+            path,
+            request,
+            response_type,
             request_id=current_request_id(),
-            assertion=self._assertion(entry.resource_code, request, context, open_ended=open_ended),
+            assertion=self._assertion(resource_code, request, context, open_ended=open_ended),
             remaining=context.time_remaining(),
             open_ended=open_ended,
+            extra_metadata=extra_metadata,
         ):
             yield item

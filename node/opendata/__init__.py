@@ -7,6 +7,8 @@
   de-identified snapshot (k-anonymity in SQL), taking it out, what is served;
 - ``_catalog``: the open catalog as the public sees it: the datasets served now, their source
   and acquisition date (第三十五条), listed with filters and a text query;
+- ``_cities``: the province's cache of its approved city sub-platforms' open catalogs
+  (第三十一条), merged into its own listing;
 - ``_dcat``: the open catalog as DCAT-AP 3 for harvesters, JSON-LD with Hydra paging and
   Turtle (普遍开放/授权开放 as access rights and ODRL policies, 更新周期, the Measures);
 - ``_encode``: the bytes of a CSV or JSON Lines file, a row at a time;
@@ -52,6 +54,14 @@ from node.opendata._catalog import (
     Publisher,
     Served,
     query_problem,
+)
+from node.opendata._cities import (
+    MAX_CITY_BYTES,
+    MAX_CITY_DATASETS,
+    CityCatalogs,
+    CityDataset,
+    merge_page,
+    text_matches,
 )
 from node.opendata._dcat import catalog_jsonld, catalog_turtle
 from node.opendata._deid import (
@@ -135,6 +145,8 @@ __all__ = [
     "CITIZEN_ID",
     "DEFAULT_PAGE_ROWS",
     "FORMATS",
+    "MAX_CITY_BYTES",
+    "MAX_CITY_DATASETS",
     "MAX_FILTERS",
     "MAX_IN_VALUES",
     "MAX_KEY_CHARS",
@@ -158,6 +170,8 @@ __all__ = [
     "Approval",
     "BudgetLimits",
     "Chunk",
+    "CityCatalogs",
+    "CityDataset",
     "Dataset",
     "DownloadFile",
     "Eligibility",
@@ -208,6 +222,7 @@ __all__ = [
     "key_problem",
     "looks_like_person_names",
     "make_receipt",
+    "merge_page",
     "needs_key",
     "open_access",
     "open_data_gate",
@@ -222,4 +237,5 @@ __all__ = [
     "registration_of",
     "sha256_of",
     "sign_download",
+    "text_matches",
 ]

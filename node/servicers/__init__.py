@@ -45,6 +45,7 @@ from node.federation import CatalogExchange, ProvinceLink, Router
 from node.governance import ChangeRequests
 from node.opendata import (
     BudgetLimits,
+    CityCatalogs,
     OpenApplications,
     OpenCatalog,
     OpenData,
@@ -138,6 +139,8 @@ class Services:
     #: (第三十二至三十五条).
     open_applications: OpenApplications | None = None
     open_keys: OpenKeys | None = None
+    #: The province: its approved cities' open catalogs, listed beside its own (第三十一条).
+    city_catalogs: CityCatalogs | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -334,6 +337,8 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     services.chain_pem,
                     services.open_keys,
                     budgets,
+                    services.city_catalogs,
+                    services.router,
                 )
             )
         if services.open_applications is not None and services.open_keys is not None:

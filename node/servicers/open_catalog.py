@@ -21,6 +21,16 @@ of the member of the public it names (node.opendata._budget; :func:`spend_budget
 
 The portal serves the catalog to harvesters as DCAT-AP (GetOpenCatalogDocument, one page at a
 time, node.opendata._dcat) and a dataset's page from GetOpenResource.
+
+At the province, the open catalog also holds the served datasets of every city it approved
+as an open-data sub-platform (第三十一条), as each city last listed them (node.opendata._cities),
+merged with the province's own in resource-code order. GetOpenResource, Download and
+QueryOpenRows of a city's dataset (its resource code starts with the city's region) are
+forwarded to the city with a signed caller assertion (node.federation.Router), with the
+recipient the portal names and the 授权开放 key passed on in the metadata: the city serves the
+original caller, applies its own budgets and keys, and signs the receipt itself. The
+province's budgets apply at the province first. A dataset of a city the province has not
+approved is NOT_FOUND, naming 第三十一条: it is in no open catalog here.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from govnode.v1 import common_pb2, opendata_pb2
 
@@ -37,15 +48,19 @@ from gateway.auth import current_peer
 from gateway.identity import Identity, Role
 from gateway.interceptors import add_audit_detail
 from gateway.quote import quote
+from gateway.refusal import Refusal
 from node import paging
 from node.catalog import PAGE_BYTES, OpenType
-from node.errors import InvalidArgument, PermissionDenied
+from node.errors import InvalidArgument, NotFound, PermissionDenied
+from node.federation import Router
 from node.opendata import (
     DEFAULT_PAGE_ROWS,
     FORMATS,
     MAX_FILTERS,
     MAX_PAGE_ROWS,
     Access,
+    CityCatalogs,
+    CityDataset,
     DownloadFile,
     FilterError,
     OpenCatalog,
@@ -58,6 +73,7 @@ from node.opendata import (
     check_format,
     check_range,
     key_problem,
+    merge_page,
     needs_key,
     open_access,
     parse_filters,
@@ -78,6 +94,7 @@ RECIPIENT_KEY = "govnode-recipient"
 #: The metadata key a 授权开放 key travels in (never the request message).
 OPEN_KEY = "govnode-open-key"
 _ROWS_TOKEN = "q:"  # noqa: S105  # a page token's prefix, not a secret
+_SERVICE = "/govnode.v1.OpenDataService/"
 
 
 def served_to_proto(served: Served) -> opendata_pb2.OpenResource:
@@ -210,8 +227,14 @@ class OpenCatalogServicer:
         chain_pem: str,
         keys: OpenKeys | None = None,
         budgets: PublicBudgets | None = None,
+        cities: CityCatalogs | None = None,
+        router: Router | None = None,
     ) -> None:
         self._catalog = catalog
+        #: The province: its approved cities' open catalogs, and the router that forwards
+        #: calls on their datasets to them. None (a city): only this node's own datasets.
+        self._cities = cities if router is not None else None
+        self._router = router
         #: Budgets per member of the public for portals' calls; None: no budgets.
         self._budgets = budgets
         self._opendata = opendata
@@ -230,6 +253,68 @@ class OpenCatalogServicer:
         if access.scope is not None:
             add_audit_detail(key_id=access.scope.key_id, use=access.scope.use.value)
         return access
+
+    async def _city_of(self, code: str) -> str | None:
+        """The region of the approved city whose dataset ``code`` is, to forward the call to;
+        None when this node serves it itself. NOT_FOUND for a city not approved (第三十一条)."""
+        region = code[:6]
+        if self._cities is None or region == self._node.region:
+            return None
+        if not (region.isascii() and region.isdigit()):
+            return None  # not a resource code: this node's own catalog says NOT_FOUND
+        if region not in await self._cities.approved():
+            raise NotFound(
+                f"resource {code} is not in the open catalog: the node of region {region} is "
+                "not approved by this province as an open-data sub-platform (第三十一条), so its "
+                "data is neither listed nor served here"
+            )
+        return region
+
+    def _passed_on(self, caller: Identity, context: Any, key: str) -> tuple[tuple[str, str], ...]:
+        """What the city needs of the caller's metadata: the 授权开放 key and the recipient a
+        portal names (both checked here already), so that the city's receipt, keys and
+        budgets see the member of the public the portal serves."""
+        passed: list[tuple[str, str]] = []
+        if key:
+            passed.append((OPEN_KEY, key))
+        if caller.role is Role.PORTAL:
+            named = _metadata(context, RECIPIENT_KEY)
+            if named is not None:
+                problem = recipient_problem(named)
+                if problem is not None:
+                    raise InvalidArgument(f"{RECIPIENT_KEY}: {problem}")
+                passed.append((RECIPIENT_KEY, named))
+        return tuple(passed)
+
+    @staticmethod
+    def _unreachable(code: str, region: str, refusal: Refusal) -> Refusal:
+        if refusal.code is not grpc.StatusCode.UNAVAILABLE:
+            return refusal
+        return Refusal(
+            grpc.StatusCode.UNAVAILABLE,
+            f"resource {code} is served by the open-data sub-platform of region {region}, "
+            f"which cannot be reached now; try again later ({refusal.message})",
+            refusal.trailing_metadata,
+        )
+
+    async def _forward(
+        self, region: str, method: str, request: Any, response_type: Any, context: Any, key: str
+    ) -> Any:
+        assert self._router is not None
+        add_audit_detail(routed_to=region)
+        passed = self._passed_on(current_peer().identity, context, key)
+        try:
+            return await self._router.unary_to(
+                region,
+                _SERVICE + method,
+                request,
+                response_type,
+                context,
+                resource_code=request.resource_code,
+                extra_metadata=passed,
+            )
+        except Refusal as refusal:
+            raise self._unreachable(request.resource_code, region, refusal) from None
 
     async def ListOpenResources(
         self, request: opendata_pb2.ListOpenResourcesRequest, context: Any
@@ -253,10 +338,25 @@ class OpenCatalogServicer:
             region=request.region,
             query=request.query,
         )
+        page: list[Served | CityDataset] = list(found)
+        if self._cities is not None and request.region != self._node.region:
+            needle = request.query.strip().casefold()
+            others = [
+                d
+                for d in await self._cities.datasets(context.time_remaining())
+                if d.matches(after=after, open_type=open_type, region=request.region, needle=needle)
+            ]
+            page, next_after = merge_page(
+                found, next_after, others, size, lambda s: s.entry.resource_code
+            )
         resources: list[opendata_pb2.OpenResource] = []
         spent = 0
-        for served in found:
-            resource = served_to_proto(served)
+        for served in page:
+            resource = (
+                served_to_proto(served)
+                if isinstance(served, Served)
+                else opendata_pb2.OpenResource.FromString(served.payload)
+            )
             spent += resource.ByteSize()
             if resources and spent > PAGE_BYTES:  # the page must fit in a message
                 next_after = resources[-1].entry.resource_code
@@ -272,10 +372,20 @@ class OpenCatalogServicer:
     ) -> AsyncIterator[opendata_pb2.DownloadChunk]:
         caller = current_peer().identity
         key = _open_key(context)
+        unkeyed = "" if key else _recipient(caller, context)
         if not key:  # a portal names its recipient, and spends its budget, before any read
-            spend_budget(self._budgets, caller, context, _recipient(caller, context), download=True)
+            spend_budget(self._budgets, caller, context, unkeyed, download=True)
         check_range(request.offset, request.length)
         code = _code(request.resource_code)
+        region = await self._city_of(code)
+        if region is not None:
+            if key:  # the key is the city's to check: the portal's recipient, or its own
+                spend_budget(self._budgets, caller, context, download=True)
+            else:
+                add_audit_detail(recipient=unkeyed)
+            async for relayed in self._forwarded_download(region, request, context, key):
+                yield relayed
+            return
         obtained = dt.datetime.now(dt.UTC)
         found = await self._catalog.get(code)
         fmt = check_format(request.format, bom=request.bom)
@@ -322,11 +432,62 @@ class OpenCatalogServicer:
                 add_audit_detail(rows=file.rows)
             yield message
 
+    async def _forwarded_download(
+        self, region: str, request: opendata_pb2.DownloadRequest, context: Any, key: str
+    ) -> AsyncIterator[opendata_pb2.DownloadChunk]:
+        """The city's download, relayed as it comes (a chunk read from the city only once the
+        previous one is taken here: gateway.forward); audited here with what the city stated
+        of the file, and at the city as the call it serves."""
+        assert self._router is not None
+        add_audit_detail(routed_to=region, format=request.format)
+        passed = self._passed_on(current_peer().identity, context, key)
+        sent = 0
+        chunks = self._router.stream_to(
+            region,
+            _SERVICE + "Download",
+            request,
+            opendata_pb2.DownloadChunk,
+            context,
+            resource_code=request.resource_code,
+            # As long as its reader takes it (the city ends a stalled one): without a caller
+            # deadline a large file is not cut off by the forwarder's default one.
+            open_ended=True,
+            extra_metadata=passed,
+        )
+        try:
+            async for chunk in chunks:
+                if sent == 0 and chunk.sha256:
+                    add_audit_detail(
+                        version=chunk.version,
+                        sha256=chunk.sha256,
+                        size=chunk.size,
+                        offset=request.offset,
+                        length=request.length,
+                    )
+                sent += len(chunk.data)
+                yield chunk
+        except Refusal as refusal:
+            raise self._unreachable(request.resource_code, region, refusal) from None
+        finally:
+            add_audit_detail(relayed_bytes=sent)
+
     async def GetOpenResource(
         self, request: opendata_pb2.GetOpenResourceRequest, context: Any
     ) -> opendata_pb2.GetOpenResourceResponse:
         spend_budget(self._budgets, current_peer().identity, context)
-        served = await self._catalog.get(_code(request.resource_code))
+        code = _code(request.resource_code)
+        region = await self._city_of(code)
+        if region is not None:
+            forwarded: opendata_pb2.GetOpenResourceResponse = await self._forward(
+                region,
+                "GetOpenResource",
+                request,
+                opendata_pb2.GetOpenResourceResponse,
+                context,
+                "",
+            )
+            return forwarded
+        served = await self._catalog.get(code)
         add_audit_detail(version=served.version)
         return opendata_pb2.GetOpenResourceResponse(resource=served_to_proto(served))
 
@@ -377,6 +538,14 @@ class OpenCatalogServicer:
         caller = current_peer().identity
         if not key:
             spend_budget(self._budgets, caller, context)
+        region = await self._city_of(code)
+        if region is not None:
+            if key:  # the key is the city's to check: the portal's recipient, or its own
+                spend_budget(self._budgets, caller, context)
+            answer: opendata_pb2.QueryOpenRowsResponse = await self._forward(
+                region, "QueryOpenRows", request, opendata_pb2.QueryOpenRowsResponse, context, key
+            )
+            return answer
         found = await self._catalog.get(code)
         add_audit_detail(version=found.version, filters=len(request.filters))
         # 授权开放: filters, projection and rows reach only the approved items.

@@ -10,12 +10,14 @@ backends."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import pytest
@@ -48,6 +50,7 @@ from tests.support.nodes import (
     make_city,
     make_province,
 )
+from tests.support.portal import client, portal_config, run_portal
 
 TD = "fujian.gov.cn"
 PUBLIC = ITEMS[:4]  # bh, csrq, qh, bz: levels 1 and 2, so 普遍开放 may hold them (第三十七条)
@@ -364,3 +367,38 @@ async def test_a_key_issued_by_the_city_is_checked_by_the_city_through_the_provi
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED  # no key: the city refuses
     at_fuzhou = [a for a in await audited(fuzhou, "Download") if a[3].get("key_id") == key_id]
     assert len(at_fuzhou) == 1 and key not in json.dumps(at_fuzhou)
+
+
+async def test_the_provinces_portal_serves_an_approved_citys_dataset_to_the_public(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """Through the province's public portal process, over HTTPS with no client certificate: a
+    福州 dataset is listed and downloaded (the bytes 福州 serves, resumable), its provenance and
+    receipt naming 福州, the owner (第三十一条, 第三十五条)."""
+    province, fuzhou = fed.province.running, fed.fuzhou.running
+    root = load_certs(fed.province.setup.config.path(fed.province.setup.config.tls.root))[0]
+    config = portal_config(fed.province.setup, province, tmp_path / "province-portal")
+    code = F1.resource_code
+    async with run_portal(config) as portal, client() as web:
+        async with web.get(f"{portal.url}/api/v1/datasets") as response:
+            listed = [d["resource_code"] for d in (await response.json())["datasets"]]
+        assert listed == [P1.resource_code, F1.resource_code, F2.resource_code]
+        async with web.get(f"{portal.url}/dataset/{code}") as response:
+            assert response.status == 200 and "福州市数据管理机构" in await response.text()
+        async with web.get(f"{portal.url}/api/v1/datasets/{code}/data.csv") as response:
+            assert response.status == 200
+            data = await response.read()
+            source = unquote(response.headers["Govnode-Source"])
+            header = response.headers["Govnode-Receipt"]
+        assert "开放单位：福州市数据管理机构（350100）" in source
+        receipt_bytes = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        receipt = check_receipt(receipt_bytes, root, TD, file_bytes=data)
+        assert receipt.node == str(fuzhou.identity) and receipt.recipient == "ip:127.0.0.1"
+        assert receipt.authority_region == FUZHOU and receipt.resource_code == code
+        async with web.get(
+            f"{portal.url}/api/v1/datasets/{code}/data.csv", headers={"Range": "bytes=10-29"}
+        ) as response:
+            assert response.status == 206 and await response.read() == data[10:30]
+        async with web.get(f"{portal.url}/api/v1/datasets/{X1.resource_code}/data.csv") as r:
+            refusal = (await r.json())["error"]
+            assert r.status == 404 and "第三十一条" in refusal["message"]

@@ -65,6 +65,9 @@ class Served:
     dataset_iri: str
     #: 数据来源 (第三十五条), one line: provider, resource, publishing authority.
     source: str
+    #: The authority that published it when not this node's: an approved city's dataset in
+    #: the province's catalog (node.opendata._cities).
+    publisher: Publisher | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:

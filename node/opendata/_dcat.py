@@ -238,12 +238,16 @@ class _Builder:
 
     @property
     def publisher(self) -> _Iri:
-        iri = f"{self.base}/publisher"
+        return self.authority(f"{self.base}/publisher", self.publisher_name, self.region)
+
+    def authority(self, iri: str, name: str, region: str) -> _Iri:
+        """A data management authority that publishes datasets: this catalog's, or an approved
+        city's whose datasets the province's catalog lists."""
         node, new = self.node(iri, "foaf:Agent", "foaf:Organization")
         if new:
-            kind = "RegionalAuthority" if self.region.endswith("0000") else "LocalAuthority"
-            node.add("foaf:name", _zh(self.publisher_name))
-            node.add("dct:identifier", _Literal(self.region))
+            kind = "RegionalAuthority" if region.endswith("0000") else "LocalAuthority"
+            node.add("foaf:name", _zh(name))
+            node.add("dct:identifier", _Literal(region))
             node.add("dct:type", self.concept(_PUBLISHER_TYPE + kind, "skos:Concept"))
         return _Iri(iri)
 
@@ -306,7 +310,19 @@ class _Builder:
         node.add("dct:identifier", _Literal(code))
         node.add("dct:title", _zh(name))
         node.add("dct:description", _zh(entry.summary or f"{name}（{code}）"))
-        node.add("dct:publisher", self.publisher)
+        other = served.publisher
+        node.add(
+            "dct:publisher",
+            self.publisher
+            if other is None
+            # Under the city's base and named by its region: cities left at the default
+            # base_url share the province's, and their authorities are still apart.
+            else self.authority(
+                f"{_base(other.base_url)}/publisher/{_segment(other.region)}",
+                other.name,
+                other.region,
+            ),
+        )
         node.add("dct:creator", self.provider(entry))
         keywords = [_CLASSIFICATION_KEYWORD[entry.classification]]
         if entry.industry_category:

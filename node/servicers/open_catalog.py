@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 from govnode.v1 import common_pb2, opendata_pb2
 
@@ -51,7 +52,8 @@ from gateway.quote import quote
 from gateway.refusal import Refusal
 from node import paging
 from node.catalog import PAGE_BYTES, OpenType
-from node.errors import InvalidArgument, NotFound, PermissionDenied
+from node.codes import FUJIAN_DIVISIONS
+from node.errors import DomainError, InvalidArgument, NotFound, PermissionDenied
 from node.federation import Router
 from node.opendata import (
     DEFAULT_PAGE_ROWS,
@@ -67,6 +69,7 @@ from node.opendata import (
     OpenData,
     OpenKeys,
     PublicBudgets,
+    Publisher,
     Served,
     catalog_jsonld,
     catalog_turtle,
@@ -83,7 +86,9 @@ from node.opendata import (
     recipient_problem,
     sign_download,
 )
-from node.servicers.convert import _enum_in, _ts, entry_to_proto, item_to_proto
+from node.servicers.convert import _enum_in, _ts, entry_from_proto, entry_to_proto, item_to_proto
+
+log = structlog.get_logger("govnode.opendata")
 
 MAX_PAGE = 200
 #: GetOpenCatalogDocument's formats and their media types.
@@ -95,6 +100,36 @@ RECIPIENT_KEY = "govnode-recipient"
 OPEN_KEY = "govnode-open-key"
 _ROWS_TOKEN = "q:"  # noqa: S105  # a page token's prefix, not a secret
 _SERVICE = "/govnode.v1.OpenDataService/"
+
+
+def served_of_city(city: CityDataset) -> Served | None:
+    """An approved city's dataset as the province's DCAT catalog describes it: published by the
+    city's authority, under its own IRI; None (and logged) when the city's listing of it cannot
+    be read back as an entry."""
+    resource = opendata_pb2.OpenResource.FromString(city.payload)
+    suffix = f"/dataset/{city.code}"
+    try:
+        entry = entry_from_proto(resource.entry)
+    except DomainError as exc:
+        log.warning("opendata.city_dataset_unreadable", resource_code=city.code, error=str(exc))
+        return None
+    if not resource.dataset_iri.endswith(suffix):
+        log.warning("opendata.city_dataset_unreadable", resource_code=city.code, error="iri")
+        return None
+    name = FUJIAN_DIVISIONS.get(city.region, city.region)
+    return Served(
+        entry=entry,
+        version=resource.version,
+        made_at=resource.acquired_at.ToDatetime(tzinfo=dt.UTC),
+        rows=resource.rows,
+        dataset_iri=resource.dataset_iri,
+        source=resource.source,
+        publisher=Publisher(
+            region=city.region,
+            name=f"{name}数据管理机构",
+            base_url=resource.dataset_iri.removesuffix(suffix),
+        ),
+    )
 
 
 def served_to_proto(served: Served) -> opendata_pb2.OpenResource:
@@ -507,7 +542,19 @@ class OpenCatalogServicer:
         size = paging.page_size(request.page_size, default=50, maximum=MAX_PAGE)
         # A page past the last is empty, with the Hydra links (first, last, previous) that
         # lead back: what a harvester that guessed a page number can follow.
-        datasets, total = await self._catalog.page((page - 1) * size, size)
+        start = (page - 1) * size
+        datasets, total = await self._catalog.page(start, size)
+        if self._cities is not None:
+            # An approved city's codes start with its region, so they all sort after the
+            # province's own (350000-...): the merged catalog in code order is the province's
+            # datasets, then the cities' as the province lists them (ListOpenResources).
+            cities = await self._cities.datasets(context.time_remaining())
+            city_start = max(0, start - total)
+            for city in cities[city_start : city_start + size - len(datasets)]:
+                served = served_of_city(city)
+                if served is not None:
+                    datasets.append(served)
+            total += len(cities)
         publisher = self._catalog.publisher
         args: dict[str, Any] = {
             "base_url": publisher.base_url,

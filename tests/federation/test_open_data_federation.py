@@ -402,3 +402,44 @@ async def test_the_provinces_portal_serves_an_approved_citys_dataset_to_the_publ
         async with web.get(f"{portal.url}/api/v1/datasets/{X1.resource_code}/data.csv") as r:
             refusal = (await r.json())["error"]
             assert r.status == 404 and "第三十一条" in refusal["message"]
+
+
+async def test_the_provinces_dcat_catalog_holds_its_approved_cities_datasets(
+    fed: Federation,
+) -> None:
+    """GetOpenCatalogDocument at the province: the province's datasets then 福州's, in code
+    order, paged over both; each city dataset under the city's IRI and published by the city's
+    authority; 厦门 (not approved) absent."""
+    portal = fed.province.setup.portal()
+
+    async def document(page: int) -> dict[str, Any]:
+        async with channel(fed.province.running, portal) as ch:
+            reply = await opendata_pb2_grpc.OpenDataServiceStub(ch).GetOpenCatalogDocument(
+                opendata_pb2.GetOpenCatalogDocumentRequest(format="jsonld", page=page, page_size=2)
+            )
+        assert reply.total == 3
+        parsed: dict[str, Any] = json.loads(reply.document)
+        return parsed
+
+    def one(value: Any) -> Any:
+        """A JSON-LD value written alone or as the first of several."""
+        return value[0] if isinstance(value, list) else value
+
+    def typed(doc: dict[str, Any], rdf_type: str) -> list[dict[str, Any]]:
+        return [n for n in doc["@graph"] if rdf_type in (n.get("@type") or [])]
+
+    def datasets(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {one(n["dct:identifier"])["@value"]: n for n in typed(doc, "dcat:Dataset")}
+
+    first, second = datasets(await document(1)), datasets(await document(2))
+    assert list(first) == [P1.resource_code, F1.resource_code]
+    assert list(second) == [F2.resource_code]
+    assert X1.resource_code not in first | second
+    f1 = first[F1.resource_code]
+    assert f1["@id"].endswith(f"/dataset/{F1.resource_code}")
+    publishers = {n["@id"]: n for n in typed(await document(1), "foaf:Agent")}
+    city_publisher = publishers[one(f1["dct:publisher"])["@id"]]
+    assert one(city_publisher["foaf:name"])["@value"] == "福州市数据管理机构"
+    assert one(city_publisher["dct:identifier"])["@value"] == FUZHOU
+    own = publishers[one(first[P1.resource_code]["dct:publisher"])["@id"]]
+    assert one(own["dct:identifier"])["@value"] == PROVINCE

@@ -6,6 +6,7 @@ and no catalog text can break out of a literal or an IRI."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import warnings
@@ -19,7 +20,7 @@ from rdflib.compare import isomorphic
 from rdflib.namespace import DCTERMS, FOAF, RDF, RDFS, SH, XSD
 
 from node.catalog import DataType, OpenType, UpdateCycle
-from node.opendata import Served, catalog_jsonld, catalog_turtle
+from node.opendata import Publisher, Served, catalog_jsonld, catalog_turtle
 from node.opendata._dcat import ACCESS_RIGHTS, FREQUENCY
 from tests.support.entries import agency_code, item, make_entry
 
@@ -371,3 +372,23 @@ def test_lone_surrogates_become_replacement_characters_in_both() -> None:
     odd = served(11, summary="坏\ud800字")
     for graph in (jsonld_graph([odd]), turtle_graph([odd])):
         assert str(graph.value(URIRef(odd.dataset_iri), DCTERMS.description)) == "坏\ufffd字"
+
+
+def test_a_city_dataset_in_the_provinces_catalog_names_the_citys_authority() -> None:
+    """The province's catalog lists an approved city's dataset (node.opendata._cities) under the
+    city's IRI, published by the city's authority, and still satisfies the shapes."""
+    city = dataclasses.replace(
+        served(3),
+        dataset_iri="https://opendata.fuzhou.example/dataset/350100-3-000003",
+        publisher=Publisher(
+            region="350100", name="福州市数据管理机构", base_url="https://opendata.fuzhou.example"
+        ),
+    )
+    graph = jsonld_graph(
+        [*PAGE, city], page_size=3, publisher_name="福建省数据管理机构", region="350000"
+    )
+    assert problems(graph)[0] == set()
+    publisher = graph.value(URIRef(city.dataset_iri), DCTERMS.publisher)
+    assert publisher == URIRef("https://opendata.fuzhou.example/publisher/350100")
+    assert str(graph.value(publisher, FOAF.name)) == "福州市数据管理机构"
+    assert graph.value(dataset_iri(0), DCTERMS.publisher) == URIRef(f"{BASE}/publisher")

@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from portal.app import HttpRefusal, Portal, caller_of, portal_of
-from portal.node import Caller, Download, FileStart
+from portal.app import HttpRefusal, Portal, caller_of, log, portal_of
+from portal.node import Caller, Download, FileStart, NodeRefusal
 from portal.views import DATA_TYPES, FORMATS, api_path, cite_text
 
 _RANGE_RE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
@@ -117,8 +117,6 @@ async def download(request: web.Request) -> web.StreamResponse:
     try:
         flow, start = await _open(portal, caller, code, fmt, bom, offset, length)
     except Exception as exc:
-        from portal.node import NodeRefusal
-
         if isinstance(exc, NodeRefusal) and exc.http_status == 416 and wanted is not None:
             raise HttpRefusal(416, f"Range: the file is shorter than byte {offset}") from None
         raise
@@ -177,17 +175,27 @@ async def _send(
     )
     await response.prepare(request)
     stall = portal.config.section.write_stall_seconds
-    async for data in flow.chunks():
-        try:
+    try:
+        async for data in flow.chunks():
             async with asyncio.timeout(stall):
                 await response.write(data)
-        except TimeoutError:
-            # A client that stopped reading: drop it rather than hold its bytes.
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-    await response.write_eof()
+        await response.write_eof()
+    except TimeoutError:
+        # A client that stopped reading: drop it rather than hold its bytes.
+        _abort(request)
+    except NodeRefusal as exc:
+        # The headers are sent: all the client can learn is a body shorter than its
+        # Content-Length, which every HTTP client reports (resume with Range).
+        log.warning("portal_download_broken", path=request.path[:200], refusal=str(exc)[:200])
+        _abort(request)
+    except ConnectionError:
+        pass  # the client went away: nothing to tell it; the node's stream is cancelled
     return response
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def sidecar(request: web.Request) -> web.Response:

@@ -40,6 +40,8 @@ class RunningPortal:
     url: str
     config: Path
     process: subprocess.Popen[bytes]
+    #: What the process wrote to stderr (its log: warnings and errors), once it has stopped.
+    stderr: bytearray = dataclasses.field(default_factory=bytearray)
 
 
 def portal_config(
@@ -87,7 +89,8 @@ async def run_portal(config: Path) -> AsyncIterator[RunningPortal]:
         except RuntimeError as exc:
             err = process.stderr.read() if process.stderr and process.poll() is not None else b""
             raise AssertionError(f"govnode portal serve: {exc}: {err!r}") from None
-        yield RunningPortal(url, config, process)
+        running = RunningPortal(url, config, process)
+        yield running
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -97,4 +100,6 @@ async def run_portal(config: Path) -> AsyncIterator[RunningPortal]:
                 process.kill()
                 await asyncio.to_thread(process.wait, 5)
         if process.stderr is not None:
+            if process.poll() is not None and "running" in locals():
+                running.stderr.extend(await asyncio.to_thread(process.stderr.read))
             process.stderr.close()

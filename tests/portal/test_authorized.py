@@ -132,5 +132,6 @@ async def test_an_authorized_key_holder_downloads_reports_and_is_revoked_through
                 body = await response.json()
                 assert response.status == 403 and "revoked" in body["error"]["message"]
             assert hashlib.sha256(data).hexdigest() == receipt.sha256
+        assert b"portal_request_failed" not in portal.stderr, portal.stderr.decode()[-2000:]
     finally:
         await node.stop(grace=0)

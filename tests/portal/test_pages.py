@@ -109,5 +109,6 @@ async def test_the_public_finds_reads_downloads_and_applies_in_the_browser(
             application_id = (await page.locator("#application-id").inner_text()).strip()
             await page.goto(f"{portal.url}/applications/{application_id}")
             await expect(page.locator("#status")).to_have_text("待审核")
+        assert b"portal_request_failed" not in portal.stderr, portal.stderr.decode()[-2000:]
     finally:
         await node.stop(grace=0)

@@ -211,5 +211,6 @@ async def test_the_public_lists_reads_and_downloads_open_data_through_the_portal
             async with web.post(f"{api}/applications", data=b"[1]", headers=big) as response:
                 assert response.status == 400
                 assert "JSON object" in (await response.json())["error"]["message"]
+        assert b"portal_request_failed" not in portal.stderr, portal.stderr.decode()[-2000:]
     finally:
         await node.stop(grace=0)

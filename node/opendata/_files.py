@@ -127,7 +127,7 @@ class StoredFiles:
         self._db = db
 
     def writer(self, code: str, version: int) -> FileWriter:
-        return FileWriter(self._db, code, version)
+        return FileWriter(self._db, code, version, STORED_CHUNK_BYTES)
 
     async def find(self, code: str, version: int, fmt: str) -> StoredFile | None:
         """The stored file of ``fmt`` (``csv`` or ``jsonl``), or None when none is stored."""

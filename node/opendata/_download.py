@@ -179,7 +179,7 @@ class DownloadFile:
                 async for piece in files.read(file, max(0, offset - skip), end - skip):
                     yield piece
             except FileMissing:  # the version's rows went while it was being downloaded
-                raise _replaced(served, 0) from None
+                raise _replaced(served, None) from None
 
         return pieces()
 
@@ -214,7 +214,7 @@ class DownloadFile:
                     buffer += piece
                     # Only full chunks while more may follow (what is left at the end is the
                     # last chunk): the buffer holds at most a chunk and one piece (a row, or
-                    # the stored chunks of one read).
+                    # a stored chunk).
                     while len(buffer) > CHUNK_BYTES:
                         data = bytes(buffer[:CHUNK_BYTES])
                         del buffer[:CHUNK_BYTES]
@@ -224,7 +224,7 @@ class DownloadFile:
             finally:
                 await pieces.aclose()
         if at + len(buffer) != end:
-            raise _replaced(self.served, self.rows)
+            raise _replaced(self.served, None if self.stored else self.rows)
         sent.update(buffer)
         if whole and sent.hexdigest() != digest.sha256:
             await self._forget()
@@ -236,10 +236,12 @@ class DownloadFile:
         yield Chunk(bytes(buffer), at, last=True)
 
 
-def _replaced(served: Served, rows: int) -> Aborted:
+def _replaced(served: Served, rows: int | None) -> Aborted:
+    """``rows``: how many rows were read when the file was rendered, None when it was stored."""
+    read = "" if rows is None else f" ({rows} of its {served.rows} rows were read)"
     return Aborted(
         f"version {served.version} of {served.entry.resource_code} was replaced twice while it "
-        f"was being downloaded ({rows} of its {served.rows} rows were read): download it again"
+        f"was being downloaded{read}: download it again"
     )
 
 

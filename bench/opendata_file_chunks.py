@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 from bench.databases import fresh_postgres_database
-from node.opendata import _files
-from node.opendata._files import FileWriter, StoredFiles
+from node.opendata import FileWriter, StoredFiles
 from node.storage import Database
 
 MB = 1_000_000
@@ -72,7 +71,7 @@ async def _measure(db: Database, data: bytes) -> None:
                 pass
         ranged = (time.perf_counter() - wall) / 20
         print(
-            f"chunk {chunk // 1024:>5} KiB (reads of {_files.READ_BYTES // 1024} KiB): "
+            f"chunk {chunk // 1024:>5} KiB: "
             f"write {len(data) / MB / wrote:7.1f} MB/s, read {len(data) / MB / best:7.1f} MB/s, "
             f"read CPU {cpu / 3 / (len(data) / MB):.4f} s/MB, a 1 MB range {ranged * 1000:.1f} ms",
             flush=True,

@@ -93,7 +93,7 @@ from node.opendata._eligibility import (
     registration_of,
 )
 from node.opendata._encode import columns_id
-from node.opendata._files import STORED_CHUNK_BYTES, StoredFile, StoredFiles
+from node.opendata._files import STORED_CHUNK_BYTES, FileWriter, StoredFile, StoredFiles
 from node.opendata._filters import (
     MAX_FILTERS,
     MAX_IN_VALUES,
@@ -167,6 +167,7 @@ __all__ = [
     "Eligibility",
     "FileDigest",
     "FileDigests",
+    "FileWriter",
     "FilterError",
     "Finding",
     "IdentifierScan",

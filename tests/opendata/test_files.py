@@ -204,3 +204,26 @@ async def test_stored_files_go_with_their_version(database: Database) -> None:
     with pytest.raises(Aborted, match="download it again"):
         async for _ in chunks:
             pass
+
+
+async def test_a_publication_that_fails_while_storing_its_files_leaves_none(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_files, "WRITE_BYTES", 2 * SMALL_CHUNK)  # written as the pass goes
+    rows = [person(i, 1980 + i % 4, ("350102", "350103")[i % 2]) for i in range(400)]
+    entry = open_entry()
+    data = opendata(database, await setup(database, rows, entry))
+    written: list[int] = []
+    flush = _files.FileWriter.flush
+
+    async def broken_close(self: _files.FileWriter) -> None:
+        await flush(self)
+        written.append(len(await stored(database, entry.resource_code, 1, "csv")))
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(_files.FileWriter, "close", broken_close)
+    with pytest.raises(RuntimeError, match="disk"):
+        await data.publish(entry.resource_code, BY)
+    assert written and written[0] > 2  # chunks were written before it failed ...
+    left = await database.fetch_all("SELECT COUNT(*) FROM open_file_chunk", {})
+    assert int(left[0][0]) == 0  # ... and went with the abandoned version

@@ -62,7 +62,10 @@ class StoredFile:
 class FileWriter:
     """The chunks of one version's files as they are rendered: :meth:`add` each piece, in file
     order, then :meth:`close`. Full chunks go to the database in transactions of about
-    :data:`WRITE_BYTES`, so memory holds at most that much and one partial chunk per format."""
+    :data:`WRITE_BYTES`, so memory holds at most that much and one partial chunk per format,
+    and no transaction holds SQLite's write lock for the whole pass (as ``open_row`` is written
+    in batches): the version is not served before the pass ends, and an abandoned one's chunks
+    are deleted with its rows."""
 
     def __init__(
         self, db: Database, code: str, version: int, chunk_bytes: int = STORED_CHUNK_BYTES

@@ -385,21 +385,25 @@ def _sqlite_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
-def _sqlite_open_row_bytes(path: Path) -> int | None:
-    """Bytes of open_row's table and indexes (the dbstat table, when SQLite has it)."""
+def _sqlite_open_row_bytes(path: Path, table: str = "open_row") -> int | None:
+    """Bytes of ``table`` and its indexes (the dbstat table, when SQLite has it)."""
     try:
         with sqlite3.connect(path) as connection:
             row = connection.execute(
-                "SELECT SUM(pgsize) FROM dbstat WHERE tbl_name = 'open_row'"
+                "SELECT SUM(pgsize) FROM dbstat WHERE tbl_name = :table", {"table": table}
             ).fetchone()
     except sqlite3.OperationalError:
         return None
     return int(row[0]) if row and row[0] is not None else None
 
 
-async def _pg_open_row_bytes(db: Database) -> int:
+async def _pg_open_row_bytes(db: Database, table: str = "open_row") -> int:
     async with db.engine.connect() as connection:
-        size = (await connection.execute(text("SELECT pg_total_relation_size('open_row')"))).one()
+        size = (
+            await connection.execute(
+                text("SELECT pg_total_relation_size(:table)"), {"table": table}
+            )
+        ).one()
     return int(size[0])
 
 
@@ -468,13 +472,23 @@ async def run(
             if backend == "sqlite":
                 grown: int | None = _sqlite_bytes(sqlite_file) - before
                 open_row_bytes = _sqlite_open_row_bytes(sqlite_file)
+                file_bytes = _sqlite_open_row_bytes(sqlite_file, "open_file_chunk")
             else:
                 grown = None
                 open_row_bytes = await _pg_open_row_bytes(db)
+                file_bytes = await _pg_open_row_bytes(db, "open_file_chunk")
         finally:
             await db.close()
     data = figures(backend, count, load_wall, load_cpu, clock, report, grown, open_row_bytes)
-    return data | {"analyze_before_k": analyze, "cut_short": cut_short, "timeout_s": publish_within}
+    published = data["rows_published"]
+    return data | {
+        "analyze_before_k": analyze,
+        "cut_short": cut_short,
+        "timeout_s": publish_within,
+        "file_chunk_bytes_per_row": round(file_bytes / published)
+        if file_bytes and published
+        else None,
+    }
 
 
 def figures(
@@ -578,7 +592,7 @@ def describe(data: dict[str, Any]) -> str:
         "k.small_classes": "    count small classes",
         "k.suppress": "    delete them (suppression)",
         "k.measure": "    measure k, classes, rows",
-        "digests": "  file digests (csv, BOM, jsonl)",
+        "digests": "  file digests + stored files (csv, jsonl)",
         "start_and_serve": "  claim version + serve",
         "select_baseline": "baseline: SELECT all, same pages",
     }
@@ -601,6 +615,8 @@ def describe(data: dict[str, Any]) -> str:
     if data["open_row_bytes_per_row"] is not None:
         what = "pg_total_relation_size" if data["backend"] == "postgresql" else "dbstat"
         disk.append(f"open_row + indexes {data['open_row_bytes_per_row']} B/row ({what})")
+    if data.get("file_chunk_bytes_per_row") is not None:
+        disk.append(f"stored files (open_file_chunk) {data['file_chunk_bytes_per_row']} B/row")
     lines.append("; ".join(disk) or "on-disk size not measured")
     if data["backend"] == "postgresql":
         lines.append(

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Index, Integer, Text, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 from node.storage import UTCDateTime
@@ -306,6 +316,21 @@ class OpenFileDigestRow(SQLModel, table=True):
     columns: str = Field(primary_key=True, max_length=64)
     size: int = Field(sa_type=BigInteger)
     sha256: str = Field(max_length=64)
+
+
+class OpenFileChunkRow(SQLModel, table=True):
+    """One chunk of a published version's full file (node.opendata._files): the csv or jsonl of
+    every published item, written once at publication and streamed by downloads. Chunks are
+    numbered from 0 and all but the last have the same size. The csv with a byte order mark is
+    the mark and these bytes, not a third copy. Deleted with the version's rows."""
+
+    __tablename__ = "open_file_chunk"
+
+    resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    format: str = Field(primary_key=True, max_length=8)
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    data: bytes = Field(sa_type=LargeBinary)
 
 
 class OpenApplicationRow(SQLModel, table=True):

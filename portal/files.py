@@ -174,28 +174,58 @@ async def _send(
         }
     )
     await response.prepare(request)
-    stall = portal.config.section.write_stall_seconds
+    watch = _StallWatch(request, portal.config.section.write_stall_seconds)
     try:
         async for data in flow.chunks():
-            async with asyncio.timeout(stall):
-                await response.write(data)
+            watch.since = watch.now()
+            await response.write(data)
+            watch.since = None
         await response.write_eof()
-    except TimeoutError:
-        # A client that stopped reading: drop it rather than hold its bytes.
-        _abort(request)
     except NodeRefusal as exc:
         # The headers are sent: all the client can learn is a body shorter than its
         # Content-Length, which every HTTP client reports (resume with Range).
         log.warning("portal_download_broken", path=request.path[:200], refusal=str(exc)[:200])
-        _abort(request)
+        if request.transport is not None:
+            request.transport.abort()
     except ConnectionError:
-        pass  # the client went away: nothing to tell it; the node's stream is cancelled
+        # The client went away, or stopped reading and was dropped (watch.dropped): nothing
+        # to tell it; the node's stream is cancelled.
+        pass
+    finally:
+        watch.close()
     return response
 
 
-def _abort(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.abort()
+class _StallWatch:
+    """Drops a client whose download stops being read: a write under way for ``seconds`` (the
+    client takes nothing, its socket's buffer is full) aborts the connection, rather than hold
+    the file's bytes for it. One timer per download, due when the write under way would reach
+    the limit, rather than a timeout armed around every chunk's write (most writes do not
+    wait at all, and a timeout per chunk cost more than the write's bookkeeping)."""
+
+    def __init__(self, request: web.Request, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._request = request
+        self._seconds = seconds
+        #: When the write under way started (None between writes).
+        self.since: float | None = None
+        self.dropped = False
+        self.now = self._loop.time
+        self._timer = self._loop.call_later(seconds, self._check)
+
+    def _check(self) -> None:
+        since = self.since
+        if since is None:
+            self._timer = self._loop.call_later(self._seconds, self._check)
+        elif self.now() - since < self._seconds:
+            self._timer = self._loop.call_at(since + self._seconds, self._check)
+        else:
+            self.dropped = True
+            if self._request.transport is not None:
+                self._request.transport.abort()
+
+    def close(self) -> None:
+        self._timer.cancel()
 
 
 async def sidecar(request: web.Request) -> web.Response:

@@ -14,6 +14,8 @@
 - ``_encode``: the bytes of a CSV or JSON Lines file, a row at a time;
 - ``_digests``: each file's size and SHA-256, kept from the publication on (or computed by a
   first download), so that a download states them first and resumes at a byte offset;
+- ``_files``: the bytes of each published version's full files, stored at publication in
+  chunks and streamed by downloads (a byte range is a seek);
 - ``_download``: a served version as a CSV or JSON Lines file, in bounded chunks, or a byte
   range of it, and the receipt of the download;
 - ``_filters``: the row API's filter grammar (``<item>__<op>=<value>``, after api-tabular),
@@ -101,6 +103,7 @@ from node.opendata._eligibility import (
     registration_of,
 )
 from node.opendata._encode import columns_id
+from node.opendata._files import STORED_CHUNK_BYTES, FileWriter, StoredFile, StoredFiles
 from node.opendata._filters import (
     MAX_FILTERS,
     MAX_IN_VALUES,
@@ -165,6 +168,7 @@ __all__ = [
     "REGISTRATION_CATEGORIES",
     "SCAN_LIMIT",
     "SCAN_ROWS",
+    "STORED_CHUNK_BYTES",
     "Access",
     "ApplicantType",
     "Approval",
@@ -177,6 +181,7 @@ __all__ = [
     "Eligibility",
     "FileDigest",
     "FileDigests",
+    "FileWriter",
     "FilterError",
     "Finding",
     "IdentifierScan",
@@ -204,6 +209,8 @@ __all__ = [
     "RowFilter",
     "RowPage",
     "Served",
+    "StoredFile",
+    "StoredFiles",
     "Treater",
     "TreatmentError",
     "UseReport",

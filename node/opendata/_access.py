@@ -49,6 +49,8 @@ class Access:
 
     served: Served
     scope: KeyScope | None = None
+    #: ``served`` has every published item of its version (its full file is stored).
+    whole: bool = True
 
     @property
     def holder(self) -> str:
@@ -83,4 +85,5 @@ async def open_access(served: Served, keys: OpenKeys | None, key: str) -> Access
             "authorization again"
         )
     entry = served.entry.model_copy(update={"items": items})
-    return Access(dataclasses.replace(served, entry=entry), scope)
+    whole = len(items) == len(served.entry.items)
+    return Access(dataclasses.replace(served, entry=entry), scope, whole)

@@ -14,6 +14,7 @@ all three formats in the same pass, and kept in ``open_file_digest``:
   versions published before the table existed), which then keeps it. Two first downloads at
   once may both compute it; the second insert finds the first and keeps it.
 
+At publication the same pass also writes the version's full files (node.opendata._files).
 A version's digests are deleted with its rows. No grpc.
 """
 
@@ -30,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.models import OpenFileDigestRow
 from node.opendata._encode import BOM, Encoder, RowSource, columns_id, served_rows
+from node.opendata._files import FileWriter
 from node.opendata._receipt import FileDigest
 from node.storage import Database
 
@@ -42,24 +44,38 @@ _f = OpenFileDigestRow.__table__  # type: ignore[attr-defined]
 
 
 async def compute_digests(
-    source: RowSource, code: str, version: int, columns: Sequence[str]
+    source: RowSource,
+    code: str,
+    version: int,
+    columns: Sequence[str],
+    store: FileWriter | None = None,
 ) -> tuple[dict[Variant, FileDigest], int]:
     """The digest of every variant of the file of ``columns``, in one pass over the rows, and
-    how many rows were read."""
+    how many rows were read; with ``store``, the csv and jsonl bytes are written to it in the
+    same pass (node.opendata._files: a version's full files, at publication)."""
     csv_encoder, jsonl_encoder = Encoder("csv", columns), Encoder("jsonl", columns)
     header = csv_encoder.header()
     plain, bom, jsonl = hashlib.sha256(header), hashlib.sha256(BOM + header), hashlib.sha256()
     sizes = {"csv": len(header), "jsonl": 0}
+    if store is not None:
+        store.add("csv", header)
     rows = 0
     async for _, values in served_rows(source, code, version):
         line = csv_encoder.row(values)
         plain.update(line)
         bom.update(line)
         sizes["csv"] += len(line)
-        line = jsonl_encoder.row(values)
-        jsonl.update(line)
-        sizes["jsonl"] += len(line)
+        json_line = jsonl_encoder.row(values)
+        jsonl.update(json_line)
+        sizes["jsonl"] += len(json_line)
         rows += 1
+        if store is not None:
+            store.add("csv", line)
+            store.add("jsonl", json_line)
+            if store.full:
+                await store.flush()
+    if store is not None:
+        await store.close()
     digests = {
         ("csv", False): FileDigest(plain.hexdigest(), sizes["csv"]),
         ("csv", True): FileDigest(bom.hexdigest(), sizes["csv"] + len(BOM)),

@@ -14,10 +14,11 @@ with the key of its class over the entry's quasi-identifiers. Before the version
 
 The report (k reached, classes, rows left out, each item's treatment, what the identifier scan
 found) is kept with the version, refused or not, for the authority. A version that passed has
-its files' sizes and SHA-256 computed before it is served (node.opendata._digests), kept and
-deleted with its rows. Rows are written in
-batches while the version is ``building``; nothing is served until the last step flips it to
-``published`` in one transaction, and a refused or abandoned version's rows are deleted.
+its files' sizes and SHA-256 computed before it is served (node.opendata._digests), and in the
+same pass its files' bytes stored (node.opendata._files), all kept and deleted with its rows.
+Rows are written in batches while the version is ``building``; nothing is served until the last
+step flips it to ``published`` in one transaction, and a refused or abandoned version's rows are
+deleted.
 
 A published dataset is served only while its entry is the one the version was made from, is
 active and still open: changing or withdrawing the entry takes it out until it is published
@@ -48,6 +49,7 @@ from node.catalog import Catalog, OpenType, ResourceEntry, ResourceStatus, Updat
 from node.errors import Aborted, DomainError, FailedPrecondition, NotFound, PermissionDenied
 from node.models import (
     OpenDatasetRow,
+    OpenFileChunkRow,
     OpenFileDigestRow,
     OpenRowRow,
     OpenVersionRow,
@@ -56,6 +58,7 @@ from node.models import (
 )
 from node.opendata._deid import Finding, IdentifierScan, Treater, TreatmentError
 from node.opendata._digests import FileDigests, Variant, compute_digests, digest_rows
+from node.opendata._files import StoredFiles
 from node.opendata._receipt import FileDigest
 from node.storage import Database
 
@@ -72,6 +75,7 @@ _d = OpenDatasetRow.__table__  # type: ignore[attr-defined]
 _v = OpenVersionRow.__table__  # type: ignore[attr-defined]
 _o = OpenRowRow.__table__  # type: ignore[attr-defined]
 _f = OpenFileDigestRow.__table__  # type: ignore[attr-defined]
+_c = OpenFileChunkRow.__table__  # type: ignore[attr-defined]
 _r = RecordRow.__table__  # type: ignore[attr-defined]
 _rd = ResourceDataRow.__table__  # type: ignore[attr-defined]
 
@@ -168,6 +172,8 @@ class OpenData:
         self._may_open = may_open
         #: The size and SHA-256 of each file a version is downloaded as (node.opendata._digests).
         self.digests = FileDigests(db)
+        #: The bytes of each version's full files, written at publication (node.opendata._files).
+        self.files = StoredFiles(db)
 
     # --- publishing --------------------------------------------------------------------------
 
@@ -313,6 +319,11 @@ class OpenData:
                 await connection.execute(
                     delete(OpenFileDigestRow).where(
                         _f.c.resource_code == code, _f.c.version == number
+                    )
+                )
+                await connection.execute(
+                    delete(OpenFileChunkRow).where(
+                        _c.c.resource_code == code, _c.c.version == number
                     )
                 )
                 await connection.execute(
@@ -501,6 +512,9 @@ class OpenData:
                 delete(OpenFileDigestRow).where(_f.c.resource_code == code, _f.c.version == version)
             )
             await connection.execute(
+                delete(OpenFileChunkRow).where(_c.c.resource_code == code, _c.c.version == version)
+            )
+            await connection.execute(
                 update(OpenVersionRow)
                 .where(_v.c.resource_code == code, _v.c.version == version)
                 .values(state=state, rows=0, report=report.to_json())
@@ -512,8 +526,12 @@ class OpenData:
         self, code: str, version: int, columns: Sequence[str]
     ) -> dict[Variant, FileDigest]:
         """The digests of the files of a version being published (one more read of its rows):
-        its first download then states them at once (node.opendata._digests)."""
-        digests, _ = await compute_digests(self, code, version, columns)
+        its first download then states them at once (node.opendata._digests). The same pass
+        stores the files' bytes, which downloads then stream (node.opendata._files): the
+        version is served only after, so a served version has its files."""
+        digests, _ = await compute_digests(
+            self, code, version, columns, store=self.files.writer(code, version)
+        )
         return digests
 
     async def _serve(
@@ -569,6 +587,13 @@ class OpenData:
                     _f.c.resource_code == code,
                     _f.c.version < version,
                     _f.c.version != previous,
+                )
+            )
+            await connection.execute(
+                delete(OpenFileChunkRow).where(
+                    _c.c.resource_code == code,
+                    _c.c.version < version,
+                    _c.c.version != previous,
                 )
             )
 

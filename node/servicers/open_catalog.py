@@ -431,7 +431,7 @@ class OpenCatalogServicer:
         if key:
             spend_budget(self._budgets, caller, context, recipient, download=True)
         add_audit_detail(recipient=recipient)
-        file = DownloadFile(self._opendata, served, fmt, bom=request.bom)
+        file = DownloadFile(self._opendata, served, fmt, bom=request.bom, whole=access.whole)
         digest = await file.digest()
         add_audit_detail(
             sha256=digest.sha256, size=digest.size, offset=request.offset, length=request.length

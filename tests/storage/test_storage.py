@@ -47,6 +47,7 @@ TABLES = {
     "open_key",
     "open_use_report",
     "open_file_digest",
+    "open_file_chunk",
     "witness_state",
     "witness_evidence",
     "invitation",

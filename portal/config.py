@@ -69,7 +69,7 @@ class PortalSection(BaseModel):
     #: A download's whole duration; then the connection is closed (resume with Range).
     download_seconds: float = Field(default=3600.0, gt=0, le=86_400)
     #: How long one write to a client may wait for it to read (a slow reader's limit): the
-    #: portal holds at most one chunk (64 KiB) and the socket's buffer for it meanwhile.
+    #: portal holds at most one chunk (256 KiB) and the socket's buffer for it meanwhile.
     write_stall_seconds: float = Field(default=30.0, gt=0, le=3600)
     #: Deadline of each call to the node other than a download.
     node_timeout_seconds: float = Field(default=10.0, gt=0, le=300)

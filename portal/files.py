@@ -1,7 +1,7 @@
 """Downloads (第三十二条) with their provenance (第三十五条: 注明来源和获取日期).
 
 ``GET /api/v1/datasets/{code}/data.csv`` (``?bom=1`` for Excel) and ``data.jsonl`` stream the
-node's file chunk by chunk: the portal holds at most one chunk (64 KiB) and the socket's buffer
+node's file chunk by chunk: the portal holds at most one chunk (256 KiB) and the socket's buffer
 per download, and a client that stops reading for ``write_stall_seconds`` is disconnected (a
 slow reader costs the portal a connection, never memory). The node sends the file's size,
 SHA-256 and signed receipt before the first byte, so the response carries them in its headers:

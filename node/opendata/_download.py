@@ -51,7 +51,7 @@ from node.opendata._publish import OpenData
 from node.opendata._receipt import MAX_RECIPIENT, FileDigest, Receipt, make_receipt
 
 #: Largest chunk of a file sent at once.
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024
 #: A recipient a portal names: a kind and an id of URL-safe characters (an IPv6 address has
 #: colons), as short as a receipt allows.
 RECIPIENT_RE = re.compile(r"^[a-z]{1,16}:[A-Za-z0-9._:-]{1,100}$")

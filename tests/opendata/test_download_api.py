@@ -108,9 +108,10 @@ async def download(
 
 
 def checked(chunks: Sequence[opendata_pb2.DownloadChunk], listed: Any) -> bytes:
-    """The file's bytes, once the chunks are what a download promises: each at most 64 KiB
-    with the provenance of the listed resource and its offset in the file, the first alone
-    stating the file's size and digest (and carrying the receipt), the last alone marked."""
+    """The file's bytes, once the chunks are what a download promises: each at most
+    CHUNK_BYTES (256 KiB) with the provenance of the listed resource and its offset in the
+    file, the first alone stating the file's size and digest (and carrying the receipt), the
+    last alone marked."""
     at = 0
     for chunk in chunks:
         assert len(chunk.data) <= CHUNK_BYTES
@@ -180,7 +181,7 @@ async def test_the_open_catalog_is_listed_and_downloaded_by_an_agency_and_by_the
 
         # --- CSV as an agency: the served rows exactly; a recipient header is ignored --------
         chunks = await download(node, agency, u, "csv", recipient="ip:203.0.113.9")
-        assert len(chunks) > 2
+        assert len(chunks) >= 2
         data = checked(chunks, listed)
         served = await open_rows(node.db, u, 1)
         lines = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))

@@ -21,6 +21,7 @@ from node.opendata import (
     OpenCatalog,
     OpenData,
     Served,
+    _download,
     _files,
     open_data_gate,
 )
@@ -28,7 +29,7 @@ from node.opendata._encode import BOM
 from node.storage import Database
 from tests.opendata.test_publish import BY, PUBLISHER, open_entry, opendata, person, setup
 
-#: Stored chunks of this size (a download's chunks stay 64 KiB), read this many bytes a query.
+#: Stored chunks of this size (a download's chunks stay 256 KiB), read this many bytes a query.
 SMALL_CHUNK = 1000
 SMALL_READ = 3500
 
@@ -182,7 +183,10 @@ async def test_bytes_that_do_not_match_the_digest_fail_and_are_made_again(
     assert await stored(database, code, 1, "jsonl")
 
 
-async def test_stored_files_go_with_their_version(database: Database) -> None:
+async def test_stored_files_go_with_their_version(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_download, "CHUNK_BYTES", 64 * 1024)  # several download chunks
     data, served = await published(database, 1500)  # a jsonl file of several download chunks
     code = served.entry.resource_code
 

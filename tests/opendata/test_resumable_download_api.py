@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from govnode.v1 import opendata_pb2
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from node.app import RunningNode
-from node.opendata import CHUNK_BYTES, check_receipt, columns_id
+from node.opendata import _download, check_receipt, columns_id
 from node.pki import load_certs
 from tests.opendata.test_download_api import (
     AGENCY,
@@ -39,6 +40,8 @@ from tests.support.access import refused
 from tests.support.nodes import PUBLIC_SECURITY, make_province, start
 
 IP = "ip:203.0.113.9"
+#: The download chunk size this file's first test sets (node.opendata._download.CHUNK_BYTES).
+CHUNK_BYTES = 64 * 1024
 
 
 async def digests(node: RunningNode, code: str) -> dict[tuple[int, str, bool, str], str]:
@@ -63,8 +66,10 @@ def joined(chunks: list[opendata_pb2.DownloadChunk]) -> bytes:
 
 
 async def test_the_digest_comes_first_and_a_download_resumes_at_any_offset(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Chunks of 64 KiB (the node's are 256 KiB), so that a modest file spans several.
+    monkeypatch.setattr(_download, "CHUNK_BYTES", CHUNK_BYTES)
     setup = make_province(tmp_path / "province", db_url)
     node = await start(setup)
     try:

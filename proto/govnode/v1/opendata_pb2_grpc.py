@@ -128,7 +128,7 @@ class OpenDataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Download(self, request, context):
-        """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+        """Downloads the served version of an open resource as a file in chunks of at most 256 KiB,
         each carrying its source and acquisition date (第三十五条); the first one carries the
         whole file's size, its SHA-256 and a download receipt signed by the node, so that a
         portal can send them before the file. A download that broke off resumes at a byte offset

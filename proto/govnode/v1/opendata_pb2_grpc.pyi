@@ -44,7 +44,7 @@ class OpenDataServiceStub:
     authenticated caller, the open data portal included.
     """
     Download: _grpc.UnaryStreamMultiCallable[_opendata_pb2.DownloadRequest, _opendata_pb2.DownloadChunk]
-    """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+    """Downloads the served version of an open resource as a file in chunks of at most 256 KiB,
     each carrying its source and acquisition date (第三十五条); the first one carries the
     whole file's size, its SHA-256 and a download receipt signed by the node, so that a
     portal can send them before the file. A download that broke off resumes at a byte offset
@@ -122,7 +122,7 @@ class OpenDataServiceAsyncStub(OpenDataServiceStub):
     authenticated caller, the open data portal included.
     """
     Download: _aio.UnaryStreamMultiCallable[_opendata_pb2.DownloadRequest, _opendata_pb2.DownloadChunk]  # type: ignore[assignment]
-    """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+    """Downloads the served version of an open resource as a file in chunks of at most 256 KiB,
     each carrying its source and acquisition date (第三十五条); the first one carries the
     whole file's size, its SHA-256 and a download receipt signed by the node, so that a
     portal can send them before the file. A download that broke off resumes at a byte offset
@@ -209,7 +209,7 @@ class OpenDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _opendata_pb2.DownloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_opendata_pb2.DownloadChunk], _abc.AsyncIterator[_opendata_pb2.DownloadChunk]]:
-        """Downloads the served version of an open resource as a file in chunks of at most 64 KiB,
+        """Downloads the served version of an open resource as a file in chunks of at most 256 KiB,
         each carrying its source and acquisition date (第三十五条); the first one carries the
         whole file's size, its SHA-256 and a download receipt signed by the node, so that a
         portal can send them before the file. A download that broke off resumes at a byte offset

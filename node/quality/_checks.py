@@ -368,7 +368,8 @@ class Quality:
         scores = _scores(report)
 
         async def txn(session: AsyncSession) -> QualityReport:
-            rows = await session.execute(
+            conn = await session.connection()
+            rows = await conn.execute(
                 sa.select(CHECK.c.scores)
                 .where(CHECK.c.resource_code == code)
                 .order_by(CHECK.c.checked_at.desc(), CHECK.c.id.desc())
@@ -438,8 +439,9 @@ class Quality:
         """The newest stored check of ``code``; NotFound when it was never checked."""
 
         async def txn(session: AsyncSession) -> str | None:
+            conn = await session.connection()
             row = (
-                await session.execute(
+                await conn.execute(
                     sa.select(CHECK.c.report)
                     .where(CHECK.c.resource_code == code)
                     .order_by(CHECK.c.checked_at.desc(), CHECK.c.id.desc())

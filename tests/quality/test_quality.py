@@ -4,6 +4,7 @@ thresholds, drops against history and who may read a report."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from statistics import fmean
@@ -20,6 +21,7 @@ from node.codes import make_citizen_id
 from node.errors import FailedPrecondition, NotFound, PermissionDenied
 from node.quality import (
     CHECK_METHOD,
+    DailyCheck,
     Dimension,
     Grade,
     Level,
@@ -393,3 +395,22 @@ def test_the_daily_check_runs_at_check_time_china_standard_time() -> None:
     assert next_run(before, "02:30") == dt.datetime(2025, 3, 1, 18, 30, tzinfo=dt.UTC)
     at = dt.datetime(2025, 3, 1, 18, 30, tzinfo=dt.UTC)
     assert next_run(at, "02:30") == dt.datetime(2025, 3, 2, 18, 30, tzinfo=dt.UTC)
+
+
+async def test_the_daily_check_checks_every_resource_when_its_time_comes(
+    database: Database,
+) -> None:
+    clock, catalog, _, audit = await the_story(database)
+    quality = Quality(
+        database, catalog, node_region=NODE_REGION, settings=settings(), clock=clock, audit=audit
+    )
+    # The node's clock says 02:29:59.999 China Standard Time: the check is due at once.
+    moment = dt.datetime(2025, 3, 10, 18, 29, 59, 999_000, tzinfo=dt.UTC)
+    daily = DailyCheck(quality, "spiffe://350100.fujian.gov.cn/node", "02:30", lambda: moment)
+    daily.start()
+    try:
+        await asyncio.wait_for(daily.ran.wait(), timeout=30)
+    finally:
+        await daily.stop()
+    for code in (ENTRY.resource_code, OTHER.resource_code):
+        assert (await quality.latest(code)).resource_code == code

@@ -425,15 +425,37 @@ class Quality:
             if not token:
                 return codes
 
-    async def check_all(self, by: str, progress: Progress | None = None) -> list[QualityReport]:
-        """Check every resource this node owns, one after the other (one transaction each)."""
+    async def check_all(
+        self,
+        by: str,
+        progress: Progress | None = None,
+        *,
+        unless_checked_since: dt.datetime | None = None,
+    ) -> list[QualityReport]:
+        """Check every resource this node owns, one after the other (one transaction each).
+        ``unless_checked_since``: leave out the resources checked at or after it, so that when
+        several processes of one node (on PostgreSQL, behind one load balancer) each run the
+        daily check, a resource another one checked already is not checked again."""
         codes = await self.resources()
+        if unless_checked_since is not None:
+            done = await self._checked_since(unless_checked_since)
+            codes = [code for code in codes if code not in done]
         reports = []
         for n, code in enumerate(codes, 1):
             reports.append(await self.check(code, by))
             if progress is not None:
                 progress(n, len(codes), code)
         return reports
+
+    async def _checked_since(self, since: dt.datetime) -> set[str]:
+        async def txn(session: AsyncSession) -> set[str]:
+            conn = await session.connection()
+            rows = await conn.execute(
+                sa.select(CHECK.c.resource_code).distinct().where(CHECK.c.checked_at >= since)
+            )
+            return {str(row[0]) for row in rows}
+
+        return await self._db.read("quality.checked_since", txn)
 
     async def latest(self, code: str) -> QualityReport:
         """The newest stored check of ``code``; NotFound when it was never checked."""

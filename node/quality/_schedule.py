@@ -61,7 +61,8 @@ class DailyCheck:
             due = next_run(now, self._check_time)
             await asyncio.sleep(max(0.0, (due - now).total_seconds()))
             try:
-                reports = await self._quality.check_all(self._by)
+                # A resource another process of this node checked since it was due is done.
+                reports = await self._quality.check_all(self._by, unless_checked_since=due)
                 log.info("quality.checked", resources=len(reports))
             except asyncio.CancelledError:
                 raise

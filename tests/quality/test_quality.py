@@ -414,3 +414,6 @@ async def test_the_daily_check_checks_every_resource_when_its_time_comes(
         await daily.stop()
     for code in (ENTRY.resource_code, OTHER.resource_code):
         assert (await quality.latest(code)).resource_code == code
+    # Another process of the node, due at the same moment, finds today's check done.
+    due = next_run(moment, "02:30")
+    assert await quality.check_all("another process", unless_checked_since=due) == []

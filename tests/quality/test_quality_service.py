@@ -95,6 +95,10 @@ async def test_the_provider_and_its_authority_read_the_report_others_are_refused
         f"and the province's authority (第十五条); spiffe://350000.fujian.gov.cn/agency/"
         f"{CIVIL_AFFAIRS} is none of them"
     )
+    err = await refused(get_report(node, provider, "3" * 10_000))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.details().endswith("is not in the catalog of this node")
+    assert len(err.details()) < 200  # the code quoted, cut short
     err = await refused(get_report(node, provider, ""))
     assert (err.code(), err.details()) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -109,6 +113,7 @@ async def test_the_provider_and_its_authority_read_the_report_others_are_refused
         (f"spiffe://350000.fujian.gov.cn/agency/{PUBLIC_SECURITY}", "OK"),
         ("spiffe://350000.fujian.gov.cn/authority", "OK"),
         (f"spiffe://350000.fujian.gov.cn/agency/{CIVIL_AFFAIRS}", "PERMISSION_DENIED"),
+        (f"spiffe://350000.fujian.gov.cn/agency/{PUBLIC_SECURITY}", "NOT_FOUND"),
         (f"spiffe://350000.fujian.gov.cn/agency/{PUBLIC_SECURITY}", "INVALID_ARGUMENT"),
     ]
     [check] = [r for r in records if r.method == "quality.check"]

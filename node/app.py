@@ -90,6 +90,7 @@ from node.pki import (
     load_private_key,
     verify_chain,
 )
+from node.quality import DailyCheck, Quality, QualitySettings, Thresholds
 from node.records import Records
 from node.servicers import (
     Services,
@@ -177,6 +178,8 @@ class RunningNode:
     republisher: Republisher | None = None
     #: The province: its approved cities' open catalogs (their refreshes end at stop).
     city_catalogs: CityCatalogs | None = None
+    #: Checks the quality of every resource of the node daily (第十五条).
+    quality_check: DailyCheck | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -195,6 +198,8 @@ class RunningNode:
             await self.publisher.stop()
         if self.republisher is not None:
             await self.republisher.stop()
+        if self.quality_check is not None:
+            await self.quality_check.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -351,6 +356,25 @@ def _evidence(
     )
 
 
+def quality_of(
+    config: NodeConfig, db: Database, catalog: Catalog, audit: AuditLog | None = None
+) -> Quality:
+    """The quality checks of this node's resources, as ``[quality]`` configures them (the CLI
+    builds the same)."""
+    section = config.quality
+    settings = QualitySettings(
+        window_days=section.window_days,
+        thresholds=Thresholds(section.warn_below, section.critical_below),
+        per_resource={
+            code: Thresholds(t.warn_below, t.critical_below)
+            for code, t in section.resources.items()
+        },
+        drop_points=section.drop_points,
+        history_checks=section.history_checks,
+    )
+    return Quality(db, catalog, node_region=config.node.region, settings=settings, audit=audit)
+
+
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
@@ -474,6 +498,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             open_keys=open_keys,
             city_catalogs=city_catalogs,
             notifications=notifications,
+            quality=quality_of(config, db, catalog, audit),
             stopping=stopping,
         )
         names = register_services(server, services)
@@ -535,6 +560,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
             services.opendata, identity.uri, config.opendata.republish_check_seconds
         )
         node.republisher.start()
+    if services.quality is not None:
+        node.quality_check = DailyCheck(services.quality, identity.uri, config.quality.check_time)
+        node.quality_check.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

@@ -12,6 +12,7 @@ be moved as a whole.
 from __future__ import annotations
 
 import enum
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -363,6 +364,73 @@ class OpenDataSection(_Section):
         return self
 
 
+#: Resources ``[quality.resources]`` may set thresholds for (one table each).
+MAX_QUALITY_OVERRIDES = 10_000
+_CHECK_TIME_LEN = 5
+#: As node.catalog's RESOURCE_CODE_RE (the config does not import the catalog).
+_RESOURCE_CODE_RE = re.compile(r"^\d{6}-[123]-\d{6}$")
+
+
+class QualityThresholdsSection(_Section):
+    """A score (0-100) below ``warn_below`` warns; below ``critical_below`` it is critical."""
+
+    warn_below: float = Field(default=80.0, ge=0.0, le=100.0)
+    critical_below: float = Field(default=60.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.critical_below > self.warn_below:
+            raise ValueError(
+                f"critical_below {self.critical_below:g} is above warn_below "
+                f"{self.warn_below:g}: a critical score is below the warning line"
+            )
+        return self
+
+
+class QualitySection(QualityThresholdsSection):
+    """Data quality checks (质量管控, 第十五、十六条): when they run by themselves, the window
+    they count, the thresholds scores are held against and when a drop is flagged."""
+
+    #: When the node recomputes every resource's quality each day, HH:MM China Standard Time.
+    check_time: str = "02:30"
+    #: Submissions and share calls of the last this many days are counted.
+    window_days: int = Field(default=30, ge=1, le=366)
+    #: A score more than this many points below the mean of the resource's previous
+    #: ``history_checks`` checks is flagged as a drop.
+    drop_points: float = Field(default=10.0, gt=0.0, le=100.0)
+    history_checks: int = Field(default=7, ge=1, le=100)
+    #: Thresholds of single resources, by resource code: ``[quality.resources."350000-1-000001"]``
+    #: with ``warn_below`` and ``critical_below``.
+    resources: dict[str, QualityThresholdsSection] = Field(
+        default_factory=dict, max_length=MAX_QUALITY_OVERRIDES
+    )
+
+    @field_validator("check_time")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        hours, sep, minutes = value.partition(":")
+        if (
+            len(value) != _CHECK_TIME_LEN
+            or not sep
+            or not (hours.isdigit() and minutes.isdigit())
+            or not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59)
+        ):
+            raise ValueError(f"{value[:20]!r} must be HH:MM, China Standard Time, e.g. 02:30")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_codes(
+        cls, value: dict[str, QualityThresholdsSection]
+    ) -> dict[str, QualityThresholdsSection]:
+        for code in value:
+            if not _RESOURCE_CODE_RE.fullmatch(code):
+                raise ValueError(
+                    f"{code[:20]!r} is not a resource code (RRRRRR-C-NNNNNN, e.g. 350000-1-000001)"
+                )
+        return value
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -381,6 +449,7 @@ class NodeConfig(BaseSettings):
     oracle: OracleSection = OracleSection()
     audit: AuditSection = AuditSection()
     opendata: OpenDataSection = OpenDataSection()
+    quality: QualitySection = QualitySection()
     log: LogSection = LogSection()
     governance: GovernanceSection = GovernanceSection()
     #: Directory the file was read from; relative paths resolve against it.

@@ -558,6 +558,32 @@ class SubmitBatchRow(SQLModel, table=True):
     content_digest: str | None = Field(default=None, max_length=64)
 
 
+class QualityCheckRow(SQLModel, table=True):
+    """One quality check of one resource (数据质量, 第十五、十六条): its scores and the whole
+    report as JSON (node.quality). The dated history the daily check adds to, and drops are
+    measured against; never updated, never deleted."""
+
+    __tablename__ = "quality_check"
+    __table_args__ = (Index("ix_quality_check_resource", "resource_code", "checked_at"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite")
+    )
+    resource_code: str = Field(max_length=CODE_LEN)
+    checked_at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: The China Standard Time day of the check, YYYY-MM-DD (the history's date).
+    day: str = Field(max_length=10)
+    entry_version: int
+    #: The overall score (0-100), NULL when nothing could be measured.
+    overall: float | None = Field(default=None, sa_type=Double)
+    grade: str = Field(max_length=1)  # A-E, "" when unmeasured
+    #: JSON {dimension: score or null}: what later checks compare against.
+    scores: str = Field(sa_type=Text)
+    #: The whole report (node.quality.report_to_json).
+    report: str = Field(sa_type=Text)
+    checked_by: str = Field(max_length=300)
+
+
 class InvitationRow(SQLModel, table=True):
     """A one-time, expiring invitation for one city to join (only the token's hash is kept)."""
 

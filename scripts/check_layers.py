@@ -68,6 +68,7 @@ DOMAIN = tuple(
         "tlog",
         "backup",
         "opendata",
+        "quality",
     )
 )
 # What a domain package never imports: gRPC itself, and the edges of node that use gRPC or

@@ -32,6 +32,7 @@ from node.cli import (
     opendata_admin,
     opendata_apps,
     portal,
+    quality,
     serve,
     status,
 )
@@ -81,6 +82,7 @@ opendata_admin.register(opendata.app)
 opendata_apps.register(opendata.app)
 app.add_typer(opendata.app, name="opendata")
 app.add_typer(portal.app, name="portal")
+app.add_typer(quality.app, name="quality")
 serve.register(app)
 demo.register(app)
 federation.register(app)

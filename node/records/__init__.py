@@ -15,8 +15,10 @@ from __future__ import annotations
 from node.records._change import CHANGE_BATCH_PREFIX, current_record, write_record_change
 from node.records._exchange import ChangeKind, FeedChange, FeedShaper, RecordsExchange
 from node.records._query import full_key, key_text
-from node.records._store import Records
+from node.records._store import CYCLE_ALLOWANCE, Records
 from node.records._types import (
+    DUPLICATE_BATCH_MESSAGE,
+    KEY_CONFLICT_REASON,
     BatchOutcome,
     MatchResult,
     QueryFilter,
@@ -28,6 +30,9 @@ from node.records._validation import MAX_CHECK_SECONDS, schema_for
 
 __all__ = [
     "CHANGE_BATCH_PREFIX",
+    "CYCLE_ALLOWANCE",
+    "DUPLICATE_BATCH_MESSAGE",
+    "KEY_CONFLICT_REASON",
     "MAX_CHECK_SECONDS",
     "BatchOutcome",
     "ChangeKind",

@@ -28,6 +28,7 @@ from node.records._hold import ARTICLE, HeldWrite
 from node.records._query import key_text
 from node.records._rejections import RejectionList, bounded
 from node.records._types import (
+    KEY_CONFLICT_REASON,
     MAX_BATCH_ID,
     MAX_BATCH_RECORDS,
     MAX_TEMPORARY_DAYS,
@@ -225,8 +226,8 @@ def one_value_per_key(
                 Rejection(
                     index,
                     "",
-                    f"its key ({key_names}) is also at {named} of this batch with other "
-                    "values: one batch carries one value per key; send a change in a later "
+                    f"{KEY_CONFLICT_REASON}{key_names}) is also at {named} of this batch with "
+                    "other values: one batch carries one value per key; send a change in a later "
                     f"batch, where it is held for approval ({ARTICLE})",
                 )
             )

@@ -39,6 +39,14 @@ MAX_COMPARE = 10_000
 MAX_TEMPORARY_DAYS = 90
 
 
+#: The audit message of a Submit batch whose id was applied before with the same content (its
+#: first outcome is sent again, nothing applied): data quality counts resent batches by it.
+DUPLICATE_BATCH_MESSAGE = "duplicate batch, nothing applied"
+#: How the rejection of a record that carries its key with other values in the same batch
+#: begins (node.records._submit.one_value_per_key): data quality counts duplicate keys by it.
+KEY_CONFLICT_REASON = "its key ("
+
+
 @dataclass(frozen=True, slots=True)
 class TemporaryCollection:
     """临时采集 (第十二条第二款): items outside the catalog, collected for special business or

@@ -24,6 +24,7 @@ from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.federation import Router
 from node.records import (
     CHANGE_BATCH_PREFIX,
+    DUPLICATE_BATCH_MESSAGE,
     BatchOutcome,
     MatchResult,
     QueryFilter,
@@ -160,7 +161,7 @@ class SharingServicer:
                         origin_node="",
                         resource_code=entry.resource_code,
                         outcome="OK",
-                        message="duplicate batch, nothing applied" if outcome.duplicate else "",
+                        message=DUPLICATE_BATCH_MESSAGE if outcome.duplicate else "",
                         request_digest=hashlib.sha256(request.SerializeToString()).hexdigest(),
                         request_id=current_request_id(),
                         detail={

@@ -186,3 +186,28 @@ def test_the_open_data_base_url_defaults_from_the_trust_domain_and_must_be_https
         text = province_toml(**{commented: f'base_url = "{bad}"'})
         with pytest.raises(ConfigError, match=r"opendata\.base_url: .*must be an https URL"):
             load_config(write(tmp_path, text))
+
+
+def test_quality_settings_are_checked_and_name_their_key(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, province_toml()))
+    assert (cfg.quality.check_time, cfg.quality.window_days) == ("02:30", 30)
+    own = '[quality.resources."350000-1-000001"]\nwarn_below = 95.0\n\n[opendata]'
+    cfg = load_config(write(tmp_path, province_toml(**{"\n[opendata]": "\n" + own})))
+    assert cfg.quality.resources["350000-1-000001"].warn_below == 95.0
+    refused = [
+        (
+            'check_time = "02:30"',
+            'check_time = "25:00"',
+            r"quality\.check_time: '25:00' must be HH:MM",
+        ),
+        ("critical_below = 60.0", "critical_below = 90.0", r"quality: critical_below 90 is above"),
+        ("window_days = 30", "window_days = 0", r"quality\.window_days"),
+        (
+            '# [quality.resources."350000-1-000001"]',
+            '[quality.resources."nope"]',
+            r"quality\.resources: 'nope' is not a resource code",
+        ),
+    ]
+    for old, new, pattern in refused:
+        with pytest.raises(ConfigError, match=pattern):
+            load_config(write(tmp_path, province_toml(**{old: new})))

@@ -69,9 +69,9 @@ def test_check_names_the_stubs_a_changed_comment_makes_stale(tmp_path: Path) -> 
     root = copy_proto_root(tmp_path)
     quality = root / "govnode" / "v1" / "quality.proto"
     text = quality.read_text(encoding="utf-8")
-    old = "// Returns the current quality report of one resource"
+    old = "// Returns the newest quality check of one resource"
     assert old in text
-    quality.write_text(text.replace(old, "// Returns the quality report of one resource"), "utf-8")
+    quality.write_text(text.replace(old, "// Returns the latest check of one resource"), "utf-8")
 
     result = run_gen_protos("--check", "--proto-root", str(root))
 

@@ -275,12 +275,12 @@ async def test_a_later_release_method_answers_unimplemented_naming_what_is_missi
     setup, node = province
     async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await quality_pb2_grpc.QualityServiceStub(ch).GetQualityReport(
-                quality_pb2.GetQualityReportRequest(resource_code="350000-1-000001")
+            await quality_pb2_grpc.QualityServiceStub(ch).ReportDataError(
+                quality_pb2.ReportDataErrorRequest(resource_code="350000-1-000001")
             )
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "QualityService/GetQualityReport is not implemented by this node" in details(err.value)
-    assert "quality reports and error reports (纠错)" in details(err.value)
+    assert "QualityService/ReportDataError is not implemented by this node" in details(err.value)
+    assert "error reports (纠错) are not available yet" in details(err.value)
 
 
 async def test_only_nodes_may_watch_the_catalog_feed(

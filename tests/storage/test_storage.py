@@ -58,6 +58,7 @@ TABLES = {
     "record_version",
     "resource_data",
     "submit_batch",
+    "quality_check",
     "sub_platform_approval",
     "notification",
     "access_application",

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from govnode.v1 import common_pb2 as govnode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18govnode/v1/quality.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17govnode/v1/common.proto\"0\n\x17GetQualityReportRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\"\x88\x01\n\x0bItemQuality\x12\x0c\n\x04item\x18\x01 \x01(\t\x12(\n\x04rule\x18\x02 \x01(\x0b\x32\x1a.govnode.v1.ValidationRule\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0e\n\x06passed\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0f\n\x07missing\x18\x06 \x01(\x03\"\xfb\x01\n\rQualityReport\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x15\n\rentry_version\x18\x02 \x01(\x03\x12\x30\n\x0cgenerated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07records\x18\x04 \x01(\x03\x12&\n\x05items\x18\x05 \x03(\x0b\x32\x17.govnode.v1.ItemQuality\x12\x1a\n\x12rejected_on_submit\x18\x06 \x01(\x03\x12\x18\n\x10open_data_errors\x18\x07 \x01(\x03\x12\x1b\n\x13\x61ggregation_overdue\x18\x08 \x01(\x08\"E\n\x18GetQualityReportResponse\x12)\n\x06report\x18\x01 \x01(\x0b\x32\x19.govnode.v1.QualityReport\"\xcf\x03\n\x0f\x44\x61taErrorReport\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.govnode.v1.DataErrorStatus\x12\x15\n\rresource_code\x18\x03 \x01(\t\x12\x15\n\rprovider_code\x18\x04 \x01(\t\x12\x31\n\x03key\x18\x05 \x03(\x0b\x32$.govnode.v1.DataErrorReport.KeyEntry\x12\x0c\n\x04item\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x17\n\x0fsuggested_value\x18\x08 \x01(\t\x12$\n\x08reporter\x18\t \x01(\x0b\x32\x12.govnode.v1.Caller\x12/\n\x0breported_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fresolution_note\x18\x0b \x01(\t\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63orrected_version\x18\r \x01(\x03\x1a*\n\x08KeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe5\x01\n\x16ReportDataErrorRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x38\n\x03key\x18\x02 \x03(\x0b\x32+.govnode.v1.ReportDataErrorRequest.KeyEntry\x12\x0c\n\x04item\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fsuggested_value\x18\x06 \x01(\t\x1a*\n\x08KeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"F\n\x17ReportDataErrorResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.govnode.v1.DataErrorReport\"\x99\x01\n\x15ListDataErrorsRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x15\n\rprovider_code\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.govnode.v1.DataErrorStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x16ListDataErrorsResponse\x12,\n\x07reports\x18\x01 \x03(\x0b\x32\x1b.govnode.v1.DataErrorReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\x17ResolveDataErrorRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\nresolution\x18\x02 \x01(\x0e\x32\x1b.govnode.v1.DataErrorStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x19\n\x11\x63orrected_version\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"G\n\x18ResolveDataErrorResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.govnode.v1.DataErrorReport*\x91\x01\n\x0f\x44\x61taErrorStatus\x12!\n\x1d\x44\x41TA_ERROR_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x41TA_ERROR_STATUS_OPEN\x10\x01\x12\x1f\n\x1b\x44\x41TA_ERROR_STATUS_CORRECTED\x10\x02\x12\x1e\n\x1a\x44\x41TA_ERROR_STATUS_REJECTED\x10\x03\x32\x83\x03\n\x0eQualityService\x12]\n\x10GetQualityReport\x12#.govnode.v1.GetQualityReportRequest\x1a$.govnode.v1.GetQualityReportResponse\x12Z\n\x0fReportDataError\x12\".govnode.v1.ReportDataErrorRequest\x1a#.govnode.v1.ReportDataErrorResponse\x12W\n\x0eListDataErrors\x12!.govnode.v1.ListDataErrorsRequest\x1a\".govnode.v1.ListDataErrorsResponse\x12]\n\x10ResolveDataError\x12#.govnode.v1.ResolveDataErrorRequest\x1a$.govnode.v1.ResolveDataErrorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18govnode/v1/quality.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17govnode/v1/common.proto\"0\n\x17GetQualityReportRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\"\x88\x01\n\x0bItemQuality\x12\x0c\n\x04item\x18\x01 \x01(\t\x12(\n\x04rule\x18\x02 \x01(\x0b\x32\x1a.govnode.v1.ValidationRule\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0e\n\x06passed\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0f\n\x07missing\x18\x06 \x01(\x03\"\x9b\x01\n\x10QualityIndicator\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tnumerator\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65nominator\x18\x05 \x01(\x03\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x10\n\x08measured\x18\x07 \x01(\x08\x12\x0f\n\x07\x63ounted\x18\x08 \x01(\t\"\xaf\x01\n\x10QualityDimension\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x10\n\x08measured\x18\x04 \x01(\x08\x12\'\n\x05level\x18\x05 \x01(\x0e\x32\x18.govnode.v1.QualityLevel\x12\x30\n\nindicators\x18\x06 \x03(\x0b\x32\x1c.govnode.v1.QualityIndicator\"Q\n\x0bQualityDrop\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08\x62\x61seline\x18\x03 \x01(\x01\x12\x0e\n\x06\x63hecks\x18\x04 \x01(\x05\"\xca\x05\n\rQualityReport\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x15\n\rentry_version\x18\x02 \x01(\x03\x12\x30\n\x0cgenerated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07records\x18\x04 \x01(\x03\x12&\n\x05items\x18\x05 \x03(\x0b\x32\x17.govnode.v1.ItemQuality\x12\x1a\n\x12rejected_on_submit\x18\x06 \x01(\x03\x12\x18\n\x10open_data_errors\x18\x07 \x01(\x03\x12\x1b\n\x13\x61ggregation_overdue\x18\x08 \x01(\x08\x12\x15\n\rprovider_code\x18\t \x01(\t\x12\x30\n\x0cwindow_start\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\ndimensions\x18\x0b \x03(\x0b\x32\x1c.govnode.v1.QualityDimension\x12\x15\n\roverall_score\x18\x0c \x01(\x01\x12\x18\n\x10overall_measured\x18\r \x01(\x08\x12\r\n\x05grade\x18\x0e \x01(\t\x12\'\n\x05level\x18\x0f \x01(\x0e\x32\x18.govnode.v1.QualityLevel\x12\x12\n\nwarn_below\x18\x10 \x01(\x01\x12\x16\n\x0e\x63ritical_below\x18\x11 \x01(\x01\x12&\n\x05\x64rops\x18\x12 \x03(\x0b\x32\x17.govnode.v1.QualityDrop\x12.\n\x08metadata\x18\x13 \x01(\x0b\x32\x1c.govnode.v1.QualityIndicator\x12+\n\x05rules\x18\x14 \x03(\x0b\x32\x1c.govnode.v1.QualityIndicator\x12\x17\n\x0f\x63\x61ller_refusals\x18\x15 \x01(\x03\x12\x1f\n\x17newest_data_age_seconds\x18\x16 \x01(\x03\"E\n\x18GetQualityReportResponse\x12)\n\x06report\x18\x01 \x01(\x0b\x32\x19.govnode.v1.QualityReport\"\xcf\x03\n\x0f\x44\x61taErrorReport\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.govnode.v1.DataErrorStatus\x12\x15\n\rresource_code\x18\x03 \x01(\t\x12\x15\n\rprovider_code\x18\x04 \x01(\t\x12\x31\n\x03key\x18\x05 \x03(\x0b\x32$.govnode.v1.DataErrorReport.KeyEntry\x12\x0c\n\x04item\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x17\n\x0fsuggested_value\x18\x08 \x01(\t\x12$\n\x08reporter\x18\t \x01(\x0b\x32\x12.govnode.v1.Caller\x12/\n\x0breported_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fresolution_note\x18\x0b \x01(\t\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63orrected_version\x18\r \x01(\x03\x1a*\n\x08KeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe5\x01\n\x16ReportDataErrorRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x38\n\x03key\x18\x02 \x03(\x0b\x32+.govnode.v1.ReportDataErrorRequest.KeyEntry\x12\x0c\n\x04item\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fsuggested_value\x18\x06 \x01(\t\x1a*\n\x08KeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"F\n\x17ReportDataErrorResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.govnode.v1.DataErrorReport\"\x99\x01\n\x15ListDataErrorsRequest\x12\x15\n\rresource_code\x18\x01 \x01(\t\x12\x15\n\rprovider_code\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.govnode.v1.DataErrorStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x16ListDataErrorsResponse\x12,\n\x07reports\x18\x01 \x03(\x0b\x32\x1b.govnode.v1.DataErrorReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\x17ResolveDataErrorRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\nresolution\x18\x02 \x01(\x0e\x32\x1b.govnode.v1.DataErrorStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x19\n\x11\x63orrected_version\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"G\n\x18ResolveDataErrorResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.govnode.v1.DataErrorReport*\x95\x01\n\x0cQualityLevel\x12\x1d\n\x19QUALITY_LEVEL_UNSPECIFIED\x10\x00\x12\x14\n\x10QUALITY_LEVEL_OK\x10\x01\x12\x16\n\x12QUALITY_LEVEL_WARN\x10\x02\x12\x1a\n\x16QUALITY_LEVEL_CRITICAL\x10\x03\x12\x1c\n\x18QUALITY_LEVEL_UNMEASURED\x10\x04*\x91\x01\n\x0f\x44\x61taErrorStatus\x12!\n\x1d\x44\x41TA_ERROR_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x41TA_ERROR_STATUS_OPEN\x10\x01\x12\x1f\n\x1b\x44\x41TA_ERROR_STATUS_CORRECTED\x10\x02\x12\x1e\n\x1a\x44\x41TA_ERROR_STATUS_REJECTED\x10\x03\x32\x83\x03\n\x0eQualityService\x12]\n\x10GetQualityReport\x12#.govnode.v1.GetQualityReportRequest\x1a$.govnode.v1.GetQualityReportResponse\x12Z\n\x0fReportDataError\x12\".govnode.v1.ReportDataErrorRequest\x1a#.govnode.v1.ReportDataErrorResponse\x12W\n\x0eListDataErrors\x12!.govnode.v1.ListDataErrorsRequest\x1a\".govnode.v1.ListDataErrorsResponse\x12]\n\x10ResolveDataError\x12#.govnode.v1.ResolveDataErrorRequest\x1a$.govnode.v1.ResolveDataErrorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +37,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATAERRORREPORT_KEYENTRY']._serialized_options = b'8\001'
   _globals['_REPORTDATAERRORREQUEST_KEYENTRY']._loaded_options = None
   _globals['_REPORTDATAERRORREQUEST_KEYENTRY']._serialized_options = b'8\001'
-  _globals['_DATAERRORSTATUS']._serialized_start=1859
-  _globals['_DATAERRORSTATUS']._serialized_end=2004
+  _globals['_QUALITYLEVEL']._serialized_start=2741
+  _globals['_QUALITYLEVEL']._serialized_end=2890
+  _globals['_DATAERRORSTATUS']._serialized_start=2893
+  _globals['_DATAERRORSTATUS']._serialized_end=3038
   _globals['_GETQUALITYREPORTREQUEST']._serialized_start=98
   _globals['_GETQUALITYREPORTREQUEST']._serialized_end=146
   _globals['_ITEMQUALITY']._serialized_start=149
   _globals['_ITEMQUALITY']._serialized_end=285
-  _globals['_QUALITYREPORT']._serialized_start=288
-  _globals['_QUALITYREPORT']._serialized_end=539
-  _globals['_GETQUALITYREPORTRESPONSE']._serialized_start=541
-  _globals['_GETQUALITYREPORTRESPONSE']._serialized_end=610
-  _globals['_DATAERRORREPORT']._serialized_start=613
-  _globals['_DATAERRORREPORT']._serialized_end=1076
-  _globals['_DATAERRORREPORT_KEYENTRY']._serialized_start=1034
-  _globals['_DATAERRORREPORT_KEYENTRY']._serialized_end=1076
-  _globals['_REPORTDATAERRORREQUEST']._serialized_start=1079
-  _globals['_REPORTDATAERRORREQUEST']._serialized_end=1308
-  _globals['_REPORTDATAERRORREQUEST_KEYENTRY']._serialized_start=1034
-  _globals['_REPORTDATAERRORREQUEST_KEYENTRY']._serialized_end=1076
-  _globals['_REPORTDATAERRORRESPONSE']._serialized_start=1310
-  _globals['_REPORTDATAERRORRESPONSE']._serialized_end=1380
-  _globals['_LISTDATAERRORSREQUEST']._serialized_start=1383
-  _globals['_LISTDATAERRORSREQUEST']._serialized_end=1536
-  _globals['_LISTDATAERRORSRESPONSE']._serialized_start=1538
-  _globals['_LISTDATAERRORSRESPONSE']._serialized_end=1633
-  _globals['_RESOLVEDATAERRORREQUEST']._serialized_start=1636
-  _globals['_RESOLVEDATAERRORREQUEST']._serialized_end=1783
-  _globals['_RESOLVEDATAERRORRESPONSE']._serialized_start=1785
-  _globals['_RESOLVEDATAERRORRESPONSE']._serialized_end=1856
-  _globals['_QUALITYSERVICE']._serialized_start=2007
-  _globals['_QUALITYSERVICE']._serialized_end=2394
+  _globals['_QUALITYINDICATOR']._serialized_start=288
+  _globals['_QUALITYINDICATOR']._serialized_end=443
+  _globals['_QUALITYDIMENSION']._serialized_start=446
+  _globals['_QUALITYDIMENSION']._serialized_end=621
+  _globals['_QUALITYDROP']._serialized_start=623
+  _globals['_QUALITYDROP']._serialized_end=704
+  _globals['_QUALITYREPORT']._serialized_start=707
+  _globals['_QUALITYREPORT']._serialized_end=1421
+  _globals['_GETQUALITYREPORTRESPONSE']._serialized_start=1423
+  _globals['_GETQUALITYREPORTRESPONSE']._serialized_end=1492
+  _globals['_DATAERRORREPORT']._serialized_start=1495
+  _globals['_DATAERRORREPORT']._serialized_end=1958
+  _globals['_DATAERRORREPORT_KEYENTRY']._serialized_start=1916
+  _globals['_DATAERRORREPORT_KEYENTRY']._serialized_end=1958
+  _globals['_REPORTDATAERRORREQUEST']._serialized_start=1961
+  _globals['_REPORTDATAERRORREQUEST']._serialized_end=2190
+  _globals['_REPORTDATAERRORREQUEST_KEYENTRY']._serialized_start=1916
+  _globals['_REPORTDATAERRORREQUEST_KEYENTRY']._serialized_end=1958
+  _globals['_REPORTDATAERRORRESPONSE']._serialized_start=2192
+  _globals['_REPORTDATAERRORRESPONSE']._serialized_end=2262
+  _globals['_LISTDATAERRORSREQUEST']._serialized_start=2265
+  _globals['_LISTDATAERRORSREQUEST']._serialized_end=2418
+  _globals['_LISTDATAERRORSRESPONSE']._serialized_start=2420
+  _globals['_LISTDATAERRORSRESPONSE']._serialized_end=2515
+  _globals['_RESOLVEDATAERRORREQUEST']._serialized_start=2518
+  _globals['_RESOLVEDATAERRORREQUEST']._serialized_end=2665
+  _globals['_RESOLVEDATAERRORRESPONSE']._serialized_start=2667
+  _globals['_RESOLVEDATAERRORRESPONSE']._serialized_end=2738
+  _globals['_QUALITYSERVICE']._serialized_start=3041
+  _globals['_QUALITYSERVICE']._serialized_end=3428
 # @@protoc_insertion_point(module_scope)

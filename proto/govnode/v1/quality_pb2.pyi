@@ -23,6 +23,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _QualityLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QualityLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QualityLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUALITY_LEVEL_UNSPECIFIED: _QualityLevel.ValueType  # 0
+    """Not set."""
+    QUALITY_LEVEL_OK: _QualityLevel.ValueType  # 1
+    """At or above warn_below."""
+    QUALITY_LEVEL_WARN: _QualityLevel.ValueType  # 2
+    """Below warn_below."""
+    QUALITY_LEVEL_CRITICAL: _QualityLevel.ValueType  # 3
+    """Below critical_below."""
+    QUALITY_LEVEL_UNMEASURED: _QualityLevel.ValueType  # 4
+    """Nothing to measure yet (every indicator's denominator was 0)."""
+
+class QualityLevel(_QualityLevel, metaclass=_QualityLevelEnumTypeWrapper):
+    """How a score stands against the resource's thresholds."""
+
+QUALITY_LEVEL_UNSPECIFIED: QualityLevel.ValueType  # 0
+"""Not set."""
+QUALITY_LEVEL_OK: QualityLevel.ValueType  # 1
+"""At or above warn_below."""
+QUALITY_LEVEL_WARN: QualityLevel.ValueType  # 2
+"""Below warn_below."""
+QUALITY_LEVEL_CRITICAL: QualityLevel.ValueType  # 3
+"""Below critical_below."""
+QUALITY_LEVEL_UNMEASURED: QualityLevel.ValueType  # 4
+"""Nothing to measure yet (every indicator's denominator was 0)."""
+Global___QualityLevel: _TypeAlias = QualityLevel  # noqa: Y015
+
 class _DataErrorStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -88,16 +120,22 @@ class ItemQuality(_message.Message):
     item: _builtins.str
     """Item name."""
     required: _builtins.bool
-    """Whether the item is required."""
+    """Whether the item is required (key items are)."""
     passed: _builtins.int
-    """Records whose value passes the rule."""
+    """Current records with a value for the item; every stored value passed the rule when it was
+    submitted (Submit refuses a record with a value that fails it).
+    """
     failed: _builtins.int
-    """Records whose value fails the rule."""
+    """Records refused on submission in the report's window with a problem named on this item
+    (an ack lists at most five problems per record, so this is a lower bound).
+    """
     missing: _builtins.int
-    """Records without a value for the item (a failure if it is required)."""
+    """Current records without a value for the item (a failure if it is required)."""
     @_builtins.property
     def rule(self) -> _common_pb2.ValidationRule:
-        """The validation rule the item is checked against."""
+        """The validation rule the item is checked against (of the entry version in
+        QualityReport.entry_version).
+        """
 
     def __init__(
         self,
@@ -118,6 +156,140 @@ class ItemQuality(_message.Message):
 Global___ItemQuality: _TypeAlias = ItemQuality  # noqa: Y015
 
 @_typing.final
+class QualityIndicator(_message.Message):
+    """One GB/T 36344-2018 indicator of a resource: X = numerator / denominator."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NUMERATOR_FIELD_NUMBER: _builtins.int
+    DENOMINATOR_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
+    COUNTED_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Indicator code: the dimension and indicator numbered as DB31/T 1523 numbers them
+    ("010400" 业务规则, "020100" 数据元素完整性, ...); "010400:<rule>" for one rule.
+    """
+    dimension: _builtins.str
+    """Dimension: "conformity" (规范性), "completeness" (完整性), "uniqueness" (唯一性),
+    "timeliness" (时效性) or "accessibility" (可访问性).
+    """
+    name: _builtins.str
+    """The indicator's name in GB/T 36344, e.g. 业务规则."""
+    numerator: _builtins.int
+    """What met the requirement (A)."""
+    denominator: _builtins.int
+    """What was evaluated (B); 0 when there was nothing to count."""
+    score: _builtins.float
+    """100 × numerator / denominator, rounded to 0.01; 0 when not measured."""
+    measured: _builtins.bool
+    """False when the denominator is 0 (the indicator is left out of its dimension's score)."""
+    counted: _builtins.str
+    """What was counted, in words (the formula)."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        dimension: _builtins.str = ...,
+        name: _builtins.str = ...,
+        numerator: _builtins.int = ...,
+        denominator: _builtins.int = ...,
+        score: _builtins.float = ...,
+        measured: _builtins.bool = ...,
+        counted: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "counted", b"counted", "denominator", b"denominator", "dimension", b"dimension", "measured", b"measured", "name", b"name", "numerator", b"numerator", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityIndicator: _TypeAlias = QualityIndicator  # noqa: Y015
+
+@_typing.final
+class QualityDimension(_message.Message):
+    """The score of one dimension: the mean of its measured indicators."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    dimension: _builtins.str
+    """"conformity", "completeness", "uniqueness", "timeliness" or "accessibility"."""
+    term: _builtins.str
+    """The dimension's name in GB/T 36344: 规范性, 完整性, 唯一性, 时效性, 可访问性."""
+    score: _builtins.float
+    """0-100; 0 when not measured."""
+    measured: _builtins.bool
+    """False when none of its indicators could be measured."""
+    level: Global___QualityLevel.ValueType
+    """Against the resource's thresholds."""
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityIndicator]:
+        """Its indicators."""
+
+    def __init__(
+        self,
+        *,
+        dimension: _builtins.str = ...,
+        term: _builtins.str = ...,
+        score: _builtins.float = ...,
+        measured: _builtins.bool = ...,
+        level: Global___QualityLevel.ValueType = ...,
+        indicators: _abc.Iterable[Global___QualityIndicator] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "indicators", b"indicators", "level", b"level", "measured", b"measured", "score", b"score", "term", b"term"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityDimension: _TypeAlias = QualityDimension  # noqa: Y015
+
+@_typing.final
+class QualityDrop(_message.Message):
+    """A score that fell more than [quality] drop_points below the mean of the resource's previous
+    checks.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    dimension: _builtins.str
+    """The dimension (as QualityDimension.dimension), or "overall"."""
+    score: _builtins.float
+    """The score of this check."""
+    baseline: _builtins.float
+    """The mean of the same score in the previous checks."""
+    checks: _builtins.int
+    """How many previous checks the baseline is the mean of (at most [quality] history_checks)."""
+    def __init__(
+        self,
+        *,
+        dimension: _builtins.str = ...,
+        score: _builtins.float = ...,
+        baseline: _builtins.float = ...,
+        checks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "checks", b"checks", "dimension", b"dimension", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityDrop: _TypeAlias = QualityDrop  # noqa: Y015
+
+@_typing.final
 class QualityReport(_message.Message):
     """Quality report of one resource (数据质量, 第十六条: 准确性、时效性、完整性和可用性)."""
 
@@ -131,6 +303,20 @@ class QualityReport(_message.Message):
     REJECTED_ON_SUBMIT_FIELD_NUMBER: _builtins.int
     OPEN_DATA_ERRORS_FIELD_NUMBER: _builtins.int
     AGGREGATION_OVERDUE_FIELD_NUMBER: _builtins.int
+    PROVIDER_CODE_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    OVERALL_SCORE_FIELD_NUMBER: _builtins.int
+    OVERALL_MEASURED_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    WARN_BELOW_FIELD_NUMBER: _builtins.int
+    CRITICAL_BELOW_FIELD_NUMBER: _builtins.int
+    DROPS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    CALLER_REFUSALS_FIELD_NUMBER: _builtins.int
+    NEWEST_DATA_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """The resource."""
     entry_version: _builtins.int
@@ -138,11 +324,35 @@ class QualityReport(_message.Message):
     records: _builtins.int
     """Records checked (current versions)."""
     rejected_on_submit: _builtins.int
-    """Records refused on submission since the resource was registered."""
+    """Records refused on submission in the window (from window_start to generated_at)."""
     open_data_errors: _builtins.int
-    """Error reports still open on the resource."""
+    """Error reports still open on the resource; always 0 until error reports (纠错) exist."""
     aggregation_overdue: _builtins.bool
-    """Whether aggregation is overdue under the update cycle (时效性, 第二十一条)."""
+    """Whether aggregation is overdue under the update cycle (时效性, 第二十一条): the newest
+    aggregation is older than the cycle's allowance (never for IRREGULAR resources).
+    """
+    provider_code: _builtins.str
+    """The provider (统一社会信用代码)."""
+    overall_score: _builtins.float
+    """The overall score, 0-100: the mean of the measured dimensions; 0 when not measured."""
+    overall_measured: _builtins.bool
+    """False when no dimension could be measured."""
+    grade: _builtins.str
+    """The overall grade: "A" (90-100, 优), "B" (80-90, 良), "C" (70-80, 中), "D" (60-70, 差) or
+    "E" (below 60, 劣); empty when not measured.
+    """
+    level: Global___QualityLevel.ValueType
+    """The overall score against the thresholds."""
+    warn_below: _builtins.float
+    """A score below this warns (the resource's threshold, or [quality] warn_below)."""
+    critical_below: _builtins.float
+    """A score below this is critical (the resource's threshold, or [quality] critical_below)."""
+    caller_refusals: _builtins.int
+    """Share calls in the window refused for the caller's own reasons (no grant, a bad request,
+    a quota): shown, not held against 可访问性.
+    """
+    newest_data_age_seconds: _builtins.int
+    """Seconds since the newest aggregation; -1 when the resource was never aggregated."""
     @_builtins.property
     def generated_at(self) -> _timestamp_pb2.Timestamp:
         """When the report was computed."""
@@ -150,6 +360,32 @@ class QualityReport(_message.Message):
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemQuality]:
         """Figures per data item, in catalog order."""
+
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window submissions and share calls were counted in ([quality] window_days
+        before generated_at).
+        """
+
+    @_builtins.property
+    def dimensions(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityDimension]:
+        """The five dimensions measured (一致性 with the authoritative source is not measured yet)."""
+
+    @_builtins.property
+    def drops(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityDrop]:
+        """Scores that dropped against the resource's recent checks."""
+
+    @_builtins.property
+    def metadata(self) -> Global___QualityIndicator:
+        """The catalog entry's metadata: GB/T 21063 core fields filled / fields it should carry
+        (code "010300" 元数据); scored apart from the grade.
+        """
+
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityIndicator]:
+        """规范性 per validation rule: each item's rule checked on every submitted record, summed over
+        the items with that rule.
+        """
 
     def __init__(
         self,
@@ -162,10 +398,24 @@ class QualityReport(_message.Message):
         rejected_on_submit: _builtins.int = ...,
         open_data_errors: _builtins.int = ...,
         aggregation_overdue: _builtins.bool = ...,
+        provider_code: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        dimensions: _abc.Iterable[Global___QualityDimension] | None = ...,
+        overall_score: _builtins.float = ...,
+        overall_measured: _builtins.bool = ...,
+        grade: _builtins.str = ...,
+        level: Global___QualityLevel.ValueType = ...,
+        warn_below: _builtins.float = ...,
+        critical_below: _builtins.float = ...,
+        drops: _abc.Iterable[Global___QualityDrop] | None = ...,
+        metadata: Global___QualityIndicator | None = ...,
+        rules: _abc.Iterable[Global___QualityIndicator] | None = ...,
+        caller_refusals: _builtins.int = ...,
+        newest_data_age_seconds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at", "metadata", b"metadata", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_overdue", b"aggregation_overdue", "entry_version", b"entry_version", "generated_at", b"generated_at", "items", b"items", "open_data_errors", b"open_data_errors", "records", b"records", "rejected_on_submit", b"rejected_on_submit", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_overdue", b"aggregation_overdue", "caller_refusals", b"caller_refusals", "critical_below", b"critical_below", "dimensions", b"dimensions", "drops", b"drops", "entry_version", b"entry_version", "generated_at", b"generated_at", "grade", b"grade", "items", b"items", "level", b"level", "metadata", b"metadata", "newest_data_age_seconds", b"newest_data_age_seconds", "open_data_errors", b"open_data_errors", "overall_measured", b"overall_measured", "overall_score", b"overall_score", "provider_code", b"provider_code", "records", b"records", "rejected_on_submit", b"rejected_on_submit", "resource_code", b"resource_code", "rules", b"rules", "warn_below", b"warn_below", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

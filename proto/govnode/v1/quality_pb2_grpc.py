@@ -66,15 +66,22 @@ class QualityServiceServicer:
     """
 
     def GetQualityReport(self, request, context):
-        """Returns the current quality report of one resource: per item, how many records pass or
-        fail its validation rule.
+        """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
+        (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+        scores, the grade, the thresholds, drops against the resource's recent checks, and per item
+        how many records carry a value. Read by the resource's provider, the data management
+        authority of its region and the province's authority; anyone else is PERMISSION_DENIED.
+        NOT_FOUND when the resource was never checked (the node checks daily at [quality]
+        check_time; `govnode quality check` runs it now); FAILED_PRECONDITION for another node's
+        resource (ask the node that holds it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReportDataError(self, request, context):
-        """A consumer reports a record it believes wrong (纠错, 第十六条); the provider is notified
+        """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
+        reports a record it believes wrong (纠错, 第十六条); the provider is notified
         (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -82,16 +89,16 @@ class QualityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDataErrors(self, request, context):
-        """Lists error reports: a provider sees those on its resources, a reporter its own, the
-        authority all.
+        """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
+        resources, a reporter its own, the authority all.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolveDataError(self, request, context):
-        """The provider closes an error report as corrected or as rejected (data found correct); the
-        reporter is notified. Correcting the record itself goes through Submit or, for deletion,
+        """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
+        or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
         AccessService.RequestRecordChange.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -39,20 +39,27 @@ class QualityServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> QualityServiceAsyncStub: ...
     GetQualityReport: _grpc.UnaryUnaryMultiCallable[_quality_pb2.GetQualityReportRequest, _quality_pb2.GetQualityReportResponse]
-    """Returns the current quality report of one resource: per item, how many records pass or
-    fail its validation rule.
+    """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
+    (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+    scores, the grade, the thresholds, drops against the resource's recent checks, and per item
+    how many records carry a value. Read by the resource's provider, the data management
+    authority of its region and the province's authority; anyone else is PERMISSION_DENIED.
+    NOT_FOUND when the resource was never checked (the node checks daily at [quality]
+    check_time; `govnode quality check` runs it now); FAILED_PRECONDITION for another node's
+    resource (ask the node that holds it).
     """
     ReportDataError: _grpc.UnaryUnaryMultiCallable[_quality_pb2.ReportDataErrorRequest, _quality_pb2.ReportDataErrorResponse]
-    """A consumer reports a record it believes wrong (纠错, 第十六条); the provider is notified
+    """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
+    reports a record it believes wrong (纠错, 第十六条); the provider is notified
     (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
     """
     ListDataErrors: _grpc.UnaryUnaryMultiCallable[_quality_pb2.ListDataErrorsRequest, _quality_pb2.ListDataErrorsResponse]
-    """Lists error reports: a provider sees those on its resources, a reporter its own, the
-    authority all.
+    """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
+    resources, a reporter its own, the authority all.
     """
     ResolveDataError: _grpc.UnaryUnaryMultiCallable[_quality_pb2.ResolveDataErrorRequest, _quality_pb2.ResolveDataErrorResponse]
-    """The provider closes an error report as corrected or as rejected (data found correct); the
-    reporter is notified. Correcting the record itself goes through Submit or, for deletion,
+    """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
+    or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
     AccessService.RequestRecordChange.
     """
 
@@ -65,20 +72,27 @@ class QualityServiceAsyncStub(QualityServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetQualityReport: _aio.UnaryUnaryMultiCallable[_quality_pb2.GetQualityReportRequest, _quality_pb2.GetQualityReportResponse]  # type: ignore[assignment]
-    """Returns the current quality report of one resource: per item, how many records pass or
-    fail its validation rule.
+    """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
+    (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+    scores, the grade, the thresholds, drops against the resource's recent checks, and per item
+    how many records carry a value. Read by the resource's provider, the data management
+    authority of its region and the province's authority; anyone else is PERMISSION_DENIED.
+    NOT_FOUND when the resource was never checked (the node checks daily at [quality]
+    check_time; `govnode quality check` runs it now); FAILED_PRECONDITION for another node's
+    resource (ask the node that holds it).
     """
     ReportDataError: _aio.UnaryUnaryMultiCallable[_quality_pb2.ReportDataErrorRequest, _quality_pb2.ReportDataErrorResponse]  # type: ignore[assignment]
-    """A consumer reports a record it believes wrong (纠错, 第十六条); the provider is notified
+    """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
+    reports a record it believes wrong (纠错, 第十六条); the provider is notified
     (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
     """
     ListDataErrors: _aio.UnaryUnaryMultiCallable[_quality_pb2.ListDataErrorsRequest, _quality_pb2.ListDataErrorsResponse]  # type: ignore[assignment]
-    """Lists error reports: a provider sees those on its resources, a reporter its own, the
-    authority all.
+    """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
+    resources, a reporter its own, the authority all.
     """
     ResolveDataError: _aio.UnaryUnaryMultiCallable[_quality_pb2.ResolveDataErrorRequest, _quality_pb2.ResolveDataErrorResponse]  # type: ignore[assignment]
-    """The provider closes an error report as corrected or as rejected (data found correct); the
-    reporter is notified. Correcting the record itself goes through Submit or, for deletion,
+    """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
+    or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
     AccessService.RequestRecordChange.
     """
 
@@ -94,8 +108,14 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.GetQualityReportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.GetQualityReportResponse, _abc.Awaitable[_quality_pb2.GetQualityReportResponse]]:
-        """Returns the current quality report of one resource: per item, how many records pass or
-        fail its validation rule.
+        """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
+        (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+        scores, the grade, the thresholds, drops against the resource's recent checks, and per item
+        how many records carry a value. Read by the resource's provider, the data management
+        authority of its region and the province's authority; anyone else is PERMISSION_DENIED.
+        NOT_FOUND when the resource was never checked (the node checks daily at [quality]
+        check_time; `govnode quality check` runs it now); FAILED_PRECONDITION for another node's
+        resource (ask the node that holds it).
         """
 
     @_abc_1.abstractmethod
@@ -104,7 +124,8 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.ReportDataErrorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.ReportDataErrorResponse, _abc.Awaitable[_quality_pb2.ReportDataErrorResponse]]:
-        """A consumer reports a record it believes wrong (纠错, 第十六条); the provider is notified
+        """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
+        reports a record it believes wrong (纠错, 第十六条); the provider is notified
         (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
         """
 
@@ -114,8 +135,8 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.ListDataErrorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.ListDataErrorsResponse, _abc.Awaitable[_quality_pb2.ListDataErrorsResponse]]:
-        """Lists error reports: a provider sees those on its resources, a reporter its own, the
-        authority all.
+        """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
+        resources, a reporter its own, the authority all.
         """
 
     @_abc_1.abstractmethod
@@ -124,8 +145,8 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.ResolveDataErrorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.ResolveDataErrorResponse, _abc.Awaitable[_quality_pb2.ResolveDataErrorResponse]]:
-        """The provider closes an error report as corrected or as rejected (data found correct); the
-        reporter is notified. Correcting the record itself goes through Submit or, for deletion,
+        """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
+        or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
         AccessService.RequestRecordChange.
         """
 

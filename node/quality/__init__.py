@@ -1,0 +1,73 @@
+"""Data quality (质量管控, 第十五、十六条): each resource this node owns measured along the
+GB/T 36344-2018 dimensions from govnode's own tables, scored, graded and kept as a dated
+history, checked daily by the node and on demand by its operators.
+
+- ``_types``: indicators, dimension scores, grades, thresholds, the report;
+- ``_measure``: the SQL aggregates a check counts (records, Submit batches, the audit log);
+- ``_metadata``: the catalog entry's own metadata score (GB/T 21063);
+- ``_checks``: scoring, drops against history, who may read a report, the stored checks;
+- ``_schedule``: the daily check.
+
+一致性 against the authoritative source (一数一源) is a later step.
+"""
+
+from __future__ import annotations
+
+from node.quality._checks import (
+    CHECK_METHOD,
+    PROVIDER_FAULTS,
+    Quality,
+    QualitySettings,
+    build_report,
+    check_reader,
+    drops_of,
+)
+from node.quality._measure import SHARE_METHODS, Figures, measure
+from node.quality._metadata import METADATA_CODE, metadata_indicator, metadata_missing
+from node.quality._schedule import DailyCheck, next_run
+from node.quality._types import (
+    GRADE_BANDS,
+    Dimension,
+    DimensionScore,
+    Drop,
+    Grade,
+    Indicator,
+    ItemFigures,
+    Level,
+    QualityReport,
+    Thresholds,
+    grade_of,
+    report_from_json,
+    report_to_json,
+)
+
+__all__ = [
+    "CHECK_METHOD",
+    "GRADE_BANDS",
+    "METADATA_CODE",
+    "PROVIDER_FAULTS",
+    "SHARE_METHODS",
+    "DailyCheck",
+    "Dimension",
+    "DimensionScore",
+    "Drop",
+    "Figures",
+    "Grade",
+    "Indicator",
+    "ItemFigures",
+    "Level",
+    "Quality",
+    "QualityReport",
+    "QualitySettings",
+    "Thresholds",
+    "build_report",
+    "check_reader",
+    "drops_of",
+    "grade_of",
+    "measure",
+    "metadata_indicator",
+    "metadata_missing",
+    "next_run",
+    "report_from_json",
+    "report_to_json",
+]

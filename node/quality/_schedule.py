@@ -1,0 +1,71 @@
+"""The daily quality check (定期检查, 第十五条): at ``[quality] check_time`` China Standard Time
+every day the node checks every resource it owns (node.quality.Quality.check_all), as the
+open data Republisher republishes on its schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+
+from node.quality._checks import Quality
+from node.times import CST
+
+log = structlog.get_logger("govnode.quality")
+
+
+def next_run(now: dt.datetime, check_time: str) -> dt.datetime:
+    """The first ``check_time`` (HH:MM, China Standard Time) strictly after ``now``."""
+    hours, minutes = (int(part) for part in check_time.split(":"))
+    local = now.astimezone(CST)
+    at = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    if at <= local:
+        at += dt.timedelta(days=1)
+    return at.astimezone(dt.UTC)
+
+
+class DailyCheck:
+    """Runs :meth:`Quality.check_all` at ``check_time`` each day until :meth:`stop`."""
+
+    def __init__(
+        self,
+        quality: Quality,
+        by: str,
+        check_time: str,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self._quality = quality
+        self._by = by
+        self._check_time = check_time
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._task: asyncio.Task[None] | None = None
+        #: Set after each daily run (tests and operators wait on it, not on the clock).
+        self.ran = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever(), name="quality.daily_check")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _forever(self) -> None:
+        while True:
+            now = self._clock()
+            due = next_run(now, self._check_time)
+            await asyncio.sleep(max(0.0, (due - now).total_seconds()))
+            try:
+                # A resource another process of this node checked since it was due is done.
+                reports = await self._quality.check_all(self._by, unless_checked_since=due)
+                log.info("quality.checked", resources=len(reports))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("quality.check_error")
+            self.ran.set()

@@ -137,9 +137,19 @@ async def test_each_log_is_cosigned_by_its_witnesses_and_checks_offline(
         reply = await get_checkpoint(fed.fuzhou, size)
         assert reply.checkpoint.origin == "350100.fujian.gov.cn/audit"
         assert verify_offline(reply, root) == {node_id("350000")}
-        province_size = await cosigned_size(fed.province)
-        reply = await get_checkpoint(fed.province, province_size)
-        assert verify_offline(reply, root) == {node_id("350100"), node_id("350200")}
+        # The province signs a checkpoint every 0.3 s and each city cosigns on its own: the
+        # newest one cosigned at all may so far have one cosignature; wait for one with both.
+        both = {node_id("350100"), node_id("350200")}
+        replies: list[audit_pb2.GetCheckpointResponse] = []
+
+        async def cosigned_by_both() -> bool:
+            candidate = await get_checkpoint(fed.province, await cosigned_size(fed.province))
+            replies.append(candidate)
+            return verify_offline(candidate, root) == both
+
+        await eventually(cosigned_by_both, "a province checkpoint with both cosignatures")
+        reply = replies[-1]
+        assert verify_offline(reply, root) == both
         assert (reply.witness_rule, reply.missing) == ("2 of 2 cities", "")
         policy = parse_policy(reply.policy)  # the same rule, in tlog-policy form
         assert policy.satisfied(policy.verify_cosignatures(reply.signed_note))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -28,7 +29,7 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.catalog import OpenType, ResourceEntry
 from node.config import load_config
-from node.federation import ApprovalFacts, record_approval, set_own_approval
+from node.federation import ApprovalFacts, own_approval, record_approval, set_own_approval
 from node.opendata import OpenReview, check_receipt
 from node.pki import load_certs
 from tests.opendata.test_applications import draft
@@ -160,6 +161,18 @@ async def audited(node: RunningNode, method: str) -> list[tuple[str, str, str, d
     return [(str(r[0]), str(r[1]), str(r[2] or ""), json.loads(r[3] or "{}")) for r in found]
 
 
+async def believe_approved(city: Member) -> None:
+    """Make ``city`` believe it is an approved sub-platform although the province never approved
+    it: told so after its first heartbeat (which says otherwise) has landed. Bounded."""
+    deadline = time.monotonic() + 20.0
+    while True:
+        await set_own_approval(city.running.db, True)
+        await asyncio.sleep(0.3)  # a heartbeat under way lands meanwhile
+        if await own_approval(city.running.db):
+            return
+        assert time.monotonic() < deadline, "厦门 kept learning it is not approved"
+
+
 @pytest.fixture
 async def fed(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federation]:
     """The province (P1), 福州 approved as a sub-platform (F1, F2) and 厦门, which believes it
@@ -176,12 +189,24 @@ async def fed(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncIterator[Federati
         city_catalog_keep_seconds=KEEP_S,
         city_catalog_wait_seconds=5.0,
     )
+    # 厦门 heartbeats rarely: each heartbeat tells it the province's answer (not approved),
+    # and the tests need it to go on believing otherwise once told so below.
+    xiamen = dataclasses.replace(
+        xiamen,
+        config=xiamen.config.model_copy(
+            update={
+                "federation": xiamen.config.federation.model_copy(
+                    update={"heartbeat_seconds": 300.0}
+                )
+            }
+        ),
+    )
     running = Federation(Member(province), Member(fuzhou), Member(xiamen))
     try:
         for member in running.members:
             await member.start()
         await approve(running.province, running.fuzhou)
-        await set_own_approval(running.xiamen.running.db, True)  # the province never approved it
+        await believe_approved(running.xiamen)  # the province never approved it
         await publish(running.province, P1)
         await publish(running.fuzhou, F1)
         await publish(running.fuzhou, F2)

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from portal.app import HttpRefusal, Portal, caller_of, log, portal_of
+from portal.app import HttpRefusal, Portal, _dumps, caller_of, log, portal_of
 from portal.node import Caller, Download, FileStart, NodeRefusal
 from portal.views import DATA_TYPES, FORMATS, api_path, cite_text
 
@@ -264,12 +264,6 @@ async def sidecar(request: web.Request) -> web.Response:
     response = web.json_response(document, content_type="application/csvm+json", dumps=_dumps)
     response.headers["Link"] = f'<{resource.dataset_iri}>; rel="cite-as"'
     return response
-
-
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
 
 
 def add_routes(app: web.Application) -> None:

@@ -246,11 +246,11 @@ def issue_portal_command(
 
     The portal (`govnode portal serve`) serves the public over HTTPS and calls this node over
     mutual TLS with these credentials: identity spiffe://<this node's region>.<trust-domain>/
-    portal/NAME, in a bundle like an agency's. The node lets a portal call only
-    OpenDataService.ListOpenResources and Download (PERMISSION_DENIED for anything else), and a
-    portal's download must name, in the govnode-recipient header, the member of the public it
-    serves (e.g. ip:203.0.113.9): the download receipt names them. Revoke it like any
-    certificate: `govnode certs revoke --cert OUT/client.crt`.
+    portal/NAME, in a bundle like an agency's. The node lets a portal call only the open data
+    RPCs the public needs (gateway.roles.PORTAL_METHODS; PERMISSION_DENIED for anything else),
+    and a portal's download names, in the govnode-recipient header, the member of the public it
+    serves (e.g. ip:203.0.113.9): the download receipt names them. Then `govnode portal init`.
+    Revoke it like any certificate: `govnode certs revoke --cert OUT/client.crt`.
     """
     keypair, paths = issue_portal(load(config), name=name, out=out, days=days)
     echo(f"Issued the open data portal {identity_of(keypair.cert)} (第三十条)")

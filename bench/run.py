@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="opendata-download: records in the downloaded CSV (50,000; at least ~20,000)",
     )
     p.add_argument(
+        "--quality-records",
+        type=int,
+        help="quality-check: records in the checked resource (1,000,000)",
+    )
+    p.add_argument(
         "--scenario",
         action="append",
         choices=names,
@@ -69,6 +74,7 @@ _OVERRIDABLE = (
     "unread_streams",
     "publish_records",
     "download_records",
+    "quality_records",
 )
 
 

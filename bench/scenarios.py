@@ -40,6 +40,7 @@ class Options:
     unread_streams: int = 200
     publish_records: int = 100_000
     download_records: int = 50_000
+    quality_records: int = 1_000_000
     scenarios: tuple[str, ...] = ()
 
     @classmethod
@@ -53,6 +54,7 @@ class Options:
             batch_size=500,
             publish_records=20_000,
             download_records=20_000,
+            quality_records=20_000,
         )
 
 
@@ -597,6 +599,56 @@ class OpenDataDownloadScenario:
         return outcome
 
 
+class QualityCheckScenario:
+    """A quality check (第十五、十六条) of one resource of ``--quality-records`` records
+    (``python -m bench.quality_check``, a child process on a fresh SQLite file), against a raw
+    SQL count that reads the same rows, in the same run; then the incremental check after 1%
+    more records."""
+
+    name = "quality-check"
+    title = "Quality.check of one resource vs a raw SQL count of its rows"
+    #: Issue 15: the check at most 3x the count's time, i.e. count / check at least 1/3.
+    targets: ClassVar[dict[str, float]] = {"quality_count_over_check": 0.333}
+
+    async def run(self, bench: Bench) -> Outcome:
+        records = bench.options.quality_records
+        rounds = str(max(bench.options.rounds, 1))
+        command = python_command(
+            "-m", "bench.quality_check", "--records", str(records), "--rounds", rounds
+        )
+        async with child("quality-check", command, logs=bench.logs) as check:
+            line = ""
+            while not line.startswith("{"):
+                line = await check.read_line(within=1800.0)
+        data: dict[str, Any] = json.loads(line)
+        wall = data["wall_s"]
+        ratio = _ratio(wall["rows"], wall["check"])
+        outcome = Outcome(targets=self.targets)
+        outcome.rows = [
+            Rate("count(*) reading every row (baseline)", records / wall["rows"], "records/s"),
+            Rate("Quality.check, every record counted", records / wall["check"], "records/s"),
+            Ratio("count / check", ratio, self.targets["quality_count_over_check"]),
+        ]
+        outcome.figures = {
+            "quality_check_s": wall["check"],
+            "quality_count_s": wall["rows"],
+            "quality_index_count_s": wall["index"],
+            "quality_incremental_s": wall["incremental"],
+            "quality_count_over_check": ratio,
+            "quality_peak_rss_mb": data["rss_peak_mb"],
+        }
+        if not data["incremental_matches_full"]:
+            outcome.problems.append("quality-check: the incremental check differs from a full one")
+        outcome.notes.append(
+            f"quality-check: {records:,} records; the check {wall['check']:.2f} s (CPU "
+            f"{data['cpu_s']['check']:.2f} s), a count reading every row {wall['rows']:.2f} s, "
+            f"from the index {wall['index']:.2f} s; after {data['incremental_added']:,} more "
+            f"records the daily (incremental) check {wall['incremental']:.3f} s; peak RSS of "
+            f"the checking process {data['rss_peak_mb']} MB ({data['rss_open_mb']} MB before)"
+        )
+        return outcome
+
+
 class Scenario(Protocol):
     name: str
     title: str
@@ -613,5 +665,6 @@ SCENARIOS: list[Scenario] = [
     UnreadStreamsScenario(),
     OpenDataPublishScenario(),
     OpenDataDownloadScenario(),
+    QualityCheckScenario(),
     RoutedVerifyScenario(),
 ]

@@ -371,6 +371,7 @@ def quality_of(
         },
         drop_points=section.drop_points,
         history_checks=section.history_checks,
+        full_count_days=section.full_count_days,
     )
     return Quality(db, catalog, node_region=config.node.region, settings=settings, audit=audit)
 

@@ -399,6 +399,9 @@ class QualitySection(QualityThresholdsSection):
     #: ``history_checks`` checks is flagged as a drop.
     drop_points: float = Field(default=10.0, gt=0.0, le=100.0)
     history_checks: int = Field(default=7, ge=1, le=100)
+    #: A check counts every record at least every this many days; in between it counts only
+    #: the records written since the previous check (incremental).
+    full_count_days: int = Field(default=7, ge=1, le=366)
     #: Thresholds of single resources, by resource code: ``[quality.resources."350000-1-000001"]``
     #: with ``warn_below`` and ``critical_below``.
     resources: dict[str, QualityThresholdsSection] = Field(

@@ -12,9 +12,8 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import typer
 
@@ -25,7 +24,7 @@ from node.catalog import Catalog
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
-from node.quality import Quality, QualityReport
+from node.quality import Quality, QualityReport, report_to_dict
 from node.storage import Database
 from node.times import CST
 
@@ -100,13 +99,6 @@ def _lines(report: QualityReport) -> list[str]:
     return lines
 
 
-def _json(report: QualityReport) -> dict[str, Any]:
-    data = asdict(report)
-    data["checked_at"] = report.checked_at.isoformat()
-    data["window_start"] = report.window_start.isoformat()
-    return data
-
-
 def _progress(n: int, total: int, code: str) -> None:
     print(f"checked {n}/{total} {code}", file=sys.stderr, flush=True)
 
@@ -166,7 +158,7 @@ def report(
         echo("no quality check yet: run `govnode quality check`")
     for r in reports:
         if json_out:
-            echo(json.dumps(_json(r), ensure_ascii=False, sort_keys=True))
+            echo(json.dumps(report_to_dict(r), ensure_ascii=False, sort_keys=True))
         else:
             for line in _lines(r):
                 echo(line)

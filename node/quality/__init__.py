@@ -27,6 +27,7 @@ from node.quality._metadata import METADATA_CODE, metadata_indicator, metadata_m
 from node.quality._schedule import DailyCheck, next_run
 from node.quality._types import (
     GRADE_BANDS,
+    Basis,
     Dimension,
     DimensionScore,
     Drop,
@@ -38,6 +39,7 @@ from node.quality._types import (
     Thresholds,
     grade_of,
     report_from_json,
+    report_to_dict,
     report_to_json,
 )
 
@@ -47,6 +49,7 @@ __all__ = [
     "METADATA_CODE",
     "PROVIDER_FAULTS",
     "SHARE_METHODS",
+    "Basis",
     "DailyCheck",
     "Dimension",
     "DimensionScore",
@@ -69,5 +72,6 @@ __all__ = [
     "metadata_missing",
     "next_run",
     "report_from_json",
+    "report_to_dict",
     "report_to_json",
 ]

@@ -76,6 +76,9 @@ class QualitySettings:
     per_resource: Mapping[str, Thresholds] = field(default_factory=dict)
     drop_points: float = 10.0
     history_checks: int = 7
+    #: Records are counted over every record at least this often; in between, a check counts
+    #: only what changed since the previous one (node.quality._measure).
+    full_count_days: int = 7
 
     def thresholds_of(self, code: str) -> Thresholds:
         return self.per_resource.get(code, self.thresholds)
@@ -280,6 +283,7 @@ def build_report(
         rules=rules,
         caller_refusals=refusals,
         newest_data_age_seconds=age,
+        basis=figures.basis,
     )
 
 
@@ -350,6 +354,7 @@ class Quality:
         settings = self._settings
         now = self._clock().astimezone(dt.UTC)
         window_start = now - dt.timedelta(days=settings.window_days)
+        previous = await self._latest_text(code)
         figures = await measure(
             self._db,
             entry,
@@ -357,6 +362,8 @@ class Quality:
             window_start=window_start,
             period=CYCLE_ALLOWANCE[entry.update_cycle],
             registered_at=entry.created_at,
+            basis=None if previous is None else report_from_json(previous).basis,
+            full_after=dt.timedelta(days=settings.full_count_days),
         )
         report = build_report(
             entry,
@@ -459,7 +466,15 @@ class Quality:
 
     async def latest(self, code: str) -> QualityReport:
         """The newest stored check of ``code``; NotFound when it was never checked."""
+        text = await self._latest_text(code)
+        if text is None:
+            raise NotFound(
+                f"resource {quote(code)} has no quality check yet: checks run daily at "
+                "[quality] check_time, or now with `govnode quality check --resource CODE`"
+            )
+        return report_from_json(text)
 
+    async def _latest_text(self, code: str) -> str | None:
         async def txn(session: AsyncSession) -> str | None:
             conn = await session.connection()
             row = (
@@ -472,10 +487,4 @@ class Quality:
             ).first()
             return None if row is None else str(row[0])
 
-        text = await self._db.read("quality.latest", txn)
-        if text is None:
-            raise NotFound(
-                f"resource {quote(code)} has no quality check yet: checks run daily at "
-                "[quality] check_time, or now with `govnode quality check --resource CODE`"
-            )
-        return report_from_json(text)
+        return await self._db.read("quality.latest", txn)

@@ -6,7 +6,13 @@ current records, counted per item in chunks of :data:`_ITEMS_PER_QUERY` items). 
 
 - ``record``: current records (not deleted) and, per declared item, how many carry a non-empty
   value (SQLAlchemy's JSON element expressions: ``JSON_EXTRACT`` on SQLite, ``->>`` on
-  PostgreSQL);
+  PostgreSQL). Counted over every record (a full count) only when the previous check's
+  :class:`~node.quality._types.Basis` cannot be started from: none kept, the entry changed, its
+  last full count is older than ``full_after``, or more than a quarter of the records changed.
+  Otherwise incrementally: nothing when the resource's data version has not moved, else only
+  the records written since (``record_version`` after the basis's data version): their
+  current state is added and their state at the basis's version (their newest version up to
+  it, unless that was a deletion) taken away;
 - ``submit_batch``: batches applied in the window, their accepted, held and refused records,
   and the refusals per item (the ack's rejections stored with the batch, read with
   ``json_each`` on SQLite and ``json_array_elements`` on PostgreSQL: the one place the two
@@ -18,6 +24,7 @@ current records, counted per item in chunks of :data:`_ITEMS_PER_QUERY` items). 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +36,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import node.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from node.catalog import ResourceEntry
+from node.quality._types import Basis
 from node.records import DUPLICATE_BATCH_MESSAGE, KEY_CONFLICT_REASON
 from node.storage import Database, UTCDateTime
 
 __all__ = ["SHARE_METHODS", "SUBMIT_METHOD", "Figures", "measure"]
 
 RECORD = SQLModel.metadata.tables["record"]
+VERSION = SQLModel.metadata.tables["record_version"]
 BATCH = SQLModel.metadata.tables["submit_batch"]
 DATA = SQLModel.metadata.tables["resource_data"]
 AUDIT = SQLModel.metadata.tables["audit_record"]
@@ -47,6 +56,8 @@ SHARE_METHODS = tuple(
 SUBMIT_METHOD = "/govnode.v1.SharingService/Submit"
 #: Items per aggregate query over the records (an entry declares at most 1,000).
 _ITEMS_PER_QUERY = 100
+#: Past this share of the records changed since the basis, a full count is cheaper.
+_INCREMENTAL_SHARE = 0.25
 
 # The refusals of a window's batches per item: records refused naming the item (distinct
 # batch and index), and those refused for carrying their key with other values in the batch.
@@ -95,6 +106,8 @@ class Figures:
     periods_aggregated: int  # of those, with at least one aggregation
     last_aggregated_at: dt.datetime | None
     calls: dict[str, int]  # share calls on the resource in the window, by outcome
+    #: What ``records`` and ``filled`` were counted from (the next check starts from it).
+    basis: Basis
 
 
 async def measure(
@@ -105,15 +118,19 @@ async def measure(
     window_start: dt.datetime,
     period: dt.timedelta | None,
     registered_at: dt.datetime | None,
+    basis: Basis | None = None,
+    full_after: dt.timedelta = dt.timedelta(days=7),
 ) -> Figures:
     """Count the figures of ``entry`` in one read transaction (a consistent snapshot).
-    ``period``: the update cycle's length (None: IRREGULAR, no periods)."""
+    ``period``: the update cycle's length (None: IRREGULAR, no periods). ``basis``: the
+    previous check's, to count the records incrementally from (see the module); a full count
+    at least every ``full_after``."""
     code = entry.resource_code
     backend = db.backend
 
     async def txn(session: AsyncSession) -> Figures:
         conn = await session.connection()
-        records, filled = await _records(conn, code, [item.name for item in entry.items])
+        counted = await _record_figures(conn, entry, now, basis, full_after)
         batches, submitted, passed = await _batches(conn, backend, code, window_start)
         refused, conflicts = await _refusals(conn, backend, code, window_start)
         periods, aggregated = await _periods(conn, code, now, window_start, period, registered_at)
@@ -145,8 +162,8 @@ async def measure(
             )
         }
         return Figures(
-            records=records,
-            filled=filled,
+            records=counted.records,
+            filled=counted.filled,
             batches=batches,
             submitted=submitted,
             passed=passed,
@@ -157,33 +174,124 @@ async def measure(
             periods_aggregated=aggregated,
             last_aggregated_at=last,
             calls=calls,
+            basis=counted,
         )
 
     return await db.read("quality.measure", txn)
 
 
-async def _records(
-    conn: AsyncConnection, code: str, items: list[str]
+async def _record_figures(
+    conn: AsyncConnection,
+    entry: ResourceEntry,
+    now: dt.datetime,
+    basis: Basis | None,
+    full_after: dt.timedelta,
+) -> Basis:
+    """The current records and per item those with a value: from ``basis`` when it can be
+    started from, else over every record (see the module)."""
+    code = entry.resource_code
+    items = [item.name for item in entry.items]
+    version = (
+        await conn.execute(sa.select(DATA.c.data_version).where(DATA.c.resource_code == code))
+    ).scalar() or 0
+    usable = (
+        basis is not None
+        and basis.entry_version == entry.version
+        and basis.data_version <= version
+        and now - basis.full_at < full_after
+        and set(basis.filled) == set(items)
+    )
+    if basis is not None and usable:
+        if basis.data_version == version:
+            return dataclasses.replace(basis, recounted=0)
+        changed = sa.select(VERSION.c.record_key).where(
+            VERSION.c.resource_code == code, VERSION.c.data_seq > basis.data_version
+        )
+        touched = (
+            await conn.execute(
+                sa.select(sa.func.count(sa.distinct(VERSION.c.record_key))).where(
+                    VERSION.c.resource_code == code, VERSION.c.data_seq > basis.data_version
+                )
+            )
+        ).scalar_one()
+        if touched <= max(basis.records, 1) * _INCREMENTAL_SHARE:
+            keys = changed.scalar_subquery()
+            now_records, now_filled = await _count(
+                conn,
+                RECORD,
+                items,
+                sa.and_(
+                    RECORD.c.resource_code == code,
+                    sa.not_(RECORD.c.deleted),
+                    RECORD.c.record_key.in_(keys),
+                ),
+            )
+            newest = (
+                sa.select(sa.func.max(VERSION.c.data_seq).label("seq"))
+                .where(
+                    VERSION.c.resource_code == code,
+                    VERSION.c.data_seq <= basis.data_version,
+                    VERSION.c.record_key.in_(keys),
+                )
+                .group_by(VERSION.c.record_key)
+            )
+            then_records, then_filled = await _count(
+                conn,
+                VERSION,
+                items,
+                sa.and_(
+                    VERSION.c.resource_code == code,
+                    VERSION.c.data_seq.in_(newest.scalar_subquery()),
+                    VERSION.c.kind != "delete",
+                ),
+            )
+            return Basis(
+                data_version=version,
+                entry_version=entry.version,
+                records=basis.records + now_records - then_records,
+                filled={n: basis.filled[n] + now_filled[n] - then_filled[n] for n in items},
+                full_at=basis.full_at,
+                recounted=int(touched),
+            )
+    records, filled = await _count(
+        conn, RECORD, items, sa.and_(RECORD.c.resource_code == code, sa.not_(RECORD.c.deleted))
+    )
+    return Basis(
+        data_version=version,
+        entry_version=entry.version,
+        records=records,
+        filled=filled,
+        full_at=now,
+        recounted=-1,
+    )
+
+
+async def _count(
+    conn: AsyncConnection, table: sa.Table, items: list[str], where: sa.ColumnElement[bool]
 ) -> tuple[int, dict[str, int]]:
-    live = sa.and_(RECORD.c.resource_code == code, sa.not_(RECORD.c.deleted))
-    records = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
+    """Rows of ``table`` matching ``where`` and, per item, those with a non-empty value: one
+    pass over the rows per :data:`_ITEMS_PER_QUERY` items (the first also counts the rows)."""
+    records = 0
     filled: dict[str, int] = {}
-    for start in range(0, len(items), _ITEMS_PER_QUERY):
+    values = table.c.item_values
+    for start in range(0, max(len(items), 1), _ITEMS_PER_QUERY):
         chunk = items[start : start + _ITEMS_PER_QUERY]
-        columns = [
+        columns: list[Any] = [
             sa.func.coalesce(
                 sa.func.sum(
-                    sa.case(
-                        (sa.func.coalesce(RECORD.c.item_values[name].as_string(), "") != "", 1),
-                        else_=0,
-                    )
+                    sa.case((sa.func.coalesce(values[name].as_string(), "") != "", 1), else_=0)
                 ),
                 0,
             )
             for name in chunk
         ]
-        row = (await conn.execute(sa.select(*columns).where(live))).one()
-        filled.update(zip(chunk, (int(v) for v in row), strict=True))
+        if start == 0:
+            columns.insert(0, sa.func.count())
+        row = (await conn.execute(sa.select(*columns).where(where))).one()
+        counts = [int(v) for v in row]
+        if start == 0:
+            records = counts.pop(0)
+        filled.update(zip(chunk, counts, strict=True))
     return records, filled
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "GRADE_BANDS",
+    "Basis",
     "Dimension",
     "DimensionScore",
     "Drop",
@@ -32,6 +33,7 @@ __all__ = [
     "Thresholds",
     "grade_of",
     "report_from_json",
+    "report_to_dict",
     "report_to_json",
 ]
 
@@ -168,6 +170,22 @@ class ItemFigures:
 
 
 @dataclass(frozen=True)
+class Basis:
+    """What a check's record figures were counted from, so that the next check can start from
+    them (an incremental check): the resource's data version and entry version when they were
+    counted, the current records and per item those with a value, when they were last counted
+    over every record, and how many records this check counted (-1: every record, a full
+    count; 0: nothing had changed)."""
+
+    data_version: int
+    entry_version: int
+    records: int
+    filled: dict[str, int]
+    full_at: dt.datetime
+    recounted: int
+
+
+@dataclass(frozen=True)
 class QualityReport:
     resource_code: str
     provider_code: str
@@ -193,16 +211,27 @@ class QualityReport:
     #: Seconds since the newest aggregation; None when never aggregated.
     newest_data_age_seconds: int | None
     drops: tuple[Drop, ...] = field(default=())
+    #: What the record figures were counted from (None in reports stored before it was kept).
+    basis: Basis | None = None
 
     def dimension(self, dimension: Dimension) -> DimensionScore:
         return next(d for d in self.dimensions if d.dimension is dimension)
 
 
-def report_to_json(report: QualityReport) -> str:
+def report_to_dict(report: QualityReport) -> dict[str, Any]:
+    """The report as JSON-ready values (instants in ISO 8601)."""
     data = asdict(report)
     data["checked_at"] = report.checked_at.isoformat()
     data["window_start"] = report.window_start.isoformat()
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    if report.basis is not None:
+        data["basis"]["full_at"] = report.basis.full_at.isoformat()
+    return data
+
+
+def report_to_json(report: QualityReport) -> str:
+    return json.dumps(
+        report_to_dict(report), ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
 
 
 def _indicator(data: dict[str, Any]) -> Indicator:
@@ -237,4 +266,11 @@ def report_from_json(text: str) -> QualityReport:
         caller_refusals=data["caller_refusals"],
         newest_data_age_seconds=data["newest_data_age_seconds"],
         drops=tuple(Drop(**d) for d in data["drops"]),
+        basis=_basis(data.get("basis")),
     )
+
+
+def _basis(data: dict[str, Any] | None) -> Basis | None:
+    if data is None:
+        return None
+    return Basis(**(data | {"full_at": dt.datetime.fromisoformat(data["full_at"])}))

@@ -226,14 +226,29 @@ async def _record_figures(
                     RECORD.c.record_key.in_(keys),
                 ),
             )
+            # Each touched record's newest version up to the basis, found through the key
+            # index (the bound sits in the aggregate, so no plan scans the older versions of
+            # the whole resource instead).
+            touched_keys = (
+                sa.select(VERSION.c.record_key)
+                .where(VERSION.c.resource_code == code, VERSION.c.data_seq > basis.data_version)
+                .distinct()
+                .subquery("touched")
+            )
+            older = VERSION.alias("older")
+            up_to = sa.case((older.c.data_seq <= basis.data_version, older.c.data_seq))
             newest = (
-                sa.select(sa.func.max(VERSION.c.data_seq).label("seq"))
-                .where(
-                    VERSION.c.resource_code == code,
-                    VERSION.c.data_seq <= basis.data_version,
-                    VERSION.c.record_key.in_(keys),
+                sa.select(sa.func.max(up_to))
+                .select_from(
+                    touched_keys.join(
+                        older,
+                        sa.and_(
+                            older.c.resource_code == code,
+                            older.c.record_key == touched_keys.c.record_key,
+                        ),
+                    )
                 )
-                .group_by(VERSION.c.record_key)
+                .group_by(touched_keys.c.record_key)
             )
             then_records, then_filled = await _count(
                 conn,

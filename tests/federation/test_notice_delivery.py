@@ -22,6 +22,8 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, node_tls_files
 from node.catalog import ShareMethod
 from node.config import load_config
+from node.federation import NoticeOutbox
+from node.sharing import NotificationKind, Notifications
 from tests.support.access import (
     ACME,
     ITEMS,
@@ -340,3 +342,36 @@ async def test_delivery_resumes_once_after_the_destination_was_down(fed: Federat
     await xiamen.start()
     got = await arrives_once(xiamen.running, applicant, applied.id)
     assert got.origin_region == FUZHOU
+
+
+async def test_a_region_without_a_node_is_skipped_and_holds_up_no_other(
+    fed: Federation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fuzhou, xiamen, province = fed.fuzhou, fed.xiamen, fed.province
+    putian_agency = agency_uri(PUTIAN, agency_code(1, PUTIAN))
+    xiamen_agency = agency_uri(XIAMEN, agency_code(2, XIAMEN))
+    kind = NotificationKind.APPLICATION_REVIEWED
+    # Made at 福州 (refused on at the province: no node of 莆田 joined) and at the province
+    # (no endpoint for 莆田), then one for 厦门 at each.
+    for member in (fuzhou, province):
+        await Notifications(member.running.db).notify(putian_agency, kind, "给莆田的通知")
+    for member in (fuzhou, province):
+        await Notifications(member.running.db).notify(xiamen_agency, kind, member.region)
+    reader = xiamen.setup.agency(agency_code(2, XIAMEN))
+
+    async def both_arrived() -> bool:
+        got = {n.origin_region for n in await notifications(xiamen.running, reader)}
+        return got == {FUZHOU, PROVINCE}
+
+    await eventually(both_arrived, "厦门's notifications from 福州 and the province")
+    warnings = []
+
+    async def warned() -> bool:
+        warnings.append(capsys.readouterr().out.count("notice_destination_without_node"))
+        return sum(warnings) >= 2
+
+    await eventually(warned, "a warning about 莆田 at 福州 and at the province")
+    for member in (fuzhou, province):
+        outbox = NoticeOutbox(member.running.db, member.region)
+        assert await outbox.cursor(PUTIAN) == 0
+        assert await outbox.cursor(XIAMEN) > 0

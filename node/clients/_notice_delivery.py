@@ -23,6 +23,7 @@ when a notification is committed in this process, and at least every
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import time
@@ -52,6 +53,11 @@ MAX_PAGES_PER_ROUND = 50
 BACKOFF_ROUNDS = 30
 #: Most destination regions remembered (a province has a handful of cities).
 MAX_DESTINATIONS = 200
+#: PostgreSQL: a round delivers up to the newest id seen at least this long ago (seconds), so
+#: that a transaction holding a lower id has committed (see NoticeDelivery._horizon).
+SETTLE_S = 1.0
+#: PostgreSQL: the newest id is noted at most this often (seconds), bounding what is kept.
+OBSERVE_GAP_S = 0.05
 
 
 class _Backoff:
@@ -92,6 +98,10 @@ class NoticeDelivery:
         self._scanned = 0
         self._destinations: set[str] = set()
         self._backoff: dict[str, _Backoff] = {}
+        self._backend = outbox.backend
+        #: PostgreSQL: (when, newest id) seen in the last SETTLE_S, and the settled horizon.
+        self._observed: collections.deque[tuple[float, int]] = collections.deque()
+        self._settled = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._forever(), name="notice_delivery")
@@ -116,9 +126,25 @@ class NoticeDelivery:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=self._every)
 
+    async def _horizon(self) -> int:
+        """The highest id a round may deliver up to. On SQLite, writes are serialised, so ids
+        commit in order: the newest. On PostgreSQL a transaction that drew a lower id may
+        commit after a higher one is visible, so the round stops at the newest id seen at
+        least :data:`SETTLE_S` ago, and a cursor never passes a notification still being
+        written."""
+        last = await self._outbox.last_id()
+        if self._backend != "postgresql":
+            return last
+        now = time.monotonic()
+        if not self._observed or now - self._observed[-1][0] >= OBSERVE_GAP_S:
+            self._observed.append((now, last))
+        while self._observed and now - self._observed[0][0] >= SETTLE_S:
+            self._settled = max(self._settled, self._observed.popleft()[1])
+        return self._settled
+
     async def run_once(self) -> None:
         """One round: find new destination regions, deliver to each that is not backing off."""
-        upto = await self._outbox.last_id()
+        upto = await self._horizon()
         if upto > self._scanned:
             found = await self._outbox.destinations(self._scanned, upto)
             for region in found:
@@ -132,7 +158,7 @@ class NoticeDelivery:
             if self._backoff_of(region).next_at <= now
         ]
         if due:
-            await asyncio.gather(*(self._deliver(region) for region in due))
+            await asyncio.gather(*(self._deliver(region, upto) for region in due))
 
     def _backoff_of(self, region: str) -> _Backoff:
         backoff = self._backoff.get(region)
@@ -153,7 +179,7 @@ class NoticeDelivery:
             return fed.province_endpoint, fed.province_region
         return await self._router.endpoint_for(destination)
 
-    async def _deliver(self, destination: str) -> None:
+    async def _deliver(self, destination: str, upto: int) -> None:
         backoff = self._backoff_of(destination)
         try:
             hop = await self._next_hop(destination)
@@ -161,8 +187,10 @@ class NoticeDelivery:
                 raise _NoNode(f"region {destination} is not a node region of this province")
             endpoint, node_region = hop
             for _ in range(MAX_PAGES_PER_ROUND):
-                _, page = await self._outbox.pending(destination, limit=MAX_BATCH)
+                after, page = await self._outbox.pending(destination, upto=upto, limit=MAX_BATCH)
                 if not page:
+                    if upto > after:  # none for it up to there: the next scan starts there
+                        await self._outbox.delivered(destination, upto)
                     break
                 request = federation_pb2.DeliverNotificationsRequest()
                 size = 0
@@ -182,7 +210,8 @@ class NoticeDelivery:
                     federation_pb2.DeliverNotificationsResponse,
                     within_s=CALL_TIMEOUT_S,
                 )
-                await self._outbox.delivered(destination, last)
+                complete = len(request.notifications) == len(page) < MAX_BATCH
+                await self._outbox.delivered(destination, upto if complete else last)
                 log.info(
                     "notices_delivered",
                     destination=destination,
@@ -192,7 +221,7 @@ class NoticeDelivery:
                     already_held=reply.already_held,
                     last_id=last,
                 )
-                if len(page) < MAX_BATCH and last == page[-1].id:
+                if complete:
                     break
         except _NoNode as exc:
             self._skip(destination, backoff, str(exc))

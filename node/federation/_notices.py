@@ -81,6 +81,12 @@ class NoticeOutbox:
         self._db = db
         self.region = region
 
+    @property
+    def backend(self) -> str:
+        """The database's backend (``sqlite``, ``postgresql``): ids commit in order on SQLite
+        only (node.clients' delivery waits for them to settle on PostgreSQL)."""
+        return self._db.backend
+
     async def last_id(self) -> int:
         row = await self._db.fetch_one("SELECT MAX(id) FROM notification", {})
         return 0 if row is None or row[0] is None else int(row[0])
@@ -106,11 +112,13 @@ class NoticeOutbox:
         return await self._db.read("notices.cursor", txn)
 
     async def pending(
-        self, destination: str, *, limit: int = MAX_BATCH
+        self, destination: str, *, upto: int, limit: int = MAX_BATCH
     ) -> tuple[int, list[Notification]]:
         """The cursor of ``destination`` and the next notifications after it for its
-        recipients, oldest first, at most ``limit``; each carries its origin (this node's
-        region and id for its own)."""
+        recipients, up to id ``upto``, oldest first, at most ``limit``; each carries its
+        origin (this node's region and id for its own). Fewer than ``limit`` means none is
+        left up to ``upto``, so the cursor may move there once they are delivered (the
+        scan need not pass the other regions' notifications again)."""
         size = max(1, min(limit, MAX_BATCH))
 
         async def txn(session: AsyncSession) -> tuple[int, list[Notification]]:
@@ -120,6 +128,7 @@ class NoticeOutbox:
                 select(NotificationRow)
                 .where(
                     col(NotificationRow.id) > after,
+                    col(NotificationRow.id) <= upto,
                     col(NotificationRow.recipient).like(_prefix(destination)),
                 )
                 .order_by(col(NotificationRow.id))

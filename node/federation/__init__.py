@@ -38,7 +38,6 @@ from node.federation._notices import (
     MAX_MESSAGE_BYTES,
     NoticeInbox,
     NoticeOutbox,
-    recipient_region,
 )
 from node.federation._peers import (
     ProvinceLink,
@@ -75,7 +74,6 @@ __all__ = [
     "own_approval",
     "province_peers",
     "reachable_address",
-    "recipient_region",
     "record_approval",
     "record_peer_info",
     "set_own_approval",

@@ -42,7 +42,6 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "NoticeInbox",
     "NoticeOutbox",
-    "recipient_region",
 ]
 
 #: Most notifications in one delivery (FederationService.DeliverNotifications).
@@ -59,13 +58,6 @@ MAX_FUTURE = dt.timedelta(minutes=10)
 
 _SPIFFE = "spiffe://"
 _STORE_LOCK = "govnode.notice_inbox."
-
-
-def recipient_region(recipient: str) -> str:
-    """The region of a recipient's SPIFFE id (its host's first label), "" when none."""
-    if not recipient.startswith(_SPIFFE):
-        return ""
-    return recipient[len(_SPIFFE) :].partition("/")[0].partition(".")[0]
 
 
 def _prefix(region: str) -> str:

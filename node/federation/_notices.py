@@ -206,7 +206,9 @@ class NoticeInbox:
                 f"from its province {self.province} only"
             )
 
-    async def _check(self, i: int, n: Notification, sender: Identity) -> None:
+    async def _check(
+        self, i: int, n: Notification, sender: Identity, members: dict[str, bool]
+    ) -> None:
         field = f"notifications[{i}]"
         origin = n.origin_region
         if region_problem(origin) is not None or not Region(self.province).contains(origin):
@@ -252,10 +254,12 @@ class NoticeInbox:
                     f"node keeps notifications for region {self.region} only"
                 )
             if (
-                region_problem(region) is not None
-                or not Region(self.province).contains(region)
-                or not await self._is_member(region)
+                region not in members  # asked once a batch, however many name it
+                and region_problem(region) is None
+                and Region(self.province).contains(region)
             ):
+                members[region] = await self._is_member(region)
+            if not members.get(region, False):
                 raise FailedPrecondition(
                     f"{field}.recipient: {quote(n.recipient)} is of region {region}, whose "
                     f"node has not joined province {self.province}: it cannot be delivered"
@@ -291,8 +295,9 @@ class NoticeInbox:
             raise InvalidArgument(
                 f"notifications: at most {MAX_BATCH} in one delivery, got {len(batch)}"
             )
+        members: dict[str, bool] = {}
         for i, n in enumerate(batch):
-            await self._check(i, n, sender)
+            await self._check(i, n, sender, members)
         if not batch:
             return 0, 0
         keys = {(n.origin_region, n.origin_id): n for n in batch}

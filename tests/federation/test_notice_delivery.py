@@ -308,12 +308,15 @@ async def test_who_may_not_deliver_and_what_is_refused(tmp_path: Path, fed: Fede
     # Bounds: the batch, the message, the kind, the origin id. A refused batch stores nothing,
     # not even its good notifications.
     good = note(to_province, FUZHOU, 1)
+    long_id = note(to_province, FUZHOU, 5)
+    long_id.application_id = "A" * 65
     for bad, field in (
         ([good] * 201, "at most 200 in one delivery"),
         ([good, note(to_province, FUZHOU, 2, message="长" * 700)], "notifications[1].message"),
         ([good, note(to_province, FUZHOU, 3, kind=99)], "notifications[1].kind"),
         ([good, note(to_province, FUZHOU, 0)], "notifications[1].origin_id"),
         ([good, note("spiffe://nope", FUZHOU, 4)], "notifications[1].recipient"),
+        ([good, long_id], "notifications[1].application_id"),
     ):
         err = await refusal(province.running, as_fuzhou, *bad)
         assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, field

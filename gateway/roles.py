@@ -11,6 +11,10 @@ servicer runs, so that a new method is closed to it until it is added here on pu
   API's filters (and, with the portal, applies for 授权开放 data on an applicant's behalf).
   Health checking is open to it, as to every caller: it serves no data, and the portal's
   readiness depends on it.
+
+A method only nodes call, whatever the servicer checks besides, is listed in
+:data:`NODE_METHODS`: every other role is refused it here (an agency or authority must not be
+able to inject notifications into another node's store).
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ PORTAL_METHODS: frozenset[str] = frozenset(
     }
 )
 
+#: Methods only govnode nodes call (node to node), with what they are for.
+NODE_METHODS: dict[str, str] = {
+    "/govnode.v1.FederationService/DeliverNotifications": (
+        "nodes deliver the notifications they made for other regions' recipients to each other"
+    ),
+}
+
 #: Roles confined to a set of methods, with what they are for (said in the refusal).
 CONFINED: dict[Role, tuple[frozenset[str], str]] = {
     Role.PORTAL: (
@@ -46,6 +57,12 @@ CONFINED: dict[Role, tuple[frozenset[str], str]] = {
 
 def method_refusal(caller: Identity, method: str) -> str | None:
     """Why ``caller``'s role may not call ``method`` at all, or None when it may."""
+    node_only = NODE_METHODS.get(method)
+    if node_only is not None and caller.role is not Role.NODE:
+        return (
+            f"{caller} has the {caller.role.value} role; only govnode nodes may call "
+            f"{method.rsplit('/', 1)[-1]}: {node_only}"
+        )
     confined = CONFINED.get(caller.role)
     if confined is None or method.startswith(ANY_ROLE_PREFIXES):
         return None

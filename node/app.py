@@ -59,6 +59,7 @@ from node.catalog import Catalog
 from node.clients import (
     CheckpointPublisher,
     CitySync,
+    NoticeDelivery,
     fetch_city_catalog,
     witness_endpoints,
     witness_rule,
@@ -67,6 +68,7 @@ from node.config import Mode, NodeConfig
 from node.federation import (
     AssertionNonces,
     CatalogExchange,
+    NoticeOutbox,
     ProvinceLink,
     Router,
     approved_cities,
@@ -180,6 +182,8 @@ class RunningNode:
     city_catalogs: CityCatalogs | None = None
     #: Checks the quality of every resource of the node daily (第十五条).
     quality_check: DailyCheck | None = None
+    #: Delivers the notifications this node holds for other regions' recipients.
+    notices: NoticeDelivery | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -200,6 +204,8 @@ class RunningNode:
             await self.republisher.stop()
         if self.quality_check is not None:
             await self.quality_check.stop()
+        if self.notices is not None:
+            await self.notices.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -564,6 +570,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
     if services.quality is not None:
         node.quality_check = DailyCheck(services.quality, identity.uri, config.quality.check_time)
         node.quality_check.start()
+    node.notices = NoticeDelivery(
+        config, NoticeOutbox(db, config.node.region), router, notifications
+    )
+    node.notices.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

@@ -126,6 +126,11 @@ class FederationSection(_Section):
     #: City: how often it heartbeats the province (and catches up on revocations). Province:
     #: the period it expects, for peer health (healthy when heard from within 3 periods).
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: How often this node delivers the notifications it holds for other regions' recipients
+    #: (a city to the province, the province to each city; node.clients._notice_delivery). A
+    #: new notification is delivered at once; this is the period of the look for others (made
+    #: by another process of this node) and of retries.
+    notice_delivery_seconds: float = Field(default=2.0, gt=0, le=300)
 
     #: The join port (above): the largest message it takes, in bytes (a Join request is about
     #: 1.2 KB; larger ones get RESOURCE_EXHAUSTED before they reach the node), and how many

@@ -102,6 +102,10 @@ def render_config(
             "# join_per_minute_total = 60",
         ]
     lines += [
+        "# How often (seconds) this node delivers the notifications it holds for other regions'",
+        "# recipients: a city to the province, the province to each city (a new one goes at once;",
+        "# this is the period of retries and of the look for others).",
+        "# notice_delivery_seconds = 2",
         "",
         "[governance]",
         "# No change of government data without approval (第四十一条). A Submit record whose key",

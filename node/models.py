@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     Text,
     false,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -659,7 +660,19 @@ class NotificationRow(SQLModel, table=True):
     (第四十一条). Ids increase; a reader resumes after the last id it saw."""
 
     __tablename__ = "notification"
-    __table_args__ = (Index("ix_notification_recipient", "recipient", "id"),)
+    __table_args__ = (
+        Index("ix_notification_recipient", "recipient", "id"),
+        # A notification another node made and delivered here is stored once (its origin's
+        # key); local ones (origin_region empty) are outside the index.
+        Index(
+            "ux_notification_origin",
+            "origin_region",
+            "origin_id",
+            unique=True,
+            sqlite_where=text("origin_region != ''"),
+            postgresql_where=text("origin_region != ''"),
+        ),
+    )
 
     id: int | None = Field(
         default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite")
@@ -673,6 +686,22 @@ class NotificationRow(SQLModel, table=True):
     audit_sequence: int = Field(default=0, sa_type=BigInteger)
     message: str = Field(sa_type=Text)
     at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: Made at another node and delivered here (node.federation._notices): that node's region
+    #: and its id there; empty and 0 when this node made it.
+    origin_region: str = Field(default="", max_length=REGION_LEN)
+    origin_id: int = Field(default=0, sa_type=BigInteger)
+
+
+class NoticeCursorRow(SQLModel, table=True):
+    """How far this node has delivered its notifications for one other region's recipients
+    (node.federation._notices): the highest notification id the next node acknowledged.
+    At-least-once: the cursor moves after the delivery is acknowledged."""
+
+    __tablename__ = "notice_cursor"
+
+    destination_region: str = Field(primary_key=True, max_length=REGION_LEN)
+    last_delivered_id: int = Field(sa_type=BigInteger)
+    updated_at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
 class AccessApplicationRow(SQLModel, table=True):

@@ -1,6 +1,7 @@
 """Outbound gRPC: the city's link to its province (catalog sync both ways, heartbeats,
-revocations), joining by invitation, sending the audit log's checkpoints to its witnesses, and
-the province reading its approved cities' open catalogs.
+revocations), joining by invitation, sending the audit log's checkpoints to its witnesses,
+the province reading its approved cities' open catalogs, and every node delivering the
+notifications it holds for other regions' recipients.
 The client-side twin of :mod:`node.servicers`; domain packages do not import it.
 """
 
@@ -18,11 +19,13 @@ from node.clients._checkpointing import (
 )
 from node.clients._city_catalogs import fetch_city_catalog
 from node.clients._join import JoinError, join_province
+from node.clients._notice_delivery import NoticeDelivery
 
 __all__ = [
     "CheckpointPublisher",
     "CitySync",
     "JoinError",
+    "NoticeDelivery",
     "PublisherStatus",
     "WitnessStatus",
     "fetch_city_catalog",

@@ -4,7 +4,8 @@
 - ``_sync``: the province's catalog exchange with its cities;
 - ``_peers``, ``_routing``: which node serves a region, and routing calls to it;
 - ``_nonces``: caller assertions' nonces, each accepted once;
-- ``_approval``: approving a city as a sub-platform on its conformance report (第三十一条).
+- ``_approval``: approving a city as a sub-platform on its conformance report (第三十一条);
+- ``_notices``: notifications for other regions' recipients, delivered and received once.
 
 The city's gRPC client side (catalog sync, heartbeats, joining) is in :mod:`node.clients`.
 """
@@ -32,18 +33,34 @@ from node.federation._join import (
     reachable_address,
 )
 from node.federation._nonces import AssertionNonces
-from node.federation._peers import ProvinceLink, province_peers, record_peer_info, skew_ms
+from node.federation._notices import (
+    MAX_BATCH,
+    MAX_MESSAGE_BYTES,
+    NoticeInbox,
+    NoticeOutbox,
+)
+from node.federation._peers import (
+    ProvinceLink,
+    heard_from,
+    province_peers,
+    record_peer_info,
+    skew_ms,
+)
 from node.federation._routing import Router
 from node.federation._sync import CatalogExchange
 
 __all__ = [
     "DEFAULT_MAX_AGE",
+    "MAX_BATCH",
+    "MAX_MESSAGE_BYTES",
     "ApprovalError",
     "ApprovalFacts",
     "AssertionNonces",
     "CatalogExchange",
     "Invitation",
     "JoinApplication",
+    "NoticeInbox",
+    "NoticeOutbox",
     "ProvinceLink",
     "Router",
     "admit",
@@ -51,6 +68,7 @@ __all__ = [
     "check_report",
     "create_invitation",
     "cst",
+    "heard_from",
     "is_approved",
     "known_cities",
     "own_approval",

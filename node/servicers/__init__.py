@@ -41,7 +41,7 @@ from node.audit import AuditLog, Checkpoints, CosignedWatch, UsageLog, Witness, 
 from node.catalog import Catalog
 from node.config import NodeConfig
 from node.errors import DomainError
-from node.federation import CatalogExchange, ProvinceLink, Router
+from node.federation import CatalogExchange, NoticeInbox, ProvinceLink, Router, heard_from
 from node.governance import ChangeRequests
 from node.opendata import (
     BudgetLimits,
@@ -61,6 +61,7 @@ from node.servicers.change_requests import ChangeRequestServicer
 from node.servicers.federation import FederationServicer
 from node.servicers.federation_sync import FederationSyncServicer
 from node.servicers.join import JoinServicer
+from node.servicers.notices import NoticesServicer
 from node.servicers.open_catalog import OpenCatalogServicer
 from node.servicers.opendata import OpenDataServicer
 from node.servicers.opendata_apps import OpenApplicationsServicer
@@ -235,6 +236,18 @@ def register_join_service(
         )
 
 
+def notice_inbox(config: NodeConfig, db: Database) -> NoticeInbox:
+    """Where notifications other nodes deliver are checked and stored: the province takes
+    them from the cities it federates with (joined, heard from, or in ``[federation] peers``),
+    a city from its province."""
+    peers = frozenset(config.federation.peers)
+
+    async def is_member(region: str) -> bool:
+        return region in peers or await heard_from(db, region)
+
+    return NoticeInbox(db, config.node.region, config.node.trust_domain, is_member)
+
+
 def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     """Add every govnode.v1 service to ``server``; returns their full names.
 
@@ -289,6 +302,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 stopping=services.stopping,
             ),
             PeersServicer(services.config, services.db, services.exchange, services.province_link),
+            NoticesServicer(notice_inbox(services.config, services.db), notifications),
         ],
     }
     if services.audit_log is not None:

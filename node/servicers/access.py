@@ -5,7 +5,9 @@ Applications and grants live at the node that owns the resource. Apply on anothe
 resource is forwarded there (node.federation._routing, with a signed caller assertion, like
 Verify); so are GetApplication, WithdrawApplication and GetGrant on an id whose region prefix
 names another
-node. Lists and notifications are this node's own.
+node. Lists and notifications are this node's own; notifications other nodes made for this
+node's region's recipients are delivered here (node.federation._notices) and listed with their
+origin.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def notification_proto(n: Notification) -> access_pb2.Notification:
         change_request_id=n.change_request_id,
         audit_sequence=n.audit_sequence,
         message=n.message,
+        origin_region=n.origin_region,
+        origin_id=n.origin_id,
     )
     _set_time(out, "at", n.at)
     return out

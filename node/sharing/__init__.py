@@ -30,7 +30,12 @@ from node.sharing._grants import (
     may_see,
 )
 from node.sharing._masking import mask
-from node.sharing._notifications import Notification, NotificationKind, Notifications
+from node.sharing._notifications import (
+    Notification,
+    NotificationKind,
+    Notifications,
+    notification_from_row,
+)
 from node.sharing._oracle import OracleGuard
 
 __all__ = [
@@ -55,5 +60,6 @@ __all__ = [
     "is_provider",
     "mask",
     "may_see",
+    "notification_from_row",
     "region_of_id",
 ]

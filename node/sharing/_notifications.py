@@ -55,6 +55,10 @@ class Notification:
     grant_id: str = ""
     change_request_id: str = ""
     audit_sequence: int = 0
+    #: Made at another node and delivered here (node.federation._notices): its region and
+    #: its id there; empty and 0 when this node made it.
+    origin_region: str = ""
+    origin_id: int = 0
 
 
 def _from_row(row: NotificationRow) -> Notification:
@@ -70,7 +74,14 @@ def _from_row(row: NotificationRow) -> Notification:
         grant_id=row.grant_id,
         change_request_id=row.change_request_id,
         audit_sequence=row.audit_sequence,
+        origin_region=row.origin_region,
+        origin_id=row.origin_id,
     )
+
+
+def notification_from_row(row: NotificationRow) -> Notification:
+    """The notification a stored row holds (for node.federation's delivery)."""
+    return _from_row(row)
 
 
 class Notifications:

@@ -54,6 +54,7 @@ TABLES = {
     "federation_member",
     "assertion_nonce",
     "feed_cursor",
+    "notice_cursor",
     "record",
     "record_version",
     "resource_data",

@@ -940,6 +940,8 @@ class Notification(_message.Message):
     AUDIT_SEQUENCE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    ORIGIN_REGION_FIELD_NUMBER: _builtins.int
+    ORIGIN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Notification id: increasing on the node that made it; resume with after_id."""
     kind: Global___NotificationKind.ValueType
@@ -962,6 +964,14 @@ class Notification(_message.Message):
     """Audit record concerned (USAGE, ENUMERATION_SUSPECTED); 0 if none."""
     message: _builtins.str
     """Human-readable text (Chinese)."""
+    origin_region: _builtins.str
+    """Division code of the node that made it, when another node made it and delivered it here
+    (FederationService.DeliverNotifications); empty when this node made it.
+    """
+    origin_id: _builtins.int
+    """Its id at the node that made it (origin_region); 0 when this node made it. With
+    origin_region it names the notification once across the federation.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """When it was made."""
@@ -981,10 +991,12 @@ class Notification(_message.Message):
         audit_sequence: _builtins.int = ...,
         message: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        origin_region: _builtins.str = ...,
+        origin_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "at", b"at", "audit_sequence", b"audit_sequence", "change_request_id", b"change_request_id", "data_error_id", b"data_error_id", "grant_id", b"grant_id", "id", b"id", "kind", b"kind", "message", b"message", "open_application_id", b"open_application_id", "recipient", b"recipient", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "at", b"at", "audit_sequence", b"audit_sequence", "change_request_id", b"change_request_id", "data_error_id", b"data_error_id", "grant_id", b"grant_id", "id", b"id", "kind", b"kind", "message", b"message", "open_application_id", b"open_application_id", "origin_id", b"origin_id", "origin_region", b"origin_region", "recipient", b"recipient", "resource_code", b"resource_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from govnode.v1 import access_pb2 as _access_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -581,3 +582,56 @@ class ListPeersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPeersResponse: _TypeAlias = ListPeersResponse  # noqa: Y015
+
+@_typing.final
+class DeliverNotificationsRequest(_message.Message):
+    """Request of FederationService.DeliverNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[_access_pb2.Notification]:
+        """At most 200 notifications, in the sender's order. Each has origin_region (the node that
+        made it), origin_id (its id there, positive) and a recipient of a region the receiving
+        node serves or relays to; its id is ignored (the receiver numbers what it stores).
+        """
+
+    def __init__(
+        self,
+        *,
+        notifications: _abc.Iterable[_access_pb2.Notification] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notifications", b"notifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverNotificationsRequest: _TypeAlias = DeliverNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class DeliverNotificationsResponse(_message.Message):
+    """Response of FederationService.DeliverNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_FIELD_NUMBER: _builtins.int
+    ALREADY_HELD_FIELD_NUMBER: _builtins.int
+    stored: _builtins.int
+    """How many of the batch were stored now."""
+    already_held: _builtins.int
+    """How many the receiver already held (delivered before): stored nothing twice."""
+    def __init__(
+        self,
+        *,
+        stored: _builtins.int = ...,
+        already_held: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_held", b"already_held", "stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverNotificationsResponse: _TypeAlias = DeliverNotificationsResponse  # noqa: Y015

@@ -67,6 +67,11 @@ class FederationServiceStub:
                 request_serializer=govnode_dot_v1_dot_federation__pb2.ListPeersRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_federation__pb2.ListPeersResponse.FromString,
                 _registered_method=True)
+        self.DeliverNotifications = channel.unary_unary(
+                '/govnode.v1.FederationService/DeliverNotifications',
+                request_serializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -122,6 +127,17 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeliverNotifications(self, request, context):
+        """A node delivers notifications for recipients of another region (an applicant at 厦门
+        told that 福州 reviewed its application). A city delivers to the province; the province
+        keeps those for its own region's recipients and delivers the others to their city. Node
+        callers only, and only federation peers; a city sends only notifications its own node
+        made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +170,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.ListPeers,
                     request_deserializer=govnode_dot_v1_dot_federation__pb2.ListPeersRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_federation__pb2.ListPeersResponse.SerializeToString,
+            ),
+            'DeliverNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverNotifications,
+                    request_deserializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +341,33 @@ class FederationService:
             '/govnode.v1.FederationService/ListPeers',
             govnode_dot_v1_dot_federation__pb2.ListPeersRequest.SerializeToString,
             govnode_dot_v1_dot_federation__pb2.ListPeersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.FederationService/DeliverNotifications',
+            govnode_dot_v1_dot_federation__pb2.DeliverNotificationsRequest.SerializeToString,
+            govnode_dot_v1_dot_federation__pb2.DeliverNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

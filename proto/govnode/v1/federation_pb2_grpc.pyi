@@ -59,6 +59,13 @@ class FederationServiceStub:
     """
     ListPeers: _grpc.UnaryUnaryMultiCallable[_federation_pb2.ListPeersRequest, _federation_pb2.ListPeersResponse]
     """Lists the peers this node federates with and their health (`govnode status`)."""
+    DeliverNotifications: _grpc.UnaryUnaryMultiCallable[_federation_pb2.DeliverNotificationsRequest, _federation_pb2.DeliverNotificationsResponse]
+    """A node delivers notifications for recipients of another region (an applicant at 厦门
+    told that 福州 reviewed its application). A city delivers to the province; the province
+    keeps those for its own region's recipients and delivers the others to their city. Node
+    callers only, and only federation peers; a city sends only notifications its own node
+    made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
+    """
 
 @_typing.type_check_only
 class FederationServiceAsyncStub(FederationServiceStub):
@@ -88,6 +95,13 @@ class FederationServiceAsyncStub(FederationServiceStub):
     """
     ListPeers: _aio.UnaryUnaryMultiCallable[_federation_pb2.ListPeersRequest, _federation_pb2.ListPeersResponse]  # type: ignore[assignment]
     """Lists the peers this node federates with and their health (`govnode status`)."""
+    DeliverNotifications: _aio.UnaryUnaryMultiCallable[_federation_pb2.DeliverNotificationsRequest, _federation_pb2.DeliverNotificationsResponse]  # type: ignore[assignment]
+    """A node delivers notifications for recipients of another region (an applicant at 厦门
+    told that 福州 reviewed its application). A city delivers to the province; the province
+    keeps those for its own region's recipients and delivers the others to their city. Node
+    callers only, and only federation peers; a city sends only notifications its own node
+    made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
+    """
 
 class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Node-to-node federation. Served by every node; Join and PublishCatalog only by the province
@@ -150,5 +164,18 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_federation_pb2.ListPeersResponse, _abc.Awaitable[_federation_pb2.ListPeersResponse]]:
         """Lists the peers this node federates with and their health (`govnode status`)."""
+
+    @_abc_1.abstractmethod
+    def DeliverNotifications(
+        self,
+        request: _federation_pb2.DeliverNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.DeliverNotificationsResponse, _abc.Awaitable[_federation_pb2.DeliverNotificationsResponse]]:
+        """A node delivers notifications for recipients of another region (an applicant at 厦门
+        told that 福州 reviewed its application). A city delivers to the province; the province
+        keeps those for its own region's recipients and delivers the others to their city. Node
+        callers only, and only federation peers; a city sends only notifications its own node
+        made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
+        """
 
 def add_FederationServiceServicer_to_server(servicer: FederationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -102,6 +102,7 @@ from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
+from node.supervision import Supervision, no_overdue_corrections
 
 log = structlog.get_logger("govnode.node")
 
@@ -375,6 +376,20 @@ def quality_of(
     return Quality(db, catalog, node_region=config.node.region, settings=settings, audit=audit)
 
 
+def supervision_of(config: NodeConfig, db: Database, audit: AuditLog) -> Supervision:
+    """Compliance reports of this node's agencies (第八、四十二条); the CLI builds the same."""
+    return Supervision(
+        db,
+        audit,
+        node_region=config.node.region,
+        trust_domain=config.node.trust_domain,
+        # INTEGRATOR: wire the error report desk's count of overdue corrections here (纠错,
+        # 第十六条): a callable (agency_code, start, end) -> (overdue, total). Until error
+        # reports land, no agency has any, so none is overdue.
+        overdue_corrections=no_overdue_corrections,
+    )
+
+
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
@@ -499,6 +514,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             city_catalogs=city_catalogs,
             notifications=notifications,
             quality=quality_of(config, db, catalog, audit),
+            supervision=supervision_of(config, db, audit),
             stopping=stopping,
         )
         names = register_services(server, services)

@@ -102,7 +102,7 @@ from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
-from node.supervision import Supervision, no_overdue_corrections
+from node.supervision import NoticeWatch, Rectifications, Supervision, no_overdue_corrections
 
 log = structlog.get_logger("govnode.node")
 
@@ -181,6 +181,9 @@ class RunningNode:
     city_catalogs: CityCatalogs | None = None
     #: Checks the quality of every resource of the node daily (第十五条).
     quality_check: DailyCheck | None = None
+    #: Closes rectification notices whose figure recovered, escalates those past their
+    #: deadline to 通报批评 (第四十二条).
+    notice_watch: NoticeWatch | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -201,6 +204,8 @@ class RunningNode:
             await self.republisher.stop()
         if self.quality_check is not None:
             await self.quality_check.stop()
+        if self.notice_watch is not None:
+            await self.notice_watch.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -466,6 +471,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
                 keep_s=section.city_catalog_keep_seconds,
                 wait_s=section.city_catalog_wait_seconds,
             )
+        supervision = supervision_of(config, db, audit)
+        rectifications = Rectifications(supervision, notifications)
         services = Services(
             config=config,
             identity=identity,
@@ -514,7 +521,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
             city_catalogs=city_catalogs,
             notifications=notifications,
             quality=quality_of(config, db, catalog, audit),
-            supervision=supervision_of(config, db, audit),
+            supervision=supervision,
+            rectifications=rectifications,
             stopping=stopping,
         )
         names = register_services(server, services)
@@ -579,6 +587,11 @@ async def start_node(config: NodeConfig) -> RunningNode:
     if services.quality is not None:
         node.quality_check = DailyCheck(services.quality, identity.uri, config.quality.check_time)
         node.quality_check.start()
+    if services.rectifications is not None:
+        node.notice_watch = NoticeWatch(
+            services.rectifications, config.supervision.notice_check_seconds
+        )
+        node.notice_watch.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

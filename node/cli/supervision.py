@@ -11,6 +11,7 @@ every figure matches, 1 naming those that differ (or the break in the chain).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,8 +26,18 @@ from node.audit import AuditLog
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
+from node.sharing import Notifications
 from node.storage import Database
-from node.supervision import ComplianceReport, Figure, Supervision, parse_period
+from node.supervision import (
+    ComplianceReport,
+    Figure,
+    Kind,
+    Notice,
+    NoticeStatus,
+    Rectifications,
+    Supervision,
+    parse_period,
+)
 from node.times import CST
 
 T = TypeVar("T")
@@ -34,7 +45,7 @@ T = TypeVar("T")
 app = typer.Typer(
     help=(
         "Supervision of this node's agencies (第八、四十二条): compliance reports counted from "
-        "the audit log, and their recount."
+        "the audit log, and their recount; rectification notices (责令限期改正 → 通报批评)."
     ),
     no_args_is_help=True,
 )
@@ -190,3 +201,97 @@ def recount(
             f"recounted {_ratio(again)} {_range(again)}{' ' + again.value if again.value else ''}"
         )
     raise typer.Exit(1)
+
+
+notices_app = typer.Typer(
+    help="Rectification notices (责令限期改正) and their outcome (已改正, or 通报批评).",
+    no_args_is_help=True,
+)
+app.add_typer(notices_app, name="notices")
+
+
+def _deadline(text: str) -> dt.datetime:
+    """A day (YYYY-MM-DD: the end of that day, China Standard Time) or an ISO 8601 time with
+    its offset."""
+    try:
+        if len(text) == len("2026-12-31"):
+            day = dt.date.fromisoformat(text)
+            return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), CST)
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--deadline: {text[:40]!r} is neither a day (2026-12-31) nor a time with its offset "
+            "(2026-12-31T18:00:00+08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise UserError("--deadline: a time needs its offset, e.g. +08:00")
+    return moment
+
+
+def _kind(text: str) -> Kind:
+    try:
+        return Kind(text)
+    except ValueError:
+        names = ", ".join(k.value for k in Kind)
+        raise UserError(f"--finding: {text[:40]!r} is not one of {names}") from None
+
+
+def _notice_line(n: Notice) -> str:
+    closed = f"  {_when(n.closed_at)} {n.outcome}" if n.closed_at is not None else ""
+    return (
+        f"{n.id}  {n.agency_code}  {n.kind.value} ({n.kind.term})  {n.status.value}  "
+        f"限期 {_when(n.deadline)}  下达 {_when(n.issued_at)}{closed}  {n.note}"
+    )
+
+
+@app.command("notice")
+def notice(
+    agency: str = typer.Option(..., "--agency", help="The agency's 统一社会信用代码."),
+    finding: str = typer.Option(
+        ..., "--finding", help="The figure to rectify: " + ", ".join(k.value for k in Kind) + "."
+    ),
+    deadline: str = typer.Option(
+        ..., "--deadline", help="A day (the end of it, China time) or an ISO time with offset."
+    ),
+    note: str = typer.Option(..., "--note", help="What the agency must rectify."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Order an agency to rectify one figure by a deadline (责令限期改正, 第四十二条), as this
+    region's data management authority; the agency is notified. The node closes the notice when
+    the figure recovers, or publishes it as 通报批评 at the deadline."""
+    cfg = load(config)
+    kind, until = _kind(finding), _deadline(deadline)
+
+    async def work(supervision: Supervision, by: str) -> Notice:
+        authority = make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
+        rectifications = Rectifications(supervision, Notifications(supervision.db))
+        return await rectifications.issue(authority, agency, kind, until, note, audit_it=True)
+
+    echo(_notice_line(_run(cfg, work)))
+
+
+@notices_app.command("list")
+def list_notices(
+    agency: str = typer.Option("", "--agency", help="Only this agency's notices."),
+    criticised: bool = typer.Option(
+        False, "--criticised", help="Only the published criticisms (通报批评)."
+    ),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Every rectification notice, newest first (at most 200): open, rectified (closed by the
+    node when the figure recovered) or criticised (past the deadline, published)."""
+    cfg = load(config)
+
+    async def work(supervision: Supervision, by: str) -> list[Notice]:
+        rectifications = Rectifications(supervision, None)
+        status = NoticeStatus.CRITICISED if criticised else None
+        found, _ = await rectifications.notices(
+            None, agency_code=agency, status=status, page_size=200
+        )
+        return found
+
+    found = _run(cfg, work)
+    if not found:
+        echo("no rectification notice")
+    for n in found:
+        echo(_notice_line(n))

@@ -74,7 +74,7 @@ from node.servicers.usage import UsageServicer
 from node.servicers.witness import WitnessServicer
 from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
-from node.supervision import Supervision
+from node.supervision import Rectifications, Supervision
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
     catalog_pb2,
@@ -149,6 +149,8 @@ class Services:
     quality: Quality | None = None
     #: Compliance reports of this node's agencies (第八、四十二条): SupervisionService.
     supervision: Supervision | None = None
+    #: Its rectification notices (责令限期改正 → 通报批评), shared with the node's NoticeWatch.
+    rectifications: Rectifications | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -362,7 +364,10 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         ]
     if services.supervision is not None:
         implementations["govnode.v1.SupervisionService"] = [
-            SupervisionServicer(services.supervision)
+            SupervisionServicer(
+                services.supervision,
+                services.rectifications or Rectifications(services.supervision, notifications),
+            )
         ]
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [

@@ -18,6 +18,9 @@ from node.supervision import (
     Figure,
     Finding,
     Kind,
+    Notice,
+    NoticeStatus,
+    Rectifications,
     Supervision,
     check_agency_code,
     check_report_reader,
@@ -91,9 +94,76 @@ def report_to_proto(
     )
 
 
+_STATUS_OUT = {
+    NoticeStatus.OPEN: supervision_pb2.RECTIFICATION_STATUS_OPEN,
+    NoticeStatus.RECTIFIED: supervision_pb2.RECTIFICATION_STATUS_RECTIFIED,
+    NoticeStatus.CRITICISED: supervision_pb2.RECTIFICATION_STATUS_CRITICISED,
+}
+
+
+def notice_to_proto(notice: Notice) -> supervision_pb2.RectificationNotice:
+    out = supervision_pb2.RectificationNotice(
+        id=notice.id,
+        agency_code=notice.agency_code,
+        kind=KIND_OUT[notice.kind],  # type: ignore[arg-type]
+        note=notice.note,
+        deadline=timestamp(notice.deadline),
+        issued_by=notice.issued_by,
+        issued_at=timestamp(notice.issued_at),
+        status=_STATUS_OUT[notice.status],
+        outcome=notice.outcome,
+        issued_at_sequence=notice.issued_at_sequence,
+    )
+    if notice.closed_at is not None:
+        out.closed_at.CopyFrom(timestamp(notice.closed_at))
+    return out
+
+
 class SupervisionServicer:
-    def __init__(self, supervision: Supervision) -> None:
+    def __init__(self, supervision: Supervision, rectifications: Rectifications) -> None:
         self._supervision = supervision
+        self._rectifications = rectifications
+
+    async def IssueRectificationNotice(
+        self, request: supervision_pb2.IssueRectificationNoticeRequest, context: Any
+    ) -> supervision_pb2.IssueRectificationNoticeResponse:
+        if not request.kind:
+            raise InvalidArgument("kind is required (the ViolationKind of the figure to rectify)")
+        kind = kind_in(request.kind)
+        if not request.HasField("deadline"):
+            raise InvalidArgument("deadline is required")
+        notice = await self._rectifications.issue(
+            current_peer().identity,
+            request.agency_code,
+            kind,
+            time_from_proto(request.deadline, "deadline"),
+            request.note,
+        )
+        add_audit_detail(notice=notice.id, agency=notice.agency_code, kind=kind.value)
+        return supervision_pb2.IssueRectificationNoticeResponse(notice=notice_to_proto(notice))
+
+    async def ListRectificationNotices(
+        self, request: supervision_pb2.ListRectificationNoticesRequest, context: Any
+    ) -> supervision_pb2.ListRectificationNoticesResponse:
+        notices, token = await self._rectifications.notices(
+            current_peer().identity,
+            agency_code=request.agency_code,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return supervision_pb2.ListRectificationNoticesResponse(
+            notices=[notice_to_proto(n) for n in notices], next_page_token=token
+        )
+
+    async def ListPublishedCriticisms(
+        self, request: supervision_pb2.ListPublishedCriticismsRequest, context: Any
+    ) -> supervision_pb2.ListPublishedCriticismsResponse:
+        notices, token = await self._rectifications.criticisms(
+            request.page_size, request.page_token
+        )
+        return supervision_pb2.ListPublishedCriticismsResponse(
+            notices=[notice_to_proto(n) for n in notices], next_page_token=token
+        )
 
     async def GetComplianceReport(
         self, request: supervision_pb2.GetComplianceReportRequest, context: Any

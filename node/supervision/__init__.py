@@ -5,12 +5,23 @@ over a period, counted from the node's own tables, with the evidence to re-deriv
   grade), figures with numerator, denominator and audit sequence range, findings, periods;
 - ``_count``: how the audit log, the catalog and the quality checks are counted;
 - ``_reports``: reports made, stored, paged, recounted (the chain verified first), and who may
-  read them.
+  read them;
+- ``_notices``: rectification notices (责令限期改正), closed when their figure recovers or
+  escalated at their deadline to the published criticisms (通报批评), and the node's task that
+  does it.
 """
 
 from __future__ import annotations
 
 from node.supervision._count import classify
+from node.supervision._notices import (
+    MAX_NOTE,
+    NOTICE_METHOD,
+    Notice,
+    NoticeStatus,
+    NoticeWatch,
+    Rectifications,
+)
 from node.supervision._reports import (
     REPORT_METHOD,
     ComplianceReport,
@@ -33,14 +44,20 @@ from node.supervision._types import (
 
 __all__ = [
     "MAX_FINDINGS_PER_KIND",
+    "MAX_NOTE",
     "MAX_PERIOD_DAYS",
+    "NOTICE_METHOD",
     "REPORT_METHOD",
     "ComplianceReport",
     "Figure",
     "Finding",
     "Kind",
+    "Notice",
+    "NoticeStatus",
+    "NoticeWatch",
     "OverdueCorrections",
     "Recount",
+    "Rectifications",
     "Supervision",
     "check_agency_code",
     "check_period",

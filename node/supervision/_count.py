@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,9 +216,11 @@ async def _scan(
     start: dt.datetime,
     end: dt.datetime,
     where: Any,
-) -> list[Any]:
-    """The records first..last of the period matching ``where``, read page by page."""
-    rows: list[Any] = []
+) -> AsyncIterator[Any]:
+    """The records first..last of the period matching ``where``, read a page at a time (one
+    page in memory, whatever the period holds)."""
+    if not first:
+        return
     after = first - 1
     while after < last:
         page = list(
@@ -235,11 +237,11 @@ async def _scan(
                 .limit(_PAGE)
             )
         )
-        rows.extend(page)
+        for row in page:
+            yield row
         if len(page) < _PAGE:
-            break
+            return
         after = page[-1].sequence
-    return rows
 
 
 async def entries_of(conn: AsyncConnection, agency_code: str, region: str) -> list[ResourceEntry]:
@@ -313,17 +315,10 @@ async def _late(
         if previous is not None:
             tally.read(previous.sequence)
             since = previous.at
-        points = (
-            [
-                r
-                for r in await _scan(conn, first, last, start, end, _submits_of(code))
-                if _aggregated(r)
-            ]
-            if first
-            else []
-        )
         late: Finding | None = None
-        for row in points:
+        async for row in _scan(conn, first, last, start, end, _submits_of(code)):
+            if not _aggregated(row):
+                continue
             tally.read(row.sequence)
             if late is None and since is not None and row.at - since > allowance:
                 late = Finding(
@@ -385,19 +380,8 @@ async def count(
     """The agency's figures over the audit records ``first``..``last`` of the period, as of
     ``moment`` (when the report was made)."""
     tallies = {kind: _Tally(kind) for kind in Kind}
-    rows = (
-        await _scan(
-            conn,
-            first,
-            last,
-            start,
-            end,
-            sa.or_(AUDIT.c.caller == agency_uri, AUDIT.c.method == REVIEW_CHANGE),
-        )
-        if first
-        else []
-    )
-    for row in rows:
+    mine = sa.or_(AUDIT.c.caller == agency_uri, AUDIT.c.method == REVIEW_CHANGE)
+    async for row in _scan(conn, first, last, start, end, mine):
         for kind, found in classify(row, agency_code):
             tally = tallies[kind]
             tally.occasion(row.sequence)

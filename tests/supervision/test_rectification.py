@@ -230,6 +230,7 @@ async def test_notices_close_when_the_figure_recovers_and_escalate_at_the_deadli
     records = await AuditLog(node.db).query(limit=1000)
     issued = [r for r in records if r.method.endswith("/IssueRectificationNotice")]
     assert [r.detail["notice"] for r in issued] == [misuse.id, late.id, beyond.id]
+    assert {r.operation.value for r in issued} == {"maintain"}  # 更新维护
     steps = {
         (r.detail["notice"], r.detail["status"])
         for r in records

@@ -102,7 +102,7 @@ from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
-from node.supervision import NoticeWatch, Rectifications, Supervision, no_overdue_corrections
+from node.supervision import NoticeWatch, Rectifications, Supervision
 
 log = structlog.get_logger("govnode.node")
 
@@ -389,9 +389,10 @@ def supervision_of(config: NodeConfig, db: Database, audit: AuditLog) -> Supervi
         node_region=config.node.region,
         trust_domain=config.node.trust_domain,
         # INTEGRATOR: wire the error report desk's count of overdue corrections here (纠错,
-        # 第十六条): a callable (agency_code, start, end) -> (overdue, total). Until error
-        # reports land, no agency has any, so none is overdue.
-        overdue_corrections=no_overdue_corrections,
+        # 第十六条): a callable (agency_code, start, end) -> (overdue, total) of the error
+        # reports on the agency's records made in the period, overdue unresolved and in all.
+        # Until then the figure is reported "unmeasured" and no notice may follow it.
+        overdue_corrections=None,
     )
 
 

@@ -29,6 +29,7 @@ from node.errors import DomainError
 from node.sharing import Notifications
 from node.storage import Database
 from node.supervision import (
+    UNMEASURED,
     ComplianceReport,
     Figure,
     Kind,
@@ -91,7 +92,13 @@ def _lines(report: ComplianceReport) -> list[str]:
         f"  {'指标':<16}{'违规/总数':>10}  审计序号范围",
     ]
     for f in report.figures:
-        extra = f"  等级 {f.value or '—'}" if f.value or f.kind.value == "quality" else ""
+        extra = (
+            "  未计量 (本节点未接入纠错)"
+            if f.value == UNMEASURED
+            else f"  等级 {f.value or '—'}"
+            if f.kind is Kind.QUALITY
+            else ""
+        )
         noted = f"  另有临时采集 {f.noted}" if f.noted else ""
         lines.append(f"  {f.kind.term:<16}{_ratio(f):>10}  {_range(f)}{extra}{noted}")
     if report.findings:
@@ -122,7 +129,8 @@ def _json(report: ComplianceReport) -> dict[str, Any]:
                 "denominator": f.denominator,
                 "sequences": [f.first, f.last],
                 "noted": f.noted,
-                "grade": f.value,
+                "grade": "" if f.value == UNMEASURED else f.value,
+                "measured": f.value != UNMEASURED,
             }
             for f in report.figures
         ],

@@ -14,6 +14,7 @@ from gateway.interceptors import add_audit_detail
 from node.errors import InvalidArgument
 from node.servicers.convert import time_from_proto
 from node.supervision import (
+    UNMEASURED,
     ComplianceReport,
     Figure,
     Finding,
@@ -61,7 +62,8 @@ def _figure(figure: Figure) -> supervision_pb2.ComplianceFigure:
         first_sequence=figure.first,
         last_sequence=figure.last,
         noted=figure.noted,
-        grade=figure.value,
+        grade="" if figure.value == UNMEASURED else figure.value,
+        measured=figure.value != UNMEASURED,
     )
 
 

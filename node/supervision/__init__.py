@@ -33,12 +33,12 @@ from node.supervision._reports import (
 from node.supervision._types import (
     MAX_FINDINGS_PER_KIND,
     MAX_PERIOD_DAYS,
+    UNMEASURED,
     Figure,
     Finding,
     Kind,
     OverdueCorrections,
     check_period,
-    no_overdue_corrections,
     parse_period,
 )
 
@@ -48,6 +48,7 @@ __all__ = [
     "MAX_PERIOD_DAYS",
     "NOTICE_METHOD",
     "REPORT_METHOD",
+    "UNMEASURED",
     "ComplianceReport",
     "Figure",
     "Finding",
@@ -63,6 +64,5 @@ __all__ = [
     "check_period",
     "check_report_reader",
     "classify",
-    "no_overdue_corrections",
     "parse_period",
 ]

@@ -43,6 +43,7 @@ from node.quality import Grade, grade_of
 from node.records import CYCLE_ALLOWANCE
 from node.supervision._types import (
     MAX_FINDINGS_PER_KIND,
+    UNMEASURED,
     Figure,
     Finding,
     Kind,
@@ -375,7 +376,7 @@ async def count(
     first: int,
     last: int,
     moment: dt.datetime,
-    overdue_corrections: OverdueCorrections,
+    overdue_corrections: OverdueCorrections | None,
 ) -> Counted:
     """The agency's figures over the audit records ``first``..``last`` of the period, as of
     ``moment`` (when the report was made)."""
@@ -395,13 +396,16 @@ async def count(
     tallies[Kind.LATE_AGGREGATION] = await _late(
         conn, entries, first, last, start, end, min(end, moment)
     )
-    overdue, total = overdue_corrections(agency_code, start, end)
     figures = [
         tallies[kind].figure()
         for kind in Kind
         if kind not in (Kind.OVERDUE_CORRECTIONS, Kind.QUALITY)
     ]
-    figures.append(Figure(Kind.OVERDUE_CORRECTIONS, overdue, total))
+    if overdue_corrections is None:
+        figures.append(Figure(Kind.OVERDUE_CORRECTIONS, 0, 0, value=UNMEASURED))
+    else:
+        overdue, total = overdue_corrections(agency_code, start, end)
+        figures.append(Figure(Kind.OVERDUE_CORRECTIONS, overdue, total))
     figures.append(await _quality(conn, entries, moment))
     findings = [f for kind in Kind for f in tallies[kind].findings]
     return Counted(figures, findings)

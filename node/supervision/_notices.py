@@ -35,7 +35,7 @@ from gateway.quote import quote
 from node import paging
 from node.audit import AuditEntry, Operation, request_digest
 from node.catalog import ResourceStatus
-from node.errors import InvalidArgument, NotFound, PermissionDenied
+from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.models import RectificationNoticeRow
 from node.records import CYCLE_ALLOWANCE
 from node.sharing import NotificationKind, Notifications
@@ -147,6 +147,11 @@ class Rectifications:
                 f"{self._supervision.region} (第四十二条); {caller.uri} is not it"
             )
         check_agency_code(agency_code)
+        if kind is Kind.OVERDUE_CORRECTIONS and self._supervision.overdue_corrections is None:
+            raise FailedPrecondition(
+                "kind: overdue corrections are not counted on this node (error reports, 纠错, "
+                "are not available yet), so no notice can follow them"
+            )
         note = note.strip()
         if not note:
             raise InvalidArgument("note is required: what the agency must rectify")
@@ -387,6 +392,8 @@ class Rectifications:
                     return True, f"各资源质量等级均在 D 以上 (综合 {figure.value})"
                 return False, f"{figure.numerator} 项资源质量等级为 D 或 E"
             if notice.kind is Kind.OVERDUE_CORRECTIONS:
+                if s.overdue_corrections is None:
+                    return False, "本节点未接入纠错台账，无法判断"
                 late, _ = s.overdue_corrections(code, now - dt.timedelta(days=MAX_PERIOD_DAYS), now)
                 if late:
                     return False, f"仍有 {late} 项纠错逾期未处理"

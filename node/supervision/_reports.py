@@ -140,7 +140,8 @@ def _row_report(row: ComplianceReportRow) -> ComplianceReport:
 
 class Supervision:
     """Compliance reports of this node's agencies. ``overdue_corrections`` counts an agency's
-    overdue error reports (纠错): the node wires the error report desk's count (node.app)."""
+    overdue error reports (纠错): the node wires the error report desk's count (node.app);
+    None: the figure is reported :data:`UNMEASURED`."""
 
     def __init__(
         self,
@@ -149,7 +150,7 @@ class Supervision:
         *,
         node_region: str,
         trust_domain: str,
-        overdue_corrections: OverdueCorrections,
+        overdue_corrections: OverdueCorrections | None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self._db = db
@@ -164,7 +165,7 @@ class Supervision:
         return self._db
 
     @property
-    def overdue_corrections(self) -> OverdueCorrections:
+    def overdue_corrections(self) -> OverdueCorrections | None:
         return self._overdue
 
     @property

@@ -17,6 +17,7 @@ from node.times import CST
 __all__ = [
     "MAX_FINDINGS_PER_KIND",
     "MAX_PERIOD_DAYS",
+    "UNMEASURED",
     "Figure",
     "Finding",
     "Kind",
@@ -26,7 +27,6 @@ __all__ = [
     "figures_to_json",
     "findings_from_json",
     "findings_to_json",
-    "no_overdue_corrections",
     "parse_period",
 ]
 
@@ -75,7 +75,8 @@ class Figure:
 
     ``noted`` counts what the figure shows without holding it against the agency (temporary
     collections with a reason and an expiry); ``value`` is the quality grade (A-E, "" when
-    no resource of the agency was checked)."""
+    no resource of the agency was checked), and :data:`UNMEASURED` for overdue corrections
+    on a node without the error report desk."""
 
     kind: Kind
     numerator: int
@@ -104,17 +105,14 @@ class Finding:
     request_id: str = ""
 
 
+#: The value of the overdue corrections figure on a node built without the error report desk:
+#: not counted (0/0 would read as "no error report").
+UNMEASURED = "unmeasured"
+
 #: ``(agency_code, start, end) -> (overdue, total)``: error reports (纠错, 第十六条) of the
 #: agency's resources made in the period, and how many of them passed their deadline
 #: unresolved. The error report desk supplies it; the node wires it (node.app).
 OverdueCorrections = Callable[[str, dt.datetime, dt.datetime], tuple[int, int]]
-
-
-def no_overdue_corrections(
-    agency_code: str, start: dt.datetime, end: dt.datetime
-) -> tuple[int, int]:
-    """No error reports at all: what a node without the error report desk counts."""
-    return 0, 0
 
 
 # --- JSON as stored -------------------------------------------------------------------------

@@ -137,6 +137,7 @@ class ComplianceFigure(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     NOTED_FIELD_NUMBER: _builtins.int
     GRADE_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
     kind: Global___ViolationKind.ValueType
     """Kind of figure."""
     term: _builtins.str
@@ -153,6 +154,10 @@ class ComplianceFigure(_message.Message):
     """Counted but not held against the agency (temporary collections with reason and expiry)."""
     grade: _builtins.str
     """The quality grade (A-E) for VIOLATION_KIND_QUALITY_GRADE; empty otherwise or unchecked."""
+    measured: _builtins.bool
+    """False when this node does not count the figure (overdue corrections on a node without
+    error reports): its numerator and denominator then mean nothing.
+    """
     def __init__(
         self,
         *,
@@ -164,10 +169,11 @@ class ComplianceFigure(_message.Message):
         last_sequence: _builtins.int = ...,
         noted: _builtins.int = ...,
         grade: _builtins.str = ...,
+        measured: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["denominator", b"denominator", "first_sequence", b"first_sequence", "grade", b"grade", "kind", b"kind", "last_sequence", b"last_sequence", "noted", b"noted", "numerator", b"numerator", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denominator", b"denominator", "first_sequence", b"first_sequence", "grade", b"grade", "kind", b"kind", "last_sequence", b"last_sequence", "measured", b"measured", "noted", b"noted", "numerator", b"numerator", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -138,6 +138,16 @@ async def test_violations_made_over_grpc_are_counted_with_their_audit_records(
     assert ack.rejected == 1
     [ack] = await submit(node, provider, "b3", [ACME | {"qymc": "福州新名称有限公司"}])
     assert len(ack.held_records) == 1  # held for approval (第四十一条)
+    # ... and the authority rejects that change.
+    held = ack.held_records[0].change_request_id
+    await access(
+        node,
+        boss,
+        "ReviewChangeRequest",
+        access_pb2.ReviewChangeRequestRequest(
+            id=held, decision=common_pb2.REVIEW_DECISION_REJECT, comment="不予更改"
+        ),
+    )
 
     # The consumer: a Verify without a grant, a level-4 item outside its grant, and the deletion
     # of a record it does not provide.
@@ -248,12 +258,13 @@ async def test_violations_made_over_grpc_are_counted_with_their_audit_records(
             f"(第八条); {PROVIDER_URI} is none of them"
         )
 
-    # The provider's own report: the undeclared item, the held change, the 一数一源 claim, and
-    # its resources late (published in 2025 with a daily cycle, first aggregated today).
+    # The provider's own report: the undeclared item, the held change and its rejection, the
+    # 一数一源 claim, and its resources late (published in 2025 with a daily cycle, first
+    # aggregated today).
     provided = (await report_of(node, provider, PUBLIC_SECURITY)).report
     counts = figures(provided)
     assert counts[V.VIOLATION_KIND_OUT_OF_CATALOG_COLLECTION] == (1, 3)
-    assert counts[V.VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION] == (1, 3)
+    assert counts[V.VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION] == (2, 4)
     assert counts[V.VIOLATION_KIND_DUPLICATE_COLLECTION] == (1, 4)
     assert counts[V.VIOLATION_KIND_LATE_AGGREGATION] == (3, 3)
     theirs = await records_of(node, PROVIDER_URI)
@@ -263,9 +274,16 @@ async def test_violations_made_over_grpc_are_counted_with_their_audit_records(
         if r.method.endswith("/Submit") and "batch_id" in r.detail
     }
     claim = one(theirs, "/RegisterResource", "FAILED_PRECONDITION")
+    [review] = [
+        r
+        for r in await AuditLog(node.db).query(limit=500)
+        if r.method.endswith("/ReviewChangeRequest")
+    ]
+    assert review.detail["provider"] == PUBLIC_SECURITY
     found = {(f.kind, f.audit_sequence) for f in provided.findings}
     assert (V.VIOLATION_KIND_OUT_OF_CATALOG_COLLECTION, batches["b2"]) in found
     assert (V.VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION, batches["b3"]) in found
+    assert (V.VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION, review.sequence) in found
     assert (V.VIOLATION_KIND_DUPLICATE_COLLECTION, claim.sequence) in found
     assert (V.VIOLATION_KIND_LATE_AGGREGATION, batches["b1"]) in found  # came late
     assert (V.VIOLATION_KIND_LATE_AGGREGATION, 0) in found  # never came

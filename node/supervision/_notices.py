@@ -35,6 +35,7 @@ from gateway.quote import quote
 from node import paging
 from node.audit import AuditEntry, Operation, request_digest
 from node.catalog import ResourceStatus
+from node.codes import Region
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.models import RectificationNoticeRow
 from node.records import CYCLE_ALLOWANCE
@@ -232,7 +233,7 @@ class Rectifications:
             check_agency_code(agency_code)
         if caller is not None:
             s = self._supervision
-            province = s.region[:2] + "0000"
+            province = Region(s.region).province_code
             authorities = {self._authority(), authority_identity(province, s.trust_domain)}
             if caller.uri not in authorities:
                 own = caller.subject if caller.role.value == "agency" else ""

@@ -104,6 +104,7 @@ from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
+from node.supervision import NoticeWatch, Rectifications, Supervision
 
 log = structlog.get_logger("govnode.node")
 
@@ -184,6 +185,9 @@ class RunningNode:
     quality_check: DailyCheck | None = None
     #: Delivers the notifications this node holds for other regions' recipients.
     notices: NoticeDelivery | None = None
+    #: Closes rectification notices whose figure recovered, escalates those past their
+    #: deadline to 通报批评 (第四十二条).
+    notice_watch: NoticeWatch | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -206,6 +210,8 @@ class RunningNode:
             await self.quality_check.stop()
         if self.notices is not None:
             await self.notices.stop()
+        if self.notice_watch is not None:
+            await self.notice_watch.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -382,6 +388,21 @@ def quality_of(
     return Quality(db, catalog, node_region=config.node.region, settings=settings, audit=audit)
 
 
+def supervision_of(config: NodeConfig, db: Database, audit: AuditLog) -> Supervision:
+    """Compliance reports of this node's agencies (第八、四十二条); the CLI builds the same."""
+    return Supervision(
+        db,
+        audit,
+        node_region=config.node.region,
+        trust_domain=config.node.trust_domain,
+        # INTEGRATOR: wire the error report desk's count of overdue corrections here (纠错,
+        # 第十六条): a callable (agency_code, start, end) -> (overdue, total) of the error
+        # reports on the agency's records made in the period, overdue unresolved and in all.
+        # Until then the figure is reported "unmeasured" and no notice may follow it.
+        overdue_corrections=None,
+    )
+
+
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
@@ -458,6 +479,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
                 keep_s=section.city_catalog_keep_seconds,
                 wait_s=section.city_catalog_wait_seconds,
             )
+        supervision = supervision_of(config, db, audit)
+        rectifications = Rectifications(supervision, notifications)
         services = Services(
             config=config,
             identity=identity,
@@ -506,6 +529,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
             city_catalogs=city_catalogs,
             notifications=notifications,
             quality=quality_of(config, db, catalog, audit),
+            supervision=supervision,
+            rectifications=rectifications,
             stopping=stopping,
         )
         names = register_services(server, services)
@@ -574,6 +599,11 @@ async def start_node(config: NodeConfig) -> RunningNode:
         config, NoticeOutbox(db, config.node.region), router, notifications
     )
     node.notices.start()
+    if services.rectifications is not None:
+        node.notice_watch = NoticeWatch(
+            services.rectifications, config.supervision.notice_check_seconds
+        )
+        node.notice_watch.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

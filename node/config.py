@@ -172,6 +172,14 @@ class GovernanceSection(_Section):
     submit_updates: Literal["approve", "apply"] = "approve"
 
 
+class SupervisionSection(_Section):
+    """Supervision (监督检查, 第八、四十二条): how often the node looks at its open rectification
+    notices, closing those whose figure recovered and escalating those past their deadline to
+    the published criticisms (通报批评)."""
+
+    notice_check_seconds: float = Field(default=300.0, ge=0.05, le=86_400.0)
+
+
 class LimitsSection(_Section):
     #: At least 2 MiB: a Submit ack may take up to about 1.9 MB (node.records._rejections).
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=2 * 1024 * 1024, le=64 * 1024 * 1024)
@@ -458,6 +466,7 @@ class NodeConfig(BaseSettings):
     audit: AuditSection = AuditSection()
     opendata: OpenDataSection = OpenDataSection()
     quality: QualitySection = QualitySection()
+    supervision: SupervisionSection = SupervisionSection()
     log: LogSection = LogSection()
     governance: GovernanceSection = GovernanceSection()
     #: Directory the file was read from; relative paths resolve against it.

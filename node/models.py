@@ -835,3 +835,54 @@ class OracleKeyRow(SQLModel, table=True):
     resource_code: str = Field(primary_key=True, max_length=CODE_LEN)
     digest: str = Field(primary_key=True, max_length=KEY_DIGEST_LEN)
     seen_at: float = Field(sa_type=Double, index=True)  # epoch seconds
+
+
+class ComplianceReportRow(SQLModel, table=True):
+    """One compliance report of one agency over a period (监督检查, 第八、四十二条), as generated:
+    its figures (numerator, denominator, audit sequence range each) and the findings' audit
+    sequences, with the audit log's head it was computed at, so that ``govnode supervision
+    recount`` re-derives it from the log (node.supervision). Never updated."""
+
+    __tablename__ = "compliance_report"
+    __table_args__ = (Index("ix_compliance_report_agency", "agency_code", "generated_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # "<region>-R-<hex>"
+    agency_code: str = Field(max_length=CREDIT_CODE_LEN)
+    period_start: dt.datetime = Field(sa_type=UTCDateTime)
+    period_end: dt.datetime = Field(sa_type=UTCDateTime)
+    generated_at: dt.datetime = Field(sa_type=UTCDateTime)
+    generated_by: str = Field(max_length=300)
+    #: The audit log's size and last chain hash when the report was computed: the records
+    #: after it are not in the report.
+    head_size: int = Field(sa_type=BigInteger)
+    head_hash: str = Field(max_length=64)
+    #: The audit records of the period the report read: first and last sequence (0, 0: none).
+    window_first: int = Field(sa_type=BigInteger)
+    window_last: int = Field(sa_type=BigInteger)
+    #: JSON [{kind, numerator, denominator, first, last, noted, value}, ...] in kind order.
+    figures: str = Field(sa_type=Text)
+    #: JSON {kind: [audit sequence, ...]}: the records behind each numerator (bounded).
+    findings: str = Field(sa_type=Text)
+
+
+class RectificationNoticeRow(SQLModel, table=True):
+    """A rectification notice (责令限期改正, 第四十二条) for one figure of one agency, with its
+    deadline; the node closes it when the figure recovers or, past the deadline, escalates it
+    to the published criticisms (通报批评). Each transition keeps its time."""
+
+    __tablename__ = "rectification_notice"
+    __table_args__ = (Index("ix_rectification_notice_agency", "agency_code", "issued_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # "<region>-N-<hex>"
+    agency_code: str = Field(max_length=CREDIT_CODE_LEN)
+    kind: str = Field(max_length=32)  # node.supervision.Kind
+    note: str = Field(sa_type=Text)
+    deadline: dt.datetime = Field(sa_type=UTCDateTime)
+    issued_by: str = Field(max_length=300)
+    issued_at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: The audit log's size when issued: findings after it are new findings.
+    issued_at_sequence: int = Field(sa_type=BigInteger)
+    status: str = Field(max_length=16, index=True)  # open, rectified, criticised
+    closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Why it closed or escalated, as the scheduler saw it.
+    outcome: str = Field(default="", sa_type=Text)

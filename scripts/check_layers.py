@@ -68,6 +68,7 @@ DOMAIN = tuple(
         "tlog",
         "backup",
         "opendata",
+        "supervision",
         "quality",
     )
 )

@@ -28,6 +28,7 @@ _OPERATIONS: dict[str, Operation] = {
     "AccessService/ReviewChangeRequest": Operation.MAINTAIN,
     "OpenDataService/ReviewOpenApplication": Operation.MAINTAIN,
     "OpenDataService/RevokeOpenKey": Operation.MAINTAIN,
+    "SupervisionService/IssueRectificationNotice": Operation.MAINTAIN,
 }
 
 

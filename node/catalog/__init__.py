@@ -14,7 +14,12 @@ keeps them.
 
 from __future__ import annotations
 
-from node.catalog._grading import default_clear_items, effective_masking, highest_level
+from node.catalog._grading import (
+    HIGHLY_SENSITIVE,
+    default_clear_items,
+    effective_masking,
+    highest_level,
+)
 from node.catalog._patterns import (
     CACHED_PATTERNS,
     ENGINE,
@@ -61,6 +66,7 @@ from node.catalog._types import (
 __all__ = [
     "CACHED_PATTERNS",
     "ENGINE",
+    "HIGHLY_SENSITIVE",
     "ITEM_NAME_RE",
     "MAX_ITEMS",
     "MAX_PATTERN_VALUE_LENGTH",

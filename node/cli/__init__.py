@@ -35,6 +35,7 @@ from node.cli import (
     quality,
     serve,
     status,
+    supervision,
 )
 
 app = typer.Typer(
@@ -83,6 +84,7 @@ opendata_apps.register(opendata.app)
 app.add_typer(opendata.app, name="opendata")
 app.add_typer(portal.app, name="portal")
 app.add_typer(quality.app, name="quality")
+app.add_typer(supervision.app, name="supervision")
 serve.register(app)
 demo.register(app)
 federation.register(app)

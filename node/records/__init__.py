@@ -26,7 +26,7 @@ from node.records._types import (
     TemporaryCollection,
     VerifyOutcome,
 )
-from node.records._validation import MAX_CHECK_SECONDS, schema_for
+from node.records._validation import MAX_CHECK_SECONDS, UNDECLARED, schema_for
 
 __all__ = [
     "CHANGE_BATCH_PREFIX",
@@ -34,6 +34,7 @@ __all__ = [
     "DUPLICATE_BATCH_MESSAGE",
     "KEY_CONFLICT_REASON",
     "MAX_CHECK_SECONDS",
+    "UNDECLARED",
     "BatchOutcome",
     "ChangeKind",
     "FeedChange",

@@ -70,10 +70,12 @@ from node.servicers.quality import QualityServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
+from node.servicers.supervision import SupervisionServicer
 from node.servicers.usage import UsageServicer
 from node.servicers.witness import WitnessServicer
 from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
+from node.supervision import Rectifications, Supervision
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
     catalog_pb2,
@@ -92,7 +94,7 @@ PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
     "QualityService": "error reports (纠错) are not available yet; GetQualityReport is",
     "OpenDataService": "this open data operation is not available yet",
-    "SupervisionService": "compliance reports (第四十二条) are not available yet",
+    "SupervisionService": "this supervision operation is not available yet",
     "CatalogService": "this catalog operation is not available yet",
 }
 
@@ -146,6 +148,10 @@ class Services:
     city_catalogs: CityCatalogs | None = None
     #: The quality checks of this node's resources (第十五、十六条): QualityService.
     quality: Quality | None = None
+    #: Compliance reports of this node's agencies (第八、四十二条): SupervisionService.
+    supervision: Supervision | None = None
+    #: Its rectification notices (责令限期改正 → 通报批评), shared with the node's NoticeWatch.
+    rectifications: Rectifications | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -369,6 +375,13 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     if services.quality is not None:
         implementations["govnode.v1.QualityService"] = [
             QualityServicer(services.catalog, services.quality, services.config.node.trust_domain)
+        ]
+    if services.supervision is not None:
+        implementations["govnode.v1.SupervisionService"] = [
+            SupervisionServicer(
+                services.supervision,
+                services.rectifications or Rectifications(services.supervision, notifications),
+            )
         ]
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [

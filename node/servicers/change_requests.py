@@ -146,5 +146,8 @@ class ChangeRequestServicer:
         change = await self._changes.review(
             current_peer().identity, change_id, decision, request.comment, request.request_id
         )
-        add_audit_detail(change_request=change.id, decision=decision.value)
+        # The provider names the agency whose change was decided (supervision, 第四十二条第六项).
+        add_audit_detail(
+            change_request=change.id, decision=decision.value, provider=change.provider_code
+        )
         return access_pb2.ReviewChangeRequestResponse(change_request=change_proto(change))

@@ -25,6 +25,7 @@ from node.federation import Router
 from node.records import (
     CHANGE_BATCH_PREFIX,
     DUPLICATE_BATCH_MESSAGE,
+    UNDECLARED,
     BatchOutcome,
     MatchResult,
     QueryFilter,
@@ -170,6 +171,11 @@ class SharingServicer:
                             "rejected": outcome.rejected,
                             "held": len(outcome.held),
                             "temporary": int(temporary is not None),
+                            # Records refused for items outside the catalog (第十二条), which
+                            # supervision counts (第四十二条第一项).
+                            "undeclared": len(
+                                {r.index for r in outcome.rejections if UNDECLARED in r.reason}
+                            ),
                         },
                     )
                 )

@@ -37,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
 from node.catalog import (
+    HIGHLY_SENSITIVE,
     ResourceEntry,
     ResourceStatus,
     ShareMethod,
@@ -260,6 +261,16 @@ def check_scope(permit: Permit, entry: ResourceEntry, names: Iterable[str], use:
     )
 
 
+def _touches_protected(permit: Permit, entry: ResourceEntry, touches: Touches) -> bool:
+    """Whether a refused request touched a level-4 (HIGHLY_SENSITIVE) item outside what the
+    caller may see: a request for personal or commercial data it has no right to."""
+    protected = {i.name for i in entry.items if i.sensitivity_level >= HIGHLY_SENSITIVE}
+    touched = {name for key in touches.keys for name in key}
+    touched.update(name for claimed in touches.claimed for name in claimed)
+    touched.update(touches.filtered, touches.read)
+    return bool((touched & protected) - permit.visible_items)
+
+
 # --- the decision -------------------------------------------------------------------------------
 
 
@@ -298,8 +309,14 @@ class AccessDecider:
         permit = await self._access(caller, entry, method)
         if permit.grant_id:  # named even when the request's items are refused below
             self._audit_detail(grant=permit.grant_id)
-        for use, names in _uses(method, touches):
-            check_scope(permit, entry, names, use)
+        try:
+            for use, names in _uses(method, touches):
+                check_scope(permit, entry, names, use)
+        except PermissionDenied:
+            if _touches_protected(permit, entry, touches):
+                # Supervision counts it as misuse of personal or commercial data (第四十二条第五项).
+                self._audit_detail(protected_items=1)
+            raise
         if method not in (ShareMethod.VERIFY, ShareMethod.COMPARE) or self._oracle is None:
             return permit
         if not self._oracle.applies(caller, entry):

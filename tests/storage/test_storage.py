@@ -60,6 +60,8 @@ TABLES = {
     "resource_data",
     "submit_batch",
     "quality_check",
+    "compliance_report",
+    "rectification_notice",
     "sub_platform_approval",
     "notification",
     "access_application",

@@ -92,6 +92,10 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     """Another node's audit log contradicted a checkpoint this node had cosigned as its witness
     (a rollback or a fork, 第三十九条): the evidence is kept (to this node's authority).
     """
+    NOTIFICATION_KIND_RECTIFICATION_NOTICE: _NotificationKind.ValueType  # 12
+    """The authority ordered the agency to rectify a finding by a deadline (责令限期改正,
+    第四十二条), or the notice was closed as rectified or escalated to 通报批评 (to the agency).
+    """
 
 class NotificationKind(_NotificationKind, metaclass=_NotificationKindEnumTypeWrapper):
     """Kind of notification."""
@@ -125,6 +129,10 @@ NOTIFICATION_KIND_OPEN_APPLICATION_REVIEWED: NotificationKind.ValueType  # 10
 NOTIFICATION_KIND_AUDIT_LOG_MISBEHAVED: NotificationKind.ValueType  # 11
 """Another node's audit log contradicted a checkpoint this node had cosigned as its witness
 (a rollback or a fork, 第三十九条): the evidence is kept (to this node's authority).
+"""
+NOTIFICATION_KIND_RECTIFICATION_NOTICE: NotificationKind.ValueType  # 12
+"""The authority ordered the agency to rectify a finding by a deadline (责令限期改正,
+第四十二条), or the notice was closed as rectified or escalated to 通报批评 (to the agency).
 """
 Global___NotificationKind: _TypeAlias = NotificationKind  # noqa: Y015
 

@@ -25,25 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgovnode/v1/supervision.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\x0eViolationCount\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xbc\x01\n\x11\x43omplianceFinding\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\x15\n\rresource_code\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_sequence\x18\x05 \x01(\x03\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x98\x02\n\x10\x43omplianceReport\x12\x13\n\x0b\x61gency_code\x18\x01 \x01(\t\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cgenerated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x1a.govnode.v1.ViolationCount\x12/\n\x08\x66indings\x18\x06 \x03(\x0b\x32\x1d.govnode.v1.ComplianceFinding\"\xe3\x01\n\x1aGetComplianceReportRequest\x12\x13\n\x0b\x61gency_code\x18\x01 \x01(\t\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"d\n\x1bGetComplianceReportResponse\x12,\n\x06report\x18\x01 \x01(\x0b\x32\x1c.govnode.v1.ComplianceReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xb4\x02\n\rViolationKind\x12\x1e\n\x1aVIOLATION_KIND_UNSPECIFIED\x10\x00\x12,\n(VIOLATION_KIND_OUT_OF_CATALOG_COLLECTION\x10\x01\x12\'\n#VIOLATION_KIND_DUPLICATE_COLLECTION\x10\x02\x12#\n\x1fVIOLATION_KIND_LATE_AGGREGATION\x10\x03\x12(\n$VIOLATION_KIND_MISUSE_OF_SHARED_DATA\x10\x04\x12+\n\'VIOLATION_KIND_MISUSE_OF_PROTECTED_DATA\x10\x05\x12\x30\n,VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION\x10\x06\x32|\n\x12SupervisionService\x12\x66\n\x13GetComplianceReport\x12&.govnode.v1.GetComplianceReportRequest\x1a\'.govnode.v1.GetComplianceReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgovnode/v1/supervision.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x10\x43omplianceFigure\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\x0c\n\x04term\x18\x02 \x01(\t\x12\x11\n\tnumerator\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65nominator\x18\x04 \x01(\x03\x12\x16\n\x0e\x66irst_sequence\x18\x05 \x01(\x03\x12\x15\n\rlast_sequence\x18\x06 \x01(\x03\x12\r\n\x05noted\x18\x07 \x01(\x03\x12\r\n\x05grade\x18\x08 \x01(\t\x12\x10\n\x08measured\x18\t \x01(\x08\"\xbc\x01\n\x11\x43omplianceFinding\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\x15\n\rresource_code\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_sequence\x18\x05 \x01(\x03\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x9d\x03\n\x10\x43omplianceReport\x12\x13\n\x0b\x61gency_code\x18\x01 \x01(\t\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cgenerated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07\x66igures\x18\x05 \x03(\x0b\x32\x1c.govnode.v1.ComplianceFigure\x12/\n\x08\x66indings\x18\x06 \x03(\x0b\x32\x1d.govnode.v1.ComplianceFinding\x12\x11\n\treport_id\x18\x07 \x01(\t\x12\x17\n\x0f\x61udit_head_size\x18\x08 \x01(\x03\x12\x17\n\x0f\x61udit_head_hash\x18\t \x01(\t\x12\x1d\n\x15window_first_sequence\x18\n \x01(\x03\x12\x1c\n\x14window_last_sequence\x18\x0b \x01(\x03\"\xf6\x01\n\x1aGetComplianceReportRequest\x12\x13\n\x0b\x61gency_code\x18\x01 \x01(\t\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x11\n\treport_id\x18\x07 \x01(\t\"d\n\x1bGetComplianceReportResponse\x12,\n\x06report\x18\x01 \x01(\x0b\x32\x1c.govnode.v1.ComplianceReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xea\x02\n\x13RectificationNotice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12\x0c\n\x04note\x18\x04 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tissued_by\x18\x06 \x01(\t\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06status\x18\x08 \x01(\x0e\x32\x1f.govnode.v1.RectificationStatus\x12-\n\tclosed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\n \x01(\t\x12\x1a\n\x12issued_at_sequence\x18\x0b \x01(\x03\"\x9b\x01\n\x1fIssueRectificationNoticeRequest\x12\x13\n\x0b\x61gency_code\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.govnode.v1.ViolationKind\x12,\n\x08\x64\x65\x61\x64line\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x04 \x01(\t\"S\n IssueRectificationNoticeResponse\x12/\n\x06notice\x18\x01 \x01(\x0b\x32\x1f.govnode.v1.RectificationNotice\"]\n\x1fListRectificationNoticesRequest\x12\x13\n\x0b\x61gency_code\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n ListRectificationNoticesResponse\x12\x30\n\x07notices\x18\x01 \x03(\x0b\x32\x1f.govnode.v1.RectificationNotice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x1eListPublishedCriticismsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x1fListPublishedCriticismsResponse\x12\x30\n\x07notices\x18\x01 \x03(\x0b\x32\x1f.govnode.v1.RectificationNotice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xfe\x02\n\rViolationKind\x12\x1e\n\x1aVIOLATION_KIND_UNSPECIFIED\x10\x00\x12,\n(VIOLATION_KIND_OUT_OF_CATALOG_COLLECTION\x10\x01\x12\'\n#VIOLATION_KIND_DUPLICATE_COLLECTION\x10\x02\x12#\n\x1fVIOLATION_KIND_LATE_AGGREGATION\x10\x03\x12(\n$VIOLATION_KIND_MISUSE_OF_SHARED_DATA\x10\x04\x12+\n\'VIOLATION_KIND_MISUSE_OF_PROTECTED_DATA\x10\x05\x12\x30\n,VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION\x10\x06\x12&\n\"VIOLATION_KIND_OVERDUE_CORRECTIONS\x10\x07\x12 \n\x1cVIOLATION_KIND_QUALITY_GRADE\x10\x08*\xa3\x01\n\x13RectificationStatus\x12$\n RECTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RECTIFICATION_STATUS_OPEN\x10\x01\x12\"\n\x1eRECTIFICATION_STATUS_RECTIFIED\x10\x02\x12#\n\x1fRECTIFICATION_STATUS_CRITICISED\x10\x03\x32\xde\x03\n\x12SupervisionService\x12\x66\n\x13GetComplianceReport\x12&.govnode.v1.GetComplianceReportRequest\x1a\'.govnode.v1.GetComplianceReportResponse\x12u\n\x18IssueRectificationNotice\x12+.govnode.v1.IssueRectificationNoticeRequest\x1a,.govnode.v1.IssueRectificationNoticeResponse\x12u\n\x18ListRectificationNotices\x12+.govnode.v1.ListRectificationNoticesRequest\x1a,.govnode.v1.ListRectificationNoticesResponse\x12r\n\x17ListPublishedCriticisms\x12*.govnode.v1.ListPublishedCriticismsRequest\x1a+.govnode.v1.ListPublishedCriticismsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'govnode.v1.supervision_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VIOLATIONKIND']._serialized_start=958
-  _globals['_VIOLATIONKIND']._serialized_end=1266
-  _globals['_VIOLATIONCOUNT']._serialized_start=77
-  _globals['_VIOLATIONCOUNT']._serialized_end=149
-  _globals['_COMPLIANCEFINDING']._serialized_start=152
-  _globals['_COMPLIANCEFINDING']._serialized_end=340
-  _globals['_COMPLIANCEREPORT']._serialized_start=343
-  _globals['_COMPLIANCEREPORT']._serialized_end=623
-  _globals['_GETCOMPLIANCEREPORTREQUEST']._serialized_start=626
-  _globals['_GETCOMPLIANCEREPORTREQUEST']._serialized_end=853
-  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_start=855
-  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_end=955
-  _globals['_SUPERVISIONSERVICE']._serialized_start=1268
-  _globals['_SUPERVISIONSERVICE']._serialized_end=1392
+  _globals['_VIOLATIONKIND']._serialized_start=2244
+  _globals['_VIOLATIONKIND']._serialized_end=2626
+  _globals['_RECTIFICATIONSTATUS']._serialized_start=2629
+  _globals['_RECTIFICATIONSTATUS']._serialized_end=2792
+  _globals['_COMPLIANCEFIGURE']._serialized_start=78
+  _globals['_COMPLIANCEFIGURE']._serialized_end=286
+  _globals['_COMPLIANCEFINDING']._serialized_start=289
+  _globals['_COMPLIANCEFINDING']._serialized_end=477
+  _globals['_COMPLIANCEREPORT']._serialized_start=480
+  _globals['_COMPLIANCEREPORT']._serialized_end=893
+  _globals['_GETCOMPLIANCEREPORTREQUEST']._serialized_start=896
+  _globals['_GETCOMPLIANCEREPORTREQUEST']._serialized_end=1142
+  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_start=1144
+  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_end=1244
+  _globals['_RECTIFICATIONNOTICE']._serialized_start=1247
+  _globals['_RECTIFICATIONNOTICE']._serialized_end=1609
+  _globals['_ISSUERECTIFICATIONNOTICEREQUEST']._serialized_start=1612
+  _globals['_ISSUERECTIFICATIONNOTICEREQUEST']._serialized_end=1767
+  _globals['_ISSUERECTIFICATIONNOTICERESPONSE']._serialized_start=1769
+  _globals['_ISSUERECTIFICATIONNOTICERESPONSE']._serialized_end=1852
+  _globals['_LISTRECTIFICATIONNOTICESREQUEST']._serialized_start=1854
+  _globals['_LISTRECTIFICATIONNOTICESREQUEST']._serialized_end=1947
+  _globals['_LISTRECTIFICATIONNOTICESRESPONSE']._serialized_start=1949
+  _globals['_LISTRECTIFICATIONNOTICESRESPONSE']._serialized_end=2058
+  _globals['_LISTPUBLISHEDCRITICISMSREQUEST']._serialized_start=2060
+  _globals['_LISTPUBLISHEDCRITICISMSREQUEST']._serialized_end=2131
+  _globals['_LISTPUBLISHEDCRITICISMSRESPONSE']._serialized_start=2133
+  _globals['_LISTPUBLISHEDCRITICISMSRESPONSE']._serialized_end=2241
+  _globals['_SUPERVISIONSERVICE']._serialized_start=2795
+  _globals['_SUPERVISIONSERVICE']._serialized_end=3273
 # @@protoc_insertion_point(module_scope)

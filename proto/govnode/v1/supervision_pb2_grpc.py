@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class SupervisionServiceStub:
     """Compliance reporting for the authority (数据管理机构): what an agency did against the
-    Measures over a period, from the node's catalog, aggregation state and audit log.
+    Measures over a period, from the node's catalog, quality checks and audit log.
     """
 
     def __init__(self, channel):
@@ -41,16 +41,55 @@ class SupervisionServiceStub:
                 request_serializer=govnode_dot_v1_dot_supervision__pb2.GetComplianceReportRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_supervision__pb2.GetComplianceReportResponse.FromString,
                 _registered_method=True)
+        self.IssueRectificationNotice = channel.unary_unary(
+                '/govnode.v1.SupervisionService/IssueRectificationNotice',
+                request_serializer=govnode_dot_v1_dot_supervision__pb2.IssueRectificationNoticeRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_supervision__pb2.IssueRectificationNoticeResponse.FromString,
+                _registered_method=True)
+        self.ListRectificationNotices = channel.unary_unary(
+                '/govnode.v1.SupervisionService/ListRectificationNotices',
+                request_serializer=govnode_dot_v1_dot_supervision__pb2.ListRectificationNoticesRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_supervision__pb2.ListRectificationNoticesResponse.FromString,
+                _registered_method=True)
+        self.ListPublishedCriticisms = channel.unary_unary(
+                '/govnode.v1.SupervisionService/ListPublishedCriticisms',
+                request_serializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisionServiceServicer:
     """Compliance reporting for the authority (数据管理机构): what an agency did against the
-    Measures over a period, from the node's catalog, aggregation state and audit log.
+    Measures over a period, from the node's catalog, quality checks and audit log.
     """
 
     def GetComplianceReport(self, request, context):
-        """Returns one agency's compliance report for a period: a count per kind of violation
-        (第四十二条) and the findings behind the counts, paginated.
+        """Returns one agency's compliance report for a period: one figure per item of 第四十二条
+        (numerator, denominator, audit sequence range) and the findings behind them, paginated.
+        Read by the agency itself, this node's authority and the province's authority.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueRectificationNotice(self, request, context):
+        """Issues a rectification notice (责令限期改正) to an agency for one figure, with a deadline.
+        This node's data management authority only; the agency is notified.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRectificationNotices(self, request, context):
+        """Lists rectification notices: the authority's of every agency, an agency its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPublishedCriticisms(self, request, context):
+        """Lists the notices escalated to 通报批评 (not rectified by their deadline): public to every
+        authenticated caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -64,6 +103,21 @@ def add_SupervisionServiceServicer_to_server(servicer, server):
                     request_deserializer=govnode_dot_v1_dot_supervision__pb2.GetComplianceReportRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_supervision__pb2.GetComplianceReportResponse.SerializeToString,
             ),
+            'IssueRectificationNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRectificationNotice,
+                    request_deserializer=govnode_dot_v1_dot_supervision__pb2.IssueRectificationNoticeRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_supervision__pb2.IssueRectificationNoticeResponse.SerializeToString,
+            ),
+            'ListRectificationNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRectificationNotices,
+                    request_deserializer=govnode_dot_v1_dot_supervision__pb2.ListRectificationNoticesRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_supervision__pb2.ListRectificationNoticesResponse.SerializeToString,
+            ),
+            'ListPublishedCriticisms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPublishedCriticisms,
+                    request_deserializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'govnode.v1.SupervisionService', rpc_method_handlers)
@@ -74,7 +128,7 @@ def add_SupervisionServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class SupervisionService:
     """Compliance reporting for the authority (数据管理机构): what an agency did against the
-    Measures over a period, from the node's catalog, aggregation state and audit log.
+    Measures over a period, from the node's catalog, quality checks and audit log.
     """
 
     @staticmethod
@@ -94,6 +148,87 @@ class SupervisionService:
             '/govnode.v1.SupervisionService/GetComplianceReport',
             govnode_dot_v1_dot_supervision__pb2.GetComplianceReportRequest.SerializeToString,
             govnode_dot_v1_dot_supervision__pb2.GetComplianceReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRectificationNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.SupervisionService/IssueRectificationNotice',
+            govnode_dot_v1_dot_supervision__pb2.IssueRectificationNoticeRequest.SerializeToString,
+            govnode_dot_v1_dot_supervision__pb2.IssueRectificationNoticeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRectificationNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.SupervisionService/ListRectificationNotices',
+            govnode_dot_v1_dot_supervision__pb2.ListRectificationNoticesRequest.SerializeToString,
+            govnode_dot_v1_dot_supervision__pb2.ListRectificationNoticesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPublishedCriticisms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.SupervisionService/ListPublishedCriticisms',
+            govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsRequest.SerializeToString,
+            govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsResponse.FromString,
             options,
             channel_credentials,
             insecure,

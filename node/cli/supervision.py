@@ -1,0 +1,305 @@
+"""``govnode supervision report|recount``: compliance reports of this node's agencies
+(监督检查, 第八、四十二条), on the node's database (the node may be serving), as this region's
+data management authority.
+
+``report`` counts an agency's figures over a period now, stores the report (with the audit
+head it was computed at) and prints it; it is audited (分析). ``recount`` verifies the audit
+chain over a stored report's range and counts its figures again from the log: exit 0 when
+every figure matches, 1 naming those that differ (or the break in the chain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from gateway.identity import Role, make_identity
+from node.app import supervision_of
+from node.audit import AuditLog
+from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.config import NodeConfig
+from node.errors import DomainError
+from node.sharing import Notifications
+from node.storage import Database
+from node.supervision import (
+    UNMEASURED,
+    ComplianceReport,
+    Figure,
+    Kind,
+    Notice,
+    NoticeStatus,
+    Rectifications,
+    Supervision,
+    parse_period,
+)
+from node.times import CST
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help=(
+        "Supervision of this node's agencies (第八、四十二条): compliance reports counted from "
+        "the audit log, and their recount; rectification notices (责令限期改正 → 通报批评)."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _run(cfg: NodeConfig, work: Callable[[Supervision, str], Awaitable[T]]) -> T:
+    async def main() -> T:
+        db = await Database.open(cfg.database_url)
+        audit = AuditLog(db)
+        try:
+            await db.migrate()
+            await audit.start()
+            authority = make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
+            return await work(supervision_of(cfg, db, audit), authority.uri)
+        finally:
+            await audit.close()
+            await db.close()
+
+    try:
+        return asyncio.run(main())
+    except DomainError as exc:
+        raise UserError(exc.message) from None
+
+
+def _when(moment: Any) -> str:
+    return str(moment.astimezone(CST).strftime("%Y-%m-%d %H:%M CST"))
+
+
+def _range(figure: Figure) -> str:
+    return f"#{figure.first}-#{figure.last}" if figure.first else "—"
+
+
+def _ratio(figure: Figure) -> str:
+    return f"{figure.numerator}/{figure.denominator}"
+
+
+def _lines(report: ComplianceReport) -> list[str]:
+    lines = [
+        f"合规报告 {report.id}  单位 {report.agency_code}",
+        f"  期间 {_when(report.period_start)} 至 {_when(report.period_end)}（不含）；"
+        f"生成于 {_when(report.generated_at)}；审计日志 #{report.window_first}-"
+        f"#{report.window_last}，链头 #{report.head_size} {report.head_hash[:16]}",
+        f"  {'指标':<16}{'违规/总数':>10}  审计序号范围",
+    ]
+    for f in report.figures:
+        extra = (
+            "  未计量 (本节点未接入纠错)"
+            if f.value == UNMEASURED
+            else f"  等级 {f.value or '—'}"
+            if f.kind is Kind.QUALITY
+            else ""
+        )
+        noted = f"  另有临时采集 {f.noted}" if f.noted else ""
+        lines.append(f"  {f.kind.term:<16}{_ratio(f):>10}  {_range(f)}{extra}{noted}")
+    if report.findings:
+        lines.append("  发现")
+        for x in report.findings:
+            where = f"#{x.sequence}" if x.sequence else "—"
+            lines.append(
+                f"    {x.kind.term}  {where}  {_when(x.at)}  {x.resource_code or '—'}  "
+                f"{x.description}"
+            )
+    return lines
+
+
+def _json(report: ComplianceReport) -> dict[str, Any]:
+    return {
+        "id": report.id,
+        "agency_code": report.agency_code,
+        "period_start": report.period_start.isoformat(),
+        "period_end": report.period_end.isoformat(),
+        "generated_at": report.generated_at.isoformat(),
+        "audit_head": {"size": report.head_size, "hash": report.head_hash},
+        "window": [report.window_first, report.window_last],
+        "figures": [
+            {
+                "kind": f.kind.value,
+                "term": f.kind.term,
+                "numerator": f.numerator,
+                "denominator": f.denominator,
+                "sequences": [f.first, f.last],
+                "noted": f.noted,
+                "grade": "" if f.value == UNMEASURED else f.value,
+                "measured": f.value != UNMEASURED,
+            }
+            for f in report.figures
+        ],
+        "findings": [
+            {
+                "kind": x.kind.value,
+                "sequence": x.sequence,
+                "at": x.at.isoformat(),
+                "resource_code": x.resource_code,
+                "description": x.description,
+                "request_id": x.request_id,
+            }
+            for x in report.findings
+        ],
+    }
+
+
+@app.command("report")
+def report(
+    agency: str = typer.Option(..., "--agency", help="The agency's 统一社会信用代码."),
+    period: str = typer.Option(
+        ...,
+        "--period",
+        help="A month (2026-11) or days, end exclusive (2026-11-01..2026-12-01), China time.",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="The report as one JSON object."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Count an agency's compliance figures over a period now, store the report and print it:
+    each figure of 第四十二条 as violations/total with the audit sequences it was counted from,
+    then the findings."""
+    cfg = load(config)
+
+    async def work(supervision: Supervision, by: str) -> ComplianceReport:
+        start, end = parse_period(period)
+        return await supervision.generate(agency, start, end, by, audit_it=True)
+
+    made = _run(cfg, work)
+    if json_out:
+        echo(json.dumps(_json(made), ensure_ascii=False, sort_keys=True))
+        return
+    for line in _lines(made):
+        echo(line)
+
+
+@app.command("recount")
+def recount(
+    report_id: str = typer.Option(..., "--report", help="The report's id (<region>-R-<hex>)."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Verify the audit chain over a stored report's range, then count its figures again from
+    the audit log. Exit 0 when every figure matches; 1 naming each that differs."""
+    cfg = load(config)
+
+    def progress(checked: int) -> None:
+        print(f"verified {checked} audit records", file=sys.stderr, flush=True)
+
+    result = _run(cfg, lambda supervision, _: supervision.recount(report_id, progress))
+    if not result.chain.ok:
+        echo(
+            f"{report_id}: the audit chain over #{result.first}-#{result.last} does not verify "
+            f"at record #{result.chain.first_bad_sequence}: {result.chain.reason}"
+        )
+        raise typer.Exit(1)
+    span = f"#{result.first}-#{result.last}" if result.first else "no audit records"
+    if result.matches:
+        echo(
+            f"{report_id}: every figure matches ({len(result.report.figures)} figures; audit "
+            f"chain verified over {span})"
+        )
+        return
+    for stored, again in result.differences:
+        echo(
+            f"{report_id}: {stored.kind.value} ({stored.kind.term}) differs: stored "
+            f"{_ratio(stored)} {_range(stored)}{' ' + stored.value if stored.value else ''}, "
+            f"recounted {_ratio(again)} {_range(again)}{' ' + again.value if again.value else ''}"
+        )
+    raise typer.Exit(1)
+
+
+notices_app = typer.Typer(
+    help="Rectification notices (责令限期改正) and their outcome (已改正, or 通报批评).",
+    no_args_is_help=True,
+)
+app.add_typer(notices_app, name="notices")
+
+
+def _deadline(text: str) -> dt.datetime:
+    """A day (YYYY-MM-DD: the end of that day, China Standard Time) or an ISO 8601 time with
+    its offset."""
+    try:
+        if len(text) == len("2026-12-31"):
+            day = dt.date.fromisoformat(text)
+            return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), CST)
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--deadline: {text[:40]!r} is neither a day (2026-12-31) nor a time with its offset "
+            "(2026-12-31T18:00:00+08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise UserError("--deadline: a time needs its offset, e.g. +08:00")
+    return moment
+
+
+def _kind(text: str) -> Kind:
+    try:
+        return Kind(text)
+    except ValueError:
+        names = ", ".join(k.value for k in Kind)
+        raise UserError(f"--finding: {text[:40]!r} is not one of {names}") from None
+
+
+def _notice_line(n: Notice) -> str:
+    closed = f"  {_when(n.closed_at)} {n.outcome}" if n.closed_at is not None else ""
+    return (
+        f"{n.id}  {n.agency_code}  {n.kind.value} ({n.kind.term})  {n.status.value}  "
+        f"限期 {_when(n.deadline)}  下达 {_when(n.issued_at)}{closed}  {n.note}"
+    )
+
+
+@app.command("notice")
+def notice(
+    agency: str = typer.Option(..., "--agency", help="The agency's 统一社会信用代码."),
+    finding: str = typer.Option(
+        ..., "--finding", help="The figure to rectify: " + ", ".join(k.value for k in Kind) + "."
+    ),
+    deadline: str = typer.Option(
+        ..., "--deadline", help="A day (the end of it, China time) or an ISO time with offset."
+    ),
+    note: str = typer.Option(..., "--note", help="What the agency must rectify."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Order an agency to rectify one figure by a deadline (责令限期改正, 第四十二条), as this
+    region's data management authority; the agency is notified. The node closes the notice when
+    the figure recovers, or publishes it as 通报批评 at the deadline."""
+    cfg = load(config)
+    kind, until = _kind(finding), _deadline(deadline)
+
+    async def work(supervision: Supervision, by: str) -> Notice:
+        authority = make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
+        rectifications = Rectifications(supervision, Notifications(supervision.db))
+        return await rectifications.issue(authority, agency, kind, until, note, audit_it=True)
+
+    echo(_notice_line(_run(cfg, work)))
+
+
+@notices_app.command("list")
+def list_notices(
+    agency: str = typer.Option("", "--agency", help="Only this agency's notices."),
+    criticised: bool = typer.Option(
+        False, "--criticised", help="Only the published criticisms (通报批评)."
+    ),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Every rectification notice, newest first (at most 200): open, rectified (closed by the
+    node when the figure recovered) or criticised (past the deadline, published)."""
+    cfg = load(config)
+
+    async def work(supervision: Supervision, by: str) -> list[Notice]:
+        rectifications = Rectifications(supervision, None)
+        status = NoticeStatus.CRITICISED if criticised else None
+        found, _ = await rectifications.notices(
+            None, agency_code=agency, status=status, page_size=200
+        )
+        return found
+
+    found = _run(cfg, work)
+    if not found:
+        echo("no rectification notice")
+    for n in found:
+        echo(_notice_line(n))

@@ -1,0 +1,68 @@
+"""Supervision (监督检查, 第八、四十二条): what each agency of this node did against the Measures
+over a period, counted from the node's own tables, with the evidence to re-derive it.
+
+- ``_types``: the kinds of figure (the items of 第四十二条, overdue corrections, the quality
+  grade), figures with numerator, denominator and audit sequence range, findings, periods;
+- ``_count``: how the audit log, the catalog and the quality checks are counted;
+- ``_reports``: reports made, stored, paged, recounted (the chain verified first), and who may
+  read them;
+- ``_notices``: rectification notices (责令限期改正), closed when their figure recovers or
+  escalated at their deadline to the published criticisms (通报批评), and the node's task that
+  does it.
+"""
+
+from __future__ import annotations
+
+from node.supervision._count import classify
+from node.supervision._notices import (
+    MAX_NOTE,
+    NOTICE_METHOD,
+    Notice,
+    NoticeStatus,
+    NoticeWatch,
+    Rectifications,
+)
+from node.supervision._reports import (
+    REPORT_METHOD,
+    ComplianceReport,
+    Recount,
+    Supervision,
+    check_agency_code,
+    check_report_reader,
+)
+from node.supervision._types import (
+    MAX_FINDINGS_PER_KIND,
+    MAX_PERIOD_DAYS,
+    UNMEASURED,
+    Figure,
+    Finding,
+    Kind,
+    OverdueCorrections,
+    check_period,
+    parse_period,
+)
+
+__all__ = [
+    "MAX_FINDINGS_PER_KIND",
+    "MAX_NOTE",
+    "MAX_PERIOD_DAYS",
+    "NOTICE_METHOD",
+    "REPORT_METHOD",
+    "UNMEASURED",
+    "ComplianceReport",
+    "Figure",
+    "Finding",
+    "Kind",
+    "Notice",
+    "NoticeStatus",
+    "NoticeWatch",
+    "OverdueCorrections",
+    "Recount",
+    "Rectifications",
+    "Supervision",
+    "check_agency_code",
+    "check_period",
+    "check_report_reader",
+    "classify",
+    "parse_period",
+]

@@ -36,8 +36,9 @@ T = TypeVar("T")
 
 app = typer.Typer(
     help=(
-        "Data quality of this node's resources (GB/T 36344: 规范性, 完整性, 唯一性, 时效性, "
-        "可访问性; 第十五、十六条): check now, or print the newest report."
+        "Data quality of this node's resources (GB/T 36344: 规范性, 完整性, 唯一性, 一致性 "
+        "against the authoritative source, 时效性, 可访问性; 第十五、十六条): check now, or print "
+        "the newest report."
     ),
     no_args_is_help=True,
 )

@@ -175,7 +175,7 @@ class QualityIndicator(_message.Message):
     """
     dimension: _builtins.str
     """Dimension: "conformity" (规范性), "completeness" (完整性), "uniqueness" (唯一性),
-    "timeliness" (时效性) or "accessibility" (可访问性).
+    "consistency" (一致性), "timeliness" (时效性) or "accessibility" (可访问性).
     """
     name: _builtins.str
     """The indicator's name in GB/T 36344, e.g. 业务规则."""

@@ -34,7 +34,7 @@ from node.quality import (
 from node.records import Records, SubmitBatch
 from node.storage import Database
 from tests.quality.test_quality_service import get_report, indicators
-from tests.support.access import refused, sharing, submit
+from tests.support.access import M, access, apply_request, approve, refused, sharing, submit
 from tests.support.cli import cli
 from tests.support.databases import NewDatabaseUrl
 from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
@@ -289,11 +289,13 @@ def test_an_old_report_without_consistency_still_loads() -> None:
 
 # --- over real nodes: a 福州 resource whose names the province's resource sources -------------
 
+#: Sensitive (level 3), so the Verify oracle guards it: with a daily quota of 3 rows per caller,
+#: an agency's Compare of the sample would be refused; the authority's sample is outside it.
 PROVINCE_SOURCE = entry_of(
     PROVINCE,
     31,
     name="全省人口基础信息",
-    items=SOURCE.items[:2],
+    items=tuple(i.model_copy(update={"sensitivity_level": 3}) for i in SOURCE.items[:2]),
     share_type=ShareType.CONDITIONAL,
     share_methods=(ShareMethod.COMPARE,),
 )
@@ -311,7 +313,7 @@ def compare(code: str, sampled: str = "", **claims: str) -> sharing_pb2.CompareR
 async def test_a_source_at_the_province_is_sampled_over_the_federation(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:
-    async with federation(tmp_path, db_urls) as fed:
+    async with federation(tmp_path, db_urls, verify_per_day=3) as fed:
         city, province = fed.fuzhou, fed.province
         await province.register(PROVINCE_SOURCE)
         await city.register(CITY_HOLDER)
@@ -389,10 +391,42 @@ async def test_a_source_at_the_province_is_sampled_over_the_federation(
         # The city's authority itself: allowed for the source items, keyed on the source key.
         (answer,) = await sharing(city.running, city.setup.authority(), "Compare", sampling)
         assert answer.found and answer.all_match
+        unknown = compare(PROVINCE_SOURCE.resource_code, "9" * 10_000, xm="张0")
+        err = await refused(sharing(city.running, city.setup.authority(), "Compare", unknown))
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        assert len(err.details() or "") < 200 and "is not in the catalog" in (err.details() or "")
         wrong = compare(PROVINCE_SOURCE.resource_code, CITY_HOLDER.resource_code, sfzhm="x")
         err = await refused(sharing(city.running, city.setup.authority(), "Compare", wrong))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "a quality sample claims only xm" in (err.details() or "")
+
+        # The oracle's quota is in force for an agency holding a grant: its Compare of the same
+        # ten records is over it, where the authority's sample was not.
+        applied = await access(
+            city.running,
+            city.agency(),
+            "Apply",
+            apply_request(
+                PROVINCE_SOURCE.resource_code, ("sfzhm", "xm"), (M.SHARE_METHOD_COMPARE,)
+            ),
+        )
+        await access(
+            province.running,
+            province.setup.authority(),
+            "ReviewApplication",
+            approve(applied.application.id),
+        )
+        ten = sharing_pb2.CompareRequest(
+            resource_code=PROVINCE_SOURCE.resource_code,
+            records=[
+                sharing_pb2.CompareRecord(
+                    ref=str(n), key={"sfzhm": r["gmsfhm"]}, claimed={"xm": r["xingming"]}
+                )
+                for n, r in enumerate(sample)
+            ],
+        )
+        err = await refused(sharing(city.running, city.agency(), "Compare", ten))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
 
         # The province down: 一致性 unmeasured with the reason, the rest of the check done.
         await province.stop()

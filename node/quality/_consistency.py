@@ -21,8 +21,10 @@ Where the source is: at this node, the records are compared in process through
 :meth:`node.records.Records.compare`, the code Compare serves with; at another node, through the
 injected :data:`SourceCompare` (the node routes a Compare there as this region's data management
 authority, a quality sample: node.sharing.check_quality_sample). Each comparison is bounded by
-:data:`COMPARE_SECONDS`; a source that cannot be compared (unreachable, refusing, a value its
-rules refuse) leaves that item unmeasured with the reason, and the rest of the check goes on.
+:data:`COMPARE_SECONDS`; a source that cannot be compared (unreachable, refusing, too slow)
+leaves that item unmeasured with the reason, and the rest of the check goes on. A sampled value
+the source's rule would not accept is compared as it is (stripped, as Compare does) and so can
+never match: it counts as a mismatch, or as not found when it is a key value.
 
 Only counts and :func:`node.sharing.key_digest` of mismatching keys are kept, never values.
 """

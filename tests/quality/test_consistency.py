@@ -8,6 +8,7 @@ check is done."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -21,6 +22,7 @@ from govnode.v1 import sharing_pb2
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from node.audit import AuditLog, AuditRecord
 from node.catalog import Catalog, ShareMethod, ShareType
 from node.quality import (
     MAX_MISMATCH_KEYS,
@@ -310,6 +312,22 @@ def compare(code: str, sampled: str = "", **claims: str) -> sharing_pb2.CompareR
     )
 
 
+async def audited_compares(db: Database) -> list[AuditRecord]:
+    """The province's audit records of Compare calls by 福州's authority (polled every 0.1 s
+    for at most 5 s: a call's record may land just after its answer)."""
+    found: list[AuditRecord] = []
+    for _ in range(50):
+        records = await AuditLog(db).query(
+            resource_code=PROVINCE_SOURCE.resource_code,
+            caller=f"spiffe://{FUZHOU}.fujian.gov.cn/authority",
+        )
+        found = [r for r in records if r.method == "/govnode.v1.SharingService/Compare"]
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    return found
+
+
 async def test_a_source_at_the_province_is_sampled_over_the_federation(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:
@@ -354,6 +372,11 @@ async def test_a_source_at_the_province_is_sampled_over_the_federation(
         assert indicators(report)["040100"] == (len(agree), len(found))
         (dimension,) = [d for d in report.dimensions if d.dimension == "consistency"]
         assert dimension.term == "一致性" and dimension.measured
+
+        # The province audits the sample as a Compare by 福州's authority, routed by 福州's node.
+        [call] = await audited_compares(province.running.db)
+        assert (call.outcome, call.origin_node) == ("OK", f"spiffe://{FUZHOU}.fujian.gov.cn/node")
+        assert call.detail["quality_sample_for"] == CITY_HOLDER.resource_code
 
         code, out, errors = await cli(
             "quality", "report", "--resource", CITY_HOLDER.resource_code,

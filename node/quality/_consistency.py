@@ -15,7 +15,8 @@ left unmeasured, saying which key element is missing.
 The sample: up to ``sample`` current records with a value for the item and for the key items,
 ordered by ``(data_seq × a + b) mod p`` with ``a`` and ``b`` drawn from a hash of the resource
 code and the China Standard Time day: the same records all day (a check run twice agrees),
-other records the next day.
+other records the next day. The product fits in the 64-bit integers SQLite and PostgreSQL
+compute it in while ``data_seq`` is below 2^32 (four billion versions of one resource).
 
 Where the source is: at this node, the records are compared in process through
 :meth:`node.records.Records.compare`, the code Compare serves with; at another node, through the
@@ -44,7 +45,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.refusal import Refusal
 from node.catalog import Catalog, DataItem, ResourceEntry, ResourceStatus
 from node.codes import Region
-from node.errors import DomainError
+from node.errors import DomainError, NotFound
 from node.quality._types import ItemConsistency
 from node.records import MatchResult, Records, VerifyOutcome
 from node.sharing import key_digest
@@ -184,8 +185,14 @@ async def links_of(
         return []
     sources: dict[str, ResourceEntry] = {}
     for element, code in (await _local_sources(db, node_region, elements)).items():
-        if code != entry.resource_code:
-            sources[element] = await catalog.get(code)
+        if code == entry.resource_code:
+            continue
+        try:
+            source = await catalog.get(code)
+        except NotFound:  # withdrawn between the two reads: it claims nothing any more
+            continue
+        if not source.probe and source.status is ResourceStatus.ACTIVE:
+            sources[element] = source
     province = Region(node_region).province_code
     rest = elements - set(sources)
     if rest and province != node_region:

@@ -55,7 +55,7 @@ from node.audit import (
     witness_signer,
     witness_statement,
 )
-from node.catalog import Catalog
+from node.catalog import Catalog, ResourceEntry
 from node.clients import (
     CheckpointPublisher,
     CitySync,
@@ -92,8 +92,15 @@ from node.pki import (
     load_private_key,
     verify_chain,
 )
-from node.quality import DailyCheck, Quality, QualitySettings, Thresholds
-from node.records import Records
+from node.quality import (
+    CompareItems,
+    DailyCheck,
+    Quality,
+    QualitySettings,
+    SourceCompare,
+    Thresholds,
+)
+from node.records import Records, VerifyOutcome
 from node.servicers import (
     Services,
     register_join_service,
@@ -369,11 +376,25 @@ def _evidence(
 
 
 def quality_of(
-    config: NodeConfig, db: Database, catalog: Catalog, audit: AuditLog | None = None
+    config: NodeConfig,
+    db: Database,
+    catalog: Catalog,
+    audit: AuditLog | None = None,
+    router: Router | None = None,
 ) -> Quality:
     """The quality checks of this node's resources, as ``[quality]`` configures them (the CLI
-    builds the same)."""
+    builds the same). ``router``: 一致性 samples against a source at another node are routed
+    there as this region's data management authority (None: those items stay unmeasured)."""
     section = config.quality
+    source_compare: SourceCompare | None = None
+    if router is not None:
+        authority = make_identity(config.node.region, config.node.trust_domain, Role.AUTHORITY)
+
+        async def source_compare(
+            source: ResourceEntry, for_resource: str, records: CompareItems, seconds: float
+        ) -> list[tuple[str, VerifyOutcome]]:
+            return await router.quality_compare(authority, source, for_resource, records, seconds)
+
     settings = QualitySettings(
         window_days=section.window_days,
         thresholds=Thresholds(section.warn_below, section.critical_below),
@@ -384,8 +405,16 @@ def quality_of(
         drop_points=section.drop_points,
         history_checks=section.history_checks,
         full_count_days=section.full_count_days,
+        consistency_sample=section.consistency_sample,
     )
-    return Quality(db, catalog, node_region=config.node.region, settings=settings, audit=audit)
+    return Quality(
+        db,
+        catalog,
+        node_region=config.node.region,
+        settings=settings,
+        audit=audit,
+        source_compare=source_compare,
+    )
 
 
 def supervision_of(config: NodeConfig, db: Database, audit: AuditLog) -> Supervision:
@@ -528,7 +557,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             open_keys=open_keys,
             city_catalogs=city_catalogs,
             notifications=notifications,
-            quality=quality_of(config, db, catalog, audit),
+            quality=quality_of(config, db, catalog, audit, router),
             supervision=supervision,
             rectifications=rectifications,
             stopping=stopping,

@@ -415,6 +415,10 @@ class QualitySection(QualityThresholdsSection):
     #: A check counts every record at least every this many days; in between it counts only
     #: the records written since the previous check (incremental).
     full_count_days: int = Field(default=7, ge=1, le=366)
+    #: 一致性: records of a resource sampled per item whose standard data element another
+    #: resource is the authoritative source of, checked against it by key (one Compare call
+    #: at most: 10,000).
+    consistency_sample: int = Field(default=200, ge=1, le=10_000)
     #: Thresholds of single resources, by resource code: ``[quality.resources."350000-1-000001"]``
     #: with ``warn_below`` and ``critical_below``.
     resources: dict[str, QualityThresholdsSection] = Field(

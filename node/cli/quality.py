@@ -3,7 +3,9 @@
 
 ``check`` measures now what the node otherwise measures daily at ``[quality] check_time``,
 keeps it in the history and writes one audit record per resource (分析, 第三十九条), as this
-region's data management authority. ``report`` prints the newest check, changing nothing.
+region's data management authority; its 一致性 samples against a source at another node are
+routed there with the node's certificate, as the node does. ``report`` prints the newest check,
+changing nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import TypeVar
 
 import typer
 
+from gateway.forward import Forwarder
 from gateway.identity import Role, make_identity
-from node.app import quality_of
+from node.app import node_tls_files, quality_of
 from node.audit import AuditLog
 from node.catalog import Catalog
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
+from node.federation import Router
 from node.quality import Quality, QualityReport, report_to_dict
 from node.storage import Database
 from node.times import CST
@@ -32,8 +36,9 @@ T = TypeVar("T")
 
 app = typer.Typer(
     help=(
-        "Data quality of this node's resources (GB/T 36344: 规范性, 完整性, 唯一性, 时效性, "
-        "可访问性; 第十五、十六条): check now, or print the newest report."
+        "Data quality of this node's resources (GB/T 36344: 规范性, 完整性, 唯一性, 一致性 "
+        "against the authoritative source, 时效性, 可访问性; 第十五、十六条): check now, or print "
+        "the newest report."
     ),
     no_args_is_help=True,
 )
@@ -47,14 +52,17 @@ def _run(cfg: NodeConfig, work: Callable[[Quality, str], Awaitable[T]]) -> T:
     async def main() -> T:
         db = await Database.open(cfg.database_url)
         audit = AuditLog(db)
+        forwarder = Forwarder(node_tls_files(cfg))
         try:
             await db.migrate()
             await audit.start()
             catalog = Catalog(db, node_region=cfg.node.region)
             authority = make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
+            router = Router(cfg, db, forwarder)
             # Built as the node builds its daily check.
-            return await work(quality_of(cfg, db, catalog, audit), authority.uri)
+            return await work(quality_of(cfg, db, catalog, audit, router), authority.uri)
         finally:
+            await forwarder.close()
             await audit.close()
             await db.close()
 
@@ -90,6 +98,17 @@ def _lines(report: QualityReport) -> list[str]:
                 f"      {i.code:<7} {i.name}  {i.numerator}/{i.denominator}  "
                 f"{_score(i.score).strip()}  {i.counted}"
             )
+    for c in report.consistency:
+        head = f"      一致性 {c.item} ({c.element}) against {c.source_resource} {c.source_item}: "
+        if c.unmeasured:
+            lines.append(head + f"unmeasured: {c.unmeasured}")
+            continue
+        lines.append(
+            head + f"compared {c.compared}, matched {c.matched}, mismatched {c.mismatched}, "
+            f"not found at the source {c.not_found}"
+        )
+        if c.mismatch_keys:
+            lines.append(f"        mismatching key digests: {', '.join(c.mismatch_keys)}")
     m = report.metadata
     lines.append(f"  目录元数据 {m.code} {m.numerator}/{m.denominator}  {_score(m.score).strip()}")
     lines.extend(

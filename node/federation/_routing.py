@@ -29,24 +29,33 @@ sequences need nothing here: the owner issues and checks them for the original c
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from govnode.v1 import sharing_pb2
 
 from gateway.assertion import make_assertion
 from gateway.auth import current_forwarded, current_peer
 from gateway.forward import Forwarder, Metadata
+from gateway.identity import Identity
 from gateway.interceptors import current_request_id
 from node.catalog import ResourceEntry
 from node.config import Mode, NodeConfig
 from node.errors import FailedPrecondition, NotFound, Unavailable
 from node.federation._peers import heard_from
 from node.pki import load_certs, load_private_key
+from node.records import MatchResult, VerifyOutcome
 from node.storage import Database
 
 SERVICE = "/govnode.v1.SharingService/"
+_RESULTS = {
+    sharing_pb2.MATCH_RESULT_MATCH: MatchResult.MATCH,
+    sharing_pb2.MATCH_RESULT_MISMATCH: MatchResult.MISMATCH,
+    sharing_pb2.MATCH_RESULT_NOT_PRESENT: MatchResult.NOT_PRESENT,
+}
 
 
 class Router:
@@ -202,3 +211,61 @@ class Router:
             extra_metadata=extra_metadata,
         ):
             yield item
+
+    async def quality_compare(
+        self,
+        caller: Identity,
+        source: ResourceEntry,
+        for_resource: str,
+        records: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]],
+        seconds: float,
+    ) -> list[tuple[str, VerifyOutcome]]:
+        """Compare ``records`` against ``source`` at the node that owns it, as ``caller`` (this
+        region's data management authority) taking a quality sample of ``for_resource``
+        (node.quality's 一致性; allowed there by node.sharing.check_quality_sample). Made by
+        this node itself, not for a call it serves: it signs the caller assertion for
+        ``caller``, valid ``seconds``. Failures raise gateway.refusal.Refusal (the forwarder's)
+        or the routing's own refusals."""
+        request = sharing_pb2.CompareRequest(
+            resource_code=source.resource_code,
+            records=[
+                sharing_pb2.CompareRecord(ref=ref, key=dict(key), claimed=dict(claimed))
+                for ref, key, claimed in records
+            ],
+            quality_sample_for=for_resource,
+        )
+        endpoint, node_region = await self.endpoint_for(source.region)
+        request_id = os.urandom(16).hex()
+        assertion = make_assertion(
+            caller=caller,
+            node_key=self._key,
+            node_chain=self._chain,
+            resource_code=source.resource_code,
+            request_bytes=request.SerializeToString(),
+            deadline=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds),
+            request_id=request_id,
+        )
+        out = []
+        async for result in self.forwarder.stream(
+            endpoint,
+            node_region,
+            SERVICE + "Compare",
+            request,
+            sharing_pb2.CompareResult,
+            request_id=request_id,
+            assertion=assertion,
+            remaining=seconds,
+        ):
+            out.append(
+                (
+                    result.ref,
+                    VerifyOutcome(
+                        found=result.found,
+                        matches=tuple(
+                            (m.item, _RESULTS.get(m.result, MatchResult.MISMATCH))
+                            for m in result.matches
+                        ),
+                    ),
+                )
+            )
+        return out

@@ -5,10 +5,9 @@ history, checked daily by the node and on demand by its operators.
 - ``_types``: indicators, dimension scores, grades, thresholds, the report;
 - ``_measure``: the SQL aggregates a check counts (records, Submit batches, the audit log);
 - ``_metadata``: the catalog entry's own metadata score (GB/T 21063);
+- ``_consistency``: 一致性, a sample checked against the authoritative source (一数一源);
 - ``_checks``: scoring, drops against history, who may read a report, the stored checks;
 - ``_schedule``: the daily check.
-
-一致性 against the authoritative source (一数一源) is a later step.
 """
 
 from __future__ import annotations
@@ -22,6 +21,13 @@ from node.quality._checks import (
     check_reader,
     drops_of,
 )
+from node.quality._consistency import (
+    COMPARE_SECONDS,
+    MAX_MISMATCH_KEYS,
+    CompareItems,
+    SourceCompare,
+    sample_order,
+)
 from node.quality._measure import SHARE_METHODS, Figures, measure
 from node.quality._metadata import METADATA_CODE, metadata_indicator, metadata_missing
 from node.quality._schedule import DailyCheck, next_run
@@ -33,6 +39,7 @@ from node.quality._types import (
     Drop,
     Grade,
     Indicator,
+    ItemConsistency,
     ItemFigures,
     Level,
     QualityReport,
@@ -45,11 +52,14 @@ from node.quality._types import (
 
 __all__ = [
     "CHECK_METHOD",
+    "COMPARE_SECONDS",
     "GRADE_BANDS",
+    "MAX_MISMATCH_KEYS",
     "METADATA_CODE",
     "PROVIDER_FAULTS",
     "SHARE_METHODS",
     "Basis",
+    "CompareItems",
     "DailyCheck",
     "Dimension",
     "DimensionScore",
@@ -57,11 +67,13 @@ __all__ = [
     "Figures",
     "Grade",
     "Indicator",
+    "ItemConsistency",
     "ItemFigures",
     "Level",
     "Quality",
     "QualityReport",
     "QualitySettings",
+    "SourceCompare",
     "Thresholds",
     "build_report",
     "check_reader",
@@ -74,4 +86,5 @@ __all__ = [
     "report_from_json",
     "report_to_dict",
     "report_to_json",
+    "sample_order",
 ]

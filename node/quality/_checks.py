@@ -29,6 +29,7 @@ from node.catalog import Catalog, ResourceEntry, ValidationKind
 from node.codes import Region
 from node.errors import FailedPrecondition, NotFound, PermissionDenied
 from node.models import QualityCheckRow
+from node.quality._consistency import SourceCompare, measure_consistency
 from node.quality._measure import Figures, measure
 from node.quality._metadata import metadata_indicator
 from node.quality._types import (
@@ -36,6 +37,7 @@ from node.quality._types import (
     DimensionScore,
     Drop,
     Indicator,
+    ItemConsistency,
     ItemFigures,
     QualityReport,
     Thresholds,
@@ -43,7 +45,7 @@ from node.quality._types import (
     report_from_json,
     report_to_json,
 )
-from node.records import CYCLE_ALLOWANCE
+from node.records import CYCLE_ALLOWANCE, Records
 from node.storage import Database
 from node.times import CST
 
@@ -79,6 +81,8 @@ class QualitySettings:
     #: Records are counted over every record at least this often; in between, a check counts
     #: only what changed since the previous one (node.quality._measure).
     full_count_days: int = 7
+    #: 一致性: records sampled per item sourced by another resource (node.quality._consistency).
+    consistency_sample: int = 200
 
     def thresholds_of(self, code: str) -> Thresholds:
         return self.per_resource.get(code, self.thresholds)
@@ -130,8 +134,9 @@ def build_report(
     now: dt.datetime,
     window_start: dt.datetime,
     thresholds: Thresholds,
+    consistency: tuple[ItemConsistency, ...] = (),
 ) -> QualityReport:
-    """Score ``figures`` (no history yet: see :meth:`Quality.check`)."""
+    """Score ``figures`` and the 一致性 samples (no history yet: see :meth:`Quality.check`)."""
     records = figures.records
     submitted = figures.submitted
     names = [item.name for item in entry.items]
@@ -206,6 +211,19 @@ def build_report(
         ),
     )
 
+    # 一致性: sampled values found at their authoritative source and equal to it.
+    measured = [c for c in consistency if not c.unmeasured]
+    agreeing = Indicator(
+        "040100",
+        Dimension.CONSISTENCY,
+        "相同数据一致性",
+        sum(c.matched for c in measured),
+        sum(c.matched + c.mismatched for c in measured),
+        "sampled values equal to their authoritative source's (一数一源) / sampled records "
+        "found at the source, over the items whose standard data element another resource "
+        "sources; keys the source lacks are shown apart",
+    )
+
     # 时效性: periods of the update cycle with an aggregation; the newest data's age.
     allowance = CYCLE_ALLOWANCE[entry.update_cycle]
     last = figures.last_aggregated_at
@@ -252,6 +270,7 @@ def build_report(
         _dimension(Dimension.CONFORMITY, thresholds, conformity),
         _dimension(Dimension.COMPLETENESS, thresholds, *completeness),
         _dimension(Dimension.UNIQUENESS, thresholds, *uniqueness),
+        _dimension(Dimension.CONSISTENCY, thresholds, agreeing),
         _dimension(Dimension.TIMELINESS, thresholds, *timeliness),
         _dimension(Dimension.ACCESSIBILITY, thresholds, accessibility),
     )
@@ -284,6 +303,7 @@ def build_report(
         caller_refusals=refusals,
         newest_data_age_seconds=age,
         basis=figures.basis,
+        consistency=consistency,
     )
 
 
@@ -327,10 +347,16 @@ class Quality:
         settings: QualitySettings,
         clock: Callable[[], dt.datetime] | None = None,
         audit: AuditLog | None = None,
+        source_compare: SourceCompare | None = None,
     ) -> None:
         """``audit``: where checks are recorded (第三十九条: 分析), one record per resource
-        checked, with its overall score and grade; None records nothing."""
+        checked, with its overall score and grade; None records nothing.
+        ``source_compare``: compares a 一致性 sample against a source held by another node
+        (the node routes it, node.federation.Router.quality_compare); None leaves those items
+        unmeasured."""
         self._db = db
+        self._records = Records(db, node_region)
+        self._source_compare = source_compare
         self._audit = audit
         self._catalog = catalog
         self._region = node_region
@@ -365,12 +391,23 @@ class Quality:
             basis=None if previous is None else report_from_json(previous).basis,
             full_after=dt.timedelta(days=settings.full_count_days),
         )
+        consistency = await measure_consistency(
+            self._db,
+            self._catalog,
+            self._records,
+            entry,
+            node_region=self._region,
+            sample=settings.consistency_sample,
+            day=now.astimezone(CST).date().isoformat(),
+            remote=self._source_compare,
+        )
         report = build_report(
             entry,
             figures,
             now=now,
             window_start=window_start,
             thresholds=settings.thresholds_of(code),
+            consistency=consistency,
         )
         scores = _scores(report)
 

@@ -4,7 +4,7 @@ and the thresholds a score is held against.
 
 Indicator codes follow the six dimensions of GB/T 36344 in the order the standard lists them,
 numbered as Shanghai's DB31/T 1523-2024 numbers its indicators (01 规范性, 02 完整性, 03 准确性
-with 唯一性 and 重复率, 05 时效性, 06 可访问性; 04 一致性 is a later step). Every score is
+with 唯一性 and 重复率, 04 一致性, 05 时效性, 06 可访问性). Every score is
 higher-is-better: an indicator that counts defects (a resent batch) is reported as 1 − A/B in
 its numerator, as DB31/T 1523 does.
 
@@ -27,6 +27,7 @@ __all__ = [
     "Drop",
     "Grade",
     "Indicator",
+    "ItemConsistency",
     "ItemFigures",
     "Level",
     "QualityReport",
@@ -39,11 +40,12 @@ __all__ = [
 
 
 class Dimension(enum.StrEnum):
-    """The GB/T 36344-2018 dimensions govnode measures (一致性 is a later step)."""
+    """The GB/T 36344-2018 dimensions govnode measures."""
 
     CONFORMITY = "conformity"  # 规范性
     COMPLETENESS = "completeness"  # 完整性
     UNIQUENESS = "uniqueness"  # 唯一性 (GB/T 36344 准确性: 数据唯一性, 数据重复率)
+    CONSISTENCY = "consistency"  # 一致性 (相同数据一致性, against the authoritative source)
     TIMELINESS = "timeliness"  # 时效性
     ACCESSIBILITY = "accessibility"  # 可访问性
 
@@ -56,6 +58,7 @@ _TERMS = {
     Dimension.CONFORMITY: "规范性",
     Dimension.COMPLETENESS: "完整性",
     Dimension.UNIQUENESS: "唯一性",
+    Dimension.CONSISTENCY: "一致性",
     Dimension.TIMELINESS: "时效性",
     Dimension.ACCESSIBILITY: "可访问性",
 }
@@ -170,6 +173,31 @@ class ItemFigures:
 
 
 @dataclass(frozen=True)
+class ItemConsistency:
+    """一致性 of one item against its authoritative source (一数一源): a sample of the
+    resource's records with a value for the item, checked by key against the source resource
+    (Compare semantics). Counts and key digests only, never a value.
+
+    ``compared``: records sent; ``matched`` + ``mismatched``: those found at the source (the
+    indicator's denominator), a source record without a value for the item counting as a
+    mismatch; ``not_found``: keys the source has no record for, shown apart. ``mismatch_keys``:
+    :func:`node.sharing.key_digest` of the mismatching records' keys in this resource, hex, at
+    most 20. ``unmeasured``: why nothing was compared (no way to key the source, the source
+    node unreachable or refusing), "" when measured."""
+
+    item: str
+    element: str  # the standard data element (标准数据元)
+    source_resource: str  # the resource registered as its authoritative source
+    source_item: str
+    compared: int
+    matched: int
+    mismatched: int
+    not_found: int
+    mismatch_keys: tuple[str, ...] = ()
+    unmeasured: str = ""
+
+
+@dataclass(frozen=True)
 class Basis:
     """What a check's record figures were counted from, so that the next check can start from
     them (an incremental check): the resource's data version and entry version when they were
@@ -213,6 +241,8 @@ class QualityReport:
     drops: tuple[Drop, ...] = field(default=())
     #: What the record figures were counted from (None in reports stored before it was kept).
     basis: Basis | None = None
+    #: 一致性 per item sourced elsewhere (empty in reports stored before it was measured).
+    consistency: tuple[ItemConsistency, ...] = ()
 
     def dimension(self, dimension: Dimension) -> DimensionScore:
         return next(d for d in self.dimensions if d.dimension is dimension)
@@ -267,6 +297,10 @@ def report_from_json(text: str) -> QualityReport:
         newest_data_age_seconds=data["newest_data_age_seconds"],
         drops=tuple(Drop(**d) for d in data["drops"]),
         basis=_basis(data.get("basis")),
+        consistency=tuple(
+            ItemConsistency(**(c | {"mismatch_keys": tuple(c["mismatch_keys"])}))
+            for c in data.get("consistency", ())
+        ),
     )
 
 

@@ -108,6 +108,21 @@ def report_to_proto(report: QualityReport, rules: dict[str, Any]) -> quality_pb2
         newest_data_age_seconds=(
             -1 if report.newest_data_age_seconds is None else report.newest_data_age_seconds
         ),
+        consistency=[
+            quality_pb2.ItemConsistency(
+                item=c.item,
+                element=c.element,
+                source_resource=c.source_resource,
+                source_item=c.source_item,
+                compared=c.compared,
+                matched=c.matched,
+                mismatched=c.mismatched,
+                not_found=c.not_found,
+                mismatch_keys=list(c.mismatch_keys),
+                unmeasured=c.unmeasured,
+            )
+            for c in report.consistency
+        ],
     )
 
 

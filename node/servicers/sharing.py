@@ -35,7 +35,14 @@ from node.records import (
     VerifyOutcome,
 )
 from node.servicers.convert import _enum_out, time_from_proto
-from node.sharing import AccessDecider, Permit, Touches, check_history_reader, is_provider
+from node.sharing import (
+    AccessDecider,
+    Permit,
+    Touches,
+    check_history_reader,
+    check_quality_sample,
+    is_provider,
+)
 
 _MATCH = {
     MatchResult.MATCH: sharing_pb2.MATCH_RESULT_MATCH,
@@ -212,7 +219,13 @@ class SharingServicer:
                 yield result
             return
         touches = Touches.compare((r.key, r.claimed) for r in request.records)
-        await self._decide(entry, ShareMethod.COMPARE, touches)
+        if request.quality_sample_for:
+            # The authority's 一致性 sample: no grant, no oracle budget (node.sharing).
+            sampled = await self._catalog.get(request.quality_sample_for)
+            check_quality_sample(current_peer().identity, entry, sampled, touches)
+            add_audit_detail(quality_sample_for=sampled.resource_code)
+        else:
+            await self._decide(entry, ShareMethod.COMPARE, touches)
         results = await self._records.compare(
             entry, [(r.ref, dict(r.key), dict(r.claimed)) for r in request.records]
         )

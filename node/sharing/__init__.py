@@ -10,7 +10,9 @@
   ``_applications``: applying, reviewing, withdrawing and revoking;
 - ``_masking``: masking of sensitive items;
 - ``_oracle`` and ``_budgets``: the Verify oracle's rate limits, quotas and enumeration watch;
-- ``_notifications``: what providers, applicants and authorities are told.
+- ``_notifications``: what providers, applicants and authorities are told;
+- ``_quality_sample``: the one exception to the decision, the data management authority's
+  Compare of a quality sample against an authoritative source (一致性).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from node.sharing._notifications import (
     Notifications,
     notification_from_row,
 )
-from node.sharing._oracle import OracleGuard
+from node.sharing._oracle import OracleGuard, key_digest
+from node.sharing._quality_sample import check_quality_sample, sourced_items
 
 __all__ = [
     "MAX_TEXT",
@@ -56,10 +59,13 @@ __all__ = [
     "Review",
     "Touches",
     "check_history_reader",
+    "check_quality_sample",
     "check_reviewer",
     "is_provider",
+    "key_digest",
     "mask",
     "may_see",
     "notification_from_row",
     "region_of_id",
+    "sourced_items",
 ]

@@ -224,6 +224,7 @@ def independent(rows: dict[str, list[Any]], entry: ResourceEntry) -> dict[str, t
         "020101": (filled(names), len(live) * len(names)),
         "030400": (submitted - len(conflicts), submitted),
         "030300": (len(batches), len(batches) + resent),
+        "040100": (0, 0),  # no item of it is sourced elsewhere (see test_consistency)
         "050100": (len(hit), count),
         "050200": (int(NOW - data.last_aggregated_at <= period), 1),
         "060100": (ok, ok + faults),

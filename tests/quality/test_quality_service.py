@@ -73,6 +73,7 @@ async def test_the_provider_and_its_authority_read_the_report_others_are_refused
         "规范性",
         "完整性",
         "唯一性",
+        "一致性",
         "时效性",
         "可访问性",
     ]

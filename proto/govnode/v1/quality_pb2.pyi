@@ -175,7 +175,7 @@ class QualityIndicator(_message.Message):
     """
     dimension: _builtins.str
     """Dimension: "conformity" (规范性), "completeness" (完整性), "uniqueness" (唯一性),
-    "timeliness" (时效性) or "accessibility" (可访问性).
+    "consistency" (一致性), "timeliness" (时效性) or "accessibility" (可访问性).
     """
     name: _builtins.str
     """The indicator's name in GB/T 36344, e.g. 业务规则."""
@@ -222,9 +222,11 @@ class QualityDimension(_message.Message):
     LEVEL_FIELD_NUMBER: _builtins.int
     INDICATORS_FIELD_NUMBER: _builtins.int
     dimension: _builtins.str
-    """"conformity", "completeness", "uniqueness", "timeliness" or "accessibility"."""
+    """"conformity", "completeness", "uniqueness", "consistency", "timeliness" or
+    "accessibility".
+    """
     term: _builtins.str
-    """The dimension's name in GB/T 36344: 规范性, 完整性, 唯一性, 时效性, 可访问性."""
+    """The dimension's name in GB/T 36344: 规范性, 完整性, 唯一性, 一致性, 时效性, 可访问性."""
     score: _builtins.float
     """0-100; 0 when not measured."""
     measured: _builtins.bool
@@ -317,6 +319,7 @@ class QualityReport(_message.Message):
     RULES_FIELD_NUMBER: _builtins.int
     CALLER_REFUSALS_FIELD_NUMBER: _builtins.int
     NEWEST_DATA_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """The resource."""
     entry_version: _builtins.int
@@ -387,6 +390,13 @@ class QualityReport(_message.Message):
         the items with that rule.
         """
 
+    @_builtins.property
+    def consistency(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemConsistency]:
+        """一致性 per item whose standard data element another resource is the authoritative source
+        of (一数一源): the sample checked against that source. Empty when no item is sourced
+        elsewhere. (Numbered apart from the fields before it, which other work extends.)
+        """
+
     def __init__(
         self,
         *,
@@ -412,14 +422,84 @@ class QualityReport(_message.Message):
         rules: _abc.Iterable[Global___QualityIndicator] | None = ...,
         caller_refusals: _builtins.int = ...,
         newest_data_age_seconds: _builtins.int = ...,
+        consistency: _abc.Iterable[Global___ItemConsistency] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at", "metadata", b"metadata", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_overdue", b"aggregation_overdue", "caller_refusals", b"caller_refusals", "critical_below", b"critical_below", "dimensions", b"dimensions", "drops", b"drops", "entry_version", b"entry_version", "generated_at", b"generated_at", "grade", b"grade", "items", b"items", "level", b"level", "metadata", b"metadata", "newest_data_age_seconds", b"newest_data_age_seconds", "open_data_errors", b"open_data_errors", "overall_measured", b"overall_measured", "overall_score", b"overall_score", "provider_code", b"provider_code", "records", b"records", "rejected_on_submit", b"rejected_on_submit", "resource_code", b"resource_code", "rules", b"rules", "warn_below", b"warn_below", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_overdue", b"aggregation_overdue", "caller_refusals", b"caller_refusals", "consistency", b"consistency", "critical_below", b"critical_below", "dimensions", b"dimensions", "drops", b"drops", "entry_version", b"entry_version", "generated_at", b"generated_at", "grade", b"grade", "items", b"items", "level", b"level", "metadata", b"metadata", "newest_data_age_seconds", b"newest_data_age_seconds", "open_data_errors", b"open_data_errors", "overall_measured", b"overall_measured", "overall_score", b"overall_score", "provider_code", b"provider_code", "records", b"records", "rejected_on_submit", b"rejected_on_submit", "resource_code", b"resource_code", "rules", b"rules", "warn_below", b"warn_below", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QualityReport: _TypeAlias = QualityReport  # noqa: Y015
+
+@_typing.final
+class ItemConsistency(_message.Message):
+    """一致性 of one item (indicator 040100 相同数据一致性): a sample of the resource's records with
+    a value for the item, checked by key against the item's authoritative source with Compare's
+    semantics. Counts and key digests only: no value leaves the resource's node.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    ELEMENT_FIELD_NUMBER: _builtins.int
+    SOURCE_RESOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_ITEM_FIELD_NUMBER: _builtins.int
+    COMPARED_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    MISMATCHED_FIELD_NUMBER: _builtins.int
+    NOT_FOUND_FIELD_NUMBER: _builtins.int
+    MISMATCH_KEYS_FIELD_NUMBER: _builtins.int
+    UNMEASURED_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """The item of this resource."""
+    element: _builtins.str
+    """The standard data element (标准数据元) it carries."""
+    source_resource: _builtins.str
+    """The resource registered as the element's authoritative source (its region first, else the
+    province).
+    """
+    source_item: _builtins.str
+    """The source's item for the element."""
+    compared: _builtins.int
+    """Records of the sample sent to the source."""
+    matched: _builtins.int
+    """Of those, found at the source with an equal value (the indicator's numerator)."""
+    mismatched: _builtins.int
+    """Found at the source with another value, or none; matched + mismatched is the denominator."""
+    not_found: _builtins.int
+    """Keys the source has no record for: shown apart, not scored."""
+    unmeasured: _builtins.str
+    """Why nothing was compared (the source cannot be keyed from this resource, its node was
+    unreachable or refused); empty when measured.
+    """
+    @_builtins.property
+    def mismatch_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Digests of the mismatching records' keys in this resource (BLAKE2b-96 of the key items'
+        sorted JSON, hex, as the Verify oracle digests keys), at most 20.
+        """
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        element: _builtins.str = ...,
+        source_resource: _builtins.str = ...,
+        source_item: _builtins.str = ...,
+        compared: _builtins.int = ...,
+        matched: _builtins.int = ...,
+        mismatched: _builtins.int = ...,
+        not_found: _builtins.int = ...,
+        mismatch_keys: _abc.Iterable[_builtins.str] | None = ...,
+        unmeasured: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compared", b"compared", "element", b"element", "item", b"item", "matched", b"matched", "mismatch_keys", b"mismatch_keys", "mismatched", b"mismatched", "not_found", b"not_found", "source_item", b"source_item", "source_resource", b"source_resource", "unmeasured", b"unmeasured"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemConsistency: _TypeAlias = ItemConsistency  # noqa: Y015
 
 @_typing.final
 class GetQualityReportResponse(_message.Message):

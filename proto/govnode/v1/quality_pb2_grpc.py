@@ -67,7 +67,7 @@ class QualityServiceServicer:
 
     def GetQualityReport(self, request, context):
         """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
-        (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+        (规范性, 完整性, 唯一性, 一致性, 时效性, 可访问性), each indicator as numerator / denominator, the
         scores, the grade, the thresholds, drops against the resource's recent checks, and per item
         how many records carry a value. Read by the resource's provider, the data management
         authority of its region and the province's authority; anyone else is PERMISSION_DENIED.

@@ -40,7 +40,7 @@ class QualityServiceStub:
     def __new__(cls, channel: _aio.Channel) -> QualityServiceAsyncStub: ...
     GetQualityReport: _grpc.UnaryUnaryMultiCallable[_quality_pb2.GetQualityReportRequest, _quality_pb2.GetQualityReportResponse]
     """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
-    (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+    (规范性, 完整性, 唯一性, 一致性, 时效性, 可访问性), each indicator as numerator / denominator, the
     scores, the grade, the thresholds, drops against the resource's recent checks, and per item
     how many records carry a value. Read by the resource's provider, the data management
     authority of its region and the province's authority; anyone else is PERMISSION_DENIED.
@@ -73,7 +73,7 @@ class QualityServiceAsyncStub(QualityServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetQualityReport: _aio.UnaryUnaryMultiCallable[_quality_pb2.GetQualityReportRequest, _quality_pb2.GetQualityReportResponse]  # type: ignore[assignment]
     """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
-    (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+    (规范性, 完整性, 唯一性, 一致性, 时效性, 可访问性), each indicator as numerator / denominator, the
     scores, the grade, the thresholds, drops against the resource's recent checks, and per item
     how many records carry a value. Read by the resource's provider, the data management
     authority of its region and the province's authority; anyone else is PERMISSION_DENIED.
@@ -109,7 +109,7 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.GetQualityReportResponse, _abc.Awaitable[_quality_pb2.GetQualityReportResponse]]:
         """Returns the newest quality check of one resource this node owns: the GB/T 36344 dimensions
-        (规范性, 完整性, 唯一性, 时效性, 可访问性), each indicator as numerator / denominator, the
+        (规范性, 完整性, 唯一性, 一致性, 时效性, 可访问性), each indicator as numerator / denominator, the
         scores, the grade, the thresholds, drops against the resource's recent checks, and per item
         how many records carry a value. Read by the resource's provider, the data management
         authority of its region and the province's authority; anyone else is PERMISSION_DENIED.

@@ -533,8 +533,16 @@ class CompareRequest(_message.Message):
 
     RESOURCE_CODE_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    QUALITY_SAMPLE_FOR_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Resource to compare against."""
+    quality_sample_for: _builtins.str
+    """Empty for an agency's share call. Set only by a data management authority measuring
+    一致性 (第十五条): the code of a resource of its own region that carries a standard data
+    element this resource is the authoritative source of (一数一源). Such a sample needs no
+    grant and is outside the Verify oracle's limits; it keys on this resource's key items and
+    claims only its source items. Anyone else setting it is PERMISSION_DENIED.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___CompareRecord]:
         """Records to compare, at most 10,000 (more is INVALID_ARGUMENT)."""
@@ -544,10 +552,11 @@ class CompareRequest(_message.Message):
         *,
         resource_code: _builtins.str = ...,
         records: _abc.Iterable[Global___CompareRecord] | None = ...,
+        quality_sample_for: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records", "resource_code", b"resource_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quality_sample_for", b"quality_sample_for", "records", b"records", "resource_code", b"resource_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

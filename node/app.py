@@ -90,7 +90,7 @@ from node.pki import (
     load_private_key,
     verify_chain,
 )
-from node.quality import DailyCheck, Quality, QualitySettings, Thresholds
+from node.quality import DailyCheck, DataErrors, ErrorSettings, Quality, QualitySettings, Thresholds
 from node.records import Records
 from node.servicers import (
     Services,
@@ -375,6 +375,28 @@ def quality_of(
     return Quality(db, catalog, node_region=config.node.region, settings=settings, audit=audit)
 
 
+def data_errors_of(
+    config: NodeConfig,
+    db: Database,
+    notifications: Notifications,
+    decider: AccessDecider | None = None,
+) -> DataErrors:
+    """The error reports (纠错, 第十六条) on this node's records, as ``[quality]`` configures
+    them (the CLI builds the same, without the oracle: it only asks who may use a resource)."""
+    section = config.quality
+    return DataErrors(
+        db,
+        decider or AccessDecider(db),
+        notifications,
+        node_region=config.node.region,
+        trust_domain=config.node.trust_domain,
+        settings=ErrorSettings(
+            report_lookback_days=section.report_lookback_days,
+            correction_days=section.correction_days,
+        ),
+    )
+
+
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
@@ -451,6 +473,13 @@ async def start_node(config: NodeConfig) -> RunningNode:
                 keep_s=section.city_catalog_keep_seconds,
                 wait_s=section.city_catalog_wait_seconds,
             )
+        # Every data call's access decision; the grant and a suspected enumeration go into the
+        # call's audit record.
+        decider = AccessDecider(
+            db,
+            oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
+            audit_detail=add_audit_detail,
+        )
         services = Services(
             config=config,
             identity=identity,
@@ -465,13 +494,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ),
             audit=sink,
             exchange=exchange,
-            # Every data call's access decision; the grant and a suspected enumeration go into
-            # the call's audit record.
-            decider=AccessDecider(
-                db,
-                oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
-                audit_detail=add_audit_detail,
-            ),
+            decider=decider,
             province_link=link,
             router=router,
             audit_log=audit,
@@ -499,6 +522,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             city_catalogs=city_catalogs,
             notifications=notifications,
             quality=quality_of(config, db, catalog, audit),
+            data_errors=data_errors_of(config, db, notifications, decider),
             stopping=stopping,
         )
         names = register_services(server, services)

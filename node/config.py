@@ -399,6 +399,11 @@ class QualitySection(QualityThresholdsSection):
     #: ``history_checks`` checks is flagged as a drop.
     drop_points: float = Field(default=10.0, gt=0.0, le=100.0)
     history_checks: int = Field(default=7, ge=1, le=100)
+    #: A consumer may report an error (纠错, 第十六条) on a resource it received data from (an
+    #: OK share call in the audit log) within this many days.
+    report_lookback_days: int = Field(default=90, ge=1, le=3660)
+    #: The provider should resolve an error report within this many days (its due time).
+    correction_days: int = Field(default=7, ge=1, le=366)
     #: Thresholds of single resources, by resource code: ``[quality.resources."350000-1-000001"]``
     #: with ``warn_below`` and ``critical_below``.
     resources: dict[str, QualityThresholdsSection] = Field(

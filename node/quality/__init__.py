@@ -6,7 +6,8 @@ history, checked daily by the node and on demand by its operators.
 - ``_measure``: the SQL aggregates a check counts (records, Submit batches, the audit log);
 - ``_metadata``: the catalog entry's own metadata score (GB/T 21063);
 - ``_checks``: scoring, drops against history, who may read a report, the stored checks;
-- ``_schedule``: the daily check.
+- ``_schedule``: the daily check;
+- ``_errors``: error reports (纠错, 第十六条): reporting, the disputed mark, resolving.
 
 一致性 against the authoritative source (一数一源) is a later step.
 """
@@ -21,6 +22,14 @@ from node.quality._checks import (
     build_report,
     check_reader,
     drops_of,
+)
+from node.quality._errors import (
+    DataError,
+    DataErrors,
+    DataErrorStatus,
+    ErrorFilter,
+    ErrorSettings,
+    region_of_error_id,
 )
 from node.quality._measure import SHARE_METHODS, Figures, measure
 from node.quality._metadata import METADATA_CODE, metadata_indicator, metadata_missing
@@ -48,9 +57,14 @@ __all__ = [
     "PROVIDER_FAULTS",
     "SHARE_METHODS",
     "DailyCheck",
+    "DataError",
+    "DataErrorStatus",
+    "DataErrors",
     "Dimension",
     "DimensionScore",
     "Drop",
+    "ErrorFilter",
+    "ErrorSettings",
     "Figures",
     "Grade",
     "Indicator",
@@ -68,6 +82,7 @@ __all__ = [
     "metadata_indicator",
     "metadata_missing",
     "next_run",
+    "region_of_error_id",
     "report_from_json",
     "report_to_json",
 ]

@@ -52,7 +52,7 @@ from node.opendata import (
     OpenKeys,
     PublicBudgets,
 )
-from node.quality import Quality
+from node.quality import DataErrors, Quality
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -65,7 +65,7 @@ from node.servicers.open_catalog import OpenCatalogServicer
 from node.servicers.opendata import OpenDataServicer
 from node.servicers.opendata_apps import OpenApplicationsServicer
 from node.servicers.peers import PeersServicer
-from node.servicers.quality import QualityServicer
+from node.servicers.quality import DataErrorServicer, QualityServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
@@ -89,7 +89,7 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 #: What each not-yet-implemented service is waiting for, shown in its UNIMPLEMENTED message.
 PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
-    "QualityService": "error reports (纠错) are not available yet; GetQualityReport is",
+    "QualityService": "not available yet",
     "OpenDataService": "this open data operation is not available yet",
     "SupervisionService": "compliance reports (第四十二条) are not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -145,6 +145,8 @@ class Services:
     city_catalogs: CityCatalogs | None = None
     #: The quality checks of this node's resources (第十五、十六条): QualityService.
     quality: Quality | None = None
+    #: Error reports on this node's records (纠错, 第十六条): QualityService's error calls.
+    data_errors: DataErrors | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -354,8 +356,17 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             )
     if services.quality is not None:
         implementations["govnode.v1.QualityService"] = [
-            QualityServicer(services.catalog, services.quality, services.config.node.trust_domain)
+            QualityServicer(
+                services.catalog,
+                services.quality,
+                services.config.node.trust_domain,
+                services.data_errors,
+            )
         ]
+        if services.data_errors is not None:
+            implementations["govnode.v1.QualityService"].append(
+                DataErrorServicer(services.catalog, services.data_errors, services.router)
+            )
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [
             WitnessServicer(

@@ -152,6 +152,7 @@ def notification_proto(n: Notification) -> access_pb2.Notification:
         grant_id=n.grant_id,
         change_request_id=n.change_request_id,
         audit_sequence=n.audit_sequence,
+        data_error_id=n.data_error_id,
         message=n.message,
     )
     _set_time(out, "at", n.at)

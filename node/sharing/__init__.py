@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from node.sharing._applications import MAX_TEXT, Applications, region_of_id
-from node.sharing._decision import AccessDecider, AuditDetail, Permit, Touches
+from node.sharing._decision import AccessDecider, AuditDetail, Permit, Touches, check_scope
 from node.sharing._grants import (
     Application,
     ApplicationStatus,
@@ -52,6 +52,7 @@ __all__ = [
     "Touches",
     "check_history_reader",
     "check_reviewer",
+    "check_scope",
     "is_provider",
     "mask",
     "may_see",

@@ -55,6 +55,7 @@ class Notification:
     grant_id: str = ""
     change_request_id: str = ""
     audit_sequence: int = 0
+    data_error_id: str = ""
 
 
 def _from_row(row: NotificationRow) -> Notification:
@@ -70,6 +71,7 @@ def _from_row(row: NotificationRow) -> Notification:
         grant_id=row.grant_id,
         change_request_id=row.change_request_id,
         audit_sequence=row.audit_sequence,
+        data_error_id=row.data_error_id,
     )
 
 
@@ -100,6 +102,7 @@ class Notifications:
         grant_id: str = "",
         change_request_id: str = "",
         audit_sequence: int = 0,
+        data_error_id: str = "",
     ) -> None:
         """Add a notification inside the caller's transaction (committed with it)."""
         session.add(
@@ -113,6 +116,7 @@ class Notifications:
                 grant_id=grant_id,
                 change_request_id=change_request_id,
                 audit_sequence=audit_sequence,
+                data_error_id=data_error_id,
             )
         )
 

@@ -59,6 +59,7 @@ TABLES = {
     "resource_data",
     "submit_batch",
     "quality_check",
+    "data_error",
     "sub_platform_approval",
     "notification",
     "access_application",

@@ -393,6 +393,7 @@ def data_errors_of(
         settings=ErrorSettings(
             report_lookback_days=section.report_lookback_days,
             correction_days=section.correction_days,
+            correction_lookback_days=section.correction_lookback_days,
         ),
     )
 

@@ -598,6 +598,7 @@ class DataErrorRow(SQLModel, table=True):
         Index("ix_data_error_record", "resource_code", "record_key", "status"),
         Index("ix_data_error_reporter", "reporter", "reported_at"),
         Index("ix_data_error_provider", "provider_code", "reported_at"),
+        Index("ix_data_error_change", "change_request_id"),
     )
 
     id: str = Field(primary_key=True, max_length=64)

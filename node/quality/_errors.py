@@ -30,16 +30,26 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.identity import Identity, Role, authority_identity, provider_identity
 from gateway.quote import quote
 from node import paging
-from node.catalog import ResourceEntry, ShareMethod
+from node.catalog import Catalog, ResourceEntry, ShareMethod
 from node.codes import Region
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from node.governance import (
+    ChangeAction,
+    ChangeDraft,
+    ChangeRequest,
+    ChangeRequests,
+    ChangeStatus,
+    ChangeTarget,
+)
 from node.idempotency import check_request_id, remember, replay
 from node.models import DataErrorRow
 from node.records import OPEN_STATUSES, full_key, schema_for
+from node.sharing import MAX_TEXT as MAX_REASON
 from node.sharing import AccessDecider, NotificationKind, Notifications, check_scope
 from node.storage import Database
 
 __all__ = [
+    "MAX_CORRECTION_RECIPIENTS",
     "MAX_OPEN_PER_RECORD",
     "MAX_TEXT",
     "RECEIVED_METHODS",
@@ -56,6 +66,9 @@ MAX_TEXT = 2000
 #: Most reports open on one record at once: the mark's lookup stays bounded, and a record can
 #: not be buried under reports.
 MAX_OPEN_PER_RECORD = 100
+#: Most callers one correction is sent to (distinct, in caller order); past it the node's
+#: authority is told how to find the rest in the audit log.
+MAX_CORRECTION_RECIPIENTS = 1000
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 #: The share calls by which a consumer receives a resource's data, as the audit log names them.
@@ -64,6 +77,8 @@ RECEIVED_METHODS = tuple(
     for name in ("Verify", "Compare", "Query", "Exchange", "Subscribe")
 )
 _SUBSCRIBE = "/govnode.v1.SharingService/Subscribe"
+#: The bulk share calls: their callers hold copies of many records (数据交换, 主动推送).
+_BULK = ("/govnode.v1.SharingService/Exchange", _SUBSCRIBE)
 AUDIT = SQLModel.metadata.tables["audit_record"]
 RECORD = SQLModel.metadata.tables["record"]
 #: The methods a consumer may hold a right to a resource by, tried in this order.
@@ -93,6 +108,9 @@ class ErrorSettings:
     report_lookback_days: int = 90
     #: The provider should resolve a report within this many days (its ``due_at``).
     correction_days: int = 7
+    #: A correction is sent to the Exchange and Subscribe callers of this many days before
+    #: the report, beside the callers that received the record while it was disputed.
+    correction_lookback_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,12 @@ def _text(value: str, field: str, *, required: bool = False, why: str = "") -> s
     if len(value) > MAX_TEXT:
         raise InvalidArgument(f"{field}: at most {MAX_TEXT} characters, got {len(value)}")
     return value
+
+
+def _not_open(row: DataErrorRow) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"error report {row.id} is {row.status}, not open: only an open report is resolved"
+    )
 
 
 class DataErrors:
@@ -482,13 +506,10 @@ class DataErrors:
             )
             if done:
                 return _from_row(await self._row(session, done))
-            row = await self._row(session, report_id)
+            row = await self._locked(session, report_id)
             self._check_resolver(caller, row)
             if row.status != DataErrorStatus.OPEN.value:
-                raise FailedPrecondition(
-                    f"error report {row.id} is {row.status}, not open: only an open report is "
-                    "resolved"
-                )
+                raise _not_open(row)
             row.status = DataErrorStatus.REJECTED.value
             row.resolved_at = now
             row.resolved_by = caller.uri
@@ -519,6 +540,206 @@ class DataErrors:
         report = await self._db.write("data_errors.reject", txn)
         self._notifications.notify_changed()
         return report
+
+    async def correct(
+        self,
+        caller: Identity,
+        report_id: str,
+        values: Mapping[str, str],
+        note: str,
+        *,
+        changes: ChangeRequests,
+        catalog: Catalog,
+        request_id: str = "",
+    ) -> DataError:
+        """The provider asks for the correction of an open report (第四十一条): a change request
+        with ``values``, made in one transaction with the report's move to
+        CORRECTION_REQUESTED (it stays disputed). The authority's review decides
+        (:meth:`change_reviewed`)."""
+        check_request_id(request_id)
+        note = _text(note, "note", required=True, why="what the correction is")
+        if not values:
+            raise InvalidArgument(
+                "corrected_values: required for CORRECTED (the record's new values)"
+            )
+
+        async def read(session: AsyncSession) -> DataError:
+            return _from_row(await self._row(session, report_id))
+
+        report = await self._db.read("data_errors.get", read)
+        if not self._is_provider(caller, report.provider_code):
+            raise PermissionDenied(
+                f"{caller} may not ask for the correction of error report {report.id}: the "
+                f"provider of resource {report.resource_code} (agency {report.provider_code}) "
+                "asks by a change request and the data management authority approves it "
+                "(第四十一条)"
+            )
+        entry = await catalog.get(report.resource_code)
+        reason = f"纠错单 {report.id}：{note}"[:MAX_REASON]
+        draft = ChangeDraft(
+            target=ChangeTarget.RECORD,
+            action=ChangeAction.UPDATE,
+            resource_code=entry.resource_code,
+            key=report.key,
+            values=dict(values),
+            entry=None,
+            reason=reason,
+            request_id=request_id,
+        )
+
+        async def within(session: AsyncSession, change: ChangeRequest, now: dt.datetime) -> None:
+            row = await self._locked(session, report_id)
+            if row.status != DataErrorStatus.OPEN.value:
+                raise _not_open(row)
+            row.status = DataErrorStatus.CORRECTION_REQUESTED.value
+            row.change_request_id = change.id
+            row.resolution_note = note
+            row.resolved_by = caller.uri
+            session.add(row)
+
+        await changes.request(caller, entry, draft, within=within)
+        self._notifications.notify_changed()
+        return await self.get(caller, report_id)
+
+    async def _locked(self, session: AsyncSession, report_id: str) -> DataErrorRow:
+        rows = await session.exec(
+            select(DataErrorRow).where(DataErrorRow.id == report_id).with_for_update()
+        )
+        row = rows.first()
+        if row is None:
+            raise NotFound(f"error report {quote(report_id)} does not exist at this node")
+        return row
+
+    async def change_reviewed(
+        self, session: AsyncSession, change: ChangeRequest, now: dt.datetime
+    ) -> None:
+        """The hook of every change request's review (node.governance.ChangeHook), in its
+        transaction: the reports the change corrects become CORRECTED (approved: the mark is
+        lifted if nothing else is open, the reporter and every caller that received the
+        disputed record are notified) or OPEN again (rejected: the provider is notified)."""
+        if change.target is not ChangeTarget.RECORD:
+            return
+        rows = (
+            await session.exec(
+                select(DataErrorRow).where(
+                    DataErrorRow.change_request_id == change.id,
+                    DataErrorRow.status == DataErrorStatus.CORRECTION_REQUESTED.value,
+                )
+            )
+        ).all()
+        for row in rows:
+            if change.status is ChangeStatus.APPROVED:
+                await self._corrected(session, row, change, now)
+            else:
+                self._reopened(session, row, change, now)
+
+    async def _corrected(
+        self, session: AsyncSession, row: DataErrorRow, change: ChangeRequest, now: dt.datetime
+    ) -> None:
+        row.status = DataErrorStatus.CORRECTED.value
+        row.corrected_version = change.applied_version
+        row.resolved_at = now
+        session.add(row)
+        conn = await session.connection()
+        await conn.execute(
+            sa.update(RECORD)
+            .where(
+                RECORD.c.resource_code == row.resource_code,
+                RECORD.c.record_key == row.record_key,
+                RECORD.c.open_disputes > 0,
+            )
+            .values(open_disputes=RECORD.c.open_disputes - 1)
+        )
+        code = row.resource_code
+        Notifications.add(
+            session,
+            row.reporter,
+            NotificationKind.DATA_ERROR_RESOLVED,
+            f"纠错单 {row.id}（资源 {code}）已更正：变更申请 {change.id} 经数据管理机构批准，"
+            f"记录新版本 {change.applied_version}；说明：{row.resolution_note}",
+            at=now,
+            resource_code=code,
+            data_error_id=row.id,
+            change_request_id=change.id,
+        )
+        recipients, more = await self._recipients(session, row)
+        message = (
+            f"您获取的资源 {code} 的一条记录曾被报告有误（纠错单 {row.id}），现已依变更申请 "
+            f"{change.id} 更正为版本 {change.applied_version}，请重新获取（第十六、四十一条）"
+        )
+        for recipient in recipients:
+            Notifications.add(
+                session,
+                recipient,
+                NotificationKind.DATA_CORRECTED,
+                message,
+                at=now,
+                resource_code=code,
+                data_error_id=row.id,
+                change_request_id=change.id,
+            )
+        if more:
+            Notifications.add(
+                session,
+                authority_identity(self.region, self._td),
+                NotificationKind.DATA_CORRECTED,
+                f"纠错单 {row.id} 的更正通知只发给了前 {MAX_CORRECTION_RECIPIENTS} "
+                f"个调用方；其余获取过该记录的调用方请在审计日志中按资源 {code} 查找",
+                at=now,
+                resource_code=code,
+                data_error_id=row.id,
+                change_request_id=change.id,
+            )
+
+    def _reopened(
+        self, session: AsyncSession, row: DataErrorRow, change: ChangeRequest, now: dt.datetime
+    ) -> None:
+        row.status = DataErrorStatus.OPEN.value
+        row.change_request_id = ""
+        row.resolution_note = ""
+        row.resolved_by = ""
+        session.add(row)
+        Notifications.add(
+            session,
+            provider_identity(self.region, self._td, row.provider_code),
+            NotificationKind.DATA_ERROR_REPORTED,
+            f"纠错单 {row.id} 的更正申请 {change.id} 未获批准（{change.review_comment}），"
+            "纠错单重新待处理",
+            at=now,
+            resource_code=row.resource_code,
+            data_error_id=row.id,
+            change_request_id=change.id,
+        )
+
+    async def _recipients(
+        self, session: AsyncSession, row: DataErrorRow
+    ) -> tuple[tuple[str, ...], bool]:
+        """The distinct callers that received the disputed record: the calls whose audit record
+        names the report (``disputed``) since it was made, and the Exchange and Subscribe
+        callers of the resource from ``correction_lookback_days`` before it; at most
+        :data:`MAX_CORRECTION_RECIPIENTS`, and whether there were more."""
+        since = _utc(row.reported_at)
+        bulk_since = since - dt.timedelta(days=self._settings.correction_lookback_days)
+        marked = sa.and_(
+            AUDIT.c.at >= since,
+            # Report ids are <region>-E-<16 hex>: no LIKE wildcard in them.
+            AUDIT.c.detail.like(f"%{row.id}%"),
+        )
+        bulk = sa.and_(
+            AUDIT.c.at >= bulk_since,
+            AUDIT.c.method.in_(_BULK),
+            AUDIT.c.outcome.in_(("OK", "CANCELLED")),
+        )
+        statement = (
+            sa.select(AUDIT.c.caller)
+            .where(AUDIT.c.resource_code == row.resource_code, sa.or_(marked, bulk))
+            .distinct()
+            .order_by(AUDIT.c.caller)
+            .limit(MAX_CORRECTION_RECIPIENTS + 1)
+        )
+        conn = await session.connection()
+        callers = tuple(str(r[0]) for r in await conn.execute(statement))
+        return callers[:MAX_CORRECTION_RECIPIENTS], len(callers) > MAX_CORRECTION_RECIPIENTS
 
     def _check_resolver(self, caller: Identity, row: DataErrorRow) -> None:
         if self._is_provider(caller, row.provider_code):

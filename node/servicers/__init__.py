@@ -247,7 +247,13 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     # Change requests (第四十一条): asked for directly, or made of catalog updates and
     # withdrawals (and, in node.records._store, of Submit records that would change stored ones).
     changes = ChangeRequests(
-        services.db, services.catalog, services.records, notifications, services.identity
+        services.db,
+        services.catalog,
+        services.records,
+        notifications,
+        services.identity,
+        # An approved correction closes its error reports (纠错) in the review's transaction.
+        on_reviewed=None if services.data_errors is None else services.data_errors.change_reviewed,
     )
     implementations: dict[str, list[object]] = {
         "govnode.v1.CatalogService": [
@@ -365,7 +371,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         ]
         if services.data_errors is not None:
             implementations["govnode.v1.QualityService"].append(
-                DataErrorServicer(services.catalog, services.data_errors, services.router)
+                DataErrorServicer(services.catalog, services.data_errors, changes, services.router)
             )
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [

@@ -20,6 +20,7 @@ from gateway.quote import quote
 from node.catalog import Catalog
 from node.errors import InvalidArgument
 from node.federation import Router
+from node.governance import ChangeRequests
 from node.quality import (
     DataError,
     DataErrors,
@@ -37,6 +38,9 @@ from node.servicers.access import caller_proto
 from node.servicers.convert import item_to_proto
 
 _SERVICE = "/govnode.v1.QualityService/"
+#: Most items a correction names (a resource has at most this many items; the records domain
+#: checks them against the entry).
+MAX_CORRECTED_ITEMS = 500
 _ERROR_STATUS = {
     DataErrorStatus.OPEN: quality_pb2.DATA_ERROR_STATUS_OPEN,
     DataErrorStatus.REJECTED: quality_pb2.DATA_ERROR_STATUS_REJECTED,
@@ -211,10 +215,15 @@ class DataErrorServicer:
     """ReportDataError, ListDataErrors, GetDataError and ResolveDataError (纠错, 第十六条)."""
 
     def __init__(
-        self, catalog: Catalog, data_errors: DataErrors, router: Router | None = None
+        self,
+        catalog: Catalog,
+        data_errors: DataErrors,
+        changes: ChangeRequests,
+        router: Router | None = None,
     ) -> None:
         self._catalog = catalog
         self._errors = data_errors
+        self._changes = changes
         self._router = router
 
     async def _forward_by_id(
@@ -308,15 +317,34 @@ class DataErrorServicer:
         if forwarded is not None:
             reply: quality_pb2.ResolveDataErrorResponse = forwarded
             return reply
-        if request.resolution != quality_pb2.DATA_ERROR_STATUS_REJECTED:
-            raise InvalidArgument(
-                "resolution: REJECTED (the stored value is right) is the resolution available; "
-                "a correction is asked for by a change request (AccessService."
-                "RequestRecordChange, 第四十一条)"
+        caller = current_peer().identity
+        if request.resolution == quality_pb2.DATA_ERROR_STATUS_REJECTED:
+            if request.corrected_values:
+                raise InvalidArgument("corrected_values: only for CORRECTED")
+            report = await self._errors.reject(
+                caller, report_id, request.note, request_id=request.request_id
             )
-        report = await self._errors.reject(
-            current_peer().identity, report_id, request.note, request_id=request.request_id
-        )
+        elif request.resolution == quality_pb2.DATA_ERROR_STATUS_CORRECTED:
+            if len(request.corrected_values) > MAX_CORRECTED_ITEMS:
+                raise InvalidArgument(
+                    f"corrected_values: at most {MAX_CORRECTED_ITEMS} items, got "
+                    f"{len(request.corrected_values)}"
+                )
+            report = await self._errors.correct(
+                caller,
+                report_id,
+                dict(request.corrected_values),
+                request.note,
+                changes=self._changes,
+                catalog=self._catalog,
+                request_id=request.request_id,
+            )
+            add_audit_detail(change_request=report.change_request_id)
+        else:
+            raise InvalidArgument(
+                "resolution: REJECTED (the stored value is right) or CORRECTED (a change "
+                "request with corrected_values, 第四十一条)"
+            )
         add_audit_detail(data_error=report.id)
         now = dt.datetime.now(dt.UTC)
         return quality_pb2.ResolveDataErrorResponse(report=data_error_to_proto(report, now))

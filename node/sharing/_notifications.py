@@ -41,6 +41,7 @@ class NotificationKind(enum.StrEnum):
     DATA_ERROR_RESOLVED = "data_error_resolved"
     OPEN_APPLICATION_REVIEWED = "open_application_reviewed"
     AUDIT_LOG_MISBEHAVED = "audit_log_misbehaved"
+    DATA_CORRECTED = "data_corrected"
 
 
 @dataclass(frozen=True)

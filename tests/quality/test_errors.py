@@ -10,17 +10,20 @@ from typing import Any
 
 import grpc
 import pytest
-from govnode.v1 import access_pb2, quality_pb2, quality_pb2_grpc, sharing_pb2
+from govnode.v1 import access_pb2, common_pb2, quality_pb2, quality_pb2_grpc, sharing_pb2
 
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
+from node.catalog import ShareMethod, ShareType
 from tests.support.access import (
     ACME,
     COND,
+    ITEMS,
     KIND,
     OPEN,
     Province,
+    access,
     notifications,
     query,
     refused,
@@ -29,7 +32,16 @@ from tests.support.access import (
     submit,
     verify,
 )
-from tests.support.nodes import CIVIL_AFFAIRS, MARKET_REGULATION, PUBLIC_SECURITY, channel
+from tests.support.entries import agency_code
+from tests.support.exchange import exchange
+from tests.support.nodes import (
+    CIVIL_AFFAIRS,
+    MARKET_REGULATION,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    channel,
+    entry_of,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -166,12 +178,16 @@ async def test_a_consumer_reports_the_record_is_disputed_until_the_provider_conf
         grpc.StatusCode.INVALID_ARGUMENT,
         "note: required (why the stored value is right)",
     )
-    corrected = S.ResolveDataErrorRequest(
-        id=made.id, resolution=S.DATA_ERROR_STATUS_CORRECTED, note="改"
+    unknown = S.ResolveDataErrorRequest(id=made.id, resolution=S.DATA_ERROR_STATUS_OPEN, note="x")
+    assert await refusal(quality(node, provider, "ResolveDataError", unknown)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "resolution: REJECTED (the stored value is right) or CORRECTED (a change request with "
+        "corrected_values, 第四十一条)",
     )
-    code, message = await refusal(quality(node, provider, "ResolveDataError", corrected))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(
-        "resolution: REJECTED (the stored value is right) is the resolution available"
+    mixed = resolve(note="x", corrected_values={"qymc": "y"})
+    assert await refusal(quality(node, provider, "ResolveDataError", mixed)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "corrected_values: only for CORRECTED",
     )
 
     done = await quality(
@@ -314,3 +330,118 @@ async def test_who_may_report(province: Province) -> None:
     assert [n.kind for n in await notifications(node, civil)] == [
         access_pb2.NOTIFICATION_KIND_DATA_ERROR_RESOLVED
     ]
+
+
+BULK = entry_of(
+    PROVINCE,
+    3,
+    items=ITEMS,
+    share_methods=(ShareMethod.VERIFY, ShareMethod.QUERY, ShareMethod.EXCHANGE),
+    share_type=ShareType.UNCONDITIONAL,
+)
+
+
+async def test_a_correction_through_an_approved_change_request_reaches_who_received_the_record(
+    province: Province,
+) -> None:
+    setup, node = province
+    provider = setup.agency(PUBLIC_SECURITY)
+    civil = setup.agency(CIVIL_AFFAIRS)
+    market = setup.agency(MARKET_REGULATION)
+    fourth_code = agency_code(4, PROVINCE)
+    fourth = setup.agency(fourth_code)
+    authority = setup.authority()
+    code = BULK.resource_code
+    await register(node, provider, BULK)
+    await submit(node, provider, code, [ACME])
+
+    # 市场监管 holds a bulk copy (Exchange before the report); 民政 queries and reports.
+    await exchange(node, market, sharing_pb2.ExchangeRequest(resource_code=code))
+    await sharing(node, civil, "Query", query(code))
+    made = await report(node, civil, code=code)
+    # A fourth agency receives the record while it is disputed.
+    answer = await sharing(node, fourth, "Verify", verify(code, qymc=ACME["qymc"]))
+    assert list(answer.dispute.report_ids) == [made.id]
+
+    def correct(values: dict[str, str] | None = None, **fields: Any) -> S.ResolveDataErrorRequest:
+        return S.ResolveDataErrorRequest(
+            id=made.id,
+            resolution=S.DATA_ERROR_STATUS_CORRECTED,
+            note=fields.pop("note", "依变更登记通知书更正企业名称"),
+            corrected_values={"qymc": "福州某某信息技术有限公司"} if values is None else values,
+            **fields,
+        )
+
+    # Only the provider asks for a correction; the authority approves, it does not ask.
+    for files, who in ((civil, CIVIL), (authority, f"spiffe://350000.{TD}/authority")):
+        assert await refusal(quality(node, files, "ResolveDataError", correct())) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{who} may not ask for the correction of error report {made.id}: the provider "
+            f"of resource {code} (agency {PUBLIC_SECURITY}) asks by a change request and the "
+            "data management authority approves it (第四十一条)",
+        )
+    assert await refusal(quality(node, provider, "ResolveDataError", correct({}))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "corrected_values: required for CORRECTED (the record's new values)",
+    )
+    code_, message = await refusal(
+        quality(node, provider, "ResolveDataError", correct({"nope": "x"}))
+    )
+    assert code_ == grpc.StatusCode.INVALID_ARGUMENT and "nope" in message
+    assert await refusal(quality(node, provider, "ResolveDataError", correct(note=""))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "note: required (what the correction is)",
+    )
+
+    # Asked: a change request, linked; the record stays disputed.
+    asked = (await quality(node, provider, "ResolveDataError", correct(request_id="c-1"))).report
+    assert asked.status == S.DATA_ERROR_STATUS_CORRECTION_REQUESTED
+    assert asked.change_request_id.startswith("350000-C-")
+    again = (await quality(node, provider, "ResolveDataError", correct(request_id="c-1"))).report
+    assert again.change_request_id == asked.change_request_id
+    answer = await sharing(node, civil, "Verify", verify(code, qymc=ACME["qymc"]))
+    assert list(answer.dispute.report_ids) == [made.id]
+
+    # The authority rejects it: the report is open again and the provider told so.
+    rejected = access_pb2.ReviewChangeRequestRequest(
+        id=asked.change_request_id,
+        decision=common_pb2.REVIEW_DECISION_REJECT,
+        comment="缺少核准文书",
+    )
+    await access(node, authority, "ReviewChangeRequest", rejected)
+    got = (await quality(node, provider, "GetDataError", S.GetDataErrorRequest(id=made.id))).report
+    assert got.status == S.DATA_ERROR_STATUS_OPEN and not got.change_request_id
+    reopened = [
+        n
+        for n in await notifications(node, provider)
+        if n.kind == KIND.NOTIFICATION_KIND_DATA_ERROR_REPORTED
+        and n.change_request_id == asked.change_request_id
+    ]
+    assert len(reopened) == 1 and "缺少核准文书" in reopened[0].message
+
+    # Asked again and approved: corrected, the mark lifted, everyone who received it told.
+    asked = (await quality(node, provider, "ResolveDataError", correct())).report
+    approved = access_pb2.ReviewChangeRequestRequest(
+        id=asked.change_request_id, decision=common_pb2.REVIEW_DECISION_APPROVE
+    )
+    reviewed = await access(node, authority, "ReviewChangeRequest", approved)
+    assert reviewed.change_request.applied_version == 2
+    got = (await quality(node, civil, "GetDataError", S.GetDataErrorRequest(id=made.id))).report
+    assert got.status == S.DATA_ERROR_STATUS_CORRECTED and got.corrected_version == 2
+    answer = await sharing(node, civil, "Verify", verify(code, qymc="福州某某信息技术有限公司"))
+    assert answer.all_match and not answer.HasField("dispute")
+    resolved = [
+        n
+        for n in await notifications(node, civil)
+        if n.kind == KIND.NOTIFICATION_KIND_DATA_ERROR_RESOLVED
+    ]
+    assert [n.data_error_id for n in resolved] == [made.id] and "已更正" in resolved[0].message
+    # 市场监管 by its bulk copy; the fourth agency and 民政 received it while disputed (民政's
+    # Verify above); the provider received nothing.
+    for files, told in ((market, True), (fourth, True), (civil, True), (provider, False)):
+        corrected = [
+            n
+            for n in await notifications(node, files)
+            if n.kind == KIND.NOTIFICATION_KIND_DATA_CORRECTED
+        ]
+        assert [n.data_error_id for n in corrected] == ([made.id] if told else []), files

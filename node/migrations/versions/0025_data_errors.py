@@ -46,6 +46,7 @@ def upgrade() -> None:
     op.create_index("ix_data_error_record", "data_error", ["resource_code", "record_key", "status"])
     op.create_index("ix_data_error_reporter", "data_error", ["reporter", "reported_at"])
     op.create_index("ix_data_error_provider", "data_error", ["provider_code", "reported_at"])
+    op.create_index("ix_data_error_change", "data_error", ["change_request_id"])
     with op.batch_alter_table("record") as batch:
         batch.add_column(sa.Column("open_disputes", sa.Integer, nullable=False, server_default="0"))
     with op.batch_alter_table("notification") as batch:
@@ -59,6 +60,7 @@ def downgrade() -> None:
         batch.drop_column("data_error_id")
     with op.batch_alter_table("record") as batch:
         batch.drop_column("open_disputes")
+    op.drop_index("ix_data_error_change", table_name="data_error")
     op.drop_index("ix_data_error_provider", table_name="data_error")
     op.drop_index("ix_data_error_reporter", table_name="data_error")
     op.drop_index("ix_data_error_record", table_name="data_error")

@@ -92,6 +92,11 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     """Another node's audit log contradicted a checkpoint this node had cosigned as its witness
     (a rollback or a fork, 第三十九条): the evidence is kept (to this node's authority).
     """
+    NOTIFICATION_KIND_DATA_CORRECTED: _NotificationKind.ValueType  # 12
+    """A record this recipient received while it was disputed (or in bulk shortly before) was
+    corrected through an approved change request (纠错, 第十六、四十一条): fetch it again;
+    data_error_id names the report, resource_code the resource.
+    """
 
 class NotificationKind(_NotificationKind, metaclass=_NotificationKindEnumTypeWrapper):
     """Kind of notification."""
@@ -125,6 +130,11 @@ NOTIFICATION_KIND_OPEN_APPLICATION_REVIEWED: NotificationKind.ValueType  # 10
 NOTIFICATION_KIND_AUDIT_LOG_MISBEHAVED: NotificationKind.ValueType  # 11
 """Another node's audit log contradicted a checkpoint this node had cosigned as its witness
 (a rollback or a fork, 第三十九条): the evidence is kept (to this node's authority).
+"""
+NOTIFICATION_KIND_DATA_CORRECTED: NotificationKind.ValueType  # 12
+"""A record this recipient received while it was disputed (or in bulk shortly before) was
+corrected through an approved change request (纠错, 第十六、四十一条): fetch it again;
+data_error_id names the report, resource_code the resource.
 """
 Global___NotificationKind: _TypeAlias = NotificationKind  # noqa: Y015
 

@@ -791,21 +791,50 @@ class ResolveDataErrorRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CorrectedValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     CORRECTED_VERSION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CORRECTED_VALUES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Report to resolve."""
     resolution: Global___DataErrorStatus.ValueType
-    """REJECTED (the stored value is right); anything else is INVALID_ARGUMENT for now."""
+    """REJECTED (the stored value is right) or CORRECTED (ask for a correction); anything else
+    is INVALID_ARGUMENT.
+    """
     note: _builtins.str
-    """Why the stored value is right (required for REJECTED, at most 2,000 characters)."""
+    """Why the stored value is right, or why it changes (required, at most 2,000 characters)."""
     corrected_version: _builtins.int
-    """Unused (reserved for CORRECTED)."""
+    """Unused: the version is set when the correction is applied."""
     request_id: _builtins.str
     """Client-chosen idempotency key."""
+    @_builtins.property
+    def corrected_values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """For CORRECTED: the record's new values (changed items; the key items may be left out),
+        checked like Submit. At most as many items as the resource has.
+        """
+
     def __init__(
         self,
         *,
@@ -814,10 +843,11 @@ class ResolveDataErrorRequest(_message.Message):
         note: _builtins.str = ...,
         corrected_version: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        corrected_values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_version", b"corrected_version", "id", b"id", "note", b"note", "request_id", b"request_id", "resolution", b"resolution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_values", b"corrected_values", "corrected_version", b"corrected_version", "id", b"id", "note", b"note", "request_id", b"request_id", "resolution", b"resolution"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -116,7 +116,11 @@ class QualityServiceServicer:
         """The provider (or the owner node's authority) resolves an open report: REJECTED confirms the
         stored value (a note saying why is required); the mark is lifted when no other report on
         the record is open and the reporter is notified (NOTIFICATION_KIND_DATA_ERROR_RESOLVED).
-        Forwarded to the node the id names.
+        CORRECTED (the provider only) asks for the correction: a change request (第四十一条) with
+        corrected_values, linked to the report, which stays disputed as CORRECTION_REQUESTED until
+        the authority reviews it; approved, the report is CORRECTED, the reporter notified and every
+        caller that received the disputed record sent NOTIFICATION_KIND_DATA_CORRECTED; rejected,
+        the report is OPEN again and the provider notified. Forwarded to the node the id names.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

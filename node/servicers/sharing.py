@@ -59,8 +59,10 @@ _KINDS = {
 
 def dispute_proto(dispute: Dispute | None) -> sharing_pb2.DataDispute | None:
     """The disputed mark (异议标注) of a record, None when it is not disputed."""
-    if dispute is None:
-        return None
+    return None if dispute is None else dispute_message(dispute)
+
+
+def dispute_message(dispute: Dispute) -> sharing_pb2.DataDispute:
     out = sharing_pb2.DataDispute(
         report_ids=list(dispute.report_ids),
         items=list(dispute.items),
@@ -73,7 +75,11 @@ def dispute_proto(dispute: Dispute | None) -> sharing_pb2.DataDispute | None:
 def note_disputes(disputes: Iterable[Dispute | None]) -> None:
     """Name the open reports an answer carried in the call's audit record (``disputed``), so
     the audit log knows who received a disputed record (a correction is sent to them)."""
-    ids = dict.fromkeys(i for d in disputes if d is not None for i in d.report_ids)
+    note_disputes_ids(dict.fromkeys(i for d in disputes if d is not None for i in d.report_ids))
+
+
+def note_disputes_ids(ids: dict[str, None]) -> None:
+    """:func:`note_disputes` of the report ids gathered so far (a stream's chunks)."""
     if ids:
         add_audit_detail(disputed=",".join(list(ids)[:MAX_AUDITED_DISPUTES]))
 

@@ -45,6 +45,7 @@ from node.catalog import Catalog, ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument
 from node.federation import Router
 from node.records import ChangeKind, FeedChange, FeedShaper, Records, RecordsExchange
+from node.servicers.sharing import dispute_message, note_disputes_ids
 from node.sharing import AccessDecider, Permit, Touches
 
 log = structlog.get_logger(__name__)
@@ -148,6 +149,7 @@ class SharingStreamServicer:
             resume_token=request.resume_token,
         )
         sent = {"records": 0, "deleted": 0, "chunks": 0, "snapshot_version": position.snapshot}
+        disputed: dict[str, None] = {}  # the open reports of the records sent (纠错)
         async with self._audited_if_interrupted("Exchange", caller, request, sent):
             while True:
                 if sent["chunks"]:  # asked again per chunk: a withdrawal or revocation stops it
@@ -164,13 +166,20 @@ class SharingStreamServicer:
                 sent["deleted"] += len(chunk.deleted)
                 sent["chunks"] += 1
                 add_audit_detail(**sent)
-                yield sharing_pb2.ExchangeChunk(
+                if chunk.disputes:
+                    for _, dispute in chunk.disputes:
+                        disputed.update(dict.fromkeys(dispute.report_ids))
+                    note_disputes_ids(disputed)
+                out = sharing_pb2.ExchangeChunk(
                     records=[common_pb2.Record(values=r) for r in chunk.records],
                     deleted=[common_pb2.Record(values=k) for k in chunk.deleted],
                     resume_token=chunk.resume_token,
                     snapshot_version=position.snapshot,
                     last=chunk.last,
                 )
+                for index, dispute in chunk.disputes:
+                    out.disputes[index].CopyFrom(dispute_message(dispute))
+                yield out
                 if chunk.last:
                     return
 

@@ -362,6 +362,10 @@ async def test_a_correction_through_an_approved_change_request_reaches_who_recei
     # A fourth agency receives the record while it is disputed.
     answer = await sharing(node, fourth, "Verify", verify(code, qymc=ACME["qymc"]))
     assert list(answer.dispute.report_ids) == [made.id]
+    # Exchange carries the mark per record (by its index in the chunk).
+    [chunk] = await exchange(node, market, sharing_pb2.ExchangeRequest(resource_code=code))
+    assert list(chunk.disputes) == [0]
+    assert list(chunk.disputes[0].report_ids) == [made.id]
 
     def correct(values: dict[str, str] | None = None, **fields: Any) -> S.ResolveDataErrorRequest:
         return S.ResolveDataErrorRequest(

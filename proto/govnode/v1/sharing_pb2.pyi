@@ -872,11 +872,33 @@ class ExchangeChunk(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DisputesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        @_builtins.property
+        def value(self) -> Global___DataDispute: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: Global___DataDispute | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RECORDS_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     SNAPSHOT_VERSION_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    DISPUTES_FIELD_NUMBER: _builtins.int
     resume_token: _builtins.str
     """Token to resume after this chunk (ExchangeRequest.resume_token)."""
     snapshot_version: _builtins.int
@@ -897,6 +919,12 @@ class ExchangeChunk(_message.Message):
         since_version; always empty in a full snapshot.
         """
 
+    @_builtins.property
+    def disputes(self) -> _containers.MessageMap[_builtins.int, Global___DataDispute]:
+        """The disputed records of this chunk (see DataDispute), by their index in records; empty
+        when none is disputed.
+        """
+
     def __init__(
         self,
         *,
@@ -905,10 +933,11 @@ class ExchangeChunk(_message.Message):
         snapshot_version: _builtins.int = ...,
         last: _builtins.bool = ...,
         deleted: _abc.Iterable[_common_pb2.Record] | None = ...,
+        disputes: _abc.Mapping[_builtins.int, Global___DataDispute] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "last", b"last", "records", b"records", "resume_token", b"resume_token", "snapshot_version", b"snapshot_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "disputes", b"disputes", "last", b"last", "records", b"records", "resume_token", b"resume_token", "snapshot_version", b"snapshot_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -306,14 +306,18 @@ class ChangeRequests:
         draft: ChangeDraft,
         *,
         within: ChangeHook | None = None,
+        authority_may_ask: bool = False,
     ) -> ChangeRequest:
         """A provider asks for approval of a change or deletion (第四十一条); the authority is
         notified in the same transaction. Nothing changes until it approves. ``within`` runs in
-        that transaction once the request is made (not on a replayed request id)."""
+        that transaction once the request is made (not on a replayed request id).
+        ``authority_may_ask``: this node's authority may ask too (the correction of an error
+        report from the operator's desk, node.quality._errors); it still reviews it apart."""
         check_request_id(draft.request_id)
         self._check_shape(draft)
         reason = _text(draft.reason, "reason", "why the change is needed")
-        self._check_requester(caller, entry, draft)
+        if not (authority_may_ask and caller.uri == authority_identity(self._region, self._td)):
+            self._check_requester(caller, entry, draft)
         code = entry.resource_code
         record_key = new_values = new_entry = ""
         if draft.target is ChangeTarget.RECORD:

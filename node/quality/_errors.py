@@ -552,7 +552,8 @@ class DataErrors:
         catalog: Catalog,
         request_id: str = "",
     ) -> DataError:
-        """The provider asks for the correction of an open report (第四十一条): a change request
+        """The provider (or this node's authority, at the operator's desk) asks for the
+        correction of an open report (第四十一条): a change request
         with ``values``, made in one transaction with the report's move to
         CORRECTION_REQUESTED (it stays disputed). The authority's review decides
         (:meth:`change_reviewed`)."""
@@ -567,12 +568,13 @@ class DataErrors:
             return _from_row(await self._row(session, report_id))
 
         report = await self._db.read("data_errors.get", read)
-        if not self._is_provider(caller, report.provider_code):
+        authority = caller.uri == authority_identity(self.region, self._td)
+        if not (authority or self._is_provider(caller, report.provider_code)):
             raise PermissionDenied(
                 f"{caller} may not ask for the correction of error report {report.id}: the "
                 f"provider of resource {report.resource_code} (agency {report.provider_code}) "
-                "asks by a change request and the data management authority approves it "
-                "(第四十一条)"
+                "or this node's data management authority asks, by a change request the "
+                "authority approves (第四十一条)"
             )
         entry = await catalog.get(report.resource_code)
         reason = f"纠错单 {report.id}：{note}"[:MAX_REASON]
@@ -597,7 +599,7 @@ class DataErrors:
             row.resolved_by = caller.uri
             session.add(row)
 
-        await changes.request(caller, entry, draft, within=within)
+        await changes.request(caller, entry, draft, within=within, authority_may_ask=authority)
         self._notifications.notify_changed()
         return await self.get(caller, report_id)
 

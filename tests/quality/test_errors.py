@@ -376,14 +376,13 @@ async def test_a_correction_through_an_approved_change_request_reaches_who_recei
             **fields,
         )
 
-    # Only the provider asks for a correction; the authority approves, it does not ask.
-    for files, who in ((civil, CIVIL), (authority, f"spiffe://350000.{TD}/authority")):
-        assert await refusal(quality(node, files, "ResolveDataError", correct())) == (
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"{who} may not ask for the correction of error report {made.id}: the provider "
-            f"of resource {code} (agency {PUBLIC_SECURITY}) asks by a change request and the "
-            "data management authority approves it (第四十一条)",
-        )
+    # The reporter does not ask for the correction: the provider does (or the authority).
+    assert await refusal(quality(node, civil, "ResolveDataError", correct())) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"{CIVIL} may not ask for the correction of error report {made.id}: the provider of "
+        f"resource {code} (agency {PUBLIC_SECURITY}) or this node's data management authority "
+        "asks, by a change request the authority approves (第四十一条)",
+    )
     assert await refusal(quality(node, provider, "ResolveDataError", correct({}))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "corrected_values: required for CORRECTED (the record's new values)",

@@ -6,16 +6,21 @@ Every refusal is asserted with its message."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import grpc
 import pytest
 from govnode.v1 import access_pb2, common_pb2, quality_pb2, quality_pb2_grpc, sharing_pb2
 
+from gateway.identity import parse_spiffe
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
 from node.catalog import ShareMethod, ShareType
+from node.quality import DataErrors, ErrorFilter
+from node.sharing import AccessDecider, Notifications
+from tests.quality.test_quality_service import get_report
 from tests.support.access import (
     ACME,
     COND,
@@ -32,6 +37,7 @@ from tests.support.access import (
     submit,
     verify,
 )
+from tests.support.cli import cli
 from tests.support.entries import agency_code
 from tests.support.exchange import exchange
 from tests.support.nodes import (
@@ -448,3 +454,50 @@ async def test_a_correction_through_an_approved_change_request_reaches_who_recei
             if n.kind == KIND.NOTIFICATION_KIND_DATA_CORRECTED
         ]
         assert [n.data_error_id for n in corrected] == ([made.id] if told else []), files
+
+
+async def test_overdue_reports_count_for_supervision(province: Province) -> None:
+    setup, node = province
+    provider = setup.agency(PUBLIC_SECURITY)
+    civil = setup.agency(CIVIL_AFFAIRS)
+    await register(node, provider, OPEN)
+    await submit(node, provider, OPEN.resource_code, [ACME])
+    await sharing(node, civil, "Query", query(OPEN.resource_code))
+    late = await report(node, civil)
+    on_time = await report(node, civil, item="")
+    await quality(
+        node,
+        provider,
+        "ResolveDataError",
+        S.ResolveDataErrorRequest(
+            id=on_time.id, resolution=S.DATA_ERROR_STATUS_REJECTED, note="无误"
+        ),
+    )
+    reported = late.reported_at.ToDatetime(tzinfo=dt.UTC)
+    start, end = reported, reported + dt.timedelta(days=30)
+
+    def errors_at(moment: dt.datetime) -> DataErrors:
+        return DataErrors(
+            node.db,
+            AccessDecider(node.db),
+            Notifications(node.db),
+            node_region=PROVINCE,
+            trust_domain=TD,
+            clock=lambda: moment,
+        )
+
+    # Today both are within their week; eight days on, the open one is overdue.
+    assert await errors_at(reported).overdue(PUBLIC_SECURITY, start, end) == (0, 2)
+    later = reported + dt.timedelta(days=8)
+    assert await errors_at(later).overdue(PUBLIC_SECURITY, start, end) == (1, 2)
+    assert await errors_at(later).overdue(CIVIL_AFFAIRS, start, end) == (0, 0)
+    authority = setup.authority()
+    overdue, _ = await errors_at(later).list(
+        parse_spiffe(f"spiffe://350000.{TD}/authority"), ErrorFilter(overdue_only=True)
+    )
+    assert [r.id for r in overdue] == [late.id]
+    # GetQualityReport counts the open one.
+    code, _, errors = await cli("quality", "check", "--config", setup.config_path)
+    assert code == 0, errors
+    got = await get_report(node, authority, OPEN.resource_code)
+    assert got.open_data_errors == 1

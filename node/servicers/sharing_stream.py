@@ -201,6 +201,7 @@ class SharingStreamServicer:
         # reads: how often this subscription read the change feed from the database itself
         # (the feed is shared: a read serves every subscriber waiting for the same changes).
         sent = {"records": 0, "from_sequence": after, "sequence": after, "reads": 0}
+        disputed: dict[str, None] = {}  # the open reports of the records sent (纠错)
         # Changes committed by another process of this node are not signalled here: when the
         # database has more than the caller has seen, the first read must look.
         recheck = after < await self._exchange.data_version(code)
@@ -217,9 +218,21 @@ class SharingStreamServicer:
                     shaper = FeedShaper(
                         entry, visible_items=permit.visible_items, clear_items=permit.clear_items
                     )
+                    # The marks are the records' now (the feed is shared and kept; marks are
+                    # not): one indexed read per page (纠错).
+                    marks = await self._records.disputes(
+                        code, list(dict.fromkeys(r.record_key for r in rows))
+                    )
+                    if marks:
+                        for mark in marks.values():
+                            disputed.update(dict.fromkeys(mark.report_ids))
+                        note_disputes_ids(disputed)
                     # Each change is shaped only once the one before it has been taken.
                     for row in rows:
-                        yield _change(shaper.change(row))
+                        change = _change(shaper.change(row))
+                        if row.record_key in marks:
+                            change.dispute.CopyFrom(dispute_message(marks[row.record_key]))
+                        yield change
                         after = row.sequence
                         sent["records"] += 1
                         sent["sequence"] = after

@@ -11,7 +11,14 @@ from typing import Any
 
 import grpc
 import pytest
-from govnode.v1 import access_pb2, common_pb2, quality_pb2, quality_pb2_grpc, sharing_pb2
+from govnode.v1 import (
+    access_pb2,
+    common_pb2,
+    quality_pb2,
+    quality_pb2_grpc,
+    sharing_pb2,
+    sharing_pb2_grpc,
+)
 
 from gateway.identity import parse_spiffe
 from gateway.tls import TlsFiles
@@ -39,7 +46,7 @@ from tests.support.access import (
 )
 from tests.support.cli import cli
 from tests.support.entries import agency_code
-from tests.support.exchange import exchange
+from tests.support.exchange import exchange, read_changes
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -342,7 +349,12 @@ BULK = entry_of(
     PROVINCE,
     3,
     items=ITEMS,
-    share_methods=(ShareMethod.VERIFY, ShareMethod.QUERY, ShareMethod.EXCHANGE),
+    share_methods=(
+        ShareMethod.VERIFY,
+        ShareMethod.QUERY,
+        ShareMethod.EXCHANGE,
+        ShareMethod.SUBSCRIBE,
+    ),
     share_type=ShareType.UNCONDITIONAL,
 )
 
@@ -372,6 +384,14 @@ async def test_a_correction_through_an_approved_change_request_reaches_who_recei
     [chunk] = await exchange(node, market, sharing_pb2.ExchangeRequest(resource_code=code))
     assert list(chunk.disputes) == [0]
     assert list(chunk.disputes[0].report_ids) == [made.id]
+    # So does Subscribe, per change (the record's mark as the change is sent).
+    async with channel(node, market) as ch:
+        call = sharing_pb2_grpc.SharingServiceStub(ch).Subscribe(
+            sharing_pb2.SubscribeRequest(resource_code=code)
+        )
+        [change] = await read_changes(call, 1)
+        call.cancel()
+    assert list(change.dispute.report_ids) == [made.id]
 
     def correct(values: dict[str, str] | None = None, **fields: Any) -> S.ResolveDataErrorRequest:
         return S.ResolveDataErrorRequest(

@@ -1003,6 +1003,7 @@ class RecordChange(_message.Message):
     RECORD_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in the resource's change feed (the resource data version this change made);
     resume with SubscribeRequest.after_sequence.
@@ -1023,6 +1024,12 @@ class RecordChange(_message.Message):
     def at(self) -> _timestamp_pb2.Timestamp:
         """When the change was committed."""
 
+    @_builtins.property
+    def dispute(self) -> Global___DataDispute:
+        """Set when the record is disputed as the change is sent (see DataDispute): the mark is the
+        record's now, not as it was at this change.
+        """
+
     def __init__(
         self,
         *,
@@ -1032,10 +1039,11 @@ class RecordChange(_message.Message):
         record: _common_pb2.Record | None = ...,
         version: _builtins.int = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        dispute: Global___DataDispute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "record", b"record"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "dispute", b"dispute", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "key", b"key", "kind", b"kind", "record", b"record", "sequence", b"sequence", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "dispute", b"dispute", "key", b"key", "kind", b"kind", "record", b"record", "sequence", b"sequence", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -96,7 +96,9 @@ TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationSer
 #: an application or grant by id by the region the id starts with. Exchange and Subscribe
 #: (第二十六、二十七条) are routed streams: the assertion is checked once, when they start.
 #: The province forwards the public's reads of an approved city's open data (第三十一条) to
-#: the city: a dataset's page, its download and its rows.
+#: the city: a dataset's page, its download and its rows. Error reports (纠错, 第十六条) live at
+#: the node owning the record: ReportDataError is routed by its resource, GetDataError and
+#: ResolveDataError by the region the report id starts with.
 ROUTED_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.SharingService/Verify",
@@ -111,6 +113,9 @@ ROUTED_METHODS: frozenset[str] = frozenset(
         "/govnode.v1.OpenDataService/GetOpenResource",
         "/govnode.v1.OpenDataService/Download",
         "/govnode.v1.OpenDataService/QueryOpenRows",
+        "/govnode.v1.QualityService/ReportDataError",
+        "/govnode.v1.QualityService/GetDataError",
+        "/govnode.v1.QualityService/ResolveDataError",
     }
 )
 

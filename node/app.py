@@ -95,10 +95,13 @@ from node.pki import (
 from node.quality import (
     CompareItems,
     DailyCheck,
+    DataErrors,
+    ErrorSettings,
     Quality,
     QualitySettings,
     SourceCompare,
     Thresholds,
+    count_overdue,
 )
 from node.records import Records, VerifyOutcome
 from node.servicers import (
@@ -424,11 +427,31 @@ def supervision_of(config: NodeConfig, db: Database, audit: AuditLog) -> Supervi
         audit,
         node_region=config.node.region,
         trust_domain=config.node.trust_domain,
-        # INTEGRATOR: wire the error report desk's count of overdue corrections here (纠错,
-        # 第十六条): a callable (agency_code, start, end) -> (overdue, total) of the error
-        # reports on the agency's records made in the period, overdue unresolved and in all.
-        # Until then the figure is reported "unmeasured" and no notice may follow it.
-        overdue_corrections=None,
+        # The error reports (纠错, 第十六条) on the agency's resources, due in the period.
+        overdue_corrections=count_overdue,
+    )
+
+
+def data_errors_of(
+    config: NodeConfig,
+    db: Database,
+    notifications: Notifications,
+    decider: AccessDecider | None = None,
+) -> DataErrors:
+    """The error reports (纠错, 第十六条) on this node's records, as ``[quality]`` configures
+    them (the CLI builds the same, without the oracle: it only asks who may use a resource)."""
+    section = config.quality
+    return DataErrors(
+        db,
+        decider or AccessDecider(db),
+        notifications,
+        node_region=config.node.region,
+        trust_domain=config.node.trust_domain,
+        settings=ErrorSettings(
+            report_lookback_days=section.report_lookback_days,
+            correction_days=section.correction_days,
+            correction_lookback_days=section.correction_lookback_days,
+        ),
     )
 
 
@@ -510,6 +533,14 @@ async def start_node(config: NodeConfig) -> RunningNode:
             )
         supervision = supervision_of(config, db, audit)
         rectifications = Rectifications(supervision, notifications)
+        # Every data call's access decision; the grant and a suspected enumeration go into the
+        # call's audit record.
+        decider = AccessDecider(
+            db,
+            oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
+            audit_detail=add_audit_detail,
+        )
+        data_errors = data_errors_of(config, db, notifications, decider)
         services = Services(
             config=config,
             identity=identity,
@@ -524,13 +555,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ),
             audit=sink,
             exchange=exchange,
-            # Every data call's access decision; the grant and a suspected enumeration go into
-            # the call's audit record.
-            decider=AccessDecider(
-                db,
-                oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
-                audit_detail=add_audit_detail,
-            ),
+            decider=decider,
             province_link=link,
             router=router,
             audit_log=audit,
@@ -558,6 +583,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             city_catalogs=city_catalogs,
             notifications=notifications,
             quality=quality_of(config, db, catalog, audit, router),
+            data_errors=data_errors,
             supervision=supervision,
             rectifications=rectifications,
             stopping=stopping,

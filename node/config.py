@@ -419,6 +419,15 @@ class QualitySection(QualityThresholdsSection):
     #: resource is the authoritative source of, checked against it by key (one Compare call
     #: at most: 10,000).
     consistency_sample: int = Field(default=200, ge=1, le=10_000)
+    #: A consumer may report an error (纠错, 第十六条) on a resource it received data from (an
+    #: OK share call in the audit log) within this many days.
+    report_lookback_days: int = Field(default=90, ge=1, le=3660)
+    #: The provider should resolve an error report within this many days (its due time).
+    correction_days: int = Field(default=7, ge=1, le=366)
+    #: When a correction is applied, the callers of Exchange and Subscribe on the resource in
+    #: this many days before the report (they hold bulk copies) are sent a correction notice
+    #: too, beside every caller that received the record while it was disputed.
+    correction_lookback_days: int = Field(default=30, ge=0, le=3660)
     #: Thresholds of single resources, by resource code: ``[quality.resources."350000-1-000001"]``
     #: with ``warn_below`` and ``critical_below``.
     resources: dict[str, QualityThresholdsSection] = Field(

@@ -494,6 +494,10 @@ class RecordRow(SQLModel, table=True):
     #: Deleted with the authority's approval (第四十一条): the row stays, pointing at its
     #: "delete" version, and every read of current data passes it by.
     deleted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    #: Error reports (纠错, 第十六条) on this record not resolved yet: changed in the
+    #: transaction of each report and resolution, so the read Verify, Compare and Query already
+    #: do tells whether the record is disputed, with no other query when it is not.
+    open_disputes: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class RecordVersionRow(SQLModel, table=True):
@@ -583,6 +587,43 @@ class QualityCheckRow(SQLModel, table=True):
     #: The whole report (node.quality.report_to_json).
     report: str = Field(sa_type=Text)
     checked_by: str = Field(max_length=300)
+
+
+class DataErrorRow(SQLModel, table=True):
+    """A consumer's report of a wrong record (纠错, 第十六条), kept at the node that owns the
+    record; ``id`` is ``<region>-E-<hex>`` so any node can route a call on it. While its status
+    is ``open`` or ``correction_requested`` it counts in the record's ``open_disputes``."""
+
+    __tablename__ = "data_error"
+    __table_args__ = (
+        Index("ix_data_error_record", "resource_code", "record_key", "status"),
+        Index("ix_data_error_reporter", "reporter", "reported_at"),
+        Index("ix_data_error_provider", "provider_code", "reported_at"),
+        Index("ix_data_error_change", "change_request_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    #: open, rejected, correction_requested, corrected
+    status: str = Field(max_length=24)
+    resource_code: str = Field(max_length=CODE_LEN)
+    provider_code: str = Field(max_length=32)
+    record_key: str = Field(max_length=RECORD_KEY_LEN)
+    #: The key items' values as the reporter named them (JSON object).
+    key_values: str = Field(sa_type=Text)
+    item: str = Field(default="", max_length=64)
+    description: str = Field(sa_type=Text)
+    suggested_value: str = Field(default="", sa_type=Text)
+    evidence: str = Field(default="", sa_type=Text)
+    reporter: str = Field(max_length=300)
+    request_id: str = Field(default="", max_length=128)
+    reported_at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: [quality] correction_days after reported_at.
+    due_at: dt.datetime = Field(sa_type=UTCDateTime)
+    resolved_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resolved_by: str = Field(default="", max_length=300)
+    resolution_note: str = Field(default="", sa_type=Text)
+    change_request_id: str = Field(default="", max_length=64)
+    corrected_version: int = Field(default=0)
 
 
 class InvitationRow(SQLModel, table=True):
@@ -683,6 +724,8 @@ class NotificationRow(SQLModel, table=True):
     application_id: str = Field(default="", max_length=64)
     grant_id: str = Field(default="", max_length=64)
     change_request_id: str = Field(default="", max_length=64)
+    #: The error report (纠错) the notification is about.
+    data_error_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     audit_sequence: int = Field(default=0, sa_type=BigInteger)
     message: str = Field(sa_type=Text)
     at: dt.datetime = Field(sa_type=UTCDateTime)

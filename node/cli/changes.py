@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import typer
 
 from gateway.identity import Identity, Role, make_identity
+from node.app import data_errors_of
 from node.catalog import Catalog
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
@@ -51,12 +52,15 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
             await db.migrate()
             region, td = cfg.node.region, cfg.node.trust_domain
             catalog = Catalog(db, node_region=region)
+            notifications = Notifications(db)
             changes = ChangeRequests(
                 db,
                 catalog,
                 Records(db, region, trust_domain=td),
-                Notifications(db),
+                notifications,
                 make_identity(region, td, Role.NODE),
+                # An approved correction closes its error reports (纠错), as at the node.
+                on_reviewed=data_errors_of(cfg, db, notifications).change_reviewed,
             )
             return await work(changes, make_identity(region, td, Role.AUTHORITY))
         finally:

@@ -1,5 +1,6 @@
 """``govnode quality check|report``: data quality of the resources this node owns (质量管控,
-第十五、十六条), on the node's database (the node may be serving).
+第十五、十六条), on the node's database (the node may be serving); ``govnode quality errors``
+is node.cli.quality_errors.
 
 ``check`` measures now what the node otherwise measures daily at ``[quality] check_time``,
 keeps it in the history and writes one audit record per resource (分析, 第三十九条), as this
@@ -24,6 +25,7 @@ from gateway.identity import Role, make_identity
 from node.app import node_tls_files, quality_of
 from node.audit import AuditLog
 from node.catalog import Catalog
+from node.cli import quality_errors
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -42,6 +44,8 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
+
+app.add_typer(quality_errors.app, name="errors")
 
 RESOURCE_OPTION = typer.Option(
     None, "--resource", "-r", help="One resource code; all of this node's resources if left out."

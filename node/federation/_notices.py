@@ -274,6 +274,7 @@ class NoticeInbox:
             ("application_id", n.application_id, MAX_ID_LEN),
             ("grant_id", n.grant_id, MAX_ID_LEN),
             ("change_request_id", n.change_request_id, MAX_ID_LEN),
+            ("data_error_id", n.data_error_id, MAX_ID_LEN),
         ):
             if len(value) > limit or not value.isprintable():
                 raise InvalidArgument(
@@ -330,6 +331,7 @@ class NoticeInbox:
                         application_id=n.application_id,
                         grant_id=n.grant_id,
                         change_request_id=n.change_request_id,
+                        data_error_id=n.data_error_id,
                         audit_sequence=n.audit_sequence,
                         origin_region=n.origin_region,
                         origin_id=n.origin_id,

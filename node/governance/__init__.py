@@ -7,6 +7,7 @@ from __future__ import annotations
 from node.governance._changes import (
     ChangeAction,
     ChangeDraft,
+    ChangeHook,
     ChangeRequest,
     ChangeRequests,
     ChangeStatus,
@@ -16,6 +17,7 @@ from node.governance._changes import (
 __all__ = [
     "ChangeAction",
     "ChangeDraft",
+    "ChangeHook",
     "ChangeRequest",
     "ChangeRequests",
     "ChangeStatus",

@@ -21,7 +21,7 @@ import enum
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -190,6 +190,12 @@ def _what(target: ChangeTarget, action: ChangeAction) -> str:
 
 _STATUS_ZH = {ChangeStatus.APPROVED: "已批准并生效", ChangeStatus.REJECTED: "未获批准"}
 
+#: Runs inside a transaction of this module with the change request as it now stands: in
+#: :meth:`ChangeRequests.request` once it is made, in :meth:`ChangeRequests.review` once it is
+#: approved (and applied) or rejected. An exception rolls the whole transaction back. Error
+#: reports (纠错, node.quality._errors) follow their correction this way.
+ChangeHook = Callable[[AsyncSession, "ChangeRequest", dt.datetime], Awaitable[None]]
+
 
 class ChangeRequests:
     """Change requests held by this node (the owner of the resources they concern)."""
@@ -202,8 +208,11 @@ class ChangeRequests:
         notifications: Notifications,
         node: Identity,
         clock: Callable[[], dt.datetime] | None = None,
+        on_reviewed: ChangeHook | None = None,
     ) -> None:
+        """``on_reviewed``: run in the review's transaction of every change request."""
         self._db = db
+        self._on_reviewed = on_reviewed
         self._catalog = catalog
         self._records = records
         self._notifications = notifications
@@ -291,14 +300,24 @@ class ChangeRequests:
         return values
 
     async def request(
-        self, caller: Identity, entry: ResourceEntry, draft: ChangeDraft
+        self,
+        caller: Identity,
+        entry: ResourceEntry,
+        draft: ChangeDraft,
+        *,
+        within: ChangeHook | None = None,
+        authority_may_ask: bool = False,
     ) -> ChangeRequest:
         """A provider asks for approval of a change or deletion (第四十一条); the authority is
-        notified in the same transaction. Nothing changes until it approves."""
+        notified in the same transaction. Nothing changes until it approves. ``within`` runs in
+        that transaction once the request is made (not on a replayed request id).
+        ``authority_may_ask``: this node's authority may ask too (the correction of an error
+        report from the operator's desk, node.quality._errors); it still reviews it apart."""
         check_request_id(draft.request_id)
         self._check_shape(draft)
         reason = _text(draft.reason, "reason", "why the change is needed")
-        self._check_requester(caller, entry, draft)
+        if not (authority_may_ask and caller.uri == authority_identity(self._region, self._td)):
+            self._check_requester(caller, entry, draft)
         code = entry.resource_code
         record_key = new_values = new_entry = ""
         if draft.target is ChangeTarget.RECORD:
@@ -382,7 +401,10 @@ class ChangeRequests:
                 resource_code=code,
                 change_request_id=row.id,
             )
-            return change_from_row(row)
+            change = change_from_row(row)
+            if within is not None:
+                await within(session, change, now)
+            return change
 
         change = await self._db.write("changes.request", txn)
         self._notifications.notify_changed()
@@ -578,6 +600,8 @@ class ChangeRequests:
                 resource_code=row.resource_code,
                 change_request_id=row.id,
             )
+            if self._on_reviewed is not None:
+                await self._on_reviewed(session, change, now)
             return change
 
         change = await self._db.write("changes.review", txn)
@@ -630,6 +654,7 @@ def _identity(uri: str) -> Identity:
 __all__ = [
     "ChangeAction",
     "ChangeDraft",
+    "ChangeHook",
     "ChangeRequest",
     "ChangeRequests",
     "ChangeStatus",

@@ -7,7 +7,8 @@ history, checked daily by the node and on demand by its operators.
 - ``_metadata``: the catalog entry's own metadata score (GB/T 21063);
 - ``_consistency``: 一致性, a sample checked against the authoritative source (一数一源);
 - ``_checks``: scoring, drops against history, who may read a report, the stored checks;
-- ``_schedule``: the daily check.
+- ``_schedule``: the daily check;
+- ``_errors``: error reports (纠错, 第十六条): reporting, the disputed mark, resolving.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from node.quality._consistency import (
     CompareItems,
     SourceCompare,
     sample_order,
+)
+from node.quality._errors import (
+    DataError,
+    DataErrors,
+    DataErrorStatus,
+    ErrorFilter,
+    ErrorSettings,
+    count_overdue,
+    region_of_error_id,
 )
 from node.quality._measure import SHARE_METHODS, Figures, measure
 from node.quality._metadata import METADATA_CODE, metadata_indicator, metadata_missing
@@ -61,9 +71,14 @@ __all__ = [
     "Basis",
     "CompareItems",
     "DailyCheck",
+    "DataError",
+    "DataErrorStatus",
+    "DataErrors",
     "Dimension",
     "DimensionScore",
     "Drop",
+    "ErrorFilter",
+    "ErrorSettings",
     "Figures",
     "Grade",
     "Indicator",
@@ -77,12 +92,14 @@ __all__ = [
     "Thresholds",
     "build_report",
     "check_reader",
+    "count_overdue",
     "drops_of",
     "grade_of",
     "measure",
     "metadata_indicator",
     "metadata_missing",
     "next_run",
+    "region_of_error_id",
     "report_from_json",
     "report_to_dict",
     "report_to_json",

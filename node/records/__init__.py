@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from node.records._change import CHANGE_BATCH_PREFIX, current_record, write_record_change
+from node.records._disputes import MAX_DISPUTE_IDS, OPEN_STATUSES, disputes_of
 from node.records._exchange import ChangeKind, FeedChange, FeedShaper, RecordsExchange
 from node.records._query import full_key, key_text
 from node.records._store import CYCLE_ALLOWANCE, Records
@@ -20,6 +21,7 @@ from node.records._types import (
     DUPLICATE_BATCH_MESSAGE,
     KEY_CONFLICT_REASON,
     BatchOutcome,
+    Dispute,
     MatchResult,
     QueryFilter,
     SubmitBatch,
@@ -34,9 +36,12 @@ __all__ = [
     "DUPLICATE_BATCH_MESSAGE",
     "KEY_CONFLICT_REASON",
     "MAX_CHECK_SECONDS",
+    "MAX_DISPUTE_IDS",
+    "OPEN_STATUSES",
     "UNDECLARED",
     "BatchOutcome",
     "ChangeKind",
+    "Dispute",
     "FeedChange",
     "FeedShaper",
     "MatchResult",
@@ -47,6 +52,7 @@ __all__ = [
     "TemporaryCollection",
     "VerifyOutcome",
     "current_record",
+    "disputes_of",
     "full_key",
     "key_text",
     "schema_for",

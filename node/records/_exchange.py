@@ -49,9 +49,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from node.catalog import DataItem, ResourceEntry
 from node.errors import InvalidArgument, PermissionDenied
 from node.models import NodeMetaRow
+from node.records._disputes import disputes_of
 from node.records._feed import FEED_PAGE, ChangeFeed, FeedRow
 from node.records._query import projection, shape_row
 from node.records._submit import RECORD, VERSION, chunks
+from node.records._types import Dispute
 from node.records._validation import schema_for
 from node.storage import Database
 
@@ -102,6 +104,8 @@ class ExchangeChunk:
     position: ExchangePosition
     resume_token: str
     last: bool
+    #: The disputed records of the chunk (纠错), by their index in ``records``.
+    disputes: tuple[tuple[int, Dispute], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +215,8 @@ class RecordsExchange:
         at most :data:`EXCHANGE_CHUNK_BYTES` of values (but at least one record when any is
         left)."""
         shown = projection(entry, position.items, visible_items)
-        rows, scanned_to, more = await self._page(position, EXCHANGE_CHUNK_ROWS)
+        rows, scanned_to, more, marks = await self._page(position, EXCHANGE_CHUNK_ROWS)
+        disputes: list[tuple[int, Dispute]] = []
         by_name = {item.name: item for item in entry.items}
         key_items = schema_for(entry).key_items
         records: list[dict[str, str]] = []
@@ -234,6 +239,8 @@ class RecordsExchange:
                 cut = True
                 break
             after = record_key
+            if record_key in marks:
+                disputes.append((len(records), marks[record_key]))
             records.append(row.values)
             size += row_size
         if not cut:
@@ -253,14 +260,16 @@ class RecordsExchange:
             position=next_position,
             resume_token=await self._encode(next_position),
             last=last,
+            disputes=tuple(disputes),
         )
 
     async def _page(
         self, position: ExchangePosition, limit: int
-    ) -> tuple[list[tuple[str, str, int, dict[str, str]]], str, bool]:
+    ) -> tuple[list[tuple[str, str, int, dict[str, str]]], str, bool, dict[str, Dispute]]:
         """Of the next ``limit`` records after ``position.after``, those written in (since,
         snapshot], as they were at the snapshot version: (record key, kind, version, values)
-        in key order; the last record key read; and whether more records follow."""
+        in key order; the last record key read; whether more records follow; and the marks of
+        the disputed ones (read in the same transaction, only when the page has any)."""
         code, since, snapshot = position.resource_code, position.since, position.snapshot
         current = (
             sa.select(
@@ -269,6 +278,7 @@ class RecordsExchange:
                 VERSION.c.kind,
                 VERSION.c.version,
                 VERSION.c.item_values,
+                RECORD.c.open_disputes,
             )
             .select_from(
                 RECORD.join(
@@ -288,18 +298,22 @@ class RecordsExchange:
             .limit(limit + 1)
         )
 
-        async def txn(session: AsyncSession) -> tuple[list[Any], dict[str, Any]]:
+        async def txn(
+            session: AsyncSession,
+        ) -> tuple[list[Any], dict[str, Any], dict[str, Dispute]]:
             conn = await session.connection()
             rows = list((await conn.execute(current)).all())
             newer = [row.record_key for row in rows[:limit] if row.data_seq > snapshot]
             older: dict[str, Any] = {}
             for keys in chunks(newer):
                 older.update(await _as_of(conn, code, keys, since, snapshot))
-            return rows, older
+            disputed = [row.record_key for row in rows[:limit] if row.open_disputes]
+            marks = await disputes_of(conn, code, disputed) if disputed else {}
+            return rows, older, marks
 
         if snapshot <= since:
-            return [], position.after, False  # nothing was written in (since, snapshot]
-        rows, older = await self._db.read("records.exchange", txn)
+            return [], position.after, False, {}  # nothing was written in (since, snapshot]
+        rows, older, marks = await self._db.read("records.exchange", txn)
         more = len(rows) > limit
         out: list[tuple[str, str, int, dict[str, str]]] = []
         for row in rows[:limit]:
@@ -310,7 +324,7 @@ class RecordsExchange:
             if old is not None:  # else: not written in (since, snapshot]
                 out.append((row.record_key, old.kind, old.version, _values(old.item_values)))
         scanned_to = rows[:limit][-1].record_key if rows else position.after
-        return out, scanned_to, more
+        return out, scanned_to, more, marks
 
     # --- resume tokens --------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +43,7 @@ from node import paging
 from node.catalog import ResourceEntry, ResourceStatus, UpdateCycle, check_submitter
 from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from node.records._disputes import disputes_of
 from node.records._hold import hold_writes
 from node.records._query import (
     DEFAULT_HISTORY_PAGE,
@@ -84,6 +86,7 @@ from node.records._types import (
     MAX_COMPARE,
     AggregationStatus,
     BatchOutcome,
+    Dispute,
     HeldRecord,
     MatchResult,
     QueryFilter,
@@ -136,8 +139,8 @@ CYCLE_ALLOWANCE: dict[UpdateCycle, dt.timedelta | None] = {
 
 # Verify's one statement, a point read (Database.fetch_one): plain SQL valid on both backends.
 _CURRENT_VALUES = (
-    "SELECT item_values FROM record WHERE resource_code = :code AND record_key = :key"
-    " AND NOT deleted"
+    "SELECT item_values, open_disputes FROM record WHERE resource_code = :code"
+    " AND record_key = :key AND NOT deleted"
 )
 Clock = Callable[[], dt.datetime]
 
@@ -384,7 +387,20 @@ class Records:
         stored = None if row is None else row[0]
         if isinstance(stored, str):  # JSON text from SQLite (and asyncpg's json type)
             stored = json.loads(stored)
-        return outcome(stored, wanted)
+        result = outcome(stored, wanted)
+        if row is not None and row[1]:  # disputed: read its open reports (only then)
+            marks = await self.disputes(entry.resource_code, [record_key])
+            result = replace(result, dispute=marks.get(record_key))
+        return result
+
+    async def disputes(self, code: str, keys: Sequence[str]) -> dict[str, Dispute]:
+        """The marks of the disputed records among ``keys`` (纠错): one indexed read of the
+        open error reports per 500 keys (Subscribe asks it once per page of its feed)."""
+
+        async def txn(session: AsyncSession) -> dict[str, Dispute]:
+            return await disputes_of(await session.connection(), code, keys)
+
+        return await self._db.read("records.disputes", txn) if keys else {}
 
     async def compare(
         self,
@@ -402,12 +418,20 @@ class Records:
         keys = list(dict.fromkeys(k for _, k, _ in prepared))
         code = entry.resource_code
 
-        async def txn(session: AsyncSession) -> dict[str, Any]:
+        async def txn(session: AsyncSession) -> tuple[dict[str, Any], dict[str, Dispute]]:
             conn = await session.connection()
-            return await current_rows(conn, code, keys, RECORD.c.item_values, live_only=True)
+            rows = await current_rows(
+                conn, code, keys, RECORD.c.item_values, RECORD.c.open_disputes, live_only=True
+            )
+            disputed = [k for k, (_, n) in rows.items() if n]
+            marks = await disputes_of(conn, code, disputed) if disputed else {}
+            return {k: v for k, (v, _) in rows.items()}, marks
 
-        found = await self._db.read("records.compare", txn) if keys else {}
-        return [(ref, outcome(found.get(k), wanted)) for ref, k, wanted in prepared]
+        found, marks = await self._db.read("records.compare", txn) if keys else ({}, {})
+        return [
+            (ref, replace(outcome(found.get(k), wanted), dispute=marks.get(k)))
+            for ref, k, wanted in prepared
+        ]
 
     # --- 检索查询 -------------------------------------------------------------------------
 
@@ -441,7 +465,12 @@ class Records:
         cursor = decode_token(page_token, plan.fingerprint)
         limit = min(size, MAX_QUERY_ROWS - cursor.served)
         statement = (
-            sa.select(RECORD.c.record_key, RECORD.c.version, RECORD.c.item_values)
+            sa.select(
+                RECORD.c.record_key,
+                RECORD.c.version,
+                RECORD.c.item_values,
+                RECORD.c.open_disputes,
+            )
             .where(
                 RECORD.c.resource_code == entry.resource_code,
                 sa.not_(RECORD.c.deleted),  # deleted with approval (第四十一条)
@@ -453,11 +482,14 @@ class Records:
         if cursor.after:
             statement = statement.where(RECORD.c.record_key > cursor.after)
 
-        async def txn(session: AsyncSession) -> list[Any]:
+        async def txn(session: AsyncSession) -> tuple[list[Any], dict[str, Dispute]]:
             conn = await session.connection()
-            return list((await conn.execute(statement)).all())
+            rows = list((await conn.execute(statement)).all())
+            disputed = [r.record_key for r in rows[:limit] if r.open_disputes]
+            marks = await disputes_of(conn, entry.resource_code, disputed) if disputed else {}
+            return rows, marks
 
-        rows = await self._db.read("records.query", txn)
+        rows, marks = await self._db.read("records.query", txn)
         more = len(rows) > limit
         rows = rows[:limit]
         by_name = {item.name: item for item in entry.items}
@@ -465,6 +497,8 @@ class Records:
         size = 0
         for row in rows:
             out = shape_row(by_name, plan.projection, clear_items, row.item_values, row.version)
+            if row.record_key in marks:
+                out = replace(out, dispute=marks[row.record_key])
             size += row_bytes(out)
             if shaped and size > PAGE_BYTES:  # the rest on the next page
                 more = True

@@ -378,7 +378,9 @@ async def apply_writes(
                 }
             )
         else:
-            inserts.append((r_code, key, stored, version, data_seq, r_at, r_temporary, r_deleted))
+            inserts.append(
+                (r_code, key, stored, version, data_seq, r_at, r_temporary, r_deleted, 0)
+            )
     if inserts:
         await bind.insert_many(RECORD, _RECORD_COLUMNS, inserts)
     if updates:
@@ -397,6 +399,7 @@ _RECORD_COLUMNS = (
     "updated_at",
     "temporary",
     "deleted",
+    "open_disputes",  # a new record is not disputed (node.quality._errors)
 )
 _VERSION_COLUMNS = (
     "resource_code",

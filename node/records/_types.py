@@ -110,11 +110,26 @@ class MatchResult(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Dispute:
+    """The mark of a disputed record (异议标注): its open error reports (纠错, 第十六条)."""
+
+    #: Ids of the open reports, oldest first (at most node.records._disputes.MAX_DISPUTE_IDS).
+    report_ids: tuple[str, ...]
+    #: The items they name, each once ("" for a report on the whole record).
+    items: tuple[str, ...]
+    #: When the oldest one was made.
+    since: dt.datetime
+    open_reports: int
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyOutcome:
     """联机验证 / 比对验证 result for one record; never carries a stored value."""
 
     found: bool
     matches: tuple[tuple[str, MatchResult], ...] = ()
+    #: Set when the record is disputed.
+    dispute: Dispute | None = None
 
     @property
     def all_match(self) -> bool:
@@ -145,6 +160,8 @@ class QueryRow:
     values: dict[str, str]
     version: int
     masked_items: tuple[str, ...] = ()
+    #: Set when the record is disputed.
+    dispute: Dispute | None = None
 
 
 @dataclass(frozen=True, slots=True)

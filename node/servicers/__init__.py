@@ -52,7 +52,7 @@ from node.opendata import (
     OpenKeys,
     PublicBudgets,
 )
-from node.quality import Quality
+from node.quality import DataErrors, Quality
 from node.records import Records, RecordsExchange
 from node.servicers.access import AccessServicer
 from node.servicers.audit import AuditServicer
@@ -66,7 +66,7 @@ from node.servicers.open_catalog import OpenCatalogServicer
 from node.servicers.opendata import OpenDataServicer
 from node.servicers.opendata_apps import OpenApplicationsServicer
 from node.servicers.peers import PeersServicer
-from node.servicers.quality import QualityServicer
+from node.servicers.quality import DataErrorServicer, QualityServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
@@ -92,7 +92,7 @@ PROTO_MODULES: tuple[ModuleType, ...] = (
 #: What each not-yet-implemented service is waiting for, shown in its UNIMPLEMENTED message.
 PLANNED: dict[str, str] = {
     "SharingService": "this sharing operation is not available yet",
-    "QualityService": "error reports (纠错) are not available yet; GetQualityReport is",
+    "QualityService": "not available yet",
     "OpenDataService": "this open data operation is not available yet",
     "SupervisionService": "this supervision operation is not available yet",
     "CatalogService": "this catalog operation is not available yet",
@@ -152,6 +152,8 @@ class Services:
     supervision: Supervision | None = None
     #: Its rectification notices (责令限期改正 → 通报批评), shared with the node's NoticeWatch.
     rectifications: Rectifications | None = None
+    #: Error reports on this node's records (纠错, 第十六条): QualityService's error calls.
+    data_errors: DataErrors | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -264,7 +266,13 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
     # Change requests (第四十一条): asked for directly, or made of catalog updates and
     # withdrawals (and, in node.records._store, of Submit records that would change stored ones).
     changes = ChangeRequests(
-        services.db, services.catalog, services.records, notifications, services.identity
+        services.db,
+        services.catalog,
+        services.records,
+        notifications,
+        services.identity,
+        # An approved correction closes its error reports (纠错) in the review's transaction.
+        on_reviewed=None if services.data_errors is None else services.data_errors.change_reviewed,
     )
     implementations: dict[str, list[object]] = {
         "govnode.v1.CatalogService": [
@@ -374,8 +382,17 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             )
     if services.quality is not None:
         implementations["govnode.v1.QualityService"] = [
-            QualityServicer(services.catalog, services.quality, services.config.node.trust_domain)
+            QualityServicer(
+                services.catalog,
+                services.quality,
+                services.config.node.trust_domain,
+                services.data_errors,
+            )
         ]
+        if services.data_errors is not None:
+            implementations["govnode.v1.QualityService"].append(
+                DataErrorServicer(services.catalog, services.data_errors, changes, services.router)
+            )
     if services.supervision is not None:
         implementations["govnode.v1.SupervisionService"] = [
             SupervisionServicer(

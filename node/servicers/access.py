@@ -154,6 +154,7 @@ def notification_proto(n: Notification) -> access_pb2.Notification:
         grant_id=n.grant_id,
         change_request_id=n.change_request_id,
         audit_sequence=n.audit_sequence,
+        data_error_id=n.data_error_id,
         message=n.message,
         origin_region=n.origin_region,
         origin_id=n.origin_id,

@@ -43,6 +43,7 @@ def notification_from_proto(msg: access_pb2.Notification, field: str) -> Notific
         application_id=msg.application_id,
         grant_id=msg.grant_id,
         change_request_id=msg.change_request_id,
+        data_error_id=msg.data_error_id,
         audit_sequence=msg.audit_sequence,
         origin_region=msg.origin_region,
         origin_id=msg.origin_id,

@@ -45,6 +45,7 @@ from node.catalog import Catalog, ResourceEntry, ShareMethod
 from node.errors import FailedPrecondition, InvalidArgument
 from node.federation import Router
 from node.records import ChangeKind, FeedChange, FeedShaper, Records, RecordsExchange
+from node.servicers.sharing import dispute_message, note_disputes_ids
 from node.sharing import AccessDecider, Permit, Touches
 
 log = structlog.get_logger(__name__)
@@ -148,6 +149,7 @@ class SharingStreamServicer:
             resume_token=request.resume_token,
         )
         sent = {"records": 0, "deleted": 0, "chunks": 0, "snapshot_version": position.snapshot}
+        disputed: dict[str, None] = {}  # the open reports of the records sent (纠错)
         async with self._audited_if_interrupted("Exchange", caller, request, sent):
             while True:
                 if sent["chunks"]:  # asked again per chunk: a withdrawal or revocation stops it
@@ -164,13 +166,20 @@ class SharingStreamServicer:
                 sent["deleted"] += len(chunk.deleted)
                 sent["chunks"] += 1
                 add_audit_detail(**sent)
-                yield sharing_pb2.ExchangeChunk(
+                if chunk.disputes:
+                    for _, dispute in chunk.disputes:
+                        disputed.update(dict.fromkeys(dispute.report_ids))
+                    note_disputes_ids(disputed)
+                out = sharing_pb2.ExchangeChunk(
                     records=[common_pb2.Record(values=r) for r in chunk.records],
                     deleted=[common_pb2.Record(values=k) for k in chunk.deleted],
                     resume_token=chunk.resume_token,
                     snapshot_version=position.snapshot,
                     last=chunk.last,
                 )
+                for index, dispute in chunk.disputes:
+                    out.disputes[index].CopyFrom(dispute_message(dispute))
+                yield out
                 if chunk.last:
                     return
 
@@ -192,6 +201,7 @@ class SharingStreamServicer:
         # reads: how often this subscription read the change feed from the database itself
         # (the feed is shared: a read serves every subscriber waiting for the same changes).
         sent = {"records": 0, "from_sequence": after, "sequence": after, "reads": 0}
+        disputed: dict[str, None] = {}  # the open reports of the records sent (纠错)
         # Changes committed by another process of this node are not signalled here: when the
         # database has more than the caller has seen, the first read must look.
         recheck = after < await self._exchange.data_version(code)
@@ -208,9 +218,21 @@ class SharingStreamServicer:
                     shaper = FeedShaper(
                         entry, visible_items=permit.visible_items, clear_items=permit.clear_items
                     )
+                    # The marks are the records' now (the feed is shared and kept; marks are
+                    # not): one indexed read per page (纠错).
+                    marks = await self._records.disputes(
+                        code, list(dict.fromkeys(r.record_key for r in rows))
+                    )
+                    if marks:
+                        for mark in marks.values():
+                            disputed.update(dict.fromkeys(mark.report_ids))
+                        note_disputes_ids(disputed)
                     # Each change is shaped only once the one before it has been taken.
                     for row in rows:
-                        yield _change(shaper.change(row))
+                        change = _change(shaper.change(row))
+                        if row.record_key in marks:
+                            change.dispute.CopyFrom(dispute_message(marks[row.record_key]))
+                        yield change
                         after = row.sequence
                         sent["records"] += 1
                         sent["sequence"] = after

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from node.sharing._applications import MAX_TEXT, Applications, region_of_id
-from node.sharing._decision import AccessDecider, AuditDetail, Permit, Touches
+from node.sharing._decision import AccessDecider, AuditDetail, Permit, Touches, check_scope
 from node.sharing._grants import (
     Application,
     ApplicationStatus,
@@ -61,6 +61,7 @@ __all__ = [
     "check_history_reader",
     "check_quality_sample",
     "check_reviewer",
+    "check_scope",
     "is_provider",
     "key_digest",
     "mask",

@@ -332,6 +332,12 @@ class AccessDecider:
             self._audit_detail(enumeration_suspected=1)
         return replace(permit, oracle_applied=True, enumeration_suspected=flagged)
 
+    async def access(self, caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Permit:
+        """The caller's access to ``entry`` by ``method`` now (catalog rules and grants), with
+        no request's items and no oracle: whether it may use the resource at all (an error
+        report, 纠错, asks this)."""
+        return await self._access(caller, entry, method)
+
     async def _access(self, caller: Identity, entry: ResourceEntry, method: ShareMethod) -> Permit:
         """The caller's access by the catalog's rules and, on a 有条件共享 resource, its grants,
         before the request's items are looked at."""

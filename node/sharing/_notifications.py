@@ -42,6 +42,7 @@ class NotificationKind(enum.StrEnum):
     OPEN_APPLICATION_REVIEWED = "open_application_reviewed"
     AUDIT_LOG_MISBEHAVED = "audit_log_misbehaved"
     RECTIFICATION_NOTICE = "rectification_notice"
+    DATA_CORRECTED = "data_corrected"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Notification:
     #: its id there; empty and 0 when this node made it.
     origin_region: str = ""
     origin_id: int = 0
+    data_error_id: str = ""
 
 
 def _from_row(row: NotificationRow) -> Notification:
@@ -77,6 +79,7 @@ def _from_row(row: NotificationRow) -> Notification:
         audit_sequence=row.audit_sequence,
         origin_region=row.origin_region,
         origin_id=row.origin_id,
+        data_error_id=row.data_error_id,
     )
 
 
@@ -112,6 +115,7 @@ class Notifications:
         grant_id: str = "",
         change_request_id: str = "",
         audit_sequence: int = 0,
+        data_error_id: str = "",
     ) -> None:
         """Add a notification inside the caller's transaction (committed with it)."""
         session.add(
@@ -125,6 +129,7 @@ class Notifications:
                 grant_id=grant_id,
                 change_request_id=change_request_id,
                 audit_sequence=audit_sequence,
+                data_error_id=data_error_id,
             )
         )
 

@@ -404,7 +404,7 @@ async def count(
     if overdue_corrections is None:
         figures.append(Figure(Kind.OVERDUE_CORRECTIONS, 0, 0, value=UNMEASURED))
     else:
-        overdue, total = overdue_corrections(agency_code, start, end)
+        overdue, total = await overdue_corrections(conn, agency_code, start, end, moment)
         figures.append(Figure(Kind.OVERDUE_CORRECTIONS, overdue, total))
     figures.append(await _quality(conn, entries, moment))
     findings = [f for kind in Kind for f in tallies[kind].findings]

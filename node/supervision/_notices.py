@@ -54,6 +54,9 @@ __all__ = [
     "Rectifications",
 ]
 
+#: Before any error report: where "every report" starts.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
 log = structlog.get_logger("govnode.supervision")
 
 #: Characters of a notice's note, at most.
@@ -395,9 +398,14 @@ class Rectifications:
             if notice.kind is Kind.OVERDUE_CORRECTIONS:
                 if s.overdue_corrections is None:
                     return False, "本节点未接入纠错台账，无法判断"
-                late, _ = s.overdue_corrections(code, now - dt.timedelta(days=MAX_PERIOD_DAYS), now)
-                if late:
-                    return False, f"仍有 {late} 项纠错逾期未处理"
+                # Recovered: nothing still open past its due time, and nothing that fell due
+                # since the notice resolved late.
+                still_open, _ = await s.overdue_corrections(
+                    conn, code, EARLIEST, now, now, open_only=True
+                )
+                late, _ = await s.overdue_corrections(conn, code, notice.issued_at, now, now)
+                if still_open or late:
+                    return False, f"仍有 {still_open + late} 项纠错逾期未处理"
                 return True, "无逾期未处理的纠错"
             if figure.numerator:
                 return (

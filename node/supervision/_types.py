@@ -8,8 +8,11 @@ import datetime as dt
 import enum
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.errors import InvalidArgument
 from node.times import CST
@@ -109,10 +112,25 @@ class Finding:
 #: not counted (0/0 would read as "no error report").
 UNMEASURED = "unmeasured"
 
+
 #: ``(agency_code, start, end) -> (overdue, total)``: error reports (纠错, 第十六条) of the
 #: agency's resources made in the period, and how many of them passed their deadline
 #: unresolved. The error report desk supplies it; the node wires it (node.app).
-OverdueCorrections = Callable[[str, dt.datetime, dt.datetime], tuple[int, int]]
+class OverdueCorrections(Protocol):
+    """Counts an agency's error reports (纠错) due in [start, end) as of ``now``, on the
+    report's own connection: (overdue, total); ``open_only``: only those still open past their
+    due time count as overdue (node.quality.count_overdue)."""
+
+    def __call__(
+        self,
+        conn: AsyncConnection,
+        provider_code: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        now: dt.datetime,
+        *,
+        open_only: bool = False,
+    ) -> Awaitable[tuple[int, int]]: ...
 
 
 # --- JSON as stored -------------------------------------------------------------------------

@@ -14,8 +14,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from govnode.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
-    quality_pb2,
-    quality_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -267,20 +265,6 @@ async def test_an_oversized_message_gets_resource_exhausted(
             await catalog_pb2_grpc.CatalogServiceStub(ch).GetResource(huge, timeout=5)
     assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     await assert_healthy(setup, node)
-
-
-async def test_a_later_release_method_answers_unimplemented_naming_what_is_missing(
-    province: tuple[ProvinceSetup, RunningNode],
-) -> None:
-    setup, node = province
-    async with channel(node, setup.agency(PUBLIC_SECURITY)) as ch:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await quality_pb2_grpc.QualityServiceStub(ch).ReportDataError(
-                quality_pb2.ReportDataErrorRequest(resource_code="350000-1-000001")
-            )
-    assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "QualityService/ReportDataError is not implemented by this node" in details(err.value)
-    assert "error reports (纠错) are not available yet" in details(err.value)
 
 
 async def test_only_nodes_may_watch_the_catalog_feed(

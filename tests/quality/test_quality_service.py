@@ -145,15 +145,3 @@ async def test_cli_refusals_are_one_line(province: Province) -> None:
     assert_one_line_error(result, "is not in the catalog of this node")
     code, out, errors = await cli("quality", "check", "--config", config)
     assert code == 0 and "this node owns no resource to check" in out, errors
-
-
-async def test_error_reports_stay_unimplemented(province: Province) -> None:
-    setup, node = province
-    async with channel(node, setup.agency(CIVIL_AFFAIRS)) as ch:
-        stub = quality_pb2_grpc.QualityServiceStub(ch)
-        err = await refused(stub.ListDataErrors(quality_pb2.ListDataErrorsRequest(), timeout=5))
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert err.details() == (
-        "govnode.v1.QualityService/ListDataErrors is not implemented by this node: error reports "
-        "(纠错) are not available yet; GetQualityReport is (see README, 'Not yet available')"
-    )

@@ -424,7 +424,8 @@ async def test_verify_compares_item_by_item_without_returning_values(records: Re
         ),
     )
     assert not outcome.all_match
-    assert [f.name for f in dataclasses.fields(VerifyOutcome)] == ["found", "matches"]
+    # No stored value: the disputed mark carries report ids, item names and a time only.
+    assert [f.name for f in dataclasses.fields(VerifyOutcome)] == ["found", "matches", "dispute"]
     assert (await records.verify(ENTRY, {"sfzhm": cid(1)}, {"xm": "张1"})).all_match
     missing = await records.verify(ENTRY, {"sfzhm": cid(9)}, {"xm": "张1"})
     assert missing == VerifyOutcome(found=False) and not missing.all_match

@@ -22,6 +22,7 @@ from govnode.v1 import supervision_pb2, supervision_pb2_grpc
 from gateway.tls import TlsFiles
 from node.app import RunningNode, start_node
 from node.audit import AuditLog
+from node.quality import count_overdue
 from node.supervision import Rectifications, Supervision
 from tests.supervision.test_compliance_report import OTHER
 from tests.supervision.test_compliance_report import submit as submit_batch
@@ -66,13 +67,6 @@ async def watched(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[ProvinceSe
         yield setup, node
     finally:
         await node.stop(grace=0)
-
-
-def no_error_reports(code: str, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
-    """Overdue corrections for a Supervision built here: the error report desk (纠错) is not
-    in this tree yet, so this test's agencies have none (the node itself reports the figure
-    unmeasured)."""
-    return 0, 0
 
 
 async def call(node: RunningNode, files: TlsFiles, method: str, request: Any) -> Any:
@@ -201,7 +195,7 @@ async def test_notices_close_when_the_figure_recovers_and_escalate_at_the_deadli
             node.audit,
             node_region=PROVINCE,
             trust_domain=TD,
-            overdue_corrections=no_error_reports,
+            overdue_corrections=count_overdue,
             clock=lambda: later,
         ),
         None,
@@ -289,19 +283,6 @@ async def test_only_the_authority_issues_and_bad_notices_are_refused(
     ):
         err = await refused(call(node, boss, "IssueRectificationNotice", request))
         assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
-    unmeasured = await refused(
-        call(
-            node,
-            boss,
-            "IssueRectificationNotice",
-            issue(CIVIL_AFFAIRS, V.VIOLATION_KIND_OVERDUE_CORRECTIONS),
-        )
-    )
-    assert (unmeasured.code(), unmeasured.details()) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "kind: overdue corrections are not counted on this node (error reports, 纠错, are not "
-        "available yet), so no notice can follow them",
-    )
     err = await refused(
         call(node, boss, "IssueRectificationNotice", issue(CIVIL_AFFAIRS, 1, days=-1))
     )

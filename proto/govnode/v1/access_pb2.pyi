@@ -96,6 +96,11 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     """The authority ordered the agency to rectify a finding by a deadline (责令限期改正,
     第四十二条), or the notice was closed as rectified or escalated to 通报批评 (to the agency).
     """
+    NOTIFICATION_KIND_DATA_CORRECTED: _NotificationKind.ValueType  # 13
+    """A record this recipient received while it was disputed (or in bulk shortly before) was
+    corrected through an approved change request (纠错, 第十六、四十一条): fetch it again;
+    data_error_id names the report, resource_code the resource.
+    """
 
 class NotificationKind(_NotificationKind, metaclass=_NotificationKindEnumTypeWrapper):
     """Kind of notification."""
@@ -133,6 +138,11 @@ NOTIFICATION_KIND_AUDIT_LOG_MISBEHAVED: NotificationKind.ValueType  # 11
 NOTIFICATION_KIND_RECTIFICATION_NOTICE: NotificationKind.ValueType  # 12
 """The authority ordered the agency to rectify a finding by a deadline (责令限期改正,
 第四十二条), or the notice was closed as rectified or escalated to 通报批评 (to the agency).
+"""
+NOTIFICATION_KIND_DATA_CORRECTED: NotificationKind.ValueType  # 13
+"""A record this recipient received while it was disputed (or in bulk shortly before) was
+corrected through an approved change request (纠错, 第十六、四十一条): fetch it again;
+data_error_id names the report, resource_code the resource.
 """
 Global___NotificationKind: _TypeAlias = NotificationKind  # noqa: Y015
 

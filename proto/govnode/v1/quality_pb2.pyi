@@ -62,25 +62,33 @@ class _DataErrorStatus:
 class _DataErrorStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataErrorStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DATA_ERROR_STATUS_UNSPECIFIED: _DataErrorStatus.ValueType  # 0
-    """Not set."""
+    """Not set (in a filter: any status)."""
     DATA_ERROR_STATUS_OPEN: _DataErrorStatus.ValueType  # 1
-    """Reported, awaiting the provider."""
+    """Reported, awaiting the provider; the record is marked disputed."""
     DATA_ERROR_STATUS_CORRECTED: _DataErrorStatus.ValueType  # 2
-    """The provider corrected the data."""
+    """The correction was applied through an approved change request (第四十一条)."""
     DATA_ERROR_STATUS_REJECTED: _DataErrorStatus.ValueType  # 3
-    """The provider checked and found the data correct."""
+    """The provider checked and confirmed the stored value."""
+    DATA_ERROR_STATUS_CORRECTION_REQUESTED: _DataErrorStatus.ValueType  # 4
+    """The provider asked for a correction (a change request awaiting the authority); the record
+    stays disputed.
+    """
 
 class DataErrorStatus(_DataErrorStatus, metaclass=_DataErrorStatusEnumTypeWrapper):
     """Status of a data error report."""
 
 DATA_ERROR_STATUS_UNSPECIFIED: DataErrorStatus.ValueType  # 0
-"""Not set."""
+"""Not set (in a filter: any status)."""
 DATA_ERROR_STATUS_OPEN: DataErrorStatus.ValueType  # 1
-"""Reported, awaiting the provider."""
+"""Reported, awaiting the provider; the record is marked disputed."""
 DATA_ERROR_STATUS_CORRECTED: DataErrorStatus.ValueType  # 2
-"""The provider corrected the data."""
+"""The correction was applied through an approved change request (第四十一条)."""
 DATA_ERROR_STATUS_REJECTED: DataErrorStatus.ValueType  # 3
-"""The provider checked and found the data correct."""
+"""The provider checked and confirmed the stored value."""
+DATA_ERROR_STATUS_CORRECTION_REQUESTED: DataErrorStatus.ValueType  # 4
+"""The provider asked for a correction (a change request awaiting the authority); the record
+stays disputed.
+"""
 Global___DataErrorStatus: _TypeAlias = DataErrorStatus  # noqa: Y015
 
 @_typing.final
@@ -329,7 +337,7 @@ class QualityReport(_message.Message):
     rejected_on_submit: _builtins.int
     """Records refused on submission in the window (from window_start to generated_at)."""
     open_data_errors: _builtins.int
-    """Error reports still open on the resource; always 0 until error reports (纠错) exist."""
+    """Error reports (纠错) on the resource open now (OPEN or CORRECTION_REQUESTED)."""
     aggregation_overdue: _builtins.bool
     """Whether aggregation is overdue under the update cycle (时效性, 第二十一条): the newest
     aggregation is older than the cycle's allowance (never for IRREGULAR resources).
@@ -564,8 +572,13 @@ class DataErrorReport(_message.Message):
     RESOLUTION_NOTE_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     CORRECTED_VERSION_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    CHANGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Report id, assigned by the node."""
+    """Report id, assigned by the owner node: "<region>-E-<hex>", the region naming that node."""
     status: Global___DataErrorStatus.ValueType
     """Status."""
     resource_code: _builtins.str
@@ -579,16 +592,22 @@ class DataErrorReport(_message.Message):
     suggested_value: _builtins.str
     """The value the reporter believes correct; empty if unknown."""
     resolution_note: _builtins.str
-    """The provider's note on resolving."""
+    """The resolver's note (why the stored value is right, or what was corrected)."""
     corrected_version: _builtins.int
     """Record version that carries the correction, when CORRECTED."""
+    evidence: _builtins.str
+    """The reporter's evidence, in words (a document number, where the right value comes from)."""
+    overdue: _builtins.bool
+    """Open past due_at."""
+    change_request_id: _builtins.str
+    """The change request that carries the correction (CORRECTION_REQUESTED, CORRECTED)."""
     @_builtins.property
     def key(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Values of the record's key items."""
 
     @_builtins.property
     def reporter(self) -> _common_pb2.Caller:
-        """Who reported."""
+        """Who reported (the original caller, on a report forwarded to the owner)."""
 
     @_builtins.property
     def reported_at(self) -> _timestamp_pb2.Timestamp:
@@ -597,6 +616,14 @@ class DataErrorReport(_message.Message):
     @_builtins.property
     def resolved_at(self) -> _timestamp_pb2.Timestamp:
         """When it was resolved; unset while open."""
+
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp:
+        """By when the provider should resolve it ([quality] correction_days after reported_at)."""
+
+    @_builtins.property
+    def resolved_by(self) -> _common_pb2.Caller:
+        """Who resolved it."""
 
     def __init__(
         self,
@@ -614,10 +641,15 @@ class DataErrorReport(_message.Message):
         resolution_note: _builtins.str = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
         corrected_version: _builtins.int = ...,
+        evidence: _builtins.str = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+        overdue: _builtins.bool = ...,
+        resolved_by: _common_pb2.Caller | None = ...,
+        change_request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["reported_at", b"reported_at", "reporter", b"reporter", "resolved_at", b"resolved_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "reported_at", b"reported_at", "reporter", b"reporter", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_version", b"corrected_version", "description", b"description", "id", b"id", "item", b"item", "key", b"key", "provider_code", b"provider_code", "reported_at", b"reported_at", "reporter", b"reporter", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "resource_code", b"resource_code", "status", b"status", "suggested_value", b"suggested_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_request_id", b"change_request_id", "corrected_version", b"corrected_version", "description", b"description", "due_at", b"due_at", "evidence", b"evidence", "id", b"id", "item", b"item", "key", b"key", "overdue", b"overdue", "provider_code", b"provider_code", "reported_at", b"reported_at", "reporter", b"reporter", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "resolved_by", b"resolved_by", "resource_code", b"resource_code", "status", b"status", "suggested_value", b"suggested_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -655,19 +687,22 @@ class ReportDataErrorRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SUGGESTED_VALUE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Resource of the record."""
     item: _builtins.str
-    """Item believed wrong; empty if the whole record is."""
+    """Item believed wrong (one the caller may see); empty if the whole record is."""
     description: _builtins.str
-    """What is wrong."""
+    """What is wrong (required, at most 2,000 characters)."""
     request_id: _builtins.str
     """Client-chosen idempotency key: a retry with the same id returns the first report."""
     suggested_value: _builtins.str
-    """The value the reporter believes correct; optional."""
+    """The value the reporter believes correct; optional, at most 2,000 characters."""
+    evidence: _builtins.str
+    """Evidence in words; optional, at most 2,000 characters."""
     @_builtins.property
     def key(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Values of the record's key items."""
+        """Values of the record's key items (all of them)."""
 
     def __init__(
         self,
@@ -678,10 +713,11 @@ class ReportDataErrorRequest(_message.Message):
         description: _builtins.str = ...,
         request_id: _builtins.str = ...,
         suggested_value: _builtins.str = ...,
+        evidence: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "item", b"item", "key", b"key", "request_id", b"request_id", "resource_code", b"resource_code", "suggested_value", b"suggested_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "evidence", b"evidence", "item", b"item", "key", b"key", "request_id", b"request_id", "resource_code", b"resource_code", "suggested_value", b"suggested_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -713,7 +749,9 @@ Global___ReportDataErrorResponse: _TypeAlias = ReportDataErrorResponse  # noqa: 
 
 @_typing.final
 class ListDataErrorsRequest(_message.Message):
-    """Request of QualityService.ListDataErrors; every filter left empty matches everything."""
+    """Request of QualityService.ListDataErrors; every filter left empty matches everything the
+    caller may see.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -722,6 +760,7 @@ class ListDataErrorsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OVERDUE_ONLY_FIELD_NUMBER: _builtins.int
     resource_code: _builtins.str
     """Only reports on this resource."""
     provider_code: _builtins.str
@@ -729,9 +768,11 @@ class ListDataErrorsRequest(_message.Message):
     status: Global___DataErrorStatus.ValueType
     """Only reports with this status."""
     page_size: _builtins.int
-    """Maximum reports per page (see Pagination in common.proto)."""
+    """Maximum reports per page (see Pagination in common.proto; default 50, at most 200)."""
     page_token: _builtins.str
     """Token from the previous page's next_page_token; empty for the first page."""
+    overdue_only: _builtins.bool
+    """Only reports still open (OPEN or CORRECTION_REQUESTED) past their due_at."""
     def __init__(
         self,
         *,
@@ -740,10 +781,11 @@ class ListDataErrorsRequest(_message.Message):
         status: Global___DataErrorStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        overdue_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "provider_code", b"provider_code", "resource_code", b"resource_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overdue_only", b"overdue_only", "page_size", b"page_size", "page_token", b"page_token", "provider_code", b"provider_code", "resource_code", b"resource_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -778,26 +820,101 @@ class ListDataErrorsResponse(_message.Message):
 Global___ListDataErrorsResponse: _TypeAlias = ListDataErrorsResponse  # noqa: Y015
 
 @_typing.final
+class GetDataErrorRequest(_message.Message):
+    """Request of QualityService.GetDataError."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Report id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataErrorRequest: _TypeAlias = GetDataErrorRequest  # noqa: Y015
+
+@_typing.final
+class GetDataErrorResponse(_message.Message):
+    """Response of QualityService.GetDataError."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___DataErrorReport:
+        """The report."""
+
+    def __init__(
+        self,
+        *,
+        report: Global___DataErrorReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataErrorResponse: _TypeAlias = GetDataErrorResponse  # noqa: Y015
+
+@_typing.final
 class ResolveDataErrorRequest(_message.Message):
     """Request of QualityService.ResolveDataError."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CorrectedValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ID_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     CORRECTED_VERSION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CORRECTED_VALUES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Report to resolve."""
     resolution: Global___DataErrorStatus.ValueType
-    """CORRECTED or REJECTED; anything else is INVALID_ARGUMENT."""
+    """REJECTED (the stored value is right) or CORRECTED (ask for a correction); anything else
+    is INVALID_ARGUMENT.
+    """
     note: _builtins.str
-    """Note for the reporter (what was corrected, or why the data is correct)."""
+    """Why the stored value is right, or why it changes (required, at most 2,000 characters)."""
     corrected_version: _builtins.int
-    """For CORRECTED: the record version that carries the correction."""
+    """Unused: the version is set when the correction is applied."""
     request_id: _builtins.str
     """Client-chosen idempotency key."""
+    @_builtins.property
+    def corrected_values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """For CORRECTED: the record's new values (changed items; the key items may be left out),
+        checked like Submit. At most as many items as the resource has.
+        """
+
     def __init__(
         self,
         *,
@@ -806,10 +923,11 @@ class ResolveDataErrorRequest(_message.Message):
         note: _builtins.str = ...,
         corrected_version: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        corrected_values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_version", b"corrected_version", "id", b"id", "note", b"note", "request_id", b"request_id", "resolution", b"resolution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_values", b"corrected_values", "corrected_version", b"corrected_version", "id", b"id", "note", b"note", "request_id", b"request_id", "resolution", b"resolution"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

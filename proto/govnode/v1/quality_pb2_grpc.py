@@ -52,6 +52,11 @@ class QualityServiceStub:
                 request_serializer=govnode_dot_v1_dot_quality__pb2.ListDataErrorsRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_quality__pb2.ListDataErrorsResponse.FromString,
                 _registered_method=True)
+        self.GetDataError = channel.unary_unary(
+                '/govnode.v1.QualityService/GetDataError',
+                request_serializer=govnode_dot_v1_dot_quality__pb2.GetDataErrorRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_quality__pb2.GetDataErrorResponse.FromString,
+                _registered_method=True)
         self.ResolveDataError = channel.unary_unary(
                 '/govnode.v1.QualityService/ResolveDataError',
                 request_serializer=govnode_dot_v1_dot_quality__pb2.ResolveDataErrorRequest.SerializeToString,
@@ -80,26 +85,42 @@ class QualityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportDataError(self, request, context):
-        """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
-        reports a record it believes wrong (纠错, 第十六条); the provider is notified
-        (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
+        """A consumer reports a record it believes wrong (纠错, 第十六条): an agency that may use the
+        resource now and received its data (an OK Verify, Compare, Query, Exchange or Subscribe call
+        on it within [quality] report_lookback_days). The record is marked disputed at once (every
+        Verify, Compare and Query answer on it carries DataDispute) and the provider and the owner
+        node's authority are notified (NOTIFICATION_KIND_DATA_ERROR_REPORTED). Forwarded to the
+        owner node for another region's resource. The provider may not report its own data (it
+        corrects it by a change request, 第四十一条).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDataErrors(self, request, context):
-        """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
-        resources, a reporter its own, the authority all.
+        """Lists error reports at this node: a provider sees those on its resources, a reporter its
+        own, this node's and the province's authority all; newest first, in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataError(self, request, context):
+        """One error report by id, for those who may list it; forwarded to the node its id names.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolveDataError(self, request, context):
-        """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
-        or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
-        AccessService.RequestRecordChange.
+        """The provider (or the owner node's authority) resolves an open report: REJECTED confirms the
+        stored value (a note saying why is required); the mark is lifted when no other report on
+        the record is open and the reporter is notified (NOTIFICATION_KIND_DATA_ERROR_RESOLVED).
+        CORRECTED (the provider only) asks for the correction: a change request (第四十一条) with
+        corrected_values, linked to the report, which stays disputed as CORRECTION_REQUESTED until
+        the authority reviews it; approved, the report is CORRECTED, the reporter notified and every
+        caller that received the disputed record sent NOTIFICATION_KIND_DATA_CORRECTED; rejected,
+        the report is OPEN again and the provider notified. Forwarded to the node the id names.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +143,11 @@ def add_QualityServiceServicer_to_server(servicer, server):
                     servicer.ListDataErrors,
                     request_deserializer=govnode_dot_v1_dot_quality__pb2.ListDataErrorsRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_quality__pb2.ListDataErrorsResponse.SerializeToString,
+            ),
+            'GetDataError': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataError,
+                    request_deserializer=govnode_dot_v1_dot_quality__pb2.GetDataErrorRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_quality__pb2.GetDataErrorResponse.SerializeToString,
             ),
             'ResolveDataError': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveDataError,
@@ -213,6 +239,33 @@ class QualityService:
             '/govnode.v1.QualityService/ListDataErrors',
             govnode_dot_v1_dot_quality__pb2.ListDataErrorsRequest.SerializeToString,
             govnode_dot_v1_dot_quality__pb2.ListDataErrorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataError(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.QualityService/GetDataError',
+            govnode_dot_v1_dot_quality__pb2.GetDataErrorRequest.SerializeToString,
+            govnode_dot_v1_dot_quality__pb2.GetDataErrorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,18 +49,29 @@ class QualityServiceStub:
     resource (ask the node that holds it).
     """
     ReportDataError: _grpc.UnaryUnaryMultiCallable[_quality_pb2.ReportDataErrorRequest, _quality_pb2.ReportDataErrorResponse]
-    """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
-    reports a record it believes wrong (纠错, 第十六条); the provider is notified
-    (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
+    """A consumer reports a record it believes wrong (纠错, 第十六条): an agency that may use the
+    resource now and received its data (an OK Verify, Compare, Query, Exchange or Subscribe call
+    on it within [quality] report_lookback_days). The record is marked disputed at once (every
+    Verify, Compare and Query answer on it carries DataDispute) and the provider and the owner
+    node's authority are notified (NOTIFICATION_KIND_DATA_ERROR_REPORTED). Forwarded to the
+    owner node for another region's resource. The provider may not report its own data (it
+    corrects it by a change request, 第四十一条).
     """
     ListDataErrors: _grpc.UnaryUnaryMultiCallable[_quality_pb2.ListDataErrorsRequest, _quality_pb2.ListDataErrorsResponse]
-    """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
-    resources, a reporter its own, the authority all.
+    """Lists error reports at this node: a provider sees those on its resources, a reporter its
+    own, this node's and the province's authority all; newest first, in pages.
     """
+    GetDataError: _grpc.UnaryUnaryMultiCallable[_quality_pb2.GetDataErrorRequest, _quality_pb2.GetDataErrorResponse]
+    """One error report by id, for those who may list it; forwarded to the node its id names."""
     ResolveDataError: _grpc.UnaryUnaryMultiCallable[_quality_pb2.ResolveDataErrorRequest, _quality_pb2.ResolveDataErrorResponse]
-    """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
-    or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
-    AccessService.RequestRecordChange.
+    """The provider (or the owner node's authority) resolves an open report: REJECTED confirms the
+    stored value (a note saying why is required); the mark is lifted when no other report on
+    the record is open and the reporter is notified (NOTIFICATION_KIND_DATA_ERROR_RESOLVED).
+    CORRECTED (the provider only) asks for the correction: a change request (第四十一条) with
+    corrected_values, linked to the report, which stays disputed as CORRECTION_REQUESTED until
+    the authority reviews it; approved, the report is CORRECTED, the reporter notified and every
+    caller that received the disputed record sent NOTIFICATION_KIND_DATA_CORRECTED; rejected,
+    the report is OPEN again and the provider notified. Forwarded to the node the id names.
     """
 
 @_typing.type_check_only
@@ -82,18 +93,29 @@ class QualityServiceAsyncStub(QualityServiceStub):
     resource (ask the node that holds it).
     """
     ReportDataError: _aio.UnaryUnaryMultiCallable[_quality_pb2.ReportDataErrorRequest, _quality_pb2.ReportDataErrorResponse]  # type: ignore[assignment]
-    """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
-    reports a record it believes wrong (纠错, 第十六条); the provider is notified
-    (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
+    """A consumer reports a record it believes wrong (纠错, 第十六条): an agency that may use the
+    resource now and received its data (an OK Verify, Compare, Query, Exchange or Subscribe call
+    on it within [quality] report_lookback_days). The record is marked disputed at once (every
+    Verify, Compare and Query answer on it carries DataDispute) and the provider and the owner
+    node's authority are notified (NOTIFICATION_KIND_DATA_ERROR_REPORTED). Forwarded to the
+    owner node for another region's resource. The provider may not report its own data (it
+    corrects it by a change request, 第四十一条).
     """
     ListDataErrors: _aio.UnaryUnaryMultiCallable[_quality_pb2.ListDataErrorsRequest, _quality_pb2.ListDataErrorsResponse]  # type: ignore[assignment]
-    """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
-    resources, a reporter its own, the authority all.
+    """Lists error reports at this node: a provider sees those on its resources, a reporter its
+    own, this node's and the province's authority all; newest first, in pages.
     """
+    GetDataError: _aio.UnaryUnaryMultiCallable[_quality_pb2.GetDataErrorRequest, _quality_pb2.GetDataErrorResponse]  # type: ignore[assignment]
+    """One error report by id, for those who may list it; forwarded to the node its id names."""
     ResolveDataError: _aio.UnaryUnaryMultiCallable[_quality_pb2.ResolveDataErrorRequest, _quality_pb2.ResolveDataErrorResponse]  # type: ignore[assignment]
-    """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
-    or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
-    AccessService.RequestRecordChange.
+    """The provider (or the owner node's authority) resolves an open report: REJECTED confirms the
+    stored value (a note saying why is required); the mark is lifted when no other report on
+    the record is open and the reporter is notified (NOTIFICATION_KIND_DATA_ERROR_RESOLVED).
+    CORRECTED (the provider only) asks for the correction: a change request (第四十一条) with
+    corrected_values, linked to the report, which stays disputed as CORRECTION_REQUESTED until
+    the authority reviews it; approved, the report is CORRECTED, the reporter notified and every
+    caller that received the disputed record sent NOTIFICATION_KIND_DATA_CORRECTED; rejected,
+    the report is OPEN again and the provider notified. Forwarded to the node the id names.
     """
 
 class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -124,9 +146,13 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.ReportDataErrorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.ReportDataErrorResponse, _abc.Awaitable[_quality_pb2.ReportDataErrorResponse]]:
-        """Not available yet (UNIMPLEMENTED; a later step of error correction). Planned: a consumer
-        reports a record it believes wrong (纠错, 第十六条); the provider is notified
-        (NOTIFICATION_KIND_DATA_ERROR_REPORTED).
+        """A consumer reports a record it believes wrong (纠错, 第十六条): an agency that may use the
+        resource now and received its data (an OK Verify, Compare, Query, Exchange or Subscribe call
+        on it within [quality] report_lookback_days). The record is marked disputed at once (every
+        Verify, Compare and Query answer on it carries DataDispute) and the provider and the owner
+        node's authority are notified (NOTIFICATION_KIND_DATA_ERROR_REPORTED). Forwarded to the
+        owner node for another region's resource. The provider may not report its own data (it
+        corrects it by a change request, 第四十一条).
         """
 
     @_abc_1.abstractmethod
@@ -135,9 +161,17 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.ListDataErrorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.ListDataErrorsResponse, _abc.Awaitable[_quality_pb2.ListDataErrorsResponse]]:
-        """Not available yet (UNIMPLEMENTED). Planned: lists error reports: a provider sees those on its
-        resources, a reporter its own, the authority all.
+        """Lists error reports at this node: a provider sees those on its resources, a reporter its
+        own, this node's and the province's authority all; newest first, in pages.
         """
+
+    @_abc_1.abstractmethod
+    def GetDataError(
+        self,
+        request: _quality_pb2.GetDataErrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quality_pb2.GetDataErrorResponse, _abc.Awaitable[_quality_pb2.GetDataErrorResponse]]:
+        """One error report by id, for those who may list it; forwarded to the node its id names."""
 
     @_abc_1.abstractmethod
     def ResolveDataError(
@@ -145,9 +179,14 @@ class QualityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quality_pb2.ResolveDataErrorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quality_pb2.ResolveDataErrorResponse, _abc.Awaitable[_quality_pb2.ResolveDataErrorResponse]]:
-        """Not available yet (UNIMPLEMENTED). Planned: the provider closes an error report as corrected
-        or as rejected (data found correct); the reporter is notified. Correcting the record itself goes through Submit or, for deletion,
-        AccessService.RequestRecordChange.
+        """The provider (or the owner node's authority) resolves an open report: REJECTED confirms the
+        stored value (a note saying why is required); the mark is lifted when no other report on
+        the record is open and the reporter is notified (NOTIFICATION_KIND_DATA_ERROR_RESOLVED).
+        CORRECTED (the provider only) asks for the correction: a change request (第四十一条) with
+        corrected_values, linked to the report, which stays disputed as CORRECTION_REQUESTED until
+        the authority reviews it; approved, the report is CORRECTED, the reporter notified and every
+        caller that received the disputed record sent NOTIFICATION_KIND_DATA_CORRECTED; rejected,
+        the report is OPEN again and the provider notified. Forwarded to the node the id names.
         """
 
 def add_QualityServiceServicer_to_server(servicer: QualityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -423,6 +423,7 @@ class VerifyResponse(_message.Message):
     MATCHES_FIELD_NUMBER: _builtins.int
     ALL_MATCH_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
     """A record with the key exists."""
     all_match: _builtins.bool
@@ -435,6 +436,12 @@ class VerifyResponse(_message.Message):
     def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemMatch]:
         """One outcome per claimed item, ordered by item name; empty when not found."""
 
+    @_builtins.property
+    def dispute(self) -> Global___DataDispute:
+        """Set when the record is disputed: a consumer reported it wrong (纠错, 第十六条) and the
+        report is not resolved yet (淮安 DB3208/T 219 异议标注). Unset otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -442,14 +449,58 @@ class VerifyResponse(_message.Message):
         matches: _abc.Iterable[Global___ItemMatch] | None = ...,
         all_match: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        dispute: Global___DataDispute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispute", b"dispute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_match", b"all_match", "found", b"found", "matches", b"matches", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_match", b"all_match", "dispute", b"dispute", "found", b"found", "matches", b"matches", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyResponse: _TypeAlias = VerifyResponse  # noqa: Y015
+
+@_typing.final
+class DataDispute(_message.Message):
+    """The mark of a disputed record (异议标注): open error reports on it
+    (QualityService.ReportDataError) that its provider has not resolved yet. The owner node sets
+    it; routed answers carry it unchanged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_IDS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    OPEN_REPORTS_FIELD_NUMBER: _builtins.int
+    open_reports: _builtins.int
+    """How many reports on the record are open."""
+    @_builtins.property
+    def report_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the open reports, oldest first (at most 10; open_reports counts them all)."""
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The items the reports name, each once (empty string: a report on the whole record)."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest open report was made."""
+
+    def __init__(
+        self,
+        *,
+        report_ids: _abc.Iterable[_builtins.str] | None = ...,
+        items: _abc.Iterable[_builtins.str] | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        open_reports: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "open_reports", b"open_reports", "report_ids", b"report_ids", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataDispute: _TypeAlias = DataDispute  # noqa: Y015
 
 @_typing.final
 class CompareRecord(_message.Message):
@@ -572,6 +623,7 @@ class CompareResult(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     MATCHES_FIELD_NUMBER: _builtins.int
     ALL_MATCH_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     """The CompareRecord.ref this answers."""
     found: _builtins.bool
@@ -582,6 +634,10 @@ class CompareResult(_message.Message):
     def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemMatch]:
         """One outcome per claimed item, ordered by item name; empty when not found."""
 
+    @_builtins.property
+    def dispute(self) -> Global___DataDispute:
+        """Set when the record is disputed (see DataDispute)."""
+
     def __init__(
         self,
         *,
@@ -589,10 +645,11 @@ class CompareResult(_message.Message):
         found: _builtins.bool = ...,
         matches: _abc.Iterable[Global___ItemMatch] | None = ...,
         all_match: _builtins.bool = ...,
+        dispute: Global___DataDispute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispute", b"dispute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_match", b"all_match", "found", b"found", "matches", b"matches", "ref", b"ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_match", b"all_match", "dispute", b"dispute", "found", b"found", "matches", b"matches", "ref", b"ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -715,6 +772,7 @@ class QueryRow(_message.Message):
     RECORD_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     MASKED_ITEMS_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The record's own version (1 when first written, +1 on every change)."""
     @_builtins.property
@@ -725,16 +783,21 @@ class QueryRow(_message.Message):
     def masked_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Items whose values were masked (脱敏) for this caller."""
 
+    @_builtins.property
+    def dispute(self) -> Global___DataDispute:
+        """Set when the record is disputed (see DataDispute)."""
+
     def __init__(
         self,
         *,
         record: _common_pb2.Record | None = ...,
         version: _builtins.int = ...,
         masked_items: _abc.Iterable[_builtins.str] | None = ...,
+        dispute: Global___DataDispute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispute", b"dispute", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["masked_items", b"masked_items", "record", b"record", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispute", b"dispute", "masked_items", b"masked_items", "record", b"record", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -818,11 +881,33 @@ class ExchangeChunk(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DisputesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        @_builtins.property
+        def value(self) -> Global___DataDispute: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: Global___DataDispute | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RECORDS_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     SNAPSHOT_VERSION_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    DISPUTES_FIELD_NUMBER: _builtins.int
     resume_token: _builtins.str
     """Token to resume after this chunk (ExchangeRequest.resume_token)."""
     snapshot_version: _builtins.int
@@ -843,6 +928,12 @@ class ExchangeChunk(_message.Message):
         since_version; always empty in a full snapshot.
         """
 
+    @_builtins.property
+    def disputes(self) -> _containers.MessageMap[_builtins.int, Global___DataDispute]:
+        """The disputed records of this chunk (see DataDispute), by their index in records; empty
+        when none is disputed.
+        """
+
     def __init__(
         self,
         *,
@@ -851,10 +942,11 @@ class ExchangeChunk(_message.Message):
         snapshot_version: _builtins.int = ...,
         last: _builtins.bool = ...,
         deleted: _abc.Iterable[_common_pb2.Record] | None = ...,
+        disputes: _abc.Mapping[_builtins.int, Global___DataDispute] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "last", b"last", "records", b"records", "resume_token", b"resume_token", "snapshot_version", b"snapshot_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "disputes", b"disputes", "last", b"last", "records", b"records", "resume_token", b"resume_token", "snapshot_version", b"snapshot_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,6 +1012,7 @@ class RecordChange(_message.Message):
     RECORD_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in the resource's change feed (the resource data version this change made);
     resume with SubscribeRequest.after_sequence.
@@ -940,6 +1033,12 @@ class RecordChange(_message.Message):
     def at(self) -> _timestamp_pb2.Timestamp:
         """When the change was committed."""
 
+    @_builtins.property
+    def dispute(self) -> Global___DataDispute:
+        """Set when the record is disputed as the change is sent (see DataDispute): the mark is the
+        record's now, not as it was at this change.
+        """
+
     def __init__(
         self,
         *,
@@ -949,10 +1048,11 @@ class RecordChange(_message.Message):
         record: _common_pb2.Record | None = ...,
         version: _builtins.int = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        dispute: Global___DataDispute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "record", b"record"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "dispute", b"dispute", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "key", b"key", "kind", b"kind", "record", b"record", "sequence", b"sequence", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "dispute", b"dispute", "key", b"key", "kind", b"kind", "record", b"record", "sequence", b"sequence", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

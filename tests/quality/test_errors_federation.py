@@ -6,20 +6,41 @@ through 厦门 by its id and resolved at 福州. Real nodes over real mutual TLS
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from govnode.v1 import access_pb2
 from govnode.v1 import quality_pb2 as S
 
 from node.audit import AuditLog
 from node.catalog import ShareMethod, ShareType
 from tests.quality.test_errors import KEY, quality, refusal, report, report_request
-from tests.support.access import ACME, ITEMS, query, refused, sharing, submit, verify
+from tests.support.access import (
+    ACME,
+    ITEMS,
+    notifications,
+    query,
+    refused,
+    sharing,
+    submit,
+    verify,
+)
 from tests.support.databases import NewDatabaseUrl
 from tests.support.entries import agency_code
-from tests.support.nodes import FUZHOU, MARKET_REGULATION, XIAMEN, Federation, entry_of, federation
+from tests.support.nodes import (
+    FUZHOU,
+    MARKET_REGULATION,
+    XIAMEN,
+    Federation,
+    approve_change,
+    entry_of,
+    federation,
+)
+
+KIND = access_pb2.NotificationKind
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -108,3 +129,49 @@ async def test_a_xiamen_report_on_a_fuzhou_record_marks_it_for_every_node(
     first = await quality(xiamen.running, consumer, "ReportDataError", request)
     second = await quality(xiamen.running, consumer, "ReportDataError", request)
     assert first.report.id == second.report.id
+
+
+async def test_a_correction_reaches_the_xiamen_consumer_at_its_own_node(fed: Federation) -> None:
+    """The recall notice (纠错, 第十六条) crosses nodes: made at 福州 when its authority approves
+    the correction, delivered through the province to 厦门, read there by the 厦门 agency that
+    received the record while it was disputed, beside the outcome of its report."""
+    xiamen, fuzhou = fed.xiamen, fed.fuzhou
+    consumer = xiamen.setup.agency(agency_code(2, XIAMEN))
+    await sharing(xiamen.running, consumer, "Query", query(CODE))
+    made = await report(xiamen.running, consumer, code=CODE)
+    # It reads the record again while it is disputed (the answer carries the mark).
+    [row] = (await sharing(xiamen.running, consumer, "Query", query(CODE))).rows
+    assert list(row.dispute.report_ids) == [made.id]
+
+    corrected_name = "福州某某信息技术有限公司"
+    asked = await quality(
+        fuzhou.running,
+        fuzhou.agency(),
+        "ResolveDataError",
+        S.ResolveDataErrorRequest(
+            id=made.id,
+            resolution=S.DATA_ERROR_STATUS_CORRECTED,
+            note="经核实，名称已变更",
+            corrected_values={**ACME, "qymc": corrected_name},
+        ),
+    )
+    assert asked.report.status == S.DATA_ERROR_STATUS_CORRECTION_REQUESTED
+    await approve_change(fuzhou.running, fuzhou.setup, asked.report.change_request_id)
+
+    # At 厦门, its own node: the correction notice and the outcome, made at 福州.
+    wanted = {KIND.NOTIFICATION_KIND_DATA_CORRECTED, KIND.NOTIFICATION_KIND_DATA_ERROR_RESOLVED}
+
+    async def delivered() -> list[access_pb2.Notification]:
+        for _ in range(150):  # bounded: 30 s at most
+            found = [n for n in await notifications(xiamen.running, consumer) if n.kind in wanted]
+            if {n.kind for n in found} == wanted:
+                return found
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"not delivered to 厦门 within 30 s: {found}")
+
+    found = await delivered()
+    assert all(n.data_error_id == made.id and n.origin_region == FUZHOU for n in found)
+    assert all(n.resource_code == CODE for n in found)
+    # Fetched again, the record has the corrected value, with no mark.
+    [row] = (await sharing(xiamen.running, consumer, "Query", query(CODE))).rows
+    assert row.record.values["qymc"] == corrected_name and not row.HasField("dispute")

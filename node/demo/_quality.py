@@ -66,6 +66,8 @@ async def show_quality_and_supervision(
     fuzhou: City,
     xiamen: City,
 ) -> None:
+    """Steps [20] to [23]; ``people`` is the province's 人口基础信息, whose records step [7]
+    submitted with two refusals."""
     await _quality_report(demo, province, province_config, people)
     demo.say("")
     report_id = await _report_error(demo, province, xiamen)

@@ -1,12 +1,15 @@
 """The federation part of ``govnode demo`` (第十九条): 福州 and 厦门 join the province by
 invitation, catalogs converge, a 厦门 agency uses a 福州 resource through the province, a
-node that was away catches up, and 福州 passes the conformance suite and is approved."""
+node that was away catches up, and 福州 passes the conformance suite and is approved. The
+cities keep running until the context ends, so later steps (quality and supervision, [20]-[23])
+use them too."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +71,8 @@ class City:
     agency: TlsFiles
     agency_code: str
     agency_name: str
+    #: The city's data management authority (数据管理机构), once step [14] issued it.
+    authority: TlsFiles | None = None
 
 
 async def _digests(nodes: Sequence[tuple[RunningNode, TlsFiles]]) -> list[tuple[str, int]]:
@@ -127,13 +132,15 @@ async def _submit(city: City, code: str, rows: list[dict[str, str]]) -> int:
     return acks[0].accepted
 
 
-async def show_federation(
+@asynccontextmanager
+async def running_federation(
     demo: Demo,
     province: RunningNode,
     province_config: NodeConfig,
     base: Path,
     template: ResourceEntry,
-) -> None:
+) -> AsyncIterator[tuple[City, City]]:
+    """Steps [10] to [17]; then 福州 and 厦门, still serving, until the context ends."""
     say = demo.say
     join_address = province_config.federation.join_listen or ""
     root = load_certs(province_config.path(province_config.tls.root))[0]
@@ -282,6 +289,7 @@ async def show_federation(
         say("")
 
         await show_audit_evidence(demo, province, fuzhou, reply.request_id)
+        yield fuzhou, xiamen
     finally:
         for city in cities:
             await city.node.stop(grace=0)

@@ -106,6 +106,7 @@ async def show_governance(
 
     _, paths = issue_authority(fuzhou.config, out=base / "fuzhou-authority")
     authority = TlsFiles(paths["key"], paths["cert"], paths["ca"])
+    fuzhou.authority = authority  # it approves 纠错's correction in step [22] too
     async with secure_channel(fuzhou.node.address, fuzhou.agency, timeout=10) as ch:
         notes = await access_pb2_grpc.AccessServiceStub(ch).ListNotifications(
             access_pb2.ListNotificationsRequest()

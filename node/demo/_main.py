@@ -25,9 +25,10 @@ from node.app import RunningNode, start_node
 from node.catalog import ResourceEntry, ShareMethod, ShareType
 from node.config import NodeConfig, load_config
 from node.demo._examples import EXAMPLES_DIR, ExampleAgency, load_example_catalog
-from node.demo._federation import show_federation
+from node.demo._federation import running_federation
 from node.demo._opendata import show_authorized_open_data, show_open_data
 from node.demo._portal import public_portal
+from node.demo._quality import show_quality_and_supervision
 from node.demo._sharing import show_data_path
 from node.pki import Revocations, issue_authority, issue_client, provision_province
 from node.ports import free_port as free_port  # re-exported: tests and bench import it here
@@ -137,28 +138,38 @@ async def run_demo(base: Path, *, keep_running: bool, say: Say = print) -> None:
         say("")
         await show_data_path(demo, node, catalog.resources)
         say("")
-        await show_federation(demo, node, config, base, catalog.resources[1])
-        say("")
-        async with public_portal(demo, node, config) as portal:
-            await show_open_data(demo, node, config, catalog.resources[1], portal)
+        async with running_federation(demo, node, config, base, catalog.resources[1]) as (
+            fuzhou,
+            xiamen,
+        ):
             say("")
-            await show_authorized_open_data(demo, node, config, catalog.resources[1], portal)
-            say("")
-            if keep_running:
-                any_code = catalog.agencies[0].code
-                bundle = base / "agencies" / any_code
-                say(f"The node keeps running on {node.address}. Try it with any gRPC client:")
-                say(
-                    f"  grpcurl -cacert {bundle}/ca.crt -cert {bundle}/client.crt "
-                    f"-key {bundle}/client.key {node.address} list"
+            async with public_portal(demo, node, config) as portal:
+                await show_open_data(demo, node, config, catalog.resources[1], portal)
+                say("")
+                await show_authorized_open_data(demo, node, config, catalog.resources[1], portal)
+                say("")
+                await show_quality_and_supervision(
+                    demo, node, config, catalog.resources[0], fuzhou, xiamen
                 )
-                say(
-                    f"The public portal serves {portal.url}/ (a self-signed certificate: "
-                    f"{portal.server_cert}); open it in a browser."
-                )
-                say("Press Ctrl-C to stop.")
-                await asyncio.Event().wait()
-        say("Demo finished: the portal stopped, the node shut down gracefully (NOT_SERVING first).")
+                say("")
+                if keep_running:
+                    any_code = catalog.agencies[0].code
+                    bundle = base / "agencies" / any_code
+                    say(f"The node keeps running on {node.address}. Try it with any gRPC client:")
+                    say(
+                        f"  grpcurl -cacert {bundle}/ca.crt -cert {bundle}/client.crt "
+                        f"-key {bundle}/client.key {node.address} list"
+                    )
+                    say(
+                        f"The public portal serves {portal.url}/ (a self-signed certificate: "
+                        f"{portal.server_cert}); open it in a browser."
+                    )
+                    say("Press Ctrl-C to stop.")
+                    await asyncio.Event().wait()
+        say(
+            "Demo finished: the portal and the cities stopped, the node shut down gracefully "
+            "(NOT_SERVING first)."
+        )
     finally:
         await node.stop(grace=1.0)
 

@@ -160,7 +160,7 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "by ip:127.0.0.1" in opened
     # 授权开放: a university refused for commercial use, approved for research narrowed, its
     # key downloading only the approved items with a receipt naming the key.
-    authorized = text.split("\n[19] ", 1)[1]
+    authorized = text.split("\n[19] ", 1)[1].split("\n[20] ", 1)[0]
     assert "✗ for commercial use: 403 PERMISSION_DENIED: 第三十三条: a 高校 may use" in authorized
     assert re.search(r"✓ for research: application 350000-OA-\w+ is pending", authorized)
     key_id = re.search(r"the key \(key id (\w+)\) is shown once", authorized)
@@ -169,6 +169,62 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
         "✓ with its key (header X-API-Key) the portal serves only the approved items "
         f"(csrq,ffje), receipt for key:{key_id[1]} checked offline"
     ) in authorized
+    # Quality (第十五、十六条): 人口基础信息 checked and read by its provider, graded, with the
+    # refusals of step [7] as 规范性's A/B.
+    quality = text.split("\n[20] ", 1)[1].split("\n[21] ", 1)[0]
+    assert "✗" not in quality, quality
+    assert re.search(
+        r"✓ 人口基础信息 \(350000-1-000001\): grade [A-E] \(.\), overall \d+\.\d\d, "
+        r"(ok|warn|critical) \(warn below 80, critical below 60\); 4 records",
+        quality,
+    ), quality
+    assert "规范性 66.67 D" in quality and "可访问性 100.00 A" in quality
+    assert "010400 规范性 · 业务规则: 4/6 = 66.67: records accepted by every item's rule" in quality
+    # 纠错 across cities: reported at 厦门, made at 福州, the mark seen through the province
+    # and at 厦门.
+    error = text.split("\n[21] ", 1)[1].split("\n[22] ", 1)[0]
+    assert "✗" not in error, error
+    made = re.search(r"ReportDataError at 厦门, made at 福州: report (350100-E-\w+) \(OPEN", error)
+    assert made, error
+    report_id = made[1]
+    assert (
+        f"福建省市场监督管理局 verifies it through the province: all_match=True, DataDispute: "
+        f"report {report_id}, items dwmc"
+    ) in error
+    assert (
+        f"厦门市民政局's Query at 厦门 carries the same mark: 福州某某信息技术有限公司 disputed by "
+        f"{report_id} (items dwmc)"
+    ) in error
+    # The correction: a change request approved by 福州's authority, the notices read at 厦门.
+    corrected = text.split("\n[22] ", 1)[1].split("\n[23] ", 1)[0]
+    assert "✗" not in corrected, corrected
+    assert re.search(rf"resolves {report_id} CORRECTED .*: change request 350100-C-\w+", corrected)
+    assert "the record is now version 2; the report is CORRECTED (version 2)" in corrected
+    assert "at 厦门, 厦门市民政局's ListNotifications, delivered from 福州" in corrected
+    assert (
+        f"DATA_CORRECTED (from 350100, report {report_id}): 您获取的资源 350100-1-000001 的一条记录"
+        in corrected
+    )
+    assert f"DATA_ERROR_RESOLVED (from 350100, report {report_id}): 纠错单 {report_id}" in corrected
+    assert "next Verify of the new name: all_match=True, disputed=False" in corrected
+    # Supervision (第八、四十二条): 民政厅's refused calls of step [8] as findings, with their
+    # audit sequences; a rectification notice it reads in its notifications.
+    supervised = text.split("\n[23] ", 1)[1]
+    assert "✗" not in supervised, supervised
+    assert re.search(r"✓ report 350000-R-\w+: audit records #1-#\d+ \(head #\d+ ", supervised)
+    assert re.search(r"未按照规定使用共享数据 2/5 #\d+-#\d+", supervised), supervised
+    assert re.search(r"重复采集数据 1/\d+ #\d+-#\d+", supervised), supervised
+    assert supervised.count("finding #") == 2
+    notice = re.search(
+        r"IssueRectificationNotice: (350000-N-\w+) on 未按照规定使用共享数据, deadline .* OPEN",
+        supervised,
+    )
+    assert notice, supervised
+    assert (
+        "福建省民政厅's ListNotifications: RECTIFICATION_NOTICE: 责令限期改正 (第四十二条): "
+        "未按照规定使用共享数据"
+    ) in supervised
+    assert f"通知 {notice[1]}" in supervised
     # A stream the demo (or a stopping city) cancels leaves no unretrieved task behind.
     assert "Task exception was never retrieved" not in result.stderr, result.stderr
     for refusal in (

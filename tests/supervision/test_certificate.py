@@ -366,7 +366,7 @@ async def test_an_overdue_error_report_refuses_the_certificate(province: Provinc
         load_private_key(cfg.path(cfg.tls.key)),
         load_chain_pem(cfg.path(cfg.tls.cert), root),
     )
-    audit = AuditLog(node.db)
+    audit = node.audit  # the serving node's, started
 
     def certifier(days: float) -> Certifier:
         moment = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)

@@ -5,7 +5,8 @@ lets its maker prove that statement to anyone, offline, years later: the node th
 download signs which file it was (SHA-256 and size), of which dataset and version, from which
 provider and publishing authority, when, and to whom.
 
-A receipt is a JSON file holding:
+A receipt is a signed file of node.signed (shared with the project acceptance certificates of
+node.supervision), a JSON file holding:
 
 - ``format``: ``govnode download receipt v1``;
 - ``note``: a C2SP signed note by the node key (key name ``<host>/node``, as the witness key

@@ -178,6 +178,13 @@ class SupervisionSection(_Section):
     the published criticisms (通报批评)."""
 
     notice_check_seconds: float = Field(default=300.0, ge=0.05, le=86_400.0)
+    #: Project acceptance certificates (第九、二十二条, ``govnode supervision certify``): the
+    #: lowest quality grade of a resource certified, the oldest newest check accepted, the days
+    #: without a published criticism (通报批评), and how long a certificate is valid.
+    certify_min_grade: Literal["A", "B", "C", "D", "E"] = "C"
+    certify_max_check_age_days: int = Field(default=7, ge=1, le=3660)
+    certify_criticism_days: int = Field(default=365, ge=1, le=3660)
+    certificate_days: int = Field(default=90, ge=1, le=3660)
 
 
 class LimitsSection(_Section):

@@ -929,3 +929,26 @@ class RectificationNoticeRow(SQLModel, table=True):
     closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Why it closed or escalated, as the scheduler saw it.
     outcome: str = Field(default="", sa_type=Text)
+
+
+class AcceptanceCertificateRow(SQLModel, table=True):
+    """A project acceptance certificate this node issued (第九、二十二条): the signed file as
+    given, with what it certifies, so that the authority can list what it vouched for and
+    when (node.supervision). Never updated."""
+
+    __tablename__ = "acceptance_certificate"
+    __table_args__ = (Index("ix_acceptance_certificate_agency", "agency_code", "issued_at"),)
+
+    serial: str = Field(primary_key=True, max_length=64)  # "<region>-C-<hex>"
+    agency_code: str = Field(max_length=CREDIT_CODE_LEN)
+    project: str = Field(max_length=200)  # "" for the agency as a whole
+    #: JSON [resource code, ...] the certificate names.
+    resources: str = Field(sa_type=Text)
+    issued_at: dt.datetime = Field(sa_type=UTCDateTime)
+    valid_until: dt.datetime = Field(sa_type=UTCDateTime)
+    issued_by: str = Field(max_length=300)
+    #: The audit log's size and Merkle root (hex) at the issue time, as the certificate states.
+    audit_size: int = Field(sa_type=BigInteger)
+    audit_root: str = Field(max_length=64)
+    #: The certificate file (JSON: the signed note's lines and the node's chain).
+    document: str = Field(sa_type=Text)

@@ -2,6 +2,10 @@
 (监督检查, 第八、四十二条), on the node's database (the node may be serving), as this region's
 data management authority.
 
+``certify`` issues a project acceptance certificate (第九、二十二条), signed by the node key,
+or refuses naming every condition that fails; ``check-certificate`` verifies one offline with
+the province root certificate alone.
+
 ``report`` counts an agency's figures over a period now, stores the report (with the audit
 head it was computed at) and prints it; it is audited (分析). ``recount`` verifies the audit
 chain over a stored report's range and counts its figures again from the log: exit 0 when
@@ -19,26 +23,36 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from cryptography import x509
 
 from gateway.identity import Role, make_identity
 from node.app import supervision_of
-from node.audit import AuditLog
+from node.audit import AuditLog, read_log_signer
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
+from node.pki import PkiError, load_certs, load_chain_pem, load_private_key
 from node.sharing import Notifications
 from node.storage import Database
 from node.supervision import (
+    MAX_CERTIFICATE_BYTES,
     UNMEASURED,
+    Certificate,
+    CertificateError,
+    Certifier,
+    CertifySettings,
     ComplianceReport,
     Figure,
     Kind,
+    NodeSigner,
     Notice,
     NoticeStatus,
     Rectifications,
     Supervision,
+    check_certificate,
     parse_period,
 )
+from node.terminal import safe_text
 from node.times import CST
 
 T = TypeVar("T")
@@ -46,7 +60,8 @@ T = TypeVar("T")
 app = typer.Typer(
     help=(
         "Supervision of this node's agencies (第八、四十二条): compliance reports counted from "
-        "the audit log, and their recount; rectification notices (责令限期改正 → 通报批评)."
+        "the audit log, and their recount; rectification notices (责令限期改正 → 通报批评); "
+        "project acceptance certificates (第九、二十二条) and their offline check."
     ),
     no_args_is_help=True,
 )
@@ -303,3 +318,117 @@ def list_notices(
         echo("no rectification notice")
     for n in found:
         echo(_notice_line(n))
+
+
+def _certificate_lines(c: Certificate) -> list[str]:
+    lines = [
+        f"certificate {c.serial}",
+        f"  agency {c.agency_code}  project {c.project or '-'}  region {c.region}",
+    ]
+    for r in c.resources:
+        lines.append(f"  resource {r.code}  grade {r.grade}  checked {_when(r.checked_at)}")
+    lines += [
+        "  registered ok; aggregated on time ok; "
+        f"quality ok (grade {c.min_grade} or better, checked within {c.max_check_age_days} days); "
+        f"rectification ok (no open notice, no 通报批评 in {c.criticism_days} days); "
+        "corrections ok (no overdue 纠错)",
+        f"  issued {_when(c.issued_at)} by {c.node}; valid until {_when(c.valid_until)}",
+        f"  audit log {c.audit_size} records, root {c.audit_root}",
+    ]
+    return lines
+
+
+@app.command("certify")
+def certify(
+    agency: str = typer.Option(..., "--agency", help="The agency's 统一社会信用代码."),
+    project: str = typer.Option("", "--project", help="The project's name (with --resources)."),
+    resources: str = typer.Option(
+        "", "--resources", help="The project's resource codes, comma-separated (the agency's)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where to write the certificate (JSON); default: standard output."
+    ),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Issue a project acceptance certificate (第九、二十二条), signed by this node's key: the
+    agency (or the project's resources) registered in the catalog, aggregated on time, graded
+    at least [supervision] certify_min_grade by a recent quality check, with no open
+    rectification notice, no recent 通报批评 and no overdue 纠错. Refuses naming every
+    condition that fails. `govnode supervision check-certificate` verifies it offline."""
+    cfg = load(config)
+    codes = [c.strip() for c in resources.split(",") if c.strip()] if resources else []
+    if out is not None and out.exists():
+        raise UserError(f"--out {out}: exists; not overwritten")
+    section = cfg.supervision
+    settings = CertifySettings(
+        min_grade=section.certify_min_grade,
+        max_check_age_days=section.certify_max_check_age_days,
+        criticism_days=section.certify_criticism_days,
+        certificate_days=section.certificate_days,
+    )
+    try:
+        root = load_certs(cfg.path(cfg.tls.root))[0]
+        chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
+        node, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
+        signer = NodeSigner(node.uri, load_private_key(cfg.path(cfg.tls.key)), chain_pem)
+    except (OSError, PkiError, ValueError) as exc:
+        raise UserError(f"the node's key and chain: {exc}") from None
+
+    async def work(supervision: Supervision, by: str) -> tuple[Certificate, bytes]:
+        return await Certifier(supervision, signer, settings).certify(agency, project, codes, by)
+
+    made, document = _run(cfg, work)
+    if out is None:
+        sys.stdout.write(document.decode())
+        return
+    out.write_bytes(document)
+    for line in _certificate_lines(made):
+        echo(line)
+    echo(f"written to {out}")
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--at: {text[:40]!r} is not an ISO 8601 time (2027-01-31T12:00:00+08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise UserError("--at: a time needs its offset, e.g. +08:00")
+    return moment
+
+
+@app.command("check-certificate")
+def check_certificate_command(
+    file: Path = typer.Argument(..., help="A project acceptance certificate (JSON)."),
+    root: Path = typer.Option(..., "--root", help="The province root certificate (PEM)."),
+    trust_domain: str = typer.Option(
+        "fujian.gov.cn", "--trust-domain", help="The platform's SPIFFE trust domain."
+    ),
+    at: str = typer.Option(
+        "", "--at", help="Check validity at this time (ISO 8601 with offset); default: now."
+    ),
+) -> None:
+    """Verify a project acceptance certificate offline, with the province root certificate
+    only: the node's chain leads to the root, the node signed it, every field is well formed,
+    the signer is the node it names, and it has not expired. Prints what it certifies; exit 1
+    naming the check that failed. Needs no node and no network."""
+    moment = _moment(at) if at else dt.datetime.now(dt.UTC)
+    try:
+        anchor = x509.load_pem_x509_certificate(root.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--root {root}: not a PEM certificate ({exc})") from None
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_CERTIFICATE_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{exc.filename}: {exc.strerror}") from None
+    try:
+        certified = check_certificate(data, anchor, trust_domain, moment)
+    except CertificateError as exc:
+        echo(f"certificate INVALID ({exc.check} check): {safe_text(str(exc))}")
+        raise typer.Exit(1) from None
+    for line in _certificate_lines(certified):
+        echo(safe_text(line))
+    echo("certificate verified")

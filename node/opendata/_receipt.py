@@ -5,7 +5,8 @@ lets its maker prove that statement to anyone, offline, years later: the node th
 download signs which file it was (SHA-256 and size), of which dataset and version, from which
 provider and publishing authority, when, and to whom.
 
-A receipt is a JSON file holding:
+A receipt is a signed file of node.signed (shared with the project acceptance certificates of
+node.supervision), a JSON file holding:
 
 - ``format``: ``govnode download receipt v1``;
 - ``note``: a C2SP signed note by the node key (key name ``<host>/node``, as the witness key
@@ -41,22 +42,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.identity import IdentityError, Role, identity_of, parse_spiffe
+from gateway.identity import IdentityError, Role, parse_spiffe
 from gateway.quote import quote
-from node.audit import node_key_name
 from node.codes import credit_code_problem, region_problem
-from node.pki import PkiError, verify_chain
-from node.tlog import EcdsaSigner, EcdsaVerifier, NoteError, open_note, sign_note
+from node.signed import SignedError, open_signed, sign_statement, valid_at
 
 HEADER = "govnode download receipt v1"
 #: A receipt is a note of a few hundred bytes and a chain of a few kilobytes; anything larger
@@ -245,41 +241,22 @@ def parse_receipt_text(text: str) -> Receipt:
     )
 
 
-def _public_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def make_receipt(receipt: Receipt, key: ec.EllipticCurvePrivateKey, chain_pem: str) -> bytes:
     """The receipt file of ``receipt``, signed by the node key ``key`` whose chain (leaf
     first, without the root: node.pki.load_chain_pem) is ``chain_pem``. Refuses (check
     ``signing``) a key or chain that is not the node's the receipt names: such a receipt
     would never verify."""
     try:
-        leaf = x509.load_pem_x509_certificates(chain_pem.encode())[0]
-        identity = identity_of(leaf)
-    except (ValueError, IndexError, IdentityError) as exc:
-        raise ReceiptError("signing", f"the node's chain: {exc}") from None
-    if identity.uri != receipt.node:
-        raise ReceiptError(
-            "signing", f"the receipt names {receipt.node}, but the chain is {identity}'s"
+        return sign_statement(
+            receipt.text(),
+            receipt.node,
+            key,
+            chain_pem,
+            what="receipt",
+            max_bytes=MAX_RECEIPT_BYTES,
         )
-    certified = leaf.public_key()
-    if not isinstance(certified, ec.EllipticCurvePublicKey) or (
-        _public_der(certified) != _public_der(key.public_key())
-    ):
-        raise ReceiptError("signing", f"the key is not the one certified for {identity}")
-    note = sign_note(receipt.text(), EcdsaSigner(node_key_name(identity.host), key))
-    document = {
-        "format": HEADER,
-        "note": note.decode().removesuffix("\n").split("\n"),
-        "chain_pem": chain_pem,
-    }
-    data = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
-    if len(data) > MAX_RECEIPT_BYTES:
-        raise ReceiptError("signing", f"the receipt would be {len(data)} bytes, too large")
-    return data
+    except SignedError as exc:
+        raise ReceiptError(exc.check, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -305,26 +282,6 @@ def sha256_of(path: str | os.PathLike[str]) -> FileDigest:
     return FileDigest(digest.hexdigest(), size)
 
 
-def _read_document(data: bytes) -> tuple[bytes, str]:
-    """The note bytes and chain PEM of a receipt file (check ``format``)."""
-    try:
-        document: Any = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ReceiptError("format", f"not a govnode download receipt: not JSON ({exc})") from None
-    if not isinstance(document, dict) or document.get("format") != HEADER:
-        raise ReceiptError("format", f"not a govnode download receipt (format {HEADER!r})")
-    lines, chain_pem = document.get("note"), document.get("chain_pem")
-    if (
-        not isinstance(lines, list)
-        or not all(isinstance(line, str) and "\n" not in line for line in lines)
-        or not isinstance(chain_pem, str)
-    ):
-        raise ReceiptError(
-            "format", "a receipt has 'note' (the signed note's lines) and 'chain_pem' (text)"
-        )
-    return ("\n".join(lines) + "\n").encode(), chain_pem
-
-
 def check_receipt(
     data: bytes,
     root: x509.Certificate,
@@ -338,31 +295,23 @@ def check_receipt(
     certificate was valid at the receipt's time. With ``file_bytes`` or ``file_digest``
     (:func:`sha256_of` for a large file), the file must be the one the receipt describes.
     Raises :class:`ReceiptError` whose ``check`` names the check that failed."""
-    if len(data) > MAX_RECEIPT_BYTES:
-        raise ReceiptError(
-            "size", f"{len(data)} bytes; a receipt is at most {MAX_RECEIPT_BYTES}, refused unread"
+    try:
+        signed = open_signed(
+            data,
+            root,
+            trust_domain,
+            header=HEADER,
+            what="download receipt",
+            max_bytes=MAX_RECEIPT_BYTES,
         )
-    note, chain_pem = _read_document(data)
-    try:
-        identity, leaf = verify_chain(chain_pem, root, trust_domain)
-    except PkiError as exc:
-        raise ReceiptError("chain", f"the node's certificate chain: {exc}") from None
-    public = leaf.public_key()
-    if identity.role is not Role.NODE or not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ReceiptError("chain", f"{identity} is not a node with an ECDSA key")
-    try:
-        opened, _ = open_note(note, [EcdsaVerifier(node_key_name(identity.host), public)])
-    except NoteError as exc:
-        raise ReceiptError("signature", f"the node's signature: {exc}") from None
-    receipt = parse_receipt_text(opened.text)
-    if receipt.node != identity.uri:
-        raise ReceiptError(
-            "node", f"the receipt names the node {receipt.node}, but {identity} signed it"
-        )
-    try:
-        verify_chain(chain_pem, root, trust_domain, at=receipt.obtained_at)
-    except PkiError as exc:
-        raise ReceiptError("time", f"at the receipt's time: {exc}") from None
+        receipt = parse_receipt_text(signed.text)
+        if receipt.node != signed.signer.uri:
+            raise ReceiptError(
+                "node", f"the receipt names the node {receipt.node}, but {signed.signer} signed it"
+            )
+        valid_at(signed, root, trust_domain, receipt.obtained_at, "the receipt's time")
+    except SignedError as exc:
+        raise ReceiptError(exc.check, str(exc)) from None
     if file_bytes is not None:
         file_digest = digest_of(file_bytes)
     if file_digest is not None:

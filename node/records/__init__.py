@@ -16,7 +16,7 @@ from node.records._change import CHANGE_BATCH_PREFIX, current_record, write_reco
 from node.records._disputes import MAX_DISPUTE_IDS, OPEN_STATUSES, disputes_of
 from node.records._exchange import ChangeKind, FeedChange, FeedShaper, RecordsExchange
 from node.records._query import full_key, key_text
-from node.records._store import CYCLE_ALLOWANCE, Records
+from node.records._store import CYCLE_ALLOWANCE, Records, aggregation_status_on
 from node.records._types import (
     DUPLICATE_BATCH_MESSAGE,
     KEY_CONFLICT_REASON,
@@ -51,6 +51,7 @@ __all__ = [
     "SubmitBatch",
     "TemporaryCollection",
     "VerifyOutcome",
+    "aggregation_status_on",
     "current_record",
     "disputes_of",
     "full_key",

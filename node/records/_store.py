@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import node.models  # noqa: F401  (registers the record tables on SQLModel.metadata)
@@ -119,6 +120,7 @@ __all__ = [
     "SubmitBatch",
     "TemporaryCollection",
     "VerifyOutcome",
+    "aggregation_status_on",
 ]
 
 log = structlog.get_logger(__name__)
@@ -592,19 +594,12 @@ class Records:
         aggregated, after its publish date (midnight China Standard Time); it is overdue once
         that moment has passed. IRREGULAR and withdrawn resources are never overdue.
         """
-        moment = (now or self._now()).astimezone(dt.UTC)
-        codes = list(dict.fromkeys(e.resource_code for e in entries))
+        moment = now or self._now()
 
-        async def txn(session: AsyncSession) -> dict[str, Any]:
-            conn = await session.connection()
-            states: dict[str, Any] = {}
-            for chunk in chunks(codes):
-                rows = await conn.execute(sa.select(DATA).where(DATA.c.resource_code.in_(chunk)))
-                states.update((row.resource_code, row) for row in rows)
-            return states
+        async def txn(session: AsyncSession) -> list[AggregationStatus]:
+            return await aggregation_status_on(await session.connection(), entries, moment)
 
-        states = await self._db.read("records.aggregation_status", txn) if codes else {}
-        return [_status(entry, states.get(entry.resource_code), moment) for entry in entries]
+        return await self._db.read("records.aggregation_status", txn) if entries else []
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -617,6 +612,20 @@ class Records:
 
 
 # --- status ---------------------------------------------------------------------------------
+
+
+async def aggregation_status_on(
+    conn: AsyncConnection, entries: Sequence[ResourceEntry], now: dt.datetime
+) -> list[AggregationStatus]:
+    """:meth:`Records.aggregation_status` read on ``conn``, so that a caller (supervision's
+    certificates) judges it in the same snapshot as its other conditions."""
+    moment = now.astimezone(dt.UTC)
+    codes = list(dict.fromkeys(e.resource_code for e in entries))
+    states: dict[str, Any] = {}
+    for chunk in chunks(codes):
+        rows = await conn.execute(sa.select(DATA).where(DATA.c.resource_code.in_(chunk)))
+        states.update((row.resource_code, row) for row in rows)
+    return [_status(entry, states.get(entry.resource_code), moment) for entry in entries]
 
 
 def _status(entry: ResourceEntry, state: Any, now: dt.datetime) -> AggregationStatus:

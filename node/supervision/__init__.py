@@ -8,11 +8,25 @@ over a period, counted from the node's own tables, with the evidence to re-deriv
   read them;
 - ``_notices``: rectification notices (责令限期改正), closed when their figure recovers or
   escalated at their deadline to the published criticisms (通报批评), and the node's task that
-  does it.
+  does it;
+- ``_certificate``: the project acceptance certificate (第九、二十二条), its text and its
+  offline check against the province root;
+- ``_certify``: its five conditions evaluated over the node's tables, and its issuance.
 """
 
 from __future__ import annotations
 
+from node.supervision._certificate import (
+    CERTIFICATE_HEADER,
+    MAX_CERTIFICATE_BYTES,
+    Certificate,
+    CertificateError,
+    CertifiedResource,
+    check_certificate,
+    make_certificate,
+    parse_certificate_text,
+)
+from node.supervision._certify import CERTIFY_METHOD, Certifier, CertifySettings, NodeSigner
 from node.supervision._count import classify
 from node.supervision._notices import (
     MAX_NOTE,
@@ -43,16 +57,25 @@ from node.supervision._types import (
 )
 
 __all__ = [
+    "CERTIFICATE_HEADER",
+    "CERTIFY_METHOD",
+    "MAX_CERTIFICATE_BYTES",
     "MAX_FINDINGS_PER_KIND",
     "MAX_NOTE",
     "MAX_PERIOD_DAYS",
     "NOTICE_METHOD",
     "REPORT_METHOD",
     "UNMEASURED",
+    "Certificate",
+    "CertificateError",
+    "CertifiedResource",
+    "Certifier",
+    "CertifySettings",
     "ComplianceReport",
     "Figure",
     "Finding",
     "Kind",
+    "NodeSigner",
     "Notice",
     "NoticeStatus",
     "NoticeWatch",
@@ -61,8 +84,11 @@ __all__ = [
     "Rectifications",
     "Supervision",
     "check_agency_code",
+    "check_certificate",
     "check_period",
     "check_report_reader",
     "classify",
+    "make_certificate",
+    "parse_certificate_text",
     "parse_period",
 ]

@@ -25,6 +25,7 @@ from node.storage import Database, StorageError, head_revision
 from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
 
 TABLES = {
+    "acceptance_certificate",
     "catalog_entry",
     "catalog_entry_version",
     "element_source",

@@ -48,15 +48,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.identity import IdentityError, Role, identity_of, parse_spiffe
 from gateway.quote import quote
-from node.audit import node_key_name
+from node.audit import NodeNoteError, open_node_note, sign_node_note
 from node.codes import credit_code_problem, region_problem
 from node.pki import PkiError, verify_chain
-from node.tlog import EcdsaSigner, EcdsaVerifier, NoteError, open_note, sign_note
 
 HEADER = "govnode download receipt v1"
 #: A receipt is a note of a few hundred bytes and a chain of a few kilobytes; anything larger
@@ -245,12 +243,6 @@ def parse_receipt_text(text: str) -> Receipt:
     )
 
 
-def _public_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def make_receipt(receipt: Receipt, key: ec.EllipticCurvePrivateKey, chain_pem: str) -> bytes:
     """The receipt file of ``receipt``, signed by the node key ``key`` whose chain (leaf
     first, without the root: node.pki.load_chain_pem) is ``chain_pem``. Refuses (check
@@ -265,12 +257,10 @@ def make_receipt(receipt: Receipt, key: ec.EllipticCurvePrivateKey, chain_pem: s
         raise ReceiptError(
             "signing", f"the receipt names {receipt.node}, but the chain is {identity}'s"
         )
-    certified = leaf.public_key()
-    if not isinstance(certified, ec.EllipticCurvePublicKey) or (
-        _public_der(certified) != _public_der(key.public_key())
-    ):
-        raise ReceiptError("signing", f"the key is not the one certified for {identity}")
-    note = sign_note(receipt.text(), EcdsaSigner(node_key_name(identity.host), key))
+    try:
+        _, note = sign_node_note(receipt.text(), key, chain_pem)
+    except NodeNoteError as exc:
+        raise ReceiptError(exc.check, str(exc)) from None
     document = {
         "format": HEADER,
         "note": note.decode().removesuffix("\n").split("\n"),
@@ -344,17 +334,10 @@ def check_receipt(
         )
     note, chain_pem = _read_document(data)
     try:
-        identity, leaf = verify_chain(chain_pem, root, trust_domain)
-    except PkiError as exc:
-        raise ReceiptError("chain", f"the node's certificate chain: {exc}") from None
-    public = leaf.public_key()
-    if identity.role is not Role.NODE or not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ReceiptError("chain", f"{identity} is not a node with an ECDSA key")
-    try:
-        opened, _ = open_note(note, [EcdsaVerifier(node_key_name(identity.host), public)])
-    except NoteError as exc:
-        raise ReceiptError("signature", f"the node's signature: {exc}") from None
-    receipt = parse_receipt_text(opened.text)
+        identity, text = open_node_note(note, chain_pem, root, trust_domain)
+    except NodeNoteError as exc:
+        raise ReceiptError(exc.check, str(exc)) from None
+    receipt = parse_receipt_text(text)
     if receipt.node != identity.uri:
         raise ReceiptError(
             "node", f"the receipt names the node {receipt.node}, but {identity} signed it"

@@ -178,6 +178,13 @@ class SupervisionSection(_Section):
     the published criticisms (通报批评)."""
 
     notice_check_seconds: float = Field(default=300.0, ge=0.05, le=86_400.0)
+    #: How often the node computes its region's supervision summary (province roll-up, issue
+    #: 15 item 6): a city signs it and sends it to the province, the province keeps its own.
+    #: The first one is made soon after start. A summary older than twice this is shown stale.
+    summary_seconds: float = Field(default=3600.0, ge=0.05, le=7 * 86_400.0)
+    #: Agencies one summary carries at most (by 统一社会信用代码 order); the others are counted
+    #: in the summary's agencies_total only, and read by a routed compliance report.
+    summary_max_agencies: int = Field(default=500, ge=1, le=5000)
 
 
 class LimitsSection(_Section):

@@ -6,6 +6,9 @@ over a period, counted from the node's own tables, with the evidence to re-deriv
 - ``_count``: how the audit log, the catalog and the quality checks are counted;
 - ``_reports``: reports made, stored, paged, recounted (the chain verified first), and who may
   read them;
+- ``_summary``: the signed summary of a region a node sends its province (format, signing,
+  checking), and ``_rollup``: computing it, and the province keeping the newest per region as
+  one province-wide table (issue 15 item 6);
 - ``_notices``: rectification notices (责令限期改正), closed when their figure recovers or
   escalated at their deadline to the published criticisms (通报批评), and the node's task that
   does it.
@@ -30,6 +33,17 @@ from node.supervision._reports import (
     check_agency_code,
     check_report_reader,
 )
+from node.supervision._rollup import CityTable, Rollup, compute_summary, month_so_far
+from node.supervision._summary import (
+    MAX_SUMMARY_BYTES,
+    SUMMARY_FORMAT,
+    AgencyFigures,
+    ResourceQuality,
+    Summary,
+    SummaryError,
+    check_summary,
+    sign_summary,
+)
 from node.supervision._types import (
     MAX_FINDINGS_PER_KIND,
     MAX_PERIOD_DAYS,
@@ -46,9 +60,13 @@ __all__ = [
     "MAX_FINDINGS_PER_KIND",
     "MAX_NOTE",
     "MAX_PERIOD_DAYS",
+    "MAX_SUMMARY_BYTES",
     "NOTICE_METHOD",
     "REPORT_METHOD",
+    "SUMMARY_FORMAT",
     "UNMEASURED",
+    "AgencyFigures",
+    "CityTable",
     "ComplianceReport",
     "Figure",
     "Finding",
@@ -59,10 +77,18 @@ __all__ = [
     "OverdueCorrections",
     "Recount",
     "Rectifications",
+    "ResourceQuality",
+    "Rollup",
+    "Summary",
+    "SummaryError",
     "Supervision",
     "check_agency_code",
     "check_period",
     "check_report_reader",
+    "check_summary",
     "classify",
+    "compute_summary",
+    "month_so_far",
     "parse_period",
+    "sign_summary",
 ]

@@ -98,7 +98,8 @@ TOKEN_AUTHORISED_METHODS: frozenset[str] = frozenset({"/govnode.v1.FederationSer
 #: The province forwards the public's reads of an approved city's open data (第三十一条) to
 #: the city: a dataset's page, its download and its rows. Error reports (纠错, 第十六条) live at
 #: the node owning the record: ReportDataError is routed by its resource, GetDataError and
-#: ResolveDataError by the region the report id starts with.
+#: ResolveDataError by the region the report id starts with. The province asks a city for an
+#: agency's compliance report (GetComplianceReport naming the city's region; province roll-up).
 ROUTED_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.SharingService/Verify",
@@ -116,6 +117,7 @@ ROUTED_METHODS: frozenset[str] = frozenset(
         "/govnode.v1.QualityService/ReportDataError",
         "/govnode.v1.QualityService/GetDataError",
         "/govnode.v1.QualityService/ResolveDataError",
+        "/govnode.v1.SupervisionService/GetComplianceReport",
     }
 )
 

@@ -52,7 +52,8 @@ from gateway.refusal import Refusal
 #: Methods whose requests carry bulk data (records, catalog entries), allowed
 #: :attr:`RequestLimits.max_bulk_request_bytes`: Submit and Compare (10,000 records a message),
 #: RegisterResource, UpdateResource and RequestRecordChange (an entry of 1,000 items whose ENUM
-#: rules may list 10,000 values each), PublishCatalog (a city's catalog changes, each an entry).
+#: rules may list 10,000 values each), PublishCatalog (a city's catalog changes, each an entry),
+#: PublishSupervisionSummary (a city's signed summary, up to 2 MiB: node.supervision).
 BULK_METHODS: frozenset[str] = frozenset(
     {
         "/govnode.v1.SharingService/Submit",
@@ -61,6 +62,7 @@ BULK_METHODS: frozenset[str] = frozenset(
         "/govnode.v1.CatalogService/UpdateResource",
         "/govnode.v1.AccessService/RequestRecordChange",
         "/govnode.v1.FederationService/PublishCatalog",
+        "/govnode.v1.FederationService/PublishSupervisionSummary",
     }
 )
 

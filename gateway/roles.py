@@ -43,6 +43,9 @@ NODE_METHODS: dict[str, str] = {
     "/govnode.v1.FederationService/DeliverNotifications": (
         "nodes deliver the notifications they made for other regions' recipients to each other"
     ),
+    "/govnode.v1.FederationService/PublishSupervisionSummary": (
+        "a city's node sends the province its signed supervision summary (province roll-up)"
+    ),
 }
 
 #: Roles confined to a set of methods, with what they are for (said in the refusal).

@@ -60,6 +60,7 @@ from node.clients import (
     CheckpointPublisher,
     CitySync,
     NoticeDelivery,
+    SummaryPublisher,
     fetch_city_catalog,
     witness_endpoints,
     witness_rule,
@@ -72,6 +73,7 @@ from node.federation import (
     ProvinceLink,
     Router,
     approved_cities,
+    heard_from,
 )
 from node.opendata import (
     CityCatalogs,
@@ -114,7 +116,7 @@ from node.servicers.status import refusal_for
 from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
-from node.supervision import NoticeWatch, Rectifications, Supervision
+from node.supervision import NoticeWatch, Rectifications, Rollup, Supervision
 
 log = structlog.get_logger("govnode.node")
 
@@ -198,6 +200,9 @@ class RunningNode:
     #: Closes rectification notices whose figure recovered, escalates those past their
     #: deadline to 通报批评 (第四十二条).
     notice_watch: NoticeWatch | None = None
+    #: Computes this region's supervision summary every [supervision] summary_seconds and
+    #: publishes it: a city to its province, the province to its own roll-up.
+    summary: SummaryPublisher | None = None
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
@@ -222,6 +227,8 @@ class RunningNode:
             await self.notices.stop()
         if self.notice_watch is not None:
             await self.notice_watch.stop()
+        if self.summary is not None:
+            await self.summary.stop()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.health.set_serving(False)
@@ -432,6 +439,25 @@ def supervision_of(config: NodeConfig, db: Database, audit: AuditLog) -> Supervi
     )
 
 
+def rollup_of(
+    config: NodeConfig, db: Database, supervision: Supervision, root: x509.Certificate
+) -> Rollup:
+    """The province roll-up (issue 15 item 6): at the province, the summaries its member
+    cities (joined, heard from, or in ``[federation] peers``) send, checked against ``root``,
+    and its own; a city refuses summaries (FAILED_PRECONDITION) and keeps none."""
+    peers = frozenset(config.federation.peers)
+
+    async def is_member(region: str) -> bool:
+        return region in peers or await heard_from(db, region)
+
+    return Rollup(
+        supervision,
+        root,
+        is_member=is_member,
+        stale_after=dt.timedelta(seconds=2 * config.supervision.summary_seconds),
+    )
+
+
 def data_errors_of(
     config: NodeConfig,
     db: Database,
@@ -533,6 +559,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             )
         supervision = supervision_of(config, db, audit)
         rectifications = Rectifications(supervision, notifications)
+        rollup = rollup_of(config, db, supervision, root)
         # Every data call's access decision; the grant and a suspected enumeration go into the
         # call's audit record.
         decider = AccessDecider(
@@ -586,6 +613,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             data_errors=data_errors,
             supervision=supervision,
             rectifications=rectifications,
+            rollup=rollup,
             stopping=stopping,
         )
         names = register_services(server, services)
@@ -659,6 +687,16 @@ async def start_node(config: NodeConfig) -> RunningNode:
             services.rectifications, config.supervision.notice_check_seconds
         )
         node.notice_watch.start()
+    node.summary = SummaryPublisher(
+        config,
+        supervision,
+        router,
+        node_uri=identity.uri,
+        node_key=evidence.node_key,
+        chain_pem=evidence.chain_pem,
+        rollup=rollup,
+    )
+    node.summary.start()
     if config.node.mode is Mode.CITY:
         node.sync = CitySync(config, identity, node_tls_files(config), catalog, exchange, link=link)
         node.sync.start()

@@ -185,6 +185,13 @@ class SupervisionSection(_Section):
     certify_max_check_age_days: int = Field(default=7, ge=1, le=3660)
     certify_criticism_days: int = Field(default=365, ge=1, le=3660)
     certificate_days: int = Field(default=90, ge=1, le=3660)
+    #: How often the node computes its region's supervision summary (province roll-up, issue
+    #: 15 item 6): a city signs it and sends it to the province, the province keeps its own.
+    #: The first one is made soon after start. A summary older than twice this is shown stale.
+    summary_seconds: float = Field(default=3600.0, ge=0.05, le=7 * 86_400.0)
+    #: Agencies one summary carries at most (by 统一社会信用代码 order); the others are counted
+    #: in the summary's agencies_total only, and read by a routed compliance report.
+    summary_max_agencies: int = Field(default=500, ge=1, le=5000)
 
 
 class LimitsSection(_Section):

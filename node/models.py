@@ -952,3 +952,23 @@ class AcceptanceCertificateRow(SQLModel, table=True):
     audit_root: str = Field(max_length=64)
     #: The certificate file (JSON: the signed note's lines and the node's chain).
     document: str = Field(sa_type=Text)
+
+
+class SupervisionSummaryRow(SQLModel, table=True):
+    """The newest supervision summary of one region (issue 15 item 6), kept at the province:
+    a city's as it sent it, signed by its node key (node.supervision's summary format), and
+    the province's own, computed the same way. One row per region, replaced by a newer one."""
+
+    __tablename__ = "supervision_summary"
+
+    region: str = Field(primary_key=True, max_length=REGION_LEN)
+    #: SPIFFE ID of the node that signed it (the node of ``region``).
+    signed_by: str = Field(max_length=300)
+    generated_at: dt.datetime = Field(sa_type=UTCDateTime)
+    received_at: dt.datetime = Field(sa_type=UTCDateTime)
+    period_start: dt.datetime = Field(sa_type=UTCDateTime)
+    period_end: dt.datetime = Field(sa_type=UTCDateTime)
+    #: The canonical body the node signed (JSON), and the whole signed document as sent, so
+    #: anyone can check it again against the province root.
+    body: str = Field(sa_type=Text)
+    document: str = Field(sa_type=Text)

@@ -5,9 +5,9 @@ certificates (node.supervision, 第九、二十二条).
 A signed file is a JSON object of three keys:
 
 - ``format``: the statement's header line, e.g. ``govnode download receipt v1``;
-- ``note``: a C2SP signed note by the node key (key name ``<host>/node``, node.audit's
-  ``node_key_name``), given as its lines so that a person can read it in the file; its text
-  starts with the header line;
+- ``note``: a C2SP signed note by the node key (node.audit's ``sign_node_note``, which the
+  province's supervision summaries use too), given as its lines so that a person can read it
+  in the file; its text starts with the header line;
 - ``chain_pem``: the node's certificate chain without the root.
 
 The note's bytes are the lines joined with newlines plus a final newline. Nothing outside the
@@ -26,13 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.identity import Identity, IdentityError, Role, identity_of
-from node.audit import node_key_name
+from gateway.identity import Identity, IdentityError, identity_of
+from node.audit import NodeNoteError, open_node_note, sign_node_note
 from node.pki import PkiError, verify_chain
-from node.tlog import EcdsaSigner, EcdsaVerifier, NoteError, open_note, sign_note
 
 __all__ = ["SignedError", "SignedNote", "open_signed", "sign_statement", "valid_at"]
 
@@ -57,12 +55,6 @@ class SignedNote:
     chain_pem: str
 
 
-def _public_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def sign_statement(
     text: str,
     node_uri: str,
@@ -83,12 +75,10 @@ def sign_statement(
         raise SignedError("signing", f"the node's chain: {exc}") from None
     if identity.uri != node_uri:
         raise SignedError("signing", f"the {what} names {node_uri}, but the chain is {identity}'s")
-    certified = leaf.public_key()
-    if not isinstance(certified, ec.EllipticCurvePublicKey) or (
-        _public_der(certified) != _public_der(key.public_key())
-    ):
-        raise SignedError("signing", f"the key is not the one certified for {identity}")
-    note = sign_note(text, EcdsaSigner(node_key_name(identity.host), key))
+    try:
+        _, note = sign_node_note(text, key, chain_pem)
+    except NodeNoteError as exc:
+        raise SignedError(exc.check, str(exc)) from None
     document = {
         "format": text.split("\n", 1)[0],
         "note": note.decode().removesuffix("\n").split("\n"),
@@ -138,17 +128,10 @@ def open_signed(
         )
     note, chain_pem = _read_document(data, header, what)
     try:
-        identity, leaf = verify_chain(chain_pem, root, trust_domain)
-    except PkiError as exc:
-        raise SignedError("chain", f"the node's certificate chain: {exc}") from None
-    public = leaf.public_key()
-    if identity.role is not Role.NODE or not isinstance(public, ec.EllipticCurvePublicKey):
-        raise SignedError("chain", f"{identity} is not a node with an ECDSA key")
-    try:
-        opened, _ = open_note(note, [EcdsaVerifier(node_key_name(identity.host), public)])
-    except NoteError as exc:
-        raise SignedError("signature", f"the node's signature: {exc}") from None
-    return SignedNote(opened.text, identity, chain_pem)
+        identity, text = open_node_note(note, chain_pem, root, trust_domain)
+    except NodeNoteError as exc:
+        raise SignedError(exc.check, str(exc)) from None
+    return SignedNote(text, identity, chain_pem)
 
 
 def valid_at(

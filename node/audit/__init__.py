@@ -54,6 +54,7 @@ from node.audit._log import (
     Operation,
     request_digest,
 )
+from node.audit._node_notes import NodeNoteError, open_node_note, sign_node_note
 from node.audit._policy import WitnessRule, federation_rule, province_of
 from node.audit._prooffile import (
     MAX_PROOF_BYTES,
@@ -139,6 +140,7 @@ __all__ = [
     "LogDiverged",
     "Manifest",
     "NodeAuditSink",
+    "NodeNoteError",
     "Operation",
     "PendingRestore",
     "ProofFileError",
@@ -178,6 +180,7 @@ __all__ = [
     "mark_restored",
     "newest_cosigned",
     "node_key_name",
+    "open_node_note",
     "origin_epoch",
     "origin_parts",
     "parse_statement",
@@ -198,6 +201,7 @@ __all__ = [
     "seal_closed",
     "sequences_digest",
     "settle_restores",
+    "sign_node_note",
     "sizes_to_check",
     "stored_witnessed",
     "witness_evidence",

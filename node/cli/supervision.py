@@ -26,10 +26,10 @@ import typer
 from cryptography import x509
 
 from gateway.identity import Role, make_identity
-from node.app import supervision_of
+from node.app import rollup_of, supervision_of
 from node.audit import AuditLog, read_log_signer
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
-from node.config import NodeConfig
+from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.pki import PkiError, load_certs, load_chain_pem, load_private_key
 from node.sharing import Notifications
@@ -41,6 +41,7 @@ from node.supervision import (
     CertificateError,
     Certifier,
     CertifySettings,
+    CityTable,
     ComplianceReport,
     Figure,
     Kind,
@@ -432,3 +433,105 @@ def check_certificate_command(
     for line in _certificate_lines(certified):
         echo(safe_text(line))
     echo("certificate verified")
+
+
+# --- the province roll-up (issue 15 item 6) -------------------------------------------------
+
+
+def _table_lines(tables: list[CityTable]) -> list[str]:
+    lines = [f"全省监督汇总：{len(tables)} 个地区"]
+    for t in tables:
+        s = t.summary
+        mark = "  【已过期】" if t.stale else ""
+        grades = "，".join(f"{g or '未评'} {n}" for g, n in sorted(t.grades().items())) or "—"
+        lines += [
+            f"地区 {s.region}{mark}  签名节点 {t.signed_by}",
+            f"  期间 {_when(s.period_start)} 至 {_when(s.period_end)}；生成于 "
+            f"{_when(s.generated_at)}；接收于 {_when(t.received_at)}；审计日志链头 "
+            f"#{s.head_size} {s.head_hash[:16]}",
+            f"  资源 {s.resources_total} 个（质量等级：{grades}），未处理纠错 "
+            f"{sum(r.open_errors for r in s.resources)} 条；单位 {s.agencies_total} 个"
+            + (
+                f"（汇总只列出前 {len(s.agencies)} 个）"
+                if s.agencies_total > len(s.agencies)
+                else ""
+            ),
+            "  合计  " + "  ".join(f"{f.kind.term} {_ratio(f)}" for f in t.totals()),
+        ]
+        for a in s.agencies:
+            cells = "  ".join(
+                f"{f.kind.term} {f.value or '—'}"
+                if f.kind is Kind.QUALITY
+                else f"{f.kind.term} 未计量"
+                if f.value == UNMEASURED
+                else f"{f.kind.term} {_ratio(f)}"
+                for f in a.figures
+            )
+            lines.append(f"  单位 {a.agency_code}  审计 #{a.first}-#{a.last}  {cells}")
+    return lines
+
+
+def _table_json(tables: list[CityTable]) -> list[dict[str, Any]]:
+    return [
+        {
+            "region": t.summary.region,
+            "signed_by": t.signed_by,
+            "stale": t.stale,
+            "received_at": t.received_at.isoformat(),
+            "generated_at": t.summary.generated_at.isoformat(),
+            "period_start": t.summary.period_start.isoformat(),
+            "period_end": t.summary.period_end.isoformat(),
+            "audit_head": {"size": t.summary.head_size, "hash": t.summary.head_hash},
+            "resources_total": t.summary.resources_total,
+            "grades": t.grades(),
+            "agencies_total": t.summary.agencies_total,
+            "totals": {f.kind.value: [f.numerator, f.denominator] for f in t.totals()},
+            "agencies": [
+                {
+                    "agency_code": a.agency_code,
+                    "sequences": [a.first, a.last],
+                    "figures": [
+                        {
+                            "kind": f.kind.value,
+                            "term": f.kind.term,
+                            "numerator": f.numerator,
+                            "denominator": f.denominator,
+                            "grade": "" if f.value == UNMEASURED else f.value,
+                            "measured": f.value != UNMEASURED,
+                        }
+                        for f in a.figures
+                    ],
+                }
+                for a in t.summary.agencies
+            ],
+        }
+        for t in tables
+    ]
+
+
+@app.command("province")
+def province(
+    region: str = typer.Option("", "--region", help="Only this region's summary."),
+    json_out: bool = typer.Option(False, "--json", help="The table as one JSON array."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """The province-wide table (province node only): the newest signed summary of each city
+    and the province's own, per agency and per city; a summary older than twice [supervision]
+    summary_seconds is marked 已过期 (stale)."""
+    cfg = load(config)
+    if cfg.node.mode is not Mode.PROVINCE:
+        raise UserError(
+            f"this is a city node ({cfg.node.region}): the province-wide table is at the "
+            "province's node"
+        )
+    root = load_certs(cfg.path(cfg.tls.root))[0]
+
+    async def work(supervision: Supervision, by: str) -> list[CityTable]:
+        return await rollup_of(cfg, supervision.db, supervision, root).table(region)
+
+    tables = _run(cfg, work)
+    if json_out:
+        echo(json.dumps(_table_json(tables), ensure_ascii=False, sort_keys=True))
+        return
+    for line in _table_lines(tables):
+        echo(line)

@@ -1,7 +1,8 @@
 """Outbound gRPC: the city's link to its province (catalog sync both ways, heartbeats,
 revocations), joining by invitation, sending the audit log's checkpoints to its witnesses,
 the province reading its approved cities' open catalogs, and every node delivering the
-notifications it holds for other regions' recipients.
+notifications it holds for other regions' recipients, and every node's supervision summary
+(a city's sent to its province).
 The client-side twin of :mod:`node.servicers`; domain packages do not import it.
 """
 
@@ -20,6 +21,7 @@ from node.clients._checkpointing import (
 from node.clients._city_catalogs import fetch_city_catalog
 from node.clients._join import JoinError, join_province
 from node.clients._notice_delivery import NoticeDelivery
+from node.clients._summary_publish import SummaryPublisher
 
 __all__ = [
     "CheckpointPublisher",
@@ -27,6 +29,7 @@ __all__ = [
     "JoinError",
     "NoticeDelivery",
     "PublisherStatus",
+    "SummaryPublisher",
     "WitnessStatus",
     "fetch_city_catalog",
     "fetch_witnessed",

@@ -67,6 +67,7 @@ from node.servicers.opendata import OpenDataServicer
 from node.servicers.opendata_apps import OpenApplicationsServicer
 from node.servicers.peers import PeersServicer
 from node.servicers.quality import DataErrorServicer, QualityServicer
+from node.servicers.rollup import RollupServicer
 from node.servicers.sharing import SharingServicer
 from node.servicers.sharing_stream import SharingStreamServicer
 from node.servicers.status import refusal_of
@@ -75,7 +76,7 @@ from node.servicers.usage import UsageServicer
 from node.servicers.witness import WitnessServicer
 from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
-from node.supervision import Rectifications, Supervision
+from node.supervision import Rectifications, Rollup, Supervision
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
     catalog_pb2,
@@ -150,6 +151,8 @@ class Services:
     quality: Quality | None = None
     #: Compliance reports of this node's agencies (第八、四十二条): SupervisionService.
     supervision: Supervision | None = None
+    #: The province roll-up (issue 15 item 6): summaries of every region, kept at the province.
+    rollup: Rollup | None = None
     #: Its rectification notices (责令限期改正 → 通报批评), shared with the node's NoticeWatch.
     rectifications: Rectifications | None = None
     #: Error reports on this node's records (纠错, 第十六条): QualityService's error calls.
@@ -398,8 +401,14 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
             SupervisionServicer(
                 services.supervision,
                 services.rectifications or Rectifications(services.supervision, notifications),
+                services.router,
             )
         ]
+    if services.rollup is not None:
+        # The province roll-up: GetProvinceSummary, and the summaries cities publish.
+        rollup = RollupServicer(services.rollup)
+        implementations.setdefault("govnode.v1.SupervisionService", []).append(rollup)
+        implementations["govnode.v1.FederationService"].append(rollup)
     if services.witness is not None and services.root is not None:
         implementations["govnode.v1.WitnessService"] = [
             WitnessServicer(

@@ -10,8 +10,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from govnode.v1 import supervision_pb2
 
 from gateway.auth import current_peer
+from gateway.identity import authority_identity
 from gateway.interceptors import add_audit_detail
-from node.errors import InvalidArgument
+from gateway.quote import quote
+from node.codes import Region, region_problem
+from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from node.federation import Router
 from node.servicers.convert import time_from_proto
 from node.supervision import (
     UNMEASURED,
@@ -53,10 +57,11 @@ def kind_in(value: int, field: str = "kind") -> Kind:
     return kind
 
 
-def _figure(figure: Figure) -> supervision_pb2.ComplianceFigure:
+def figure_to_proto(figure: Figure, *, term: bool = True) -> supervision_pb2.ComplianceFigure:
+    """A figure on the wire; ``term``: with its Chinese label (a large table leaves it out)."""
     return supervision_pb2.ComplianceFigure(
         kind=KIND_OUT[figure.kind],  # type: ignore[arg-type]
-        term=figure.kind.term,
+        term=figure.kind.term if term else "",
         numerator=figure.numerator,
         denominator=figure.denominator,
         first_sequence=figure.first,
@@ -87,7 +92,7 @@ def report_to_proto(
         period_start=timestamp(report.period_start),
         period_end=timestamp(report.period_end),
         generated_at=timestamp(report.generated_at),
-        figures=[_figure(f) for f in report.figures],
+        figures=[figure_to_proto(f) for f in report.figures],
         findings=[_finding(f) for f in findings],
         audit_head_size=report.head_size,
         audit_head_hash=report.head_hash,
@@ -122,9 +127,58 @@ def notice_to_proto(notice: Notice) -> supervision_pb2.RectificationNotice:
 
 
 class SupervisionServicer:
-    def __init__(self, supervision: Supervision, rectifications: Rectifications) -> None:
+    def __init__(
+        self,
+        supervision: Supervision,
+        rectifications: Rectifications,
+        router: Router | None = None,
+    ) -> None:
         self._supervision = supervision
         self._rectifications = rectifications
+        #: At the province: asks a city's node for its agency's report (province roll-up).
+        self._router = router
+
+    async def _routed_report(
+        self, request: supervision_pb2.GetComplianceReportRequest, context: Any
+    ) -> supervision_pb2.GetComplianceReportResponse | None:
+        """The report from the node of ``request.region`` when it names another region (only
+        the province's authority, at the province, for a city of the province); None: this
+        node answers."""
+        region = request.region
+        own = self._supervision.region
+        if not region or region == own:
+            return None
+        problem = region_problem(region)
+        if problem is not None:
+            raise InvalidArgument(f"region: {quote(region)} {problem}")
+        province = Region(own).province_code
+        if Region(region).is_province or not Region(province).contains(region):
+            raise InvalidArgument(
+                f"region: {region} is not a city of province {province}; its reports are not "
+                "reachable from here"
+            )
+        caller = current_peer().identity
+        authority = authority_identity(province, self._supervision.trust_domain)
+        if caller.uri != authority:
+            raise PermissionDenied(
+                f"only the province's data management authority ({authority}) asks a city's "
+                f"node for a compliance report (第八条); {caller.uri} may ask only the node of "
+                "its own region"
+            )
+        if own != province or self._router is None:
+            raise FailedPrecondition(
+                f"this node ({own}) answers for its own region only: ask the province's node "
+                f"for region {region}'s reports"
+            )
+        reply: supervision_pb2.GetComplianceReportResponse = await self._router.unary_to(
+            region,
+            "/govnode.v1.SupervisionService/GetComplianceReport",
+            request,
+            supervision_pb2.GetComplianceReportResponse,
+            context,
+        )
+        add_audit_detail(routed_to=region, agency=reply.report.agency_code)
+        return reply
 
     async def IssueRectificationNotice(
         self, request: supervision_pb2.IssueRectificationNoticeRequest, context: Any
@@ -170,6 +224,9 @@ class SupervisionServicer:
     async def GetComplianceReport(
         self, request: supervision_pb2.GetComplianceReportRequest, context: Any
     ) -> supervision_pb2.GetComplianceReportResponse:
+        routed = await self._routed_report(request, context)
+        if routed is not None:
+            return routed
         caller = current_peer().identity
         supervision = self._supervision
         kind = kind_in(request.kind) if request.kind else None

@@ -6,6 +6,9 @@ over a period, counted from the node's own tables, with the evidence to re-deriv
 - ``_count``: how the audit log, the catalog and the quality checks are counted;
 - ``_reports``: reports made, stored, paged, recounted (the chain verified first), and who may
   read them;
+- ``_summary``: the signed summary of a region a node sends its province (format, signing,
+  checking), and ``_rollup``: computing it, and the province keeping the newest per region as
+  one province-wide table (issue 15 item 6);
 - ``_notices``: rectification notices (责令限期改正), closed when their figure recovers or
   escalated at their deadline to the published criticisms (通报批评), and the node's task that
   does it;
@@ -44,6 +47,17 @@ from node.supervision._reports import (
     check_agency_code,
     check_report_reader,
 )
+from node.supervision._rollup import CityTable, Rollup, compute_summary, month_so_far
+from node.supervision._summary import (
+    MAX_SUMMARY_BYTES,
+    SUMMARY_FORMAT,
+    AgencyFigures,
+    ResourceQuality,
+    Summary,
+    SummaryError,
+    check_summary,
+    sign_summary,
+)
 from node.supervision._types import (
     MAX_FINDINGS_PER_KIND,
     MAX_PERIOD_DAYS,
@@ -63,14 +77,18 @@ __all__ = [
     "MAX_FINDINGS_PER_KIND",
     "MAX_NOTE",
     "MAX_PERIOD_DAYS",
+    "MAX_SUMMARY_BYTES",
     "NOTICE_METHOD",
     "REPORT_METHOD",
+    "SUMMARY_FORMAT",
     "UNMEASURED",
+    "AgencyFigures",
     "Certificate",
     "CertificateError",
     "CertifiedResource",
     "Certifier",
     "CertifySettings",
+    "CityTable",
     "ComplianceReport",
     "Figure",
     "Finding",
@@ -82,13 +100,21 @@ __all__ = [
     "OverdueCorrections",
     "Recount",
     "Rectifications",
+    "ResourceQuality",
+    "Rollup",
+    "Summary",
+    "SummaryError",
     "Supervision",
     "check_agency_code",
     "check_certificate",
     "check_period",
     "check_report_reader",
+    "check_summary",
     "classify",
+    "compute_summary",
     "make_certificate",
+    "month_so_far",
     "parse_certificate_text",
     "parse_period",
+    "sign_summary",
 ]

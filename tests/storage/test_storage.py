@@ -63,6 +63,7 @@ TABLES = {
     "quality_check",
     "compliance_report",
     "rectification_notice",
+    "supervision_summary",
     "data_error",
     "sub_platform_approval",
     "notification",

@@ -635,3 +635,56 @@ class DeliverNotificationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliverNotificationsResponse: _TypeAlias = DeliverNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class PublishSupervisionSummaryRequest(_message.Message):
+    """Request of FederationService.PublishSupervisionSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    summary: _builtins.bytes
+    """The signed summary document (JSON, "govnode supervision summary v1": a signed note by
+    the node key, the node's chain and the canonical body; README "Province roll-up"), at
+    most 2 MiB.
+    """
+    def __init__(
+        self,
+        *,
+        summary: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishSupervisionSummaryRequest: _TypeAlias = PublishSupervisionSummaryRequest  # noqa: Y015
+
+@_typing.final
+class PublishSupervisionSummaryResponse(_message.Message):
+    """Response of FederationService.PublishSupervisionSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    stored: _builtins.bool
+    """False when the province already held a summary of the region as new or newer (kept)."""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp:
+        """When the province received it."""
+
+    def __init__(
+        self,
+        *,
+        stored: _builtins.bool = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishSupervisionSummaryResponse: _TypeAlias = PublishSupervisionSummaryResponse  # noqa: Y015

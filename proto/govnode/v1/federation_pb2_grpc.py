@@ -72,6 +72,11 @@ class FederationServiceStub:
                 request_serializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsResponse.FromString,
                 _registered_method=True)
+        self.PublishSupervisionSummary = channel.unary_unary(
+                '/govnode.v1.FederationService/PublishSupervisionSummary',
+                request_serializer=govnode_dot_v1_dot_federation__pb2.PublishSupervisionSummaryRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_federation__pb2.PublishSupervisionSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -138,6 +143,16 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishSupervisionSummary(self, request, context):
+        """A city node sends the province its signed supervision summary (province roll-up, issue
+        15 item 6): per resource the newest quality check, per agency the compliance figures of
+        the month so far. Served by the province; node callers only, member cities only, each
+        for its own region, signed by its own node key (checked against the province root).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +190,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.DeliverNotifications,
                     request_deserializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_federation__pb2.DeliverNotificationsResponse.SerializeToString,
+            ),
+            'PublishSupervisionSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishSupervisionSummary,
+                    request_deserializer=govnode_dot_v1_dot_federation__pb2.PublishSupervisionSummaryRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_federation__pb2.PublishSupervisionSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -368,6 +388,33 @@ class FederationService:
             '/govnode.v1.FederationService/DeliverNotifications',
             govnode_dot_v1_dot_federation__pb2.DeliverNotificationsRequest.SerializeToString,
             govnode_dot_v1_dot_federation__pb2.DeliverNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishSupervisionSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.FederationService/PublishSupervisionSummary',
+            govnode_dot_v1_dot_federation__pb2.PublishSupervisionSummaryRequest.SerializeToString,
+            govnode_dot_v1_dot_federation__pb2.PublishSupervisionSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,12 @@ class FederationServiceStub:
     callers only, and only federation peers; a city sends only notifications its own node
     made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
     """
+    PublishSupervisionSummary: _grpc.UnaryUnaryMultiCallable[_federation_pb2.PublishSupervisionSummaryRequest, _federation_pb2.PublishSupervisionSummaryResponse]
+    """A city node sends the province its signed supervision summary (province roll-up, issue
+    15 item 6): per resource the newest quality check, per agency the compliance figures of
+    the month so far. Served by the province; node callers only, member cities only, each
+    for its own region, signed by its own node key (checked against the province root).
+    """
 
 @_typing.type_check_only
 class FederationServiceAsyncStub(FederationServiceStub):
@@ -101,6 +107,12 @@ class FederationServiceAsyncStub(FederationServiceStub):
     keeps those for its own region's recipients and delivers the others to their city. Node
     callers only, and only federation peers; a city sends only notifications its own node
     made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
+    """
+    PublishSupervisionSummary: _aio.UnaryUnaryMultiCallable[_federation_pb2.PublishSupervisionSummaryRequest, _federation_pb2.PublishSupervisionSummaryResponse]  # type: ignore[assignment]
+    """A city node sends the province its signed supervision summary (province roll-up, issue
+    15 item 6): per resource the newest quality check, per agency the compliance figures of
+    the month so far. Served by the province; node callers only, member cities only, each
+    for its own region, signed by its own node key (checked against the province root).
     """
 
 class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -176,6 +188,18 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
         keeps those for its own region's recipients and delivers the others to their city. Node
         callers only, and only federation peers; a city sends only notifications its own node
         made. Each is stored once, keyed by (origin_region, origin_id): a resent batch is OK.
+        """
+
+    @_abc_1.abstractmethod
+    def PublishSupervisionSummary(
+        self,
+        request: _federation_pb2.PublishSupervisionSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.PublishSupervisionSummaryResponse, _abc.Awaitable[_federation_pb2.PublishSupervisionSummaryResponse]]:
+        """A city node sends the province its signed supervision summary (province roll-up, issue
+        15 item 6): per resource the newest quality check, per agency the compliance figures of
+        the month so far. Served by the province; node callers only, member cities only, each
+        for its own region, signed by its own node key (checked against the province root).
         """
 
 def add_FederationServiceServicer_to_server(servicer: FederationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -308,6 +308,7 @@ class GetComplianceReportRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     REPORT_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
     agency_code: _builtins.str
     """The agency's 统一社会信用代码. Required unless report_id is set."""
     kind: Global___ViolationKind.ValueType
@@ -318,6 +319,11 @@ class GetComplianceReportRequest(_message.Message):
     """Token from the previous page's next_page_token, with that page's report_id."""
     report_id: _builtins.str
     """A stored report to read (the first page's report.report_id); empty: make one now."""
+    region: _builtins.str
+    """Region of the node holding the agency's report (a city of the province); empty: this
+    node's region, or the region report_id starts with. At the province, another region's
+    report is asked of that city's node (routed; the province's authority only).
+    """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the period (inclusive). Required unless report_id is set."""
@@ -336,10 +342,11 @@ class GetComplianceReportRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         report_id: _builtins.str = ...,
+        region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "period_end", b"period_end", "period_start", b"period_start", "report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "period_end", b"period_end", "period_start", b"period_start", "region", b"region", "report_id", b"report_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -612,3 +619,211 @@ class ListPublishedCriticismsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPublishedCriticismsResponse: _TypeAlias = ListPublishedCriticismsResponse  # noqa: Y015
+
+@_typing.final
+class GetProvinceSummaryRequest(_message.Message):
+    """Request of SupervisionService.GetProvinceSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Only this region's summary; empty: every region's."""
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["region", b"region"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProvinceSummaryRequest: _TypeAlias = GetProvinceSummaryRequest  # noqa: Y015
+
+@_typing.final
+class AgencySummary(_message.Message):
+    """One agency's row of the province-wide table."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    AGENCY_CODE_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Region of the node the agency reports to."""
+    agency_code: _builtins.str
+    """The agency's 统一社会信用代码."""
+    first_sequence: _builtins.int
+    """First audit sequence of the period the figures were read from; 0 if none."""
+    last_sequence: _builtins.int
+    """Last audit sequence of the period the figures were read from; 0 if none."""
+    @_builtins.property
+    def figures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceFigure]:
+        """Its figures of the period, in ViolationKind order (term left empty: ViolationKind names it)."""
+
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        agency_code: _builtins.str = ...,
+        figures: _abc.Iterable[Global___ComplianceFigure] | None = ...,
+        first_sequence: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "figures", b"figures", "first_sequence", b"first_sequence", "last_sequence", b"last_sequence", "region", b"region"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgencySummary: _TypeAlias = AgencySummary  # noqa: Y015
+
+@_typing.final
+class GradeCount(_message.Message):
+    """Resources of one grade in a region's summary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRADE_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    grade: _builtins.str
+    """Grade of their newest quality check (A-E); empty: not checked yet."""
+    resources: _builtins.int
+    """How many resources."""
+    def __init__(
+        self,
+        *,
+        grade: _builtins.str = ...,
+        resources: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grade", b"grade", "resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GradeCount: _TypeAlias = GradeCount  # noqa: Y015
+
+@_typing.final
+class RegionSummary(_message.Message):
+    """One region's newest summary, as the province holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    SIGNED_BY_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_SIZE_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_HASH_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    AGENCIES_FIELD_NUMBER: _builtins.int
+    AGENCIES_TOTAL_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    RESOURCES_TOTAL_FIELD_NUMBER: _builtins.int
+    GRADES_FIELD_NUMBER: _builtins.int
+    OPEN_ERRORS_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Division code of the region."""
+    signed_by: _builtins.str
+    """SPIFFE ID of the node that signed the summary."""
+    audit_head_size: _builtins.int
+    """Size of the region node's audit log when it was computed."""
+    audit_head_hash: _builtins.str
+    """Chain hash (hex) of the record at audit_head_size."""
+    stale: _builtins.bool
+    """True when it was computed more than twice [supervision] summary_seconds ago."""
+    agencies_total: _builtins.int
+    """Agencies that qualified; more than listed when past [supervision] summary_max_agencies."""
+    resources_total: _builtins.int
+    """Resources of the region's node."""
+    open_errors: _builtins.int
+    """Error reports (纠错) open on the region's resources."""
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node computed it."""
+
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp:
+        """When the province received it."""
+
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period (the month so far, China Standard Time), inclusive."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the period, exclusive."""
+
+    @_builtins.property
+    def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgencySummary]:
+        """Agencies the summary carries."""
+
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceFigure]:
+        """Sums over the listed agencies, per kind (numerators, denominators, noted)."""
+
+    @_builtins.property
+    def grades(self) -> _containers.RepeatedCompositeFieldContainer[Global___GradeCount]:
+        """Resources per grade of their newest quality check."""
+
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        signed_by: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        audit_head_size: _builtins.int = ...,
+        audit_head_hash: _builtins.str = ...,
+        stale: _builtins.bool = ...,
+        agencies: _abc.Iterable[Global___AgencySummary] | None = ...,
+        agencies_total: _builtins.int = ...,
+        totals: _abc.Iterable[Global___ComplianceFigure] | None = ...,
+        resources_total: _builtins.int = ...,
+        grades: _abc.Iterable[Global___GradeCount] | None = ...,
+        open_errors: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at", "period_end", b"period_end", "period_start", b"period_start", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "agencies_total", b"agencies_total", "audit_head_hash", b"audit_head_hash", "audit_head_size", b"audit_head_size", "generated_at", b"generated_at", "grades", b"grades", "open_errors", b"open_errors", "period_end", b"period_end", "period_start", b"period_start", "received_at", b"received_at", "region", b"region", "resources_total", b"resources_total", "signed_by", b"signed_by", "stale", b"stale", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegionSummary: _TypeAlias = RegionSummary  # noqa: Y015
+
+@_typing.final
+class GetProvinceSummaryResponse(_message.Message):
+    """Response of SupervisionService.GetProvinceSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGIONS_FIELD_NUMBER: _builtins.int
+    STALE_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    stale_after_seconds: _builtins.float
+    """A summary older than this many seconds is stale (twice [supervision] summary_seconds)."""
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegionSummary]:
+        """The newest summary of each region held, by region."""
+
+    def __init__(
+        self,
+        *,
+        regions: _abc.Iterable[Global___RegionSummary] | None = ...,
+        stale_after_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["regions", b"regions", "stale_after_seconds", b"stale_after_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProvinceSummaryResponse: _TypeAlias = GetProvinceSummaryResponse  # noqa: Y015

@@ -56,6 +56,11 @@ class SupervisionServiceStub:
                 request_serializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsRequest.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsResponse.FromString,
                 _registered_method=True)
+        self.GetProvinceSummary = channel.unary_unary(
+                '/govnode.v1.SupervisionService/GetProvinceSummary',
+                request_serializer=govnode_dot_v1_dot_supervision__pb2.GetProvinceSummaryRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_supervision__pb2.GetProvinceSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisionServiceServicer:
@@ -95,6 +100,15 @@ class SupervisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProvinceSummary(self, request, context):
+        """Returns the province-wide table (province roll-up): the newest signed summary of each
+        city and the province's own, with per-agency figures and per-city totals. Served by the
+        province to the province's data management authority only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +131,11 @@ def add_SupervisionServiceServicer_to_server(servicer, server):
                     servicer.ListPublishedCriticisms,
                     request_deserializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsRequest.FromString,
                     response_serializer=govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsResponse.SerializeToString,
+            ),
+            'GetProvinceSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProvinceSummary,
+                    request_deserializer=govnode_dot_v1_dot_supervision__pb2.GetProvinceSummaryRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_supervision__pb2.GetProvinceSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +248,33 @@ class SupervisionService:
             '/govnode.v1.SupervisionService/ListPublishedCriticisms',
             govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsRequest.SerializeToString,
             govnode_dot_v1_dot_supervision__pb2.ListPublishedCriticismsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProvinceSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/govnode.v1.SupervisionService/GetProvinceSummary',
+            govnode_dot_v1_dot_supervision__pb2.GetProvinceSummaryRequest.SerializeToString,
+            govnode_dot_v1_dot_supervision__pb2.GetProvinceSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

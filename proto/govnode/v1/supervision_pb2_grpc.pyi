@@ -53,6 +53,11 @@ class SupervisionServiceStub:
     """Lists the notices escalated to 通报批评 (not rectified by their deadline): public to every
     authenticated caller.
     """
+    GetProvinceSummary: _grpc.UnaryUnaryMultiCallable[_supervision_pb2.GetProvinceSummaryRequest, _supervision_pb2.GetProvinceSummaryResponse]
+    """Returns the province-wide table (province roll-up): the newest signed summary of each
+    city and the province's own, with per-agency figures and per-city totals. Served by the
+    province to the province's data management authority only.
+    """
 
 @_typing.type_check_only
 class SupervisionServiceAsyncStub(SupervisionServiceStub):
@@ -75,6 +80,11 @@ class SupervisionServiceAsyncStub(SupervisionServiceStub):
     ListPublishedCriticisms: _aio.UnaryUnaryMultiCallable[_supervision_pb2.ListPublishedCriticismsRequest, _supervision_pb2.ListPublishedCriticismsResponse]  # type: ignore[assignment]
     """Lists the notices escalated to 通报批评 (not rectified by their deadline): public to every
     authenticated caller.
+    """
+    GetProvinceSummary: _aio.UnaryUnaryMultiCallable[_supervision_pb2.GetProvinceSummaryRequest, _supervision_pb2.GetProvinceSummaryResponse]  # type: ignore[assignment]
+    """Returns the province-wide table (province roll-up): the newest signed summary of each
+    city and the province's own, with per-agency figures and per-city totals. Served by the
+    province to the province's data management authority only.
     """
 
 class SupervisionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,6 +129,17 @@ class SupervisionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_supervision_pb2.ListPublishedCriticismsResponse, _abc.Awaitable[_supervision_pb2.ListPublishedCriticismsResponse]]:
         """Lists the notices escalated to 通报批评 (not rectified by their deadline): public to every
         authenticated caller.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProvinceSummary(
+        self,
+        request: _supervision_pb2.GetProvinceSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervision_pb2.GetProvinceSummaryResponse, _abc.Awaitable[_supervision_pb2.GetProvinceSummaryResponse]]:
+        """Returns the province-wide table (province roll-up): the newest signed summary of each
+        city and the province's own, with per-agency figures and per-city totals. Served by the
+        province to the province's data management authority only.
         """
 
 def add_SupervisionServiceServicer_to_server(servicer: SupervisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -7,7 +7,10 @@ reads the report (GetQualityReport): each GB/T 36344 dimension, the grade, an in
 report is made at 福州 and the record is marked disputed for every consumer on every node.
 [22] 福州's provider asks for the correction, 福州's authority approves it (第四十一条), and the
 correction notice reaches 厦门市民政局 at its own node. [23] the province's authority reads 福建省
-民政厅's compliance report and orders it to rectify (责令限期改正).
+民政厅's compliance report and orders it to rectify (责令限期改正). [24] the province's node
+certifies 福建省公安厅's project on 人口基础信息 for its approval and finance departments
+(第九、二十二条), and the certificate is checked offline with the root alone, then refused once
+one byte of it is altered.
 """
 
 from __future__ import annotations
@@ -32,12 +35,20 @@ from govnode.v1 import (
 from gateway.channel import secure_channel
 from gateway.identity import Role, make_identity
 from gateway.tls import TlsFiles
-from node.app import RunningNode, quality_of
+from node.app import RunningNode, quality_of, supervision_of
 from node.catalog import Catalog, ResourceEntry
 from node.codes import make_credit_code
 from node.config import NodeConfig
 from node.federation import Router
+from node.pki import load_certs, load_chain_pem, load_private_key
 from node.quality import GRADE_BANDS, grade_of
+from node.supervision import (
+    CertificateError,
+    Certifier,
+    CertifySettings,
+    NodeSigner,
+    check_certificate,
+)
 from node.times import CST
 
 if TYPE_CHECKING:
@@ -75,6 +86,8 @@ async def show_quality_and_supervision(
     await _correction(demo, province, fuzhou, xiamen, report_id)
     demo.say("")
     await _compliance(demo, province)
+    demo.say("")
+    await _certificate(demo, province, province_config, people)
 
 
 async def _call(address: str, files: TlsFiles, stub: Any, method: str, request: Any) -> Any:
@@ -358,3 +371,62 @@ async def _compliance(demo: Demo, province: RunningNode) -> None:
     )
     for n in listed.notifications:
         say(f"  ✓ {name}'s ListNotifications: RECTIFICATION_NOTICE: {n.message}")
+
+
+async def _certificate(
+    demo: Demo, province: RunningNode, config: NodeConfig, people: ResourceEntry
+) -> None:
+    """[24]: a project acceptance certificate, issued as ``govnode supervision certify`` issues
+    it, then checked as ``govnode supervision check-certificate`` checks it: offline."""
+    say = demo.say
+    agency, code = people.provider_code, people.resource_code
+    project = "人口信息共享应用项目"
+    say(
+        f"[24] Project acceptance evidence (第九、二十二条): the province's node certifies "
+        f"{demo.names[agency]}'s {project} ({people.name}) for the approval and finance "
+        "departments, who check it offline"
+    )
+    root = load_certs(config.path(config.tls.root))[0]
+    chain_pem = load_chain_pem(config.path(config.tls.cert), root)
+    td = config.node.trust_domain
+    node = make_identity(config.node.region, td, Role.NODE)
+    section = config.supervision
+    certifier = Certifier(
+        supervision_of(config, province.db, province.audit),
+        NodeSigner(node.uri, load_private_key(config.path(config.tls.key)), chain_pem),
+        CertifySettings(
+            min_grade=section.certify_min_grade,
+            max_check_age_days=section.certify_max_check_age_days,
+            criticism_days=section.certify_criticism_days,
+            certificate_days=section.certificate_days,
+        ),
+    )
+    authority = make_identity(config.node.region, td, Role.AUTHORITY)
+    made, document = await certifier.certify(agency, project, [code], authority.uri)
+    path = demo.base / "certificate.json"
+    path.write_bytes(document)
+    say(
+        f"  ✓ govnode supervision certify: {made.serial}, valid until "
+        f"{made.valid_until.astimezone(CST):%Y-%m-%d} → {path}"
+    )
+    now = dt.datetime.now(dt.UTC)
+    checked = check_certificate(path.read_bytes(), root, td, now)
+    graded = ", ".join(f"{r.code} grade {r.grade}" for r in checked.resources)
+    say(
+        f"  ✓ checked offline with the root certificate only: signed by {checked.node}; "
+        f"{graded}; registered, aggregated on time, quality, no open rectification, no overdue "
+        f"纠错: all ok; audit log at {checked.audit_size} records"
+    )
+    # The project's name in the signed text, one character changed (一期 → 二期 of a project).
+    altered = document.decode().replace(f"project {project}", f"project {project[:-1]}期", 1)
+    if altered.encode() == document:
+        raise AssertionError("the certificate does not name the project")
+    try:
+        check_certificate(altered.encode(), root, td, now)
+    except CertificateError as exc:
+        say(
+            f"  ✓ the same file with one character of the project's name altered: refused "
+            f"({exc.check} check: {str(exc)[:60]})"
+        )
+    else:
+        raise AssertionError("an altered certificate was accepted")

@@ -209,7 +209,7 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
     assert "next Verify of the new name: all_match=True, disputed=False" in corrected
     # Supervision (第八、四十二条): 民政厅's refused calls of step [8] as findings, with their
     # audit sequences; a rectification notice it reads in its notifications.
-    supervised = text.split("\n[23] ", 1)[1]
+    supervised = text.split("\n[23] ", 1)[1].split("\n[24] ", 1)[0]
     assert "✗" not in supervised, supervised
     assert re.search(r"✓ report 350000-R-\w+: audit records #1-#\d+ \(head #\d+ ", supervised)
     assert re.search(r"未按照规定使用共享数据 2/5 #\d+-#\d+", supervised), supervised
@@ -225,6 +225,16 @@ def test_the_demo_registers_the_example_catalog_and_shows_each_refusal(
         "未按照规定使用共享数据"
     ) in supervised
     assert f"通知 {notice[1]}" in supervised
+    # A project acceptance certificate (第九、二十二条), checked offline; one altered character
+    # breaks its signature.
+    certified = text.split("\n[24] ", 1)[1]
+    assert "✗" not in certified, certified
+    assert re.search(r"govnode supervision certify: 350000-C-\w+, valid until ", certified)
+    assert (
+        "checked offline with the root certificate only: signed by "
+        "spiffe://350000.fujian.gov.cn/node; 350000-1-000001 grade B;"
+    ) in certified
+    assert "one character of the project's name altered: refused (signature check" in certified
     # A stream the demo (or a stopping city) cancels leaves no unretrieved task behind.
     assert "Task exception was never retrieved" not in result.stderr, result.stderr
     for refusal in (

@@ -1,0 +1,245 @@
+"""Prometheus metrics (node.ops, gateway.metrics): a province and two cities serve /metrics;
+after real calls (accepted, refused, routed) each node's series count them with the standard
+gRPC names and Go's code spelling, the forwarding nodes count their client calls, no label
+holds an agency code, and the mutually authenticated listener refuses a client without a
+certificate or with the wrong role. Real nodes, real mutual TLS, real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import grpc.aio
+import pytest
+from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from gateway.tls import TlsFiles
+from node.app import RunningNode, StartupError, start_node
+from node.catalog import ShareMethod, ShareType
+from node.config import MetricsSection
+from tests.support.databases import NewDatabaseUrl, sqlite_urls
+from tests.support.entries import agency_code, item
+from tests.support.nodes import (
+    FUZHOU,
+    PROVINCE,
+    XIAMEN,
+    Federation,
+    Member,
+    channel,
+    entry_of,
+    federation,
+    make_province,
+    with_metrics,
+)
+
+METHODS = (ShareMethod.VERIFY, ShareMethod.COMPARE)
+ITEMS = (item("tyshxydm", key=True, required=True), item("qymc"))
+ACME = {"tyshxydm": "91350100MA00000001", "qymc": "福州某某科技有限公司"}
+OPEN, CONDITIONAL, LOCAL = f"{FUZHOU}-3-000001", f"{FUZHOU}-3-000002", f"{XIAMEN}-3-000001"
+VERIFY = "govnode.v1.SharingService", "Verify"
+
+
+async def scrape(node: RunningNode, path: str = "/metrics") -> str:
+    assert node.metrics_listener is not None
+    url = f"http://127.0.0.1:{node.metrics_listener.port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        assert reply.status == 200, await reply.text()
+        return await reply.text()
+
+
+async def samples(node: RunningNode) -> list[Sample]:
+    text = await scrape(node)
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(found: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels`` (0 if none)."""
+    return sum(
+        s.value
+        for s in found
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def grpc_labels(service: str, method: str, **more: str) -> dict[str, str]:
+    return {"grpc_service": service, "grpc_method": method, **more}
+
+
+async def verify(node: RunningNode, files: TlsFiles, code: str) -> grpc.StatusCode:
+    request = sharing_pb2.VerifyRequest(
+        resource_code=code, key={"tyshxydm": ACME["tyshxydm"]}, claimed={"qymc": ACME["qymc"]}
+    )
+    async with channel(node, files) as ch:
+        try:
+            await sharing_pb2_grpc.SharingServiceStub(ch).Verify(request, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def submit(member: Member, code: str) -> None:
+    async def batches() -> AsyncIterator[sharing_pb2.SubmitBatch]:
+        for n in range(3):
+            yield sharing_pb2.SubmitBatch(
+                resource_code=code,
+                batch_id=f"b{n}",
+                records=[common_pb2.Record(values=ACME)],
+            )
+
+    async with channel(member.running, member.agency()) as ch:
+        [_ async for _ in sharing_pb2_grpc.SharingServiceStub(ch).Submit(batches())]
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
+    urls: NewDatabaseUrl = sqlite_urls(tmp_path)  # what is counted does not depend on storage
+    async with federation(tmp_path, urls, metrics=True) as running:
+        shared = {"share_type": ShareType.UNCONDITIONAL, "share_methods": METHODS, "items": ITEMS}
+        await running.fuzhou.register(entry_of(FUZHOU, 1, **shared))
+        await running.fuzhou.register(entry_of(FUZHOU, 2, share_methods=METHODS, items=ITEMS))
+        await running.xiamen.register(entry_of(XIAMEN, 1, **shared))
+        await submit(running.fuzhou, OPEN)
+        await submit(running.xiamen, LOCAL)
+        await running.converged(3)
+        yield running
+
+
+async def test_a_province_and_cities_count_their_calls_with_the_grpc_names(
+    fed: Federation,
+) -> None:
+    xiamen, caller = fed.xiamen.running, fed.xiamen.agency()
+    before = await samples(xiamen)
+    outcomes = [
+        await verify(xiamen, caller, LOCAL),  # 厦门's own resource
+        await verify(xiamen, caller, LOCAL),
+        await verify(xiamen, caller, OPEN),  # routed 厦门 -> province -> 福州
+        await verify(xiamen, caller, CONDITIONAL),  # routed, refused by 福州
+    ]
+    assert outcomes == [
+        grpc.StatusCode.OK,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ]
+    after = await samples(xiamen)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    verify_labels = grpc_labels(*VERIFY, grpc_type="unary")
+    assert grew("grpc_server_started_total", **verify_labels) == 4
+    assert grew("grpc_server_handled_total", **verify_labels, grpc_code="OK") == 3
+    assert grew("grpc_server_handled_total", **verify_labels, grpc_code="PermissionDenied") == 1
+    assert grew("grpc_server_handling_seconds_count", **verify_labels) == 4
+    # 厦门 forwarded two of them (to the province): its client side counts them, with the
+    # owner's answer.
+    assert grew("grpc_client_started_total", **verify_labels) == 2
+    assert grew("grpc_client_handled_total", **verify_labels, grpc_code="OK") == 1
+    assert grew("grpc_client_handled_total", **verify_labels, grpc_code="PermissionDenied") == 1
+    assert grew("grpc_client_handling_seconds_count", **verify_labels) == 2
+
+    # The province relayed both: a server call from 厦门 and a client call to 福州 each.
+    province = await samples(fed.province.running)
+    assert value(province, "grpc_server_handled_total", **verify_labels, grpc_code="OK") == 1
+    assert value(province, "grpc_client_handled_total", **verify_labels, grpc_code="OK") == 1
+    fuzhou = await samples(fed.fuzhou.running)
+    assert value(fuzhou, "grpc_server_handled_total", **verify_labels) == 2
+    assert value(fuzhou, "grpc_client_started_total", **verify_labels) == 0
+
+    # A stream (Submit: three batches in, an acknowledgement each out, in the fixture)
+    # counts its messages; only unary and client-streaming calls are timed.
+    submit_labels = grpc_labels("govnode.v1.SharingService", "Submit", grpc_type="bidi_stream")
+    assert value(fuzhou, "grpc_server_msg_received_total", **submit_labels) == 3
+    assert value(fuzhou, "grpc_server_msg_sent_total", **submit_labels) == 3
+    assert value(fuzhou, "grpc_server_handling_seconds_count", **submit_labels) == 0
+
+    # The audit log's group commits and the event loop are measured too.
+    assert value(after, "govnode_audit_batch_records_count") >= 4
+    assert value(after, "govnode_audit_commit_seconds_count") >= 4
+    assert any(s.name == "govnode_event_loop_lag_seconds" for s in after)
+    assert value(after, "govnode_build_info", region=XIAMEN, mode="city") == 1
+
+    # No label anywhere holds an agency code (or any other caller's name).
+    codes = {agency_code(1, region) for region in (FUZHOU, XIAMEN)}
+    for member in fed.members:
+        for sample in await samples(member.running):
+            for label, text in sample.labels.items():
+                assert not any(code in text for code in codes), (sample.name, label, text)
+                assert "spiffe://" not in text and "agency" not in text, (sample.name, label)
+
+
+async def test_healthz_says_serving_mode_and_region(fed: Federation) -> None:
+    health = json.loads(await scrape(fed.province.running, "/healthz"))
+    assert health == {"serving": True, "mode": "province", "region": PROVINCE}
+
+
+# --- the listener's own rules -----------------------------------------------------------------
+
+
+def test_a_listener_off_loopback_needs_mutual_tls() -> None:
+    with pytest.raises(ValueError, match="not a loopback address"):
+        MetricsSection(listen="0.0.0.0:9464")
+    with pytest.raises(ValueError, match="not a loopback address"):
+        MetricsSection(listen="10.1.2.3:9464")
+    assert MetricsSection(listen="10.1.2.3:9464", tls=True).tls
+    assert MetricsSection(listen="[::1]:9464").listen == "[::1]:9464"
+    assert MetricsSection(listen="localhost:9464").listen == "localhost:9464"
+
+
+def client_context(root: Path, files: TlsFiles | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(root))
+    if files is not None:
+        context.load_cert_chain(files.chain, files.key)
+    return context
+
+
+async def test_the_mutual_tls_listener_admits_only_an_authority_or_a_node(
+    tmp_path: Path,
+) -> None:
+    setup = with_metrics(make_province(tmp_path, (await sqlite_urls(tmp_path)())), tls=True)
+    node = await start_node(setup.config)
+    try:
+        assert node.metrics_listener is not None
+        url = f"https://127.0.0.1:{node.metrics_listener.port}/metrics"
+        root = setup.config.path(setup.config.tls.root)
+        async with aiohttp.ClientSession() as session:
+            # No client certificate: the handshake itself fails.
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(url, ssl=client_context(root, None)) as reply:
+                    await reply.read()
+            # Plain HTTP on the TLS port gets nothing either.
+            plain = url.replace("https://", "http://")
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(plain) as reply:
+                    await reply.read()
+            # An agency's certificate is valid, but an agency may not read the node's metrics.
+            agency = setup.agency(agency_code(1, PROVINCE))
+            async with session.get(url, ssl=client_context(root, agency)) as reply:
+                assert reply.status == 403
+                assert "may not read metrics" in await reply.text()
+            async with session.get(url, ssl=client_context(root, setup.authority())) as reply:
+                assert reply.status == 200
+                assert "grpc_server_started_total" in await reply.text()
+    finally:
+        await node.stop(grace=0)
+
+
+async def test_a_taken_metrics_port_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    urls = sqlite_urls(tmp_path)
+    first = with_metrics(make_province(tmp_path / "a", await urls()))
+    node = await start_node(first.config)
+    try:
+        assert node.metrics_listener is not None
+        taken = f"127.0.0.1:{node.metrics_listener.port}"
+        second = make_province(tmp_path / "b", await urls())
+        config = second.config.model_copy(update={"metrics": MetricsSection(listen=taken)})
+        with pytest.raises(StartupError, match=f"metrics.listen: cannot listen on {taken}"):
+            await start_node(config)
+    finally:
+        await node.stop(grace=0)

@@ -508,6 +508,9 @@ class _Guarded:
             _request_id.reset(call.tokens[0])
 
     async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
+        peer, metered = call.peer, self.metered
+        if metered is not None and peer is not None and peer.identity.role is Role.PORTAL:
+            metered.portal_call(code)
         if self.audit is None:
             return
         try:

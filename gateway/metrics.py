@@ -76,6 +76,8 @@ class MethodMetrics:
         )
         self.received = rpc.received.labels(*labels) if streams_in else None
         self.sent = rpc.sent.labels(*labels) if streams_out else None
+        self._portal_family = rpc.portal
+        self._portal: dict[grpc.StatusCode, Any] = {}
 
     def started(self) -> float:
         """Count a call that starts; returns its start time for :meth:`handled`."""
@@ -89,6 +91,16 @@ class MethodMetrics:
         child.inc()
         if self.seconds is not None:
             self.seconds.observe(time.perf_counter() - started)
+
+    def portal_call(self, code: grpc.StatusCode) -> None:
+        """Count a call an open data portal made (the portal's own requests, from the public,
+        are what reach the node as these calls)."""
+        if self._portal_family is None:
+            return
+        child = self._portal.get(code)
+        if child is None:
+            child = self._portal[code] = self._portal_family.labels(self._labels[2], GO_CODES[code])
+        child.inc()
 
 
 class GrpcMetrics:
@@ -125,6 +137,17 @@ class GrpcMetrics:
             f"stream messages sent ({what})",
             names,
             registry=registry,
+        )
+        #: Server side: the calls of open data portals (role portal), by method and code.
+        self.portal = (
+            Counter(
+                "govnode_portal_requests_total",
+                "calls made by an open data portal (开放平台) for the public, by final status",
+                ["grpc_method", "grpc_code"],
+                registry=registry,
+            )
+            if side == "server"
+            else None
         )
         self._methods: dict[tuple[str, str], MethodMetrics] = {}
 

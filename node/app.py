@@ -87,7 +87,14 @@ from node.opendata import (
     Republisher,
     open_data_gate,
 )
-from node.ops import HealthFacts, LoopLagMonitor, MetricsListener, NodeMetrics, start_listener
+from node.ops import (
+    HealthFacts,
+    LoopLagMonitor,
+    MetricsListener,
+    NodeMetrics,
+    Sampler,
+    start_listener,
+)
 from node.pki import (
     Revocations,
     load_chain_pem,
@@ -212,6 +219,7 @@ class RunningNode:
     metrics: NodeMetrics | None = None
     metrics_listener: MetricsListener | None = None
     loop_lag: LoopLagMonitor | None = None
+    metrics_sampler: Sampler | None = None
 
     @property
     def address(self) -> str:
@@ -260,6 +268,8 @@ class RunningNode:
             await self.metrics_listener.stop()
         if self.loop_lag is not None:
             await self.loop_lag.stop()
+        if self.metrics_sampler is not None:
+            await self.metrics_sampler.stop()
         await self.audit.close()
         await self.db.close()
         log.info("node_stopped")
@@ -611,11 +621,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
         rollup = rollup_of(config, db, supervision, root)
         # Every data call's access decision; the grant and a suspected enumeration go into the
         # call's audit record.
-        decider = AccessDecider(
-            db,
-            oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
-            audit_detail=add_audit_detail,
-        )
+        oracle = OracleGuard(db, config.oracle, notifications, config.node.trust_domain)
+        if metrics is not None:
+            oracle.observer = metrics.oracle_event
+        decider = AccessDecider(db, oracle=oracle, audit_detail=add_audit_detail)
         data_errors = data_errors_of(config, db, notifications, decider)
         services = Services(
             config=config,
@@ -664,6 +673,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             rectifications=rectifications,
             rollup=rollup,
             stopping=stopping,
+            on_download=metrics.downloaded if metrics is not None else None,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -712,6 +722,8 @@ async def start_node(config: NodeConfig) -> RunningNode:
         node.metrics, node.metrics_listener = metrics, listener
         node.loop_lag = LoopLagMonitor(metrics.loop_lag)
         node.loop_lag.start()
+        node.metrics_sampler = Sampler(metrics.snapshot, config, db, evidence.checkpoints, link)
+        node.metrics_sampler.start()
     node.publisher = CheckpointPublisher(
         db=db,
         audit=audit,

@@ -27,11 +27,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.metrics import GrpcMetrics
+from node.sharing import ORACLE_REFUSALS
 
 del GC_COLLECTOR  # the global one; each node registers its own below
-
-#: Reasons the Verify oracle refuses (node.sharing.OracleGuard): a fixed set.
-ORACLE_REASONS = ("rate_minute", "rate_day", "enumeration")
 
 #: A gauge family held by the snapshot: (help, label names).
 _GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -43,9 +41,9 @@ _GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "when the peer region was last heard from (Unix time)",
         ("peer_region",),
     ),
-    "govnode_catalog_feed_lag_seconds": (
-        "age of the newest catalog change applied from the peer (city: from its province; "
-        "province: from each city)",
+    "govnode_catalog_feed_lag_changes": (
+        "catalog changes the peer last said it had that this node has not applied yet (a city: "
+        "its province's feed; the province: each city's)",
         ("peer_region",),
     ),
     "govnode_witnessed_checkpoint_timestamp_seconds": (
@@ -128,13 +126,21 @@ class NodeMetrics:
             ["reason"],
             registry=registry,
         )
-        self.oracle_refusals = {reason: oracle.labels(reason) for reason in ORACLE_REASONS}
-        self.opendata_downloads = Counter(
+        self.oracle_refusals = {reason: oracle.labels(reason) for reason in ORACLE_REFUSALS}
+        self.oracle_enumerations = Counter(
+            "govnode_oracle_enumeration_suspected_total",
+            "runs of Verify/Compare over many different keys the oracle guard flagged (and "
+            "notified the provider and authority of)",
+            registry=registry,
+        )
+        downloads = Counter(
             "govnode_opendata_downloads_total",
-            "open data files served (Download calls that completed), by how they were opened",
+            "open data files this node served to their end (relayed ones count at the city "
+            "that owns them), by kind: public (无条件开放) or keyed (授权开放)",
             ["kind"],
             registry=registry,
         )
+        self.opendata_downloads = {kind: downloads.labels(kind) for kind in ("public", "keyed")}
         self.loop_lag = Gauge(
             "govnode_event_loop_lag_seconds",
             "the most the event loop woke a periodic sleep late in the last 10 s (a blocked "
@@ -143,14 +149,20 @@ class NodeMetrics:
         )
         self.snapshot = Snapshot()
         registry.register(self.snapshot)
-        self.serving = False  # /healthz: set with the node's health
 
     def audit_committed(self, records: int, seconds: float) -> None:
         """node.audit.AuditLog.on_commit."""
         self._audit_batch_observe(records)
         self._audit_commit_observe(seconds)
 
-    def oracle_refused(self, reason: str) -> None:
-        counter = self.oracle_refusals.get(reason)
-        if counter is not None:
+    def oracle_event(self, event: str) -> None:
+        """node.sharing.OracleGuard.observer: a refusal's reason, or ``enumeration``."""
+        if event == "enumeration":
+            self.oracle_enumerations.inc()
+        elif (counter := self.oracle_refusals.get(event)) is not None:
+            counter.inc()
+
+    def downloaded(self, kind: str) -> None:
+        """node.servicers.Services.on_download."""
+        if (counter := self.opendata_downloads.get(kind)) is not None:
             counter.inc()

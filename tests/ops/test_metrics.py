@@ -6,8 +6,10 @@ certificate or with the wrong role. Real nodes, real mutual TLS, real HTTP on lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,11 +25,15 @@ from gateway.tls import TlsFiles
 from node.app import RunningNode, StartupError, start_node
 from node.catalog import ShareMethod, ShareType
 from node.config import MetricsSection
+from tests.opendata.test_download_api import UNIVERSAL, download, publish
+from tests.support.access import register
 from tests.support.databases import NewDatabaseUrl, sqlite_urls
 from tests.support.entries import agency_code, item
 from tests.support.nodes import (
     FUZHOU,
+    MARKET_REGULATION,
     PROVINCE,
+    PUBLIC_SECURITY,
     XIAMEN,
     Federation,
     Member,
@@ -37,6 +43,7 @@ from tests.support.nodes import (
     make_province,
     with_metrics,
 )
+from tests.support.oracle import sensitive
 
 METHODS = (ShareMethod.VERIFY, ShareMethod.COMPARE)
 ITEMS = (item("tyshxydm", key=True, required=True), item("qymc"))
@@ -177,6 +184,106 @@ async def test_a_province_and_cities_count_their_calls_with_the_grpc_names(
 async def test_healthz_says_serving_mode_and_region(fed: Federation) -> None:
     health = json.loads(await scrape(fed.province.running, "/healthz"))
     assert health == {"serving": True, "mode": "province", "region": PROVINCE}
+
+
+async def peers_seen(node: RunningNode, regions: set[str]) -> list[Sample]:
+    """The node's samples once every one of ``regions`` is up (polled, bounded)."""
+    found: list[Sample] = []
+    for _ in range(100):
+        found = await samples(node)
+        up = {s.labels["peer_region"] for s in found if s.name == "govnode_peer_up" and s.value}
+        if regions <= up:
+            return found
+        await asyncio.sleep(0.1)
+    pytest.fail(f"peers {regions} not up within 10 s: {[s for s in found if 'peer' in s.name]}")
+
+
+async def test_peers_heartbeats_and_feed_lag_on_both_sides(fed: Federation) -> None:
+    now = time.time()
+    province = await peers_seen(fed.province.running, {FUZHOU, XIAMEN})
+    for region in (FUZHOU, XIAMEN):
+        beat = value(province, "govnode_peer_last_heartbeat_timestamp_seconds", peer_region=region)
+        assert now - 60 < beat < now + 60
+    # Every catalog change was applied everywhere (the fixture waited for convergence).
+    lags = [s for s in province if s.name == "govnode_catalog_feed_lag_changes"]
+    assert {s.labels["peer_region"] for s in lags} == {FUZHOU, XIAMEN}
+    assert all(s.value == 0 for s in lags)
+    city = await peers_seen(fed.fuzhou.running, {PROVINCE})
+    assert {s.labels["peer_region"] for s in city if s.name == "govnode_peer_up"} == {PROVINCE}
+    assert value(city, "govnode_catalog_feed_lag_changes", peer_region=PROVINCE) == 0
+    assert value(city, "govnode_peer_last_heartbeat_timestamp_seconds") > now - 60
+
+
+# --- one province: the oracle, open data, portals, certificates, grades ----------------------
+
+
+async def test_oracle_refusals_downloads_portal_calls_and_certificates_are_counted(
+    tmp_path: Path,
+) -> None:
+    setup = with_metrics(make_province(tmp_path, await sqlite_urls(tmp_path)()))
+    oracle = setup.config.oracle.model_copy(update={"verify_per_minute": 1})
+    node = await start_node(setup.config.model_copy(update={"oracle": oracle}))
+    try:
+        provider = setup.agency(PUBLIC_SECURITY)
+        await register(node, provider, sensitive(1))
+        asker = setup.agency(MARKET_REGULATION)
+        request = sharing_pb2.VerifyRequest(
+            resource_code=sensitive(1).resource_code, key={"zjhm": "350102198001010011"}
+        )
+        codes = []
+        for _ in range(2):
+            async with channel(node, asker) as ch:
+                try:
+                    await sharing_pb2_grpc.SharingServiceStub(ch).Verify(request)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as exc:
+                    codes.append(exc.code())
+        assert codes == [grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+        await publish(node, setup, UNIVERSAL, 30)
+        chunks = await download(
+            node, setup.portal(), UNIVERSAL.resource_code, "csv", "ip:203.0.113.9"
+        )
+        assert chunks[-1].last
+
+        found = await samples(node)
+        assert value(found, "govnode_oracle_refusals_total", reason="rate_minute") == 1
+        assert value(found, "govnode_oracle_refusals_total", reason="quota_day") == 0
+        verify_labels = grpc_labels(*VERIFY)
+        assert (
+            value(
+                found, "grpc_server_handled_total", **verify_labels, grpc_code="ResourceExhausted"
+            )
+            == 1
+        )
+        assert value(found, "govnode_opendata_downloads_total", kind="public") == 1
+        assert value(found, "govnode_opendata_downloads_total", kind="keyed") == 0
+        assert (
+            value(found, "govnode_portal_requests_total", grpc_method="Download", grpc_code="OK")
+            == 1
+        )
+        assert value(found, "govnode_portal_requests_total", grpc_method="Verify") == 0
+        # Neither the member of the public nor the agencies are named in any label.
+        for sample in found:
+            for text in sample.labels.values():
+                assert "203.0.113.9" not in text and PUBLIC_SECURITY not in text, sample
+                assert MARKET_REGULATION not in text and "zjhm" not in text, sample
+
+        # The node's certificates, as on disk: the leaf expires before its CA and the root.
+        expiry = {
+            s.labels["kind"]: s.value
+            for s in found
+            if s.name == "govnode_certificate_expiry_timestamp_seconds"
+        }
+        assert {"node", "region_ca", "root"} <= set(expiry)
+        assert time.time() < expiry["node"] <= expiry["root"]
+        # Every grade letter has a series (no check has run yet: all zero).
+        grades = {
+            s.labels["grade"]: s.value for s in found if s.name == "govnode_quality_resources"
+        }
+        assert grades == dict.fromkeys("ABCDE", 0.0)
+    finally:
+        await node.stop(grace=0)
 
 
 # --- the listener's own rules -----------------------------------------------------------------

@@ -11,8 +11,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.app import start_node
-from tests.ops.test_metrics import scrape
 from tests.support.databases import sqlite_urls
+from tests.support.metrics import scrape
 from tests.support.nodes import make_province, with_metrics
 
 OPS = Path(__file__).resolve().parents[2] / "ops"

@@ -18,7 +18,6 @@ import grpc
 import grpc.aio
 import pytest
 from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from gateway.tls import TlsFiles
@@ -29,6 +28,7 @@ from tests.opendata.test_download_api import UNIVERSAL, download, publish
 from tests.support.access import register
 from tests.support.databases import NewDatabaseUrl, sqlite_urls
 from tests.support.entries import agency_code, item
+from tests.support.metrics import samples, scrape, value
 from tests.support.nodes import (
     FUZHOU,
     MARKET_REGULATION,
@@ -50,28 +50,6 @@ ITEMS = (item("tyshxydm", key=True, required=True), item("qymc"))
 ACME = {"tyshxydm": "91350100MA00000001", "qymc": "福州某某科技有限公司"}
 OPEN, CONDITIONAL, LOCAL = f"{FUZHOU}-3-000001", f"{FUZHOU}-3-000002", f"{XIAMEN}-3-000001"
 VERIFY = "govnode.v1.SharingService", "Verify"
-
-
-async def scrape(node: RunningNode, path: str = "/metrics") -> str:
-    assert node.metrics_listener is not None
-    url = f"http://127.0.0.1:{node.metrics_listener.port}{path}"
-    async with aiohttp.ClientSession() as session, session.get(url) as reply:
-        assert reply.status == 200, await reply.text()
-        return await reply.text()
-
-
-async def samples(node: RunningNode) -> list[Sample]:
-    text = await scrape(node)
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def value(found: list[Sample], name: str, **labels: str) -> float:
-    """The sum of the samples named ``name`` whose labels include ``labels`` (0 if none)."""
-    return sum(
-        s.value
-        for s in found
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def grpc_labels(service: str, method: str, **more: str) -> dict[str, str]:

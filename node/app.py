@@ -290,7 +290,11 @@ class JoinPort:
 
 
 def _join_port(
-    config: NodeConfig, authenticator: Authenticator, sink: NodeAuditSink, services: Services
+    config: NodeConfig,
+    authenticator: Authenticator,
+    sink: NodeAuditSink,
+    services: Services,
+    metrics: NodeMetrics | None = None,
 ) -> JoinPort | None:
     """Build and bind the join port (federation.join_listen), if configured."""
     fed = config.federation
@@ -300,7 +304,13 @@ def _join_port(
     limiter = AnonymousLimiter(
         fed.join_per_minute_per_address, fed.join_per_minute_total, what="join attempts"
     )
-    guard = GuardInterceptor(authenticator, sink, limiter=limiter, translate=refusal_for)
+    guard = GuardInterceptor(
+        authenticator,
+        sink,
+        limiter=limiter,
+        translate=refusal_for,
+        metrics=metrics.server if metrics is not None else None,  # with the main port's
+    )
     server = build_server(guard, _limits(config, max_message_bytes=fed.join_max_message_bytes))
     register_join_service(server, services, infrastructure_services())
     try:
@@ -688,7 +698,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ) from None
         if port == 0:
             raise StartupError(f"node.listen: cannot listen on {config.node.listen}")
-        join = _join_port(config, authenticator, sink, services)
+        join = _join_port(config, authenticator, sink, services, metrics)
         if metrics is not None:  # bound before serving: a bind failure stops nothing
             listener = await _metrics_listener(config, metrics, health, revocations)
         await server.start()

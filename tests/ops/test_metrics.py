@@ -10,6 +10,7 @@ import asyncio
 import json
 import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import aiohttp
 import grpc
 import grpc.aio
 import pytest
-from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
+from govnode.v1 import common_pb2, federation_pb2_grpc, sharing_pb2, sharing_pb2_grpc
 from prometheus_client.samples import Sample
 
+from gateway.metrics import go_code
 from gateway.tls import TlsFiles
 from node.app import RunningNode, StartupError, start_node
 from node.catalog import ShareMethod, ShareType
@@ -28,6 +30,7 @@ from tests.opendata.test_download_api import UNIVERSAL, download, publish
 from tests.support.access import register
 from tests.support.databases import NewDatabaseUrl, sqlite_urls
 from tests.support.entries import agency_code, item
+from tests.support.federation import join_address, refused, request_for, root_pem
 from tests.support.metrics import samples, scrape, value
 from tests.support.nodes import (
     FUZHOU,
@@ -38,6 +41,7 @@ from tests.support.nodes import (
     Federation,
     Member,
     channel,
+    enable_join,
     entry_of,
     federation,
     make_province,
@@ -196,9 +200,10 @@ async def test_peers_heartbeats_and_feed_lag_on_both_sides(fed: Federation) -> N
 
 
 async def test_oracle_refusals_downloads_portal_calls_and_certificates_are_counted(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    setup = with_metrics(make_province(tmp_path, await sqlite_urls(tmp_path)()))
+    """On both backends: the sampler's queries (grades, checkpoints) run on each."""
+    setup = with_metrics(make_province(tmp_path, db_url))
     oracle = setup.config.oracle.model_copy(update={"verify_per_minute": 1})
     node = await start_node(setup.config.model_copy(update={"oracle": oracle}))
     try:
@@ -260,6 +265,29 @@ async def test_oracle_refusals_downloads_portal_calls_and_certificates_are_count
             s.labels["grade"]: s.value for s in found if s.name == "govnode_quality_resources"
         }
         assert grades == dict.fromkeys("ABCDE", 0.0)
+    finally:
+        await node.stop(grace=0)
+
+
+async def test_the_join_port_counts_refused_and_rate_limited_joins(tmp_path: Path) -> None:
+    """The join port (callers without a certificate) is counted with the main port: every
+    attempt, the ones its limiter refuses without auditing them included."""
+    setup = with_metrics(enable_join(make_province(tmp_path, await sqlite_urls(tmp_path)())))
+    node = await start_node(setup.config)
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=root_pem(setup))
+        seen: Counter[str] = Counter()
+        async with grpc.aio.secure_channel(join_address(node), credentials) as ch:
+            stub = federation_pb2_grpc.FederationServiceStub(ch)
+            for _ in range(14):  # the limiter admits 10 a minute from one address
+                error = await refused(stub.Join(request_for("gvi1_x"), timeout=5))
+                seen[go_code(error.code())] += 1
+        assert seen["ResourceExhausted"] >= 4 and len(seen) == 2, seen
+        found = await samples(node)
+        join = grpc_labels("govnode.v1.FederationService", "Join", grpc_type="unary")
+        assert value(found, "grpc_server_started_total", **join) == 14
+        for code, count in seen.items():
+            assert value(found, "grpc_server_handled_total", **join, grpc_code=code) == count
     finally:
         await node.stop(grace=0)
 

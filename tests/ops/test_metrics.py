@@ -88,7 +88,8 @@ async def submit(member: Member, code: str) -> None:
 @pytest.fixture
 async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
     urls: NewDatabaseUrl = sqlite_urls(tmp_path)  # what is counted does not depend on storage
-    async with federation(tmp_path, urls, metrics=True) as running:
+    # Checkpoints every 0.3 s: the witnesses (the province for each city, and back) cosign soon.
+    async with federation(tmp_path, urls, metrics=True, checkpoint_seconds=0.3) as running:
         shared = {"share_type": ShareType.UNCONDITIONAL, "share_methods": METHODS, "items": ITEMS}
         await running.fuzhou.register(entry_of(FUZHOU, 1, **shared))
         await running.fuzhou.register(entry_of(FUZHOU, 2, share_methods=METHODS, items=ITEMS))
@@ -180,8 +181,23 @@ async def peers_seen(node: RunningNode, regions: set[str]) -> list[Sample]:
     pytest.fail(f"peers {regions} not up within 10 s: {[s for s in found if 'peer' in s.name]}")
 
 
-async def test_peers_heartbeats_and_feed_lag_on_both_sides(fed: Federation) -> None:
+async def witnessed_at(node: RunningNode) -> float:
+    """When the node's newest cosigned checkpoint was signed, per its /metrics (polled until
+    there is one, bounded)."""
+    for _ in range(100):
+        stamp = value(await samples(node), "govnode_witnessed_checkpoint_timestamp_seconds")
+        if stamp:
+            return stamp
+        await asyncio.sleep(0.1)
+    pytest.fail("no witnessed checkpoint within 10 s")
+
+
+async def test_peers_heartbeats_feed_lag_and_witnessing_on_both_sides(fed: Federation) -> None:
     now = time.time()
+    for member in fed.members:
+        assert now - 60 < await witnessed_at(member.running) < time.time() + 1
+        found = await samples(member.running)
+        assert value(found, "govnode_audit_log_size_records") > 0
     province = await peers_seen(fed.province.running, {FUZHOU, XIAMEN})
     for region in (FUZHOU, XIAMEN):
         beat = value(province, "govnode_peer_last_heartbeat_timestamp_seconds", peer_region=region)

@@ -115,14 +115,21 @@ async def wait_serving(target: str, files: TlsFiles, node: Child) -> None:
 
 @contextlib.asynccontextmanager
 async def serve_node(
-    name: str, config_path: Path, target: str, files: TlsFiles, logs: Path
+    name: str,
+    config_path: Path,
+    target: str,
+    files: TlsFiles,
+    logs: Path,
+    *,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Child]:
     """``govnode serve --config config_path`` as the process ``name`` for the duration of the
-    block, SERVING when the block starts (checked as the agency ``files``)."""
+    block, SERVING when the block starts (checked as the agency ``files``); ``env`` adds
+    GOVNODE_... overrides of its config."""
     command = python_command(
         "-c", "from node.cli import main; main()", "serve", "--config", str(config_path)
     )
-    env = {"GOVNODE_LOG__FORMAT": "json", "GOVNODE_LOG__LEVEL": "warning"}
+    env = {"GOVNODE_LOG__FORMAT": "json", "GOVNODE_LOG__LEVEL": "warning", **(env or {})}
     async with child(name, command, logs=logs, env=env) as node:
         await wait_serving(target, files, node)
         yield node

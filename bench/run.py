@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc.aio
 
+from bench import observability
 from bench import province as province_mod
 from bench.procs import ChildFailed
 from bench.report import json_line, summary, table
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="quality-check: records in the checked resource (1,000,000)",
     )
     p.add_argument(
+        "--observe",
+        action="append",
+        choices=sorted(observability.FEATURES),
+        help="observability: what the observed node enables (repeatable; default: metrics)",
+    )
+    p.add_argument(
         "--scenario",
         action="append",
         choices=names,
@@ -81,6 +88,8 @@ _OVERRIDABLE = (
 def options_from(args: argparse.Namespace) -> Options:
     options = Options.quick() if args.quick else Options()
     overrides = {name: value for name in _OVERRIDABLE if (value := getattr(args, name)) is not None}
+    if args.observe:
+        overrides["observe"] = tuple(dict.fromkeys(args.observe))
     options = dataclasses.replace(options, **overrides, scenarios=tuple(args.scenario or ()))
     if min(options.rounds, options.channels, options.batches, options.batch_size) < 1:
         raise SystemExit("--rounds, --channels, --batches and --batch-size must be at least 1")

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from bench import federation, unread
-from bench.procs import child, python_command
+from bench import federation, observability, unread
+from bench import province as province_mod
+from bench.procs import child, cpu_seconds, python_command
 from bench.province import Province, submit
 from bench.sqlite_baseline import insert_batches
 from gateway.tls import TlsFiles
@@ -41,6 +42,8 @@ class Options:
     publish_records: int = 100_000
     download_records: int = 50_000
     quality_records: int = 1_000_000
+    #: observability: what the observed node enables (bench.observability.FEATURES).
+    observe: tuple[str, ...] = ("metrics",)
     scenarios: tuple[str, ...] = ()
 
     @classmethod
@@ -649,6 +652,135 @@ class QualityCheckScenario:
         return outcome
 
 
+class ObservabilityScenario:
+    """Verify on a node with its metrics (``--observe``: bench.observability) on, against an
+    alike node with them off, in the same run; the node's CPU per call from /proc."""
+
+    name = "observability"
+    title = "Verify calls/s and node CPU per call with metrics on vs off"
+    #: Metrics may cost Verify less than 5% of its throughput (issue 16).
+    targets: ClassVar[dict[str, float]] = {"observed_verify_ratio": 0.95}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o = bench.options
+        observed = observability.observed(o.observe)
+        say(f"provisioning two province nodes: plain, and with {', '.join(o.observe)} on")
+        base = bench.workdir / "observability"
+        plain = await asyncio.to_thread(province_mod.provision, base / "plain")
+        seen = await asyncio.to_thread(province_mod.provision, base / "observed")
+        records = o.batches * o.batch_size
+        keys = ("--keys-start", "0", "--keys-count", str(records))
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "observed": []}
+        cpu: dict[str, list[float]] = {"plain": [], "observed": []}
+        counted = 0.0
+        async with (
+            province_mod.serve_node(
+                "govnode-plain", plain.config_path, plain.target, plain.consumer, bench.logs
+            ) as plain_node,
+            province_mod.serve_node(
+                "govnode-observed",
+                seen.config_path,
+                seen.target,
+                seen.consumer,
+                bench.logs,
+                env=observed.env,
+            ) as seen_node,
+        ):
+            for province in (plain, seen):
+                await province_mod.register_resource(province)
+                seeded = await submit(
+                    province.target,
+                    province.provider,
+                    first=0,
+                    batches=o.batches,
+                    batch_size=o.batch_size,
+                    duration=600.0,
+                )
+                if seeded.accepted != records:
+                    raise RuntimeError(f"seeding accepted {seeded.accepted} of {records} records")
+            sides = (("plain", plain, plain_node), ("observed", seen, seen_node))
+            for r in range(1, o.rounds + 1):
+                # Each side goes first in every other round: whichever runs right after the
+                # other's load finds the machine busier.
+                for label, province, node in sides if r % 2 else sides[::-1]:
+                    before = cpu_seconds(node.process.pid)
+                    run = await bench.load("verify", province.target, province.consumer, *keys)
+                    used = cpu_seconds(node.process.pid) - before
+                    say(_round_line(f"Verify, {label}", r, o.rounds, run))
+                    runs[label].append(run)
+                    cpu[label].append(used / run["calls"] * 1e6 if run["calls"] else 0.0)
+            if observed.metrics_port is not None:
+                counted = await observability.verify_calls_counted(observed.metrics_port)
+        outcome = Outcome(targets=self.targets)
+        problems = [
+            p
+            for label, side in runs.items()
+            for run in side
+            if (p := _load_problem(f"Verify, {label}", run))
+        ]
+        if observed.metrics_port is not None and counted < sum(
+            run["calls"] for run in runs["observed"]
+        ):
+            problems.append(
+                f"observability: the observed node's /metrics counted {counted:.0f} Verify "
+                "calls, fewer than were made: were its metrics on?"
+            )
+        outcome.problems.extend(dict.fromkeys(problems))
+        best = {label: _best(side, "calls_per_s") for label, side in runs.items()}
+        # CPU per call: the least of the rounds, as for throughput (noise only adds).
+        cpu_us = {label: round(min(values), 1) for label, values in cpu.items()}
+        rate = {
+            label: None if problems else float(run["calls_per_s"]) for label, run in best.items()
+        }
+        ratio = _ratio(rate["observed"], rate["plain"])
+        cpu_ratio = _ratio(cpu_us["observed"], cpu_us["plain"])
+        counting = (
+            await asyncio.to_thread(observability.counting_us) if "metrics" in o.observe else None
+        )
+        on = "+".join(o.observe)
+        outcome.rows = [
+            Rate(
+                "Verify, plain node",
+                rate["plain"],
+                "calls/s",
+                best["plain"]["p50_ms"],
+                best["plain"]["p99_ms"],
+            ),
+            Rate(
+                f"Verify, {on} on",
+                rate["observed"],
+                "calls/s",
+                best["observed"]["p50_ms"],
+                best["observed"]["p99_ms"],
+            ),
+            Ratio(f"Verify with {on} / plain", ratio, self.targets["observed_verify_ratio"]),
+        ]
+        outcome.figures = {
+            "observed": list(o.observe),
+            "plain_verify_calls_per_s": rate["plain"],
+            "observed_verify_calls_per_s": rate["observed"],
+            "plain_node_cpu_us_per_call": cpu_us["plain"],
+            "observed_node_cpu_us_per_call": cpu_us["observed"],
+            "observed_verify_ratio": ratio,
+            "observed_cpu_ratio": cpu_ratio,
+            "metrics_counting_us_per_call": counting,
+        }
+        outcome.notes.append(
+            f"observability: two fresh province nodes with {records} records each, the second "
+            f"with {on} on ({', '.join(sorted(observed.env))}); Verify alternating between "
+            f"them, best of {o.rounds}; node CPU per call {cpu_us['plain']} µs plain, "
+            f"{cpu_us['observed']} µs with {on} (ratio {cpu_ratio}); two alike plain nodes "
+            "differ by up to 15% in either figure on a shared 2-core machine"
+        )
+        if counting is not None and cpu_us["plain"]:
+            share = counting / cpu_us["plain"] * 100
+            outcome.notes.append(
+                f"observability: the guard's counting of one call, timed in process: {counting} "
+                f"µs, {share:.2f}% of the plain node's CPU per Verify"
+            )
+        return outcome
+
+
 class Scenario(Protocol):
     name: str
     title: str
@@ -666,5 +798,6 @@ SCENARIOS: list[Scenario] = [
     OpenDataPublishScenario(),
     OpenDataDownloadScenario(),
     QualityCheckScenario(),
+    ObservabilityScenario(),
     RoutedVerifyScenario(),
 ]

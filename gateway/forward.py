@@ -39,6 +39,7 @@ from tenacity import (
 from gateway.assertion import ASSERTION_KEY
 from gateway.channel import secure_channel
 from gateway.interceptors import REQUEST_ID_KEY
+from gateway.metrics import GrpcMetrics
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from gateway.tls import TlsFiles
 
@@ -175,8 +176,11 @@ class Forwarder:
         max_attempts: int = MAX_ATTEMPTS,
         default_timeout: float = DEFAULT_FORWARD_TIMEOUT_S,
         start_window: float = OPEN_STREAM_START_S,
+        metrics: GrpcMetrics | None = None,
     ) -> None:
         self._files = files
+        #: The node's grpc_client_* series (gateway.metrics): one call per attempt sent.
+        self.metrics = metrics
         self.threshold = threshold
         self.cooldown = cooldown
         self.max_attempts = max_attempts
@@ -336,15 +340,24 @@ class Forwarder:
             response_deserializer=response_type.FromString,
         )
 
+        counted = self.metrics.method(method, "unary") if self.metrics is not None else None
+
         async def once() -> Any:
             breaker = self._admit(endpoint, region)
+            started = counted.started() if counted is not None else 0.0
+            code = grpc.StatusCode.CANCELLED  # unless the call ends otherwise
             try:
                 response = await call(
                     request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata
                 )
+                code = grpc.StatusCode.OK
             except grpc.aio.AioRpcError as exc:
+                code = exc.code()
                 self._record(breaker, exc)
                 raise
+            finally:
+                if counted is not None:
+                    counted.handled(code, started)
             breaker.success()
             return response
 
@@ -403,6 +416,9 @@ class Forwarder:
         first: Any = end
         call: Any = None
         items: Any = None
+        counted = self.metrics.method(method, "server_stream") if self.metrics else None
+        started: float | None = None  # the attempt counted as started and not yet as handled
+        code = grpc.StatusCode.CANCELLED  # unless the stream ends otherwise
         try:
             async for attempt in self._retrying(deadline):
                 with attempt:
@@ -414,21 +430,33 @@ class Forwarder:
                         ),
                         metadata=self._metadata(request_id, assertion, extra_metadata),
                     )
+                    started = counted.started() if counted is not None else None
                     items = aiter(call)
                     try:
                         first = await anext(items, end)
                     except grpc.aio.AioRpcError as exc:
                         self._record(breaker, exc)
+                        if counted is not None and started is not None:
+                            counted.handled(exc.code(), started)
+                            started = None
                         raise
                     breaker.success()
-            if first is end:
-                return
-            yield first
-            async for item in items:
-                yield item
+            received = counted.received if counted is not None else None
+            if first is not end:
+                if received is not None:
+                    received.inc()
+                yield first
+                async for item in items:
+                    if received is not None:
+                        received.inc()
+                    yield item
+            code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as exc:
+            code = exc.code()
             raise self._refusal(exc, endpoint, region) from None
         finally:
+            if counted is not None and started is not None:
+                counted.handled(code, started)
             # Our caller is gone (cancelled, or closed this generator) or the call ended:
             # cancelling an ended call does nothing, cancelling a running one ends it downstream.
             if call is not None:

@@ -53,6 +53,7 @@ from gateway.auth import (
     set_current_peer,
 )
 from gateway.identity import Role
+from gateway.metrics import GrpcMetrics, GrpcType, MethodMetrics, metered
 from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
 from gateway.refusal import RETRY_AFTER_KEY, Refusal
@@ -223,6 +224,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         translate: Translate | None = None,
         streams: StreamGate | None = None,
         requests: RequestChecks | None = None,
+        metrics: GrpcMetrics | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
@@ -233,6 +235,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.streams = streams
         #: Size limits and map-entry bounds of request messages; None: only the transport's.
         self.requests = requests
+        #: The node's grpc_server_* series (gateway.metrics); None: calls are not counted.
+        self.metrics = metrics
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -270,6 +274,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self._translate,
                 self.streams,
                 self.requests,
+                self.metrics,
             ).wrap(handler)
         return guarded
 
@@ -286,6 +291,7 @@ class _Guarded:
         translate: Translate | None = None,
         streams: StreamGate | None = None,
         requests: RequestChecks | None = None,
+        metrics: GrpcMetrics | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -296,6 +302,9 @@ class _Guarded:
         self.translate = translate
         self.streams = streams if streams is not None and streams.counts(method) else None
         self.check = requests.for_method(method) if requests is not None else None
+        self.metrics = metrics
+        #: This method's series, once :meth:`wrap` knows its shape.
+        self.metered: MethodMetrics | None = None
 
     async def enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
@@ -458,6 +467,8 @@ class _Guarded:
                 try:
                     if slot is None:
                         await context.write(item)
+                        if self.metered is not None and self.metered.sent is not None:
+                            self.metered.sent.inc()
                         continue
                     if first:
                         # Headers on their own first: a stream that stalls on its first
@@ -465,6 +476,8 @@ class _Guarded:
                         await context.send_initial_metadata(())
                         first = False
                     await slot.gate.write(context, item, slot)
+                    if self.metered is not None and self.metered.sent is not None:
+                        self.metered.sent.inc()
                 except Stalled as stalled:
                     assert slot is not None
                     slot.mark_stalled()
@@ -495,6 +508,9 @@ class _Guarded:
             _request_id.reset(call.tokens[0])
 
     async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
+        peer, metered = call.peer, self.metered
+        if metered is not None and peer is not None and peer.identity.role is Role.PORTAL:
+            metered.portal_call(code)
         if self.audit is None:
             return
         try:
@@ -594,14 +610,35 @@ class _Guarded:
         await context.abort(code, message, trailing_metadata=trailing)
 
     def wrap(self, handler: Any) -> Any:
+        """The guarded handler of ``handler``'s shape (counted, with metrics: see
+        gateway.metrics)."""
+        shape: GrpcType = (
+            "unary"
+            if handler.unary_unary
+            else "server_stream"
+            if handler.unary_stream
+            else "client_stream"
+            if handler.stream_unary
+            else "bidi_stream"
+        )
+        if self.metrics is None:
+            return self._wrap(handler, lambda behaviour: behaviour)
+        self.metered = self.metrics.method(self.method, shape)
+        count = self.metered
+        return self._wrap(handler, lambda behaviour: metered(behaviour, count))
+
+    def _wrap(self, handler: Any, counted: Callable[[Any], Any]) -> Any:
         deserialize: Callable[[bytes], Any] = handler.request_deserializer or (lambda b: b)
         serializer = handler.response_serializer
 
         async def parse_stream(
             call: _Call, raws: AsyncIterator[bytes], slot: Slot | None = None
         ) -> AsyncIterator[Any]:
+            received = self.metered.received if self.metered is not None else None
             if slot is None:
                 async for raw in raws:
+                    if received is not None:
+                        received.inc()
                     yield call.parse(raw)
                 return
             # Waiting for the caller's next message, the stream ends at once if the node stops.
@@ -612,6 +649,8 @@ class _Guarded:
                         raw = await anext(requests)
                     except StopAsyncIteration:
                         return
+                if received is not None:
+                    received.inc()
                 yield call.parse(raw)
 
         if handler.unary_unary:
@@ -635,7 +674,7 @@ class _Guarded:
                     self.leave(call)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary, request_deserializer=None, response_serializer=serializer
+                counted(unary_unary), request_deserializer=None, response_serializer=serializer
             )
 
         if handler.unary_stream:
@@ -662,7 +701,7 @@ class _Guarded:
                     self.leave(call)
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=None, response_serializer=serializer
+                counted(unary_stream), request_deserializer=None, response_serializer=serializer
             )
 
         if handler.stream_unary:
@@ -689,7 +728,7 @@ class _Guarded:
                     self.leave(call)
 
             return grpc.stream_unary_rpc_method_handler(
-                stream_unary, request_deserializer=None, response_serializer=serializer
+                counted(stream_unary), request_deserializer=None, response_serializer=serializer
             )
 
         inner_ss = handler.stream_stream
@@ -715,5 +754,5 @@ class _Guarded:
                 self.leave(call)
 
         return grpc.stream_stream_rpc_method_handler(
-            stream_stream, request_deserializer=None, response_serializer=serializer
+            counted(stream_stream), request_deserializer=None, response_serializer=serializer
         )

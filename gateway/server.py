@@ -73,9 +73,12 @@ class HealthReporter:
     def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
         self._servicer = NodeHealth()
         self._services = ["", *services]
+        #: What the node last reported (the metrics listener's /healthz repeats it).
+        self.serving = False
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
 
     async def set_serving(self, serving: bool) -> None:
+        self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving

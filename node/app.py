@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib.metadata
 import signal
 from dataclasses import dataclass
 
@@ -85,6 +86,14 @@ from node.opendata import (
     Publisher,
     Republisher,
     open_data_gate,
+)
+from node.ops import (
+    HealthFacts,
+    LoopLagMonitor,
+    MetricsListener,
+    NodeMetrics,
+    Sampler,
+    start_listener,
 )
 from node.pki import (
     Revocations,
@@ -206,6 +215,11 @@ class RunningNode:
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
+    #: ``[metrics]``: the node's series, their listener and the event-loop monitor.
+    metrics: NodeMetrics | None = None
+    metrics_listener: MetricsListener | None = None
+    loop_lag: LoopLagMonitor | None = None
+    metrics_sampler: Sampler | None = None
 
     @property
     def address(self) -> str:
@@ -250,6 +264,12 @@ class RunningNode:
             await self.city_catalogs.close()
         if self.forwarder is not None:
             await self.forwarder.close()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
+        if self.loop_lag is not None:
+            await self.loop_lag.stop()
+        if self.metrics_sampler is not None:
+            await self.metrics_sampler.stop()
         await self.audit.close()
         await self.db.close()
         log.info("node_stopped")
@@ -270,7 +290,11 @@ class JoinPort:
 
 
 def _join_port(
-    config: NodeConfig, authenticator: Authenticator, sink: NodeAuditSink, services: Services
+    config: NodeConfig,
+    authenticator: Authenticator,
+    sink: NodeAuditSink,
+    services: Services,
+    metrics: NodeMetrics | None = None,
 ) -> JoinPort | None:
     """Build and bind the join port (federation.join_listen), if configured."""
     fed = config.federation
@@ -280,7 +304,13 @@ def _join_port(
     limiter = AnonymousLimiter(
         fed.join_per_minute_per_address, fed.join_per_minute_total, what="join attempts"
     )
-    guard = GuardInterceptor(authenticator, sink, limiter=limiter, translate=refusal_for)
+    guard = GuardInterceptor(
+        authenticator,
+        sink,
+        limiter=limiter,
+        translate=refusal_for,
+        metrics=metrics.server if metrics is not None else None,  # with the main port's
+    )
     server = build_server(guard, _limits(config, max_message_bytes=fed.join_max_message_bytes))
     register_join_service(server, services, infrastructure_services())
     try:
@@ -481,11 +511,47 @@ def data_errors_of(
     )
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("govnode")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return "unknown"
+
+
+async def _metrics_listener(
+    config: NodeConfig, metrics: NodeMetrics, health: HealthReporter, revocations: Revocations
+) -> MetricsListener:
+    """Start ``[metrics] listen`` (node.ops); a bind failure is a StartupError."""
+    section = config.metrics
+    assert section.listen is not None
+    facts = HealthFacts(
+        mode=config.node.mode.value, region=config.node.region, serving=lambda: health.serving
+    )
+    try:
+        return await start_listener(
+            section.listen,
+            metrics,
+            facts,
+            tls=node_tls_files(config) if section.tls else None,
+            trust_domain=config.node.trust_domain,
+            is_revoked=revocations.reason_for,
+        )
+    except OSError as exc:
+        raise StartupError(f"metrics.listen: cannot listen on {section.listen}: {exc}") from None
+
+
 async def start_node(config: NodeConfig) -> RunningNode:
     """Open storage, build the server and start serving; returns once the port is bound."""
     identity, root = check_node_certificate(config)
     db = await Database.open(config.database_url)
     audit = AuditLog(db)
+    metrics: NodeMetrics | None = None
+    if config.metrics.listen is not None:
+        metrics = NodeMetrics(
+            region=config.node.region, mode=config.node.mode.value, version=_version()
+        )
+        audit.on_commit = metrics.audit_committed
+    listener: MetricsListener | None = None
     try:
         await db.migrate()
         await audit.start()
@@ -518,8 +584,11 @@ async def start_node(config: NodeConfig) -> RunningNode:
             translate=refusal_for,
             streams=streams,
             requests=requests,
+            metrics=metrics.server if metrics is not None else None,
         )
-        forwarder = Forwarder(node_tls_files(config))
+        forwarder = Forwarder(
+            node_tls_files(config), metrics=metrics.client if metrics is not None else None
+        )
         server = build_server(guard, _limits(config, max_message_bytes=limits.max_message_bytes))
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
@@ -562,11 +631,10 @@ async def start_node(config: NodeConfig) -> RunningNode:
         rollup = rollup_of(config, db, supervision, root)
         # Every data call's access decision; the grant and a suspected enumeration go into the
         # call's audit record.
-        decider = AccessDecider(
-            db,
-            oracle=OracleGuard(db, config.oracle, notifications, config.node.trust_domain),
-            audit_detail=add_audit_detail,
-        )
+        oracle = OracleGuard(db, config.oracle, notifications, config.node.trust_domain)
+        if metrics is not None:
+            oracle.observer = metrics.oracle_event
+        decider = AccessDecider(db, oracle=oracle, audit_detail=add_audit_detail)
         data_errors = data_errors_of(config, db, notifications, decider)
         services = Services(
             config=config,
@@ -615,6 +683,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
             rectifications=rectifications,
             rollup=rollup,
             stopping=stopping,
+            on_download=metrics.downloaded if metrics is not None else None,
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
@@ -629,7 +698,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
             ) from None
         if port == 0:
             raise StartupError(f"node.listen: cannot listen on {config.node.listen}")
-        join = _join_port(config, authenticator, sink, services)
+        join = _join_port(config, authenticator, sink, services, metrics)
+        if metrics is not None:  # bound before serving: a bind failure stops nothing
+            listener = await _metrics_listener(config, metrics, health, revocations)
         await server.start()
         if join is not None:
             await join.server.start()
@@ -657,6 +728,12 @@ async def start_node(config: NodeConfig) -> RunningNode:
         stopping=stopping,
     )
     node.checkpoints = evidence.checkpoints
+    if metrics is not None:
+        node.metrics, node.metrics_listener = metrics, listener
+        node.loop_lag = LoopLagMonitor(metrics.loop_lag)
+        node.loop_lag.start()
+        node.metrics_sampler = Sampler(metrics.snapshot, config, db, evidence.checkpoints, link)
+        node.metrics_sampler.start()
     node.publisher = CheckpointPublisher(
         db=db,
         audit=audit,
@@ -707,6 +784,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         mode=config.node.mode.value,
         storage=config.database_url.split("://", 1)[0],
         join_port=node.join_port,
+        metrics_port=listener.port if listener is not None else None,
     )
     return node
 

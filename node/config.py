@@ -12,6 +12,7 @@ be moved as a whole.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -474,6 +475,47 @@ class QualitySection(QualityThresholdsSection):
         return value
 
 
+class MetricsSection(_Section):
+    """The node's Prometheus listener (``/metrics`` and ``/healthz``, node.ops): off unless
+    ``listen`` is set. What it exposes (peers, call volumes, certificate dates) maps the
+    platform, so it listens on a loopback address unless ``tls`` is on: then it requires
+    mutual TLS, with a client certificate chained to the province root that names this trust
+    domain's data management authority (数据管理机构) or a node."""
+
+    #: HOST:PORT, e.g. "127.0.0.1:9464"; None: no listener.
+    listen: str | None = None
+    #: Serve HTTPS with the node certificate and require a client certificate (see above).
+    tls: bool = False
+    #: How often the values read from the database (peers, witnessed checkpoint, quality
+    #: grades, issued certificates) are refreshed, in seconds; a scrape never queries.
+    refresh_seconds: float = Field(default=15.0, ge=0.05, le=3600)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else _check_hostport(value)
+
+    @model_validator(mode="after")
+    def _loopback_or_tls(self) -> Self:
+        if self.listen is not None and not self.tls and not is_loopback(self.listen):
+            raise ValueError(
+                f"listen: {self.listen} is not a loopback address; metrics map the platform, "
+                "so serve them on 127.0.0.1 or set tls = true (mutual TLS)"
+            )
+        return self
+
+
+def is_loopback(hostport: str) -> bool:
+    """Whether HOST:PORT names a loopback host (127.0.0.0/8, ::1 or localhost)."""
+    host = hostport.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -495,6 +537,7 @@ class NodeConfig(BaseSettings):
     quality: QualitySection = QualitySection()
     supervision: SupervisionSection = SupervisionSection()
     log: LogSection = LogSection()
+    metrics: MetricsSection = MetricsSection()
     governance: GovernanceSection = GovernanceSection()
     #: Directory the file was read from; relative paths resolve against it.
     base_dir: Path = Path()

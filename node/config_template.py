@@ -253,5 +253,13 @@ def render_config(
         'format = "auto"',
         'level = "info"',
         "",
+        "[metrics]",
+        "# Prometheus metrics (/metrics) and a JSON health page (/healthz) on their own HTTP",
+        "# listener; off while listen is unset. A loopback address only, unless tls = true:",
+        "# then HTTPS with mutual TLS, for a scraper presenting the authority's certificate.",
+        '# listen = "127.0.0.1:9464"',
+        "# tls = false",
+        "# refresh_seconds = 15.0",
+        "",
     ]
     return "\n".join(lines)

@@ -84,6 +84,8 @@ EDGES = (
     # What the cli and the demo share (neither may import the other).
     "node.approval",
     "node.terminal",
+    # The node's metrics, their listener and the samplers that read the domain for them.
+    "node.ops",
 )
 
 # Exceptions that exist today, each with the reason and who removes it:

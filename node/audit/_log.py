@@ -43,6 +43,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -462,6 +463,9 @@ class AuditLog:
         #: benchmarks: group commit shows as records_written / batches_written).
         self.batches_written = 0
         self.records_written = 0
+        #: Told the size and the commit time (seconds) of every batch written (the node's
+        #: metrics: node.ops); None: nobody listens.
+        self.on_commit: Callable[[int, float], None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -554,7 +558,9 @@ class AuditLog:
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
             entries = [_prepare(p.entry) for p in batch]
+            began = time.perf_counter()
             first = await self._db.write_sync("audit.append", lambda c: self._insert(c, entries))
+            took = time.perf_counter() - began
         except Exception as exc:
             # A fault of the database: its driver's text (callers see only UNAVAILABLE).
             cause = exc.cause if isinstance(exc, StorageUnavailable) else repr(exc)
@@ -565,6 +571,8 @@ class AuditLog:
         self.batches_written += 1
         self._last_batch = len(batch)
         self.records_written += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), took)
         for offset, pending in enumerate(batch):
             if not pending.future.done():  # a cancelled caller still has its record written
                 pending.future.set_result(first + offset)

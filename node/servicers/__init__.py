@@ -159,6 +159,9 @@ class Services:
     data_errors: DataErrors | None = None
     #: Set when the node stops: the streams peers hold open end at once (UNAVAILABLE).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Told each open data file this node served to its end: "keyed" (授权开放) or "public"
+    #: (the node's metrics, node.ops); None: nobody.
+    on_download: Callable[[str], None] | None = None
 
 
 def service_descriptors() -> list[ServiceDescriptor]:
@@ -374,6 +377,7 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                     budgets,
                     services.city_catalogs,
                     services.router,
+                    on_download=services.on_download,
                 )
             )
         if services.open_applications is not None and services.open_keys is not None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -264,8 +264,12 @@ class OpenCatalogServicer:
         budgets: PublicBudgets | None = None,
         cities: CityCatalogs | None = None,
         router: Router | None = None,
+        *,
+        on_download: Callable[[str], None] | None = None,
     ) -> None:
         self._catalog = catalog
+        #: See Services.on_download: files served here to their end (not relayed ones).
+        self._on_download = on_download
         #: The province: its approved cities' open catalogs, and the router that forwards
         #: calls on their datasets to them. None (a city): only this node's own datasets.
         self._cities = cities if router is not None else None
@@ -465,6 +469,8 @@ class OpenCatalogServicer:
                 first = False
             if chunk.last:
                 add_audit_detail(rows=file.rows)
+                if self._on_download is not None:
+                    self._on_download("keyed" if key else "public")
             yield message
 
     async def _forwarded_download(

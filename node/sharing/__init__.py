@@ -38,11 +38,12 @@ from node.sharing._notifications import (
     Notifications,
     notification_from_row,
 )
-from node.sharing._oracle import OracleGuard, key_digest
+from node.sharing._oracle import ORACLE_REFUSALS, OracleGuard, key_digest
 from node.sharing._quality_sample import check_quality_sample, sourced_items
 
 __all__ = [
     "MAX_TEXT",
+    "ORACLE_REFUSALS",
     "AccessDecider",
     "Application",
     "ApplicationStatus",

@@ -44,7 +44,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
@@ -87,6 +87,10 @@ def _seconds_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+#: Why the oracle guard refuses a call: the per-minute rate, or the daily quota.
+ORACLE_REFUSALS = ("rate_minute", "quota_day")
+
+
 class OracleGuard:
     """Quotas, rate limits and the enumeration watch for Verify (see the module docstring)."""
 
@@ -102,6 +106,9 @@ class OracleGuard:
         self._trust_domain = trust_domain
         self._budgets = OracleBudgets(db, config)
         self._last_prune = float("-inf")
+        #: Told each refusal's reason (one of :data:`ORACLE_REFUSALS`) and each suspected
+        #: enumeration (``"enumeration"``): the node's metrics (node.ops); None: nobody.
+        self.observer: Callable[[str], None] | None = None
 
     def applies(self, caller: Identity, entry: ResourceEntry) -> bool:
         """Whether ``caller``'s calls on ``entry`` are limited at all."""
@@ -162,8 +169,13 @@ class OracleGuard:
             prune=prune,
         )
         if not decision.admitted:
-            raise self._refusal(decision, now, today, caller, entry, method)
+            refusal, reason = self._refusal(decision, now, today, caller, entry, method)
+            if self.observer is not None:
+                self.observer(reason)
+            raise refusal
         if decision.flagged:
+            if self.observer is not None:
+                self.observer("enumeration")
             await self._notify(caller, entry, method, request_id)
         return decision.flagged
 
@@ -175,8 +187,9 @@ class OracleGuard:
         caller: Identity,
         entry: ResourceEntry,
         method: str,
-    ) -> ResourceExhausted:
-        """Which limit refused the call, and when to retry, from the budget as it stood."""
+    ) -> tuple[ResourceExhausted, str]:
+        """Which limit refused the call (and its name in :data:`ORACLE_REFUSALS`), and when to
+        retry, from the budget as it stood."""
         per_minute, per_day = self._config.verify_per_minute, self._config.verify_per_day
         where = f"{caller} on resource {entry.resource_code} ({entry.name})"
         if per_minute:
@@ -187,7 +200,7 @@ class OracleGuard:
                     f"{method} rate limit exceeded: {per_minute} Verify calls per minute for "
                     f"{where} (oracle protection, 第三十七条); retry after {_seconds_text(wait)}",
                     retry_after_s=wait,
-                )
+                ), "rate_minute"
         # Not the bucket, so today's count: the stored day is today's or, from a process whose
         # clock runs ahead, a later one, which counts as today (see the module docstring).
         used = decision.used_today if decision.day >= _day_number(today.date()) else 0
@@ -198,7 +211,7 @@ class OracleGuard:
             f"{used} used today (oracle protection, 第三十七条); retry after "
             f"00:00 China Standard Time, in {_seconds_text(wait)}",
             retry_after_s=wait,
-        )
+        ), "quota_day"
 
     async def _notify(
         self, caller: Identity, entry: ResourceEntry, method: str, request_id: str

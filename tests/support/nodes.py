@@ -251,6 +251,18 @@ def with_limits(setup: ProvinceSetup, **values: float) -> ProvinceSetup:
     return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
 
 
+def with_metrics(setup: ProvinceSetup, *, tls: bool = False) -> ProvinceSetup:
+    """The same node with its metrics listener (``[metrics]``) on a free port: loopback, or
+    with ``tls`` on every address (0.0.0.0), mutual TLS. The bound port is
+    ``node.metrics_listener.port``."""
+    listen = "0.0.0.0:0" if tls else "127.0.0.1:0"
+    section = setup.config.metrics.model_copy(
+        update={"listen": listen, "tls": tls, "refresh_seconds": 0.2}
+    )
+    config = setup.config.model_copy(update={"metrics": section})
+    return ProvinceSetup(setup.base, setup.config_path, config, setup.bundles)
+
+
 def link_peers(setup: ProvinceSetup, peers: dict[str, str]) -> ProvinceSetup:
     """The same node with ``[federation] peers`` (region -> HOST:PORT) set: where it forwards
     calls on those regions' resources (file-admitted cities have no federation_member row)."""
@@ -341,9 +353,10 @@ class Federation:
 
 @contextlib.asynccontextmanager
 async def federation(
-    tmp_path: Path, db_urls: NewDatabaseUrl, **limits: float
+    tmp_path: Path, db_urls: NewDatabaseUrl, *, metrics: bool = False, **limits: float
 ) -> AsyncIterator[Federation]:
-    """The province, 福州 and 厦门, running; ``limits``: keys of ``[limits]`` for all three."""
+    """The province, 福州 and 厦门, running; ``limits``: keys of ``[limits]`` for all three;
+    ``metrics``: each with its metrics listener on loopback (see :func:`with_metrics`)."""
     province = make_province(tmp_path / "province", await db_urls())
     fed = Federation(
         Member(province),
@@ -357,6 +370,9 @@ async def federation(
     if limits:
         for member in fed.members:
             member.setup = with_limits(member.setup, **limits)
+    if metrics:
+        for member in fed.members:
+            member.setup = with_metrics(member.setup)
     try:
         for member in fed.members:
             await member.start()

@@ -1,0 +1,42 @@
+"""Event-loop lag: how late the loop wakes a task that sleeps a fixed interval.
+
+Every call, every stream and the metrics listener share one loop; anything that blocks it
+(a slow synchronous step, a large reply built at once) delays them all. The monitor sleeps
+``interval_s`` again and again and keeps the worst lateness of the last ``window_s`` (Ray's
+event-loop monitor is the model), so a scrape every 15 s still sees a short stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+from prometheus_client import Gauge
+
+
+class LoopLagMonitor:
+    def __init__(self, gauge: Gauge, *, interval_s: float = 0.25, window_s: float = 10.0) -> None:
+        self._gauge = gauge
+        self._interval = interval_s
+        self._recent: deque[float] = deque(maxlen=max(1, round(window_s / interval_s)))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="govnode-loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            began = time.monotonic()
+            await asyncio.sleep(self._interval)
+            self._recent.append(max(0.0, time.monotonic() - began - self._interval))
+            self._gauge.set(max(self._recent))

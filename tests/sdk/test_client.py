@@ -27,6 +27,7 @@ from tests.support.nodes import (
     with_limits,
 )
 from tests.support.oracle import sensitive
+from tests.support.sdk import company
 from tests.support.sharing import COMPANIES, PEOPLE, agency
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,15 +37,6 @@ VERIFY_PER_MINUTE = 60
 #: The oracle-limited resource (level-3 personal data, Verify only).
 LIMITED = sensitive(1)
 COMPANY_COUNT = 30
-
-
-def company(n: int) -> dict[str, str]:
-    return {
-        "tyshxydm": make_credit_code(f"9135000000{n:07d}"),
-        "dwmc": f"福州某某科技有限公司{n}",
-        "fddbr": "王五",
-        "djzt": "存续",
-    }
 
 
 class Node:

@@ -12,8 +12,8 @@ from govnode.v1 import sharing_pb2
 from govnode_client import Client, batches_of
 
 from node.app import RunningNode
-from tests.sdk.test_client import company
 from tests.support.nodes import MARKET_REGULATION, make_province, start
+from tests.support.sdk import company
 from tests.support.sharing import COMPANIES, agency, register
 
 BATCHES, PER_BATCH = 12, 10

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,8 @@ def require(what: str, present: bool) -> None:
 @dataclass
 class Served:
     address: str
-    bundle: Path
+    bundle: Path  # a consumer's (福建省民政厅)
+    provider: Path  # 法人单位基础信息's provider's (福建省市场监督管理局)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 await gn.catalog.register_resource(entry=entry_to_proto(PEOPLE))
 
         asyncio.run(load())
-        yield Served(address, bundle)
+        yield Served(address, bundle, agency(setup, MARKET_REGULATION).key.parent)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -184,3 +186,39 @@ def test_the_java_example_with_grpc_java(served: Served, java_example: list[str]
     check(lines)
     assert lines == verify_and_query(python_example(), served)
     assert REFUSAL.fullmatch(refused(java_example, served))
+
+
+# --- the SDK's guide: every snippet of sdk/python/README.md runs ------------------------------
+
+GUIDE = REPOSITORY / "sdk" / "python" / "README.md"
+
+
+def guide_snippets() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_every_snippet_of_the_sdk_guide_runs(served: Served) -> None:
+    """The first snippet is a program (run as one, against the served node); each other one
+    runs as the body of a coroutine given ``gn`` (a provider's client) and ``request``."""
+    program, *fragments = guide_snippets()
+    assert "asyncio.run(main())" in program and len(fragments) >= 6
+    program = program.replace('"fzga/"', repr(str(served.provider)))
+    program = program.replace('"node.fz.example:7443"', repr(served.address))
+    result = run([sys.executable, "-c", program])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == COMPANIES.name
+
+    async def body() -> None:
+        from govnode.v1 import sharing_pb2
+
+        request = sharing_pb2.VerifyRequest(
+            resource_code=COMPANIES.resource_code, key={"tyshxydm": company(1)["tyshxydm"]}
+        )
+        async with Client.from_bundle(served.provider, endpoint=served.address) as gn:
+            for n, fragment in enumerate(fragments):
+                source = "async def snippet(gn, request):\n" + textwrap.indent(fragment, "    ")
+                scope: dict[str, object] = {}
+                exec(compile(source, f"{GUIDE}:snippet {n + 2}", "exec"), scope)
+                await scope["snippet"](gn, request)  # type: ignore[operator]
+
+    asyncio.run(body())

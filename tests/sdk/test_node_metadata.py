@@ -106,13 +106,15 @@ async def spend_the_bucket(node: RunningNode, files: TlsFiles) -> dict[str, str]
     """Verify until the rate limit refuses; the refusal's trailing metadata."""
     async with stock_channel(node, files, retries=False) as ch:
         stub = sharing_pb2_grpc.SharingServiceStub(ch)
-        for _ in range(VERIFY_PER_MINUTE + 1):
+        # The bucket holds VERIFY_PER_MINUTE calls and refills one a second: bounded, with room
+        # for a slow machine.
+        for _ in range(10 * VERIFY_PER_MINUTE):
             try:
                 await stub.Verify(verify_request(), timeout=5)
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, exc
                 return trailing(exc)
-    raise AssertionError(f"no refusal after {VERIFY_PER_MINUTE + 1} calls")
+    raise AssertionError(f"no refusal after {10 * VERIFY_PER_MINUTE} calls")
 
 
 async def test_a_rate_limit_refusal_carries_grpc_retry_pushback_ms(province: Province) -> None:
@@ -126,15 +128,20 @@ async def test_a_rate_limit_refusal_carries_grpc_retry_pushback_ms(province: Pro
 async def test_a_stock_client_retries_after_the_nodes_pushback(province: Province) -> None:
     setup, node = province
     files = agency(setup, make_credit_code("11350000003591012"))
-    await spend_the_bucket(node, files)
-    async with stock_channel(node, files, retries=True) as ch:
-        reply = await sharing_pb2_grpc.SharingServiceStub(ch).Verify(
-            verify_request(), timeout=30, metadata=((REQUEST_ID_KEY, "stock-retry-1"),)
-        )
-    assert not reply.found
+    # A machine slow enough to let a token come back between the refusal and the next call
+    # has that call answered at once: then spend the bucket again (at most 3 times).
+    for n in range(3):
+        await spend_the_bucket(node, files)
+        async with stock_channel(node, files, retries=True) as ch:
+            reply = await sharing_pb2_grpc.SharingServiceStub(ch).Verify(
+                verify_request(), timeout=30, metadata=((REQUEST_ID_KEY, f"stock-retry-{n}"),)
+            )
+        assert not reply.found
+        attempts = await audited(node, f"stock-retry-{n}")
+        if len(attempts) > 1:
+            break
     # The node saw the attempts (gRPC resends the request id with each): refused, then, after
     # the pushback, answered; with its own 1-2 ms backoff alone, all 5 would be refused.
-    attempts = await audited(node, "stock-retry-1")
     assert attempts[-1] == "OK"
     assert 1 <= len(attempts[:-1]) < 4
     assert set(attempts[:-1]) == {"RESOURCE_EXHAUSTED"}

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test check lint types layers protos protos-check ci clean bench
+.PHONY: install browser examples demo test check lint types layers protos protos-check ci clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: install
 browser:
 	bash scripts/install_browser.sh
 
+## What the agency examples in Node and Java need (tests/sdk/test_examples.py): node, npm and
+## the example's pinned npm packages; a JDK with Debian's grpc-java, protobuf-java and protoc.
+examples:
+	bash scripts/install_examples.sh
+
 ## Run the whole test suite on every core (set GOVNODE_TEST_POSTGRES_URL to include PostgreSQL).
-test: install browser
+test: install browser examples
 	$(BIN)/python -m pytest -n auto
 
 ## Static checks: generated stubs match the .proto files, ruff (lint and format), the import rules, mypy.

@@ -40,7 +40,7 @@ from gateway.assertion import ASSERTION_KEY
 from gateway.channel import secure_channel
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.metrics import GrpcMetrics
-from gateway.refusal import RETRY_AFTER_KEY, Refusal
+from gateway.refusal import RETRY_AFTER_KEY, Refusal, retry_after
 from gateway.tls import TlsFiles
 
 #: Timeout of a forwarded call whose caller set no deadline (seconds).
@@ -268,7 +268,9 @@ class Forwarder:
         # The owner's retry information reaches the caller as the owner sent it.
         # (grpc.aio's Metadata yields (key, value) pairs; the stubs type it otherwise.)
         pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
-        retry = tuple((key, str(value)) for key, value in pairs if key == RETRY_AFTER_KEY)
+        delays = [str(value) for key, value in pairs if key == RETRY_AFTER_KEY]
+        ok = bool(delays) and delays[0].isdigit() and len(delays[0]) <= 10
+        retry = retry_after(int(delays[0])) if ok else ()
         return Refusal(code, details, retry)
 
     def _note(self, timeout: float | None) -> None:

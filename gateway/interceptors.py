@@ -56,7 +56,7 @@ from gateway.identity import Role
 from gateway.metrics import GrpcMetrics, GrpcType, MethodMetrics, metered
 from gateway.quote import clip_message
 from gateway.ratelimit import Admission, AnonymousLimiter, address_of
-from gateway.refusal import RETRY_AFTER_KEY, Refusal
+from gateway.refusal import Refusal, retry_after
 from gateway.request_limits import Check, RequestChecks
 from gateway.roles import method_refusal
 from gateway.streams import Slot, Stalled, Stopping, StreamGate
@@ -125,6 +125,28 @@ ROUTED_METHODS: frozenset[str] = frozenset(
 
 def current_request_id() -> str:
     return _request_id.get()
+
+
+#: A request id a caller sends (``govnode-request-id``: a UUID, a forwarding node's id, an
+#: SDK's one id for every attempt of a call) is kept when it is this short and printable ASCII
+#: without spaces; any other gets a fresh one, since the id goes into the audit log and back
+#: to the caller.
+_REQUEST_ID_MAX = 128
+_REQUEST_ID_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+def _request_id_of(context: Context) -> str:
+    sent = _metadata_value(context, REQUEST_ID_KEY)
+    if sent and len(sent) <= _REQUEST_ID_MAX and _REQUEST_ID_CHARS.issuperset(sent):
+        return sent
+    return os.urandom(16).hex()
+
+
+def _request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """The call's request id as trailing metadata: every refusal carries it, so that a caller
+    can name the call to the operator (the audit log and the node log file it under it)."""
+    request_id = current_request_id()
+    return ((REQUEST_ID_KEY, request_id),) if request_id else ()
 
 
 def add_audit_detail(**facts: str | int) -> None:
@@ -311,7 +333,7 @@ class _Guarded:
         if self.inflight is not None and task is not None:
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
-        request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
+        request_id = _request_id_of(context)
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
         if self.limiter is not None:
             peer = str(context.peer() or "")
@@ -326,11 +348,14 @@ class _Guarded:
         except AuthenticationError as exc:
             reason = clip_message(str(exc))
             log.warning("call_refused", method=self.method, reason=reason, request_id=request_id)
+            trailing = _request_id_metadata()
             try:
                 await self.finish(call, grpc.StatusCode.UNAUTHENTICATED, reason)
             except _AuditFailed:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE, trailing_metadata=trailing
+                )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason, trailing_metadata=trailing)
         except Exception as exc:
             # Authentication could not be decided: the revocation list is in a database that
             # is down. The health service still answers (NOT_SERVING, which is what load
@@ -373,12 +398,16 @@ class _Guarded:
             try:
                 await self.finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
             except _AuditFailed:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
-        retry_ms = max(1, math.ceil(admission.retry_after_s * 1000))
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    AUDIT_FAILED_MESSAGE,
+                    trailing_metadata=_request_id_metadata(),
+                )
+        retry_ms = math.ceil(admission.retry_after_s * 1000)
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             message,
-            trailing_metadata=((RETRY_AFTER_KEY, str(retry_ms)),),
+            trailing_metadata=(*retry_after(retry_ms), *_request_id_metadata()),
         )
 
     async def vouch(self, call: _Call, raw: bytes | None) -> None:
@@ -567,7 +596,11 @@ class _Guarded:
         the audit log cannot record the call, the caller gets UNAVAILABLE and no result.
         """
         if isinstance(exc, _AuditFailed):
-            await context.abort(grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                AUDIT_FAILED_MESSAGE,
+                trailing_metadata=_request_id_metadata(),
+            )
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
             status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
@@ -606,7 +639,9 @@ class _Guarded:
             if code is not grpc.StatusCode.UNAVAILABLE:
                 code, message = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE
             trailing = ()
-        # Retry information (retry-after-ms) and the like travel as trailing metadata.
+        # Retry information (retry-after-ms) and the like travel as trailing metadata, with the
+        # request id (a forwarded refusal's own is dropped: the id is the same, ours).
+        trailing = (*(kv for kv in trailing if kv[0] != REQUEST_ID_KEY), *_request_id_metadata())
         await context.abort(code, message, trailing_metadata=trailing)
 
     def wrap(self, handler: Any) -> Any:

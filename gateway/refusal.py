@@ -13,6 +13,17 @@ import grpc
 #: A node forwarding a call passes it back to the caller unchanged (gateway.forward).
 RETRY_AFTER_KEY = "retry-after-ms"
 
+#: The same delay under gRPC's own key (gRFC A6): a stock gRPC client whose service config
+#: retries RESOURCE_EXHAUSTED waits this long before its next attempt, with no code of ours.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def retry_after(milliseconds: int) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata of a refusal to retry after ``milliseconds`` (at least 1): under
+    govnode's key and gRPC's, with the same value, wherever the node sends one."""
+    value = str(max(1, milliseconds))
+    return ((RETRY_AFTER_KEY, value), (PUSHBACK_KEY, value))
+
 
 class Refusal(Exception):
     """``trailing_metadata``: machine-readable facts sent with the status (such as

@@ -7,10 +7,10 @@ Every ``import`` and ``from ... import`` counts: at module level, inside functio
 ``if TYPE_CHECKING:`` (a type-only import still ties the layers together). The rules:
 
 - ``layers``: proto <- gateway <- node, proto <- gateway <- conformance and proto <- gateway
-  <- portal; bench sits on top
-  of all of them and nothing imports it. Inside node, only the edges that put the suite and
-  the node together (``node.cli``, ``node.demo``) import conformance, and only ``node.cli``
-  and ``node.demo`` import the portal.
+  <- portal; proto <- govnode_client (the agency SDK, sdk/python), which nothing but tests,
+  bench and the examples imports; bench sits on top of all of them and nothing imports it.
+  Inside node, only the edges that put the suite and the node together (``node.cli``,
+  ``node.demo``) import conformance, and only ``node.cli`` and ``node.demo`` import the portal.
 - ``domain``: node's domain packages import no grpc (nor grpc_health, generated ``*_pb2_grpc``
   ...) and none of the edges: servicers, cli, app, demo, clients, and what the cli and the
   demo share (approval, terminal).
@@ -41,6 +41,7 @@ SOURCES = (
     ("portal", "portal"),
     ("node", "node"),
     ("bench", "bench"),
+    ("sdk/python/govnode_client", "govnode_client"),
 )
 # The top-level packages each one may import, besides itself (third-party imports are free).
 LAYERS: dict[str, frozenset[str]] = {
@@ -49,7 +50,10 @@ LAYERS: dict[str, frozenset[str]] = {
     "conformance": frozenset({"govnode", "gateway"}),
     "portal": frozenset({"govnode", "gateway"}),
     "node": frozenset({"govnode", "gateway", "conformance", "portal"}),
-    "bench": frozenset({"govnode", "gateway", "conformance", "portal", "node"}),
+    "bench": frozenset({"govnode", "gateway", "conformance", "portal", "node", "govnode_client"}),
+    # The agency SDK: a distribution of its own, on the generated messages alone; nothing of
+    # the node imports it (only tests, bench and the examples).
+    "govnode_client": frozenset({"govnode"}),
 }
 # Inside node, the edges that may import the conformance suite.
 CONFORMANCE_USERS = ("node.cli", "node.demo", "node.approval")

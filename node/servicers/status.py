@@ -6,7 +6,7 @@ import grpc
 import structlog
 
 from gateway.interceptors import AUDIT_FAILED_MESSAGE, current_request_id
-from gateway.refusal import RETRY_AFTER_KEY, Refusal
+from gateway.refusal import RETRY_AFTER_KEY, Refusal, retry_after
 from node import errors
 from node.audit import AuditLogClosed, AuditWriteFailed
 
@@ -35,7 +35,7 @@ def trailing_metadata_for(exc: errors.DomainError) -> tuple[tuple[str, str], ...
     if isinstance(exc, errors.Aborted):
         return exc.metadata
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
-        return ((RETRY_AFTER_KEY, str(max(1, round(exc.retry_after_s * 1000)))),)
+        return retry_after(round(exc.retry_after_s * 1000))
     return ()
 
 

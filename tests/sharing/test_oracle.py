@@ -262,7 +262,11 @@ async def test_a_refusal_says_which_limit_and_when_to_retry(
         f"Verify rate limit exceeded: 2 Verify calls per minute for {who} on resource "
         f"{entry.resource_code} ({entry.name}) (oracle protection, 第三十七条); retry after 15.0 s"
     )
-    assert trailing_metadata_for(caught.value) == ((RETRY_AFTER_KEY, "15000"),)
+    # Under gRPC's own key too, so that a stock client's retry policy waits as long.
+    assert trailing_metadata_for(caught.value) == (
+        (RETRY_AFTER_KEY, "15000"),
+        ("grpc-retry-pushback-ms", "15000"),
+    )
 
 
 async def test_the_daily_quota_resets_at_midnight_china_time(
@@ -415,7 +419,10 @@ def test_a_forwarding_node_passes_the_owners_retry_information_back(tmp_path: Pa
     refusal = forwarder._refusal(owner_said, "127.0.0.1:1", "350100")
     assert refusal.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refusal.message == "Verify rate limit exceeded"
-    assert refusal.trailing_metadata == ((RETRY_AFTER_KEY, "3000"),)
+    assert refusal.trailing_metadata == (
+        (RETRY_AFTER_KEY, "3000"),
+        ("grpc-retry-pushback-ms", "3000"),
+    )
 
 
 # --- a real node ----------------------------------------------------------------------------

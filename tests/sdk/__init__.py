@@ -1,0 +1,1 @@
+"""The agency SDK (govnode_client) and the agency examples, against real nodes."""

@@ -59,6 +59,7 @@ from gateway.refusal import RETRY_AFTER_KEY, Refusal
 from gateway.request_limits import Check, RequestChecks
 from gateway.roles import method_refusal
 from gateway.streams import Slot, Stalled, Stopping, StreamGate
+from gateway.tracing import ServerSpan, Tracing
 from gateway.wellformed import nul_field
 
 log = structlog.get_logger("govnode.gateway")
@@ -183,6 +184,9 @@ class _Call:
         self.tokens: list[Any] = []
         #: How the audit names a caller without a peer (see TOKEN_AUTHORISED_METHODS).
         self.anonymous_caller = "unauthenticated"
+        #: The call's trace span (gateway.tracing), and its final status once known.
+        self.span: ServerSpan | None = None
+        self.code: grpc.StatusCode | None = None
 
     def parse(self, raw: bytes) -> Any:
         self.digest.update(raw)
@@ -210,7 +214,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """``verifier`` checks the caller assertions of forwarded calls (see ROUTED_METHODS);
     without one, the node accepts no forwarded call. ``limiter`` admits every call by its
     network address before anything else (the join port's guard: see gateway.ratelimit).
-    ``translate``: see :data:`Translate`.
+    ``translate``: see :data:`Translate`. ``tracing``: the node's spans (gateway.tracing);
+    None: tracing off (a caller's trace context is still passed on).
 
     One guard per server: it keeps each method's guarded handler, which is the server's own."""
 
@@ -223,6 +228,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         translate: Translate | None = None,
         streams: StreamGate | None = None,
         requests: RequestChecks | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
@@ -233,6 +239,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.streams = streams
         #: Size limits and map-entry bounds of request messages; None: only the transport's.
         self.requests = requests
+        self.tracing = tracing if tracing is not None else Tracing()
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -270,6 +277,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self._translate,
                 self.streams,
                 self.requests,
+                self.tracing,
             ).wrap(handler)
         return guarded
 
@@ -286,6 +294,7 @@ class _Guarded:
         translate: Translate | None = None,
         streams: StreamGate | None = None,
         requests: RequestChecks | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -296,14 +305,23 @@ class _Guarded:
         self.translate = translate
         self.streams = streams if streams is not None and streams.counts(method) else None
         self.check = requests.for_method(method) if requests is not None else None
+        self.tracing = tracing if tracing is not None else Tracing()
 
     async def enter(self, call: _Call, context: Context) -> None:
+        try:
+            await self._enter(call, context)
+        except BaseException:
+            self.leave(call)  # refused before the handler: the wrappers' finally does not run
+            raise
+
+    async def _enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
         if self.inflight is not None and task is not None:
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
         request_id = _metadata_value(context, REQUEST_ID_KEY) or os.urandom(16).hex()
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
+        call.span = self.tracing.server_span(self.method, context.invocation_metadata(), request_id)
         if self.limiter is not None:
             peer = str(context.peer() or "")
             call.detail["address"] = address_of(peer)
@@ -493,8 +511,16 @@ class _Guarded:
         if call.tokens:
             _detail.reset(call.tokens[1])
             _request_id.reset(call.tokens[0])
+        self.tracing.end(
+            call.span,
+            call.code,
+            role=call.peer.identity.role.value if call.peer else "",
+            forwarded=bool(call.origin_node),
+        )
+        call.span = None
 
     async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
+        call.code = code
         if self.audit is None:
             return
         try:
@@ -589,6 +615,7 @@ class _Guarded:
             # own message, which names the cause.
             if code is not grpc.StatusCode.UNAVAILABLE:
                 code, message = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE
+            call.code = code
             trailing = ()
         # Retry information (retry-after-ms) and the like travel as trailing metadata.
         await context.abort(code, message, trailing_metadata=trailing)

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc.aio
 import structlog
@@ -44,6 +45,8 @@ from gateway.server import (
 )
 from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
+from gateway.tracing import Tracing
+from gateway.tracing_setup import TracingUnavailable, make_tracer_provider, tracing_of
 from node.audit import (
     AuditLog,
     Checkpoints,
@@ -117,6 +120,9 @@ from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
 from node.supervision import NoticeWatch, Rectifications, Rollup, Supervision
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger("govnode.node")
 
@@ -206,6 +212,8 @@ class RunningNode:
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
+    #: The node's own TracerProvider when ``[tracing]`` made one (flushed and shut at stop).
+    tracer_provider: TracerProvider | None = None
 
     @property
     def address(self) -> str:
@@ -252,6 +260,9 @@ class RunningNode:
             await self.forwarder.close()
         await self.audit.close()
         await self.db.close()
+        if self.tracer_provider is not None:
+            # Flushes the spans still queued: blocking (an export), so off the loop.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("node_stopped")
 
 
@@ -481,9 +492,28 @@ def data_errors_of(
     )
 
 
-async def start_node(config: NodeConfig) -> RunningNode:
-    """Open storage, build the server and start serving; returns once the port is bound."""
+def _tracing(
+    config: NodeConfig, provider: TracerProvider | None
+) -> tuple[Tracing, TracerProvider | None]:
+    """The node's spans: from ``provider`` (a caller's, e.g. a test's in-memory one), else
+    from ``[tracing]`` (then the provider is the node's own: returned, to be shut at stop)."""
+    if provider is not None:
+        return tracing_of(provider), None
+    try:
+        own = make_tracer_provider(config.tracing, f"govnode-{config.node.region}")
+    except TracingUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    return tracing_of(own), own
+
+
+async def start_node(
+    config: NodeConfig, *, tracer_provider: TracerProvider | None = None
+) -> RunningNode:
+    """Open storage, build the server and start serving; returns once the port is bound.
+    ``tracer_provider``: records the node's spans instead of the one ``[tracing]`` names
+    (the OpenTelemetry SDK's; several nodes in one process each need their own)."""
     identity, root = check_node_certificate(config)
+    tracing, own_provider = _tracing(config, tracer_provider)
     db = await Database.open(config.database_url)
     audit = AuditLog(db)
     try:
@@ -518,8 +548,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
             translate=refusal_for,
             streams=streams,
             requests=requests,
+            tracing=tracing,
         )
-        forwarder = Forwarder(node_tls_files(config))
+        forwarder = Forwarder(node_tls_files(config), tracing=tracing)
         server = build_server(guard, _limits(config, max_message_bytes=limits.max_message_bytes))
         catalog = Catalog(db, node_region=config.node.region)
         exchange = CatalogExchange(db, catalog)
@@ -655,6 +686,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         join=join,
         monitor=monitor,
         stopping=stopping,
+        tracer_provider=own_provider,
     )
     node.checkpoints = evidence.checkpoints
     node.publisher = CheckpointPublisher(

@@ -23,7 +23,7 @@ write through ``context.write()`` (the health service's Watch), see
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -51,6 +51,9 @@ CALLER_ROLE = "govnode.caller_role"
 FORWARDED = "govnode.forwarded"
 PEER_REGION = "govnode.peer_region"
 SERVER_ADDRESS = "server.address"
+HTTP_METHOD = "http.request.method"
+HTTP_ROUTE = "http.route"
+HTTP_STATUS = "http.response.status_code"
 
 #: The instrumentation scope every govnode span is recorded under.
 SCOPE = "govnode"
@@ -103,6 +106,20 @@ class Tracing:
         carrier = _Carrier.of(metadata or ())
         if carrier is None and not self.recording:
             return None
+        return self._open(method, carrier, {**_rpc_attributes(method), REQUEST_ID: request_id})
+
+    def http_span(self, method: str, route: str, headers: Mapping[str, str]) -> ServerSpan | None:
+        """The SERVER span of an HTTP request (the portal's), continuing a ``traceparent``
+        header if the request has one; made current until :meth:`end_http`."""
+        carrier = _Carrier.of((k, headers[k]) for k in (TRACEPARENT, TRACESTATE) if k in headers)
+        if carrier is None and not self.recording:
+            return None
+        name = f"{method} {route}" if route else method
+        return self._open(name, carrier, {HTTP_METHOD: method, HTTP_ROUTE: route})
+
+    def _open(
+        self, name: str, carrier: _Carrier | None, attributes: dict[str, str]
+    ) -> ServerSpan | None:
         parent = _PROPAGATOR.extract(carrier) if carrier is not None else None
         if not self.recording:
             # No recorder: the caller's context passes through as it came.
@@ -111,10 +128,7 @@ class Tracing:
                 return None
         else:
             span = self._tracer.start_span(
-                method,
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes={**_rpc_attributes(method), REQUEST_ID: request_id},
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes
             )
         return ServerSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
 
@@ -142,6 +156,18 @@ class Tracing:
         if code is not None:
             _set_status(span, code)
         span.end()
+
+    def end_http(self, server: ServerSpan | None, status: int) -> None:
+        """End an HTTP request's span with its response status (5xx: an error)."""
+        if server is None:
+            return
+        otel_context.detach(server.token)
+        if not self.recording:
+            return
+        server.span.set_attribute(HTTP_STATUS, status)
+        if status >= 500:
+            server.span.set_status(Status(StatusCode.ERROR, str(status)))
+        server.span.end()
 
     def client_span(
         self, method: str, *, endpoint: str, region: str, request_id: str

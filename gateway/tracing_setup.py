@@ -54,9 +54,13 @@ class TracingSection(BaseModel):
         return value
 
 
-def make_tracer_provider(section: TracingSection, default_service: str) -> TracerProvider | None:
+def make_tracer_provider(
+    section: TracingSection, default_service: str, *, public: bool = False
+) -> TracerProvider | None:
     """A TracerProvider of its own for one node or portal (never the process's global one),
     exporting in batches as ``section`` says; None when ``exporter`` is ``none``.
+    ``public``: its callers are anyone (the portal): a caller's trace is continued, but its
+    "sampled" flag is not obeyed, so the public cannot make every request of theirs recorded.
     Raises :class:`TracingUnavailable` without the SDK."""
     if section.exporter == "none":
         return None
@@ -68,7 +72,7 @@ def make_tracer_provider(section: TracingSection, default_service: str) -> Trace
             ConsoleSpanExporter,
             SpanExporter,
         )
-        from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     except ImportError as exc:
         raise TracingUnavailable(
             f'tracing.exporter = "{section.exporter}" needs the OpenTelemetry SDK: '
@@ -85,9 +89,12 @@ def make_tracer_provider(section: TracingSection, default_service: str) -> Trace
                 f'tracing.exporter = "otlp" needs the OTLP exporter: {INSTALL_HINT} ({exc})'
             ) from None
         exporter = OTLPSpanExporter(endpoint=section.endpoint, insecure=True)
+    ratio = TraceIdRatioBased(section.sample_ratio)
     provider = TracerProvider(
         resource=Resource.create({"service.name": section.service_name or default_service}),
-        sampler=ParentBasedTraceIdRatio(section.sample_ratio),
+        sampler=ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio)
+        if public
+        else ParentBased(ratio),
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider

@@ -14,7 +14,8 @@ For each RPC, whatever its streaming shape, the guard:
    size limit and counts the entries of large messages' maps (with
    :class:`~gateway.request_limits.RequestChecks`: the parser takes seconds over some maps);
 3. binds the caller and a request id to the context for the servicer (and names them in
-   every log event it writes);
+   every log event it writes), in the call's trace span (gateway.tracing: continuing the
+   caller's W3C trace context, ended after the audit record, naming the final status);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
    unless the node's ``translate`` knows it (a fault of the node's database is UNAVAILABLE);
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable

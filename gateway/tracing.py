@@ -23,6 +23,7 @@ write through ``context.write()`` (the health service's Watch), see
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -59,7 +60,10 @@ HTTP_STATUS = "http.response.status_code"
 SCOPE = "govnode"
 
 
+@functools.cache
 def _rpc_attributes(method: str) -> dict[str, str]:
+    """Per method, once (the server's methods are a fixed set; the guard calls this for
+    the methods it serves, the forwarder for the routed ones)."""
     service, _, name = method.lstrip("/").partition("/")
     return {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: name}
 
@@ -149,12 +153,14 @@ class Tracing:
         if not self.recording:
             return
         span = server.span
-        if role:
-            span.set_attribute(CALLER_ROLE, role)
+        final: dict[str, str | bool | int] = {CALLER_ROLE: role} if role else {}
         if forwarded:
-            span.set_attribute(FORWARDED, True)
+            final[FORWARDED] = True
         if code is not None:
-            _set_status(span, code)
+            final[RPC_STATUS_CODE] = code.value[0]
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+        span.set_attributes(final)  # one lock and one pass for all of them
         span.end()
 
     def end_http(self, server: ServerSpan | None, status: int) -> None:

@@ -743,9 +743,12 @@ async def start_node(
     return node
 
 
-async def serve_forever(config: NodeConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully (NOT_SERVING first)."""
-    node = await start_node(config)
+async def serve_forever(
+    config: NodeConfig, *, tracer_provider: TracerProvider | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (NOT_SERVING first).
+    ``tracer_provider``: see :func:`start_node`."""
+    node = await start_node(config, tracer_provider=tracer_provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

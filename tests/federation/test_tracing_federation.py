@@ -195,10 +195,14 @@ async def test_health_watch_streams_with_tracing_on(
         first = await anext(aiter(watch))
         assert first.status == health_pb2.HealthCheckResponse.SERVING
         watch.cancel()
+        # A malformed traceparent is ignored (a trace of the node's own), never refused.
+        garbage = "00-" + "z" * 32 + "-" + "0" * 16 + "-01" + "-x" * 200
         reply = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(), metadata=((REQUEST_ID_KEY, "rid-check"),)
+            health_pb2.HealthCheckRequest(),
+            metadata=((REQUEST_ID_KEY, "rid-check"), ("traceparent", garbage)),
         )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     check = one(rec[XIAMEN].spans("rid-check"), SpanKind.SERVER)
     assert check.name == "/grpc.health.v1.Health/Check"
     assert (check.attributes or {})["rpc.grpc.status_code"] == 0
+    assert check.parent is None

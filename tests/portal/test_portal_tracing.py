@@ -2,7 +2,8 @@
 trace from the browser through the portal (its HTTP span, exported by ``govnode portal serve``
 with ``[tracing] exporter = "console"``) into the node (its span of the portal's gRPC call,
 recorded in the test by the node's own provider); a request without one starts a trace at the
-portal; a malformed header is ignored, never refused."""
+portal; a malformed header is ignored, never refused; and the public cannot make the portal
+record its requests by sending a "sampled" flag."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from node.app import start_node
-from tests.support.nodes import make_province
+from node.app import RunningNode, start_node
+from tests.support.nodes import ProvinceSetup, make_province
 from tests.support.portal import client, portal_config, run_portal
 
 BROWSER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -38,18 +39,29 @@ def hex_id(value: str) -> str:
     return value.removeprefix("0x")
 
 
+def recorded() -> tuple[InMemorySpanExporter, TracerProvider]:
+    """The node's spans, kept in memory (its sampler follows the caller's decision)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider
+
+
+def traced_portal(setup: ProvinceSetup, node: RunningNode, directory: Path, tracing: str) -> Path:
+    config = portal_config(setup, node, directory)
+    with config.open("a", encoding="utf-8") as f:
+        f.write(f"\n[tracing]\n{tracing}\n")
+    return config
+
+
 async def test_a_browsers_trace_continues_through_the_portal_into_the_node(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     setup = make_province(tmp_path / "province", sqlite_url)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = recorded()
     node = await start_node(setup.config, tracer_provider=provider)
     try:
-        config = portal_config(setup, node, tmp_path / "portal")
-        with config.open("a", encoding="utf-8") as f:
-            f.write('\n[tracing]\nexporter = "console"\n')
+        config = traced_portal(setup, node, tmp_path / "portal", 'exporter = "console"')
         stdout = tmp_path / "portal.out"
         async with run_portal(config, stdout=stdout) as portal, client() as web:
             headers = {"traceparent": f"00-{BROWSER_TRACE}-{BROWSER_SPAN}-01"}
@@ -88,3 +100,27 @@ async def test_a_browsers_trace_continues_through_the_portal_into_the_node(
         assert at_node.parent is not None
         assert format(at_node.parent.span_id, "016x") == hex_id(at_portal["context"]["span_id"])
         assert (at_node.attributes or {})["govnode.caller_role"] == "portal"
+
+
+async def test_the_public_cannot_make_its_requests_recorded(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    setup = make_province(tmp_path / "province", sqlite_url)
+    exporter, provider = recorded()
+    node = await start_node(setup.config, tracer_provider=provider)
+    try:
+        config = traced_portal(
+            setup, node, tmp_path / "portal", 'exporter = "console"\nsample_ratio = 0.0'
+        )
+        stdout = tmp_path / "portal.out"
+        async with run_portal(config, stdout=stdout) as portal, client() as web:
+            # "01": the browser asks for its trace to be recorded.
+            headers = {"traceparent": f"00-{BROWSER_TRACE}-{BROWSER_SPAN}-01"}
+            async with web.get(f"{portal.url}/api/v1/datasets", headers=headers) as response:
+                assert response.status == 200
+        printed = printed_spans(await asyncio.to_thread(stdout.read_text, encoding="utf-8"))
+    finally:
+        await node.stop(grace=0)
+    # The portal's own ratio (none) decided, and the node followed the portal.
+    assert printed == []
+    assert [s for s in exporter.get_finished_spans() if s.name == LIST] == []

@@ -16,8 +16,9 @@ guarded like the audit log (第三十九条). The caller's *role* (agency, node,
 the request id are enough to find the audit record that names everything else.
 
 Why not opentelemetry-instrumentation-grpc's aio server interceptor: it breaks handlers that
-write through ``context.write()`` (the health service's Watch), see
-/work/shared/research/operations.md 1.1; and it cannot name the request id or the role.
+write through ``context.write()`` (the health service's Watch:
+open-telemetry/opentelemetry-python-contrib#3066), and it cannot name the request id or the
+role.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from bench import federation, observability, unread
+from bench import federation, observability, tracing_cost, unread
 from bench import province as province_mod
 from bench.procs import child, cpu_seconds, python_command
 from bench.province import Province, submit
@@ -781,6 +781,89 @@ class ObservabilityScenario:
         return outcome
 
 
+class TracingCostScenario:
+    """What tracing costs Verify (issue 16): the same node with tracing off and on (every
+    trace sampled, spans batched into an exporter that drops them); see bench.tracing_cost."""
+
+    name = "tracing-cost"
+    title = "Verify calls/s and node CPU per call, tracing on vs off"
+    targets: ClassVar[dict[str, float]] = {"tracing_ratio": 0.95}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o = bench.options
+        say("provisioning a province of its own for tracing on/off")
+        province = await asyncio.to_thread(province_mod.provision, bench.workdir / "tracing")
+        records = o.batches * o.batch_size
+        async with tracing_cost.serve(province, bench.logs, traced=False):
+            await province_mod.register_resource(province)
+            seeded = await submit(
+                province.target,
+                province.provider,
+                first=0,
+                batches=o.batches,
+                batch_size=o.batch_size,
+                duration=600.0,
+            )
+        if seeded.accepted != records:
+            raise RuntimeError(f"seeding accepted {seeded.accepted} records of {records}")
+        keys = ("--keys-start", "0", "--keys-count", str(records))
+        # Tracing off; on with every trace sampled; on with one in ten.
+        sides: dict[str, float | None] = {"off": None, "on": 1.0, "on_10pct": 0.1}
+        runs: dict[str, list[tuple[dict[str, Any], float]]] = {side: [] for side in sides}
+        spans: dict[str, list[int | None]] = {"on": [], "on_10pct": []}
+        for r in range(1, o.rounds + 1):
+            for side, ratio in sides.items():
+                traced = ratio is not None
+                async with tracing_cost.serve(
+                    province, bench.logs, traced=traced, sample_ratio=ratio or 1.0
+                ) as node:
+                    before = cpu_seconds(node.process.pid)
+                    run = await bench.load("verify", province.target, province.consumer, *keys)
+                    cpu = cpu_seconds(node.process.pid) - before
+                    if traced:
+                        spans[side].append(await tracing_cost.dropped_spans(node))
+                say(_round_line(f"Verify, tracing {side}", r, o.rounds, run))
+                runs[side].append((run, cpu / max(run["calls"] + o.warmup, 1)))
+        outcome = Outcome(targets=self.targets)
+        problems = [
+            p
+            for side, measured in runs.items()
+            for run, _ in measured
+            if (p := _load_problem(f"Verify (tracing {side})", run))
+        ]
+        outcome.problems.extend(dict.fromkeys(problems))
+        best = {s: max(runs[s], key=lambda x: float(x[0]["calls_per_s"]))[0] for s in sides}
+        cpu_us = {s: round(min(c for _, c in runs[s]) * 1e6, 1) for s in sides}
+        rate = {s: None if problems else best[s]["calls_per_s"] for s in sides}
+        ratio_on = _ratio(rate["on"], rate["off"])
+        ratio_10 = _ratio(rate["on_10pct"], rate["off"])
+        labels = {"off": "tracing off", "on": "tracing on (all)", "on_10pct": "tracing on (10%)"}
+        outcome.rows = [
+            *(
+                Rate(f"Verify, {labels[s]}", rate[s], "calls/s", b["p50_ms"], b["p99_ms"])
+                for s, b in best.items()
+            ),
+            Ratio("tracing on (all) / off", ratio_on, self.targets["tracing_ratio"]),
+            Ratio("tracing on (10%) / off", ratio_10, self.targets["tracing_ratio"]),
+        ]
+        outcome.figures = {
+            "tracing_off_calls_per_s": rate["off"],
+            "tracing_on_calls_per_s": rate["on"],
+            "tracing_on_10pct_calls_per_s": rate["on_10pct"],
+            "tracing_ratio": ratio_on,
+            "tracing_10pct_ratio": ratio_10,
+            "tracing_node_cpu_us_per_call": cpu_us,
+            "tracing_spans_dropped": spans,
+        }
+        outcome.notes.append(
+            f"tracing-cost: the node's CPU per Verify (least of the rounds) {cpu_us['off']:.0f} "
+            f"µs off, {cpu_us['on']:.0f} µs with every trace recorded, {cpu_us['on_10pct']:.0f} "
+            f"µs with one in ten; spans built and dropped per traced round: {spans}; "
+            f"{records} records, best of {o.rounds} rounds alternating the three"
+        )
+        return outcome
+
+
 class Scenario(Protocol):
     name: str
     title: str
@@ -800,4 +883,5 @@ SCENARIOS: list[Scenario] = [
     QualityCheckScenario(),
     ObservabilityScenario(),
     RoutedVerifyScenario(),
+    TracingCostScenario(),
 ]

@@ -17,6 +17,9 @@ and every other status is the owner's answer, passed through unchanged. A stream
 only before its first message (and an open-ended one only within its start window, while its
 assertion is still valid). A per-peer :class:`CircuitBreaker` makes calls to a peer that keeps
 failing fail at once, naming it.
+
+Each forwarded call is a CLIENT span (gateway.tracing) under the span of the call being served,
+its retries included, and carries that span's W3C trace context to the next node.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from gateway.interceptors import REQUEST_ID_KEY
 from gateway.metrics import GrpcMetrics
 from gateway.refusal import RETRY_AFTER_KEY, Refusal, retry_after
 from gateway.tls import TlsFiles
+from gateway.tracing import Tracing, inject
 
 #: Timeout of a forwarded call whose caller set no deadline (seconds).
 DEFAULT_FORWARD_TIMEOUT_S = 10.0
@@ -177,10 +181,13 @@ class Forwarder:
         default_timeout: float = DEFAULT_FORWARD_TIMEOUT_S,
         start_window: float = OPEN_STREAM_START_S,
         metrics: GrpcMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._files = files
         #: The node's grpc_client_* series (gateway.metrics): one call per attempt sent.
         self.metrics = metrics
+        #: The node's spans; a forwarded call is a CLIENT span under the current one.
+        self.tracing = tracing if tracing is not None else Tracing()
         self.threshold = threshold
         self.cooldown = cooldown
         self.max_attempts = max_attempts
@@ -336,6 +343,11 @@ class Forwarder:
         within_s: float,
     ) -> Any:
         deadline = time.monotonic() + within_s
+        span = self.tracing.client_span(
+            method, endpoint=endpoint, region=region, request_id=_request_id_of(metadata)
+        )
+        metadata += inject(span)
+        code = grpc.StatusCode.OK
         call = self._channel(endpoint).unary_unary(
             method,
             request_serializer=_serialize,
@@ -375,7 +387,16 @@ class Forwarder:
                 with attempt:
                     return await once()
         except grpc.aio.AioRpcError as exc:
+            code = exc.code()
             raise self._refusal(exc, endpoint, region) from None
+        except Refusal as exc:
+            code = exc.code
+            raise
+        except BaseException:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.tracing.client_done(span, code)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def stream(
@@ -421,6 +442,10 @@ class Forwarder:
         counted = self.metrics.method(method, "server_stream") if self.metrics else None
         started: float | None = None  # the attempt counted as started and not yet as handled
         code = grpc.StatusCode.CANCELLED  # unless the stream ends otherwise
+        span = self.tracing.client_span(
+            method, endpoint=endpoint, region=region, request_id=request_id
+        )
+        metadata = self._metadata(request_id, assertion, extra_metadata) + inject(span)
         try:
             async for attempt in self._retrying(deadline):
                 with attempt:
@@ -430,7 +455,7 @@ class Forwarder:
                         timeout=(
                             None if timeout is None else max(deadline - time.monotonic(), 0.001)
                         ),
-                        metadata=self._metadata(request_id, assertion, extra_metadata),
+                        metadata=metadata,
                     )
                     started = counted.started() if counted is not None else None
                     items = aiter(call)
@@ -456,9 +481,16 @@ class Forwarder:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             raise self._refusal(exc, endpoint, region) from None
+        except Refusal as exc:
+            code = exc.code
+            raise
+        except BaseException:
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
             if counted is not None and started is not None:
                 counted.handled(code, started)
+            self.tracing.client_done(span, code)
             # Our caller is gone (cancelled, or closed this generator) or the call ended:
             # cancelling an ended call does nothing, cancelling a running one ends it downstream.
             if call is not None:
@@ -472,3 +504,7 @@ class Forwarder:
             breaker.release()
         else:
             breaker.success()  # the peer answered: it is reachable
+
+
+def _request_id_of(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
+    return next((str(value) for key, value in metadata if key == REQUEST_ID_KEY), "")

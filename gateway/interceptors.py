@@ -14,7 +14,8 @@ For each RPC, whatever its streaming shape, the guard:
    size limit and counts the entries of large messages' maps (with
    :class:`~gateway.request_limits.RequestChecks`: the parser takes seconds over some maps);
 3. binds the caller and a request id to the context for the servicer (and names them in
-   every log event it writes);
+   every log event it writes), in the call's trace span (gateway.tracing: continuing the
+   caller's W3C trace context, ended after the audit record, naming the final status);
 4. turns any unexpected exception into INTERNAL with the request id, never a stack trace,
    unless the node's ``translate`` knows it (a fault of the node's database is UNAVAILABLE);
 5. hands every outcome, accepted or refused, to the audit sink and waits until it is durable
@@ -60,6 +61,7 @@ from gateway.refusal import Refusal, retry_after
 from gateway.request_limits import Check, RequestChecks
 from gateway.roles import method_refusal
 from gateway.streams import Slot, Stalled, Stopping, StreamGate
+from gateway.tracing import ServerSpan, Tracing
 from gateway.wellformed import nul_field
 
 log = structlog.get_logger("govnode.gateway")
@@ -206,6 +208,9 @@ class _Call:
         self.tokens: list[Any] = []
         #: How the audit names a caller without a peer (see TOKEN_AUTHORISED_METHODS).
         self.anonymous_caller = "unauthenticated"
+        #: The call's trace span (gateway.tracing), and its final status once known.
+        self.span: ServerSpan | None = None
+        self.code: grpc.StatusCode | None = None
 
     def parse(self, raw: bytes) -> Any:
         self.digest.update(raw)
@@ -233,7 +238,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """``verifier`` checks the caller assertions of forwarded calls (see ROUTED_METHODS);
     without one, the node accepts no forwarded call. ``limiter`` admits every call by its
     network address before anything else (the join port's guard: see gateway.ratelimit).
-    ``translate``: see :data:`Translate`.
+    ``translate``: see :data:`Translate`. ``tracing``: the node's spans (gateway.tracing);
+    None: tracing off (a caller's trace context is still passed on).
 
     One guard per server: it keeps each method's guarded handler, which is the server's own."""
 
@@ -247,6 +253,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         streams: StreamGate | None = None,
         requests: RequestChecks | None = None,
         metrics: GrpcMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._auth = authenticator
         self._audit = audit
@@ -259,6 +266,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.requests = requests
         #: The node's grpc_server_* series (gateway.metrics); None: calls are not counted.
         self.metrics = metrics
+        self.tracing = tracing if tracing is not None else Tracing()
         # Method -> guarded handler. The server's handlers are fixed once it starts, so each
         # method's guard is built on its first call and reused (not rebuilt on every call).
         self._guarded: dict[str, Any] = {}
@@ -297,6 +305,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self.streams,
                 self.requests,
                 self.metrics,
+                self.tracing,
             ).wrap(handler)
         return guarded
 
@@ -314,6 +323,7 @@ class _Guarded:
         streams: StreamGate | None = None,
         requests: RequestChecks | None = None,
         metrics: GrpcMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.auth = auth
         self.audit = None if method.startswith(UNAUDITED_PREFIXES) else audit
@@ -327,14 +337,23 @@ class _Guarded:
         self.metrics = metrics
         #: This method's series, once :meth:`wrap` knows its shape.
         self.metered: MethodMetrics | None = None
+        self.tracing = tracing if tracing is not None else Tracing()
 
     async def enter(self, call: _Call, context: Context) -> None:
+        try:
+            await self._enter(call, context)
+        except BaseException:
+            self.leave(call)  # refused before the handler: the wrappers' finally does not run
+            raise
+
+    async def _enter(self, call: _Call, context: Context) -> None:
         task = asyncio.current_task()
         if self.inflight is not None and task is not None:
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
         request_id = _request_id_of(context)
         call.tokens = [_request_id.set(request_id), _detail.set(call.detail)]
+        call.span = self.tracing.server_span(self.method, context.invocation_metadata(), request_id)
         if self.limiter is not None:
             peer = str(context.peer() or "")
             call.detail["address"] = address_of(peer)
@@ -535,11 +554,19 @@ class _Guarded:
         if call.tokens:
             _detail.reset(call.tokens[1])
             _request_id.reset(call.tokens[0])
+        self.tracing.end(
+            call.span,
+            call.code,
+            role=call.peer.identity.role.value if call.peer else "",
+            forwarded=bool(call.origin_node),
+        )
+        call.span = None
 
     async def finish(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
         peer, metered = call.peer, self.metered
         if metered is not None and peer is not None and peer.identity.role is Role.PORTAL:
             metered.portal_call(code)
+        call.code = code
         if self.audit is None:
             return
         try:
@@ -638,6 +665,7 @@ class _Guarded:
             # own message, which names the cause.
             if code is not grpc.StatusCode.UNAVAILABLE:
                 code, message = grpc.StatusCode.UNAVAILABLE, AUDIT_FAILED_MESSAGE
+            call.code = code
             trailing = ()
         # Retry information (retry-after-ms) and the like travel as trailing metadata, with the
         # request id (a forwarded refusal's own is dropped: the id is the same, ours).

@@ -16,6 +16,7 @@ import datetime as dt
 import importlib.metadata
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc.aio
 import structlog
@@ -45,6 +46,8 @@ from gateway.server import (
 )
 from gateway.streams import StreamGate, StreamLimits
 from gateway.tls import TlsFiles, join_server_credentials, server_credentials
+from gateway.tracing import Tracing
+from gateway.tracing_setup import TracingUnavailable, make_tracer_provider, tracing_of
 from node.audit import (
     AuditLog,
     Checkpoints,
@@ -126,6 +129,9 @@ from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
 from node.supervision import NoticeWatch, Rectifications, Rollup, Supervision
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger("govnode.node")
 
@@ -220,6 +226,8 @@ class RunningNode:
     metrics_listener: MetricsListener | None = None
     loop_lag: LoopLagMonitor | None = None
     metrics_sampler: Sampler | None = None
+    #: The node's own TracerProvider when ``[tracing]`` made one (flushed and shut at stop).
+    tracer_provider: TracerProvider | None = None
 
     @property
     def address(self) -> str:
@@ -272,6 +280,9 @@ class RunningNode:
             await self.metrics_sampler.stop()
         await self.audit.close()
         await self.db.close()
+        if self.tracer_provider is not None:
+            # Flushes the spans still queued: blocking (an export), so off the loop.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("node_stopped")
 
 
@@ -540,9 +551,28 @@ async def _metrics_listener(
         raise StartupError(f"metrics.listen: cannot listen on {section.listen}: {exc}") from None
 
 
-async def start_node(config: NodeConfig) -> RunningNode:
-    """Open storage, build the server and start serving; returns once the port is bound."""
+def _tracing(
+    config: NodeConfig, provider: TracerProvider | None
+) -> tuple[Tracing, TracerProvider | None]:
+    """The node's spans: from ``provider`` (a caller's, e.g. a test's in-memory one), else
+    from ``[tracing]`` (then the provider is the node's own: returned, to be shut at stop)."""
+    if provider is not None:
+        return tracing_of(provider), None
+    try:
+        own = make_tracer_provider(config.tracing, f"govnode-{config.node.region}")
+    except TracingUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    return tracing_of(own), own
+
+
+async def start_node(
+    config: NodeConfig, *, tracer_provider: TracerProvider | None = None
+) -> RunningNode:
+    """Open storage, build the server and start serving; returns once the port is bound.
+    ``tracer_provider``: records the node's spans instead of the one ``[tracing]`` names
+    (the OpenTelemetry SDK's; several nodes in one process each need their own)."""
     identity, root = check_node_certificate(config)
+    tracing, own_provider = _tracing(config, tracer_provider)
     db = await Database.open(config.database_url)
     audit = AuditLog(db)
     metrics: NodeMetrics | None = None
@@ -585,9 +615,12 @@ async def start_node(config: NodeConfig) -> RunningNode:
             streams=streams,
             requests=requests,
             metrics=metrics.server if metrics is not None else None,
+            tracing=tracing,
         )
         forwarder = Forwarder(
-            node_tls_files(config), metrics=metrics.client if metrics is not None else None
+            node_tls_files(config),
+            metrics=metrics.client if metrics is not None else None,
+            tracing=tracing,
         )
         server = build_server(guard, _limits(config, max_message_bytes=limits.max_message_bytes))
         catalog = Catalog(db, node_region=config.node.region)
@@ -726,6 +759,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         join=join,
         monitor=monitor,
         stopping=stopping,
+        tracer_provider=own_provider,
     )
     node.checkpoints = evidence.checkpoints
     if metrics is not None:
@@ -789,9 +823,12 @@ async def start_node(config: NodeConfig) -> RunningNode:
     return node
 
 
-async def serve_forever(config: NodeConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully (NOT_SERVING first)."""
-    node = await start_node(config)
+async def serve_forever(
+    config: NodeConfig, *, tracer_provider: TracerProvider | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (NOT_SERVING first).
+    ``tracer_provider``: see :func:`start_node`."""
+    node = await start_node(config, tracer_provider=tracer_provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

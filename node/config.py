@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.identity import IdentityError, validate_trust_domain
+from gateway.tracing_setup import TracingSection
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 
 
@@ -539,6 +540,8 @@ class NodeConfig(BaseSettings):
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
     governance: GovernanceSection = GovernanceSection()
+    #: Spans of the calls this node serves and forwards (gateway.tracing_setup).
+    tracing: TracingSection = TracingSection()
     #: Directory the file was read from; relative paths resolve against it.
     base_dir: Path = Path()
 

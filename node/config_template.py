@@ -261,5 +261,14 @@ def render_config(
         "# tls = false",
         "# refresh_seconds = 15.0",
         "",
+        "[tracing]",
+        "# Traces across hops (README, Tracing): none (default), otlp (gRPC to a collector on",
+        "# this host; needs pip install 'govnode[otel]'), or console (spans on stdout).",
+        'exporter = "none"',
+        '# endpoint = "127.0.0.1:4317"',
+        "# Share of new traces recorded; a call that arrives traced follows its caller's choice.",
+        "# sample_ratio = 1.0",
+        f'# service_name = "govnode-{region}"',
+        "",
     ]
     return "\n".join(lines)

@@ -8,6 +8,17 @@ from typing import Literal, TextIO, cast
 
 import structlog
 
+from gateway.tracing import log_ids
+
+
+def add_trace_ids(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``trace_id`` and ``span_id`` on every line written while a span is current (a call the
+    node serves, traced or continuing a caller's trace), so a log line leads to its trace."""
+    event.update(log_ids())
+    return event
+
 
 class _Stderr:
     """sys.stderr as it is when an event is written, not when logging was configured: a
@@ -38,6 +49,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from gateway.tracing import Tracing
 from portal.config import PortalConfig
 from portal.node import Caller, NodeClient, NodeRefusal
 
@@ -117,6 +118,8 @@ class Portal:
     node: NodeClient
     check_receipt: ReceiptChecker
     in_flight: InFlight
+    #: A span per request (gateway.tracing), continuing the browser's traceparent if any.
+    tracing: Tracing = field(default_factory=Tracing)
 
     @property
     def base_url(self) -> str:
@@ -170,6 +173,7 @@ def wants_json(request: web.Request) -> bool:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorPage = Callable[[web.Request, int, str], web.Response]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def error_response(
@@ -200,9 +204,35 @@ def _dumps(value: Any) -> str:
 
 
 def guard(page: ErrorPage) -> Any:
-    """The middleware every request goes through (see the module's docstring)."""
+    """The middleware every request goes through (see the module's docstring), in the
+    request's trace span."""
+    guarded = _guard(page)
 
     @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        tracing = portal_of(request).tracing
+        span = tracing.http_span(request.method, _route(request), request.headers)
+        status = 500
+        try:
+            response = await guarded(request, handler)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            tracing.end_http(span, status)
+
+    return middleware
+
+
+def _route(request: web.Request) -> str:
+    """The route's pattern ("/api/v1/datasets/{code}"): a span name of few values."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else ""
+
+
+def _guard(page: ErrorPage) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         portal = portal_of(request)
         address = address_of(request)
@@ -284,9 +314,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def make_app(
-    config: PortalConfig, node: NodeClient, check_receipt: ReceiptChecker
+    config: PortalConfig,
+    node: NodeClient,
+    check_receipt: ReceiptChecker,
+    tracing: Tracing | None = None,
 ) -> web.Application:
-    """The application, its routes and middleware; the caller runs it (portal.server)."""
+    """The application, its routes and middleware; the caller runs it (portal.server).
+    ``tracing``: the portal's spans (None: off; a browser's trace context is passed on)."""
     from portal import api, files, pages
 
     app = web.Application(
@@ -300,6 +334,7 @@ def make_app(
             per_address=config.section.max_concurrent_per_address,
             total=config.section.max_concurrent,
         ),
+        tracing=tracing if tracing is not None else Tracing(),
     )
     app.on_response_prepare.append(_security_headers)
     api.add_routes(app)

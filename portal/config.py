@@ -13,6 +13,9 @@ credentials = "portal"                  # client.key, client.crt, ca.crt from
                                         # `govnode certs issue-portal`
 server_cert = "server.crt"              # the portal's own HTTPS certificate chain and key
 server_key = "server.key"
+
+[tracing]                               # optional: as the node's [tracing] (README, Tracing)
+exporter = "none"
 ```
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.tls import TlsFiles
+from gateway.tracing_setup import TracingSection
 
 #: The portal's defaults, in one place (the README's table repeats them).
 DEFAULT_LISTEN = "127.0.0.1:8443"
@@ -94,6 +98,7 @@ class PortalSection(BaseModel):
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     portal: PortalSection
+    tracing: TracingSection = TracingSection()
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,9 @@ class PortalConfig:
 
     section: PortalSection
     base_dir: Path
+    #: ``[tracing]``, the node's keys (gateway.tracing_setup); the default service name is
+    #: govnode-portal.
+    tracing: TracingSection = field(default_factory=TracingSection)
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else (self.base_dir / value).resolve()
@@ -161,7 +169,9 @@ def load_portal_config(path: Path) -> PortalConfig:
         parsed = _File(**data)
     except ValidationError as exc:
         raise PortalConfigError(_describe(path, exc)) from None
-    config = PortalConfig(section=parsed.portal, base_dir=path.resolve().parent)
+    config = PortalConfig(
+        section=parsed.portal, base_dir=path.resolve().parent, tracing=parsed.tracing
+    )
     missing = [
         str(p)
         for p in (*config.node_tls.__dict__.values(), config.server_cert, config.server_key)

@@ -4,7 +4,9 @@ certificate (``govnode certs issue-portal``).
 The node decides everything (what is served, who may read what, every budget): the portal
 names the member of the public it calls for (``govnode-recipient``: ``ip:<address>``) and
 passes on a 授权开放 key (``govnode-open-key``), never in a request message. A refusal comes
-back as :class:`NodeRefusal`, which the HTTP side turns into a status of its own.
+back as :class:`NodeRefusal`, which the HTTP side turns into a status of its own. Each call
+carries the trace context of the HTTP request it serves (gateway.tracing), so the node's span
+of it joins the request's trace.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
+from gateway.tracing import inject_current
 
 RECIPIENT_KEY = "govnode-recipient"
 OPEN_KEY = "govnode-open-key"
@@ -184,7 +187,7 @@ class NodeClient:
 
     async def _unary(self, method: str, request: object, caller: Caller | None) -> object:
         rpc = getattr(self._stub, method)
-        metadata = caller.metadata() if caller is not None else ()
+        metadata = (caller.metadata() if caller is not None else ()) + inject_current()
         try:
             return await rpc(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
@@ -262,7 +265,9 @@ class NodeClient:
         request = opendata_pb2.DownloadRequest(
             resource_code=code, format=fmt, bom=bom, offset=offset, length=length
         )
-        call = self._stub.Download(request, metadata=caller.metadata(), timeout=timeout_s)
+        call = self._stub.Download(
+            request, metadata=caller.metadata() + inject_current(), timeout=timeout_s
+        )
         return Download(call)
 
     async def apply(

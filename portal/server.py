@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.tracing_setup import make_tracer_provider, tracing_of
 from portal.app import ReceiptChecker, make_app
 from portal.config import DEFAULT_LISTEN, PortalConfig, split_address
 from portal.node import NodeClient
@@ -53,9 +54,11 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop`` is set); ``ready`` gets the public address."""
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set); ``ready`` gets the public address.
+    Raises gateway.tracing_setup.TracingUnavailable if ``[tracing]`` needs the absent SDK."""
+    provider = make_tracer_provider(config.tracing, "govnode-portal", public=True)
     node = node_client(config)
-    app = make_app(config, node, check_receipt)
+    app = make_app(config, node, check_receipt, tracing_of(provider))
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     host, port = config.listen
@@ -76,6 +79,8 @@ async def serve(
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         await node.close()
+        if provider is not None:
+            await asyncio.to_thread(provider.shutdown)  # flushes the spans still queued
 
 
 async def wait_until_answering(

@@ -18,6 +18,7 @@ import typer
 from cryptography import x509
 
 from gateway.identity import IdentityError, identity_of
+from gateway.tracing_setup import TracingUnavailable
 from node.cli._common import UserError, echo
 from node.opendata import FileDigest, ReceiptError, check_receipt
 from node.times import CST
@@ -76,6 +77,8 @@ def serve_command(config: Path = PORTAL_CONFIG) -> None:
 
     try:
         asyncio.run(serve(loaded, checker, ready=ready))
+    except TracingUnavailable as exc:
+        raise UserError(f"{config}: {exc}") from None
     except OSError as exc:
         raise UserError(f"portal: cannot listen on {loaded.section.listen}: {exc}") from None
 

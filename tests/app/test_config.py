@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from gateway.tracing_setup import TracingSection, TracingUnavailable, make_tracer_provider
 from node.config import ConfigError, Mode, load_config
 from node.config_template import render_config
 from node.pki import provision_province
@@ -211,3 +213,28 @@ def test_quality_settings_are_checked_and_name_their_key(tmp_path: Path) -> None
     for old, new, pattern in refused:
         with pytest.raises(ConfigError, match=pattern):
             load_config(write(tmp_path, province_toml(**{old: new})))
+
+
+def test_tracing_is_off_by_default_and_its_keys_are_checked(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, province_toml()))
+    assert (cfg.tracing.exporter, cfg.tracing.endpoint) == ("none", "127.0.0.1:4317")
+    on = province_toml(**{'exporter = "none"': 'exporter = "otlp"\nsample_ratio = 0.25'})
+    assert load_config(write(tmp_path, on)).tracing.sample_ratio == 0.25
+    for old, new, named in (
+        ('exporter = "none"', 'exporter = "jaeger"', r"tracing\.exporter: "),
+        ('# endpoint = "127.0.0.1:4317"', 'endpoint = "collector"', r"tracing\.endpoint: .*HOST"),
+        ("# sample_ratio = 1.0", "sample_ratio = 2", r"tracing\.sample_ratio: "),
+    ):
+        with pytest.raises(ConfigError, match=named):
+            load_config(write(tmp_path, province_toml(**{old: new})))
+
+
+def test_tracing_without_the_sdk_is_a_clear_start_up_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The `otel` extra not installed: its modules cannot be imported.
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)
+    section = TracingSection(exporter="otlp")
+    with pytest.raises(TracingUnavailable, match=r"pip install 'govnode\[otel\]'"):
+        make_tracer_provider(section, "govnode-350000")
+    assert make_tracer_provider(TracingSection(), "govnode-350000") is None

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -45,6 +45,9 @@ from node.pki._files import write_client_bundle
 from node.servicers.convert import entry_to_proto
 from tests.support.databases import NewDatabaseUrl
 from tests.support.entries import agency_code, make_entry
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 #: Example agencies of the province (codes registered in division 350000).
 PUBLIC_SECURITY = make_credit_code("11350000003591001")
@@ -291,6 +294,8 @@ def entry_of(region: str, n: int, **fields: Any) -> ResourceEntry:
 class Member:
     setup: ProvinceSetup
     node: RunningNode | None = None
+    #: Records the node's spans (tests of tracing: each node its own provider).
+    tracer_provider: TracerProvider | None = None
 
     @property
     def region(self) -> str:
@@ -306,7 +311,7 @@ class Member:
         return self.setup.agency(code)
 
     async def start(self) -> None:
-        self.node = await start(self.setup)
+        self.node = await start_node(self.setup.config, tracer_provider=self.tracer_provider)
 
     async def stop(self) -> None:
         if self.node is not None:
@@ -353,10 +358,16 @@ class Federation:
 
 @contextlib.asynccontextmanager
 async def federation(
-    tmp_path: Path, db_urls: NewDatabaseUrl, *, metrics: bool = False, **limits: float
+    tmp_path: Path,
+    db_urls: NewDatabaseUrl,
+    tracer_providers: Mapping[str, TracerProvider] | None = None,
+    *,
+    metrics: bool = False,
+    **limits: float,
 ) -> AsyncIterator[Federation]:
     """The province, 福州 and 厦门, running; ``limits``: keys of ``[limits]`` for all three;
-    ``metrics``: each with its metrics listener on loopback (see :func:`with_metrics`)."""
+    ``tracer_providers``: by region, what records a node's spans; ``metrics``: each with its
+    metrics listener on loopback (see :func:`with_metrics`)."""
     province = make_province(tmp_path / "province", await db_urls())
     fed = Federation(
         Member(province),
@@ -373,6 +384,8 @@ async def federation(
     if metrics:
         for member in fed.members:
             member.setup = with_metrics(member.setup)
+    for member in fed.members:
+        member.tracer_provider = (tracer_providers or {}).get(member.region)
     try:
         for member in fed.members:
             await member.start()

@@ -70,16 +70,18 @@ def client(local_address: str = "") -> aiohttp.ClientSession:
 
 
 @contextlib.asynccontextmanager
-async def run_portal(config: Path) -> AsyncIterator[RunningPortal]:
+async def run_portal(config: Path, *, stdout: Path | None = None) -> AsyncIterator[RunningPortal]:
     """``govnode portal serve --config CONFIG`` until the block ends; yields once the portal
-    answers /healthz (whatever the node's state)."""
+    answers /healthz (whatever the node's state). ``stdout``: a file for what it prints there
+    (spans, with ``[tracing] exporter = "console"``)."""
     text = await asyncio.to_thread(config.read_text, encoding="utf-8")
     listen = next(line.split('"')[1] for line in text.splitlines() if line.startswith("listen = "))
     url = f"https://{listen}"
+    out = None if stdout is None else await asyncio.to_thread(stdout.open, "wb")
     process = await asyncio.to_thread(
         subprocess.Popen,
         [*GOVNODE, "portal", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if out is None else out,
         stderr=subprocess.PIPE,
         env={**os.environ, "GOVNODE_LOG__FORMAT": "json"},
     )
@@ -103,3 +105,5 @@ async def run_portal(config: Path) -> AsyncIterator[RunningPortal]:
             if process.poll() is not None and "running" in locals():
                 running.stderr.extend(await asyncio.to_thread(process.stderr.read))
             process.stderr.close()
+        if out is not None:
+            out.close()

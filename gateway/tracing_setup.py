@@ -1,0 +1,105 @@
+"""``[tracing]``: where a node's (or the portal's) spans go, and the SDK that records them.
+
+The node and the portal read the same keys (one model, here, since the portal does not import
+node). The OpenTelemetry SDK and its OTLP exporter are the optional extra ``govnode[otel]``:
+they are imported only when ``exporter`` is not ``none``, and their absence is then a clear
+start-up error, never an ImportError at the first call.
+
+```toml
+[tracing]
+exporter = "otlp"              # "none" (default), "otlp" (gRPC), "console" (stdout)
+endpoint = "127.0.0.1:4317"    # the OTLP collector (plaintext gRPC: keep it on this host)
+sample_ratio = 1.0             # share of new traces recorded; a caller's decision is kept
+service_name = ""              # default govnode-<region> (the portal: govnode-portal)
+```
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.tracing import SCOPE, Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+INSTALL_HINT = "pip install 'govnode[otel]'"
+
+
+class TracingUnavailable(Exception):
+    """``[tracing]`` asks for an exporter, but the SDK (the ``otel`` extra) is not installed."""
+
+
+class TracingSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: none: no spans are recorded (a caller's trace context is still passed on);
+    #: otlp: OTLP over gRPC to ``endpoint``; console: one JSON document per span on stdout.
+    exporter: Literal["none", "otlp", "console"] = "none"
+    endpoint: str = "127.0.0.1:4317"
+    #: Parent-based: a call whose caller sent a trace follows the caller's sampling decision;
+    #: a new trace is recorded with this probability.
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    #: The ``service.name`` of every span; empty: govnode-<region> (the portal's own default).
+    service_name: str = Field(default="", max_length=64)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value[:64]!r} must be HOST:PORT, e.g. 127.0.0.1:4317")
+        return value
+
+
+def make_tracer_provider(
+    section: TracingSection, default_service: str, *, public: bool = False
+) -> TracerProvider | None:
+    """A TracerProvider of its own for one node or portal (never the process's global one),
+    exporting in batches as ``section`` says; None when ``exporter`` is ``none``.
+    ``public``: its callers are anyone (the portal): a caller's trace is continued, but its
+    "sampled" flag is not obeyed, so the public cannot make every request of theirs recorded.
+    Raises :class:`TracingUnavailable` without the SDK."""
+    if section.exporter == "none":
+        return None
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+            SpanExporter,
+        )
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError as exc:
+        raise TracingUnavailable(
+            f'tracing.exporter = "{section.exporter}" needs the OpenTelemetry SDK: '
+            f"{INSTALL_HINT} ({exc})"
+        ) from None
+    exporter: SpanExporter
+    if section.exporter == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            raise TracingUnavailable(
+                f'tracing.exporter = "otlp" needs the OTLP exporter: {INSTALL_HINT} ({exc})'
+            ) from None
+        exporter = OTLPSpanExporter(endpoint=section.endpoint, insecure=True)
+    ratio = TraceIdRatioBased(section.sample_ratio)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": section.service_name or default_service}),
+        sampler=ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio)
+        if public
+        else ParentBased(ratio),
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def tracing_of(provider: TracerProvider | None) -> Tracing:
+    """The spans of a node or portal recorded by ``provider`` (None: tracing off)."""
+    return Tracing(provider.get_tracer(SCOPE) if provider is not None else None)

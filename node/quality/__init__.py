@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from node.quality._checks import (
     CHECK_METHOD,
+    MAX_HISTORY,
     PROVIDER_FAULTS,
+    HistoryPoint,
     Quality,
     QualitySettings,
     build_report,
@@ -65,6 +67,7 @@ __all__ = [
     "COMPARE_SECONDS",
     "GRADE_BANDS",
     "MAX_MISMATCH_KEYS",
+    "MAX_HISTORY",
     "METADATA_CODE",
     "PROVIDER_FAULTS",
     "SHARE_METHODS",
@@ -73,6 +76,7 @@ __all__ = [
     "DailyCheck",
     "DataError",
     "DataErrorStatus",
+    "HistoryPoint",
     "DataErrors",
     "Dimension",
     "DimensionScore",

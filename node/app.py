@@ -66,6 +66,7 @@ from node.clients import (
     witness_rule,
 )
 from node.config import Mode, NodeConfig
+from node.console import Console, ConsoleError, start_console
 from node.federation import (
     AssertionNonces,
     CatalogExchange,
@@ -206,6 +207,8 @@ class RunningNode:
     #: Set when the node stops: long-lived streams (a city's WatchCatalog and PublishCatalog)
     #: end at once with UNAVAILABLE instead of holding the shutdown for its grace period.
     stopping: asyncio.Event | None = None
+    #: The operator web console ([console] listen), when on.
+    console: Console | None = None
 
     @property
     def address(self) -> str:
@@ -215,6 +218,8 @@ class RunningNode:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.limits.shutdown_grace_seconds if grace is None else grace
         log.info("node_stopping", grace_s=grace)
+        if self.console is not None:
+            await self.console.stop()
         if self.sync is not None:
             await self.sync.stop()
         if self.publisher is not None:
@@ -636,6 +641,16 @@ async def start_node(config: NodeConfig) -> RunningNode:
         await health.set_serving(True)
         monitor = StorageMonitor(db, config.storage.health_probe_seconds, health.set_serving)
         monitor.start()
+        console = None
+        if config.console.listen is not None:
+            try:
+                console = await start_console(
+                    services, audit=audit, health=health, revocations=revocations
+                )
+            except ConsoleError as exc:
+                await monitor.stop()
+                await server.stop(0)
+                raise StartupError(str(exc)) from None
     except BaseException:
         await audit.close()
         await db.close()
@@ -655,6 +670,7 @@ async def start_node(config: NodeConfig) -> RunningNode:
         join=join,
         monitor=monitor,
         stopping=stopping,
+        console=console,
     )
     node.checkpoints = evidence.checkpoints
     node.publisher = CheckpointPublisher(

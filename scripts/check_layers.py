@@ -84,6 +84,7 @@ EDGES = (
     # What the cli and the demo share (neither may import the other).
     "node.approval",
     "node.terminal",
+    "node.console",
 )
 
 # Exceptions that exist today, each with the reason and who removes it:

@@ -10,7 +10,14 @@ from pathlib import Path
 import typer
 from cryptography import x509
 
-from gateway.identity import IdentityError, Role, identity_of, make_identity, permitted_uri_hosts
+from gateway.identity import (
+    ConsoleRole,
+    IdentityError,
+    Role,
+    identity_of,
+    make_identity,
+    permitted_uri_hosts,
+)
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
@@ -25,6 +32,7 @@ from node.pki import (
     fingerprint_matches,
     install_city_ca,
     issue_authority,
+    issue_operator,
     issue_portal,
     issue_tester,
     load_certs,
@@ -254,6 +262,58 @@ def issue_portal_command(
     """
     keypair, paths = issue_portal(load(config), name=name, out=out, days=days)
     echo(f"Issued the open data portal {identity_of(keypair.cert)} (第三十条)")
+    echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
+    for label, path in paths.items():
+        echo(f"  {label:<6} {path}")
+
+
+@app.command("issue-operator")
+def issue_operator_command(
+    config: Path = CONFIG_OPTION,
+    name: str = typer.Option(
+        ..., "--name", help="The operator's name (letters, digits, - and _), e.g. li-ming."
+    ),
+    role: ConsoleRole = typer.Option(
+        ...,
+        "--role",
+        help="observer (read only), service (desks), security (certificates), "
+        "system (config, maintenance).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for client.key, client.crt, ca.crt; refused if it has a key."
+    ),
+    p12: bool = typer.Option(
+        False, "--p12", help="Also write operator.p12 (key + certificate) for a browser."
+    ),
+    p12_password: str = typer.Option(
+        "",
+        "--p12-password",
+        envvar="GOVNODE_P12_PASSWORD",
+        help="Password of operator.p12 (or GOVNODE_P12_PASSWORD); empty: unencrypted.",
+    ),
+    days: int = typer.Option(365, "--days", min=1, max=825, help="Validity in days."),
+) -> None:
+    """Issue a console operator's certificate (the node's web console, [console] listen).
+
+    Identity spiffe://<this node's region>.<trust-domain>/operator/ROLE.NAME, issued by this
+    node's CA: only this node's console accepts it, and the gRPC port refuses it everything but
+    health. With --p12 the bundle also holds operator.p12 to import into a browser's
+    certificate store (Chrome: Settings > Privacy and security > Security > Manage
+    certificates; Firefox: Settings > Certificates > Your Certificates > Import). Revoke it
+    like any certificate: `govnode certs revoke --cert OUT/client.crt`.
+    """
+    try:
+        keypair, paths = issue_operator(
+            load(config),
+            role=role,
+            name=name,
+            out=out,
+            days=days,
+            p12_password=p12_password if p12 else None,
+        )
+    except ProvisionError as exc:
+        raise UserError(str(exc)) from None
+    echo(f"Issued console operator {identity_of(keypair.cert)} ({role.value})")
     echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
     for label, path in paths.items():
         echo(f"  {label:<6} {path}")

@@ -25,6 +25,7 @@ from node.pki._files import (
     load_or_create_secret,
     load_or_create_witness_key,
     load_private_key,
+    pkcs12_bytes,
     write_pem,
 )
 from node.pki._provision import (
@@ -41,6 +42,7 @@ from node.pki._provision import (
     install_city_ca,
     issue_authority,
     issue_client,
+    issue_operator,
     issue_portal,
     issue_tester,
     prepare_city,
@@ -81,6 +83,7 @@ __all__ = [
     "install_city_ca",
     "issue_authority",
     "issue_client",
+    "issue_operator",
     "issue_portal",
     "issue_tester",
     "load_certs",
@@ -91,6 +94,7 @@ __all__ = [
     "load_private_key",
     "normalise_serial",
     "parse_fingerprint",
+    "pkcs12_bytes",
     "prepare_city",
     "prepare_tester",
     "provision_province",

@@ -208,3 +208,41 @@ def write_client_bundle(
     )
     _write_atomic(paths["readme"], readme.encode(), CERT_MODE, overwrite=True)
     return paths
+
+
+def pkcs12_bytes(
+    keypair: KeyPair, chain: Sequence[x509.Certificate], *, name: str, password: str
+) -> bytes:
+    """The key, certificate and issuing CA(s) as one PKCS#12 file, the form a browser or an
+    operating system's certificate store imports. Encrypted with ``password`` (AES-256 with
+    PBKDF2, as current browsers read); an empty password leaves it unencrypted, for stores
+    that protect it themselves."""
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        NoEncryption,
+        pkcs12,
+    )
+
+    encryption = BestAvailableEncryption(password.encode()) if password else NoEncryption()
+    return pkcs12.serialize_key_and_certificates(
+        name.encode(),
+        keypair.key,
+        keypair.cert,
+        [c for c in chain if c != keypair.cert],
+        encryption,
+    )
+
+
+def write_pkcs12(
+    path: str | os.PathLike[str],
+    keypair: KeyPair,
+    chain: Sequence[x509.Certificate],
+    *,
+    name: str,
+    password: str,
+) -> Path:
+    """Write :func:`pkcs12_bytes` to ``path`` (0600, never over an existing file)."""
+    file = Path(path)
+    data = pkcs12_bytes(keypair, chain, name=name, password=password)
+    _write_atomic(file, data, KEY_MODE, overwrite=False)
+    return file

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.identity import (
+    ConsoleRole,
     Identity,
     IdentityError,
     Role,
@@ -52,6 +53,7 @@ from node.pki._files import (
     load_private_key,
     write_client_bundle,
     write_pem,
+    write_pkcs12,
     write_private_key,
 )
 from node.pki._revocation import Revocations
@@ -376,6 +378,38 @@ def issue_portal(
         raise ProvisionError(f"--name: {exc}") from None
     label = f"{config.node.name}政务数据开放平台 {name}"
     return issue_client(config, role=Role.PORTAL, subject=name, name=label, out=out, days=days)
+
+
+def issue_operator(
+    config: NodeConfig,
+    *,
+    role: ConsoleRole,
+    name: str,
+    out: Path,
+    days: int = 365,
+    p12_password: str | None = None,
+) -> tuple[KeyPair, dict[str, Path]]:
+    """Issue a console operator's credentials (node.console) from this node's CA: the identity
+    ``spiffe://<node region>.<trust-domain>/operator/<role>.<name>``, a bundle like an
+    agency's, and with ``p12_password`` (may be "") also ``operator.p12`` for a browser's
+    certificate store. The role rides in the identity: a new role is a new certificate."""
+    subject = f"{ConsoleRole(role).value}.{name}"
+    try:
+        make_identity(config.node.region, config.node.trust_domain, Role.OPERATOR, subject)
+    except IdentityError as exc:
+        raise ProvisionError(f"--name: {exc}") from None
+    p12 = out / "operator.p12"
+    if p12_password is not None and p12.exists():
+        raise ProvisionError(f"{p12} exists already; choose another --out")
+    label = f"{config.node.name} 控制台运维人员 {name}"
+    keypair, paths = issue_client(
+        config, role=Role.OPERATOR, subject=subject, name=label, out=out, days=days
+    )
+    if p12_password is not None:
+        paths["p12"] = write_pkcs12(
+            p12, keypair, [region_ca(config).cert], name=subject, password=p12_password
+        )
+    return keypair, paths
 
 
 # --- conformance testers (第三十一条) --------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Every string the console shows, in one catalog (zh-CN first, as X-Road's users asked for
+a translatable UI from day one: a second language is a second dict of the same keys).
+
+Templates use ``t.key``; Python code uses :data:`T`. Messages that quote data (a refusal's
+reason) are built where the data is, from these words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+ZH_CN: Mapping[str, str] = MappingProxyType(
+    {
+        "site": "政务数据节点运维控制台",
+        "nav_overview": "概览",
+        "nav_certificates": "证书与部门",
+        "nav_audit": "审计日志",
+        "nav_system": "系统配置",
+        "operator": "运维人员",
+        "role": "角色",
+        "node": "节点",
+        "identity": "身份",
+        "mode": "模式",
+        "mode_province": "省级节点",
+        "mode_city": "市级节点",
+        "region": "区域",
+        "version": "版本",
+        "storage": "存储",
+        "storage_ok": "可写",
+        "storage_down": "不可写",
+        "uptime": "运行时间",
+        "health": "健康状态",
+        "serving": "服务中（SERVING）",
+        "not_serving": "暂停服务（NOT_SERVING）",
+        "maintenance": "维护模式",
+        "maintenance_on": "已开启：对等节点与负载均衡器看到 NOT_SERVING",
+        "maintenance_off": "未开启",
+        "maintenance_enable": "开启维护模式",
+        "maintenance_disable": "关闭维护模式",
+        "peers": "对等节点",
+        "peer_region": "区域",
+        "peer_health": "连接",
+        "peer_heartbeat": "最近心跳",
+        "peer_digest": "目录摘要一致",
+        "checkpoint_age": "最新见证检查点",
+        "none": "无",
+        "yes": "是",
+        "no": "否",
+        "unknown": "未知",
+        "expiring": "证书即将到期",
+        "expiring_none": "未来 {days} 天内没有证书到期",
+        "pending": "待办事项",
+        "pending_applications": "有条件共享申请",
+        "pending_changes": "变更申请",
+        "pending_open": "开放数据申请",
+        "pending_errors": "纠错报告",
+        "pending_notices": "整改通知",
+        "certificates": "已签发证书",
+        "serial": "序列号",
+        "kind": "类别",
+        "not_after": "到期时间",
+        "issued_at": "签发时间",
+        "status": "状态",
+        "revoked": "已吊销",
+        "valid": "有效",
+        "expired": "已过期",
+        "revoke": "吊销",
+        "reason": "原因",
+        "issue_agency": "签发政务部门证书",
+        "issue_operator": "签发运维人员证书",
+        "agency_code": "统一社会信用代码",
+        "agency_name": "部门名称",
+        "operator_name": "姓名（字母、数字）",
+        "p12_password": "PKCS#12 密码",
+        "issue": "签发",
+        "download_once": "证书包只提供这一次下载，节点不保存私钥",
+        "audit": "审计日志",
+        "audit_method": "方法",
+        "audit_caller": "调用方",
+        "audit_outcome": "结果",
+        "audit_since": "起始时间",
+        "audit_until": "截止时间",
+        "audit_request_id": "请求 ID",
+        "search": "查询",
+        "older": "更早",
+        "newer": "回到最新",
+        "sequence": "序号",
+        "time": "时间",
+        "detail": "详情",
+        "proof": "包含证明",
+        "verify_chain": "验证哈希链",
+        "verify_from": "从序号",
+        "verify_count": "条数",
+        "config": "生效配置（只读，密钥不显示）",
+        "forbidden_hidden": "您的角色不能使用的按钮已隐藏",
+    }
+)
+
+#: The catalog in use.
+T = ZH_CN

@@ -31,6 +31,13 @@ import structlog
 from aiohttp import web
 
 from node.console import _pages_overview, _pages_system
+from node.console import (
+    _pages_catalog,
+    _pages_corrections,
+    _pages_desks,
+    _pages_federation,
+    _pages_quality,
+)
 from node.console._forms import check_unsafe
 from node.console._identity import OPERATOR, REQUEST_ID, ConsoleRefusal
 from node.console._render import render_error
@@ -61,6 +68,11 @@ SECURITY_HEADERS = {
 PAGE_GROUPS: list[Callable[[web.RouteTableDef], None]] = [
     _pages_overview.routes,
     _pages_system.routes,
+    _pages_desks.routes,
+    _pages_corrections.routes,
+    _pages_catalog.routes,
+    _pages_quality.routes,
+    _pages_federation.routes,
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

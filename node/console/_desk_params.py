@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import urlencode
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -92,3 +93,13 @@ async def read(call: Callable[[], Awaitable[T]]) -> T:
 def desks(request: web.Request) -> Desks:
     """The node's desks for this request (node.console._desks)."""
     return desks_of(state_of(request).services)
+
+
+def pager(request: web.Request, token: str) -> dict[str, str]:
+    """Links to the first page (when not on it) and the next (when there is one), keeping the
+    page's other parameters."""
+    kept = {k: v for k, v in request.query.items() if k != "page"}
+    return {
+        "first": "?" + urlencode(kept) if "page" in request.query else "",
+        "next": "?" + urlencode({**kept, "page": token}) if token else "",
+    }

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.quote import quote
 from node.catalog import MAX_NAME_SEARCH, ResourceEntry, entry_to_json
-from node.console._desk_params import bad, choice, desks, page_token, read
+from node.console._desk_params import bad, choice, desks, page_token, pager, read
 from node.console._params import page_size, text
 from node.console._render import render
 from node.console._words import W
@@ -53,9 +53,9 @@ async def entries(request: web.Request) -> web.Response:
         "catalog.html",
         w=W,
         entries=found,
-        name=name,
+        search_name=name,
         withdrawn=withdrawn,
-        next_page=token,
+        pages=pager(request, token),
     )
 
 

@@ -19,6 +19,7 @@ from gateway.identity import ConsoleRole
 from node.audit import Operation
 from node.console._actions import audited
 from node.console._desk_params import (
+    pager,
     bad,
     choice,
     desks,
@@ -81,7 +82,7 @@ async def errors(request: web.Request) -> web.Response:
         overdue=overdue,
         reports=found,
         now=dt.datetime.now(dt.UTC),
-        next_page=token,
+        pages=pager(request, token),
     )
 
 
@@ -181,7 +182,7 @@ async def notices(request: web.Request) -> web.Response:
         agency=agency,
         notices=found,
         kinds=list(Kind),
-        next_page=token,
+        pages=pager(request, token),
         request_id=new_request_id(),
     )
 

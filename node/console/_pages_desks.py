@@ -22,6 +22,7 @@ from node.audit import Operation
 from node.catalog import entry_to_json
 from node.console._actions import audited
 from node.console._desk_params import (
+    pager,
     bad,
     choice,
     desks,
@@ -71,7 +72,7 @@ async def applications(request: web.Request) -> web.Response:
         states=_APP_STATES,
         state=state,
         applications=found,
-        next_page=token,
+        pages=pager(request, token),
     )
 
 
@@ -126,7 +127,7 @@ async def grants(request: web.Request) -> web.Response:
         )
     )
     return await render(
-        request, "desks_grants.html", w=W, grants=found, every=every, next_page=token
+        request, "desks_grants.html", w=W, grants=found, every=every, pages=pager(request, token)
     )
 
 
@@ -178,7 +179,7 @@ async def changes(request: web.Request) -> web.Response:
         states=_CHANGE_STATES,
         state=state,
         changes=found,
-        next_page=token,
+        pages=pager(request, token),
     )
 
 
@@ -287,7 +288,7 @@ async def open_applications(request: web.Request) -> web.Response:
         states=_OPEN_STATES,
         state=state,
         applications=found,
-        next_page=token,
+        pages=pager(request, token),
     )
 
 
@@ -343,7 +344,12 @@ async def review_open(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/desks/open/{app_id}")
 
 
+async def index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/desks/applications")
+
+
 def routes(table: web.RouteTableDef) -> None:
+    table.get("/desks")(index)
     table.get("/desks/applications")(applications)
     table.get("/desks/applications/{id}")(application)
     table.post("/desks/applications/{id}/{decision:approve|reject}")(review_application)

@@ -31,6 +31,10 @@ NAV: list[tuple[str, str]] = [
     ("/certificates", "nav_certificates"),
     ("/audit", "nav_audit"),
     ("/system", "nav_system"),
+    ("/desks", "nav_desks"),
+    ("/catalog", "nav_catalog"),
+    ("/federation", "nav_federation"),
+    ("/quality", "nav_quality"),
 ]
 
 

@@ -30,13 +30,14 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from node.console import _pages_overview, _pages_system
 from node.console import (
     _pages_catalog,
     _pages_corrections,
     _pages_desks,
     _pages_federation,
+    _pages_overview,
     _pages_quality,
+    _pages_system,
 )
 from node.console._forms import check_unsafe
 from node.console._identity import OPERATOR, REQUEST_ID, ConsoleRefusal

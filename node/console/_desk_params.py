@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from urllib.parse import urlencode
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from gateway.quote import quote
 from node.console._actions import _status
+from node.console._desks import Desks, desks_of
 from node.console._identity import ConsoleRefusal
 from node.console._params import text
-from node.console._desks import Desks, desks_of
 from node.console._state import state_of
 from node.errors import DomainError
 from node.servicers.status import status_for

@@ -19,13 +19,13 @@ from gateway.identity import ConsoleRole
 from node.audit import Operation
 from node.console._actions import audited
 from node.console._desk_params import (
-    pager,
     bad,
     choice,
     desks,
     form_text,
     new_request_id,
     page_token,
+    pager,
     path_id,
     read,
     request_id,

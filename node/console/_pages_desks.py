@@ -22,13 +22,13 @@ from node.audit import Operation
 from node.catalog import entry_to_json
 from node.console._actions import audited
 from node.console._desk_params import (
-    pager,
     bad,
     choice,
     desks,
     form_text,
     new_request_id,
     page_token,
+    pager,
     path_id,
     read,
     request_id,
@@ -36,10 +36,10 @@ from node.console._desk_params import (
 from node.console._params import page_size
 from node.console._render import render
 from node.console._words import W
-from node.times import CST
 from node.governance import ChangeRequest, ChangeStatus, ChangeTarget
 from node.opendata import OpenApplicationStatus, OpenReview
 from node.sharing import ApplicationStatus, Decision, Review
+from node.times import CST
 
 SERVICE = ConsoleRole.SERVICE
 _APP_STATES = ("pending", "approved", "rejected", "withdrawn", "all")
@@ -135,9 +135,7 @@ async def grant(request: web.Request) -> web.Response:
     grant_id = path_id(request)
     d = desks(request)
     found = await read(lambda: d.applications.get_grant(d.authority, grant_id))
-    return await render(
-        request, "desks_grant.html", w=W, grant=found, request_id=new_request_id()
-    )
+    return await render(request, "desks_grant.html", w=W, grant=found, request_id=new_request_id())
 
 
 async def revoke_grant(request: web.Request) -> web.StreamResponse:

@@ -66,9 +66,7 @@ async def federation(request: web.Request, issued: Any = None) -> web.Response:
     heard = await read(lambda: known_cities(db))
     approved = await read(lambda: approvals(db))
     approved_regions = {a.region for a in approved}
-    cities = [
-        {"member": m, "approved": m.region in approved_regions} for m in joined
-    ] + [
+    cities = [{"member": m, "approved": m.region in approved_regions} for m in joined] + [
         {"member": None, "region": r, "approved": r in approved_regions}
         for r in sorted(heard - {m.region for m in joined})
     ]
@@ -128,7 +126,7 @@ async def approve(request: web.Request) -> web.StreamResponse:
         raise ConsoleRefusal(409, W["city_only"], "FAILED_PRECONDITION")
     form = await request.post()
     upload = form.get("report")
-    if upload is None or isinstance(upload, str):
+    if not isinstance(upload, web.FileField):
         raise bad("请选择签名的测试报告文件 report.json")
     data = upload.file.read(MAX_REPORT_BYTES + 1)
     if len(data) > MAX_REPORT_BYTES:

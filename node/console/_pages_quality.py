@@ -66,7 +66,7 @@ async def resources(request: web.Request) -> web.Response:
     quality = _quality(request)
     codes = await read(quality.resources)
     shown = codes[offset : offset + size]
-    rows = [(code, await read(lambda c=code: _latest(quality, c))) for code in shown]
+    rows = [(code, await _latest(quality, code)) for code in shown]
     return await render(
         request,
         "quality.html",
@@ -103,7 +103,7 @@ async def agencies(request: web.Request) -> web.Response:
     codes, more = await read(lambda: supervision.agencies(offset=offset, limit=size))
     rows = []
     for code in codes:
-        latest = await read(lambda c=code: supervision.latest(c, 1))
+        latest = await supervision.latest(code, 1)
         rows.append((code, latest[0] if latest else None))
     return await render(
         request,

@@ -186,7 +186,9 @@ ZH_CN: Mapping[str, str] = MappingProxyType(
         "period_start": "统计起",
         "period_end": "统计止",
         "generated": "生成时间",
-        "no_reports": "该部门还没有合规报告：可用 GetComplianceReport 或 `govnode supervision report` 生成",
+        "no_reports": (
+            "该部门还没有合规报告：可用 GetComplianceReport 或 `govnode supervision report` 生成"
+        ),
     }
 )
 

@@ -88,7 +88,6 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-
 @dataclass(frozen=True)
 class QualitySettings:
     """``[quality]`` of the node's configuration, as the checks need it."""

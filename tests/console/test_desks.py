@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -139,7 +139,10 @@ async def test_each_desk_action_by_a_service_operator_shows_through_the_grpc_api
         )
         assert (status, location) == (303, other)
         reply = await access(
-            node, market, "GetApplication", access_pb2.GetApplicationRequest(id=work.reject_application)
+            node,
+            market,
+            "GetApplication",
+            access_pb2.GetApplicationRequest(id=work.reject_application),
         )
         assert reply.application.status == access_pb2.APPLICATION_STATUS_REJECTED
         assert reply.application.review_comment == "用途与依据不符"
@@ -201,9 +204,7 @@ async def test_each_desk_action_by_a_service_operator_shows_through_the_grpc_api
             g for g in (await page(http, node, "/desks/grants")).split('"') if "-G-" in g
         ][:1] or [""]
         grant_path = grant_id if grant_id.startswith("/") else f"/desks/grants/{grant_id}"
-        status, _, _ = await post(
-            http, node, grant_path, grant_path + "/revoke", reason="项目结束"
-        )
+        status, _, _ = await post(http, node, grant_path, grant_path + "/revoke", reason="项目结束")
         assert status == 303
         denied = await poll_refused(lambda: sharing(node, civil, "Query", query()))
         assert denied.code() is grpc.StatusCode.PERMISSION_DENIED

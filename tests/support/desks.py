@@ -115,7 +115,8 @@ async def make_work(setup: ProvinceSetup, node: RunningNode) -> Waiting:
                 contact="林工 0591-87654321",
                 use=opendata_pb2.OPEN_DATA_USE_PUBLIC_WELFARE,
                 purpose="人口结构公益研究",
-                **DECLARED,
+                domestic_control_declared=True,
+                evidence_reference=str(DECLARED["evidence_reference"]),
             )
         )
     return Waiting(

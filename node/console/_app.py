@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from node.console import _pages_overview, _pages_system
+from node.console import _pages_audit, _pages_certificates, _pages_overview, _pages_system
 from node.console._forms import check_unsafe
 from node.console._identity import OPERATOR, REQUEST_ID, ConsoleRefusal
 from node.console._render import render_error
@@ -60,6 +60,8 @@ SECURITY_HEADERS = {
 #: here, one line each.
 PAGE_GROUPS: list[Callable[[web.RouteTableDef], None]] = [
     _pages_overview.routes,
+    _pages_certificates.routes,
+    _pages_audit.routes,
     _pages_system.routes,
 ]
 

@@ -8,6 +8,7 @@ import typer
 
 from gateway.identity import Role
 from node.cli._common import CONFIG_OPTION, echo, load
+from node.cli.certs import record_issued
 from node.pki import fingerprint, issue_client
 
 app = typer.Typer(help="Issue credentials for agency systems.", no_args_is_help=True)
@@ -22,9 +23,11 @@ def add(
     days: int = typer.Option(365, "--days", min=1, max=825, help="Validity in days."),
 ) -> None:
     """Issue an agency client certificate from this node's CA and write a ready bundle."""
+    cfg = load(config)
     keypair, paths = issue_client(
-        load(config), role=Role.AGENCY, subject=code, name=name, out=out, days=days
+        cfg, role=Role.AGENCY, subject=code, name=name, out=out, days=days
     )
+    record_issued(cfg, keypair.cert)
     echo(f"Issued spiffe identity for {name}: {keypair.cert.subject.rfc4514_string()}")
     echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
     for label, path in paths.items():

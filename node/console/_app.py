@@ -31,7 +31,9 @@ import structlog
 from aiohttp import web
 
 from node.console import (
+    _pages_audit,
     _pages_catalog,
+    _pages_certificates,
     _pages_corrections,
     _pages_desks,
     _pages_federation,
@@ -68,6 +70,8 @@ SECURITY_HEADERS = {
 #: here, one line each.
 PAGE_GROUPS: list[Callable[[web.RouteTableDef], None]] = [
     _pages_overview.routes,
+    _pages_certificates.routes,
+    _pages_audit.routes,
     _pages_system.routes,
     _pages_desks.routes,
     _pages_corrections.routes,

@@ -1,6 +1,6 @@
 """The province's PKI: CAs and certificates (``_ca``), their files on disk (``_files``),
-provisioning nodes, agencies, authorities and testers (``_provision``), and revocation
-(``_revocation``).
+provisioning nodes, agencies, authorities and testers (``_provision``), the record of what this
+node's CA issued (``_issued``), and revocation (``_revocation``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from node.pki._ca import (
 )
 from node.pki._chains import verify_chain
 from node.pki._files import (
+    client_bundle_zip,
     load_certs,
     load_chain_pem,
     load_keypair,
@@ -28,6 +29,7 @@ from node.pki._files import (
     pkcs12_bytes,
     write_pem,
 )
+from node.pki._issued import IssuedCertificate, IssuedCertificates, parse_cursor
 from node.pki._provision import (
     TESTER_REVOKED_NOTE,
     CityRequests,
@@ -45,6 +47,7 @@ from node.pki._provision import (
     issue_operator,
     issue_portal,
     issue_tester,
+    make_client,
     prepare_city,
     prepare_tester,
     provision_province,
@@ -63,6 +66,8 @@ __all__ = [
     "REASONS",
     "TESTER_REVOKED_NOTE",
     "CityRequests",
+    "IssuedCertificate",
+    "IssuedCertificates",
     "KeyPair",
     "PkiError",
     "ProvisionError",
@@ -76,6 +81,7 @@ __all__ = [
     "check_node_csr",
     "check_region",
     "city_requests",
+    "client_bundle_zip",
     "create_crl",
     "create_joined_city",
     "fingerprint",
@@ -92,7 +98,9 @@ __all__ = [
     "load_or_create_secret",
     "load_or_create_witness_key",
     "load_private_key",
+    "make_client",
     "normalise_serial",
+    "parse_cursor",
     "parse_fingerprint",
     "pkcs12_bytes",
     "prepare_city",

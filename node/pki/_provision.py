@@ -337,6 +337,12 @@ def issue_client(
     config: NodeConfig, *, role: Role, subject: str, name: str, out: Path, days: int = 365
 ) -> tuple[KeyPair, dict[str, Path]]:
     """Issue a client certificate from this node's CA and write a ready bundle into ``out``."""
+    keypair, ca, root = make_client(config, role=role, subject=subject, name=name, days=days)
+    return keypair, write_client_bundle(out, keypair, [ca], root)
+
+
+def check_client(config: NodeConfig, *, role: Role, subject: str) -> None:
+    """Refuse an agency code that is not valid or not of this node's region."""
     if role is Role.AGENCY:
         problem = credit_code_problem(subject)
         if problem:
@@ -344,6 +350,14 @@ def issue_client(
         home_problem = agency_home_problem(config.node.region, subject)
         if home_problem:
             raise ProvisionError(f"--code: {home_problem}")
+
+
+def make_client(
+    config: NodeConfig, *, role: Role, subject: str, name: str, days: int = 365
+) -> tuple[KeyPair, x509.Certificate, x509.Certificate]:
+    """A client certificate from this node's CA, in memory: the key pair, the issuing CA and
+    the root (what :func:`issue_client` writes; the console zips it for a download)."""
+    check_client(config, role=role, subject=subject)
     ca = region_ca(config)
     root = load_certs(config.path(config.tls.root))[0]
     identity = make_identity(config.node.region, config.node.trust_domain, role, subject)
@@ -351,7 +365,7 @@ def issue_client(
         keypair = issue_leaf(ca, identity, common_name=name, days=days)
     except PkiError as exc:
         raise ProvisionError(str(exc)) from None
-    return keypair, write_client_bundle(out, keypair, [ca.cert], root)
+    return keypair, ca.cert, root
 
 
 def issue_authority(

@@ -1,6 +1,7 @@
 """The audit log (第三十九条): search with filters, newest first and keyset-paged by sequence
 (the log is large: each page is one indexed range scan); a record's detail with its inclusion
-proof against the newest witnessed checkpoint (node.audit.prove_record, what
+proof against the newest checkpoint the node signed (checked on the page), and, once a
+witness has cosigned one that covers it, the proof file (node.audit.prove_record, what
 ``govnode audit prove`` writes, checked here as ``govnode audit check-proof`` checks it);
 and verification of the hash chain over a bounded range (``govnode audit verify`` checks it
 whole, from the command line)."""
@@ -8,6 +9,7 @@ whole, from the command line)."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,11 +23,14 @@ from node.audit import (
     RecordsPruned,
     check_proof_file,
     prove_record,
+    record_leaf,
 )
 from node.console._identity import ConsoleRefusal
 from node.console._params import number, page_size, text
 from node.console._render import CST, render
 from node.console._state import ConsoleState, state_of
+from node.errors import InvalidArgument
+from node.tlog import ProofError, verify_inclusion
 
 #: The most records one chain verification request checks (a few hundred milliseconds of
 #: database reads, in pages, each yielding the loop).
@@ -109,6 +114,49 @@ async def _proof(state: ConsoleState, sequence: int) -> tuple[bytes | None, str]
     )
 
 
+@dataclass(frozen=True)
+class Inclusion:
+    """Record ``sequence`` in the tree the newest signed checkpoint commits to."""
+
+    ok: bool
+    message: str
+    size: int = 0
+    made_at: dt.datetime | None = None
+    root: str = ""
+    proof: tuple[str, ...] = ()
+
+
+async def _inclusion(state: ConsoleState, record: AuditRecord) -> Inclusion:
+    """The record's inclusion proof against the newest signed checkpoint, checked here
+    (RFC 9162 §2.1.3.2) from the record's own chain hash to the checkpoint's root."""
+    checkpoints = state.services.checkpoints
+    newest = await checkpoints.newest() if checkpoints is not None else None
+    if newest is None or newest.size < record.sequence:
+        covered = 0 if newest is None else newest.size
+        return Inclusion(
+            False,
+            f"尚无覆盖记录 #{record.sequence} 的检查点（最新检查点 {covered} 条；每 "
+            f"{state.config.audit.checkpoint_seconds:g} 秒签署一次）",
+        )
+    try:
+        _, proof = await state.audit.inclusion_proof(record.sequence, newest.size)
+        verify_inclusion(
+            record_leaf(record.hash), record.sequence - 1, newest.size, proof, newest.root
+        )
+    except RecordsPruned as exc:
+        return Inclusion(False, f"记录已归档清理：{exc.message}")
+    except (ProofError, InvalidArgument) as exc:
+        return Inclusion(False, f"包含证明验证失败：{exc}")
+    return Inclusion(
+        True,
+        f"包含证明验证通过：记录 #{record.sequence} 在节点签署的 {newest.size} 条记录的检查点中",
+        newest.size,
+        newest.made_at,
+        newest.root.hex(),
+        tuple(h.hex() for h in proof),
+    )
+
+
 async def _record(state: ConsoleState, request: web.Request) -> AuditRecord:
     raw = request.match_info["sequence"]
     if not raw.isdigit() or len(raw) > 18:
@@ -128,6 +176,7 @@ async def record_page(request: web.Request) -> web.Response:
         "audit_record.html",
         record=record,
         fields=_fields(record),
+        inclusion=await _inclusion(state, record),
         proof=data.decode("utf-8", errors="replace") if data is not None else "",
         proof_ok=data is not None and proof_status.startswith("证明有效"),
         proof_status=proof_status,

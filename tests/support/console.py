@@ -16,7 +16,7 @@ from node.demo._main import free_port
 from node.pki import issue_operator
 from tests.support.nodes import ProvinceSetup
 
-_TOKEN = re.compile(r'name="_token" value="([0-9a-f]{64})"')
+_TOKEN = re.compile(r'<meta name="console-form-token" content="([0-9a-f]{64})">')
 
 
 def with_console(setup: ProvinceSetup) -> ProvinceSetup:
@@ -65,7 +65,7 @@ def session(files: TlsFiles | None, root: Path) -> aiohttp.ClientSession:
 
 
 def form_token(page: str) -> str:
-    """The form token a console page carries."""
+    """The form token every console page carries (its forms, and htmx requests, send it)."""
     found = _TOKEN.search(page)
     assert found is not None, "the page has a form with a token"
     return found.group(1)

@@ -29,16 +29,18 @@ from govnode.v1 import (
 )
 
 from gateway.tls import TlsFiles
-from node.app import RunningNode
+from node.app import RunningNode, quality_of
+from node.catalog import Catalog
 from node.console._forms import form_token as form_token_for
 from node.pki import load_or_create_secret
 from tests.quality.test_errors import quality
-from tests.support.access import ACME, COND, access, poll_refused, query, sharing
+from tests.support.access import ACME, COND, access, poll_refused, query, sharing, ts
 from tests.support.console import form_token, operator, session, with_console
 from tests.support.desks import AUTHORIZED, RENAMED, Waiting, make_work
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
+    PROVINCE,
     PUBLIC_SECURITY,
     ProvinceSetup,
     channel,
@@ -263,14 +265,32 @@ async def test_other_roles_see_no_buttons_and_are_refused_and_audited(
 async def test_catalog_and_quality_pages_and_hostile_parameters(desks: Console) -> None:
     setup, node, _ = desks
     code = COND.resource_code
+    # Two checks of the resource (the node's daily job, run now) and a compliance report of
+    # its provider (SupervisionService, as the authority): the history the charts draw.
+    checks = quality_of(setup.config, node.db, Catalog(node.db, node_region=PROVINCE))
+    for _ in range(2):
+        await checks.check(code, "test")
+    async with channel(node, setup.authority()) as ch:
+        await supervision_pb2_grpc.SupervisionServiceStub(ch).GetComplianceReport(
+            supervision_pb2.GetComplianceReportRequest(
+                agency_code=PUBLIC_SECURITY,
+                period_start=ts(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)),
+            )
+        )
     async with session(operator(setup, "observer"), root(setup)) as http:
         listed = await page(http, node, "/catalog")
         assert code in listed and AUTHORIZED.resource_code in listed
         assert code in await page(http, node, f"/catalog?name={COND.name[:3]}")
-        assert "版本" in await page(http, node, f"/catalog/{code}")
-        assert "<svg" in await page(http, node, f"/quality/resources/{code}")
-        assert PUBLIC_SECURITY in await page(http, node, "/quality/agencies")
-        assert "<svg" in await page(http, node, f"/quality/agencies/{PUBLIC_SECURITY}")
+        assert "历史版本" in await page(http, node, f"/catalog/{code}")
+        shown = await page(http, node, f"/quality/resources/{code}")
+        assert shown.count("<circle") == 2 and 'id="grade"' in shown
+        assert "<polyline" in shown and "style=" not in shown.split("<svg")[1]
+        listed = await page(http, node, "/quality")
+        assert code in listed and "尚未检查" in listed  # only COND was checked
+        agencies = await page(http, node, "/quality/agencies")
+        assert PUBLIC_SECURITY in agencies and "未在规定期限内汇聚数据" in agencies
+        shown = await page(http, node, f"/quality/agencies/{PUBLIC_SECURITY}")
+        assert shown.count("<circle") == 1 and "擅自更改或者删除政务数据" in shown
         assert "邀请" in await page(http, node, "/federation")
         for path in (
             "/desks/applications?status=" + "x" * 5000,

@@ -5,7 +5,9 @@ it sends cookies, so a certificate alone does not show that the operator meant t
 Every unsafe request (anything but GET and HEAD) must therefore:
 
 - come from the console itself: a ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``
-  (typed, bookmarked) is refused, and so is an ``Origin`` other than the console's own;
+  (typed, bookmarked) is refused, and so is an ``Origin`` other than the console's own
+  (``Origin: null``, which chromium sends under ``Referrer-Policy: no-referrer``, only with
+  ``Sec-Fetch-Site: same-origin``);
 - carry the form token of :func:`form_token`: an HMAC of the operator certificate's
   fingerprint under a node-local secret (``[console] secret``). A page made for one operator
   cannot be replayed with another's certificate, and another site cannot read or forge it.
@@ -19,6 +21,8 @@ import hashlib
 import hmac
 
 from aiohttp import web
+
+from gateway.quote import quote
 
 from node.console._identity import ConsoleRefusal, Operator
 
@@ -42,10 +46,16 @@ async def check_unsafe(request: web.Request, secret: bytes, operator: Operator) 
         return
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in _ALLOWED_FETCH_SITES:
-        raise ConsoleRefusal(403, f"拒绝跨站请求（Sec-Fetch-Site: {site[:20]}）")
+        raise ConsoleRefusal(403, f"拒绝跨站请求（Sec-Fetch-Site: {quote(site, 20)}）")
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise ConsoleRefusal(403, f"拒绝跨站请求（Origin: {origin[:60]}）")
+    if origin == "null":
+        # Referrer-Policy: no-referrer makes chromium send "Origin: null" even from the
+        # console's own forms; then only the browser's own Sec-Fetch-Site (which no page can
+        # set) may vouch for the request.
+        if site != "same-origin":
+            raise ConsoleRefusal(403, "拒绝跨站请求（Origin: null，且不是同源请求）")
+    elif origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise ConsoleRefusal(403, f"拒绝跨站请求（Origin: {quote(origin, 60)}）")
     given = request.headers.get(TOKEN_HEADER, "")
     if not given and request.content_type in (
         "application/x-www-form-urlencoded",

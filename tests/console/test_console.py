@@ -170,6 +170,7 @@ async def test_cross_site_requests_are_refused(console: Console) -> None:
         ({"on": "1", "_token": token}, {"Origin": "https://evil.example"}, "Origin"),
         ({"on": "1", "_token": token}, {"Sec-Fetch-Site": "cross-site"}, "Sec-Fetch-Site"),
         ({"on": "1", "_token": token}, {"Sec-Fetch-Site": "same-site"}, "Sec-Fetch-Site"),
+        ({"on": "1", "_token": token}, {"Origin": "null"}, "Origin: null"),
         ({"on": "1"}, {"Origin": own_origin}, "表单令牌"),
         ({"on": "1", "_token": other_token}, {}, "表单令牌"),
         ({"on": "1", "_token": "0" * 64}, {}, "表单令牌"),
@@ -189,6 +190,16 @@ async def test_cross_site_requests_are_refused(console: Console) -> None:
     )
     assert status == 303 and response.headers["Location"] == "/"
     assert node.health.maintenance
+    # What chromium sends from the console's own form under Referrer-Policy: no-referrer.
+    status, _, _ = await post(
+        setup,
+        node,
+        system,
+        "/maintenance",
+        {"on": "0", "_token": token},
+        {"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert status == 303 and not node.health.maintenance
 
 
 async def test_identities_other_than_this_nodes_operators_are_refused(

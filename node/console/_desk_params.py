@@ -97,9 +97,11 @@ def desks(request: web.Request) -> Desks:
 
 def pager(request: web.Request, token: str) -> dict[str, str]:
     """Links to the first page (when not on it) and the next (when there is one), keeping the
-    page's other parameters."""
+    page's other parameters; and this page's own address (``here``), which htmx polls to
+    refresh the page's table in place."""
     kept = {k: v for k, v in request.query.items() if k != "page"}
     return {
+        "here": request.path_qs,
         "first": "?" + urlencode(kept) if "page" in request.query else "",
         "next": "?" + urlencode({**kept, "page": token}) if token else "",
     }

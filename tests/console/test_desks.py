@@ -122,6 +122,7 @@ async def test_each_desk_action_by_a_service_operator_shows_through_the_grpc_api
     async with session(operator(setup, "service"), root(setup)) as http:
         listed = await page(http, node, "/desks/applications")
         assert work.approve_application in listed and work.reject_application in listed
+        assert 'hx-select="#applications"' in listed  # htmx refreshes the table in place
 
         # 有条件共享: approve one application; the agency's Query passes under the grant.
         detail = f"/desks/applications/{work.approve_application}"

@@ -11,6 +11,7 @@ A city shows its province link and whether the province approved it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Any
@@ -29,6 +30,8 @@ from node.console._state import state_of
 from node.console._words import W
 from node.federation import (
     DEFAULT_MAX_AGE,
+    ApprovalFacts,
+    Invitation,
     approvals,
     create_invitation,
     invitations,
@@ -86,13 +89,18 @@ async def federation(request: web.Request, issued: Any = None) -> web.Response:
     )
 
 
+def _check_can_admit(request: web.Request, *, invite: bool) -> None:
+    """Only a province admits cities, and online only with its join port."""
+    config = state_of(request).config
+    if config.node.mode is not Mode.PROVINCE:
+        raise ConsoleRefusal(409, W["city_only"], "FAILED_PRECONDITION")
+    if invite and config.federation.join_listen is None:
+        raise ConsoleRefusal(409, W["join_off"], "FAILED_PRECONDITION")
+
+
 async def invite(request: web.Request) -> web.Response:
     state = state_of(request)
     config = state.config
-    if config.node.mode is not Mode.PROVINCE:
-        raise ConsoleRefusal(409, W["city_only"], "FAILED_PRECONDITION")
-    if config.federation.join_listen is None:
-        raise ConsoleRefusal(409, W["join_off"], "FAILED_PRECONDITION")
     form = await request.post()
     region = _region(form_text(form, "region", max_chars=6))
     name = form_text(form, "name", max_chars=64).strip() or None
@@ -100,20 +108,22 @@ async def invite(request: web.Request) -> web.Response:
         {"hours": form_text(form, "hours", max_chars=4)}, "hours", default=24, low=1, high=168
     )
     who = operator_of(request)
-    made = await audited(
-        request,
-        "/federation/invite",
-        SYSTEM,
-        lambda: create_invitation(
+
+    async def mint() -> Invitation:
+        _check_can_admit(request, invite=True)
+        return await create_invitation(
             state.services.db,
             province_region=config.node.region,
             region=region,
             name=name,
             ttl=dt.timedelta(hours=hours),
             created_by=f"operator {who.name} ({who.uri}, console)",
-        ),
-        detail={"region": region, "hours": hours},
+        )
+
+    made = await audited(
+        request, "/federation/invite", SYSTEM, mint, detail={"region": region, "hours": hours}
     )
+    assert config.federation.join_listen is not None  # checked in mint
     endpoint = reachable_address(config.federation.join_listen, config.node.advertise_hosts)
     # The token is shown on this response only: the node keeps its hash.
     return await federation(request, issued={"invitation": made, "endpoint": endpoint})
@@ -122,18 +132,18 @@ async def invite(request: web.Request) -> web.Response:
 async def approve(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     config = state.config
-    if config.node.mode is not Mode.PROVINCE:
-        raise ConsoleRefusal(409, W["city_only"], "FAILED_PRECONDITION")
     form = await request.post()
     upload = form.get("report")
     if not isinstance(upload, web.FileField):
         raise bad("请选择签名的测试报告文件 report.json")
-    data = upload.file.read(MAX_REPORT_BYTES + 1)
+    # The upload is spooled to a file by aiohttp: read it off the event loop.
+    data = await asyncio.to_thread(upload.file.read, MAX_REPORT_BYTES + 1)
     if len(data) > MAX_REPORT_BYTES:
         raise bad(f"测试报告至多 {MAX_REPORT_BYTES} 字节")
     who = operator_of(request)
 
-    async def record() -> tuple[Any, bool]:
+    async def record() -> tuple[ApprovalFacts, bool]:
+        _check_can_admit(request, invite=False)
         try:
             return await approve_report_in(
                 state.services.db,

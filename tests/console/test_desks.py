@@ -251,8 +251,15 @@ async def test_other_roles_see_no_buttons_and_are_refused_and_audited(
             status, _, body = await post(http, node, path, path + action, token, **fields)
             assert status == 403 and "业务管理员" in body, (path, status, body[:200])
         assert 'id="issue"' not in await page(http, node, "/desks/notices")
+        # Cities are admitted by the system role only.
+        shown = await page(http, node, "/federation")
+        assert 'id="invite"' not in shown and 'id="approve-city"' not in shown
+        status, _, body = await post(
+            http, node, "", "/federation/invite", token, region="350100", hours="24"
+        )
+        assert status == 403 and "系统管理员" in body
     refused = await audited(node, operator_uri(role))
-    assert len([r for r in refused if r[1] == "PERMISSION_DENIED"]) == len(actions)
+    assert len([r for r in refused if r[1] == "PERMISSION_DENIED"]) == len(actions) + 1
     # Nothing was decided.
     reply = await access(
         node,

@@ -119,9 +119,7 @@ async def open_page(
         locale="zh-CN",
         timezone_id="Asia/Shanghai",
         client_certificates=certificates,  # type: ignore[arg-type]
-        viewport=(
-            {"width": viewport[0], "height": viewport[1]} if viewport is not None else None
-        ),
+        viewport=({"width": viewport[0], "height": viewport[1]} if viewport is not None else None),
         accept_downloads=True,
     )
     try:

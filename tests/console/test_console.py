@@ -441,3 +441,14 @@ async def test_the_audit_log_is_searched_paged_verified_and_a_record_proved(
     assert status == 409
     status, page = await get(setup, node, system, "/audit/verify?after=0&count=2")
     assert status == 200 and "哈希链完整" in page and 'id="verify-next"' in page
+
+
+async def test_a_large_body_is_refused_before_it_is_read(console: Console) -> None:
+    setup, node = console
+    system = operator(setup, "system")
+    token = await token_of(setup, node, system)
+    status, page, _ = await post(
+        setup, node, system, "/maintenance", {"on": "1", "_token": token, "pad": "x" * 70_000}
+    )
+    assert status == 413 and "65536" in page
+    assert not node.health.maintenance

@@ -63,7 +63,7 @@ async def audited(
             return await call()
         except DomainError as exc:
             code = status_for(exc).name
-            raise ConsoleRefusal(_status(code), exc.message, code) from None
+            raise ConsoleRefusal(http_status(code), exc.message, code) from None
     except ConsoleRefusal as exc:
         outcome, message = exc.code, exc.message
         raise
@@ -86,7 +86,8 @@ async def audited(
         )
 
 
-def _status(code: str) -> int:
+def http_status(code: str) -> int:
+    """The HTTP status of a gRPC status code's name, for the console's error pages."""
     return {
         "INVALID_ARGUMENT": 400,
         "NOT_FOUND": 404,

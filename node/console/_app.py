@@ -41,10 +41,13 @@ from node.console import (
     _pages_quality,
     _pages_system,
 )
+from node.console._actions import http_status
 from node.console._forms import check_unsafe
 from node.console._identity import OPERATOR, REQUEST_ID, ConsoleRefusal
 from node.console._render import render_error
 from node.console._state import STATE, ConsoleState
+from node.errors import DomainError
+from node.servicers.status import status_for
 
 log = structlog.get_logger("govnode.console")
 
@@ -112,6 +115,23 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 413:
             text = f"请求体至多 {MAX_BODY} 字节"
         return await render_error(request, exc.status, text)
+    except DomainError as exc:
+        # A page's read that the domain refused (the database unavailable...): its status,
+        # as the gRPC path maps it; actions already turned theirs into ConsoleRefusal.
+        code = status_for(exc).name
+        log.warning("console_domain_error", path=request.path[:200], code=code)
+        return await render_error(request, http_status(code), exc.message)
+    except Exception:
+        # A bug of the console's: logged with its traceback, never shown to the operator.
+        log.exception(
+            "console_request_failed",
+            method=request.method,
+            path=request.path[:200],
+            request_id=request.get(REQUEST_ID),
+        )
+        return await render_error(
+            request, 500, f"控制台内部错误（请求 ID {request.get(REQUEST_ID)}），详见节点日志"
+        )
 
 
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway.quote import quote
-from node.console._actions import _status
+from node.console._actions import http_status
 from node.console._desks import Desks, desks_of
 from node.console._identity import ConsoleRefusal
 from node.console._params import text
@@ -87,7 +87,7 @@ async def read(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
     except DomainError as exc:
         code = status_for(exc).name
-        raise ConsoleRefusal(_status(code), exc.message, code) from None
+        raise ConsoleRefusal(http_status(code), exc.message, code) from None
 
 
 def desks(request: web.Request) -> Desks:

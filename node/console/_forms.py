@@ -23,7 +23,6 @@ import hmac
 from aiohttp import web
 
 from gateway.quote import quote
-
 from node.console._identity import ConsoleRefusal, Operator
 
 #: The form field and the header (htmx requests) that carry the token.

@@ -160,7 +160,8 @@ async def issue(request: web.Request) -> web.StreamResponse:
         if role is Role.AGENCY:
             data = await asyncio.to_thread(client_bundle_zip, keypair, [ca], root)
             return data, f"agency-{subject}-{serial[:8]}.zip", "application/zip"
-        data = pkcs12_bytes(keypair, [ca], name=subject, password=password)
+        # The key's encryption derives from the password (PBKDF2): off the loop too.
+        data = await asyncio.to_thread(pkcs12_bytes, keypair, [ca], name=subject, password=password)
         return data, f"operator-{subject}-{serial[:8]}.p12", "application/x-pkcs12"
 
     data, filename, content_type = await audited(

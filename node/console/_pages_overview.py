@@ -5,6 +5,7 @@ which htmx polls every 5 s; without JavaScript the page shows the values of its 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -101,7 +102,7 @@ async def peers(state: ConsoleState) -> list[tuple[PeerRow, str]]:
     node's (the catalog replicates, so the same catalog has the same digest)."""
     services = state.services
     config = state.config
-    own_digest, _, _ = await services.catalog.digest()
+    own_digest = await _own_digest(state)
     found: list[tuple[str, str, int, dt.datetime | None, str, str]] = []
     if config.node.mode is Mode.PROVINCE:
         for peer in await province_peers(
@@ -141,6 +142,18 @@ async def peers(state: ConsoleState) -> list[tuple[PeerRow, str]]:
             )
         )
     return rows
+
+
+#: How long the overview reuses this node's catalog digest.
+DIGEST_TTL_S = 30.0
+
+
+async def _own_digest(state: ConsoleState) -> str:
+    now = time.monotonic()
+    if state.digest is None or now - state.digest[0] > DIGEST_TTL_S:
+        digest, _, _ = await state.services.catalog.digest()
+        state.digest = (now, digest)
+    return state.digest[1]
 
 
 async def expiring(state: ConsoleState) -> list[tuple[str, str, dt.datetime]]:

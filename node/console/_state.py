@@ -31,6 +31,9 @@ class ConsoleState:
     #: Keys the form tokens (node.console._forms).
     secret: bytes
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: This node's catalog digest and when it was computed (monotonic seconds): hashing the
+    #: whole catalog is the heartbeat's work; the overview reuses one for a while.
+    digest: tuple[float, str] | None = None
 
     @property
     def config(self) -> NodeConfig:

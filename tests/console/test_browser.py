@@ -7,6 +7,8 @@ clicking, without typing URLs. The overview's screenshot for the README is taken
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
 import zipfile
@@ -44,8 +46,11 @@ def base(node: RunningNode) -> str:
     return node.console.url
 
 
-def as_operator(browser: Browser, node: RunningNode, files: TlsFiles) -> AsyncIterator[Page]:
-    return open_page(  # type: ignore[return-value]
+def as_operator(
+    browser: Browser, node: RunningNode, files: TlsFiles
+) -> contextlib.AbstractAsyncContextManager[Page]:
+    """A page whose browser context presents ``files`` to the console."""
+    return open_page(
         browser,
         ignore_https_errors=True,  # the node's certificate chains to the province root
         client_certificate=ClientCertificate(base(node), files.chain, files.key),
@@ -119,7 +124,8 @@ async def test_issue_and_revoke_a_certificate(browser: Browser, console: Console
             await form.get_by_role("button", name="签发").click()
         download = await download_info.value
         assert download.suggested_filename.startswith(f"agency-{PUBLIC_SECURITY}-")
-        with zipfile.ZipFile(io.BytesIO(Path(await download.path()).read_bytes())) as archive:
+        data = await asyncio.to_thread(Path(await download.path()).read_bytes)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             assert "client.key" in archive.namelist()
 
         await page.reload()

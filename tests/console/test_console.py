@@ -35,8 +35,10 @@ Console = tuple[ProvinceSetup, RunningNode]
 
 
 @pytest.fixture
-async def console(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Console]:
-    setup = with_console(make_province(tmp_path / "province", sqlite_url))
+async def console(tmp_path: Path, db_url: str) -> AsyncIterator[Console]:
+    """A province with its console, on each storage backend (the issued-certificate list and
+    the audit search are queries of their own)."""
+    setup = with_console(make_province(tmp_path / "province", db_url))
     node = await start(setup)
     try:
         yield setup, node
@@ -203,7 +205,7 @@ async def test_cross_site_requests_are_refused(console: Console) -> None:
 
 
 async def test_identities_other_than_this_nodes_operators_are_refused(
-    console: Console, tmp_path: Path, sqlite_url: str
+    console: Console, tmp_path: Path
 ) -> None:
     setup, node = console
     for who, said in (
@@ -217,7 +219,7 @@ async def test_identities_other_than_this_nodes_operators_are_refused(
         assert f"角色是 {said}" in page and "issue-operator" in page
     # An operator of another platform (another root) fails in the handshake already; one of
     # another node's CA is refused by this one.
-    other = make_province(tmp_path / "other", sqlite_url.replace("node.db", "other.db"))
+    other = make_province(tmp_path / "other", f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
     with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
         await get(setup, node, operator(other, "system"), "/")
 
@@ -439,3 +441,14 @@ async def test_the_audit_log_is_searched_paged_verified_and_a_record_proved(
     assert status == 409
     status, page = await get(setup, node, system, "/audit/verify?after=0&count=2")
     assert status == 200 and "哈希链完整" in page and 'id="verify-next"' in page
+
+
+async def test_a_large_body_is_refused_before_it_is_read(console: Console) -> None:
+    setup, node = console
+    system = operator(setup, "system")
+    token = await token_of(setup, node, system)
+    status, page, _ = await post(
+        setup, node, system, "/maintenance", {"on": "1", "_token": token, "pad": "x" * 70_000}
+    )
+    assert status == 413 and "65536" in page
+    assert not node.health.maintenance

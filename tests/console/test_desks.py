@@ -313,3 +313,36 @@ async def test_catalog_and_quality_pages_and_hostile_parameters(desks: Console) 
                 body = await response.text()
                 assert response.status in (400, 404, 414), (path, response.status)
                 assert "<script>" not in body and "x" * 100 not in body
+
+
+async def test_hostile_form_values_are_refused_with_a_short_quote(desks: Console) -> None:
+    setup, node, work = desks
+    files = operator(setup, "service")
+    token = token_of(setup, files)
+    error = f"/desks/errors/{work.data_error}/resolve"
+    cases: list[tuple[str, dict[str, str], str]] = [
+        (error, {"resolution": "bogus" * 50, "note": "x"}, "resolution"),
+        (error, {"resolution": "correct", "note": "x", "values": "no equals sign"}, "数据项=新值"),
+        (error, {"resolution": "confirm", "note": "长" * 2001}, "至多 2000"),
+        ("/desks/notices", {"kind": "nonsense", "agency_code": PUBLIC_SECURITY}, "kind"),
+        (
+            "/desks/notices",
+            {"kind": "duplicate", "agency_code": PUBLIC_SECURITY, "deadline": "明天"},
+            "YYYY-MM-DD",
+        ),
+        (f"/desks/open/{work.open_application}/approve", {"until": "2027/01/01"}, "YYYY-MM-DD"),
+        ("/desks/changes/" + "%3Cb%3E" + "/approve", {}, "不是有效的编号"),
+    ]
+    async with session(files, root(setup)) as http:
+        for action, fields, needle in cases:
+            status, _, body = await post(http, node, "", action, token, **fields)
+            assert status == 400 and needle in body, (action, status, body[-400:])
+            assert "bogus" * 10 not in body and "长" * 100 not in body and "<b>" not in body
+    # Nothing was decided by any of them.
+    got = await quality(
+        node,
+        setup.agency(CIVIL_AFFAIRS),
+        "GetDataError",
+        quality_pb2.GetDataErrorRequest(id=work.data_error),
+    )
+    assert got.report.status == quality_pb2.DATA_ERROR_STATUS_OPEN

@@ -44,6 +44,7 @@ from tests.support.nodes import (
     PUBLIC_SECURITY,
     ProvinceSetup,
     channel,
+    make_city,
     make_province,
     start,
 )
@@ -346,3 +347,30 @@ async def test_hostile_form_values_are_refused_with_a_short_quote(desks: Console
         quality_pb2.GetDataErrorRequest(id=work.data_error),
     )
     assert got.report.status == quality_pb2.DATA_ERROR_STATUS_OPEN
+
+
+async def test_a_citys_federation_page_shows_its_province_and_admits_no_one(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    province = make_province(tmp_path / "province", sqlite_url)
+    city = with_console(
+        make_city(tmp_path / "city", sqlite_url.replace("node.db", "city.db"), province)
+    )
+    node = await start(city)
+    try:
+        files = operator(city, "system")
+        async with session(files, root(city)) as http:
+            shown = await page(http, node, "/federation")
+            assert "本节点是市级节点" in shown and 'id="approved">否' in shown
+            assert str(city.config.federation.province_endpoint) in shown
+            status, _, body = await post(
+                http, node, "", "/federation/invite", token_of(city, files), region="350200"
+            )
+            assert status == 409 and "市级节点" in body
+            assert "<svg" not in await page(http, node, "/quality")
+            assert "政务信息资源目录" in await page(http, node, "/catalog")
+        assert ("console:/federation/invite", "FAILED_PRECONDITION") in await audited(
+            node, "spiffe://350100.fujian.gov.cn/operator/system.op-system"
+        )
+    finally:
+        await node.stop(grace=0)

@@ -9,7 +9,10 @@ report signature), and it does so lazily so neither edge pays for the suite unle
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+
+from cryptography import x509
 
 from node.config import NodeConfig
 from node.federation import (
@@ -20,7 +23,6 @@ from node.federation import (
     known_cities,
     record_approval,
 )
-from node.pki import load_certs
 from node.storage import Database
 
 
@@ -55,8 +57,10 @@ async def approve_report_in(
     from conformance.suite import all_cases
 
     root_path = cfg.path(cfg.tls.root)
+    # File reads and signature checks off the event loop: the console runs this in the node.
+    root_pem = await asyncio.to_thread(root_path.read_bytes)
     try:
-        verified = verify_signed_report(data, root_path.read_bytes())
+        verified = await asyncio.to_thread(verify_signed_report, data, root_pem)
     except ReportError as exc:
         raise ReportRefused(f"the report does not verify: {exc}") from None
     now = dt.datetime.now(dt.UTC)
@@ -67,7 +71,7 @@ async def approve_report_in(
             report_sha256=verified.sha256,
             province_region=cfg.node.region,
             trust_domain=cfg.node.trust_domain,
-            root=load_certs(root_path)[0],
+            root=x509.load_pem_x509_certificate(root_pem),
             known_cities=await known_cities(db),
             suite_version=SUITE_VERSION,
             mandatory_ids=[c.info.id for c in all_cases() if c.info.mandatory],

@@ -272,20 +272,31 @@ async def test_other_roles_see_no_buttons_and_are_refused_and_audited(
 
 
 async def test_catalog_and_quality_pages_and_hostile_parameters(desks: Console) -> None:
-    setup, node, _ = desks
+    setup, node, work = desks
     code = COND.resource_code
+    # The provider's held change rejected at the console counts against it as the same
+    # rejection over gRPC does (第四十二条第六项).
+    change = f"/desks/changes/{work.change}"
+    async with session(operator(setup, "service"), root(setup)) as http:
+        status, _, _ = await post(http, node, change, change + "/reject", comment="无依据")
+        assert status == 303
     # Two checks of the resource (the node's daily job, run now) and a compliance report of
     # its provider (SupervisionService, as the authority): the history the charts draw.
     checks = quality_of(setup.config, node.db, Catalog(node.db, node_region=PROVINCE))
     for _ in range(2):
         await checks.check(code, "test")
     async with channel(node, setup.authority()) as ch:
-        await supervision_pb2_grpc.SupervisionServiceStub(ch).GetComplianceReport(
+        made = await supervision_pb2_grpc.SupervisionServiceStub(ch).GetComplianceReport(
             supervision_pb2.GetComplianceReportRequest(
                 agency_code=PUBLIC_SECURITY,
                 period_start=ts(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)),
             )
         )
+    assert f"变更申请 {work.change} 未获批准 (第四十一条)" in [
+        f.description
+        for f in made.report.findings
+        if f.kind == supervision_pb2.VIOLATION_KIND_UNAPPROVED_CHANGE_OR_DELETION
+    ]
     async with session(operator(setup, "observer"), root(setup)) as http:
         listed = await page(http, node, "/catalog")
         assert code in listed and AUTHORIZED.resource_code in listed

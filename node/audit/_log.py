@@ -660,6 +660,7 @@ class AuditLog:
         self,
         *,
         before_sequence: int | None = None,
+        after_sequence: int | None = None,
         limit: int = 50,
         method: str | None = None,
         caller: str | None = None,
@@ -670,10 +671,16 @@ class AuditLog:
     ) -> list[AuditRecord]:
         """Records matching every filter given, newest first, below ``before_sequence`` (keyset
         paging for the operator console: each page one indexed range scan, however large the
-        log). ``method`` ending in ``*`` matches that prefix (``console:*``)."""
+        log). ``after_sequence`` bounds the scan from below (a filter that matches rarely
+        then reads a window, not the whole log). ``method`` ending in ``*`` matches that
+        prefix (``console:*``)."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit: must be 1 to {MAX_QUERY_LIMIT}, got {limit}")
-        where = _filters(caller, None, None, outcome, request_id, since, until)
+        where = _filters(None, None, None, outcome, request_id, since, until)
+        if caller:
+            # Read along the sequence, not through the caller index: a caller with most of
+            # the log's records would otherwise be sorted whole for one page.
+            where.append(func.coalesce(_c.caller, "") == caller)
         if method:
             if method.endswith("*"):
                 where.append(_c.method.startswith(method[:-1], autoescape=True))
@@ -681,6 +688,8 @@ class AuditLog:
                 where.append(_c.method == method)
         if before_sequence is not None:
             where.append(_c.sequence < before_sequence)
+        if after_sequence is not None:
+            where.append(_c.sequence > after_sequence)
         statement = select(_table).where(*where).order_by(_c.sequence.desc()).limit(limit)
         return await self._select("audit.newest_first", statement)
 

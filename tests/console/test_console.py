@@ -452,3 +452,31 @@ async def test_a_large_body_is_refused_before_it_is_read(console: Console) -> No
     )
     assert status == 413 and "65536" in page
     assert not node.health.maintenance
+
+
+async def test_a_filtered_search_reads_a_bounded_window_and_goes_on_below_it(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, node = console
+    system = operator(setup, "system")
+    token = await token_of(setup, node, system)
+    await post(setup, node, system, "/maintenance", {"on": "1", "_token": token})
+    await post(setup, node, system, "/maintenance", {"on": "0", "_token": token})
+    agency = setup.agency(PUBLIC_SECURITY, "福建省公安厅")
+    for _ in range(6):  # newer records that the search does not match
+        async with channel(node, agency) as ch:
+            await catalog_pb2_grpc.CatalogServiceStub(ch).ListResources(
+                catalog_pb2.ListResourcesRequest()
+            )
+    monkeypatch.setattr("node.console._pages_audit.SCAN_WINDOW", 3)
+    path, found = "/audit?method=console:*", 0
+    for _ in range(10):
+        status, page = await get(setup, node, system, path)
+        assert status == 200
+        found += page.count("console:/maintenance")
+        if 'id="older"' not in page:
+            break
+        assert "已查找" in page or "console:/maintenance" in page
+        path = page.split('id="older"')[0].rsplit('href="', 1)[1].split('"')[0]
+        path = path.replace("&amp;", "&")
+    assert found == 2, "every match found, window by window"

@@ -34,7 +34,16 @@ from node.catalog import Catalog
 from node.console._forms import form_token as form_token_for
 from node.pki import load_or_create_secret
 from tests.quality.test_errors import quality
-from tests.support.access import ACME, COND, access, poll_refused, query, sharing, ts
+from tests.support.access import (
+    ACME,
+    COND,
+    access,
+    notifications,
+    poll_refused,
+    query,
+    sharing,
+    ts,
+)
 from tests.support.console import form_token, operator, session, with_console
 from tests.support.desks import AUTHORIZED, RENAMED, Waiting, make_work
 from tests.support.nodes import (
@@ -133,6 +142,13 @@ async def test_each_desk_action_by_a_service_operator_shows_through_the_grpc_api
         assert "已同意" in await page(http, node, detail)
         answer = await sharing(node, civil, "Query", query())
         assert answer.rows[0].record.values["qymc"] == ACME["qymc"]
+        # The applicant and the provider are told, as after ReviewApplication.
+        for files in (civil, setup.agency(PUBLIC_SECURITY)):
+            told = await notifications(node, files)
+            reviewed = access_pb2.NOTIFICATION_KIND_APPLICATION_REVIEWED
+            assert work.approve_application in {
+                n.application_id for n in told if n.kind == reviewed
+            }
 
         # Reject the other, with a reason; a rejection without one is the domain's refusal.
         other = f"/desks/applications/{work.reject_application}"

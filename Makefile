@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser examples demo test check lint types layers protos protos-check ci clean bench
+.PHONY: install browser examples demo test check lint types layers protos protos-check ci clean bench htmx console-screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ browser:
 ## the example's pinned npm packages; a JDK with Debian's grpc-java, protobuf-java and protoc.
 examples:
 	bash scripts/install_examples.sh
+
+## The operator console's screenshot in the README (docs/console-overview.png), taken by its
+## browser test.
+console-screenshot: install browser
+	mkdir -p docs
+	GOVNODE_CONSOLE_SCREENSHOT=$(CURDIR)/docs/console-overview.png $(BIN)/python -m pytest -q \
+		tests/console/test_browser.py -k maintenance_switch
+
+## Vendor htmx for the console (HTMX_VERSION=2.0.x): npm pack in a temporary directory, copy
+## dist/htmx.min.js, record its SHA-256 in node/console/static/VERSION (checked by the tests).
+HTMX_VERSION ?= 2.0.11
+htmx:
+	bash scripts/vendor_htmx.sh $(HTMX_VERSION)
 
 ## Run the whole test suite on every core (set GOVNODE_TEST_POSTGRES_URL to include PostgreSQL).
 test: install browser examples

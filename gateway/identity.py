@@ -34,11 +34,26 @@ class Role(enum.StrEnum):
     #: over HTTPS and calls its node for them; it may call only the open data RPCs the public
     #: uses (gateway.roles).
     PORTAL = "portal"
+    #: An operator of the node's web console (node.console), subject ``<console role>.<name>``
+    #: (e.g. ``security.alice``): the console role after X-Road's model rides in the identity
+    #: itself, so a certificate cannot be reused for another role. Operators call nothing on
+    #: the gRPC port but health (gateway.roles.CONFINED).
+    OPERATOR = "operator"
+
+
+class ConsoleRole(enum.StrEnum):
+    """What an operator may do in the console (X-Road's roles, node.console._identity)."""
+
+    OBSERVER = "observer"  # reads every page, changes nothing
+    SERVICE = "service"  # catalog, applications and change desks, open data and 纠错 desks
+    SECURITY = "security"  # certificates: issue and revoke
+    SYSTEM = "system"  # config view, maintenance mode, backups
 
 
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _REGION_RE = re.compile(r"^[1-9][0-9]{5}$")
+_OPERATOR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 
 
 class IdentityError(ValueError):
@@ -82,9 +97,27 @@ def make_identity(region: str, trust_domain: str, role: Role, subject: str = "")
     if role in (Role.AGENCY, Role.TESTER, Role.PORTAL):
         if not _SUBJECT_RE.match(subject):
             raise IdentityError(f"{role.value} identity needs a subject, got {quote(subject)}")
+    elif role is Role.OPERATOR:
+        operator_subject(subject)
     elif subject:
         raise IdentityError(f"{role.value} identity takes no subject, got {quote(subject)}")
     return Identity(region, trust_domain, role, subject)
+
+
+def operator_subject(subject: str) -> tuple[ConsoleRole, str]:
+    """The console role and name of an operator identity's subject ``<role>.<name>``."""
+    role, dot, name = subject.partition(".")
+    if not dot or role not in ConsoleRole.__members__.values():
+        raise IdentityError(
+            f"operator identity needs a subject <role>.<name> with role one of "
+            f"{', '.join(ConsoleRole)}, got {quote(subject)}"
+        )
+    if not _OPERATOR_NAME_RE.match(name):
+        raise IdentityError(
+            f"operator name {quote(name)} must be 1-48 letters, digits, '-' or '_' "
+            "(starting with a letter or digit)"
+        )
+    return ConsoleRole(role), name
 
 
 def provider_identity(region: str, trust_domain: str, provider_code: str) -> str:

@@ -11,6 +11,9 @@ servicer runs, so that a new method is closed to it until it is added here on pu
   API's filters (and, with the portal, applies for 授权开放 data on an applicant's behalf).
   Health checking is open to it, as to every caller: it serves no data, and the portal's
   readiness depends on it.
+- ``operator``: a person at the node's web console (node.console). The console is the only
+  place an operator certificate is for; on the gRPC port it may call nothing but health, so a
+  stolen operator certificate is no agency or authority.
 
 A method only nodes call, whatever the servicer checks besides, is listed in
 :data:`NODE_METHODS`: every other role is refused it here (an agency or authority must not be
@@ -55,6 +58,11 @@ CONFINED: dict[Role, tuple[frozenset[str], str]] = {
         "the open data portal lists the open catalog, downloads open data, queries its rows "
         "and files 授权开放 applications and use reports for the public (第三十至三十五条)",
     ),
+    Role.OPERATOR: (
+        frozenset(),
+        "an operator certificate is for the node's web console ([console] listen), not for "
+        "the gRPC API",
+    ),
 }
 
 
@@ -73,6 +81,8 @@ def method_refusal(caller: Identity, method: str) -> str | None:
     if method in allowed:
         return None
     names = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in allowed))
+    if not names:
+        return f"{caller} has the {caller.role.value} role, which may call no method: {purpose}"
     return (
         f"{caller} has the {caller.role.value} role, which may call only {names}: {purpose}; "
         f"not {method}"

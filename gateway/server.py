@@ -73,15 +73,38 @@ class HealthReporter:
     def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
         self._servicer = NodeHealth()
         self._services = ["", *services]
-        #: What the node last reported (the metrics listener's /healthz repeats it).
-        self.serving = False
+        #: What the node last reported (started, storage writable, stopping); the metrics
+        #: listener's /healthz and the console repeat :attr:`serving`.
+        self._serving = False
+        self._maintenance = False
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
 
+    @property
+    def maintenance(self) -> bool:
+        return self._maintenance
+
+    @property
+    def serving(self) -> bool:
+        """What the node's health says now (False in maintenance mode)."""
+        return self._serving and not self._maintenance
+
     async def set_serving(self, serving: bool) -> None:
-        self.serving = serving
+        """What the node's state says (started, storage writable, stopping). Maintenance mode
+        wins over it: a storage probe that recovers does not end maintenance."""
+        self._serving = serving
+        await self._publish()
+
+    async def set_maintenance(self, on: bool) -> None:
+        """Maintenance mode (the console's switch): NOT_SERVING for peers and load balancers
+        while on, whatever the storage says; off restores what :meth:`set_serving` last said.
+        Kept in memory: a restarted node serves."""
+        self._maintenance = on
+        await self._publish()
+
+    async def _publish(self) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if serving
+            if self._serving and not self._maintenance
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in self._services:

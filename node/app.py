@@ -70,6 +70,7 @@ from node.clients import (
     witness_rule,
 )
 from node.config import Mode, NodeConfig
+from node.console import Console, ConsoleError, start_console
 from node.federation import (
     AssertionNonces,
     CatalogExchange,
@@ -228,6 +229,8 @@ class RunningNode:
     metrics_sampler: Sampler | None = None
     #: The node's own TracerProvider when ``[tracing]`` made one (flushed and shut at stop).
     tracer_provider: TracerProvider | None = None
+    #: The operator web console ([console] listen), when on.
+    console: Console | None = None
 
     @property
     def address(self) -> str:
@@ -237,6 +240,8 @@ class RunningNode:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.limits.shutdown_grace_seconds if grace is None else grace
         log.info("node_stopping", grace_s=grace)
+        if self.console is not None:
+            await self.console.stop()
         if self.sync is not None:
             await self.sync.stop()
         if self.publisher is not None:
@@ -740,6 +745,20 @@ async def start_node(
         await health.set_serving(True)
         monitor = StorageMonitor(db, config.storage.health_probe_seconds, health.set_serving)
         monitor.start()
+        console = None
+        if config.console.listen is not None:
+            try:
+                console = await start_console(
+                    services, audit=audit, health=health, revocations=revocations
+                )
+            except ConsoleError as exc:
+                await monitor.stop()
+                if join is not None:
+                    await join.server.stop(0)
+                await server.stop(0)
+                if metrics is not None:
+                    await listener.stop()
+                raise StartupError(str(exc)) from None
     except BaseException:
         await audit.close()
         await db.close()
@@ -760,6 +779,7 @@ async def start_node(
         monitor=monitor,
         stopping=stopping,
         tracer_provider=own_provider,
+        console=console,
     )
     node.checkpoints = evidence.checkpoints
     if metrics is not None:

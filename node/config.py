@@ -517,6 +517,29 @@ def is_loopback(hostport: str) -> bool:
         return False
 
 
+class ConsoleSection(_Section):
+    """The operator web console (node.console): HTTPS with mutual TLS on a listener of its own.
+
+    Off unless ``listen`` is set. Loopback is the default to choose (operators reach it through
+    an SSH tunnel); another address is allowed, since every connection must present an
+    operator certificate of this node's region, but then a firewall should limit who may try.
+    """
+
+    #: HOST:PORT of the console, e.g. 127.0.0.1:7444; None: no console.
+    listen: str | None = None
+    #: The node-local secret the console's form tokens are keyed with (made at first start,
+    #: 0600); a new secret only invalidates forms open in a browser.
+    secret: Path = Path("tls/console.secret")
+    #: Certificates (the node's and the ones it issued) are shown as expiring this many days
+    #: ahead.
+    expiry_warning_days: int = Field(default=30, ge=1, le=365)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else _check_hostport(value)
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -542,6 +565,7 @@ class NodeConfig(BaseSettings):
     governance: GovernanceSection = GovernanceSection()
     #: Spans of the calls this node serves and forwards (gateway.tracing_setup).
     tracing: TracingSection = TracingSection()
+    console: ConsoleSection = ConsoleSection()
     #: Directory the file was read from; relative paths resolve against it.
     base_dir: Path = Path()
 
@@ -583,6 +607,9 @@ class NodeConfig(BaseSettings):
             raise ValueError("federation.join_listen: only the province node lets cities join")
         if join is not None and join == self.node.listen:
             raise ValueError("federation.join_listen: must differ from node.listen")
+        console = self.console.listen
+        if console is not None and console in (self.node.listen, join):
+            raise ValueError("console.listen: must differ from node.listen and join_listen")
         return self
 
     def path(self, p: Path) -> Path:

@@ -124,6 +124,27 @@ class RevokedCertificateRow(SQLModel, table=True):
     )
 
 
+class IssuedCertificateRow(SQLModel, table=True):
+    """A client certificate this node's CA issued (agency, operator, tester, portal, the
+    authority), recorded by whatever issued it (the CLI, the console), for the console's
+    certificate list and its expiry warnings. Whether it is revoked is the revocation list's
+    business (revoked_certificate), looked up by serial."""
+
+    __tablename__ = "issued_certificate"
+    __table_args__ = (Index("ix_issued_certificate_not_after", "not_after", "serial_hex"),)
+
+    serial_hex: str = Field(primary_key=True, max_length=64)
+    identity: str = Field(max_length=300)
+    #: The identity's role: agency, operator, tester, portal, authority.
+    kind: str = Field(max_length=16)
+    #: The certificate's common name (the agency's name...).
+    name: str = Field(max_length=200)
+    not_after: dt.datetime = Field(sa_type=UTCDateTime)
+    issued_at: dt.datetime = Field(sa_type=UTCDateTime)
+    #: Who issued it: the operator's identity at the console, or "cli".
+    issued_by: str = Field(max_length=300)
+
+
 class NodeMetaRow(SQLModel, table=True):
     """Small facts about this node (mode, cached digests), one key each."""
 

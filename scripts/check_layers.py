@@ -90,6 +90,7 @@ EDGES = (
     "node.terminal",
     # The node's metrics, their listener and the samplers that read the domain for them.
     "node.ops",
+    "node.console",
 )
 
 # Exceptions that exist today, each with the reason and who removes it:

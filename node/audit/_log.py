@@ -664,6 +664,50 @@ class AuditLog:
         statement = select(_table).where(*where).order_by(_c.sequence.desc()).limit(n)
         return list(reversed(await self._select("audit.tail", statement)))
 
+    async def newest_first(
+        self,
+        *,
+        before_sequence: int | None = None,
+        after_sequence: int | None = None,
+        limit: int = 50,
+        method: str | None = None,
+        caller: str | None = None,
+        outcome: str | None = None,
+        request_id: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> list[AuditRecord]:
+        """Records matching every filter given, newest first, below ``before_sequence`` (keyset
+        paging for the operator console: each page one indexed range scan, however large the
+        log). ``after_sequence`` bounds the scan from below (a filter that matches rarely
+        then reads a window, not the whole log). ``method`` ending in ``*`` matches that
+        prefix (``console:*``)."""
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise InvalidArgument(f"limit: must be 1 to {MAX_QUERY_LIMIT}, got {limit}")
+        where = _filters(None, None, None, outcome, request_id, since, until)
+        if caller:
+            # Read along the sequence, not through the caller index: a caller with most of
+            # the log's records would otherwise be sorted whole for one page.
+            where.append(func.coalesce(_c.caller, "") == caller)
+        if method:
+            if method.endswith("*"):
+                where.append(_c.method.startswith(method[:-1], autoescape=True))
+            else:
+                where.append(_c.method == method)
+        if before_sequence is not None:
+            where.append(_c.sequence < before_sequence)
+        if after_sequence is not None:
+            where.append(_c.sequence > after_sequence)
+        statement = select(_table).where(*where).order_by(_c.sequence.desc()).limit(limit)
+        return await self._select("audit.newest_first", statement)
+
+    async def record(self, sequence: int) -> AuditRecord | None:
+        """The record ``sequence``, or None when the log has none (not yet, or pruned)."""
+        found = await self._select(
+            "audit.record", select(_table).where(_c.sequence == sequence).limit(1)
+        )
+        return found[0] if found else None
+
     async def count(self) -> int:
         """How many records the log holds."""
 

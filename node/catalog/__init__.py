@@ -35,7 +35,13 @@ from node.catalog._probe import (
     check_tester_use,
     is_tester,
 )
-from node.catalog._registry import MAX_STORED_INT, PAGE_BYTES, Catalog, store_entry_row
+from node.catalog._registry import (
+    MAX_NAME_SEARCH,
+    MAX_STORED_INT,
+    PAGE_BYTES,
+    Catalog,
+    store_entry_row,
+)
 from node.catalog._types import (
     ITEM_NAME_RE,
     MAX_ITEMS,
@@ -69,6 +75,7 @@ __all__ = [
     "HIGHLY_SENSITIVE",
     "ITEM_NAME_RE",
     "MAX_ITEMS",
+    "MAX_NAME_SEARCH",
     "MAX_PATTERN_VALUE_LENGTH",
     "MAX_PROBLEMS_SHOWN",
     "MAX_STORED_INT",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,6 +65,8 @@ DEFAULT_PAGE_SIZE = 100
 #: API takes int64: nothing is stored beyond this, so a larger one is never looked up.
 MAX_STORED_INT = 2**31 - 1
 MAX_PAGE_SIZE = 500
+#: Longest text a catalog list matches names against.
+MAX_NAME_SEARCH = 64
 #: A ListResources page stops before the entry that would take it past this many bytes of
 #: entry JSON (it has at least one): an entry may be megabytes (an ENUM of 10,000 allowed
 #: values), and a page must fit in a message (4 MiB).
@@ -372,15 +375,21 @@ class Catalog:
             raise InvalidArgument(f"version: must be 0 (current) or a version, got {version}")
         return await self._db.read("catalog.get", txn)
 
-    async def history(self, code: str) -> Entries:
-        """Every version of an entry, oldest first."""
+    async def history(self, code: str, newest: int | None = None) -> Entries:
+        """Every version of an entry, oldest first; with ``newest``, only the newest that many
+        (a page of the operator console)."""
 
         async def txn(session: AsyncSession) -> Entries:
-            rows = await session.exec(
-                select(CatalogEntryVersionRow)
-                .where(col(CatalogEntryVersionRow.resource_code) == code)
-                .order_by(col(CatalogEntryVersionRow.version))
+            query = select(CatalogEntryVersionRow).where(
+                col(CatalogEntryVersionRow.resource_code) == code
             )
+            if newest is not None:
+                query = query.order_by(col(CatalogEntryVersionRow.version).desc()).limit(
+                    max(1, newest)
+                )
+                rows = list(await session.exec(query))[::-1]
+            else:
+                rows = list(await session.exec(query.order_by(col(CatalogEntryVersionRow.version))))
             return [entry_from_json(row.body) for row in rows]
 
         entries = await self._db.read("catalog.history", txn)
@@ -452,12 +461,16 @@ class Catalog:
         page_size: int = 0,
         page_token: str = "",
         max_bytes: int | None = None,
+        name_contains: str = "",
     ) -> tuple[Entries, str]:
         """One page of entries ordered by resource code, and the token of the next page
         ("" on the last page). Filters left None (or "") match everything; withdrawn entries
         are left out unless asked for. ``page_size`` 0 means 100; at most 500. The page also
         stops before the entry that would take its entries' JSON past ``max_bytes`` (None:
-        no limit), with at least one entry."""
+        no limit), with at least one entry. ``name_contains``: only entries whose name holds
+        that text (at most 64 characters; LIKE's wildcards in it are matched literally)."""
+        if len(name_contains) > MAX_NAME_SEARCH:
+            raise InvalidArgument(f"name_contains: at most {MAX_NAME_SEARCH} characters")
         size = paging.page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = _decode_token(page_token) if page_token else ""
         query = select(CatalogEntryRow).order_by(col(CatalogEntryRow.resource_code))
@@ -476,6 +489,9 @@ class Catalog:
                 query = query.where(col(column) == str(value))
         if not include_withdrawn:
             query = query.where(col(CatalogEntryRow.status) != ResourceStatus.WITHDRAWN.value)
+        if name_contains:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", name_contains) + "%"
+            query = query.where(col(CatalogEntryRow.name).like(pattern, escape="\\"))
         query = query.limit(size + 1)
 
         async def txn(session: AsyncSession) -> list[tuple[ResourceEntry, int]]:

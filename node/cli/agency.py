@@ -9,6 +9,7 @@ import typer
 
 from gateway.identity import Role
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli.certs import record_issued
 from node.pki import fingerprint, issue_client
 
 #: The bundle's optional file naming the node's address; the agency SDK (govnode_client) reads it.
@@ -36,12 +37,14 @@ def add(
     """Issue an agency client certificate from this node's CA and write a ready bundle."""
     if endpoint and not _ENDPOINT.fullmatch(endpoint):
         raise UserError(f"--endpoint: {endpoint[:64]!r} is not HOST:PORT")
+    cfg = load(config)
     keypair, paths = issue_client(
-        load(config), role=Role.AGENCY, subject=code, name=name, out=out, days=days
+        cfg, role=Role.AGENCY, subject=code, name=name, out=out, days=days
     )
     if endpoint:
         paths["endpoint"] = out / ENDPOINT_FILE
         paths["endpoint"].write_text(endpoint + "\n", encoding="ascii")
+    record_issued(cfg, keypair.cert)
     echo(f"Issued spiffe identity for {name}: {keypair.cert.subject.rfc4514_string()}")
     echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
     for label, path in paths.items():

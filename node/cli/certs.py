@@ -10,13 +10,21 @@ from pathlib import Path
 import typer
 from cryptography import x509
 
-from gateway.identity import IdentityError, Role, identity_of, make_identity, permitted_uri_hosts
+from gateway.identity import (
+    ConsoleRole,
+    IdentityError,
+    Role,
+    identity_of,
+    make_identity,
+    permitted_uri_hosts,
+)
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
 from node.pki import (
     REASONS,
     TESTER_REVOKED_NOTE,
+    IssuedCertificates,
     ProvisionError,
     Revocations,
     TesterBundle,
@@ -25,6 +33,7 @@ from node.pki import (
     fingerprint_matches,
     install_city_ca,
     issue_authority,
+    issue_operator,
     issue_portal,
     issue_tester,
     load_certs,
@@ -40,6 +49,27 @@ from node.storage import Database
 app = typer.Typer(
     help="Sign, install, issue, revoke and inspect certificates.", no_args_is_help=True
 )
+
+
+#: ``issued_by`` of the certificates the CLI issues.
+ISSUED_BY_CLI = "cli"
+
+
+async def _record(cfg: NodeConfig, certs: list[x509.Certificate]) -> None:
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        issued = IssuedCertificates(db)
+        for cert in certs:
+            await issued.record(cert, issued_by=ISSUED_BY_CLI)
+    finally:
+        await db.close()
+
+
+def record_issued(cfg: NodeConfig, *certs: x509.Certificate) -> None:
+    """Record certificates the CLI just issued in the node's list (``govnode certs list``, the
+    console's certificate page and its expiry warnings)."""
+    asyncio.run(_record(cfg, list(certs)))
 
 
 def _load_csr(path: Path) -> x509.CertificateSigningRequest:
@@ -183,6 +213,7 @@ def issue_tester_command(
     cfg = load(config)
     credentials = prepare_tester(cfg, name=name, out=out, days=days)
     bundle = asyncio.run(_issue_tester(cfg, credentials))
+    record_issued(cfg, credentials.valid.cert)
     cst = dt.timezone(dt.timedelta(hours=8), "CST")
     echo(f"Issued conformance tester {bundle.identity} (第三十一条)")
     echo(
@@ -224,7 +255,9 @@ def issue_authority_command(
     like an agency's. Any node, province or city, issues its own region's. Its operators use it
     with any gRPC client (AccessService), or run `govnode access` on the node itself.
     """
-    keypair, paths = issue_authority(load(config), out=out, name=name, days=days)
+    cfg = load(config)
+    keypair, paths = issue_authority(cfg, out=out, name=name, days=days)
+    record_issued(cfg, keypair.cert)
     echo(f"Issued the data management authority {identity_of(keypair.cert)} (第二十五条)")
     echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
     for label, path in paths.items():
@@ -252,8 +285,64 @@ def issue_portal_command(
     serves (e.g. ip:203.0.113.9): the download receipt names them. Then `govnode portal init`.
     Revoke it like any certificate: `govnode certs revoke --cert OUT/client.crt`.
     """
-    keypair, paths = issue_portal(load(config), name=name, out=out, days=days)
+    cfg = load(config)
+    keypair, paths = issue_portal(cfg, name=name, out=out, days=days)
+    record_issued(cfg, keypair.cert)
     echo(f"Issued the open data portal {identity_of(keypair.cert)} (第三十条)")
+    echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
+    for label, path in paths.items():
+        echo(f"  {label:<6} {path}")
+
+
+@app.command("issue-operator")
+def issue_operator_command(
+    config: Path = CONFIG_OPTION,
+    name: str = typer.Option(
+        ..., "--name", help="The operator's name (letters, digits, - and _), e.g. li-ming."
+    ),
+    role: ConsoleRole = typer.Option(
+        ...,
+        "--role",
+        help="observer (read only), service (desks), security (certificates), "
+        "system (config, maintenance).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for client.key, client.crt, ca.crt; refused if it has a key."
+    ),
+    p12: bool = typer.Option(
+        False, "--p12", help="Also write operator.p12 (key + certificate) for a browser."
+    ),
+    p12_password: str = typer.Option(
+        "",
+        "--p12-password",
+        envvar="GOVNODE_P12_PASSWORD",
+        help="Password of operator.p12 (or GOVNODE_P12_PASSWORD); empty: unencrypted.",
+    ),
+    days: int = typer.Option(365, "--days", min=1, max=825, help="Validity in days."),
+) -> None:
+    """Issue a console operator's certificate (the node's web console, [console] listen).
+
+    Identity spiffe://<this node's region>.<trust-domain>/operator/ROLE.NAME, issued by this
+    node's CA: only this node's console accepts it, and the gRPC port refuses it everything but
+    health. With --p12 the bundle also holds operator.p12 to import into a browser's
+    certificate store (Chrome: Settings > Privacy and security > Security > Manage
+    certificates; Firefox: Settings > Certificates > Your Certificates > Import). Revoke it
+    like any certificate: `govnode certs revoke --cert OUT/client.crt`.
+    """
+    cfg = load(config)
+    try:
+        keypair, paths = issue_operator(
+            cfg,
+            role=role,
+            name=name,
+            out=out,
+            days=days,
+            p12_password=p12_password if p12 else None,
+        )
+    except ProvisionError as exc:
+        raise UserError(str(exc)) from None
+    record_issued(cfg, keypair.cert)
+    echo(f"Issued console operator {identity_of(keypair.cert)} ({role.value})")
     echo(f"  serial {keypair.cert.serial_number:x}, fingerprint {fingerprint(keypair.cert)}")
     for label, path in paths.items():
         echo(f"  {label:<6} {path}")
@@ -274,6 +363,49 @@ async def _list(cfg: NodeConfig) -> None:
             f"{r.revoked_at.astimezone(cst):%Y-%m-%d %H:%M} CST  {r.serial_hex}  "
             f"{r.identity or '-'}  {r.reason}"
         )
+
+
+async def _list_issued(cfg: NodeConfig, kind: str | None, limit: int) -> None:
+    db = await Database.open(cfg.database_url)
+    try:
+        await db.migrate()
+        rows = await IssuedCertificates(db).page(kind=kind, limit=limit)
+    finally:
+        await db.close()
+    if not rows:
+        echo("No certificates are recorded as issued by this node.")
+    cst = dt.timezone(dt.timedelta(hours=8), "CST")
+    now = dt.datetime.now(dt.UTC)
+    for r in rows:
+        state = (
+            f"revoked ({r.revoked})"
+            if r.revoked is not None
+            else "EXPIRED"
+            if r.not_after <= now
+            else "expires soon"
+            if r.expires_within(cfg.console.expiry_warning_days, now)
+            else "valid"
+        )
+        echo(
+            f"{r.not_after.astimezone(cst):%Y-%m-%d %H:%M} CST  {r.serial_hex}  {r.kind:<9}  "
+            f"{r.identity}  {state}"
+        )
+
+
+@app.command("list")
+def list_issued(
+    config: Path = CONFIG_OPTION,
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only agency, operator, tester, portal or authority certificates."
+    ),
+    limit: int = typer.Option(200, "--limit", min=1, max=200, help="At most this many."),
+) -> None:
+    """List the certificates this node issued, soonest expiry first, with their state.
+
+    Recorded since migration 0030 by `agency add`, `certs issue-*` and the console; a
+    certificate issued before is not listed (revoke it by --cert or --serial as before).
+    """
+    asyncio.run(_list_issued(load(config), kind, limit))
 
 
 @app.command("list-revoked")

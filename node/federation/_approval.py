@@ -267,3 +267,19 @@ async def set_own_approval(db: Database, approved: bool) -> None:
             row.value = value
 
     await db.write("approval.own", txn)
+
+
+async def approvals(db: Database, region: str = "") -> list[SubPlatformApprovalRow]:
+    """The approvals recorded here (of ``region``, or of every city), newest first, at most
+    :data:`MAX_APPROVED`; each with the signed report it rests on."""
+
+    async def txn(session: AsyncSession) -> list[SubPlatformApprovalRow]:
+        query = select(SubPlatformApprovalRow)
+        if region:
+            query = query.where(col(SubPlatformApprovalRow.region) == region)
+        rows = await session.exec(
+            query.order_by(col(SubPlatformApprovalRow.approved_at).desc()).limit(MAX_APPROVED)
+        )
+        return list(rows.all())
+
+    return await db.read("approval.list", txn)

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.quote import quote
@@ -298,3 +298,27 @@ async def members(db: Database) -> list[FederationMemberRow]:
         return list(rows.all())
 
     return await db.read("federation_members", tx)
+
+
+#: Invitations one read lists at most (a page of the operator console).
+MAX_INVITATIONS_PAGE = 100
+
+
+async def invitations(
+    db: Database, *, offset: int = 0, limit: int = 50
+) -> tuple[list[InvitationRow], bool]:
+    """One page of the invitations minted here, newest first (only their tokens' hashes are
+    kept), and whether more follow."""
+    limit = max(1, min(limit, MAX_INVITATIONS_PAGE))
+
+    async def tx(session: AsyncSession) -> list[InvitationRow]:
+        rows = await session.exec(
+            select(InvitationRow)
+            .order_by(col(InvitationRow.created_at).desc(), col(InvitationRow.token_hash))
+            .offset(max(0, offset))
+            .limit(limit + 1)
+        )
+        return list(rows.all())
+
+    rows = await db.read("federation_invitations", tx)
+    return rows[:limit], len(rows) > limit

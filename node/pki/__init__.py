@@ -1,6 +1,6 @@
 """The province's PKI: CAs and certificates (``_ca``), their files on disk (``_files``),
-provisioning nodes, agencies, authorities and testers (``_provision``), and revocation
-(``_revocation``).
+provisioning nodes, agencies, authorities and testers (``_provision``), the record of what this
+node's CA issued (``_issued``), and revocation (``_revocation``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from node.pki._ca import (
 )
 from node.pki._chains import verify_chain
 from node.pki._files import (
+    client_bundle_zip,
     load_certs,
     load_chain_pem,
     load_keypair,
     load_or_create_secret,
     load_or_create_witness_key,
     load_private_key,
+    pkcs12_bytes,
     write_pem,
 )
+from node.pki._issued import IssuedCertificate, IssuedCertificates, parse_cursor
 from node.pki._provision import (
     TESTER_REVOKED_NOTE,
     CityRequests,
@@ -41,8 +44,10 @@ from node.pki._provision import (
     install_city_ca,
     issue_authority,
     issue_client,
+    issue_operator,
     issue_portal,
     issue_tester,
+    make_client,
     prepare_city,
     prepare_tester,
     provision_province,
@@ -61,6 +66,8 @@ __all__ = [
     "REASONS",
     "TESTER_REVOKED_NOTE",
     "CityRequests",
+    "IssuedCertificate",
+    "IssuedCertificates",
     "KeyPair",
     "PkiError",
     "ProvisionError",
@@ -74,6 +81,7 @@ __all__ = [
     "check_node_csr",
     "check_region",
     "city_requests",
+    "client_bundle_zip",
     "create_crl",
     "create_joined_city",
     "fingerprint",
@@ -81,6 +89,7 @@ __all__ = [
     "install_city_ca",
     "issue_authority",
     "issue_client",
+    "issue_operator",
     "issue_portal",
     "issue_tester",
     "load_certs",
@@ -89,8 +98,11 @@ __all__ = [
     "load_or_create_secret",
     "load_or_create_witness_key",
     "load_private_key",
+    "make_client",
     "normalise_serial",
+    "parse_cursor",
     "parse_fingerprint",
+    "pkcs12_bytes",
     "prepare_city",
     "prepare_tester",
     "provision_province",

@@ -171,6 +171,27 @@ Try it with grpcurl (server reflection is on):
 """
 
 
+def _bundle_chain(
+    keypair: KeyPair, chain: Sequence[x509.Certificate], root: x509.Certificate
+) -> list[x509.Certificate]:
+    intermediates = [c for c in chain if c not in (keypair.cert, root)]
+    if not intermediates:
+        raise PkiError("a client bundle needs the issuing CA certificate in the chain")
+    try:
+        keypair.cert.verify_directly_issued_by(intermediates[0])
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise PkiError(f"the chain's first CA did not issue this certificate: {exc}") from None
+    return intermediates
+
+
+def _readme(keypair: KeyPair) -> bytes:
+    return _README.format(
+        identity=identity_of(keypair.cert),
+        issuer=keypair.cert.issuer.rfc4514_string(),
+        until=f"{keypair.cert.not_valid_after_utc:%Y-%m-%d %H:%M}",
+    ).encode()
+
+
 def write_client_bundle(
     out_dir: str | os.PathLike[str],
     keypair: KeyPair,
@@ -191,20 +212,71 @@ def write_client_bundle(
     }
     if paths["key"].exists():
         raise PkiError(f"{paths['key']} exists already; refusing to overwrite a private key")
-    intermediates = [c for c in chain if c not in (keypair.cert, root)]
-    if not intermediates:
-        raise PkiError("a client bundle needs the issuing CA certificate in the chain")
-    try:
-        keypair.cert.verify_directly_issued_by(intermediates[0])
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise PkiError(f"the chain's first CA did not issue this certificate: {exc}") from None
+    intermediates = _bundle_chain(keypair, chain, root)
     write_private_key(paths["key"], keypair.key)
     write_pem(paths["cert"], keypair.cert, *intermediates)
     write_pem(paths["ca"], root)
-    readme = _README.format(
-        identity=identity_of(keypair.cert),
-        issuer=keypair.cert.issuer.rfc4514_string(),
-        until=f"{keypair.cert.not_valid_after_utc:%Y-%m-%d %H:%M}",
-    )
-    _write_atomic(paths["readme"], readme.encode(), CERT_MODE, overwrite=True)
+    _write_atomic(paths["readme"], _readme(keypair), CERT_MODE, overwrite=True)
     return paths
+
+
+def client_bundle_zip(
+    keypair: KeyPair, chain: Sequence[x509.Certificate], root: x509.Certificate
+) -> bytes:
+    """The files of :func:`write_client_bundle` as one zip, made in memory (the console hands
+    it to the operator once and keeps no copy of the key)."""
+    import io
+    import zipfile
+
+    intermediates = _bundle_chain(keypair, chain, root)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data, mode in (
+            ("client.key", private_key_pem(keypair.key), KEY_MODE),
+            ("client.crt", certs_pem(keypair.cert, *intermediates), CERT_MODE),
+            ("ca.crt", certs_pem(root), CERT_MODE),
+            ("README.txt", _readme(keypair), CERT_MODE),
+        ):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def pkcs12_bytes(
+    keypair: KeyPair, chain: Sequence[x509.Certificate], *, name: str, password: str
+) -> bytes:
+    """The key, certificate and issuing CA(s) as one PKCS#12 file, the form a browser or an
+    operating system's certificate store imports. Encrypted with ``password`` (AES-256 with
+    PBKDF2, as current browsers read); an empty password leaves it unencrypted, for stores
+    that protect it themselves."""
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        NoEncryption,
+        pkcs12,
+    )
+
+    encryption = BestAvailableEncryption(password.encode()) if password else NoEncryption()
+    return pkcs12.serialize_key_and_certificates(
+        name.encode(),
+        keypair.key,
+        keypair.cert,
+        [c for c in chain if c != keypair.cert],
+        encryption,
+    )
+
+
+def write_pkcs12(
+    path: str | os.PathLike[str],
+    keypair: KeyPair,
+    chain: Sequence[x509.Certificate],
+    *,
+    name: str,
+    password: str,
+) -> Path:
+    """Write :func:`pkcs12_bytes` to ``path`` (0600, never over an existing file)."""
+    file = Path(path)
+    data = pkcs12_bytes(keypair, chain, name=name, password=password)
+    _write_atomic(file, data, KEY_MODE, overwrite=False)
+    return file

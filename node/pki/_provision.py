@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.identity import (
+    ConsoleRole,
     Identity,
     IdentityError,
     Role,
@@ -52,6 +53,7 @@ from node.pki._files import (
     load_private_key,
     write_client_bundle,
     write_pem,
+    write_pkcs12,
     write_private_key,
 )
 from node.pki._revocation import Revocations
@@ -335,6 +337,12 @@ def issue_client(
     config: NodeConfig, *, role: Role, subject: str, name: str, out: Path, days: int = 365
 ) -> tuple[KeyPair, dict[str, Path]]:
     """Issue a client certificate from this node's CA and write a ready bundle into ``out``."""
+    keypair, ca, root = make_client(config, role=role, subject=subject, name=name, days=days)
+    return keypair, write_client_bundle(out, keypair, [ca], root)
+
+
+def check_client(config: NodeConfig, *, role: Role, subject: str) -> None:
+    """Refuse an agency code that is not valid or not of this node's region."""
     if role is Role.AGENCY:
         problem = credit_code_problem(subject)
         if problem:
@@ -342,6 +350,14 @@ def issue_client(
         home_problem = agency_home_problem(config.node.region, subject)
         if home_problem:
             raise ProvisionError(f"--code: {home_problem}")
+
+
+def make_client(
+    config: NodeConfig, *, role: Role, subject: str, name: str, days: int = 365
+) -> tuple[KeyPair, x509.Certificate, x509.Certificate]:
+    """A client certificate from this node's CA, in memory: the key pair, the issuing CA and
+    the root (what :func:`issue_client` writes; the console zips it for a download)."""
+    check_client(config, role=role, subject=subject)
     ca = region_ca(config)
     root = load_certs(config.path(config.tls.root))[0]
     identity = make_identity(config.node.region, config.node.trust_domain, role, subject)
@@ -349,7 +365,7 @@ def issue_client(
         keypair = issue_leaf(ca, identity, common_name=name, days=days)
     except PkiError as exc:
         raise ProvisionError(str(exc)) from None
-    return keypair, write_client_bundle(out, keypair, [ca.cert], root)
+    return keypair, ca.cert, root
 
 
 def issue_authority(
@@ -376,6 +392,38 @@ def issue_portal(
         raise ProvisionError(f"--name: {exc}") from None
     label = f"{config.node.name}政务数据开放平台 {name}"
     return issue_client(config, role=Role.PORTAL, subject=name, name=label, out=out, days=days)
+
+
+def issue_operator(
+    config: NodeConfig,
+    *,
+    role: ConsoleRole,
+    name: str,
+    out: Path,
+    days: int = 365,
+    p12_password: str | None = None,
+) -> tuple[KeyPair, dict[str, Path]]:
+    """Issue a console operator's credentials (node.console) from this node's CA: the identity
+    ``spiffe://<node region>.<trust-domain>/operator/<role>.<name>``, a bundle like an
+    agency's, and with ``p12_password`` (may be "") also ``operator.p12`` for a browser's
+    certificate store. The role rides in the identity: a new role is a new certificate."""
+    subject = f"{ConsoleRole(role).value}.{name}"
+    try:
+        make_identity(config.node.region, config.node.trust_domain, Role.OPERATOR, subject)
+    except IdentityError as exc:
+        raise ProvisionError(f"--name: {exc}") from None
+    p12 = out / "operator.p12"
+    if p12_password is not None and p12.exists():
+        raise ProvisionError(f"{p12} exists already; choose another --out")
+    label = f"{config.node.name} 控制台运维人员 {name}"
+    keypair, paths = issue_client(
+        config, role=Role.OPERATOR, subject=subject, name=label, out=out, days=days
+    )
+    if p12_password is not None:
+        paths["p12"] = write_pkcs12(
+            p12, keypair, [region_ca(config).cert], name=subject, password=p12_password
+        )
+    return keypair, paths
 
 
 # --- conformance testers (第三十一条) --------------------------------------------------------

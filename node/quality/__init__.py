@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from node.quality._checks import (
     CHECK_METHOD,
+    MAX_HISTORY,
     PROVIDER_FAULTS,
+    HistoryPoint,
     Quality,
     QualitySettings,
     build_report,
@@ -64,6 +66,7 @@ __all__ = [
     "CHECK_METHOD",
     "COMPARE_SECONDS",
     "GRADE_BANDS",
+    "MAX_HISTORY",
     "MAX_MISMATCH_KEYS",
     "METADATA_CODE",
     "PROVIDER_FAULTS",
@@ -81,6 +84,7 @@ __all__ = [
     "ErrorSettings",
     "Figures",
     "Grade",
+    "HistoryPoint",
     "Indicator",
     "ItemConsistency",
     "ItemFigures",

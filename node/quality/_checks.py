@@ -68,6 +68,25 @@ CHECK = SQLModel.metadata.tables["quality_check"]
 #: How the audit log names a quality check (by the daily schedule or `govnode quality check`).
 CHECK_METHOD = "quality.check"
 
+#: Checks a history read returns at most (a year of daily checks).
+MAX_HISTORY = 366
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One stored check of a resource, for its history: when, its CST day, the overall score
+    (None: nothing measurable) and the grade ("" then)."""
+
+    checked_at: dt.datetime
+    day: str
+    overall: float | None
+    grade: str
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes through a Core select; they are stored in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
 
 @dataclass(frozen=True)
 class QualitySettings:
@@ -510,6 +529,31 @@ class Quality:
                 "[quality] check_time, or now with `govnode quality check --resource CODE`"
             )
         return report_from_json(text)
+
+    async def history(self, code: str, limit: int = 60) -> list[HistoryPoint]:
+        """The newest ``limit`` checks of ``code`` (at most :data:`MAX_HISTORY`), oldest
+        first: what a chart of the resource's quality over time draws (the operator console)."""
+        limit = max(1, min(limit, MAX_HISTORY))
+
+        async def txn(session: AsyncSession) -> list[HistoryPoint]:
+            conn = await session.connection()
+            rows = await conn.execute(
+                sa.select(CHECK.c.checked_at, CHECK.c.day, CHECK.c.overall, CHECK.c.grade)
+                .where(CHECK.c.resource_code == code)
+                .order_by(CHECK.c.checked_at.desc(), CHECK.c.id.desc())
+                .limit(limit)
+            )
+            return [
+                HistoryPoint(
+                    checked_at=_utc(row[0]),
+                    day=str(row[1]),
+                    overall=None if row[2] is None else float(row[2]),
+                    grade=str(row[3]),
+                )
+                for row in rows
+            ][::-1]
+
+        return await self._db.read("quality.history", txn)
 
     async def _latest_text(self, code: str) -> str | None:
         async def txn(session: AsyncSession) -> str | None:

@@ -262,16 +262,11 @@ def notice_inbox(config: NodeConfig, db: Database) -> NoticeInbox:
     return NoticeInbox(db, config.node.region, config.node.trust_domain, is_member)
 
 
-def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
-    """Add every govnode.v1 service to ``server``; returns their full names.
-
-    A service may be implemented by several objects (one per concern); for each method the
-    first object that defines it serves it.
-    """
-    notifications = services.notifications or Notifications(services.db)
-    # Change requests (第四十一条): asked for directly, or made of catalog updates and
-    # withdrawals (and, in node.records._store, of Submit records that would change stored ones).
-    changes = ChangeRequests(
+def change_requests_of(services: Services, notifications: Notifications) -> ChangeRequests:
+    """The node's change requests (第四十一条), as AccessService and the operator console's
+    desk review them: asked for directly, or made of catalog updates and withdrawals (and, in
+    node.records._store, of Submit records that would change stored ones)."""
+    return ChangeRequests(
         services.db,
         services.catalog,
         services.records,
@@ -280,6 +275,16 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
         # An approved correction closes its error reports (纠错) in the review's transaction.
         on_reviewed=None if services.data_errors is None else services.data_errors.change_reviewed,
     )
+
+
+def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
+    """Add every govnode.v1 service to ``server``; returns their full names.
+
+    A service may be implemented by several objects (one per concern); for each method the
+    first object that defines it serves it.
+    """
+    notifications = services.notifications or Notifications(services.db)
+    changes = change_requests_of(services, notifications)
     implementations: dict[str, list[object]] = {
         "govnode.v1.CatalogService": [
             CatalogServicer(services.catalog, changes, stopping=services.stopping)

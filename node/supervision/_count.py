@@ -21,7 +21,8 @@ How each audit record counts (the README's "Supervision" section lists the same)
   ``enumeration_suspected``) SHARED_DATA_MISUSE findings.
 - ``AccessService/RequestRecordChange``: an occasion of UNAPPROVED_CHANGE; a finding when
   PERMISSION_DENIED. ``ReviewChangeRequest`` rejecting a change of the agency (detail
-  ``provider``, ``decision`` reject): an occasion and a finding.
+  ``provider``, ``decision`` reject): an occasion and a finding; likewise the operator
+  console's review (``console:/desks/changes/review``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ _CATALOG_WRITES = frozenset(
 )
 _REQUEST_CHANGE = f"{_SERVICE}AccessService/RequestRecordChange"
 REVIEW_CHANGE = f"{_SERVICE}AccessService/ReviewChangeRequest"
+#: The same review at the operator console's change desk (node.console), audited with the
+#: same detail (``provider``, ``decision``, ``change_request``).
+CONSOLE_REVIEW_CHANGE = "console:/desks/changes/review"
+_REVIEWS = (REVIEW_CHANGE, CONSOLE_REVIEW_CHANGE)
 #: Audit records read per query.
 _PAGE = 1000
 #: Characters of a refusal's message a finding quotes.
@@ -182,7 +187,7 @@ def classify(row: Any, agency_code: str) -> Iterator[tuple[Kind, str | None]]:
             Kind.UNAPPROVED_CHANGE,
             f"无权更改或删除，已拒绝: {_quoted(message)}" if denied else None,
         )
-    elif method == REVIEW_CHANGE and (
+    elif method in _REVIEWS and (
         outcome == "OK"
         and detail.get("provider") == agency_code
         and detail.get("decision") == "reject"
@@ -381,7 +386,7 @@ async def count(
     """The agency's figures over the audit records ``first``..``last`` of the period, as of
     ``moment`` (when the report was made)."""
     tallies = {kind: _Tally(kind) for kind in Kind}
-    mine = sa.or_(AUDIT.c.caller == agency_uri, AUDIT.c.method == REVIEW_CHANGE)
+    mine = sa.or_(AUDIT.c.caller == agency_uri, AUDIT.c.method.in_(_REVIEWS))
     async for row in _scan(conn, first, last, start, end, mine):
         for kind, found in classify(row, agency_code):
             tally = tallies[kind]

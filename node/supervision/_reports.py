@@ -18,7 +18,7 @@ from node import paging
 from node.audit import AuditEntry, AuditLog, ChainCheck, Operation, request_digest
 from node.codes import Region, credit_code_problem
 from node.errors import InvalidArgument, NotFound, PermissionDenied
-from node.models import ComplianceReportRow
+from node.models import CatalogEntryRow, ComplianceReportRow
 from node.storage import Database
 from node.supervision._count import count, window
 from node.supervision._types import (
@@ -47,6 +47,10 @@ REPORT_METHOD = "supervision.report"
 #: Findings per page: default and most.
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
+
+
+#: Agencies :meth:`Supervision.agencies` reads at most.
+MAX_AGENCIES = 5000
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,28 @@ class Supervision:
             return list(rows)
 
         return [_row_report(r) for r in await self._db.read("supervision.latest", txn)]
+
+    async def agencies(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], bool]:
+        """One page (by code) of the agencies whose compliance this node reports: those
+        providing resources of its region and those with a stored report; and whether more
+        follow. A region has a few hundred agencies; at most :data:`MAX_AGENCIES` are read."""
+        limit = max(1, min(limit, 200))
+
+        async def txn(session: AsyncSession) -> set[str]:
+            providers = await session.exec(
+                select(CatalogEntryRow.provider_code)
+                .where(col(CatalogEntryRow.region) == self._region)
+                .distinct()
+                .limit(MAX_AGENCIES)
+            )
+            reported = await session.exec(
+                select(ComplianceReportRow.agency_code).distinct().limit(MAX_AGENCIES)
+            )
+            return set(providers.all()) | set(reported.all())
+
+        codes = sorted(await self._db.read("supervision.agencies", txn))
+        start = max(0, offset)
+        return codes[start : start + limit], len(codes) > start + limit
 
     async def recount(
         self, report_id: str, progress: Callable[[int], None] | None = None

@@ -276,6 +276,27 @@ async def test_update_bumps_the_version_and_history_keeps_every_version(
     assert kinds == [(ChangeKind.REGISTERED, 1), (ChangeKind.UPDATED, 2), (ChangeKind.UPDATED, 3)]
 
 
+async def test_history_reads_only_the_newest_versions_when_asked(catalog: Catalog) -> None:
+    v1 = await catalog.register(agency(PROVIDER), make_entry(1))
+    v2 = await catalog.update(agency(PROVIDER), make_entry(1, summary="第二版"))
+    v3 = await catalog.update(agency(PROVIDER), make_entry(1, summary="第三版"))
+    assert await catalog.history(v1.resource_code, newest=2) == [v2, v3]
+    assert await catalog.history(v1.resource_code, newest=10) == [v1, v2, v3]
+
+
+async def test_names_are_searched_with_wildcards_taken_literally(catalog: Catalog) -> None:
+    for n, name in enumerate(("企业登记信息", "100%_完成率", "人口基础信息"), start=1):
+        await catalog.register(agency(PROVIDER), make_entry(n, name=name))
+    found, _ = await catalog.list(name_contains="信息")
+    assert [e.name for e in found] == ["企业登记信息", "人口基础信息"]
+    assert [e.name for e in (await catalog.list(name_contains="%_"))[0]] == ["100%_完成率"]
+    assert (await catalog.list(name_contains="_完"))[0][0].name == "100%_完成率"
+    assert (await catalog.list(name_contains="%"))[0][0].name == "100%_完成率"
+    assert (await catalog.list(name_contains="\\"))[0] == []
+    with pytest.raises(InvalidArgument, match="name_contains: at most 64 characters"):
+        await catalog.list(name_contains="名" * 65)
+
+
 async def test_update_with_a_stale_version_is_refused(catalog: Catalog) -> None:
     await catalog.register(agency(PROVIDER), make_entry(1))
     await catalog.update(agency(PROVIDER), make_entry(1, summary="v2"))

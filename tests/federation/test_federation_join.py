@@ -26,7 +26,7 @@ from node.clients._join import build_join_request
 from node.config import ConfigError, load_config
 from node.demo._main import free_port
 from node.errors import InvalidArgument
-from node.federation import create_invitation
+from node.federation import create_invitation, invitations
 from node.federation._join import members
 from node.pki import city_requests, fingerprint, issue_client, load_certs
 from node.storage import Database
@@ -153,6 +153,19 @@ async def test_invitations_only_for_cities_of_the_province(database: Database) -
     )
     assert made.token.startswith("gvi1_") and made.name == "福州市"
     assert await used_at(database, made.token) is None  # only the hash is stored
+    # The operator console lists them newest first, a page at a time, without the token.
+    later = await create_invitation(
+        database,
+        province_region="350000",
+        region="350200",
+        created_by="t",
+        now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5),
+    )
+    listed, more = await invitations(database, limit=1)
+    assert [(i.region, more) for i in listed] == [(later.region, True)]
+    listed, more = await invitations(database, offset=1, limit=1)
+    assert [(i.region, more) for i in listed] == [(FUZHOU, False)]
+    assert made.token not in repr(listed)
 
 
 async def test_city_joins_online_and_serves(

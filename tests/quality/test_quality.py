@@ -327,6 +327,14 @@ async def test_a_drop_against_recent_checks_is_flagged(database: Database) -> No
     [drop] = [d for d in fell.drops if d.dimension == "accessibility"]
     assert (drop.score, drop.baseline, drop.checks) == (accessibility, 66.67, 2)
     assert {d.dimension for d in fell.drops} <= {"accessibility", "overall"}
+    # The history the console charts: the checks, oldest first, with their overall scores.
+    history = await quality.history(ENTRY.resource_code)
+    assert [p.overall for p in history] == [first.overall, again.overall, fell.overall]
+    assert [p.checked_at for p in history] == [first.checked_at, again.checked_at, fell.checked_at]
+    assert [p.overall for p in await quality.history(ENTRY.resource_code, 2)] == [
+        again.overall,
+        fell.overall,
+    ]
 
 
 async def test_checks_are_audited_and_checked_all_together(database: Database) -> None:

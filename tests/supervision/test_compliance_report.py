@@ -27,7 +27,9 @@ from govnode.v1 import (
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog, AuditRecord
-from node.catalog import ShareType
+from node.catalog import Catalog, ShareType
+from node.storage import Database
+from node.supervision import Supervision
 from node.times import CST
 from tests.support.access import (
     ACME,
@@ -45,7 +47,14 @@ from tests.support.access import (
     verify,
 )
 from tests.support.cli import assert_one_line_error, cli, govnode
-from tests.support.entries import item
+from tests.support.entries import (
+    NODE_REGION,
+    TRUST_DOMAIN,
+    agency,
+    agency_code,
+    item,
+    make_entry,
+)
 from tests.support.nodes import CIVIL_AFFAIRS, PROVINCE, PUBLIC_SECURITY, channel, entry_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -384,3 +393,23 @@ async def test_cli_report_and_recount_from_the_audit_log(province: Province) -> 
         "2026-01-01..2028-01-01",
     )
     assert_one_line_error(result, "period: at most 366 days in one report")
+
+
+async def test_the_agencies_reported_on_are_the_providers_of_the_region(
+    database: Database,
+) -> None:
+    catalog = Catalog(database, node_region=NODE_REGION)
+    providers = [agency_code(1), agency_code(1), agency_code(2)]
+    for n, provider in enumerate(providers, start=1):
+        await catalog.register(agency(provider), make_entry(n, provider))
+    supervision = Supervision(
+        database,
+        AuditLog(database),
+        node_region=NODE_REGION,
+        trust_domain=TRUST_DOMAIN,
+        overdue_corrections=None,
+    )
+    codes = sorted(set(providers))
+    assert await supervision.agencies() == (codes, False)
+    assert await supervision.agencies(limit=1) == (codes[:1], True)
+    assert await supervision.agencies(offset=1, limit=1) == (codes[1:], False)

@@ -82,15 +82,45 @@ async def launch_chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client certificate the browser presents to ``origin`` (https://HOST:PORT): PEM files
+    of the certificate (leaf first, with its issuing CA) and its key."""
+
+    origin: str
+    cert: Path
+    key: Path
+
+
 @contextlib.asynccontextmanager
-async def open_page(browser: Browser, *, ignore_https_errors: bool = False) -> AsyncIterator[Page]:
+async def open_page(
+    browser: Browser,
+    *,
+    ignore_https_errors: bool = False,
+    client_certificate: ClientCertificate | None = None,
+    viewport: tuple[int, int] | None = None,
+) -> AsyncIterator[Page]:
     """A page in a fresh browser context (its own cookies and storage), as a zh-CN reader sees
     it. ``ignore_https_errors`` accepts a self-signed certificate, such as the portal's in
-    tests (:func:`self_signed_server_tls`)."""
+    tests (:func:`self_signed_server_tls`). ``client_certificate``: the context presents it
+    (mutual TLS, the operator console); Playwright does this through a proxy of its driver, so
+    this tests the server's mutual TLS, not chromium's certificate picker."""
+    certificates = []
+    if client_certificate is not None:
+        certificates.append(
+            {
+                "origin": client_certificate.origin,
+                "certPath": str(client_certificate.cert),
+                "keyPath": str(client_certificate.key),
+            }
+        )
     context = await browser.new_context(
         ignore_https_errors=ignore_https_errors,
         locale="zh-CN",
         timezone_id="Asia/Shanghai",
+        client_certificates=certificates,  # type: ignore[arg-type]
+        viewport=({"width": viewport[0], "height": viewport[1]} if viewport is not None else None),
+        accept_downloads=True,
     )
     try:
         context.set_default_timeout(PAGE_TIMEOUT_MS)

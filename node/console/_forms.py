@@ -63,5 +63,6 @@ async def check_unsafe(request: web.Request, secret: bytes, operator: Operator) 
         form = await request.post()
         value = form.get(TOKEN_FIELD, "")
         given = value if isinstance(value, str) else ""
-    if not given or not hmac.compare_digest(given[:128], form_token(secret, operator)):
+    expected = form_token(secret, operator).encode()
+    if not given or not hmac.compare_digest(given[:128].encode(errors="replace"), expected):
         raise ConsoleRefusal(403, "表单令牌缺失或无效：请从控制台页面重新提交")

@@ -176,6 +176,7 @@ async def test_cross_site_requests_are_refused(console: Console) -> None:
         ({"on": "1"}, {"Origin": own_origin}, "表单令牌"),
         ({"on": "1", "_token": other_token}, {}, "表单令牌"),
         ({"on": "1", "_token": "0" * 64}, {}, "表单令牌"),
+        ({"on": "1", "_token": "令" * 64}, {}, "表单令牌"),
     ]
     for form, headers, said in refused:
         status, page, _ = await post(setup, node, system, "/maintenance", form, headers)

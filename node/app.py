@@ -756,7 +756,7 @@ async def start_node(
                 if join is not None:
                     await join.server.stop(0)
                 await server.stop(0)
-                if metrics is not None:
+                if listener is not None:
                     await listener.stop()
                 raise StartupError(str(exc)) from None
     except BaseException:

@@ -17,7 +17,6 @@ request still goes, so the witness keeps it as evidence, and the node logs the f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -58,6 +57,7 @@ from node.audit import (
 from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.storage import Database
+from node.tasks import BackgroundJob
 from node.tlog import AddCheckpoint, EcdsaVerifier, NoteError, format_add_checkpoint, open_note
 
 log = structlog.get_logger("govnode.audit")
@@ -201,8 +201,10 @@ class PublisherStatus:
     witnesses: dict[str, WitnessStatus] = field(default_factory=dict)
 
 
-class CheckpointPublisher:
+class CheckpointPublisher(BackgroundJob):
     """Signs checkpoints on schedule and gathers cosignatures, until :meth:`stop`."""
+
+    task_name = "audit.checkpoints"
 
     def __init__(
         self,
@@ -229,22 +231,14 @@ class CheckpointPublisher:
         self._every_s = every_seconds
         self._every_records = every_records
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._task: asyncio.Task[None] | None = None
         self.status = PublisherStatus()
         self._log = log.bind(origin=checkpoints.origin)
         self._settled = False  # whether a restore of the database (if any) was checked
         self._settle_retry_at = 0.0
         self._settle_failures = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="audit.checkpoints")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()

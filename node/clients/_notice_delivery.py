@@ -39,6 +39,7 @@ from node.errors import DomainError, NotFound
 from node.federation import MAX_BATCH, NoticeOutbox, Router
 from node.servicers.notices import delivery_proto
 from node.sharing import Notifications
+from node.tasks import BackgroundJob
 
 log = structlog.get_logger("govnode.notice_delivery")
 
@@ -79,8 +80,10 @@ class _Backoff:
         self.next_at = 0.0
 
 
-class NoticeDelivery:
+class NoticeDelivery(BackgroundJob):
     """Runs the delivery rounds of one node until :meth:`stop`."""
+
+    task_name = "notice_delivery"
 
     def __init__(
         self,
@@ -94,7 +97,6 @@ class NoticeDelivery:
         self._router = router
         self._notifications = notifications
         self._every = config.federation.notice_delivery_seconds
-        self._task: asyncio.Task[None] | None = None
         self._scanned = 0
         self._destinations: set[str] = set()
         self._backoff: dict[str, _Backoff] = {}
@@ -102,16 +104,6 @@ class NoticeDelivery:
         #: PostgreSQL: (when, newest id) seen in the last SETTLE_S, and the settled horizon.
         self._observed: collections.deque[tuple[float, int]] = collections.deque()
         self._settled = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="notice_delivery")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _forever(self) -> None:
         while True:

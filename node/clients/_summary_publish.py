@@ -18,7 +18,6 @@ Errors are logged, never raised into the node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 
 import grpc
@@ -31,6 +30,7 @@ from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.federation import Router
 from node.supervision import Rollup, Supervision, compute_summary, sign_summary
+from node.tasks import BackgroundJob
 
 log = structlog.get_logger("govnode.summary_publish")
 
@@ -53,8 +53,10 @@ _FINAL = frozenset(
 )
 
 
-class SummaryPublisher:
+class SummaryPublisher(BackgroundJob):
     """Runs this node's summary rounds until :meth:`stop`."""
+
+    task_name = "summary_publish"
 
     def __init__(
         self,
@@ -75,20 +77,9 @@ class SummaryPublisher:
         self._chain_pem = chain_pem
         self._rollup = rollup
         self._every = config.supervision.summary_seconds
-        self._task: asyncio.Task[None] | None = None
         self._failures = 0
         #: Rounds that published (sent and answered, or kept at the province).
         self.published = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="summary_publish")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def _retry_in(self) -> float:
         delay = min(self._every, RETRY_FIRST_S * 2**self._failures)

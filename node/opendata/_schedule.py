@@ -5,33 +5,24 @@ looks for datasets that are due (node.opendata._publish.OpenData.due) and publis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
 from node.opendata._publish import OpenData
+from node.tasks import BackgroundJob
 
 log = structlog.get_logger("govnode.opendata")
 
 
-class Republisher:
+class Republisher(BackgroundJob):
     """Runs :meth:`OpenData.republish_due` on schedule until :meth:`stop`."""
+
+    task_name = "opendata.republish"
 
     def __init__(self, opendata: OpenData, by: str, every_seconds: float) -> None:
         self._opendata = opendata
         self._by = by
         self._every_s = every_seconds
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="opendata.republish")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _forever(self) -> None:
         while True:

@@ -5,13 +5,13 @@ open data Republisher republishes on its schedule."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 
 import structlog
 
 from node.quality._checks import Quality
+from node.tasks import BackgroundJob
 from node.times import CST
 
 log = structlog.get_logger("govnode.quality")
@@ -27,8 +27,10 @@ def next_run(now: dt.datetime, check_time: str) -> dt.datetime:
     return at.astimezone(dt.UTC)
 
 
-class DailyCheck:
+class DailyCheck(BackgroundJob):
     """Runs :meth:`Quality.check_all` at ``check_time`` each day until :meth:`stop`."""
+
+    task_name = "quality.daily_check"
 
     def __init__(
         self,
@@ -41,19 +43,8 @@ class DailyCheck:
         self._by = by
         self._check_time = check_time
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._task: asyncio.Task[None] | None = None
         #: Set after each daily run (tests and operators wait on it, not on the clock).
         self.ran = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="quality.daily_check")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _forever(self) -> None:
         while True:

@@ -18,7 +18,6 @@ When a figure *recovers*, per kind:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import enum
 import os
@@ -43,6 +42,7 @@ from node.sharing import NotificationKind, Notifications
 from node.supervision._count import DATA, count, entries_of, published
 from node.supervision._reports import Supervision, check_agency_code
 from node.supervision._types import MAX_PERIOD_DAYS, Kind
+from node.tasks import BackgroundJob
 from node.times import CST
 
 __all__ = [
@@ -419,25 +419,16 @@ class Rectifications:
         return await self._db.read("supervision.recovered", txn)
 
 
-class NoticeWatch:
+class NoticeWatch(BackgroundJob):
     """Runs :meth:`Rectifications.settle` every ``every_s`` seconds until :meth:`stop`."""
+
+    task_name = "supervision.notice_watch"
 
     def __init__(self, rectifications: Rectifications, every_s: float) -> None:
         self._rectifications = rectifications
         self._every = every_s
-        self._task: asyncio.Task[None] | None = None
         #: Set after each look (tests and operators wait on it, not on the clock).
         self.ran = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="supervision.notice_watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _forever(self) -> None:
         while True:

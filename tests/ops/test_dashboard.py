@@ -75,6 +75,7 @@ async def test_every_series_the_dashboard_and_alerts_use_is_exported(tmp_path: P
         "govnode_certificate_expiry_timestamp_seconds",
         "govnode_peer_up",
         "govnode_event_loop_lag_seconds",
+        "govnode_aggregation_overdue_resources",
     ):
         assert any(name in expr for expr in alerts), name
 

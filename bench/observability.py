@@ -3,9 +3,10 @@ enables (its ``[metrics]`` listener, and whatever else :data:`FEATURES` lists), 
 ``govnode serve`` in a process of its own with the same records, measured in alternation.
 
 A feature is a name and the GOVNODE_... environment overrides that switch it on (the config
-file stays the same). Tracing adds its entry to :data:`FEATURES`; ``--observe NAME`` (repeat
-it) picks which ones the observed node runs with, so the same scenario measures metrics alone,
-tracing alone, or both.
+file stays the same). Today only metrics is one: tracing's cost is measured by its own scenario
+(bench/tracing_cost.py, with the SDK in process). ``--observe NAME`` (repeat it) picks which
+features the observed node runs with, so a feature added to :data:`FEATURES` is measured alone
+or with the others.
 """
 
 from __future__ import annotations

@@ -786,7 +786,15 @@ async def start_node(
         node.metrics, node.metrics_listener = metrics, listener
         node.loop_lag = LoopLagMonitor(metrics.loop_lag)
         node.loop_lag.start()
-        node.metrics_sampler = Sampler(metrics.snapshot, config, db, evidence.checkpoints, link)
+        node.metrics_sampler = Sampler(
+            metrics.snapshot,
+            config,
+            db,
+            evidence.checkpoints,
+            link,
+            catalog=services.catalog,
+            records=services.records,
+        )
         node.metrics_sampler.start()
     node.publisher = CheckpointPublisher(
         db=db,

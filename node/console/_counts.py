@@ -13,20 +13,47 @@ from node.supervision import NoticeStatus
 
 CAP = 1000
 
-#: (message key, table, status that means "waiting"), in the order the overview shows them.
-PENDING: tuple[tuple[str, str, str], ...] = (
-    ("pending_applications", "access_application", ApplicationStatus.PENDING.value),  # 有条件共享
-    ("pending_changes", "change_request", ChangeStatus.PENDING.value),  # 第四十一条
-    ("pending_open", "open_application", OpenApplicationStatus.PENDING.value),  # 授权开放
-    ("pending_errors", "data_error", DataErrorStatus.OPEN.value),  # 纠错, 第十六条
-    ("pending_notices", "rectification_notice", NoticeStatus.OPEN.value),  # 责令限期改正
+#: (message key, table, status that means "waiting", the desk page listing those), in the
+#: order the overview shows them; each count links to its desk (node.console._pages_desks,
+#: _pages_corrections).
+PENDING: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "pending_applications",
+        "access_application",
+        ApplicationStatus.PENDING.value,
+        "/desks/applications?status=pending",
+    ),  # 有条件共享
+    (
+        "pending_changes",
+        "change_request",
+        ChangeStatus.PENDING.value,
+        "/desks/changes?status=pending",
+    ),  # 第四十一条
+    (
+        "pending_open",
+        "open_application",
+        OpenApplicationStatus.PENDING.value,
+        "/desks/open?status=pending",
+    ),  # 授权开放
+    (
+        "pending_errors",
+        "data_error",
+        DataErrorStatus.OPEN.value,
+        f"/desks/errors?status={DataErrorStatus.OPEN.value}",
+    ),  # 纠错, 第十六条
+    (
+        "pending_notices",
+        "rectification_notice",
+        NoticeStatus.OPEN.value,
+        "/desks/notices",
+    ),  # 责令限期改正: the desk lists every notice, open ones marked
 )
 
 
-async def pending_counts(db: Database) -> list[tuple[str, str]]:
-    """(message key, count as shown) for each desk."""
+async def pending_counts(db: Database) -> list[tuple[str, str, str]]:
+    """(message key, count as shown, the desk's page) for each desk."""
     counts = []
-    for key, table, status in PENDING:
+    for key, table, status, href in PENDING:
         row = await db.fetch_one(
             # The table name is one of the constants above, never input.
             f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE status = :status "  # noqa: S608
@@ -34,5 +61,5 @@ async def pending_counts(db: Database) -> list[tuple[str, str]]:
             {"status": status},
         )
         n = int(row[0]) if row is not None else 0
-        counts.append((key, f"{CAP}+" if n > CAP else str(n)))
+        counts.append((key, f"{CAP}+" if n > CAP else str(n), href))
     return counts

@@ -15,7 +15,6 @@ from node.catalog import MAX_NAME_SEARCH, ResourceEntry, entry_to_json
 from node.console._desk_params import bad, choice, desks, page_token, pager, read
 from node.console._params import page_size, text
 from node.console._render import render
-from node.console._words import W
 from node.governance import ChangeStatus
 
 #: Versions the page shows (the newest), and approved changes listed beside them.
@@ -51,7 +50,6 @@ async def entries(request: web.Request) -> web.Response:
     return await render(
         request,
         "catalog.html",
-        w=W,
         entries=found,
         search_name=name,
         withdrawn=withdrawn,
@@ -97,7 +95,6 @@ async def entry(request: web.Request) -> web.Response:
     return await render(
         request,
         "catalog_entry.html",
-        w=W,
         entry=current,
         versions=versions(history)[:HISTORY_SHOWN],
         approved=approved,

@@ -30,9 +30,9 @@ from node.console._desk_params import (
     read,
     request_id,
 )
+from node.console._messages import T
 from node.console._params import page_size, text
 from node.console._render import render
-from node.console._words import W
 from node.quality import DataErrors, DataErrorStatus, ErrorFilter
 from node.supervision import Kind, Rectifications
 from node.times import CST
@@ -46,14 +46,14 @@ MAX_CORRECTED_ITEMS = 100
 def _errors(request: web.Request) -> DataErrors:
     found = desks(request).data_errors
     if found is None:
-        raise web.HTTPNotFound(text=W["errors_off"])
+        raise web.HTTPNotFound(text=T["errors_off"])
     return found
 
 
 def _notices(request: web.Request) -> Rectifications:
     found = desks(request).rectifications
     if found is None:
-        raise web.HTTPNotFound(text=W["notices_off"])
+        raise web.HTTPNotFound(text=T["notices_off"])
     return found
 
 
@@ -76,7 +76,6 @@ async def errors(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_errors.html",
-        w=W,
         states=_ERROR_STATES,
         state=state,
         overdue=overdue,
@@ -93,7 +92,6 @@ async def error(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_error.html",
-        w=W,
         report=found,
         now=dt.datetime.now(dt.UTC),
         request_id=new_request_id(),
@@ -178,7 +176,6 @@ async def notices(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_notices.html",
-        w=W,
         agency=agency,
         notices=found,
         kinds=list(Kind),
@@ -191,7 +188,7 @@ async def notice(request: web.Request) -> web.Response:
     notice_id = path_id(request)
     notes = _notices(request)
     found = await read(lambda: notes.get(notice_id))
-    return await render(request, "desks_notice.html", w=W, notice=found)
+    return await render(request, "desks_notice.html", notice=found)
 
 
 def deadline(value: str) -> dt.datetime:

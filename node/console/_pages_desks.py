@@ -33,9 +33,9 @@ from node.console._desk_params import (
     read,
     request_id,
 )
+from node.console._messages import T
 from node.console._params import page_size
 from node.console._render import render
-from node.console._words import W
 from node.governance import ChangeRequest, ChangeStatus, ChangeTarget
 from node.opendata import OpenApplicationStatus, OpenReview
 from node.sharing import ApplicationStatus, Decision, Review
@@ -68,7 +68,6 @@ async def applications(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_applications.html",
-        w=W,
         states=_APP_STATES,
         state=state,
         applications=found,
@@ -86,7 +85,6 @@ async def application(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_application.html",
-        w=W,
         application=found,
         grant=grant,
         request_id=new_request_id(),
@@ -127,7 +125,7 @@ async def grants(request: web.Request) -> web.Response:
         )
     )
     return await render(
-        request, "desks_grants.html", w=W, grants=found, every=every, pages=pager(request, token)
+        request, "desks_grants.html", grants=found, every=every, pages=pager(request, token)
     )
 
 
@@ -135,7 +133,7 @@ async def grant(request: web.Request) -> web.Response:
     grant_id = path_id(request)
     d = desks(request)
     found = await read(lambda: d.applications.get_grant(d.authority, grant_id))
-    return await render(request, "desks_grant.html", w=W, grant=found, request_id=new_request_id())
+    return await render(request, "desks_grant.html", grant=found, request_id=new_request_id())
 
 
 async def revoke_grant(request: web.Request) -> web.StreamResponse:
@@ -173,7 +171,6 @@ async def changes(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_changes.html",
-        w=W,
         states=_CHANGE_STATES,
         state=state,
         changes=found,
@@ -227,7 +224,6 @@ async def change(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_change.html",
-        w=W,
         change=found,
         rows=await change_rows(request, found),
         request_id=new_request_id(),
@@ -264,7 +260,7 @@ async def review_change(request: web.Request) -> web.StreamResponse:
 def _open(request: web.Request) -> Any:
     d = desks(request)
     if d.open_applications is None:
-        raise web.HTTPNotFound(text=W["open_off"])
+        raise web.HTTPNotFound(text=T["open_off"])
     return d.open_applications
 
 
@@ -282,7 +278,6 @@ async def open_applications(request: web.Request) -> web.Response:
     return await render(
         request,
         "desks_open.html",
-        w=W,
         states=_OPEN_STATES,
         state=state,
         applications=found,
@@ -297,7 +292,6 @@ async def open_application(request: web.Request, key: str = "") -> web.Response:
     return await render(
         request,
         "desks_open_one.html",
-        w=W,
         application=found,
         issued_key=key,
         request_id=new_request_id(),

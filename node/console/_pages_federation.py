@@ -24,10 +24,10 @@ from node.config import Mode
 from node.console._actions import audited
 from node.console._desk_params import bad, form_text, read
 from node.console._identity import ConsoleRefusal, operator_of
+from node.console._messages import T
 from node.console._params import number
 from node.console._render import render
 from node.console._state import state_of
-from node.console._words import W
 from node.federation import (
     DEFAULT_MAX_AGE,
     ApprovalFacts,
@@ -60,7 +60,6 @@ async def federation(request: web.Request, issued: Any = None) -> web.Response:
         return await render(
             request,
             "federation_city.html",
-            w=W,
             province=config.federation.province_endpoint,
             approved=await read(lambda: own_approval(db)),
         )
@@ -77,7 +76,6 @@ async def federation(request: web.Request, issued: Any = None) -> web.Response:
     return await render(
         request,
         "federation.html",
-        w=W,
         cities=cities,
         invitations=invited,
         more=more,
@@ -93,9 +91,9 @@ def _check_can_admit(request: web.Request, *, invite: bool) -> None:
     """Only a province admits cities, and online only with its join port."""
     config = state_of(request).config
     if config.node.mode is not Mode.PROVINCE:
-        raise ConsoleRefusal(409, W["city_only"], "FAILED_PRECONDITION")
+        raise ConsoleRefusal(409, T["city_only"], "FAILED_PRECONDITION")
     if invite and config.federation.join_listen is None:
-        raise ConsoleRefusal(409, W["join_off"], "FAILED_PRECONDITION")
+        raise ConsoleRefusal(409, T["join_off"], "FAILED_PRECONDITION")
 
 
 async def invite(request: web.Request) -> web.Response:
@@ -181,7 +179,6 @@ async def approval(request: web.Request) -> web.Response:
     return await render(
         request,
         "federation_approval.html",
-        w=W,
         approval=found,
         cases=report_cases(found.report),
     )

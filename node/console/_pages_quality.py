@@ -15,9 +15,9 @@ from gateway.quote import quote
 from node.codes import credit_code_problem
 from node.console._charts import Point, line_chart
 from node.console._desk_params import bad, desks, read
+from node.console._messages import T
 from node.console._params import number, page_size
 from node.console._render import render
-from node.console._words import W
 from node.errors import NotFound
 from node.quality import Quality, QualityReport
 from node.supervision import ComplianceReport, Kind, Supervision
@@ -33,14 +33,14 @@ _CODE_CHARS = frozenset("0123456789-")
 def _quality(request: web.Request) -> Quality:
     found = desks(request).quality
     if found is None:
-        raise web.HTTPNotFound(text=W["no_check"])
+        raise web.HTTPNotFound(text=T["no_check"])
     return found
 
 
 def _supervision(request: web.Request) -> Supervision:
     found = desks(request).supervision
     if found is None:
-        raise web.HTTPNotFound(text=W["no_reports"])
+        raise web.HTTPNotFound(text=T["no_reports"])
     return found
 
 
@@ -70,7 +70,6 @@ async def resources(request: web.Request) -> web.Response:
     return await render(
         request,
         "quality.html",
-        w=W,
         rows=rows,
         pages=_offset_pages(request, offset, size, len(codes) > offset + size),
     )
@@ -89,11 +88,9 @@ async def resource(request: web.Request) -> web.Response:
     report = await read(lambda: _latest(quality, code))
     history = await read(lambda: quality.history(code, HISTORY_CHECKS))
     chart = line_chart(
-        [Point(p.day, p.overall) for p in history], title=f"{code} {W['quality_history']}"
+        [Point(p.day, p.overall) for p in history], title=f"{code} {T['quality_history']}"
     )
-    return await render(
-        request, "quality_resource.html", w=W, entry=entry, report=report, chart=chart
-    )
+    return await render(request, "quality_resource.html", entry=entry, report=report, chart=chart)
 
 
 async def agencies(request: web.Request) -> web.Response:
@@ -108,7 +105,6 @@ async def agencies(request: web.Request) -> web.Response:
     return await render(
         request,
         "quality_agencies.html",
-        w=W,
         rows=rows,
         kinds=list(Kind),
         pages=_offset_pages(request, offset, size, more),
@@ -134,7 +130,7 @@ async def agency(request: web.Request) -> web.Response:
         Point(r.generated_at.astimezone(CST).strftime("%m-%d %H:%M"), finding_rate(r))
         for r in reversed(reports)
     ]
-    chart = line_chart(points, title=f"{code} {W['compliance_history']}")
+    chart = line_chart(points, title=f"{code} {T['compliance_history']}")
     figures: list[dict[str, Any]] = []
     if reports:
         for f in reports[0].figures:
@@ -142,7 +138,6 @@ async def agency(request: web.Request) -> web.Response:
     return await render(
         request,
         "quality_agency.html",
-        w=W,
         code=code,
         reports=reports,
         figures=figures,

@@ -55,6 +55,11 @@ _GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "resources whose latest quality check gave this grade",
         ("grade",),
     ),
+    "govnode_aggregation_overdue_resources": (
+        "this region's active resources not aggregated (汇聚) within their update cycle now "
+        "(第二十一条; supervision's 'aggregated on time'), by update cycle",
+        ("update_cycle",),
+    ),
     "govnode_certificate_expiry_timestamp_seconds": (
         "when a certificate expires (Unix time): the node's own, its CAs, and the earliest of "
         "the certificates it issued that are neither expired nor revoked, by kind",

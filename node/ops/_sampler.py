@@ -11,9 +11,15 @@ the node already keeps, into the :class:`~node.ops.Snapshot` the scrape copies o
 - the audit log: its newest checkpoint's size, and when the newest checkpoint a witness
   cosigned was signed (witness lag is now minus that);
 - quality: how many resources have each grade in their latest check;
-- certificates: read once, at start: the node's (leaf and its CA), the region CA's and the
-  root's expiry. Agency, authority and portal certificates are issued as files by the CLI and
-  not recorded by the node, so they have no series here.
+- aggregation (汇聚, 第二十一条): how many of this region's active resources are overdue under
+  their update cycle now, by cycle. It is the very judgement supervision's certificates make
+  ("aggregated on time", node.supervision) and GetAggregationStatus reports:
+  ``Records.aggregation_status`` over the catalog's entries of this region, probes left out;
+- certificates: the node's own (leaf and its CA), the region CA's and the root's expiry, read
+  once at start from their files; and, each round, for each kind of certificate this node's CA
+  issued (agency, operator, tester, portal, authority: recorded since migration 0030 by the CLI
+  and the console, node.pki.IssuedCertificates), the soonest expiry among those neither revoked
+  nor expired, labelled by kind only, never by subject.
 """
 
 from __future__ import annotations
@@ -28,15 +34,24 @@ from cryptography import x509
 from govnode.v1 import federation_pb2
 
 from node.audit import Checkpoints
+from node.catalog import Catalog, UpdateCycle
 from node.config import Mode, NodeConfig
 from node.federation import ProvinceLink, province_peers
 from node.ops._metrics import Snapshot
+from node.pki import IssuedCertificates
+from node.records import Records
 from node.storage import Database
 
 log = structlog.get_logger("govnode.ops")
 
 GRADES = ("A", "B", "C", "D", "E")
 _PEERS_SHOWN = 100  # a province has about ten cities; bounded all the same
+#: The cycles a resource can be overdue under (an irregular one never is).
+CYCLES = tuple(c.value for c in UpdateCycle if c is not UpdateCycle.IRREGULAR)
+#: The catalog page one aggregation read covers, and the most resources a round reads: a region
+#: has hundreds to a few thousand; beyond the cap a round counts what it read (logged).
+_CATALOG_PAGE = 500
+_MAX_RESOURCES = 50_000
 
 _LATEST_GRADES = (
     "SELECT q.grade, COUNT(*) FROM quality_check q JOIN "
@@ -79,16 +94,20 @@ class Sampler:
         db: Database,
         checkpoints: Checkpoints,
         link: ProvinceLink | None,
+        *,
+        catalog: Catalog,
+        records: Records,
     ) -> None:
         self._snapshot = snapshot
+        self._catalog = catalog
+        self._records = records
         self._config = config
         self._db = db
         self._checkpoints = checkpoints
         self._link = link
         self._task: asyncio.Task[None] | None = None
-        snapshot.replace(
-            "govnode_certificate_expiry_timestamp_seconds", certificate_expiries(config)
-        )
+        self._own_certificates = certificate_expiries(config)
+        snapshot.replace("govnode_certificate_expiry_timestamp_seconds", self._own_certificates)
 
     def start(self) -> None:
         if self._task is None:
@@ -113,6 +132,8 @@ class Sampler:
         await self._peers()
         await self._audit()
         await self._grades()
+        await self._issued()
+        await self._overdue()
 
     async def _peers(self) -> None:
         period = self._config.federation.heartbeat_seconds
@@ -158,3 +179,28 @@ class Sampler:
             if grade in GRADES:  # "" is a check that measured nothing
                 counts[(str(grade),)] = float(count)
         self._snapshot.replace("govnode_quality_resources", counts)
+
+    async def _issued(self) -> None:
+        expiries = dict(self._own_certificates)
+        for kind, when in (await IssuedCertificates(self._db).earliest_expiry()).items():
+            expiries[(kind,)] = when.timestamp()
+        self._snapshot.replace("govnode_certificate_expiry_timestamp_seconds", expiries)
+
+    async def _overdue(self) -> None:
+        counts: dict[tuple[str, ...], float] = {(cycle,): 0.0 for cycle in CYCLES}
+        token, read = "", 0
+        while True:
+            entries, token = await self._catalog.list(
+                region=self._config.node.region, page_size=_CATALOG_PAGE, page_token=token
+            )
+            own = [e for e in entries if not e.probe]
+            for status in await self._records.aggregation_status(own):
+                if status.overdue:
+                    counts[(status.update_cycle.value,)] += 1
+            read += len(entries)
+            if not token:
+                break
+            if read >= _MAX_RESOURCES:
+                log.warning("metrics_overdue_truncated", resources_read=read)
+                break
+        self._snapshot.replace("govnode_aggregation_overdue_resources", counts)

@@ -29,7 +29,7 @@ from node.pki._files import (
     pkcs12_bytes,
     write_pem,
 )
-from node.pki._issued import IssuedCertificate, IssuedCertificates, parse_cursor
+from node.pki._issued import ISSUED_KINDS, IssuedCertificate, IssuedCertificates, parse_cursor
 from node.pki._provision import (
     TESTER_REVOKED_NOTE,
     CityRequests,
@@ -63,6 +63,7 @@ from node.pki._revocation import (
 )
 
 __all__ = [
+    "ISSUED_KINDS",
     "REASONS",
     "TESTER_REVOKED_NOTE",
     "CityRequests",

@@ -19,6 +19,10 @@ from node.storage import Database
 #: The most one page lists.
 MAX_PAGE = 200
 
+#: The kinds of client certificate a node's CA issues (their identity's role): a bounded set,
+#: so that they can label a metric (node.ops) without ever naming a subject.
+ISSUED_KINDS = ("agency", "operator", "tester", "portal", "authority")
+
 
 @dataclass(frozen=True)
 class IssuedCertificate:
@@ -135,6 +139,28 @@ class IssuedCertificates:
             after=(now - within, ""), limit=MAX_PAGE, expiring_before=now + within
         )
         return [c for c in found if c.revoked is None][:limit]
+
+    async def earliest_expiry(self, now: dt.datetime | None = None) -> dict[str, dt.datetime]:
+        """kind -> the soonest expiry among the certificates of that kind (one of
+        :data:`ISSUED_KINDS`) that are neither revoked nor already expired: what the next
+        renewal of each kind is due by. A kind with no such certificate is absent. One grouped
+        query over the expiry index, whatever the number of certificates."""
+        now = now or dt.datetime.now(dt.UTC)
+        c, r = IssuedCertificateRow, RevokedCertificateRow
+
+        async def tx(session: AsyncSession) -> dict[str, dt.datetime]:
+            statement = (
+                select(c.kind, func.min(c.not_after))
+                .join(r, col(r.serial_hex) == col(c.serial_hex), isouter=True)
+                .where(col(r.serial_hex).is_(None))
+                .where(col(c.not_after) > now)
+                .where(col(c.kind).in_(ISSUED_KINDS))
+                .group_by(col(c.kind))
+            )
+            rows = (await session.exec(statement)).all()
+            return {str(kind): when for kind, when in rows if when is not None}
+
+        return await self._db.read("issued_certificate.earliest_expiry", tx)
 
     async def get(self, serial: str) -> IssuedCertificate | None:
         """The certificate with this serial (normalised hex), or None when not recorded."""

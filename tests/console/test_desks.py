@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -122,6 +123,34 @@ async def audited(node: RunningNode, who: str) -> list[tuple[str, str]]:
 
 def operator_uri(role: str) -> str:
     return f"spiffe://350000.fujian.gov.cn/operator/{role}.op-{role}"
+
+
+_COUNT = re.compile(
+    r'<section class="count" id="(pending_\w+)"><a href="([^"]+)">[^<]*<strong>([^<]+)</strong>'
+)
+
+
+async def test_the_overviews_pending_counts_link_to_their_desks(desks: Console) -> None:
+    setup, node, work = desks
+    async with session(operator(setup, "observer"), root(setup)) as http:
+        counts = {key: (href, n) for key, href, n in _COUNT.findall(await page(http, node, "/"))}
+        assert {key: n for key, (_, n) in counts.items()} == {
+            "pending_applications": "2",
+            "pending_changes": "1",
+            "pending_open": "1",
+            "pending_errors": "1",
+            "pending_notices": "0",
+        }
+        waiting = {
+            "pending_applications": [work.approve_application, work.reject_application],
+            "pending_changes": [work.change],
+            "pending_open": [work.open_application],
+            "pending_errors": [work.data_error],
+            "pending_notices": [],
+        }
+        for key, (href, _) in counts.items():
+            listed = await page(http, node, href.replace("&amp;", "&"))
+            assert all(f"{href.split('?')[0]}/{i}" in listed for i in waiting[key]), (key, href)
 
 
 async def test_each_desk_action_by_a_service_operator_shows_through_the_grpc_api(

@@ -56,6 +56,20 @@ def alert_exprs() -> list[str]:
     ]
 
 
+def test_the_readme_names_every_alert() -> None:
+    """The operations chapter's "what to watch" table names the alerts an operator will see."""
+    readme = (OPS.parent / "README.md").read_text(encoding="utf-8")
+    chapter = readme.split("\n## Operations\n", 1)[1].split("\n## ", 1)[0]
+    names = [
+        line.split("alert:", 1)[1].strip()
+        for line in ALERTS.read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith("- alert:")
+    ]
+    assert len(names) >= 9
+    missing = [name for name in names if f"`{name}`" not in chapter]
+    assert not missing, f"README's Operations chapter does not name: {missing}"
+
+
 def test_the_name_extraction_finds_names_and_skips_functions_and_labels() -> None:
     expr = (
         "histogram_quantile(0.99, sum by (le, grpc_method) (rate(grpc_server_handling_seconds_"
@@ -75,6 +89,7 @@ async def test_every_series_the_dashboard_and_alerts_use_is_exported(tmp_path: P
         "govnode_certificate_expiry_timestamp_seconds",
         "govnode_peer_up",
         "govnode_event_loop_lag_seconds",
+        "govnode_aggregation_overdue_resources",
     ):
         assert any(name in expr for expr in alerts), name
 

@@ -363,11 +363,13 @@ async def federation(
     tracer_providers: Mapping[str, TracerProvider] | None = None,
     *,
     metrics: bool = False,
+    console: bool = False,
     **limits: float,
 ) -> AsyncIterator[Federation]:
     """The province, 福州 and 厦门, running; ``limits``: keys of ``[limits]`` for all three;
     ``tracer_providers``: by region, what records a node's spans; ``metrics``: each with its
-    metrics listener on loopback (see :func:`with_metrics`)."""
+    metrics listener on loopback (see :func:`with_metrics`); ``console``: each with its
+    operator console on loopback (tests.support.console.with_console)."""
     province = make_province(tmp_path / "province", await db_urls())
     fed = Federation(
         Member(province),
@@ -381,6 +383,11 @@ async def federation(
     if limits:
         for member in fed.members:
             member.setup = with_limits(member.setup, **limits)
+    if console:
+        from tests.support.console import with_console  # it imports this module
+
+        for member in fed.members:
+            member.setup = with_console(member.setup)
     if metrics:
         for member in fed.members:
             member.setup = with_metrics(member.setup)

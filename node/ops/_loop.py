@@ -9,32 +9,23 @@ event-loop monitor is the model), so a scrape every 15 s still sees a short stal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 
 from prometheus_client import Gauge
 
+from node.tasks import BackgroundJob
 
-class LoopLagMonitor:
+
+class LoopLagMonitor(BackgroundJob):
+    task_name = "govnode-loop-lag"
+
     def __init__(self, gauge: Gauge, *, interval_s: float = 0.25, window_s: float = 10.0) -> None:
         self._gauge = gauge
         self._interval = interval_s
         self._recent: deque[float] = deque(maxlen=max(1, round(window_s / interval_s)))
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="govnode-loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def _forever(self) -> None:
         while True:
             began = time.monotonic()
             await asyncio.sleep(self._interval)

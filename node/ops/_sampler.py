@@ -25,7 +25,6 @@ the node already keeps, into the :class:`~node.ops.Snapshot` the scrape copies o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from node.ops._metrics import Snapshot
 from node.pki import IssuedCertificates
 from node.records import Records
 from node.storage import Database
+from node.tasks import BackgroundJob
 
 log = structlog.get_logger("govnode.ops")
 
@@ -86,7 +86,9 @@ def certificate_expiries(config: NodeConfig) -> dict[tuple[str, ...], float]:
     return found
 
 
-class Sampler:
+class Sampler(BackgroundJob):
+    task_name = "govnode-metrics-sampler"
+
     def __init__(
         self,
         snapshot: Snapshot,
@@ -105,22 +107,10 @@ class Sampler:
         self._db = db
         self._checkpoints = checkpoints
         self._link = link
-        self._task: asyncio.Task[None] | None = None
         self._own_certificates = certificate_expiries(config)
         snapshot.replace("govnode_certificate_expiry_timestamp_seconds", self._own_certificates)
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="govnode-metrics-sampler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def _forever(self) -> None:
         while True:
             try:
                 await self.refresh()

@@ -4,14 +4,14 @@ and both on.
 The ``tracing-cost`` scenario provisions a province of its own, seeds it, and then serves it
 alternately (same database, same port) with ``[tracing] exporter = "none"`` and no
 ``[metrics]`` listener, and with its metrics listener on (``GOVNODE_METRICS__LISTEN``) and
-tracing on, the provider exactly as ``[tracing]`` makes it (gateway.tracing_setup) but exporting into an exporter that drops the
-spans (so no collector's CPU is counted on this 2-core machine, but every span is built,
-ended, queued and handed over in batches as in production), recording every trace or one in
-ten (``sample_ratio = 0.1``, the recommended ratio). Per side it reports Verify calls/s (best
-round) and the node's CPU per call (user + system, from /proc, over the whole load run,
-warm-up included, divided by its calls); the ratios on/off are the figures (target: at least
-0.95). :func:`span_us` times the guard's span in process, the part of the cost that noise
-does not blur.
+tracing on, the provider exactly as ``[tracing]`` makes it (gateway.tracing_setup) but
+exporting into an exporter that drops the spans (so no collector's CPU is counted on this
+2-core machine, but every span is built, ended, queued and handed over in batches as in
+production), recording every trace or one in ten (``sample_ratio = 0.1``, the recommended
+ratio). Per side it reports Verify calls/s (best round) and the node's CPU per call (user +
+system, from /proc, over the whole load run, warm-up included, divided by its calls); the
+ratios on/off are the figures (target: at least 0.95). :func:`span_us` times the guard's
+span in process, the part of the cost that noise does not blur.
 
 ``python -m bench.tracing_cost --config PATH [--sample-ratio R]`` is that node (both sides run
 it, so that they differ in nothing else); traced, on exit it prints how many spans it dropped.

@@ -818,8 +818,12 @@ class TracingCostScenario:
         runs: dict[str, list[tuple[dict[str, Any], float]]] = {side: [] for side in sides}
         spans: dict[str, list[int | None]] = {"all": [], "10pct": []}
         problems: list[str] = []
+        order = list(sides.items())
         for r in range(1, o.rounds + 1):
-            for side, ratio in sides.items():
+            # Each round starts with another side: every call adds to the audit log, so a side
+            # always run first would always find the smallest log.
+            lead = (r - 1) % len(order)
+            for side, ratio in order[lead:] + order[:lead]:
                 metrics_port = free_port() if ratio is not None else None
                 async with tracing_cost.serve(
                     province, bench.logs, sample_ratio=ratio, metrics_port=metrics_port
@@ -908,7 +912,7 @@ class TracingCostScenario:
             f"µs with metrics and tracing off, {cpu_us['all']:.0f} µs with the metrics on and "
             f"every trace recorded, {cpu_us['10pct']:.0f} µs with one in ten; spans built and "
             f"dropped per traced round: {spans}; {records} records, best of {o.rounds} rounds "
-            "alternating the three"
+            "alternating the three, each round led by another"
         )
         outcome.notes.append(
             f"tracing-cost, timed in process (bench.tracing_cost.span_us, "

@@ -84,13 +84,22 @@ class _Carrier(dict[str, str]):
 
 
 class ServerSpan:
-    """What the guard holds of one call's span: the span, and the token that made it current."""
+    """What the guard holds of one call's span: the span, the token that made it current, and
+    the attributes known at its start, set with the final ones when it ends (one pass of the
+    SDK's attribute checks and one lock per span instead of two; none for a span not
+    recorded)."""
 
-    __slots__ = ("span", "token")
+    __slots__ = ("attributes", "span", "token")
 
-    def __init__(self, span: Span, token: contextvars.Token[otel_context.Context]) -> None:
+    def __init__(
+        self,
+        span: Span,
+        token: contextvars.Token[otel_context.Context],
+        attributes: dict[str, str | bool | int],
+    ) -> None:
         self.span = span
         self.token = token
+        self.attributes = attributes
 
 
 class Tracing:
@@ -111,7 +120,11 @@ class Tracing:
         carrier = _Carrier.of(metadata or ())
         if carrier is None and not self.recording:
             return None
-        return self._open(method, carrier, {**_rpc_attributes(method), REQUEST_ID: request_id})
+        server = self._open(method, carrier)
+        if server is not None and server.span.is_recording():
+            server.attributes.update(_rpc_attributes(method))
+            server.attributes[REQUEST_ID] = request_id
+        return server
 
     def http_span(self, method: str, route: str, headers: Mapping[str, str]) -> ServerSpan | None:
         """The SERVER span of an HTTP request (the portal's), continuing a ``traceparent``
@@ -120,11 +133,14 @@ class Tracing:
         if carrier is None and not self.recording:
             return None
         name = f"{method} {route}" if route else method
-        return self._open(name, carrier, {HTTP_METHOD: method, HTTP_ROUTE: route})
+        server = self._open(name, carrier)
+        if server is not None and server.span.is_recording():
+            server.attributes.update({HTTP_METHOD: method, HTTP_ROUTE: route})
+        return server
 
-    def _open(
-        self, name: str, carrier: _Carrier | None, attributes: dict[str, str]
-    ) -> ServerSpan | None:
+    def _open(self, name: str, carrier: _Carrier | None) -> ServerSpan | None:
+        """The span (its attributes are the caller's to add, only if it records: a span
+        sampled out builds none), made current."""
         parent = _PROPAGATOR.extract(carrier) if carrier is not None else None
         if not self.recording:
             # No recorder: the caller's context passes through as it came.
@@ -132,10 +148,8 @@ class Tracing:
             if not span.get_span_context().is_valid:
                 return None
         else:
-            span = self._tracer.start_span(
-                name, context=parent, kind=SpanKind.SERVER, attributes=attributes
-            )
-        return ServerSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
+            span = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
+        return ServerSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)), {})
 
     def end(
         self,
@@ -151,10 +165,12 @@ class Tracing:
         if server is None:
             return
         otel_context.detach(server.token)
-        if not self.recording:
-            return
         span = server.span
-        final: dict[str, str | bool | int] = {CALLER_ROLE: role} if role else {}
+        if not self.recording or not span.is_recording():
+            return  # nothing recorded (a span sampled out ends as it began: no-op)
+        final = server.attributes
+        if role:
+            final[CALLER_ROLE] = role
         if forwarded:
             final[FORWARDED] = True
         if code is not None:
@@ -169,9 +185,10 @@ class Tracing:
         if server is None:
             return
         otel_context.detach(server.token)
-        if not self.recording:
+        if not self.recording or not server.span.is_recording():
             return
-        server.span.set_attribute(HTTP_STATUS, status)
+        server.attributes[HTTP_STATUS] = status
+        server.span.set_attributes(server.attributes)
         if status >= 500:
             server.span.set_status(Status(StatusCode.ERROR, str(status)))
         server.span.end()

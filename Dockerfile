@@ -9,6 +9,8 @@ COPY proto ./proto
 COPY gateway ./gateway
 COPY node ./node
 COPY conformance ./conformance
+COPY portal ./portal
+COPY sdk ./sdk
 RUN python -m build --wheel --outdir /wheels .
 
 FROM python:3.11-slim AS runtime
@@ -16,7 +18,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 GOVNODE_LOG__FORMAT=json
 RUN groupadd --system govnode && useradd --system --gid govnode --home-dir /var/lib/govnode \
         --create-home govnode
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# The `otel` extra: [tracing] exporter = "otlp" works in the image.
+RUN wheel="$(ls /wheels/govnode-*.whl)" && python -m pip install --no-cache-dir "${wheel}[otel]" \
+    && rm -rf /wheels
 USER govnode
 WORKDIR /var/lib/govnode
 # Mount the node directory made by `govnode init` (config + tls/ + node.db) at /var/lib/govnode/node.

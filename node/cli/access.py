@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import typer
 
 from gateway.identity import Identity, Role, make_identity
+from node.audit import Operation
 from node.catalog import ShareMethod
+from node.cli._audited import Action, Auditor
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.sharing import (
@@ -49,13 +51,23 @@ def _authority(cfg: NodeConfig) -> Identity:
     return make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
 
 
-def _run(cfg: NodeConfig, work: Callable[[Applications, Identity], Awaitable[T]]) -> T:
+def _run(
+    cfg: NodeConfig,
+    work: Callable[[Applications, Identity], Awaitable[T]],
+    action: Action | None = None,
+) -> T:
+    """Run ``work`` on the node's database as its authority; an ``action`` is audited."""
+
     async def main() -> T:
         db = await Database.open(cfg.database_url)
         try:
             await db.migrate()
             authority = _authority(cfg)
-            return await work(Applications(db, Notifications(db), authority), authority)
+            applications = Applications(db, Notifications(db), authority)
+            if action is None:
+                return await work(applications, authority)
+            audited = Auditor(db, authority)
+            return await audited(action, lambda: work(applications, authority))
         finally:
             await db.close()
 
@@ -243,6 +255,11 @@ def show(
     echo(json.dumps(_app_json(found), ensure_ascii=False)) if as_json else _show_application(found)
 
 
+def _review_action(application_id: str, decision: Decision) -> Action:
+    detail = {"application": application_id, "decision": decision.value}
+    return Action(f"access/{decision.value}", Operation.SHARE, detail=detail)
+
+
 @app.command("approve")
 def approve(
     config: Path = CONFIG_OPTION,
@@ -278,7 +295,11 @@ def approve(
         justification=justification,
         comment=comment,
     )
-    found, grant = _run(cfg, lambda a, who: a.review(who, application_id, review))
+    found, grant = _run(
+        cfg,
+        lambda a, who: a.review(who, application_id, review),
+        _review_action(application_id, Decision.APPROVE),
+    )
     assert grant is not None
     echo(f"Approved application {found.id}: grant {grant.id} (第二十五条)")
     _show_grant(grant)
@@ -294,7 +315,11 @@ def reject(
     are notified."""
     cfg = load(config)
     review = Review(decision=Decision.REJECT, comment=comment)
-    found, _ = _run(cfg, lambda a, who: a.review(who, application_id, review))
+    found, _ = _run(
+        cfg,
+        lambda a, who: a.review(who, application_id, review),
+        _review_action(application_id, Decision.REJECT),
+    )
     echo(f"Rejected application {found.id}: {found.review_comment}")
 
 
@@ -306,5 +331,6 @@ def revoke(
 ) -> None:
     """Revoke a grant: its next use is refused; the grantee and the provider are notified."""
     cfg = load(config)
-    grant = _run(cfg, lambda a, who: a.revoke(who, grant_id, reason))
+    revoked = Action("access/revoke", Operation.SHARE, detail={"grant": grant_id})
+    grant = _run(cfg, lambda a, who: a.revoke(who, grant_id, reason), revoked)
     echo(f"Revoked grant {grant.id} of {grant.grantee} on {grant.resource_code}: {reason}")

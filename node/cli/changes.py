@@ -23,6 +23,7 @@ import typer
 from gateway.identity import Identity, Role, make_identity
 from node.app import data_errors_of
 from node.catalog import Catalog
+from node.cli._audited import Action, Auditor
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.errors import DomainError
@@ -42,10 +43,13 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Work = Callable[[ChangeRequests, Identity], Awaitable[T]]
+#: The desk, its authority, and the auditor its decisions go through.
+Work = Callable[[ChangeRequests, Identity, Auditor], Awaitable[T]]
 
 
 def _run(cfg: NodeConfig, work: Work[T]) -> T:
+    """Run ``work`` on the node's database as its authority."""
+
     async def main() -> T:
         db = await Database.open(cfg.database_url)
         try:
@@ -62,7 +66,8 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
                 # An approved correction closes its error reports (纠错), as at the node.
                 on_reviewed=data_errors_of(cfg, db, notifications).change_reviewed,
             )
-            return await work(changes, make_identity(region, td, Role.AUTHORITY))
+            authority = make_identity(region, td, Role.AUTHORITY)
+            return await work(changes, authority, Auditor(db, authority))
         finally:
             await db.close()
 
@@ -132,7 +137,7 @@ def _pending_ids(cfg: NodeConfig, ids: list[str], batch: str, resource: str) -> 
     if not batch:
         raise UserError("name one or more change request ids, or --batch BATCH_ID")
 
-    async def pending(changes: ChangeRequests, who: Identity) -> list[str]:
+    async def pending(changes: ChangeRequests, who: Identity, _audited: Auditor) -> list[str]:
         out: list[str] = []
         token = ""
         for _ in range(10_000):  # bounded: 200 a page
@@ -175,7 +180,7 @@ def list_command(
             raise UserError(f"--status: {status!r} is not one of {choices}, all") from None
     found, more = _run(
         cfg,
-        lambda c, who: c.list(
+        lambda c, who, _: c.list(
             who, status=wanted, resource_code=resource, batch_id=batch, page_size=limit
         ),
     )
@@ -203,18 +208,31 @@ def show(
 ) -> None:
     """Show one change request: what would change, before and after."""
     cfg = load(config)
-    found = _run(cfg, lambda c, who: c.get(who, change_id))
+    found = _run(cfg, lambda c, who, _: c.get(who, change_id))
     echo(json.dumps(_json(found), ensure_ascii=False)) if as_json else _show(found)
 
 
 def _review(cfg: NodeConfig, ids: list[str], decision: Decision, comment: str) -> int:
     """Review each id in its own transaction; returns how many failed (each is reported)."""
 
-    async def work(changes: ChangeRequests, who: Identity) -> int:
+    async def work(changes: ChangeRequests, who: Identity, audited: Auditor) -> int:
         failed = 0
         for change_id in ids:
             try:
-                done = await changes.review(who, change_id, decision, comment)
+                asked = await changes.get(who, change_id)
+                action = Action(
+                    f"changes/{decision.value}",
+                    resource_code=asked.resource_code,
+                    detail={
+                        "change_request": change_id,
+                        "decision": decision.value,
+                        "provider": asked.provider_code,
+                    },
+                )
+                done = await audited(
+                    action,
+                    lambda: changes.review(who, change_id, decision, comment),  # noqa: B023
+                )
             except DomainError as exc:
                 failed += 1
                 echo(f"✗ {change_id}: {exc.message}")

@@ -21,6 +21,7 @@ import typer
 from gateway.identity import Identity, Role, make_identity
 from node.app import data_errors_of
 from node.catalog import Catalog
+from node.cli._audited import Action, Auditor
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
 from node.config import NodeConfig
 from node.governance import ChangeRequests
@@ -44,7 +45,9 @@ app = typer.Typer(
 Work = Callable[[DataErrors, ChangeRequests, Catalog, Identity], Awaitable[T]]
 
 
-def _run(cfg: NodeConfig, work: Work[T]) -> T:
+def _run(cfg: NodeConfig, work: Work[T], action: Action | None = None) -> T:
+    """Run ``work`` on the node's database as its authority; an ``action`` is audited."""
+
     async def main() -> T:
         db = await Database.open(cfg.database_url)
         try:
@@ -62,7 +65,10 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
                 on_reviewed=errors.change_reviewed,
             )
             authority = make_identity(region, td, Role.AUTHORITY)
-            return await work(errors, changes, catalog, authority)
+            if action is None:
+                return await work(errors, changes, catalog, authority)
+            audited = Auditor(db, authority)
+            return await audited(action, lambda: work(errors, changes, catalog, authority))
         finally:
             await db.close()
 
@@ -205,7 +211,8 @@ def resolve(
             return await errors.reject(who, report_id, note)
         return await errors.correct(who, report_id, values, note, changes=changes, catalog=catalog)
 
-    report = _run(cfg, work)
+    how = "confirm" if confirm else "correct"
+    report = _run(cfg, work, Action(f"quality-errors/{how}", detail={"data_error": report_id}))
     now = dt.datetime.now(dt.UTC)
     if as_json:
         echo(json.dumps(_json(report, now), ensure_ascii=False))

@@ -22,7 +22,7 @@ How each audit record counts (the README's "Supervision" section lists the same)
 - ``AccessService/RequestRecordChange``: an occasion of UNAPPROVED_CHANGE; a finding when
   PERMISSION_DENIED. ``ReviewChangeRequest`` rejecting a change of the agency (detail
   ``provider``, ``decision`` reject): an occasion and a finding; likewise the operator
-  console's review (``console:/desks/changes/review``).
+  console's review (``console:/desks/changes/review``) and the CLI's (``cli:changes/reject``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ REVIEW_CHANGE = f"{_SERVICE}AccessService/ReviewChangeRequest"
 #: The same review at the operator console's change desk (node.console), audited with the
 #: same detail (``provider``, ``decision``, ``change_request``).
 CONSOLE_REVIEW_CHANGE = "console:/desks/changes/review"
-_REVIEWS = (REVIEW_CHANGE, CONSOLE_REVIEW_CHANGE)
+#: And at the command line (``govnode changes approve|reject``, node.cli), with that detail too.
+CLI_REVIEW_CHANGES = ("cli:changes/approve", "cli:changes/reject")
+_REVIEWS = (REVIEW_CHANGE, CONSOLE_REVIEW_CHANGE, *CLI_REVIEW_CHANGES)
 #: Audit records read per query.
 _PAGE = 1000
 #: Characters of a refusal's message a finding quotes.

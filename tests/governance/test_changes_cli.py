@@ -75,3 +75,10 @@ async def test_the_change_desk_approves_a_held_batch(province: Province) -> None
     assert code == 2 and "no pending change request comes from batch 'nope'" in err
     code, _, err = await cli("changes", "list", "--config", config, "--status", "maybe")
     assert code == 2 and "--status" in err
+
+    # Each decision is in the audit log, the refused one too, with the authority as caller.
+    cli_records = [r for r in await node.audit.query(limit=1000) if r.method.startswith("cli:")]
+    decisions = [(r.method, r.outcome, r.detail["change_request"]) for r in cli_records]
+    assert sorted(decisions[:2]) == sorted(("cli:changes/approve", "OK", i) for i in ids)
+    assert decisions[2:] == [("cli:changes/approve", "FAILED_PRECONDITION", ids[0])]
+    assert all(r.caller.endswith("/authority") and r.resource_code for r in cli_records)

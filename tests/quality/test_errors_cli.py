@@ -88,6 +88,15 @@ async def test_the_authority_confirms_and_corrects_at_the_desk(province: Provinc
         "quality", "errors", "resolve", whole.id, "--config", config, "--confirm", "--note", "x"
     )
     assert_one_line_error(result, f"error report {whole.id} is corrected, not open")
+    # The resolutions are in the audit log, the refused one too.
+    cli_records = [r for r in await node.audit.query(limit=1000) if r.method.startswith("cli:")]
+    named = [r.detail.get("data_error") or r.detail["change_request"] for r in cli_records]
+    assert [(r.method, r.outcome, n) for r, n in zip(cli_records, named, strict=True)] == [
+        ("cli:quality-errors/confirm", "OK", name.id),
+        ("cli:quality-errors/correct", "OK", whole.id),
+        ("cli:changes/approve", "OK", change_id),
+        ("cli:quality-errors/confirm", "FAILED_PRECONDITION", whole.id),
+    ]
     result = govnode("quality", "errors", "show", "350000-E-00", "--config", config)
     assert_one_line_error(result, "error report '350000-E-00' does not exist at this node")
     result = govnode("quality", "errors", "list", "--config", config, "--status", "nope")

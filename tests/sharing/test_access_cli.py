@@ -135,3 +135,15 @@ async def test_the_review_desk_on_a_serving_node(province: Province) -> None:
     ]
     code, out, err = await cli("access", "show", "--config", config, grant_id)
     assert code == 0 and "revoked" in out and "用途变更" in out, err
+
+    # Every decision made at the command line is in the audit log, the refused ones too.
+    cli_records = [r for r in await node.audit.query(limit=1000) if r.method.startswith("cli:")]
+    assert [(r.method, r.outcome) for r in cli_records] == [
+        ("cli:access/approve", "OK"),
+        ("cli:access/approve", "INVALID_ARGUMENT"),
+        ("cli:access/reject", "INVALID_ARGUMENT"),
+        ("cli:access/reject", "OK"),
+        ("cli:access/revoke", "OK"),
+    ]
+    assert cli_records[-1].detail["grant"] == grant_id
+    assert all(r.detail["auth"] == "cli" for r in cli_records)

@@ -87,6 +87,15 @@ def test_each_record_counts_as_an_occasion_and_sometimes_a_finding() -> None:
     assert counted(flagged) == {Kind.SHARED_DATA_MISUSE: True, Kind.PROTECTED_DATA_MISUSE: False}
     rejected = row("AccessService/ReviewChangeRequest", provider=AGENCY, decision="reject")
     assert counted(rejected) == {Kind.UNAPPROVED_CHANGE: True}
+    # The same decision at the console or the command line counts the same.
+    for method in ("console:/desks/changes/review", "cli:changes/reject"):
+        at_the_desk = SimpleNamespace(
+            method=method,
+            outcome="OK",
+            message="",
+            detail=json.dumps({"provider": AGENCY, "decision": "reject"}),
+        )
+        assert counted(at_the_desk) == {Kind.UNAPPROVED_CHANGE: True}
     others = row("AccessService/ReviewChangeRequest", provider="x", decision="reject")
     assert counted(others) == {}
     assert counted(row("AccessService/ListGrants")) == {}

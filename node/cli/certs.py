@@ -18,6 +18,7 @@ from gateway.identity import (
     make_identity,
     permitted_uri_hosts,
 )
+from node.cli._audited import Action, Auditor
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
@@ -60,8 +61,17 @@ async def _record(cfg: NodeConfig, certs: list[x509.Certificate]) -> None:
     try:
         await db.migrate()
         issued = IssuedCertificates(db)
+        audited = Auditor(db, make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE))
         for cert in certs:
-            await issued.record(cert, issued_by=ISSUED_BY_CLI)
+            try:
+                subject = str(identity_of(cert))
+            except IdentityError:
+                subject = cert.subject.rfc4514_string()
+            detail = {"serial": serial_hex(cert), "subject": subject}
+            await audited(
+                Action("certs/issue", detail=detail),
+                lambda: issued.record(cert, issued_by=ISSUED_BY_CLI),  # noqa: B023
+            )
     finally:
         await db.close()
 
@@ -145,12 +155,17 @@ async def _revoke(cfg: NodeConfig, serial: str, identity: str, region: str, reas
     db = await Database.open(cfg.database_url)
     try:
         await db.migrate()
-        await Revocations(db).revoke(
-            serial_hex=serial,
-            identity=identity,
-            issuer_region=region,
-            reason=reason,
-            revoked_by=str(make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE)),
+        node = make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE)
+        detail = {"serial": serial, "subject": identity, "reason": reason}
+        await Auditor(db, node)(
+            Action("certs/revoke", detail=detail),
+            lambda: Revocations(db).revoke(
+                serial_hex=serial,
+                identity=identity,
+                issuer_region=region,
+                reason=reason,
+                revoked_by=str(node),
+            ),
         )
     finally:
         await db.close()

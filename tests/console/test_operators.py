@@ -4,6 +4,7 @@ system page's masked secrets, `[console] listen`, and a city's console."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,22 @@ def test_issue_operator_writes_a_bundle_and_a_pkcs12_and_lists_it(
     assert listed.returncode == 0, listed.stderr
     assert "operator" in listed.stdout and "security.li-ming" in listed.stdout
     assert format(cert.serial_number, "x") in listed.stdout and "valid" in listed.stdout
+
+    # Issuing and revoking at the command line are in the audit log, as at the console.
+    serial = format(cert.serial_number, "x")
+    revoked = govnode("certs", "revoke", "--config", setup.config_path, "--serial", serial)
+    assert revoked.returncode == 0, revoked.stderr
+    tail = govnode("audit", "tail", "--config", setup.config_path, "--json")
+    assert tail.returncode == 0, tail.stderr
+    records = [json.loads(line) for line in tail.stdout.splitlines()]
+    said = [(r["method"], r["outcome"], r["detail"]["subject"]) for r in records]
+    operator_uri = "spiffe://350000.fujian.gov.cn/operator/security.li-ming"
+    assert said == [
+        ("cli:certs/issue", "OK", operator_uri),
+        ("cli:certs/revoke", "OK", ""),
+    ]
+    assert records[1]["detail"]["serial"] == serial
+    assert records[0]["caller"] == "spiffe://350000.fujian.gov.cn/node"
 
     for args, needle in (
         (("--name", "li ming", "--role", "system"), "operator name"),

@@ -194,6 +194,12 @@ class SupervisionSection(_Section):
     #: Agencies one summary carries at most (by 统一社会信用代码 order); the others are counted
     #: in the summary's agencies_total only, and read by a routed compliance report.
     summary_max_agencies: int = Field(default=500, ge=1, le=5000)
+    #: New compliance reports (GetComplianceReport without report_id) one caller may have
+    #: counted an hour, each process of the node (0: no limit), and how many the node counts at
+    #: once; beyond either the call is refused RESOURCE_EXHAUSTED with retry-after-ms
+    #: (node.supervision._admission). The CLI's reports are not limited.
+    reports_per_caller_per_hour: int = Field(default=60, ge=0, le=100_000)
+    reports_at_once: int = Field(default=2, ge=1, le=64)
 
 
 class LimitsSection(_Section):

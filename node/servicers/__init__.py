@@ -76,7 +76,7 @@ from node.servicers.usage import UsageServicer
 from node.servicers.witness import WitnessServicer
 from node.sharing import AccessDecider, Applications, Notifications
 from node.storage import Database
-from node.supervision import Rectifications, Rollup, Supervision
+from node.supervision import Rectifications, ReportAdmission, Rollup, Supervision
 
 PROTO_MODULES: tuple[ModuleType, ...] = (
     catalog_pb2,
@@ -411,6 +411,10 @@ def register_services(server: grpc.aio.Server, services: Services) -> list[str]:
                 services.supervision,
                 services.rectifications or Rectifications(services.supervision, notifications),
                 services.router,
+                ReportAdmission(
+                    per_caller_per_hour=services.config.supervision.reports_per_caller_per_hour,
+                    at_once=services.config.supervision.reports_at_once,
+                ),
             )
         ]
     if services.rollup is not None:

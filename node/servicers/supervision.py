@@ -26,6 +26,7 @@ from node.supervision import (
     Notice,
     NoticeStatus,
     Rectifications,
+    ReportAdmission,
     Supervision,
     check_agency_code,
     check_report_reader,
@@ -131,9 +132,12 @@ class SupervisionServicer:
         self,
         supervision: Supervision,
         rectifications: Rectifications,
-        router: Router | None = None,
+        router: Router | None,
+        admission: ReportAdmission,
     ) -> None:
         self._supervision = supervision
+        #: Bounds on the new reports counted for callers ([supervision] reports_*).
+        self._admission = admission
         self._rectifications = rectifications
         #: At the province: asks a city's node for its agency's report (province roll-up).
         self._router = router
@@ -250,7 +254,8 @@ class SupervisionServicer:
                 if request.HasField("period_end")
                 else supervision.now()
             )
-            report = await supervision.generate(code, start, end, caller.uri)
+            with self._admission.admitted(caller.uri):
+                report = await supervision.generate(code, start, end, caller.uri)
         add_audit_detail(report=report.id, agency=report.agency_code)
         findings, token = supervision.page(report, kind, request.page_size, request.page_token)
         return supervision_pb2.GetComplianceReportResponse(

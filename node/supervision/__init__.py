@@ -5,7 +5,7 @@ over a period, counted from the node's own tables, with the evidence to re-deriv
   grade), figures with numerator, denominator and audit sequence range, findings, periods;
 - ``_count``: how the audit log, the catalog and the quality checks are counted;
 - ``_reports``: reports made, stored, paged, recounted (the chain verified first), and who may
-  read them;
+  read them; ``_admission``: how many new reports a caller, and the node, may have counted;
 - ``_summary``: the signed summary of a region a node sends its province (format, signing,
   checking), and ``_rollup``: computing it, and the province keeping the newest per region as
   one province-wide table (issue 15 item 6);
@@ -19,6 +19,7 @@ over a period, counted from the node's own tables, with the evidence to re-deriv
 
 from __future__ import annotations
 
+from node.supervision._admission import ReportAdmission
 from node.supervision._certificate import (
     CERTIFICATE_HEADER,
     MAX_CERTIFICATE_BYTES,
@@ -100,6 +101,7 @@ __all__ = [
     "OverdueCorrections",
     "Recount",
     "Rectifications",
+    "ReportAdmission",
     "ResourceQuality",
     "Rollup",
     "Summary",

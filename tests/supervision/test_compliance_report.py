@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -25,11 +26,12 @@ from govnode.v1 import (
 )
 
 from gateway.tls import TlsFiles
-from node.app import RunningNode
+from node.app import RunningNode, start_node
 from node.audit import AuditLog, AuditRecord
 from node.catalog import Catalog, ShareType
+from node.errors import ResourceExhausted
 from node.storage import Database
-from node.supervision import Supervision
+from node.supervision import ReportAdmission, Supervision
 from node.times import CST
 from tests.support.access import (
     ACME,
@@ -55,7 +57,15 @@ from tests.support.entries import (
     item,
     make_entry,
 )
-from tests.support.nodes import CIVIL_AFFAIRS, PROVINCE, PUBLIC_SECURITY, channel, entry_of
+from tests.support.nodes import (
+    CIVIL_AFFAIRS,
+    PROVINCE,
+    PUBLIC_SECURITY,
+    channel,
+    entry_of,
+    make_province,
+)
+from tests.support.oracle import retry_after_ms
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -413,3 +423,53 @@ async def test_the_agencies_reported_on_are_the_providers_of_the_region(
     assert await supervision.agencies() == (codes, False)
     assert await supervision.agencies(limit=1) == (codes[:1], True)
     assert await supervision.agencies(offset=1, limit=1) == (codes[1:], False)
+
+
+async def test_new_reports_are_limited_per_caller_and_reading_stored_ones_is_not(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    setup = make_province(tmp_path / "province", sqlite_url)
+    limits = setup.config.supervision.model_copy(update={"reports_per_caller_per_hour": 2})
+    node = await start_node(setup.config.model_copy(update={"supervision": limits}))
+    try:
+        civil, boss = setup.agency(CIVIL_AFFAIRS), setup.authority()
+        first = await report_of(node, civil, CIVIL_AFFAIRS)
+        await report_of(node, civil, CIVIL_AFFAIRS)
+        err = await refused(report_of(node, civil, CIVIL_AFFAIRS))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = err.details() or ""
+        assert details.startswith(
+            "compliance reports: at most 2 new reports an hour per caller (each counts the "
+            "audit log over its period); read a stored one with report_id, or retry in "
+        )
+        assert 25 * 60_000 <= int(retry_after_ms(err) or 0) <= 30 * 60_000 + 1_000
+        # A stored report is still read, and the authority has a budget of its own.
+        again = await report_of(node, civil, "", report_id=first.report.report_id)
+        assert again.report.report_id == first.report.report_id
+        assert (await report_of(node, boss, CIVIL_AFFAIRS)).report.report_id
+        refusals = [
+            r
+            for r in await records_of(node, CIVIL_URI)
+            if r.method.endswith("/GetComplianceReport") and r.outcome == "RESOURCE_EXHAUSTED"
+        ]
+        assert len(refusals) == 1
+    finally:
+        await node.stop(grace=0)
+
+
+def test_the_node_counts_at_most_so_many_reports_at_once() -> None:
+    admission = ReportAdmission(per_caller_per_hour=0, at_once=1)
+    with admission.admitted("spiffe://350000.fujian.gov.cn/agency/a"):
+        with (
+            pytest.raises(ResourceExhausted) as busy,
+            admission.admitted("spiffe://350000.fujian.gov.cn/agency/b"),
+        ):
+            pass  # pragma: no cover - refused before
+        assert busy.value.message == (
+            "compliance reports: 1 are being counted on this node now (at most 1 at once); "
+            "retry in 2 s"
+        )
+        assert busy.value.retry_after_s == 2.0
+    with admission.admitted("spiffe://350000.fujian.gov.cn/agency/b"):
+        assert admission.counting == 1
+    assert admission.counting == 0

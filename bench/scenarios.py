@@ -13,15 +13,18 @@ on the shared machine hits both sides alike, and the best round of each side is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from bench import federation, observability, tracing_cost, unread
+from bench import federation, observability, processes, tracing_cost, unread
 from bench import province as province_mod
-from bench.procs import child, cpu_seconds, python_command
+from bench.databases import POSTGRES_ENV, fresh_postgres_database, postgres_url
+from bench.procs import Child, child, cpu_seconds, python_command
 from bench.province import Province, submit
 from bench.sqlite_baseline import insert_batches
 from gateway.tls import TlsFiles
@@ -936,6 +939,135 @@ def _in_process_us() -> dict[str, float]:
     }
 
 
+class ProcessesScenario:
+    """Verify through two ``govnode serve`` processes of one node on one PostgreSQL, sharing
+    the address (``[node] reuse_port``), against one process alone (issue 17 item 6); see
+    bench.processes."""
+
+    name = "processes"
+    title = "Verify calls/s, two processes of one node vs one (PostgreSQL)"
+    targets: ClassVar[dict[str, float]] = {"two_processes_ratio": processes.TARGET}
+
+    async def run(self, bench: Bench) -> Outcome:
+        o = bench.options
+        outcome = Outcome(targets=self.targets)
+        base_url = postgres_url()
+        if base_url is None:
+            outcome.notes.append(f"processes: skipped, {POSTGRES_ENV} is not set")
+            return outcome
+        records = o.batches * o.batch_size
+        keys = ("--keys-start", "0", "--keys-count", str(records))
+        spread = ("--channels", str(processes.CONNECTIONS))
+        runs: dict[str, list[dict[str, Any]]] = {"one": [], "two": []}
+        cpu: dict[str, list[float]] = {"one": [], "two": []}
+        served: list[list[float]] = []
+        async with fresh_postgres_database(base_url) as url:
+            province = await asyncio.to_thread(province_mod.provision, bench.workdir / "processes")
+            processes.share_the_port(province.config_path, url)
+            ports = [free_port(), free_port()]
+
+            @contextlib.asynccontextmanager
+            async def serve(n: int) -> AsyncIterator[Child]:
+                async with province_mod.serve_node(
+                    f"govnode-{n + 1}",
+                    province.config_path,
+                    province.target,
+                    province.consumer,
+                    bench.logs,
+                    env={"GOVNODE_METRICS__LISTEN": f"127.0.0.1:{ports[n]}"},
+                ) as node:
+                    await processes.wait_healthy(ports[n], node)
+                    yield node
+
+            async with serve(0) as first:
+                await province_mod.register_resource(province)
+                seeded = await submit(
+                    province.target,
+                    province.provider,
+                    first=0,
+                    batches=o.batches,
+                    batch_size=o.batch_size,
+                    duration=600.0,
+                )
+                if seeded.accepted != records:
+                    raise RuntimeError(f"seeding accepted {seeded.accepted} of {records}")
+                for r in range(1, o.rounds + 1):
+                    async with serve(1) as second:
+                        pids = [first.process.pid, second.process.pid]
+                        before, counted = processes.cpu_of(pids), await processes.answered(ports)
+                        run = await bench.load(
+                            "verify", province.target, province.consumer, *keys, *spread
+                        )
+                        used = processes.cpu_of(pids) - before
+                        after = await processes.answered(ports)
+                        served.append([a - b for a, b in zip(after, counted, strict=True)])
+                    say(_round_line("Verify, two processes", r, o.rounds, run))
+                    runs["two"].append(run)
+                    # Per call answered (warm-up included, as the CPU time is), by /metrics.
+                    cpu["two"].append(used / max(sum(served[-1]), 1) * 1e6)
+                    before = processes.cpu_of([first.process.pid])
+                    [counted_one] = await processes.answered(ports[:1])
+                    run = await bench.load(
+                        "verify", province.target, province.consumer, *keys, *spread
+                    )
+                    used = processes.cpu_of([first.process.pid]) - before
+                    [answered_one] = await processes.answered(ports[:1])
+                    say(_round_line("Verify, one process", r, o.rounds, run))
+                    runs["one"].append(run)
+                    cpu["one"].append(used / max(answered_one - counted_one, 1) * 1e6)
+        problems = [
+            p
+            for label, side in runs.items()
+            for run in side
+            if (p := _load_problem(f"Verify, {label} process(es)", run))
+        ]
+        if any(min(split) == 0 for split in served):
+            problems.append(f"processes: a process answered no call in some round: {served}")
+        outcome.problems.extend(dict.fromkeys(problems))
+        best = {label: _best(side, "calls_per_s") for label, side in runs.items()}
+        rate = {
+            label: None if problems else float(run["calls_per_s"]) for label, run in best.items()
+        }
+        cpu_us = {label: round(min(values), 1) for label, values in cpu.items()}
+        ratio = _ratio(rate["two"], rate["one"])
+        outcome.rows = [
+            Rate(
+                "Verify, one process",
+                rate["one"],
+                "calls/s",
+                best["one"]["p50_ms"],
+                best["one"]["p99_ms"],
+            ),
+            Rate(
+                "Verify, two processes",
+                rate["two"],
+                "calls/s",
+                best["two"]["p50_ms"],
+                best["two"]["p99_ms"],
+            ),
+            Ratio("two processes / one", ratio, self.targets["two_processes_ratio"]),
+        ]
+        outcome.figures = {
+            "one_process_calls_per_s": rate["one"],
+            "two_processes_calls_per_s": rate["two"],
+            "one_process_cpu_us_per_call": cpu_us["one"],
+            "two_processes_cpu_us_per_call": cpu_us["two"],
+            "two_processes_ratio": ratio,
+            "calls_per_process": served,
+            "cores": processes.cores(),
+        }
+        outcome.notes.append(
+            f"processes: one province node on a fresh PostgreSQL database with {records} "
+            f"records; {processes.CONNECTIONS} connections x "
+            f"{o.concurrency // processes.CONNECTIONS} calls in flight from one load process; "
+            f"rounds alternate two processes and one, best of {o.rounds}; servers' CPU per call "
+            f"{cpu_us['one']} µs with one, {cpu_us['two']} µs with two (all processes); calls "
+            f"each process answered per round: {served}; {processes.cores()} cores for the "
+            "node's processes, the load generator and PostgreSQL together"
+        )
+        return outcome
+
+
 class Scenario(Protocol):
     name: str
     title: str
@@ -956,4 +1088,5 @@ SCENARIOS: list[Scenario] = [
     ObservabilityScenario(),
     RoutedVerifyScenario(),
     TracingCostScenario(),
+    ProcessesScenario(),
 ]

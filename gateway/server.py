@@ -42,6 +42,9 @@ class ServerLimits:
     #: Connections without any call for this long are closed (clients reconnect on their next
     #: call); a dead peer is found sooner by keepalive (keepalive_time + keepalive_timeout).
     max_connection_idle_ms: int = 900_000
+    #: Let other processes listen on the same address (SO_REUSEPORT): several processes of one
+    #: node. Off, a second listener on the address fails loudly.
+    reuse_port: bool = False
 
 
 def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
@@ -57,8 +60,9 @@ def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_grace_ms", limits.max_connection_age_grace_ms),
         ("grpc.server_handshake_timeout_ms", limits.handshake_timeout_ms),
         ("grpc.max_connection_idle_ms", limits.max_connection_idle_ms),
-        # One listening socket per address: a second node on the same port must fail loudly.
-        ("grpc.so_reuseport", 0),
+        # One listening socket per address unless the node's processes share it: a second node
+        # on the same port must fail loudly.
+        ("grpc.so_reuseport", int(limits.reuse_port)),
     ]
 
 

@@ -343,6 +343,7 @@ def _limits(config: NodeConfig, *, max_message_bytes: int) -> ServerLimits:
     return ServerLimits(
         max_message_bytes=max_message_bytes,
         handshake_timeout_ms=round(config.limits.handshake_timeout_seconds * 1000),
+        reuse_port=config.node.reuse_port,
     )
 
 

@@ -55,6 +55,11 @@ class NodeSection(_Section):
     listen: str = "127.0.0.1:7443"
     #: Extra DNS names / IPs written into the node certificate's SANs at init.
     advertise_hosts: tuple[str, ...] = ()
+    #: Let several `govnode serve` processes of this node listen on the same address (and join
+    #: port), the kernel spreading connections among them (SO_REUSEPORT). PostgreSQL only:
+    #: everything the processes share lives in its database. Off, a second process on the
+    #: address fails to start.
+    reuse_port: bool = False
 
     @field_validator("region")
     @classmethod
@@ -613,6 +618,11 @@ class NodeConfig(BaseSettings):
             raise ValueError("federation.join_listen: only the province node lets cities join")
         if join is not None and join == self.node.listen:
             raise ValueError("federation.join_listen: must differ from node.listen")
+        if self.node.reuse_port and not self.storage.url.startswith("postgresql"):
+            raise ValueError(
+                "node.reuse_port: several processes of one node need PostgreSQL "
+                "(storage.url postgresql+asyncpg://...); SQLite has one writer per file"
+            )
         console = self.console.listen
         if console is not None and console in (self.node.listen, join):
             raise ValueError("console.listen: must differ from node.listen and join_listen")

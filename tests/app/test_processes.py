@@ -12,6 +12,7 @@ import datetime as dt
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def processes(setup: ProvinceSetup, metrics_ports: list[int]) -> Iterator[None]:
                 stderr=subprocess.DEVNULL,
             )
             started.append(proc)
-        for proc in started:
+        for proc, port in zip(started, metrics_ports, strict=True):
             wait_serving(setup.config.node.listen, setup.agency(PUBLIC_SECURITY).key.parent, proc)
+            # The address's health may be another process's answer: ask this one's own.
+            healthy(port, proc)
         yield
     finally:
         for proc in started:
@@ -87,6 +90,21 @@ def processes(setup: ProvinceSetup, metrics_ports: list[int]) -> Iterator[None]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the process whose metrics listener is on ``port`` says SERVING (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "govnode serve exited while starting"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the process with metrics on {port} did not say SERVING in 30 s")
 
 
 async def handled(port: int) -> float:

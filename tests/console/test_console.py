@@ -124,9 +124,13 @@ async def test_each_role_sees_only_the_buttons_it_may_use(console: Console) -> N
         _, certificates = await get(setup, node, who, "/certificates")
         pages[role] = overview + certificates
     assert 'id="maintenance-toggle"' in pages["system"]
+    # The reason field sits outside the part htmx refreshes, tied to the switch's form.
+    assert 'id="maintenance-form"' in pages["system"]
+    assert 'form="maintenance-form"' in pages["system"]
     assert 'id="issue-agency"' in pages["security"] and 'id="issue-operator"' in pages["security"]
     for role in ("observer", "service", "security"):
         assert 'id="maintenance-toggle"' not in pages[role], role
+        assert 'id="maintenance-reason"' not in pages[role], role
     for role in ("observer", "service", "system"):
         assert 'id="issue-agency"' not in pages[role], role
         assert 'action="/certificates/revoke"' not in pages[role], role

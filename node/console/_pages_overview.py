@@ -21,7 +21,9 @@ from node.console._counts import pending_counts
 from node.console._identity import ConsoleRefusal, operator_of
 from node.console._render import render
 from node.console._state import ConsoleState, state_of
+from node.errors import FailedPrecondition, StorageUnavailable
 from node.federation import province_peers
+from node.maintenance import MaintenanceState
 from node.pki import IssuedCertificates
 
 #: Peers the overview lists (a province has at most a few dozen cities).
@@ -41,12 +43,21 @@ async def live_values(state: ConsoleState) -> dict[str, Any]:
     return {
         "serving": state.health.serving,
         "maintenance": state.health.maintenance,
-        "switch": await state.maintenance.maintenance.state(),
+        "switch": await _switch(state),
         "storage_ok": db.health.available,
         "pending": await pending_counts(db),
         "checkpoint": await _checkpoint(state),
         "now": dt.datetime.now(dt.UTC),
     }
+
+
+async def _switch(state: ConsoleState) -> MaintenanceState | None:
+    """The stored maintenance switch (since when, who, why), or None when the database cannot
+    say now (the live part still shows health and storage)."""
+    try:
+        return await state.maintenance.maintenance.state()
+    except (StorageUnavailable, FailedPrecondition):
+        return None
 
 
 async def _checkpoint(state: ConsoleState) -> dict[str, Any] | None:

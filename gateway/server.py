@@ -99,9 +99,9 @@ class HealthReporter:
         await self._publish()
 
     async def set_maintenance(self, on: bool) -> None:
-        """Maintenance mode (the console's switch): NOT_SERVING for peers and load balancers
-        while on, whatever the storage says; off restores what :meth:`set_serving` last said.
-        Kept in memory: a restarted node serves."""
+        """Maintenance mode: NOT_SERVING for peers and load balancers while on, whatever the
+        storage says; off restores what :meth:`set_serving` last said. The switch itself is
+        kept in the node's database (node.maintenance), which calls this."""
         self._maintenance = on
         await self._publish()
 

@@ -81,6 +81,7 @@ from node.federation import (
     approved_cities,
     heard_from,
 )
+from node.maintenance import Maintenance, MaintenanceWatch
 from node.opendata import (
     CityCatalogs,
     CityDataset,
@@ -232,6 +233,8 @@ class RunningNode:
     tracer_provider: TracerProvider | None = None
     #: The operator web console ([console] listen), when on.
     console: Console | None = None
+    #: Keeps health NOT_SERVING while maintenance mode is on in the database (node.maintenance).
+    maintenance: MaintenanceWatch | None = None
 
     @property
     def address(self) -> str:
@@ -259,6 +262,8 @@ class RunningNode:
             await self.summary.stop()
         if self.monitor is not None:
             await self.monitor.stop()
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         await self.health.set_serving(False)
         if self.join is not None:
             await self.join.server.stop(grace)
@@ -727,6 +732,10 @@ async def start_node(
         )
         names = register_services(server, services)
         health = HealthReporter(server, names)
+        # Maintenance mode as the database has it, before the first answer: a node restarted
+        # in maintenance is NOT_SERVING from the start.
+        maintenance = MaintenanceWatch(Maintenance(db), health.set_maintenance)
+        await maintenance.load()
         enable_reflection(server, names)
         try:
             port = server.add_secure_port(
@@ -751,7 +760,11 @@ async def start_node(
         if config.console.listen is not None:
             try:
                 console = await start_console(
-                    services, audit=audit, health=health, revocations=revocations
+                    services,
+                    audit=audit,
+                    health=health,
+                    revocations=revocations,
+                    maintenance=maintenance,
                 )
             except ConsoleError as exc:
                 await monitor.stop()
@@ -782,7 +795,9 @@ async def start_node(
         stopping=stopping,
         tracer_provider=own_provider,
         console=console,
+        maintenance=maintenance,
     )
+    maintenance.start()
     node.checkpoints = evidence.checkpoints
     if metrics is not None:
         node.metrics, node.metrics_listener = metrics, listener

@@ -145,6 +145,26 @@ class IssuedCertificateRow(SQLModel, table=True):
     issued_by: str = Field(max_length=300)
 
 
+class MaintenanceModeRow(SQLModel, table=True):
+    """Maintenance mode (维护模式): one row (``id`` 1, made by migration 0031), so that a
+    restarted node comes up as it was left and every process of a node (several on
+    PostgreSQL) follows a switch made at the console or with ``govnode maintenance``
+    (node.maintenance)."""
+
+    __tablename__ = "maintenance_mode"
+
+    id: int = Field(primary_key=True)
+    #: Whether maintenance mode is on.
+    active: bool = Field(default=False)
+    #: When it was last switched (on or off); None until the first switch.
+    since: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Who switched it: the operator's identity at the console, the node's for the CLI.
+    switched_by: str = Field(default="", max_length=300)
+    reason: str = Field(default="", max_length=200)
+    #: How many switches so far: a process applies a row newer than the one it applied last.
+    version: int = Field(default=0, sa_type=BigInteger)
+
+
 class NodeMetaRow(SQLModel, table=True):
     """Small facts about this node (mode, cached digests), one key each."""
 

@@ -28,6 +28,7 @@ from node.cli import (
     demo,
     federation,
     init,
+    maintenance,
     opendata,
     opendata_admin,
     opendata_apps,
@@ -79,6 +80,7 @@ app.add_typer(conformance.app, name="conformance")
 app.add_typer(access.app, name="access")
 app.add_typer(changes.app, name="changes")
 app.add_typer(backup.app, name="backup")
+app.add_typer(maintenance.app, name="maintenance")
 opendata_admin.register(opendata.app)
 opendata_apps.register(opendata.app)
 app.add_typer(opendata.app, name="opendata")

@@ -18,6 +18,7 @@ from node.audit import AuditLog
 from node.console._app import Console, serve, tls_context
 from node.console._identity import Operators
 from node.console._state import ConsoleState
+from node.maintenance import MaintenanceWatch
 from node.pki import Revocations, load_certs, load_or_create_secret
 from node.servicers import Services
 
@@ -34,6 +35,7 @@ async def start_console(
     audit: AuditLog,
     health: HealthReporter,
     revocations: Revocations,
+    maintenance: MaintenanceWatch,
 ) -> Console:
     """Start the console where ``[console] listen`` says; returns once it is listening."""
     config = services.config
@@ -56,6 +58,7 @@ async def start_console(
         audit=audit,
         health=health,
         revocations=revocations,
+        maintenance=maintenance,
         region_ca=region_ca,
         operators=Operators(
             region_ca,

@@ -18,10 +18,12 @@ from gateway.identity import ConsoleRole
 from node.config import Mode
 from node.console._actions import audited
 from node.console._counts import pending_counts
-from node.console._identity import ConsoleRefusal
+from node.console._identity import ConsoleRefusal, operator_of
 from node.console._render import render
 from node.console._state import ConsoleState, state_of
+from node.errors import FailedPrecondition, StorageUnavailable
 from node.federation import province_peers
+from node.maintenance import MaintenanceState
 from node.pki import IssuedCertificates
 
 #: Peers the overview lists (a province has at most a few dozen cities).
@@ -41,11 +43,21 @@ async def live_values(state: ConsoleState) -> dict[str, Any]:
     return {
         "serving": state.health.serving,
         "maintenance": state.health.maintenance,
+        "switch": await _switch(state),
         "storage_ok": db.health.available,
         "pending": await pending_counts(db),
         "checkpoint": await _checkpoint(state),
         "now": dt.datetime.now(dt.UTC),
     }
+
+
+async def _switch(state: ConsoleState) -> MaintenanceState | None:
+    """The stored maintenance switch (since when, who, why), or None when the database cannot
+    say now (the live part still shows health and storage)."""
+    try:
+        return await state.maintenance.maintenance.state()
+    except (StorageUnavailable, FailedPrecondition):
+        return None
 
 
 async def _checkpoint(state: ConsoleState) -> dict[str, Any] | None:
@@ -200,19 +212,24 @@ async def overview_live(request: web.Request) -> web.Response:
 
 async def maintenance(request: web.Request) -> web.Response:
     """Switch maintenance mode (system role): health NOT_SERVING for peers and load balancers
-    while on (gateway.server.HealthReporter), whatever the storage monitor reports."""
+    while on (gateway.server.HealthReporter), whatever the storage monitor reports. Kept in
+    the database, as ``govnode maintenance`` keeps it (node.maintenance), with the optional
+    ``reason``; this process applies it at once, the node's others within seconds."""
     form = await request.post()
     wanted = form.get("on")
     if wanted not in ("1", "0"):
         raise ConsoleRefusal(400, "参数 on 应为 1（开启）或 0（关闭）", "INVALID_ARGUMENT")
+    reason = form.get("reason", "")
+    if not isinstance(reason, str):
+        raise ConsoleRefusal(400, "参数 reason 应为文本", "INVALID_ARGUMENT")
     on = wanted == "1"
     state = state_of(request)
     await audited(
         request,
         "/maintenance",
         ConsoleRole.SYSTEM,
-        lambda: state.health.set_maintenance(on),
-        detail={"maintenance": "on" if on else "off"},
+        lambda: state.maintenance.switch(on, by=operator_of(request).uri, reason=reason),
+        detail={"maintenance": "on" if on else "off", "reason": reason},
     )
     raise web.HTTPSeeOther("/")
 

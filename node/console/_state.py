@@ -14,6 +14,7 @@ from gateway.server import HealthReporter
 from node.audit import AuditLog
 from node.config import NodeConfig
 from node.console._identity import Operators
+from node.maintenance import MaintenanceWatch
 from node.pki import Revocations
 from node.servicers import Services
 
@@ -24,6 +25,8 @@ class ConsoleState:
     audit: AuditLog
     health: HealthReporter
     revocations: Revocations
+    #: The maintenance switch, kept in the database and applied to :attr:`health`.
+    maintenance: MaintenanceWatch
     #: This node's region CA: issues operator certificates and agencies' (and is the only
     #: issuer the console accepts operators from).
     region_ca: x509.Certificate

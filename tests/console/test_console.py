@@ -124,9 +124,13 @@ async def test_each_role_sees_only_the_buttons_it_may_use(console: Console) -> N
         _, certificates = await get(setup, node, who, "/certificates")
         pages[role] = overview + certificates
     assert 'id="maintenance-toggle"' in pages["system"]
+    # The reason field sits outside the part htmx refreshes, tied to the switch's form.
+    assert 'id="maintenance-form"' in pages["system"]
+    assert 'form="maintenance-form"' in pages["system"]
     assert 'id="issue-agency"' in pages["security"] and 'id="issue-operator"' in pages["security"]
     for role in ("observer", "service", "security"):
         assert 'id="maintenance-toggle"' not in pages[role], role
+        assert 'id="maintenance-reason"' not in pages[role], role
     for role in ("observer", "service", "system"):
         assert 'id="issue-agency"' not in pages[role], role
         assert 'action="/certificates/revoke"' not in pages[role], role
@@ -255,22 +259,33 @@ async def test_maintenance_mode_turns_grpc_health_not_serving_and_back(console: 
     system = operator(setup, "system")
     agency = setup.agency(PUBLIC_SECURITY, "福建省公安厅")
     token = await token_of(setup, node, system)
-    status, _, _ = await post(setup, node, system, "/maintenance", {"on": "1", "_token": token})
+    form = {"on": "1", "reason": "迁移数据库", "_token": token}
+    status, _, _ = await post(setup, node, system, "/maintenance", form)
     assert status == 303
     assert await node_health(node, agency) == health_pb2.HealthCheckResponse.NOT_SERVING
+    # Kept in the database (a restart keeps it: tests/ops/test_maintenance.py), with who and why.
+    assert node.maintenance is not None
+    stored = await node.maintenance.maintenance.state()
+    assert stored.on and stored.reason == "迁移数据库"
+    assert stored.by == "spiffe://350000.fujian.gov.cn/operator/system.op-system"
     # The storage monitor reporting the database writable again does not end maintenance.
     await node.health.set_serving(True)
     assert await node_health(node, agency) == health_pb2.HealthCheckResponse.NOT_SERVING
     _, page = await get(setup, node, system, "/overview/live")
-    assert "已开启" in page and "NOT_SERVING" in page
+    assert "已开启" in page and "NOT_SERVING" in page and "迁移数据库" in page
+    form = {"on": "0", "reason": "x" * 201, "_token": token}
+    status, page, _ = await post(setup, node, system, "/maintenance", form)
+    assert status == 400 and "at most 200 characters" in page and "x" * 80 not in page
     status, _, _ = await post(setup, node, system, "/maintenance", {"on": "0", "_token": token})
     assert status == 303
     assert await node_health(node, agency) == health_pb2.HealthCheckResponse.SERVING
     records = await console_records(node)
     assert [(r.method, r.outcome, r.detail["maintenance"]) for r in records] == [
         ("console:/maintenance", "OK", "off"),
+        ("console:/maintenance", "INVALID_ARGUMENT", "off"),
         ("console:/maintenance", "OK", "on"),
     ]
+    assert records[-1].detail["reason"] == "迁移数据库"
 
 
 async def test_an_operator_certificate_may_call_only_health_on_grpc(console: Console) -> None:

@@ -27,6 +27,7 @@ from tests.support.entries import NODE_REGION, agency, agency_code, item, make_e
 TABLES = {
     "acceptance_certificate",
     "issued_certificate",
+    "maintenance_mode",
     "catalog_entry",
     "catalog_entry_version",
     "element_source",

@@ -106,6 +106,8 @@ class Listing:
     truncated: bool
     #: The directory does not exist yet (no backup made).
     missing: bool = False
+    #: Why the directory cannot be read ("" when it can).
+    problem: str = ""
 
 
 def backup_names(directory: Path) -> tuple[list[str], bool]:
@@ -133,6 +135,8 @@ def list_backups(
         names, truncated = backup_names(directory)
     except FileNotFoundError:
         return Listing([], 0, False, missing=True)
+    except OSError as exc:
+        return Listing([], 0, False, problem=f"{directory} cannot be read: {exc.strerror}")
     shown = names[offset : offset + limit]
     return Listing([summary(directory, n, root) for n in shown], len(names), truncated)
 

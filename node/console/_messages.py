@@ -113,7 +113,7 @@ ZH_CN: Mapping[str, str] = MappingProxyType(
         "backup_verify": "验证",
         "backup_none": "备份目录中还没有备份",
         "backup_dir_missing": "备份目录尚不存在：第一次备份时创建",
-        "backup_truncated": "目录项过多，只查看了前 {n} 项",
+        "backup_truncated": "目录项超过一万个，只查看了其中一万个",
         "backup_job": "备份任务",
         "backup_job_none": "控制台尚未运行备份任务",
         "job_create": "备份",

@@ -107,7 +107,7 @@ async def backup(request: web.Request) -> web.Response:
     state = state_of(request)
     directory = backup_dir(state)
     try:
-        found = await asyncio.to_thread(summary, directory, name, _root(state))
+        found = await asyncio.to_thread(lambda: summary(directory, name, _root(state)))
     except (FileNotFoundError, NotADirectoryError):
         raise ConsoleRefusal(404, f"备份目录中没有备份 {name}", "NOT_FOUND") from None
     return await render(request, "backup.html", backup=found, busy=state.backup_jobs.busy)

@@ -551,6 +551,18 @@ class ConsoleSection(_Section):
         return None if value is None else _check_hostport(value)
 
 
+class BackupSection(_Section):
+    """Where the operator console keeps the backups it makes and lists (node.console's
+    backups page); `govnode backup create --out` writes wherever it is told."""
+
+    #: The directory of backups, one directory each (relative to the config file); the
+    #: console lists it and creates new backups in it, named by UTC time.
+    dir: Path = Path("backups")
+    #: The longest a backup or a verification started at the console may run before it is
+    #: stopped (seconds).
+    timeout_seconds: float = Field(default=3600.0, ge=10, le=86400)
+
+
 class LogSection(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -577,8 +589,12 @@ class NodeConfig(BaseSettings):
     #: Spans of the calls this node serves and forwards (gateway.tracing_setup).
     tracing: TracingSection = TracingSection()
     console: ConsoleSection = ConsoleSection()
+    backup: BackupSection = BackupSection()
     #: Directory the file was read from; relative paths resolve against it.
     base_dir: Path = Path()
+    #: The file itself (set by :func:`load_config`; None for a config built in code): what
+    #: the console passes to `govnode backup create --config`.
+    config_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -672,6 +688,7 @@ def load_config(path: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     data["base_dir"] = path.resolve().parent
+    data["config_file"] = path.resolve()
     try:
         return NodeConfig(**data)
     except ValidationError as exc:

@@ -8,7 +8,8 @@ and the CLI call and has no logic of its own; every change it makes is audited
 
 Pages: overview (with the maintenance switch), certificates (issue, list, revoke), audit
 (search, a record with its inclusion proof, chain verification), system (the effective
-configuration), and part B's desks, catalog, federation, quality and compliance.
+configuration), backups (list, make, verify), and part B's desks, catalog, federation,
+quality and compliance.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from node.console import (
     _pages_audit,
+    _pages_backups,
     _pages_catalog,
     _pages_certificates,
     _pages_corrections,
@@ -76,6 +77,7 @@ PAGE_GROUPS: list[Callable[[web.RouteTableDef], None]] = [
     _pages_certificates.routes,
     _pages_audit.routes,
     _pages_system.routes,
+    _pages_backups.routes,
     _pages_desks.routes,
     _pages_corrections.routes,
     _pages_catalog.routes,
@@ -141,6 +143,11 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Cache-Control"] = "no-store"
 
 
+async def _stop_jobs(app: web.Application) -> None:
+    """A backup job still running when the console stops is stopped with it."""
+    await app[STATE].backup_jobs.stop()
+
+
 def static_dir() -> Path:
     return Path(str(resources.files("node.console") / "static"))
 
@@ -149,6 +156,7 @@ def make_app(state: ConsoleState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_guard])
     app[STATE] = state
     app.on_response_prepare.append(_headers)
+    app.on_shutdown.append(_stop_jobs)
     table = web.RouteTableDef()
     for add in PAGE_GROUPS:
         add(table)

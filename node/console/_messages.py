@@ -17,6 +17,7 @@ ZH_CN: Mapping[str, str] = MappingProxyType(
         "nav_certificates": "证书与部门",
         "nav_audit": "审计日志",
         "nav_system": "系统配置",
+        "nav_backups": "备份",
         "nav_desks": "审核工作台",
         "nav_catalog": "资源目录",
         "nav_federation": "省市联动",
@@ -102,6 +103,55 @@ ZH_CN: Mapping[str, str] = MappingProxyType(
         "verify_count": "条数",
         "config": "生效配置（只读，密钥不显示）",
         "forbidden_hidden": "您的角色不能使用的按钮已隐藏",
+        # backups
+        "backups": "备份（备份恢复机制，第三十九条）",
+        "backup_dir": "备份目录",
+        "backup_name": "名称",
+        "backup_time": "备份时间",
+        "backup_size": "大小",
+        "backup_keys": "含私钥",
+        "backup_audit": "审计日志头（条数 · 树根）",
+        "backup_node": "节点",
+        "backup_verified": "最近一次验证",
+        "backup_create": "立即备份（不含私钥）",
+        "backup_verify": "验证",
+        "backup_none": "备份目录中还没有备份",
+        "backup_dir_missing": "备份目录尚不存在：第一次备份时创建",
+        "backup_truncated": "目录项超过一万个，只查看了其中一万个",
+        "backup_job": "备份任务",
+        "backup_job_none": "控制台尚未运行备份任务",
+        "job_create": "备份",
+        "job_verify": "验证",
+        "job_running": "进行中",
+        "job_ok": "已完成",
+        "job_failed": "失败",
+        "job_timed_out": "超时，已停止",
+        "job_stopped": "节点停止，已中止",
+        "job_started": "开始时间",
+        "job_seconds": "用时（秒）",
+        "job_output": "输出（最后几行）",
+        "job_refresh": "刷新本页查看进度（启用 JavaScript 时自动刷新）",
+        "backup_keys_note": (
+            "控制台做的备份不含私钥。含私钥的备份须在节点上用命令行、以口令加密："
+            "govnode backup create --with-keys --passphrase-file FILE"
+        ),
+        "backup_restore_note": (
+            "恢复不能在控制台进行：它要写出新的节点目录，由新的节点进程启动。请在目标机器上运行 "
+            "govnode backup restore BACKUP --dir DIR"
+        ),
+        "backup_verify_note": (
+            "验证与 govnode backup verify 相同：检查清单签名与证书链（对照本节点的省级根证书）、"
+            "每个文件的 SHA-256，再把数据库恢复到临时库中检查完整性、结构版本和审计日志；"
+            "报告由本节点签名，存入该备份目录"
+        ),
+        "verified_ok": "验证通过",
+        "verified_failed": "验证未通过",
+        "not_verified": "尚未验证",
+        "report_stale": "报告针对的清单与当前清单不同",
+        "report_signed_by": "报告签名",
+        "report_unsigned": "报告未签名或签名无效",
+        "backup_unreadable": "不是完整的备份",
+        "backup_checks": "验证项目",
         # --- the desks, catalog, federation and quality pages ---
         # nav
         # desks

@@ -32,7 +32,9 @@ def _masked(value: Any, key: str = "") -> Any:
 
 def effective_config(config: NodeConfig) -> dict[str, Any]:
     """The configuration as shown: every section, secrets masked."""
-    shown: dict[str, Any] = _masked(config.model_dump(mode="json", exclude={"base_dir"}))
+    shown: dict[str, Any] = _masked(
+        config.model_dump(mode="json", exclude={"base_dir", "config_file"})
+    )
     storage = shown.get("storage", {})
     if isinstance(storage.get("url"), str):
         storage["url"] = make_url(storage["url"]).render_as_string(hide_password=True)

@@ -31,6 +31,7 @@ NAV: list[tuple[str, str]] = [
     ("/certificates", "nav_certificates"),
     ("/audit", "nav_audit"),
     ("/system", "nav_system"),
+    ("/backups", "nav_backups"),
     ("/desks", "nav_desks"),
     ("/catalog", "nav_catalog"),
     ("/federation", "nav_federation"),

@@ -13,6 +13,7 @@ from cryptography import x509
 from gateway.server import HealthReporter
 from node.audit import AuditLog
 from node.config import NodeConfig
+from node.console._backup_jobs import BackupJobs
 from node.console._identity import Operators
 from node.maintenance import MaintenanceWatch
 from node.pki import Revocations
@@ -37,6 +38,8 @@ class ConsoleState:
     #: This node's catalog digest and when it was computed (monotonic seconds): hashing the
     #: whole catalog is the heartbeat's work; the overview reuses one for a while.
     digest: tuple[float, str] | None = None
+    #: The backup made or verified from the backups page (one at a time).
+    backup_jobs: BackupJobs = field(default_factory=BackupJobs)
 
     @property
     def config(self) -> NodeConfig:

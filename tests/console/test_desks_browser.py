@@ -2,7 +2,8 @@
 certificate), against one real province node whose work was made over gRPC: approve an
 application and reject another, approve a held change, approve a 授权开放 application (its key
 shown once), confirm an error report's stored value, issue a rectification notice, and mint a
-city's invitation on the federation page; the catalog and quality pages load, in Chinese.
+city's invitation on the federation page, make a backup and verify it on the backups page;
+the catalog and quality pages load, in Chinese.
 Approving a sub-platform needs a conformance run against a city (tests/conformance); here the
 approval form is shown and its refusal of a file that is no signed report is clicked."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from govnode.v1 import access_pb2
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 from gateway.tls import TlsFiles
 from node.app import RunningNode
@@ -27,6 +28,9 @@ from tests.support.desks import RENAMED, make_work
 from tests.support.nodes import MARKET_REGULATION, enable_join, make_province, start
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+#: A backup job (a child process) ends in about 2 s; the page polls every 5 s.
+JOB_TIMEOUT_MS = 60_000
 
 
 @contextlib.asynccontextmanager
@@ -125,6 +129,23 @@ async def test_each_desk_action_is_clicked_through_in_a_browser(
             await page.set_input_files("input[name=report]", str(report))
             await page.click("#approve-city")
             assert "the report does not verify" in await page.inner_text(".error")
+
+            # 备份: one made (without keys), then verified; htmx shows each job end in place.
+            await page.goto(base + "/")
+            await page.get_by_role("link", name="备份").click()
+            await page.click("#backup-create")
+            await page.wait_for_url(base + "/backups")
+            state = page.locator("#backup-job-state")
+            await expect(state).to_have_text("已完成", timeout=JOB_TIMEOUT_MS)
+            row = page.locator("#backups tbody tr").first
+            assert "尚未验证" in await row.inner_text()
+            await row.get_by_role("button", name="验证").click()
+            await page.wait_for_url(base + "/backups")
+            await expect(row.locator(".verification")).to_contain_text(
+                "验证通过", timeout=JOB_TIMEOUT_MS
+            )
+            await row.get_by_role("link").click()
+            assert await page.locator("#checks tbody tr").count() >= 9
 
         # What the clicks did is what the agencies see over gRPC.
         civil_app = await access(

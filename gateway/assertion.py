@@ -15,6 +15,11 @@ trust a bare header. The node that first accepted the call (the origin node) sig
   moved to another call;
 - it is not past its deadline, was issued within the allowed clock skew, and its nonce has not
   been seen before (a replay fails; the nonce store is the node's, in its database).
+
+Every node on the path checks all of this, but only the node serving the call records the
+nonce: a relay (the province, for a call on a city's resource) forwards the assertion
+unchanged, and the owner refuses a replay of it. So a routed call writes one nonce, not one
+per hop.
 """
 
 from __future__ import annotations
@@ -123,8 +128,13 @@ class AssertionVerifier:
         nonces: NonceStore,
         *,
         max_skew: dt.timedelta = MAX_CLOCK_SKEW,
+        region: str | None = None,
     ) -> None:
+        """``region``: this node's; an assertion for a resource of another region (a call this
+        node relays to its owner) is checked but its nonce left to the owner. None: every
+        nonce is recorded here."""
         self._root = root
+        self._region = region
         self._trust_domain = trust_domain
         self._nonces = nonces
         self._max_skew = max_skew
@@ -201,9 +211,18 @@ class AssertionVerifier:
             )
         if len(assertion.nonce) < NONCE_BYTES:
             raise UntrustedAssertion("caller assertion nonce is too short")
-        if not await self._nonces(assertion.nonce, deadline + self._max_skew):
+        if self._serves(resource_code) and not await self._nonces(
+            assertion.nonce, deadline + self._max_skew
+        ):
             raise UntrustedAssertion("caller assertion was already used (replay)")
         return VerifiedAssertion(caller, origin, resource_code, assertion.request_id, deadline)
+
+    def _serves(self, resource_code: str) -> bool:
+        """Whether this node serves a call on ``resource_code`` itself (so records its nonce):
+        a resource of its own region, or a call named by something else than a resource."""
+        if self._region is None or not resource_code:
+            return True
+        return resource_code.partition("-")[0] == self._region
 
     def _cached_signer(
         self, ders: tuple[bytes, ...], now: dt.datetime

@@ -600,7 +600,12 @@ async def start_node(
         sink = NodeAuditSink(audit)
         revocations = Revocations(db)
         await revocations.assign_missing_sequences()
-        verifier = AssertionVerifier(root, config.node.trust_domain, AssertionNonces(db).remember)
+        verifier = AssertionVerifier(
+            root,
+            config.node.trust_domain,
+            AssertionNonces(db).remember,
+            region=config.node.region,
+        )
         limits = config.limits
         streams = StreamGate(
             StreamLimits(

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
 
@@ -28,6 +29,7 @@ from node.app import RunningNode, node_tls_files
 from node.audit import AuditLog
 from node.catalog import MaskingKind, MaskingRule, ShareMethod, ShareType
 from node.config import NodeConfig
+from node.models import AssertionNonceRow
 from node.pki import load_certs, load_private_key
 from node.pki._ca import generate_key
 from tests.support.databases import NewDatabaseUrl
@@ -179,6 +181,17 @@ async def test_routed_verify_compare_query_apply_the_owners_rules_to_the_caller(
     assert records[XIAMEN].origin_node == ""
     assert records[PROVINCE].origin_node == str(make_identity(XIAMEN, TD, Role.NODE))
     assert records[FUZHOU].origin_node == str(make_identity(PROVINCE, TD, Role.NODE))
+
+    # Each forwarded call's nonce is recorded where it is served, not at the relay: the
+    # province holds the one of the call on its own resource, 福州 those of the five on its.
+    assert await nonces_at(fed.province.running) == 1
+    assert await nonces_at(fed.fuzhou.running) == 5
+
+
+async def nonces_at(node: RunningNode) -> int:
+    table = AssertionNonceRow.__table__  # type: ignore[attr-defined]
+    async with node.db.engine.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
 
 
 # --- assertions sent straight to 福州 ------------------------------------------------------

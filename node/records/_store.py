@@ -46,6 +46,7 @@ from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.records._disputes import disputes_of
 from node.records._hold import hold_writes
+from node.records._lookup import chunks
 from node.records._query import (
     DEFAULT_HISTORY_PAGE,
     DEFAULT_PAGE_SIZE,
@@ -76,7 +77,6 @@ from node.records._submit import (
     apply_writes,
     batch_digest,
     check_batch,
-    chunks,
     clean_batch,
     current_rows,
     one_value_per_key,

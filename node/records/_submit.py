@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
@@ -26,6 +26,7 @@ from gateway.quote import quote
 from node.catalog import ITEM_NAME_RE, MAX_ITEMS, ResourceEntry
 from node.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from node.records._hold import ARTICLE, HeldWrite
+from node.records._lookup import rows_by_key
 from node.records._query import key_text
 from node.records._rejections import RejectionList, bounded
 from node.records._types import (
@@ -50,8 +51,6 @@ BATCH = SQLModel.metadata.tables["submit_batch"]
 #: A record key (canonical JSON of the key values) may take at most this many UTF-8 bytes:
 #: it is a primary-key column, and btree entries must stay small.
 RECORD_KEY_BYTES = 1024
-#: Keys per IN (...) lookup: well under SQLite's and asyncpg's bound-parameter limits.
-_IN_CHUNK = 500
 MAX_TEMPORARY_REASON = 2000
 #: A batch id quoted in a message is cut to this many characters (ids run to MAX_BATCH_ID).
 _QUOTED_ID = 40
@@ -439,7 +438,14 @@ class Binder:
         return process if process is not None else _identity
 
     def one(self, column: sa.Column[Any], value: Any) -> Any:
-        return self.processor(column)(value)
+        value = self.processor(column)(value)
+        if self._dialect.name == "sqlite":
+            # sqlite3 turns a datetime into text with its registered adapter, once per row
+            # bound; a batch's constant time is turned once here, by the same adapter.
+            adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
+            if adapt is not None:
+                return adapt(value)
+        return value
 
     def each(self, *pairs: tuple[sa.Column[Any], Any]) -> tuple[Any, ...]:
         return tuple(self.one(column, value) for column, value in pairs)
@@ -469,69 +475,14 @@ async def current_rows(
     live_only: bool = False,
 ) -> dict[str, Any]:
     """The stored ``columns`` of the current records with ``keys`` (a single column's value,
-    or a tuple of several). ``live_only``: leave out records deleted with approval (第四十一条).
-
-    SQLite: IN queries of at most 500 keys (its planner always probes the primary key).
-    PostgreSQL: one primary-key probe per key (:func:`_probe_statement`), planned afresh."""
+    or a tuple of several), by :func:`rows_by_key`. ``live_only``: leave out records deleted
+    with approval (第四十一条)."""
     found: dict[str, Any] = {}
     single = len(columns) == 1
-    postgres = conn.dialect.name == "postgresql"
-    if postgres and keys:
-        await conn.exec_driver_sql(_CUSTOM_PLANS)
-    for chunk in chunks(keys, _ARRAY_CHUNK if postgres else _IN_CHUNK):
-        if postgres:
-            statement = _probe_statement(code, chunk, columns, live_only)
-        else:
-            statement = sa.select(RECORD.c.record_key, *columns).where(
-                RECORD.c.resource_code == code, RECORD.c.record_key.in_(chunk)
-            )
-            if live_only:
-                statement = statement.where(sa.not_(RECORD.c.deleted))
-        rows = await conn.execute(statement)
-        for row in rows:
-            found[row[0]] = row[1] if single else tuple(row[1:])
-    if postgres and keys:
-        await conn.exec_driver_sql(_CACHED_PLANS)
+    live = (sa.not_(RECORD.c.deleted),) if live_only else ()
+    for row in await rows_by_key(conn, RECORD, code, keys, columns, *live, unique=True):
+        found[row[0]] = row[1] if single else tuple(row[1:])
     return found
-
-
-#: PostgreSQL caches a prepared statement's "generic" plan, made for whatever size the table
-#: had when the statement was first run on the connection, and keeps it until the table is
-#: next analysed: a plan made while a resource held a few rows (a sequential scan) would then
-#: read the whole resource once per key (issue 17: Submit slowed to ~340 records/s as the
-#: table grew, with autovacuum off). For the lookups, plans are made afresh at each execution,
-#: for the table's current size; the rest of the transaction goes back to the default, since
-#: planning each row of an executemany INSERT would cost more than it saves.
-_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
-_CACHED_PLANS = "SET LOCAL plan_cache_mode = DEFAULT"
-#: Keys per PostgreSQL lookup: one array parameter, so only the statement's size bounds it.
-_ARRAY_CHUNK = 10_000
-
-
-def _probe_statement(
-    code: str, keys: Sequence[str], columns: Sequence[sa.ColumnElement[Any]], live_only: bool
-) -> sa.Select[Any]:
-    """``SELECT k.key, r.... FROM unnest(:keys) AS k(key) CROSS JOIN LATERAL (SELECT ... FROM
-    record WHERE resource_code = :code AND record_key = k.key LIMIT 1) AS r``.
-
-    Each key is looked up by the whole primary key, a plan that needs no statistics: with a
-    list (``record_key IN (...)`` or ``= ANY(:keys)``) and no statistics, PostgreSQL scans
-    every record of the resource and filters, even with the list's values in hand (measured:
-    145 ms for 500 keys among a million records, against 4 ms probing them one by one). The
-    LIMIT keeps the subquery a subquery, so the planner cannot turn it into a hash join over
-    the whole resource."""
-    given = (
-        sa.func.unnest(sa.bindparam("keys", list(keys), type_=postgresql.ARRAY(sa.String)))
-        .table_valued("key")
-        .render_derived(name="k")
-    )
-    probe = sa.select(*columns).where(
-        RECORD.c.resource_code == code, RECORD.c.record_key == given.c.key
-    )
-    if live_only:
-        probe = probe.where(sa.not_(RECORD.c.deleted))
-    found = probe.limit(sa.literal_column("1")).lateral("r")
-    return sa.select(given.c.key, *found.c).select_from(given.join(found, sa.true()))
 
 
 async def all_current_rows(
@@ -541,11 +492,6 @@ async def all_current_rows(
         sa.select(RECORD.c.record_key, *columns).where(RECORD.c.resource_code == code)
     )
     return {row[0]: tuple(row[1:]) for row in rows}
-
-
-def chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def temporary_json(temporary: TemporaryCollection) -> str:

@@ -15,7 +15,8 @@ compares equal whatever way it was written.
 Submit is one write transaction per batch and is acknowledged after commit: a batch is applied
 entirely or not at all at the database level, while records that break a rule are refused one
 by one (with reasons) and the others applied. Writes are bulk statements (SQLAlchemy Core,
-executemany), and the existing rows for a batch's keys are read with a few IN queries.
+executemany), and the existing rows for a batch's keys are read in a few lookups
+(:mod:`node.records._lookup`).
 
 Layout: this module is the service; :mod:`node.records._submit` holds Submit's checks and bulk
 writes, :mod:`node.records._query` the query planning, paging, masking of rows and key

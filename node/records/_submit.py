@@ -2,9 +2,10 @@
 bulk writes.
 
 Used by :class:`node.records.Records`; split out so each module keeps one job. Writes are
-SQLAlchemy Core in bulk: the current rows for a batch's keys are read with IN queries of at most
-500 keys (or the whole resource when it holds no more records than the batch has keys), then
-new records, changed records and new versions go in with one executemany each.
+SQLAlchemy Core in bulk: the current rows for a batch's keys are read by
+:func:`node.records._lookup.rows_by_key` (or the whole resource when it holds no more records
+than the batch has keys), then new records, changed records and new versions go in with one
+executemany each.
 """
 
 from __future__ import annotations

@@ -57,3 +57,9 @@ def record_values(i: int) -> dict[str, str]:
         "fddbr": f"法人{i:07d}",
         "djzt": _STATUSES[i % len(_STATUSES)],
     }
+
+
+def changed_values(i: int) -> dict[str, str]:
+    """Record ``i`` with another legal representative: a change of a stored record, which
+    Submit holds for the authority's approval (第四十一条)."""
+    return record_values(i) | {"fddbr": f"代表{i:07d}"}

@@ -2,7 +2,7 @@
 the node's address (``[node] reuse_port``) and one PostgreSQL database.
 
 The ``processes`` scenario provisions a province of its own on a fresh PostgreSQL database
-(next to the one GOVNODE_TEST_POSTGRES_URL names; without it the scenario says so and measures
+(next to the one GOVNODE_BENCH_POSTGRES_URL names; without it the scenario says so and measures
 nothing), seeds it through the first process, and then alternates: a round with the second
 process started beside the first, a round with the first alone. Each round's load opens
 :data:`CONNECTIONS` connections, so that the kernel (SO_REUSEPORT hashes each new connection)

@@ -160,24 +160,29 @@ class SubmitFigures:
     rejected: int
     seconds: float
     first_problem: str
+    #: Records held for approval (第四十一条): changes of stored records.
+    held: int = 0
 
     @property
     def records_per_s(self) -> float:
         return self.accepted / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def held_per_s(self) -> float:
+        return self.held / self.seconds if self.seconds > 0 else 0.0
+
 
 def _batches(
-    first: int, batches: int, batch_size: int, resource_code: str
+    first: int, batches: int, batch_size: int, resource_code: str, changed: bool
 ) -> Iterator[sharing_pb2.SubmitBatch]:
+    values = dataset.changed_values if changed else dataset.record_values
+    suffix = "-changed" if changed else ""
     for b in range(batches):
         start = first + b * batch_size
         yield sharing_pb2.SubmitBatch(
             resource_code=resource_code,
-            batch_id=f"bench-{start}-{batch_size}",
-            records=[
-                common_pb2.Record(values=dataset.record_values(i))
-                for i in range(start, start + batch_size)
-            ],
+            batch_id=f"bench-{start}-{batch_size}{suffix}",
+            records=[common_pb2.Record(values=values(i)) for i in range(start, start + batch_size)],
         )
 
 
@@ -192,15 +197,18 @@ async def submit(
     window: int = 4,
     rpc_timeout: float = 300.0,
     resource_code: str = dataset.RESOURCE_CODE,
+    changed: bool = False,
 ) -> SubmitFigures:
     """Stream ``batches`` batches of records ``first``, ``first + 1``... of ``resource_code``
-    through Submit to the node at ``target``, as the agency ``provider``.
+    through Submit to the node at ``target``, as the agency ``provider``; ``changed``: with
+    other values than :func:`bench.dataset.record_values` (changes of stored records, held
+    for approval).
 
     At most ``window`` batches are unacknowledged at a time, as a careful provider would send
     them; no new batch is sent after ``duration`` seconds. Timed from the first send to the
     last ack (acks come only after a durable commit). Batches are built before the clock starts.
     """
-    prepared = list(_batches(first, batches, batch_size, resource_code))
+    prepared = list(_batches(first, batches, batch_size, resource_code, changed))
     room = asyncio.Semaphore(window)
     t0 = 0.0
 
@@ -211,7 +219,7 @@ async def submit(
                 return
             yield batch
 
-    accepted = rejected = acked = 0
+    accepted = rejected = acked = held = 0
     first_problem = ""
     async with secure_channel(target, provider) as channel:
         await asyncio.wait_for(channel.channel_ready(), 10.0)
@@ -223,11 +231,12 @@ async def submit(
             acked += 1
             accepted += ack.accepted
             rejected += ack.rejected
+            held += ack.held
             if ack.rejections and not first_problem:
                 r = ack.rejections[0]
                 first_problem = f"record {r.index} item {r.item or '-'}: {r.reason}"
             room.release()
-    return SubmitFigures(acked, accepted, rejected, last - t0, first_problem)
+    return SubmitFigures(acked, accepted, rejected, last - t0, first_problem, held)
 
 
 def audit_counts(province: Province) -> dict[str, int] | None:

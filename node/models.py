@@ -853,6 +853,8 @@ class ChangeRequestRow(SQLModel, table=True):
     or rejected once, and an approval applies the change in the same transaction."""
 
     __tablename__ = "change_request"
+    #: Submit looks for pending requests by the keys a batch holds (node.records._hold).
+    __table_args__ = (Index("ix_change_request_record", "resource_code", "record_key"),)
 
     id: str = Field(primary_key=True, max_length=64)  # "<owner region>-C-<hex>"
     status: str = Field(max_length=16)

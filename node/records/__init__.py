@@ -5,6 +5,8 @@
 - ``_validation``: the value rules of data items (GB 11643, GB 32100, dates, patterns, ...);
 - ``_submit``, ``_rejections``, ``_hold``: Submit's checks, bulk writes, bounded
   acknowledgements, and the records held as change requests (第四十一条);
+- ``_lookup``: rows of a resource looked up by many record keys at once (Submit, Compare, held
+  records), in a plan that stays good without the database's statistics;
 - ``_query``: query planning, paging and row shaping; ``_exchange`` and ``_feed``: bulk export
   and the shared change feed; ``_change``: applying an approved record change;
 - ``_types``: values in and out.

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
-from node.records._submit import chunks
+from node.records._lookup import chunks
 from node.records._types import Dispute
 
 __all__ = ["MAX_DISPUTE_IDS", "OPEN_STATUSES", "disputes_of"]

@@ -51,8 +51,9 @@ from node.errors import InvalidArgument, PermissionDenied
 from node.models import NodeMetaRow
 from node.records._disputes import disputes_of
 from node.records._feed import FEED_PAGE, ChangeFeed, FeedRow
+from node.records._lookup import chunks
 from node.records._query import projection, shape_row
-from node.records._submit import RECORD, VERSION, chunks
+from node.records._submit import RECORD, VERSION
 from node.records._types import Dispute
 from node.records._validation import schema_for
 from node.storage import Database

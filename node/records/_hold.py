@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import node.models  # noqa: F401  (registers change_request on SQLModel.metadata)
 from node.catalog import ResourceEntry
+from node.records._lookup import rows_by_key
 from node.sharing import NotificationKind, Notifications
 
 CHANGE = SQLModel.metadata.tables["change_request"]
@@ -69,18 +70,18 @@ async def hold_writes(
     code = entry.resource_code
     keys = list(dict.fromkeys(h.record_key for h in held))
     waiting: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), 500):
-        rows = await conn.execute(
-            sa.select(CHANGE.c.id, CHANGE.c.record_key, CHANGE.c.new_values).where(
-                CHANGE.c.resource_code == code,
-                CHANGE.c.status == "pending",
-                CHANGE.c.target == "record",
-                CHANGE.c.batch_id != "",
-                CHANGE.c.record_key.in_(keys[start : start + 500]),
-            )
-        )
-        for row in rows:
-            waiting.setdefault((row.record_key, row.new_values), row.id)
+    pending = await rows_by_key(
+        conn,
+        CHANGE,
+        code,
+        keys,
+        (CHANGE.c.id, CHANGE.c.new_values),
+        CHANGE.c.status == "pending",
+        CHANGE.c.target == "record",
+        CHANGE.c.batch_id != "",
+    )
+    for record_key, change_id, new_values in pending:
+        waiting.setdefault((record_key, new_values), change_id)
     reason = f"汇聚批次 {batch_id} 提交的值与现有记录不同，批准后生效（{ARTICLE}）"
     rows_out: list[dict[str, object]] = []
     ids: list[tuple[int, str]] = []

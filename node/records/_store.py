@@ -15,7 +15,8 @@ compares equal whatever way it was written.
 Submit is one write transaction per batch and is acknowledged after commit: a batch is applied
 entirely or not at all at the database level, while records that break a rule are refused one
 by one (with reasons) and the others applied. Writes are bulk statements (SQLAlchemy Core,
-executemany), and the existing rows for a batch's keys are read with a few IN queries.
+executemany), and the existing rows for a batch's keys are read in a few lookups
+(:mod:`node.records._lookup`).
 
 Layout: this module is the service; :mod:`node.records._submit` holds Submit's checks and bulk
 writes, :mod:`node.records._query` the query planning, paging, masking of rows and key
@@ -46,6 +47,7 @@ from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.records._disputes import disputes_of
 from node.records._hold import hold_writes
+from node.records._lookup import chunks
 from node.records._query import (
     DEFAULT_HISTORY_PAGE,
     DEFAULT_PAGE_SIZE,
@@ -76,7 +78,6 @@ from node.records._submit import (
     apply_writes,
     batch_digest,
     check_batch,
-    chunks,
     clean_batch,
     current_rows,
     one_value_per_key,

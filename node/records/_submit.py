@@ -2,9 +2,10 @@
 bulk writes.
 
 Used by :class:`node.records.Records`; split out so each module keeps one job. Writes are
-SQLAlchemy Core in bulk: the current rows for a batch's keys are read with IN queries of at most
-500 keys (or the whole resource when it holds no more records than the batch has keys), then
-new records, changed records and new versions go in with one executemany each.
+SQLAlchemy Core in bulk: the current rows for a batch's keys are read by
+:func:`node.records._lookup.rows_by_key` (or the whole resource when it holds no more records
+than the batch has keys), then new records, changed records and new versions go in with one
+executemany each.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +27,7 @@ from gateway.quote import quote
 from node.catalog import ITEM_NAME_RE, MAX_ITEMS, ResourceEntry
 from node.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from node.records._hold import ARTICLE, HeldWrite
+from node.records._lookup import rows_by_key
 from node.records._query import key_text
 from node.records._rejections import RejectionList, bounded
 from node.records._types import (
@@ -49,8 +52,6 @@ BATCH = SQLModel.metadata.tables["submit_batch"]
 #: A record key (canonical JSON of the key values) may take at most this many UTF-8 bytes:
 #: it is a primary-key column, and btree entries must stay small.
 RECORD_KEY_BYTES = 1024
-#: Keys per IN (...) lookup: well under SQLite's and asyncpg's bound-parameter limits.
-_IN_CHUNK = 500
 MAX_TEMPORARY_REASON = 2000
 #: A batch id quoted in a message is cut to this many characters (ids run to MAX_BATCH_ID).
 _QUOTED_ID = 40
@@ -438,7 +439,14 @@ class Binder:
         return process if process is not None else _identity
 
     def one(self, column: sa.Column[Any], value: Any) -> Any:
-        return self.processor(column)(value)
+        value = self.processor(column)(value)
+        if self._dialect.name == "sqlite":
+            # sqlite3 turns a datetime into text with its registered adapter, once per row
+            # bound; a batch's constant time is turned once here, by the same adapter.
+            adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
+            if adapt is not None:
+                return adapt(value)
+        return value
 
     def each(self, *pairs: tuple[sa.Column[Any], Any]) -> tuple[Any, ...]:
         return tuple(self.one(column, value) for column, value in pairs)
@@ -468,19 +476,13 @@ async def current_rows(
     live_only: bool = False,
 ) -> dict[str, Any]:
     """The stored ``columns`` of the current records with ``keys`` (a single column's value,
-    or a tuple of several), looked up with IN queries of at most 500 keys. ``live_only``:
-    leave out records deleted with approval (第四十一条)."""
+    or a tuple of several), by :func:`rows_by_key`. ``live_only``: leave out records deleted
+    with approval (第四十一条)."""
     found: dict[str, Any] = {}
     single = len(columns) == 1
-    for chunk in chunks(keys):
-        statement = sa.select(RECORD.c.record_key, *columns).where(
-            RECORD.c.resource_code == code, RECORD.c.record_key.in_(chunk)
-        )
-        if live_only:
-            statement = statement.where(sa.not_(RECORD.c.deleted))
-        rows = await conn.execute(statement)
-        for row in rows:
-            found[row[0]] = row[1] if single else tuple(row[1:])
+    live = (sa.not_(RECORD.c.deleted),) if live_only else ()
+    for row in await rows_by_key(conn, RECORD, code, keys, columns, *live, unique=True):
+        found[row[0]] = row[1] if single else tuple(row[1:])
     return found
 
 
@@ -491,11 +493,6 @@ async def all_current_rows(
         sa.select(RECORD.c.record_key, *columns).where(RECORD.c.resource_code == code)
     )
     return {row[0]: tuple(row[1:]) for row in rows}
-
-
-def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), _IN_CHUNK):
-        yield values[start : start + _IN_CHUNK]
 
 
 def temporary_json(temporary: TemporaryCollection) -> str:

@@ -278,7 +278,7 @@ def _fits(entry: AuditEntry) -> bool:
     if entry.message and not _storable(entry.message, MAX_MESSAGE_BYTES):
         return False
     for key, value in entry.detail.items():
-        if not _storable(key, MAX_DETAIL_CHARS):
+        if type(key) is not str or not _storable(key, MAX_DETAIL_CHARS):
             return False
         if type(value) is not int and not (
             type(value) is str and _storable(value, MAX_DETAIL_CHARS)

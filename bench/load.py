@@ -5,7 +5,9 @@ two never share a GIL. ``--channels`` connections (each its own HTTP/2 connectio
 session) carry ``--concurrency`` callers in total, each an asyncio task issuing one call after
 another. The first ``--warmup`` calls (bounded by ``--warmup-seconds``) are not measured; then
 calls are measured until ``--max-calls`` were started or ``--duration`` seconds passed, and
-the figures are printed as one JSON object on stdout.
+the figures are printed as one JSON object on stdout. With ``--marks`` it also prints
+``measuring`` when the measured calls begin and ``measured`` when the last one has ended, so
+that the bench can read the servers' CPU time over exactly that window.
 
 The same client code drives every target; only the *call factory* differs, so a baseline and a
 govnode call pay exactly the same client-side costs. Requests are built before the clock starts.
@@ -97,6 +99,7 @@ FACTORIES: dict[str, CallFactory] = {"echo": echo_factory, "verify": verify_fact
 class _State:
     max_calls: int
     warmup: int
+    marks: bool = False
     measuring: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     warm_done: int = 0
@@ -110,6 +113,8 @@ class _State:
 
     def start_measuring(self) -> None:
         if not self.measuring.is_set():
+            if self.marks:
+                print("measuring", flush=True)
             self.t_start = time.perf_counter()
             self.measuring.set()
 
@@ -166,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         factory = FACTORIES[args.mode]
         calls = [factory(ch, i, args) for i, ch in enumerate(channels)]
-        state = _State(max_calls=args.max_calls, warmup=args.warmup)
+        state = _State(max_calls=args.max_calls, warmup=args.warmup, marks=args.marks)
         if args.warmup <= 0:
             state.start_measuring()
         tasks = [
@@ -182,6 +187,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait(tasks, timeout=args.duration)
             state.stopping = True
             await asyncio.wait_for(asyncio.gather(*tasks), args.call_timeout + 5)
+            if args.marks:
+                print("measured", flush=True)
         finally:
             for task in tasks:
                 task.cancel()
@@ -225,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resource-code", default=dataset.RESOURCE_CODE, help="verify: the resource asked about"
     )
     p.add_argument("--seed", type=int, default=20160701)
+    p.add_argument(
+        "--marks", action="store_true", help="print 'measuring' and 'measured' around the calls"
+    )
     return p
 
 

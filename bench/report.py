@@ -21,6 +21,12 @@ FIGURES = (
     "submit_records_per_s",
     "sqlite_records_per_s",
     "submit_ratio",
+    "echo_cpu_us_per_call",
+    "verify_cpu_us_per_call",
+    "verify_cpu_ratio",
+    "sqlite_cpu_us_per_record",
+    "submit_cpu_us_per_record",
+    "submit_cpu_ratio",
 )
 
 
@@ -30,7 +36,10 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 def table(results: Sequence[tuple[str, Outcome]]) -> str:
     w = max([9, *(len(name) for name, outcome in results if outcome.rows)])
-    header = f"{'scenario':<{w}} {'measurement':<37} {'throughput':>20} {'p50 ms':>8} {'p99 ms':>8}"
+    header = (
+        f"{'scenario':<{w}} {'measurement':<37} {'throughput':>20} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'CPU µs':>8}"
+    )
     lines = [header, "-" * len(header)]
     notes: list[str] = []
     problems: list[str] = []
@@ -40,7 +49,7 @@ def table(results: Sequence[tuple[str, Outcome]]) -> str:
                 rate = f"{_num(row.per_s)} {row.unit}"
                 lines.append(
                     f"{name:<{w}} {row.label:<37} {rate:>20} "
-                    f"{_num(row.p50_ms, 2):>8} {_num(row.p99_ms, 2):>8}"
+                    f"{_num(row.p50_ms, 2):>8} {_num(row.p99_ms, 2):>8} {_num(row.cpu_us, 1):>8}"
                 )
             elif isinstance(row, Ratio):
                 verdict = (
@@ -55,6 +64,7 @@ def table(results: Sequence[tuple[str, Outcome]]) -> str:
                 )
         notes.extend(outcome.notes)
         problems.extend(outcome.problems)
+    lines.append("(CPU µs: the server's user + system CPU time per call or record, from /proc)")
     if notes:
         lines += ["", "How measured:", *(f"  - {n}" for n in notes)]
     if problems:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.quote import clip_message
+from gateway.quote import MAX_MESSAGE_BYTES, clip_message
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ def bounded(record: CallRecord) -> CallRecord:
     """``record`` with every caller-influenced field within its bound, as the guard hands it to
     the sink: what the node hashes and stores is exactly this (node.audit._log applies the same
     bounds, so they leave it unchanged)."""
+    if _within_bounds(record):
+        return record  # the usual case, without copying (this runs for every call)
     return dataclasses.replace(
         record,
         caller=cut(record.caller, MAX_IDENTITY_CHARS),
@@ -54,6 +56,21 @@ def bounded(record: CallRecord) -> CallRecord:
             key: cut(value, MAX_DETAIL_CHARS) if isinstance(value, str) else value
             for key, value in record.detail.items()
         },
+    )
+
+
+def _within_bounds(record: CallRecord) -> bool:
+    """Whether :func:`bounded` would leave ``record`` as it is (checked cheaply: a non-ASCII
+    message takes the general path)."""
+    message = record.message
+    return (
+        len(record.caller) <= MAX_IDENTITY_CHARS
+        and len(record.origin_node) <= MAX_IDENTITY_CHARS
+        and (not message or (message.isascii() and len(message) <= MAX_MESSAGE_BYTES))
+        and all(
+            not isinstance(value, str) or len(value) <= MAX_DETAIL_CHARS
+            for value in record.detail.values()
+        )
     )
 
 

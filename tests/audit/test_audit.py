@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -17,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, text
 
+from gateway.audit import MAX_DETAIL_CHARS, MAX_IDENTITY_CHARS, CallRecord, bounded, cut
+from gateway.quote import clip_message
 from node.audit import AuditLog, AuditLogClosed, AuditWriteFailed, Operation
 from node.audit import _log as audit_module
 from node.audit._log import GENESIS_HASH, AuditEntry, request_digest
@@ -268,6 +271,51 @@ def test_the_batch_writer_hashes_exactly_as_record_hash(
     expected = audit_module.record_hash(prev, audit_module._hashed_fields(fitted, sequence))
     prepared = audit_module._prepare(fitted)
     assert audit_module._chain_hash(prev, prepared, sequence) == expected
+
+
+# Mostly ASCII, sometimes over a column's length, NUL or a lone surrogate: both sides of the
+# quick checks that let the usual record through uncopied.
+_edgy = st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=20) | st.sampled_from(
+    ["x" * 301, "a\x00b", "\ud800", "引号", "x" * 2000]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    caller=_edgy,
+    message=_edgy,
+    request_id=_edgy,
+    detail=st.dictionaries(_edgy, _edgy | st.integers(), max_size=3),
+    at=st.sampled_from([T0, T0.astimezone(dt.timezone(dt.timedelta(hours=8)))]),
+)
+def test_the_quick_paths_leave_records_exactly_as_the_general_ones(
+    caller: str, message: str, request_id: str, detail: dict[str, str | int], at: dt.datetime
+) -> None:
+    # The guard's bounds and the log's fitting skip the copy when nothing needs changing; what
+    # is stored and hashed must be the same either way.
+    record = CallRecord(
+        method=QUERY,
+        caller=caller,
+        origin_node=caller,
+        resource_code="350000-1-000001",
+        outcome="OK",
+        message=message,
+        request_digest=request_digest(b"x"),
+        request_id=request_id,
+        detail=detail,
+    )
+    general = dataclasses.replace(
+        record,
+        caller=cut(record.caller, MAX_IDENTITY_CHARS),
+        origin_node=cut(record.origin_node, MAX_IDENTITY_CHARS),
+        message=clip_message(record.message),
+        detail={
+            k: cut(v, MAX_DETAIL_CHARS) if isinstance(v, str) else v for k, v in detail.items()
+        },
+    )
+    assert bounded(record) == general
+    one = entry(caller=caller, message=message, request_id=request_id, detail=detail, at=at)
+    assert audit_module._fit(one) == audit_module._refit(one)
 
 
 async def test_a_batch_stores_the_values_the_general_insert_stores(

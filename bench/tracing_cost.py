@@ -69,8 +69,8 @@ async def serve(
 #: publisher's first round reads the month's audit log (node.clients, node.supervision), which
 #: every round of this bench makes longer by its calls; the metrics sampler's first refresh
 #: and ``gc.freeze`` run then too. Counted into a side's load, that work was charged to its
-#: calls, and the more the later the side ran (measured: 0.4 s of CPU with 60,000 audit
-#: records, 2.3 s with 200,000; each load adds about 10,000). So the load starts once the
+#: calls, and the more the later the side ran (measured: 0.4 s of CPU with 34,000 audit
+#: records, 2.3 s with 190,000; each load adds about 10,000). So the load starts once the
 #: node is quiet: at least SETTLE_AFTER_S after SERVING, then a window of SETTLE_WINDOW_S
 #: using less than QUIET_SHARE of a core.
 SETTLE_AFTER_S = 3.0

@@ -1054,6 +1054,7 @@ class TracingCostScenario:
         sides: dict[str, float | None] = {"off": None, "all": 1.0, "10pct": 0.1}
         runs: dict[str, list[tuple[dict[str, Any], float]]] = {side: [] for side in sides}
         spans: dict[str, list[int | None]] = {"all": [], "10pct": []}
+        idle: dict[str, list[float]] = {side: [] for side in sides}
         problems: list[str] = []
         order = list(sides.items())
         for r in range(1, o.rounds + 1):
@@ -1065,6 +1066,9 @@ class TracingCostScenario:
                 async with tracing_cost.serve(
                     province, bench.logs, sample_ratio=ratio, metrics_port=metrics_port
                 ) as node:
+                    # Its start-up work done first (bench.tracing_cost.settled): only the
+                    # calls' CPU is counted, whichever side runs after how many rounds.
+                    idle[side].append(await tracing_cost.settled(node))
                     before = cpu_seconds(node.process.pid)
                     run = await bench.load("verify", province.target, province.consumer, *keys)
                     cpu = cpu_seconds(node.process.pid) - before
@@ -1143,13 +1147,17 @@ class TracingCostScenario:
             "observed_in_process_us": in_process,
             "observed_in_process_ratio": estimate,
             "tracing_spans_dropped": spans,
+            "observed_idle_cpu_share": {s: round(min(idle[s]), 3) for s in sides},
         }
         outcome.notes.append(
             f"tracing-cost: the node's CPU per Verify (least of the rounds) {cpu_us['off']:.0f} "
             f"µs with metrics and tracing off, {cpu_us['all']:.0f} µs with the metrics on and "
             f"every trace recorded, {cpu_us['10pct']:.0f} µs with one in ten; spans built and "
             f"dropped per traced round: {spans}; {records} records, best of {o.rounds} rounds "
-            "alternating the three, each round led by another"
+            "alternating the three, each round led by another; each load started once the "
+            "node was quiet after start-up (idle, it used "
+            + ", ".join(f"{s} {min(idle[s]) * 100:.1f}%" for s in sides)
+            + " of a core)"
         )
         outcome.notes.append(
             f"tracing-cost, timed in process (bench.tracing_cost.span_us, "

@@ -220,6 +220,11 @@ def _least(runs: list[dict[str, Any]], key: str) -> float | None:
     return min(values) if values else None
 
 
+def _calls_row(label: str, rate: float | None, run: dict[str, Any], cpu: float | None) -> Rate:
+    """A row of calls/s with the latencies of the run it came from and the CPU per call."""
+    return Rate(label, rate, "calls/s", run["p50_ms"], run["p99_ms"], cpu)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -976,20 +981,8 @@ class ObservabilityScenario:
         )
         on = "+".join(o.observe)
         outcome.rows = [
-            Rate(
-                "Verify, plain node",
-                rate["plain"],
-                "calls/s",
-                best["plain"]["p50_ms"],
-                best["plain"]["p99_ms"],
-            ),
-            Rate(
-                f"Verify, {on} on",
-                rate["observed"],
-                "calls/s",
-                best["observed"]["p50_ms"],
-                best["observed"]["p99_ms"],
-            ),
+            _calls_row("Verify, plain node", rate["plain"], best["plain"], cpu_us["plain"]),
+            _calls_row(f"Verify, {on} on", rate["observed"], best["observed"], cpu_us["observed"]),
             Ratio(f"Verify with {on} / plain", ratio, self.targets["observed_verify_ratio"]),
         ]
         outcome.figures = {
@@ -1273,20 +1266,8 @@ class ProcessesScenario:
         cpu_us = {label: round(min(values), 1) for label, values in cpu.items()}
         ratio = _ratio(rate["two"], rate["one"])
         outcome.rows = [
-            Rate(
-                "Verify, one process",
-                rate["one"],
-                "calls/s",
-                best["one"]["p50_ms"],
-                best["one"]["p99_ms"],
-            ),
-            Rate(
-                "Verify, two processes",
-                rate["two"],
-                "calls/s",
-                best["two"]["p50_ms"],
-                best["two"]["p99_ms"],
-            ),
+            _calls_row("Verify, one process", rate["one"], best["one"], cpu_us["one"]),
+            _calls_row("Verify, two processes", rate["two"], best["two"], cpu_us["two"]),
             Ratio("two processes / one", ratio, self.targets["two_processes_ratio"]),
         ]
         outcome.figures = {

@@ -105,7 +105,12 @@ class Scale:
         by = provider_identity("350000", self.province.config.node.trust_domain).uri
         _, took = await timed(
             load_records(
-                db, dataset.resource_entry(), by, self.loaded, count - self.loaded, progress=progress
+                db,
+                dataset.resource_entry(),
+                by,
+                self.loaded,
+                count - self.loaded,
+                progress=progress,
             )
         )
         analyse = await self.analyse(db)
@@ -295,7 +300,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = [part for part in parts if part not in PARTS]
     if unknown or not parts:
-        p.error(f"--parts: {', '.join(unknown[:3]) or 'none given'}; choose from {', '.join(PARTS)}")
+        p.error(
+            f"--parts: {', '.join(unknown[:3]) or 'none given'}; choose from {', '.join(PARTS)}"
+        )
     args.parts = [part for part in PARTS if part in parts]  # always in the same order
     for name in ("records", "light_records", "calls", "compare_size", "catalog_entries"):
         if getattr(args, name) < 1:

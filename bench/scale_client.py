@@ -73,9 +73,7 @@ class Span:
         }
 
 
-async def _light(
-    call: Callable[[], Awaitable[bool]], args: argparse.Namespace
-) -> dict[str, Any]:
+async def _light(call: Callable[[], Awaitable[bool]], args: argparse.Namespace) -> dict[str, Any]:
     """``args.calls`` measured calls, IN_FLIGHT at a time, after ``args.warmup`` unmeasured."""
     latencies: list[float] = []
     state = {"started": 0, "unexpected": 0}
@@ -101,7 +99,9 @@ async def _light(
         "p50_ms": round(percentile(latencies, 50) * 1000, 3),
         "p99_ms": round(percentile(latencies, 99) * 1000, 3),
         "max_ms": round((latencies[-1] if latencies else 0.0) * 1000, 3),
-        "server_cpu_ms_per_call": round(span.server_cpu * 1000 / max(1, args.warmup + len(latencies)), 3),
+        "server_cpu_ms_per_call": round(
+            span.server_cpu * 1000 / max(1, args.warmup + len(latencies)), 3
+        ),
         **span.figures(),
     }
 
@@ -111,7 +111,9 @@ def _keys(args: argparse.Namespace, count: int) -> list[int]:
     return [rng.randrange(args.records) for _ in range(count)]
 
 
-async def light(stub: sharing_pb2_grpc.SharingServiceStub, args: argparse.Namespace) -> dict[str, Any]:
+async def light(
+    stub: sharing_pb2_grpc.SharingServiceAsyncStub, args: argparse.Namespace
+) -> dict[str, Any]:
     pool = _keys(args, 4096)
     verifies = [verify_request(i) for i in pool]
     queries = [
@@ -133,10 +135,14 @@ async def light(stub: sharing_pb2_grpc.SharingServiceStub, args: argparse.Namesp
     return {"verify": await _light(verify, args), "query": await _light(query, args)}
 
 
-async def compare(stub: sharing_pb2_grpc.SharingServiceStub, args: argparse.Namespace) -> dict[str, Any]:
+async def compare(
+    stub: sharing_pb2_grpc.SharingServiceAsyncStub, args: argparse.Namespace
+) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
-        keys = _keys(argparse.Namespace(seed=args.seed + r, records=args.records), args.compare_size)
+        keys = _keys(
+            argparse.Namespace(seed=args.seed + r, records=args.records), args.compare_size
+        )
         request = sharing_pb2.CompareRequest(
             resource_code=dataset.RESOURCE_CODE,
             records=[
@@ -157,7 +163,9 @@ async def compare(stub: sharing_pb2_grpc.SharingServiceStub, args: argparse.Name
     return {"size": args.compare_size, "rounds": rounds}
 
 
-async def exchange(stub: sharing_pb2_grpc.SharingServiceStub, args: argparse.Namespace) -> dict[str, Any]:
+async def exchange(
+    stub: sharing_pb2_grpc.SharingServiceAsyncStub, args: argparse.Namespace
+) -> dict[str, Any]:
     records = chunks = 0
     last = False
     hwm_before = vm_hwm_mb(args.server_pid)

@@ -75,9 +75,13 @@ async def load_records(
         batch_id = f"scale-{start}-{n}"
         at = dt.datetime.now(dt.UTC)
 
-        async def txn(session: AsyncSession, rows: Any = rows, batch_id: str = batch_id) -> None:
+        async def txn(
+            session: AsyncSession, rows: Any = rows, batch_id: str = batch_id, at: Any = at
+        ) -> None:
             conn = await session.connection()
-            state = (await conn.execute(sa.select(DATA).where(DATA.c.resource_code == code))).first()
+            state = (
+                await conn.execute(sa.select(DATA).where(DATA.c.resource_code == code))
+            ).first()
             version = state.data_version if state is not None else 0
             stored = state.record_count if state is not None else 0
             records = []
@@ -120,7 +124,9 @@ async def load_records(
             if state is None:
                 await conn.execute(sa.insert(DATA).values(resource_code=code, **data))
             else:
-                await conn.execute(sa.update(DATA).where(DATA.c.resource_code == code).values(**data))
+                await conn.execute(
+                    sa.update(DATA).where(DATA.c.resource_code == code).values(**data)
+                )
 
         await db.write("bench.scale_records", txn)
         done += n

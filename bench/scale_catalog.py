@@ -167,10 +167,9 @@ def _provision(base: Path) -> tuple[Any, NodeConfig, Path, NodeConfig, TlsFiles,
     )  # fmt: skip
     city = load_config(city_path)
     admit_city(province, city)
-    _add_federation_lines(city_path, ["heartbeat_seconds = 1.0"])
     _add_federation_lines(
         made.config_path,
-        ["heartbeat_seconds = 1.0", f'peers = {{ "{CITY}" = "{city.node.listen}" }}'],
+        [f'peers = {{ "{CITY}" = "{city.node.listen}" }}'],
     )
     p_agency = _agency(made.config_path, base / "agencies-p", dataset.CONSUMER_CODE, "福建省公安厅")
     c_agency = _agency(

@@ -17,6 +17,8 @@ Pure domain: no grpc; the servicer and the city's sync task translate the wire f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -144,41 +146,64 @@ class CatalogExchange:
         """Apply one change of ``sender``'s feed in one transaction; True when the catalog
         changed. Already applied (sequence at or below the cursor), not newer than the stored
         version, or this node's own entry relayed back: the cursor moves, nothing else."""
-        self.check_change(change, sender)
-        peer = sender.region
-        own = change.entry.region == self.region
-        body = entry_to_json(change.entry)
+        return await self.apply_remote_many([change], sender) > 0
 
-        async def txn(session: AsyncSession) -> bool:
+    async def apply_remote_many(self, changes: Sequence[CatalogChange], sender: Identity) -> int:
+        """Apply consecutive changes of ``sender``'s feed, in order, in one transaction, each
+        as :meth:`apply_remote` would; returns how many changed the catalog.
+
+        One transaction for many changes is what lets a newly joined city take in a province
+        catalog of 100,000 entries in seconds rather than one commit per entry (bench.scale).
+        Every change is checked first; if one fails its check, the changes before it are
+        applied and then its error is raised, as applying them one by one would."""
+        checked: list[tuple[CatalogChange, str]] = []
+        refused: Exception | None = None
+        for change in changes:
+            try:
+                self.check_change(change, sender)
+            except (InvalidArgument, PermissionDenied, FailedPrecondition) as error:
+                refused = error
+                break
+            checked.append((change, entry_to_json(change.entry)))
+        peer = sender.region
+
+        async def txn(session: AsyncSession) -> list[CatalogChange]:
             await self._db.lock(session, _CURSOR_LOCK + peer)
             cursor = await session.get(FeedCursorRow, peer, with_for_update=True)
-            if cursor is not None and change.sequence <= cursor.last_applied_sequence:
-                return False
-            stored = False if own else await self._store(session, change, body, sender)
+            last = cursor.last_applied_sequence if cursor is not None else 0
+            stored: list[CatalogChange] = []
+            for change, body in checked:
+                if change.sequence <= last:
+                    continue
+                last = change.sequence
+                own = change.entry.region == self.region
+                if not own and await self._store(session, change, body, sender):
+                    stored.append(change)
             now = utc_now()
             if cursor is None:
                 session.add(
-                    FeedCursorRow(
-                        peer_region=peer, last_applied_sequence=change.sequence, updated_at=now
-                    )
+                    FeedCursorRow(peer_region=peer, last_applied_sequence=last, updated_at=now)
                 )
-            else:
-                cursor.last_applied_sequence = change.sequence
+            elif last > cursor.last_applied_sequence:
+                cursor.last_applied_sequence = last
                 cursor.updated_at = now
             return stored
 
-        stored = await self._db.write("federation.apply_remote", txn)
+        stored = await self._db.write("federation.apply_remote", txn) if checked else []
         if stored:
             self._catalog.notify_changed()
-            log.debug(
-                "catalog_change_applied",
-                peer=peer,
-                sequence=change.sequence,
-                resource_code=change.entry.resource_code,
-                version=change.entry.version,
-                kind=change.kind.value,
-            )
-        return stored
+            for change in stored:
+                log.debug(
+                    "catalog_change_applied",
+                    peer=peer,
+                    sequence=change.sequence,
+                    resource_code=change.entry.resource_code,
+                    version=change.entry.version,
+                    kind=change.kind.value,
+                )
+        if refused is not None:
+            raise refused
+        return len(stored)
 
     async def _store(
         self, session: AsyncSession, change: CatalogChange, body: str, sender: Identity

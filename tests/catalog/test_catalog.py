@@ -437,6 +437,25 @@ async def test_digest_of_an_empty_catalog(catalog: Catalog) -> None:
     assert digest == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
+async def test_digest_follows_every_change_whichever_catalog_object_made_it(
+    database: Database,
+) -> None:
+    """The digest is kept between calls while the catalog is unchanged; a change through
+    another object over the same database (another process of the node) still shows."""
+    mine = Catalog(database, NODE_REGION, clock=lambda: FIXED_TIME)
+    other = Catalog(database, NODE_REGION, clock=lambda: FIXED_TIME)
+    await mine.register(agency(PROVIDER), make_entry(1))
+    first = await mine.digest()
+    assert await mine.digest() == first
+    await other.update(agency(PROVIDER), make_entry(1, summary="第二版"))
+    second = await mine.digest()
+    assert second[0] != first[0] and second[1:] == (1, 2)
+    await other.withdraw(agency(PROVIDER), make_entry(1).resource_code, "不再提供")
+    third = await mine.digest()
+    assert third[0] not in (first[0], second[0]) and third[1:] == (1, 3)
+    assert await other.digest() == third
+
+
 async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
     for n in range(1, 6):
         await catalog.register(agency(PROVIDER), make_entry(n))

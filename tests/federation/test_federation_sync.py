@@ -25,7 +25,7 @@ from gateway.identity import Identity, Role
 from gateway.tls import TlsFiles
 from node.app import node_tls_files
 from node.catalog import Catalog, CatalogChange, ChangeKind, ResourceEntry
-from node.errors import PermissionDenied
+from node.errors import InvalidArgument, PermissionDenied
 from node.federation import CatalogExchange
 from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto
@@ -122,6 +122,33 @@ async def test_apply_remote_applies_each_change_once(database: Database) -> None
         await exchange.apply_remote(change(entry_of(XIAMEN, 1), 7), fuzhou)
     with pytest.raises(PermissionDenied, match="not a city node"):
         exchange.check_peer(Identity(PROVINCE, TD, Role.NODE), "publish")
+
+
+async def test_apply_remote_many_applies_a_run_in_one_go_and_stops_at_a_refused_change(
+    database: Database,
+) -> None:
+    catalog = Catalog(database, FUZHOU)
+    exchange = CatalogExchange(database, catalog)
+    province = Identity(PROVINCE, TD, Role.NODE)
+    first = change(entry_of(XIAMEN, 1), 1)
+    assert await exchange.apply_remote(first, province)
+    v2 = change(entry_of(XIAMEN, 1, version=2, summary="二"), 3, ChangeKind.UPDATED)
+    run = [
+        first,  # already applied: skipped
+        change(entry_of(FUZHOU, 1), 2),  # this city's own, relayed back: skipped
+        v2,
+        change(entry_of(PROVINCE, 1), 4),
+        change(entry_of(PROVINCE, 2), 5),
+    ]
+    assert await exchange.apply_remote_many(run, province) == 3
+    assert await exchange.applied_sequence(PROVINCE) == 5
+    assert (await catalog.get(f"{XIAMEN}-3-000001")).summary == "二"
+    assert await exchange.apply_remote_many(run, province) == 0  # all applied already
+    refused = change(entry_of(PROVINCE, 3), 0)  # sequence 0: refused by its check
+    with pytest.raises(InvalidArgument, match="sequence"):
+        await exchange.apply_remote_many([change(entry_of(PROVINCE, 4), 6), refused], province)
+    assert await exchange.applied_sequence(PROVINCE) == 6  # the change before it applied
+    assert (await catalog.digest())[1] == 4
 
 
 async def test_city_skips_its_own_entries_relayed_back(database: Database) -> None:

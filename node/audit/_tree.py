@@ -66,7 +66,7 @@ class TreeHead:
     root: bytes
 
 
-def _encode(frontier: Frontier) -> str:
+def encode(frontier: Frontier) -> str:
     return "".join(h.hex() for h in frontier.subtrees)
 
 
@@ -80,6 +80,16 @@ def _decode(size: int, frontier: str) -> Frontier:
 def grow(connection: Connection, frontier: Frontier, chain_hashes: Iterable[str]) -> None:
     """Append records' leaves to ``frontier`` and store the subtrees they complete (inside the
     transaction that writes the records, under the chain's lock)."""
+    store_subtrees(connection, extend(frontier, chain_hashes))
+    connection.execute(
+        _SAVE_SQL, {"id": _TREE_ID, "size": frontier.size, "frontier": encode(frontier)}
+    )
+
+
+def extend(frontier: Frontier, chain_hashes: Iterable[str]) -> list[dict[str, object]]:
+    """Append records' leaves to ``frontier``; the kept subtrees they complete, as rows of
+    ``audit_subtree`` for :func:`store_subtrees` (then the frontier is saved, see
+    :data:`SAVE_COLUMNS`)."""
     stored: list[dict[str, object]] = []
     for chain_hash in chain_hashes:
         completed = frontier.append(record_leaf(chain_hash))
@@ -91,10 +101,21 @@ def grow(connection: Connection, frontier: Frontier, chain_hashes: Iterable[str]
                     "hash": completed[level - 1].hex(),
                 }
             )
+    return stored
+
+
+def store_subtrees(connection: Connection, stored: list[dict[str, object]]) -> None:
     if stored:
         connection.execute(insert(_subtree), stored)
-    connection.execute(
-        _SAVE_SQL, {"id": _TREE_ID, "size": frontier.size, "frontier": _encode(frontier)}
+
+
+def save_sql(marks: tuple[str, str]) -> str:
+    """The statement saving the frontier (its size, then its :func:`encode` text, bound to
+    ``marks``: the driver's parameter markers), for a driver's cursor."""
+    return (
+        f"INSERT INTO audit_tree (id, size, frontier) VALUES ({_TREE_ID}, {marks[0]}, "  # noqa: S608
+        f"{marks[1]}) ON CONFLICT (id) DO UPDATE SET size = excluded.size, "
+        "frontier = excluded.frontier"
     )
 
 

@@ -21,7 +21,7 @@ import node.storage._backends as backends
 from node.catalog import Catalog
 from node.errors import FailedPrecondition, InvalidArgument
 from node.models import NodeMetaRow, RevokedCertificateRow
-from node.storage import Database, StorageError, head_revision
+from node.storage import Database, StorageError, driver_cursor, head_revision
 from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
 
 TABLES = {
@@ -186,6 +186,20 @@ async def test_a_failed_write_leaves_nothing_behind(database: Database) -> None:
 
     with pytest.raises(IntegrityError):
         await database.write("test.duplicate", duplicate)
+    assert await _meta_keys(database) == []
+
+
+async def test_driver_cursor_errors_leave_as_sqlalchemys_and_roll_back(database: Database) -> None:
+    # The audit batch writes through the driver's cursor; its errors must look like any other
+    # statement's, so that conflicts are retried and unique violations recognised.
+    def duplicate(connection: Connection) -> None:
+        with driver_cursor(connection) as cursor:
+            cursor.execute("INSERT INTO node_meta (key, value) VALUES ('c', '1')")
+            cursor.execute("INSERT INTO node_meta (key, value) VALUES ('c', '2')")
+
+    with pytest.raises(IntegrityError) as caught:
+        await database.write_sync("test.driver_duplicate", duplicate)
+    assert database.is_unique_violation(caught.value)
     assert await _meta_keys(database) == []
 
 

@@ -110,12 +110,16 @@ class _State:
     unexpected: int = 0
     errors: int = 0
     first_error: str = ""
+    #: This process's CPU time (all its threads) when the measured calls began and ended.
+    cpu_start: float = 0.0
+    cpu_end: float = 0.0
 
     def start_measuring(self) -> None:
         if not self.measuring.is_set():
             if self.marks:
                 print("measuring", flush=True)
             self.t_start = time.perf_counter()
+            self.cpu_start = time.process_time()
             self.measuring.set()
 
 
@@ -187,6 +191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait(tasks, timeout=args.duration)
             state.stopping = True
             await asyncio.wait_for(asyncio.gather(*tasks), args.call_timeout + 5)
+            state.cpu_end = time.process_time()
             if args.marks:
                 print("measured", flush=True)
         finally:
@@ -208,6 +213,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_error": state.first_error,
         "channels": args.channels,
         "concurrency": args.concurrency,
+        # Its own CPU over the measured calls: read here, since the process is gone by the
+        # time its parent could read /proc.
+        "load_cpu_s": round(state.cpu_end - state.cpu_start, 3),
     }
 
 

@@ -226,6 +226,21 @@ def _calls_row(label: str, rate: float | None, run: dict[str, Any], cpu: float |
     return Rate(label, rate, "calls/s", run["p50_ms"], run["p99_ms"], cpu)
 
 
+async def _seed(province: Province, o: Options) -> None:
+    """Submit (untimed) ``o.batches`` x ``o.batch_size`` records into a fresh province."""
+    records = o.batches * o.batch_size
+    seeded = await submit(
+        province.target,
+        province.provider,
+        first=0,
+        batches=o.batches,
+        batch_size=o.batch_size,
+        duration=600.0,
+    )
+    if seeded.accepted != records:
+        raise RuntimeError(f"seeding accepted {seeded.accepted} of {records} records")
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -931,16 +946,7 @@ class ObservabilityScenario:
         ):
             for province in (plain, seen):
                 await province_mod.register_resource(province)
-                seeded = await submit(
-                    province.target,
-                    province.provider,
-                    first=0,
-                    batches=o.batches,
-                    batch_size=o.batch_size,
-                    duration=600.0,
-                )
-                if seeded.accepted != records:
-                    raise RuntimeError(f"seeding accepted {seeded.accepted} of {records} records")
+                await _seed(province, o)
             sides = (("plain", plain, plain_node), ("observed", seen, seen_node))
             for r in range(1, o.rounds + 1):
                 # Each side goes first in every other round: whichever runs right after the
@@ -1217,16 +1223,7 @@ class ProcessesScenario:
 
             async with serve(0) as first:
                 await province_mod.register_resource(province)
-                seeded = await submit(
-                    province.target,
-                    province.provider,
-                    first=0,
-                    batches=o.batches,
-                    batch_size=o.batch_size,
-                    duration=600.0,
-                )
-                if seeded.accepted != records:
-                    raise RuntimeError(f"seeding accepted {seeded.accepted} of {records}")
+                await _seed(province, o)
                 for r in range(1, o.rounds + 1):
                     async with serve(1) as second:
                         pids = [first.process.pid, second.process.pid]

@@ -22,7 +22,6 @@ from gateway.identity import Identity
 from node.audit import AuditEntry, AuditLog, Operation, request_digest
 from node.errors import DomainError
 from node.servicers.status import status_for
-from node.storage import Database
 
 T = TypeVar("T")
 
@@ -42,41 +41,36 @@ class Action:
 
 
 class Auditor:
-    """Runs service-layer calls for ``actor`` on ``db`` and audits each."""
+    """Runs service-layer calls for ``actor`` and audits each in ``audit`` (started)."""
 
-    def __init__(self, db: Database, actor: Identity) -> None:
-        self._db = db
+    def __init__(self, audit: AuditLog, actor: Identity) -> None:
+        self._audit = audit
         self._actor = actor
 
     async def __call__(self, action: Action, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` and write one audit record of it, durably, before returning or
         raising."""
         asked = {key: cut(str(v), MAX_DETAIL_CHARS) for key, v in action.detail.items()}
-        audit = AuditLog(self._db)
-        await audit.start()
         outcome, message = "OK", ""
         try:
-            try:
-                return await call()
-            except DomainError as exc:
-                outcome, message = status_for(exc).name, exc.message
-                raise
-            except Exception as exc:
-                outcome, message = "INTERNAL", type(exc).__name__
-                raise
-            finally:
-                await audit.append(
-                    AuditEntry(
-                        caller=self._actor.uri,
-                        method=METHOD_PREFIX + action.name,
-                        operation=action.operation,
-                        outcome=outcome,
-                        message=message,
-                        request_digest=request_digest(repr(sorted(asked.items())).encode()),
-                        request_id=str(uuid.uuid4()),
-                        resource_code=action.resource_code,
-                        detail={"auth": AUTH, **asked},
-                    )
-                )
+            return await call()
+        except DomainError as exc:
+            outcome, message = status_for(exc).name, exc.message
+            raise
+        except Exception as exc:
+            outcome, message = "INTERNAL", type(exc).__name__
+            raise
         finally:
-            await audit.close()
+            await self._audit.append(
+                AuditEntry(
+                    caller=self._actor.uri,
+                    method=METHOD_PREFIX + action.name,
+                    operation=action.operation,
+                    outcome=outcome,
+                    message=message,
+                    request_digest=request_digest(repr(sorted(asked.items())).encode()),
+                    request_id=str(uuid.uuid4()),
+                    resource_code=action.resource_code,
+                    detail={"auth": AUTH, **asked},
+                )
+            )

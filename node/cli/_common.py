@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import typer
 
 from gateway.identity import IdentityError
+from node.audit import AuditLog
 from node.config import ConfigError, NodeConfig, load_config
 from node.errors import DomainError
 from node.logging import configure_logging
 from node.pki import PkiError
+from node.storage import Database
 
 #: Set by the global --verbose option (see :func:`node.cli._options`).
 _verbose = False
@@ -107,3 +111,18 @@ def cert_hosts(listen: str, extra: list[str]) -> list[str]:
 
 def echo(message: str) -> None:
     typer.echo(message)
+
+
+@contextlib.asynccontextmanager
+async def node_storage(cfg: NodeConfig) -> AsyncIterator[tuple[Database, AuditLog]]:
+    """The node's database, migrated, and its audit log, started, for a command that acts on
+    them while the node may be serving; the log is written out and both closed after."""
+    db = await Database.open(cfg.database_url)
+    audit = AuditLog(db)
+    try:
+        await db.migrate()
+        await audit.start()
+        yield db, audit
+    finally:
+        await audit.close()
+        await db.close()

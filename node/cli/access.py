@@ -22,7 +22,7 @@ from gateway.identity import Identity, Role, make_identity
 from node.audit import Operation
 from node.catalog import ShareMethod
 from node.cli._audited import Action, Auditor
-from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load, node_storage
 from node.config import NodeConfig
 from node.sharing import (
     Application,
@@ -33,7 +33,6 @@ from node.sharing import (
     Notifications,
     Review,
 )
-from node.storage import Database
 from node.times import CST
 
 T = TypeVar("T")
@@ -59,17 +58,13 @@ def _run(
     """Run ``work`` on the node's database as its authority; an ``action`` is audited."""
 
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        try:
-            await db.migrate()
+        async with node_storage(cfg) as (db, audit):
             authority = _authority(cfg)
             applications = Applications(db, Notifications(db), authority)
             if action is None:
                 return await work(applications, authority)
-            audited = Auditor(db, authority)
+            audited = Auditor(audit, authority)
             return await audited(action, lambda: work(applications, authority))
-        finally:
-            await db.close()
 
     return asyncio.run(main())
 

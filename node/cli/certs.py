@@ -19,7 +19,7 @@ from gateway.identity import (
     permitted_uri_hosts,
 )
 from node.cli._audited import Action, Auditor
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_storage
 from node.codes import FUJIAN_DIVISIONS, Region, region_problem
 from node.config import Mode, NodeConfig
 from node.pki import (
@@ -57,11 +57,9 @@ ISSUED_BY_CLI = "cli"
 
 
 async def _record(cfg: NodeConfig, certs: list[x509.Certificate]) -> None:
-    db = await Database.open(cfg.database_url)
-    try:
-        await db.migrate()
+    async with node_storage(cfg) as (db, audit):
         issued = IssuedCertificates(db)
-        audited = Auditor(db, make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE))
+        audited = Auditor(audit, make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE))
         for cert in certs:
             try:
                 subject = str(identity_of(cert))
@@ -72,8 +70,6 @@ async def _record(cfg: NodeConfig, certs: list[x509.Certificate]) -> None:
                 Action("certs/issue", detail=detail),
                 lambda: issued.record(cert, issued_by=ISSUED_BY_CLI),  # noqa: B023
             )
-    finally:
-        await db.close()
 
 
 def record_issued(cfg: NodeConfig, *certs: x509.Certificate) -> None:
@@ -152,12 +148,10 @@ def install(
 
 
 async def _revoke(cfg: NodeConfig, serial: str, identity: str, region: str, reason: str) -> None:
-    db = await Database.open(cfg.database_url)
-    try:
-        await db.migrate()
+    async with node_storage(cfg) as (db, audit):
         node = make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE)
         detail = {"serial": serial, "subject": identity, "reason": reason}
-        await Auditor(db, node)(
+        await Auditor(audit, node)(
             Action("certs/revoke", detail=detail),
             lambda: Revocations(db).revoke(
                 serial_hex=serial,
@@ -167,8 +161,6 @@ async def _revoke(cfg: NodeConfig, serial: str, identity: str, region: str, reas
                 revoked_by=str(node),
             ),
         )
-    finally:
-        await db.close()
 
 
 @app.command("revoke")

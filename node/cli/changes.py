@@ -24,13 +24,12 @@ from gateway.identity import Identity, Role, make_identity
 from node.app import data_errors_of
 from node.catalog import Catalog
 from node.cli._audited import Action, Auditor
-from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load, node_storage
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.governance import ChangeRequest, ChangeRequests, ChangeStatus, ChangeTarget
 from node.records import Records
 from node.sharing import Decision, Notifications
-from node.storage import Database
 from node.times import CST
 
 T = TypeVar("T")
@@ -51,9 +50,7 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
     """Run ``work`` on the node's database as its authority."""
 
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        try:
-            await db.migrate()
+        async with node_storage(cfg) as (db, audit):
             region, td = cfg.node.region, cfg.node.trust_domain
             catalog = Catalog(db, node_region=region)
             notifications = Notifications(db)
@@ -67,9 +64,7 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
                 on_reviewed=data_errors_of(cfg, db, notifications).change_reviewed,
             )
             authority = make_identity(region, td, Role.AUTHORITY)
-            return await work(changes, authority, Auditor(db, authority))
-        finally:
-            await db.close()
+            return await work(changes, authority, Auditor(audit, authority))
 
     return asyncio.run(main())
 

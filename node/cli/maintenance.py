@@ -13,12 +13,10 @@ from typing import TypeVar
 import typer
 
 from gateway.identity import Role, make_identity
-from node.audit import AuditLog
-from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load, node_storage
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.maintenance import MAX_REASON_CHARS, POLL_SECONDS, Maintenance, MaintenanceState
-from node.storage import Database
 from node.times import CST
 
 T = TypeVar("T")
@@ -42,17 +40,10 @@ REASON_OPTION = typer.Option(
 
 def _run(cfg: NodeConfig, work: Callable[[Maintenance, str], Awaitable[T]]) -> T:
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        audit = AuditLog(db)
-        try:
-            await db.migrate()
-            await audit.start()
+        async with node_storage(cfg) as (db, audit):
             # The CLI acts as the node, as its other actions record it (revocations...).
             node = make_identity(cfg.node.region, cfg.node.trust_domain, Role.NODE)
             return await work(Maintenance(db, audit), node.uri)
-        finally:
-            await audit.close()
-            await db.close()
 
     try:
         return asyncio.run(main())

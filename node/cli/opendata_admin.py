@@ -12,13 +12,11 @@ from typing import TypeVar
 import typer
 
 from gateway.identity import Role, make_identity
-from node.audit import AuditLog
 from node.catalog import Catalog
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_storage
 from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.opendata import OpenData, PublicationRefused, Report, open_data_gate
-from node.storage import Database
 from node.times import CST
 
 T = TypeVar("T")
@@ -26,11 +24,7 @@ T = TypeVar("T")
 
 def _run(cfg: NodeConfig, work: Callable[[OpenData, str], Awaitable[T]]) -> T:
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        audit = AuditLog(db)
-        try:
-            await db.migrate()
-            await audit.start()
+        async with node_storage(cfg) as (db, audit):
             region = cfg.node.region
             opendata = OpenData(
                 db,
@@ -43,9 +37,6 @@ def _run(cfg: NodeConfig, work: Callable[[OpenData, str], Awaitable[T]]) -> T:
             )
             authority = make_identity(region, cfg.node.trust_domain, Role.AUTHORITY)
             return await work(opendata, authority.uri)
-        finally:
-            await audit.close()
-            await db.close()
 
     return asyncio.run(main())
 

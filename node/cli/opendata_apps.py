@@ -14,9 +14,8 @@ from typing import TypeVar
 import typer
 
 from gateway.identity import Identity, Role, make_identity
-from node.audit import AuditLog
 from node.catalog import Catalog
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_storage
 from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.opendata import (
@@ -30,7 +29,6 @@ from node.opendata import (
 )
 from node.pki import PkiError, load_or_create_secret
 from node.sharing import Notifications
-from node.storage import Database
 from node.terminal import safe_text
 from node.times import CST
 
@@ -47,11 +45,7 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
         raise UserError(f"opendata.key_secret: {exc}") from None
 
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        audit = AuditLog(db)
-        try:
-            await db.migrate()
-            await audit.start()
+        async with node_storage(cfg) as (db, audit):
             region = cfg.node.region
             authority = make_identity(region, cfg.node.trust_domain, Role.AUTHORITY)
             catalog = Catalog(db, node_region=region)
@@ -84,9 +78,6 @@ def _run(cfg: NodeConfig, work: Work[T]) -> T:
                 audit=audit,
             )
             return await work(applications, keys, authority)
-        finally:
-            await audit.close()
-            await db.close()
 
     try:
         return asyncio.run(main())

@@ -22,13 +22,12 @@ from gateway.identity import Identity, Role, make_identity
 from node.app import data_errors_of
 from node.catalog import Catalog
 from node.cli._audited import Action, Auditor
-from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load, node_storage
 from node.config import NodeConfig
 from node.governance import ChangeRequests
 from node.quality import DataError, DataErrors, DataErrorStatus, ErrorFilter
 from node.records import Records
 from node.sharing import Notifications
-from node.storage import Database
 from node.times import CST
 
 T = TypeVar("T")
@@ -49,9 +48,7 @@ def _run(cfg: NodeConfig, work: Work[T], action: Action | None = None) -> T:
     """Run ``work`` on the node's database as its authority; an ``action`` is audited."""
 
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        try:
-            await db.migrate()
+        async with node_storage(cfg) as (db, audit):
             region, td = cfg.node.region, cfg.node.trust_domain
             catalog = Catalog(db, node_region=region)
             notifications = Notifications(db)
@@ -67,10 +64,8 @@ def _run(cfg: NodeConfig, work: Work[T], action: Action | None = None) -> T:
             authority = make_identity(region, td, Role.AUTHORITY)
             if action is None:
                 return await work(errors, changes, catalog, authority)
-            audited = Auditor(db, authority)
+            audited = Auditor(audit, authority)
             return await audited(action, lambda: work(errors, changes, catalog, authority))
-        finally:
-            await db.close()
 
     return asyncio.run(main())
 

@@ -27,13 +27,12 @@ from cryptography import x509
 
 from gateway.identity import Role, make_identity
 from node.app import rollup_of, supervision_of
-from node.audit import AuditLog, read_log_signer
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.audit import read_log_signer
+from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_storage
 from node.config import Mode, NodeConfig
 from node.errors import DomainError
 from node.pki import PkiError, load_certs, load_chain_pem, load_private_key
 from node.sharing import Notifications
-from node.storage import Database
 from node.supervision import (
     MAX_CERTIFICATE_BYTES,
     UNMEASURED,
@@ -70,16 +69,9 @@ app = typer.Typer(
 
 def _run(cfg: NodeConfig, work: Callable[[Supervision, str], Awaitable[T]]) -> T:
     async def main() -> T:
-        db = await Database.open(cfg.database_url)
-        audit = AuditLog(db)
-        try:
-            await db.migrate()
-            await audit.start()
+        async with node_storage(cfg) as (db, audit):
             authority = make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
             return await work(supervision_of(cfg, db, audit), authority.uri)
-        finally:
-            await audit.close()
-            await db.close()
 
     try:
         return asyncio.run(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -1050,55 +1051,71 @@ class TracingCostScenario:
         if seeded.accepted != records:
             raise RuntimeError(f"seeding accepted {seeded.accepted} records of {records}")
         keys = ("--keys-start", "0", "--keys-count", str(records))
-        # Both off; metrics on and every trace recorded; metrics on and one trace in ten.
-        sides: dict[str, float | None] = {"off": None, "all": 1.0, "10pct": 0.1}
-        runs: dict[str, list[tuple[dict[str, Any], float]]] = {side: [] for side in sides}
-        spans: dict[str, list[int | None]] = {"all": [], "10pct": []}
-        idle: dict[str, list[float]] = {side: [] for side in sides}
-        problems: list[str] = []
-        order = list(sides.items())
-        for r in range(1, o.rounds + 1):
-            # Each round starts with another side: every call adds to the audit log, so a side
-            # always run first would always find the smallest log.
-            lead = (r - 1) % len(order)
-            for side, ratio in order[lead:] + order[:lead]:
-                metrics_port = free_port() if ratio is not None else None
-                async with tracing_cost.serve(
-                    province, bench.logs, sample_ratio=ratio, metrics_port=metrics_port
-                ) as node:
-                    # Its start-up work done first (bench.tracing_cost.settled): only the
-                    # calls' CPU is counted, whichever side runs after how many rounds.
-                    idle[side].append(await tracing_cost.settled(node))
-                    before = cpu_seconds(node.process.pid)
-                    run = await bench.load("verify", province.target, province.consumer, *keys)
-                    cpu = cpu_seconds(node.process.pid) - before
-                    if metrics_port is not None:
-                        counted = await observability.verify_calls_counted(metrics_port)
-                        if counted < run["calls"]:
-                            problems.append(
-                                f"tracing-cost: /metrics counted {counted:.0f} Verify calls of "
-                                f"at least {run['calls']}: the metrics were not on"
-                            )
-                        spans[side].append(await tracing_cost.dropped_spans(node))
-                say(_round_line(f"Verify, metrics + tracing {side}", r, o.rounds, run))
-                runs[side].append((run, cpu / max(run["calls"] + o.warmup, 1)))
-        outcome = Outcome(targets=self.targets)
-        problems.extend(
+        # One node, switched between the three: both off; metrics on and every trace
+        # recorded; metrics on and one trace in ten. Each round runs the three, led by another
+        # each time (every call adds to the audit log: a side always run first would always
+        # find the smallest log), twice as many rounds as the others' since each is one load.
+        sides = tuple(tracing_cost.MODES)
+        rounds = 2 * o.rounds
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        metrics_port = free_port()
+        async with tracing_cost.serve(province, bench.logs, metrics_port=metrics_port) as node:
+            # Its start-up work done first (bench.tracing_cost.settled); what it then uses
+            # idle (the metrics sampler's rounds) is by time, not by call.
+            idle = await tracing_cost.settled(node)
+            for r in range(1, rounds + 1):
+                lead = (r - 1) % len(sides)
+                for side in sides[lead:] + sides[:lead]:
+                    await tracing_cost.switch(node, side)
+                    run = await bench.load(
+                        "verify",
+                        province.target,
+                        province.consumer,
+                        *keys,
+                        cpu_pids=(node.process.pid,),
+                    )
+                    say(_round_line(f"Verify, metrics + tracing {side}", r, rounds, run))
+                    runs[side].append(run)
+            counted = await observability.verify_calls_counted(metrics_port)
+            spans = await tracing_cost.dropped_spans(node)
+        problems = [
             p
             for side, measured in runs.items()
-            for run, _ in measured
+            for run in measured
             if (p := _load_problem(f"Verify (metrics + tracing {side})", run))
-        )
+        ]
+        on_calls = sum(run["calls"] for side in ("all", "10pct") for run in runs[side])
+        if counted < on_calls:
+            problems.append(
+                f"tracing-cost: /metrics counted {counted:.0f} Verify calls of at least "
+                f"{on_calls} made with the metrics on: they were not on"
+            )
+        if not spans:
+            problems.append(f"tracing-cost: the node recorded no spans ({spans}): tracing was off")
+        outcome = Outcome(targets=self.targets)
         outcome.problems.extend(dict.fromkeys(problems))
-        best = {s: max(runs[s], key=lambda x: float(x[0]["calls_per_s"]))[0] for s in sides}
-        cpu_us = {s: round(min(c for _, c in runs[s]) * 1e6, 1) for s in sides}
-        rate = {s: None if problems else best[s]["calls_per_s"] for s in sides}
-        # CPU ratio: calls per node CPU second, on / off (= CPU per call off / on), comparable
-        # with the throughput ratio and less at the mercy of what else the machine runs.
+        best = {s: _best(runs[s], "calls_per_s") for s in sides}
+        cpu_us = {s: _least(runs[s], "server_cpu_us_per_call") for s in sides}
+
+        def paired(side: str, key: str, on_over_off: bool) -> float | None:
+            """The median over the rounds of on/off (calls/s) or off/on (CPU per call) within
+            each round: the two sides of one round ran a few seconds apart."""
+            pairs = [
+                (
+                    float(on[key]) / float(off[key])
+                    if on_over_off
+                    else float(off[key]) / float(on[key])
+                )
+                for on, off in zip(runs[side], runs["off"], strict=True)
+                if on.get(key) and off.get(key)
+            ]
+            return None if problems or not pairs else round(statistics.median(pairs), 3)
+
         ratios = {
-            s: (_ratio(rate[s], rate["off"]), _ratio(cpu_us["off"], cpu_us[s]))
+            s: (paired(s, "calls_per_s", True), paired(s, "server_cpu_us_per_call", False))
             for s in ("all", "10pct")
         }
+        rate = {s: None if problems else best[s]["calls_per_s"] for s in sides}
         in_process = await asyncio.to_thread(_in_process_us)
         labels = {
             "off": "metrics + tracing off",
@@ -1131,8 +1148,11 @@ class TracingCostScenario:
                 self.targets["observed_all_cpu_ratio"],
             ),
         ]
+        off_us = cpu_us["off"] or 0.0
         estimate = {
-            s: round(cpu_us["off"] / (cpu_us["off"] + in_process["counting"] + in_process[s]), 3)
+            s: round(off_us / (off_us + in_process["counting"] + in_process[s]), 3)
+            if off_us
+            else None
             for s in ("all", "10pct")
         }
         outcome.figures = {
@@ -1144,27 +1164,30 @@ class TracingCostScenario:
             "observed_10pct_cpu_ratio": ratios["10pct"][1],
             "observed_all_cpu_ratio": ratios["all"][1],
             "observed_node_cpu_us_per_call": cpu_us,
+            "observed_rounds": {
+                s: [[r["calls_per_s"], r.get("server_cpu_us_per_call")] for r in runs[s]]
+                for s in sides
+            },
             "observed_in_process_us": in_process,
             "observed_in_process_ratio": estimate,
             "tracing_spans_dropped": spans,
-            "observed_idle_cpu_share": {s: round(min(idle[s]), 3) for s in sides},
+            "observed_idle_cpu_share": round(idle, 3),
         }
         outcome.notes.append(
-            f"tracing-cost: the node's CPU per Verify (least of the rounds) {cpu_us['off']:.0f} "
-            f"µs with metrics and tracing off, {cpu_us['all']:.0f} µs with the metrics on and "
-            f"every trace recorded, {cpu_us['10pct']:.0f} µs with one in ten; spans built and "
-            f"dropped per traced round: {spans}; {records} records, best of {o.rounds} rounds "
-            "alternating the three, each round led by another; each load started once the "
-            "node was quiet after start-up (idle, it used "
-            + ", ".join(f"{s} {min(idle[s]) * 100:.1f}%" for s in sides)
-            + " of a core)"
+            "tracing-cost: one node switched between the three for each load "
+            f"(bench.tracing_cost), {rounds} rounds, each led by another; ratios are the "
+            "median over the rounds of on/off within a round. The node's CPU per Verify (least "
+            f"of the rounds): {cpu_us['off']} µs with metrics and tracing off, {cpu_us['all']} "
+            f"µs with every trace recorded, {cpu_us['10pct']} µs with one in ten; {spans} spans "
+            f"built and dropped; {records} records; idle after start-up, with its metrics "
+            f"listener and sampler, the node used {idle * 100:.1f}% of a core"
         )
         outcome.notes.append(
             f"tracing-cost, timed in process (bench.tracing_cost.span_us, "
             f"bench.observability.counting_us): the guard's span {in_process['all']} µs a call "
             f"recorded, {in_process['10pct']} µs a call at 1 in 10, {in_process['off']} µs "
             f"off; its counting {in_process['counting']} µs; against the off node's "
-            f"{cpu_us['off']:.0f} µs a call: on/off {estimate['all']} (every trace), "
+            f"{cpu_us['off']} µs a call: on/off {estimate['all']} (every trace), "
             f"{estimate['10pct']} (1 in 10)"
         )
         return outcome

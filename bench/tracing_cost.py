@@ -1,21 +1,28 @@
-"""What metrics and tracing together cost Verify: the same node, the same records, both off
-and both on.
+"""What metrics and tracing together cost Verify: the same node process, switched between
+both off and both on while it serves.
 
-The ``tracing-cost`` scenario provisions a province of its own, seeds it, and then serves it
-alternately (same database, same port) with ``[tracing] exporter = "none"`` and no
-``[metrics]`` listener, and with its metrics listener on (``GOVNODE_METRICS__LISTEN``) and
-tracing on, the provider exactly as ``[tracing]`` makes it (gateway.tracing_setup) but
-exporting into an exporter that drops the spans (so no collector's CPU is counted on this
-2-core machine, but every span is built, ended, queued and handed over in batches as in
-production), recording every trace or one in ten (``sample_ratio = 0.1``, the recommended
-ratio). Per side it reports Verify calls/s (best round) and the node's CPU per call (user +
-system, from /proc, over the whole load run, warm-up included, divided by its calls; the
-load starts once the node has finished its start-up work: :func:`settled`); the ratios
-on/off are the figures (target: at least 0.95). :func:`span_us` times the guard's
-span in process, the part of the cost that noise does not blur.
+The ``tracing-cost`` scenario provisions a province of its own, seeds it, and serves it with
+this module's node (``python -m bench.tracing_cost --config PATH``): the node as ``govnode
+serve`` starts it, with its ``[metrics]`` listener on (``GOVNODE_METRICS__LISTEN``), and two
+tracer providers made exactly as ``[tracing]`` makes one (gateway.tracing_setup: resource,
+parent-based ratio sampler, the SDK's BatchSpanProcessor) that export into an exporter that
+drops the spans (so no collector's CPU is counted on this 2-core machine, but every span is
+built, ended, queued and handed over in batches as in production): one recording every
+trace, one recording one in ten (``sample_ratio = 0.1``, the recommended ratio).
 
-``python -m bench.tracing_cost --config PATH [--sample-ratio R]`` is that node (both sides run
-it, so that they differ in nothing else); traced, on exit it prints how many spans it dropped.
+A line on its stdin switches it (:func:`switch`): ``off`` (no call counted, tracing off: as a
+node without ``[metrics]`` and with ``[tracing] exporter = "none"``), ``all`` or ``10pct``
+(every call counted in the grpc_server_* series and the audit commit histograms, and traced by
+that provider); the guard takes them from the next call on
+(gateway.interceptors.GuardInterceptor.instrument). So the sides compared share everything
+else: the process, its heap and hash seed, the database and the moment. Measured before,
+two processes started alike differed by up to 15% in calls/s, more than the cost sought.
+The metrics listener and its sampler run throughout (their cost is by time, not by call:
+the scenario reports the idle node's share of a core, :func:`settled`).
+
+On stdin's end or SIGTERM the node stops and prints ``spans N``, how many spans it dropped.
+:func:`span_us` times the guard's span in process, the part of the cost that noise does not
+blur.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -39,30 +49,44 @@ from gateway.tracing_setup import TracingSection, make_tracer_provider, tracing_
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
+    from node.config import NodeConfig
+
+
+#: What a line on the switchable node's stdin selects: tracing off and no counting, or the
+#: metrics on and the provider with this sample ratio.
+MODES: dict[str, float | None] = {"off": None, "all": 1.0, "10pct": 0.1}
+#: Modes the node also takes, to tell the two apart: (metrics on, sample ratio or None).
+PARTS: dict[str, tuple[bool, float | None]] = {
+    "metrics": (True, None),
+    "traced-all": (False, 1.0),
+    "traced-10pct": (False, 0.1),
+    "traced-0": (False, 0.0),
+}
+
 
 @contextlib.asynccontextmanager
 async def serve(
-    province: Province,
-    logs: Path,
-    *,
-    sample_ratio: float | None = None,
-    metrics_port: int | None = None,
+    province: Province, logs: Path, *, metrics_port: int | None = None
 ) -> AsyncIterator[Child]:
-    """The province's node, SERVING for the duration of the block: this module's node (both
-    sides in the same kind of process: ``govnode serve`` and a ``python -m`` of its own
-    differed by up to 40 µs a call with tracing off in both), recording new traces with
-    ``sample_ratio`` (None: tracing off, the SDK not even imported); its ``[metrics]``
-    listener on ``metrics_port`` (None: off)."""
+    """The province's node, SERVING for the duration of the block: this module's node, in mode
+    ``off`` until :func:`switch` says otherwise; its ``[metrics]`` listener on
+    ``metrics_port`` (None: no listener, and the node cannot be switched on: seeding)."""
     env = {"GOVNODE_LOG__FORMAT": "json", "GOVNODE_LOG__LEVEL": "warning"}
     if metrics_port is not None:
         env["GOVNODE_METRICS__LISTEN"] = f"127.0.0.1:{metrics_port}"
-    ratio = () if sample_ratio is None else ("--sample-ratio", str(sample_ratio))
-    command = python_command(
-        "-m", "bench.tracing_cost", "--config", str(province.config_path), *ratio
-    )
+    command = python_command("-m", "bench.tracing_cost", "--config", str(province.config_path))
     async with child("govnode-traced", command, logs=logs, env=env) as node:
         await province_mod.wait_serving(province.target, province.consumer, node)
         yield node
+
+
+async def switch(node: Child, mode: str) -> None:
+    """Switch the node to ``mode`` (one of MODES) and wait until it says it has."""
+    assert node.process.stdin is not None
+    node.process.stdin.write(f"{mode}\n".encode())
+    await node.process.stdin.drain()
+    if (said := await node.read_line(within=30.0)) != f"mode {mode}":
+        raise node.failure(f"said {said[:80]!r} instead of 'mode {mode}'")
 
 
 #: A node that reports SERVING has not finished starting: 2 s after it starts, the summary
@@ -100,7 +124,8 @@ async def dropped_spans(node: Child) -> int | None:
     """Stop the traced node and read how many spans it dropped (None if it did not say)."""
     await node.stop()
     assert node.process.stdout is not None
-    said = (await node.process.stdout.read()).decode("utf-8", errors="replace").split()
+    lines = (await node.process.stdout.read()).decode("utf-8", errors="replace").splitlines()
+    said = lines[-1].split() if lines else []
     return int(said[1]) if len(said) == 2 and said[0] == "spans" and said[1].isdigit() else None
 
 
@@ -132,22 +157,85 @@ def _provider(sample_ratio: float, exporter: Any) -> TracerProvider:
     return provider
 
 
-def _serve_traced(config_path: Path, sample_ratio: float | None) -> int:
-    from node.app import serve_forever
-    from node.config import load_config
-    from node.logging import configure_logging
+class _Collections:
+    """The garbage collections of the node's process, counted and timed (CPU) per generation."""
 
-    config = load_config(config_path)
-    configure_logging(config.log.format, config.log.level)
-    if sample_ratio is None:  # as `govnode serve` with [tracing] exporter = "none"
-        asyncio.run(serve_forever(config))
-        return 0
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.cpu_s = [0.0, 0.0, 0.0]
+        self._began = 0.0
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.thread_time()
+        else:
+            generation = info["generation"]
+            self.count[generation] += 1
+            self.cpu_s[generation] += time.thread_time() - self._began
+
+    def report(self) -> dict[str, list[float]]:
+        return {"count": list(self.count), "cpu_s": [round(c, 4) for c in self.cpu_s]}
+
+
+async def _serve_switchable(config: NodeConfig) -> int:
+    """Serve ``config``'s node, switched by the lines of stdin (see MODES), until stdin ends
+    or SIGTERM; then print how many spans it dropped."""
+    from node.app import start_node
+
     drop = _Drop.make()
-    provider = _provider(sample_ratio, drop)
+    modes = {m: (r is not None, r) for m, r in MODES.items()} | PARTS
+    ratios = {r for _, r in modes.values() if r is not None}
+    providers = {r: _provider(r, drop) for r in ratios}
+    tracings = {r: tracing_of(p, r) for r, p in providers.items()}
+    node = await start_node(config)
+    # As serve_forever (node.app) does once started.
+    gc.collect()
+    gc.freeze()
+    collections = _Collections()
+    gc.callbacks.append(collections.callback)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics, guard = node.metrics, node.guard
+    assert guard is not None
+
+    def to(mode: str) -> None:
+        counted, ratio = modes[mode]
+        counting = metrics if counted else None
+        guard.instrument(
+            counting.server if counting is not None else None,
+            tracings[ratio] if ratio is not None else None,
+        )
+        node.audit.on_commit = counting.audit_committed if counting is not None else None
+
+    reader = asyncio.StreamReader(limit=1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    to("off")
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        asyncio.run(serve_forever(config, tracer_provider=provider))
+        while True:
+            line = asyncio.ensure_future(reader.readline())
+            await asyncio.wait({line, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not line.done():
+                line.cancel()
+                break
+            mode = line.result().decode("utf-8", errors="replace").strip()
+            if not mode:
+                break  # stdin ended: the bench is gone
+            if mode == "gc":  # the collections so far, per generation, and their CPU
+                print("gc " + json.dumps(collections.report()), flush=True)
+                continue
+            if mode not in modes or (metrics is None and modes[mode][0]):
+                print(f"refused {mode[:20]}", flush=True)
+                continue
+            to(mode)
+            print(f"mode {mode}", flush=True)
     finally:
-        provider.shutdown()
+        stopping.cancel()
+        await node.stop()
+        for provider in providers.values():
+            provider.shutdown()
         print(f"spans {drop.count}", flush=True)
     return 0
 
@@ -163,7 +251,7 @@ def span_us(sample_ratio: float | None, iterations: int = 20_000) -> float:
     process are counted, not their cost in a node's larger heap."""
     drop = _Drop.make() if sample_ratio is not None else None
     provider = _provider(sample_ratio, drop) if sample_ratio is not None else None
-    tracing = tracing_of(provider)
+    tracing = tracing_of(provider, sample_ratio)
     method = "/govnode.v1.SharingService/Verify"
     metadata = (("user-agent", "grpc-python-bench"),)
 
@@ -187,11 +275,13 @@ def span_us(sample_ratio: float | None, iterations: int = 20_000) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tracing_cost", description=__doc__)
     p.add_argument("--config", type=Path, required=True)
-    p.add_argument(
-        "--sample-ratio", type=float, help="share of traces recorded (none: tracing off)"
-    )
     args = p.parse_args(argv)
-    return _serve_traced(args.config, args.sample_ratio)
+    from node.config import load_config
+    from node.logging import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.log.format, config.log.level)
+    return asyncio.run(_serve_switchable(config))
 
 
 if __name__ == "__main__":

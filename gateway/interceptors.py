@@ -272,6 +272,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._guarded: dict[str, Any] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
 
+    def instrument(self, metrics: GrpcMetrics | None, tracing: Tracing | None) -> None:
+        """Count calls with ``metrics`` and trace them with ``tracing`` from the next call on
+        (None: not counted; tracing off, a caller's context still passed on). Calls in
+        progress finish as they began. bench.tracing_cost switches one node this way, so that
+        instrumented and plain calls are timed in the same process."""
+        self.metrics = metrics
+        self.tracing = tracing if tracing is not None else Tracing()
+        self._guarded.clear()  # each method's guard is rebuilt with them on its next call
+
     async def drain(self, within_s: float) -> int:
         """Wait (at most ``within_s`` seconds) until every call in progress has finished; returns
         how many were still running. A stopping node calls this after ``server.stop()``, which

@@ -25,13 +25,23 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = "traceparent"
@@ -83,23 +93,45 @@ class _Carrier(dict[str, str]):
         return carrier
 
 
+#: Set while a call serves that began a new trace and was sampled out by :class:`Tracing`
+#: itself (see ``root_ratio``): no span exists, but a call it forwards must still tell the
+#: next hop "not sampled", as a sampled-out span's context would.
+_SAMPLED_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "govnode_trace_sampled_out", default=False
+)
+
+
+def _sampled_out_span() -> Span:
+    """A span that records nothing, with a new trace's ids and the "sampled" flag clear: what
+    a sampled-out call passes on, so that the next hops do not record a trace of their own."""
+    trace_id = random.getrandbits(128) or 1
+    span_id = random.getrandbits(64) or 1
+    return NonRecordingSpan(
+        SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    )
+
+
 class ServerSpan:
     """What the guard holds of one call's span: the span, the token that made it current, and
     the attributes known at its start, set with the final ones when it ends (one pass of the
     SDK's attribute checks and one lock per span instead of two; none for a span not
-    recorded)."""
+    recorded). ``span`` None: a new trace sampled out at its root; the token is then
+    :data:`_SAMPLED_OUT`'s."""
 
     __slots__ = ("attributes", "span", "token")
 
     def __init__(
         self,
-        span: Span,
-        token: contextvars.Token[otel_context.Context],
+        span: Span | None,
+        token: contextvars.Token[otel_context.Context] | contextvars.Token[bool],
         attributes: dict[str, str | bool | int],
     ) -> None:
         self.span = span
         self.token = token
         self.attributes = attributes
+
+
+_NO_ATTRIBUTES: dict[str, str | bool | int] = {}  # a sampled-out span's (never written)
 
 
 class Tracing:
@@ -108,9 +140,16 @@ class Tracing:
     they were given. A provider per node, never the process's global one, since tests run
     several nodes in one process and the global provider can be set only once."""
 
-    def __init__(self, tracer: Tracer | None = None) -> None:
+    def __init__(self, tracer: Tracer | None = None, root_ratio: float | None = None) -> None:
         self.recording = tracer is not None
         self._tracer: Tracer = tracer if tracer is not None else trace.NoOpTracer()
+        #: The share of new traces (calls with no ``traceparent``) recorded, decided here
+        #: before the SDK is asked for anything: a call sampled out costs a random number
+        #: and a context variable, not a span's ids, context and sampler (measured in a
+        #: serving node: 15-70 µs a call; bench/tracing_cost.py). The tracer's own sampler
+        #: must then record every root it is given (gateway.tracing_setup). None: the
+        #: tracer's sampler decides every span.
+        self._root_ratio = root_ratio if root_ratio is not None and root_ratio < 1.0 else None
 
     def server_span(
         self, method: str, metadata: Iterable[tuple[str, Any]] | None, request_id: str
@@ -121,7 +160,7 @@ class Tracing:
         if carrier is None and not self.recording:
             return None
         server = self._open(method, carrier)
-        if server is not None and server.span.is_recording():
+        if server is not None and server.span is not None and server.span.is_recording():
             server.attributes.update(_rpc_attributes(method))
             server.attributes[REQUEST_ID] = request_id
         return server
@@ -134,13 +173,15 @@ class Tracing:
             return None
         name = f"{method} {route}" if route else method
         server = self._open(name, carrier)
-        if server is not None and server.span.is_recording():
+        if server is not None and server.span is not None and server.span.is_recording():
             server.attributes.update({HTTP_METHOD: method, HTTP_ROUTE: route})
         return server
 
     def _open(self, name: str, carrier: _Carrier | None) -> ServerSpan | None:
         """The span (its attributes are the caller's to add, only if it records: a span
         sampled out builds none), made current."""
+        if carrier is None and self._root_ratio is not None and random.random() >= self._root_ratio:
+            return ServerSpan(None, _SAMPLED_OUT.set(True), _NO_ATTRIBUTES)
         parent = _PROPAGATOR.extract(carrier) if carrier is not None else None
         if not self.recording:
             # No recorder: the caller's context passes through as it came.
@@ -164,8 +205,11 @@ class Tracing:
         last, after the audit record, so that the span covers it."""
         if server is None:
             return
-        otel_context.detach(server.token)
         span = server.span
+        if span is None:
+            _SAMPLED_OUT.reset(server.token)  # type: ignore[arg-type]
+            return
+        otel_context.detach(server.token)  # type: ignore[arg-type]
         if not self.recording or not span.is_recording():
             return  # nothing recorded (a span sampled out ends as it began: no-op)
         final = server.attributes
@@ -184,7 +228,10 @@ class Tracing:
         """End an HTTP request's span with its response status (5xx: an error)."""
         if server is None:
             return
-        otel_context.detach(server.token)
+        if server.span is None:
+            _SAMPLED_OUT.reset(server.token)  # type: ignore[arg-type]
+            return
+        otel_context.detach(server.token)  # type: ignore[arg-type]
         if not self.recording or not server.span.is_recording():
             return
         server.attributes[HTTP_STATUS] = status
@@ -199,6 +246,8 @@ class Tracing:
         """A CLIENT span for a call this node makes to another (a forwarded call), child of
         the current span, not made current (a forwarded stream outlives the turn it started
         in). None when there is nothing to record or pass on."""
+        if _SAMPLED_OUT.get():
+            return _sampled_out_span()
         if not self.recording:
             current = trace.get_current_span()
             return current if current.get_span_context().is_valid else None
@@ -232,6 +281,8 @@ def inject(span: Span | None) -> tuple[tuple[str, str], ...]:
 def inject_current() -> tuple[tuple[str, str], ...]:
     """The metadata that carries the current span's context (the portal's calls into its
     node, under its HTTP request's span); none without a current trace."""
+    if _SAMPLED_OUT.get():
+        return inject(_sampled_out_span())
     span = trace.get_current_span()
     return inject(span) if span.get_span_context().is_valid else ()
 

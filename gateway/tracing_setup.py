@@ -63,7 +63,9 @@ def make_tracer_provider(
     exporter: SpanExporter | None = None,
 ) -> TracerProvider | None:
     """A TracerProvider of its own for one node or portal (never the process's global one),
-    exporting in batches as ``section`` says; None when ``exporter`` is ``none``.
+    exporting in batches as ``section`` says; None when ``exporter`` is ``none``. Its sampler
+    records every new trace: the :class:`Tracing` samples them (``tracing_of(provider,
+    section.sample_ratio)``).
     ``public``: its callers are anyone (the portal): a caller's trace is continued, but its
     "sampled" flag is not obeyed, so the public cannot make every request of theirs recorded.
     ``exporter``: instead of the one ``section`` names (the bench's, which drops every span).
@@ -74,7 +76,7 @@ def make_tracer_provider(
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
     except ImportError as exc:
         raise TracingUnavailable(
             f'tracing.exporter = "{section.exporter}" needs the OpenTelemetry SDK: '
@@ -92,12 +94,16 @@ def make_tracer_provider(
                 f'tracing.exporter = "otlp" needs the OTLP exporter: {INSTALL_HINT} ({exc})'
             ) from None
         exporter = OTLPSpanExporter(endpoint=section.endpoint, insecure=True)
+    # A new trace (no parent) is sampled by the Tracing before it asks this provider for a
+    # span (tracing_of(provider, section.sample_ratio): a call sampled out then costs almost
+    # nothing), so the provider records every root it is given. A caller's trace follows the
+    # caller's decision, except at the portal.
     ratio = TraceIdRatioBased(section.sample_ratio)
     provider = TracerProvider(
         resource=Resource.create({"service.name": section.service_name or default_service}),
-        sampler=ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio)
+        sampler=ParentBased(ALWAYS_ON, remote_parent_sampled=ratio, remote_parent_not_sampled=ratio)
         if public
-        else ParentBased(ratio),
+        else ParentBased(ALWAYS_ON),
     )
     # The SDK's batch processor with its defaults (a batch of 512 spans handed to the exporter
     # from its own thread, or every 5 s): measured (bench/tracing_cost.py), building and
@@ -106,6 +112,11 @@ def make_tracer_provider(
     return provider
 
 
-def tracing_of(provider: TracerProvider | None) -> Tracing:
-    """The spans of a node or portal recorded by ``provider`` (None: tracing off)."""
-    return Tracing(provider.get_tracer(SCOPE) if provider is not None else None)
+def tracing_of(provider: TracerProvider | None, root_ratio: float | None = None) -> Tracing:
+    """The spans of a node or portal recorded by ``provider`` (None: tracing off).
+    ``root_ratio``: the share of new traces recorded, decided before the provider is asked
+    (a provider made by :func:`make_tracer_provider` records every root it is given: pass its
+    section's ``sample_ratio``); None: ``provider``'s own sampler decides."""
+    if provider is None:
+        return Tracing()
+    return Tracing(provider.get_tracer(SCOPE), root_ratio)

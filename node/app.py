@@ -244,6 +244,17 @@ class RunningNode:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.limits.shutdown_grace_seconds if grace is None else grace
         log.info("node_stopping", grace_s=grace)
+        # NOT_SERVING first, and the streams that wait end now (UNAVAILABLE, saying where to
+        # resume), not after the background jobs below have stopped (a job cancelled in a
+        # database round trip may take a while) nor after the grace. The storage monitor
+        # first, so that a recovery it sees now cannot say SERVING again.
+        if self.monitor is not None:
+            await self.monitor.stop()
+        await self.health.set_serving(False)
+        if self.stopping is not None:
+            self.stopping.set()
+        if self.guard is not None and self.guard.streams is not None:
+            self.guard.streams.stop()
         if self.console is not None:
             await self.console.stop()
         if self.sync is not None:
@@ -260,18 +271,10 @@ class RunningNode:
             await self.notice_watch.stop()
         if self.summary is not None:
             await self.summary.stop()
-        if self.monitor is not None:
-            await self.monitor.stop()
         if self.maintenance is not None:
             await self.maintenance.stop()
-        await self.health.set_serving(False)
         if self.join is not None:
             await self.join.server.stop(grace)
-        if self.stopping is not None:
-            self.stopping.set()
-        # Streams that wait end now (UNAVAILABLE, saying where to resume), not after the grace.
-        if self.guard is not None and self.guard.streams is not None:
-            self.guard.streams.stop()
         await self.health.stop()
         await self.server.stop(grace)
         for guard in (self.guard, self.join.guard if self.join is not None else None):
@@ -567,14 +570,15 @@ def _tracing(
     config: NodeConfig, provider: TracerProvider | None
 ) -> tuple[Tracing, TracerProvider | None]:
     """The node's spans: from ``provider`` (a caller's, e.g. a test's in-memory one), else
-    from ``[tracing]`` (then the provider is the node's own: returned, to be shut at stop)."""
+    from ``[tracing]`` (then the provider is the node's own: returned, to be shut at stop).
+    Either way ``[tracing] sample_ratio`` samples new traces (gateway.tracing.Tracing)."""
     if provider is not None:
-        return tracing_of(provider), None
+        return tracing_of(provider, config.tracing.sample_ratio), None
     try:
         own = make_tracer_provider(config.tracing, f"govnode-{config.node.region}")
     except TracingUnavailable as exc:
         raise StartupError(str(exc)) from None
-    return tracing_of(own), own
+    return tracing_of(own, config.tracing.sample_ratio), own
 
 
 async def start_node(

@@ -58,7 +58,7 @@ async def serve(
     Raises gateway.tracing_setup.TracingUnavailable if ``[tracing]`` needs the absent SDK."""
     provider = make_tracer_provider(config.tracing, "govnode-portal", public=True)
     node = node_client(config)
-    app = make_app(config, node, check_receipt, tracing_of(provider))
+    app = make_app(config, node, check_receipt, tracing_of(provider, config.tracing.sample_ratio))
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     host, port = config.listen

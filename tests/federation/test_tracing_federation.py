@@ -183,6 +183,41 @@ async def test_a_province_without_tracing_passes_the_trace_on(
     assert parent_of(f_server) == x_client.context.span_id
 
 
+async def test_a_new_trace_sampled_out_at_the_first_hop_is_recorded_at_none(
+    traced: tuple[Federation, dict[str, Recorder]],
+) -> None:
+    """厦门 records no new trace (``sample_ratio = 0``); the province and 福州 record every
+    trace they are asked to. A call with no traceparent is then recorded nowhere: 厦门 tells
+    the next hops "not sampled". A caller's sampled trace is still recorded at every hop."""
+    fed, rec = traced
+    await fed.xiamen.stop()
+    config = fed.xiamen.setup.config
+    fed.xiamen.setup.config = config.model_copy(
+        update={"tracing": config.tracing.model_copy(update={"sample_ratio": 0.0})}
+    )
+    await fed.xiamen.start()
+    request = sharing_pb2.VerifyRequest(
+        resource_code=OPEN, key={"tyshxydm": ACME["tyshxydm"]}, claimed={"qymc": ACME["qymc"]}
+    )
+    async with channel(fed.xiamen.running, fed.xiamen.agency()) as ch:
+        stub = sharing_pb2_grpc.SharingServiceStub(ch)
+        for n in range(3):
+            reply = await stub.Verify(
+                request, timeout=10, metadata=((REQUEST_ID_KEY, f"rid-untraced-{n}"),)
+            )
+            assert reply.all_match
+    for n in range(3):
+        for region in (XIAMEN, PROVINCE, FUZHOU):
+            assert rec[region].spans(f"rid-untraced-{n}") == [], region
+        # Served all the same: the owner's audit log has each call.
+        [record] = await fed.fuzhou.running.audit.query(request_id=f"rid-untraced-{n}")
+        assert record.outcome == "OK"
+    assert (await verify(fed, OPEN, "rid-trace-4")).all_match
+    for region in (XIAMEN, PROVINCE, FUZHOU):
+        server = one(rec[region].spans("rid-trace-4"), SpanKind.SERVER)
+        assert server.context.trace_id == int(AGENCY_TRACE, 16)
+
+
 async def test_health_watch_streams_with_tracing_on(
     traced: tuple[Federation, dict[str, Recorder]],
 ) -> None:

@@ -38,6 +38,36 @@ from tests.support.databases import (
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
+# --- order ---------------------------------------------------------------------------------
+
+#: The test files whose tests take longest (``pytest --durations=120``, 2026-12-05), slowest
+#: first. They run before the others, so that the workers of ``pytest -n`` finish together
+#: rather than one of them running a long test alone at the end.
+SLOW_FIRST = (
+    "tests/hostile/test_fuzz_wire.py",
+    "tests/supervision/test_certificate.py",
+    "tests/conformance/test_conformance.py",
+    "tests/federation/test_approval.py",
+    "tests/app/test_serve_process.py",
+    "tests/app/test_cli.py",
+    "tests/conformance/test_conformance_opendata.py",
+    "tests/sharing/test_access_cli.py",
+    "tests/audit/test_witnessing.py",
+    "tests/audit/test_archive.py",
+    "tests/quality/test_errors_cli.py",
+    "tests/governance/test_changes_cli.py",
+    "tests/opendata/test_applications_api.py",
+    "tests/backup/test_backup_restore.py",
+    "tests/federation/test_federation_join.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow files first (SLOW_FIRST), each file's tests in their own order."""
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
+
 # --- storage backends ---------------------------------------------------------------------
 
 

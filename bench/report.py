@@ -51,6 +51,8 @@ def table(results: Sequence[tuple[str, Outcome]]) -> str:
                     f"{name:<{w}} {row.label:<37} {rate:>20} "
                     f"{_num(row.p50_ms, 2):>8} {_num(row.p99_ms, 2):>8} {_num(row.cpu_us, 1):>8}"
                 )
+            elif isinstance(row, Ratio) and row.target is None:
+                lines.append(f"{name:<{w}} {row.label:<37} {_num(row.value, 3):>20}")
             elif isinstance(row, Ratio):
                 verdict = (
                     "not measured"

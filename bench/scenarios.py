@@ -84,7 +84,7 @@ class Rate:
 class Ratio:
     label: str
     value: float | None
-    target: float
+    target: float | None  # None: a figure to explain another, with no target of its own
 
 
 @dataclass
@@ -393,11 +393,12 @@ class SubmitScenario:
         o = bench.options
         baseline_db = bench.workdir / "baseline.db"
         sqlite_runs = []
+        history_runs = []
         submit_runs: list[SubmitFigures] = []
         postgres_runs: list[SubmitFigures] = []
         first_round = bench.records
         # CPU µs per record: the node process's for Submit; sqlite3 runs in this process.
-        cpu: dict[str, list[float]] = {"sqlite": [], "submit": []}
+        cpu: dict[str, list[float]] = {"sqlite": [], "history": [], "submit": []}
         for r in range(1, o.rounds + 1):
             # The same records on every side: fresh keys, so all are first-time inserts.
             first = bench.records
@@ -414,6 +415,22 @@ class SubmitScenario:
             sqlite_runs.append(base)
             if base.rows:
                 cpu["sqlite"].append((time.process_time() - began) / base.rows * 1e6)
+            # The same with each record's history row, as the node must write (a file of its
+            # own, and keys of their own in it).
+            began = time.process_time()
+            kept = insert_batches(
+                bench.workdir / "baseline-history.db",
+                first=first,
+                batches=o.batches,
+                batch_size=o.batch_size,
+                duration=o.duration,
+                history=True,
+            )
+            say(f"sqlite3 with history round {r}/{o.rounds}: {kept.rows} records in "
+                f"{kept.seconds:.3f} s = {kept.records_per_s:,.0f} records/s")  # fmt: skip
+            history_runs.append(kept)
+            if kept.rows:
+                cpu["history"].append((time.process_time() - began) / kept.rows * 1e6)
             node_before = cpu_seconds(bench.node_pid) if bench.node_pid else 0.0
             figures = await self._submit(bench.province, first, o, f"Submit round {r}/{o.rounds}")
             submit_runs.append(figures)
@@ -459,6 +476,8 @@ class SubmitScenario:
         rate = None if outcome.problems or not best.accepted else round(best.records_per_s, 1)
         ratio = _ratio(rate, base.records_per_s)
         held_rate = None if outcome.problems or not held.held else round(held.held_per_s, 1)
+        kept = max(history_runs, key=lambda f: f.records_per_s)
+        history_cpu = round(min(cpu["history"]), 2) if cpu["history"] else None
         sqlite_cpu = round(min(cpu["sqlite"]), 2) if cpu["sqlite"] else None
         submit_cpu = round(min(cpu["submit"]), 2) if cpu["submit"] and rate else None
         cpu_ratio = _ratio(sqlite_cpu, submit_cpu)
@@ -472,6 +491,19 @@ class SubmitScenario:
             Rate("govnode Submit", rate, "records/s", cpu_us=submit_cpu),
             Ratio("Submit / sqlite3", ratio, self.targets["submit_ratio"]),
             Ratio("Submit / sqlite3, CPU per record", cpu_ratio, self.targets["submit_cpu_ratio"]),
+            Rate(
+                "sqlite3 with each record's history row",
+                round(kept.records_per_s, 1),
+                "records/s",
+                cpu_us=history_cpu,
+            ),
+            Ratio(
+                "  it / sqlite3: the most Submit could reach",
+                _ratio(kept.records_per_s, base.records_per_s),
+                None,
+            ),
+            Ratio("  Submit / it", _ratio(rate, kept.records_per_s), None),
+            Ratio("  Submit / it, CPU per record", _ratio(history_cpu, submit_cpu), None),
             Rate("Submit of changes, held for approval", held_rate, "records/s"),
         ]
         outcome.figures = {
@@ -483,6 +515,11 @@ class SubmitScenario:
             "sqlite_cpu_us_per_record": sqlite_cpu,
             "submit_cpu_us_per_record": submit_cpu,
             "submit_cpu_ratio": cpu_ratio,
+            "sqlite_history_records_per_s": round(kept.records_per_s, 1),
+            "sqlite_history_cpu_us_per_record": history_cpu,
+            "sqlite_history_ratio": _ratio(kept.records_per_s, base.records_per_s),
+            "submit_history_ratio": _ratio(rate, kept.records_per_s),
+            "submit_history_cpu_ratio": _ratio(history_cpu, submit_cpu),
         }
         outcome.notes.append(
             f"Submit: {o.batches} batches x {o.batch_size} records per round over one mTLS "

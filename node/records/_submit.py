@@ -155,11 +155,15 @@ def clean_batch(
     listing = RejectionList()  # bounded as it goes: a record keeps a few reasons, not all
     rejected = 0
     clean = schema.clean
-    start = time.thread_time()
+    start, wall_start = time.thread_time(), time.perf_counter()
     index = 0
 
     def budget() -> None:
-        # Before anything is written: the batch is refused whole.
+        # Before anything is written: the batch is refused whole. A thread's CPU time never
+        # runs ahead of the clock, so it is read (a system call, about 0.6 µs; this runs once
+        # per record and per pattern check) only once the clock is past the budget.
+        if time.perf_counter() - wall_start <= MAX_CHECK_SECONDS:
+            return
         if time.thread_time() - start > MAX_CHECK_SECONDS:
             raise ResourceExhausted(
                 f"batch {batch.batch_id}: checking its records took more than "

@@ -21,7 +21,6 @@ from gateway.audit import MAX_DETAIL_CHARS, cut
 from gateway.identity import Identity
 from node.audit import AuditEntry, AuditLog, Operation, request_digest
 from node.errors import DomainError
-from node.servicers.status import status_for
 
 T = TypeVar("T")
 
@@ -55,6 +54,10 @@ class Auditor:
         try:
             return await call()
         except DomainError as exc:
+            # Here, not at the top: node.servicers is the whole gRPC service layer, which
+            # a command would otherwise import to print its help.
+            from node.servicers.status import status_for
+
             outcome, message = status_for(exc).name, exc.message
             raise
         except Exception as exc:

@@ -14,7 +14,6 @@ import grpc
 import typer
 from cryptography import x509
 
-from node.app import node_tls_files
 from node.audit import (
     MAX_PROOF_BYTES,
     MAX_QUERY_LIMIT,
@@ -43,7 +42,6 @@ from node.audit import (
 )
 from node.cli import audit_usage
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
-from node.clients import newest_witnessed, witness_endpoints, witness_rule
 from node.config import NodeConfig
 from node.pki import load_certs, load_chain_pem, load_private_key
 from node.storage import Database
@@ -163,6 +161,9 @@ async def _witnessed(
 ) -> None:
     """Gather the witnessed checkpoints of this log: this node's own newest cosigned one (its
     cosignature checked), and unless ``offline`` what each witness says it cosigned."""
+    from node.app import node_tls_files
+    from node.clients import newest_witnessed, witness_endpoints
+
     root = load_certs(cfg.path(cfg.tls.root))[0]
     chain_pem = cfg.path(cfg.tls.cert).read_text(encoding="utf-8")
     trust_domain = cfg.node.trust_domain
@@ -320,6 +321,8 @@ def verify(
 
 
 async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
+    from node.clients import witness_rule
+
     db = await Database.open(cfg.database_url)
     try:
         await db.migrate()

@@ -38,7 +38,6 @@ from node.audit import (
 )
 from node.catalog import Catalog
 from node.cli._common import CONFIG_OPTION, UserError, echo, load
-from node.clients import witness_rule
 from node.config import NodeConfig
 from node.errors import DomainError
 from node.pki import load_certs, load_chain_pem, load_private_key
@@ -72,6 +71,8 @@ async def _bundle(cfg: NodeConfig, agency: str, since: dt.datetime, out: Path) -
             codes = await provided_resources(Catalog(db, node_region=cfg.node.region), provider)
         except DomainError as exc:
             raise UserError(f"--agency {agency}: {exc}") from None
+        from node.clients import witness_rule  # here: node.clients is the node's client side
+
         witnessed = await checkpoints.newest_witnessed(await witness_rule(cfg, node, db)())
         first = await audit.query(since=since, limit=1)
         if witnessed is None or not first or first[0].sequence > witnessed.size:

@@ -22,7 +22,6 @@ import typer
 
 from gateway.forward import Forwarder
 from gateway.identity import Role, make_identity
-from node.app import node_tls_files, quality_of
 from node.audit import AuditLog
 from node.catalog import Catalog
 from node.cli import quality_errors
@@ -54,6 +53,8 @@ RESOURCE_OPTION = typer.Option(
 
 def _run(cfg: NodeConfig, work: Callable[[Quality, str], Awaitable[T]]) -> T:
     async def main() -> T:
+        from node.app import node_tls_files, quality_of
+
         db = await Database.open(cfg.database_url)
         audit = AuditLog(db)
         forwarder = Forwarder(node_tls_files(cfg))

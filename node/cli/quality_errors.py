@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import typer
 
 from gateway.identity import Identity, Role, make_identity
-from node.app import data_errors_of
 from node.catalog import Catalog
 from node.cli._audited import Action, Auditor
 from node.cli._common import CONFIG_OPTION, JSON_OPTION, UserError, echo, load, node_storage
@@ -48,6 +47,8 @@ def _run(cfg: NodeConfig, work: Work[T], action: Action | None = None) -> T:
     """Run ``work`` on the node's database as its authority; an ``action`` is audited."""
 
     async def main() -> T:
+        from node.app import data_errors_of
+
         async with node_storage(cfg) as (db, audit):
             region, td = cfg.node.region, cfg.node.trust_domain
             catalog = Catalog(db, node_region=region)

@@ -26,7 +26,6 @@ import typer
 from cryptography import x509
 
 from gateway.identity import Role, make_identity
-from node.app import rollup_of, supervision_of
 from node.audit import read_log_signer
 from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_storage
 from node.config import Mode, NodeConfig
@@ -69,6 +68,8 @@ app = typer.Typer(
 
 def _run(cfg: NodeConfig, work: Callable[[Supervision, str], Awaitable[T]]) -> T:
     async def main() -> T:
+        from node.app import supervision_of
+
         async with node_storage(cfg) as (db, audit):
             authority = make_identity(cfg.node.region, cfg.node.trust_domain, Role.AUTHORITY)
             return await work(supervision_of(cfg, db, audit), authority.uri)
@@ -519,6 +520,8 @@ def province(
     root = load_certs(cfg.path(cfg.tls.root))[0]
 
     async def work(supervision: Supervision, by: str) -> list[CityTable]:
+        from node.app import rollup_of
+
         return await rollup_of(cfg, supervision.db, supervision, root).table(region)
 
     tables = _run(cfg, work)

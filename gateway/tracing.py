@@ -251,6 +251,14 @@ class Tracing:
         if not self.recording:
             current = trace.get_current_span()
             return current if current.get_span_context().is_valid else None
+        if (
+            self._root_ratio is not None
+            and not trace.get_current_span().get_span_context().is_valid
+            and random.random() >= self._root_ratio
+        ):
+            # A call made outside any traced call (a background job's) starts a trace of
+            # its own: sampled like any new trace.
+            return _sampled_out_span()
         return self._tracer.start_span(
             method,
             kind=SpanKind.CLIENT,

@@ -16,6 +16,7 @@ import datetime as dt
 import gc
 import importlib.metadata
 import signal
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -255,6 +256,7 @@ class RunningNode:
             self.stopping.set()
         if self.guard is not None and self.guard.streams is not None:
             self.guard.streams.stop()
+        began = time.monotonic()
         if self.console is not None:
             await self.console.stop()
         if self.sync is not None:
@@ -273,15 +275,28 @@ class RunningNode:
             await self.summary.stop()
         if self.maintenance is not None:
             await self.maintenance.stop()
+        if (took := time.monotonic() - began) > 1.0:
+            log.info("node_stop_background_jobs_slow", took_s=round(took, 1))
         if self.join is not None:
             await self.join.server.stop(grace)
         await self.health.stop()
-        await self.server.stop(grace)
+        stopping = asyncio.ensure_future(self.server.stop(grace))
         for guard in (self.guard, self.join.guard if self.join is not None else None):
             if guard is not None:
                 left = await guard.drain(max(grace, 1.0) + 4.0)
                 if left:
                     log.warning("calls_still_running_at_stop", count=left)
+        # Every handler has ended (or been cancelled at the grace). A call gRPC still holds
+        # now is one whose status could not be sent: a stream ended while its last message
+        # waited on a consumer that does not read (gRPC then refuses the status,
+        # ExecuteBatchError). Nothing more will happen on it: cancel it, rather than wait out
+        # the grace for a consumer that may never read.
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), min(grace, AFTER_HANDLERS_S))
+        except TimeoutError:
+            log.info("calls_cancelled_at_stop", reason="handlers ended, status not sent")
+            await self.server.stop(None)
+            await stopping
         if self.city_catalogs is not None:
             await self.city_catalogs.close()
         if self.forwarder is not None:
@@ -298,6 +313,11 @@ class RunningNode:
             # Flushes the spans still queued: blocking (an export), so off the loop.
             await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("node_stopped")
+
+
+#: How long a stopping node waits, once every handler has ended, for gRPC to finish sending
+#: what they answered before it cancels the calls still open (RunningNode.stop).
+AFTER_HANDLERS_S = 2.0
 
 
 @dataclass

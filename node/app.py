@@ -280,23 +280,12 @@ class RunningNode:
         if self.join is not None:
             await self.join.server.stop(grace)
         await self.health.stop()
-        stopping = asyncio.ensure_future(self.server.stop(grace))
+        await self.server.stop(grace)
         for guard in (self.guard, self.join.guard if self.join is not None else None):
             if guard is not None:
                 left = await guard.drain(max(grace, 1.0) + 4.0)
                 if left:
                     log.warning("calls_still_running_at_stop", count=left)
-        # Every handler has ended (or been cancelled at the grace). A call gRPC still holds
-        # now is one whose status could not be sent: a stream ended while its last message
-        # waited on a consumer that does not read (gRPC then refuses the status,
-        # ExecuteBatchError). Nothing more will happen on it: cancel it, rather than wait out
-        # the grace for a consumer that may never read.
-        try:
-            await asyncio.wait_for(asyncio.shield(stopping), min(grace, AFTER_HANDLERS_S))
-        except TimeoutError:
-            log.info("calls_cancelled_at_stop", reason="handlers ended, status not sent")
-            await self.server.stop(None)
-            await stopping
         if self.city_catalogs is not None:
             await self.city_catalogs.close()
         if self.forwarder is not None:
@@ -313,11 +302,6 @@ class RunningNode:
             # Flushes the spans still queued: blocking (an export), so off the loop.
             await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("node_stopped")
-
-
-#: How long a stopping node waits, once every handler has ended, for gRPC to finish sending
-#: what they answered before it cancels the calls still open (RunningNode.stop).
-AFTER_HANDLERS_S = 2.0
 
 
 @dataclass

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import typer
 
-from gateway.identity import IdentityError
-from node.audit import AuditLog
+from gateway.identity import Identity, IdentityError
+from node.audit import AuditLog, Checkpoints, log_origin, log_signer, read_log_signer
 from node.config import ConfigError, NodeConfig, load_config
 from node.errors import DomainError
 from node.logging import configure_logging
-from node.pki import PkiError
+from node.pki import PkiError, load_certs, load_chain_pem, load_private_key
 from node.storage import Database
 
 #: Set by the global --verbose option (see :func:`node.cli._options`).
@@ -126,3 +126,16 @@ async def node_storage(cfg: NodeConfig) -> AsyncIterator[tuple[Database, AuditLo
     finally:
         await audit.close()
         await db.close()
+
+
+def node_checkpoints(
+    cfg: NodeConfig, db: Database, audit: AuditLog
+) -> tuple[Checkpoints, Identity, str]:
+    """The node's signed checkpoints of ``audit`` as the serving node makes them (its log
+    origin, signed with its own key), its identity and its certificate chain (PEM, without
+    the root), read from ``cfg``'s files."""
+    root = load_certs(cfg.path(cfg.tls.root))[0]
+    chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
+    identity, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
+    signer = log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key)))
+    return Checkpoints(db, audit, log_origin(identity.host), signer), identity, chain_pem

@@ -21,7 +21,6 @@ from node.audit import (
     AuditRecord,
     CannotProve,
     ChainCheck,
-    Checkpoints,
     KeyStatementError,
     ProofFileError,
     RecordsPruned,
@@ -31,7 +30,6 @@ from node.audit import (
     cosigners,
     epochs,
     log_origin,
-    log_signer,
     newest_cosigned,
     problems,
     prove_record,
@@ -41,9 +39,9 @@ from node.audit import (
     stored_witnessed,
 )
 from node.cli import audit_usage
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_checkpoints
 from node.config import NodeConfig
-from node.pki import load_certs, load_chain_pem, load_private_key
+from node.pki import load_certs
 from node.storage import Database
 from node.terminal import format_record, safe_text
 from node.times import CST
@@ -327,15 +325,7 @@ async def _prove(cfg: NodeConfig, sequence: int) -> bytes:
     try:
         await db.migrate()
         audit = AuditLog(db)
-        root = load_certs(cfg.path(cfg.tls.root))[0]
-        chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
-        identity, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
-        checkpoints = Checkpoints(
-            db,
-            audit,
-            log_origin(identity.host),
-            log_signer(identity.host, load_private_key(cfg.path(cfg.tls.key))),
-        )
+        checkpoints, identity, chain_pem = node_checkpoints(cfg, db, audit)
         try:
             rule = await witness_rule(cfg, identity, db)()
             return await prove_record(db, audit, checkpoints, sequence, chain_pem, rule)

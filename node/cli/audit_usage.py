@@ -26,21 +26,17 @@ from gateway.identity import IdentityError, Role, make_identity, parse_spiffe
 from node.audit import (
     MAX_PROOF_BYTES,
     AuditLog,
-    Checkpoints,
     UsageLog,
     UsageRecord,
     check_usage,
     cosigners,
-    log_origin,
-    log_signer,
     provided_resources,
-    read_log_signer,
 )
 from node.catalog import Catalog
-from node.cli._common import CONFIG_OPTION, UserError, echo, load
+from node.cli._common import CONFIG_OPTION, UserError, echo, load, node_checkpoints
 from node.config import NodeConfig
 from node.errors import DomainError
-from node.pki import load_certs, load_chain_pem, load_private_key
+from node.pki import load_private_key
 from node.storage import Database
 from node.terminal import safe_text
 from node.times import CST
@@ -54,11 +50,8 @@ async def _bundle(cfg: NodeConfig, agency: str, since: dt.datetime, out: Path) -
     try:
         await db.migrate()
         audit = AuditLog(db)
-        root = load_certs(cfg.path(cfg.tls.root))[0]
-        chain_pem = load_chain_pem(cfg.path(cfg.tls.cert), root)
-        node, _ = read_log_signer(chain_pem, root, cfg.node.trust_domain)
-        key = load_private_key(cfg.path(cfg.tls.key))
-        checkpoints = Checkpoints(db, audit, log_origin(node.host), log_signer(node.host, key))
+        checkpoints, node, chain_pem = node_checkpoints(cfg, db, audit)
+        key = load_private_key(cfg.path(cfg.tls.key))  # it signs the usage statements
         try:
             provider = (
                 parse_spiffe(agency)

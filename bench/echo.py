@@ -14,11 +14,11 @@ import asyncio
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import grpc
 import grpc.aio
 
+from bench.procs import tls_arguments
 from gateway.server import ServerLimits, server_options
 from gateway.tls import TlsFiles, server_credentials
 
@@ -57,9 +57,7 @@ async def serve(port: int, files: TlsFiles) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", type=Path, required=True)
-    parser.add_argument("--cert", type=Path, required=True)
-    parser.add_argument("--root", type=Path, required=True)
+    tls_arguments(parser, target=False)
     args = parser.parse_args()
     asyncio.run(serve(args.port, TlsFiles(args.key, args.cert, args.root)))
 

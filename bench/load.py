@@ -24,7 +24,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,6 +32,7 @@ from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
 from bench import dataset
 from bench.echo import METHOD as ECHO_METHOD
+from bench.procs import tls_arguments
 from gateway.channel import channel_options
 from gateway.tls import TlsFiles, channel_credentials
 
@@ -222,10 +222,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     p.add_argument("--mode", choices=sorted(FACTORIES), required=True)
-    p.add_argument("--target", required=True, help="HOST:PORT")
-    p.add_argument("--key", type=Path, required=True)
-    p.add_argument("--cert", type=Path, required=True)
-    p.add_argument("--root", type=Path, required=True)
+    tls_arguments(p)
     p.add_argument("--channels", type=int, default=4)
     p.add_argument("--concurrency", type=int, default=64, help="callers in flight, in total")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds, at most")

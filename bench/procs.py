@@ -9,6 +9,7 @@ reaches them too even if the bench itself dies first; the echo server also exits
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -122,3 +123,13 @@ async def child(
         await asyncio.shield(running.stop(grace))
         if process.stdin is not None:
             process.stdin.close()
+
+
+def tls_arguments(p: argparse.ArgumentParser, *, target: bool = True) -> None:
+    """``--target HOST:PORT`` (unless ``target`` is False: a server) and the mutual-TLS files
+    ``--key``, ``--cert`` and ``--root`` of a bench child process."""
+    if target:
+        p.add_argument("--target", required=True, help="HOST:PORT")
+    p.add_argument("--key", type=Path, required=True)
+    p.add_argument("--cert", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True)

@@ -32,7 +32,7 @@ from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
 from bench import dataset
 from bench.load import percentile, verify_request
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, tls_arguments
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 
@@ -204,10 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.scale_client", description=__doc__)
     p.add_argument("--part", choices=sorted(PARTS), required=True)
-    p.add_argument("--target", required=True, help="HOST:PORT")
-    p.add_argument("--key", type=Path, required=True)
-    p.add_argument("--cert", type=Path, required=True)
-    p.add_argument("--root", type=Path, required=True)
+    tls_arguments(p)
     p.add_argument("--server-pid", type=int, required=True)
     p.add_argument("--records", type=int, required=True, help="records 0..N-1 are stored")
     p.add_argument("--calls", type=int, default=2000, help="light: measured calls per method")

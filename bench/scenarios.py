@@ -1077,16 +1077,7 @@ class TracingCostScenario:
         records = o.batches * o.batch_size
         async with tracing_cost.serve(province, bench.logs):
             await province_mod.register_resource(province)
-            seeded = await submit(
-                province.target,
-                province.provider,
-                first=0,
-                batches=o.batches,
-                batch_size=o.batch_size,
-                duration=600.0,
-            )
-        if seeded.accepted != records:
-            raise RuntimeError(f"seeding accepted {seeded.accepted} records of {records}")
+            await _seed(province, o)
         keys = ("--keys-start", "0", "--keys-count", str(records))
         # One node, switched between the three: both off; metrics on and every trace
         # recorded; metrics on and one trace in ten. Each round runs the three, led by another

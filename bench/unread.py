@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +28,7 @@ from govnode.v1 import common_pb2, sharing_pb2, sharing_pb2_grpc
 
 from bench import dataset
 from bench.load import verify_request
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, tls_arguments
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
 
@@ -216,10 +215,7 @@ async def hold(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.unread", description=__doc__)
-    p.add_argument("--target", required=True, help="HOST:PORT")
-    p.add_argument("--key", type=Path, required=True)
-    p.add_argument("--cert", type=Path, required=True)
-    p.add_argument("--root", type=Path, required=True)
+    tls_arguments(p)
     p.add_argument("--streams", type=int, default=200)
     p.add_argument("--channels", type=int, default=4)
     asyncio.run(hold(p.parse_args()))

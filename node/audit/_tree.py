@@ -43,10 +43,6 @@ CATCH_UP_STEP = 20_000
 
 _TREE_ID = 1
 _subtree = SQLModel.metadata.tables[str(AuditSubtreeRow.__tablename__)]
-_SAVE_SQL = text(
-    "INSERT INTO audit_tree (id, size, frontier) VALUES (:id, :size, :frontier) "
-    "ON CONFLICT (id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier"
-)
 _LOAD_SQL = text("SELECT size, frontier FROM audit_tree WHERE id = :id")
 _HASHES_SQL = text(
     "SELECT hash FROM audit_record WHERE sequence > :after AND sequence <= :upto ORDER BY sequence"
@@ -82,7 +78,8 @@ def grow(connection: Connection, frontier: Frontier, chain_hashes: Iterable[str]
     transaction that writes the records, under the chain's lock)."""
     store_subtrees(connection, extend(frontier, chain_hashes))
     connection.execute(
-        _SAVE_SQL, {"id": _TREE_ID, "size": frontier.size, "frontier": encode(frontier)}
+        text(save_sql((":size", ":frontier"))),
+        {"size": frontier.size, "frontier": encode(frontier)},
     )
 
 

@@ -214,6 +214,7 @@ class StreamGate:
         self._stalled: Counter[str] = Counter()
         self._turns: dict[str, asyncio.Lock] = {}
         self._open: set[Slot] = set()
+        self._closed: asyncio.Event | None = None  # set once stopping with no stream open
         self.stopping = False
         self.total = 0
 
@@ -277,6 +278,8 @@ class StreamGate:
         self.total -= 1
         if not self._callers[slot.caller]:
             self._turns.pop(slot.caller, None)
+        if self._closed is not None and not self._open:
+            self._closed.set()
 
     # --- writing --------------------------------------------------------------------------
 
@@ -324,6 +327,19 @@ class StreamGate:
         self.stopping = True
         for slot in list(self._open):
             slot.stop()
+
+    async def ended(self, within_s: float) -> int:
+        """After :meth:`stop`: wait (at most ``within_s`` seconds) until every stream has ended
+        and its status is with gRPC; returns how many were still open. A stopping node waits for
+        this before it stops its server, so that no stream's status is sent while the server
+        shuts down."""
+        if self._open:
+            self._closed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within_s):
+                    await self._closed.wait()
+            self._closed = None
+        return len(self._open)
 
     def stopped(self, method: str, slot: Slot) -> Refusal:
         """The status that ends ``slot``'s stream because the node is stopping."""

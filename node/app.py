@@ -139,6 +139,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("govnode.node")
 
+#: How long a stopping node waits for its streams to end (see RunningNode.stop), at most the
+#: grace: a stream busy with a batch ends at its next message boundary.
+STREAMS_END_S = 5.0
+
 
 class StartupError(Exception):
     """The node cannot start; the message says why and what to fix."""
@@ -277,6 +281,12 @@ class RunningNode:
             await self.maintenance.stop()
         if (took := time.monotonic() - began) > 1.0:
             log.info("node_stop_background_jobs_slow", took_s=round(took, 1))
+        # The stopped streams' statuses leave before the server shuts down: sent during the
+        # shutdown, a status could fail (ExecuteBatchError) and its call then held the stop for
+        # the whole grace. A stream busy with a batch ends at its next boundary.
+        streams = self.guard.streams if self.guard is not None else None
+        if streams is not None and (left := await streams.ended(min(grace, STREAMS_END_S))):
+            log.info("streams_still_open_at_stop", count=left)
         if self.join is not None:
             await self.join.server.stop(grace)
         await self.health.stop()

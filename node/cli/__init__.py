@@ -145,6 +145,17 @@ def main() -> None:
     try:
         args = global_options_first(sys.argv[1:])
         named = next((a for a in args if not a.startswith("-")), None)
+        if named is not None and named not in _COMMANDS:
+            # Click would quote the whole name, however long (a 100,000-character argument
+            # made a 100,000-character message): a short prefix, as every refusal quotes.
+            from gateway.quote import quote
+
+            print(
+                f"error: no such command {quote(named)}; the commands are "
+                f"{', '.join(_COMMANDS)} (govnode --help)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         build_app(named)(args=args)
     except SystemExit:
         raise

@@ -220,6 +220,13 @@ def test_serve_with_a_broken_config_names_the_key(tmp_path: Path) -> None:
     assert_one_line_error(govnode("serve", "--config", config), "node.region")
 
 
+def test_an_unknown_command_is_refused_in_one_line_quoting_a_prefix() -> None:
+    for name, shown in (("serv", "'serv'"), ("x" * 100_000, "… (100000 characters)")):
+        result = govnode(name, "--config", "govnode.toml")
+        assert_one_line_error(result, "no such command", shown, "serve, health")
+        assert len(result.stderr) < 400, result.stderr[:400]
+
+
 #: A structlog event line, as rendered for a terminal or as JSON.
 LOG_EVENT = re.compile(r"\[(debug|info|warning) *\]|\"level\": \"(debug|info|warning)\"")
 

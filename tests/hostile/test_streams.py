@@ -257,6 +257,25 @@ def test_the_gate_counts_per_caller_per_origin_node_and_in_all() -> None:
     assert gate.total == 0 and gate.open_streams("a") == 0
 
 
+async def test_a_stopping_gate_waits_for_its_streams_to_end_and_no_longer() -> None:
+    """What the stopping node waits for before it stops its server: every stream ended (its
+    status handed to gRPC), or the wait's bound, after which it says how many are still open."""
+    gate = StreamGate()
+    assert await gate.ended(5.0) == 0  # none open: no wait
+    first, second = gate.admit("a"), gate.admit("b")
+    gate.stop()
+    waiting = asyncio.ensure_future(gate.ended(30.0))
+    first.release()
+    await asyncio.sleep(0.01)
+    assert not waiting.done(), "one stream is still open"
+    second.release()
+    assert await asyncio.wait_for(waiting, 5.0) == 0
+    held = StreamGate()
+    held.admit("c")
+    held.stop()
+    assert await held.ended(0.05) == 1
+
+
 async def test_a_stream_not_read_past_the_stall_timeout_ends_aborted_and_resumes_without_gap(
     stalling: Province,
 ) -> None:

@@ -80,13 +80,23 @@ def secure_channel(
     streaming_timeout: float | None = 300.0,
     max_message_bytes: int = 4 * 1024 * 1024,
     extra_options: Sequence[tuple[str, int | str]] = (),
+    default_deadline: bool = True,
 ) -> grpc.aio.Channel:
     """A mutual-TLS channel to ``target`` (HOST:PORT) using our key, chain and root;
     ``extra_options`` are further grpc channel arguments (e.g. reconnection backoff).
-    ``streaming_timeout=None``: streaming calls made without a timeout keep none."""
+    ``streaming_timeout=None``: streaming calls made without a timeout keep none.
+
+    ``default_deadline=False``: no default timeout at all (``timeout`` and
+    ``streaming_timeout`` are ignored), for a caller that sets every call's own, such as the
+    forwarder: without the interceptor that adds it, gRPC makes each call without the
+    interceptor machinery (a task and wrappers per call)."""
     return grpc.aio.secure_channel(
         target,
         channel_credentials(files),
         options=[*channel_options(max_message_bytes), *extra_options],
-        interceptors=[DefaultDeadline(timeout, streaming_timeout)],  # type: ignore[list-item]
+        interceptors=(
+            [DefaultDeadline(timeout, streaming_timeout)]  # type: ignore[list-item]
+            if default_deadline
+            else None
+        ),
     )

@@ -220,9 +220,9 @@ class Forwarder:
         channel = self._channels.get(endpoint)
         if channel is None:
             # Every call sets its own deadline (None only for an open-ended stream), so the
-            # channel adds no default one to streams.
+            # channel adds no default one.
             channel = self._channels[endpoint] = secure_channel(
-                endpoint, self._files, streaming_timeout=None, extra_options=_CHANNEL_OPTIONS
+                endpoint, self._files, extra_options=_CHANNEL_OPTIONS, default_deadline=False
             )
         return channel
 

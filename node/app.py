@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import importlib.metadata
 import signal
 import time
 from dataclasses import dataclass
@@ -133,6 +132,7 @@ from node.servicers.stream_hints import RESUME_HINTS
 from node.sharing import AccessDecider, NotificationKind, Notifications, OracleGuard
 from node.storage import Database, StorageMonitor
 from node.supervision import NoticeWatch, Rectifications, Rollup, Supervision
+from node.version import software_version
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -551,13 +551,6 @@ def data_errors_of(
     )
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("govnode")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
-        return "unknown"
-
-
 async def _metrics_listener(
     config: NodeConfig, metrics: NodeMetrics, health: HealthReporter, revocations: Revocations
 ) -> MetricsListener:
@@ -608,7 +601,7 @@ async def start_node(
     metrics: NodeMetrics | None = None
     if config.metrics.listen is not None:
         metrics = NodeMetrics(
-            region=config.node.region, mode=config.node.mode.value, version=_version()
+            region=config.node.region, mode=config.node.mode.value, version=software_version()
         )
         audit.on_commit = metrics.audit_committed
     listener: MetricsListener | None = None

@@ -76,7 +76,7 @@ from node.audit._tree import (
 )
 from node.errors import InvalidArgument, StorageUnavailable
 from node.models import AuditRecordRow
-from node.storage import Database, driver_cursor, utc_now
+from node.storage import Database, driver_cursor, driver_marks, utc_now
 from node.tlog import Frontier, ProofError
 
 __all__ = [
@@ -432,17 +432,7 @@ def _statement(dialect: Any) -> _Statement:
     found = _STATEMENTS.get(key)
     if found is not None:
         return found
-    style, n = dialect.paramstyle, len(_INSERT_COLUMNS)
-    if style == "qmark":
-        marks = ["?"] * n
-    elif style == "numeric_dollar":
-        marks = [f"${i}" for i in range(1, n + 1)]
-    elif style == "numeric":
-        marks = [f":{i}" for i in range(1, n + 1)]
-    elif style == "format":
-        marks = ["%s"] * n
-    else:  # pragma: no cover - no supported driver uses another style with positional rows
-        raise RuntimeError(f"audit insert: unsupported DB-API paramstyle {style!r}")
+    marks = driver_marks(dialect, len(_INSERT_COLUMNS))
     sql = (
         f"INSERT INTO {_table.name} ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
         f"VALUES ({', '.join(marks)})"

@@ -11,7 +11,6 @@ while it ran), and every record acknowledged before the backup began.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import os
 import shutil
 import time
@@ -44,19 +43,13 @@ from node.backup._manifest import (
 )
 from node.config import NodeConfig
 from node.pki import PkiError, load_certs, load_private_key
+from node.version import software_version
 
 # Where each file goes in a backup (and, for certificates and keys, in a restored node dir).
 SQLITE_COPY = "database/node.db"
 POSTGRES_DUMP = "database/node.dump"
 CERTS = {"cert": "tls/node.crt", "root": "tls/root.crt", "ca_cert": "tls/ca.crt"}
 KEYS = {"key": "keys/node.key", "ca_key": "keys/ca.key", "root_key": "keys/root.key"}
-
-
-def govnode_version() -> str:
-    try:
-        return importlib.metadata.version("govnode")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def check_new_dir(path: Path, option: str) -> None:
@@ -200,7 +193,7 @@ async def _write(
     return {
         "format": FORMAT,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "govnode_version": govnode_version(),
+        "govnode_version": software_version(),
         "node": {
             "identity": identity,
             "region": cfg.node.region,

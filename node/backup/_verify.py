@@ -34,7 +34,6 @@ from node.audit import (
     read_log_signer,
     read_witness_statement,
 )
-from node.backup._create import govnode_version
 from node.backup._database import (
     Progress,
     restore_postgres,
@@ -58,6 +57,7 @@ from node.backup._manifest import (
 from node.pki import fingerprint
 from node.storage import Database, head_revision
 from node.tlog import Checkpoint, NoteError, open_note, parse_checkpoint
+from node.version import software_version
 
 REPORT_FORMAT = "govnode-backup-verify/v1"
 REPORT = "verify-report.json"
@@ -441,7 +441,7 @@ def report_json(
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "verified_at": dt.datetime.now(dt.UTC).isoformat(),
-        "govnode_version": govnode_version(),
+        "govnode_version": software_version(),
         "backup": str(result.backup.resolve()),
         "manifest_sha256": result.manifest_sha256,
         "node": manifest.get("node"),

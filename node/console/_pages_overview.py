@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 from aiohttp import web
@@ -25,16 +24,10 @@ from node.errors import FailedPrecondition, StorageUnavailable
 from node.federation import province_peers
 from node.maintenance import MaintenanceState
 from node.pki import IssuedCertificates
+from node.version import software_version
 
 #: Peers the overview lists (a province has at most a few dozen cities).
 MAX_PEERS = 200
-
-
-def version() -> str:
-    try:
-        return metadata.version("govnode")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 async def live_values(state: ConsoleState) -> dict[str, Any]:
@@ -195,7 +188,7 @@ async def overview(request: web.Request) -> web.Response:
             "identity": state.services.identity.uri,
             "mode": config.node.mode.value,
             "region": config.node.region,
-            "version": version(),
+            "version": software_version(),
             "storage": config.database_url.split("+", 1)[0],
             "started_at": state.started_at,
         },

@@ -13,16 +13,15 @@ import asyncio
 import datetime as dt
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node.models import AssertionNonceRow
-from node.storage import Database
+from node.storage import Database, driver_cursor, driver_marks
 
 #: How often expired nonces are purged (seconds).
 PURGE_SECONDS = 60.0
@@ -32,14 +31,37 @@ MAX_BATCH = 256
 
 _TABLE = AssertionNonceRow.__table__  # type: ignore[attr-defined]
 
+#: (dialect, rows) -> the batch's INSERT for the driver's cursor, and expires_at's bind processor.
+_STATEMENTS: dict[tuple[str, int], tuple[str, Callable[[Any], Any] | None]] = {}
+
+
+def _statement(dialect: Any, count: int) -> tuple[str, Callable[[Any], Any] | None]:
+    key = (f"{dialect.name}/{dialect.driver}/{dialect.paramstyle}", count)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        marks = driver_marks(dialect, 2 * count)
+        values = ", ".join(f"({marks[i]}, {marks[i + 1]})" for i in range(0, 2 * count, 2))
+        sql = (
+            f"INSERT INTO {_TABLE.name} (nonce_hex, expires_at) VALUES {values} "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING nonce_hex"
+        )
+        column = _TABLE.c.expires_at.type.dialect_impl(dialect)
+        found = _STATEMENTS[key] = (sql, column.bind_processor(dialect))
+    return found
+
 
 def _insert_new(connection: Connection, rows: dict[str, dt.datetime]) -> set[str]:
     """Insert the nonces not yet present; the ones that were new. One statement, both
-    backends: a nonce already recorded inserts nothing, so it is not returned."""
-    values = [{"nonce_hex": h, "expires_at": at} for h, at in rows.items()]
-    insert: Any = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(_TABLE).values(values).on_conflict_do_nothing()
-    return set(connection.execute(statement.returning(_TABLE.c.nonce_hex)).scalars())
+    backends: a nonce already recorded inserts nothing, so it is not returned. Sent to the
+    driver's cursor with the column's own bind processing (the stored text is the ORM's):
+    SQLAlchemy's compiling of a multi-row INSERT cost more than the database's work."""
+    sql, process = _statement(connection.dialect, len(rows))
+    parameters: list[Any] = []
+    for nonce_hex, at in rows.items():
+        parameters += (nonce_hex, process(at) if process is not None else at)
+    with driver_cursor(connection) as cursor:
+        cursor.execute(sql, parameters)
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from govnode.v1 import catalog_pb2, federation_pb2
@@ -33,6 +32,7 @@ from node.servicers.convert import (
 )
 from node.servicers.stopping import until_stopping
 from node.storage import Database
+from node.version import software_version
 
 KINDS = {
     ChangeKind.REGISTERED: catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
@@ -85,13 +85,6 @@ def change_from_proto(msg: catalog_pb2.CatalogChange) -> CatalogChange:
     )
 
 
-def _software_version() -> str:
-    try:
-        return version("govnode")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 async def node_info(
     config: NodeConfig, identity: Identity, catalog: Catalog, db: Database
 ) -> federation_pb2.NodeInfo:
@@ -108,7 +101,7 @@ async def node_info(
             else federation_pb2.NODE_MODE_CITY
         ),
         node_identity=str(identity),
-        software_version=_software_version(),
+        software_version=software_version(),
         approved_sub_platform=city and await own_approval(db),
         catalog_digest=digest,
         catalog_last_sequence=last,

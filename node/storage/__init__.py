@@ -10,7 +10,7 @@ Usage::
 """
 
 from node.storage._backends import MIN_SQLITE_VERSION, StorageError
-from node.storage._database import Database, Transaction, driver_cursor
+from node.storage._database import Database, Transaction, driver_cursor, driver_marks
 from node.storage._health import RECOVERY_PROBE_BYTES, StorageFault, StorageHealth, StorageMonitor
 from node.storage._migrations import head_revision
 from node.storage._types import UTCDateTime, utc_now
@@ -26,6 +26,7 @@ __all__ = [
     "Transaction",
     "UTCDateTime",
     "driver_cursor",
+    "driver_marks",
     "head_revision",
     "utc_now",
 ]

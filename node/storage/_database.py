@@ -394,6 +394,23 @@ def driver_cursor(connection: Connection) -> Iterator[Any]:
         cursor.close()
 
 
+def driver_marks(dialect: Any, count: int, *, start: int = 1) -> list[str]:
+    """``count`` parameter markers in the driver's own style, for SQL sent to
+    :func:`driver_cursor` (positional rows: ``?``, ``$1``, ``:1`` or ``%s``), numbered from
+    ``start`` where the style numbers them."""
+    style = dialect.paramstyle
+    if style == "qmark":
+        return ["?"] * count
+    if style == "numeric_dollar":
+        return [f"${i}" for i in range(start, start + count)]
+    if style == "numeric":
+        return [f":{i}" for i in range(start, start + count)]
+    if style == "format":
+        return ["%s"] * count
+    # pragma: no cover - no supported driver uses another style with positional rows
+    raise RuntimeError(f"unsupported DB-API paramstyle {style!r} for the driver's cursor")
+
+
 def _cause(error: BaseException) -> str:
     """The driver's own words for ``error``, for the node log (never for a caller)."""
     orig = getattr(error, "orig", None)

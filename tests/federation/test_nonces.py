@@ -36,6 +36,10 @@ async def test_each_nonce_is_accepted_once_and_calls_share_transactions(database
     assert not await nonces.remember(distinct[0], until)
     assert await nonces.remember(os.urandom(16), until)
     assert await stored(database) == len(distinct) + 1
+    # Stored as the ORM stores a time: read back through it, the same instant.
+    async with database.engine.connect() as conn:
+        row = (await conn.execute(sa.select(TABLE.c.expires_at).limit(1))).scalar_one()
+    assert row == until
 
 
 async def test_expired_nonces_are_purged(database: Database) -> None:

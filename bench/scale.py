@@ -171,7 +171,10 @@ class Scale:
             )
         self.figures["compare"] = figures
         for r in figures["rounds"]:
-            say(f"  compare {figures['size']:,}: {r['wall_s']} s, {r['all_match']} matched")
+            say(
+                f"  compare {figures['size']:,}, {r['results_per_message']} a message: "
+                f"{r['wall_s']} s (server {r['server_cpu_s']} CPU s), {r['all_match']} matched"
+            )
 
     async def part_exchange(self, db: Database) -> None:
         await self.load_to(db, self.args.records)

@@ -7,8 +7,9 @@ memory are the client's alone, and it never shares a GIL with the node it measur
 - ``light``: Verify, then Query by key, each with 4 calls in flight over one connection, for
   ``--calls`` measured calls after ``--warmup`` (both bounded by ``--seconds`` too), keys drawn
   at random over the ``--records`` records;
-- ``compare``: ``--rounds`` Compare calls of ``--compare-size`` records each, timed from the
-  request to the last result;
+- ``compare``: ``--rounds`` rounds of two Compare calls of ``--compare-size`` records each,
+  timed from the request to the last result: one result per message (as before
+  ``results_per_message``), then 1,000 results a message (what an agency system should ask);
 - ``exchange``: one full snapshot (Exchange from version 0), counting the records as they
   arrive and keeping none, bounded by ``--seconds``.
 
@@ -35,6 +36,7 @@ from bench.load import percentile, verify_request
 from bench.procs import cpu_seconds, tls_arguments
 from gateway.channel import secure_channel
 from gateway.tls import TlsFiles
+from node.records import MAX_COMPARE_RESULTS_PER_MESSAGE
 
 IN_FLIGHT = 4
 CALL_TIMEOUT_S = 30.0
@@ -154,12 +156,24 @@ async def compare(
                 for n, i in enumerate(keys)
             ],
         )
-        results = matched = 0
-        with Span(args.server_pid) as span:
-            async for result in stub.Compare(request, timeout=args.seconds):
-                results += 1
-                matched += result.all_match
-        rounds.append({"results": results, "all_match": matched, **span.figures()})
+        for per_message in (1, MAX_COMPARE_RESULTS_PER_MESSAGE):
+            request.results_per_message = per_message
+            results = matched = messages = 0
+            with Span(args.server_pid) as span:
+                async for message in stub.Compare(request, timeout=args.seconds):
+                    messages += 1
+                    for result in message.results or (message,):
+                        results += 1
+                        matched += result.all_match
+            rounds.append(
+                {
+                    "results_per_message": per_message,
+                    "messages": messages,
+                    "results": results,
+                    "all_match": matched,
+                    **span.figures(),
+                }
+            )
     return {"size": args.compare_size, "rounds": rounds}
 
 

@@ -47,7 +47,7 @@ from node.config import Mode, NodeConfig
 from node.errors import FailedPrecondition, NotFound, Unavailable
 from node.federation._peers import heard_from
 from node.pki import load_certs, load_private_key
-from node.records import MatchResult, VerifyOutcome
+from node.records import MAX_COMPARE_RESULTS_PER_MESSAGE, MatchResult, VerifyOutcome
 from node.storage import Database
 
 SERVICE = "/govnode.v1.SharingService/"
@@ -233,6 +233,7 @@ class Router:
                 for ref, key, claimed in records
             ],
             quality_sample_for=for_resource,
+            results_per_message=MAX_COMPARE_RESULTS_PER_MESSAGE,
         )
         endpoint, node_region = await self.endpoint_for(source.region)
         request_id = os.urandom(16).hex()
@@ -246,7 +247,7 @@ class Router:
             request_id=request_id,
         )
         out = []
-        async for result in self.forwarder.stream(
+        async for message in self.forwarder.stream(
             endpoint,
             node_region,
             SERVICE + "Compare",
@@ -256,16 +257,18 @@ class Router:
             assertion=assertion,
             remaining=seconds,
         ):
-            out.append(
-                (
-                    result.ref,
-                    VerifyOutcome(
-                        found=result.found,
-                        matches=tuple(
-                            (m.item, _RESULTS.get(m.result, MatchResult.MISMATCH))
-                            for m in result.matches
+            # Several results a message; one, from a node that predates results_per_message.
+            for result in message.results or (message,):
+                out.append(
+                    (
+                        result.ref,
+                        VerifyOutcome(
+                            found=result.found,
+                            matches=tuple(
+                                (m.item, _RESULTS.get(m.result, MatchResult.MISMATCH))
+                                for m in result.matches
+                            ),
                         ),
-                    ),
+                    )
                 )
-            )
         return out

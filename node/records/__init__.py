@@ -22,6 +22,7 @@ from node.records._store import CYCLE_ALLOWANCE, Records, aggregation_status_on
 from node.records._types import (
     DUPLICATE_BATCH_MESSAGE,
     KEY_CONFLICT_REASON,
+    MAX_COMPARE_RESULTS_PER_MESSAGE,
     BatchOutcome,
     Dispute,
     MatchResult,
@@ -38,6 +39,7 @@ __all__ = [
     "DUPLICATE_BATCH_MESSAGE",
     "KEY_CONFLICT_REASON",
     "MAX_CHECK_SECONDS",
+    "MAX_COMPARE_RESULTS_PER_MESSAGE",
     "MAX_DISPUTE_IDS",
     "OPEN_STATUSES",
     "UNDECLARED",

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_BATCH_ID",
     "MAX_BATCH_RECORDS",
     "MAX_COMPARE",
+    "MAX_COMPARE_RESULTS_PER_MESSAGE",
     "MAX_TEMPORARY_DAYS",
     "AggregationStatus",
     "BatchOutcome",
@@ -36,6 +37,8 @@ __all__ = [
 MAX_BATCH_ID = 128
 MAX_BATCH_RECORDS = 10_000
 MAX_COMPARE = 10_000
+#: Compare results one streamed message may carry (CompareRequest.results_per_message).
+MAX_COMPARE_RESULTS_PER_MESSAGE = 1_000
 MAX_TEMPORARY_DAYS = 90
 
 

@@ -26,6 +26,7 @@ from node.federation import Router
 from node.records import (
     CHANGE_BATCH_PREFIX,
     DUPLICATE_BATCH_MESSAGE,
+    MAX_COMPARE_RESULTS_PER_MESSAGE,
     UNDECLARED,
     BatchOutcome,
     Dispute,
@@ -59,6 +60,9 @@ _OPS = {
 SUBMIT_METHOD = "/govnode.v1.SharingService/Submit"
 #: Most report ids one audit record names (a Compare of 10,000 disputed records names the first).
 MAX_AUDITED_DISPUTES = 50
+#: A message of several Compare results is sent once it holds this many bytes, however few
+#: results that is: a caller's long refs must not make a message the server cannot send.
+RESULTS_MESSAGE_BYTES = 1024 * 1024
 _KINDS = {
     "upsert": sharing_pb2.RECORD_CHANGE_KIND_UPSERT,
     "delete": sharing_pb2.RECORD_CHANGE_KIND_DELETE,
@@ -94,6 +98,37 @@ def note_disputes_ids(ids: dict[str, None]) -> None:
 
 def _matches(outcome: VerifyOutcome) -> list[sharing_pb2.ItemMatch]:
     return [sharing_pb2.ItemMatch(item=item, result=_MATCH[r]) for item, r in outcome.matches]
+
+
+def _compare_result(ref: str, outcome: VerifyOutcome) -> sharing_pb2.CompareResult:
+    return sharing_pb2.CompareResult(
+        ref=ref,
+        found=outcome.found,
+        matches=_matches(outcome),
+        all_match=outcome.all_match,
+        dispute=dispute_proto(outcome.dispute),
+    )
+
+
+def _compare_messages(
+    results: Iterable[tuple[str, VerifyOutcome]], per_message: int
+) -> Iterable[sharing_pb2.CompareResult]:
+    """The streamed messages of Compare's ``results``: one each, or ``per_message`` in each
+    message's ``results`` (fewer once a message holds :data:`RESULTS_MESSAGE_BYTES`)."""
+    if per_message <= 1:
+        for ref, outcome in results:
+            yield _compare_result(ref, outcome)
+        return
+    message, size = sharing_pb2.CompareResult(), 0
+    for ref, outcome in results:
+        result = _compare_result(ref, outcome)
+        size += result.ByteSize()
+        message.results.append(result)
+        if len(message.results) >= per_message or size >= RESULTS_MESSAGE_BYTES:
+            yield message
+            message, size = sharing_pb2.CompareResult(), 0
+    if message.results:
+        yield message
 
 
 def submit_ack(outcome: BatchOutcome) -> sharing_pb2.SubmitAck:
@@ -243,6 +278,11 @@ class SharingServicer:
     async def Compare(
         self, request: sharing_pb2.CompareRequest, context: Any
     ) -> AsyncIterator[sharing_pb2.CompareResult]:
+        if request.results_per_message > MAX_COMPARE_RESULTS_PER_MESSAGE:
+            raise InvalidArgument(
+                f"results_per_message: at most {MAX_COMPARE_RESULTS_PER_MESSAGE:,} results in one "
+                f"message, got {request.results_per_message:,}"
+            )
         entry = await self._entry(request.resource_code)
         router = self._remote(entry)
         if router is not None:
@@ -264,14 +304,8 @@ class SharingServicer:
         )
         add_audit_detail(records=len(results))
         note_disputes(outcome.dispute for _, outcome in results)
-        for ref, outcome in results:
-            yield sharing_pb2.CompareResult(
-                ref=ref,
-                found=outcome.found,
-                matches=_matches(outcome),
-                all_match=outcome.all_match,
-                dispute=dispute_proto(outcome.dispute),
-            )
+        for message in _compare_messages(results, request.results_per_message):
+            yield message
 
     async def Query(
         self, request: sharing_pb2.QueryRequest, context: Any

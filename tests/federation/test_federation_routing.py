@@ -134,19 +134,22 @@ async def test_routed_verify_compare_query_apply_the_owners_rules_to_the_caller(
     reply = await call(xiamen, caller, "Verify", verify(), metadata=[(REQUEST_ID_KEY, "rid-v")])
     assert reply.found and reply.all_match and reply.request_id == "rid-v"
     assert not (await call(xiamen, caller, "Verify", verify(claimed="别的"))).all_match
-    compared = await call(
-        xiamen,
-        caller,
-        "Compare",
-        sharing_pb2.CompareRequest(
+
+    def compare(per_message: int) -> sharing_pb2.CompareRequest:
+        return sharing_pb2.CompareRequest(
             resource_code=OPEN,
             records=[
                 sharing_pb2.CompareRecord(ref=str(i), key={"tyshxydm": ACME["tyshxydm"]})
                 for i in range(3)
             ],
-        ),
-    )
+            results_per_message=per_message,
+        )
+
+    compared = await call(xiamen, caller, "Compare", compare(0))
     assert [r.ref for r in compared] == ["0", "1", "2"] and all(r.found for r in compared)
+    # Several results a message: packed at 福州, passed through by the province and 厦门.
+    packed = await call(xiamen, caller, "Compare", compare(2))
+    assert [[r.ref for r in m.results] for m in packed] == [["0", "1"], ["2"]]
     query = sharing_pb2.QueryRequest(resource_code=OPEN, key={"tyshxydm": ACME["tyshxydm"]})
     [row] = (await call(xiamen, caller, "Query", query)).rows
     assert row.record.values["fddbr"] == "王*" and list(row.masked_items) == ["fddbr"]
@@ -183,9 +186,9 @@ async def test_routed_verify_compare_query_apply_the_owners_rules_to_the_caller(
     assert records[FUZHOU].origin_node == str(make_identity(PROVINCE, TD, Role.NODE))
 
     # Each forwarded call's nonce is recorded where it is served, not at the relay: the
-    # province holds the one of the call on its own resource, 福州 those of the five on its.
+    # province holds the one of the call on its own resource, 福州 those of the six on its.
     assert await nonces_at(fed.province.running) == 1
-    assert await nonces_at(fed.fuzhou.running) == 5
+    assert await nonces_at(fed.fuzhou.running) == 6
 
 
 async def nonces_at(node: RunningNode) -> int:

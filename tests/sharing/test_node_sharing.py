@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -455,6 +456,66 @@ async def test_compare_streams_results_in_order(loaded: Province) -> None:
         ("b", False, False),
         ("c", True, False),
     ]
+
+
+async def test_compare_packs_results_into_fewer_messages_when_asked(loaded: Province) -> None:
+    """results_per_message: the same results in the same order, up to that many a message in
+    its `results`; a message also ends once it holds 1 MiB (long refs); more than 1,000 a
+    message is refused naming the field."""
+    setup, node = loaded
+    files = agency(setup, CIVIL_AFFAIRS)
+    keys = [BETA, ACME, make_credit_code("91350000000000008")]
+    records = [
+        sharing_pb2.CompareRecord(
+            ref=f"r{i}", key={"tyshxydm": keys[i % 3]}, claimed={"djzt": "存续"}
+        )
+        for i in range(7)
+    ]
+
+    def compare(per_message: int, records: list[Any] = records) -> Any:
+        return sharing(
+            node,
+            files,
+            "Compare",
+            sharing_pb2.CompareRequest(
+                resource_code=COMPANIES.resource_code,
+                records=records,
+                results_per_message=per_message,
+            ),
+        )
+
+    one_each = await compare(0)
+    assert len(one_each) == 7 and not any(m.results for m in one_each)
+    packed = await compare(3)
+    assert [len(m.results) for m in packed] == [3, 3, 1]
+    assert all(not m.ref and not m.found and not m.matches for m in packed)
+    assert [r for m in packed for r in m.results] == one_each
+    assert {(r.found, r.all_match) for r in one_each} == {
+        (True, True),
+        (True, False),
+        (False, False),
+    }
+
+    long_refs = [
+        sharing_pb2.CompareRecord(
+            ref=f"{i}" * 600_000, key={"tyshxydm": ACME}, claimed={"djzt": "存续"}
+        )
+        for i in range(3)
+    ]
+    by_size = await compare(1_000, long_refs)
+    assert [len(m.results) for m in by_size] == [2, 1]
+    assert [r.ref[0] for m in by_size for r in m.results] == ["0", "1", "2"]
+
+    err = await refused(
+        node,
+        files,
+        "Compare",
+        sharing_pb2.CompareRequest(
+            resource_code=COMPANIES.resource_code, records=records, results_per_message=1_001
+        ),
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "results_per_message: at most 1,000" in (err.details() or "")
 
 
 async def test_compare_refuses_more_than_ten_thousand_records(loaded: Province) -> None:

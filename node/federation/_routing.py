@@ -259,16 +259,8 @@ class Router:
         ):
             # Several results a message; one, from a node that predates results_per_message.
             for result in message.results or (message,):
-                out.append(
-                    (
-                        result.ref,
-                        VerifyOutcome(
-                            found=result.found,
-                            matches=tuple(
-                                (m.item, _RESULTS.get(m.result, MatchResult.MISMATCH))
-                                for m in result.matches
-                            ),
-                        ),
-                    )
+                matches = tuple(
+                    (m.item, _RESULTS.get(m.result, MatchResult.MISMATCH)) for m in result.matches
                 )
+                out.append((result.ref, VerifyOutcome(found=result.found, matches=matches)))
         return out

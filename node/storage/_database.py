@@ -394,17 +394,16 @@ def driver_cursor(connection: Connection) -> Iterator[Any]:
         cursor.close()
 
 
-def driver_marks(dialect: Any, count: int, *, start: int = 1) -> list[str]:
+def driver_marks(dialect: Any, count: int) -> list[str]:
     """``count`` parameter markers in the driver's own style, for SQL sent to
-    :func:`driver_cursor` (positional rows: ``?``, ``$1``, ``:1`` or ``%s``), numbered from
-    ``start`` where the style numbers them."""
+    :func:`driver_cursor` (positional rows: ``?``, ``$1``, ``:1`` or ``%s``)."""
     style = dialect.paramstyle
     if style == "qmark":
         return ["?"] * count
     if style == "numeric_dollar":
-        return [f"${i}" for i in range(start, start + count)]
+        return [f"${i}" for i in range(1, count + 1)]
     if style == "numeric":
-        return [f":{i}" for i in range(start, start + count)]
+        return [f":{i}" for i in range(1, count + 1)]
     if style == "format":
         return ["%s"] * count
     # pragma: no cover - no supported driver uses another style with positional rows

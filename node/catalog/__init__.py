@@ -9,7 +9,8 @@ keeps them.
 - ``_probe``: conformance probe resources and who may use them (第三十一条);
 - ``_registry``: register, update, withdraw, read, list and the ordered change feed, and
   ``store_entry_row`` (how an entry's row is written, shared with catalog sync); its writes
-  are idempotent by request id through node.idempotency.
+  are idempotent by request id through node.idempotency;
+- ``_replicas``: other regions' entries stored in bulk (catalog sync, node.federation).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from node.catalog._registry import (
     Catalog,
     store_entry_row,
 )
+from node.catalog._replicas import Replica, store_replicas
 from node.catalog._types import (
     ITEM_NAME_RE,
     MAX_ITEMS,
@@ -93,6 +95,7 @@ __all__ = [
     "OpenTreatment",
     "OpenTreatmentKind",
     "OpenType",
+    "Replica",
     "ResourceEntry",
     "ResourceStatus",
     "ShareMethod",
@@ -113,5 +116,6 @@ __all__ = [
     "is_tester",
     "quote_pattern",
     "store_entry_row",
+    "store_replicas",
     "validate_entry",
 ]

@@ -15,9 +15,10 @@ import asyncio
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
@@ -72,6 +73,21 @@ MAX_NAME_SEARCH = 64
 #: values), and a page must fit in a message (4 MiB).
 PAGE_BYTES = 1024 * 1024
 MAX_CHANGES = 1000
+#: A catalog snapshot reads entries of up to this many characters of JSON (4 bytes each at
+#: most) this many to a page, and larger ones one at a time (Catalog.snapshot_bodies).
+SNAPSHOT_SMALL_CHARS = 16 * 1024
+SNAPSHOT_PAGE = 500
+#: Entries hashed per read by Catalog.digest.
+DIGEST_PAGE = 1000
+_LAST_SEQUENCE = "SELECT max(sequence) FROM catalog_change"
+_SNAPSHOT_SMALL = (
+    "SELECT resource_code, body FROM catalog_entry WHERE resource_code > :after "
+    "AND length(body) <= :chars ORDER BY resource_code LIMIT :limit"
+)
+_SNAPSHOT_LARGE = (
+    "SELECT resource_code, body FROM catalog_entry WHERE resource_code > :after "
+    "AND length(body) > :chars ORDER BY resource_code LIMIT 1"
+)
 _PARSED_CACHE = 1024
 
 # Held while appending to the change feed, so sequence numbers are handed out in commit order.
@@ -401,33 +417,92 @@ class Catalog:
 
     async def changes(self, after_sequence: int = 0, limit: int = 100) -> list[CatalogChange]:
         """The change feed after ``after_sequence``, in order (at most ``limit``, capped)."""
+        return (await self.changes_of(None, after_sequence, limit))[0]
+
+    async def changes_of(
+        self, origin_region: str | None, after_sequence: int = 0, limit: int = 100
+    ) -> tuple[list[CatalogChange], int]:
+        """The changes to ``origin_region``'s entries (every region's for None) among the next
+        ``limit`` of the feed after ``after_sequence``, and the sequence of the last of those
+        ``limit`` (``after_sequence`` when there are none): where to read on from. The other
+        regions' changes are passed over without reading their entries, so a city looking
+        for its own changes among 100,000 of the province's parses none of those."""
         if after_sequence < 0:
             raise InvalidArgument(f"after_sequence: must not be negative, got {after_sequence}")
         if limit < 0:
             raise InvalidArgument(f"limit: must not be negative, got {limit}")
         limit = min(limit or 100, MAX_CHANGES)
-
-        async def txn(session: AsyncSession) -> list[CatalogChange]:
-            rows = await session.exec(
-                select(CatalogChangeRow)
-                .where(col(CatalogChangeRow.sequence) > min(after_sequence, MAX_STORED_INT))
-                .order_by(col(CatalogChangeRow.sequence))
-                .limit(limit)
+        feed: sa.Table = CatalogChangeRow.__table__  # type: ignore[attr-defined]
+        body = (
+            feed.c.body
+            if origin_region is None
+            else sa.case((feed.c.origin_region == origin_region, feed.c.body), else_=None)
+        )
+        query = (
+            sa.select(
+                feed.c.sequence,
+                feed.c.resource_code,
+                feed.c.version,
+                feed.c.kind,
+                feed.c.origin_region,
+                feed.c.at,
+                body,
             )
-            return [
+            .where(feed.c.sequence > min(after_sequence, MAX_STORED_INT))
+            .order_by(feed.c.sequence)
+            .limit(limit)
+        )
+
+        async def txn(session: AsyncSession) -> tuple[list[CatalogChange], int]:
+            rows = (await (await session.connection()).execute(query)).all()
+            changes = [
                 CatalogChange(
-                    sequence=row.sequence,
-                    resource_code=row.resource_code,
-                    version=row.version,
-                    kind=ChangeKind(row.kind),
-                    origin_region=row.origin_region,
-                    at=row.at,
-                    entry=entry_from_json(row.body),
+                    sequence=sequence,
+                    resource_code=code,
+                    version=version,
+                    kind=ChangeKind(kind),
+                    origin_region=origin,
+                    at=at,
+                    entry=entry_from_json(body),
                 )
-                for row in rows
+                for sequence, code, version, kind, origin, at, body in rows
+                if body is not None
             ]
+            return changes, rows[-1][0] if rows else after_sequence
 
         return await self._db.read("catalog.changes", txn)
+
+    async def last_sequence(self) -> int:
+        """The sequence of the last change in this node's feed (0 for none)."""
+        row = await self._db.fetch_one(_LAST_SEQUENCE, {})
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    async def snapshot_bodies(self) -> AsyncIterator[list[str]]:
+        """The stored body of every current entry, withdrawn ones included, a page at a time:
+        the content of a catalog snapshot (node.federation).
+
+        Each page is its own read, so a page holds what was current when it was read: a reader
+        takes :meth:`last_sequence` first and then every change after it, which covers any
+        entry changed while the pages were read. Bodies of up to SNAPSHOT_SMALL_CHARS
+        characters come first, SNAPSHOT_PAGE to a page, then larger ones one to a page, so a
+        page holds at most a few megabytes however large the entries are.
+        """
+        after = ""
+        while True:
+            params = {"after": after, "chars": SNAPSHOT_SMALL_CHARS, "limit": SNAPSHOT_PAGE}
+            rows = await self._db.fetch_all(_SNAPSHOT_SMALL, params)
+            if not rows:
+                break
+            after = str(rows[-1][0])
+            yield [str(body) for _, body in rows]
+        after = ""
+        while (
+            row := await self._db.fetch_one(
+                _SNAPSHOT_LARGE, {"after": after, "chars": SNAPSHOT_SMALL_CHARS}
+            )
+        ) is not None:
+            after = str(row[0])
+            yield [str(row[1])]
 
     async def digest(self) -> tuple[str, int, int]:
         """(sha256 hex, entry count, last change sequence) of the current catalog.
@@ -441,6 +516,8 @@ class Catalog:
         last sequence are those of the previous digest, so is the catalog: the digest is then
         not recomputed. Heartbeats ask for it every few seconds at both ends, and reading every
         entry each time cost a province of 100,000 entries most of a core (bench.scale).
+        The codes are read and sorted first, then the bodies DIGEST_PAGE at a time, so a large
+        catalog is not held in memory at once.
         """
 
         async def txn(session: AsyncSession) -> tuple[tuple[int, int], tuple[str, int, int]]:
@@ -451,14 +528,8 @@ class Catalog:
             key = (int(count), int(last))
             if self._digest is not None and self._digest[0] == key:
                 return self._digest
-            rows = (
-                await session.exec(select(CatalogEntryRow.resource_code, CatalogEntryRow.body))
-            ).all()
-            sha = hashlib.sha256()
-            for _, body in sorted(rows):
-                sha.update(body.encode())
-                sha.update(b"\n")
-            return key, (sha.hexdigest(), len(rows), last)
+            hashed = await _hash_in_pages(session)
+            return key, (hashed[0], hashed[1], last)
 
         self._digest = await self._db.read("catalog.digest", txn)
         return self._digest[1]
@@ -667,6 +738,25 @@ class Catalog:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+async def _hash_in_pages(session: AsyncSession) -> tuple[str, int]:
+    """The digest's hash and entry count: the codes read and sorted first, then the bodies
+    DIGEST_PAGE at a time in that order."""
+    codes = sorted((await session.exec(select(CatalogEntryRow.resource_code))).all())
+    sha = hashlib.sha256()
+    for start in range(0, len(codes), DIGEST_PAGE):
+        page = codes[start : start + DIGEST_PAGE]
+        rows = await session.exec(
+            select(CatalogEntryRow.resource_code, CatalogEntryRow.body).where(
+                col(CatalogEntryRow.resource_code).in_(page)
+            )
+        )
+        bodies = dict(rows.all())
+        for code in page:
+            sha.update(bodies[code].encode())
+            sha.update(b"\n")
+    return sha.hexdigest(), len(codes)
 
 
 def _entry_columns(entry: ResourceEntry) -> dict[str, Any]:

@@ -32,13 +32,18 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc, federation_pb2, federation
 from gateway.channel import secure_channel
 from gateway.identity import Identity, Role, make_identity
 from gateway.tls import TlsFiles
-from node.catalog import Catalog, CatalogChange
+from node.catalog import Catalog, CatalogChange, ResourceEntry
 from node.config import NodeConfig
-from node.errors import DomainError, StorageUnavailable
+from node.errors import DomainError, InvalidArgument, StorageUnavailable
 from node.federation import CatalogExchange, ProvinceLink, set_own_approval, skew_ms
 from node.pki import Revocation, Revocations, reason_from_rfc
 from node.servicers.convert import optional_time, time_from_proto
-from node.servicers.federation_sync import change_from_proto, change_to_proto, node_info
+from node.servicers.federation_sync import (
+    change_from_proto,
+    change_to_proto,
+    node_info,
+    snapshot_entries,
+)
 
 log = structlog.get_logger("govnode.catalog_sync")
 
@@ -46,6 +51,11 @@ log = structlog.get_logger("govnode.catalog_sync")
 POLL_SECONDS = 0.5
 #: Changes of the province's feed applied in one transaction, at most (and read ahead).
 APPLY_BATCH = 500
+#: Snapshot parts read ahead of the one being applied (each at most 1 MiB of entries).
+SNAPSHOT_READ_AHEAD = 8
+#: A snapshot is stored at most this many entries, or characters of their JSON, a transaction.
+SNAPSHOT_BATCH = 2000
+SNAPSHOT_BATCH_CHARS = 8 * 1024 * 1024
 #: Backoff between reconnection attempts: first delay, cap (seconds).
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
@@ -240,20 +250,103 @@ class CitySync:
         region = self._catalog.region
         while True:
             waiter = self._catalog.changed()
-            changes = await self._catalog.changes(after, limit=500)
+            changes, scanned = await self._catalog.changes_of(region, after, limit=500)
             for change in changes:
-                after = change.sequence
-                if change.origin_region == region:
-                    yield change_to_proto(change)
-            if not changes:
+                yield change_to_proto(change)
+            if scanned == after:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), POLL_SECONDS)
+            after = scanned
 
     # --- down: the province-wide catalog from the province --------------------------------
+
+    async def _snapshot(self, channel: grpc.aio.Channel, backoff: Backoff) -> int:
+        """Take in the province's catalog as it stands (GetCatalogSnapshot), for a city that
+        has applied none of its feed; returns the feed sequence to follow on from. 0 when the
+        province serves no snapshot (a version without it): its feed is then replayed from
+        its first change, as before.
+
+        The parts are read by a task of their own; each batch's entries are parsed while the
+        batch before them is being stored (CatalogExchange.apply_snapshot)."""
+        stub = federation_pb2_grpc.FederationServiceStub(channel)
+        call = stub.GetCatalogSnapshot(federation_pb2.GetCatalogSnapshotRequest())
+        queue: asyncio.Queue[federation_pb2.CatalogSnapshotPart | BaseException | None] = (
+            asyncio.Queue(SNAPSHOT_READ_AHEAD)
+        )
+
+        async def read() -> None:
+            try:
+                async for part in call:
+                    await queue.put(part)
+            except Exception as error:
+                await queue.put(error)
+            else:
+                await queue.put(None)
+
+        reader = asyncio.create_task(read(), name="govnode.catalog_snapshot.read")
+        as_of: int | None = None
+        stored = 0
+        storing: asyncio.Task[int] | None = None
+        try:
+            while True:
+                batch: list[tuple[ResourceEntry, str]] = []
+                size = 0
+                item = await queue.get()
+                while isinstance(item, federation_pb2.CatalogSnapshotPart):
+                    if as_of is None:
+                        as_of = item.as_of_sequence
+                    elif item.as_of_sequence != as_of:
+                        raise InvalidArgument(
+                            f"catalog snapshot: as_of_sequence changed from {as_of} to "
+                            f"{item.as_of_sequence} within one snapshot"
+                        )
+                    for entry, body in snapshot_entries(item):
+                        batch.append((entry, body))
+                        size += len(body)
+                    if len(batch) >= SNAPSHOT_BATCH or size >= SNAPSHOT_BATCH_CHARS:
+                        break
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if storing is not None:
+                    stored += await storing
+                    storing = None
+                if batch:
+                    backoff.reset()
+                    storing = asyncio.create_task(
+                        self._exchange.apply_snapshot(batch, self._province)
+                    )
+                if isinstance(item, grpc.aio.AioRpcError) and (
+                    item.code() is grpc.StatusCode.UNIMPLEMENTED
+                ):
+                    self._log.info("catalog_snapshot_not_served")
+                    return 0
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    break
+            if storing is not None:
+                stored += await storing
+                storing = None
+        finally:
+            if storing is not None:
+                storing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await storing
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if as_of is None:
+            raise InvalidArgument("catalog snapshot: the province sent no part")
+        await self._exchange.finish_snapshot(self._province, as_of)
+        self._log.info("catalog_snapshot_taken", as_of_sequence=as_of, stored=stored)
+        return as_of
 
     async def _down(self, channel: grpc.aio.Channel, backoff: Backoff) -> None:
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         after = await self._exchange.applied_sequence(self._province.region)
+        if after == 0:
+            after = await self._snapshot(channel, backoff)
         self._log.info("catalog_watch_resumed", after_sequence=after)
         call = stub.WatchCatalog(catalog_pb2.WatchCatalogRequest(after_sequence=after))
         # The stream is read by a task of its own while the changes already read are applied,

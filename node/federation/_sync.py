@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 import structlog
-from sqlmodel import col, select
+from sqlalchemy.engine import Connection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.identity import Identity, Role
@@ -29,20 +30,16 @@ from node.catalog import (
     MAX_STORED_INT,
     Catalog,
     CatalogChange,
+    ChangeKind,
+    Replica,
     ResourceEntry,
     ResourceStatus,
     entry_to_json,
-    store_entry_row,
+    store_replicas,
 )
 from node.codes import Region
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from node.models import (
-    CatalogEntryRow,
-    CatalogEntryVersionRow,
-    ElementSourceRow,
-    FederationMemberRow,
-    FeedCursorRow,
-)
+from node.models import FederationMemberRow, FeedCursorRow
 from node.storage import Database, utc_now
 
 __all__ = ["CatalogExchange"]
@@ -50,6 +47,7 @@ __all__ = ["CatalogExchange"]
 log = structlog.get_logger(__name__)
 
 _CURSOR_LOCK = "govnode.feed_cursor."
+_CURSOR: sa.Table = FeedCursorRow.__table__  # type: ignore[attr-defined]
 
 
 class CatalogExchange:
@@ -93,19 +91,24 @@ class CatalogExchange:
     def check_change(self, change: CatalogChange, sender: Identity) -> None:
         """A city may send only its own region's entries; the province any region of the
         province (a city then skips its own, relayed back)."""
-        entry = change.entry
-        code = entry.resource_code
         if change.sequence <= 0:
             raise InvalidArgument(f"sequence: must be positive, got {change.sequence}")
+        self.check_entry(change.entry, change.origin_region, sender)
+
+    def check_entry(self, entry: ResourceEntry, origin_region: str, sender: Identity) -> None:
+        """What :meth:`check_change` checks of the entry a change or a snapshot carries."""
+        code = entry.resource_code
         if not 0 < entry.version <= MAX_STORED_INT:
             raise InvalidArgument(
                 f"entry.version: must be 1 to {MAX_STORED_INT}, got {entry.version}"
             )
-        if entry.region != change.origin_region or code[:6] != entry.region:
+        if entry.region != origin_region or code[:6] != entry.region:
             raise InvalidArgument(
                 f"resource {quote(code)}: entry.region {quote(entry.region)}, origin_region "
-                f"{quote(change.origin_region)} and the code's region must agree"
+                f"{quote(origin_region)} and the code's region must agree"
             )
+        if entry.created_at is None or entry.updated_at is None:
+            raise InvalidArgument(f"resource {quote(code)}: created_at and updated_at must be set")
         sender_region = Region(sender.region)
         if sender_region.is_province:
             if not sender_region.contains(entry.region):
@@ -167,29 +170,24 @@ class CatalogExchange:
             checked.append((change, entry_to_json(change.entry)))
         peer = sender.region
 
-        async def txn(session: AsyncSession) -> list[CatalogChange]:
-            await self._db.lock(session, _CURSOR_LOCK + peer)
-            cursor = await session.get(FeedCursorRow, peer, with_for_update=True)
-            last = cursor.last_applied_sequence if cursor is not None else 0
-            stored: list[CatalogChange] = []
+        def txn(connection: Connection) -> list[CatalogChange]:
+            self._db.lock_sync(connection, _CURSOR_LOCK + peer)
+            held = _cursor(connection, peer)
+            last = held or 0
+            fresh: list[CatalogChange] = []
+            replicas: list[Replica] = []
             for change, body in checked:
                 if change.sequence <= last:
                     continue
                 last = change.sequence
-                own = change.entry.region == self.region
-                if not own and await self._store(session, change, body, sender):
-                    stored.append(change)
-            now = utc_now()
-            if cursor is None:
-                session.add(
-                    FeedCursorRow(peer_region=peer, last_applied_sequence=last, updated_at=now)
-                )
-            elif last > cursor.last_applied_sequence:
-                cursor.last_applied_sequence = last
-                cursor.updated_at = now
+                if change.entry.region != self.region:
+                    fresh.append(change)
+                    replicas.append(Replica(change.entry, body, change.kind, sender.uri))
+            stored = [fresh[i] for i in store_replicas(self._db, connection, replicas)]
+            _move_cursor(connection, peer, held, last)
             return stored
 
-        stored = await self._db.write("federation.apply_remote", txn) if checked else []
+        stored = await self._db.write_sync("federation.apply_remote", txn) if checked else []
         if stored:
             self._catalog.notify_changed()
             for change in stored:
@@ -205,64 +203,80 @@ class CatalogExchange:
             raise refused
         return len(stored)
 
-    async def _store(
-        self, session: AsyncSession, change: CatalogChange, body: str, sender: Identity
-    ) -> bool:
-        entry = change.entry
-        code = entry.resource_code
-        row = await session.get(CatalogEntryRow, code, with_for_update=True)
-        if row is not None and row.region != entry.region:
-            raise FailedPrecondition(
-                f"resource {code} is held here for region {row.region}, not {entry.region}"
-            )
-        if row is not None and row.version >= entry.version:
-            return False
-        store_entry_row(session, row, entry, body)
-        await session.flush()
-        await _mirror_claims(session, entry)
-        assert entry.updated_at is not None
-        session.add(
-            CatalogEntryVersionRow(
-                resource_code=code,
-                version=entry.version,
-                body=body,
-                changed_by=sender.uri,
-                changed_at=entry.updated_at,
-            )
-        )
-        await self._catalog._append_change(session, entry, body, change.kind)
-        return True
+    async def apply_snapshot(
+        self, entries: Sequence[tuple[ResourceEntry, str]], sender: Identity
+    ) -> int:
+        """Store entries of ``sender``'s catalog snapshot, each (entry, its owner's body), in
+        one transaction: those newer than held here, but this node's own. Returns how many
+        changed the catalog. Checked as a change would be; if one fails its check, those
+        before it are stored and then its error is raised. The feed cursor stays where it is
+        until :meth:`finish_snapshot`, so a snapshot cut short is taken again from the start
+        (what it stored is then skipped as not newer)."""
+        checked: list[Replica] = []
+        refused: Exception | None = None
+        for entry, body in entries:
+            try:
+                self.check_entry(entry, entry.region, sender)
+            except (InvalidArgument, PermissionDenied) as error:
+                refused = error
+                break
+            if entry.region != self.region:
+                checked.append(Replica(entry, body, _kind_of(entry), sender.uri))
+        peer = sender.region
+
+        def txn(connection: Connection) -> int:
+            self._db.lock_sync(connection, _CURSOR_LOCK + peer)
+            return len(store_replicas(self._db, connection, checked))
+
+        stored = await self._db.write_sync("federation.apply_snapshot", txn) if checked else 0
+        if stored:
+            self._catalog.notify_changed()
+        if refused is not None:
+            raise refused
+        return stored
+
+    async def finish_snapshot(self, sender: Identity, as_of_sequence: int) -> None:
+        """A snapshot of ``sender``'s catalog taken at ``as_of_sequence`` of its feed is
+        stored whole: its feed is followed after that sequence from now on."""
+        peer = sender.region
+
+        def txn(connection: Connection) -> None:
+            self._db.lock_sync(connection, _CURSOR_LOCK + peer)
+            _move_cursor(connection, peer, _cursor(connection, peer), as_of_sequence)
+
+        await self._db.write_sync("federation.finish_snapshot", txn)
+        log.info("catalog_snapshot_applied", peer=peer, as_of_sequence=as_of_sequence)
 
 
-async def _mirror_claims(session: AsyncSession, entry: ResourceEntry) -> None:
-    """Make element_source hold exactly what the owner's ``entry`` claims, under the owner's
-    region (一数一源 is per region). The owner enforced the rule, so its word replaces any
-    claim a replica still holds (e.g. from a change it has not seen withdrawn yet)."""
-    code = entry.resource_code
-    held = (
-        await session.exec(
-            select(ElementSourceRow).where(col(ElementSourceRow.resource_code) == code)
+def _kind_of(entry: ResourceEntry) -> ChangeKind:
+    """What a snapshot's entry says its owner last did to it."""
+    if entry.status is ResourceStatus.WITHDRAWN:
+        return ChangeKind.WITHDRAWN
+    return ChangeKind.REGISTERED if entry.version == 1 else ChangeKind.UPDATED
+
+
+def _cursor(connection: Connection, peer: str) -> int | None:
+    """The highest sequence of ``peer``'s feed applied here (None before the first), locked
+    for update."""
+    query = (
+        sa.select(_CURSOR.c.last_applied_sequence)
+        .where(_CURSOR.c.peer_region == peer)
+        .with_for_update()
+    )
+    value = connection.execute(query).scalar()
+    return None if value is None else int(value)
+
+
+def _move_cursor(connection: Connection, peer: str, held: int | None, last: int) -> None:
+    """Move ``peer``'s cursor from ``held`` (as :func:`_cursor` read it) to ``last``."""
+    now = utc_now()
+    if held is None:
+        connection.execute(
+            sa.insert(_CURSOR).values(peer_region=peer, last_applied_sequence=last, updated_at=now)
         )
-    ).all()
-    for claim in held:
-        await session.delete(claim)
-    await session.flush()
-    if entry.status is not ResourceStatus.ACTIVE:
-        return
-    for item in sorted(entry.items, key=lambda i: i.standard_element):
-        if not item.authoritative_source:
-            continue
-        key = (entry.region, item.standard_element)
-        other = await session.get(ElementSourceRow, key)
-        if other is not None:
-            await session.delete(other)
-            await session.flush()
-        session.add(
-            ElementSourceRow(
-                region=entry.region,
-                standard_element=item.standard_element,
-                resource_code=code,
-                item_name=item.name,
-            )
+    elif last > held:
+        connection.execute(
+            sa.update(_CURSOR)
+            .where(_CURSOR.c.peer_region == peer)
+            .values(last_applied_sequence=last, updated_at=now)
         )
-    await session.flush()

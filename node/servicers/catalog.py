@@ -154,11 +154,10 @@ class CatalogServicer:
         after = request.after_sequence
         while True:
             waiter = self._catalog.changed()
-            changes = await self._catalog.changes(after, limit=500)
+            changes, scanned = await self._catalog.changes_of(
+                request.origin_region or None, after, limit=500
+            )
             for change in changes:
-                if request.origin_region and change.origin_region != request.origin_region:
-                    after = change.sequence
-                    continue
                 msg = catalog_pb2.CatalogChange(
                     sequence=change.sequence,
                     kind=_KINDS[change.kind],
@@ -167,7 +166,7 @@ class CatalogServicer:
                 )
                 msg.at.FromDatetime(change.at)
                 yield msg
-                after = change.sequence
-            if not changes:
+            if scanned == after:
                 # Idle: a stopping node ends the stream now (UNAVAILABLE, node.servicers.stopping).
                 await wait_or_stop(waiter, self._stopping, within_s=WATCH_POLL_SECONDS)
+            after = scanned

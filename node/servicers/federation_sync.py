@@ -13,12 +13,21 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
-from govnode.v1 import catalog_pb2, federation_pb2
+import pydantic
+from govnode.v1 import catalog_pb2, common_pb2, federation_pb2
 
 from gateway.auth import current_peer
 from gateway.identity import Identity
 from gateway.quote import quote
-from node.catalog import Catalog, CatalogChange, ChangeKind, ResourceStatus
+from node.catalog import (
+    Catalog,
+    CatalogChange,
+    ChangeKind,
+    ResourceEntry,
+    ResourceStatus,
+    entry_from_json,
+    entry_to_json,
+)
 from node.config import Mode, NodeConfig
 from node.errors import FailedPrecondition, InvalidArgument
 from node.federation import CatalogExchange, is_approved, own_approval, record_peer_info
@@ -34,12 +43,62 @@ from node.servicers.stopping import until_stopping
 from node.storage import Database
 from node.version import software_version
 
+#: A catalog snapshot's part holds at most this many bytes of entry JSON; a larger entry has
+#: a part of its own, in its structured form.
+SNAPSHOT_PART_BYTES = 1024 * 1024
+
 KINDS = {
     ChangeKind.REGISTERED: catalog_pb2.CATALOG_CHANGE_KIND_REGISTERED,
     ChangeKind.UPDATED: catalog_pb2.CATALOG_CHANGE_KIND_UPDATED,
     ChangeKind.WITHDRAWN: catalog_pb2.CATALOG_CHANGE_KIND_WITHDRAWN,
 }
 _KINDS_IN = {number: kind for kind, number in KINDS.items()}
+
+
+def replica_entry_to_proto(body: str) -> common_pb2.ResourceEntry:
+    """A stored entry, complete (region, version, status and times), as a replica needs it."""
+    return entry_to_proto(entry_from_json(body))
+
+
+def replica_entry_from_proto(wire: common_pb2.ResourceEntry) -> ResourceEntry:
+    """An entry from a peer, complete (region, version, status, times): what
+    :func:`replica_entry_to_proto` sends and what a feed change carries."""
+    if not (wire.HasField("created_at") and wire.HasField("updated_at")):
+        raise InvalidArgument(
+            f"resource {quote(wire.resource_code)}: a replicated entry needs entry.created_at "
+            "and entry.updated_at"
+        )
+    status = _enum_in("ResourceStatus", wire.status, "entry.status", ResourceStatus)
+    return entry_from_proto(wire).model_copy(
+        update={
+            "region": wire.region,
+            "version": wire.version,
+            "status": status,
+            "created_at": time_from_proto(wire.created_at, "entry.created_at"),
+            "updated_at": time_from_proto(wire.updated_at, "entry.updated_at"),
+        }
+    )
+
+
+def snapshot_entries(part: federation_pb2.CatalogSnapshotPart) -> list[tuple[ResourceEntry, str]]:
+    """The entries of a catalog snapshot's part, each with the body to store: the owner's
+    JSON as sent, or the canonical JSON of a large entry sent in its structured form."""
+    entries: list[tuple[ResourceEntry, str]] = []
+    for body in part.entries_json:
+        try:
+            entry = entry_from_json(body)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "the entry"
+            raise InvalidArgument(
+                f"catalog snapshot: entry {quote(body)} is not a catalog entry: "
+                f"{where}: {quote(err['msg'])}"
+            ) from None
+        entries.append((entry, body))
+    if part.HasField("large_entry"):
+        entry = replica_entry_from_proto(part.large_entry)
+        entries.append((entry, entry_to_json(entry)))
+    return entries
 
 
 def change_to_proto(change: CatalogChange) -> catalog_pb2.CatalogChange:
@@ -58,22 +117,12 @@ def change_from_proto(msg: catalog_pb2.CatalogChange) -> CatalogChange:
     kind = _KINDS_IN.get(msg.kind)
     if kind is None:
         raise InvalidArgument(f"kind: {msg.kind} is not a catalog change kind")
-    wire = msg.entry
-    if not (wire.HasField("created_at") and wire.HasField("updated_at") and msg.HasField("at")):
+    if not msg.HasField("at"):
         raise InvalidArgument(
-            f"resource {quote(wire.resource_code)}: a feed change needs at, entry.created_at and "
-            "entry.updated_at"
+            f"resource {quote(msg.entry.resource_code)}: a feed change needs at, the time of "
+            "the change"
         )
-    status = _enum_in("ResourceStatus", wire.status, "entry.status", ResourceStatus)
-    entry = entry_from_proto(wire).model_copy(
-        update={
-            "region": wire.region,
-            "version": wire.version,
-            "status": status,
-            "created_at": time_from_proto(wire.created_at, "entry.created_at"),
-            "updated_at": time_from_proto(wire.updated_at, "entry.updated_at"),
-        }
-    )
+    entry = replica_entry_from_proto(msg.entry)
     return CatalogChange(
         sequence=msg.sequence,
         resource_code=entry.resource_code,
@@ -162,3 +211,31 @@ class FederationSyncServicer:
             await self._exchange.apply_remote(change, caller)
             last = max(last, change.sequence)
         return federation_pb2.PublishCatalogResponse(last_applied_sequence=last)
+
+    async def GetCatalogSnapshot(
+        self, request: federation_pb2.GetCatalogSnapshotRequest, context: Any
+    ) -> AsyncIterator[federation_pb2.CatalogSnapshotPart]:
+        caller = current_peer().identity
+        if not self._exchange.is_province:
+            raise FailedPrecondition(
+                "GetCatalogSnapshot is served by the province node only; this is a city node"
+            )
+        self._exchange.check_peer(caller, "read the catalog snapshot")
+        as_of = await self._catalog.last_sequence()
+        part = federation_pb2.CatalogSnapshotPart(as_of_sequence=as_of)
+        size = 0
+        async for bodies in self._catalog.snapshot_bodies():
+            for body in bodies:
+                length = len(body.encode())
+                if length > SNAPSHOT_PART_BYTES:
+                    yield federation_pb2.CatalogSnapshotPart(
+                        as_of_sequence=as_of, large_entry=replica_entry_to_proto(body)
+                    )
+                    continue
+                if size + length > SNAPSHOT_PART_BYTES:
+                    yield part
+                    part = federation_pb2.CatalogSnapshotPart(as_of_sequence=as_of)
+                    size = 0
+                part.entries_json.append(body)
+                size += length
+        yield part

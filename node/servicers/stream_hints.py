@@ -34,6 +34,10 @@ def _catalog(change: Any) -> str:
     return f"watch again with after_sequence={change.sequence} (the last change sent)"
 
 
+def _snapshot(part: Any) -> str:
+    return "call GetCatalogSnapshot again (a snapshot is taken whole, from its start)"
+
+
 def _submit(ack: Any) -> str:
     return (
         "read the acknowledgements, then resend on a new stream every batch not acknowledged "
@@ -67,4 +71,5 @@ RESUME_HINTS: dict[str, ResumeHint] = {
     "/govnode.v1.SharingService/Compare": _compare,
     "/govnode.v1.AccessService/WatchNotifications": _notifications,
     "/govnode.v1.CatalogService/WatchCatalog": _catalog,
+    "/govnode.v1.FederationService/GetCatalogSnapshot": _snapshot,
 }

@@ -24,7 +24,17 @@ from govnode.v1 import (
 from gateway.identity import Identity, Role
 from gateway.tls import TlsFiles
 from node.app import node_tls_files
-from node.catalog import Catalog, CatalogChange, ChangeKind, ResourceEntry
+from node.catalog import (
+    Catalog,
+    CatalogChange,
+    ChangeKind,
+    DataType,
+    ResourceEntry,
+    ResourceStatus,
+    ValidationKind,
+    ValidationRule,
+    entry_to_json,
+)
 from node.errors import InvalidArgument, PermissionDenied
 from node.federation import CatalogExchange
 from node.servicers.convert import entry_to_proto
@@ -32,7 +42,7 @@ from node.servicers.federation_sync import change_to_proto
 from node.servicers.stopping import until_stopping
 from node.storage import Database
 from tests.support.databases import NewDatabaseUrl
-from tests.support.entries import FIXED_TIME, OPEN_ENTRY
+from tests.support.entries import FIXED_TIME, OPEN_ENTRY, item
 from tests.support.nodes import (
     FUZHOU,
     PROVINCE,
@@ -71,6 +81,19 @@ async def assert_once_each(fed: Federation) -> None:
             {},
         )
         assert not dupes, f"{member.region}: changes fed twice: {dupes}"
+
+
+async def last_sequence(member: Member) -> int:
+    row = await member.running.db.fetch_one("SELECT max(sequence) FROM catalog_change", {})
+    return int(row[0] or 0) if row is not None else 0
+
+
+async def applied(member: Member) -> int:
+    """How far ``member`` (a city) has applied the province's feed."""
+    row = await member.running.db.fetch_one(
+        "SELECT last_applied_sequence FROM feed_cursor WHERE peer_region = :p", {"p": PROVINCE}
+    )
+    return int(row[0]) if row is not None else 0
 
 
 # --- the domain: apply each change at most once -------------------------------------------
@@ -164,6 +187,92 @@ async def test_city_skips_its_own_entries_relayed_back(database: Database) -> No
         exchange.check_peer(Identity(XIAMEN, TD, Role.NODE), "watch")
 
 
+async def test_a_run_that_moves_an_element_source_leaves_the_claims_one_by_one_would(
+    database: Database,
+) -> None:
+    """Bulk storing (store_replicas) against what applying each change alone leaves: an entry
+    taking an element from another resource, then losing it again in the same run."""
+    catalog = Catalog(database, FUZHOU)
+    exchange = CatalogExchange(database, catalog)
+    province = Identity(PROVINCE, TD, Role.NODE)
+    claim = (item("tyshxydm", key=True, standard_element="DE01", authoritative_source=True),)
+    plain = (item("tyshxydm", key=True, standard_element="DE01"),)
+    a, b = f"{XIAMEN}-3-000001", f"{XIAMEN}-3-000002"
+    assert await exchange.apply_remote(change(entry_of(XIAMEN, 1, items=claim), 1), province)
+    run = [
+        change(entry_of(XIAMEN, 2, items=plain), 2),
+        change(entry_of(XIAMEN, 2, items=claim, version=2), 3, ChangeKind.UPDATED),  # takes it
+        change(entry_of(XIAMEN, 3, items=claim, status=ResourceStatus.WITHDRAWN), 4),
+    ]
+    assert await exchange.apply_remote_many(run, province) == 3
+    sources = await database.fetch_all(
+        "SELECT region, standard_element, resource_code FROM element_source", {}
+    )
+    assert [tuple(r) for r in sources] == [(XIAMEN, "DE01", b)]
+    run = [
+        change(entry_of(XIAMEN, 1, items=claim, version=2), 5, ChangeKind.UPDATED),  # back
+        change(entry_of(XIAMEN, 1, items=plain, version=3), 6, ChangeKind.UPDATED),  # gone
+    ]
+    assert await exchange.apply_remote_many(run, province) == 2
+    assert await database.fetch_all("SELECT resource_code FROM element_source", {}) == []
+    assert [e.version for e in await catalog.history(a)] == [1, 2, 3]
+    assert [(c.sequence, c.resource_code) for c in await catalog.changes(0)] == [
+        (1, a),
+        (2, b),
+        (3, b),
+        (4, f"{XIAMEN}-3-000003"),
+        (5, a),
+        (6, a),
+    ]
+    assert await exchange.apply_remote(
+        change(entry_of(XIAMEN, 2, items=claim, version=3), 7), province
+    )
+    gone = change(entry_of(XIAMEN, 2, items=claim, version=4, status=ResourceStatus.WITHDRAWN), 8)
+    assert await exchange.apply_remote(gone, province)  # a withdrawn source claims nothing
+    assert await database.fetch_all("SELECT resource_code FROM element_source", {}) == []
+
+
+async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_whole(
+    database: Database,
+) -> None:
+    catalog = Catalog(database, FUZHOU)
+    exchange = CatalogExchange(database, catalog)
+    province = Identity(PROVINCE, TD, Role.NODE)
+
+    def held(entry: ResourceEntry) -> tuple[ResourceEntry, str]:
+        stored = change(entry, 1).entry
+        return stored, entry_to_json(stored)
+
+    claim = (item("tyshxydm", key=True, standard_element="DE01", authoritative_source=True),)
+    assert await exchange.apply_snapshot([held(entry_of(XIAMEN, 1, version=2))], province) == 1
+    snapshot = [
+        held(entry_of(XIAMEN, 1, version=2, summary="旧")),  # not newer: skipped
+        held(entry_of(XIAMEN, 2, version=3, status=ResourceStatus.WITHDRAWN)),
+        held(entry_of(FUZHOU, 1)),  # this city's own: skipped
+        held(entry_of(PROVINCE, 1, items=claim)),
+    ]
+    assert await exchange.apply_snapshot(snapshot, province) == 2
+    assert await exchange.applied_sequence(PROVINCE) == 0  # not whole yet
+    assert [e.version for e in await catalog.history(f"{XIAMEN}-3-000002")] == [3]
+    assert (await catalog.get(f"{XIAMEN}-3-000001")).summary == "企业登记信息"
+    kinds = [(c.resource_code, c.kind) for c in await catalog.changes(0)]
+    assert kinds == [
+        (f"{XIAMEN}-3-000001", ChangeKind.UPDATED),
+        (f"{XIAMEN}-3-000002", ChangeKind.WITHDRAWN),
+        (f"{PROVINCE}-3-000001", ChangeKind.REGISTERED),
+    ]
+    sources = await database.fetch_all("SELECT resource_code FROM element_source", {})
+    assert [tuple(r) for r in sources] == [(f"{PROVINCE}-3-000001",)]
+    foreign = held(entry_of("360100", 1))  # another province's region
+    with pytest.raises(PermissionDenied, match="not in province"):
+        await exchange.apply_snapshot([held(entry_of(XIAMEN, 4)), foreign], province)
+    assert (await catalog.digest())[1] == 4  # the entry before the refused one was stored
+    await exchange.finish_snapshot(province, 42)
+    assert await exchange.applied_sequence(PROVINCE) == 42
+    await exchange.finish_snapshot(province, 7)  # never backwards
+    assert await exchange.applied_sequence(PROVINCE) == 42
+
+
 # --- over the wire ------------------------------------------------------------------------
 
 
@@ -216,6 +325,64 @@ async def test_changes_propagate_to_every_node(tmp_path: Path, db_urls: NewDatab
         await assert_once_each(fed)
 
 
+async def test_a_city_that_joins_late_takes_a_snapshot_then_follows_the_feed(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
+    """A city that has applied nothing of the province's feed takes the catalog as it stands
+    (GetCatalogSnapshot): the same digest, each entry at its current version only, an entry
+    over the snapshot's 1 MiB part in its structured form; then the feed after the snapshot."""
+    values = tuple(f"{i:05d}" + "状态" * 40 for i in range(10_000))  # about 2.5 MB of JSON
+    large = entry_of(
+        PROVINCE,
+        2,
+        items=(
+            item("tyshxydm", key=True, required=True),
+            item(
+                "zt",
+                data_type=DataType.ENUM,
+                validation=ValidationRule(kind=ValidationKind.ENUM, enum_values=values),
+            ),
+        ),
+    )
+    async with federation(tmp_path, db_urls) as fed:
+        await fed.converged(0)
+        await fed.xiamen.stop()
+        await fed.province.register(entry_of(PROVINCE, 1))
+        await fed.province.register(large)
+        fz = fed.fuzhou
+        await fz.register(entry_of(FUZHOU, 1))
+        update = entry_to_proto(entry_of(FUZHOU, 1, summary="更新后的摘要"))
+        await update_approved(fz.running, fz.setup, fz.agency(), update, expected_version=1)
+        for _ in range(100):  # until the province has 福州's update: 0.05 s steps, at most 5 s
+            if await last_sequence(fed.province) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert await last_sequence(fed.province) == 4
+        await fed.xiamen.start()
+        await fed.converged(3)
+        xm = fed.xiamen.running
+        assert await applied(fed.xiamen) == 4
+        history = await fed.xiamen.catalog(
+            "GetResourceHistory",
+            catalog_pb2.GetResourceHistoryRequest(resource_code=f"{FUZHOU}-3-000001"),
+        )
+        assert [v.version for v in history.versions] == [2]  # the version current at its join
+        feed = await xm.db.fetch_all("SELECT resource_code, kind FROM catalog_change", {})
+        assert sorted(tuple(row) for row in feed) == [
+            (f"{PROVINCE}-3-000001", "registered"),
+            (f"{PROVINCE}-3-000002", "registered"),
+            (f"{FUZHOU}-3-000001", "updated"),
+        ]
+        request = catalog_pb2.GetResourceRequest(resource_code=large.resource_code)
+        got = await fed.xiamen.catalog("GetResource", request)
+        assert got.entry == (await fed.province.catalog("GetResource", request)).entry
+        assert len(got.entry.items[1].validation.enum_values) == 10_000
+
+        await fed.province.register(entry_of(PROVINCE, 3))  # after the snapshot: by the feed
+        await fed.converged(4)
+        assert await applied(fed.xiamen) == 5
+
+
 async def test_convergence_after_restarting_each_node_in_turn(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:
@@ -256,7 +423,9 @@ async def test_convergence_after_restarting_each_node_in_turn(
             await assert_once_each(fed)
 
 
-async def test_publish_catalog_refusals(tmp_path: Path, db_urls: NewDatabaseUrl) -> None:
+async def test_publish_catalog_and_snapshot_refusals(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
     async with federation(tmp_path, db_urls) as fed:
         forged = change(entry_of(XIAMEN, 9), 1)
         fuzhou_node = node_tls_files(fed.fuzhou.setup.config)
@@ -281,6 +450,23 @@ async def test_publish_catalog_refusals(tmp_path: Path, db_urls: NewDatabaseUrl)
                 federation_pb2.HeartbeatRequest()
             )
         assert beat.node.region == PROVINCE and beat.applied_catalog_sequence == 0
+
+        async def snapshot(member: Member, files: TlsFiles) -> grpc.aio.AioRpcError:
+            async with channel(member.running, files) as ch:
+                stub = federation_pb2_grpc.FederationServiceStub(ch)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    async for _ in stub.GetCatalogSnapshot(
+                        federation_pb2.GetCatalogSnapshotRequest()
+                    ):
+                        pass
+            return err.value
+
+        err = await snapshot(fed.province, fed.fuzhou.agency())
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "between govnode nodes only" in (err.details() or "")
+        err = await snapshot(fed.xiamen, node_tls_files(fed.province.setup.config))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "province node only" in (err.details() or "")
         await fed.converged(0)
         for member in fed.members:
             count = await member.running.db.fetch_one("SELECT COUNT(*) FROM catalog_entry", {})

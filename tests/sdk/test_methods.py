@@ -30,6 +30,7 @@ LEFT_OUT = {
                 "GetNodeInfo",
                 "GetRevocationList",
                 "PublishCatalog",
+                "GetCatalogSnapshot",
                 "ListPeers",
                 "DeliverNotifications",
                 "PublishSupervisionSummary",

@@ -25,57 +25,62 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from govnode.v1 import access_pb2 as govnode_dot_v1_dot_access__pb2
 from govnode.v1 import catalog_pb2 as govnode_dot_v1_dot_catalog__pb2
+from govnode.v1 import common_pb2 as govnode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgovnode/v1/federation.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17govnode/v1/access.proto\x1a\x18govnode/v1/catalog.proto\"\x9c\x02\n\x08NodeInfo\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04mode\x18\x03 \x01(\x0e\x32\x14.govnode.v1.NodeMode\x12\x15\n\rnode_identity\x18\x04 \x01(\t\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12/\n\x0bserver_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x61pproved_sub_platform\x18\x07 \x01(\x08\x12\x16\n\x0e\x63\x61talog_digest\x18\x08 \x01(\t\x12\x1d\n\x15\x63\x61talog_last_sequence\x18\t \x01(\x03\x12\x16\n\x0elisten_address\x18\n \x01(\t\"\x8c\x01\n\x0bJoinRequest\x12\x18\n\x10invitation_token\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x63ity_ca_csr_pem\x18\x04 \x01(\t\x12\x14\n\x0cnode_csr_pem\x18\x05 \x01(\t\x12\x16\n\x0elisten_address\x18\x06 \x01(\t\"j\n\x0eRevocationList\x12/\n\x07revoked\x18\x01 \x03(\x0b\x32\x1e.govnode.v1.RevokedCertificate\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x10\n\x08\x63rls_der\x18\x03 \x03(\x0c\"\x8d\x01\n\x12RevokedCertificate\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x15\n\rissuer_region\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\nrevoked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x03\"\xce\x01\n\x0cJoinResponse\x12\x1f\n\x17\x63ity_ca_certificate_pem\x18\x01 \x01(\t\x12\x1c\n\x14node_certificate_pem\x18\x02 \x01(\t\x12\x19\n\x11province_root_pem\x18\x03 \x01(\t\x12\x19\n\x11province_endpoint\x18\x04 \x01(\t\x12\x14\n\x0ctrust_domain\x18\x05 \x01(\t\x12\x33\n\x0frevocation_list\x18\x06 \x01(\x0b\x32\x1a.govnode.v1.RevocationList\"6\n\x10HeartbeatRequest\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\"\x9a\x01\n\x11HeartbeatResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\x12 \n\x18\x61pplied_catalog_sequence\x18\x02 \x01(\x03\x12 \n\x18revocation_last_sequence\x18\x03 \x01(\x03\x12\x1d\n\x15\x61pproved_sub_platform\x18\x04 \x01(\x08\"\x14\n\x12GetNodeInfoRequest\"9\n\x13GetNodeInfoResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\"2\n\x18GetRevocationListRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"P\n\x19GetRevocationListResponse\x12\x33\n\x0frevocation_list\x18\x01 \x01(\x0b\x32\x1a.govnode.v1.RevocationList\"7\n\x16PublishCatalogResponse\x12\x1d\n\x15last_applied_sequence\x18\x01 \x01(\x03\"\x83\x02\n\x04Peer\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\x12&\n\x06health\x18\x02 \x01(\x0e\x32\x16.govnode.v1.PeerHealth\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18\x61pplied_catalog_sequence\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rclock_skew_ms\x18\x07 \x01(\x03\"9\n\x10ListPeersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListPeersResponse\x12\x1f\n\x05peers\x18\x01 \x03(\x0b\x32\x10.govnode.v1.Peer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x1b\x44\x65liverNotificationsRequest\x12/\n\rnotifications\x18\x01 \x03(\x0b\x32\x18.govnode.v1.Notification\"D\n\x1c\x44\x65liverNotificationsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x14\n\x0c\x61lready_held\x18\x02 \x01(\x05\"3\n PublishSupervisionSummaryRequest\x12\x0f\n\x07summary\x18\x01 \x01(\x0c\"d\n!PublishSupervisionSummaryResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Q\n\x08NodeMode\x12\x19\n\x15NODE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_MODE_PROVINCE\x10\x01\x12\x12\n\x0eNODE_MODE_CITY\x10\x02*y\n\nPeerHealth\x12\x1b\n\x17PEER_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13PEER_HEALTH_HEALTHY\x10\x01\x12\x18\n\x14PEER_HEALTH_DEGRADED\x10\x02\x12\x1b\n\x17PEER_HEALTH_UNREACHABLE\x10\x03\x32\xcc\x05\n\x11\x46\x65\x64\x65rationService\x12\x39\n\x04Join\x12\x17.govnode.v1.JoinRequest\x1a\x18.govnode.v1.JoinResponse\x12H\n\tHeartbeat\x12\x1c.govnode.v1.HeartbeatRequest\x1a\x1d.govnode.v1.HeartbeatResponse\x12N\n\x0bGetNodeInfo\x12\x1e.govnode.v1.GetNodeInfoRequest\x1a\x1f.govnode.v1.GetNodeInfoResponse\x12`\n\x11GetRevocationList\x12$.govnode.v1.GetRevocationListRequest\x1a%.govnode.v1.GetRevocationListResponse\x12Q\n\x0ePublishCatalog\x12\x19.govnode.v1.CatalogChange\x1a\".govnode.v1.PublishCatalogResponse(\x01\x12H\n\tListPeers\x12\x1c.govnode.v1.ListPeersRequest\x1a\x1d.govnode.v1.ListPeersResponse\x12i\n\x14\x44\x65liverNotifications\x12\'.govnode.v1.DeliverNotificationsRequest\x1a(.govnode.v1.DeliverNotificationsResponse\x12x\n\x19PublishSupervisionSummary\x12,.govnode.v1.PublishSupervisionSummaryRequest\x1a-.govnode.v1.PublishSupervisionSummaryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgovnode/v1/federation.proto\x12\ngovnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17govnode/v1/access.proto\x1a\x18govnode/v1/catalog.proto\x1a\x17govnode/v1/common.proto\"\x9c\x02\n\x08NodeInfo\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04mode\x18\x03 \x01(\x0e\x32\x14.govnode.v1.NodeMode\x12\x15\n\rnode_identity\x18\x04 \x01(\t\x12\x18\n\x10software_version\x18\x05 \x01(\t\x12/\n\x0bserver_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x61pproved_sub_platform\x18\x07 \x01(\x08\x12\x16\n\x0e\x63\x61talog_digest\x18\x08 \x01(\t\x12\x1d\n\x15\x63\x61talog_last_sequence\x18\t \x01(\x03\x12\x16\n\x0elisten_address\x18\n \x01(\t\"\x8c\x01\n\x0bJoinRequest\x12\x18\n\x10invitation_token\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x63ity_ca_csr_pem\x18\x04 \x01(\t\x12\x14\n\x0cnode_csr_pem\x18\x05 \x01(\t\x12\x16\n\x0elisten_address\x18\x06 \x01(\t\"j\n\x0eRevocationList\x12/\n\x07revoked\x18\x01 \x03(\x0b\x32\x1e.govnode.v1.RevokedCertificate\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x10\n\x08\x63rls_der\x18\x03 \x03(\x0c\"\x8d\x01\n\x12RevokedCertificate\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x15\n\rissuer_region\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\nrevoked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x03\"\xce\x01\n\x0cJoinResponse\x12\x1f\n\x17\x63ity_ca_certificate_pem\x18\x01 \x01(\t\x12\x1c\n\x14node_certificate_pem\x18\x02 \x01(\t\x12\x19\n\x11province_root_pem\x18\x03 \x01(\t\x12\x19\n\x11province_endpoint\x18\x04 \x01(\t\x12\x14\n\x0ctrust_domain\x18\x05 \x01(\t\x12\x33\n\x0frevocation_list\x18\x06 \x01(\x0b\x32\x1a.govnode.v1.RevocationList\"6\n\x10HeartbeatRequest\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\"\x9a\x01\n\x11HeartbeatResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\x12 \n\x18\x61pplied_catalog_sequence\x18\x02 \x01(\x03\x12 \n\x18revocation_last_sequence\x18\x03 \x01(\x03\x12\x1d\n\x15\x61pproved_sub_platform\x18\x04 \x01(\x08\"\x14\n\x12GetNodeInfoRequest\"9\n\x13GetNodeInfoResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\"2\n\x18GetRevocationListRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"P\n\x19GetRevocationListResponse\x12\x33\n\x0frevocation_list\x18\x01 \x01(\x0b\x32\x1a.govnode.v1.RevocationList\"7\n\x16PublishCatalogResponse\x12\x1d\n\x15last_applied_sequence\x18\x01 \x01(\x03\"\x1b\n\x19GetCatalogSnapshotRequest\"s\n\x13\x43\x61talogSnapshotPart\x12\x16\n\x0e\x61s_of_sequence\x18\x01 \x01(\x03\x12\x14\n\x0c\x65ntries_json\x18\x02 \x03(\t\x12.\n\x0blarge_entry\x18\x03 \x01(\x0b\x32\x19.govnode.v1.ResourceEntry\"\x83\x02\n\x04Peer\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.govnode.v1.NodeInfo\x12&\n\x06health\x18\x02 \x01(\x0e\x32\x16.govnode.v1.PeerHealth\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18\x61pplied_catalog_sequence\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rclock_skew_ms\x18\x07 \x01(\x03\"9\n\x10ListPeersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListPeersResponse\x12\x1f\n\x05peers\x18\x01 \x03(\x0b\x32\x10.govnode.v1.Peer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x1b\x44\x65liverNotificationsRequest\x12/\n\rnotifications\x18\x01 \x03(\x0b\x32\x18.govnode.v1.Notification\"D\n\x1c\x44\x65liverNotificationsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x14\n\x0c\x61lready_held\x18\x02 \x01(\x05\"3\n PublishSupervisionSummaryRequest\x12\x0f\n\x07summary\x18\x01 \x01(\x0c\"d\n!PublishSupervisionSummaryResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Q\n\x08NodeMode\x12\x19\n\x15NODE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_MODE_PROVINCE\x10\x01\x12\x12\n\x0eNODE_MODE_CITY\x10\x02*y\n\nPeerHealth\x12\x1b\n\x17PEER_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13PEER_HEALTH_HEALTHY\x10\x01\x12\x18\n\x14PEER_HEALTH_DEGRADED\x10\x02\x12\x1b\n\x17PEER_HEALTH_UNREACHABLE\x10\x03\x32\xac\x06\n\x11\x46\x65\x64\x65rationService\x12\x39\n\x04Join\x12\x17.govnode.v1.JoinRequest\x1a\x18.govnode.v1.JoinResponse\x12H\n\tHeartbeat\x12\x1c.govnode.v1.HeartbeatRequest\x1a\x1d.govnode.v1.HeartbeatResponse\x12N\n\x0bGetNodeInfo\x12\x1e.govnode.v1.GetNodeInfoRequest\x1a\x1f.govnode.v1.GetNodeInfoResponse\x12`\n\x11GetRevocationList\x12$.govnode.v1.GetRevocationListRequest\x1a%.govnode.v1.GetRevocationListResponse\x12Q\n\x0ePublishCatalog\x12\x19.govnode.v1.CatalogChange\x1a\".govnode.v1.PublishCatalogResponse(\x01\x12^\n\x12GetCatalogSnapshot\x12%.govnode.v1.GetCatalogSnapshotRequest\x1a\x1f.govnode.v1.CatalogSnapshotPart0\x01\x12H\n\tListPeers\x12\x1c.govnode.v1.ListPeersRequest\x1a\x1d.govnode.v1.ListPeersResponse\x12i\n\x14\x44\x65liverNotifications\x12\'.govnode.v1.DeliverNotificationsRequest\x1a(.govnode.v1.DeliverNotificationsResponse\x12x\n\x19PublishSupervisionSummary\x12,.govnode.v1.PublishSupervisionSummaryRequest\x1a-.govnode.v1.PublishSupervisionSummaryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'govnode.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEMODE']._serialized_start=2208
-  _globals['_NODEMODE']._serialized_end=2289
-  _globals['_PEERHEALTH']._serialized_start=2291
-  _globals['_PEERHEALTH']._serialized_end=2412
-  _globals['_NODEINFO']._serialized_start=128
-  _globals['_NODEINFO']._serialized_end=412
-  _globals['_JOINREQUEST']._serialized_start=415
-  _globals['_JOINREQUEST']._serialized_end=555
-  _globals['_REVOCATIONLIST']._serialized_start=557
-  _globals['_REVOCATIONLIST']._serialized_end=663
-  _globals['_REVOKEDCERTIFICATE']._serialized_start=666
-  _globals['_REVOKEDCERTIFICATE']._serialized_end=807
-  _globals['_JOINRESPONSE']._serialized_start=810
-  _globals['_JOINRESPONSE']._serialized_end=1016
-  _globals['_HEARTBEATREQUEST']._serialized_start=1018
-  _globals['_HEARTBEATREQUEST']._serialized_end=1072
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1075
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1229
-  _globals['_GETNODEINFOREQUEST']._serialized_start=1231
-  _globals['_GETNODEINFOREQUEST']._serialized_end=1251
-  _globals['_GETNODEINFORESPONSE']._serialized_start=1253
-  _globals['_GETNODEINFORESPONSE']._serialized_end=1310
-  _globals['_GETREVOCATIONLISTREQUEST']._serialized_start=1312
-  _globals['_GETREVOCATIONLISTREQUEST']._serialized_end=1362
-  _globals['_GETREVOCATIONLISTRESPONSE']._serialized_start=1364
-  _globals['_GETREVOCATIONLISTRESPONSE']._serialized_end=1444
-  _globals['_PUBLISHCATALOGRESPONSE']._serialized_start=1446
-  _globals['_PUBLISHCATALOGRESPONSE']._serialized_end=1501
-  _globals['_PEER']._serialized_start=1504
-  _globals['_PEER']._serialized_end=1763
-  _globals['_LISTPEERSREQUEST']._serialized_start=1765
-  _globals['_LISTPEERSREQUEST']._serialized_end=1822
-  _globals['_LISTPEERSRESPONSE']._serialized_start=1824
-  _globals['_LISTPEERSRESPONSE']._serialized_end=1901
-  _globals['_DELIVERNOTIFICATIONSREQUEST']._serialized_start=1903
-  _globals['_DELIVERNOTIFICATIONSREQUEST']._serialized_end=1981
-  _globals['_DELIVERNOTIFICATIONSRESPONSE']._serialized_start=1983
-  _globals['_DELIVERNOTIFICATIONSRESPONSE']._serialized_end=2051
-  _globals['_PUBLISHSUPERVISIONSUMMARYREQUEST']._serialized_start=2053
-  _globals['_PUBLISHSUPERVISIONSUMMARYREQUEST']._serialized_end=2104
-  _globals['_PUBLISHSUPERVISIONSUMMARYRESPONSE']._serialized_start=2106
-  _globals['_PUBLISHSUPERVISIONSUMMARYRESPONSE']._serialized_end=2206
-  _globals['_FEDERATIONSERVICE']._serialized_start=2415
-  _globals['_FEDERATIONSERVICE']._serialized_end=3131
+  _globals['_NODEMODE']._serialized_start=2379
+  _globals['_NODEMODE']._serialized_end=2460
+  _globals['_PEERHEALTH']._serialized_start=2462
+  _globals['_PEERHEALTH']._serialized_end=2583
+  _globals['_NODEINFO']._serialized_start=153
+  _globals['_NODEINFO']._serialized_end=437
+  _globals['_JOINREQUEST']._serialized_start=440
+  _globals['_JOINREQUEST']._serialized_end=580
+  _globals['_REVOCATIONLIST']._serialized_start=582
+  _globals['_REVOCATIONLIST']._serialized_end=688
+  _globals['_REVOKEDCERTIFICATE']._serialized_start=691
+  _globals['_REVOKEDCERTIFICATE']._serialized_end=832
+  _globals['_JOINRESPONSE']._serialized_start=835
+  _globals['_JOINRESPONSE']._serialized_end=1041
+  _globals['_HEARTBEATREQUEST']._serialized_start=1043
+  _globals['_HEARTBEATREQUEST']._serialized_end=1097
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1100
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1254
+  _globals['_GETNODEINFOREQUEST']._serialized_start=1256
+  _globals['_GETNODEINFOREQUEST']._serialized_end=1276
+  _globals['_GETNODEINFORESPONSE']._serialized_start=1278
+  _globals['_GETNODEINFORESPONSE']._serialized_end=1335
+  _globals['_GETREVOCATIONLISTREQUEST']._serialized_start=1337
+  _globals['_GETREVOCATIONLISTREQUEST']._serialized_end=1387
+  _globals['_GETREVOCATIONLISTRESPONSE']._serialized_start=1389
+  _globals['_GETREVOCATIONLISTRESPONSE']._serialized_end=1469
+  _globals['_PUBLISHCATALOGRESPONSE']._serialized_start=1471
+  _globals['_PUBLISHCATALOGRESPONSE']._serialized_end=1526
+  _globals['_GETCATALOGSNAPSHOTREQUEST']._serialized_start=1528
+  _globals['_GETCATALOGSNAPSHOTREQUEST']._serialized_end=1555
+  _globals['_CATALOGSNAPSHOTPART']._serialized_start=1557
+  _globals['_CATALOGSNAPSHOTPART']._serialized_end=1672
+  _globals['_PEER']._serialized_start=1675
+  _globals['_PEER']._serialized_end=1934
+  _globals['_LISTPEERSREQUEST']._serialized_start=1936
+  _globals['_LISTPEERSREQUEST']._serialized_end=1993
+  _globals['_LISTPEERSRESPONSE']._serialized_start=1995
+  _globals['_LISTPEERSRESPONSE']._serialized_end=2072
+  _globals['_DELIVERNOTIFICATIONSREQUEST']._serialized_start=2074
+  _globals['_DELIVERNOTIFICATIONSREQUEST']._serialized_end=2152
+  _globals['_DELIVERNOTIFICATIONSRESPONSE']._serialized_start=2154
+  _globals['_DELIVERNOTIFICATIONSRESPONSE']._serialized_end=2222
+  _globals['_PUBLISHSUPERVISIONSUMMARYREQUEST']._serialized_start=2224
+  _globals['_PUBLISHSUPERVISIONSUMMARYREQUEST']._serialized_end=2275
+  _globals['_PUBLISHSUPERVISIONSUMMARYRESPONSE']._serialized_start=2277
+  _globals['_PUBLISHSUPERVISIONSUMMARYRESPONSE']._serialized_end=2377
+  _globals['_FEDERATIONSERVICE']._serialized_start=2586
+  _globals['_FEDERATIONSERVICE']._serialized_end=3398
 # @@protoc_insertion_point(module_scope)

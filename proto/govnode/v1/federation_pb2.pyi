@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from govnode.v1 import access_pb2 as _access_pb2
+from govnode.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -476,6 +477,66 @@ class PublishCatalogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishCatalogResponse: _TypeAlias = PublishCatalogResponse  # noqa: Y015
+
+@_typing.final
+class GetCatalogSnapshotRequest(_message.Message):
+    """Request of FederationService.GetCatalogSnapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCatalogSnapshotRequest: _TypeAlias = GetCatalogSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class CatalogSnapshotPart(_message.Message):
+    """One part of a catalog snapshot (FederationService.GetCatalogSnapshot). Parts come in
+    resource_code order; a snapshot of an empty catalog is one part with no entry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRIES_JSON_FIELD_NUMBER: _builtins.int
+    LARGE_ENTRY_FIELD_NUMBER: _builtins.int
+    as_of_sequence: _builtins.int
+    """The province's change feed sequence when the snapshot began, the same in every part.
+    Every change after it may be newer than the snapshot; a change the snapshot already holds
+    is skipped as not newer when WatchCatalog replays it.
+    """
+    @_builtins.property
+    def entries_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Current entries, withdrawn ones included, each exactly as its owner stored it: the
+        canonical JSON that GetCatalogDigest hashes. At most 1 MiB of them in one part.
+        """
+
+    @_builtins.property
+    def large_entry(self) -> _common_pb2.ResourceEntry:
+        """An entry whose JSON alone is over 1 MiB, in its structured form and complete (region,
+        version, status and times set), as the only entry of its part.
+        """
+
+    def __init__(
+        self,
+        *,
+        as_of_sequence: _builtins.int = ...,
+        entries_json: _abc.Iterable[_builtins.str] | None = ...,
+        large_entry: _common_pb2.ResourceEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["large_entry", b"large_entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_sequence", b"as_of_sequence", "entries_json", b"entries_json", "large_entry", b"large_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogSnapshotPart: _TypeAlias = CatalogSnapshotPart  # noqa: Y015
 
 @_typing.final
 class Peer(_message.Message):

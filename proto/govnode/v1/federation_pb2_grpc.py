@@ -62,6 +62,11 @@ class FederationServiceStub:
                 request_serializer=govnode_dot_v1_dot_catalog__pb2.CatalogChange.SerializeToString,
                 response_deserializer=govnode_dot_v1_dot_federation__pb2.PublishCatalogResponse.FromString,
                 _registered_method=True)
+        self.GetCatalogSnapshot = channel.unary_stream(
+                '/govnode.v1.FederationService/GetCatalogSnapshot',
+                request_serializer=govnode_dot_v1_dot_federation__pb2.GetCatalogSnapshotRequest.SerializeToString,
+                response_deserializer=govnode_dot_v1_dot_federation__pb2.CatalogSnapshotPart.FromString,
+                _registered_method=True)
         self.ListPeers = channel.unary_unary(
                 '/govnode.v1.FederationService/ListPeers',
                 request_serializer=govnode_dot_v1_dot_federation__pb2.ListPeersRequest.SerializeToString,
@@ -125,6 +130,17 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCatalogSnapshot(self, request, context):
+        """The province's whole catalog as it stands, for a city that has applied none of its feed
+        yet: the current version of every entry, in resource_code order, after which
+        CatalogService.WatchCatalog after as_of_sequence brings the city up to date. A city
+        joining a province of 100,000 entries takes them in at the cost of storing them, not of
+        replaying every change ever made. Served by the province node only, to its city nodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListPeers(self, request, context):
         """Lists the peers this node federates with and their health (`govnode status`).
         """
@@ -180,6 +196,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.PublishCatalog,
                     request_deserializer=govnode_dot_v1_dot_catalog__pb2.CatalogChange.FromString,
                     response_serializer=govnode_dot_v1_dot_federation__pb2.PublishCatalogResponse.SerializeToString,
+            ),
+            'GetCatalogSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetCatalogSnapshot,
+                    request_deserializer=govnode_dot_v1_dot_federation__pb2.GetCatalogSnapshotRequest.FromString,
+                    response_serializer=govnode_dot_v1_dot_federation__pb2.CatalogSnapshotPart.SerializeToString,
             ),
             'ListPeers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPeers,
@@ -334,6 +355,33 @@ class FederationService:
             '/govnode.v1.FederationService/PublishCatalog',
             govnode_dot_v1_dot_catalog__pb2.CatalogChange.SerializeToString,
             govnode_dot_v1_dot_federation__pb2.PublishCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCatalogSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/govnode.v1.FederationService/GetCatalogSnapshot',
+            govnode_dot_v1_dot_federation__pb2.GetCatalogSnapshotRequest.SerializeToString,
+            govnode_dot_v1_dot_federation__pb2.CatalogSnapshotPart.FromString,
             options,
             channel_credentials,
             insecure,

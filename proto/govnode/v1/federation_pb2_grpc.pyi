@@ -57,6 +57,13 @@ class FederationServiceStub:
     """A city node pushes its catalog changes to the province, in sequence order; the province
     applies each at most once and acks the last sequence applied.
     """
+    GetCatalogSnapshot: _grpc.UnaryStreamMultiCallable[_federation_pb2.GetCatalogSnapshotRequest, _federation_pb2.CatalogSnapshotPart]
+    """The province's whole catalog as it stands, for a city that has applied none of its feed
+    yet: the current version of every entry, in resource_code order, after which
+    CatalogService.WatchCatalog after as_of_sequence brings the city up to date. A city
+    joining a province of 100,000 entries takes them in at the cost of storing them, not of
+    replaying every change ever made. Served by the province node only, to its city nodes.
+    """
     ListPeers: _grpc.UnaryUnaryMultiCallable[_federation_pb2.ListPeersRequest, _federation_pb2.ListPeersResponse]
     """Lists the peers this node federates with and their health (`govnode status`)."""
     DeliverNotifications: _grpc.UnaryUnaryMultiCallable[_federation_pb2.DeliverNotificationsRequest, _federation_pb2.DeliverNotificationsResponse]
@@ -98,6 +105,13 @@ class FederationServiceAsyncStub(FederationServiceStub):
     PublishCatalog: _aio.StreamUnaryMultiCallable[_catalog_pb2.CatalogChange, _federation_pb2.PublishCatalogResponse]  # type: ignore[assignment]
     """A city node pushes its catalog changes to the province, in sequence order; the province
     applies each at most once and acks the last sequence applied.
+    """
+    GetCatalogSnapshot: _aio.UnaryStreamMultiCallable[_federation_pb2.GetCatalogSnapshotRequest, _federation_pb2.CatalogSnapshotPart]  # type: ignore[assignment]
+    """The province's whole catalog as it stands, for a city that has applied none of its feed
+    yet: the current version of every entry, in resource_code order, after which
+    CatalogService.WatchCatalog after as_of_sequence brings the city up to date. A city
+    joining a province of 100,000 entries takes them in at the cost of storing them, not of
+    replaying every change ever made. Served by the province node only, to its city nodes.
     """
     ListPeers: _aio.UnaryUnaryMultiCallable[_federation_pb2.ListPeersRequest, _federation_pb2.ListPeersResponse]  # type: ignore[assignment]
     """Lists the peers this node federates with and their health (`govnode status`)."""
@@ -167,6 +181,19 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_federation_pb2.PublishCatalogResponse, _abc.Awaitable[_federation_pb2.PublishCatalogResponse]]:
         """A city node pushes its catalog changes to the province, in sequence order; the province
         applies each at most once and acks the last sequence applied.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCatalogSnapshot(
+        self,
+        request: _federation_pb2.GetCatalogSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_federation_pb2.CatalogSnapshotPart], _abc.AsyncIterator[_federation_pb2.CatalogSnapshotPart]]:
+        """The province's whole catalog as it stands, for a city that has applied none of its feed
+        yet: the current version of every entry, in resource_code order, after which
+        CatalogService.WatchCatalog after as_of_sequence brings the city up to date. A city
+        joining a province of 100,000 entries takes them in at the cost of storing them, not of
+        replaying every change ever made. Served by the province node only, to its city nodes.
         """
 
     @_abc_1.abstractmethod

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from govnode.v1 import catalog_pb2, catalog_pb2_grpc
 
-from tests.support.nodes import GOVNODE, MARKET_REGULATION, ProvinceSetup, channel, start
+from tests.support.cli import run_govnode
+from tests.support.nodes import MARKET_REGULATION, ProvinceSetup, channel, start
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -24,12 +25,10 @@ def backup_cli(
     *args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """`govnode backup ARGS...` as an operator runs it; ``env`` adds to the environment."""
-    return subprocess.run(
-        [*GOVNODE, "backup", *map(str, args)],
-        capture_output=True,
-        text=True,
+    return run_govnode(
+        ["backup", *map(str, args)],
+        {**os.environ, "GOVNODE_LOG__FORMAT": "json", **(env or {})},
         timeout=timeout,
-        env={**os.environ, "GOVNODE_LOG__FORMAT": "json", **(env or {})},
     )
 
 

@@ -53,8 +53,10 @@ BATCH = 5_000
 #: many entries the city holds by then), seconds.
 REACH_TIMEOUT_S = 1800.0
 POLL_S = 0.1
-#: The province counts as settled below this share of a core over a second (_settle).
+#: The province counts as settled below this share of a core for this many seconds in a row
+#: (_settle).
 SETTLED_CPU = 0.05
+SETTLED_SECONDS = 5
 SETTLE_TIMEOUT_S = 300.0
 
 
@@ -209,15 +211,16 @@ async def catalog_reaches_city(
 
 
 async def _settle(node: Child) -> float:
-    """Wait until ``node`` uses under SETTLED_CPU of a core (its start-up work done: the
+    """Wait until ``node`` uses under SETTLED_CPU of a core for SETTLED_SECONDS seconds in a
+    row (its start-up work done, which on PostgreSQL also waits on the server: the
     supervision summary of a province of 100,000 entries takes a while), so that what the
     join measures is the join; at most SETTLE_TIMEOUT_S. Returns the seconds waited."""
     began = time.monotonic()
-    while time.monotonic() - began < SETTLE_TIMEOUT_S:
+    quiet = 0
+    while quiet < SETTLED_SECONDS and time.monotonic() - began < SETTLE_TIMEOUT_S:
         before = cpu_seconds(node.process.pid)
         await asyncio.sleep(1.0)
-        if cpu_seconds(node.process.pid) - before < SETTLED_CPU:
-            break
+        quiet = quiet + 1 if cpu_seconds(node.process.pid) - before < SETTLED_CPU else 0
     return time.monotonic() - began
 
 

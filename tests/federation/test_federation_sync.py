@@ -42,7 +42,7 @@ from node.servicers.federation_sync import change_to_proto
 from node.servicers.stopping import until_stopping
 from node.storage import Database
 from tests.support.databases import NewDatabaseUrl
-from tests.support.entries import FIXED_TIME, OPEN_ENTRY, item
+from tests.support.entries import FIXED_TIME, OPEN_ENTRY, agency, agency_code, item
 from tests.support.nodes import (
     FUZHOU,
     PROVINCE,
@@ -230,6 +230,29 @@ async def test_a_run_that_moves_an_element_source_leaves_the_claims_one_by_one_w
     gone = change(entry_of(XIAMEN, 2, items=claim, version=4, status=ResourceStatus.WITHDRAWN), 8)
     assert await exchange.apply_remote(gone, province)  # a withdrawn source claims nothing
     assert await database.fetch_all("SELECT resource_code FROM element_source", {}) == []
+
+
+async def test_a_regions_own_changes_are_found_among_the_provinces(database: Database) -> None:
+    """What the city's up loop and WatchCatalog's origin_region read: only that region's
+    changes, and how far the feed was read, so that a page of other regions' changes is
+    passed over once."""
+    catalog = Catalog(database, FUZHOU, clock=lambda: FIXED_TIME)
+    exchange = CatalogExchange(database, catalog)
+    province = Identity(PROVINCE, TD, Role.NODE)
+    await exchange.apply_remote_many([change(entry_of(XIAMEN, n), n) for n in (1, 2, 3)], province)
+    mine = agency(agency_code(1, FUZHOU), FUZHOU)
+    await catalog.register(mine, entry_of(FUZHOU, 1))  # sequence 4
+    await exchange.apply_remote(change(entry_of(PROVINCE, 1), 4), province)  # sequence 5
+    found, scanned = await catalog.changes_of(FUZHOU, 0, limit=2)
+    assert (found, scanned) == ([], 2)
+    found, scanned = await catalog.changes_of(FUZHOU, 2, limit=2)
+    assert [(c.sequence, c.resource_code) for c in found] == [(4, f"{FUZHOU}-3-000001")]
+    assert found[0].entry.region == FUZHOU and scanned == 4
+    assert await catalog.changes_of(FUZHOU, 4) == ([], 5)
+    assert await catalog.changes_of(FUZHOU, 5) == ([], 5)  # nothing after: where it was
+    everyone, scanned = await catalog.changes_of(None, 0)
+    assert [c.origin_region for c in everyone] == [XIAMEN] * 3 + [FUZHOU, PROVINCE]
+    assert scanned == 5
 
 
 async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_whole(

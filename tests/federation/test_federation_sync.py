@@ -38,7 +38,7 @@ from node.catalog import (
 from node.errors import InvalidArgument, PermissionDenied
 from node.federation import CatalogExchange
 from node.servicers.convert import entry_to_proto
-from node.servicers.federation_sync import change_to_proto
+from node.servicers.federation_sync import change_to_proto, snapshot_entries
 from node.servicers.stopping import until_stopping
 from node.storage import Database
 from tests.support.databases import NewDatabaseUrl
@@ -253,6 +253,28 @@ async def test_a_regions_own_changes_are_found_among_the_provinces(database: Dat
     everyone, scanned = await catalog.changes_of(None, 0)
     assert [c.origin_region for c in everyone] == [XIAMEN] * 3 + [FUZHOU, PROVINCE]
     assert scanned == 5
+
+
+def test_a_snapshot_part_that_is_not_entries_is_refused_naming_what() -> None:
+    """What a city does with a part a faulty or hostile province sends: a refusal that names
+    the problem and quotes a short prefix of what came, never the whole of it."""
+    good = change(entry_of(PROVINCE, 1), 1).entry
+    body = entry_to_json(good)
+    part = federation_pb2.CatalogSnapshotPart(as_of_sequence=3, entries_json=[body])
+    assert snapshot_entries(part) == [(good, body)]
+    huge = "{" + "x" * 1_000_000
+    for bad, needle in (
+        (huge, "is not a catalog entry"),
+        (body.replace('"version":1', '"version":"one"'), "version"),
+        ("[]", "is not a catalog entry"),
+    ):
+        with pytest.raises(InvalidArgument, match=needle) as refused:
+            snapshot_entries(federation_pb2.CatalogSnapshotPart(entries_json=[body, bad]))
+        assert len(refused.value.message) < 400
+    wire = entry_to_proto(good)
+    wire.ClearField("created_at")  # without its times: not a replica's entry
+    with pytest.raises(InvalidArgument, match="created_at"):
+        snapshot_entries(federation_pb2.CatalogSnapshotPart(large_entry=wire))
 
 
 async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_whole(

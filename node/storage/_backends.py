@@ -283,6 +283,8 @@ class PostgresBackend:
                 found = _pg_fault(state, str(cause))
                 if found is not None or isinstance(cause, asyncpg.PostgresError):
                     return found
+            if any(refusal in str(cause) for refusal in _PG_CLIENT_REFUSALS):
+                return None  # the statement, not the database: a bug (INTERNAL)
             if type(cause) in (asyncpg.InterfaceError, asyncpg.InternalClientError) or isinstance(
                 cause, asyncpg.exceptions.ProtocolError
             ):
@@ -304,6 +306,11 @@ class PostgresBackend:
         key = int.from_bytes(digest, "big", signed=True)
         return select(func.pg_advisory_xact_lock(key))
 
+
+#: What asyncpg refuses before sending a statement, as an InterfaceError like a broken
+#: connection's: a statement binding more than 32,767 parameters said the database was
+#: unavailable (and health NOT_SERVING) for what is a bug of the statement.
+_PG_CLIENT_REFUSALS = ("the number of query arguments cannot exceed",)
 
 #: SQLSTATEs (exact, then by class) that are faults of the database server or its disk.
 _PG_FAULTS = {

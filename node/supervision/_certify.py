@@ -53,6 +53,8 @@ _CATALOG = SQLModel.metadata.tables["catalog_entry"]
 _QUALITY = SQLModel.metadata.tables["quality_check"]
 _NOTICES = SQLModel.metadata.tables["rectification_notice"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Resource codes named in one IN (...) (PostgreSQL binds 32,767 parameters at most).
+_CODES = 500
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,14 @@ class Certifier:
         """Condition 1: the resources certified (none when it fails)."""
         region = self._s.region
         if codes:
-            rows = await conn.execute(
-                sa.select(_CATALOG.c.resource_code, _CATALOG.c.body).where(
-                    _CATALOG.c.resource_code.in_(codes)
+            found = {}
+            for at in range(0, len(codes), _CODES):  # PostgreSQL binds 32,767 at most
+                rows = await conn.execute(
+                    sa.select(_CATALOG.c.resource_code, _CATALOG.c.body).where(
+                        _CATALOG.c.resource_code.in_(codes[at : at + _CODES])
+                    )
                 )
-            )
-            found = {row.resource_code: entry_from_json(row.body) for row in rows}
+                found.update({row.resource_code: entry_from_json(row.body) for row in rows})
             entries = []
             for code in codes:
                 entry = found.get(code)
@@ -187,10 +191,14 @@ class Certifier:
                 )
         # 3. quality (第十五、十六条).
         newest: dict[str, Any] = {}
-        if entries:
+        for at in range(0, len(entries), _CODES):
             rows = await conn.execute(
                 sa.select(_QUALITY.c.resource_code, _QUALITY.c.checked_at, _QUALITY.c.grade)
-                .where(_QUALITY.c.resource_code.in_([e.resource_code for e in entries]))
+                .where(
+                    _QUALITY.c.resource_code.in_(
+                        [e.resource_code for e in entries[at : at + _CODES]]
+                    )
+                )
                 .order_by(_QUALITY.c.checked_at, _QUALITY.c.id)
             )
             for row in rows:

@@ -78,6 +78,8 @@ CLI_REVIEW_CHANGES = ("cli:changes/approve", "cli:changes/reject")
 _REVIEWS = (REVIEW_CHANGE, CONSOLE_REVIEW_CHANGE, *CLI_REVIEW_CHANGES)
 #: Audit records read per query.
 _PAGE = 1000
+#: Resources whose aggregation _late replays together.
+_CODES = 500
 #: Characters of a refusal's message a finding quotes.
 _QUOTED = 160
 #: Grades below the pass line: a resource graded so counts against the agency.
@@ -267,8 +269,12 @@ def _aggregated(row: Any) -> bool:
     return "batch_id" in detail and (_int(detail, "accepted") + _int(detail, "held")) > 0
 
 
+def _submitted() -> Any:
+    return sa.and_(AUDIT.c.method == SUBMIT, AUDIT.c.outcome == "OK")
+
+
 def _submits_of(code: str) -> Any:
-    return sa.and_(AUDIT.c.method == SUBMIT, AUDIT.c.resource_code == code, AUDIT.c.outcome == "OK")
+    return sa.and_(_submitted(), AUDIT.c.resource_code == code)
 
 
 async def _before(conn: AsyncConnection, code: str, first: int, start: dt.datetime) -> Any:
@@ -299,6 +305,71 @@ def _cst(moment: dt.datetime) -> str:
     return moment.astimezone(CST).strftime("%Y-%m-%d %H:%M")
 
 
+@dataclass
+class _Cycle:
+    """One resource's aggregation as _late replays it: the last aggregation so far (or its
+    publish date) and the first moment it went past its cycle's allowance."""
+
+    entry: ResourceEntry
+    allowance: dt.timedelta
+    since: dt.datetime | None
+    late: Finding | None = None
+
+    def aggregated(self, row: Any) -> None:
+        if self.late is None and self.since is not None and row.at - self.since > self.allowance:
+            due = self.since + self.allowance
+            self.late = Finding(
+                Kind.LATE_AGGREGATION,
+                row.sequence,
+                due,
+                self.entry.resource_code,
+                f"应于 {_cst(due)} 前汇聚，实际 {_cst(row.at)} 汇聚 (第二十一条)",
+                row.request_id,
+            )
+        self.since = row.at
+
+    def finish(self, until: dt.datetime) -> Finding | None:
+        if self.late is None and self.since is not None and until - self.since > self.allowance:
+            due = self.since + self.allowance
+            self.late = Finding(
+                Kind.LATE_AGGREGATION,
+                0,
+                due,
+                self.entry.resource_code,
+                f"应于 {_cst(due)} 前汇聚，至 {_cst(until)} 仍未汇聚 (第二十一条)",
+            )
+        return self.late
+
+
+async def _lasts_before(
+    conn: AsyncConnection, codes: Sequence[str], first: int, start: dt.datetime
+) -> dict[str, Any]:
+    """For each of ``codes`` that has one, its last aggregation before the period: the last
+    Submit of each read in one query, and _before for a code whose last aggregated nothing."""
+    statement = (
+        sa.select(AUDIT.c.resource_code, sa.func.max(AUDIT.c.sequence))
+        .where(AUDIT.c.resource_code.in_(codes), _submitted(), AUDIT.c.at < start)
+        .group_by(AUDIT.c.resource_code)
+    )
+    if first:
+        statement = statement.where(AUDIT.c.sequence < first)
+    lasts = {code: sequence for code, sequence in await conn.execute(statement)}
+    found: dict[str, Any] = {}
+    if lasts:
+        rows = await conn.execute(sa.select(AUDIT).where(AUDIT.c.sequence.in_(lasts.values())))
+        found = {row.resource_code: row for row in rows}
+    previous: dict[str, Any] = {}
+    for code in sorted(lasts):
+        row = found.get(code)
+        if row is not None and _aggregated(row):
+            previous[code] = row
+        else:  # rejected whole, or held nothing: page back from it
+            older = await _before(conn, code, lasts[code], start)
+            if older is not None:
+                previous[code] = older
+    return previous
+
+
 async def _late(
     conn: AsyncConnection,
     entries: Sequence[ResourceEntry],
@@ -310,44 +381,38 @@ async def _late(
 ) -> _Tally:
     """Resources of a fixed update cycle that went longer than the cycle's allowance without an
     aggregation at some moment of the period (up to ``until``, the report's moment): 第二十一条
-    as node.records' aggregation status reads it, replayed from the audit log."""
+    as node.records' aggregation status reads it, replayed from the audit log.
+
+    The resources are taken _CODES at a time: their last aggregations before the period in two
+    queries, then the period's Submits of all of them in one scan, so a province of 100,000
+    resources makes a few hundred queries, not two per resource."""
     tally = _Tally(Kind.LATE_AGGREGATION)
+    due = []
     for entry in sorted(entries, key=lambda e: e.resource_code):
         allowance = CYCLE_ALLOWANCE[entry.update_cycle]
-        if allowance is None or entry.status is not ResourceStatus.ACTIVE:
-            continue
-        tally.denominator += 1
-        code = entry.resource_code
-        previous = await _before(conn, code, first, start)
-        since: dt.datetime | None = published(entry)
-        if previous is not None:
-            tally.read(previous.sequence)
-            since = previous.at
-        late: Finding | None = None
-        async for row in _scan(conn, first, last, start, end, _submits_of(code)):
-            if not _aggregated(row):
-                continue
-            tally.read(row.sequence)
-            if late is None and since is not None and row.at - since > allowance:
-                late = Finding(
-                    Kind.LATE_AGGREGATION,
-                    row.sequence,
-                    since + allowance,
-                    code,
-                    f"应于 {_cst(since + allowance)} 前汇聚，实际 {_cst(row.at)} 汇聚 (第二十一条)",
-                    row.request_id,
-                )
-            since = row.at
-        if late is None and since is not None and until - since > allowance:
-            late = Finding(
-                Kind.LATE_AGGREGATION,
-                0,
-                since + allowance,
-                code,
-                f"应于 {_cst(since + allowance)} 前汇聚，至 {_cst(until)} 仍未汇聚 (第二十一条)",
-            )
-        if late is not None:
-            tally.find(late)
+        if allowance is not None and entry.status is ResourceStatus.ACTIVE:
+            due.append((entry, allowance))
+    for at in range(0, len(due), _CODES):
+        page = due[at : at + _CODES]
+        codes = [entry.resource_code for entry, _ in page]
+        previous = await _lasts_before(conn, codes, first, start)
+        cycles: dict[str, _Cycle] = {}
+        for entry, allowance in page:
+            tally.denominator += 1
+            before = previous.get(entry.resource_code)
+            since = published(entry) if before is None else before.at
+            if before is not None:
+                tally.read(before.sequence)
+            cycles[entry.resource_code] = _Cycle(entry, allowance, since)
+        scanned = sa.and_(AUDIT.c.resource_code.in_(codes), _submitted())
+        async for row in _scan(conn, first, last, start, end, scanned):
+            if _aggregated(row):
+                tally.read(row.sequence)
+                cycles[row.resource_code].aggregated(row)
+        for code in codes:
+            late = cycles[code].finish(until)
+            if late is not None:
+                tally.find(late)
     return tally
 
 
@@ -358,10 +423,13 @@ async def _quality(
     up to ``moment``; the value is the grade of their mean overall score."""
     codes = [e.resource_code for e in entries]
     newest: dict[str, Any] = {}
-    if codes:
+    for at in range(0, len(codes), _CODES):  # bound parameters: PostgreSQL takes 32,767
         rows = await conn.execute(
             sa.select(QUALITY.c.resource_code, QUALITY.c.overall, QUALITY.c.grade)
-            .where(QUALITY.c.resource_code.in_(codes), QUALITY.c.checked_at <= moment)
+            .where(
+                QUALITY.c.resource_code.in_(codes[at : at + _CODES]),
+                QUALITY.c.checked_at <= moment,
+            )
             .order_by(QUALITY.c.checked_at, QUALITY.c.id)
         )
         for row in rows:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, bindparam, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -187,6 +187,30 @@ async def test_a_failed_write_leaves_nothing_behind(database: Database) -> None:
     with pytest.raises(IntegrityError):
         await database.write("test.duplicate", duplicate)
     assert await _meta_keys(database) == []
+
+
+async def test_a_statement_the_driver_refuses_is_a_bug_not_the_database_unavailable(
+    database: Database,
+) -> None:
+    """asyncpg refuses a statement of more than 32,767 parameters with the same exception
+    class as a broken connection: it used to mark the database unavailable (health
+    NOT_SERVING) and retry, which a supervision summary of 100,000 resources did hourly."""
+    many = list(range(40_000))
+
+    async def read(session: AsyncSession) -> int:
+        conn = await session.connection()
+        statement = text("SELECT COUNT(*) FROM node_meta WHERE key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
+        return int((await conn.execute(statement, {"keys": [str(k) for k in many]})).scalar_one())
+
+    if database.backend == "postgresql":
+        with pytest.raises(StatementError) as caught:
+            await database.read("test.many_parameters", read)
+        assert "32767" in str(caught.value)
+    else:  # SQLite as Debian builds it binds up to 250,000
+        assert await database.read("test.many_parameters", read) == 0
+    assert database.health.available
 
 
 async def test_driver_cursor_errors_leave_as_sqlalchemys_and_roll_back(database: Database) -> None:

@@ -6,7 +6,9 @@ the province over one mutual-TLS channel (the province never needs to reach a ci
   they commit: woken by the catalog's in-process notification, with a short poll for changes
   other processes of this node make.
 - **down**: follows the province's feed (WatchCatalog) from the sequence last applied here
-  (``feed_cursor``), applying every change not owned by this city.
+  (``feed_cursor``), applying every change not owned by this city. With nothing of the feed
+  applied yet, it first takes the province's catalog as it stands (GetCatalogSnapshot) and
+  follows the feed from the sequence the snapshot was taken at.
 
 A heartbeat every ``federation.heartbeat_seconds`` keeps the province's last_seen_at of this
 city fresh, records how the province answered (:class:`node.federation.ProvinceLink`, for

@@ -1,7 +1,8 @@
 """The province and its cities (第十九、二十条), the domain side of both ends.
 
 - ``_join``: invitations and admitting a city (the province's side of joining);
-- ``_sync``: the province's catalog exchange with its cities;
+- ``_sync``: the province's catalog exchange with its cities (feed changes, and the snapshot
+  a newly joined city starts from);
 - ``_peers``, ``_routing``: which node serves a region, and routing calls to it;
 - ``_nonces``: caller assertions' nonces, each accepted once;
 - ``_approval``: approving a city as a sub-platform on its conformance report (第三十一条);

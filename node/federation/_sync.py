@@ -10,7 +10,13 @@ changes to every other city.
 
 Exactly once: ``feed_cursor`` keeps, per peer, the highest sequence of that peer's feed applied
 here, advanced in the same transaction as the change itself. A change at or below the cursor is
-skipped, and so is a version not newer than the stored one.
+skipped, and so is a version not newer than the stored one. A run of changes is stored in bulk
+(:func:`node.catalog.store_replicas`).
+
+A city that has applied nothing of the province's feed starts from a snapshot of the
+province's catalog instead (:meth:`CatalogExchange.apply_snapshot`, then
+:meth:`CatalogExchange.finish_snapshot` moves the cursor to the feed sequence the snapshot was
+taken at), rather than replaying every change the province ever made.
 
 Pure domain: no grpc; the servicer and the city's sync task translate the wire format.
 """

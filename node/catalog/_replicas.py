@@ -11,7 +11,7 @@ entries spends its time in the database's inserts rather than in a round trip pe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from node.catalog._registry import _FEED_LOCK, _entry_columns
 from node.catalog._types import ChangeKind, ResourceEntry, ResourceStatus
 from node.errors import FailedPrecondition
 from node.models import CatalogChangeRow, CatalogEntryRow, CatalogEntryVersionRow, ElementSourceRow
-from node.storage import Database
+from node.storage import Database, in_chunks
 
 __all__ = ["Replica", "store_replicas"]
 
@@ -30,8 +30,6 @@ _ENTRY: sa.Table = CatalogEntryRow.__table__  # type: ignore[attr-defined]
 _VERSION: sa.Table = CatalogEntryVersionRow.__table__  # type: ignore[attr-defined]
 _CHANGE: sa.Table = CatalogChangeRow.__table__  # type: ignore[attr-defined]
 _SOURCE: sa.Table = ElementSourceRow.__table__  # type: ignore[attr-defined]
-#: Codes named in one ``IN (...)``: far below every backend's limit on bound parameters.
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +97,10 @@ def store_replicas(db: Database, connection: Connection, replicas: Sequence[Repl
     return stored
 
 
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), _IN_CHUNK):
-        yield values[start : start + _IN_CHUNK]
-
-
 def _held_versions(connection: Connection, codes: set[str]) -> dict[str, tuple[str, int]]:
     """(region, version) of each of ``codes`` held here, locked for update on PostgreSQL."""
     held: dict[str, tuple[str, int]] = {}
-    for chunk in _chunks(sorted(codes)):
+    for chunk in in_chunks(sorted(codes)):
         query = (
             sa.select(_ENTRY.c.resource_code, _ENTRY.c.region, _ENTRY.c.version)
             .where(_ENTRY.c.resource_code.in_(chunk))
@@ -148,7 +141,7 @@ class _Claims:
             self.keys_of.setdefault(code, set()).add(key)
 
     def write(self, connection: Connection) -> None:
-        for chunk in _chunks(sorted(self.cleared_codes)):
+        for chunk in in_chunks(sorted(self.cleared_codes)):
             connection.execute(sa.delete(_SOURCE).where(_SOURCE.c.resource_code.in_(chunk)))
         if self.cleared_keys:
             connection.execute(

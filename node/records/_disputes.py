@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
-from node.records._lookup import chunks
 from node.records._types import Dispute
+from node.storage import in_chunks
 
 __all__ = ["MAX_DISPUTE_IDS", "OPEN_STATUSES", "disputes_of"]
 
@@ -30,7 +30,7 @@ MAX_DISPUTE_IDS = 10
 async def disputes_of(conn: AsyncConnection, code: str, keys: Sequence[str]) -> dict[str, Dispute]:
     """The marks of the records of ``code`` with ``keys`` that have open reports."""
     found: dict[str, list[tuple[str, str, dt.datetime]]] = {}
-    for chunk in chunks(list(keys)):
+    for chunk in in_chunks(list(keys)):
         rows = await conn.execute(
             sa.select(ERRORS.c.record_key, ERRORS.c.id, ERRORS.c.item, ERRORS.c.reported_at)
             .where(

@@ -51,12 +51,11 @@ from node.errors import InvalidArgument, PermissionDenied
 from node.models import NodeMetaRow
 from node.records._disputes import disputes_of
 from node.records._feed import FEED_PAGE, ChangeFeed, FeedRow
-from node.records._lookup import chunks
 from node.records._query import projection, shape_row
 from node.records._submit import RECORD, VERSION
 from node.records._types import Dispute
 from node.records._validation import schema_for
-from node.storage import Database
+from node.storage import Database, in_chunks
 
 __all__ = [
     "EXCHANGE_CHUNK_BYTES",
@@ -306,7 +305,7 @@ class RecordsExchange:
             rows = list((await conn.execute(current)).all())
             newer = [row.record_key for row in rows[:limit] if row.data_seq > snapshot]
             older: dict[str, Any] = {}
-            for keys in chunks(newer):
+            for keys in in_chunks(newer):
                 older.update(await _as_of(conn, code, keys, since, snapshot))
             disputed = [row.record_key for row in rows[:limit] if row.open_disputes]
             marks = await disputes_of(conn, code, disputed) if disputed else {}

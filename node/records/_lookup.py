@@ -12,15 +12,14 @@ records/s on a server with autovacuum off); see :func:`_probe_statement` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-#: Keys per IN (...) lookup: well under SQLite's and asyncpg's bound-parameter limits.
-_IN_CHUNK = 500
+from node.storage import in_chunks
 
 
 async def rows_by_key(
@@ -43,14 +42,14 @@ async def rows_by_key(
         return []
     found: list[Any] = []
     if conn.dialect.name != "postgresql":
-        for chunk in chunks(keys):
+        for chunk in in_chunks(keys):
             statement = sa.select(table.c.record_key, *columns).where(
                 table.c.resource_code == code, table.c.record_key.in_(chunk), *conditions
             )
             found += await conn.execute(statement)
         return found
     await conn.exec_driver_sql(_CUSTOM_PLANS)
-    for chunk in chunks(keys, _ARRAY_CHUNK):
+    for chunk in in_chunks(keys, _ARRAY_CHUNK):
         probe = _probe_statement(table, code, chunk, columns, conditions, unique)
         found += await conn.execute(probe)
     await conn.exec_driver_sql(_CACHED_PLANS)
@@ -99,8 +98,3 @@ def _probe_statement(
     fenced = probe.limit(sa.literal_column("1")) if unique else probe.offset(sa.literal_column("0"))
     found = fenced.lateral("r")
     return sa.select(given.c.key, *found.c).select_from(given.join(found, sa.true()))
-
-
-def chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

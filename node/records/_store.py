@@ -47,7 +47,6 @@ from node.codes import region_problem
 from node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from node.records._disputes import disputes_of
 from node.records._hold import hold_writes
-from node.records._lookup import chunks
 from node.records._query import (
     DEFAULT_HISTORY_PAGE,
     DEFAULT_PAGE_SIZE,
@@ -102,7 +101,7 @@ from node.records._types import (
     VerifyOutcome,
 )
 from node.records._validation import RecordSchema, schema_for
-from node.storage import Database, utc_now
+from node.storage import Database, in_chunks, utc_now
 from node.times import CST
 
 __all__ = [
@@ -623,7 +622,7 @@ async def aggregation_status_on(
     moment = now.astimezone(dt.UTC)
     codes = list(dict.fromkeys(e.resource_code for e in entries))
     states: dict[str, Any] = {}
-    for chunk in chunks(codes):
+    for chunk in in_chunks(codes):
         rows = await conn.execute(sa.select(DATA).where(DATA.c.resource_code.in_(chunk)))
         states.update((row.resource_code, row) for row in rows)
     return [_status(entry, states.get(entry.resource_code), moment) for entry in entries]

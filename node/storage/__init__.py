@@ -13,9 +13,10 @@ from node.storage._backends import MIN_SQLITE_VERSION, StorageError
 from node.storage._database import Database, Transaction, driver_cursor, driver_marks
 from node.storage._health import RECOVERY_PROBE_BYTES, StorageFault, StorageHealth, StorageMonitor
 from node.storage._migrations import head_revision
-from node.storage._types import UTCDateTime, utc_now
+from node.storage._types import IN_CHUNK, UTCDateTime, in_chunks, utc_now
 
 __all__ = [
+    "IN_CHUNK",
     "MIN_SQLITE_VERSION",
     "RECOVERY_PROBE_BYTES",
     "Database",
@@ -28,5 +29,6 @@ __all__ = [
     "driver_cursor",
     "driver_marks",
     "head_revision",
+    "in_chunks",
     "utc_now",
 ]

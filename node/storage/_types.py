@@ -1,12 +1,25 @@
-"""Column types whose behaviour must not depend on the backend."""
+"""Column types and statement shapes whose behaviour must not depend on the backend."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import DateTime, TypeDecorator
+
+_T = TypeVar("_T")
+
+#: Values named in one ``IN (...)``: far below every backend's limit on bound parameters
+#: (asyncpg refuses more than 32,767 in one statement).
+IN_CHUNK = 500
+
+
+def in_chunks(values: Sequence[_T], size: int = IN_CHUNK) -> Iterator[Sequence[_T]]:
+    """``values`` in consecutive slices of at most ``size``, for one ``IN (...)`` each."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

@@ -33,6 +33,7 @@ from node.errors import FailedPrecondition, InvalidArgument
 from node.models import AcceptanceCertificateRow
 from node.quality import count_overdue
 from node.records import aggregation_status_on
+from node.storage import in_chunks
 from node.supervision._certificate import (
     MAX_PROJECT,
     MAX_RESOURCES,
@@ -53,8 +54,6 @@ _CATALOG = SQLModel.metadata.tables["catalog_entry"]
 _QUALITY = SQLModel.metadata.tables["quality_check"]
 _NOTICES = SQLModel.metadata.tables["rectification_notice"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-#: Resource codes named in one IN (...) (PostgreSQL binds 32,767 parameters at most).
-_CODES = 500
 
 
 @dataclass(frozen=True)
@@ -120,10 +119,10 @@ class Certifier:
         region = self._s.region
         if codes:
             found = {}
-            for at in range(0, len(codes), _CODES):  # PostgreSQL binds 32,767 at most
+            for chunk in in_chunks(codes):
                 rows = await conn.execute(
                     sa.select(_CATALOG.c.resource_code, _CATALOG.c.body).where(
-                        _CATALOG.c.resource_code.in_(codes[at : at + _CODES])
+                        _CATALOG.c.resource_code.in_(chunk)
                     )
                 )
                 found.update({row.resource_code: entry_from_json(row.body) for row in rows})
@@ -191,14 +190,10 @@ class Certifier:
                 )
         # 3. quality (第十五、十六条).
         newest: dict[str, Any] = {}
-        for at in range(0, len(entries), _CODES):
+        for chunk in in_chunks([e.resource_code for e in entries]):
             rows = await conn.execute(
                 sa.select(_QUALITY.c.resource_code, _QUALITY.c.checked_at, _QUALITY.c.grade)
-                .where(
-                    _QUALITY.c.resource_code.in_(
-                        [e.resource_code for e in entries[at : at + _CODES]]
-                    )
-                )
+                .where(_QUALITY.c.resource_code.in_(chunk))
                 .order_by(_QUALITY.c.checked_at, _QUALITY.c.id)
             )
             for row in rows:

@@ -42,6 +42,7 @@ from gateway.quote import clip_message
 from node.catalog import ResourceEntry, ResourceStatus, entry_from_json
 from node.quality import Grade, grade_of
 from node.records import CYCLE_ALLOWANCE
+from node.storage import IN_CHUNK, in_chunks
 from node.supervision._types import (
     MAX_FINDINGS_PER_KIND,
     UNMEASURED,
@@ -78,8 +79,8 @@ CLI_REVIEW_CHANGES = ("cli:changes/approve", "cli:changes/reject")
 _REVIEWS = (REVIEW_CHANGE, CONSOLE_REVIEW_CHANGE, *CLI_REVIEW_CHANGES)
 #: Audit records read per query.
 _PAGE = 1000
-#: Resources whose aggregation _late replays together.
-_CODES = 500
+#: Resources whose aggregation _late replays together (one IN (...) of their codes).
+_CODES = IN_CHUNK
 #: Characters of a refusal's message a finding quotes.
 _QUOTED = 160
 #: Grades below the pass line: a resource graded so counts against the agency.
@@ -392,8 +393,7 @@ async def _late(
         allowance = CYCLE_ALLOWANCE[entry.update_cycle]
         if allowance is not None and entry.status is ResourceStatus.ACTIVE:
             due.append((entry, allowance))
-    for at in range(0, len(due), _CODES):
-        page = due[at : at + _CODES]
+    for page in in_chunks(due, _CODES):
         codes = [entry.resource_code for entry, _ in page]
         previous = await _lasts_before(conn, codes, first, start)
         cycles: dict[str, _Cycle] = {}
@@ -423,11 +423,11 @@ async def _quality(
     up to ``moment``; the value is the grade of their mean overall score."""
     codes = [e.resource_code for e in entries]
     newest: dict[str, Any] = {}
-    for at in range(0, len(codes), _CODES):  # bound parameters: PostgreSQL takes 32,767
+    for chunk in in_chunks(codes):
         rows = await conn.execute(
             sa.select(QUALITY.c.resource_code, QUALITY.c.overall, QUALITY.c.grade)
             .where(
-                QUALITY.c.resource_code.in_(codes[at : at + _CODES]),
+                QUALITY.c.resource_code.in_(chunk),
                 QUALITY.c.checked_at <= moment,
             )
             .order_by(QUALITY.c.checked_at, QUALITY.c.id)

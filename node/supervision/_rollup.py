@@ -27,6 +27,7 @@ from gateway.quote import quote
 from node.codes import Region, credit_code_problem, region_problem
 from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.models import SupervisionSummaryRow
+from node.storage import in_chunks
 from node.supervision._count import count, window
 from node.supervision._reports import Supervision
 from node.supervision._summary import (
@@ -50,8 +51,6 @@ CATALOG = SQLModel.metadata.tables["catalog_entry"]
 QUALITY = SQLModel.metadata.tables["quality_check"]
 ERRORS = SQLModel.metadata.tables["data_error"]
 AUDIT = SQLModel.metadata.tables["audit_record"]
-#: Resources whose quality checks and error reports are read per query.
-_CHUNK = 500
 #: Error reports counted as open: not yet resolved (node.quality's statuses).
 _OPEN = ("open", "correction_requested")
 #: A summary may not say it was made further ahead than this (clocks differ a little).
@@ -118,8 +117,7 @@ async def _resources(supervision: Supervision) -> tuple[list[ResourceQuality], i
 
     codes, total = await supervision.db.read("rollup.resources", owned)
     out: list[ResourceQuality] = []
-    for i in range(0, len(codes), _CHUNK):
-        chunk = codes[i : i + _CHUNK]
+    for chunk in in_chunks(codes):  # their quality checks and error reports, per query
         names = [code for code, _ in chunk]
 
         async def newest(

@@ -8,7 +8,7 @@ keeps them.
 - ``_patterns``: PATTERN rules on a linear-time engine (RE2);
 - ``_probe``: conformance probe resources and who may use them (第三十一条);
 - ``_registry``: register, update, withdraw, read, list and the ordered change feed, and
-  ``store_entry_row`` (how an entry's row is written, shared with catalog sync); its writes
+  ``store_entry_row`` (how an entry's row is written); its writes
   are idempotent by request id through node.idempotency;
 - ``_replicas``: other regions' entries stored in bulk (catalog sync, node.federation).
 """

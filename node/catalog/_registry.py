@@ -787,8 +787,9 @@ def store_entry_row(
     session: AsyncSession, row: CatalogEntryRow | None, entry: ResourceEntry, body: str
 ) -> None:
     """Write an entry's row: a new one when ``row`` is None, else ``row`` in place. The
-    registry keeps its rows this way and so does catalog sync (a city mirroring the entries
-    of its province), so the columns of an entry are named in one place."""
+    registry keeps its rows this way (and bench.scale_catalog its bulk-loaded ones); catalog
+    sync writes the same columns (``_entry_columns``) through store_replicas, so the columns
+    of an entry are named in one place."""
     if row is None:
         session.add(CatalogEntryRow(**_entry_columns(entry), body=body))
     else:

@@ -23,7 +23,8 @@ Pure domain: no grpc; the servicer and the city's sync task translate the wire f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -51,6 +52,8 @@ from node.storage import Database, utc_now
 __all__ = ["CatalogExchange"]
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 _CURSOR_LOCK = "govnode.feed_cursor."
 _CURSOR: sa.Table = FeedCursorRow.__table__  # type: ignore[attr-defined]
@@ -165,15 +168,8 @@ class CatalogExchange:
         catalog of 100,000 entries in seconds rather than one commit per entry (bench.scale).
         Every change is checked first; if one fails its check, the changes before it are
         applied and then its error is raised, as applying them one by one would."""
-        checked: list[tuple[CatalogChange, str]] = []
-        refused: Exception | None = None
-        for change in changes:
-            try:
-                self.check_change(change, sender)
-            except (InvalidArgument, PermissionDenied, FailedPrecondition) as error:
-                refused = error
-                break
-            checked.append((change, entry_to_json(change.entry)))
+        passed, refused = _until_refused(changes, lambda c: self.check_change(c, sender))
+        checked = [(change, entry_to_json(change.entry)) for change in passed]
         peer = sender.region
 
         def txn(connection: Connection) -> list[CatalogChange]:
@@ -218,16 +214,14 @@ class CatalogExchange:
         before it are stored and then its error is raised. The feed cursor stays where it is
         until :meth:`finish_snapshot`, so a snapshot cut short is taken again from the start
         (what it stored is then skipped as not newer)."""
-        checked: list[Replica] = []
-        refused: Exception | None = None
-        for entry, body in entries:
-            try:
-                self.check_entry(entry, entry.region, sender)
-            except (InvalidArgument, PermissionDenied) as error:
-                refused = error
-                break
-            if entry.region != self.region:
-                checked.append(Replica(entry, body, _kind_of(entry), sender.uri))
+        passed, refused = _until_refused(
+            entries, lambda item: self.check_entry(item[0], item[0].region, sender)
+        )
+        checked = [
+            Replica(entry, body, _kind_of(entry), sender.uri)
+            for entry, body in passed
+            if entry.region != self.region
+        ]
         peer = sender.region
 
         def txn(connection: Connection) -> int:
@@ -252,6 +246,20 @@ class CatalogExchange:
 
         await self._db.write_sync("federation.finish_snapshot", txn)
         log.info("catalog_snapshot_applied", peer=peer, as_of_sequence=as_of_sequence)
+
+
+def _until_refused(
+    items: Sequence[_T], check: Callable[[_T], None]
+) -> tuple[list[_T], Exception | None]:
+    """The items before the first that ``check`` refuses, and that refusal (None if none)."""
+    passed: list[_T] = []
+    for item in items:
+        try:
+            check(item)
+        except (InvalidArgument, PermissionDenied, FailedPrecondition) as error:
+            return passed, error
+        passed.append(item)
+    return passed, None
 
 
 def _kind_of(entry: ResourceEntry) -> ChangeKind:

@@ -34,7 +34,7 @@ from govnode.v1 import catalog_pb2, catalog_pb2_grpc, federation_pb2, federation
 from gateway.channel import secure_channel
 from gateway.identity import Identity, Role, make_identity
 from gateway.tls import TlsFiles
-from node.catalog import Catalog, CatalogChange, ResourceEntry
+from node.catalog import Catalog, CatalogChange, Replica
 from node.config import NodeConfig
 from node.errors import DomainError, InvalidArgument, StorageUnavailable
 from node.federation import CatalogExchange, ProvinceLink, set_own_approval, skew_ms
@@ -291,8 +291,9 @@ class CitySync:
         storing: asyncio.Task[int] | None = None
         try:
             while True:
-                batch: list[tuple[ResourceEntry, str]] = []
+                batch: list[Replica] = []
                 size = 0
+                refused: Exception | None = None
                 item = await queue.get()
                 while isinstance(item, federation_pb2.CatalogSnapshotPart):
                     if as_of is None:
@@ -302,9 +303,13 @@ class CitySync:
                             f"catalog snapshot: as_of_sequence changed from {as_of} to "
                             f"{item.as_of_sequence} within one snapshot"
                         )
-                    for entry, body in snapshot_entries(item):
-                        batch.append((entry, body))
-                        size += len(body)
+                    replicas, refused = self._exchange.snapshot_replicas(
+                        snapshot_entries(item), self._province
+                    )
+                    batch.extend(replicas)
+                    size += sum(len(r.body) for r in replicas)
+                    if refused is not None:  # what passed before it is stored, then it is raised
+                        break
                     if len(batch) >= SNAPSHOT_BATCH or size >= SNAPSHOT_BATCH_CHARS:
                         break
                     if queue.empty():
@@ -318,6 +323,11 @@ class CitySync:
                     storing = asyncio.create_task(
                         self._exchange.apply_snapshot(batch, self._province)
                     )
+                if refused is not None:
+                    if storing is not None:
+                        stored += await storing
+                        storing = None
+                    raise refused
                 if isinstance(item, grpc.aio.AioRpcError) and (
                     item.code() is grpc.StatusCode.UNIMPLEMENTED
                 ):

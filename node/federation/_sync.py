@@ -23,7 +23,7 @@ Pure domain: no grpc; the servicer and the city's sync task translate the wire f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -184,7 +184,7 @@ class CatalogExchange:
                 last = change.sequence
                 if change.entry.region != self.region:
                     fresh.append(change)
-                    replicas.append(Replica(change.entry, body, change.kind, sender.uri))
+                    replicas.append(Replica.of(change.entry, body, change.kind, sender.uri))
             stored = [fresh[i] for i in store_replicas(self._db, connection, replicas)]
             _move_cursor(connection, peer, held, last)
             return stored
@@ -205,34 +205,38 @@ class CatalogExchange:
             raise refused
         return len(stored)
 
-    async def apply_snapshot(
-        self, entries: Sequence[tuple[ResourceEntry, str]], sender: Identity
-    ) -> int:
-        """Store entries of ``sender``'s catalog snapshot, each (entry, its owner's body), in
-        one transaction: those newer than held here, but this node's own. Returns how many
-        changed the catalog. Checked as a change would be; if one fails its check, those
-        before it are stored and then its error is raised. The feed cursor stays where it is
-        until :meth:`finish_snapshot`, so a snapshot cut short is taken again from the start
-        (what it stored is then skipped as not newer)."""
-        passed, refused = _until_refused(
-            entries, lambda item: self.check_entry(item[0], item[0].region, sender)
-        )
-        checked = [
-            Replica(entry, body, _kind_of(entry), sender.uri)
-            for entry, body in passed
-            if entry.region != self.region
-        ]
+    def snapshot_replicas(
+        self, entries: Iterable[tuple[ResourceEntry, str]], sender: Identity
+    ) -> tuple[list[Replica], Exception | None]:
+        """The entries of ``sender``'s catalog snapshot, each (entry, its owner's body), as
+        replicas to store (:meth:`apply_snapshot`), but this node's own; each checked as a
+        change would be. Those before the first refused, and that refusal (None if none).
+
+        ``entries`` may be a generator: each entry is let go once made a replica."""
+        replicas: list[Replica] = []
+        for entry, body in entries:
+            try:
+                self.check_entry(entry, entry.region, sender)
+            except (InvalidArgument, PermissionDenied) as error:
+                return replicas, error
+            if entry.region != self.region:
+                replicas.append(Replica.of(entry, body, _kind_of(entry), sender.uri))
+        return replicas, None
+
+    async def apply_snapshot(self, replicas: Sequence[Replica], sender: Identity) -> int:
+        """Store replicas of ``sender``'s catalog snapshot (:meth:`snapshot_replicas`) in one
+        transaction: those newer than held here. Returns how many changed the catalog. The
+        feed cursor stays where it is until :meth:`finish_snapshot`, so a snapshot cut short
+        is taken again from the start (what it stored is then skipped as not newer)."""
         peer = sender.region
 
         def txn(connection: Connection) -> int:
             self._db.lock_sync(connection, _CURSOR_LOCK + peer)
-            return len(store_replicas(self._db, connection, checked))
+            return len(store_replicas(self._db, connection, replicas))
 
-        stored = await self._db.write_sync("federation.apply_snapshot", txn) if checked else 0
+        stored = await self._db.write_sync("federation.apply_snapshot", txn) if replicas else 0
         if stored:
             self._catalog.notify_changed()
-        if refused is not None:
-            raise refused
         return stored
 
     async def finish_snapshot(self, sender: Identity, as_of_sequence: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pydantic
@@ -80,10 +80,13 @@ def replica_entry_from_proto(wire: common_pb2.ResourceEntry) -> ResourceEntry:
     )
 
 
-def snapshot_entries(part: federation_pb2.CatalogSnapshotPart) -> list[tuple[ResourceEntry, str]]:
+def snapshot_entries(
+    part: federation_pb2.CatalogSnapshotPart,
+) -> Iterator[tuple[ResourceEntry, str]]:
     """The entries of a catalog snapshot's part, each with the body to store: the owner's
-    JSON as sent, or the canonical JSON of a large entry sent in its structured form."""
-    entries: list[tuple[ResourceEntry, str]] = []
+    JSON as sent, or the canonical JSON of a large entry sent in its structured form. Parsed
+    one at a time as the caller takes them (CatalogExchange.snapshot_replicas lets each go
+    once it is a replica)."""
     for body in part.entries_json:
         try:
             entry = entry_from_json(body)
@@ -94,11 +97,10 @@ def snapshot_entries(part: federation_pb2.CatalogSnapshotPart) -> list[tuple[Res
                 f"catalog snapshot: entry {quote(body)} is not a catalog entry: "
                 f"{where}: {quote(err['msg'])}"
             ) from None
-        entries.append((entry, body))
+        yield entry, body
     if part.HasField("large_entry"):
         entry = replica_entry_from_proto(part.large_entry)
-        entries.append((entry, entry_to_json(entry)))
-    return entries
+        yield entry, entry_to_json(entry)
 
 
 def change_to_proto(change: CatalogChange) -> catalog_pb2.CatalogChange:
@@ -138,8 +140,11 @@ async def node_info(
     config: NodeConfig, identity: Identity, catalog: Catalog, db: Database
 ) -> federation_pb2.NodeInfo:
     """This node's NodeInfo (GetNodeInfo, heartbeats); a city is an approved sub-platform when
-    the province said so on its last heartbeat (第三十一条)."""
-    digest, _, last = await catalog.digest()
+    the province said so on its last heartbeat (第三十一条). Its catalog digest may lag a
+    catalog that is changing all the time (Catalog.digest's ``current=False``); the feed's
+    last sequence is always read as it stands (the province's lag figures go by it)."""
+    digest, _, _ = await catalog.digest(current=False)
+    last = await catalog.last_sequence()
     city = config.node.mode is Mode.CITY
     info = federation_pb2.NodeInfo(
         region=config.node.region,

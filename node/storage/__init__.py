@@ -10,7 +10,13 @@ Usage::
 """
 
 from node.storage._backends import MIN_SQLITE_VERSION, StorageError
-from node.storage._database import Database, Transaction, driver_cursor, driver_marks
+from node.storage._database import (
+    Database,
+    Transaction,
+    driver_cursor,
+    driver_marks,
+    insert_rows,
+)
 from node.storage._health import RECOVERY_PROBE_BYTES, StorageFault, StorageHealth, StorageMonitor
 from node.storage._migrations import head_revision
 from node.storage._types import IN_CHUNK, UTCDateTime, in_chunks, utc_now
@@ -30,5 +36,6 @@ __all__ = [
     "driver_marks",
     "head_revision",
     "in_chunks",
+    "insert_rows",
     "utc_now",
 ]

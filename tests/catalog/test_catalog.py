@@ -456,6 +456,28 @@ async def test_digest_follows_every_change_whichever_catalog_object_made_it(
     assert await other.digest() == third
 
 
+async def test_a_heartbeats_digest_lags_a_changing_catalog_by_a_bounded_time(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """digest(current=False) reuses the last digest computed while less than
+    DIGEST_REUSE_FACTOR times its computing time has passed; digest() never does."""
+    from node.catalog import _registry
+
+    await catalog.register(agency(PROVIDER), make_entry(1))
+    first = await catalog.digest()
+    await catalog.register(agency(PROVIDER), make_entry(2))
+    monkeypatch.setattr(_registry, "DIGEST_REUSE_FACTOR", 1e9)  # the window never closes
+    assert await catalog.digest(current=False) == first
+    second = await catalog.digest()
+    assert second[1:] == (2, 2) and second[0] != first[0]
+    assert await catalog.digest(current=False) == second
+    await catalog.register(agency(PROVIDER), make_entry(3))
+    monkeypatch.setattr(_registry, "DIGEST_REUSE_FACTOR", 0)  # the window is shut
+    third = await catalog.digest(current=False)
+    assert third[1:] == (3, 3) and third[0] not in (first[0], second[0])
+    assert await catalog.digest() == third
+
+
 async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
     for n in range(1, 6):
         await catalog.register(agency(PROVIDER), make_entry(n))

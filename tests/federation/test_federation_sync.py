@@ -261,7 +261,7 @@ def test_a_snapshot_part_that_is_not_entries_is_refused_naming_what() -> None:
     good = change(entry_of(PROVINCE, 1), 1).entry
     body = entry_to_json(good)
     part = federation_pb2.CatalogSnapshotPart(as_of_sequence=3, entries_json=[body])
-    assert snapshot_entries(part) == [(good, body)]
+    assert list(snapshot_entries(part)) == [(good, body)]
     huge = "{" + "x" * 1_000_000
     for bad, needle in (
         (huge, "is not a catalog entry"),
@@ -269,12 +269,12 @@ def test_a_snapshot_part_that_is_not_entries_is_refused_naming_what() -> None:
         ("[]", "is not a catalog entry"),
     ):
         with pytest.raises(InvalidArgument, match=needle) as refused:
-            snapshot_entries(federation_pb2.CatalogSnapshotPart(entries_json=[body, bad]))
+            list(snapshot_entries(federation_pb2.CatalogSnapshotPart(entries_json=[body, bad])))
         assert len(refused.value.message) < 400
     wire = entry_to_proto(good)
     wire.ClearField("created_at")  # without its times: not a replica's entry
     with pytest.raises(InvalidArgument, match="created_at"):
-        snapshot_entries(federation_pb2.CatalogSnapshotPart(large_entry=wire))
+        list(snapshot_entries(federation_pb2.CatalogSnapshotPart(large_entry=wire)))
 
 
 async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_whole(
@@ -288,15 +288,20 @@ async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_wh
         stored = change(entry, 1).entry
         return stored, entry_to_json(stored)
 
+    async def apply(entries: list[tuple[ResourceEntry, str]]) -> int:
+        replicas, refused = exchange.snapshot_replicas(iter(entries), province)
+        assert refused is None
+        return await exchange.apply_snapshot(replicas, province)
+
     claim = (item("tyshxydm", key=True, standard_element="DE01", authoritative_source=True),)
-    assert await exchange.apply_snapshot([held(entry_of(XIAMEN, 1, version=2))], province) == 1
+    assert await apply([held(entry_of(XIAMEN, 1, version=2))]) == 1
     snapshot = [
         held(entry_of(XIAMEN, 1, version=2, summary="旧")),  # not newer: skipped
         held(entry_of(XIAMEN, 2, version=3, status=ResourceStatus.WITHDRAWN)),
         held(entry_of(FUZHOU, 1)),  # this city's own: skipped
         held(entry_of(PROVINCE, 1, items=claim)),
     ]
-    assert await exchange.apply_snapshot(snapshot, province) == 2
+    assert await apply(snapshot) == 2
     assert await exchange.applied_sequence(PROVINCE) == 0  # not whole yet
     assert [e.version for e in await catalog.history(f"{XIAMEN}-3-000002")] == [3]
     assert (await catalog.get(f"{XIAMEN}-3-000001")).summary == "企业登记信息"
@@ -309,9 +314,14 @@ async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_wh
     sources = await database.fetch_all("SELECT resource_code FROM element_source", {})
     assert [tuple(r) for r in sources] == [(f"{PROVINCE}-3-000001",)]
     foreign = held(entry_of("360100", 1))  # another province's region
-    with pytest.raises(PermissionDenied, match="not in province"):
-        await exchange.apply_snapshot([held(entry_of(XIAMEN, 4)), foreign], province)
-    assert (await catalog.digest())[1] == 4  # the entry before the refused one was stored
+    after = held(entry_of(XIAMEN, 5))
+    replicas, refused = exchange.snapshot_replicas(
+        iter([held(entry_of(XIAMEN, 4)), foreign, after]), province
+    )
+    assert isinstance(refused, PermissionDenied) and "not in province" in refused.message
+    assert [r.code for r in replicas] == [f"{XIAMEN}-3-000004"]  # those before it only
+    assert await exchange.apply_snapshot(replicas, province) == 1
+    assert (await catalog.digest())[1] == 4
     await exchange.finish_snapshot(province, 42)
     assert await exchange.applied_sequence(PROVINCE) == 42
     await exchange.finish_snapshot(province, 7)  # never backwards

@@ -21,7 +21,7 @@ import node.storage._backends as backends
 from node.catalog import Catalog
 from node.errors import FailedPrecondition, InvalidArgument
 from node.models import NodeMetaRow, RevokedCertificateRow
-from node.storage import Database, StorageError, driver_cursor, head_revision
+from node.storage import Database, StorageError, driver_cursor, head_revision, insert_rows
 from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
 
 TABLES = {
@@ -400,6 +400,41 @@ async def test_datetimes_come_back_utc_aware(database: Database) -> None:
     assert back.tzinfo is dt.UTC
     assert back == revoked_at
     assert back.hour == 8  # 16:30 in China is 08:30 UTC
+
+
+async def test_insert_rows_stores_what_the_core_insert_stores(database: Database) -> None:
+    """insert_rows (bulk writes through the driver's executemany) converts each value with
+    its column's bind processor: the stored values are the Core insert's, byte for byte."""
+    table = RevokedCertificateRow.__table__  # type: ignore[attr-defined]
+    china = dt.timezone(dt.timedelta(hours=8), "CST")
+    at = dt.datetime(2025, 3, 1, 16, 30, 15, 123456, tzinfo=china)
+    columns = ("serial_hex", "issuer_region", "identity", "reason", "revoked_at", "revoked_by")
+
+    def row(serial: str, n: int) -> tuple[Any, ...]:
+        return (serial, NODE_REGION, f"spiffe://{n}", "superseded", at + dt.timedelta(n), "p")
+
+    def store(connection: Connection) -> None:
+        core = [dict(zip(columns, row(f"c{n}", n), strict=True)) for n in range(3)]
+        connection.execute(table.insert(), core)
+        insert_rows(connection, table, columns, [row(f"d{n}", n) for n in range(3)])
+        insert_rows(connection, table, columns, [])  # nothing to do
+
+    def stored(connection: Connection) -> list[tuple[Any, ...]]:
+        sql = f"SELECT {', '.join(columns)} FROM revoked_certificate ORDER BY serial_hex"
+        return [tuple(r) for r in connection.exec_driver_sql(sql)]
+
+    await database.write_sync("test.insert_rows", store)
+    rows = await database.write_sync("test.stored", stored)
+    assert [r[0] for r in rows] == ["c0", "c1", "c2", "d0", "d1", "d2"]
+    assert [r[1:] for r in rows[:3]] == [r[1:] for r in rows[3:]]
+    assert rows[4][4] != rows[3][4]  # the rows' own values, not the first row's
+
+    async def load(session: AsyncSession) -> dt.datetime:
+        found = await session.get(RevokedCertificateRow, "d1")
+        assert found is not None
+        return found.revoked_at
+
+    assert await database.read("test.load", load) == at + dt.timedelta(1)
 
 
 async def test_naive_datetimes_are_refused(database: Database) -> None:

@@ -107,7 +107,11 @@ class NodeInfo(_message.Message):
     after passing the conformance tests; always false for the province node.
     """
     catalog_digest: _builtins.str
-    """Hex digest of the node's catalog (as GetCatalogDigest)."""
+    """Hex digest of the node's catalog (as GetCatalogDigest). While the catalog changes without
+    pause the node recomputes it at most every ten times as long as computing it takes, so it
+    may then lag the catalog by that much; GetCatalogDigest always answers for the catalog as
+    it stands.
+    """
     catalog_last_sequence: _builtins.int
     """Sequence of the last change in the node's catalog feed."""
     listen_address: _builtins.str

@@ -113,7 +113,6 @@ async def load_entries(db: Database, count: int, by: str) -> None:
                         kind=ChangeKind.REGISTERED.value,
                         origin_region=PROVINCE,
                         at=at,
-                        body=body,
                     )
                 )
 

@@ -103,7 +103,9 @@ class CatalogChangeRow(SQLModel, table=True):
     kind: str = Field(max_length=16)
     origin_region: str = Field(max_length=REGION_LEN)
     at: dt.datetime = Field(sa_type=UTCDateTime)
-    body: str = Field(sa_type=Text)
+    #: NULL from migration 0033 on: the body is the version's (catalog_entry_version), read
+    #: through (resource_code, version). Rows written before keep their own copy.
+    body: str | None = Field(default=None, sa_type=Text, nullable=True)
 
 
 class RevokedCertificateRow(SQLModel, table=True):

@@ -191,7 +191,7 @@ class Catalog:
                 raise _already_registered(code) from None
             await self._claim_elements(session, stored)
             self._add_version(session, stored, body, caller)
-            await self._append_change(session, stored, body, ChangeKind.REGISTERED)
+            await self._append_change(session, stored, ChangeKind.REGISTERED)
             self._remember(session, caller, request_id, "register_resource", stored)
             return stored
 
@@ -267,7 +267,7 @@ class Catalog:
         _set_columns(row, new, body)
         await self._claim_elements(session, new)
         self._add_version(session, new, body, caller, reason=reason)
-        await self._append_change(session, new, body, ChangeKind.UPDATED)
+        await self._append_change(session, new, ChangeKind.UPDATED)
         self._remember(session, caller, request_id, "update_resource", new)
         return new
 
@@ -320,7 +320,7 @@ class Catalog:
         _set_columns(row, new, body)
         await self._claim_elements(session, new)  # a withdrawn entry claims nothing
         self._add_version(session, new, body, caller, reason=reason)
-        await self._append_change(session, new, body, ChangeKind.WITHDRAWN)
+        await self._append_change(session, new, ChangeKind.WITHDRAWN)
         self._remember(session, caller, request_id, "withdraw_resource", new)
         return new
 
@@ -443,10 +443,13 @@ class Catalog:
             raise InvalidArgument(f"limit: must not be negative, got {limit}")
         limit = min(limit or 100, MAX_CHANGES)
         feed: sa.Table = CatalogChangeRow.__table__  # type: ignore[attr-defined]
+        version: sa.Table = CatalogEntryVersionRow.__table__  # type: ignore[attr-defined]
+        # A change's body is its version's (migration 0033); rows written before keep a copy.
+        stored = sa.func.coalesce(feed.c.body, version.c.body)
         body = (
-            feed.c.body
+            stored
             if origin_region is None
-            else sa.case((feed.c.origin_region == origin_region, feed.c.body), else_=None)
+            else sa.case((feed.c.origin_region == origin_region, stored), else_=None)
         )
         query = (
             sa.select(
@@ -457,6 +460,15 @@ class Catalog:
                 feed.c.origin_region,
                 feed.c.at,
                 body,
+            )
+            .select_from(
+                feed.outerjoin(
+                    version,
+                    sa.and_(
+                        version.c.resource_code == feed.c.resource_code,
+                        version.c.version == feed.c.version,
+                    ),
+                )
             )
             .where(feed.c.sequence > min(after_sequence, MAX_STORED_INT))
             .order_by(feed.c.sequence)
@@ -743,11 +755,12 @@ class Catalog:
         )
 
     async def _append_change(
-        self, session: AsyncSession, entry: ResourceEntry, body: str, kind: ChangeKind
+        self, session: AsyncSession, entry: ResourceEntry, kind: ChangeKind
     ) -> None:
         # The sequence is max + 1 under a lock held to commit, not an autoincrement: a
         # database sequence leaves gaps on rollback and can commit out of order, and a node
-        # resuming "after N" would then skip a change that committed late.
+        # resuming "after N" would then skip a change that committed late. The body is the
+        # version's, written beside it (_add_version): the feed reads it from there.
         await self._db.lock(session, _FEED_LOCK)
         last = (await session.exec(select(func.max(CatalogChangeRow.sequence)))).one()
         assert entry.updated_at is not None
@@ -759,7 +772,6 @@ class Catalog:
                 kind=kind.value,
                 origin_region=entry.region,
                 at=entry.updated_at,
-                body=body,
             )
         )
         await session.flush()

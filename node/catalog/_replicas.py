@@ -42,7 +42,8 @@ _REGION = _ENTRY_COLUMN_NAMES.index("region")
 _VERSION_AT = _ENTRY_COLUMN_NAMES.index("version")
 _UPDATED_AT = _ENTRY_COLUMN_NAMES.index("updated_at")
 _VERSION_COLUMNS = ("resource_code", "version", "body", "changed_by", "changed_at", "reason")
-_CHANGE_COLUMNS = ("sequence", "resource_code", "version", "kind", "origin_region", "at", "body")
+#: A change's body is its version's (migration 0033): the feed row holds none.
+_CHANGE_COLUMNS = ("sequence", "resource_code", "version", "kind", "origin_region", "at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,7 @@ def _append_changes(db: Database, connection: Connection, replicas: Sequence[Rep
         _CHANGE,
         _CHANGE_COLUMNS,
         [
-            (last + offset, r.code, r.version, r.kind.value, r.region, r.updated_at, r.body)
+            (last + offset, r.code, r.version, r.kind.value, r.region, r.updated_at)
             for offset, r in enumerate(replicas, start=1)
         ],
     )

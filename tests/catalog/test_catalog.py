@@ -478,6 +478,48 @@ async def test_a_heartbeats_digest_lags_a_changing_catalog_by_a_bounded_time(
     assert await catalog.digest() == third
 
 
+async def test_the_feed_reads_each_changes_body_from_its_version_and_old_copies_still_read(
+    database: Database,
+) -> None:
+    """Migration 0033: a change written now holds no body of its own (its version's row has
+    it); rows written before keep their copy and read the same, and a downgrade puts the copy
+    back into every row."""
+    from sqlalchemy import text
+
+    from tests.support.databases import migrate
+
+    catalog = Catalog(database, NODE_REGION, clock=lambda: FIXED_TIME)
+
+    async def bodies() -> list[str | None]:
+        async with database.engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT body FROM catalog_change ORDER BY sequence")
+            )
+            return [row[0] for row in found]
+
+    def seen(changes: list[Any]) -> list[tuple[int, str, int, str]]:
+        return [(c.sequence, c.resource_code, c.version, c.entry.summary) for c in changes]
+
+    await catalog.register(agency(PROVIDER), make_entry(1))
+    await catalog.register(agency(PROVIDER), make_entry(2))
+    await catalog.update(agency(PROVIDER), make_entry(1, summary="第二版"))
+    before = seen(await catalog.changes(0))
+    assert [v for _, _, v, _ in before] == [1, 1, 2]
+    assert before[2][3] == "第二版" and before[0][3] != "第二版"
+    assert await bodies() == [None, None, None]
+
+    await migrate(database, "downgrade", "0032")
+    copies = await bodies()
+    assert all(copies) and '"第二版"' in str(copies[2]) and '"第二版"' not in str(copies[0])
+    await migrate(database, "upgrade", "head")
+    assert await bodies() == copies  # old rows keep their copy
+    await catalog.register(agency(PROVIDER), make_entry(3))
+    assert (await bodies())[3] is None
+    after = seen(await catalog.changes(0))
+    assert after[:3] == before and after[3][:3] == (4, make_entry(3).resource_code, 1)
+    assert seen((await catalog.changes_of(NODE_REGION, 1))[0]) == after[1:]
+
+
 async def test_change_feed_pages_from_a_sequence(catalog: Catalog) -> None:
     for n in range(1, 6):
         await catalog.register(agency(PROVIDER), make_entry(n))

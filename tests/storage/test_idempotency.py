@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import Connection, inspect, text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,7 +29,7 @@ from node.models import AccessApplicationRow, CatalogEntryVersionRow
 from node.records import Records
 from node.sharing import Applications, Decision, Draft, Notifications, Review
 from node.storage import Database
-from node.storage._migrations import alembic_config
+from tests.support.databases import migrate
 from tests.support.entries import NODE_REGION, TRUST_DOMAIN, agency, agency_code, make_entry
 
 PROVIDER = agency(agency_code(1))
@@ -232,16 +231,6 @@ async def test_two_concurrent_retries_of_one_id_apply_once(world: World) -> None
 
 
 # --- migration 0015 -------------------------------------------------------------------------
-
-
-async def migrate(db: Database, how: str, revision: str) -> None:
-    """Alembic ``upgrade``/``downgrade`` to ``revision`` on ``db``."""
-
-    def run(sync: Connection) -> None:
-        getattr(command, how)(alembic_config(sync), revision)
-
-    async with db.engine.begin() as connection:
-        await connection.run_sync(run)
 
 
 async def rows(db: Database, sql: str) -> set[tuple[Any, ...]]:

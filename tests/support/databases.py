@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from alembic import command
+from sqlalchemy import Connection
 
 from bench.databases import POSTGRES_ENV, postgres_url
 from bench.databases import backend_url as bench_backend_url
 from node.storage import Database
+from node.storage._migrations import alembic_config
 
 BACKENDS = ("sqlite", "postgresql")
 POSTGRES_SKIP = f"{POSTGRES_ENV} not set: PostgreSQL tests skipped, SQLite only"
@@ -40,3 +43,13 @@ def sqlite_urls(base: Path) -> NewDatabaseUrl:
         return f"sqlite+aiosqlite:///{base / f'node-{next(made)}.db'}"
 
     return new
+
+
+async def migrate(db: Database, how: str, revision: str) -> None:
+    """Alembic ``upgrade``/``downgrade`` to ``revision`` on ``db`` (migration tests)."""
+
+    def run(sync: Connection) -> None:
+        getattr(command, how)(alembic_config(sync), revision)
+
+    async with db.engine.begin() as connection:
+        await connection.run_sync(run)

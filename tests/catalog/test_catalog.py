@@ -481,9 +481,9 @@ async def test_a_heartbeats_digest_lags_a_changing_catalog_by_a_bounded_time(
 async def test_the_feed_reads_each_changes_body_from_its_version_and_old_copies_still_read(
     database: Database,
 ) -> None:
-    """Migration 0033: a change written now holds no body of its own (its version's row has
-    it); rows written before keep their copy and read the same, and a downgrade puts the copy
-    back into every row."""
+    """Migration 0033: a change holds no body of its own (its version's row has it); the
+    upgrade drops the copies older rows held where the version holds the same text, keeps
+    one that differs (read as it is), and a downgrade puts the copy back into every row."""
     from sqlalchemy import text
 
     from tests.support.databases import migrate
@@ -511,12 +511,21 @@ async def test_the_feed_reads_each_changes_body_from_its_version_and_old_copies_
     await migrate(database, "downgrade", "0032")
     copies = await bodies()
     assert all(copies) and '"第二版"' in str(copies[2]) and '"第二版"' not in str(copies[0])
+    assert seen(await catalog.changes(0)) == before  # read from the rows' own copies
+    # A copy that is not its version's text (edited by hand) is kept by the upgrade, and read.
+    edited = str(copies[1]).replace('"summary":"', '"summary":"改过的')
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE catalog_change SET body = :body WHERE sequence = 2"), {"body": edited}
+        )
     await migrate(database, "upgrade", "head")
-    assert await bodies() == copies  # old rows keep their copy
+    assert await bodies() == [None, edited, None]
     await catalog.register(agency(PROVIDER), make_entry(3))
     assert (await bodies())[3] is None
     after = seen(await catalog.changes(0))
-    assert after[:3] == before and after[3][:3] == (4, make_entry(3).resource_code, 1)
+    assert after[1][3].startswith("改过的")
+    assert [after[0], after[2]] == [before[0], before[2]]
+    assert after[3][:3] == (4, make_entry(3).resource_code, 1)
     assert seen((await catalog.changes_of(NODE_REGION, 1))[0]) == after[1:]
 
 

@@ -20,6 +20,7 @@ from govnode.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
+from structlog.testing import capture_logs
 
 from gateway.identity import Identity, Role
 from gateway.tls import TlsFiles
@@ -436,6 +437,53 @@ async def test_a_city_that_joins_late_takes_a_snapshot_then_follows_the_feed(
         await fed.province.register(entry_of(PROVINCE, 3))  # after the snapshot: by the feed
         await fed.converged(4)
         assert await applied(fed.xiamen) == 5
+
+
+async def test_a_snapshot_with_an_entry_the_city_refuses_stores_what_came_before_and_retries(
+    tmp_path: Path, db_urls: NewDatabaseUrl
+) -> None:
+    """A province whose catalog holds an entry its city must refuse (here another province's
+    region, written into its database by hand): the late city stores the entries before it,
+    leaves its cursor at 0, logs the refusal, and takes the snapshot again until it passes."""
+    from node.catalog._registry import _entry_columns
+    from node.models import CatalogEntryRow
+
+    foreign = change(entry_of("360100", 1), 1).entry  # sorts after every 35xxxx code
+    table = CatalogEntryRow.__table__  # type: ignore[attr-defined]
+    async with federation(tmp_path, db_urls) as fed:
+        await fed.converged(0)
+        await fed.xiamen.stop()
+        await fed.province.register(entry_of(PROVINCE, 1))
+        await fed.province.running.db.write_sync(
+            "test.foreign_entry",
+            lambda c: c.execute(
+                table.insert(), [{**_entry_columns(foreign), "body": entry_to_json(foreign)}]
+            ),
+        )
+        with capture_logs() as logs:
+            await fed.xiamen.start()
+            for _ in range(100):  # until it stored what came first: 0.05 s steps, at most 5 s
+                if (await fed.xiamen.digest())[1] == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await fed.xiamen.digest())[1] == 1
+            assert await applied(fed.xiamen) == 0  # not whole: taken again from the start
+            for _ in range(100):  # the refusal is logged once the stored batch is done
+                if any(e["event"] == "catalog_sync_refused_change" for e in logs):
+                    break
+                await asyncio.sleep(0.05)
+        refusals = [e for e in logs if e["event"] == "catalog_sync_refused_change"]
+        assert refusals and "not in province 350000" in refusals[0]["error"]
+        await fed.province.running.db.write_sync(
+            "test.foreign_entry_gone",
+            lambda c: c.execute(table.delete().where(table.c.resource_code == "360100-3-000001")),
+        )
+        await fed.converged(1, RESTART_WAIT_S)  # the city held that entry already
+        for _ in range(int(RESTART_WAIT_S / 0.05)):  # until the retried snapshot is whole
+            if await applied(fed.xiamen) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await applied(fed.xiamen) == 1
 
 
 async def test_convergence_after_restarting_each_node_in_turn(

@@ -486,6 +486,43 @@ async def test_a_snapshot_with_an_entry_the_city_refuses_stores_what_came_before
         assert await applied(fed.xiamen) == 1
 
 
+async def test_a_late_city_replays_the_feed_when_its_province_serves_no_snapshot(
+    tmp_path: Path, db_urls: NewDatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A province older than GetCatalogSnapshot answers UNIMPLEMENTED, as gRPC does for a
+    method it does not know: the late city replays the province's feed from its first change
+    instead, so it holds every version, and converges."""
+    from node.servicers.federation_sync import FederationSyncServicer
+
+    async def older(self: Any, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # pragma: no cover - a server stream that ends before its first message
+
+    monkeypatch.setattr(FederationSyncServicer, "GetCatalogSnapshot", older)
+    async with federation(tmp_path, db_urls) as fed:
+        await fed.converged(0)
+        await fed.xiamen.stop()
+        fz = fed.fuzhou
+        await fz.register(entry_of(FUZHOU, 1))
+        update = entry_to_proto(entry_of(FUZHOU, 1, summary="更新后的摘要"))
+        await update_approved(fz.running, fz.setup, fz.agency(), update, expected_version=1)
+        await fed.province.register(entry_of(PROVINCE, 1))
+        with capture_logs() as logs:
+            await fed.xiamen.start()
+            await fed.converged(2, RESTART_WAIT_S)
+        assert any(e["event"] == "catalog_snapshot_not_served" for e in logs)
+        history = await fed.xiamen.catalog(
+            "GetResourceHistory",
+            catalog_pb2.GetResourceHistoryRequest(resource_code=f"{FUZHOU}-3-000001"),
+        )
+        assert [v.version for v in history.versions] == [1, 2]  # every version: the feed's
+        for _ in range(int(RESTART_WAIT_S / 0.05)):  # its cursor at the province's last change
+            if await applied(fed.xiamen) == await last_sequence(fed.province):
+                break
+            await asyncio.sleep(0.05)
+        assert await applied(fed.xiamen) == await last_sequence(fed.province) == 3
+
+
 async def test_convergence_after_restarting_each_node_in_turn(
     tmp_path: Path, db_urls: NewDatabaseUrl
 ) -> None:

@@ -852,8 +852,8 @@ def store_entry_row(
 ) -> None:
     """Write an entry's row: a new one when ``row`` is None, else ``row`` in place. The
     registry keeps its rows this way (and bench.scale_catalog its bulk-loaded ones); catalog
-    sync writes the same columns (``_entry_columns``) through store_replicas, so the columns
-    of an entry are named in one place."""
+    sync writes the same columns (``_ENTRY_COLUMN_NAMES``, ``_entry_values``) through
+    store_replicas, so the columns of an entry are named in one place."""
     if row is None:
         session.add(CatalogEntryRow(**_entry_columns(entry), body=body))
     else:

@@ -54,6 +54,7 @@ __all__ = ["CatalogExchange"]
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 
 _CURSOR_LOCK = "govnode.feed_cursor."
 _CURSOR: sa.Table = FeedCursorRow.__table__  # type: ignore[attr-defined]
@@ -168,8 +169,11 @@ class CatalogExchange:
         catalog of 100,000 entries in seconds rather than one commit per entry (bench.scale).
         Every change is checked first; if one fails its check, the changes before it are
         applied and then its error is raised, as applying them one by one would."""
-        passed, refused = _until_refused(changes, lambda c: self.check_change(c, sender))
-        checked = [(change, entry_to_json(change.entry)) for change in passed]
+        checked, refused = _until_refused(
+            changes,
+            lambda c: self.check_change(c, sender),
+            lambda c: (c, entry_to_json(c.entry)),
+        )
         peer = sender.region
 
         def txn(connection: Connection) -> list[CatalogChange]:
@@ -213,15 +217,15 @@ class CatalogExchange:
         change would be. Those before the first refused, and that refusal (None if none).
 
         ``entries`` may be a generator: each entry is let go once made a replica."""
-        replicas: list[Replica] = []
-        for entry, body in entries:
-            try:
-                self.check_entry(entry, entry.region, sender)
-            except (InvalidArgument, PermissionDenied) as error:
-                return replicas, error
-            if entry.region != self.region:
-                replicas.append(Replica.of(entry, body, _kind_of(entry), sender.uri))
-        return replicas, None
+        return _until_refused(
+            entries,
+            lambda item: self.check_entry(item[0], item[0].region, sender),
+            lambda item: (
+                None
+                if item[0].region == self.region
+                else Replica.of(item[0], item[1], _kind_of(item[0]), sender.uri)
+            ),
+        )
 
     async def apply_snapshot(self, replicas: Sequence[Replica], sender: Identity) -> int:
         """Store replicas of ``sender``'s catalog snapshot (:meth:`snapshot_replicas`) in one
@@ -253,17 +257,20 @@ class CatalogExchange:
 
 
 def _until_refused(
-    items: Sequence[_T], check: Callable[[_T], None]
-) -> tuple[list[_T], Exception | None]:
-    """The items before the first that ``check`` refuses, and that refusal (None if none)."""
-    passed: list[_T] = []
+    items: Iterable[_T], check: Callable[[_T], None], make: Callable[[_T], _U | None]
+) -> tuple[list[_U], Exception | None]:
+    """``make(item)`` of each item before the first that ``check`` refuses (None from ``make``:
+    nothing to keep of it), and that refusal (None if none). ``items`` may be a generator;
+    each item is let go once made."""
+    made: list[_U] = []
     for item in items:
         try:
             check(item)
         except (InvalidArgument, PermissionDenied, FailedPrecondition) as error:
-            return passed, error
-        passed.append(item)
-    return passed, None
+            return made, error
+        if (kept := make(item)) is not None:
+            made.append(kept)
+    return made, None
 
 
 def _kind_of(entry: ResourceEntry) -> ChangeKind:

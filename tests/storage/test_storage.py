@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, bindparam, inspect, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,8 +23,18 @@ import node.storage._backends as backends
 from node.catalog import Catalog
 from node.errors import FailedPrecondition, InvalidArgument
 from node.models import NodeMetaRow, RevokedCertificateRow
-from node.storage import Database, StorageError, driver_cursor, head_revision, insert_rows
+from node.storage import (
+    Database,
+    StorageError,
+    UTCDateTime,
+    driver_cursor,
+    head_revision,
+    insert_rows,
+)
+from node.storage._types import sqlite_utc_text
 from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
+
+SQLITE = sqlite_dialect()
 
 TABLES = {
     "acceptance_certificate",
@@ -409,9 +421,16 @@ async def test_insert_rows_stores_what_the_core_insert_stores(database: Database
     china = dt.timezone(dt.timedelta(hours=8), "CST")
     at = dt.datetime(2025, 3, 1, 16, 30, 15, 123456, tzinfo=china)
     columns = ("serial_hex", "issuer_region", "identity", "reason", "revoked_at", "revoked_by")
+    # Another zone; UTC without microseconds; a UTC that is not datetime.UTC itself (as parsed
+    # from JSON): each stored as the Core insert stores it.
+    times = (
+        at,
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC) - dt.timedelta(1),
+        dt.datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=dt.timezone(dt.timedelta(0))) - dt.timedelta(2),
+    )
 
     def row(serial: str, n: int) -> tuple[Any, ...]:
-        return (serial, NODE_REGION, f"spiffe://{n}", "superseded", at + dt.timedelta(n), "p")
+        return (serial, NODE_REGION, f"spiffe://{n}", "superseded", times[n] + dt.timedelta(n), "p")
 
     def store(connection: Connection) -> None:
         core = [dict(zip(columns, row(f"c{n}", n), strict=True)) for n in range(3)]
@@ -434,7 +453,31 @@ async def test_insert_rows_stores_what_the_core_insert_stores(database: Database
         assert found is not None
         return found.revoked_at
 
-    assert await database.read("test.load", load) == at + dt.timedelta(1)
+    assert await database.read("test.load", load) == times[1] + dt.timedelta(1)
+
+    def naive(connection: Connection) -> None:
+        bad = (*row("e0", 0)[:4], dt.datetime(2025, 3, 1, 16, 30), "p")  # naive on purpose
+        insert_rows(connection, table, columns, [bad])
+
+    with pytest.raises(ValueError, match="refusing to store naive datetime"):
+        await database.write_sync("test.naive", naive)
+
+
+def test_utc_text_is_what_sqlalchemy_stores_on_sqlite() -> None:
+    """insert_rows's cheaper conversion of UTCDateTime on SQLite gives SQLAlchemy's own text
+    for any aware time (the stored values, and so ORDER BY and comparisons, stay the same)."""
+    rng = random.Random(17)
+    process = UTCDateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
+    assert process is not None
+    for _ in range(2000):
+        zone = dt.timezone(dt.timedelta(minutes=rng.randrange(-14 * 60, 14 * 60 + 1)))
+        at = dt.datetime(
+            rng.randrange(2, 9999), rng.randrange(1, 13), rng.randrange(1, 29),
+            rng.randrange(24), rng.randrange(60), rng.randrange(60),
+            rng.choice((0, rng.randrange(1_000_000))), tzinfo=zone,
+        )  # fmt: skip
+        assert sqlite_utc_text(at) == process(at)
+    assert sqlite_utc_text(None) is None
 
 
 async def test_naive_datetimes_are_refused(database: Database) -> None:

@@ -172,6 +172,12 @@ def _metadata_bytes(context: Context, key: str) -> bytes | None:
     return None
 
 
+def _doing(slot: Slot | None, what: str) -> None:
+    """Note what a counted stream's handler is doing (see Slot.doing)."""
+    if slot is not None:
+        slot.doing = what
+
+
 class _BadMessage(Exception):
     pass
 
@@ -499,7 +505,7 @@ class _Guarded:
             return None
         caller = str(call.peer.identity) if call.peer else call.anonymous_caller
         origin = str(call.detail.get("assertion_origin", "")) if call.origin_node else ""
-        slot = self.streams.admit(caller, origin)
+        slot = self.streams.admit(caller, origin, self.method)
         slot.enter()
         return slot
 
@@ -517,6 +523,7 @@ class _Guarded:
             while True:
                 if slot is not None:
                     slot.between_messages()
+                    slot.doing = "making its next message"
                 try:
                     item = await anext(messages)
                 except StopAsyncIteration:
@@ -527,6 +534,7 @@ class _Guarded:
                         if self.metered is not None and self.metered.sent is not None:
                             self.metered.sent.inc()
                         continue
+                    slot.doing = "writing a message"
                     if first:
                         # Headers on their own first: a stream that stalls on its first
                         # message can then still be ended with a status.
@@ -551,6 +559,8 @@ class _Guarded:
                 raise slot.gate.stopped(self.method, slot) from None
             raise
         finally:
+            if slot is not None:
+                slot.doing = "closing its messages"
             aclose = getattr(result, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -716,6 +726,7 @@ class _Guarded:
             # Waiting for the caller's next message, the stream ends at once if the node stops.
             requests = aiter(raws)
             while True:
+                slot.doing = "waiting for its caller's next message"
                 with slot.waiting():
                     try:
                         raw = await anext(requests)
@@ -761,11 +772,14 @@ class _Guarded:
                     await self.vouch(call, raw)
                     slot = self.admit(call)
                     await self.respond(inner_us(request, context), context, slot)
+                    _doing(slot, "recording its end in the audit log")
                     await self.finish(call, grpc.StatusCode.OK, "")
                 except asyncio.CancelledError:
+                    _doing(slot, "recording its end in the audit log")
                     await self.interrupted(call)
                     raise
                 except Exception as exc:
+                    _doing(slot, "recording and sending its status")
                     await self.refused(call, context, exc)
                 finally:
                     if slot is not None:
@@ -787,12 +801,15 @@ class _Guarded:
                     await self.vouch(call, None)
                     slot = self.admit(call)
                     response = await inner_su(parse_stream(call, raws), context)
+                    _doing(slot, "recording its end in the audit log")
                     await self.finish(call, grpc.StatusCode.OK, "")
                     return response
                 except (asyncio.CancelledError, GeneratorExit):
+                    _doing(slot, "recording its end in the audit log")
                     await self.interrupted(call)
                     raise
                 except Exception as exc:
+                    _doing(slot, "recording and sending its status")
                     await self.refused(call, context, exc)
                 finally:
                     if slot is not None:
@@ -814,11 +831,14 @@ class _Guarded:
                 slot = self.admit(call)
                 requests = parse_stream(call, raws, slot)
                 await self.respond(inner_ss(requests, context), context, slot)
+                _doing(slot, "recording its end in the audit log")
                 await self.finish(call, grpc.StatusCode.OK, "")
             except asyncio.CancelledError:
+                _doing(slot, "recording its end in the audit log")
                 await self.interrupted(call)
                 raise
             except Exception as exc:
+                _doing(slot, "recording and sending its status")
                 await self.refused(call, context, exc)
             finally:
                 if slot is not None:

@@ -35,7 +35,10 @@ other call. So (the guard, gateway.interceptors, applies this to every streaming
   working (reading a page, committing a batch) is not interrupted: it ends at its next message
   boundary, and a message it has produced (a batch's acknowledgement) is still written first.
   New streams are refused UNAVAILABLE. Without this, a caught-up subscriber held the node's
-  stop for its whole grace period.
+  stop for its whole grace period. A stream that has not ended a few seconds after the stop
+  (:meth:`StreamGate.ended`: its work did not reach its next message) is logged with what it
+  was doing and then cancelled as a waiting one is (:meth:`StreamGate.cancel_open`), ending
+  with the same status, so that it cannot hold the stop for the grace period either.
 """
 
 from __future__ import annotations
@@ -117,10 +120,14 @@ def idle() -> Iterator[None]:
 class Slot:
     """One admitted stream; :meth:`release` (idempotent) when its call has ended."""
 
-    def __init__(self, gate: StreamGate, caller: str, origin: str) -> None:
+    def __init__(self, gate: StreamGate, caller: str, origin: str, method: str = "") -> None:
         self.gate = gate
         self.caller = caller
         self.origin = origin
+        self.method = method
+        #: What the stream's handler is doing, for the log of a stream that outlives the stop
+        #: (set by the guard: gateway.interceptors).
+        self.doing = "starting"
         self.stalled = False
         self._released = False
         #: The last message written, or being written (None: none yet): the stop's hint.
@@ -164,6 +171,17 @@ class Slot:
         if not self._cancelled and self._task is not None:
             self._cancelled = True
             self._task.cancel()
+
+    def force_cancel(self) -> None:
+        """Cancel the stream's task whatever it is doing (it outlived the stop: see the
+        module): as the stop cancels a stream that waits, so that it ends with the same
+        UNAVAILABLE status saying where to resume."""
+        if self._task is not None and not self._task.done():
+            self._cancel()
+
+    def describe(self) -> str:
+        name = self.method.rsplit("/", 1)[-1] or "a stream"
+        return f"{name} of {self.caller}: {self.doing}"
 
     def stopped_by_gate(self) -> bool:
         """Whether the cancellation being handled is the stop's (it is then taken back) rather
@@ -226,10 +244,10 @@ class StreamGate:
 
     # --- caps -----------------------------------------------------------------------------
 
-    def admit(self, caller: str, origin: str = "") -> Slot:
+    def admit(self, caller: str, origin: str = "", method: str = "") -> Slot:
         """A slot for one more stream of ``caller`` (forwarded on behalf of ``origin``'s
-        callers, or "" for a direct call); Refusal RESOURCE_EXHAUSTED over a limit, UNAVAILABLE
-        once the node is stopping."""
+        callers, or "" for a direct call) calling ``method``; Refusal RESOURCE_EXHAUSTED over a
+        limit, UNAVAILABLE once the node is stopping."""
         if self.stopping:
             raise Refusal(grpc.StatusCode.UNAVAILABLE, STOPPING_MESSAGE)
         limits = self.limits
@@ -264,7 +282,7 @@ class StreamGate:
         if origin:
             self._origins[origin] += 1
         self.total += 1
-        slot = Slot(self, caller, origin)
+        slot = Slot(self, caller, origin, method)
         self._open.add(slot)
         return slot
 
@@ -340,6 +358,18 @@ class StreamGate:
                     await self._closed.wait()
             self._closed = None
         return len(self._open)
+
+    def describe_open(self) -> list[str]:
+        """What each stream still open is doing (at most 20 of them), for the log."""
+        return sorted(slot.describe() for slot in self._open)[:20]
+
+    def cancel_open(self) -> int:
+        """After :meth:`stop` and :meth:`ended`: cancel every stream still open, whatever it
+        is doing (see the module); returns how many."""
+        slots = list(self._open)
+        for slot in slots:
+            slot.force_cancel()
+        return len(slots)
 
     def stopped(self, method: str, slot: Slot) -> Refusal:
         """The status that ends ``slot``'s stream because the node is stopping."""

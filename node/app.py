@@ -285,8 +285,16 @@ class RunningNode:
         # shutdown, a status could fail (ExecuteBatchError) and its call then held the stop for
         # the whole grace. A stream busy with a batch ends at its next boundary.
         streams = self.guard.streams if self.guard is not None else None
-        if streams is not None and (left := await streams.ended(min(grace, STREAMS_END_S))):
-            log.info("streams_still_open_at_stop", count=left)
+        within = min(grace, STREAMS_END_S)
+        if streams is not None and (left := await streams.ended(within)):
+            if within > 0:
+                # Work that did not reach its next boundary, or a status that did not leave:
+                # cancelled rather than held for the grace (gateway.streams).
+                log.warning("streams_outlived_stop", count=left, streams=streams.describe_open())
+                streams.cancel_open()
+                left = await streams.ended(within)
+            if left:
+                log.info("streams_still_open_at_stop", count=left)
         if self.join is not None:
             await self.join.server.stop(grace)
         await self.health.stop()

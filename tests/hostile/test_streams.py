@@ -19,15 +19,19 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from cryptography.x509 import load_pem_x509_certificate
 from govnode.v1 import sharing_pb2, sharing_pb2_grpc
+from structlog.testing import capture_logs
 
 from gateway.channel import secure_channel
+from gateway.identity import identity_of
 from gateway.interceptors import REQUEST_ID_KEY
 from gateway.refusal import Refusal
-from gateway.streams import StreamGate, StreamLimits
+from gateway.streams import Slot, StreamGate, StreamLimits
 from gateway.tls import TlsFiles
 from node.app import RunningNode
 from node.audit import AuditLog
+from node.records._feed import ChangeFeed
 from tests.support.databases import NewDatabaseUrl
 from tests.support.exchange import CODE, MANY, WAIT_S, company, feed, read_changes
 from tests.support.nodes import (
@@ -276,6 +280,35 @@ async def test_a_stopping_gate_waits_for_its_streams_to_end_and_no_longer() -> N
     assert await held.ended(0.05) == 1
 
 
+async def test_a_stream_that_outlives_the_stop_is_named_and_cancelled() -> None:
+    """A stream whose work does not reach its next message boundary (here: an await that never
+    ends, outside any wait the stop may cancel) is still open once the stop's wait is over:
+    the gate says what it is doing and cancels it, and it then ends."""
+    gate = StreamGate()
+    admitted = asyncio.Event()
+    slots: list[Slot] = []
+
+    async def stream() -> None:
+        slot = gate.admit("agency-a", method="/govnode.v1.SharingService/Subscribe")
+        slots.append(slot)
+        try:
+            slot.doing = "making its next message"
+            admitted.set()
+            await asyncio.Event().wait()  # work that never ends by itself
+        finally:
+            slot.release()
+
+    task = asyncio.ensure_future(stream())
+    await asyncio.wait_for(admitted.wait(), 5.0)
+    gate.stop()
+    assert await gate.ended(0.05) == 1, "its work is not a wait the stop cancels"
+    assert gate.describe_open() == ["Subscribe of agency-a: making its next message"]
+    assert gate.cancel_open() == 1
+    assert await gate.ended(5.0) == 0
+    assert task.cancelled()
+    assert slots[0].describe() == "Subscribe of agency-a: making its next message"
+
+
 async def test_a_stream_not_read_past_the_stall_timeout_ends_aborted_and_resumes_without_gap(
     stalling: Province,
 ) -> None:
@@ -402,3 +435,62 @@ async def test_stopping_ends_streams_waiting_on_their_consumer_or_caller_at_once
         assert [c.sequence for c in received] == list(range(1, MANY + 2))
     finally:
         await node.stop(grace=0)
+
+
+async def test_a_stream_whose_work_outlives_the_stop_is_named_in_the_log_and_cancelled(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Subscribe whose work does not reach its next message (its read of the change feed does
+    not return) cannot hold the stopping node for its 30 s grace: a few seconds after the stop
+    began, the node logs the stream with what it was doing and cancels it, as it cancels a
+    stream that waits: the subscriber gets UNAVAILABLE saying how to resume, and the stop
+    returns.
+
+    The stop must return within 15 s: not a speed test, but the line between cancelling the
+    stream and waiting out the grace."""
+    setup = make_province(tmp_path / "province", db_url)
+    node = await start(setup)
+    reading = asyncio.Event()
+    release = asyncio.Event()  # set at the end: the stuck read then returns, nothing is left
+    stopping: asyncio.Future[None] | None = None
+
+    async def stuck(self: ChangeFeed, code: str, after: int) -> list[Any]:
+        reading.set()
+        await release.wait()
+        return []
+
+    try:
+        await register(setup, node, COMPANIES)
+        await feed(node, agency(setup, MARKET_REGULATION), "c-1", [company(0)])
+        monkeypatch.setattr(ChangeFeed, "_read", stuck)
+        caller = agency(setup, CIVIL_AFFAIRS)
+        async with channel(node, caller, timeout=30) as ch:
+            call = subscribe(ch, 0)
+            await asyncio.wait_for(reading.wait(), WAIT_S)
+            with capture_logs() as logs:
+                stopping = asyncio.ensure_future(node.stop(grace=30))
+                try:
+                    await asyncio.wait_for(asyncio.shield(stopping), 15)
+                except TimeoutError:
+                    pytest.fail("the stopping node waited out the grace for a stuck stream")
+            received, status = await read_to_the_end(call, 0)
+        assert received == []
+        assert status.code() is grpc.StatusCode.UNAVAILABLE
+        assert (status.details() or "") == (
+            "Subscribe: this node is stopping, so it ended the stream; once it is back (in a "
+            "few seconds, or at another address of the node), call Subscribe again with the "
+            "same request"
+        )
+        outlived = [e for e in logs if e["event"] == "streams_outlived_stop"]
+        assert len(outlived) == 1 and outlived[0]["count"] == 1
+        assert outlived[0]["streams"] == [
+            f"Subscribe of {identity_of(load_pem_x509_certificate(caller.chain.read_bytes()))}: "
+            "making its next message"
+        ]
+        assert not [e for e in logs if e["event"] == "streams_still_open_at_stop"]
+    finally:
+        release.set()
+        if stopping is None:
+            await node.stop(grace=0)
+        else:
+            await stopping

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -30,7 +29,7 @@ from node.storage import _migrations
 from node.storage._backends import Backend, Fault, StorageError, backend_for
 from node.storage._health import StorageFault, StorageHealth
 from node.storage._point import EnginePointReader, Params, PointReader, SQLitePointReader
-from node.storage._types import UTCDateTime, sqlite_utc_text, utc_now
+from node.storage._types import utc_now
 
 T = TypeVar("T")
 Transaction = Callable[[AsyncSession], Awaitable[T]]
@@ -420,10 +419,9 @@ def insert_rows(
             raise RuntimeError(f"insert into {table.name}: parameters out of column order")
         made: list[tuple[int, Callable[[Any], Any]]] = []
         for i, name in enumerate(columns):
-            column_type = table.c[name].type
-            process = column_type.dialect_impl(dialect).bind_processor(dialect)
+            process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
-                made.append((i, _cheaper(column_type, dialect, process)))
+                made.append((i, process))
         found = _INSERTS[key] = (str(compiled), tuple(made))
     sql, processors = found
     if processors:
@@ -438,25 +436,6 @@ def insert_rows(
 
 
 _INSERTS: dict[tuple[str, ...], tuple[str, tuple[tuple[int, Callable[[Any], Any]], ...]]] = {}
-
-#: Times whose stored text a cheaper conversion must give exactly as SQLAlchemy's does.
-_PROBE_TIMES = (
-    dt.datetime(2026, 12, 5, 19, 44, 50, 123456, tzinfo=dt.UTC),
-    dt.datetime(2026, 1, 1, tzinfo=dt.UTC),  # no microseconds
-    dt.datetime(2026, 1, 1, 7, 30, 0, 5, tzinfo=dt.timezone(dt.timedelta(hours=8))),
-    dt.datetime(1, 1, 1, tzinfo=dt.UTC),
-)
-
-
-def _cheaper(column_type: Any, dialect: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``process`` (a column's bind processor), or a cheaper function storing the same values:
-    UTCDateTime on SQLite (:func:`~node.storage._types.sqlite_utc_text`), taken only if it
-    gives SQLAlchemy's text for every probe time (another storage format keeps SQLAlchemy's)."""
-    if dialect.name != "sqlite" or not isinstance(column_type, UTCDateTime):
-        return process
-    if any(sqlite_utc_text(at) != process(at) for at in _PROBE_TIMES):
-        return process
-    return sqlite_utc_text
 
 
 def driver_marks(dialect: Any, count: int) -> list[str]:

@@ -50,20 +50,5 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
-def sqlite_utc_text(value: dt.datetime | None) -> str | None:
-    """What :class:`UTCDateTime` stores on SQLite for ``value`` (UTC text with microseconds,
-    SQLAlchemy's SQLite storage format), computed directly: SQLAlchemy's own conversion builds
-    a dict per value, which was a third of storing a catalog snapshot's rows (bench.scale,
-    ``--parts catalog``). :func:`node.storage.insert_rows` uses it once it has checked that it
-    gives the same text as SQLAlchemy's."""
-    if value is None:
-        return None
-    if value.tzinfo is not dt.UTC:
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"refusing to store naive datetime {value.isoformat()}; use UTC")
-        value = value.astimezone(dt.UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)

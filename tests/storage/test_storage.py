@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, bindparam, inspect, text
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,18 +21,8 @@ import node.storage._backends as backends
 from node.catalog import Catalog
 from node.errors import FailedPrecondition, InvalidArgument
 from node.models import NodeMetaRow, RevokedCertificateRow
-from node.storage import (
-    Database,
-    StorageError,
-    UTCDateTime,
-    driver_cursor,
-    head_revision,
-    insert_rows,
-)
-from node.storage._types import sqlite_utc_text
+from node.storage import Database, StorageError, driver_cursor, head_revision, insert_rows
 from tests.support.entries import NODE_REGION, agency, agency_code, item, make_entry
-
-SQLITE = sqlite_dialect()
 
 TABLES = {
     "acceptance_certificate",
@@ -461,23 +449,6 @@ async def test_insert_rows_stores_what_the_core_insert_stores(database: Database
 
     with pytest.raises(ValueError, match="refusing to store naive datetime"):
         await database.write_sync("test.naive", naive)
-
-
-def test_utc_text_is_what_sqlalchemy_stores_on_sqlite() -> None:
-    """insert_rows's cheaper conversion of UTCDateTime on SQLite gives SQLAlchemy's own text
-    for any aware time (the stored values, and so ORDER BY and comparisons, stay the same)."""
-    rng = random.Random(17)
-    process = UTCDateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
-    assert process is not None
-    for _ in range(2000):
-        zone = dt.timezone(dt.timedelta(minutes=rng.randrange(-14 * 60, 14 * 60 + 1)))
-        at = dt.datetime(
-            rng.randrange(2, 9999), rng.randrange(1, 13), rng.randrange(1, 29),
-            rng.randrange(24), rng.randrange(60), rng.randrange(60),
-            rng.choice((0, rng.randrange(1_000_000))), tzinfo=zone,
-        )  # fmt: skip
-        assert sqlite_utc_text(at) == process(at)
-    assert sqlite_utc_text(None) is None
 
 
 async def test_naive_datetimes_are_refused(database: Database) -> None:

@@ -12,6 +12,7 @@ client once its (often several MiB) window is full.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import grpc
 import grpc.aio
 import pytest
 from cryptography.x509 import load_pem_x509_certificate
-from govnode.v1 import sharing_pb2, sharing_pb2_grpc
+from govnode.v1 import federation_pb2, federation_pb2_grpc, sharing_pb2, sharing_pb2_grpc
 from structlog.testing import capture_logs
 
 from gateway.channel import secure_channel
@@ -29,7 +30,7 @@ from gateway.interceptors import REQUEST_ID_KEY
 from gateway.refusal import Refusal
 from gateway.streams import Slot, StreamGate, StreamLimits
 from gateway.tls import TlsFiles
-from node.app import RunningNode
+from node.app import RunningNode, node_tls_files
 from node.audit import AuditLog
 from node.records._feed import ChangeFeed
 from tests.support.databases import NewDatabaseUrl
@@ -37,10 +38,12 @@ from tests.support.exchange import CODE, MANY, WAIT_S, company, feed, read_chang
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
+    PROVINCE,
     PUBLIC_SECURITY,
     Federation,
     ProvinceSetup,
     channel,
+    entry_of,
     federation,
     make_province,
     start,
@@ -63,6 +66,8 @@ COMMITS, PER_COMMIT = 6, 3
 #: A batch whose changes (about 180 bytes each) overflow a 64 KiB window.
 OVERFLOW = 500
 STALL_S = 1.0
+#: Province entries in the unread snapshot (about 1.1 KB of JSON each).
+SNAPSHOT_ENTRIES = 80
 
 
 def unread_channel(node: RunningNode, files: TlsFiles) -> grpc.aio.Channel:
@@ -348,6 +353,57 @@ async def stalling_federation(tmp_path: Path, db_urls: NewDatabaseUrl) -> AsyncI
         await fed.converged(1)
         await grant(fed, consumer(fed))
         yield fed
+
+
+async def test_a_catalog_snapshot_not_read_ends_aborted_and_is_taken_again_whole(
+    stalling_federation: Federation,
+) -> None:
+    """A city that opens GetCatalogSnapshot and stops reading (here 福州's node certificate on
+    a channel that never reads) is ended ABORTED once the part waiting for it has waited the
+    stall timeout, told to take the snapshot again from its start; reading again, it gets that
+    part, then the status; a new call takes the whole snapshot, and the province serves on."""
+    fed = stalling_federation
+    for n in range(1, SNAPSHOT_ENTRIES + 1):  # about 90 KB of JSON: more than a 64 KiB window
+        await fed.province.register(entry_of(PROVINCE, n))
+    fuzhou = node_tls_files(fed.fuzhou.setup.config)
+    province = fed.province.running
+    request = federation_pb2.GetCatalogSnapshotRequest()
+    async with unread_channel(province, fuzhou) as ch:
+        call = federation_pb2_grpc.FederationServiceStub(ch).GetCatalogSnapshot(request)
+        await asyncio.wait_for(call.initial_metadata(), WAIT_S)
+        log = AuditLog(province.db)
+        aborted: list[Any] = []
+        for _ in range(100):  # bounded: the stall timeout is STALL_S
+            aborted = [
+                r
+                for r in await log.query(limit=1000)
+                if r.method.endswith("/GetCatalogSnapshot") and r.outcome == "ABORTED"
+            ]
+            if aborted:
+                break
+            await asyncio.sleep(0.1)
+        assert len(aborted) == 1, "the snapshot not read is ended, and audited, once"
+        parts: list[Any] = []
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            for _ in range(SNAPSHOT_ENTRIES + 1):
+                parts.append(await asyncio.wait_for(call.read(), WAIT_S))
+    assert err.value.code() is grpc.StatusCode.ABORTED
+    assert (err.value.details() or "").endswith(
+        f"the stream was not read for {STALL_S:g} s (its consumer took no message), so the "
+        "node ended it; call GetCatalogSnapshot again (a snapshot is taken whole, from its "
+        "start)"
+    ), err.value.details()
+    assert parts and all(isinstance(p, federation_pb2.CatalogSnapshotPart) for p in parts)
+    async with channel(province, fuzhou, timeout=30) as ch:
+        whole = [
+            part
+            async for part in federation_pb2_grpc.FederationServiceStub(ch).GetCatalogSnapshot(
+                request
+            )
+        ]
+    codes = {json.loads(body)["resource_code"] for part in whole for body in part.entries_json}
+    assert {entry_of(PROVINCE, n).resource_code for n in range(1, SNAPSHOT_ENTRIES + 1)} <= codes
+    assert COND.resource_code in codes
 
 
 async def test_a_routed_stream_not_read_ends_at_every_hop_and_resumes_without_gap(

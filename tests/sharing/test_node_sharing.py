@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from alembic import command
 from google.protobuf.timestamp_pb2 import Timestamp
 from govnode.v1 import sharing_pb2, sharing_pb2_grpc
 
@@ -21,7 +20,7 @@ from node.audit import AuditLog
 from node.catalog import ShareMethod
 from node.codes import make_citizen_id, make_credit_code
 from node.storage import Database
-from node.storage._migrations import alembic_config
+from tests.support.databases import migrate
 from tests.support.nodes import (
     CIVIL_AFFAIRS,
     MARKET_REGULATION,
@@ -243,10 +242,7 @@ async def downgrade(db_url: str, revision: str) -> None:
     left it."""
     db = await Database.open(db_url)
     try:
-        async with db.engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync: command.downgrade(alembic_config(sync), revision)
-            )
+        await migrate(db, "downgrade", revision)
     finally:
         await db.close()
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from bench.scenarios import Options, Outcome, Rate, Ratio
+from bench.scenarios import Options, Outcome, Rate, Ratio, number
 
 #: Keys every JSON line carries (null when not measured), in this order; scenarios may add more.
 FIGURES = (
@@ -30,10 +30,6 @@ FIGURES = (
 )
 
 
-def _num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
 def table(results: Sequence[tuple[str, Outcome]]) -> str:
     w = max([9, *(len(name) for name, outcome in results if outcome.rows)])
     header = (
@@ -43,35 +39,51 @@ def table(results: Sequence[tuple[str, Outcome]]) -> str:
     lines = [header, "-" * len(header)]
     notes: list[str] = []
     problems: list[str] = []
+    limits: list[str] = []
     for name, outcome in results:
         for row in outcome.rows:
             if isinstance(row, Rate):
-                rate = f"{_num(row.per_s)} {row.unit}"
+                rate = f"{number(row.per_s)} {row.unit}"
+                p50, p99 = number(row.p50_ms, 2), number(row.p99_ms, 2)
                 lines.append(
                     f"{name:<{w}} {row.label:<37} {rate:>20} "
-                    f"{_num(row.p50_ms, 2):>8} {_num(row.p99_ms, 2):>8} {_num(row.cpu_us, 1):>8}"
+                    f"{p50:>8} {p99:>8} {number(row.cpu_us, 1):>8}"
                 )
             elif isinstance(row, Ratio) and row.target is None:
-                lines.append(f"{name:<{w}} {row.label:<37} {_num(row.value, 3):>20}")
+                lines.append(f"{name:<{w}} {row.label:<37} {number(row.value, 3):>20}")
             elif isinstance(row, Ratio):
                 verdict = (
                     "not measured"
                     if row.value is None
                     else ("meets target" if row.value >= row.target else "BELOW target")
                 )
-                value = f"{_num(row.value, 3)}"
+                value = f"{number(row.value, 3)}"
                 lines.append(
                     f"{name:<{w}} {row.label:<37} {value:>20}   "
                     f"(target >= {row.target:.2f}: {verdict})"
                 )
         notes.extend(outcome.notes)
         problems.extend(outcome.problems)
+        if any(_below(row) for row in outcome.rows):
+            limits.extend(outcome.limits)
     lines.append("(CPU µs: the server's user + system CPU time per call or record, from /proc)")
     if notes:
         lines += ["", "How measured:", *(f"  - {n}" for n in notes)]
+    if limits:
+        lines += ["", "Below target: what limits it, and what was tried:"]
+        lines += [f"  - {limit}" for limit in limits]
     if problems:
         lines += ["", "Problems:", *(f"  - {p}" for p in problems)]
     return "\n".join(lines)
+
+
+def _below(row: Rate | Ratio) -> bool:
+    return (
+        isinstance(row, Ratio)
+        and row.target is not None
+        and row.value is not None
+        and row.value < row.target
+    )
 
 
 def _cpus() -> dict[str, int | None]:

@@ -57,6 +57,56 @@ PARTS = ("verify", "compare", "exchange", "catalog", "audit")
 CLIENT_SECONDS = 900.0
 VERIFY_SECONDS = 3600.0
 
+#: Issue 17's targets at province scale.
+P99_TARGET_MS = 5.0
+P99_GROWTH_TARGET = 2.0  # p99 at --records no worse than this times p99 at --light-records
+COMPARE_TARGET_S = 1.0
+CATALOG_TARGET_S = 5.0
+NOT_MET = "not met (what limits it, measured: README, Province scale)"
+
+
+def verdicts(figures: dict[str, Any]) -> list[str]:
+    """Each target of the parts measured in ``figures`` (run's output), met or not."""
+    lines: list[str] = []
+    light: dict[str, Any] = figures.get("light", {})
+    sizes = sorted(int(size) for size in light)
+    for method in ("verify", "query") if sizes else ():
+        p99 = {size: float(light[str(size)][method]["p99_ms"]) for size in sizes}
+        big, small = p99[sizes[-1]], p99[sizes[0]]
+        ok = big < P99_TARGET_MS
+        lines.append(
+            f"{method} p99 under {P99_TARGET_MS:g} ms at {sizes[-1]:,}: {big} ms, "
+            f"{'met' if ok else NOT_MET}"
+        )
+        if len(sizes) > 1:
+            growth = big / small if small else float("inf")
+            ok = growth <= P99_GROWTH_TARGET
+            lines.append(
+                f"{method} p99 at {sizes[-1]:,} within {P99_GROWTH_TARGET:g}x of at "
+                f"{sizes[0]:,}: {growth:.2f}x, {'met' if ok else NOT_MET}"
+            )
+    if "compare" in figures:
+        best: dict[int, float] = {}
+        for r in figures["compare"]["rounds"]:
+            per = int(r["results_per_message"])
+            best[per] = min(best.get(per, float("inf")), float(r["wall_s"]))
+        for per, wall in sorted(best.items(), reverse=True):
+            ok = wall < COMPARE_TARGET_S
+            lines.append(
+                f"compare of {figures['compare']['size']:,} under {COMPARE_TARGET_S:g} s, "
+                f"{per} a message: {wall} s, {'met' if ok else NOT_MET}"
+            )
+    catalog = figures.get("catalog")
+    if catalog is not None:
+        took = catalog.get("same_digest_s")
+        ok = took is not None and took < CATALOG_TARGET_S
+        shown = f"{took} s" if took is not None else "never the same digest"
+        lines.append(
+            f"catalog of {catalog['entries']:,} to a new city under {CATALOG_TARGET_S:g} s: "
+            f"{shown}, {'met' if ok else NOT_MET}"
+        )
+    return lines
+
 
 def say(message: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -279,6 +329,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await db.close()
             scale.figures["seconds"] = round(time.perf_counter() - started, 1)
+            if lines := verdicts(scale.figures):
+                say("targets:")
+                for line in lines:
+                    say(f"  {line}")
             return scale.figures
 
 

@@ -35,6 +35,7 @@ from gateway.channel import secure_channel
 from gateway.identity import Identity, Role, make_identity
 from gateway.tls import TlsFiles
 from node.catalog import Catalog, CatalogChange, Replica
+from node.clients._snapshot_parts import PROCESS_AFTER, Parsed, PartParser
 from node.config import NodeConfig
 from node.errors import DomainError, InvalidArgument, StorageUnavailable
 from node.federation import CatalogExchange, ProvinceLink, set_own_approval, skew_ms
@@ -48,6 +49,14 @@ from node.servicers.federation_sync import (
 )
 
 log = structlog.get_logger("govnode.catalog_sync")
+
+#: How long the snapshot's reader waits for a parsing process it has just started (0: never,
+#: the city parses meanwhile; tests wait, to send a small snapshot through the process).
+PROCESS_WAIT_S = 0.0
+
+#: A snapshot part read, and where its replicas come from: the parsing process (an awaitable),
+#: or None (parsed here when it is applied).
+_Part = tuple[federation_pb2.CatalogSnapshotPart, "asyncio.Future[Parsed] | None"]
 
 #: How often the up loop looks for own changes committed by other processes of this node.
 POLL_SECONDS = 0.5
@@ -269,17 +278,19 @@ class CitySync:
         its first change, as before.
 
         The parts are read by a task of their own; each batch's entries are parsed while the
-        batch before them is being stored (CatalogExchange.apply_snapshot)."""
+        batch before them is being stored (CatalogExchange.apply_snapshot): past
+        ``PROCESS_AFTER`` entries, by a process of its own (node.clients._snapshot_parts)."""
         stub = federation_pb2_grpc.FederationServiceStub(channel)
         call = stub.GetCatalogSnapshot(federation_pb2.GetCatalogSnapshotRequest())
-        queue: asyncio.Queue[federation_pb2.CatalogSnapshotPart | BaseException | None] = (
-            asyncio.Queue(SNAPSHOT_READ_AHEAD)
+        queue: asyncio.Queue[_Part | BaseException | None] = asyncio.Queue(SNAPSHOT_READ_AHEAD)
+        parser = PartParser(
+            self._exchange.region, self._province, after=PROCESS_AFTER, wait_s=PROCESS_WAIT_S
         )
 
         async def read() -> None:
             try:
                 async for part in call:
-                    await queue.put(part)
+                    await queue.put((part, await parser.submit(part)))
             except Exception as error:
                 await queue.put(error)
             else:
@@ -295,16 +306,19 @@ class CitySync:
                 size = 0
                 refused: Exception | None = None
                 item = await queue.get()
-                while isinstance(item, federation_pb2.CatalogSnapshotPart):
+                while isinstance(item, tuple):
+                    part, parsing = item
                     if as_of is None:
-                        as_of = item.as_of_sequence
-                    elif item.as_of_sequence != as_of:
+                        as_of = part.as_of_sequence
+                    elif part.as_of_sequence != as_of:
                         raise InvalidArgument(
                             f"catalog snapshot: as_of_sequence changed from {as_of} to "
-                            f"{item.as_of_sequence} within one snapshot"
+                            f"{part.as_of_sequence} within one snapshot"
                         )
-                    replicas, refused = self._exchange.snapshot_replicas(
-                        snapshot_entries(item), self._province
+                    replicas, refused = (
+                        self._exchange.snapshot_replicas(snapshot_entries(part), self._province)
+                        if parsing is None
+                        else await _parsed(parsing, parser)
                     )
                     batch.extend(replicas)
                     size += sum(len(r.body) for r in replicas)
@@ -348,6 +362,10 @@ class CitySync:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            while not queue.empty():  # parts read ahead, their parsing no longer wanted
+                if isinstance(left := queue.get_nowait(), tuple) and left[1] is not None:
+                    left[1].cancel()
+            parser.close()
         if as_of is None:
             raise InvalidArgument("catalog snapshot: the province sent no part")
         await self._exchange.finish_snapshot(self._province, as_of)
@@ -396,3 +414,15 @@ class CitySync:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+async def _parsed(parsing: asyncio.Future[Parsed], parser: PartParser) -> Parsed:
+    """A part's replicas from the parsing process; if the process broke, the parser parses here
+    from then on and the error is raised (the snapshot is then taken again from its start)."""
+    try:
+        return await parsing
+    except DomainError:
+        raise  # a part the city refuses, as if parsed here
+    except Exception as error:
+        parser.broke(error)
+        raise

@@ -51,7 +51,7 @@ from node.federation._peers import (
     skew_ms,
 )
 from node.federation._routing import Router
-from node.federation._sync import CatalogExchange
+from node.federation._sync import CatalogExchange, snapshot_replicas
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -85,4 +85,5 @@ __all__ = [
     "record_peer_info",
     "set_own_approval",
     "skew_ms",
+    "snapshot_replicas",
 ]

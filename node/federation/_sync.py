@@ -49,7 +49,7 @@ from node.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from node.models import FederationMemberRow, FeedCursorRow
 from node.storage import Database, utc_now
 
-__all__ = ["CatalogExchange"]
+__all__ = ["CatalogExchange", "snapshot_replicas"]
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +105,8 @@ class CatalogExchange:
             raise InvalidArgument(f"sequence: must be positive, got {change.sequence}")
         self.check_entry(change.entry, change.origin_region, sender)
 
-    def check_entry(self, entry: ResourceEntry, origin_region: str, sender: Identity) -> None:
+    @staticmethod
+    def check_entry(entry: ResourceEntry, origin_region: str, sender: Identity) -> None:
         """What :meth:`check_change` checks of the entry a change or a snapshot carries."""
         code = entry.resource_code
         if not 0 < entry.version <= MAX_STORED_INT:
@@ -217,15 +218,7 @@ class CatalogExchange:
         change would be. Those before the first refused, and that refusal (None if none).
 
         ``entries`` may be a generator: each entry is let go once made a replica."""
-        return _until_refused(
-            entries,
-            lambda item: self.check_entry(item[0], item[0].region, sender),
-            lambda item: (
-                None
-                if item[0].region == self.region
-                else Replica.of(item[0], item[1], _kind_of(item[0]), sender.uri)
-            ),
-        )
+        return snapshot_replicas(entries, self.region, sender)
 
     async def apply_snapshot(self, replicas: Sequence[Replica], sender: Identity) -> int:
         """Store replicas of ``sender``'s catalog snapshot (:meth:`snapshot_replicas`) in one
@@ -254,6 +247,22 @@ class CatalogExchange:
 
         await self._db.write_sync("federation.finish_snapshot", txn)
         log.info("catalog_snapshot_applied", peer=peer, as_of_sequence=as_of_sequence)
+
+
+def snapshot_replicas(
+    entries: Iterable[tuple[ResourceEntry, str]], region: str, sender: Identity
+) -> tuple[list[Replica], Exception | None]:
+    """:meth:`CatalogExchange.snapshot_replicas` for the node of ``region``, without the node:
+    what a process that only parses (node.clients._snapshot_parts) runs."""
+    return _until_refused(
+        entries,
+        lambda item: CatalogExchange.check_entry(item[0], item[0].region, sender),
+        lambda item: (
+            None
+            if item[0].region == region
+            else Replica.of(item[0], item[1], _kind_of(item[0]), sender.uri)
+        ),
+    )
 
 
 def _until_refused(

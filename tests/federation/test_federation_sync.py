@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from govnode.v1 import (
 )
 from structlog.testing import capture_logs
 
-from gateway.identity import Identity, Role
+import node.clients._catalog_sync as catalog_sync
+import node.clients._snapshot_parts as snapshot_parts
+from gateway.identity import Identity, Role, make_identity
 from gateway.tls import TlsFiles
 from node.app import node_tls_files
 from node.catalog import (
@@ -36,8 +39,9 @@ from node.catalog import (
     ValidationRule,
     entry_to_json,
 )
+from node.clients._snapshot_parts import PartParser
 from node.errors import InvalidArgument, PermissionDenied
-from node.federation import CatalogExchange
+from node.federation import CatalogExchange, snapshot_replicas
 from node.servicers.convert import entry_to_proto
 from node.servicers.federation_sync import change_to_proto, snapshot_entries
 from node.servicers.stopping import until_stopping
@@ -278,6 +282,68 @@ def test_a_snapshot_part_that_is_not_entries_is_refused_naming_what() -> None:
         list(snapshot_entries(federation_pb2.CatalogSnapshotPart(large_entry=wire)))
 
 
+async def test_a_parsing_process_makes_the_replicas_and_refusals_the_city_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parsing process of its own (spawned, as the city spawns it) makes the same replicas
+    of a part as the city makes itself, refuses the same entry (after the replicas before it),
+    and raises the same refusal, quoting a short prefix, for a part that is not entries."""
+    monkeypatch.setattr(PartParser, "unavailable", False)
+    sender = make_identity(PROVINCE, "fujian.gov.cn", Role.NODE)
+    good = [change(entry_of(PROVINCE, n), 1).entry for n in (1, 2)]
+    foreign = change(entry_of("360100", 1), 1).entry
+    parts = [
+        federation_pb2.CatalogSnapshotPart(entries_json=[entry_to_json(e) for e in good]),
+        federation_pb2.CatalogSnapshotPart(
+            entries_json=[entry_to_json(e) for e in (good[0], foreign, good[1])]
+        ),
+    ]
+    parser = PartParser(FUZHOU, sender, after=0, wait_s=60.0)
+    try:
+        for part in parts:
+            parsing = await parser.submit(part)
+            assert parsing is not None, "past `after` entries, with the process ready"
+            made, refused = await asyncio.wait_for(parsing, 30.0)
+            here, refused_here = snapshot_replicas(snapshot_entries(part), FUZHOU, sender)
+            assert made == here and made
+            assert repr(refused) == repr(refused_here)
+        assert isinstance(refused, PermissionDenied) and "360100" in refused.message
+        bad = federation_pb2.CatalogSnapshotPart(entries_json=["{" + "x" * 1_000_000])
+        parsing = await parser.submit(bad)
+        assert parsing is not None
+        with pytest.raises(InvalidArgument, match="is not a catalog entry") as err:
+            await asyncio.wait_for(parsing, 30.0)
+        assert len(err.value.message) < 400
+    finally:
+        parser.close()
+    assert not PartParser.unavailable
+
+
+async def test_without_a_parsing_process_the_city_parses_the_parts_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where no process can be started (a container without POSIX semaphores, for instance),
+    the parser says so once in the log and every part is parsed by the city itself."""
+
+    def cannot(*args: Any, **kwargs: Any) -> None:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(PartParser, "unavailable", False)
+    monkeypatch.setattr(snapshot_parts, "ProcessPoolExecutor", cannot)
+    sender = make_identity(PROVINCE, "fujian.gov.cn", Role.NODE)
+    part = federation_pb2.CatalogSnapshotPart(
+        entries_json=[entry_to_json(change(entry_of(PROVINCE, 1), 1).entry)]
+    )
+    with capture_logs() as logs:
+        for _ in range(3):
+            parser = PartParser(FUZHOU, sender, after=0, wait_s=60.0)
+            assert await parser.submit(part) is None
+            parser.close()
+    warned = [e for e in logs if e["event"] == "catalog_snapshot_parse_process_unavailable"]
+    assert len(warned) == 1 and "Function not implemented" in warned[0]["error"]
+    assert PartParser.unavailable
+
+
 async def test_a_snapshot_stores_what_is_newer_and_moves_the_cursor_only_when_whole(
     database: Database,
 ) -> None:
@@ -381,12 +447,31 @@ async def test_changes_propagate_to_every_node(tmp_path: Path, db_urls: NewDatab
         await assert_once_each(fed)
 
 
+@pytest.fixture(params=["the city", "a process"])
+def parsed_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a late city parses the province's snapshot: in its own process, or every part in
+    a parsing process of its own (node.clients._snapshot_parts; a large snapshot's parts go
+    there once it is started: here from the first part, waiting for it to be ready)."""
+    if request.param == "a process":
+        monkeypatch.setattr(catalog_sync, "PROCESS_AFTER", 0)
+        monkeypatch.setattr(catalog_sync, "PROCESS_WAIT_S", 60.0)
+        monkeypatch.setattr(PartParser, "unavailable", False)
+    return str(request.param)
+
+
+def assert_parsed_in(where: str, logs: list[MutableMapping[str, Any]]) -> None:
+    events = [e["event"] for e in logs]
+    assert ("catalog_snapshot_parse_process_started" in events) is (where == "a process")
+    assert "catalog_snapshot_parse_process_unavailable" not in events
+
+
 async def test_a_city_that_joins_late_takes_a_snapshot_then_follows_the_feed(
-    tmp_path: Path, db_urls: NewDatabaseUrl
+    tmp_path: Path, db_urls: NewDatabaseUrl, parsed_in: str
 ) -> None:
     """A city that has applied nothing of the province's feed takes the catalog as it stands
     (GetCatalogSnapshot): the same digest, each entry at its current version only, an entry
-    over the snapshot's 1 MiB part in its structured form; then the feed after the snapshot."""
+    over the snapshot's 1 MiB part in its structured form; then the feed after the snapshot.
+    The same whether the city parses the parts itself or in a parsing process."""
     values = tuple(f"{i:05d}" + "状态" * 40 for i in range(10_000))  # about 2.5 MB of JSON
     large = entry_of(
         PROVINCE,
@@ -414,8 +499,10 @@ async def test_a_city_that_joins_late_takes_a_snapshot_then_follows_the_feed(
                 break
             await asyncio.sleep(0.05)
         assert await last_sequence(fed.province) == 4
-        await fed.xiamen.start()
-        await fed.converged(3)
+        with capture_logs() as logs:
+            await fed.xiamen.start()
+            await fed.converged(3, RESTART_WAIT_S)
+        assert_parsed_in(parsed_in, logs)
         xm = fed.xiamen.running
         assert await applied(fed.xiamen) == 4
         history = await fed.xiamen.catalog(
@@ -440,11 +527,12 @@ async def test_a_city_that_joins_late_takes_a_snapshot_then_follows_the_feed(
 
 
 async def test_a_snapshot_with_an_entry_the_city_refuses_stores_what_came_before_and_retries(
-    tmp_path: Path, db_urls: NewDatabaseUrl
+    tmp_path: Path, db_urls: NewDatabaseUrl, parsed_in: str
 ) -> None:
     """A province whose catalog holds an entry its city must refuse (here another province's
     region, written into its database by hand): the late city stores the entries before it,
-    leaves its cursor at 0, logs the refusal, and takes the snapshot again until it passes."""
+    leaves its cursor at 0, logs the refusal, and takes the snapshot again until it passes;
+    also when a parsing process made the refusal."""
     from node.catalog._registry import _entry_columns
     from node.models import CatalogEntryRow
 
@@ -474,6 +562,7 @@ async def test_a_snapshot_with_an_entry_the_city_refuses_stores_what_came_before
                 await asyncio.sleep(0.05)
         refusals = [e for e in logs if e["event"] == "catalog_sync_refused_change"]
         assert refusals and "not in province 350000" in refusals[0]["error"]
+        assert_parsed_in(parsed_in, logs)
         await fed.province.running.db.write_sync(
             "test.foreign_entry_gone",
             lambda c: c.execute(table.delete().where(table.c.resource_code == "360100-3-000001")),

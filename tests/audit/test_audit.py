@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -381,6 +382,29 @@ async def test_query_filters_and_pages(audit: AuditLog) -> None:
 ENV = {**os.environ, "GOVNODE_LOG__FORMAT": "json"}
 
 
+async def ended_or_dumped(
+    proc: asyncio.subprocess.Process, what: str, within_s: float = 15.0
+) -> tuple[bytes, bytes]:
+    """``proc``'s output once it has ended (within ``within_s``); if it has not, the test fails
+    with where each of its threads is (py-spy dump), and the process is killed, so that nothing
+    of it is left to the tests after this one."""
+    try:
+        return await asyncio.wait_for(proc.communicate(), within_s)
+    except TimeoutError:
+        spy = Path(sys.executable).parent / "py-spy"
+        dump = await asyncio.create_subprocess_exec(
+            str(spy), "dump", "--pid", str(proc.pid),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        stacks, _ = await asyncio.wait_for(dump.communicate(), 60)
+        proc.kill()
+        await proc.wait()
+        pytest.fail(
+            f"{what}: still running after {within_s:g} s; where its threads were:\n"
+            f"{stacks.decode(errors='replace')}"
+        )
+
+
 def province_config(base: Path, db_url: str) -> tuple[Path, NodeConfig]:
     """A province node's govnode.toml over ``db_url`` (no node is started: the CLI only needs
     the node's configuration and database)."""
@@ -497,7 +521,7 @@ async def test_cli_tail_follow_prints_new_records_until_interrupted(
             assert b"#4  OK" in line and b"350000-3-000009" in line
         finally:
             proc.send_signal(signal.SIGINT)
-            _, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+            _, err = await ended_or_dumped(proc, "govnode audit tail --follow, after Ctrl-C")
         assert proc.returncode == 0, err.decode()
         assert b"Traceback" not in err
         await log.close()

@@ -382,6 +382,10 @@ async def test_query_filters_and_pages(audit: AuditLog) -> None:
 ENV = {**os.environ, "GOVNODE_LOG__FORMAT": "json"}
 
 
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def ended_or_dumped(
     proc: asyncio.subprocess.Process, what: str, within_s: float = 15.0
 ) -> tuple[bytes, bytes]:
@@ -510,6 +514,9 @@ async def test_cli_tail_follow_prints_new_records_until_interrupted(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=ENV,
+            # As at a terminal: a test run started in the background by a shell without job
+            # control inherits SIGINT ignored, and so would the command, Ctrl-C and all.
+            preexec_fn=_sigint_as_at_a_terminal,
         )
         assert proc.stdout is not None
         try:
